@@ -1,0 +1,125 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes, documented in `metal --help`.
+const (
+	exitOK      = 0 // success
+	exitFailed  = 1 // invalid input or a failed operation
+	exitUsage   = 2 // the command line itself is wrong
+	exitChanges = 2 // plan --detailed-exitcode: changes present
+)
+
+// app is what every verb shares: where output goes and how to log.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	logLevel       string
+}
+
+// logger returns a slog logger on stderr at the level chosen by --log-level.
+func (a *app) logger() *slog.Logger {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+		lvl = slog.LevelInfo
+	}
+	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+// verbs holds the constructors of every top-level verb; each verb's file
+// registers itself in an init function, so adding a verb touches one file.
+var verbs []func(*app) *cobra.Command
+
+func register(newCmd func(*app) *cobra.Command) { verbs = append(verbs, newCmd) }
+
+// exitError carries a specific exit code out of a verb.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// silentExit ends the command with code without printing anything more: the
+// verb already told the user what went wrong.
+func silentExit(code int) error { return &exitError{code: code} }
+
+// usageError marks an error in how the command was called (exit 2).
+func usageError(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+func newRootCmd(a *app) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "metal",
+		Short: "Own your servers: netboot, provision and converge a site from one HCL file",
+		Long: `metal turns a rack of servers into capacity you own. Describe the site in
+HCL (networks, images, machines and their BMCs, how to roll out), then:
+
+  metal validate site.hcl     check the file; touches nothing
+  metal plan site.hcl         show what would change
+  metal apply site.hcl        make it so, in small batches that halt on failure
+
+metal needs no other service: it brings its own DHCP, TFTP and HTTP servers,
+speaks Redfish and IPMI to BMCs, and keeps its state in one file (or etcd).
+
+Exit codes: 0 success, 1 invalid input or a failed operation, 2 usage error.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &exitError{code: exitUsage, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+	})
+	for _, v := range verbs {
+		root.AddCommand(v(a))
+	}
+	return root
+}
+
+// run executes the command line and returns the process exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, logLevel: "info"}
+	if lvl := os.Getenv("METAL_LOG_LEVEL"); lvl != "" {
+		a.logLevel = lvl
+	}
+	root := newRootCmd(a)
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(stderr, "Error:", ee.err)
+		}
+		return ee.code
+	}
+	// cobra reports unknown commands and bad argument counts as plain errors.
+	msg := err.Error()
+	if strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, "arg(s)") || strings.HasPrefix(msg, "unknown flag") {
+		fmt.Fprintf(stderr, "Error: %s\nSee 'metal --help'.\n", msg)
+		return exitUsage
+	}
+	fmt.Fprintln(stderr, "Error:", err)
+	return exitFailed
+}
