@@ -1,0 +1,235 @@
+// Package tftp is metal's read-only TFTP server. It serves the iPXE
+// binaries (the first thing a PXE ROM fetches) and, optionally, a directory
+// of per-machine files. It knows nothing of machines or policy: DHCP names
+// the file, this package only hands it over, and refuses any name that could
+// lead outside what it serves.
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"runtime/debug"
+	"time"
+
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	tftplib "github.com/pin/tftp/v3"
+)
+
+// Config is the TFTP server's configuration. Zero values are the defaults.
+type Config struct {
+	// Addr is the UDP listen address; default ":69". IPv4 only: PXE ROMs
+	// boot over IPv4.
+	Addr string
+	// IPXE holds the iPXE binaries (bootfiles.BIOS etc.). Their names are
+	// served first, whatever Root holds. Nil serves none.
+	IPXE *bootfiles.IPXE
+	// Root is an optional directory of further files (per-machine files).
+	Root *bootfiles.Root
+	// MaxBlockSize caps the blksize option a client may negotiate (RFC
+	// 2348). The library also caps it at the interface MTU less 28 bytes,
+	// so the default (0, no cap of our own) never fragments.
+	MaxBlockSize int
+	// Timeout is how long to wait for an ACK before resending a block;
+	// default 2 s. Retries is how often to resend; default 5.
+	Timeout time.Duration
+	Retries int
+	// Anticipate, when > 1, sends that many blocks before waiting for
+	// their ACKs: pin/tftp's non-standard "sender anticipate". It is not
+	// RFC 7440 windowsize (which pin/tftp v3.1.0 does not negotiate; a
+	// client asking for windowsize is simply answered without it and falls
+	// back to lockstep). Off by default: it is the library's experimental
+	// path, and it resends the whole window when one block is lost.
+	Anticipate uint
+	// Logger receives one line per transfer; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Server is a read-only TFTP server.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	// open resolves a requested name; a field so tests can make it fail in
+	// ways a file system will not (a panic).
+	open func(name string) (*os.File, fs.FileInfo, error)
+}
+
+// Errors sent to clients, in TFTP error packets. They say what happened
+// without echoing paths of the server's file system.
+var (
+	errNotFound  = errors.New("file not found")
+	errRefused   = errors.New("access violation: file name refused")
+	errReadOnly  = errors.New("access violation: this server is read-only")
+	errInternal  = errors.New("internal server error")
+	errNoSources = errors.New("tftp: config has neither IPXE nor Root: nothing to serve")
+)
+
+// New checks cfg and returns a server; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if cfg.IPXE == nil && cfg.Root == nil {
+		return nil, errNoSources
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":69"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 2 * time.Second
+	}
+	if cfg.Retries <= 0 {
+		cfg.Retries = 5
+	}
+	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 512 || cfg.MaxBlockSize > 65464) {
+		return nil, fmt.Errorf("tftp: max block size %d outside 512..65464", cfg.MaxBlockSize)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "tftp")}
+	s.open = s.openFile
+	return s, nil
+}
+
+// Serve listens on cfg.Addr and serves until ctx is done. It returns nil
+// after a cancel, once transfers in flight have finished or timed out.
+func (s *Server) Serve(ctx context.Context) error {
+	conn, err := net.ListenPacket("udp4", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("tftp listen: %w", err)
+	}
+	return s.ServeConn(ctx, conn)
+}
+
+// ServeConn serves on an open socket (tests bind 127.0.0.1:0) until ctx is
+// done. It closes conn.
+func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
+	srv := tftplib.NewServer(s.read, s.write)
+	srv.SetTimeout(s.cfg.Timeout)
+	srv.SetRetries(s.cfg.Retries)
+	if s.cfg.MaxBlockSize > 512 {
+		srv.SetBlockSize(s.cfg.MaxBlockSize)
+	}
+	srv.SetAnticipate(s.cfg.Anticipate)
+	srv.SetHook(hook{log: s.log})
+	s.log.Info("tftp serving", "addr", conn.LocalAddr().String())
+
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(conn) }()
+	select {
+	case <-ctx.Done():
+		// Shutdown closes conn and waits for transfers in flight.
+		srv.Shutdown()
+		<-done
+		return nil
+	case err := <-done:
+		conn.Close()
+		if err != nil {
+			return fmt.Errorf("tftp serve: %w", err)
+		}
+		return errors.New("tftp serve: stopped unexpectedly")
+	}
+}
+
+// openFile maps a requested name to a file: an iPXE binary by its exact
+// name, else a file under Root.
+func (s *Server) openFile(name string) (*os.File, fs.FileInfo, error) {
+	if err := bootfiles.CheckName(name); err != nil {
+		return nil, nil, err
+	}
+	if s.cfg.IPXE != nil && s.cfg.IPXE.Has(name) {
+		return s.cfg.IPXE.Open(name)
+	}
+	if s.cfg.Root != nil {
+		return s.cfg.Root.Open(name)
+	}
+	return nil, nil, fmt.Errorf("open %q: %w", name, fs.ErrNotExist)
+}
+
+// read is the library's read handler: one call per read request, in its own
+// goroutine. An error returned here goes to the client in an error packet.
+func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
+	start := time.Now()
+	var client string
+	if ot, ok := rf.(tftplib.OutgoingTransfer); ok {
+		addr := ot.RemoteAddr()
+		client = addr.String()
+	}
+	var n int64
+	result, reason := "ok", ""
+	defer func() {
+		// The library runs handlers on bare goroutines: a panic here would
+		// take the whole metal daemon down with it.
+		if p := recover(); p != nil {
+			s.log.Error("tftp handler panic", "client", client, "file", name,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			result, reason, err = "error", "panic", errInternal
+		}
+		level := slog.LevelInfo
+		if result != "ok" {
+			level = slog.LevelWarn
+		}
+		s.log.Log(context.Background(), level, "tftp transfer",
+			"client", client, "file", name, "bytes", n,
+			"duration", time.Since(start), "result", result, "reason", reason)
+	}()
+
+	f, _, err := s.open(name)
+	if err != nil {
+		reason = err.Error()
+		switch {
+		case errors.Is(err, bootfiles.ErrBadName):
+			result = "refused"
+			return errRefused
+		case errors.Is(err, fs.ErrNotExist):
+			result = "not found"
+			return errNotFound
+		default:
+			result = "error"
+			return errInternal
+		}
+	}
+	defer f.Close()
+	// The library learns the size for tsize by seeking the file.
+	n, err = rf.ReadFrom(f)
+	if err != nil {
+		result, reason = "failed", err.Error()
+		// The library has already sent the client its error packet.
+		return nil
+	}
+	return nil
+}
+
+// write refuses every write request, with a log line saying who tried.
+func (s *Server) write(name string, wt io.WriterTo) error {
+	var client string
+	if it, ok := wt.(tftplib.IncomingTransfer); ok {
+		addr := it.RemoteAddr()
+		client = addr.String()
+	}
+	s.log.Warn("tftp transfer", "client", client, "file", name, "bytes", 0,
+		"duration", time.Duration(0), "result", "refused", "reason", "write request")
+	return errReadOnly
+}
+
+// hook logs what the handlers never see: requests the library could not
+// parse or answer. Transfers themselves are logged by the read handler.
+type hook struct{ log *slog.Logger }
+
+// OnSuccess records the negotiated options, at debug level: useful when
+// a ROM misbehaves with one blksize, and how the tests see what was agreed.
+func (h hook) OnSuccess(st tftplib.TransferStats) {
+	h.log.Debug("tftp transfer options", "client", st.RemoteAddr.String(),
+		"file", st.Filename, "mode", st.Mode, "blksize", st.Opts["blksize"],
+		"tsize", st.Opts["tsize"], "datagrams", st.DatagramsSent)
+}
+
+func (h hook) OnFailure(st tftplib.TransferStats, err error) {
+	if st.Filename != "" {
+		return // a transfer: already logged with its result
+	}
+	h.log.Debug("tftp bad request", "error", err)
+}

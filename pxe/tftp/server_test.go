@@ -1,0 +1,388 @@
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+)
+
+// logBuffer collects JSON log lines from the server under test.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// records returns the log lines with msg, as maps.
+func (l *logBuffer) records(msg string) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// waitRecord waits for a log line with msg whose "file" is file: transfers
+// log after the client has its last packet.
+func (l *logBuffer) waitRecord(t *testing.T, msg, file string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, r := range l.records(msg) {
+			if r["file"] == file {
+				return r
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no %q log line for file %q; log:\n%s", msg, file, l.buf.String())
+	return nil
+}
+
+type testServer struct {
+	addr   *net.UDPAddr
+	logs   *logBuffer
+	srv    *Server
+	root   string // per-machine root
+	secret string // a file beside the root, never to be served
+}
+
+// startServer runs a server on 127.0.0.1 with Debian's iPXE binaries and a
+// root holding a per-machine file and links that try to leave it.
+func startServer(t testing.TB, mod func(*Config)) *testServer {
+	t.Helper()
+	ipxe, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	ts := &testServer{logs: &logBuffer{}, root: filepath.Join(base, "root"), secret: filepath.Join(base, "secret")}
+	mustT(t, os.MkdirAll(filepath.Join(ts.root, "machines", "52-54-00-00-00-01"), 0o755))
+	mustT(t, os.WriteFile(ts.secret, []byte("secret outside the root\n"), 0o644))
+	mustT(t, os.WriteFile(filepath.Join(ts.root, "machines", "52-54-00-00-00-01", "boot.cfg"), []byte("per-machine\n"), 0o644))
+	mustT(t, os.Symlink("../secret", filepath.Join(ts.root, "escape")))
+	mustT(t, os.Symlink("..", filepath.Join(ts.root, "up")))
+	root, err := bootfiles.OpenRoot(ts.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { root.Close() })
+
+	cfg := Config{
+		IPXE:    ipxe,
+		Root:    root,
+		Timeout: time.Second,
+		Logger:  slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ts.srv, err = New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.addr = conn.LocalAddr().(*net.UDPAddr)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ts.srv.ServeConn(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeConn: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", ts.logs.buf.String())
+		}
+	})
+	return ts
+}
+
+func mustT(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// needTool fails (never skips) when a client the test drives is missing.
+func needTool(t testing.TB, tool, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Fatalf("%s not found: install the Debian package %s", tool, pkg)
+	}
+}
+
+// clients are the real TFTP clients the server must work with. tftp-hpa's
+// client cannot ask for blksize, so it gets 512.
+type client struct {
+	tool, pkg string
+	blksize   string // what the server should agree to, "" for none
+	get       func(addr *net.UDPAddr, remote, local string) *exec.Cmd
+	put       func(addr *net.UDPAddr, local, remote string) *exec.Cmd
+}
+
+var clients = map[string]client{
+	"tftp-hpa": {
+		tool: "tftp", pkg: "tftp-hpa",
+		get: func(a *net.UDPAddr, remote, local string) *exec.Cmd {
+			return exec.Command("tftp", "-m", "binary", a.IP.String(), fmt.Sprint(a.Port), "-c", "get", remote, local)
+		},
+		put: func(a *net.UDPAddr, local, remote string) *exec.Cmd {
+			return exec.Command("tftp", "-m", "binary", a.IP.String(), fmt.Sprint(a.Port), "-c", "put", local, remote)
+		},
+	},
+	"atftp": {
+		tool: "atftp", pkg: "atftp", blksize: "1468",
+		get: func(a *net.UDPAddr, remote, local string) *exec.Cmd {
+			return exec.Command("atftp", "--option", "blksize 1468", "--option", "tsize", "-g", "-r", remote, "-l", local, a.IP.String(), fmt.Sprint(a.Port))
+		},
+		put: func(a *net.UDPAddr, local, remote string) *exec.Cmd {
+			return exec.Command("atftp", "-p", "-l", local, "-r", remote, a.IP.String(), fmt.Sprint(a.Port))
+		},
+	},
+	"curl": {
+		tool: "curl", pkg: "curl", blksize: "1468",
+		get: func(a *net.UDPAddr, remote, local string) *exec.Cmd {
+			// --path-as-is: curl would otherwise squash "../" itself and
+			// the server would never see the attempt.
+			return exec.Command("curl", "-sS", "--path-as-is", "--tftp-blksize", "1468", "-o", local, "tftp://"+a.String()+"/"+remote)
+		},
+		put: func(a *net.UDPAddr, local, remote string) *exec.Cmd {
+			return exec.Command("curl", "-sS", "-T", local, "tftp://"+a.String()+"/"+remote)
+		},
+	},
+}
+
+func TestClientsFetchIPXE(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join(bootfiles.DefaultDir, bootfiles.BIOS))
+	if err != nil {
+		t.Fatalf("%v (install the Debian package ipxe)", err)
+	}
+	for name, c := range clients {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			needTool(t, c.tool, c.pkg)
+			ts := startServer(t, nil)
+			out := filepath.Join(t.TempDir(), "out")
+			if b, err := c.get(ts.addr, bootfiles.BIOS, out).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", c.tool, err, b)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%s fetched %d bytes, not byte-identical to %d bytes of %s", c.tool, len(got), len(want), bootfiles.BIOS)
+			}
+			rec := ts.logs.waitRecord(t, "tftp transfer", bootfiles.BIOS)
+			if diff := cmp.Diff(map[string]any{"result": "ok", "bytes": float64(len(want))},
+				map[string]any{"result": rec["result"], "bytes": rec["bytes"]}); diff != "" {
+				t.Errorf("transfer log (-want +got):\n%s", diff)
+			}
+			if rec["client"] == "" || rec["duration"] == nil {
+				t.Errorf("transfer log lacks client or duration: %v", rec)
+			}
+			opts := ts.logs.waitRecord(t, "tftp transfer options", bootfiles.BIOS)
+			if got := opts["blksize"]; c.blksize != "" && got != c.blksize {
+				t.Errorf("negotiated blksize %v, want %s", got, c.blksize)
+			}
+		})
+	}
+}
+
+func TestClientsRefused(t *testing.T) {
+	names := map[string]struct {
+		remote, reason string
+	}{
+		"traversal":    {remote: "../../etc/passwd", reason: "parent directory"},
+		"absolute":     {remote: "/etc/passwd", reason: "absolute"},
+		"symlink out":  {remote: "escape", reason: "escapes"},
+		"link to ..":   {remote: "up/secret", reason: "escapes"},
+		"backslash":    {remote: `..\..\etc\passwd`, reason: "backslash"},
+		"missing file": {remote: "no-such-file", reason: "no such file"},
+	}
+	for cname, c := range clients {
+		t.Run(cname, func(t *testing.T) {
+			t.Parallel()
+			needTool(t, c.tool, c.pkg)
+			ts := startServer(t, nil)
+			for name, tc := range names {
+				t.Run(name, func(t *testing.T) {
+					out := filepath.Join(t.TempDir(), "out")
+					b, _ := c.get(ts.addr, tc.remote, out).CombinedOutput()
+					got, _ := os.ReadFile(out)
+					if len(got) > 0 {
+						t.Fatalf("%s got %d bytes for %q: %q", c.tool, len(got), tc.remote, got)
+					}
+					rec := ts.logs.waitRecord(t, "tftp transfer", tc.remote)
+					if rec["result"] == "ok" || !strings.Contains(fmt.Sprint(rec["reason"]), tc.reason) {
+						t.Errorf("log %v, want a refusal with reason containing %q (client said %s)", rec, tc.reason, b)
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestClientsWriteRefused(t *testing.T) {
+	for cname, c := range clients {
+		t.Run(cname, func(t *testing.T) {
+			t.Parallel()
+			needTool(t, c.tool, c.pkg)
+			ts := startServer(t, nil)
+			local := filepath.Join(t.TempDir(), "upload")
+			mustT(t, os.WriteFile(local, []byte("upload"), 0o644))
+			b, err := c.put(ts.addr, local, "uploaded").CombinedOutput()
+			if _, serr := os.Stat(filepath.Join(ts.root, "uploaded")); serr == nil {
+				t.Fatalf("%s wrote a file into the root", c.tool)
+			}
+			rec := ts.logs.waitRecord(t, "tftp transfer", "uploaded")
+			if rec["result"] != "refused" {
+				t.Errorf("log %v, want refused (client: err %v, %s)", rec, err, b)
+			}
+		})
+	}
+}
+
+// rrq builds a raw read request, for names and options no client sends.
+func rrq(name string, opts ...string) []byte {
+	p := []byte{0, 1}
+	p = append(p, name...)
+	p = append(p, 0)
+	p = append(p, "octet"...)
+	p = append(p, 0)
+	for _, o := range opts {
+		p = append(p, o...)
+		p = append(p, 0)
+	}
+	return p
+}
+
+// exchange sends one packet and returns the first reply.
+func exchange(t *testing.T, addr *net.UDPAddr, pkt []byte) []byte {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.WriteToUDP(pkt, addr); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 65536)
+	n, from, err := c.ReadFromUDP(buf)
+	if err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	reply := buf[:n]
+	// Let the server's transfer end cleanly instead of waiting for
+	// retransmits: answer an OACK or DATA with an error packet.
+	if op := binary.BigEndian.Uint16(reply); op == 6 || op == 3 {
+		c.WriteToUDP([]byte{0, 5, 0, 0, 'd', 'o', 'n', 'e', 0}, from)
+	}
+	return reply
+}
+
+func parseOACK(p []byte) map[string]string {
+	m := map[string]string{}
+	f := bytes.Split(bytes.TrimSuffix(p[2:], []byte{0}), []byte{0})
+	for i := 0; i+1 < len(f); i += 2 {
+		m[string(f[i])] = string(f[i+1])
+	}
+	return m
+}
+
+func TestRawRequests(t *testing.T) {
+	fi, err := os.Stat(filepath.Join(bootfiles.DefaultDir, bootfiles.BIOS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, nil)
+	tests := map[string]struct {
+		pkt      []byte
+		wantOp   uint16
+		wantOACK map[string]string
+	}{
+		"control byte":      {pkt: rrq("undionly\x01kpxe"), wantOp: 5},
+		"over-long name":    {pkt: rrq(strings.Repeat("a/", 200) + "x"), wantOp: 5},
+		"newline":           {pkt: rrq("machines\n/etc/passwd"), wantOp: 5},
+		"per-machine file":  {pkt: rrq("machines/52-54-00-00-00-01/boot.cfg"), wantOp: 3},
+		"directory":         {pkt: rrq("machines"), wantOp: 5},
+		"tsize and blksize": {pkt: rrq(bootfiles.BIOS, "tsize", "0", "blksize", "1468"), wantOp: 6, wantOACK: map[string]string{"tsize": fmt.Sprint(fi.Size()), "blksize": "1468"}},
+		// pin/tftp v3.1.0 negotiates blksize and tsize only: windowsize
+		// (RFC 7440) and timeout (RFC 2349) are left out of the OACK, which
+		// tells the client to go on without them.
+		"windowsize and timeout ignored": {pkt: rrq(bootfiles.BIOS, "windowsize", "8", "timeout", "3", "blksize", "1024"), wantOp: 6, wantOACK: map[string]string{"blksize": "1024"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			reply := exchange(t, ts.addr, tc.pkt)
+			if op := binary.BigEndian.Uint16(reply); op != tc.wantOp {
+				t.Fatalf("reply opcode %d (%q), want %d", op, reply, tc.wantOp)
+			}
+			if tc.wantOACK != nil {
+				if diff := cmp.Diff(tc.wantOACK, parseOACK(reply)); diff != "" {
+					t.Errorf("OACK (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+func TestHandlerPanicRecovered(t *testing.T) {
+	ts := startServer(t, nil)
+	real := ts.srv.open
+	ts.srv.open = func(name string) (*os.File, fs.FileInfo, error) {
+		if name == "boom" {
+			panic("boom")
+		}
+		return real(name)
+	}
+	reply := exchange(t, ts.addr, rrq("boom"))
+	if op := binary.BigEndian.Uint16(reply); op != 5 || !bytes.Contains(reply, []byte("internal")) {
+		t.Fatalf("reply %q, want an internal-error packet", reply)
+	}
+	if rec := ts.logs.waitRecord(t, "tftp handler panic", "boom"); rec["stack"] == "" {
+		t.Errorf("panic log without stack: %v", rec)
+	}
+	// The server is still up.
+	if op := binary.BigEndian.Uint16(exchange(t, ts.addr, rrq(bootfiles.BIOS))); op != 3 {
+		t.Fatalf("after a panic, reply opcode %d, want DATA", op)
+	}
+}
+
+func TestNewNeedsSomethingToServe(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New with nothing to serve succeeded")
+	}
+}
