@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/spf13/cobra"
+)
+
+func init() { register(newValidateCmd) }
+
+type validateFileResult struct {
+	File         string     `json:"file"`
+	Valid        bool       `json:"valid"`
+	Machines     int        `json:"machines"`
+	ErrorCount   int        `json:"error_count"`
+	WarningCount int        `json:"warning_count"`
+	Diagnostics  []jsonDiag `json:"diagnostics"`
+}
+
+func newValidateCmd(a *app) *cobra.Command {
+	var vf varFlags
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "validate FILE...",
+		Short: "Check site files for errors; touches nothing",
+		Long: `Validate loads each site file, evaluates its variables, locals and for_each
+expansions, and checks it as a whole: duplicate names, MACs, IPs and
+hostnames; addresses outside their network or inside its dynamic pool;
+unknown images and networks; BMCs without credentials; remote images
+without checksums. Every problem is reported at once, with its file, line
+and column. Nothing is contacted and nothing is written.
+
+Exit status is 0 when every file is valid, 1 otherwise.`,
+		Example: `  metal validate site.hcl
+  metal validate hcl-examples/*.hcl
+  METAL_VAR_bmc_password=... metal validate -var-file prod.vars site.hcl
+  metal validate --json site.hcl | jq '.[0].diagnostics'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, files []string) error {
+			var results []validateFileResult
+			failed := false
+			for _, path := range files {
+				res, diags := vf.load(path)
+				r := validateFileResult{File: path, Valid: !diags.HasErrors(), Diagnostics: toJSONDiags(diags)}
+				if res.Site != nil {
+					r.Machines = len(res.Site.Machines)
+				}
+				for _, d := range diags {
+					if d.Severity == hcl.DiagError {
+						r.ErrorCount++
+					} else {
+						r.WarningCount++
+					}
+				}
+				failed = failed || !r.Valid
+				results = append(results, r)
+				if !asJSON {
+					writeDiags(a.stderr, res.Files, diags)
+					if r.Valid {
+						fmt.Fprintf(a.stdout, "%s: valid (%d machines)\n", path, r.Machines)
+					} else {
+						fmt.Fprintf(a.stdout, "%s: %d error(s), %d warning(s)\n", path, r.ErrorCount, r.WarningCount)
+					}
+				}
+			}
+			if asJSON {
+				if err := writeJSON(a.stdout, results); err != nil {
+					return err
+				}
+			}
+			if failed {
+				return silentExit(exitFailed)
+			}
+			return nil
+		},
+	}
+	vf.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print results as JSON (one object per file) for scripts")
+	return cmd
+}

@@ -1,0 +1,212 @@
+package site
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+)
+
+var machineSchema = &hcl.BodySchema{
+	Attributes: []hcl.AttributeSchema{
+		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
+		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"},
+		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
+		{Name: "ssh_authorized_keys"}, {Name: "user_data"},
+	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "bmc"}},
+}
+
+var bmcSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
+	{Name: "protocol"}, {Name: "address", Required: true}, {Name: "username"}, {Name: "password"},
+	{Name: "insecure_tls"}, {Name: "ca_file"},
+}}
+
+// instance is one expansion of a machine block: its name and the each/count
+// values its expressions see.
+type instance struct {
+	name string
+	vars map[string]cty.Value
+}
+
+func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	total := 0
+	for _, b := range blocks {
+		content, moreDiags := b.Body.Content(machineSchema)
+		diags = append(diags, moreDiags...)
+		if moreDiags.HasErrors() {
+			continue
+		}
+		insts, moreDiags := l.expand(b, content)
+		diags = append(diags, moreDiags...)
+		total += len(insts)
+		if total > l.opts.Limits.MaxMachines {
+			return append(diags, errorAt(b.DefRange, "Too many machines",
+				"The site declares more than %d machines (the limit) by this block; check its for_each or count.", l.opts.Limits.MaxMachines))
+		}
+		var bmcBlock *hcl.Block
+		for i, bb := range content.Blocks {
+			if i > 0 {
+				diags = append(diags, errorAt(bb.DefRange, "Duplicate bmc block", "A machine has one bmc block."))
+				continue
+			}
+			bmcBlock = bb
+		}
+		var bmcContent *hcl.BodyContent
+		if bmcBlock != nil {
+			var moreDiags hcl.Diagnostics
+			bmcContent, moreDiags = bmcBlock.Body.Content(bmcSchema)
+			diags = append(diags, moreDiags...)
+		}
+		ranges := map[string]hcl.Range{}
+		for name, a := range content.Attributes {
+			ranges[name] = a.Expr.Range()
+		}
+		// One evaluation context per block, its instance variables swapped
+		// in turn: instances are evaluated one after the other.
+		ctx := l.ctx.NewChild()
+		for _, inst := range insts {
+			ctx.Variables = inst.vars
+			e := &evaluator{ctx: ctx}
+			m := decodeMachine(e, b, content, inst.name, ranges)
+			if bmcContent != nil {
+				m.BMC = decodeBMC(e, bmcBlock, bmcContent)
+			}
+			diags = append(diags, e.diags...)
+			s.Machines = append(s.Machines, m)
+		}
+	}
+	return diags
+}
+
+// expand returns the instances of a machine block: one per for_each key,
+// count index, or the block itself.
+func (l *loader) expand(b *hcl.Block, content *hcl.BodyContent) ([]instance, hcl.Diagnostics) {
+	label := b.Labels[0]
+	fe, cnt := content.Attributes["for_each"], content.Attributes["count"]
+	e := &evaluator{ctx: l.ctx}
+	switch {
+	case fe != nil && cnt != nil:
+		return nil, hcl.Diagnostics{errorAt(cnt.NameRange, "Both for_each and count",
+			"A machine block uses for_each or count, not both.")}
+	case cnt != nil:
+		n, ok := e.integer(cnt, 0, 1<<31)
+		if !ok {
+			return nil, e.diags
+		}
+		if n > l.opts.Limits.MaxMachines {
+			return nil, hcl.Diagnostics{errorAt(cnt.Expr.Range(), "Too many machines",
+				"count is %d; a site may declare at most %d machines.", n, l.opts.Limits.MaxMachines)}
+		}
+		insts := make([]instance, n)
+		for i := range insts {
+			insts[i] = instance{
+				name: fmt.Sprintf("%s-%d", label, i),
+				vars: map[string]cty.Value{"count": cty.ObjectVal(map[string]cty.Value{"index": cty.NumberIntVal(int64(i))})},
+			}
+		}
+		return insts, nil
+	case fe != nil:
+		v, diags := fe.Expr.Value(l.ctx)
+		if diags.HasErrors() {
+			return nil, diags
+		}
+		v, _ = v.UnmarkDeep()
+		ty := v.Type()
+		if v.IsNull() || !v.IsWhollyKnown() || !(ty.IsMapType() || ty.IsObjectType() || (ty.IsSetType() && ty.ElementType() == cty.String)) {
+			return nil, hcl.Diagnostics{errorAt(fe.Expr.Range(), "Invalid for_each argument",
+				"for_each must be a map, an object, or a set of strings; got %s. To repeat a block N times, use count = N, or toset([...]) for a list of names.", describeType(v))}
+		}
+		if v.LengthInt() > l.opts.Limits.MaxMachines {
+			return nil, hcl.Diagnostics{errorAt(fe.Expr.Range(), "Too many machines",
+				"for_each has %d elements; a site may declare at most %d machines.", v.LengthInt(), l.opts.Limits.MaxMachines)}
+		}
+		var insts []instance
+		for it := v.ElementIterator(); it.Next(); {
+			k, ev := it.Element()
+			if ty.IsSetType() {
+				k = ev
+			}
+			if k.IsNull() {
+				return nil, hcl.Diagnostics{errorAt(fe.Expr.Range(), "Invalid for_each argument", "for_each keys must not be null.")}
+			}
+			insts = append(insts, instance{
+				name: k.AsString(),
+				vars: map[string]cty.Value{"each": cty.ObjectVal(map[string]cty.Value{"key": k, "value": ev})},
+			})
+		}
+		return insts, nil
+	}
+	return []instance{{name: label}}, nil
+}
+
+func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name string, ranges map[string]hcl.Range) *Machine {
+	m := &Machine{Name: name, Power: PowerOn, DeclRange: b.DefRange, ranges: ranges}
+	attrs := content.Attributes
+	if v, _, ok := e.str(attrs["name"]); ok {
+		m.Name = v
+	}
+	if a := attrs["mac"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			hw, err := net.ParseMAC(v)
+			if err != nil || len(hw) != 6 {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid MAC address",
+					"Machine %q: %q is not a MAC address such as 52:54:00:12:34:56.", m.Name, v))
+			} else {
+				m.MAC = hw
+			}
+		}
+	}
+	if a := attrs["ip"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			addr, err := netip.ParseAddr(v)
+			if err != nil || !addr.Is4() {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid IP address",
+					"Machine %q: %q is not an IPv4 address such as 10.10.0.11.", m.Name, v))
+			} else {
+				m.IP = addr
+			}
+		}
+	}
+	m.Hostname, _, _ = e.str(attrs["hostname"])
+	if m.Hostname == "" {
+		m.Hostname = m.Name
+	}
+	m.Network, _ = e.reference(attrs["network"], "network")
+	m.Image, _ = e.reference(attrs["image"], "image")
+	if a := attrs["power"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			if v != PowerOn && v != PowerOff {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid power state", `power must be "on" or "off", got %q.`, v))
+			}
+			m.Power = v
+		}
+	}
+	m.Labels = e.strMap(attrs["labels"])
+	m.Disk, _, _ = e.str(attrs["disk"])
+	m.SSHAuthorizedKeys = e.strList(attrs["ssh_authorized_keys"])
+	m.UserData, _, _ = e.str(attrs["user_data"])
+	return m
+}
+
+func decodeBMC(e *evaluator, b *hcl.Block, content *hcl.BodyContent) *BMC {
+	c := &BMC{Protocol: ProtocolRedfish, DeclRange: b.DefRange, ranges: map[string]hcl.Range{}}
+	attrs := content.Attributes
+	for name, a := range attrs {
+		c.ranges[name] = a.Expr.Range()
+	}
+	if a := attrs["protocol"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			c.Protocol = v
+		}
+	}
+	c.Address, _, _ = e.str(attrs["address"])
+	c.Username, _, _ = e.str(attrs["username"])
+	c.Password, _, _ = e.str(attrs["password"])
+	c.InsecureTLS, _ = e.boolean(attrs["insecure_tls"])
+	c.CAFile, _, _ = e.str(attrs["ca_file"])
+	return c
+}

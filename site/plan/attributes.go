@@ -1,0 +1,81 @@
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"strings"
+
+	"github.com/metal-dev/metal/site"
+)
+
+// MachineAttributes flattens what the site declares for m into the
+// attributes a plan compares. An image contributes its name and a digest of
+// its sources, so changing the image's content reprovisions its machines.
+func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
+	a := make(Attributes, 12+len(m.Labels))
+	set := func(name, v string) {
+		if v != "" {
+			a[name] = Value{Text: v}
+		}
+	}
+	set("mac", m.MAC.String())
+	if m.IP.IsValid() {
+		set("ip", m.IP.String())
+	} else {
+		set("ip", "(from pool)")
+	}
+	set("hostname", m.Hostname)
+	set("network", m.Network)
+	set("power", m.Power)
+	set("disk", m.Disk)
+	set("image", m.Image)
+	if im := s.Image(m.Image); im != nil {
+		set("image.source", imageDigest(im))
+	}
+	for k, v := range m.Labels {
+		set("labels."+k, v)
+	}
+	if len(m.SSHAuthorizedKeys) > 0 {
+		set("ssh_authorized_keys", strconv.Itoa(len(m.SSHAuthorizedKeys))+" keys, "+short(strings.Join(m.SSHAuthorizedKeys, "\n")))
+	}
+	if m.UserData != "" {
+		set("user_data", short(m.UserData))
+	}
+	if b := m.BMC; b != nil {
+		set("bmc.protocol", b.Protocol)
+		set("bmc.address", b.Address)
+		set("bmc.username", b.Username)
+		if b.Password != "" {
+			// Only that a password is set: not even a digest of it leaves
+			// the process. A new password needs no action on the machine,
+			// since every BMC call reads it from the site.
+			a["bmc.password"] = Value{Text: "(set)", Sensitive: true}
+		}
+		if b.InsecureTLS {
+			set("bmc.insecure_tls", "true")
+		}
+		set("bmc.ca_file", b.CAFile)
+	}
+	return a
+}
+
+// imageDigest names the exact content of an image: its sources and
+// checksums.
+func imageDigest(im *site.Image) string {
+	var b strings.Builder
+	for _, src := range append([]site.Source{im.Kernel, im.Disk}, im.Initrd...) {
+		b.WriteString(src.URL)
+		b.WriteByte(' ')
+		b.WriteString(src.Checksum)
+		b.WriteByte('\n')
+	}
+	b.WriteString(im.Cmdline)
+	return short(b.String())
+}
+
+// short is a 12-hex-digit digest of s.
+func short(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:6])
+}

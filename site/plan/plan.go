@@ -1,0 +1,176 @@
+// Package plan computes what must change to bring observed machines to the
+// state a site declares. Compute is a pure function: it reads the desired
+// site and what the inventory observed, and returns data. Applying a plan is
+// another package's job.
+package plan
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"sort"
+
+	"github.com/metal-dev/metal/site"
+)
+
+// Action is what a plan does to one machine.
+type Action string
+
+const (
+	NoOp    Action = "no-op"
+	Create  Action = "create"  // provision a machine new to metal
+	Update  Action = "update"  // change power, labels or BMC settings in place
+	Replace Action = "replace" // reprovision: the disk is rewritten
+	Delete  Action = "delete"  // deprovision: power off, wipe intent
+)
+
+// Value is one attribute value as the plan shows it. Sensitive values carry
+// a digest in Text (so changes are still detected) and are never printed.
+type Value struct {
+	Text      string `json:"value,omitempty"`
+	Sensitive bool   `json:"sensitive,omitempty"`
+}
+
+// Attributes are a machine's declared attributes, flattened to names such
+// as "ip", "labels.rack" or "bmc.address". The inventory stores the
+// attributes it last applied, so the next plan can diff against them.
+type Attributes map[string]Value
+
+// AttrChange is one attribute's before and after; nil means absent.
+type AttrChange struct {
+	Name          string `json:"name"`
+	Before        *Value `json:"before"`
+	After         *Value `json:"after"`
+	ForcesReplace bool   `json:"forces_replace,omitempty"`
+}
+
+// Change is the plan for one machine.
+type Change struct {
+	Machine string       `json:"machine"`
+	Action  Action       `json:"action"`
+	Attrs   []AttrChange `json:"attributes,omitempty"`
+}
+
+// Summary counts the changes by action.
+type Summary struct {
+	Create  int `json:"create"`
+	Update  int `json:"update"`
+	Replace int `json:"replace"`
+	Delete  int `json:"delete"`
+	NoOp    int `json:"no_op"`
+}
+
+// Plan is the whole set of changes for a site.
+type Plan struct {
+	Site    string   `json:"site"`
+	Changes []Change `json:"changes"`
+	Summary Summary  `json:"summary"`
+	// Digest identifies the plan's content; a saved plan is applied only if
+	// recomputing it gives the same digest.
+	Digest string `json:"digest"`
+}
+
+// HasChanges reports whether applying the plan would do anything.
+func (p *Plan) HasChanges() bool {
+	s := p.Summary
+	return s.Create+s.Update+s.Replace+s.Delete > 0
+}
+
+// replaceAttrs are the attributes whose change means rewriting the disk.
+var replaceAttrs = map[string]bool{
+	"mac": true, "image": true, "image.source": true, "disk": true,
+	"ssh_authorized_keys": true, "user_data": true,
+}
+
+// Compute diffs the desired site against observed attributes by machine
+// name. Machines only observed are deleted; machines only desired created.
+// Changes come in machine-name order so a plan reads (and hashes) the same
+// every time.
+func Compute(desired *site.Site, observed map[string]Attributes) *Plan {
+	p := &Plan{Site: desired.Name, Changes: make([]Change, 0, len(desired.Machines))}
+	seen := make(map[string]bool, len(desired.Machines))
+	for _, m := range desired.Machines {
+		seen[m.Name] = true
+		after := MachineAttributes(desired, m)
+		before, ok := observed[m.Name]
+		if !ok {
+			p.Changes = append(p.Changes, Change{Machine: m.Name, Action: Create, Attrs: diff(nil, after)})
+			continue
+		}
+		attrs := diff(before, after)
+		action := NoOp
+		for _, a := range attrs {
+			if a.ForcesReplace {
+				action = Replace
+				break
+			}
+			action = Update
+		}
+		p.Changes = append(p.Changes, Change{Machine: m.Name, Action: action, Attrs: attrs})
+	}
+	for name, before := range observed {
+		if !seen[name] {
+			p.Changes = append(p.Changes, Change{Machine: name, Action: Delete, Attrs: diff(before, nil)})
+		}
+	}
+	sort.Slice(p.Changes, func(i, j int) bool { return p.Changes[i].Machine < p.Changes[j].Machine })
+	for _, c := range p.Changes {
+		switch c.Action {
+		case Create:
+			p.Summary.Create++
+		case Update:
+			p.Summary.Update++
+		case Replace:
+			p.Summary.Replace++
+		case Delete:
+			p.Summary.Delete++
+		default:
+			p.Summary.NoOp++
+		}
+	}
+	p.Digest = digest(p)
+	return p
+}
+
+// diff lists the attributes that differ, in name order. With before nil
+// every attribute is new; with after nil every one goes away.
+func diff(before, after Attributes) []AttrChange {
+	names := make([]string, 0, len(after)+len(before))
+	for n := range after {
+		names = append(names, n)
+	}
+	for n := range before {
+		if _, ok := after[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	var out []AttrChange
+	for _, n := range names {
+		b, bok := before[n]
+		a, aok := after[n]
+		if bok && aok && a == b {
+			continue
+		}
+		c := AttrChange{Name: n}
+		if bok {
+			c.Before = &b
+		}
+		if aok {
+			c.After = &a
+		}
+		// Creating or deleting a whole machine replaces nothing.
+		c.ForcesReplace = before != nil && after != nil && replaceAttrs[n]
+		out = append(out, c)
+	}
+	return out
+}
+
+func digest(p *Plan) string {
+	b, _ := json.Marshal(struct {
+		Site    string
+		Changes []Change
+	}{p.Site, p.Changes})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

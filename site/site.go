@@ -1,0 +1,200 @@
+// Package site is metal's site language: it loads HCL files into a typed,
+// validated description of the desired state of a site. Loading has no side
+// effects; every problem is reported as an hcl.Diagnostic with the file, line
+// and column it comes from, all at once.
+package site
+
+import (
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// Site is the desired state of one site, as declared in its HCL file.
+type Site struct {
+	Name     string
+	Settings Settings
+	// Variables holds the declared input variables with their final values.
+	Variables map[string]*Variable
+	Networks  []*Network
+	Images    []*Image
+	Machines  []*Machine
+	Rollout   Rollout
+
+	networkByName map[string]*Network
+	imageByName   map[string]*Image
+}
+
+// Network returns the network with the given name, or nil.
+func (s *Site) Network(name string) *Network { return s.networkByName[name] }
+
+// Image returns the image with the given name, or nil.
+func (s *Site) Image(name string) *Image { return s.imageByName[name] }
+
+// Settings is the `site` block: where state lives and how the daemon serves.
+type Settings struct {
+	// State is the state store URL: file://PATH (embedded, default) or
+	// etcd://host:port,host:port/prefix.
+	State string
+	// Listen is where the API, web console and HTTP boot server listen.
+	Listen string
+	// IPXEDir overrides where iPXE binaries are found (default /usr/lib/ipxe).
+	IPXEDir string
+	// UnknownMachines says what unknown MACs get: "discover" boots them into
+	// the discovery agent, "ignore" makes metal silent towards them so it can
+	// share a network with another DHCP server.
+	UnknownMachines string
+	DeclRange       hcl.Range
+}
+
+// Variable is an input variable: declared in the file, valued from -var,
+// -var-file, METAL_VAR_<name> or its default.
+type Variable struct {
+	Name        string
+	Description string
+	Sensitive   bool
+	DeclRange   hcl.Range
+}
+
+// Network mode values.
+const (
+	ModeDHCP  = "dhcp"  // metal is the DHCP server of the subnet
+	ModeProxy = "proxy" // another server hands out addresses; metal adds boot info
+	ModeOff   = "off"   // no DHCP from metal on this network
+)
+
+// Network is one L2/L3 segment machines boot on.
+type Network struct {
+	Name      string
+	Interface string
+	Subnet    netip.Prefix
+	Gateway   netip.Addr // invalid when none
+	DNS       []netip.Addr
+	Domain    string
+	// PoolStart and PoolEnd bound the dynamic pool for undeclared machines;
+	// both invalid when the network has no pool.
+	PoolStart, PoolEnd netip.Addr
+	Mode               string
+	LeaseTime          time.Duration
+	// RelayAgents are the giaddr addresses of DHCP relays forwarding this
+	// subnet's requests to metal.
+	RelayAgents []netip.Addr
+
+	DeclRange hcl.Range
+	ranges    map[string]hcl.Range
+}
+
+// InPool reports whether addr lies inside the network's dynamic pool.
+func (n *Network) InPool(addr netip.Addr) bool {
+	if !n.PoolStart.IsValid() || !addr.IsValid() {
+		return false
+	}
+	return addr.Compare(n.PoolStart) >= 0 && addr.Compare(n.PoolEnd) <= 0
+}
+
+// Image is an operating system image machines can be provisioned with.
+type Image struct {
+	Name    string
+	Kernel  Source
+	Initrd  []Source
+	Cmdline string
+	Disk    Source
+	// Format of the disk image: raw, gz, zst or xz (from the file name when
+	// not given).
+	Format    string
+	DeclRange hcl.Range
+	ranges    map[string]hcl.Range
+}
+
+// Source is a file metal fetches: an http(s), sftp or file URL (or a path
+// relative to the site file) and the checksum it must match.
+type Source struct {
+	URL string
+	// Checksum is "sha256:<hex>" or "sha512:<hex>"; empty if not given.
+	Checksum string
+}
+
+// Remote reports whether the source is fetched over the network, in which
+// case a checksum is required.
+func (s Source) Remote() bool { return isRemoteURL(s.URL) }
+
+// Power values of a machine.
+const (
+	PowerOn  = "on"
+	PowerOff = "off"
+)
+
+// Machine is one declared machine (one instance, after for_each or count).
+type Machine struct {
+	Name     string
+	MAC      net.HardwareAddr
+	IP       netip.Addr // invalid when the machine takes a pool address
+	Hostname string
+	Network  string // name of the network the machine boots on
+	Image    string // name of the image, "" for none
+	Power    string
+	Labels   map[string]string
+	// Disk is the device the agent installs onto ("" lets the agent pick the
+	// first non-removable disk).
+	Disk              string
+	SSHAuthorizedKeys []string
+	UserData          string
+	BMC               *BMC // nil when the machine has no BMC
+
+	// DeclRange is the machine block's header; ranges locate each attribute
+	// for diagnostics (instances of one block share them).
+	DeclRange hcl.Range
+	ranges    map[string]hcl.Range
+}
+
+// Range returns the source range of one of the machine's attributes, or its
+// block header if the attribute was not written.
+func (m *Machine) Range(attr string) hcl.Range { return rangeOr(m.ranges, attr, m.DeclRange) }
+
+// BMC protocols.
+const (
+	ProtocolRedfish = "redfish"
+	ProtocolIPMI    = "ipmi"
+	ProtocolAuto    = "auto" // Redfish first, then IPMI
+)
+
+// BMC is how metal reaches a machine's baseboard management controller.
+type BMC struct {
+	Protocol    string
+	Address     string
+	Username    string
+	Password    string // sensitive: never printed
+	InsecureTLS bool
+	CAFile      string
+	DeclRange   hcl.Range
+	ranges      map[string]hcl.Range
+}
+
+// Range returns the source range of one of the bmc block's attributes, or the
+// block header if the attribute was not written.
+func (b *BMC) Range(attr string) hcl.Range { return rangeOr(b.ranges, attr, b.DeclRange) }
+
+// Rollout is how a change reaches the fleet: a canary alone, then batches.
+type Rollout struct {
+	Canary int
+	// BatchSize is a count; BatchPercent, when non-zero, a percentage of the
+	// machines being changed (from batch_size = "20%").
+	BatchSize    int
+	BatchPercent int
+	MaxFailures  int
+	// By is a label name: batches never span two values of it (one rack, one
+	// failure domain, at a time). Empty means no grouping.
+	By string
+	// Stagger spaces power-ons inside a batch so a rack never surges at once.
+	Stagger   time.Duration
+	DeclRange hcl.Range
+}
+
+func rangeOr(ranges map[string]hcl.Range, attr string, fallback hcl.Range) hcl.Range {
+	if r, ok := ranges[attr]; ok {
+		return r
+	}
+	return fallback
+}

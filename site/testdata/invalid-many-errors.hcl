@@ -1,0 +1,28 @@
+site "t" {}
+
+network "lan" {
+  interface = "eth0"
+  subnet    = "192.0.2.0/24"
+  gateway   = "192.0.2.1"
+  pool      = "192.0.2.200-192.0.2.250"
+}
+
+image "os" {
+  disk = "file:///images/os.raw"
+}
+
+machine "a" {
+  mac = "52:54:00:00:00:01"
+  ip  = "192.0.2.10"
+}
+
+machine "b" {
+  mac   = "52:54:00:00:00:01"
+  ip    = "192.0.2.220"
+  image = image.missing
+}
+
+machine "c" {
+  mac = "not-a-mac"
+  ip  = "192.0.2.12"
+}

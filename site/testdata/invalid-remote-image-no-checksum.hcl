@@ -1,0 +1,5 @@
+site "t" {}
+
+image "os" {
+  disk = "https://mirror.example/os.raw.zst"
+}

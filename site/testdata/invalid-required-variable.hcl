@@ -1,0 +1,5 @@
+site "t" {}
+
+variable "bmc_password" {
+  sensitive = true
+}

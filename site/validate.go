@@ -1,0 +1,345 @@
+package site
+
+import (
+	"fmt"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+)
+
+// validate checks the decoded site as a whole: references, uniqueness,
+// addresses against their networks. It reports every problem it finds.
+func validate(s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	diags = append(diags, validateNetworks(s)...)
+	diags = append(diags, validateImages(s)...)
+	diags = append(diags, validateMachines(s)...)
+	diags = append(diags, validateRollout(s)...)
+	return diags
+}
+
+func validateNetworks(s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for i, n := range s.Networks {
+		if !n.Subnet.IsValid() {
+			continue // already reported
+		}
+		if n.Gateway.IsValid() && !n.Subnet.Contains(n.Gateway) {
+			diags = append(diags, errorAt(rangeOr(n.ranges, "gateway", n.DeclRange), "Gateway outside subnet",
+				"Network %q: gateway %s is not inside its subnet %s.", n.Name, n.Gateway, n.Subnet))
+		}
+		if n.PoolStart.IsValid() {
+			r := rangeOr(n.ranges, "pool", n.DeclRange)
+			switch {
+			case !n.Subnet.Contains(n.PoolStart) || !n.Subnet.Contains(n.PoolEnd):
+				diags = append(diags, errorAt(r, "Pool outside subnet",
+					"Network %q: pool %s-%s is not inside its subnet %s.", n.Name, n.PoolStart, n.PoolEnd, n.Subnet))
+			case n.InPool(n.Subnet.Addr()) || n.InPool(broadcast(n.Subnet)):
+				diags = append(diags, errorAt(r, "Pool includes reserved address",
+					"Network %q: the pool must not include the network address %s or the broadcast address %s.", n.Name, n.Subnet.Addr(), broadcast(n.Subnet)))
+			case n.InPool(n.Gateway):
+				diags = append(diags, errorAt(r, "Pool includes the gateway",
+					"Network %q: gateway %s lies inside the pool %s-%s; shrink the pool.", n.Name, n.Gateway, n.PoolStart, n.PoolEnd))
+			}
+		}
+		if n.Mode != ModeOff && n.Interface == "" && len(n.RelayAgents) == 0 {
+			diags = append(diags, errorAt(n.DeclRange, "Network has no interface",
+				"Network %q: set interface = \"NAME\" (the NIC metal serves DHCP on) or relay_agents = [...] when requests arrive through a relay; or mode = \"off\".", n.Name))
+		}
+		for _, o := range s.Networks[:i] {
+			if !o.Subnet.IsValid() || o.Interface != n.Interface || n.Interface == "" {
+				continue
+			}
+			if o.Subnet.Overlaps(n.Subnet) {
+				diags = append(diags, errorAt(rangeOr(n.ranges, "subnet", n.DeclRange), "Overlapping subnets",
+					"Network %q (%s) overlaps network %q (%s) on interface %q; metal could not tell which one a machine is on.",
+					n.Name, n.Subnet, o.Name, o.Subnet, n.Interface))
+			}
+		}
+	}
+	return diags
+}
+
+func broadcast(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	bits := p.Bits()
+	for i := bits; i < 32; i++ {
+		a[i/8] |= 1 << (7 - uint(i%8))
+	}
+	return netip.AddrFrom4(a)
+}
+
+var checksumRe = regexp.MustCompile(`^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$`)
+
+func isRemoteURL(u string) bool {
+	for _, p := range []string{"http://", "https://", "sftp://"} {
+		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func validateImages(s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	for _, im := range s.Images {
+		if im.Kernel.URL == "" && im.Disk.URL == "" {
+			diags = append(diags, errorAt(im.DeclRange, "Empty image",
+				"Image %q needs a disk (written by the install agent) or a kernel (booted over the network), or both.", im.Name))
+		}
+		if im.Kernel.URL == "" && len(im.Initrd) > 0 {
+			diags = append(diags, errorAt(rangeOr(im.ranges, "initrd", im.DeclRange), "Initrd without kernel",
+				"Image %q has an initrd but no kernel to boot it with.", im.Name))
+		}
+		check := func(attr, sumAttr string, src Source) {
+			if src.URL == "" {
+				return
+			}
+			if msg := checkSourceURL(src.URL); msg != "" {
+				diags = append(diags, errorAt(rangeOr(im.ranges, attr, im.DeclRange), "Invalid source", "Image %q: %s", im.Name, msg))
+				return
+			}
+			switch {
+			case src.Checksum == "" && src.Remote():
+				diags = append(diags, errorAt(rangeOr(im.ranges, attr, im.DeclRange), "Missing checksum",
+					"Image %q: %s is fetched over the network, so it needs a checksum: set %s = \"sha256:<hex>\" (sha256sum prints it).", im.Name, src.URL, sumAttr))
+			case src.Checksum != "" && !checksumRe.MatchString(src.Checksum):
+				diags = append(diags, errorAt(rangeOr(im.ranges, sumAttr, im.DeclRange), "Malformed checksum",
+					"Image %q: checksum must be \"sha256:\" and 64 hex digits, or \"sha512:\" and 128, in lower case.", im.Name))
+			}
+		}
+		check("kernel", "kernel_checksum", im.Kernel)
+		check("disk", "checksum", im.Disk)
+		for _, src := range im.Initrd {
+			check("initrd", "initrd_checksums", src)
+		}
+		switch im.Format {
+		case "", "raw", "gz", "zst", "xz":
+		default:
+			diags = append(diags, errorAt(rangeOr(im.ranges, "format", im.DeclRange), "Unknown image format",
+				"Image %q: format must be raw, gz, zst or xz, got %q.", im.Name, im.Format))
+		}
+	}
+	return diags
+}
+
+// checkSourceURL returns why u is not a usable source, or "".
+func checkSourceURL(u string) string {
+	if !strings.Contains(u, "://") {
+		return "" // a path relative to the site file
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return fmt.Sprintf("%q is not a valid URL: %v.", u, err)
+	}
+	switch p.Scheme {
+	case "http", "https", "sftp":
+		if p.Host == "" {
+			return fmt.Sprintf("%q has no host.", u)
+		}
+	case "file":
+	default:
+		return fmt.Sprintf("%q: scheme %q is not supported; use http, https, sftp or file.", u, p.Scheme)
+	}
+	return ""
+}
+
+var (
+	nameRe     = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
+	hostnameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+)
+
+func validateMachines(s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	// Each map remembers the first machine holding a value.
+	names := make(map[string]*Machine, len(s.Machines))
+	macs := make(map[string]*Machine, len(s.Machines))
+	ips := make(map[netip.Addr]*Machine, len(s.Machines))
+	hostnames := make(map[string]*Machine, len(s.Machines))
+	dup := func(first *Machine, m *Machine, attr, what, value string) {
+		diags = append(diags, errorAt(m.Range(attr), "Duplicate "+what,
+			"Machine %q has %s %s, already used by machine %q (%s).", m.Name, what, value, first.Name, where(first.Range(attr))))
+	}
+	for _, m := range s.Machines {
+		if !nameRe.MatchString(m.Name) {
+			diags = append(diags, errorAt(m.Range("name"), "Invalid machine name",
+				"%q is not a valid machine name: use up to 63 letters, digits, dots, dashes and underscores, starting with a letter or digit.", m.Name))
+		}
+		dupName := false
+		if first, ok := names[m.Name]; ok {
+			dup(first, m, "name", "name", m.Name)
+			dupName = true
+		} else {
+			names[m.Name] = m
+		}
+		if m.MAC != nil {
+			key := m.MAC.String()
+			if first, ok := macs[key]; ok {
+				dup(first, m, "mac", "MAC address", key)
+			} else {
+				macs[key] = m
+			}
+		}
+		if m.IP.IsValid() {
+			if first, ok := ips[m.IP]; ok {
+				dup(first, m, "ip", "IP address", m.IP.String())
+			} else {
+				ips[m.IP] = m
+			}
+		}
+		if !hostnameRe.MatchString(m.Hostname) || len(m.Hostname) > 253 {
+			diags = append(diags, errorAt(m.Range("hostname"), "Invalid hostname",
+				"Machine %q: %q is not a valid hostname (letters, digits and dashes, dot-separated); set hostname = \"...\".", m.Name, m.Hostname))
+		} else if first, ok := hostnames[strings.ToLower(m.Hostname)]; ok && !dupName {
+			// A duplicate name already explains a hostname derived from it.
+			dup(first, m, "hostname", "hostname", m.Hostname)
+		} else {
+			hostnames[strings.ToLower(m.Hostname)] = m
+		}
+		diags = append(diags, validateMachineNetwork(s, m)...)
+		if m.Image != "" && s.Image(m.Image) == nil {
+			diags = append(diags, errorAt(m.Range("image"), "Unknown image",
+				"Machine %q refers to image %q, which is not declared. Declared images: %s.", m.Name, m.Image, listNames(s.imageByName)))
+		}
+		if m.BMC != nil {
+			diags = append(diags, validateBMC(m)...)
+		}
+	}
+	return diags
+}
+
+// validateMachineNetwork settles which network a machine is on and checks
+// its address against it.
+func validateMachineNetwork(s *Site, m *Machine) hcl.Diagnostics {
+	if m.Network != "" {
+		n := s.Network(m.Network)
+		if n == nil {
+			return hcl.Diagnostics{errorAt(m.Range("network"), "Unknown network",
+				"Machine %q refers to network %q, which is not declared. Declared networks: %s.", m.Name, m.Network, listNames(s.networkByName))}
+		}
+		return checkAddrInNetwork(m, n)
+	}
+	if m.IP.IsValid() {
+		for _, n := range s.Networks {
+			if n.Subnet.IsValid() && n.Subnet.Contains(m.IP) {
+				m.Network = n.Name
+				return checkAddrInNetwork(m, n)
+			}
+		}
+		return hcl.Diagnostics{errorAt(m.Range("ip"), "IP address outside every network",
+			"Machine %q has IP %s, which is in no declared network's subnet (%s).", m.Name, m.IP, subnetList(s.Networks))}
+	}
+	switch len(s.Networks) {
+	case 0:
+		return hcl.Diagnostics{errorAt(m.DeclRange, "No network",
+			"Machine %q needs a network to boot on; declare a network block.", m.Name)}
+	case 1:
+		m.Network = s.Networks[0].Name
+		return nil
+	}
+	return hcl.Diagnostics{errorAt(m.DeclRange, "Network not given",
+		"Machine %q has no ip and the site has several networks; set network = network.NAME or an ip.", m.Name)}
+}
+
+func checkAddrInNetwork(m *Machine, n *Network) hcl.Diagnostics {
+	if !m.IP.IsValid() || !n.Subnet.IsValid() {
+		return nil
+	}
+	r := m.Range("ip")
+	switch {
+	case !n.Subnet.Contains(m.IP):
+		return hcl.Diagnostics{errorAt(r, "IP address outside its network",
+			"Machine %q has IP %s, outside the subnet %s of network %q.", m.Name, m.IP, n.Subnet, n.Name)}
+	case m.IP == n.Subnet.Addr() || m.IP == broadcast(n.Subnet):
+		return hcl.Diagnostics{errorAt(r, "Reserved IP address",
+			"Machine %q: %s is the network or broadcast address of %s.", m.Name, m.IP, n.Subnet)}
+	case m.IP == n.Gateway:
+		return hcl.Diagnostics{errorAt(r, "IP address is the gateway",
+			"Machine %q has IP %s, the gateway of network %q.", m.Name, m.IP, n.Name)}
+	case n.InPool(m.IP):
+		return hcl.Diagnostics{errorAt(r, "IP address inside the dynamic pool",
+			"Machine %q has IP %s, inside the pool %s-%s of network %q, where metal hands addresses to unknown machines; pick an address outside the pool.",
+			m.Name, m.IP, n.PoolStart, n.PoolEnd, n.Name)}
+	}
+	return nil
+}
+
+func validateBMC(m *Machine) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	b := m.BMC
+	switch b.Protocol {
+	case ProtocolRedfish, ProtocolIPMI, ProtocolAuto:
+	default:
+		diags = append(diags, errorAt(b.Range("protocol"), "Unknown BMC protocol",
+			"Machine %q: protocol must be \"redfish\", \"ipmi\" or \"auto\", got %q.", m.Name, b.Protocol))
+	}
+	if b.Address == "" {
+		diags = append(diags, errorAt(b.Range("address"), "Missing BMC address", "Machine %q: the bmc block needs an address.", m.Name))
+	} else if msg := checkBMCAddress(b.Address); msg != "" {
+		diags = append(diags, errorAt(b.Range("address"), "Invalid BMC address", "Machine %q: %s", m.Name, msg))
+	}
+	if b.Username == "" || b.Password == "" {
+		missing := "username"
+		if b.Password == "" {
+			missing = "password"
+		}
+		if b.Username == "" && b.Password == "" {
+			missing = "username and password"
+		}
+		diags = append(diags, errorAt(b.DeclRange, "BMC without credentials",
+			"Machine %q: the bmc block has no %s. Declare a sensitive variable (variable \"bmc_password\" { sensitive = true }), use password = var.bmc_password, and set METAL_VAR_bmc_password.", m.Name, missing))
+	}
+	return diags
+}
+
+// checkBMCAddress accepts host, host:port, or an http(s) URL.
+func checkBMCAddress(a string) string {
+	if strings.Contains(a, "://") {
+		u, err := url.Parse(a)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Sprintf("%q is not a BMC address; use HOST, HOST:PORT, or an http(s):// URL.", a)
+		}
+		return ""
+	}
+	if strings.ContainsAny(a, " /\t") {
+		return fmt.Sprintf("%q is not a BMC address; use HOST, HOST:PORT, or an http(s):// URL.", a)
+	}
+	return ""
+}
+
+func validateRollout(s *Site) hcl.Diagnostics {
+	r := s.Rollout
+	if r.By == "" {
+		return nil
+	}
+	for _, m := range s.Machines {
+		if _, ok := m.Labels[r.By]; ok {
+			return nil
+		}
+	}
+	return hcl.Diagnostics{errorAt(r.DeclRange, "Rollout label unused",
+		"rollout groups machines by label %q, but no machine has that label; add labels = { %s = \"...\" } to the machines.", r.By, r.By)}
+}
+
+func listNames[V any](m map[string]V) string {
+	if len(m) == 0 {
+		return "none"
+	}
+	return strings.Join(sortedKeys(m), ", ")
+}
+
+func subnetList(nets []*Network) string {
+	var parts []string
+	for _, n := range nets {
+		if n.Subnet.IsValid() {
+			parts = append(parts, fmt.Sprintf("%s %s", n.Name, n.Subnet))
+		}
+	}
+	if len(parts) == 0 {
+		return "none declared"
+	}
+	return strings.Join(parts, ", ")
+}
