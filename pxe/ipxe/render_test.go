@@ -22,7 +22,7 @@ func TestRender(t *testing.T) {
 	}{
 		"install": {
 			in: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/images/debian-12/linux",
-				Initrd: []string{"/images/debian-12/initrd.gz", "http://mirror.example/firmware.cpio.gz"},
+				Initrd:  []string{"/images/debian-12/initrd.gz", "http://mirror.example/firmware.cpio.gz"},
 				Cmdline: "console=ttyS0  quiet\n"},
 			p: Params{MAC: mac, Name: "web-01", BaseURL: base},
 			want: `#!ipxe
