@@ -1,0 +1,85 @@
+package bmc
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+
+	bmclib "github.com/bmc-toolbox/bmclib/v2"
+	"github.com/stmcginnis/gofish"
+	"github.com/stmcginnis/gofish/redfish"
+)
+
+// Inventory reads the machine's identity, NIC MACs and power state.
+//
+// Over Redfish it reads the ComputerSystem and its EthernetInterfaces with
+// gofish, the client bmclib's own Redfish provider is built on: bmclib's
+// Inventory only recognises the resource IDs of a handful of vendors
+// (Systems/1, System.Embedded.1, ...) and finds MACs only through
+// NetworkAdapters, so it returns nothing for most other BMCs. Over IPMI
+// bmclib has no inventory; only the power state is filled in.
+func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
+	var inv Inventory
+	err := c.call(ctx, "inventory", true, func(ctx context.Context, bc *bmclib.Client, protocol string) error {
+		s, err := bc.GetPowerState(ctx)
+		if err != nil {
+			return err
+		}
+		inv = Inventory{Power: parsePower(s)}
+		if protocol != ProtocolRedfish {
+			return nil
+		}
+		return c.redfishInventory(ctx, &inv)
+	})
+	return inv, err
+}
+
+func (c *Client) redfishInventory(ctx context.Context, inv *Inventory) error {
+	api, err := gofish.ConnectContext(ctx, gofish.ClientConfig{
+		Endpoint:   c.redfish.scheme + "://" + c.redfish.hostPort(),
+		Username:   c.cfg.Username,
+		Password:   c.cfg.Password.reveal(),
+		HTTPClient: c.http,
+	})
+	if err != nil {
+		return err
+	}
+	defer api.Logout()
+	systems, err := api.Service.Systems()
+	if err != nil {
+		return err
+	}
+	var sys *redfish.ComputerSystem
+	for _, s := range systems {
+		if c.cfg.System == "" || s.Name == c.cfg.System || s.ID == c.cfg.System {
+			sys = s
+			break
+		}
+	}
+	if sys == nil {
+		return errors.New("no Redfish ComputerSystem named " + c.cfg.System)
+	}
+	inv.Manufacturer = sys.Manufacturer
+	inv.Model = sys.Model
+	inv.Serial = sys.SerialNumber
+	inv.BIOSVersion = sys.BIOSVersion
+	if p := parsePower(string(sys.PowerState)); p != PowerUnknown {
+		inv.Power = p
+	}
+	nics, err := sys.EthernetInterfaces()
+	if err != nil {
+		return err
+	}
+	for _, n := range nics {
+		mac := n.PermanentMACAddress
+		if mac == "" {
+			mac = n.MACAddress
+		}
+		if mac != "" {
+			inv.MACs = append(inv.MACs, strings.ToLower(mac))
+		}
+	}
+	sort.Strings(inv.MACs)
+	return nil
+}
