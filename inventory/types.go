@@ -1,0 +1,320 @@
+package inventory
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+)
+
+// PowerState is the last observed power state of a machine, as its BMC
+// reported it.
+type PowerState string
+
+const (
+	PowerUnknown PowerState = ""
+	PowerOn      PowerState = "on"
+	PowerOff     PowerState = "off"
+)
+
+// State is where a machine is in its life (DESIGN.md "Per-machine life").
+type State string
+
+const (
+	StateUnknown         State = "unknown"
+	StateDiscovered      State = "discovered"
+	StateReady           State = "ready"
+	StateProvisioning    State = "provisioning"
+	StateProvisioned     State = "provisioned"
+	StateFailed          State = "failed"
+	StateDeprovisioning  State = "deprovisioning"
+	maxTransitionHistory       = 64
+)
+
+// allowed lists the forward moves of the lifecycle. Failed is reachable from
+// every state and deprovisioning from every state but unknown; a failed or
+// deprovisioned machine starts over from unknown or discovered.
+var allowed = map[State][]State{
+	StateUnknown:        {StateDiscovered, StateReady},
+	StateDiscovered:     {StateReady, StateUnknown},
+	StateReady:          {StateProvisioning, StateDiscovered},
+	StateProvisioning:   {StateProvisioned},
+	StateProvisioned:    {StateProvisioning},
+	StateFailed:         {StateUnknown, StateDiscovered, StateReady, StateProvisioning},
+	StateDeprovisioning: {StateUnknown, StateDiscovered, StateReady},
+}
+
+// CanTransition reports whether a machine may move from one state to another.
+func CanTransition(from, to State) bool {
+	if from == "" {
+		from = StateUnknown
+	}
+	if from == to {
+		return false
+	}
+	if to == StateFailed || (to == StateDeprovisioning && from != StateUnknown) {
+		return true
+	}
+	for _, s := range allowed[from] {
+		if s == to {
+			return true
+		}
+	}
+	return false
+}
+
+// Transition is one recorded change of lifecycle state, with why it happened.
+type Transition struct {
+	From  State     `json:"from"`
+	To    State     `json:"to"`
+	Cause string    `json:"cause"`
+	At    time.Time `json:"at"`
+}
+
+// BootAction is what a machine does on its next netboot. The values match
+// pxe.Action so the netboot servers can convert with a plain type cast.
+type BootAction string
+
+const (
+	BootNone     BootAction = "none"
+	BootDiscover BootAction = "discover"
+	BootInstall  BootAction = "install"
+	BootLocal    BootAction = "local"
+)
+
+// BootIntent is written by the converge engine and read by the netboot
+// servers; it mirrors pxe.Intent field for field.
+type BootIntent struct {
+	Action  BootAction `json:"action,omitempty"`
+	Kernel  string     `json:"kernel,omitempty"`
+	Initrds []string   `json:"initrds,omitempty"`
+	Cmdline string     `json:"cmdline,omitempty"`
+	Token   string     `json:"token,omitempty"`
+}
+
+// Identity is what the site file declares about a machine, beyond its name
+// and MAC.
+type Identity struct {
+	IP         netip.Addr        `json:"ip,omitzero"`
+	Image      string            `json:"image,omitempty"`
+	BMCAddress string            `json:"bmc_address,omitempty"`
+	Serial     string            `json:"serial,omitempty"`
+	Labels     map[string]string `json:"labels,omitempty"`
+}
+
+// CPU, Disk, NIC and DMI are the hardware facts the agent reports. They are
+// typed for the fields metal itself reads, and keep the rest in Extra.
+type CPU struct {
+	Model   string `json:"model,omitempty"`
+	Sockets int    `json:"sockets,omitempty"`
+	Cores   int    `json:"cores,omitempty"`
+	Threads int    `json:"threads,omitempty"`
+}
+
+type Disk struct {
+	Name       string `json:"name"` // kernel name: sda, nvme0n1
+	Model      string `json:"model,omitempty"`
+	Serial     string `json:"serial,omitempty"`
+	SizeBytes  uint64 `json:"size_bytes,omitempty"`
+	Rotational bool   `json:"rotational,omitempty"`
+}
+
+type NIC struct {
+	Name      string `json:"name"`
+	MAC       string `json:"mac,omitempty"`
+	SpeedMbps int    `json:"speed_mbps,omitempty"`
+	Driver    string `json:"driver,omitempty"`
+}
+
+type DMI struct {
+	Vendor      string `json:"vendor,omitempty"`
+	Product     string `json:"product,omitempty"`
+	Serial      string `json:"serial,omitempty"`
+	UUID        string `json:"uuid,omitempty"`
+	BIOSVersion string `json:"bios_version,omitempty"`
+}
+
+// Hardware is the last hardware report of a machine.
+type Hardware struct {
+	CPU         CPU               `json:"cpu"`
+	MemoryBytes uint64            `json:"memory_bytes,omitempty"`
+	Disks       []Disk            `json:"disks,omitempty"`
+	NICs        []NIC             `json:"nics,omitempty"`
+	DMI         DMI               `json:"dmi"`
+	Extra       map[string]string `json:"extra,omitempty"`
+	ReportedAt  time.Time         `json:"reported_at,omitzero"`
+}
+
+// Machine is one server: what the site declares (Name, MAC, Identity), what
+// metal observed (Power, Hardware, State and its History) and what it should
+// boot next (Intent).
+type Machine struct {
+	Name     string     `json:"name"`
+	MAC      string     `json:"mac"` // canonical lower-case "aa:bb:cc:dd:ee:ff"
+	Identity Identity   `json:"identity"`
+	Power    PowerState `json:"power,omitempty"`
+	// PowerAt is when Power was observed.
+	PowerAt  time.Time    `json:"power_at,omitzero"`
+	Hardware *Hardware    `json:"hardware,omitempty"`
+	State    State        `json:"state"`
+	History  []Transition `json:"history,omitempty"`
+	Intent   BootIntent   `json:"intent"`
+
+	// Revision is the store revision of the last write of this machine. On
+	// PutMachine it is the expected revision: 0 creates, anything else must
+	// match what is stored or the write fails with ErrConflict.
+	Revision int64 `json:"-"`
+}
+
+// Since is when the machine entered its current state (zero if never moved).
+func (m Machine) Since() time.Time {
+	if len(m.History) == 0 {
+		return time.Time{}
+	}
+	return m.History[len(m.History)-1].At
+}
+
+// SetState moves the machine to state to, recording cause and time. It refuses
+// moves the lifecycle does not allow. The history keeps the last 64 moves so a
+// machine's record stays small however often it is reinstalled.
+func (m *Machine) SetState(to State, cause string, at time.Time) error {
+	from := m.State
+	if from == "" {
+		from = StateUnknown
+	}
+	if !CanTransition(from, to) {
+		return fmt.Errorf("machine %s: %s → %s is not a lifecycle move: %w", m.Name, from, to, ErrInvalid)
+	}
+	m.State = to
+	m.History = append(m.History, Transition{From: from, To: to, Cause: cause, At: at.UTC()})
+	if n := len(m.History); n > maxTransitionHistory {
+		m.History = append([]Transition(nil), m.History[n-maxTransitionHistory:]...)
+	}
+	return nil
+}
+
+// NormalizeMAC returns the canonical form of a MAC address, the one used in
+// keys and records.
+func NormalizeMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		return "", fmt.Errorf("mac %q: %w", s, ErrInvalid)
+	}
+	return hw.String(), nil
+}
+
+// Lease is one DHCP lease.
+type Lease struct {
+	MAC      string     `json:"mac"`
+	IP       netip.Addr `json:"ip"`
+	Hostname string     `json:"hostname,omitempty"`
+	Expiry   time.Time  `json:"expiry"`
+	Revision int64      `json:"-"`
+}
+
+// Expired reports whether the lease has run out at now.
+func (l Lease) Expired(now time.Time) bool { return !now.Before(l.Expiry) }
+
+// AllocateRequest asks for an address for MAC from the inclusive range
+// [Start, End].
+type AllocateRequest struct {
+	MAC      string
+	Hostname string
+	Start    netip.Addr
+	End      netip.Addr
+	// Prefer is tried first if it is in the range and free (DHCP option 50).
+	Prefer netip.Addr
+	// Exclude lists addresses in the range that are never handed out (the
+	// gateway, addresses reserved for declared machines).
+	Exclude []netip.Addr
+	TTL     time.Duration
+}
+
+// EventKind names a step of a machine's boot timeline or another happening.
+type EventKind string
+
+const (
+	EventDHCPDiscover EventKind = "dhcp-discover"
+	EventDHCPOffer    EventKind = "dhcp-offer"
+	EventDHCPAck      EventKind = "dhcp-ack"
+	EventTFTP         EventKind = "tftp"
+	EventScript       EventKind = "script"
+	EventKernel       EventKind = "kernel"
+	EventInitrd       EventKind = "initrd"
+	EventImage        EventKind = "image"
+	EventAgent        EventKind = "agent"
+	EventState        EventKind = "state"
+	EventPower        EventKind = "power"
+	EventApply        EventKind = "apply"
+)
+
+// Event is one entry of the append-only event log. Seq is assigned by the
+// store, gap-free and increasing; Time is when it happened.
+type Event struct {
+	Seq     int64     `json:"seq"`
+	Time    time.Time `json:"time"`
+	Machine string    `json:"machine,omitempty"`
+	MAC     string    `json:"mac,omitempty"`
+	Kind    EventKind `json:"kind"`
+	Message string    `json:"message,omitempty"`
+}
+
+// EventQuery selects events. With Machine set, only that machine's events
+// (matched by name, or by MAC for events of machines not yet named).
+type EventQuery struct {
+	Machine string
+	MAC     string
+	// AfterSeq returns only events with Seq > AfterSeq.
+	AfterSeq int64
+	// Limit caps the number of events returned (0: no cap).
+	Limit int
+}
+
+// RunState is the state of an apply run, and of one machine's step in it.
+type RunState string
+
+const (
+	RunPending     RunState = "pending"
+	RunRunning     RunState = "running"
+	RunDone        RunState = "done"
+	RunFailed      RunState = "failed"
+	RunInterrupted RunState = "interrupted"
+)
+
+// ApplyRun is one `metal apply`. An interrupted apply is resumed by loading
+// its run (same PlanDigest) and carrying on with the machines whose step is
+// not done.
+type ApplyRun struct {
+	ID         string    `json:"id"`
+	PlanDigest string    `json:"plan_digest"`
+	State      RunState  `json:"state"`
+	StartedAt  time.Time `json:"started_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Steps is filled by ApplyRun/ApplyRuns from the per-machine records and
+	// ignored by PutApplyRun; write steps with PutApplyStep.
+	Steps    map[string]ApplyStep `json:"-"`
+	Revision int64                `json:"-"`
+}
+
+// Unfinished returns the machines of the run whose step is not done, sorted.
+func (r ApplyRun) Unfinished() []string {
+	var out []string
+	for name, s := range r.Steps {
+		if s.State != RunDone {
+			out = append(out, name)
+		}
+	}
+	sortStrings(out)
+	return out
+}
+
+// ApplyStep is where one machine is in an apply run. Each machine's step is
+// its own record, so batches running in parallel never contend on one key.
+type ApplyStep struct {
+	Machine   string    `json:"machine"`
+	Step      string    `json:"step"` // engine-defined: "power-off", "install", ...
+	State     RunState  `json:"state"`
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Revision  int64     `json:"-"`
+}
