@@ -1,0 +1,78 @@
+# metal: build, test, benchmark.
+#
+#   make test    install what the tests need, then vet and test everything
+#   make lab     the main demonstration (today: plan the homelab example)
+#   make bench   benchmarks, with metal beside its peers, as a table
+#   make build   the binary, in bin/metal
+#   make fuzz    every fuzz target for FUZZTIME (default 60s) each
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+# Modules come from the Go module proxy; bmclib's are not in the checksum DB.
+export GONOSUMDB := github.com/bmc-toolbox
+GO ?= go
+FUZZTIME ?= 60s
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+# Debian packages the tests drive as real peers: QEMU with its iPXE ROMs and
+# OVMF, iPXE binaries, DHCP and TFTP clients, OpenIPMI's ipmi_sim, etcd,
+# OpenSSH, and the Redfish clients the virtual BMC is checked with.
+TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitool \
+	busybox-static udhcpc isc-dhcp-client dhcpcd5 tftp-hpa atftp curl cpio \
+	iproute2 iputils-ping etcd-server openssh-server openssh-client \
+	redfishtool python3-sushy zstd xz-utils
+# The peers `make bench` measures metal against.
+BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx-light kea-admin kea-dhcp4-server atftp \
+	iproute2 valgrind time
+
+.PHONY: all build test vet unit lab bench fuzz deps test-deps bench-deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/metal ./cmd/metal
+
+# apt-get only when something is missing, so a prepared machine stays fast.
+define apt_install
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "Installing Debian packages: $$missing"; \
+		SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+endef
+
+deps:
+	$(GO) mod download
+
+test-deps: deps
+	$(call apt_install,$(TEST_PACKAGES))
+
+bench-deps: deps
+	$(call apt_install,$(TEST_PACKAGES) $(BENCH_PACKAGES))
+
+vet:
+	$(GO) vet ./...
+
+test: test-deps build vet
+	bin/metal validate hcl-examples/*.hcl
+	bin/metal fmt -check hcl-examples/*.hcl
+	$(GO) test -timeout 40m ./...
+
+lab: build
+	bin/metal plan hcl-examples/homelab.hcl
+
+bench: bench-deps build
+	$(GO) run ./cmd/metal-bench --metal bin/metal --out bench-results
+
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$target ($(FUZZTIME))"; \
+			$(GO) test $$pkg -run '^$$' -fuzz "^$$target$$" -fuzztime $(FUZZTIME); \
+		done; \
+	done
+
+clean:
+	rm -rf bin bench-results
