@@ -1,0 +1,352 @@
+// Package http is metal's HTTP boot server: per-machine iPXE scripts, the
+// iPXE binaries for UEFI HTTP boot, and kernels, initrds and images from
+// configured directories. It answers from a pxe.BootPolicy and never reads
+// the site file.
+//
+// Import it as pxehttp; inside, the standard library is nethttp.
+package http
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	"github.com/metal-dev/metal/pxe/ipxe"
+)
+
+// Config is the HTTP server's configuration. Zero values are the defaults.
+type Config struct {
+	// Addr is the TCP listen address; default ":80".
+	Addr string
+	// Policy answers which machine a MAC is and what it should boot.
+	// Required.
+	Policy pxe.BootPolicy
+	// Leases, from DHCP, tells which address a MAC holds: a machine's
+	// script is served to that address. Nil means only tokens authorise.
+	Leases pxe.Leases
+	// IPXE serves /boot/<name> for UEFI HTTP boot; nil serves none.
+	IPXE *bootfiles.IPXE
+	// Files and Images serve /files/... and /images/...; nil serves none.
+	Files  *bootfiles.Root
+	Images *bootfiles.Root
+	// BaseURL resolves the kernel and initrd paths of intents in scripts
+	// ("/images/x" becomes BaseURL + "/images/x"). Nil keeps paths, which
+	// iPXE resolves against the URL it fetched the script from.
+	BaseURL *url.URL
+	// ReadHeaderTimeout (default 10 s) bounds a slow client's headers;
+	// IdleTimeout (default 2 min) a kept-alive connection. There is no
+	// write timeout: a multi-gigabyte image over a slow link is legitimate.
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	// Logger receives the access log; default slog.Default().
+	Logger *slog.Logger
+}
+
+// ScriptPrefix is where scripts live: ScriptPrefix + MAC, and
+// ScriptPrefix + "boot.ipxe" for an iPXE that does not know its MAC.
+const ScriptPrefix = "/ipxe/"
+
+// Server is metal's HTTP boot server.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	handler nethttp.Handler
+}
+
+// New checks cfg and returns a server; it does not listen yet.
+func New(cfg Config) (*Server, error) {
+	if cfg.Policy == nil {
+		return nil, errors.New("http: config without a boot policy")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":80"
+	}
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 2 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http")}
+	mux := nethttp.NewServeMux()
+	mux.HandleFunc("GET "+ScriptPrefix+"boot.ipxe", s.chain)
+	mux.HandleFunc("GET "+ScriptPrefix+"{mac}", s.script)
+	mux.HandleFunc("GET /boot/{name}", s.bootFile)
+	mux.Handle("GET /files/{path...}", s.files(cfg.Files))
+	mux.Handle("GET /images/{path...}", s.files(cfg.Images))
+	s.handler = s.logged(mux)
+	return s, nil
+}
+
+// Handler is the server's handler, access log and panic recovery included.
+func (s *Server) Handler() nethttp.Handler { return s.handler }
+
+// Serve listens on cfg.Addr and serves until ctx is done.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	return s.ServeListener(ctx, ln)
+}
+
+// ServeListener serves on ln (tests use 127.0.0.1:0) until ctx is done;
+// then it lets requests in flight finish for a few seconds and closes.
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	srv := &nethttp.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		// Boot requests are GETs without bodies: a short read timeout
+		// costs nothing and bounds a client that trickles one.
+		ReadTimeout:    s.cfg.ReadHeaderTimeout + 20*time.Second,
+		IdleTimeout:    s.cfg.IdleTimeout,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:    func(net.Listener) context.Context { return ctx },
+	}
+	s.log.Info("http serving", "addr", ln.Addr().String())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("http serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		srv.Close()
+	}
+	<-done
+	return nil
+}
+
+// chain serves the script for an iPXE that does not know its own.
+func (s *Server) chain(w nethttp.ResponseWriter, r *nethttp.Request) {
+	writeScript(w, ipxe.Chain(ScriptPrefix))
+}
+
+// script serves a machine's iPXE script to the address leased to its MAC,
+// or to anyone presenting its token.
+func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
+	mac, err := net.ParseMAC(r.PathValue("mac"))
+	if err != nil {
+		nethttp.Error(w, "metal: not a MAC address", nethttp.StatusNotFound)
+		return
+	}
+	setLogAttr(r, slog.String("mac", mac.String()))
+	intent, err := s.cfg.Policy.Intent(r.Context(), mac)
+	if errors.Is(err, pxe.ErrUnknownHost) {
+		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
+		return
+	}
+	if err != nil {
+		s.log.Error("boot policy", "mac", mac.String(), "error", err)
+		nethttp.Error(w, "metal: boot policy failed", nethttp.StatusInternalServerError)
+		return
+	}
+	if !s.authorised(r, mac, intent) {
+		nethttp.Error(w, "metal: the boot script of "+mac.String()+
+			" is served only to the address leased to that MAC, or with its token",
+			nethttp.StatusForbidden)
+		return
+	}
+	params := ipxe.Params{MAC: mac, BaseURL: s.cfg.BaseURL}
+	if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
+		params.Name = h.Name
+	}
+	body, err := ipxe.Render(intent, params)
+	if err != nil {
+		s.log.Error("render ipxe script", "mac", mac.String(), "error", err)
+		nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
+		return
+	}
+	writeScript(w, body)
+}
+
+func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe.Intent) bool {
+	if s.cfg.Leases != nil {
+		if leased, ok := s.cfg.Leases.LeasedIP(mac); ok && leased.Equal(clientIP(r)) {
+			return true
+		}
+	}
+	// An empty token never matches: a machine without one is served to its
+	// lease only.
+	token := r.URL.Query().Get("token")
+	return intent.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(intent.Token)) == 1
+}
+
+func clientIP(r *nethttp.Request) net.IP {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(host)
+}
+
+func writeScript(w nethttp.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	// A script is an answer for now, not a document: the next boot may be
+	// meant to do something else.
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+func (s *Server) bootFile(w nethttp.ResponseWriter, r *nethttp.Request) {
+	if s.cfg.IPXE == nil {
+		nethttp.NotFound(w, r)
+		return
+	}
+	f, fi, err := s.cfg.IPXE.Open(r.PathValue("name"))
+	if err != nil {
+		nethttp.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	serveFile(w, r, f, fi)
+}
+
+// files serves a directory confined by bootfiles.Root.
+func (s *Server) files(root *bootfiles.Root) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		if root == nil {
+			nethttp.NotFound(w, r)
+			return
+		}
+		name := r.PathValue("path")
+		f, fi, err := root.Open(name)
+		switch {
+		case errors.Is(err, bootfiles.ErrBadName):
+			setLogAttr(r, slog.String("refused", err.Error()))
+			nethttp.Error(w, "metal: file name refused", nethttp.StatusForbidden)
+			return
+		case errors.Is(err, fs.ErrNotExist):
+			nethttp.NotFound(w, r)
+			return
+		case err != nil:
+			s.log.Error("open file", "path", name, "error", err)
+			nethttp.Error(w, "metal: cannot open file", nethttp.StatusInternalServerError)
+			return
+		}
+		defer f.Close()
+		serveFile(w, r, f, fi)
+	})
+}
+
+// serveFile leaves Range, If-Modified-Since and If-None-Match to
+// http.ServeContent; the ETag (size and modification time) lets a client
+// resume an image download only if the file did not change meanwhile.
+func serveFile(w nethttp.ResponseWriter, r *nethttp.Request, f *os.File, fi fs.FileInfo) {
+	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+}
+
+// logAttrsKey carries per-request log attributes from handlers to the
+// access log line.
+type logAttrsKey struct{}
+
+func setLogAttr(r *nethttp.Request, a slog.Attr) {
+	if p, ok := r.Context().Value(logAttrsKey{}).(*[]slog.Attr); ok {
+		*p = append(*p, a)
+	}
+}
+
+// logged wraps h with the access log and recovers a panicking handler, so
+// one bad request costs a 500, not the daemon.
+func (s *Server) logged(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		start := time.Now()
+		var attrs []slog.Attr
+		r = r.WithContext(context.WithValue(r.Context(), logAttrsKey{}, &attrs))
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == nethttp.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("http handler panic", "method", r.Method, "path", r.URL.Path,
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					nethttp.Error(sw, "metal: internal error", nethttp.StatusInternalServerError)
+				}
+			}
+			// The query is left out: it may hold a machine's token.
+			all := []slog.Attr{
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
+				slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)),
+			}
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append(all, attrs...)...)
+		}()
+		h.ServeHTTP(sw, r)
+	})
+}
+
+// statusWriter records the status and body size for the access log.
+type statusWriter struct {
+	nethttp.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = nethttp.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the server's sendfile path for large files, which an
+// io.Copy through Write alone would lose.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = nethttp.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the real writer.
+func (w *statusWriter) Unwrap() nethttp.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return nethttp.StatusOK
+	}
+	return w.status
+}

@@ -1,0 +1,366 @@
+package http
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	nethttp "net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+)
+
+// policy is a table-driven BootPolicy; a MAC in panics makes it panic.
+type policy struct {
+	hosts   map[string]pxe.Host
+	intents map[string]pxe.Intent
+	panics  string
+}
+
+func (p *policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error) {
+	h, ok := p.hosts[mac.String()]
+	if !ok {
+		return pxe.Host{}, pxe.ErrUnknownHost
+	}
+	return h, nil
+}
+
+func (p *policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, error) {
+	if mac.String() == p.panics {
+		panic("policy exploded")
+	}
+	in, ok := p.intents[mac.String()]
+	if !ok {
+		return pxe.Intent{}, pxe.ErrUnknownHost
+	}
+	return in, nil
+}
+
+// leases is a fixed lease table.
+type leases map[string]net.IP
+
+func (l leases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
+	ip, ok := l[mac.String()]
+	return ip, ok
+}
+
+func (l leases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
+	for m, i := range l {
+		if i.Equal(ip) {
+			mac, _ := net.ParseMAC(m)
+			return mac, true
+		}
+	}
+	return nil, false
+}
+
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) records(msg string) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range strings.Split(l.buf.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+const (
+	macLocal   = "52:54:00:00:00:01" // leased to 127.0.0.1, the test client
+	macOther   = "52:54:00:00:00:02" // leased to 127.0.0.2; has a token
+	macNoToken = "52:54:00:00:00:03" // leased to 127.0.0.3; no token
+	macBad     = "52:54:00:00:00:04" // hostile intent
+	macPanic   = "52:54:00:00:00:05"
+)
+
+type testServer struct {
+	url    string
+	logs   *logBuffer
+	files  string
+	secret string
+}
+
+func startServer(t testing.TB) *testServer {
+	t.Helper()
+	ipxeBins, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	ts := &testServer{logs: &logBuffer{}, files: filepath.Join(base, "files"), secret: filepath.Join(base, "secret")}
+	must(t, os.MkdirAll(filepath.Join(ts.files, "sub"), 0o755))
+	must(t, os.WriteFile(ts.secret, []byte("secret"), 0o644))
+	must(t, os.WriteFile(filepath.Join(ts.files, "sub", "kernel"), bytes.Repeat([]byte("0123456789"), 1000), 0o644))
+	must(t, os.Symlink("../secret", filepath.Join(ts.files, "escape")))
+	files, err := bootfiles.OpenRoot(ts.files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { files.Close() })
+
+	kernel := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/files/sub/kernel", Initrd: []string{"/files/sub/initrd"}, Cmdline: "console=ttyS0"}
+	withToken := kernel
+	withToken.Token = "s3cret-token"
+	p := &policy{
+		hosts: map[string]pxe.Host{macLocal: {Name: "web-01"}},
+		intents: map[string]pxe.Intent{
+			macLocal:   kernel,
+			macOther:   withToken,
+			macNoToken: kernel,
+			macBad:     {Action: pxe.ActionInstall, Kernel: "/k", Cmdline: "quiet ; shell"},
+			macPanic:   kernel,
+		},
+		panics: macPanic,
+	}
+	l := leases{
+		macLocal:   net.IPv4(127, 0, 0, 1),
+		macOther:   net.IPv4(127, 0, 0, 2),
+		macNoToken: net.IPv4(127, 0, 0, 3),
+		macBad:     net.IPv4(127, 0, 0, 1),
+		macPanic:   net.IPv4(127, 0, 0, 1),
+	}
+	srv, err := New(Config{
+		Policy: p, Leases: l, IPXE: ipxeBins, Files: files,
+		Logger: slog.New(slog.NewJSONHandler(ts.logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.url = "http://" + ln.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeListener(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", ts.logs.buf.String())
+		}
+	})
+	return ts
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// clientFrom makes requests from a chosen loopback address, so the lease
+// check sees a different machine.
+func clientFrom(ip string) *nethttp.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+	return &nethttp.Client{
+		Transport:     &nethttp.Transport{DialContext: d.DialContext},
+		CheckRedirect: func(*nethttp.Request, []*nethttp.Request) error { return nethttp.ErrUseLastResponse },
+		Timeout:       10 * time.Second,
+	}
+}
+
+type response struct {
+	Status int
+	Body   string
+}
+
+func get(t *testing.T, c *nethttp.Client, u string, hdr map[string]string) (response, nethttp.Header) {
+	t.Helper()
+	req, err := nethttp.NewRequest("GET", u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{resp.StatusCode, string(b)}, resp.Header
+}
+
+func TestScripts(t *testing.T) {
+	ts := startServer(t)
+	install := "#!ipxe\necho metal: %s install\nkernel /files/sub/kernel initrd=initrd console=ttyS0\ninitrd --name initrd /files/sub/initrd\nboot\n"
+	forbidden := "metal: the boot script of %s is served only to the address leased to that MAC, or with its token\n"
+	tests := map[string]struct {
+		from, path string
+		want       response
+	}{
+		"lease matches":       {from: "127.0.0.1", path: "/ipxe/" + macLocal, want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
+		"hyphenated MAC":      {from: "127.0.0.1", path: "/ipxe/52-54-00-00-00-01", want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
+		"another's address":   {from: "127.0.0.1", path: "/ipxe/" + macOther, want: response{403, fmt.Sprintf(forbidden, macOther)}},
+		"token":               {from: "127.0.0.1", path: "/ipxe/" + macOther + "?token=s3cret-token", want: response{200, fmt.Sprintf(install, macOther)}},
+		"wrong token":         {from: "127.0.0.1", path: "/ipxe/" + macOther + "?token=s3cret-tokem", want: response{403, fmt.Sprintf(forbidden, macOther)}},
+		"token prefix":        {from: "127.0.0.1", path: "/ipxe/" + macOther + "?token=s3cret", want: response{403, fmt.Sprintf(forbidden, macOther)}},
+		"own address":         {from: "127.0.0.2", path: "/ipxe/" + macOther, want: response{200, fmt.Sprintf(install, macOther)}},
+		"empty token":         {from: "127.0.0.1", path: "/ipxe/" + macNoToken + "?token=", want: response{403, fmt.Sprintf(forbidden, macNoToken)}},
+		"unknown MAC":         {from: "127.0.0.1", path: "/ipxe/52:54:00:00:00:99", want: response{404, "metal: no machine with MAC 52:54:00:00:00:99\n"}},
+		"not a MAC":           {from: "127.0.0.1", path: "/ipxe/nonsense", want: response{404, "metal: not a MAC address\n"}},
+		"hostile intent":      {from: "127.0.0.1", path: "/ipxe/" + macBad, want: response{500, "metal: this machine's boot intent cannot be rendered\n"}},
+		"panicking policy":    {from: "127.0.0.1", path: "/ipxe/" + macPanic, want: response{500, "metal: internal error\n"}},
+		"chain for any iPXE":  {from: "127.0.0.9", path: "/ipxe/boot.ipxe", want: response{200, "#!ipxe\nchain /ipxe/${netX/mac}\n"}},
+		"unknown path":        {from: "127.0.0.1", path: "/nope", want: response{404, "404 page not found\n"}},
+		"after a panic, fine": {from: "127.0.0.1", path: "/ipxe/" + macLocal, want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, _ := get(t, clientFrom(tc.from), ts.url+tc.path, nil)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("GET %s from %s (-want +got):\n%s", tc.path, tc.from, diff)
+			}
+		})
+	}
+	if len(ts.logs.records("http handler panic")) == 0 {
+		t.Error("panic not logged")
+	}
+	for _, r := range ts.logs.records("http request") {
+		if strings.Contains(fmt.Sprint(r), "s3cret") {
+			t.Errorf("access log holds a token: %v", r)
+		}
+	}
+}
+
+func TestFiles(t *testing.T) {
+	ts := startServer(t)
+	c := clientFrom("127.0.0.1")
+	undionly, err := os.ReadFile(filepath.Join(bootfiles.DefaultDir, bootfiles.BIOS))
+	must(t, err)
+	kernel, err := os.ReadFile(filepath.Join(ts.files, "sub", "kernel"))
+	must(t, err)
+
+	tests := map[string]struct {
+		path   string
+		hdr    map[string]string
+		status int
+		body   []byte
+	}{
+		"ipxe binary":           {path: "/boot/undionly.kpxe", status: 200, body: undionly},
+		"not an ipxe binary":    {path: "/boot/ipxe.lkrn", status: 404},
+		"file":                  {path: "/files/sub/kernel", status: 200, body: kernel},
+		"range":                 {path: "/files/sub/kernel", hdr: map[string]string{"Range": "bytes=10-19"}, status: 206, body: kernel[10:20]},
+		"suffix range":          {path: "/files/sub/kernel", hdr: map[string]string{"Range": "bytes=-5"}, status: 206, body: kernel[len(kernel)-5:]},
+		"unsatisfiable range":   {path: "/files/sub/kernel", hdr: map[string]string{"Range": "bytes=999999-"}, status: 416},
+		"not modified":          {path: "/files/sub/kernel", hdr: map[string]string{"If-Modified-Since": time.Now().Add(time.Hour).UTC().Format(nethttp.TimeFormat)}, status: 304},
+		"symlink out":           {path: "/files/escape", status: 403},
+		"encoded traversal":     {path: "/files/sub/%2e%2e/%2e%2e/secret", status: 403},
+		"plain traversal":       {path: "/files/../secret", status: 307}, // the mux redirects to the cleaned /secret
+		"encoded slash":         {path: "/files/..%2fsecret", status: 403},
+		"backslash":             {path: "/files/..%5csecret", status: 403},
+		"directory":             {path: "/files/sub", status: 404},
+		"images not configured": {path: "/images/x", status: 404},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, _ := get(t, c, ts.url+tc.path, tc.hdr)
+			if got.Status != tc.status {
+				t.Fatalf("GET %s: status %d, want %d (%q)", tc.path, got.Status, tc.status, got.Body)
+			}
+			if tc.body != nil && got.Body != string(tc.body) {
+				t.Errorf("GET %s: %d bytes, want %d", tc.path, len(got.Body), len(tc.body))
+			}
+			if got.Body == "secret" {
+				t.Errorf("GET %s leaked the secret", tc.path)
+			}
+		})
+	}
+
+	t.Run("etag", func(t *testing.T) {
+		_, hdr := get(t, c, ts.url+"/files/sub/kernel", nil)
+		got, _ := get(t, c, ts.url+"/files/sub/kernel", map[string]string{"If-None-Match": hdr.Get("ETag")})
+		if got.Status != 304 {
+			t.Errorf("If-None-Match with the ETag: status %d, want 304", got.Status)
+		}
+	})
+
+	t.Run("access log", func(t *testing.T) {
+		var rec map[string]any
+		for _, r := range ts.logs.records("http request") {
+			if r["path"] == "/files/sub/kernel" && r["status"] == float64(200) {
+				rec = r
+			}
+		}
+		if rec == nil {
+			t.Fatalf("no access log line for /files/sub/kernel")
+		}
+		if rec["bytes"] != float64(len(kernel)) || rec["method"] != "GET" || !strings.HasPrefix(fmt.Sprint(rec["client"]), "127.0.0.1:") || rec["duration"] == nil {
+			t.Errorf("access log line %v", rec)
+		}
+	})
+}
+
+// TestCurlRange fetches with a real client: a range, a resumed download,
+// and the whole iPXE binary byte for byte.
+func TestCurlRange(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatal("curl not found: install the Debian package curl")
+	}
+	ts := startServer(t)
+	kernel, err := os.ReadFile(filepath.Join(ts.files, "sub", "kernel"))
+	must(t, err)
+	dir := t.TempDir()
+
+	out, err := exec.Command("curl", "-sS", "-f", "-r", "100-199", ts.url+"/files/sub/kernel").Output()
+	if err != nil || !bytes.Equal(out, kernel[100:200]) {
+		t.Fatalf("curl -r 100-199: %v, %q", err, out)
+	}
+
+	partial := filepath.Join(dir, "partial")
+	must(t, os.WriteFile(partial, kernel[:4000], 0o644))
+	if b, err := exec.Command("curl", "-sS", "-f", "-C", "-", "-o", partial, ts.url+"/files/sub/kernel").CombinedOutput(); err != nil {
+		t.Fatalf("curl -C -: %v\n%s", err, b)
+	}
+	if got, _ := os.ReadFile(partial); !bytes.Equal(got, kernel) {
+		t.Fatalf("resumed download differs: %d bytes", len(got))
+	}
+
+	u, _ := url.JoinPath(ts.url, "boot", bootfiles.UEFI)
+	whole := filepath.Join(dir, "ipxe.efi")
+	if b, err := exec.Command("curl", "-sS", "-f", "-o", whole, u).CombinedOutput(); err != nil {
+		t.Fatalf("curl %s: %v\n%s", u, err, b)
+	}
+	want, _ := os.ReadFile(filepath.Join(bootfiles.DefaultDir, bootfiles.UEFI))
+	if got, _ := os.ReadFile(whole); !bytes.Equal(got, want) {
+		t.Fatal("ipxe.efi over HTTP differs from the file")
+	}
+
+	// --path-as-is sends "../" as typed; the server must not follow it.
+	code, err := exec.Command("curl", "-sS", "--path-as-is", "-o", filepath.Join(dir, "trav"), "-w", "%{http_code}", ts.url+"/files/../secret").Output()
+	if got, _ := os.ReadFile(filepath.Join(dir, "trav")); err != nil || string(code) == "200" || string(got) == "secret" {
+		t.Fatalf("traversal with curl: status %s, err %v, body %q", code, err, got)
+	}
+}
