@@ -116,7 +116,13 @@ func oneLine(s string) string {
 		}
 		parts = append(parts, l)
 	}
-	return strings.Join(parts, "; ")
+	s = strings.Join(parts, "; ")
+	// Some BMCs answer errors with whole pages; the start says enough.
+	const max = 400
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
 }
 
 // redactor removes known secrets from text.
