@@ -1,0 +1,618 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/metal-dev/metal/pxe"
+)
+
+// From says where a request came from.
+type From struct {
+	Peer netip.AddrPort // the packet's source (a client, or a relay)
+	// PXEPort: the packet arrived on port 4011, PXE boot server discovery
+	// (proxy mode only).
+	PXEPort bool
+}
+
+// Handler turns DHCP requests into replies. It keeps the lease table and
+// asks the boot policy about MACs; it opens no sockets. It is safe for
+// concurrent use.
+type Handler struct {
+	cfg      Config
+	subnets  []*subnet
+	local    *subnet // the subnet holding ServerIP: for clients not relayed
+	serverID net.IP
+	policy   pxe.BootPolicy
+	leases   *leaseTable
+	limit    *rateLimiter
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// Handler implements pxe.Leases, for the HTTP server to check who asks.
+var _ pxe.Leases = (*Handler)(nil)
+
+// NewHandler checks cfg and returns a handler with an empty lease table;
+// Load fills it from store. store may be nil (leases in memory only; proxy
+// mode keeps none).
+func NewHandler(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.Logger) (*Handler, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("dhcp config: %w", err)
+	}
+	if policy == nil {
+		return nil, errors.New("dhcp: no boot policy")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		cfg:      cfg,
+		serverID: net.IP(cfg.ServerIP.AsSlice()),
+		policy:   policy,
+		leases:   newLeaseTable(store, log),
+		limit:    newRateLimiter(cfg.RateLimit),
+		log:      log,
+		now:      time.Now,
+	}
+	for _, s := range cfg.Subnets {
+		sn := newSubnet(s, cfg)
+		h.subnets = append(h.subnets, sn)
+		if s.CIDR.Contains(cfg.ServerIP) {
+			h.local = sn
+		}
+	}
+	return h, nil
+}
+
+// Load reads the lease table from the store given to NewHandler.
+func (h *Handler) Load(ctx context.Context) error { return h.leases.load(ctx) }
+
+// LeasedIP returns the address currently leased to mac, if any.
+func (h *Handler) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
+	k, ok := keyOf(mac)
+	if !ok {
+		return nil, false
+	}
+	ip, ok := h.leases.leasedIP(k, h.now())
+	if !ok {
+		return nil, false
+	}
+	return net.IP(ip.AsSlice()), true
+}
+
+// MACOf returns the MAC the address ip is currently leased to, if any.
+func (h *Handler) MACOf(ip net.IP) (net.HardwareAddr, bool) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok {
+		return nil, false
+	}
+	k, ok := h.leases.macOf(a, h.now())
+	if !ok {
+		return nil, false
+	}
+	return k.hw(), true
+}
+
+// Handle answers one request. A nil reply with a nil error means the
+// request is deliberately left unanswered (rate limited, an unknown MAC
+// while ignoring those, a RELEASE, not a PXE client in proxy mode); an
+// error means it could not be answered, and says why.
+func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, from From) (*dhcpv4.DHCPv4, error) {
+	if req.OpCode != dhcpv4.OpcodeBootRequest {
+		return nil, fmt.Errorf("opcode %v: not a request", req.OpCode)
+	}
+	k, ok := keyOf(req.ClientHWAddr)
+	if !ok || req.HWType != iana.HWTypeEthernet {
+		return nil, fmt.Errorf("hardware type %v with %d-byte address: only Ethernet is supported", req.HWType, len(req.ClientHWAddr))
+	}
+	mt := req.MessageType()
+	if mt == dhcpv4.MessageTypeNone {
+		return nil, errors.New("bootp request (no message type): not supported")
+	}
+	now := h.now()
+	log := h.log.With("mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", mt.String())
+	if !h.limit.allow(k, now) {
+		log.Debug("rate limited")
+		return nil, nil
+	}
+	if h.cfg.Mode == ModeProxy {
+		return h.proxy(ctx, req, from, log)
+	}
+	if from.PXEPort {
+		return nil, nil
+	}
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		return h.discover(ctx, req, k, now, log)
+	case dhcpv4.MessageTypeRequest:
+		return h.request(ctx, req, k, now, log)
+	case dhcpv4.MessageTypeRelease:
+		return nil, h.release(ctx, req, k, now, log)
+	case dhcpv4.MessageTypeDecline:
+		return nil, h.decline(ctx, req, k, now, log)
+	case dhcpv4.MessageTypeInform:
+		return h.inform(ctx, req, log)
+	default:
+		return nil, fmt.Errorf("message type %v: not one a server answers", mt)
+	}
+}
+
+// lookup asks the policy about mac. known is false for ErrUnknownHost.
+func (h *Handler) lookup(ctx context.Context, mac net.HardwareAddr) (host pxe.Host, known bool, err error) {
+	host, err = h.policy.Host(ctx, mac)
+	if errors.Is(err, pxe.ErrUnknownHost) {
+		return pxe.Host{}, false, nil
+	}
+	if err != nil {
+		return pxe.Host{}, false, fmt.Errorf("ask policy about %v: %w", mac, err)
+	}
+	return host, true, nil
+}
+
+// subnetFor picks the subnet of a request: the relay's (giaddr), else
+// the one holding the client's own address (a renewing client unicasts
+// to us directly, even from behind a relay), else the local one.
+func (h *Handler) subnetFor(req *dhcpv4.DHCPv4) (*subnet, error) {
+	if gi, ok := addr4(req.GatewayIPAddr); ok {
+		if s := h.subnetContaining(gi); s != nil {
+			return s, nil
+		}
+		return nil, fmt.Errorf("relay %v: no configured subnet contains it", gi)
+	}
+	if ci, ok := addr4(req.ClientIPAddr); ok {
+		if s := h.subnetContaining(ci); s != nil {
+			return s, nil
+		}
+	}
+	if h.local == nil {
+		return nil, fmt.Errorf("local client, but no configured subnet contains the server address %v", h.cfg.ServerIP)
+	}
+	return h.local, nil
+}
+
+func (h *Handler) subnetContaining(a netip.Addr) *subnet {
+	for _, s := range h.subnets {
+		if s.cidr.Contains(a) {
+			return s
+		}
+	}
+	return nil
+}
+
+// reservation returns the host's reserved address, checked to be in s.
+func reservation(host pxe.Host, s *subnet) (netip.Addr, error) {
+	if host.IP == nil {
+		return netip.Addr{}, nil
+	}
+	a, ok := netip.AddrFromSlice(host.IP.To4())
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("host %s: reserved address %v is not IPv4", host.Name, host.IP)
+	}
+	if !s.cidr.Contains(a) {
+		return netip.Addr{}, fmt.Errorf("host %s: reserved address %v is outside subnet %v it asks from", host.Name, a, s.cidr)
+	}
+	return a, nil
+}
+
+func hostname(host pxe.Host) string {
+	if host.Hostname != "" {
+		return host.Hostname
+	}
+	return host.Name
+}
+
+func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	host, known, err := h.lookup(ctx, req.ClientHWAddr)
+	if err != nil {
+		return nil, err
+	}
+	if !known && h.cfg.IgnoreUnknown {
+		log.Debug("ignoring unknown MAC")
+		return nil, nil
+	}
+	s, err := h.subnetFor(req)
+	if err != nil {
+		return nil, err
+	}
+	reserved, err := reservation(host, s)
+	if err != nil {
+		return nil, err
+	}
+	requested, _ := addr4(req.RequestedIPAddress())
+	ip, err := h.leases.offer(k, s, reserved, requested, now, now.Add(h.cfg.OfferHold))
+	if err != nil {
+		return nil, fmt.Errorf("no address to offer in %v: %w", s.cidr, err)
+	}
+	resp := h.newReply(req, dhcpv4.MessageTypeOffer)
+	resp.YourIPAddr = net.IP(ip.AsSlice())
+	h.addNetwork(resp, s, hostname(host), true)
+	h.addBoot(ctx, resp, req, log)
+	log.Debug("offer", "ip", ip, "host", host.Name, "boot", resp.BootFileNameOption())
+	return resp, nil
+}
+
+func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.serverID) {
+		// Selecting another server's offer: free ours at once.
+		h.leases.dropOffer(k)
+		log.Debug("client chose another server", "server", sid)
+		return nil, nil
+	}
+	ip, ok := addr4(req.RequestedIPAddress())
+	if !ok {
+		ip, ok = addr4(req.ClientIPAddr)
+	}
+	if !ok {
+		return nil, errors.New("request names no address (neither option 50 nor ciaddr)")
+	}
+	host, known, err := h.lookup(ctx, req.ClientHWAddr)
+	if err != nil {
+		return nil, err
+	}
+	if !known && h.cfg.IgnoreUnknown {
+		log.Debug("ignoring unknown MAC")
+		return nil, nil
+	}
+	s, err := h.subnetFor(req)
+	if err != nil {
+		return nil, err
+	}
+	if !s.cidr.Contains(ip) {
+		log.Info("nak: address on the wrong network", "ip", ip, "subnet", s.cidr)
+		return h.nak(req, "wrong network"), nil
+	}
+	reserved, err := reservation(host, s)
+	if err != nil {
+		return nil, err
+	}
+	name := hostname(host)
+	expiry, err := h.leases.commit(k, s, reserved, ip, name, now)
+	if err != nil {
+		log.Info("nak", "ip", ip, "reason", err)
+		return h.nak(req, err.Error()), nil
+	}
+	// Durable before acknowledged: after a crash, no address is out that
+	// the restarted server does not know of.
+	if err := h.leases.persist(ctx); err != nil {
+		return nil, err
+	}
+	resp := h.newReply(req, dhcpv4.MessageTypeAck)
+	resp.ClientIPAddr = req.ClientIPAddr
+	resp.YourIPAddr = net.IP(ip.AsSlice())
+	h.addNetwork(resp, s, name, true)
+	h.addBoot(ctx, resp, req, log)
+	log.Info("lease", "ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption())
+	return resp, nil
+}
+
+func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
+	ip, ok := addr4(req.ClientIPAddr)
+	if !ok || !h.leases.release(k, ip, now) {
+		log.Debug("release of an address not leased to this MAC", "ip", req.ClientIPAddr)
+		return nil
+	}
+	log.Info("released", "ip", ip)
+	return h.leases.persist(ctx)
+}
+
+func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
+	ip, ok := addr4(req.RequestedIPAddress())
+	if !ok || !h.leases.decline(k, ip, now.Add(h.cfg.DeclineTime)) {
+		log.Debug("decline of an address not given to this MAC", "ip", req.RequestedIPAddress())
+		return nil
+	}
+	log.Warn("address declined: something else on the network uses it", "ip", ip, "until", now.Add(h.cfg.DeclineTime).Format(time.RFC3339))
+	return h.leases.persist(ctx)
+}
+
+func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	host, known, err := h.lookup(ctx, req.ClientHWAddr)
+	if err != nil {
+		return nil, err
+	}
+	if !known && h.cfg.IgnoreUnknown {
+		return nil, nil
+	}
+	s, err := h.subnetFor(req)
+	if err != nil {
+		return nil, err
+	}
+	resp := h.newReply(req, dhcpv4.MessageTypeAck)
+	resp.ClientIPAddr = req.ClientIPAddr
+	// An INFORM client configured its own address: no lease times.
+	h.addNetwork(resp, s, hostname(host), false)
+	log.Debug("inform", "ip", req.ClientIPAddr)
+	return resp, nil
+}
+
+// proxy answers PXE clients with boot information only: DISCOVERs on port
+// 67 get a proxyDHCP OFFER, REQUESTs on port 4011 (boot server discovery,
+// as UEFI PXE and iPXE send after a proxy offer) get an ACK. Everything
+// else is the other DHCP server's business.
+func (h *Handler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, from From, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	var mt dhcpv4.MessageType
+	switch t := req.MessageType(); {
+	case !from.PXEPort && t == dhcpv4.MessageTypeDiscover:
+		mt = dhcpv4.MessageTypeOffer
+	case from.PXEPort && (t == dhcpv4.MessageTypeRequest || t == dhcpv4.MessageTypeInform):
+		mt = dhcpv4.MessageTypeAck
+	default:
+		return nil, nil
+	}
+	if !classify(req).bootable() {
+		return nil, nil
+	}
+	_, known, err := h.lookup(ctx, req.ClientHWAddr)
+	if err != nil {
+		return nil, err
+	}
+	if !known && h.cfg.IgnoreUnknown {
+		log.Debug("ignoring unknown MAC")
+		return nil, nil
+	}
+	resp := h.newReply(req, mt)
+	if mt == dhcpv4.MessageTypeAck {
+		resp.ClientIPAddr = req.ClientIPAddr
+	}
+	if !h.addBoot(ctx, resp, req, log) {
+		return nil, nil
+	}
+	// A PXE ROM takes an offer without an address as proxyDHCP only when
+	// it says "PXEClient", even from a UEFI HTTP or iPXE client.
+	if resp.ClassIdentifier() == "" {
+		resp.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+	}
+	log.Info("proxy boot", "boot", resp.BootFileNameOption(), "port4011", from.PXEPort)
+	return resp, nil
+}
+
+// newReply starts a reply to req: header fields, relay and client
+// identifier options echoed (RFC 3046, RFC 6842), our server identifier.
+func (h *Handler) newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	resp := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        req.HWType,
+		TransactionID: req.TransactionID,
+		Flags:         req.Flags,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: req.GatewayIPAddr,
+		ClientHWAddr:  req.ClientHWAddr,
+		Options:       make(dhcpv4.Options, 16),
+	}
+	if resp.GatewayIPAddr == nil {
+		resp.GatewayIPAddr = net.IPv4zero
+	}
+	resp.UpdateOption(dhcpv4.OptMessageType(mt))
+	resp.UpdateOption(dhcpv4.OptServerIdentifier(h.serverID))
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
+		if v := req.Options.Get(code); v != nil {
+			resp.UpdateOption(dhcpv4.OptGeneric(code, v))
+		}
+	}
+	return resp
+}
+
+func (h *Handler) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
+	resp := h.newReply(req, dhcpv4.MessageTypeNak)
+	resp.UpdateOption(dhcpv4.OptMessage(msg))
+	if _, relayed := addr4(req.GatewayIPAddr); relayed {
+		// RFC 2131 4.3.2: a relay must broadcast a NAK to the client.
+		resp.SetBroadcast()
+	}
+	return resp
+}
+
+// addNetwork adds the subnet's options; lease times unless for INFORM.
+func (h *Handler) addNetwork(resp *dhcpv4.DHCPv4, s *subnet, hostname string, lease bool) {
+	resp.UpdateOption(dhcpv4.OptSubnetMask(s.mask))
+	if s.router != nil {
+		resp.UpdateOption(dhcpv4.OptRouter(s.router))
+	}
+	if len(s.dns) > 0 {
+		resp.UpdateOption(dhcpv4.OptDNS(s.dns...))
+	}
+	if s.domain != "" {
+		resp.UpdateOption(dhcpv4.OptDomainName(s.domain))
+	}
+	if hostname != "" {
+		resp.UpdateOption(dhcpv4.OptHostName(hostname))
+	}
+	if lease {
+		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(s.leaseTime))
+		resp.UpdateOption(dhcpv4.OptRenewTimeValue(s.leaseTime / 2))
+		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(s.leaseTime * 7 / 8))
+	}
+}
+
+// pxeBypass is option 43 with PXE sub-option 6 (discovery control) = 8:
+// "no boot server discovery, boot the file named in the offer". Without it
+// BIOS PXE ROMs may wait for a boot server instead.
+var pxeBypass = []byte{6, 1, 8, 255}
+
+// addBoot adds what the client should boot, if it netboots and its intent
+// is to boot something; it reports whether it did.
+func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log *slog.Logger) bool {
+	c := classify(req)
+	if !c.bootable() {
+		return false
+	}
+	intent, err := h.policy.Intent(ctx, req.ClientHWAddr)
+	if err != nil {
+		log.Warn("no boot intent: answering without a boot file", "err", err)
+		return false
+	}
+	if intent.Action == pxe.ActionNone || intent.Action == "" {
+		return false
+	}
+	var file string
+	switch {
+	case c.ipxe:
+		// iPXE asks again once chainloaded; its script ends the loop.
+		file = h.cfg.HTTPBaseURL + "/ipxe/" + req.ClientHWAddr.String()
+	case c.vendor == "HTTPClient":
+		file = h.cfg.BootFiles.HTTPBoot
+	case c.arch == pxe.ArchBIOS:
+		file = h.cfg.BootFiles.BIOS
+	case c.arch == pxe.ArchUEFIx64:
+		file = h.cfg.BootFiles.UEFI
+	case c.arch == pxe.ArchUEFIx64HTTP:
+		file = h.cfg.BootFiles.HTTPBoot
+	case c.arch == pxe.ArchUEFIARM64:
+		file = h.cfg.BootFiles.ARM64
+	}
+	if file == "" {
+		log.Info("no boot file for this client architecture", "arch", c.arch, "vendor", c.vendor)
+		return false
+	}
+	resp.ServerIPAddr = net.IP(h.cfg.TFTPServer.AsSlice())
+	if len(file) < 128 {
+		resp.BootFileName = file
+	}
+	resp.UpdateOption(dhcpv4.OptBootFileName(file))
+	if c.vendor != "" {
+		resp.UpdateOption(dhcpv4.OptClassIdentifier(c.vendor))
+	}
+	if c.vendor == "PXEClient" && (c.arch == pxe.ArchBIOS || c.ipxe) {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeBypass))
+	}
+	if guid := req.Options.Get(dhcpv4.OptionClientMachineIdentifier); guid != nil {
+		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionClientMachineIdentifier, guid))
+	}
+	return true
+}
+
+// client is what a request says about the firmware sending it.
+type client struct {
+	arch   pxe.Arch
+	vendor string // "PXEClient", "HTTPClient", or "" for anything else
+	ipxe   bool
+}
+
+// bootable: a PXE ROM, a UEFI HTTP boot client, or iPXE. Anything else (an
+// installed OS's DHCP client) gets an address and no boot file.
+func (c client) bootable() bool { return c.vendor != "" || c.ipxe }
+
+// optionIPXEEncap is iPXE's encapsulated options (175); iPXE sends it in
+// every request.
+const optionIPXEEncap = dhcpv4.GenericOptionCode(175)
+
+func classify(req *dhcpv4.DHCPv4) client {
+	var c client
+	switch vc := req.ClassIdentifier(); {
+	case strings.HasPrefix(vc, "PXEClient"):
+		c.vendor = "PXEClient"
+	case strings.HasPrefix(vc, "HTTPClient"):
+		c.vendor = "HTTPClient"
+	}
+	c.arch = pxe.ArchUnknown
+	if archs := req.ClientArch(); len(archs) > 0 {
+		switch archs[0] {
+		case iana.INTEL_X86PC:
+			c.arch = pxe.ArchBIOS
+		case iana.EFI_BC, iana.EFI_X86_64:
+			c.arch = pxe.ArchUEFIx64
+		case iana.EFI_X86_64_HTTP:
+			c.arch = pxe.ArchUEFIx64HTTP
+		case iana.EFI_ARM64:
+			c.arch = pxe.ArchUEFIARM64
+		}
+	}
+	if req.Options.Has(optionIPXEEncap) {
+		c.ipxe = true
+	} else if uc := req.Options.Get(dhcpv4.OptionUserClassInformation); uc != nil {
+		// iPXE sends "iPXE" raw, not RFC 3004 encoded; accept both.
+		if string(uc) == "iPXE" {
+			c.ipxe = true
+		}
+		for _, s := range req.UserClass() {
+			if s == "iPXE" {
+				c.ipxe = true
+			}
+		}
+	}
+	return c
+}
+
+// addr4 returns ip as an IPv4 netip.Addr, and false for nil or 0.0.0.0.
+func addr4(ip net.IP) (netip.Addr, bool) {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok || a.IsUnspecified() {
+		return netip.Addr{}, false
+	}
+	return a, true
+}
+
+// subnet is a Subnet prepared for the packet path.
+type subnet struct {
+	cidr               netip.Prefix
+	mask               net.IPMask
+	router             net.IP
+	dns                []net.IP
+	domain             string
+	poolStart, poolEnd netip.Addr
+	leaseTime          time.Duration
+	// never handed out: network, broadcast and the addresses of servers
+	excluded []netip.Addr
+}
+
+func newSubnet(s Subnet, cfg Config) *subnet {
+	sn := &subnet{
+		cidr:      s.CIDR,
+		mask:      net.CIDRMask(s.CIDR.Bits(), 32),
+		domain:    s.Domain,
+		poolStart: s.PoolStart,
+		poolEnd:   s.PoolEnd,
+		leaseTime: s.LeaseTime,
+	}
+	if s.Gateway.IsValid() {
+		sn.router = net.IP(s.Gateway.AsSlice())
+	}
+	for _, d := range s.DNS {
+		sn.dns = append(sn.dns, net.IP(d.AsSlice()))
+	}
+	sn.excluded = append([]netip.Addr{s.CIDR.Addr(), lastAddr(s.CIDR), cfg.ServerIP, cfg.TFTPServer, s.Gateway}, s.DNS...)
+	return sn
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func (s *subnet) hasPool() bool { return s.poolStart.IsValid() }
+
+// inPool reports whether ip is a pool address that may be handed out.
+func (s *subnet) inPool(ip netip.Addr) bool {
+	if !s.hasPool() || !ip.IsValid() || ip.Less(s.poolStart) || s.poolEnd.Less(ip) {
+		return false
+	}
+	for _, x := range s.excluded {
+		if ip == x {
+			return false
+		}
+	}
+	return true
+}
+
+// nextInPool steps through the pool's range, wrapping at its end.
+func (s *subnet) nextInPool(ip netip.Addr) netip.Addr {
+	if ip == s.poolEnd {
+		return s.poolStart
+	}
+	return ip.Next()
+}

@@ -1,0 +1,143 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/pxetest"
+)
+
+// testPolicy is a fixed BootPolicy: declared hosts, each with an intent;
+// unknown MACs get unknownIntent.
+type testPolicy struct {
+	hosts         map[string]pxe.Host
+	intents       map[string]pxe.Intent
+	unknownIntent pxe.Intent
+}
+
+func newTestPolicy(hosts ...pxe.Host) *testPolicy {
+	p := &testPolicy{
+		hosts:         map[string]pxe.Host{},
+		intents:       map[string]pxe.Intent{},
+		unknownIntent: pxe.Intent{Action: pxe.ActionDiscover},
+	}
+	for _, h := range hosts {
+		p.hosts[h.MAC.String()] = h
+		p.intents[h.MAC.String()] = pxe.Intent{Action: pxe.ActionInstall}
+	}
+	return p
+}
+
+func (p *testPolicy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error) {
+	h, ok := p.hosts[mac.String()]
+	if !ok {
+		return pxe.Host{}, pxe.ErrUnknownHost
+	}
+	return h, nil
+}
+
+func (p *testPolicy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, error) {
+	if i, ok := p.intents[mac.String()]; ok {
+		return i, nil
+	}
+	return p.unknownIntent, nil
+}
+
+// errPolicy fails every question, as a broken inventory would.
+type errPolicy struct{}
+
+func (errPolicy) Host(context.Context, net.HardwareAddr) (pxe.Host, error) {
+	return pxe.Host{}, errors.New("inventory down")
+}
+func (errPolicy) Intent(context.Context, net.HardwareAddr) (pxe.Intent, error) {
+	return pxe.Intent{}, errors.New("inventory down")
+}
+
+// tlog is a slog handler writing through t.Log.
+func tlog(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// labConfig is a full-mode config for a pxetest lab: the lab's bridge and
+// subnet, pool .100-.199.
+func labConfig() Config {
+	return Config{
+		Interface: pxetest.BridgeName,
+		ServerIP:  pxetest.ServerIP,
+		Subnets: []Subnet{{
+			CIDR:      pxetest.LabSubnet,
+			Gateway:   netip.MustParseAddr("192.0.2.254"),
+			DNS:       []netip.Addr{netip.MustParseAddr("192.0.2.53"), netip.MustParseAddr("192.0.2.54")},
+			Domain:    "lab.example",
+			PoolStart: netip.MustParseAddr("192.0.2.100"),
+			PoolEnd:   netip.MustParseAddr("192.0.2.199"),
+			LeaseTime: 10 * time.Minute,
+		}},
+		HTTPBaseURL: "http://192.0.2.1:8080",
+	}
+}
+
+// startServer runs a server inside the lab namespace until the test ends,
+// and returns once its port 67 is bound, with a function that stops it
+// earlier (to restart it).
+func startServer(t *testing.T, lab *pxetest.Lab, cfg Config, policy pxe.BootPolicy, store LeaseStore) (*Server, func()) {
+	t.Helper()
+	srv, err := NewServer(cfg, policy, store, tlog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lab.NS().Do(func() error { return srv.Serve(ctx) }) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	// The port is taken once the server has bound it.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := lab.NS().Do(func() error {
+			c, err := listen(context.Background(), cfg.Interface, serverPort)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		if err != nil {
+			break
+		}
+		select {
+		case err := <-done:
+			stopped = true
+			t.Fatalf("server stopped at once: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not bind port 67 within 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return srv, stop
+}

@@ -1,0 +1,366 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Errors of the lease table; a request that meets one gets a NAK or no
+// offer.
+var (
+	errPoolExhausted = errors.New("pool exhausted")
+	errNoPool        = errors.New("subnet has no pool")
+	errAddrInUse     = errors.New("address in use by another MAC")
+	errDeclined      = errors.New("address declined recently")
+	errNotOurs       = errors.New("address is not one this server would give this MAC")
+)
+
+// macKey is a MAC as a map key; the handler only accepts 6-byte MACs.
+type macKey [6]byte
+
+func keyOf(mac net.HardwareAddr) (macKey, bool) {
+	var k macKey
+	if len(mac) != len(k) {
+		return k, false
+	}
+	copy(k[:], mac)
+	return k, true
+}
+
+func (k macKey) hw() net.HardwareAddr { return net.HardwareAddr(append([]byte(nil), k[:]...)) }
+
+// binding is one MAC's address. An address is held (unavailable to other
+// MACs) while its lease or its offer runs; after that it stays recorded so
+// the same MAC gets it again, until another MAC needs it.
+type binding struct {
+	mac      macKey
+	ip       netip.Addr
+	hostname string
+	expiry   time.Time // end of the acknowledged lease; zero if only offered
+	hold     time.Time // end of an outstanding offer
+}
+
+func (b *binding) held(now time.Time) bool { return now.Before(b.expiry) || now.Before(b.hold) }
+
+// leaseTable is the server's memory of addresses. Its size is bounded by
+// the pools plus the reserved machines that asked: entries are only made
+// for pool addresses and for reservations, never for arbitrary requests.
+type leaseTable struct {
+	store LeaseStore
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	byMAC    map[macKey]*binding
+	byIP     map[netip.Addr]*binding
+	declined map[netip.Addr]declineMark
+	cursor   map[netip.Prefix]netip.Addr // where the next pool scan starts
+	gen      uint64                      // bumped by each change Save must see
+
+	saveMu   sync.Mutex // one Save at a time; waiting callers share the next
+	savedGen uint64
+}
+
+type declineMark struct {
+	mac   macKey
+	until time.Time
+}
+
+func newLeaseTable(store LeaseStore, log *slog.Logger) *leaseTable {
+	return &leaseTable{
+		store:    store,
+		log:      log,
+		byMAC:    make(map[macKey]*binding),
+		byIP:     make(map[netip.Addr]*binding),
+		declined: make(map[netip.Addr]declineMark),
+		cursor:   make(map[netip.Prefix]netip.Addr),
+	}
+}
+
+// load fills the table from the store; entries that conflict with ones
+// already loaded are dropped (and logged) so no address has two MACs.
+func (t *leaseTable) load(ctx context.Context) error {
+	if t.store == nil {
+		return nil
+	}
+	leases, err := t.store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("load leases: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, l := range leases {
+		k, ok := keyOf(l.MAC)
+		if !ok || !l.IP.Is4() {
+			t.log.Warn("dropping malformed stored lease", "mac", l.MAC, "ip", l.IP)
+			continue
+		}
+		if l.Declined {
+			t.declined[l.IP] = declineMark{mac: k, until: l.Expiry}
+			continue
+		}
+		if t.byIP[l.IP] != nil || t.byMAC[k] != nil {
+			t.log.Warn("dropping conflicting stored lease", "mac", l.MAC, "ip", l.IP)
+			continue
+		}
+		b := &binding{mac: k, ip: l.IP, hostname: l.Hostname, expiry: l.Expiry}
+		t.byMAC[k] = b
+		t.byIP[l.IP] = b
+	}
+	return nil
+}
+
+// snapshot returns what the store keeps: acknowledged bindings and
+// declines. Bare offers are not kept; a restart forgets them harmlessly.
+func (t *leaseTable) snapshot() ([]Lease, uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Lease, 0, len(t.byIP)+len(t.declined))
+	for _, b := range t.byIP {
+		if !b.expiry.IsZero() {
+			out = append(out, Lease{MAC: b.mac.hw(), IP: b.ip, Hostname: b.hostname, Expiry: b.expiry})
+		}
+	}
+	for ip, d := range t.declined {
+		out = append(out, Lease{MAC: d.mac.hw(), IP: ip, Expiry: d.until, Declined: true})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out, t.gen
+}
+
+// persist makes every change made before the call durable. Concurrent
+// callers share one Save (group commit): whoever waited for saveMu finds
+// its change already written by the Save before.
+func (t *leaseTable) persist(ctx context.Context) error {
+	if t.store == nil {
+		return nil
+	}
+	t.mu.Lock()
+	want := t.gen
+	t.mu.Unlock()
+	t.saveMu.Lock()
+	defer t.saveMu.Unlock()
+	if t.savedGen >= want {
+		return nil
+	}
+	leases, gen := t.snapshot()
+	if err := t.store.Save(ctx, leases); err != nil {
+		return fmt.Errorf("save leases: %w", err)
+	}
+	t.savedGen = gen
+	return nil
+}
+
+// place binds ip to mac, dropping mac's previous binding and any stale
+// binding of another MAC at ip. The caller has checked ip is not held by
+// another MAC.
+func (t *leaseTable) place(k macKey, ip netip.Addr) *binding {
+	if b := t.byMAC[k]; b != nil {
+		if b.ip == ip {
+			return b
+		}
+		delete(t.byIP, b.ip)
+		delete(t.byMAC, k)
+		if !b.expiry.IsZero() {
+			t.gen++
+		}
+	}
+	if other := t.byIP[ip]; other != nil {
+		delete(t.byMAC, other.mac)
+		if !other.expiry.IsZero() {
+			t.gen++
+		}
+	}
+	b := &binding{mac: k, ip: ip}
+	t.byMAC[k] = b
+	t.byIP[ip] = b
+	return b
+}
+
+// usable reports whether ip may be given to mac: not held by another MAC,
+// not declined.
+func (t *leaseTable) usable(k macKey, ip netip.Addr, now time.Time) error {
+	if other := t.byIP[ip]; other != nil && other.mac != k && other.held(now) {
+		return errAddrInUse
+	}
+	if d, ok := t.declined[ip]; ok {
+		if now.Before(d.until) {
+			return errDeclined
+		}
+		delete(t.declined, ip)
+		t.gen++
+	}
+	return nil
+}
+
+// offer picks the address to offer mac in subnet s and holds it until
+// hold. reserved, if valid, is the MAC's reservation; requested is the
+// client's option 50, honoured when it is a free pool address.
+func (t *leaseTable) offer(k macKey, s *subnet, reserved, requested netip.Addr, now, hold time.Time) (netip.Addr, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ip, err := t.choose(k, s, reserved, requested, now)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	b := t.place(k, ip)
+	if b.hold.Before(hold) {
+		b.hold = hold
+	}
+	return ip, nil
+}
+
+func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr, now time.Time) (netip.Addr, error) {
+	if reserved.IsValid() {
+		return reserved, t.usable(k, reserved, now)
+	}
+	if !s.hasPool() {
+		return netip.Addr{}, errNoPool
+	}
+	// The same MAC gets the same address back, while it is still free.
+	if b := t.byMAC[k]; b != nil && s.inPool(b.ip) && t.usable(k, b.ip, now) == nil {
+		return b.ip, nil
+	}
+	if requested.IsValid() && s.inPool(requested) && t.byIP[requested] == nil && t.usable(k, requested, now) == nil {
+		return requested, nil
+	}
+	// An address never given out, scanning on from where the last scan
+	// stopped so that addresses are spread and scans stay short.
+	start := t.cursor[s.cidr]
+	if !s.inPool(start) {
+		start = s.poolStart
+	}
+	ip := start
+	for {
+		if s.inPool(ip) && t.byIP[ip] == nil && t.usable(k, ip, now) == nil {
+			t.cursor[s.cidr] = s.nextInPool(ip)
+			return ip, nil
+		}
+		ip = s.nextInPool(ip)
+		if ip == start {
+			break
+		}
+	}
+	// Else the address whose lease ended longest ago.
+	var oldest *binding
+	for ip := s.poolStart; ; ip = ip.Next() {
+		if b := t.byIP[ip]; b != nil && s.inPool(ip) && !b.held(now) && t.usable(k, ip, now) == nil {
+			if oldest == nil || b.expiry.Before(oldest.expiry) {
+				oldest = b
+			}
+		}
+		if ip == s.poolEnd {
+			break
+		}
+	}
+	if oldest == nil {
+		return netip.Addr{}, errPoolExhausted
+	}
+	return oldest.ip, nil
+}
+
+// commit acknowledges ip to mac for the lease time (a REQUEST: selecting,
+// init-reboot, renewing or rebinding). The address must be the MAC's
+// reservation, or the one the MAC holds, or a free pool address (a client
+// that kept its lease while the table was lost gets it back).
+func (t *leaseTable) commit(k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch {
+	case reserved.IsValid():
+		if ip != reserved {
+			return time.Time{}, errNotOurs
+		}
+	case !s.inPool(ip):
+		return time.Time{}, errNotOurs
+	case t.byMAC[k] != nil && t.byMAC[k].ip == ip:
+	case t.byIP[ip] != nil && t.byIP[ip].held(now):
+		return time.Time{}, errAddrInUse
+	}
+	if err := t.usable(k, ip, now); err != nil {
+		return time.Time{}, err
+	}
+	b := t.place(k, ip)
+	b.hostname = hostname
+	b.expiry = now.Add(s.leaseTime)
+	b.hold = time.Time{}
+	t.gen++
+	return b.expiry, nil
+}
+
+// release ends mac's lease on ip now. The binding stays, so the MAC gets
+// the address back if no one else took it meanwhile.
+func (t *leaseTable) release(k macKey, ip netip.Addr, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.byMAC[k]
+	if b == nil || b.ip != ip || !b.held(now) {
+		return false
+	}
+	b.expiry, b.hold = now, time.Time{}
+	t.gen++
+	return true
+}
+
+// decline records that mac found ip in use: the address leaves the MAC and
+// the pool until until.
+func (t *leaseTable) decline(k macKey, ip netip.Addr, until time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.byMAC[k]
+	if b == nil || b.ip != ip {
+		return false
+	}
+	delete(t.byMAC, k)
+	delete(t.byIP, ip)
+	t.declined[ip] = declineMark{mac: k, until: until}
+	t.gen++
+	return true
+}
+
+// dropOffer frees an address offered to mac that mac turned down (it chose
+// another server). An acknowledged lease is kept.
+func (t *leaseTable) dropOffer(k macKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b := t.byMAC[k]; b != nil {
+		b.hold = time.Time{}
+		if b.expiry.IsZero() {
+			delete(t.byMAC, k)
+			delete(t.byIP, b.ip)
+		}
+	}
+}
+
+// leasedIP returns the address acknowledged to mac and still valid.
+func (t *leaseTable) leasedIP(k macKey, now time.Time) (netip.Addr, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b := t.byMAC[k]; b != nil && now.Before(b.expiry) {
+		return b.ip, true
+	}
+	return netip.Addr{}, false
+}
+
+// macOf returns the MAC ip is acknowledged to, while valid.
+func (t *leaseTable) macOf(ip netip.Addr, now time.Time) (macKey, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if b := t.byIP[ip]; b != nil && now.Before(b.expiry) {
+		return b.mac, true
+	}
+	return macKey{}, false
+}
+
+// size returns the number of bindings and declines, for tests of bounds.
+func (t *leaseTable) size() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.byIP) + len(t.declined)
+}

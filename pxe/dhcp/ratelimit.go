@@ -1,0 +1,99 @@
+package dhcp
+
+import (
+	"sync"
+	"time"
+)
+
+// rateLimiter is a token bucket per MAC, in a table of bounded size.
+type rateLimiter struct {
+	burst float64
+	every time.Duration
+	max   int
+
+	mu      sync.Mutex
+	buckets map[macKey]bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newRateLimiter(c RateLimit) *rateLimiter {
+	if c.Disabled {
+		return nil
+	}
+	return &rateLimiter{
+		burst:   float64(c.Burst),
+		every:   c.Every,
+		max:     c.MaxTracked,
+		buckets: make(map[macKey]bucket),
+	}
+}
+
+// allow takes one token from mac's bucket, if it has one. A nil limiter
+// allows everything.
+func (r *rateLimiter) allow(k macKey, now time.Time) bool {
+	if r == nil {
+		return true
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.buckets[k]
+	if !ok {
+		if len(r.buckets) >= r.max {
+			r.evict(now)
+		}
+		b = bucket{tokens: r.burst, last: now}
+	} else {
+		b.tokens = r.refill(b, now)
+		b.last = now
+	}
+	allowed := b.tokens >= 1
+	if allowed {
+		b.tokens--
+	}
+	r.buckets[k] = b
+	return allowed
+}
+
+func (r *rateLimiter) refill(b bucket, now time.Time) float64 {
+	t := b.tokens + float64(now.Sub(b.last))/float64(r.every)
+	if t > r.burst {
+		return r.burst
+	}
+	return t
+}
+
+// evict forgets one MAC: an idle one (its bucket full again, so forgetting
+// it changes nothing) among a few looked at, else the first looked at.
+// Map iteration starts at a random place, so under a flood of fresh MACs
+// this is random eviction, and a MAC that is forgotten only gets a fresh
+// burst: the limit can be diluted by a flood of many MACs, never turned
+// against a well-behaved one.
+func (r *rateLimiter) evict(now time.Time) {
+	const look = 16
+	var victim macKey
+	n := 0
+	for k, b := range r.buckets {
+		if n == 0 {
+			victim = k
+		}
+		if r.refill(b, now) >= r.burst {
+			victim = k
+			break
+		}
+		n++
+		if n == look {
+			break
+		}
+	}
+	delete(r.buckets, victim)
+}
+
+func (r *rateLimiter) size() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.buckets)
+}

@@ -1,0 +1,233 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync"
+	"syscall"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
+
+	"github.com/metal-dev/metal/pxe"
+)
+
+const (
+	serverPort = 67
+	clientPort = 68
+	pxePort    = 4011 // PXE boot server discovery (proxy mode)
+
+	// workers handle packets concurrently, so that one slow policy call or
+	// lease save does not hold up the rest; while they save, their ACKs
+	// share one write (see leaseTable.persist).
+	workers = 16
+	// queueLen bounds the packets waiting for a worker; beyond it packets
+	// are dropped, which is what a flood should cost.
+	queueLen  = 1024
+	maxPacket = 1500
+)
+
+// Server is the DHCP server: a Handler behind sockets bound to one
+// interface.
+type Server struct {
+	cfg Config
+	h   *Handler
+	log *slog.Logger
+}
+
+// NewServer checks cfg and returns a server; Serve loads the leases from
+// store (nil: memory only) and serves.
+func NewServer(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.Logger) (*Server, error) {
+	if cfg.Interface == "" {
+		return nil, errors.New("dhcp config: interface: missing")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("service", "dhcp", "interface", cfg.Interface)
+	h, err := NewHandler(cfg, policy, store, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: h.cfg, h: h, log: log}, nil
+}
+
+// Handler returns the server's handler.
+func (s *Server) Handler() *Handler { return s.h }
+
+// Leases returns the server's lease table, for the HTTP server.
+func (s *Server) Leases() pxe.Leases { return s.h }
+
+type packet struct {
+	data []byte
+	peer netip.AddrPort
+	conn net.PacketConn
+	pxe  bool
+}
+
+// Serve loads the leases, binds port 67 (and 4011 in proxy mode) on the
+// interface and answers until ctx is cancelled; then it returns nil. The
+// sockets are opened before Serve starts any goroutine, in the calling
+// thread's network namespace.
+func (s *Server) Serve(ctx context.Context) error {
+	if err := s.h.Load(ctx); err != nil {
+		return fmt.Errorf("dhcp: %w", err)
+	}
+	conns := []net.PacketConn{}
+	c, err := listen(ctx, s.cfg.Interface, serverPort)
+	if err != nil {
+		return err
+	}
+	conns = append(conns, c)
+	if s.cfg.Mode == ModeProxy {
+		c, err := listen(ctx, s.cfg.Interface, pxePort)
+		if err != nil {
+			conns[0].Close()
+			return err
+		}
+		conns = append(conns, c)
+	}
+	s.log.Info("serving", "mode", s.cfg.Mode, "server_ip", s.cfg.ServerIP)
+
+	queue := make(chan packet, queueLen)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for p := range queue {
+				s.handle(ctx, p)
+			}
+		}()
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(conns))
+	var readers sync.WaitGroup
+	for i, c := range conns {
+		readers.Add(1)
+		go func() {
+			defer readers.Done()
+			errc <- s.read(ctx, c, i == 1, queue)
+		}()
+	}
+	var first error
+	select {
+	case <-ctx.Done():
+	case first = <-errc:
+		cancel()
+	}
+	for _, c := range conns {
+		c.Close() // unblocks the readers
+	}
+	readers.Wait()
+	close(queue)
+	wg.Wait()
+	s.log.Info("stopped")
+	return first
+}
+
+// read feeds one socket's packets to the workers.
+func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, queue chan<- packet) error {
+	buf := make([]byte, 64<<10)
+	for {
+		n, addr, err := c.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dhcp: read: %w", err)
+		}
+		ua, ok := addr.(*net.UDPAddr)
+		if !ok || n > maxPacket {
+			continue
+		}
+		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
+		select {
+		case queue <- p:
+		default:
+			s.log.Debug("queue full: packet dropped", "from", p.peer)
+		}
+	}
+}
+
+// handle answers one packet. A panic is logged and the server goes on.
+func (s *Server) handle(ctx context.Context, p packet) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic handling packet", "from", p.peer, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	req, err := dhcpv4.FromBytes(p.data)
+	if err != nil {
+		s.log.Debug("malformed packet dropped", "from", p.peer, "err", err)
+		return
+	}
+	resp, err := s.h.Handle(ctx, req, From{Peer: p.peer, PXEPort: p.pxe})
+	if err != nil {
+		s.log.Warn("request not answered", "from", p.peer, "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", req.MessageType().String(), "err", err)
+		return
+	}
+	if resp == nil {
+		return
+	}
+	dst := replyAddr(req, resp, From{Peer: p.peer, PXEPort: p.pxe})
+	if _, err := p.conn.WriteTo(resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
+		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
+	}
+}
+
+var broadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)
+
+// replyAddr is where a reply goes (RFC 2131 4.1): back to the sender on
+// port 4011; to a relay's port 67; to a client that has an address
+// (renewing, INFORM) at that address; else broadcast. Unicast to yiaddr
+// would need an ARP entry for an address the client does not have yet, and
+// every client listens for broadcasts while it has none, so a client
+// without an address always gets a broadcast, whatever its broadcast flag.
+func replyAddr(req, resp *dhcpv4.DHCPv4, from From) netip.AddrPort {
+	if from.PXEPort {
+		return from.Peer
+	}
+	if gi, ok := addr4(req.GatewayIPAddr); ok {
+		return netip.AddrPortFrom(gi, serverPort)
+	}
+	if resp.MessageType() == dhcpv4.MessageTypeNak {
+		return broadcast
+	}
+	if ci, ok := addr4(req.ClientIPAddr); ok {
+		return netip.AddrPortFrom(ci, clientPort)
+	}
+	return broadcast
+}
+
+// listen opens a UDP socket on port bound to the interface (so a server per
+// interface can share the port, and replies leave by that interface),
+// allowed to broadcast. Unlike server4.NewIPv4UDPConn it does not set
+// SO_REUSEPORT: a second server on the same interface fails to start
+// instead of silently getting half the packets.
+func listen(ctx context.Context, iface string, port int) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.BindToDevice(int(fd), iface); serr != nil {
+				serr = fmt.Errorf("bind to device %s: %w", iface, serr)
+				return
+			}
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
+				serr = fmt.Errorf("allow broadcast: %w", serr)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	c, err := lc.ListenPacket(ctx, "udp4", fmt.Sprintf("0.0.0.0:%d", port))
+	if err != nil {
+		return nil, fmt.Errorf("dhcp: listen on %s port %d: %w", iface, port, err)
+	}
+	return c, nil
+}
