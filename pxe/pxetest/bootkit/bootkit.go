@@ -1,0 +1,249 @@
+// Package bootkit provides what a QEMU netboot test boots: a Debian kernel
+// fetched with apt (cached between runs), a tiny initramfs built in Go that
+// prints a marker on the serial console and powers off, and QEMU command
+// lines for BIOS and UEFI machines that boot from the network.
+//
+// Nothing here is committed as a binary: the kernel comes from Debian's
+// archive through apt, busybox from the busybox-static package, the
+// firmware from ovmf and ipxe-qemu.
+package bootkit
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cavaliergopher/cpio"
+)
+
+// KernelMeta is the Debian metapackage whose dependency is the kernel
+// fetched: the cloud flavour is small and boots under QEMU.
+const KernelMeta = "linux-image-cloud-amd64"
+
+// CacheDir is where downloads are kept between runs: $METAL_TEST_CACHE,
+// else $XDG_CACHE_HOME/metal-test, else /var/cache/metal-test.
+func CacheDir() string {
+	if d := os.Getenv("METAL_TEST_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "metal-test")
+	}
+	return "/var/cache/metal-test"
+}
+
+// Kernel returns the path of a Debian cloud kernel image (vmlinuz) in
+// cacheDir, downloading it with `apt-get download` and unpacking it with
+// `dpkg-deb -x` only when the cache lacks the version apt names now. A lock
+// file keeps concurrent test processes from fetching it twice. If apt
+// cannot answer (no package lists, no mirror) an already cached kernel of
+// any version is used.
+func Kernel(ctx context.Context, cacheDir string) (string, error) {
+	for _, tool := range []struct{ prog, pkg string }{{"apt-cache", "apt"}, {"apt-get", "apt"}, {"dpkg-deb", "dpkg"}} {
+		if _, err := exec.LookPath(tool.prog); err != nil {
+			return "", fmt.Errorf("bootkit: %s not found: install the Debian package %s", tool.prog, tool.pkg)
+		}
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("bootkit: kernel cache: %w", err)
+	}
+	unlock, err := lock(filepath.Join(cacheDir, "kernel.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+
+	pkg, err := kernelPackage(ctx)
+	if err != nil {
+		if cached, _ := filepath.Glob(filepath.Join(cacheDir, "linux-image-*", "vmlinuz")); len(cached) > 0 {
+			return cached[len(cached)-1], nil
+		}
+		return "", err
+	}
+	vmlinuz := filepath.Join(cacheDir, pkg, "vmlinuz")
+	if _, err := os.Stat(vmlinuz); err == nil {
+		return vmlinuz, nil
+	}
+
+	tmp, err := os.MkdirTemp(cacheDir, "fetch-")
+	if err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	get := exec.CommandContext(ctx, "apt-get", "download", pkg)
+	get.Dir = tmp
+	if out, err := get.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bootkit: apt-get download %s: %w: %s (try apt-get update)", pkg, err, bytes.TrimSpace(out))
+	}
+	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("bootkit: apt-get download %s left %d .deb files", pkg, len(debs))
+	}
+	root := filepath.Join(tmp, "root")
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bootkit: dpkg-deb -x: %w: %s", err, bytes.TrimSpace(out))
+	}
+	images, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
+	if len(images) != 1 {
+		return "", fmt.Errorf("bootkit: %s holds %d boot/vmlinuz-* files", debs[0], len(images))
+	}
+	// Keep only the kernel: the package's modules are of no use to a test
+	// initramfs that needs none, and are most of its size.
+	if err := os.MkdirAll(filepath.Dir(vmlinuz), 0o755); err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	if err := os.Rename(images[0], vmlinuz); err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	return vmlinuz, nil
+}
+
+// kernelPackage asks apt which versioned package the metapackage stands for
+// today ("linux-image-6.1.0-27-cloud-amd64").
+func kernelPackage(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "apt-cache", "depends", KernelMeta).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("bootkit: apt-cache depends %s: %w: %s (run apt-get update)", KernelMeta, err, bytes.TrimSpace(out))
+	}
+	m := regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-\S+)`).FindSubmatch(out)
+	if m == nil {
+		return "", fmt.Errorf("bootkit: apt-cache depends %s names no linux-image package: %s (run apt-get update)", KernelMeta, bytes.TrimSpace(out))
+	}
+	return string(m[1]), nil
+}
+
+// lock takes an exclusive flock on path, waiting for other holders.
+func lock(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("bootkit: lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bootkit: lock: %w", err)
+	}
+	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// Busybox is where Debian's busybox-static installs its binary.
+const Busybox = "/bin/busybox"
+
+var markerRE = regexp.MustCompile(`^[A-Za-z0-9_.:=-]{8,128}$`)
+
+// Initramfs builds an uncompressed newc initramfs whose /init prints marker
+// on the console and powers the machine off. The marker must be 8-128 bytes
+// of [A-Za-z0-9_.:=-]: it goes into a shell script, and a test looks for it
+// on the serial console, where a short one could occur by chance.
+func Initramfs(marker string) ([]byte, error) {
+	if !markerRE.MatchString(marker) {
+		return nil, fmt.Errorf("bootkit: marker %q: want 8-128 bytes of [A-Za-z0-9_.:=-]", marker)
+	}
+	bb, err := os.ReadFile(Busybox)
+	if err != nil {
+		return nil, fmt.Errorf("bootkit: %w (install the Debian package busybox-static)", err)
+	}
+	if !isStatic(bb) {
+		return nil, fmt.Errorf("bootkit: %s is dynamically linked: install the Debian package busybox-static", Busybox)
+	}
+	// The kernel's built-in initramfs provides /dev/console, so this
+	// script's output reaches console=ttyS0. devtmpfs is mounted as well,
+	// in case a kernel was built without that default.
+	init := strings.Join([]string{
+		"#!/bin/busybox sh",
+		"/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null",
+		"/bin/busybox mount -t proc proc /proc",
+		"exec >/dev/console 2>&1",
+		"/bin/busybox echo",
+		"/bin/busybox echo " + marker,
+		"/bin/busybox sleep 1",
+		"/bin/busybox poweroff -f",
+		"",
+	}, "\n")
+
+	var buf bytes.Buffer
+	w := cpio.NewWriter(&buf)
+	mtime := time.Unix(0, 0)
+	entries := []struct {
+		name string
+		mode cpio.FileMode
+		body []byte
+	}{
+		{"bin", cpio.TypeDir | 0o755, nil},
+		{"dev", cpio.TypeDir | 0o755, nil},
+		{"proc", cpio.TypeDir | 0o755, nil},
+		{"sys", cpio.TypeDir | 0o755, nil},
+		{"bin/busybox", cpio.TypeReg | 0o755, bb},
+		{"bin/sh", cpio.TypeSymlink | 0o777, []byte("busybox")},
+		{"init", cpio.TypeReg | 0o755, []byte(init)},
+	}
+	for i, e := range entries {
+		hdr := &cpio.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), ModTime: mtime, Links: 1, Inode: int64(i + 1)}
+		if e.mode&cpio.ModeType == cpio.TypeSymlink {
+			hdr.Linkname = string(e.body)
+		}
+		if e.mode.IsDir() {
+			hdr.Links = 2
+		}
+		if err := w.WriteHeader(hdr); err != nil {
+			return nil, fmt.Errorf("bootkit: cpio %s: %w", e.name, err)
+		}
+		if _, err := w.Write(e.body); err != nil {
+			return nil, fmt.Errorf("bootkit: cpio %s: %w", e.name, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("bootkit: cpio: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// isStatic reports whether an ELF file has no interpreter (PT_INTERP), the
+// mark of a dynamically linked program, which an initramfs without a libc
+// could not run.
+func isStatic(b []byte) bool {
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return false
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false
+		}
+	}
+	return true
+}
+
+// ErrNoMarker is returned by WaitForMarker when the machine stopped, or the
+// time ran out, before the marker appeared.
+var ErrNoMarker = errors.New("marker not seen on the serial console")
+
+// WaitForMarker polls the serial log at path until marker appears, done is
+// closed (the VM exited), or ctx ends.
+func WaitForMarker(ctx context.Context, path, marker string, done <-chan struct{}) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(marker)) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %v", ErrNoMarker, ctx.Err())
+		case <-done:
+			if b, _ := os.ReadFile(path); bytes.Contains(b, []byte(marker)) {
+				return nil
+			}
+			return fmt.Errorf("%w: the VM exited", ErrNoMarker)
+		case <-tick.C:
+		}
+	}
+}
