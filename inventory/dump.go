@@ -34,9 +34,14 @@ func (s *store) Restore(ctx context.Context, records []Record, opts RestoreOptio
 				return fmt.Errorf("restore: schema version %q: %w", r.Value, ErrInvalid)
 			}
 			version = v
+			continue
 		}
 		kvs = append(kvs, KeyValue{Key: r.Key, Value: r.Value})
 	}
+	// The schema key goes last: where Replace is not atomic (etcd), a
+	// restore cut off half-way leaves a store Open refuses ("data but no
+	// schema version") rather than a silently partial one.
+	kvs = append(kvs, KeyValue{Key: keySchema, Value: []byte(strconv.Itoa(version))})
 	if version < 0 {
 		return fmt.Errorf("restore: the snapshot has no schema version: %w", ErrInvalid)
 	}
