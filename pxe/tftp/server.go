@@ -117,21 +117,33 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	srv.SetHook(hook{log: s.log})
 	s.log.Info("tftp serving", "addr", conn.LocalAddr().String())
 
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(conn) }()
-	select {
-	case <-ctx.Done():
-		// Shutdown closes conn and waits for transfers in flight.
-		srv.Shutdown()
-		<-done
-		return nil
-	case err := <-done:
-		conn.Close()
-		if err != nil {
-			return fmt.Errorf("tftp serve: %w", err)
+	// The library's loop runs on this goroutine, not a new one: it opens a
+	// socket per transfer, and a caller that put this goroutine's thread
+	// into a network namespace (a test lab, a daemon serving one
+	// interface's namespace) needs those sockets there too. A helper
+	// goroutine only waits for ctx.
+	stopped := make(chan struct{})
+	shutdown := make(chan struct{})
+	go func() {
+		defer close(shutdown)
+		select {
+		case <-ctx.Done():
+			// Shutdown closes conn and waits for transfers in flight.
+			srv.Shutdown()
+		case <-stopped:
 		}
-		return errors.New("tftp serve: stopped unexpectedly")
+	}()
+	err := srv.Serve(conn)
+	close(stopped)
+	<-shutdown
+	conn.Close()
+	if ctx.Err() != nil {
+		return nil
 	}
+	if err != nil {
+		return fmt.Errorf("tftp serve: %w", err)
+	}
+	return errors.New("tftp serve: stopped unexpectedly")
 }
 
 // openFile maps a requested name to a file: an iPXE binary by its exact
