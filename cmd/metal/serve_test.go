@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/pxe/pxetest"
+)
+
+// buildMetal builds the metal binary once per test run, for tests that
+// must run it as a process (inside a network namespace).
+func buildMetal(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "metal")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestServeEndToEnd runs `metal serve` on a lab network and boots nothing
+// but real clients against it: busybox udhcpc gets the machine's
+// reservation with the boot options, tftp-hpa fetches iPXE, curl fetches the
+// machine's iPXE script and the kernel it names. An undeclared MAC gets a
+// pool address, and its request for the declared machine's script is
+// refused.
+func TestServeEndToEnd(t *testing.T) {
+	pxetest.RequireTool(t, "busybox", "busybox-static")
+	pxetest.RequireTool(t, "tftp", "tftp-hpa")
+	pxetest.RequireTool(t, "curl", "curl")
+	metalBin := buildMetal(t)
+	lab := pxetest.NewLab(t)
+	known := lab.AddHost("m1", pxetest.MAC(1))
+	stranger := lab.AddHost("u1", pxetest.MAC(2))
+
+	dir := t.TempDir()
+	kernel := []byte("a kernel the test made\n")
+	if err := os.WriteFile(filepath.Join(dir, "vmlinuz"), kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sitePath := filepath.Join(dir, "site.hcl")
+	siteHCL := fmt.Sprintf(`
+site "e2e" {
+  state  = "file://state/state.db"
+  listen = "192.0.2.1:8080"
+}
+network "lab" {
+  interface = %q
+  subnet    = "192.0.2.0/24"
+  gateway   = "192.0.2.1"
+  dns       = ["192.0.2.1"]
+  domain    = "lab.test"
+  pool      = "192.0.2.100-192.0.2.150"
+}
+image "live" {
+  kernel  = "vmlinuz"
+  cmdline = "console=ttyS0 metal.marker=e2e"
+}
+machine "m1" {
+  mac   = %q
+  ip    = "192.0.2.11"
+  image = image.live
+}
+`, pxetest.BridgeName, pxetest.MAC(1).String())
+	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", sitePath)
+
+	// DHCP: retry while the daemon starts.
+	// The known host says it is a BIOS PXE ROM, so it is told where iPXE is.
+	env := leaseWithRetry(t, known, srv, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
+	want := map[string]string{"ip": "192.0.2.11", "router": "192.0.2.1", "dns": "192.0.2.1", "domain": "lab.test",
+		"hostname": "m1", "siaddr": "192.0.2.1", "boot_file": "undionly.kpxe"}
+	for k, v := range want {
+		if env[k] != v {
+			t.Errorf("lease %s = %q, want %q (lease: %v)", k, env[k], v, env)
+		}
+	}
+
+	// TFTP: the iPXE binary, byte for byte.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := filepath.Join(dir, "undionly.kpxe")
+	if out, err := known.Command(ctx, "tftp", "192.0.2.1", "-m", "binary", "-c", "get", "undionly.kpxe", got).CombinedOutput(); err != nil {
+		t.Fatalf("tftp: %v\n%s", err, out)
+	}
+	a, _ := os.ReadFile(got)
+	b, err := os.ReadFile("/usr/lib/ipxe/undionly.kpxe")
+	if err != nil || string(a) != string(b) {
+		t.Fatalf("tftp fetched %d bytes, /usr/lib/ipxe/undionly.kpxe has %d (%v)", len(a), len(b), err)
+	}
+
+	// HTTP: the machine's script names the staged kernel; the kernel is
+	// served from metal's state directory.
+	script := curl(t, known, "http://192.0.2.1:8080/ipxe/"+pxetest.MAC(1).String())
+	for _, w := range []string{"#!ipxe", "http://192.0.2.1:8080/images/live/vmlinuz", "metal.marker=e2e"} {
+		if !strings.Contains(script, w) {
+			t.Errorf("script lacks %q:\n%s", w, script)
+		}
+	}
+	if body := curl(t, known, "http://192.0.2.1:8080/images/live/vmlinuz"); body != string(kernel) {
+		t.Errorf("kernel over HTTP = %q", body)
+	}
+
+	// An undeclared machine: a pool address, and no access to m1's script.
+	env = leaseWithRetry(t, stranger, srv)
+	if env["boot_file"] != "" {
+		t.Errorf("a client that is not PXE was given boot file %q", env["boot_file"])
+	}
+	if !strings.HasPrefix(env["ip"], "192.0.2.1") || env["ip"] == "192.0.2.11" || env["ip"] == "192.0.2.1" {
+		t.Errorf("stranger got %q, want a pool address", env["ip"])
+	}
+	out, _ := stranger.Command(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://192.0.2.1:8080/ipxe/"+pxetest.MAC(1).String()).Output()
+	if string(out) != "403" {
+		t.Errorf("stranger fetching m1's script: HTTP %s, want 403", out)
+	}
+
+	// Leases survive a restart: the stranger keeps its address.
+	srv.Stop()
+	srv = lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", sitePath)
+	if again := leaseWithRetry(t, stranger, srv); again["ip"] != env["ip"] {
+		t.Errorf("after restart the stranger got %q, had %q", again["ip"], env["ip"])
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state", "leases-lab.json")); err != nil {
+		t.Errorf("no lease file: %v", err)
+	}
+}
+
+// leaseWithRetry runs udhcpc until it gets a lease (the daemon may still be
+// starting) and returns the environment its script saw.
+func leaseWithRetry(t *testing.T, ns *pxetest.Netns, srv *pxetest.Process, extra ...string) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	hook := filepath.Join(dir, "hook")
+	s := "#!/bin/sh\ncase \"$1\" in\n" +
+		"deconfig) ip -4 addr flush dev \"$interface\" ;;\n" +
+		"bound|renew) ip -4 addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"; env > " + dir + "/bound ;;\n" +
+		"esac\n"
+	if err := os.WriteFile(hook, []byte(s), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		args := append([]string{"udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "5", "-T", "1", "-s", hook}, extra...)
+		out, err := ns.Command(ctx, "busybox", args...).CombinedOutput()
+		cancel()
+		if err == nil {
+			b, err := os.ReadFile(filepath.Join(dir, "bound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			env := map[string]string{}
+			for _, line := range strings.Split(string(b), "\n") {
+				if k, v, ok := strings.Cut(line, "="); ok {
+					env[k] = v
+				}
+			}
+			return env
+		}
+		select {
+		case <-srv.Done():
+			t.Fatalf("metal serve exited: %v\n%s", srv.Err(), srv.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("udhcpc got no lease: %v\n%s\nmetal serve log:\n%s", err, out, srv.Log())
+		}
+	}
+}
+
+func curl(t *testing.T, ns *pxetest.Netns, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := ns.Command(ctx, "curl", "-sSf", url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl %s: %v\n%s", url, err, out)
+	}
+	return string(out)
+}
