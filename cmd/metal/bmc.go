@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/site"
+)
+
+func init() { register(newBMCCmd) }
+
+type bmcFlags struct {
+	vars        varFlags
+	sitePath    string
+	asJSON      bool
+	concurrency int
+	timeout     time.Duration
+}
+
+func newBMCCmd(a *app) *cobra.Command {
+	f := &bmcFlags{}
+	cmd := &cobra.Command{
+		Use:   "bmc",
+		Short: "Power and boot machines through their BMCs (Redfish, IPMI)",
+		Long: `The bmc verbs act on the machines of a site through the bmc blocks the site
+declares, many at once. Each machine's result is reported on its own line: a
+BMC that hangs, refuses the password or answers with an error fails only its
+machine. The exit status is 1 if any machine failed.
+
+Name machines to act on some; with none, every machine with a bmc block.`,
+		Example: `  metal bmc status --site site.hcl
+  metal bmc on --site site.hcl web-01 web-02
+  metal bmc bootdev pxe --site site.hcl --uefi web-01
+  metal bmc inventory --site site.hcl --json`,
+	}
+	cmd.PersistentFlags().StringVar(&f.sitePath, "site", "site.hcl", "the site file declaring the machines and their BMCs")
+	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
+	cmd.PersistentFlags().IntVar(&f.concurrency, "concurrency", 16, "machines worked on at once")
+	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
+	cmd.PersistentFlags().StringArrayVar(&f.vars.vars, "var", nil, "set a variable: -var NAME=VALUE (repeatable)")
+	cmd.PersistentFlags().StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables from an HCL file (repeatable)")
+
+	power := func(use, short string, action bmc.PowerAction) *cobra.Command {
+		var soft bool
+		c := &cobra.Command{
+			Use: use + " [MACHINE...]", Short: short,
+			RunE: func(cmd *cobra.Command, names []string) error {
+				act := action
+				if soft && action == bmc.ActionOff {
+					act = bmc.ActionSoft
+				}
+				return runBMC(cmd.Context(), a, f, names, bmc.OpPower(act))
+			},
+		}
+		if action == bmc.ActionOff {
+			c.Flags().BoolVar(&soft, "soft", false, "ask the OS to shut down (ACPI) instead of cutting power")
+		}
+		return c
+	}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use: "status [MACHINE...]", Short: "Show each machine's power state",
+			RunE: func(cmd *cobra.Command, names []string) error {
+				return runBMC(cmd.Context(), a, f, names, bmc.OpStatus)
+			},
+		},
+		power("on", "Power machines on (and wait until they are)", bmc.ActionOn),
+		power("off", "Power machines off (and wait until they are)", bmc.ActionOff),
+		power("cycle", "Power-cycle machines", bmc.ActionCycle),
+		&cobra.Command{
+			Use: "inventory [MACHINE...]", Short: "Show what each BMC reports: maker, model, serial, BIOS, NICs",
+			RunE: func(cmd *cobra.Command, names []string) error {
+				return runBMC(cmd.Context(), a, f, names, bmc.OpInventory)
+			},
+		},
+		newBootdevCmd(a, f),
+	)
+	return cmd
+}
+
+func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
+	var opts bmc.BootOptions
+	c := &cobra.Command{
+		Use:   "bootdev pxe|disk|cdrom|bios [MACHINE...]",
+		Short: "Set the device machines boot from next",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dev := bmc.BootDevice(args[0])
+			switch dev {
+			case bmc.BootPXE, bmc.BootDisk, bmc.BootCDROM, bmc.BootBIOS:
+			default:
+				return usageError("boot device %q: use pxe, disk, cdrom or bios", args[0])
+			}
+			return runBMC(cmd.Context(), a, f, args[1:], bmc.OpBootDevice(dev, opts))
+		},
+	}
+	c.Flags().BoolVar(&opts.Persistent, "persistent", false, "keep the device for every boot, not only the next")
+	c.Flags().BoolVar(&opts.UEFI, "uefi", false, "boot in UEFI mode")
+	return c
+}
+
+// runBMC loads the site, builds a driver per selected machine, runs op on
+// all of them and reports each result.
+func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op) error {
+	res, diags := f.vars.load(f.sitePath)
+	writeDiags(a.stderr, res.Files, diags)
+	if diags.HasErrors() {
+		return silentExit(exitFailed)
+	}
+	machines, err := selectMachines(res.Site, names)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	log := a.logger()
+	var targets []bmc.Target
+	for _, m := range machines {
+		d, err := bmc.New(bmcConfig(m), log)
+		if err != nil {
+			return &exitError{code: exitFailed, err: fmt.Errorf("machine %q: %w", m.Name, err)}
+		}
+		targets = append(targets, bmc.Target{Name: m.Name, Driver: d})
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
+	defer stop()
+	results := bmc.RunFleet(ctx, targets, bmc.FleetOptions{Concurrency: f.concurrency, MachineTimeout: f.timeout}, op)
+	if f.asJSON {
+		if err := writeJSON(a.stdout, results); err != nil {
+			return err
+		}
+	} else {
+		renderBMCResults(a, results)
+	}
+	if bmc.Failed(results) {
+		return silentExit(exitFailed)
+	}
+	return nil
+}
+
+// selectMachines returns the named machines, or all with a BMC.
+func selectMachines(s *site.Site, names []string) ([]*site.Machine, error) {
+	byName := map[string]*site.Machine{}
+	var all []*site.Machine
+	for _, m := range s.Machines {
+		byName[m.Name] = m
+		if m.BMC != nil {
+			all = append(all, m)
+		}
+	}
+	if len(names) == 0 {
+		if len(all) == 0 {
+			return nil, fmt.Errorf("no machine of site %q has a bmc block", s.Name)
+		}
+		return all, nil
+	}
+	var out []*site.Machine
+	for _, n := range names {
+		m, ok := byName[n]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("site %q has no machine %q", s.Name, n)
+		case m.BMC == nil:
+			return nil, fmt.Errorf("machine %q has no bmc block", n)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func bmcConfig(m *site.Machine) bmc.Config {
+	return bmc.Config{
+		Machine: m.Name, Protocol: m.BMC.Protocol, Address: m.BMC.Address,
+		Username: m.BMC.Username, Password: bmc.Secret(m.BMC.Password),
+		InsecureTLS: m.BMC.InsecureTLS, CAFile: m.BMC.CAFile,
+	}
+}
+
+func renderBMCResults(a *app, results []bmc.Result) {
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MACHINE\tBMC\tPROTOCOL\tPOWER\tRESULT")
+	failed := 0
+	for _, r := range results {
+		result := "ok"
+		if r.Error != "" {
+			result = "FAILED: " + r.Error
+			failed++
+		} else if r.Inventory != nil {
+			inv := r.Inventory
+			result = strings.TrimSpace(fmt.Sprintf("%s %s serial %s BIOS %s NICs %s", inv.Manufacturer, inv.Model, inv.Serial, inv.BIOSVersion, strings.Join(inv.MACs, ",")))
+		}
+		proto := r.Protocol
+		if r.Provider != "" {
+			proto += " (" + r.Provider + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Machine, r.Address, proto, dash(string(r.Power)), result)
+	}
+	tw.Flush()
+	if failed > 0 {
+		fmt.Fprintf(a.stderr, "%d of %d machines failed.\n", failed, len(results))
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

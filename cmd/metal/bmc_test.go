@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/pxe/pxetest"
+)
+
+// TestBMCVerbs drives a real QEMU through metal's virtual Redfish BMC with
+// `metal bmc`, beside a machine whose BMC refuses connections: the
+// reachable machine is powered on and off, the other fails alone with a
+// clear error, and the exit status says something failed.
+func TestBMCVerbs(t *testing.T) {
+	qemu := pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "qmp.sock")
+	// Paused from the start (-S): the virtual BMC reports it as off.
+	vm := exec.Command(qemu, "-nodefaults", "-display", "none", "-m", "32", "-S",
+		"-qmp", "unix:"+sock+",server=on,wait=off")
+	if err := vm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Process.Kill(); vm.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	const password = "vbmc-pw-7731"
+	m, err := virtual.NewQEMU(virtual.QEMUConfig{Name: "vm1", QMPSocket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: password},
+		virtual.MachineSpec{Name: "vm1", Machine: m, Manufacturer: "QEMU", Serial: "VM1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go srv.Serve(ctx, ln, nil)
+
+	// A port nothing listens on, for the BMC that is down.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	sitePath := filepath.Join(dir, "site.hcl")
+	siteHCL := fmt.Sprintf(`
+site "bmc" {}
+variable "pw" { sensitive = true }
+network "lab" {
+  interface = "lo"
+  subnet    = "192.0.2.0/24"
+}
+machine "vm1" {
+  mac = "52:54:00:00:00:01"
+  bmc {
+    address  = "http://%s"
+    username = "admin"
+    password = var.pw
+  }
+}
+machine "down" {
+  mac = "52:54:00:00:00:02"
+  bmc {
+    address  = "http://%s"
+    username = "admin"
+    password = var.pw
+  }
+}
+`, ln.Addr(), deadAddr)
+	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"METAL_VAR_pw": password}
+	common := []string{"--site", sitePath, "--timeout", "20s"}
+
+	powerOf := func(args ...string) (int, map[string]string, string) {
+		code, stdout, stderr := metal(t, env, append(append([]string{"bmc"}, args...), append(common, "--json")...)...)
+		if strings.Contains(stdout+stderr, password) {
+			t.Fatalf("output shows the BMC password:\n%s\n%s", stdout, stderr)
+		}
+		var results []struct{ Machine, Power, Error string }
+		if err := json.Unmarshal([]byte(stdout), &results); err != nil {
+			t.Fatalf("%v: %s\n%s", err, stdout, stderr)
+		}
+		power, errs := map[string]string{}, ""
+		for _, r := range results {
+			power[r.Machine] = r.Power
+			if r.Error != "" {
+				errs += r.Machine + ": " + r.Error + "\n"
+			}
+		}
+		return code, power, errs
+	}
+
+	code, power, errs := powerOf("status", "vm1")
+	if code != 0 || power["vm1"] != "off" {
+		t.Fatalf("status: exit %d, power %v, errors %s", code, power, errs)
+	}
+	code, power, errs = powerOf("on")
+	if code != 1 || power["vm1"] != "on" {
+		t.Errorf("on: exit %d (want 1: one BMC is down), power %v", code, power)
+	}
+	if !strings.Contains(errs, "down: ") || strings.Contains(errs, "vm1: ") {
+		t.Errorf("only the machine with the dead BMC should fail:\n%s", errs)
+	}
+	if code, power, errs = powerOf("off", "vm1"); code != 0 || power["vm1"] != "off" {
+		t.Errorf("off: exit %d, power %v, errors %s", code, power, errs)
+	}
+
+	// The table names the machine that failed and why.
+	code, stdout, stderr := metal(t, env, append([]string{"bmc", "status"}, common...)...)
+	if code != 1 || !strings.Contains(stdout, "FAILED") || !strings.Contains(stderr, "1 of 2 machines failed") {
+		t.Errorf("status table: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := metal(t, env, append([]string{"bmc", "status", "nosuch"}, common...)...); code != 1 || !strings.Contains(stderr, `no machine "nosuch"`) {
+		t.Errorf("unknown machine: exit %d: %s", code, stderr)
+	}
+	if code, _, _ := metal(t, env, append([]string{"bmc", "bootdev", "floppy", "vm1"}, common...)...); code != 2 {
+		t.Errorf("bad boot device: exit %d, want 2", code)
+	}
+}
