@@ -1,0 +1,153 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+)
+
+// ErrNoSnapshot: the target holds no snapshot of the site.
+var ErrNoSnapshot = errors.New("no snapshot")
+
+// Options are what `metal backup` passes.
+type Options struct {
+	Site string
+	// Keep is how many snapshots of the site to keep; older ones are
+	// deleted after a successful upload (0: keep all).
+	Keep int
+	Now  func() time.Time
+}
+
+// Result says what a backup did.
+type Result struct {
+	Name    string
+	Header  Header
+	Size    int
+	Deleted []string
+}
+
+// Backup snapshots store and uploads it to r, then applies retention.
+func Backup(ctx context.Context, store inventory.Store, r *Remote, opts Options) (Result, error) {
+	now := time.Now
+	if opts.Now != nil {
+		now = opts.Now
+	}
+	var buf bytes.Buffer
+	h, err := Snapshot(ctx, store, &buf, opts.Site, now())
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Name: Name(h), Header: h, Size: buf.Len()}
+	if err := r.Put(ctx, res.Name, &buf); err != nil {
+		return Result{}, err
+	}
+	r.log.Info("snapshot uploaded", "name", res.Name, "bytes", res.Size, "revision", h.Revision, "target", r.target.String())
+	if opts.Keep > 0 {
+		if res.Deleted, err = Prune(ctx, r, opts.Site, opts.Keep); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// Snapshots lists the site's snapshots on r, oldest first.
+func Snapshots(ctx context.Context, r *Remote, site string) ([]SnapshotName, error) {
+	files, err := r.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []SnapshotName
+	for _, f := range files {
+		if n, ok := ParseName(f.Name); ok && n.Site == site {
+			out = append(out, n)
+		}
+	}
+	// Names sort by time then revision already; equal times (two backups in
+	// one second) fall back to the revision.
+	return out, nil
+}
+
+// Latest is the newest snapshot of the site on r.
+func Latest(ctx context.Context, r *Remote, site string) (SnapshotName, error) {
+	snaps, err := Snapshots(ctx, r, site)
+	if err != nil {
+		return SnapshotName{}, err
+	}
+	if len(snaps) == 0 {
+		return SnapshotName{}, fmt.Errorf("%s: site %s: %w", r.target, site, ErrNoSnapshot)
+	}
+	return snaps[len(snaps)-1], nil
+}
+
+// staleTemp is how old a temporary upload must be before Prune removes it,
+// so it never removes an upload in progress.
+const staleTemp = time.Hour
+
+// Prune deletes all but the newest keep snapshots of the site, and stale
+// temporary files of interrupted uploads.
+func Prune(ctx context.Context, r *Remote, site string, keep int) ([]string, error) {
+	snaps, err := Snapshots(ctx, r, site)
+	if err != nil {
+		return nil, err
+	}
+	var deleted []string
+	for i := 0; i < len(snaps)-keep; i++ {
+		if err := r.Remove(ctx, snaps[i].Name); err != nil {
+			return deleted, err
+		}
+		deleted = append(deleted, snaps[i].Name)
+	}
+	files, err := r.Files(ctx)
+	if err != nil {
+		return deleted, err
+	}
+	for _, f := range files {
+		if strings.HasPrefix(f.Name, ".metal-"+site+"-") && strings.Contains(f.Name, ".tmp-") && time.Since(f.ModTime) > staleTemp {
+			if err := r.Remove(ctx, f.Name); err == nil {
+				deleted = append(deleted, f.Name)
+			}
+		}
+	}
+	return deleted, nil
+}
+
+// Fetch downloads snapshot name and verifies it.
+func Fetch(ctx context.Context, r *Remote, name string) (Header, []inventory.Record, error) {
+	var buf bytes.Buffer
+	if err := r.Get(ctx, name, &buf); err != nil {
+		return Header{}, nil, err
+	}
+	h, recs, err := Read(&buf)
+	if err != nil {
+		return Header{}, nil, fmt.Errorf("%s: %s: %w", r.target, name, err)
+	}
+	return h, recs, nil
+}
+
+// Restore downloads snapshot name (Latest if empty), verifies it and loads
+// it into store, which must be empty (a new store).
+func Restore(ctx context.Context, r *Remote, site, name string, store inventory.Store) (Header, error) {
+	if name == "" {
+		latest, err := Latest(ctx, r, site)
+		if err != nil {
+			return Header{}, err
+		}
+		name = latest.Name
+	}
+	h, recs, err := Fetch(ctx, r, name)
+	if err != nil {
+		return Header{}, err
+	}
+	if site != "" && h.Site != site {
+		return Header{}, fmt.Errorf("snapshot %s is of site %s, not %s", name, h.Site, site)
+	}
+	if err := store.Restore(ctx, recs, inventory.RestoreOptions{}); err != nil {
+		return Header{}, fmt.Errorf("restore %s: %w", name, err)
+	}
+	return h, nil
+}
