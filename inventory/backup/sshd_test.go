@@ -123,6 +123,8 @@ func (s *sshd) start() {
 	defer logf.Close()
 	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", s.config)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test binary dies (a panic skips Cleanup), sshd dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start sshd: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -101,6 +102,8 @@ func (c *cluster) start(i int, initialCluster string) {
 	}
 	m.cmd = exec.Command(c.bin, args...)
 	m.cmd.Stdout, m.cmd.Stderr = logf, logf
+	// If the test binary dies (a panic skips Cleanup), etcd dies with it.
+	m.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := m.cmd.Start(); err != nil {
 		c.t.Fatalf("start etcd: %v", err)
 	}
