@@ -74,7 +74,7 @@ type testServer struct {
 
 // startServer runs a server on 127.0.0.1 with Debian's iPXE binaries and a
 // root holding a per-machine file and links that try to leave it.
-func startServer(t testing.TB, mod func(*Config)) *testServer {
+func startServer(t testing.TB, mod func(*Config), before ...func(*testServer)) *testServer {
 	t.Helper()
 	ipxe, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
 	if err != nil {
@@ -105,6 +105,11 @@ func startServer(t testing.TB, mod func(*Config)) *testServer {
 	ts.srv, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Changes to the server happen before it serves, not racing its
+	// handlers.
+	for _, f := range before {
+		f(ts)
 	}
 	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -360,14 +365,15 @@ func TestRawRequests(t *testing.T) {
 }
 
 func TestHandlerPanicRecovered(t *testing.T) {
-	ts := startServer(t, nil)
-	real := ts.srv.open
-	ts.srv.open = func(name string) (*os.File, fs.FileInfo, error) {
-		if name == "boom" {
-			panic("boom")
+	ts := startServer(t, nil, func(ts *testServer) {
+		real := ts.srv.open
+		ts.srv.open = func(name string) (*os.File, fs.FileInfo, error) {
+			if name == "boom" {
+				panic("boom")
+			}
+			return real(name)
 		}
-		return real(name)
-	}
+	})
 	reply := exchange(t, ts.addr, rrq("boom"))
 	if op := binary.BigEndian.Uint16(reply); op != 5 || !bytes.Contains(reply, []byte("internal")) {
 		t.Fatalf("reply %q, want an internal-error packet", reply)
