@@ -3,9 +3,11 @@ package dhcp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -115,19 +117,10 @@ func startServer(t *testing.T, lab *pxetest.Lab, cfg Config, policy pxe.BootPoli
 		}
 	}
 	t.Cleanup(stop)
-	// The port is taken once the server has bound it.
+	// Wait until the lab namespace has a socket on port 67. (Not by trying
+	// to bind it: that would race the server for the port.)
 	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err := lab.NS().Do(func() error {
-			c, err := listen(context.Background(), cfg.Interface, serverPort)
-			if err == nil {
-				c.Close()
-			}
-			return err
-		})
-		if err != nil {
-			break
-		}
+	for !udpBound(t, lab.NS(), serverPort) {
 		select {
 		case err := <-done:
 			stopped = true
@@ -137,7 +130,23 @@ func startServer(t *testing.T, lab *pxetest.Lab, cfg Config, policy pxe.BootPoli
 		if time.Now().After(deadline) {
 			t.Fatal("server did not bind port 67 within 5s")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	return srv, stop
+}
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// udpBound reports whether a UDP socket in ns is bound to port.
+func udpBound(t testing.TB, ns *pxetest.Netns, port int) bool {
+	var table []byte
+	err := ns.Do(func() error {
+		var err error
+		table, err = os.ReadFile("/proc/thread-self/net/udp") // this thread's namespace
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(table), fmt.Sprintf(":%04X ", port))
 }

@@ -245,6 +245,10 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // Err returns the process's exit error once Done is closed.
 func (p *Process) Err() error { <-p.done; return p.err }
 
+// Signal sends sig to the process (not its group). `ip netns exec` execs
+// the command, so this is the command itself.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Stop kills the process's group (SIGTERM, then SIGKILL after 2s) and waits
 // for it. Stopping an exited process does nothing.
 func (p *Process) Stop() {

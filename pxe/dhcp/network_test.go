@@ -1,0 +1,224 @@
+package dhcp
+
+// Proxy mode, relays and a flood, over real sockets in a pxetest lab. No
+// Debian client speaks proxyDHCP or relays, so these build packets with
+// insomniacslk's library (a real DHCP implementation) and send them from
+// a client namespace.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/pxetest"
+)
+
+func parseReply(t *testing.T, b []byte) *dhcpv4.DHCPv4 {
+	t.Helper()
+	if b == nil {
+		return nil
+	}
+	m, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		t.Fatalf("reply does not parse: %v", err)
+	}
+	return m
+}
+
+// TestProxyMode: beside another DHCP server (here: a client that already
+// has its address), PXE ROMs get boot information and no address, on port
+// 67 and on 4011; other clients get nothing.
+func TestProxyMode(t *testing.T) {
+	lab := pxetest.NewLab(t)
+	cfg := labConfig()
+	cfg.Mode = ModeProxy
+	cfg.Subnets = nil
+	startServer(t, lab, cfg, newTestPolicy(), nil)
+	ns := lab.AddHost("pxe", pxetest.MAC(30))
+	ns.MustIP("addr", "add", "192.0.2.77/24", "dev", "eth0") // from "the other server"
+	conn := udpIn(t, ns, "eth0", clientPort)
+
+	t.Run("BIOS PXE on port 67", func(t *testing.T) {
+		req := discover(pxetest.MAC(30), pxeClient(iana.INTEL_X86PC), dhcpv4.WithBroadcast(true))
+		resp := parseReply(t, exchange(t, conn, req.ToBytes(), req.TransactionID, "255.255.255.255:67", 3*time.Second))
+		want := &summary{Type: "OFFER", YIAddr: "0.0.0.0", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "undionly.kpxe", Broadcast: true,
+			Options: map[string]string{"54": "192.0.2.1", "60": "PXEClient", "67": "undionly.kpxe", "43": "060108ff", "97": guidOpt}}
+		if diff := cmp.Diff(want, summarize(resp)); diff != "" {
+			t.Errorf("proxy offer (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("UEFI boot server discovery on port 4011", func(t *testing.T) {
+		req := request(pxetest.MAC(30), pxeClient(iana.EFI_X86_64), dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 77)))
+		resp := parseReply(t, exchange(t, conn, req.ToBytes(), req.TransactionID, "192.0.2.1:4011", 3*time.Second))
+		want := &summary{Type: "ACK", YIAddr: "0.0.0.0", SIAddr: "192.0.2.1", CIAddr: "192.0.2.77", GIAddr: "0.0.0.0", File: "ipxe.efi",
+			Options: map[string]string{"54": "192.0.2.1", "60": "PXEClient", "67": "ipxe.efi", "97": guidOpt}}
+		if diff := cmp.Diff(want, summarize(resp)); diff != "" {
+			t.Errorf("port 4011 ack (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("not a PXE client: no answer", func(t *testing.T) {
+		req := discover(pxetest.MAC(30))
+		if resp := exchange(t, conn, req.ToBytes(), req.TransactionID, "255.255.255.255:67", 500*time.Millisecond); resp != nil {
+			t.Errorf("proxy answered a plain client: %v", parseReply(t, resp))
+		}
+	})
+}
+
+// TestRelay: a relay agent (a namespace with a leg in 198.51.100.0/24)
+// forwards DISCOVER and REQUEST with giaddr set; the server picks the
+// relay's subnet and answers the relay on port 67.
+func TestRelay(t *testing.T) {
+	lab := pxetest.NewLab(t)
+	cfg := unitConfig()
+	cfg.RateLimit = RateLimit{}
+	srv, _ := startServer(t, lab, cfg, unitPolicy(), nil)
+	relay := lab.AddHost("relay", nil)
+	relay.MustIP("addr", "add", "192.0.2.2/24", "dev", "eth0")
+	// The relay's leg in the relayed network (lo will do: the kernel
+	// here has no dummy links).
+	relay.MustIP("addr", "add", "198.51.100.1/32", "dev", "lo")
+	lab.NS().MustIP("route", "add", "198.51.100.0/24", "via", "192.0.2.2")
+	conn := udpIn(t, relay, "", serverPort) // a relay listens on 67
+
+	tests := map[string]struct {
+		mac    net.HardwareAddr
+		wantIP func(netip.Addr) bool
+	}{
+		"unknown MAC: the relayed subnet's pool": {pxetest.MAC(40), func(a netip.Addr) bool {
+			return !a.Less(netip.MustParseAddr("198.51.100.100")) && !netip.MustParseAddr("198.51.100.109").Less(a)
+		}},
+		"reserved MAC: its reservation": {macKnownB, func(a netip.Addr) bool { return a == netip.MustParseAddr("198.51.100.12") }},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			req := discover(tc.mac, dhcpv4.WithRelay(relayIP))
+			offer := parseReply(t, exchange(t, conn, req.ToBytes(), req.TransactionID, "192.0.2.1:67", 3*time.Second))
+			if offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
+				t.Fatalf("no offer through the relay: %v", offer)
+			}
+			ip, _ := addr4(offer.YourIPAddr)
+			if !tc.wantIP(ip) || !offer.GatewayIPAddr.Equal(relayIP) || !offer.Router()[0].Equal(relayIP) {
+				t.Errorf("offer yiaddr %v giaddr %v router %v", ip, offer.GatewayIPAddr, offer.Router())
+			}
+			req, err := dhcpv4.NewRequestFromOffer(offer, dhcpv4.WithRelay(relayIP))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ack := parseReply(t, exchange(t, conn, req.ToBytes(), req.TransactionID, "192.0.2.1:67", 3*time.Second))
+			if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(offer.YourIPAddr) {
+				t.Fatalf("ack through the relay: %v", ack)
+			}
+			if got, ok := srv.Leases().LeasedIP(tc.mac); !ok || !got.Equal(offer.YourIPAddr) {
+				t.Errorf("LeasedIP = %v %v, want %v", got, ok, offer.YourIPAddr)
+			}
+		})
+	}
+}
+
+// TestFlood sends DISCOVERs from 10,000 distinct MACs as fast as a socket
+// takes them, while a declared machine asks for its address with udhcpc:
+// it must get it, and the server's tables must stay bounded.
+func TestFlood(t *testing.T) {
+	pxetest.RequireTool(t, "busybox", "busybox-static")
+	lab := pxetest.NewLab(t)
+	known := pxetest.MAC(50)
+	policy := newTestPolicy(pxe.Host{Name: "known", MAC: known, IP: net.ParseIP("192.0.2.50")})
+	cfg := labConfig()
+	// Every flood packet is a failed offer once the pool is full: a
+	// warning each, too many to print.
+	srv, err := NewServer(cfg, policy, nil, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- lab.NS().Do(func() error { return srv.Serve(ctx) }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+
+	flooder := lab.AddHost("flood", nil)
+	flooder.MustIP("addr", "add", "192.0.2.250/24", "dev", "eth0")
+	conn := udpIn(t, flooder, "eth0", clientPort)
+	const n = 10000
+	stop := make(chan struct{})
+	type result struct {
+		sent int
+		err  error
+	}
+	flooded := make(chan result, 1)
+	// The flood goes round the n MACs until the known machine is done,
+	// at least once.
+	go func() {
+		dst := &net.UDPAddr{IP: net.IPv4bcast, Port: serverPort}
+		pkts := make([][]byte, n)
+		for i := range pkts {
+			mac := net.HardwareAddr{0x02, 0xff, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+			pkts[i] = discover(mac, pxeClient(iana.INTEL_X86PC)).ToBytes()
+		}
+		for sent := 0; ; sent++ {
+			if sent >= n {
+				select {
+				case <-stop:
+					flooded <- result{sent: sent}
+					return
+				default:
+				}
+			}
+			if _, err := conn.WriteTo(pkts[sent%n], dst); err != nil {
+				flooded <- result{sent: sent, err: fmt.Errorf("flood packet %d: %w", sent, err)}
+				return
+			}
+		}
+	}()
+
+	start := time.Now()
+	env := udhcpc(t, lab.AddHost("known", known))
+	took := time.Since(start)
+	close(stop)
+	if env["ip"] != "192.0.2.50" {
+		t.Errorf("during the flood the known machine got %q, want 192.0.2.50", env["ip"])
+	}
+	res := <-flooded
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	t.Logf("known machine leased in %v while %d flood packets were sent", took.Round(time.Millisecond), res.sent)
+	// And after it, too.
+	if env := udhcpc(t, lab.AddHost("known2", known)); env["ip"] != "192.0.2.50" {
+		t.Errorf("after the flood the known machine got %q, want 192.0.2.50", env["ip"])
+	}
+
+	h := srv.Handler()
+	if got, bound := h.leases.size(), 100+1; got > bound {
+		t.Errorf("lease table has %d entries after the flood, bound %d (pool + reservation)", got, bound)
+	}
+	if got, bound := h.limit.size(), defaultMaxTracked; got > bound {
+		t.Errorf("rate table has %d entries, bound %d", got, bound)
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("after a flood of %d MACs: lease table %d, rate table %d, heap growth %d KiB", n, h.leases.size(), h.limit.size(), growth>>10)
+	if growth > 32<<20 {
+		t.Errorf("heap grew by %d MiB during the flood", growth>>20)
+	}
+}
