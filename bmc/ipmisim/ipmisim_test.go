@@ -1,0 +1,168 @@
+package ipmisim_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/bmc/internal/testpeer"
+	"github.com/metal-dev/metal/bmc/ipmisim"
+)
+
+const password = "sim-pw-Xy7!secret"
+
+// TestIPMISimControlsQEMU starts ipmi_sim with the configuration Write
+// produces, controlling a real QEMU, and drives it through the bmc
+// package's IPMI path (bmclib → ipmitool) and through Debian's ipmitool:
+// power on starts QEMU, power off ends it, and a PXE boot device shows as
+// -boot once=n on the next QEMU's command line.
+func TestIPMISimControlsQEMU(t *testing.T) {
+	testpeer.Need(t, "ipmi_sim", "openipmi")
+	ipmitool := testpeer.Need(t, "ipmitool", "ipmitool")
+	log := testpeer.NewLog(t)
+	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{
+		Name: "vm1", Username: "admin", Password: password,
+		QEMU: testpeer.QEMUCommand(t), Log: log.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{files.PasswordFile, files.LanConf} {
+		st, err := os.Stat(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", secret, st.Mode().Perm())
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sim, err := ipmisim.Start(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sim.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			out, _ := os.ReadFile(files.ChassisLog)
+			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", sim.Output(), out)
+		}
+	})
+
+	c, err := bmc.New(bmc.Config{
+		Machine: "vm1", Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),
+		Username: "admin", Password: password,
+		Timeout: 10 * time.Second, PowerWait: 10 * time.Second,
+	}, log.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := c.PowerState(ctx); err != nil || p != bmc.PowerOff {
+		t.Fatalf("PowerState = %q, %v; want off", p, err)
+	}
+
+	if err := c.Power(ctx, bmc.ActionOn); err != nil {
+		t.Fatalf("power on: %v", err)
+	}
+	pid := sim.QEMUPID()
+	if pid == 0 || !alive(pid) {
+		t.Fatalf("after power on no QEMU runs (pid %d)", pid)
+	}
+	if args := cmdline(t, pid); strings.Contains(args, "once=") {
+		t.Errorf("QEMU started with a boot-once option nobody asked for: %s", args)
+	}
+	outside(t, ipmitool, sim.Addr(), files.PasswordFile, "Chassis Power is on")
+
+	if err := c.Power(ctx, bmc.ActionOff); err != nil {
+		t.Fatalf("power off: %v", err)
+	}
+	if alive(pid) {
+		t.Fatalf("QEMU %d still runs after power off", pid)
+	}
+	if sim.QEMUPID() != 0 {
+		t.Errorf("pid file still names a live QEMU after power off")
+	}
+	outside(t, ipmitool, sim.Addr(), files.PasswordFile, "Chassis Power is off")
+
+	if err := c.SetBootDevice(ctx, bmc.BootPXE, bmc.BootOptions{}); err != nil {
+		t.Fatalf("boot device: %v", err)
+	}
+	if err := c.Power(ctx, bmc.ActionOn); err != nil {
+		t.Fatalf("power on after bootdev: %v", err)
+	}
+	pid = sim.QEMUPID()
+	if pid == 0 {
+		t.Fatal("after power on no QEMU runs")
+	}
+	if args := cmdline(t, pid); !strings.Contains(args, "-boot once=n") {
+		t.Errorf("QEMU's command line lacks -boot once=n after bootdev pxe: %s", args)
+	}
+
+	// Cycle: a new QEMU, and the PXE choice was for one boot only.
+	if err := c.Power(ctx, bmc.ActionCycle); err != nil {
+		t.Fatalf("power cycle: %v", err)
+	}
+	if p, err := c.PowerState(ctx); err != nil || p != bmc.PowerOn {
+		t.Fatalf("after cycle PowerState = %q, %v; want on", p, err)
+	}
+
+	if strings.Contains(log.String(), password) || strings.Contains(sim.Output(), password) {
+		t.Error("the BMC password appears in a log")
+	}
+	if b, _ := os.ReadFile(files.ChassisLog); strings.Contains(string(b), password) {
+		t.Error("the BMC password appears in the chassis log")
+	}
+}
+
+// outside runs Debian's ipmitool against the simulator, password from the
+// file Write made, and expects want in its answer.
+func outside(t *testing.T, ipmitool, addr, passwordFile, want string) {
+	t.Helper()
+	host, port, _ := strings.Cut(addr, ":")
+	out, err := exec.Command(ipmitool, "-I", "lanplus", "-C", "3", "-H", host, "-p", port,
+		"-U", "admin", "-f", passwordFile, "chassis", "power", "status").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), want) {
+		t.Errorf("ipmitool chassis power status: %v: %s (want %q)", err, out, want)
+	}
+}
+
+func alive(pid int) bool {
+	// A zombie is dead for our purposes; QEMU daemonized, so it is not
+	// our child and is reaped by init.
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && len(b) > i+2 && b[i+2] == 'Z' {
+		return false
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+func cmdline(t *testing.T, pid int) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		t.Fatalf("read QEMU %d command line: %v", pid, err)
+	}
+	return strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
+}
+
+// TestWriteRejectsBadCredentials: Write says what is wrong with a password
+// without echoing it.
+func TestWriteRejectsBadCredentials(t *testing.T) {
+	bad := `has"quote-secret`
+	_, err := ipmisim.Write(t.TempDir(), ipmisim.Config{Username: "admin", Password: bad, QEMU: []string{"true"}, IPMISim: "/bin/true"})
+	if err == nil || strings.Contains(err.Error(), bad) {
+		t.Errorf("Write with a quoted password = %v; want an error that does not show it", err)
+	}
+}
