@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
@@ -137,4 +138,141 @@ machine "down" {
 	if code, _, _ := metal(t, env, append([]string{"bmc", "bootdev", "floppy", "vm1"}, common...)...); code != 2 {
 		t.Errorf("bad boot device: exit %d, want 2", code)
 	}
+}
+
+// TestBMCStatusAgainstIPMISimAndVBMC: `metal bmc status` reads the power
+// of a machine behind OpenIPMI's ipmi_sim (configured by bmc/ipmisim to
+// run a QEMU) and of one behind a separately running `metal vbmc` process,
+// and `metal bmc on` starts the ipmi_sim machine's QEMU.
+func TestBMCStatusAgainstIPMISimAndVBMC(t *testing.T) {
+	qemu := pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	pxetest.RequireTool(t, "ipmi_sim", "openipmi")
+	pxetest.RequireTool(t, "ipmitool", "ipmitool")
+	const password = "sim-pw-5521"
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	files, err := ipmisim.Write(filepath.Join(dir, "sim"), ipmisim.Config{
+		Name: "vm-ipmi", Username: "admin", Password: password,
+		QEMU: []string{qemu, "-nodefaults", "-display", "none", "-m", "32", "-accel", "tcg"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := ipmisim.Start(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sim.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+
+	// `metal vbmc` as its own process, as an operator runs it.
+	metalBin := buildMetal(t)
+	vbmcAddr := freeTCPAddr(t)
+	vbmc := exec.Command(metalBin, "vbmc", "--listen", vbmcAddr, "--user", "admin",
+		"--machine", "name=vm-vbmc,qmp="+filepath.Join(dir, "q.sock")+",qemu-cmd="+qemu+" -nodefaults -display none -m 32")
+	vbmc.Env = append(os.Environ(), "METAL_VBMC_PASSWORD="+password)
+	var vbmcOut strings.Builder
+	vbmc.Stdout, vbmc.Stderr = &vbmcOut, &vbmcOut
+	if err := vbmc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vbmc.Process.Kill()
+		vbmc.Wait()
+		if t.Failed() {
+			t.Logf("metal vbmc output:\n%s", vbmcOut.String())
+		}
+	})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", vbmcAddr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i == 100 {
+			t.Fatalf("metal vbmc never listened on %s", vbmcAddr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	sitePath := filepath.Join(dir, "site.hcl")
+	siteHCL := fmt.Sprintf(`
+site "bmc" {}
+variable "pw" { sensitive = true }
+network "lab" {
+  interface = "lo"
+  subnet    = "192.0.2.0/24"
+}
+machine "vm-ipmi" {
+  mac = "52:54:00:00:00:11"
+  bmc {
+    protocol = "ipmi"
+    address  = "%s"
+    username = "admin"
+    password = var.pw
+  }
+}
+machine "vm-vbmc" {
+  mac = "52:54:00:00:00:12"
+  bmc {
+    address  = "http://%s"
+    username = "admin"
+    password = var.pw
+  }
+}
+`, sim.Addr(), vbmcAddr)
+	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"METAL_VAR_pw": password}
+	status := func(verb string, machines ...string) map[string]string {
+		t.Helper()
+		args := append([]string{"bmc", verb, "--site", sitePath, "--timeout", "30s", "--json"}, machines...)
+		code, stdout, stderr := metal(t, env, args...)
+		if strings.Contains(stdout+stderr, password) {
+			t.Fatalf("output shows the BMC password:\n%s\n%s", stdout, stderr)
+		}
+		var results []struct{ Machine, Power, Protocol, Error string }
+		if err := json.Unmarshal([]byte(stdout), &results); err != nil {
+			t.Fatalf("%v: %s\n%s", err, stdout, stderr)
+		}
+		power := map[string]string{}
+		for _, r := range results {
+			power[r.Machine] = r.Power
+			if r.Error != "" {
+				t.Errorf("bmc %s: %s: %s", verb, r.Machine, r.Error)
+			}
+		}
+		if code != 0 {
+			t.Errorf("bmc %s: exit %d: %s", verb, code, stderr)
+		}
+		return power
+	}
+	if got := status("status"); got["vm-ipmi"] != "off" || got["vm-vbmc"] != "off" {
+		t.Fatalf("status = %v, want both off", got)
+	}
+	if got := status("on", "vm-ipmi"); got["vm-ipmi"] != "on" {
+		t.Fatalf("on vm-ipmi = %v", got)
+	}
+	if sim.QEMUPID() == 0 {
+		t.Error("ipmi_sim reports on but no QEMU runs")
+	}
+	if got := status("status"); got["vm-ipmi"] != "on" || got["vm-vbmc"] != "off" {
+		t.Errorf("status after on = %v, want vm-ipmi on, vm-vbmc off", got)
+	}
+}
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
