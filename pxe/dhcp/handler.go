@@ -439,7 +439,9 @@ func (h *Handler) addNetwork(resp *dhcpv4.DHCPv4, s *subnet, hostname string, le
 
 // pxeBypass is option 43 with PXE sub-option 6 (discovery control) = 8:
 // "no boot server discovery, boot the file named in the offer". Without it
-// BIOS PXE ROMs may wait for a boot server instead.
+// BIOS PXE ROMs may wait for a boot server instead, and UEFI PXE (EDK2,
+// OVMF) takes an offer with vendor class PXEClient and no option 43 for a
+// BINL offer and asks port 4011 for its boot file, ignoring the one named.
 var pxeBypass = []byte{6, 1, 8, 255}
 
 // addBoot adds what the client should boot, if it netboots and its intent
@@ -485,7 +487,9 @@ func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log *sl
 	if c.vendor != "" {
 		resp.UpdateOption(dhcpv4.OptClassIdentifier(c.vendor))
 	}
-	if c.vendor == "PXEClient" && (c.arch == pxe.ArchBIOS || c.ipxe) {
+	// In proxy mode UEFI gets no option 43 on purpose: it then asks port 4011,
+	// where the proxy answers it alone.
+	if c.vendor == "PXEClient" && (h.cfg.Mode != ModeProxy || c.arch == pxe.ArchBIOS || c.ipxe) {
 		resp.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, pxeBypass))
 	}
 	if guid := req.Options.Get(dhcpv4.OptionClientMachineIdentifier); guid != nil {

@@ -202,13 +202,13 @@ func TestHandle(t *testing.T) {
 		"unknown UEFI x64 (7) gets a pool address and ipxe.efi": {
 			req: discover(macUnknown, pxeClient(iana.EFI_BC)),
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.100", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "ipxe.efi",
-				Options: netOpts("", map[string]string{"60": "PXEClient", "67": "ipxe.efi", "97": guidOpt})},
+				Options: netOpts("", map[string]string{"60": "PXEClient", "67": "ipxe.efi", "43": "060108ff", "97": guidOpt})},
 		},
 		"UEFI x64 (9) with snponly.efi chosen": {
 			cfg: func(c *Config) { c.BootFiles.UEFI = "snponly.efi" },
 			req: discover(macKnown, pxeClient(iana.EFI_X86_64)),
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "snponly.efi",
-				Options: netOpts("web-01", map[string]string{"60": "PXEClient", "67": "snponly.efi", "97": guidOpt})},
+				Options: netOpts("web-01", map[string]string{"60": "PXEClient", "67": "snponly.efi", "43": "060108ff", "97": guidOpt})},
 		},
 		"UEFI HTTP boot gets a URL and HTTPClient echoed": {
 			req: discover(macKnown, httpClient),
@@ -264,7 +264,7 @@ func TestHandle(t *testing.T) {
 			req: discover(macKnownB, dhcpv4.WithRelay(relayIP), pxeClient(iana.EFI_X86_64)),
 			want: &summary{Type: "OFFER", YIAddr: "198.51.100.12", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "198.51.100.1", File: "ipxe.efi",
 				Options: map[string]string{"1": "255.255.255.0", "3": "198.51.100.1", "51": "1h0m0s", "58": "30m0s", "59": "52m30s", "54": "192.0.2.1",
-					"12": "db-01.lab.example", "60": "PXEClient", "67": "ipxe.efi", "97": guidOpt}},
+					"12": "db-01.lab.example", "60": "PXEClient", "67": "ipxe.efi", "43": "060108ff", "97": guidOpt}},
 		},
 		"relay from an unknown network": {
 			req:     discover(macUnknown, dhcpv4.WithRelay(net.IPv4(203, 0, 113, 1))),

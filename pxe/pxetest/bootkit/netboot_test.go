@@ -80,13 +80,11 @@ func (l *jsonLog) find(match func(map[string]any) bool) bool {
 //     kernel line, which OVMF's EFI stub needs).
 //   - uefi-pxe: OVMF's own PXE client (no NIC ROM), as on real UEFI
 //     hardware: DHCP (arch 7) → TFTP ipxe.efi → iPXE → DHCP again (user
-//     class iPXE) → HTTP script → kernel + initrd. It runs only with
-//     METAL_TEST_UEFI_PXE=1 until pxe/dhcp answers EDK2's PXE client: an
-//     offer with "PXEClient" but without option 43 is a "BINL" offer to
-//     EDK2, which then asks port 4011 for its boot file; metal's full-mode
-//     DHCP neither sends option 43 (discovery control 8) to UEFI clients
-//     nor listens on 4011, so OVMF says "PXE-E16: No valid offer received"
-//     and falls back to UEFI HTTP boot (which works, after ~80 s).
+//     class iPXE) → HTTP script → kernel + initrd. This case proves metal's
+//     TFTP in the chain, and that full-mode DHCP sends option 43
+//     (discovery control 8) to UEFI clients: without it EDK2 takes the
+//     offer for a "BINL" offer, asks port 4011, and says "PXE-E16: No
+//     valid offer received".
 func TestNetboot(t *testing.T) {
 	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI} {
 		if err := bootkit.CheckQEMU(fw); err != nil {
@@ -113,9 +111,6 @@ func TestNetboot(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			if tc.noROM && os.Getenv("METAL_TEST_UEFI_PXE") != "1" {
-				t.Skip("OVMF's own PXE client needs option 43 or port 4011 from pxe/dhcp (see the comment above); set METAL_TEST_UEFI_PXE=1 to run it")
-			}
 			// A TCG boot is CPU-bound in the emulator: the machines share
 			// the two cores well enough, and wall time halves.
 			t.Parallel()
