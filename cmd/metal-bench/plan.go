@@ -13,6 +13,7 @@ import (
 
 var benches = []bench{
 	{name: "validate+plan 10,000 machines", run: benchPlan},
+	{name: "bmc status of 500 virtual BMCs", run: benchBMCStatus},
 }
 
 // benchPlan times `metal plan --json` of a generated 10,000-machine site as
