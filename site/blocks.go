@@ -96,26 +96,8 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		if a := content.Attributes["gateway"]; a != nil {
 			n.Gateway = e.addr(a)
 		}
-		if a := content.Attributes["dns"]; a != nil {
-			for _, v := range e.strList(a) {
-				addr, err := netip.ParseAddr(v)
-				if err != nil || !addr.Is4() {
-					diags = append(diags, errorAt(a.Expr.Range(), "Invalid DNS server", "%q is not an IPv4 address.", v))
-					continue
-				}
-				n.DNS = append(n.DNS, addr)
-			}
-		}
-		if a := content.Attributes["relay_agents"]; a != nil {
-			for _, v := range e.strList(a) {
-				addr, err := netip.ParseAddr(v)
-				if err != nil || !addr.Is4() {
-					diags = append(diags, errorAt(a.Expr.Range(), "Invalid relay agent", "%q is not an IPv4 address.", v))
-					continue
-				}
-				n.RelayAgents = append(n.RelayAgents, addr)
-			}
-		}
+		n.DNS = e.addrList(content.Attributes["dns"], "Invalid DNS server")
+		n.RelayAgents = e.addrList(content.Attributes["relay_agents"], "Invalid relay agent")
 		if a := content.Attributes["pool"]; a != nil {
 			if v, _, ok := e.str(a); ok {
 				start, end, err := parsePool(v)
@@ -175,6 +157,20 @@ func (e *evaluator) addr(a *hcl.Attribute) netip.Addr {
 		return netip.Addr{}
 	}
 	return addr
+}
+
+// addrList evaluates a list of IPv4 addresses, reporting each bad one.
+func (e *evaluator) addrList(a *hcl.Attribute, summary string) []netip.Addr {
+	var out []netip.Addr
+	for _, v := range e.strList(a) {
+		addr, err := netip.ParseAddr(v)
+		if err != nil || !addr.Is4() {
+			e.diags = append(e.diags, errorAt(a.Expr.Range(), summary, "%q is not an IPv4 address.", v))
+			continue
+		}
+		out = append(out, addr)
+	}
+	return out
 }
 
 func (e *evaluator) duration(a *hcl.Attribute, min, max time.Duration) (time.Duration, bool) {

@@ -88,28 +88,36 @@ func readSource(stdin io.Reader, path string) ([]byte, error) {
 	return os.ReadFile(path)
 }
 
-// writeFileKeepMode replaces path's content through a temporary file and a
-// rename, so an interrupted fmt never leaves half a file.
+// writeFileKeepMode replaces path's content, keeping its permissions.
 func writeFileKeepMode(path string, data []byte) error {
 	st, err := os.Stat(path)
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dirOf(path), ".fmt-*")
+	return writeFileAtomic(path, data, st.Mode().Perm())
+}
+
+// writeFileAtomic writes data to path through a temporary file and a
+// rename, so an interruption never leaves half a file.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	f, err := os.CreateTemp(dirOf(path), ".metal-*")
 	if err != nil {
-		return fmt.Errorf("format %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	defer os.Remove(f.Name())
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		return fmt.Errorf("format %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := f.Chmod(st.Mode().Perm()); err != nil {
+	if err := f.Chmod(perm); err != nil {
 		f.Close()
-		return fmt.Errorf("format %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("format %s: %w", path, err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
-	return os.Rename(f.Name(), path)
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -79,22 +80,11 @@ shown as (sensitive). Nothing is changed by plan.`,
 func observedAttributes(*site.Site) map[string]plan.Attributes { return nil }
 
 func savePlan(path string, p *plan.Plan) error {
-	f, err := os.CreateTemp(dirOf(path), ".plan-*")
+	data, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save plan: %w", err)
 	}
-	defer os.Remove(f.Name())
-	if err := writeJSON(f, p); err != nil {
-		f.Close()
-		return fmt.Errorf("save plan: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save plan: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("save plan: %w", err)
-	}
-	return nil
+	return writeFileAtomic(path, append(data, '\n'), 0o644)
 }
 
 func dirOf(path string) string {
