@@ -114,6 +114,11 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 	if p, err := c.PowerState(ctx); err != nil || p != bmc.PowerOn {
 		t.Fatalf("after cycle PowerState = %q, %v; want on", p, err)
 	}
+	if next := sim.QEMUPID(); next == 0 || next == pid {
+		t.Errorf("after cycle QEMU pid = %d, want a new process (was %d)", next, pid)
+	} else if args := cmdline(t, next); strings.Contains(args, "once=") {
+		t.Errorf("the PXE boot device outlived one boot: %s", args)
+	}
 
 	if strings.Contains(log.String(), password) || strings.Contains(sim.Output(), password) {
 		t.Error("the BMC password appears in a log")
