@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -100,7 +101,7 @@ func writeFileKeepMode(path string, data []byte) error {
 // writeFileAtomic writes data to path through a temporary file and a
 // rename, so an interruption never leaves half a file.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	f, err := os.CreateTemp(dirOf(path), ".metal-*")
+	f, err := os.CreateTemp(filepath.Dir(path), ".metal-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

@@ -87,15 +87,6 @@ func savePlan(path string, p *plan.Plan) error {
 	return writeFileAtomic(path, append(data, '\n'), 0o644)
 }
 
-func dirOf(path string) string {
-	for i := len(path) - 1; i >= 0; i-- {
-		if path[i] == '/' {
-			return path[:i+1]
-		}
-	}
-	return "."
-}
-
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
