@@ -90,6 +90,69 @@ type BootIntent struct {
 	Initrds []string   `json:"initrds,omitempty"`
 	Cmdline string     `json:"cmdline,omitempty"`
 	Token   string     `json:"token,omitempty"`
+	// Task is what the install agent does once the machine boots it
+	// (Action install or discover with the agent's kernel and initrd). Nil
+	// when the intent boots something other than the agent.
+	Task *AgentTask `json:"task,omitempty"`
+}
+
+// TaskKind is the job the install agent is given.
+type TaskKind string
+
+const (
+	TaskDiscover TaskKind = "discover" // report hardware facts, then wait
+	TaskInstall  TaskKind = "install"  // write an image to a disk
+	TaskWipe     TaskKind = "wipe"     // erase the disks (deprovision)
+)
+
+// AgentTask is written by the converge engine into a machine's boot intent
+// and handed to the agent when it asks for its task. ID changes with every
+// new task so a late report about an earlier task is never mistaken for the
+// current one.
+type AgentTask struct {
+	ID   string   `json:"id"`
+	Kind TaskKind `json:"kind"`
+	// Image is the site's image name; ImageURL the http URL on metal's own
+	// server the agent streams the disk image from.
+	Image    string `json:"image,omitempty"`
+	ImageURL string `json:"image_url,omitempty"`
+	// Checksum of the disk image as fetched: "sha256:<hex>" or "sha512:<hex>".
+	Checksum string `json:"checksum,omitempty"`
+	// Format is raw, gz, zst or xz.
+	Format string `json:"format,omitempty"`
+	// Disk is the target device ("/dev/vda"); empty lets the agent pick the
+	// first non-removable disk.
+	Disk string `json:"disk,omitempty"`
+	// Hostname, SSHAuthorizedKeys and UserData become the cloud-init NoCloud
+	// seed written beside the image.
+	Hostname          string   `json:"hostname,omitempty"`
+	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
+	UserData          string   `json:"user_data,omitempty"`
+}
+
+// AgentPhase is how far the agent is with its task.
+type AgentPhase string
+
+const (
+	AgentRunning AgentPhase = "running"
+	AgentDone    AgentPhase = "done"
+	AgentFailed  AgentPhase = "failed"
+)
+
+// AgentStatus is the agent's last report about a task, written by the
+// server side of the agent protocol; the converge engine waits on it.
+type AgentStatus struct {
+	TaskID string     `json:"task_id"`
+	Phase  AgentPhase `json:"phase"`
+	// Step is a short word for what the agent does now ("writing",
+	// "verifying", "seeding", "rebooting").
+	Step string `json:"step,omitempty"`
+	// Done and Total are bytes of the current step (Total 0 when unknown).
+	Done  uint64 `json:"done,omitempty"`
+	Total uint64 `json:"total,omitempty"`
+	// Error is the cause of a failure ("checksum mismatch: want …, got …").
+	Error     string    `json:"error,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Identity is what the site file declares about a machine, beyond its name
@@ -100,6 +163,10 @@ type Identity struct {
 	BMCAddress string            `json:"bmc_address,omitempty"`
 	Serial     string            `json:"serial,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Network is the site network the machine boots on; Hostname its DHCP
+	// hostname (empty: the machine's name).
+	Network  string `json:"network,omitempty"`
+	Hostname string `json:"hostname,omitempty"`
 }
 
 // CPU, Disk, NIC and DMI are the hardware facts the agent reports. They are
@@ -159,6 +226,8 @@ type Machine struct {
 	State    State        `json:"state"`
 	History  []Transition `json:"history,omitempty"`
 	Intent   BootIntent   `json:"intent"`
+	// Agent is the install agent's last report about Intent.Task.
+	Agent *AgentStatus `json:"agent,omitempty"`
 
 	// Revision is the store revision of the last write of this machine. On
 	// PutMachine it is the expected revision: 0 creates, anything else must
