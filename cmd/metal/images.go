@@ -1,0 +1,28 @@
+package main
+
+import "github.com/spf13/cobra"
+
+func init() { register(newImagesCmd) }
+
+// imageVerbs holds the constructors of `metal images` subcommands; each
+// subcommand's file registers itself in an init function, like the verbs.
+var imageVerbs []func(*app) *cobra.Command
+
+func registerImages(newCmd func(*app) *cobra.Command) { imageVerbs = append(imageVerbs, newCmd) }
+
+func newImagesCmd(a *app) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "images",
+		Short: "Fetch, verify and cache a site's images; build the install agent",
+		Long: `Images manages the operating system images a site declares: it fetches them
+into a content-addressed cache in the state directory, verifies their
+checksums, and builds the initramfs that carries metal's install agent.
+After a fetch or import, provisioning needs nothing outside this machine.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	for _, newSub := range imageVerbs {
+		cmd.AddCommand(newSub(a))
+	}
+	return cmd
+}
