@@ -53,6 +53,21 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// Logger receives the access log; default slog.Default().
 	Logger *slog.Logger
+	// Observe, when set, is told of every request once it is answered:
+	// the daemon turns script, kernel and initrd fetches into a machine's
+	// boot timeline, and metrics count bytes. It runs on the request's
+	// goroutine, so it must be quick.
+	Observe func(Request)
+}
+
+// Request is what Observe learns about one answered request.
+type Request struct {
+	Method   string
+	Path     string
+	Client   net.IP
+	Status   int
+	Bytes    int64
+	Duration time.Duration
 }
 
 // ScriptPrefix is where scripts live: ScriptPrefix + MAC, and
@@ -296,6 +311,10 @@ func (s *Server) logged(h nethttp.Handler) nethttp.Handler {
 				slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)),
 			}
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append(all, attrs...)...)
+			if s.cfg.Observe != nil {
+				s.cfg.Observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
+					Status: sw.code(), Bytes: sw.bytes, Duration: time.Since(start)})
+			}
 		}()
 		h.ServeHTTP(sw, r)
 	})
