@@ -6,9 +6,6 @@ package netboot
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"net"
 	"net/url"
 	"path"
@@ -112,14 +109,7 @@ func (p *Policy) sourceURL(image string, src site.Source) string {
 
 // Token is the machine's script token: an HMAC of its MAC, so it can be
 // checked without being stored.
-func (p *Policy) Token(mac net.HardwareAddr) string {
-	if len(p.opts.TokenKey) == 0 {
-		return ""
-	}
-	h := hmac.New(sha256.New, p.opts.TokenKey)
-	h.Write([]byte(mac.String()))
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
+func (p *Policy) Token(mac net.HardwareAddr) string { return pxe.Token(p.opts.TokenKey, mac) }
 
 // LocalSources lists the local files of the site's netboot images (kernels
 // and initrds) that the HTTP server must serve, keyed by image.

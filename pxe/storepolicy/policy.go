@@ -1,0 +1,217 @@
+// Package storepolicy answers the netboot servers' questions (pxe.BootPolicy)
+// from the inventory store: which machine a MAC is, and the boot intent the
+// converge engine wrote for it. It keeps every machine in memory, kept
+// current by a watch on the store, so a DHCP packet never waits on a disk or
+// on etcd, and the servers keep answering from what was last committed if
+// the store becomes unreachable.
+package storepolicy
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
+)
+
+// Options are the policy's settings beyond the store.
+type Options struct {
+	// Unknown is what a MAC the store does not know boots: the discovery
+	// agent (Action discover) or nothing (Action none, the default).
+	Unknown pxe.Intent
+	// TokenKey signs per-machine script tokens (pxe.Token); empty
+	// disables them, and scripts are served to leased addresses only.
+	TokenKey []byte
+	// Logger receives watch errors and reloads; default slog.Default().
+	Logger *slog.Logger
+	// RetryEvery is how long to wait before watching again after the
+	// watch failed (default 2 s).
+	RetryEvery time.Duration
+}
+
+// Policy is a pxe.BootPolicy over an inventory.Store.
+type Policy struct {
+	store inventory.Store
+	opts  Options
+	log   *slog.Logger
+
+	mu     sync.RWMutex
+	byMAC  map[string]*inventory.Machine
+	byName map[string]string // name → MAC, for deletions (which carry no MAC)
+	rev    int64
+	synced chan struct{}
+	once   sync.Once
+}
+
+// New loads every machine from store. Run must be running for the policy
+// to follow later changes.
+func New(ctx context.Context, store inventory.Store, opts Options) (*Policy, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RetryEvery <= 0 {
+		opts.RetryEvery = 2 * time.Second
+	}
+	if opts.Unknown.Action == "" {
+		opts.Unknown.Action = pxe.ActionNone
+	}
+	p := &Policy{store: store, opts: opts, log: opts.Logger.With("component", "boot-policy"), synced: make(chan struct{})}
+	if err := p.reload(ctx); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// reload replaces the cache with the store's machines.
+func (p *Policy) reload(ctx context.Context) error {
+	ms, rev, err := p.store.Machines(ctx)
+	if err != nil {
+		return fmt.Errorf("boot policy: load machines: %w", err)
+	}
+	byMAC := make(map[string]*inventory.Machine, len(ms))
+	byName := make(map[string]string, len(ms))
+	for i := range ms {
+		byMAC[ms[i].MAC] = &ms[i]
+		byName[ms[i].Name] = ms[i].MAC
+	}
+	p.mu.Lock()
+	p.byMAC, p.byName, p.rev = byMAC, byName, rev
+	p.mu.Unlock()
+	return nil
+}
+
+// Run follows the store's machine changes until ctx ends. A failed watch
+// (etcd compaction, a lost connection) reloads everything and watches
+// again; meanwhile the policy answers from what it has.
+func (p *Policy) Run(ctx context.Context) error {
+	for {
+		err := p.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		p.log.Warn("watching the store failed; reloading", "error", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(p.opts.RetryEvery):
+		}
+		if err := p.reload(ctx); err != nil {
+			p.log.Warn("reload failed; answering from the last known machines", "error", err)
+		}
+	}
+}
+
+func (p *Policy) follow(ctx context.Context) error {
+	p.mu.RLock()
+	from := p.rev + 1
+	p.mu.RUnlock()
+	ch, err := p.store.Watch(ctx, inventory.WatchOptions{Kinds: []inventory.Kind{inventory.KindMachine}, FromRevision: from})
+	if err != nil {
+		return err
+	}
+	p.once.Do(func() { close(p.synced) })
+	for c := range ch {
+		if c.Err != nil {
+			return c.Err
+		}
+		if c.Machine != nil {
+			p.apply(c)
+		}
+	}
+	return ctx.Err()
+}
+
+func (p *Policy) apply(c inventory.Change) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c.Revision > p.rev {
+		p.rev = c.Revision
+	}
+	m := c.Machine
+	if old, ok := p.byName[m.Name]; ok && (c.Deleted || old != m.MAC) {
+		delete(p.byMAC, old)
+		delete(p.byName, m.Name)
+	}
+	if c.Deleted {
+		return
+	}
+	cp := *m
+	p.byMAC[m.MAC] = &cp
+	p.byName[m.Name] = m.MAC
+}
+
+// Synced is closed once Run watches the store: from then on a write to the
+// store is seen by the policy shortly after it commits.
+func (p *Policy) Synced() <-chan struct{} { return p.synced }
+
+func (p *Policy) machine(mac net.HardwareAddr) (*inventory.Machine, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	m, ok := p.byMAC[mac.String()]
+	return m, ok
+}
+
+// Host implements pxe.BootPolicy. Machines the agent discovered are known
+// to the store but have no address of their own: they take one from the
+// pool like any unknown MAC.
+func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error) {
+	m, ok := p.machine(mac)
+	if !ok {
+		return pxe.Host{}, pxe.ErrUnknownHost
+	}
+	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network}
+	if m.Identity.IP.IsValid() {
+		h.IP = net.IP(m.Identity.IP.AsSlice())
+	}
+	return h, nil
+}
+
+// Intent implements pxe.BootPolicy.
+func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, error) {
+	m, ok := p.machine(mac)
+	if !ok {
+		return p.opts.Unknown, nil
+	}
+	in := m.Intent
+	if in.Action == "" {
+		// A machine the engine has not touched yet: no netboot, so its
+		// firmware goes on to its disk.
+		if m.State == inventory.StateDiscovered {
+			return p.opts.Unknown, nil
+		}
+		return pxe.Intent{Action: pxe.ActionNone, Token: p.token(mac, "")}, nil
+	}
+	return pxe.Intent{
+		Action:  pxe.Action(in.Action),
+		Kernel:  in.Kernel,
+		Initrd:  append([]string(nil), in.Initrds...),
+		Cmdline: in.Cmdline,
+		Token:   p.token(mac, in.Token),
+	}, nil
+}
+
+func (p *Policy) token(mac net.HardwareAddr, stored string) string {
+	if stored != "" {
+		return stored
+	}
+	return pxe.Token(p.opts.TokenKey, mac)
+}
+
+// MACOf returns the MAC of the machine declared with ip, for callers that
+// see an address before they see a lease.
+func (p *Policy) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for mac, m := range p.byMAC {
+		if m.Identity.IP == ip {
+			hw, err := net.ParseMAC(mac)
+			return hw, err == nil
+		}
+	}
+	return nil, false
+}

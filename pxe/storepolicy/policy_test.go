@@ -1,0 +1,119 @@
+package storepolicy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/pxe"
+)
+
+func stores(t *testing.T) map[string]inventory.Store {
+	t.Helper()
+	out := map[string]inventory.Store{}
+	for name, url := range map[string]string{
+		"memory": "memory://",
+		"bolt":   "file://" + filepath.Join(t.TempDir(), "state.db"),
+	} {
+		s, err := backend.Open(context.Background(), url, backend.Options{})
+		if err != nil {
+			t.Fatalf("open %s: %v", url, err)
+		}
+		t.Cleanup(func() { s.Close() })
+		out[name] = s
+	}
+	return out
+}
+
+var (
+	macWeb   = mustMAC("52:54:00:00:00:01")
+	macNew   = mustMAC("52:54:00:00:00:99")
+	discover = pxe.Intent{Action: pxe.ActionDiscover, Kernel: "/agent/vmlinuz", Initrd: []string{"/agent/initrd"}}
+)
+
+func mustMAC(s string) net.HardwareAddr {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return hw
+}
+
+func TestPolicyFollowsStore(t *testing.T) {
+	for name, store := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			m, err := store.PutMachine(ctx, inventory.Machine{
+				Name: "web-01", MAC: macWeb.String(), State: inventory.StateReady,
+				Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.10"), Network: "lab", Hostname: "web"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := New(ctx, store, Options{Unknown: discover, TokenKey: []byte("k")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go p.Run(ctx)
+			<-p.Synced()
+
+			host, err := p.Host(ctx, macWeb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := pxe.Host{Name: "web-01", MAC: macWeb, IP: net.ParseIP("192.0.2.10").To4(), Hostname: "web", Network: "lab"}
+			if d := cmp.Diff(want, host); d != "" {
+				t.Errorf("host (-want +got):\n%s", d)
+			}
+			// Not touched by the engine yet: no netboot, but a token.
+			in, _ := p.Intent(ctx, macWeb)
+			if in.Action != pxe.ActionNone || in.Token != pxe.Token([]byte("k"), macWeb) {
+				t.Errorf("untouched machine's intent = %+v, want none with its token", in)
+			}
+			// Unknown MACs boot discovery, and are unknown hosts to DHCP.
+			if _, err := p.Host(ctx, macNew); !errors.Is(err, pxe.ErrUnknownHost) {
+				t.Errorf("unknown host: err = %v", err)
+			}
+			if in, _ := p.Intent(ctx, macNew); in.Action != pxe.ActionDiscover {
+				t.Errorf("unknown intent = %+v, want discover", in)
+			}
+
+			// The engine writes an intent: the policy sees it without a reload.
+			m.Intent = inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/agent/vmlinuz",
+				Initrds: []string{"/agent/initrd"}, Cmdline: "console=ttyS0", Token: "t0k"}
+			if _, err := store.PutMachine(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			wantIntent := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/agent/vmlinuz",
+				Initrd: []string{"/agent/initrd"}, Cmdline: "console=ttyS0", Token: "t0k"}
+			eventually(t, func() bool { in, _ := p.Intent(ctx, macWeb); return cmp.Equal(in, wantIntent) })
+
+			// Deleted from the store: unknown again.
+			cur, _ := store.Machine(ctx, "web-01")
+			if err := store.DeleteMachine(ctx, "web-01", cur.Revision); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, func() bool { _, err := p.Host(ctx, macWeb); return errors.Is(err, pxe.ErrUnknownHost) })
+		})
+	}
+}
+
+func eventually(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
