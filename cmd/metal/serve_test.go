@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
 
@@ -28,9 +30,10 @@ func buildMetal(t *testing.T) string {
 // TestServeEndToEnd runs `metal serve` on a lab network and boots nothing
 // but real clients against it: busybox udhcpc gets the machine's
 // reservation with the boot options, tftp-hpa fetches iPXE, curl fetches the
-// machine's iPXE script and the kernel it names. An undeclared MAC gets a
-// pool address, and its request for the declared machine's script is
-// refused.
+// machine's iPXE script, built from the boot intent in the state store, and
+// the kernel it names; the fetches land in the machine's boot timeline. An
+// undeclared MAC gets a pool address, and its request for the declared
+// machine's script is refused.
 func TestServeEndToEnd(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	pxetest.RequireTool(t, "tftp", "tftp-hpa")
@@ -72,6 +75,16 @@ machine "m1" {
 	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The boot intent the converge engine would write: the servers answer
+	// from the store, never from the site file.
+	statePath := filepath.Join(dir, "state", "state.db")
+	withStore(t, statePath, func(ctx context.Context, store inventory.Store) {
+		if _, err := store.PutMachine(ctx, inventory.Machine{Name: "m1", MAC: pxetest.MAC(1).String(),
+			State: inventory.StateProvisioning, Intent: inventory.BootIntent{Action: inventory.BootInstall,
+				Kernel: "/images/live/vmlinuz", Cmdline: "console=ttyS0 metal.marker=e2e"}}); err != nil {
+			t.Fatal(err)
+		}
+	})
 	srv := lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", sitePath)
 
 	// DHCP: retry while the daemon starts.
@@ -132,6 +145,38 @@ machine "m1" {
 	if _, err := os.Stat(filepath.Join(dir, "state", "leases-lab.json")); err != nil {
 		t.Errorf("no lease file: %v", err)
 	}
+
+	// The boot timeline: m1's script and kernel fetches are events.
+	srv.Stop()
+	withStore(t, statePath, func(ctx context.Context, store inventory.Store) {
+		evs, err := store.Events(ctx, inventory.EventQuery{Machine: "m1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kinds := map[inventory.EventKind]bool{}
+		for _, e := range evs {
+			kinds[e.Kind] = true
+		}
+		if !kinds[inventory.EventScript] || !kinds[inventory.EventKernel] {
+			t.Errorf("m1's events %+v lack the script and kernel fetches", evs)
+		}
+	})
+}
+
+// withStore opens the bbolt state store at path (metal serve must not be
+// running) for fn.
+func withStore(t *testing.T, path string, fn func(context.Context, inventory.Store)) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	store, err := backend.Open(ctx, "file://"+path, backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	fn(ctx, store)
 }
 
 // leaseWithRetry runs udhcpc until it gets a lease (the daemon may still be

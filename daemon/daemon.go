@@ -1,0 +1,377 @@
+// Package daemon composes metal's long-running services for one site: the
+// inventory store, the netboot servers (DHCP, TFTP, HTTP) answering from
+// the store's boot intents, and the recording of each machine's boot
+// timeline. `metal serve` runs it until interrupted; `metal apply` runs it
+// in-process for the length of an apply when no daemon is running.
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	"github.com/metal-dev/metal/pxe/dhcp"
+	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/storepolicy"
+	"github.com/metal-dev/metal/pxe/tftp"
+	"github.com/metal-dev/metal/site"
+)
+
+// Options say which site to serve and where.
+type Options struct {
+	Site *site.Site
+	// SiteDir resolves relative paths of the site file (state, images).
+	SiteDir string
+	// StateDir holds leases, staged files and keys; default: beside a
+	// file:// state store, or .metal beside the site file.
+	StateDir string
+	// Listen is the HTTP address; default the site's listen setting.
+	Listen string
+	// TFTPAddr is the TFTP listen address; default ":69".
+	TFTPAddr string
+	// Store, when set, is used instead of opening the site's state URL
+	// (tests; a caller that already holds the store). The daemon does not
+	// close a store it was given.
+	Store  inventory.Store
+	Logger *slog.Logger
+}
+
+// AgentBoot is what a machine netboots to run metal's install agent: paths
+// on the daemon's HTTP server and the kernel command line.
+type AgentBoot struct {
+	Kernel  string
+	Initrds []string
+	Cmdline string
+}
+
+// Daemon is one site's running services. Fields are set by New and read
+// only afterwards.
+type Daemon struct {
+	// Store is the inventory the servers answer from and the engine
+	// writes to.
+	Store inventory.Store
+	// BaseURL is where machines reach the HTTP server ("http://192.0.2.1:8080").
+	BaseURL string
+	// Agent is the install agent's boot, zero when no agent could be built.
+	Agent AgentBoot
+	// StateDir is the directory of leases, staged files and keys.
+	StateDir string
+
+	site      *site.Site
+	log       *slog.Logger
+	ownStore  bool
+	policy    *storepolicy.Policy
+	dhcp      []*dhcp.Server
+	leases    multiLeases
+	tftp      *tftp.Server
+	http      *pxehttp.Server
+	timeline  *timeline
+	imagePath map[string]string // image name → served path (or remote URL) of its disk
+}
+
+// New prepares every service: it opens the store, records the site's
+// machines in it, stages boot files and checks interfaces, so that a
+// mistake is reported before anything serves. Serve then runs them.
+func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
+	s := opts.Site
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TFTPAddr == "" {
+		opts.TFTPAddr = ":69"
+	}
+	d := &Daemon{site: s, log: opts.Logger, imagePath: map[string]string{}}
+	d.StateDir = opts.StateDir
+	if d.StateDir == "" {
+		d.StateDir = DefaultStateDir(s.Settings.State, opts.SiteDir)
+	}
+	if err := os.MkdirAll(d.StateDir, 0o750); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+
+	d.Store = opts.Store
+	if d.Store == nil {
+		d.Store, err = backend.Open(ctx, ResolveState(s.Settings.State, opts.SiteDir), backend.Options{Logger: opts.Logger})
+		if err != nil {
+			return nil, err
+		}
+		d.ownStore = true
+	}
+	defer func() {
+		if err != nil {
+			d.Close()
+		}
+	}()
+	if err := SyncSite(ctx, d.Store, s); err != nil {
+		return nil, err
+	}
+
+	ipxeFiles, err := bootfiles.FindIPXE(s.Settings.IPXEDir)
+	if err != nil {
+		return nil, err
+	}
+	imageRoot, err := d.stageImages(opts.SiteDir)
+	if err != nil {
+		return nil, err
+	}
+	filesDir := filepath.Join(d.StateDir, "files")
+	if err := os.MkdirAll(filesDir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	filesRoot, err := bootfiles.OpenRoot(filesDir)
+	if err != nil {
+		return nil, err
+	}
+	key, err := tokenKey(filepath.Join(d.StateDir, "token.key"))
+	if err != nil {
+		return nil, err
+	}
+
+	listen := opts.Listen
+	if listen == "" {
+		listen = s.Settings.Listen
+	}
+	// The boot network's address is where machines reach HTTP: find it
+	// before building the agent, whose command line carries it.
+	var serverIPs []netip.Addr
+	for _, n := range s.Networks {
+		if n.Mode == site.ModeOff || n.Interface == "" {
+			continue
+		}
+		ip, err := interfaceAddr(n.Interface, n.Subnet)
+		if err != nil {
+			return nil, fmt.Errorf("network %q: %w", n.Name, err)
+		}
+		serverIPs = append(serverIPs, ip)
+	}
+	first := netip.Addr{}
+	if len(serverIPs) > 0 {
+		first = serverIPs[0]
+	}
+	if d.BaseURL, err = httpBaseURL(listen, first); err != nil {
+		return nil, err
+	}
+	base, err := url.Parse(d.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("http base URL: %w", err)
+	}
+	d.Agent, err = d.prepareAgent(ctx, filesDir)
+	if err != nil {
+		return nil, err
+	}
+
+	unknown := pxe.Intent{Action: pxe.ActionNone}
+	if s.Settings.UnknownMachines == "discover" && d.Agent.Kernel != "" {
+		unknown = pxe.Intent{Action: pxe.ActionDiscover, Kernel: d.Agent.Kernel, Initrd: d.Agent.Initrds, Cmdline: d.Agent.Cmdline}
+	}
+	d.policy, err = storepolicy.New(ctx, d.Store, storepolicy.Options{Unknown: unknown, TokenKey: key, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+
+	i := 0
+	for _, n := range s.Networks {
+		if n.Mode == site.ModeOff || n.Interface == "" {
+			continue
+		}
+		serverIP := serverIPs[i]
+		i++
+		cfg := dhcp.Config{
+			Interface:     n.Interface,
+			ServerIP:      serverIP,
+			Subnets:       []dhcp.Subnet{dhcpSubnet(n)},
+			IgnoreUnknown: s.Settings.UnknownMachines == "ignore",
+			HTTPBaseURL:   d.BaseURL,
+		}
+		if n.Mode == site.ModeProxy {
+			cfg.Mode = dhcp.ModeProxy
+		}
+		// Networks reached through relays are answered by the server on
+		// the first interface: relayed requests arrive unicast to it.
+		if len(d.dhcp) == 0 {
+			for _, r := range s.Networks {
+				if r.Interface == "" && len(r.RelayAgents) > 0 && r.Mode != site.ModeOff {
+					cfg.Subnets = append(cfg.Subnets, dhcpSubnet(r))
+				}
+			}
+		}
+		store := dhcp.NewFileStore(filepath.Join(d.StateDir, "leases-"+n.Name+".json"))
+		srv, err := dhcp.NewServer(cfg, d.policy, store, d.log.With("network", n.Name))
+		if err != nil {
+			return nil, fmt.Errorf("network %q: %w", n.Name, err)
+		}
+		d.dhcp = append(d.dhcp, srv)
+		d.leases = append(d.leases, srv.Leases())
+	}
+
+	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
+	d.timeline = newTimeline(d.Store, d.policy, d.leases, d.log)
+	d.http, err = pxehttp.New(pxehttp.Config{
+		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
+		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
+		Observe: d.timeline.observe,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Serve runs every service until ctx ends or one fails; then it stops the
+// rest. It does not close the store (Close does).
+func (d *Daemon) Serve(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.policy.Run(ctx) })
+	g.Go(func() error { return d.timeline.run(ctx) })
+	for _, srv := range d.dhcp {
+		g.Go(func() error { return srv.Serve(ctx) })
+	}
+	g.Go(func() error { return d.tftp.Serve(ctx) })
+	g.Go(func() error { return d.http.Serve(ctx) })
+	d.log.Info("metal serving", "site", d.site.Name, "machines", len(d.site.Machines),
+		"http", d.BaseURL, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// Synced is closed once the boot policy follows the store, so a boot
+// intent written afterwards is what the next netboot gets.
+func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
+
+// ImageURL is the URL the agent streams the disk image of a site image
+// from; empty when the image has no disk metal can serve.
+func (d *Daemon) ImageURL(image string) string {
+	p, ok := d.imagePath[image]
+	if !ok || strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
+		return p
+	}
+	return d.BaseURL + p
+}
+
+// Close releases the store if the daemon opened it.
+func (d *Daemon) Close() error {
+	if d.ownStore && d.Store != nil {
+		return d.Store.Close()
+	}
+	return nil
+}
+
+func dhcpSubnet(n *site.Network) dhcp.Subnet {
+	return dhcp.Subnet{
+		CIDR: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Domain: n.Domain,
+		PoolStart: n.PoolStart, PoolEnd: n.PoolEnd, LeaseTime: n.LeaseTime,
+	}
+}
+
+// DefaultStateDir puts leases and staged files beside a file:// state
+// store; with etcd, in .metal beside the site file.
+func DefaultStateDir(state, siteDir string) string {
+	if p, ok := strings.CutPrefix(ResolveState(state, siteDir), "file://"); ok {
+		return filepath.Dir(p)
+	}
+	return filepath.Join(siteDir, ".metal")
+}
+
+// ResolveState makes a relative file:// state path relative to the site
+// file's directory, as the site file means it.
+func ResolveState(state, siteDir string) string {
+	if p, ok := strings.CutPrefix(state, "file://"); ok && !filepath.IsAbs(p) {
+		return "file://" + filepath.Join(siteDir, p)
+	}
+	return state
+}
+
+// interfaceAddr returns the interface's IPv4 address inside subnet: the
+// address DHCP identifies itself with and machines reach TFTP and HTTP on.
+func interfaceAddr(name string, subnet netip.Prefix) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %q: %w (is the network's interface setting right? `ip link` lists them)", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("interface %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(ipn.IP.To4()); ok && subnet.Contains(ip) {
+				return ip, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("interface %q has no address in %s; give it one (ip addr add ... dev %s)", name, subnet, name)
+}
+
+// httpBaseURL is the URL machines fetch scripts and kernels from: the
+// listen address, with an unspecified host replaced by the server's address
+// on the boot network.
+func httpBaseURL(listen string, serverIP netip.Addr) (string, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		if !serverIP.IsValid() {
+			return "", fmt.Errorf("listen address %q has no host and no network has an interface; write listen = \"ADDRESS:PORT\"", listen)
+		}
+		host = serverIP.String()
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// tokenKey reads the key script tokens are signed with, creating it on first
+// use, so tokens stay valid across restarts.
+func tokenKey(path string) ([]byte, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) >= 32 {
+		return b, nil
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("token key: %w", err)
+	}
+	return b, nil
+}
+
+// multiLeases answers for the leases of every DHCP server.
+type multiLeases []pxe.Leases
+
+func (m multiLeases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
+	for _, l := range m {
+		if ip, ok := l.LeasedIP(mac); ok {
+			return ip, true
+		}
+	}
+	return nil, false
+}
+
+func (m multiLeases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
+	for _, l := range m {
+		if mac, ok := l.MACOf(ip); ok {
+			return mac, true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/metal-dev/metal/inventory"
+	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/storepolicy"
+)
+
+// timeline turns the HTTP server's answers into each machine's boot
+// timeline in the store: its script, kernel and initrd fetches. The engine
+// waits on these events for images that boot without the agent, and
+// `metal machines show` and the console print them.
+//
+// Requests are queued and written by one goroutine, so a slow store never
+// slows a boot; when the queue is full, events are dropped and logged.
+type timeline struct {
+	store  inventory.Store
+	policy *storepolicy.Policy
+	leases multiLeases
+	log    *slog.Logger
+	queue  chan pxehttp.Request
+}
+
+func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
+	return &timeline{store: store, policy: policy, leases: leases, log: log.With("component", "timeline"),
+		queue: make(chan pxehttp.Request, 1024)}
+}
+
+// observe is the HTTP server's Observe hook.
+func (t *timeline) observe(r pxehttp.Request) {
+	if r.Status != 200 && r.Status != 206 {
+		return
+	}
+	select {
+	case t.queue <- r:
+	default:
+		t.log.Warn("boot timeline queue full; event dropped", "path", r.Path, "client", r.Client)
+	}
+}
+
+func (t *timeline) run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case r := <-t.queue:
+			t.record(ctx, r)
+		}
+	}
+}
+
+func (t *timeline) record(ctx context.Context, r pxehttp.Request) {
+	mac := t.macOf(r)
+	if mac == nil {
+		return
+	}
+	m, err := t.store.MachineByMAC(ctx, mac.String())
+	if err != nil {
+		return // an unknown machine: the agent reports it once it runs
+	}
+	kind, ok := classify(r.Path, m.Intent)
+	if !ok {
+		return
+	}
+	_, err = t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind,
+		Message: "fetched " + r.Path})
+	if err != nil {
+		t.log.Warn("record boot event", "machine", m.Name, "error", err)
+	}
+}
+
+// macOf names the machine behind a request: scripts carry their MAC in the
+// path; everything else is matched by the client's leased address.
+func (t *timeline) macOf(r pxehttp.Request) net.HardwareAddr {
+	if rest, ok := strings.CutPrefix(r.Path, pxehttp.ScriptPrefix); ok {
+		if mac, err := net.ParseMAC(rest); err == nil {
+			return mac
+		}
+		return nil
+	}
+	if mac, ok := t.leases.MACOf(r.Client); ok {
+		return mac
+	}
+	if ip, ok := netip.AddrFromSlice(r.Client.To4()); ok {
+		if mac, ok := t.policy.MACOf(ip); ok {
+			return mac
+		}
+	}
+	return nil
+}
+
+// classify says which step of a boot the path is, judged against the
+// machine's current intent.
+func classify(path string, in inventory.BootIntent) (inventory.EventKind, bool) {
+	switch {
+	case strings.HasPrefix(path, pxehttp.ScriptPrefix):
+		return inventory.EventScript, true
+	case in.Kernel != "" && pathOf(in.Kernel) == path:
+		return inventory.EventKernel, true
+	}
+	for _, initrd := range in.Initrds {
+		if pathOf(initrd) == path {
+			return inventory.EventInitrd, true
+		}
+	}
+	if in.Task != nil && in.Task.ImageURL != "" && pathOf(in.Task.ImageURL) == path {
+		return inventory.EventImage, true
+	}
+	return "", false
+}
+
+// pathOf is the path part of an intent's URL or path.
+func pathOf(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Path
+}
