@@ -10,6 +10,9 @@ SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 # Modules come from the Go module proxy; bmclib's are not in the checksum DB.
 export GONOSUMDB := github.com/bmc-toolbox
+# A static binary: the install agent runs metal itself as /init of an
+# initramfs, where there is no C library.
+export CGO_ENABLED := 0
 GO ?= go
 FUZZTIME ?= 60s
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
