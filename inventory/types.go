@@ -359,6 +359,14 @@ type ApplyRun struct {
 	State      RunState  `json:"state"`
 	StartedAt  time.Time `json:"started_at"`
 	FinishedAt time.Time `json:"finished_at,omitzero"`
+	// Canary and BatchSize are the rollout's shape as the engine ran it
+	// (the site's rollout block), so the console can show the batches.
+	Canary    int `json:"canary,omitempty"`
+	BatchSize int `json:"batch_size,omitempty"`
+	// HaltReason says why a run stopped before finishing (too many
+	// failures, an operator's halt); empty while it runs or when it ended
+	// on its own.
+	HaltReason string `json:"halt_reason,omitempty"`
 	// Steps is filled by ApplyRun/ApplyRuns from the per-machine records and
 	// ignored by PutApplyRun; write steps with PutApplyStep.
 	Steps    map[string]ApplyStep `json:"-"`
@@ -380,8 +388,11 @@ func (r ApplyRun) Unfinished() []string {
 // ApplyStep is where one machine is in an apply run. Each machine's step is
 // its own record, so batches running in parallel never contend on one key.
 type ApplyStep struct {
-	Machine   string    `json:"machine"`
-	Step      string    `json:"step"` // engine-defined: "power-off", "install", ...
+	Machine string `json:"machine"`
+	Step    string `json:"step"` // engine-defined: "power-off", "install", ...
+	// Batch is the 1-based batch the machine is rolled out in; batch 1 is
+	// the canary when the run has one (Canary > 0). 0: not assigned.
+	Batch     int       `json:"batch,omitempty"`
 	State     RunState  `json:"state"`
 	Error     string    `json:"error,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
