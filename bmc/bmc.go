@@ -178,6 +178,11 @@ type Config struct {
 	IPMICipherSuite string `json:"ipmi_cipher_suite,omitempty"`
 	// IPMIToolPath overrides the ipmitool found on PATH.
 	IPMIToolPath string `json:"ipmitool_path,omitempty"`
+	// Observe, when set, is told of every call once it ends (retries
+	// included): the operation ("power status", "inventory", ...), the protocol
+	// used ("redfish", "ipmi"; "auto" if none answered), how long it took
+	// and its error. Metrics time them; it must be quick.
+	Observe func(op, protocol string, took time.Duration, err error) `json:"-"`
 }
 
 func (c Config) withDefaults() Config {

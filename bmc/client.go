@@ -248,7 +248,17 @@ type opFunc func(ctx context.Context, bc *bmclib.Client, protocol string) error
 // call runs fn with a fresh connection, a timeout per attempt and retries
 // of transient failures. safeToRetry says whether fn may be repeated after
 // a failure that happened after the request may have reached the BMC.
-func (c *Client) call(ctx context.Context, op string, safeToRetry bool, fn opFunc) error {
+func (c *Client) call(ctx context.Context, op string, safeToRetry bool, fn opFunc) (err error) {
+	if c.cfg.Observe != nil {
+		start := time.Now()
+		defer func() {
+			protocol := c.Protocol()
+			if protocol == "" {
+				protocol = c.cfg.Protocol // "auto" that reached neither
+			}
+			c.cfg.Observe(op, protocol, time.Since(start), err)
+		}()
+	}
 	protocol, err := c.resolve(ctx, op)
 	if err != nil {
 		return err

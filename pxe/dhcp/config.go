@@ -95,6 +95,11 @@ type Config struct {
 	// OfferHold is how long an offered address stays reserved for the MAC
 	// it was offered to, waiting for its REQUEST; default 30 seconds.
 	OfferHold time.Duration
+	// Observe, when set, is told of every packet the server read: its
+	// message type ("discover", "request", ...; "malformed") and the
+	// result ("offer", "ack", "nak", "ignored", "error"). Metrics count
+	// them; it runs on the packet's worker, so it must be quick.
+	Observe func(msgType, result string)
 }
 
 const (

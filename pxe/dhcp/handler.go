@@ -104,6 +104,9 @@ func (h *Handler) MACOf(ip net.IP) (net.HardwareAddr, bool) {
 	return k.hw(), true
 }
 
+// LeasesInUse counts the acknowledged leases still valid, for metrics.
+func (h *Handler) LeasesInUse() int { return h.leases.inUse(h.now()) }
+
 // Handle answers one request. A nil reply with a nil error means the
 // request is deliberately left unanswered (rate limited, an unknown MAC
 // while ignoring those, a RELEASE, not a PXE client in proxy mode); an

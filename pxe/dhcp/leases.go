@@ -358,6 +358,19 @@ func (t *leaseTable) macOf(ip netip.Addr, now time.Time) (macKey, bool) {
 	return macKey{}, false
 }
 
+// inUse counts the acknowledged leases still valid at now.
+func (t *leaseTable) inUse(now time.Time) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	for _, b := range t.byIP {
+		if now.Before(b.expiry) {
+			n++
+		}
+	}
+	return n
+}
+
 // size returns the number of bindings and declines, for tests of bounds.
 func (t *leaseTable) size() int {
 	t.mu.Lock()

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -165,20 +166,31 @@ func (s *Server) handle(ctx context.Context, p packet) {
 	}()
 	req, err := dhcpv4.FromBytes(p.data)
 	if err != nil {
+		s.observe("malformed", "error")
 		s.log.Debug("malformed packet dropped", "from", p.peer, "err", err)
 		return
 	}
+	msgType := strings.ToLower(req.MessageType().String())
 	resp, err := s.h.Handle(ctx, req, From{Peer: p.peer, PXEPort: p.pxe})
 	if err != nil {
+		s.observe(msgType, "error")
 		s.log.Warn("request not answered", "from", p.peer, "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", req.MessageType().String(), "err", err)
 		return
 	}
 	if resp == nil {
+		s.observe(msgType, "ignored")
 		return
 	}
+	s.observe(msgType, strings.ToLower(resp.MessageType().String()))
 	dst := replyAddr(req, resp, From{Peer: p.peer, PXEPort: p.pxe})
 	if _, err := p.conn.WriteTo(resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
 		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
+	}
+}
+
+func (s *Server) observe(msgType, result string) {
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(msgType, result)
 	}
 }
 

@@ -48,6 +48,10 @@ type Config struct {
 	Anticipate uint
 	// Logger receives one line per transfer; default slog.Default().
 	Logger *slog.Logger
+	// Observe, when set, is told of every read or write request once it
+	// ends: its result ("ok", "not found", "refused", "failed", "error")
+	// and the bytes sent. Metrics count them; it must be quick.
+	Observe func(result string, bytes int64)
 }
 
 // Server is a read-only TFTP server.
@@ -187,6 +191,9 @@ func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
 		s.log.Log(context.Background(), level, "tftp transfer",
 			"client", client, "file", name, "bytes", n,
 			"duration", time.Since(start), "result", result, "reason", reason)
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(result, n)
+		}
 	}()
 
 	f, _, err := s.open(name)
@@ -224,6 +231,9 @@ func (s *Server) write(name string, wt io.WriterTo) error {
 	}
 	s.log.Warn("tftp transfer", "client", client, "file", name, "bytes", 0,
 		"duration", time.Duration(0), "result", "refused", "reason", "write request")
+	if s.cfg.Observe != nil {
+		s.cfg.Observe("refused", 0)
+	}
 	return errReadOnly
 }
 
