@@ -1,0 +1,416 @@
+// Package api is metal's JSON API over HTTP: machines, their events (with
+// a server-sent event stream to follow them), the plan of the loaded site,
+// apply runs, and the operator's actions. Every request that changes state
+// needs a bearer token; reads need one too unless Options.OpenReads.
+//
+// The daemon mounts the handler under /api/; openapi.yaml beside this file
+// documents every route, and a test keeps the two in step.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+)
+
+// Options are what the API serves from.
+type Options struct {
+	// Store is the inventory read and written. Required.
+	Store inventory.Store
+	// Actions carry out operator actions; nil answers them with 503.
+	Actions Actions
+	// Planner computes the current plan; nil answers /plan with 404.
+	Planner Planner
+	// Tokens verifies bearer tokens; nil refuses every request that
+	// needs one.
+	Tokens TokenVerifier
+	// OpenReads lets GET requests through without a token.
+	OpenReads bool
+	Logger    *slog.Logger
+	// Heartbeat is how often an idle event stream sends a comment, so
+	// proxies keep it open; default 15 s.
+	Heartbeat time.Duration
+}
+
+// Prefix is where the API lives; the daemon mounts New's handler there.
+const Prefix = "/api/v1/"
+
+// maxBody bounds a request body; every body the API takes is small.
+const maxBody = 64 << 10
+
+//go:embed openapi.yaml
+var openAPI []byte
+
+// OpenAPI returns the OpenAPI document describing the API.
+func OpenAPI() []byte { return append([]byte(nil), openAPI...) }
+
+// Route is one documented route: method, net/http pattern, and whether it
+// needs a token even when reads are open.
+type Route struct {
+	Method  string
+	Pattern string
+	Write   bool
+}
+
+// Routes lists every route the handler serves, for the documentation test
+// and for callers that print them.
+func Routes() []Route {
+	return []Route{
+		{"GET", "/api/v1/whoami", false},
+		{"GET", "/api/v1/machines", false},
+		{"GET", "/api/v1/machines/{name}", false},
+		{"GET", "/api/v1/machines/{name}/events", false},
+		{"GET", "/api/v1/events", false},
+		{"GET", "/api/v1/plan", false},
+		{"GET", "/api/v1/runs", false},
+		{"GET", "/api/v1/runs/{id}", false},
+		{"POST", "/api/v1/actions", true},
+		{"GET", "/api/v1/openapi.yaml", false},
+	}
+}
+
+type server struct {
+	opts Options
+	log  *slog.Logger
+	act  Performer
+}
+
+// New returns the API handler. Its routes start with Prefix.
+func New(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	s := &server{opts: opts, log: opts.Logger.With("server", "api"), act: Performer{Store: opts.Store, Actions: opts.Actions}}
+	handlers := map[string]http.HandlerFunc{
+		"/api/v1/whoami":                 s.whoami,
+		"/api/v1/machines":               s.machines,
+		"/api/v1/machines/{name}":        s.machine,
+		"/api/v1/machines/{name}/events": s.machineEvents,
+		"/api/v1/events":                 s.events,
+		"/api/v1/plan":                   s.plan,
+		"/api/v1/runs":                   s.runs,
+		"/api/v1/runs/{id}":              s.run,
+		"/api/v1/actions":                s.action,
+		"/api/v1/openapi.yaml":           s.openapi,
+	}
+	mux := http.NewServeMux()
+	for _, r := range Routes() {
+		mux.Handle(r.Method+" "+r.Pattern, s.authorized(r.Write, handlers[r.Pattern]))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path+" (see "+Prefix+"openapi.yaml)")
+	})
+	// Bearer tokens are never sent by a browser on its own, so the API
+	// is not open to CSRF; this refuses cross-site browser writes all the
+	// same, in case a token ever travels in a cookie.
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusForbidden, "cross-origin request refused: call the API from the same origin or without a browser")
+	}))
+	return s.recovered(cop.Handler(mux))
+}
+
+// recovered turns a panic in a handler into a 500 and a log line: no
+// request takes the daemon down.
+func (s *server) recovered(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("api handler panic", "method", r.Method, "path", r.URL.Path,
+					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+				writeError(w, http.StatusInternalServerError, "internal error; the server log has the details")
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+type whoKey struct{}
+
+// who is the name of the token the request came with ("" if none).
+func who(r *http.Request) string {
+	name, _ := r.Context().Value(whoKey{}).(string)
+	return name
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// authorized checks the token: always for writes, for reads unless they
+// are open. A valid token on an open read still names who asked.
+func (s *server) authorized(write bool, h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, has := BearerToken(r)
+		if has && s.opts.Tokens != nil {
+			if name, ok := s.opts.Tokens.Verify(tok); ok {
+				h(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, name)))
+				return
+			}
+		}
+		if !write && s.opts.OpenReads && !has {
+			h(w, r)
+			return
+		}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="metal"`)
+		msg := "this request needs an API token: send \"Authorization: Bearer <token>\"; create one with `metal token create NAME`"
+		if has {
+			msg = "the API token is not valid: check it, or create a new one with `metal token create NAME`"
+			s.log.Warn("api token refused", "method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+		}
+		writeError(w, http.StatusUnauthorized, msg)
+	})
+}
+
+func (s *server) whoami(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"token": who(r), "open_reads": s.opts.OpenReads})
+}
+
+// MachineList is the body of GET /api/v1/machines.
+type MachineList struct {
+	Machines []inventory.Machine `json:"machines"`
+	// Revision is the store revision the list was read at.
+	Revision int64 `json:"revision"`
+}
+
+func (s *server) machines(w http.ResponseWriter, r *http.Request) {
+	ms, rev, err := s.opts.Store.Machines(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	f, err := ParseFilter(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	out := MachineList{Machines: []inventory.Machine{}, Revision: rev}
+	for _, m := range ms {
+		if f.Match(m) {
+			out.Machines = append(out.Machines, Redact(m))
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) machine(w http.ResponseWriter, r *http.Request) {
+	m, err := s.opts.Store.Machine(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Redact(m))
+}
+
+// Redact drops what must not leave the server: the machine's boot token
+// (it authorises fetching the machine's script) and its user data (which
+// often carries secrets).
+func Redact(m inventory.Machine) inventory.Machine {
+	m.Intent.Token = ""
+	if m.Intent.Task != nil {
+		t := *m.Intent.Task
+		if t.UserData != "" {
+			t.UserData = "(redacted)"
+		}
+		m.Intent.Task = &t
+	}
+	return m
+}
+
+func (s *server) machineEvents(w http.ResponseWriter, r *http.Request) {
+	m, err := s.opts.Store.Machine(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	s.serveEvents(w, r, inventory.EventQuery{Machine: m.Name, MAC: m.MAC})
+}
+
+func (s *server) events(w http.ResponseWriter, r *http.Request) {
+	q := inventory.EventQuery{}
+	if name := r.URL.Query().Get("machine"); name != "" {
+		q.Machine = name
+		if m, err := s.opts.Store.Machine(r.Context(), name); err == nil {
+			q.MAC = m.MAC
+		}
+	}
+	s.serveEvents(w, r, q)
+}
+
+func (s *server) plan(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Planner == nil {
+		writeError(w, http.StatusNotFound, "no site is loaded, so there is no plan: start `metal serve site.hcl`")
+		return
+	}
+	p, err := s.opts.Planner.Plan(r.Context())
+	if err != nil {
+		s.log.Warn("plan", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "plan: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// RunList is the body of GET /api/v1/runs.
+type RunList struct {
+	Runs []Run `json:"runs"`
+}
+
+func (s *server) runs(w http.ResponseWriter, r *http.Request) {
+	runs, err := s.opts.Store.ApplyRuns(r.Context())
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	out := RunList{Runs: make([]Run, 0, len(runs))}
+	for _, run := range runs {
+		out.Runs = append(out.Runs, NewRun(run))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) run(w http.ResponseWriter, r *http.Request) {
+	run, err := s.opts.Store.ApplyRun(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, NewRun(run))
+}
+
+// ActionResult is the body answering POST /api/v1/actions.
+type ActionResult struct {
+	// Event is the event that recorded the action.
+	Event inventory.Event `json:"event"`
+}
+
+func (s *server) action(w http.ResponseWriter, r *http.Request) {
+	req, err := DecodeAction(r)
+	if err != nil {
+		status := http.StatusBadRequest
+		if errors.Is(err, errMediaType) {
+			status = http.StatusUnsupportedMediaType
+		}
+		writeError(w, status, err.Error())
+		return
+	}
+	ev, err := s.act.Perform(r.Context(), who(r), req)
+	switch {
+	case err == nil:
+		s.log.Info("action", "action", req.Action, "machine", req.Machine, "run", req.Run, "token", who(r))
+		writeJSON(w, http.StatusOK, ActionResult{Event: ev})
+	case errors.Is(err, errInvalidAction):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrNoActions):
+		writeError(w, http.StatusServiceUnavailable, err.Error()+": it runs without the converge engine")
+	case errors.Is(err, inventory.ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	default:
+		s.log.Warn("action failed", "action", req.Action, "machine", req.Machine, "run", req.Run, "token", who(r), "err", err)
+		writeJSON(w, http.StatusBadGateway, struct {
+			Error string          `json:"error"`
+			Event inventory.Event `json:"event"`
+		}{err.Error(), ev})
+	}
+}
+
+var errMediaType = errors.New("unsupported media type")
+
+// DecodeAction reads an ActionRequest body strictly: JSON only, one
+// object, no unknown fields, at most 64 KiB, then validated.
+func DecodeAction(r *http.Request) (ActionRequest, error) {
+	var req ActionRequest
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return req, fmt.Errorf("%w: send the body as Content-Type: application/json", errMediaType)
+	}
+	body := http.MaxBytesReader(nil, r.Body, maxBody)
+	if err := decodeStrict(body, &req); err != nil {
+		return req, err
+	}
+	return req, req.Validate()
+}
+
+// decodeStrict decodes exactly one JSON object into v.
+func decodeStrict(rd io.Reader, v any) error {
+	dec := json.NewDecoder(rd)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return fmt.Errorf("body larger than %d bytes", tooBig.Limit)
+		}
+		if errors.Is(err, io.EOF) {
+			return errors.New("empty body: send a JSON object")
+		}
+		return fmt.Errorf("body is not a valid request: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("body holds more than one JSON value")
+	}
+	return nil
+}
+
+func (s *server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	w.Write(openAPI)
+}
+
+func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, inventory.ErrNotFound) {
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	s.log.Error("api store read", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusServiceUnavailable, "inventory store: "+err.Error())
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, Error{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"error":"encode answer"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)+1))
+	w.WriteHeader(status)
+	w.Write(append(data, '\n'))
+}
