@@ -43,6 +43,9 @@ type Options struct {
 	Listen string
 	// TFTPAddr is the TFTP listen address; default ":69".
 	TFTPAddr string
+	// DHCPRateLimit is each DHCP server's per-MAC limit; the zero value is
+	// pxe/dhcp's default (a burst of 10, then 2 packets a second).
+	DHCPRateLimit dhcp.RateLimit
 	// Store, when set, is used instead of opening the site's state URL
 	// (tests; a caller that already holds the store). The daemon does not
 	// close a store it was given.
@@ -196,6 +199,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 			Subnets:       []dhcp.Subnet{dhcpSubnet(n)},
 			IgnoreUnknown: s.Settings.UnknownMachines == "ignore",
 			HTTPBaseURL:   d.BaseURL,
+			RateLimit:     opts.DHCPRateLimit,
 		}
 		if n.Mode == site.ModeProxy {
 			cfg.Mode = dhcp.ModeProxy

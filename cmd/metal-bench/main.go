@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -35,14 +36,41 @@ type Result struct {
 
 // Stats are min, median and max of repeated runs.
 type Stats struct {
-	Min, Median, Max float64
-	Runs             int
+	Min    float64 `json:"min"`
+	Median float64 `json:"median"`
+	Max    float64 `json:"max"`
+	Runs   int     `json:"runs"`
 }
 
+// statsOf summarises runs; the median of an even count is the mean of the
+// middle two. No runs is the zero Stats.
 func statsOf(xs []float64) Stats {
+	if len(xs) == 0 {
+		return Stats{}
+	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
-	return Stats{Min: s[0], Median: s[len(s)/2], Max: s[len(s)-1], Runs: len(s)}
+	n := len(s)
+	med := s[n/2]
+	if n%2 == 0 {
+		med = (s[n/2-1] + s[n/2]) / 2
+	}
+	return Stats{Min: s[0], Median: med, Max: s[n-1], Runs: n}
+}
+
+// compare is a row of metal beside one peer, where more is better: the
+// ratio is of medians and the target is the least ratio that meets it.
+func compare(measure, unit string, metal Stats, peer string, peerVal Stats, target float64) Result {
+	r := Result{Measure: measure + " vs " + peer, Unit: unit, Metal: metal, Peer: peer, PeerVal: &peerVal,
+		Target: fmt.Sprintf("≥ %.1f×", target), When: time.Now()}
+	if peerVal.Median > 0 {
+		r.Ratio = metal.Median / peerVal.Median
+		r.Met = r.Ratio >= target
+	}
+	if !r.Met {
+		r.Note = "short of target"
+	}
+	return r
 }
 
 // bench is one measure; it returns rows (a measure may compare several peers).
@@ -56,6 +84,7 @@ type config struct {
 	runs   int
 	work   string // scratch directory
 	logger *slog.Logger
+	quiet  *slog.Logger // for servers run in-process: their logs are noise here
 }
 
 func main() {
@@ -68,6 +97,7 @@ func main() {
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
 	cfg.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg.quiet = slog.New(slog.DiscardHandler)
 
 	work, err := os.MkdirTemp("", "metal-bench-")
 	if err != nil {
@@ -102,7 +132,7 @@ func main() {
 	fmt.Printf("\nResults written to %s\n", path)
 }
 
-func printTable(w *os.File, results []Result) {
+func printTable(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEASURE\tMETAL (min/median/max)\tPEER\tPEER (min/median/max)\tRATIO\tTARGET\tMET")
 	for _, r := range results {

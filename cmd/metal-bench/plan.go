@@ -14,6 +14,9 @@ import (
 var benches = []bench{
 	{name: "validate+plan 10,000 machines", run: benchPlan},
 	{name: "bmc status of 500 virtual BMCs", run: benchBMCStatus},
+	{name: "dhcp", run: benchDHCP},
+	{name: "tftp", run: benchTFTP},
+	{name: "http", run: benchHTTP},
 }
 
 // benchPlan times `metal plan --json` of a generated 10,000-machine site as

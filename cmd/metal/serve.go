@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -21,6 +26,7 @@ type serveFlags struct {
 	stateDir string
 	listen   string
 	tftpAddr string
+	dhcpRate string
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -44,7 +50,10 @@ Leases survive restarts.
 
 Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 		Example: `  sudo metal serve hcl-examples/qemu-lab.hcl
-  sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl`,
+  sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
+  # a lab or benchmark whose clients ask more often than a real boot does:
+  sudo metal serve --dhcp-rate-limit 100/10ms site.hcl
+  sudo metal serve --dhcp-rate-limit off site.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, diags := f.vars.load(args[0])
@@ -52,26 +61,50 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}
+			limit, err := parseRateLimit(f.dhcpRate)
+			if err != nil {
+				return usageError("%v", err)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, a.logger(), res.Site, filepath.Dir(args[0]), f)
+			return serve(ctx, a.logger(), res.Site, filepath.Dir(args[0]), f, limit)
 		},
 	}
 	f.vars.register(cmd)
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
 	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
+		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off")
 	return cmd
 }
 
 // serve runs the site's daemon until ctx ends or a service fails.
-func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f serveFlags) error {
+func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f serveFlags, limit dhcp.RateLimit) error {
 	d, err := daemon.New(ctx, daemon.Options{
-		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
+		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
+		DHCPRateLimit: limit, Logger: log,
 	})
 	if err != nil {
 		return err
 	}
 	defer d.Close()
 	return d.Serve(ctx)
+}
+
+// parseRateLimit reads --dhcp-rate-limit: "off", or BURST/INTERVAL.
+func parseRateLimit(v string) (dhcp.RateLimit, error) {
+	if v == "off" {
+		return dhcp.RateLimit{Disabled: true}, nil
+	}
+	b, e, ok := strings.Cut(v, "/")
+	burst, err := strconv.Atoi(b)
+	if !ok || err != nil || burst < 1 {
+		return dhcp.RateLimit{}, fmt.Errorf("--dhcp-rate-limit %q: want BURST/INTERVAL (like 10/500ms) or off", v)
+	}
+	every, err := time.ParseDuration(e)
+	if err != nil || every <= 0 {
+		return dhcp.RateLimit{}, fmt.Errorf("--dhcp-rate-limit %q: the interval must be a positive duration (like 500ms)", v)
+	}
+	return dhcp.RateLimit{Burst: burst, Every: every}, nil
 }

@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/metal-dev/metal/pxe"
+)
+
+const (
+	httpImageSize   = 1 << 30
+	httpConcurrency = 200
+	httpMachines    = 200
+	httpLoadFor     = 5 * time.Second
+)
+
+// httpMAC is the MAC of bench machine i (1-based), as metalHTTPSite
+// declares it.
+func httpMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x52, 0x54, 0, 0xbb, byte(i >> 8), byte(i)}
+}
+
+// metalHTTPSite declares httpMachines machines on a network metal does not
+// serve DHCP on (mode off): `metal serve` runs only TFTP and HTTP, on
+// loopback.
+func metalHTTPSite(dir, listen string) []byte {
+	return fmt.Appendf(nil, `site "bench" {
+  state  = "file://%s/state.db"
+  listen = %q
+}
+
+network "bench" {
+  subnet = %q
+  mode   = "off"
+}
+
+machine "m" {
+  for_each = { for i in range(1, %d) : format("m-%%03d", i) => i }
+  mac      = format("52:54:00:bb:%%02x:%%02x", floor(each.value / 256), each.value %% 256)
+  ip       = cidrhost(%q, each.value + 20)
+}
+`, dir, listen, dhcpSubnet, httpMachines+1, dhcpSubnet)
+}
+
+// benchHTTP compares `metal serve` with nginx: MiB/s of one 1 GiB image
+// download, and requests/s for per-machine iPXE scripts with 200
+// connections at once. Both servers run as their own processes on
+// loopback; the load comes from this process, the same for both. nginx
+// serves metal's scripts as static files (the same bytes): metal renders
+// each one from the store per request.
+func benchHTTP(cfg *config) ([]Result, error) {
+	metalDir := filepath.Join(cfg.work, "http-metal")
+	nginxDir := filepath.Join(cfg.work, "http-nginx")
+	www := filepath.Join(nginxDir, "www")
+	for _, d := range []string{filepath.Join(metalDir, "files"), filepath.Join(www, "files"), filepath.Join(www, "ipxe")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	image := filepath.Join(cfg.work, "image-1g.raw")
+	if err := writeRandomFile(image, httpImageSize); err != nil {
+		return nil, err
+	}
+	defer os.Remove(image)
+	for _, d := range []string{filepath.Join(metalDir, "files"), filepath.Join(www, "files")} {
+		if err := os.Link(image, filepath.Join(d, "image.raw")); err != nil {
+			return nil, err
+		}
+	}
+	// metal serve's script tokens come from this key.
+	key := make([]byte, 32)
+	rand.Read(key)
+	if err := os.WriteFile(filepath.Join(metalDir, "token.key"), key, 0o600); err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	metalAddr, err := loopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	site := filepath.Join(metalDir, "site.hcl")
+	if err := os.WriteFile(site, metalHTTPSite(metalDir, metalAddr), 0o644); err != nil {
+		return nil, err
+	}
+	tftpPort, err := freePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	metalBin, err := filepath.Abs(cfg.metal)
+	if err != nil {
+		return nil, err
+	}
+	mp, err := startProc("metal serve", filepath.Join(metalDir, "metal.log"), nil, metalBin, "serve",
+		"--state-dir", metalDir, "--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftpPort), site)
+	if err != nil {
+		return nil, err
+	}
+	defer mp.stop()
+	if err := waitTCP(ctx, mp, metalAddr); err != nil {
+		return nil, err
+	}
+
+	// Script URLs, each with its machine's token; nginx gets the very
+	// bytes metal answered as its files.
+	paths := make([]string, httpMachines)
+	sizes := make([]int64, httpMachines)
+	for i := range paths {
+		mac := httpMAC(i + 1)
+		paths[i] = "/ipxe/" + mac.String() + "?token=" + pxe.Token(key, mac)
+		body, err := get(ctx, "http://"+metalAddr+paths[i])
+		if err != nil {
+			return nil, fmt.Errorf("metal serve: %w", err)
+		}
+		sizes[i] = int64(len(body))
+		if err := os.WriteFile(filepath.Join(www, "ipxe", mac.String()), body, 0o644); err != nil {
+			return nil, err
+		}
+	}
+
+	nginxAddr, err := loopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(nginxDir, "nginx.conf")
+	if err := os.WriteFile(conf, nginxConfig(nginxDir, www, nginxAddr), 0o644); err != nil {
+		return nil, err
+	}
+	nginx, err := lookTool("nginx")
+	if err != nil {
+		return nil, err
+	}
+	np, err := startProc("nginx", filepath.Join(nginxDir, "nginx.out"), nil, nginx, "-p", nginxDir, "-c", conf, "-g", "daemon off;")
+	if err != nil {
+		return nil, err
+	}
+	defer np.stop()
+	if err := waitTCP(ctx, np, nginxAddr); err != nil {
+		return nil, err
+	}
+
+	var mImg, nImg, mReq, nReq []float64
+	for run := range cfg.runs {
+		for _, s := range []struct {
+			name, addr string
+			p          *proc
+			img, req   *[]float64
+		}{{"metal", metalAddr, mp, &mImg, &mReq}, {"nginx", nginxAddr, np, &nImg, &nReq}} {
+			if err := s.p.exited(); err != nil {
+				return nil, err
+			}
+			mib, err := download(ctx, "http://"+s.addr+"/files/image.raw", httpImageSize)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			rps, err := loadScripts("http://"+s.addr, paths, sizes, httpConcurrency, httpLoadFor)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			cfg.logger.Info("http run", "server", s.name, "run", run+1, "image_mib_s", int(mib), "scripts_per_s", int(rps))
+			*s.img, *s.req = append(*s.img, mib), append(*s.req, rps)
+		}
+	}
+	return []Result{
+		compare("HTTP 1 GiB image download", "MiB/s", statsOf(mImg), "nginx", statsOf(nImg), 0.9),
+		compare(fmt.Sprintf("HTTP iPXE scripts, %d concurrent", httpConcurrency), "req/s", statsOf(mReq), "nginx", statsOf(nReq), 0.9),
+	}, nil
+}
+
+// loopbackAddr is a free TCP address on 127.0.0.1.
+func loopbackAddr() (string, error) {
+	p, err := freePort("tcp")
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("127.0.0.1:%d", p), nil
+}
+
+func get(ctx context.Context, url string) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
+	}
+	return body, nil
+}
+
+// download fetches url on a fresh connection, checks its length and
+// returns MiB/s. It reads with a 1 MiB buffer so that the client is not
+// what limits a loopback transfer.
+func download(ctx context.Context, url string, want int64) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	c := &http.Client{Transport: &http.Transport{DisableCompression: true, DisableKeepAlives: true}}
+	start := time.Now()
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("GET %s after %d bytes: %w", url, n, err)
+		}
+	}
+	secs := time.Since(start).Seconds()
+	if n != want {
+		return 0, fmt.Errorf("GET %s: %d bytes, want %d", url, n, want)
+	}
+	return float64(n) / (1 << 20) / secs, nil
+}
+
+// loadScripts keeps conc keep-alive connections busy GETting paths in
+// turn for d (after a one-second warm-up) and returns completed requests
+// per second. Every answer must be 200 with the expected length.
+func loadScripts(base string, paths []string, sizes []int64, conc int, d time.Duration) (float64, error) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+	var (
+		counting atomic.Bool
+		done     atomic.Int64
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
+	buf := make([][]byte, conc)
+	for w := range conc {
+		buf[w] = make([]byte, 4096)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; !stop.Load(); i++ {
+				k := i % len(paths)
+				n, err := fetch(c, base+paths[k], buf[w])
+				if err == nil && n != sizes[k] {
+					err = fmt.Errorf("GET %s: %d bytes, want %d", paths[k], n, sizes[k])
+				}
+				if err != nil {
+					errOnce.Do(func() { firstErr = err })
+					stop.Store(true)
+					return
+				}
+				if counting.Load() {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	counting.Store(true)
+	start := time.Now()
+	time.Sleep(d)
+	counting.Store(false)
+	elapsed := time.Since(start).Seconds()
+	stop.Store(true)
+	wg.Wait()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return float64(done.Load()) / elapsed, nil
+}
+
+// fetch GETs url, reading the body into buf, and returns its length.
+func fetch(c *http.Client, url string, buf []byte) (int64, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var n int64
+	for {
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return n, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return n, nil
+}
