@@ -228,6 +228,11 @@ type Machine struct {
 	Intent   BootIntent   `json:"intent"`
 	// Agent is the install agent's last report about Intent.Task.
 	Agent *AgentStatus `json:"agent,omitempty"`
+	// Applied is the site's declaration of this machine, flattened to
+	// attribute names and values as site/plan shows them, that the
+	// converge engine last carried out. The next plan diffs the site
+	// against it; nil means nothing was ever applied.
+	Applied map[string]string `json:"applied,omitempty"`
 
 	// Revision is the store revision of the last write of this machine. On
 	// PutMachine it is the expected revision: 0 creates, anything else must

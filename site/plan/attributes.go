@@ -79,3 +79,26 @@ func short(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return "sha256:" + hex.EncodeToString(sum[:6])
 }
+
+// sensitiveAttrs are the attributes whose value is never shown.
+var sensitiveAttrs = map[string]bool{"bmc.password": true}
+
+// Strings returns the attributes as the inventory keeps them
+// (inventory.Machine.Applied): names to text. Sensitive values are only
+// ever placeholders such as "(set)", so nothing secret is stored.
+func (a Attributes) Strings() map[string]string {
+	out := make(map[string]string, len(a))
+	for k, v := range a {
+		out[k] = v.Text
+	}
+	return out
+}
+
+// FromStrings is the inverse of Strings.
+func FromStrings(m map[string]string) Attributes {
+	out := make(Attributes, len(m))
+	for k, v := range m {
+		out[k] = Value{Text: v, Sensitive: sensitiveAttrs[k]}
+	}
+	return out
+}

@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/metal-dev/metal/site"
 )
@@ -68,6 +70,14 @@ type Plan struct {
 	// Digest identifies the plan's content; a saved plan is applied only if
 	// recomputing it gives the same digest.
 	Digest string `json:"digest"`
+	// SiteFile and SiteDigest, set on a saved plan, name the site file it
+	// was computed from and the digest of that file's content, so that
+	// applying the saved plan reloads the same file and refuses an edited
+	// one.
+	SiteFile   string `json:"site_file,omitempty"`
+	SiteDigest string `json:"site_digest,omitempty"`
+	// Targets, when set, are the machines the plan was limited to.
+	Targets []string `json:"targets,omitempty"`
 }
 
 // HasChanges reports whether applying the plan would do anything.
@@ -114,6 +124,13 @@ func Compute(desired *site.Site, observed map[string]Attributes) *Plan {
 		}
 	}
 	sort.Slice(p.Changes, func(i, j int) bool { return p.Changes[i].Machine < p.Changes[j].Machine })
+	p.summarize()
+	return p
+}
+
+// summarize counts the changes and computes the digest.
+func (p *Plan) summarize() {
+	p.Summary = Summary{}
 	for _, c := range p.Changes {
 		switch c.Action {
 		case Create:
@@ -129,7 +146,50 @@ func Compute(desired *site.Site, observed map[string]Attributes) *Plan {
 		}
 	}
 	p.Digest = digest(p)
-	return p
+}
+
+// Only limits the plan to the named machines (`--target`). A name the plan
+// does not know is an error, so a typo never turns into "no changes".
+func (p *Plan) Only(names []string) (*Plan, error) {
+	if len(names) == 0 {
+		return p, nil
+	}
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	out := &Plan{Site: p.Site, SiteFile: p.SiteFile, SiteDigest: p.SiteDigest}
+	for _, c := range p.Changes {
+		if want[c.Machine] {
+			out.Changes = append(out.Changes, c)
+			delete(want, c.Machine)
+		}
+	}
+	if len(want) > 0 {
+		missing := make([]string, 0, len(want))
+		for n := range want {
+			missing = append(missing, n)
+		}
+		sort.Strings(missing)
+		return nil, fmt.Errorf("no machine %s in site %q or its inventory", strings.Join(missing, ", "), p.Site)
+	}
+	out.Targets = append([]string(nil), names...)
+	sort.Strings(out.Targets)
+	out.summarize()
+	return out, nil
+}
+
+// Destructive returns the changes that rewrite or erase a disk
+// (reprovision and deprovision), which apply carries out only when told
+// so explicitly.
+func (p *Plan) Destructive() []Change {
+	var out []Change
+	for _, c := range p.Changes {
+		if c.Action == Replace || c.Action == Delete {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // diff lists the attributes that differ, in name order. With before nil
@@ -170,7 +230,8 @@ func digest(p *Plan) string {
 	b, _ := json.Marshal(struct {
 		Site    string
 		Changes []Change
-	}{p.Site, p.Changes})
+		Targets []string `json:",omitempty"`
+	}{p.Site, p.Changes, p.Targets})
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
 }
