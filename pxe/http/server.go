@@ -53,6 +53,9 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// Logger receives the access log; default slog.Default().
 	Logger *slog.Logger
+	// Agent, when set, serves the install agent's protocol under /agent/
+	// (pxe/agentapi); it checks for itself which machine may speak.
+	Agent nethttp.Handler
 	// Observe, when set, is told of every request once it is answered:
 	// the daemon turns script, kernel and initrd fetches into a machine's
 	// boot timeline, and metrics count bytes. It runs on the request's
@@ -105,6 +108,9 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("GET /boot/{name}", s.bootFile)
 	mux.Handle("GET /files/{path...}", s.files(cfg.Files))
 	mux.Handle("GET /images/{path...}", s.files(cfg.Images))
+	if cfg.Agent != nil {
+		mux.Handle("/agent/", cfg.Agent)
+	}
 	s.handler = s.logged(mux)
 	return s, nil
 }

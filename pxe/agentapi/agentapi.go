@@ -1,0 +1,155 @@
+// Package agentapi is the protocol between metal and its install agent: the
+// server side, which records what agents report in the inventory store, and
+// the Go client the agent itself uses.
+//
+// The agent runs on the machine (metal as /init of an initramfs) and speaks
+// plain JSON over HTTP to metal's boot server, under Prefix. Every path
+// names the MAC the machine booted from; {mac} is "aa:bb:cc:dd:ee:ff" or
+// "aa-bb-cc-dd-ee-ff":
+//
+//	POST /agent/v1/{mac}/facts   body: inventory.Hardware      → 204
+//	GET  /agent/v1/{mac}/task                                   → 200 TaskResponse
+//	POST /agent/v1/{mac}/status  body: Status                  → 204
+//
+// facts records the machine's hardware. A MAC the store does not know
+// becomes a machine named "m-" and the MAC's hex digits
+// ("m-525400aabbcc") in state discovered, which an operator adopts.
+//
+// task returns the agent's job: the AgentTask the converge engine wrote in
+// the machine's boot intent, or no task (null), which means "report, then
+// ask again after PollSeconds". A task of kind discover means the same.
+//
+// status records the agent's progress and result for one task in
+// Machine.Agent, which the engine waits on, and appends an agent event to
+// the machine's timeline whenever the phase or step changes (byte counts
+// alone update Machine.Agent without an event, so a long write does not
+// flood the log). A report about a task that is no longer the machine's
+// current one is refused with 409 Conflict: the agent then asks for its
+// task again.
+//
+// Only the machine itself may speak for its MAC: the request must come from
+// the address DHCP leased to that MAC, or carry the machine's token in the
+// X-Metal-Token header (its boot intent's token, or pxe.Token under the
+// server's key). Others get 403. Bodies are capped (facts 1 MiB, status
+// 64 KiB) and validated; malformed JSON gets 400 with the reason.
+package agentapi
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/metal-dev/metal/inventory"
+)
+
+// Prefix is where the agent protocol is mounted on metal's HTTP server.
+const Prefix = "/agent/"
+
+// TokenHeader carries a machine's token when the agent cannot be
+// recognised by its leased address (a static address, a relay with NAT).
+const TokenHeader = "X-Metal-Token"
+
+// Body size limits: generous for a machine with hundreds of disks and
+// NICs, small enough that a hostile client cannot make metal buffer much.
+const (
+	maxFactsBytes  = 1 << 20
+	maxStatusBytes = 64 << 10
+)
+
+// TaskResponse is the answer to GET task.
+type TaskResponse struct {
+	// Task is the job to do; nil means none yet: ask again later.
+	Task *inventory.AgentTask `json:"task"`
+	// PollSeconds is how long the agent waits before asking again when
+	// it has nothing to do.
+	PollSeconds int `json:"poll_seconds"`
+}
+
+// Status is one agent report about a task.
+type Status struct {
+	TaskID string               `json:"task_id"`
+	Phase  inventory.AgentPhase `json:"phase"`
+	Step   string               `json:"step,omitempty"`
+	Done   uint64               `json:"done,omitempty"`
+	Total  uint64               `json:"total,omitempty"`
+	Error  string               `json:"error,omitempty"`
+}
+
+// Validate checks a report before it is stored.
+func (s Status) Validate() error {
+	switch {
+	case s.TaskID == "" || len(s.TaskID) > 128:
+		return fmt.Errorf("task_id: want 1-128 bytes, got %d", len(s.TaskID))
+	case s.Phase != inventory.AgentRunning && s.Phase != inventory.AgentDone && s.Phase != inventory.AgentFailed:
+		return fmt.Errorf("phase %q: want running, done or failed", s.Phase)
+	case len(s.Step) > 64:
+		return fmt.Errorf("step: at most 64 bytes, got %d", len(s.Step))
+	case len(s.Error) > 4096:
+		return fmt.Errorf("error: at most 4096 bytes, got %d", len(s.Error))
+	case s.Phase == inventory.AgentFailed && s.Error == "":
+		return fmt.Errorf("a failed report must say why (error is empty)")
+	case s.Total > 0 && s.Done > s.Total:
+		return fmt.Errorf("done %d exceeds total %d", s.Done, s.Total)
+	}
+	return checkText(map[string]string{"task_id": s.TaskID, "step": s.Step, "error": s.Error})
+}
+
+// validateHardware bounds a facts report: counts, and the length and
+// encoding of every string, since all of it is shown to operators.
+func validateHardware(hw inventory.Hardware) error {
+	if len(hw.Disks) > 1024 || len(hw.NICs) > 1024 || len(hw.Extra) > 256 {
+		return fmt.Errorf("too many disks (%d), NICs (%d) or extra facts (%d): at most 1024, 1024 and 256",
+			len(hw.Disks), len(hw.NICs), len(hw.Extra))
+	}
+	fields := map[string]string{
+		"cpu.model": hw.CPU.Model, "dmi.vendor": hw.DMI.Vendor, "dmi.product": hw.DMI.Product,
+		"dmi.serial": hw.DMI.Serial, "dmi.uuid": hw.DMI.UUID, "dmi.bios_version": hw.DMI.BIOSVersion,
+	}
+	for i, d := range hw.Disks {
+		if d.Name == "" {
+			return fmt.Errorf("disks[%d]: name is empty", i)
+		}
+		fields[fmt.Sprintf("disks[%d].name", i)] = d.Name
+		fields[fmt.Sprintf("disks[%d].model", i)] = d.Model
+		fields[fmt.Sprintf("disks[%d].serial", i)] = d.Serial
+	}
+	for i, n := range hw.NICs {
+		if n.Name == "" {
+			return fmt.Errorf("nics[%d]: name is empty", i)
+		}
+		if n.MAC != "" {
+			if _, err := net.ParseMAC(n.MAC); err != nil {
+				return fmt.Errorf("nics[%d].mac %q: not a MAC address", i, n.MAC)
+			}
+		}
+		fields[fmt.Sprintf("nics[%d].name", i)] = n.Name
+		fields[fmt.Sprintf("nics[%d].driver", i)] = n.Driver
+	}
+	for k, v := range hw.Extra {
+		fields["extra key "+k] = k
+		fields["extra."+k] = v
+	}
+	if hw.CPU.Sockets < 0 || hw.CPU.Cores < 0 || hw.CPU.Threads < 0 {
+		return fmt.Errorf("cpu counts must not be negative")
+	}
+	return checkText(fields)
+}
+
+func checkText(fields map[string]string) error {
+	for name, v := range fields {
+		if len(v) > 4096 {
+			return fmt.Errorf("%s: at most 4096 bytes, got %d", name, len(v))
+		}
+		if !utf8.ValidString(v) || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("%s: not valid UTF-8 text", name)
+		}
+	}
+	return nil
+}
+
+// DiscoveredName is the name a machine first seen by the agent gets:
+// "m-" and its MAC's hex digits.
+func DiscoveredName(mac net.HardwareAddr) string {
+	return "m-" + strings.ReplaceAll(mac.String(), ":", "")
+}

@@ -1,0 +1,271 @@
+package agentapi_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/agentapi"
+)
+
+// leases is the DHCP server's answer to "which address does this MAC hold".
+type leases map[string]net.IP
+
+func (l leases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
+	ip, ok := l[mac.String()]
+	return ip, ok
+}
+
+func (l leases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
+	for m, v := range l {
+		if v.Equal(ip) {
+			hw, _ := net.ParseMAC(m)
+			return hw, true
+		}
+	}
+	return nil, false
+}
+
+var (
+	known   = mustMAC("52:54:00:00:00:01")
+	unknown = mustMAC("52:54:00:aa:bb:cc")
+	other   = mustMAC("52:54:00:00:00:09")
+	now     = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+)
+
+func mustMAC(s string) net.HardwareAddr {
+	hw, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return hw
+}
+
+// setup serves the protocol over real HTTP on loopback, over a real store
+// holding one machine with an install task. Both test MACs are leased to
+// 127.0.0.1 (where the test client comes from); other is leased elsewhere.
+func setup(t *testing.T) (inventory.Store, *httptest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	store, err := inventory.Open(ctx, inventory.NewMemoryKV(), inventory.Options{Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	m := inventory.Machine{Name: "web-01", MAC: known.String(), State: inventory.StateProvisioning,
+		Intent: inventory.BootIntent{Action: inventory.BootInstall, Token: "tok-web-01", Task: &inventory.AgentTask{
+			ID: "t1", Kind: inventory.TaskInstall, ImageURL: "http://192.0.2.1/images/x.raw.gz", Format: "gz",
+			Checksum: "sha256:00", Hostname: "web-01",
+		}}}
+	if _, err := store.PutMachine(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := agentapi.New(agentapi.Config{
+		Store: store, TokenKey: []byte("key"), PollSeconds: 1,
+		Leases: leases{known.String(): net.IPv4(127, 0, 0, 1), unknown.String(): net.IPv4(127, 0, 0, 1),
+			other.String(): net.IPv4(192, 0, 2, 9)},
+		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return store, hs
+}
+
+func TestUnknownMachineIsDiscovered(t *testing.T) {
+	store, hs := setup(t)
+	ctx := context.Background()
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: unknown}
+	resp, err := c.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(agentapi.TaskResponse{PollSeconds: 1}, resp); diff != "" {
+		t.Errorf("task before facts (-want +got):\n%s", diff)
+	}
+	hw := inventory.Hardware{
+		CPU: inventory.CPU{Model: "QEMU Virtual CPU", Sockets: 1, Cores: 2, Threads: 2}, MemoryBytes: 1 << 30,
+		Disks: []inventory.Disk{{Name: "vda", SizeBytes: 64 << 20, Serial: "disk0"}},
+		NICs:  []inventory.NIC{{Name: "eth0", MAC: unknown.String(), Driver: "virtio_net"}},
+		DMI:   inventory.DMI{Vendor: "QEMU", Product: "Standard PC"},
+	}
+	if err := c.Facts(ctx, hw); err != nil {
+		t.Fatal(err)
+	}
+	m, err := store.MachineByMAC(ctx, unknown.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw.ReportedAt = now
+	if diff := cmp.Diff(&hw, m.Hardware); diff != "" {
+		t.Errorf("stored hardware (-want +got):\n%s", diff)
+	}
+	if m.Name != "m-525400aabbcc" || m.State != inventory.StateDiscovered {
+		t.Errorf("discovered machine: name %q state %q, want m-525400aabbcc discovered", m.Name, m.State)
+	}
+	// A second report updates the same machine.
+	hw.MemoryBytes = 2 << 30
+	if err := c.Facts(ctx, hw); err != nil {
+		t.Fatal(err)
+	}
+	ms, _, _ := store.Machines(ctx)
+	if len(ms) != 2 {
+		t.Errorf("%d machines after two reports, want 2", len(ms))
+	}
+	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "m-525400aabbcc"})
+	if len(evs) != 2 || evs[0].Kind != inventory.EventAgent || !strings.HasPrefix(evs[0].Message, "discovered;") {
+		t.Errorf("events: %+v, want two agent events, the first saying discovered", evs)
+	}
+}
+
+func TestInstallReports(t *testing.T) {
+	store, hs := setup(t)
+	ctx := context.Background()
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: known}
+	resp, err := c.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Task == nil || resp.Task.ID != "t1" || resp.Task.Kind != inventory.TaskInstall || resp.Task.Format != "gz" {
+		t.Fatalf("task: %+v, want install t1", resp.Task)
+	}
+	reports := []agentapi.Status{
+		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Total: 100},
+		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Done: 50, Total: 100},
+		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Done: 100, Total: 100},
+		{TaskID: "t1", Phase: inventory.AgentFailed, Step: "verifying", Error: "checksum mismatch: want sha256:00, got sha256:11"},
+	}
+	for _, st := range reports {
+		if err := c.Status(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, _ := store.Machine(ctx, "web-01")
+	want := &inventory.AgentStatus{TaskID: "t1", Phase: inventory.AgentFailed, Step: "verifying",
+		Error: "checksum mismatch: want sha256:00, got sha256:11", UpdatedAt: now}
+	if diff := cmp.Diff(want, m.Agent); diff != "" {
+		t.Errorf("agent status (-want +got):\n%s", diff)
+	}
+	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "web-01"})
+	var msgs []string
+	for _, e := range evs {
+		msgs = append(msgs, e.Message)
+	}
+	wantMsgs := []string{
+		"agent task t1: running (writing)",
+		"agent task t1: failed (verifying): checksum mismatch: want sha256:00, got sha256:11",
+	}
+	if diff := cmp.Diff(wantMsgs, msgs); diff != "" {
+		t.Errorf("events: progress alone adds none (-want +got):\n%s", diff)
+	}
+
+	err = c.Status(ctx, agentapi.Status{TaskID: "t0", Phase: inventory.AgentDone})
+	if !errors.Is(err, agentapi.ErrStaleTask) {
+		t.Errorf("report of an old task: %v, want ErrStaleTask", err)
+	}
+}
+
+func TestAuthorisation(t *testing.T) {
+	_, hs := setup(t)
+	ctx := context.Background()
+	cases := map[string]struct {
+		mac   net.HardwareAddr
+		token string
+		ok    bool
+	}{
+		"leased address":                 {mac: known, ok: true},
+		"leased to another address":      {mac: other},
+		"no lease":                       {mac: mustMAC("52:54:00:00:00:77")},
+		"no lease, key token":            {mac: mustMAC("52:54:00:00:00:77"), token: pxe.Token([]byte("key"), mustMAC("52:54:00:00:00:77")), ok: true},
+		"leased elsewhere, intent token": {mac: other, token: "tok-web-01"},
+		"wrong token":                    {mac: other, token: "nope"},
+		"token of another machine":       {mac: other, token: pxe.Token([]byte("key"), known)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c := &agentapi.Client{BaseURL: hs.URL, MAC: tc.mac, Token: tc.token}
+			_, err := c.Task(ctx)
+			if tc.ok != (err == nil) {
+				t.Errorf("task: %v, want allowed=%v", err, tc.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "403") {
+				t.Errorf("refusal: %v, want 403", err)
+			}
+		})
+	}
+}
+
+func TestIntentToken(t *testing.T) {
+	store, hs := setup(t)
+	ctx := context.Background()
+	// web-01 moves off its lease; its intent's token still proves it.
+	m, _ := store.Machine(ctx, "web-01")
+	m.MAC = other.String()
+	if _, err := store.PutMachine(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: other, Token: "tok-web-01"}
+	if _, err := c.Task(ctx); err != nil {
+		t.Errorf("intent token: %v", err)
+	}
+}
+
+func TestHostileBodies(t *testing.T) {
+	_, hs := setup(t)
+	base := hs.URL + agentapi.Prefix + "v1/" + known.String()
+	cases := map[string]struct {
+		path, body string
+		status     int
+	}{
+		"facts not JSON":          {"/facts", "{", 400},
+		"facts wrong type":        {"/facts", `{"memory_bytes":"lots"}`, 400},
+		"facts two values":        {"/facts", `{} {}`, 400},
+		"facts nameless disk":     {"/facts", `{"disks":[{"size_bytes":1}]}`, 400},
+		"facts bad NIC MAC":       {"/facts", `{"nics":[{"name":"eth0","mac":"zz"}]}`, 400},
+		"facts NUL in text":       {"/facts", `{"cpu":{"model":"a\u0000b"}}`, 400},
+		"facts too big":           {"/facts", `{"extra":{"a":"` + strings.Repeat("x", 2<<20) + `"}}`, 413},
+		"facts negative cores":    {"/facts", `{"cpu":{"cores":-1}}`, 400},
+		"facts ok":                {"/facts", `{"disks":[{"name":"vda"}]}`, 204},
+		"status not JSON":         {"/status", "nope", 400},
+		"status no task":          {"/status", `{"phase":"done"}`, 400},
+		"status bad phase":        {"/status", `{"task_id":"t1","phase":"exploded"}`, 400},
+		"status failed no reason": {"/status", `{"task_id":"t1","phase":"failed"}`, 400},
+		"status done > total":     {"/status", `{"task_id":"t1","phase":"running","done":5,"total":4}`, 400},
+		"status null":             {"/status", `null`, 400},
+		"status ok":               {"/status", `{"task_id":"t1","phase":"done"}`, 204},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			resp, err := http.Post(base+tc.path, "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Errorf("status %d (%s), want %d", resp.StatusCode, msg, tc.status)
+			}
+		})
+	}
+	resp, err := http.Get(hs.URL + agentapi.Prefix + "v1/not-a-mac/task")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Errorf("bad MAC: %d, want 404", resp.StatusCode)
+	}
+}

@@ -1,0 +1,290 @@
+package agentapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
+)
+
+// Config is the server side's configuration.
+type Config struct {
+	// Store is where facts and reports are written. Required.
+	Store inventory.Store
+	// Leases tells which address DHCP leased to a MAC: an agent is
+	// recognised by it. Nil: only tokens authorise.
+	Leases pxe.Leases
+	// TokenKey signs per-machine tokens (pxe.Token), the other way an
+	// agent proves which machine it is.
+	TokenKey []byte
+	// PollSeconds is how long an agent without a task waits before asking
+	// again (default 5).
+	PollSeconds int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Server answers the agent protocol.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// errStale marks a report about a task that is no longer current.
+var errStale = errors.New("stale task")
+
+// New returns the protocol's handler; mount it at Prefix.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("agentapi: config without a store")
+	}
+	if cfg.PollSeconds <= 0 {
+		cfg.PollSeconds = 5
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "agentapi"), mux: http.NewServeMux()}
+	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/facts", s.machine(s.facts))
+	s.mux.HandleFunc("GET "+Prefix+"v1/{mac}/task", s.machine(s.task))
+	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/status", s.machine(s.status))
+	return s, nil
+}
+
+// ServeHTTP recovers a panicking handler, so a bad request costs a 500 and
+// never the daemon.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("agent handler panic", "path", r.URL.Path, "panic", fmt.Sprint(p))
+			http.Error(w, "metal: internal error", http.StatusInternalServerError)
+		}
+	}()
+	s.mux.ServeHTTP(w, r)
+}
+
+type machineHandler func(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr)
+
+// machine parses the MAC of the path and lets only that machine through.
+func (s *Server) machine(h machineHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		mac, err := net.ParseMAC(r.PathValue("mac"))
+		if err != nil || len(mac) != 6 {
+			http.Error(w, "metal: not a MAC address: "+r.PathValue("mac"), http.StatusNotFound)
+			return
+		}
+		if !s.authorised(r, mac) {
+			s.log.Warn("agent request refused", "mac", mac.String(), "client", r.RemoteAddr, "path", r.URL.Path)
+			http.Error(w, "metal: only the machine with MAC "+mac.String()+
+				" may report for it: from the address DHCP leased to it, or with its token in "+TokenHeader,
+				http.StatusForbidden)
+			return
+		}
+		h(w, r, mac)
+	}
+}
+
+func (s *Server) authorised(r *http.Request, mac net.HardwareAddr) bool {
+	if s.cfg.Leases != nil {
+		if ip, ok := s.cfg.Leases.LeasedIP(mac); ok && ip.Equal(clientIP(r)) {
+			return true
+		}
+	}
+	token := r.Header.Get(TokenHeader)
+	if token == "" {
+		return false
+	}
+	if want := pxe.Token(s.cfg.TokenKey, mac); want != "" && subtle.ConstantTimeCompare([]byte(token), []byte(want)) == 1 {
+		return true
+	}
+	m, err := s.cfg.Store.MachineByMAC(r.Context(), mac.String())
+	return err == nil && m.Intent.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(m.Intent.Token)) == 1
+}
+
+func clientIP(r *http.Request) net.IP {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(host)
+}
+
+// decode reads one JSON value of at most limit bytes into v; anything after
+// it is an error, so two concatenated reports are not half-accepted.
+func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			http.Error(w, fmt.Sprintf("metal: body larger than %d bytes", limit), http.StatusRequestEntityTooLarge)
+			return false
+		}
+		http.Error(w, "metal: reading body: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		http.Error(w, "metal: malformed JSON: "+err.Error(), http.StatusBadRequest)
+		return false
+	}
+	if dec.More() {
+		http.Error(w, "metal: malformed JSON: data after the value", http.StatusBadRequest)
+		return false
+	}
+	return true
+}
+
+func (s *Server) facts(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
+	var hw inventory.Hardware
+	if !decode(w, r, maxFactsBytes, &hw) {
+		return
+	}
+	if err := validateHardware(hw); err != nil {
+		http.Error(w, "metal: facts: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	hw.ReportedAt = s.cfg.Now().UTC()
+	ctx := r.Context()
+	name, created, err := s.recordFacts(ctx, mac, hw)
+	if err != nil {
+		s.log.Error("record facts", "mac", mac.String(), "error", err)
+		http.Error(w, "metal: cannot record facts: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	msg := fmt.Sprintf("agent reported facts: %d CPU threads, %d MiB memory, %d disks, %d NICs",
+		hw.CPU.Threads, hw.MemoryBytes>>20, len(hw.Disks), len(hw.NICs))
+	if created {
+		msg = "discovered; " + msg
+	}
+	s.event(ctx, name, mac, msg)
+	s.log.Info("agent facts", "mac", mac.String(), "machine", name, "discovered", created)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// recordFacts stores hw on the machine with mac, creating a discovered
+// machine for a MAC the store does not know.
+func (s *Server) recordFacts(ctx context.Context, mac net.HardwareAddr, hw inventory.Hardware) (name string, created bool, err error) {
+	for attempt := 0; attempt < 8; attempt++ {
+		m, err := s.cfg.Store.MachineByMAC(ctx, mac.String())
+		if errors.Is(err, inventory.ErrNotFound) {
+			m = inventory.Machine{Name: DiscoveredName(mac), MAC: mac.String(), Hardware: &hw}
+			if err := m.SetState(inventory.StateDiscovered, "agent reported from an unknown MAC", s.cfg.Now()); err != nil {
+				return "", false, err
+			}
+			_, err = s.cfg.Store.PutMachine(ctx, m)
+			if errors.Is(err, inventory.ErrConflict) {
+				continue // another report created it meanwhile
+			}
+			return m.Name, err == nil, err
+		}
+		if err != nil {
+			return "", false, err
+		}
+		_, err = inventory.UpdateMachine(ctx, s.cfg.Store, m.Name, func(m *inventory.Machine) error {
+			m.Hardware = &hw
+			return nil
+		})
+		return m.Name, false, err
+	}
+	return "", false, fmt.Errorf("machine of %s: %w", mac, inventory.ErrConflict)
+}
+
+func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
+	resp := TaskResponse{PollSeconds: s.cfg.PollSeconds}
+	m, err := s.cfg.Store.MachineByMAC(r.Context(), mac.String())
+	switch {
+	case errors.Is(err, inventory.ErrNotFound):
+		// Not reported yet: the agent reports facts, then asks again.
+	case err != nil:
+		s.log.Error("task lookup", "mac", mac.String(), "error", err)
+		http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
+		return
+	default:
+		resp.Task = m.Intent.Task
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(resp)
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
+	var st Status
+	if !decode(w, r, maxStatusBytes, &st) {
+		return
+	}
+	if err := st.Validate(); err != nil {
+		http.Error(w, "metal: status: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	ctx := r.Context()
+	m, err := s.cfg.Store.MachineByMAC(ctx, mac.String())
+	if errors.Is(err, inventory.ErrNotFound) {
+		http.Error(w, "metal: no machine with MAC "+mac.String()+": report facts first", http.StatusNotFound)
+		return
+	}
+	if err != nil {
+		http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var changed bool
+	_, err = inventory.UpdateMachine(ctx, s.cfg.Store, m.Name, func(m *inventory.Machine) error {
+		if m.Intent.Task == nil || m.Intent.Task.ID != st.TaskID {
+			return errStale
+		}
+		prev := m.Agent
+		changed = prev == nil || prev.TaskID != st.TaskID || prev.Phase != st.Phase || prev.Step != st.Step || prev.Error != st.Error
+		m.Agent = &inventory.AgentStatus{
+			TaskID: st.TaskID, Phase: st.Phase, Step: st.Step,
+			Done: st.Done, Total: st.Total, Error: st.Error, UpdatedAt: s.cfg.Now().UTC(),
+		}
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		http.Error(w, "metal: task "+st.TaskID+" is not this machine's current task: ask for the task again", http.StatusConflict)
+		return
+	}
+	if err != nil {
+		s.log.Error("record status", "mac", mac.String(), "error", err)
+		http.Error(w, "metal: cannot record status: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if changed {
+		msg := fmt.Sprintf("agent task %s: %s", st.TaskID, st.Phase)
+		if st.Step != "" {
+			msg += " (" + st.Step + ")"
+		}
+		if st.Error != "" {
+			msg += ": " + st.Error
+		}
+		s.event(ctx, m.Name, mac, msg)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) event(ctx context.Context, name string, mac net.HardwareAddr, msg string) {
+	_, err := s.cfg.Store.AppendEvent(ctx, inventory.Event{
+		Time: s.cfg.Now().UTC(), Machine: name, MAC: mac.String(), Kind: inventory.EventAgent, Message: msg,
+	})
+	if err != nil {
+		s.log.Warn("append agent event", "machine", name, "error", err)
+	}
+}
