@@ -47,6 +47,10 @@ type KV struct {
 	hub     *hub.Hub[inventory.KVEvent]
 }
 
+// ErrLocked: another process holds the store file (a running `metal
+// serve`, usually). The error wrapping it names the holder's PID.
+var ErrLocked = errors.New("store in use")
+
 // errCondFailed rolls back a Txn whose conditions did not hold, so a failed
 // CAS costs no disk write.
 var errCondFailed = errors.New("condition failed")
@@ -74,7 +78,7 @@ func Open(path string, opts Options) (*KV, error) {
 				holder = fmt.Sprintf("PID %d", pid)
 			}
 		}
-		return nil, fmt.Errorf("state store %s is locked by %s (another metal running?)", path, holder)
+		return nil, fmt.Errorf("state store %s is locked by %s (another metal running?): %w", path, holder, ErrLocked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)

@@ -238,8 +238,7 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	if n < 3 {
 		t.Fatalf("only %d writes before the kill", n+1)
 	}
-	c.start(0, c.members[0].name+"="+c.members[0].peerURL)
-	c.waitHealthy(0)
+	c.restart(0)
 	s, err = inventory.Open(ctx, open(t, c.endpoints(), "/metal/"), inventory.Options{})
 	if err != nil {
 		t.Fatalf("reopen after SIGKILL: %v", err)
