@@ -1,0 +1,361 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/lab"
+)
+
+func init() { register(newLabCmd) }
+
+type labFlags struct {
+	dir      string
+	asJSON   bool
+	machines int
+	uefi     int
+	noServe  bool
+	memory   int
+}
+
+func newLabCmd(a *app) *cobra.Command {
+	f := &labFlags{}
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A QEMU lab: virtual machines behind virtual BMCs, netbooted by metal",
+		Long: `The lab is a rack in a box: QEMU virtual machines with blank disks, each
+behind a BMC (metal's virtual Redfish BMC, and OpenIPMI's ipmi_sim for one of
+them, so both protocols run), on a bridge inside a network namespace of its
+own, so the host network is never touched. ` + "`lab up`" + ` writes the lab's site
+file and starts ` + "`metal serve`" + ` for it; ` + "`lab apply`" + ` provisions every VM from it,
+as metal provisions a real rack: power on through the BMC, PXE, install
+agent, image written, boot from disk.
+
+Everything lives in one directory (--dir, default .metal-lab): site.hcl,
+lab.json (what runs, by pid), each VM's disk, serial log and console socket
+under vms/NAME/, and the logs of metal and the BMCs under logs/.
+
+Addresses inside the lab: metal 192.0.2.1 (HTTP :8080), Redfish BMCs
+192.0.2.2:8001..., ipmi_sim 192.0.2.3:623, machines 192.0.2.11 onwards.
+
+The lab needs root (network namespaces), qemu-system-x86, ipxe-qemu, ovmf,
+openipmi and ipmitool; ` + "`make lab`" + ` installs them and runs it all.`,
+		Example: `  sudo metal lab up --machines 2 --uefi 1
+  sudo metal lab apply                  # provision every VM
+  sudo metal lab status                 # VMs, BMCs, last serial line
+  sudo metal lab console vm-2           # serial console; Ctrl-] leaves
+  sudo metal lab exec -- metal bmc status --site .metal-lab/site.hcl
+  sudo metal lab down`,
+	}
+	cmd.PersistentFlags().StringVar(&f.dir, "dir", ".metal-lab", "the lab's directory")
+	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
+	cmd.AddCommand(newLabUpCmd(a, f), newLabStatusCmd(a, f), newLabConsoleCmd(a, f),
+		newLabApplyCmd(a, f), newLabExecCmd(a, f), newLabDownCmd(a, f))
+	return cmd
+}
+
+func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Make the lab: namespace, bridge, VMs, BMCs, site file, metal serve",
+		Long: `Up makes a lab of --machines VMs, the last --uefi of them booting OVMF (UEFI)
+and the others SeaBIOS. With two or more, vm-1 is behind ipmi_sim and the
+others behind metal's Redfish BMC. The VMs stay off until something powers
+them on through their BMC (metal lab apply does).
+
+A lab left in --dir by an earlier up (even one that crashed) is removed first:
+its processes, taps, bridge and namespace. Disks and state start blank.`,
+		Example: `  sudo metal lab up
+  sudo metal lab up --machines 4 --uefi 2 --dir /tmp/lab4
+  sudo metal lab up --no-serve   # metal apply then serves for its own length`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := lab.Up(ctx, lab.Config{
+				Dir: f.dir, Machines: f.machines, UEFI: f.uefi, NoServe: f.noServe,
+				MemoryMiB: f.memory, Log: a.logger(),
+			})
+			if err != nil {
+				return err
+			}
+			if f.asJSON {
+				return writeJSON(a.stdout, st)
+			}
+			renderLabUp(a.stdout, st)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&f.machines, "machines", 2, "number of VMs")
+	cmd.Flags().IntVar(&f.uefi, "uefi", 1, "how many of them boot UEFI (OVMF); the rest boot BIOS")
+	cmd.Flags().BoolVar(&f.noServe, "no-serve", false, "do not start metal serve for the lab")
+	cmd.Flags().IntVar(&f.memory, "memory", 1024, "memory of each VM, in MiB")
+	return cmd
+}
+
+func renderLabUp(w io.Writer, st *lab.State) {
+	fmt.Fprintf(w, "Lab up in %s (network namespace %s)\n\n", st.Dir, st.Netns)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFIRMWARE\tMAC\tIP\tBMC\tSERIAL LOG")
+	for _, vm := range st.VMs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", vm.Name, vm.Firmware, vm.MAC, vm.IP, vm.Protocol, vm.BMCAddress, vm.Serial)
+	}
+	tw.Flush()
+	dirFlag := ""
+	if rel, err := filepath.Rel(mustGetwd(), st.Dir); err != nil || rel != ".metal-lab" {
+		dirFlag = " --dir " + st.Dir
+	}
+	fmt.Fprintf(w, "\nSite file: %s", st.Site)
+	if p, ok := st.Proc("serve"); ok {
+		fmt.Fprintf(w, "\nmetal serve: %s (pid %d, log %s)", st.HTTPURL(), p.PID, p.Log)
+	}
+	fmt.Fprintf(w, `
+
+Next:
+  metal lab apply%[1]s            provision every VM
+  metal lab status%[1]s           VMs, BMCs, last serial line
+  metal lab console%[1]s vm-1     serial console (Ctrl-] leaves)
+  metal lab down%[1]s             remove the lab
+`, dirFlag)
+}
+
+func mustGetwd() string {
+	wd, _ := os.Getwd()
+	return wd
+}
+
+func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab: processes, VMs, their BMCs and last serial line",
+		Long: `Status shows whether each lab process (BMCs, metal serve) still runs and,
+for each VM, its firmware, BMC, whether QEMU runs, metal's state for the
+machine (when no running metal holds the store) and the last line on its
+serial console.`,
+		Example: `  sudo metal lab status
+  sudo metal lab status --json | jq '.vms[] | {name, running, state}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			s := st.Status(cmd.Context())
+			if f.asJSON {
+				return writeJSON(a.stdout, s)
+			}
+			renderLabStatus(a.stdout, s, terminalWidth(a.stdout))
+			return nil
+		},
+	}
+}
+
+// terminalWidth is the width of w when it is a terminal, else 0 (no limit).
+func terminalWidth(w io.Writer) int {
+	if !isTerminal(w) {
+		return 0
+	}
+	cols, _, err := term.GetSize(int(w.(*os.File).Fd()))
+	if err != nil {
+		return 0
+	}
+	return cols
+}
+
+func renderLabStatus(w io.Writer, s lab.Status, width int) {
+	ns := "up"
+	if !s.NetnsUp {
+		ns = "missing"
+	}
+	fmt.Fprintf(w, "Lab %s (network namespace %s: %s)\n\n", s.Dir, s.Netns, ns)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PROCESS\tPID\tRUNNING\tLOG")
+	for _, p := range s.Procs {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", p.Name, p.PID, yesNo(p.Running), p.Log)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	var table bytes.Buffer
+	tw = tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tFIRMWARE\tBMC\tQEMU\tSTATE\tLAST SERIAL LINE")
+	for _, vm := range s.VMs {
+		qemu := "off"
+		if vm.Running {
+			qemu = fmt.Sprintf("pid %d", vm.PID)
+		}
+		state := vm.State
+		if state == "" {
+			state = "-"
+		}
+		if vm.AgentStep != "" {
+			state += " (" + vm.AgentStep + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", vm.Name, vm.Firmware, vm.Protocol, vm.BMCAddress, qemu, state, vm.LastLine)
+	}
+	tw.Flush()
+	// The serial line is last and may be long: cut lines to the terminal.
+	for _, line := range strings.SplitAfter(table.String(), "\n") {
+		if r := []rune(strings.TrimSuffix(line, "\n")); width > 0 && len(r) > width {
+			line = string(r[:width-1]) + "…\n"
+		}
+		io.WriteString(w, line)
+	}
+	if s.StoreError != "" {
+		fmt.Fprintf(w, "\nMachine state: %s\n", s.StoreError)
+	}
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to a VM's serial console (Ctrl-] leaves)",
+		Long: `Console connects the terminal to a VM's serial console, as a serial cable
+would: what the VM prints appears, what you type reaches it. Ctrl-] leaves.
+The console exists while the VM runs; everything it printed is also in
+vms/NAME/serial.log in the lab's directory.`,
+		Example: `  sudo metal lab console vm-1
+  sudo tail -f .metal-lab/vms/vm-1/serial.log   # read-only`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			var vm *lab.VM
+			for i := range st.VMs {
+				if st.VMs[i].Name == args[0] {
+					vm = &st.VMs[i]
+				}
+			}
+			if vm == nil {
+				return usageError("no VM %q in the lab (metal lab status lists them)", args[0])
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				old, err := term.MakeRaw(int(f.Fd()))
+				if err != nil {
+					return fmt.Errorf("console: %w", err)
+				}
+				defer term.Restore(int(f.Fd()), old)
+			}
+			fmt.Fprintf(a.stderr, "Connected to %s's serial console. Ctrl-] leaves.\r\n", vm.Name)
+			err = lab.Attach(ctx, vm.Console, a.stdin, a.stdout)
+			switch {
+			case errors.Is(err, lab.ErrEscaped), errors.Is(err, context.Canceled):
+				fmt.Fprint(a.stderr, "\r\nDetached.\r\n")
+				return nil
+			case err == nil:
+				fmt.Fprintf(a.stderr, "\r\n%s closed its console (powered off or restarting).\r\n", vm.Name)
+				return nil
+			}
+			return err
+		},
+	}
+}
+
+func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply [-- APPLY FLAGS...]",
+		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
+		Long: `Apply runs ` + "`metal apply --auto-approve DIR/site.hcl`" + ` inside the lab's network
+namespace, where the VMs' BMCs and network are. Flags after -- go to apply.`,
+		Example: `  sudo metal lab apply
+  sudo metal lab apply -- --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
+		},
+	}
+}
+
+func newLabExecCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec -- COMMAND [ARGS...]",
+		Short: "Run a command inside the lab's network namespace",
+		Long: `Exec runs a command inside the lab's network namespace, where 192.0.2.0/24
+is: to ask a BMC, curl metal's HTTP server, or ping a VM.`,
+		Example: `  sudo metal lab exec -- metal bmc status --site .metal-lab/site.hcl
+  sudo metal lab exec -- curl -s http://192.0.2.1:8080/ipxe/52:54:00:6d:6c:02
+  sudo metal lab exec -- ipmitool -I lanplus -C 3 -H 192.0.2.3 -U admin -f .metal-lab/bmc-password power status`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			return labExec(cmd.Context(), a, st, args)
+		},
+	}
+}
+
+// labExec runs argv inside the lab's namespace with the terminal attached,
+// and passes its exit status on.
+func labExec(ctx context.Context, a *app, st *lab.State, argv []string) error {
+	c := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.Netns}, argv...)...)
+	c.Stdin, c.Stdout, c.Stderr = a.stdin, a.stdout, a.stderr
+	if err := c.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return silentExit(ee.ExitCode())
+		}
+		return fmt.Errorf("run %s in the lab: %w", argv[0], err)
+	}
+	return nil
+}
+
+func newLabDownCmd(a *app, f *labFlags) *cobra.Command {
+	var purge bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Remove the lab: its processes, VMs, taps, bridge and namespace",
+		Long: `Down stops the processes the lab started (only if their pid still names the
+process it started), the VMs, anything else left in the lab's namespace,
+then removes the taps, the bridge and the namespace. The directory stays,
+with logs, serial logs and disks, unless --purge.`,
+		Example: `  sudo metal lab down
+  sudo metal lab down --purge`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lab.Down(context.WithoutCancel(cmd.Context()), f.dir, a.logger()); err != nil {
+				return err
+			}
+			if purge {
+				if err := os.RemoveAll(f.dir); err != nil {
+					return fmt.Errorf("remove %s: %w", f.dir, err)
+				}
+			}
+			fmt.Fprintf(a.stdout, "Lab in %s removed.\n", f.dir)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the lab's directory")
+	return cmd
+}

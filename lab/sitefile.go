@@ -1,0 +1,86 @@
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"text/template"
+)
+
+// siteTemplate is the lab's site file. Paths are relative to it, so the lab
+// directory can be looked at (and the site validated) from anywhere.
+var siteTemplate = template.Must(template.New("site").Parse(`# Written by ` + "`metal lab up`" + ` for the lab in {{.Dir}}.
+# Everything below lives inside the network namespace {{.Netns}}:
+#   metal lab apply --dir {{.Dir}}     provision every VM
+#   metal lab status --dir {{.Dir}}    VMs, BMCs, serial consoles
+#   metal lab down --dir {{.Dir}}      remove the lab
+
+site "lab" {
+  state  = "file://state/metal.db"
+  listen = "{{.ServerIP}}:{{.HTTPPort}}"
+}
+
+# Generated for this lab; the BMCs were started with it.
+variable "bmc_password" {
+  sensitive = true
+  default   = "{{.Password}}"
+}
+
+network "lab" {
+  interface  = "{{.Bridge}}"
+  subnet     = "{{.Subnet}}"
+  gateway    = "{{.ServerIP}}"
+  dns        = ["{{.ServerIP}}"]
+  domain     = "lab.test"
+  pool       = "{{.PoolStart}}-{{.PoolEnd}}"
+  lease_time = "1h"
+}
+
+# The bootable test disk image: it prints its marker on the serial console.
+image "lab-os" {
+  disk = "{{.Image}}"
+}
+{{range .VMs}}
+machine "{{.Name}}" {
+  mac    = "{{.MAC}}"
+  ip     = "{{.IP}}"
+  image  = image.lab-os
+  power  = "on"
+  disk   = "/dev/vda"
+  labels = { firmware = "{{.Firmware}}" }
+  bmc {
+    protocol = "{{.Protocol}}"
+    address  = "{{.BMCAddress}}"
+    username = "{{$.Username}}"
+    password = var.bmc_password
+  }
+}
+{{end}}
+# Every VM at once: a lab is small, and CI has time for one batch only.
+rollout {
+  canary       = 0
+  batch_size   = {{len .VMs}}
+  max_failures = 0
+  stagger      = "0s"
+}
+`))
+
+// siteData is what the template needs beyond the lab's state.
+type siteData struct {
+	*State
+	Subnet, PoolStart, PoolEnd string
+	HTTPPort                   int
+	Password                   string
+}
+
+// renderSite returns the lab's site file.
+func renderSite(st *State, password string) ([]byte, error) {
+	var b bytes.Buffer
+	err := siteTemplate.Execute(&b, siteData{
+		State: st, Subnet: subnet, PoolStart: poolStart, PoolEnd: poolEnd,
+		HTTPPort: httpPort, Password: password,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("render site file: %w", err)
+	}
+	return b.Bytes(), nil
+}

@@ -1,0 +1,141 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+)
+
+// Status is a look at a running (or half-removed) lab.
+type Status struct {
+	Dir     string       `json:"dir"`
+	Netns   string       `json:"netns"`
+	NetnsUp bool         `json:"netns_up"`
+	Site    string       `json:"site"`
+	HTTPURL string       `json:"http_url"`
+	Procs   []ProcStatus `json:"processes"`
+	VMs     []VMStatus   `json:"vms"`
+	// StoreError says why the machines' state could not be read (the
+	// store is held by a running metal, or does not exist yet).
+	StoreError string `json:"store_error,omitempty"`
+}
+
+// ProcStatus is one lab process and whether it still runs.
+type ProcStatus struct {
+	Proc
+	Running bool `json:"running"`
+}
+
+// VMStatus is one VM: whether its QEMU runs, the last line on its serial
+// console, and what metal's store says about the machine.
+type VMStatus struct {
+	VM
+	Running  bool   `json:"running"`
+	PID      int    `json:"pid,omitempty"`
+	LastLine string `json:"last_serial_line,omitempty"`
+	// State, AgentStep and Power are from metal's store, when readable.
+	State     string `json:"state,omitempty"`
+	AgentStep string `json:"agent_step,omitempty"`
+	Power     string `json:"power,omitempty"`
+}
+
+// Status reports on the lab: processes, VMs and, if the store can be read
+// (no metal holds it), each machine's state.
+func (st *State) Status(ctx context.Context) Status {
+	s := Status{
+		Dir: st.Dir, Netns: st.Netns, NetnsUp: netnsExists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(),
+	}
+	for _, p := range st.Procs {
+		s.Procs = append(s.Procs, ProcStatus{Proc: p, Running: p.Running()})
+	}
+	machines, err := st.machines(ctx)
+	if err != nil {
+		s.StoreError = err.Error()
+	}
+	for _, vm := range st.VMs {
+		vs := VMStatus{VM: vm, LastLine: LastLine(vm.Serial)}
+		if pid, _ := pidFileProc(vm.PIDFile); pid > 0 {
+			vs.Running, vs.PID = true, pid
+		}
+		if m, ok := machines[vm.Name]; ok {
+			vs.State, vs.Power = string(m.State), string(m.Power)
+			if m.Agent != nil {
+				vs.AgentStep = m.Agent.Step
+			}
+		}
+		s.VMs = append(s.VMs, vs)
+	}
+	return s
+}
+
+// StoreURL is the lab's inventory store, as its site file names it.
+func (st *State) StoreURL() string {
+	return "file://" + filepath.Join(st.Dir, "state", "metal.db")
+}
+
+// machines reads the lab's store. A running metal holds its lock; then it
+// says so instead of waiting.
+func (st *State) machines(ctx context.Context) (map[string]inventory.Machine, error) {
+	path := filepath.Join(st.Dir, "state", "metal.db")
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("no store yet at %s", path)
+	}
+	store, err := backend.Open(ctx, st.StoreURL(), backend.Options{LockTimeout: 500 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("store busy (a running metal serve or apply holds it): %w", err)
+	}
+	defer store.Close()
+	list, _, err := store.Machines(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]inventory.Machine, len(list))
+	for _, m := range list {
+		out[m.Name] = m
+	}
+	return out, nil
+}
+
+var (
+	// Terminal escape sequences firmware and iPXE write to the console.
+	escapes = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[()][A-Za-z0-9]|[@-Z\\-_])`)
+	// Other control characters, which would garble a status table.
+	controls = regexp.MustCompile(`[\x00-\x08\x0b-\x1f\x7f]`)
+)
+
+// LastLine returns the last line of text on a serial log, without escape
+// sequences and control characters: what the console showed last.
+func LastLine(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	const window = 8 << 10
+	if fi, err := f.Stat(); err == nil && fi.Size() > window {
+		_, _ = f.Seek(fi.Size()-window, io.SeekStart)
+	}
+	b, _ := io.ReadAll(f)
+	b = escapes.ReplaceAll(b, nil)
+	lines := bytes.Split(b, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		// A carriage return starts the line over: keep what was written
+		// last.
+		segs := bytes.Split(lines[i], []byte("\r"))
+		for j := len(segs) - 1; j >= 0; j-- {
+			if s := strings.TrimSpace(string(controls.ReplaceAll(segs[j], nil))); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
