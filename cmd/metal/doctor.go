@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/site/doctor"
+)
+
+func init() { register(newDoctorCmd) }
+
+type doctorFlags struct {
+	vars        varFlags
+	asJSON      bool
+	stateDir    string
+	listen      string
+	tftpAddr    string
+	bmcTimeout  time.Duration
+	concurrency int
+}
+
+func newDoctorCmd(a *app) *cobra.Command {
+	var f doctorFlags
+	cmd := &cobra.Command{
+		Use:   "doctor FILE",
+		Short: "Check that this host can serve the site: interfaces, ports, files, BMCs, state",
+		Long: `Doctor preflights a site on this host before metal serve or metal apply
+touch anything. One line per check:
+
+  ✓  fine
+  !  works, but look at it (no carrier yet, no checksum, little room)
+  ✗  will fail; the line below it says what to do
+  -  does not apply here (a remote file, a network behind relays)
+
+It checks that each network's interface exists, is up and has an address
+in its subnet; that ports 67/udp (and 4011/udp in proxy mode), the TFTP port
+and the HTTP listen port are free, or held by a running metal serve of this
+same site; that the iPXE binaries are there; that each image's local files
+exist and match their checksums; that each BMC answers with its credentials;
+that the state store opens and is writable (or is held by this site's
+metal serve) and the state directory has room.
+
+Doctor binds each port for an instant and writes a small probe file in the
+state directory; it powers nothing and changes no machine. Run it as the
+user metal serve runs as (root, for ports 67 and 69).
+
+The exit status is 1 if any check fails.`,
+		Example: `  sudo metal doctor site.hcl
+  sudo metal doctor --json site.hcl | jq '.checks[] | select(.status=="fail")'
+  # check as metal serve will run, with its flags:
+  sudo metal doctor --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
+  # BMCs on a slow management network:
+  metal doctor --bmc-timeout 30s site.hcl`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			res, diags := f.vars.load(args[0])
+			writeDiags(a.stderr, res.Files, diags)
+			if diags.HasErrors() {
+				return silentExit(exitFailed)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			checks := doctor.Run(ctx, doctor.Options{
+				Site: res.Site, SitePath: args[0], StateDir: f.stateDir, Listen: f.listen,
+				TFTPAddr: f.tftpAddr, BMCTimeout: f.bmcTimeout, Concurrency: f.concurrency,
+				Logger: a.logger(),
+			})
+			if f.asJSON {
+				if err := writeJSON(a.stdout, doctorReport{OK: !doctor.Failed(checks), Checks: checks}); err != nil {
+					return err
+				}
+			} else {
+				renderChecks(a, checks)
+			}
+			if doctor.Failed(checks) {
+				return silentExit(exitFailed)
+			}
+			return nil
+		},
+	}
+	f.vars.register(cmd)
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the checks as JSON for scripts")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")
+	cmd.Flags().StringVar(&f.listen, "listen", "", "the HTTP listen address metal serve will use (default: the site's listen)")
+	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "the TFTP address metal serve will use (as its --tftp-addr)")
+	cmd.Flags().DurationVar(&f.bmcTimeout, "bmc-timeout", 10*time.Second, "how long each BMC has to answer")
+	cmd.Flags().IntVar(&f.concurrency, "concurrency", 16, "BMCs checked at once")
+	return cmd
+}
+
+// doctorReport is the --json form.
+type doctorReport struct {
+	OK     bool           `json:"ok"`
+	Checks []doctor.Check `json:"checks"`
+}
+
+var checkMarks = map[doctor.Status]string{doctor.OK: "✓", doctor.Warn: "!", doctor.Fail: "✗", doctor.Skip: "-"}
+
+func renderChecks(a *app, checks []doctor.Check) {
+	failed, warned := 0, 0
+	for _, c := range checks {
+		fmt.Fprintf(a.stdout, "%s %s: %s\n", checkMarks[c.Status], c.Subject, c.Detail)
+		if c.Fix != "" {
+			fmt.Fprintf(a.stdout, "    → %s\n", c.Fix)
+		}
+		switch c.Status {
+		case doctor.Fail:
+			failed++
+		case doctor.Warn:
+			warned++
+		}
+	}
+	switch {
+	case failed > 0:
+		fmt.Fprintf(a.stderr, "%d of %d checks failed; fix them before metal serve or metal apply.\n", failed, len(checks))
+	case warned > 0:
+		fmt.Fprintf(a.stdout, "All checks passed, %d with warnings.\n", warned)
+	default:
+		fmt.Fprintln(a.stdout, "All checks passed.")
+	}
+}
