@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -14,10 +13,6 @@ import (
 	"path/filepath"
 	"strings"
 )
-
-// ErrChecksum means a file's content does not match its declared checksum;
-// such a file is never served.
-var ErrChecksum = errors.New("checksum mismatch")
 
 // Dir is a directory of staged image files, laid out as IMAGE/FILE, that the
 // HTTP boot server serves under /images/.
