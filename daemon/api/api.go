@@ -109,8 +109,19 @@ func New(opts Options) http.Handler {
 		"/api/v1/openapi.yaml":           s.openapi,
 	}
 	mux := http.NewServeMux()
+	allow := map[string][]string{}
 	for _, r := range Routes() {
 		mux.Handle(r.Method+" "+r.Pattern, s.authorized(r.Write, handlers[r.Pattern]))
+		allow[r.Pattern] = append(allow[r.Pattern], r.Method)
+	}
+	// A known path asked with another method gets a JSON 405, not the
+	// catch-all's 404.
+	for pattern, methods := range allow {
+		methods := strings.Join(methods, ", ")
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", methods)
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed here; use "+methods)
+		})
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such API route: "+r.Method+" "+r.URL.Path+" (see "+Prefix+"openapi.yaml)")
