@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -158,7 +160,20 @@ func printTable(w io.Writer, results []Result) {
 }
 
 func fmtStats(s Stats, unit string) string {
-	return fmt.Sprintf("%.3g/%.3g/%.3g %s", s.Min, s.Median, s.Max, unit)
+	return num(s.Min) + "/" + num(s.Median) + "/" + num(s.Max) + " " + unit
+}
+
+// num prints a figure with about three significant digits and no
+// exponent: 2118, 30.4, 0.512.
+func num(x float64) string {
+	switch ax := math.Abs(x); {
+	case ax >= 100:
+		return strconv.FormatFloat(x, 'f', 0, 64)
+	case ax >= 10:
+		return strconv.FormatFloat(x, 'f', 1, 64)
+	default:
+		return strconv.FormatFloat(x, 'g', 3, 64)
+	}
 }
 
 func dash(s string) string {

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/metal-dev/metal/site"
+)
+
+func TestStatsOf(t *testing.T) {
+	tests := map[string]struct {
+		in   []float64
+		want Stats
+	}{
+		"none":  {nil, Stats{}},
+		"one":   {[]float64{4}, Stats{Min: 4, Median: 4, Max: 4, Runs: 1}},
+		"odd":   {[]float64{9, 1, 5}, Stats{Min: 1, Median: 5, Max: 9, Runs: 3}},
+		"even":  {[]float64{4, 1, 3, 10}, Stats{Min: 1, Median: 3.5, Max: 10, Runs: 4}},
+		"equal": {[]float64{2, 2, 2}, Stats{Min: 2, Median: 2, Max: 2, Runs: 3}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			in := append([]float64(nil), tc.in...)
+			if diff := cmp.Diff(tc.want, statsOf(tc.in)); diff != "" {
+				t.Errorf("statsOf(%v) (-want +got):\n%s", tc.in, diff)
+			}
+			if diff := cmp.Diff(in, tc.in); diff != "" {
+				t.Errorf("statsOf changed its input:\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestCompare(t *testing.T) {
+	tests := map[string]struct {
+		metal, peer []float64
+		target      float64
+		wantRatio   float64
+		wantMet     bool
+	}{
+		"ahead":       {[]float64{300, 310, 290}, []float64{100, 200, 150}, 1.5, 2, true},
+		"exactly":     {[]float64{150}, []float64{100}, 1.5, 1.5, true},
+		"short":       {[]float64{80, 90, 100}, []float64{100, 100, 100}, 1.0, 0.9, false},
+		"no peer run": {[]float64{80}, nil, 1.0, 0, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := compare("m", "u", statsOf(tc.metal), "peer", statsOf(tc.peer), tc.target)
+			got := struct {
+				Ratio float64
+				Met   bool
+			}{r.Ratio, r.Met}
+			want := struct {
+				Ratio float64
+				Met   bool
+			}{tc.wantRatio, tc.wantMet}
+			if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestPrintTable(t *testing.T) {
+	results := []Result{
+		compare("DHCP", "leases/s", statsOf([]float64{3000, 3100, 2900}), "dnsmasq", statsOf([]float64{1000, 1100, 900}), 1.5),
+		compare("TFTP", "MiB/s", statsOf([]float64{20, 22, 24}), "tftpd-hpa", statsOf([]float64{30, 30, 30}), 1.0),
+		{Measure: "TFTP windowsize", Note: "n/a: not negotiated"},
+		{Measure: "plan", Unit: "s", Metal: statsOf([]float64{0.5}), Target: "< 1 s", Met: true},
+	}
+	var b bytes.Buffer
+	printTable(&b, results)
+	var got [][]string
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
+		got = append(got, strings.Fields(line))
+	}
+	want := [][]string{
+		{"MEASURE", "METAL", "(min/median/max)", "PEER", "PEER", "(min/median/max)", "RATIO", "TARGET", "MET"},
+		{"DHCP", "vs", "dnsmasq", "2900/3000/3100", "leases/s", "dnsmasq", "900/1000/1100", "leases/s", "3.00×", "≥", "1.5×", "yes"},
+		{"TFTP", "vs", "tftpd-hpa", "20.0/22.0/24.0", "MiB/s", "tftpd-hpa", "30.0/30.0/30.0", "MiB/s", "0.73×", "≥", "1.0×", "NO", "(short", "of", "target)"},
+		{"TFTP", "windowsize", "n/a:", "not", "negotiated"},
+		{"plan", "0.5/0.5/0.5", "s", "-", "-", "-", "<", "1", "s", "yes"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("table (-want +got):\n%s\n%s", diff, b.String())
+	}
+}
+
+func TestParsePerfdhcp(t *testing.T) {
+	tests := map[string]struct {
+		file    string
+		rate    int
+		want    perfResult
+		wantErr bool
+	}{
+		// Real reports of perfdhcp 2.2 (Debian kea-admin) against metal.
+		"few drops": {file: "perfdhcp-2000.txt", rate: 2000,
+			want: perfResult{Rate: 2000, Discovers: 7983, Offers: 7982, Requests: 7982, Acks: 7930, Seconds: 4,
+				LeasesPerSec: 7930.0 / 4, DropRate: 1 - 7930.0/7983}},
+		"overloaded": {file: "perfdhcp-5000.txt", rate: 5000,
+			want: perfResult{Rate: 5000, Discovers: 19930, Offers: 16428, Requests: 16428, Acks: 13331, Seconds: 4,
+				LeasesPerSec: 13331.0 / 4, DropRate: 1 - 13331.0/19930}},
+		"no report": {file: "", wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var out []byte
+			if tc.file != "" {
+				var err error
+				if out, err = os.ReadFile(filepath.Join("testdata", tc.file)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := parsePerfdhcp(out, tc.rate, 4*time.Second)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestMaxRate runs the search against servers with a known capacity: the
+// answer is the best rate that passed, within the bisection's resolution.
+func TestMaxRate(t *testing.T) {
+	tests := map[string]struct {
+		capacity, start int
+		wantLo, wantHi  int
+	}{
+		"capacity 2,000":   {capacity: 2000, start: 250, wantLo: 1750, wantHi: 2000},
+		"capacity 300":     {capacity: 300, start: 250, wantLo: 250, wantHi: 300},
+		"below the start":  {capacity: 120, start: 250, wantLo: 100, wantHi: 120},
+		"beyond the range": {capacity: 1 << 30, start: 250, wantLo: 32000, wantHi: dhcpMaxRate},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var probes []int
+			best, err := maxRate(tc.start, func(rate int) (perfResult, error) {
+				probes = append(probes, rate)
+				acks := min(rate, tc.capacity)
+				return perfResult{Rate: rate, Discovers: rate, Acks: acks, LeasesPerSec: float64(acks),
+					DropRate: 1 - float64(acks)/float64(rate)}, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if best.Rate < tc.wantLo || best.Rate > tc.wantHi {
+				t.Errorf("best rate %d, want in [%d, %d] (probes %v)", best.Rate, tc.wantLo, tc.wantHi, probes)
+			}
+			if len(probes) > 12 {
+				t.Errorf("%d probes, want at most 12: %v", len(probes), probes)
+			}
+		})
+	}
+}
+
+func TestTransferRate(t *testing.T) {
+	tests := map[string]struct {
+		in      string
+		want    float64
+		wantErr bool
+	}{
+		"64 MiB in 2 s": {in: "67108864 2.000000", want: 32},
+		"short":         {in: "1000 2.0", wantErr: true},
+		"garbage":       {in: "curl: (7) failed", wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := transferRate(tc.in, 64<<20)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// requirePeer skips when a peer is not installed (make bench-deps installs
+// them all).
+func requirePeer(t *testing.T, program, pkg string) string {
+	t.Helper()
+	p, err := lookTool(program)
+	if err != nil {
+		t.Skipf("%s not installed (Debian package %s; `make bench-deps`)", program, pkg)
+	}
+	return p
+}
+
+func TestKeaAcceptsConfig(t *testing.T) {
+	kea := requirePeer(t, "kea-dhcp4", "kea-dhcp4-server")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "kea.json")
+	if err := os.WriteFile(conf, keaConfig(dir, "lo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(kea, "-t", conf)
+	cmd.Env = append(os.Environ(), keaEnv(dir)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kea-dhcp4 -t: %v\n%s\n%s", err, out, keaConfig(dir, "lo"))
+	}
+}
+
+func TestNginxAcceptsConfig(t *testing.T) {
+	nginx := requirePeer(t, "nginx", "nginx-light")
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, nginxConfig(dir, dir, "127.0.0.1:1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(nginx, "-t", "-p", dir, "-c", conf, "-g", "daemon off;").CombinedOutput(); err != nil {
+		t.Fatalf("nginx -t: %v\n%s", err, out)
+	}
+}
+
+func TestDnsmasqAcceptsArgs(t *testing.T) {
+	dnsmasq := requirePeer(t, "dnsmasq", "dnsmasq-base")
+	dir := t.TempDir()
+	if out, err := exec.Command(dnsmasq, append(dnsmasqArgs(dir, "lo"), "--test")...).CombinedOutput(); err != nil {
+		t.Fatalf("dnsmasq --test: %v\n%s", err, out)
+	}
+}
+
+// TestTftpdAcceptsArgs starts tftpd-hpa with the benchmark's arguments
+// and fetches a file from it with curl, as the TFTP row does.
+func TestTftpdAcceptsArgs(t *testing.T) {
+	tftpd := requirePeer(t, "in.tftpd", "tftpd-hpa")
+	curl := requirePeer(t, "curl", "curl")
+	root := t.TempDir()
+	want := []byte("a file for tftpd-hpa\n")
+	if err := os.WriteFile(filepath.Join(root, "f"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port, err := freePort("udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProc("in.tftpd", filepath.Join(t.TempDir(), "log"), nil, append([]string{tftpd}, tftpdArgs(root, addr)...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	var got []byte
+	for range 50 { // until it listens
+		got, err = exec.Command(curl, "-sS", "--tftp-blksize", "1468", "tftp://"+addr+"/f").Output()
+		if err == nil || p.exited() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("curl: %v (tftpd: %v)", err, p.exited())
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("file (-want +got):\n%s", diff)
+	}
+}
+
+// TestMetalSitesValid checks the sites the benchmark gives `metal serve`
+// load without diagnostics, and declare what the rows expect.
+func TestMetalSitesValid(t *testing.T) {
+	dir := t.TempDir()
+	tests := map[string]struct {
+		src          []byte
+		wantMachines int
+		wantNetworks int
+	}{
+		"dhcp": {src: metalDHCPSite(dir, "mbs1"), wantMachines: 0, wantNetworks: 1},
+		"http": {src: metalHTTPSite(dir, "127.0.0.1:8080"), wantMachines: httpMachines, wantNetworks: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			res, diags := site.Load(name+".hcl", tc.src, site.Options{})
+			if diags.HasErrors() {
+				t.Fatalf("%s\n%s", diags.Error(), tc.src)
+			}
+			got := []int{len(res.Site.Machines), len(res.Site.Networks)}
+			if diff := cmp.Diff([]int{tc.wantMachines, tc.wantNetworks}, got); diff != "" {
+				t.Errorf("machines, networks (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// The HTTP row's URLs name the MACs the site declares.
+	res, _ := site.Load("http.hcl", metalHTTPSite(dir, "127.0.0.1:8080"), site.Options{})
+	macs := map[string]bool{}
+	for _, m := range res.Site.Machines {
+		macs[m.MAC.String()] = true
+	}
+	for i := 1; i <= httpMachines; i++ {
+		if !macs[httpMAC(i).String()] {
+			t.Fatalf("machine %d: MAC %s not declared by the site", i, httpMAC(i))
+		}
+	}
+}
