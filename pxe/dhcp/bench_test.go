@@ -99,7 +99,7 @@ func benchRequest(b *testing.B, store LeaseStore) {
 	var n atomic.Int64
 	b.ReportAllocs()
 	b.ResetTimer()
-	b.SetParallelism(8) // as the server's workers
+	b.SetParallelism(64) // many waiting workers, as the server has
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			req, _ := dhcpv4.FromBytes(pkts[int(n.Add(1))%len(pkts)])

@@ -24,9 +24,14 @@ const (
 	pxePort    = 4011 // PXE boot server discovery (proxy mode)
 
 	// workers handle packets concurrently, so that one slow policy call or
-	// lease save does not hold up the rest; while they save, their ACKs
-	// share one write (see leaseTable.persist).
-	workers = 16
+	// lease save does not hold up the rest. A REQUEST's worker waits until
+	// its lease is durable before the ACK goes out, and the leases of all
+	// workers waiting meanwhile are written by one Save (group commit, see
+	// leaseTable.persist): so the number of workers bounds how many ACKs
+	// share one fsync. Under load, saves take milliseconds and a few
+	// thousand REQUESTs arrive per second; 256 keeps the disk from being
+	// the limit while a waiting goroutine costs a few KiB.
+	workers = 256
 	// queueLen bounds the packets waiting for a worker; beyond it packets
 	// are dropped, which is what a flood should cost.
 	queueLen  = 1024
