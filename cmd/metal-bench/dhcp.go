@@ -197,7 +197,7 @@ func benchDHCP(cfg *config) ([]Result, error) {
 		return nil, err
 	}
 	defer lab.close()
-	ctx := context.Background()
+	ctx := cfg.ctx
 	servers := dhcpServers(cfg)
 	got := map[string][]float64{}
 	start := map[string]int{}

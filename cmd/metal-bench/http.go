@@ -84,7 +84,7 @@ func benchHTTP(cfg *config) ([]Result, error) {
 		return nil, err
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(cfg.ctx, 15*time.Minute)
 	defer cancel()
 	metalAddr, err := loopbackAddr()
 	if err != nil {

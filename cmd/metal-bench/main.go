@@ -7,6 +7,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -14,10 +15,12 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 )
@@ -82,6 +85,9 @@ type bench struct {
 }
 
 type config struct {
+	// ctx ends on ^C or SIGTERM: measures then stop their load and their
+	// servers, and remove what they created, before the table is printed.
+	ctx    context.Context
 	metal  string // path of the metal binary
 	runs   int
 	work   string // scratch directory
@@ -100,6 +106,9 @@ func main() {
 	cfg.runs = max(cfg.runs, 3)
 	cfg.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg.quiet = slog.New(slog.DiscardHandler)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cfg.ctx = ctx
 
 	work, err := os.MkdirTemp("", "metal-bench-")
 	if err != nil {
@@ -112,6 +121,9 @@ func main() {
 	for _, b := range benches {
 		if only != "" && !strings.Contains(b.name, only) {
 			continue
+		}
+		if ctx.Err() != nil {
+			break
 		}
 		cfg.logger.Info("running", "measure", b.name, "runs", cfg.runs)
 		rows, err := b.run(cfg)

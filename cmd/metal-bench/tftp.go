@@ -52,7 +52,7 @@ func benchTFTP(cfg *config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(cfg.ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeConn(ctx, conn) }()
 	defer func() { cancel(); <-served }()
@@ -77,14 +77,14 @@ func benchTFTP(cfg *config) ([]Result, error) {
 
 	var metal, peer []float64
 	for run := range cfg.runs + 1 {
-		m, err := curlTFTP(curl, metalURL)
+		m, err := curlTFTP(ctx, curl, metalURL)
 		if err != nil {
 			return nil, fmt.Errorf("metal: %w", err)
 		}
 		if err := p.exited(); err != nil {
 			return nil, err
 		}
-		h, err := curlTFTP(curl, peerURL)
+		h, err := curlTFTP(ctx, curl, peerURL)
 		if err != nil {
 			return nil, fmt.Errorf("tftpd-hpa: %w", err)
 		}
@@ -103,8 +103,8 @@ func benchTFTP(cfg *config) ([]Result, error) {
 
 // curlTFTP downloads url with blksize 1468, checks the size and returns
 // MiB/s as curl timed it.
-func curlTFTP(curl, url string) (float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+func curlTFTP(ctx context.Context, curl, url string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, curl, "-sS", "-o", "/dev/null", "--tftp-blksize", strconv.Itoa(tftpBlksize),
 		"-w", "%{size_download} %{time_total}", url).CombinedOutput()
