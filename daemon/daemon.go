@@ -23,6 +23,7 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
@@ -227,10 +228,14 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.timeline = newTimeline(d.Store, d.policy, d.leases, d.log)
+	agent, err := agentapi.New(agentapi.Config{Store: d.Store, Leases: d.leases, TokenKey: key, Logger: d.log})
+	if err != nil {
+		return nil, err
+	}
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
-		Observe: d.timeline.observe,
+		Agent: agent, Observe: d.timeline.observe,
 	})
 	if err != nil {
 		return nil, err
