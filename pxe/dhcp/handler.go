@@ -233,7 +233,7 @@ func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, no
 		return nil, err
 	}
 	requested, _ := addr4(req.RequestedIPAddress())
-	ip, err := h.leases.offer(k, s, reserved, requested, now, now.Add(h.cfg.OfferHold))
+	ip, err := h.leases.offer(ctx, k, s, reserved, requested, now, now.Add(h.cfg.OfferHold))
 	if err != nil {
 		return nil, fmt.Errorf("no address to offer in %v: %w", s.cidr, err)
 	}
@@ -280,7 +280,10 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 		return nil, err
 	}
 	name := hostname(host)
-	expiry, err := h.leases.commit(k, s, reserved, ip, name, now)
+	expiry, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
+	if errors.Is(err, errLeaseStore) {
+		return nil, err // no answer: the client asks again, maybe of a server that can reach the store
+	}
 	if err != nil {
 		log.Info("nak", "ip", ip, "reason", err)
 		return h.nak(req, err.Error()), nil
@@ -301,7 +304,14 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 
 func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
 	ip, ok := addr4(req.ClientIPAddr)
-	if !ok || !h.leases.release(k, ip, now) {
+	if !ok {
+		return nil
+	}
+	released, err := h.leases.release(ctx, k, ip, now)
+	if err != nil {
+		return err
+	}
+	if !released {
 		log.Debug("release of an address not leased to this MAC", "ip", req.ClientIPAddr)
 		return nil
 	}
@@ -311,7 +321,14 @@ func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 
 func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
 	ip, ok := addr4(req.RequestedIPAddress())
-	if !ok || !h.leases.decline(k, ip, now.Add(h.cfg.DeclineTime)) {
+	if !ok {
+		return nil
+	}
+	declined, err := h.leases.decline(ctx, k, ip, now.Add(h.cfg.DeclineTime))
+	if err != nil {
+		return err
+	}
+	if !declined {
 		log.Debug("decline of an address not given to this MAC", "ip", req.RequestedIPAddress())
 		return nil
 	}

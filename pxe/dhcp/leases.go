@@ -54,7 +54,10 @@ func (b *binding) held(now time.Time) bool { return now.Before(b.expiry) || now.
 // for pool addresses and for reservations, never for arbitrary requests.
 type leaseTable struct {
 	store LeaseStore
-	log   *slog.Logger
+	// shared is store when several servers allocate from it: then it, not
+	// this table, decides which address a MAC gets (see SharedLeaseStore).
+	shared SharedLeaseStore
+	log    *slog.Logger
 
 	mu       sync.Mutex
 	byMAC    map[macKey]*binding
@@ -73,8 +76,10 @@ type declineMark struct {
 }
 
 func newLeaseTable(store LeaseStore, log *slog.Logger) *leaseTable {
+	shared, _ := store.(SharedLeaseStore)
 	return &leaseTable{
 		store:    store,
+		shared:   shared,
 		log:      log,
 		byMAC:    make(map[macKey]*binding),
 		byIP:     make(map[netip.Addr]*binding),
@@ -202,7 +207,10 @@ func (t *leaseTable) usable(k macKey, ip netip.Addr, now time.Time) error {
 // offer picks the address to offer mac in subnet s and holds it until
 // hold. reserved, if valid, is the MAC's reservation; requested is the
 // client's option 50, honoured when it is a free pool address.
-func (t *leaseTable) offer(k macKey, s *subnet, reserved, requested netip.Addr, now, hold time.Time) (netip.Addr, error) {
+func (t *leaseTable) offer(ctx context.Context, k macKey, s *subnet, reserved, requested netip.Addr, now, hold time.Time) (netip.Addr, error) {
+	if t.shared != nil && !reserved.IsValid() {
+		return t.offerShared(ctx, k, s, requested, now, hold)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ip, err := t.choose(k, s, reserved, requested, now)
@@ -269,7 +277,10 @@ func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr,
 // init-reboot, renewing or rebinding). The address must be the MAC's
 // reservation, or the one the MAC holds, or a free pool address (a client
 // that kept its lease while the table was lost gets it back).
-func (t *leaseTable) commit(k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, error) {
+func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, error) {
+	if t.shared != nil {
+		return t.commitShared(ctx, k, s, reserved, ip, hostname)
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
@@ -296,7 +307,17 @@ func (t *leaseTable) commit(k macKey, s *subnet, reserved, ip netip.Addr, hostna
 
 // release ends mac's lease on ip now. The binding stays, so the MAC gets
 // the address back if no one else took it meanwhile.
-func (t *leaseTable) release(k macKey, ip netip.Addr, now time.Time) bool {
+func (t *leaseTable) release(ctx context.Context, k macKey, ip netip.Addr, now time.Time) (bool, error) {
+	if t.shared != nil {
+		// The lease may be another server's doing: the store has it.
+		if err := t.shared.Release(ctx, k.hw(), ip); err != nil {
+			return false, err
+		}
+	}
+	return t.releaseLocal(k, ip, now), nil
+}
+
+func (t *leaseTable) releaseLocal(k macKey, ip netip.Addr, now time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.byMAC[k]
@@ -310,7 +331,16 @@ func (t *leaseTable) release(k macKey, ip netip.Addr, now time.Time) bool {
 
 // decline records that mac found ip in use: the address leaves the MAC and
 // the pool until until.
-func (t *leaseTable) decline(k macKey, ip netip.Addr, until time.Time) bool {
+func (t *leaseTable) decline(ctx context.Context, k macKey, ip netip.Addr, until time.Time) (bool, error) {
+	if t.shared != nil {
+		if err := t.shared.Decline(ctx, k.hw(), ip, until); err != nil {
+			return false, err
+		}
+	}
+	return t.declineLocal(k, ip, until), nil
+}
+
+func (t *leaseTable) declineLocal(k macKey, ip netip.Addr, until time.Time) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.byMAC[k]
@@ -376,4 +406,55 @@ func (t *leaseTable) size() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.byIP) + len(t.declined)
+}
+
+// offerShared asks the shared store for a pool address for mac, held until
+// hold, then records it here (for LeasedIP, MACOf and the next request).
+// The store is asked without holding t.mu: its round trip must not stall
+// the other workers.
+func (t *leaseTable) offerShared(ctx context.Context, k macKey, s *subnet, requested netip.Addr, now, hold time.Time) (netip.Addr, error) {
+	if !s.hasPool() {
+		return netip.Addr{}, errNoPool
+	}
+	if !s.inPool(requested) {
+		requested = netip.Addr{}
+	}
+	ip, _, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Start: s.poolStart, End: s.poolEnd, Exclude: s.excluded, Prefer: requested, TTL: hold.Sub(now)})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	b := t.place(k, ip)
+	if b.hold.Before(hold) {
+		b.hold = hold
+	}
+	return ip, nil
+}
+
+// commitShared acknowledges ip to mac once the shared store has given it
+// (a reservation is recorded there too, so every server knows it).
+func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string) (time.Time, error) {
+	switch {
+	case reserved.IsValid() && ip != reserved:
+		return time.Time{}, errNotOurs
+	case !reserved.IsValid() && !s.inPool(ip):
+		return time.Time{}, errNotOurs
+	}
+	_, expiry, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Hostname: hostname, Start: ip, End: ip, TTL: s.leaseTime})
+	if errors.Is(err, errPoolExhausted) {
+		return time.Time{}, errAddrInUse
+	}
+	if err != nil {
+		return time.Time{}, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.declined, ip)
+	b := t.place(k, ip)
+	b.hostname = hostname
+	b.expiry = expiry
+	b.hold = time.Time{}
+	t.gen++
+	return expiry, nil
 }

@@ -1,0 +1,163 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+)
+
+// SharedLeaseStore is a LeaseStore that several servers allocate from at
+// once (metal servers sharing one etcd). A table over it decides nothing
+// alone: it asks the store for every pool address before offering it and
+// for every address before acknowledging it, and the store's transaction
+// decides, so no address is ever held by two MACs whichever server answered
+// them. Save has nothing left to write then (each call below is durable
+// when it returns); Load fills the table at start.
+type SharedLeaseStore interface {
+	LeaseStore
+	// Allocate gives a.MAC an address of [a.Start, a.End] until now+a.TTL:
+	// the one it holds there, else a.Prefer if free, else a free or
+	// expired one. errPoolExhausted: none is left (or, for a one-address
+	// range, that address is another MAC's).
+	Allocate(ctx context.Context, a Allocation) (netip.Addr, time.Time, error)
+	// Release ends mac's lease of ip; a lease of another address, or none,
+	// is left alone.
+	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
+	// Decline takes ip from mac and keeps it from every server's pool
+	// until until.
+	Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error
+}
+
+// Allocation asks a SharedLeaseStore for an address.
+type Allocation struct {
+	MAC        net.HardwareAddr
+	Hostname   string
+	Start, End netip.Addr
+	// Exclude are addresses of the range never given (the server's own,
+	// the gateway's).
+	Exclude []netip.Addr
+	Prefer  netip.Addr
+	TTL     time.Duration
+}
+
+// errLeaseStore marks a failure to reach the shared store: the request goes
+// unanswered (the client retries) rather than NAKed.
+var errLeaseStore = errors.New("lease store")
+
+// InventoryLeases keeps the server's leases in metal's inventory store and
+// allocates through inventory.Store.AllocateLease, which is transactional
+// (a CAS on the address and the MAC): with an etcd store, every metal
+// server of a site may answer DHCP and none hands out an address another
+// gave. Declined addresses are held in the store by a placeholder MAC made
+// from the address (see declineMAC), so every server skips them.
+type InventoryLeases struct {
+	store inventory.Store
+}
+
+// NewInventoryLeases returns a lease store over s for NewServer.
+func NewInventoryLeases(s inventory.Store) *InventoryLeases {
+	return &InventoryLeases{store: s}
+}
+
+var _ SharedLeaseStore = (*InventoryLeases)(nil)
+
+// declinePrefix starts the placeholder MAC holding a declined address: a
+// locally administered unicast prefix (02:...), followed by the address's
+// low three bytes, so each declined address of a /8 has its own holder.
+var declinePrefix = [3]byte{0x02, 0x00, 0xdc}
+
+func declineMAC(ip netip.Addr) string {
+	a := ip.As4()
+	return net.HardwareAddr{declinePrefix[0], declinePrefix[1], declinePrefix[2], a[1], a[2], a[3]}.String()
+}
+
+func isDeclineHolder(l inventory.Lease) bool {
+	return l.IP.Is4() && l.MAC == declineMAC(l.IP)
+}
+
+// Load returns the store's leases; placeholders of declined addresses come
+// back as declines.
+func (s *InventoryLeases) Load(ctx context.Context) ([]Lease, error) {
+	ls, _, err := s.store.Leases(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errLeaseStore, err)
+	}
+	out := make([]Lease, 0, len(ls))
+	for _, l := range ls {
+		mac, err := net.ParseMAC(l.MAC)
+		if err != nil {
+			continue
+		}
+		out = append(out, Lease{MAC: mac, IP: l.IP, Hostname: l.Hostname, Expiry: l.Expiry, Declined: isDeclineHolder(l)})
+	}
+	return out, nil
+}
+
+// Save writes nothing: Allocate, Release and Decline wrote every change
+// durably (a bbolt fsync, an etcd quorum) before they returned.
+func (s *InventoryLeases) Save(context.Context, []Lease) error { return nil }
+
+func (s *InventoryLeases) Allocate(ctx context.Context, a Allocation) (netip.Addr, time.Time, error) {
+	mac := a.MAC.String()
+	// An offer (short TTL) to a MAC that holds a longer lease in the range,
+	// from any server, must not cut that lease short: answer with it as is.
+	if l, err := s.store.Lease(ctx, mac); err == nil && inRange(l.IP, a.Start, a.End) &&
+		!l.Expired(time.Now()) && !l.Expiry.Before(time.Now().Add(a.TTL)) {
+		return l.IP, l.Expiry, nil
+	} else if err != nil && !errors.Is(err, inventory.ErrNotFound) {
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errLeaseStore, err)
+	}
+	l, err := s.store.AllocateLease(ctx, inventory.AllocateRequest{
+		MAC: mac, Hostname: a.Hostname, Start: a.Start, End: a.End, Exclude: a.Exclude, Prefer: a.Prefer, TTL: a.TTL,
+	})
+	switch {
+	case errors.Is(err, inventory.ErrPoolExhausted), errors.Is(err, inventory.ErrConflict):
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errPoolExhausted, err)
+	case err != nil:
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errLeaseStore, err)
+	}
+	return l.IP, l.Expiry, nil
+}
+
+func inRange(ip, start, end netip.Addr) bool {
+	return ip.IsValid() && !ip.Less(start) && !end.Less(ip)
+}
+
+func (s *InventoryLeases) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error {
+	l, err := s.store.Lease(ctx, mac.String())
+	if errors.Is(err, inventory.ErrNotFound) || (err == nil && l.IP != ip) {
+		return nil
+	}
+	if err == nil {
+		err = s.store.ReleaseLease(ctx, mac.String())
+	}
+	if err != nil {
+		return fmt.Errorf("%w: release %v of %v: %w", errLeaseStore, ip, mac, err)
+	}
+	return nil
+}
+
+func (s *InventoryLeases) Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error {
+	if err := s.Release(ctx, mac, ip); err != nil {
+		return err
+	}
+	ttl := time.Until(until)
+	if ttl <= 0 {
+		return nil
+	}
+	_, err := s.store.AllocateLease(ctx, inventory.AllocateRequest{
+		MAC: declineMAC(ip), Hostname: "declined by " + mac.String(), Start: ip, End: ip, TTL: ttl,
+	})
+	if errors.Is(err, inventory.ErrPoolExhausted) {
+		return nil // another MAC took it meanwhile: it is not free either way
+	}
+	if err != nil {
+		return fmt.Errorf("%w: decline %v: %w", errLeaseStore, ip, err)
+	}
+	return nil
+}
