@@ -115,6 +115,11 @@ func main() {
 		fatal(err)
 	}
 	defer os.RemoveAll(work)
+	// Peers drop root for unprivileged users (nginx's workers run as
+	// nobody) and must still read the files served from here.
+	if err := os.Chmod(work, 0o755); err != nil {
+		fatal(err)
+	}
 	cfg.work = work
 
 	var results []Result
