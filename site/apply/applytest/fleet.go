@@ -1,0 +1,278 @@
+// Package applytest is a simulated rack for the converge engine's tests and
+// benchmarks: machines with no VM (bmc/virtual.Sim), each behind its own
+// virtual Redfish BMC on a loopback port, driven through the real bmc
+// client; and a simulated install agent that, when a machine starts from
+// the network with an agent task in its boot intent, reports running and
+// then done (or failed) as the real agent's server side does: by writing
+// Machine.Agent in the store.
+package applytest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/inventory"
+)
+
+// Credentials of every simulated BMC.
+const (
+	User     = "admin"
+	Password = "sim-not-secret"
+)
+
+// Options shape a fleet.
+type Options struct {
+	// Machines is how many; Racks how many racks they are spread over
+	// (contiguously: the first Machines/Racks are in rack r0, ...).
+	Machines, Racks int
+	// Store is where the agent reports. Required.
+	Store inventory.Store
+	// AgentTime is how long the simulated agent takes to install (0:
+	// instant); RebootAfter is how long after reporting done it restarts
+	// the machine, as the real agent does (0: it does not).
+	AgentTime   time.Duration
+	RebootAfter time.Duration
+	Logger      *slog.Logger
+}
+
+// Fleet is a running simulated rack. Its BMCs serve until Close.
+type Fleet struct {
+	opts  Options
+	names []string
+	sims  map[string]*virtual.Sim
+	addrs map[string]string
+	stop  context.CancelFunc
+	wg    sync.WaitGroup
+
+	mu         sync.Mutex
+	installs   map[string]int // agent tasks of kind install reported done
+	wipes      map[string]int
+	started    map[string]int // agent tasks started
+	failAgent  map[string]string
+	order      []string // machines in the order their agent started
+	agentCalls sync.WaitGroup
+}
+
+// Name is the name of machine i, as SiteHCL declares it.
+func Name(i int) string { return fmt.Sprintf("m%04d", i) }
+
+// Start serves a BMC for each machine.
+func Start(opts Options) (*Fleet, error) {
+	if opts.Racks <= 0 {
+		opts.Racks = 1
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &Fleet{
+		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, stop: cancel,
+		installs: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
+	}
+	for i := range opts.Machines {
+		name := Name(i)
+		sim := virtual.NewSim(virtual.SimOptions{Name: name, OnBoot: f.boot})
+		srv, err := virtual.NewServer(virtual.Options{Username: User, Password: Password, Log: opts.Logger},
+			virtual.MachineSpec{Name: name, Machine: sim, Manufacturer: "metal-sim"})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("bmc listener %d of %d (ulimit -n?): %w", i+1, opts.Machines, err)
+		}
+		f.names = append(f.names, name)
+		f.sims[name] = sim
+		f.addrs[name] = "http://" + ln.Addr().String()
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			if err := srv.Serve(ctx, ln, nil); err != nil {
+				opts.Logger.Error("simulated bmc stopped", "machine", name, "err", err)
+			}
+		}()
+	}
+	return f, nil
+}
+
+// Close stops the BMCs and waits for running agents.
+func (f *Fleet) Close() {
+	f.stop()
+	f.wg.Wait()
+	f.agentCalls.Wait()
+}
+
+// Names lists the machines in order.
+func (f *Fleet) Names() []string { return append([]string(nil), f.names...) }
+
+// Sim returns a machine's simulation (its power, boots, failures).
+func (f *Fleet) Sim(name string) *virtual.Sim { return f.sims[name] }
+
+// Rack is the rack label of machine i.
+func (f *Fleet) Rack(i int) string {
+	per := (f.opts.Machines + f.opts.Racks - 1) / f.opts.Racks
+	return fmt.Sprintf("r%d", i/per)
+}
+
+// FailAgent makes the agent of machine name report failure with cause.
+func (f *Fleet) FailAgent(name, cause string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failAgent[name] = cause
+}
+
+// Installs returns how many install tasks each machine's agent finished.
+func (f *Fleet) Installs() map[string]int { return f.count(f.installs) }
+
+// Wipes returns how many wipe tasks each machine's agent finished.
+func (f *Fleet) Wipes() map[string]int { return f.count(f.wipes) }
+
+// Started returns how many agent tasks each machine started.
+func (f *Fleet) Started() map[string]int { return f.count(f.started) }
+
+// AgentOrder returns machines in the order their agents started.
+func (f *Fleet) AgentOrder() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.order...)
+}
+
+func (f *Fleet) count(m map[string]int) map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// SiteHCL returns a site declaring the fleet: each machine with its MAC,
+// rack label, the disk image "os" and its BMC; state is the state URL and
+// rollout the body of the rollout block (may be empty).
+func (f *Fleet) SiteHCL(state, rollout string) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "site \"sim\" {\n  state = %q\n}\n\n", state)
+	b.WriteString(`network "lan" {
+  subnet = "192.0.2.0/24"
+  mode   = "off"
+}
+
+image "os" {
+  disk     = "https://images.invalid/os.raw.zst"
+  checksum = "sha256:` + strings.Repeat("ab", 32) + `"
+}
+
+image "live" {
+  kernel = "/srv/live/vmlinuz"
+  initrd = ["/srv/live/initrd.img"]
+}
+
+`)
+	for i, n := range f.names {
+		fmt.Fprintf(&b, `machine %q {
+  mac     = "02:00:00:00:%02x:%02x"
+  network = "lan"
+  image   = image.os
+  labels  = { rack = %q }
+  bmc {
+    protocol = "redfish"
+    address  = %q
+    username = %q
+    password = %q
+  }
+}
+`, n, i/256, i%256, f.Rack(i), f.addrs[n], User, Password)
+	}
+	if rollout != "" {
+		fmt.Fprintf(&b, "\nrollout {\n%s\n}\n", rollout)
+	}
+	return []byte(b.String())
+}
+
+// boot is every simulated start: from the network, with an agent task in
+// the intent, the agent runs it; a diskless image (no task) fetches its
+// kernel, which the daemon would record as an event.
+func (f *Fleet) boot(b virtual.SimBoot) {
+	if b.Target != "Pxe" {
+		return
+	}
+	f.agentCalls.Add(1)
+	defer f.agentCalls.Done()
+	ctx := b.Ctx
+	st := f.opts.Store
+	rec, err := st.Machine(ctx, b.Machine)
+	if err != nil || rec.Intent.Action != inventory.BootInstall {
+		return
+	}
+	task := rec.Intent.Task
+	if task == nil {
+		_, _ = st.AppendEvent(ctx, inventory.Event{Time: time.Now(), Machine: b.Machine, MAC: rec.MAC,
+			Kind: inventory.EventKernel, Message: "GET " + rec.Intent.Kernel})
+		return
+	}
+	f.mu.Lock()
+	f.started[b.Machine]++
+	f.order = append(f.order, b.Machine)
+	cause := f.failAgent[b.Machine]
+	f.mu.Unlock()
+	if f.report(ctx, b.Machine, inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "writing"}) != nil {
+		return
+	}
+	if f.opts.AgentTime > 0 {
+		select {
+		case <-time.After(f.opts.AgentTime):
+		case <-ctx.Done():
+			return // powered off mid-install
+		}
+	}
+	final := inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentDone, Step: "rebooting"}
+	if cause != "" {
+		final = inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentFailed, Step: "writing", Error: cause}
+	}
+	if f.report(ctx, b.Machine, final) != nil {
+		return
+	}
+	if cause == "" {
+		f.mu.Lock()
+		if task.Kind == inventory.TaskWipe {
+			f.wipes[b.Machine]++
+		} else {
+			f.installs[b.Machine]++
+		}
+		f.mu.Unlock()
+		if f.opts.RebootAfter > 0 {
+			select {
+			case <-time.After(f.opts.RebootAfter):
+				_ = f.sims[b.Machine].Reset(context.Background())
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
+// report writes the agent's status as the agent protocol's server does.
+func (f *Fleet) report(ctx context.Context, name string, s inventory.AgentStatus) error {
+	s.UpdatedAt = time.Now()
+	_, err := inventory.UpdateMachine(ctx, f.opts.Store, name, func(m *inventory.Machine) error {
+		if m.Intent.Task == nil || m.Intent.Task.ID != s.TaskID {
+			return errors.New("task no longer current")
+		}
+		m.Agent = &s
+		return nil
+	})
+	if err != nil {
+		f.opts.Logger.Debug("simulated agent report", "machine", name, "err", err)
+	}
+	return err
+}

@@ -1,0 +1,95 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+)
+
+// BMC is what the engine needs from one machine's baseboard management
+// controller. Calls block until the BMC reports the change done.
+type BMC interface {
+	// PowerState reports whether the machine is on.
+	PowerState(ctx context.Context) (on bool, err error)
+	// SetPower turns the machine on or off and waits until it is.
+	SetPower(ctx context.Context, on bool) error
+	// SetNextBoot chooses the network (pxe) or the local disk for the next
+	// boot, or for every boot when persistent.
+	SetNextBoot(ctx context.Context, dev BootDevice, persistent bool) error
+}
+
+// BootDevice is where a machine boots from next.
+type BootDevice string
+
+const (
+	BootPXE  BootDevice = "pxe"
+	BootDisk BootDevice = "disk"
+)
+
+// BMCFunc returns the BMC of a machine: rec is its inventory record, decl
+// its declaration in the site (nil when the machine left the site and is
+// being deprovisioned). (nil, nil) means the machine has no BMC the engine
+// can use: power steps then wait for someone to power it by hand.
+type BMCFunc func(rec inventory.Machine, decl *site.Machine) (BMC, error)
+
+// DriverBMCs builds each machine's BMC from its site bmc block with the bmc
+// package (Redfish or IPMI through bmclib). tune, when set, adjusts each
+// config (timeouts, retries) before the driver is made. A machine that
+// left the site has no credentials any more (they are never stored), so it
+// gets no BMC.
+func DriverBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
+	return func(_ inventory.Machine, decl *site.Machine) (BMC, error) {
+		if decl == nil || decl.BMC == nil {
+			return nil, nil
+		}
+		b := decl.BMC
+		cfg := bmc.Config{
+			Machine: decl.Name, Protocol: b.Protocol, Address: b.Address,
+			Username: b.Username, Password: bmc.Secret(b.Password),
+			InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
+		}
+		if tune != nil {
+			tune(&cfg)
+		}
+		d, err := bmc.New(cfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("bmc of %s: %w", decl.Name, err)
+		}
+		return FromDriver(d), nil
+	}
+}
+
+// FromDriver adapts a bmc.Driver to the engine's BMC.
+func FromDriver(d bmc.Driver) BMC { return driverBMC{d} }
+
+type driverBMC struct{ d bmc.Driver }
+
+func (b driverBMC) PowerState(ctx context.Context) (bool, error) {
+	p, err := b.d.PowerState(ctx)
+	if err != nil {
+		return false, err
+	}
+	if p != bmc.PowerOn && p != bmc.PowerOff {
+		return false, fmt.Errorf("the BMC reports power state %q, neither on nor off", p)
+	}
+	return p == bmc.PowerOn, nil
+}
+
+func (b driverBMC) SetPower(ctx context.Context, on bool) error {
+	if on {
+		return b.d.Power(ctx, bmc.ActionOn)
+	}
+	return b.d.Power(ctx, bmc.ActionOff)
+}
+
+func (b driverBMC) SetNextBoot(ctx context.Context, dev BootDevice, persistent bool) error {
+	d := bmc.BootPXE
+	if dev == BootDisk {
+		d = bmc.BootDisk
+	}
+	return b.d.SetBootDevice(ctx, d, bmc.BootOptions{Persistent: persistent})
+}
