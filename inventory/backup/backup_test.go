@@ -290,7 +290,7 @@ func TestServerKilledMidUpload(t *testing.T) {
 		t.Fatal("upload never reached half-way")
 	}
 	time.Sleep(100 * time.Millisecond) // let the written half reach the server
-	d.kill(d.cmd, d.exited)
+	d.Kill()
 	close(sr.release)
 	if err := <-upErr; err == nil {
 		t.Fatal("upload to a killed server succeeded")
@@ -298,7 +298,7 @@ func TestServerKilledMidUpload(t *testing.T) {
 		t.Logf("upload failed as expected: %v", err)
 	}
 
-	d.start() // the server comes back (same port, keys, directory)
+	d.Restart() // the server comes back (same port, keys, directory)
 	r2 := dial(t, d)
 	latest, err := backup.Latest(ctx, r2, "ams1")
 	if err != nil {

@@ -1,0 +1,230 @@
+// Package sshdtest runs a real OpenSSH sshd on a loopback port for tests of
+// SFTP backups: a temp host key, an authorized client key, a known_hosts
+// file, started and SIGKILLed (with its session processes) by PID.
+package sshdtest
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Server is a running sshd.
+type Server struct {
+	t   testing.TB
+	Dir string
+	// Port is the loopback port sshd listens on.
+	Port int
+	// HostKey is the server's public host key.
+	HostKey ssh.PublicKey
+	// ClientKey is the private key file sshd authorizes; KnownHosts the
+	// known_hosts file trusting HostKey for 127.0.0.1:Port.
+	ClientKey  string
+	KnownHosts string
+	config     string
+	cmd        *exec.Cmd
+	exited     chan struct{}
+}
+
+// WriteKey writes a new ed25519 private key (OpenSSH PEM) to path and
+// returns its public key.
+func WriteKey(t testing.TB, path string) ssh.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+// Start runs sshd for the test; it is killed at cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	const bin = "/usr/sbin/sshd"
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatal("sshd not found: install the Debian package openssh-server (apt-get install openssh-server)")
+	}
+	// sshd refuses to start without its privilege separation directory
+	// (systemd creates it on a normal install).
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatalf("sshd needs /run/sshd: %v", err)
+	}
+	dir := t.TempDir()
+	s := &Server{t: t, Dir: dir, ClientKey: filepath.Join(dir, "id_ed25519"), KnownHosts: filepath.Join(dir, "known_hosts"), config: filepath.Join(dir, "sshd_config")}
+	s.HostKey = WriteKey(t, filepath.Join(dir, "host_ed25519"))
+	clientPub := WriteKey(t, s.ClientKey)
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(clientPub), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Port = l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s.Trust(s.HostKey)
+	cfg := fmt.Sprintf(`Port %d
+ListenAddress 127.0.0.1
+HostKey %s
+PidFile %s
+AuthorizedKeysFile %s
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+`, s.Port, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
+	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.Restart()
+	return s
+}
+
+// Trust writes known_hosts with key for the server's [127.0.0.1]:port.
+// A nil key leaves known_hosts empty.
+func (s *Server) Trust(key ssh.PublicKey) {
+	var line string
+	if key != nil {
+		line = knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("127.0.0.1:%d", s.Port))}, key) + "\n"
+	}
+	if err := os.WriteFile(s.KnownHosts, []byte(line), 0o600); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Restart starts sshd (again, after Kill: same port, keys and files) and
+// waits until it accepts connections.
+func (s *Server) Restart() {
+	s.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "sshd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", s.config)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// If the test binary dies (a panic skips Cleanup), sshd dies with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start sshd: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	s.cmd, s.exited = cmd, exited
+	s.t.Cleanup(func() { kill(cmd, exited) })
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(filepath.Join(s.Dir, "sshd.log"))
+			s.t.Fatalf("sshd exited at start:\n%s", b)
+		default:
+		}
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port)); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatal("sshd not listening after 10s")
+}
+
+// Kill SIGKILLs sshd and its session processes, as a crashing server host
+// would lose them all.
+func (s *Server) Kill() { kill(s.cmd, s.exited) }
+
+func kill(cmd *exec.Cmd, exited chan struct{}) {
+	select {
+	case <-exited:
+		// Already killed; its PID may be reused by now.
+		return
+	default:
+	}
+	// Stop the listener first so it forks no new children, then the
+	// children (which call setsid and so leave its process group, but stay
+	// its descendants while it is unreaped), then reap.
+	cmd.Process.Signal(syscall.SIGSTOP)
+	for _, pid := range descendants(cmd.Process.Pid) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	cmd.Process.Kill()
+	<-exited
+}
+
+// descendants lists the processes below pid, from /proc.
+func descendants(pid int) []int {
+	parent := map[int]int{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces, so parse after ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 1 {
+			if pp, err := strconv.Atoi(f[1]); err == nil {
+				parent[p] = pp
+			}
+		}
+	}
+	var out []int
+	frontier := []int{pid}
+	for len(frontier) > 0 {
+		cur := frontier[0]
+		frontier = frontier[1:]
+		for p, pp := range parent {
+			if pp == cur {
+				out = append(out, p)
+				frontier = append(frontier, p)
+			}
+		}
+	}
+	return out
+}
+
+// User is the login the tests connect as: the current user.
+func (s *Server) User() string {
+	u, err := user.Current()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return u.Username
+}
+
+// URL is sftp://USER@127.0.0.1:PORT/<Dir>/<sub>, a backup target.
+func (s *Server) URL(sub string) string {
+	return fmt.Sprintf("sftp://%s@127.0.0.1:%d/%s", s.User(), s.Port, filepath.Join(s.Dir, sub))
+}
