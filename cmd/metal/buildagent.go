@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/images/initramfs"
+)
+
+func init() { registerImages(newBuildAgentCmd) }
+
+type buildAgentFlags struct {
+	sitePath      string
+	vars          varFlags
+	out           string
+	binary        string
+	kernelDir     string
+	kernelRelease string
+	pkg           string
+	cacheDir      string
+	modules       []string
+	extraModules  []string
+	json          bool
+}
+
+func newBuildAgentCmd(a *app) *cobra.Command {
+	var f buildAgentFlags
+	cmd := &cobra.Command{
+		Use:   "build-agent",
+		Short: "Build the install agent's initramfs (metal as /init, with NIC and disk drivers)",
+		Long: `Build-agent packs this metal binary as /init of an initramfs, with the kernel
+modules for common NICs, disk controllers and filesystems (and what they
+depend on), taken from a Debian kernel, which is the kernel the agent boots.
+Machines net-boot it to report their hardware and have their disks written.
+
+The kernel is, in order: --kernel-dir (an unpacked kernel package, holding
+boot/vmlinuz-REL and lib/modules/REL), this host's own kernel if Debian's
+linux-image-amd64 is installed, or that package fetched with apt-get download
+into --cache-dir. The command prints where the kernel is: serve it with the
+initramfs, and put metal.url=http://HOST:PORT on the kernel command line.
+
+This binary must be statically linked (CGO_ENABLED=0; make build does).`,
+		Example: `  metal images build-agent --site site.hcl -o /var/lib/metal/agent.cpio.gz
+  metal images build-agent -o agent.cpio.gz --kernel-dir /srv/kernel/linux-image-6.1.0-27-amd64
+  metal images build-agent -o agent.cpio.gz --package linux-image-cloud-amd64 --json
+  metal images build-agent -o agent.cpio.gz --extra-module bnx2x --extra-module qede`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.out == "" {
+				return usageError("build-agent needs -o FILE: where to write the initramfs")
+			}
+			if f.sitePath != "" {
+				res, diags := f.vars.load(f.sitePath)
+				writeDiags(a.stderr, res.Files, diags)
+				if diags.HasErrors() {
+					return silentExit(exitFailed)
+				}
+			}
+			bin := f.binary
+			if bin == "" {
+				exe, err := os.Executable()
+				if err != nil {
+					return &exitError{code: exitFailed, err: fmt.Errorf("which binary is metal: %w (give --binary)", err)}
+				}
+				bin = exe
+			}
+			mods := f.modules
+			if len(mods) == 0 {
+				mods = append([]string(nil), initramfs.DefaultModules...)
+			}
+			mods = append(mods, f.extraModules...)
+			res, err := initramfs.BuildAgent(cmd.Context(), initramfs.Options{
+				Binary: bin, KernelDir: f.kernelDir, KernelRelease: f.kernelRelease,
+				Package: f.pkg, CacheDir: f.cacheDir, Modules: mods, Out: f.out, Logger: a.logger(),
+			})
+			if err != nil {
+				return &exitError{code: exitFailed, err: err}
+			}
+			if f.json {
+				return writeJSON(a.stdout, res)
+			}
+			fmt.Fprintf(a.stdout, "initrd:  %s\nkernel:  %s\nrelease: %s\nmodules: %d\n", res.Initrd, res.Kernel, res.Release, len(res.Modules))
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.sitePath, "site", "", "the site file (checked; optional)")
+	f.vars.register(cmd)
+	fl.StringVarP(&f.out, "out", "o", "", "write the initramfs (gzip'd cpio) to FILE")
+	fl.StringVar(&f.binary, "binary", "", "the static metal binary to pack as /init (default: this one)")
+	fl.StringVar(&f.kernelDir, "kernel-dir", "", "a root holding boot/vmlinuz-REL and lib/modules/REL (default: this host's, else fetched)")
+	fl.StringVar(&f.kernelRelease, "kernel-release", "", "the kernel release to use when several are present")
+	fl.StringVar(&f.pkg, "package", initramfs.DefaultPackage, "the Debian kernel package to fetch when no kernel is at hand")
+	fl.StringVar(&f.cacheDir, "cache-dir", initramfs.DefaultCacheDir, "where fetched kernel packages are kept")
+	fl.StringArrayVar(&f.modules, "module", nil, "a kernel module to include, replacing the default list (repeatable)")
+	fl.StringArrayVar(&f.extraModules, "extra-module", nil, "a kernel module to include besides the default list (repeatable)")
+	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
+	return cmd
+}
