@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/metal-dev/metal/inventory"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
@@ -26,6 +28,11 @@ type timeline struct {
 	leases multiLeases
 	log    *slog.Logger
 	queue  chan pxehttp.Request
+	// dropped counts events lost to a full queue since the last warning;
+	// a flood of fetches warns once a second, not once per request (which
+	// doubled the log and its cost under load).
+	dropped  atomic.Int64
+	lastWarn atomic.Int64 // unix nanoseconds
 }
 
 func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
@@ -41,7 +48,12 @@ func (t *timeline) observe(r pxehttp.Request) {
 	select {
 	case t.queue <- r:
 	default:
-		t.log.Warn("boot timeline queue full; event dropped", "path", r.Path, "client", r.Client)
+		n := t.dropped.Add(1)
+		now, last := time.Now().UnixNano(), t.lastWarn.Load()
+		if now-last >= int64(time.Second) && t.lastWarn.CompareAndSwap(last, now) {
+			t.dropped.Add(-n)
+			t.log.Warn("boot timeline queue full; events dropped", "dropped", n, "path", r.Path, "client", r.Client)
+		}
 	}
 }
 
