@@ -1,0 +1,111 @@
+package lab
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/site"
+)
+
+func TestLastLine(t *testing.T) {
+	tests := map[string]struct {
+		file string
+		want string
+	}{
+		"ipxe with escapes and backspaces": {"serial-ipxe.log", "Configuring (net0 52:54:00:6d:6c:02)........"},
+		"blank lines after the marker":     {"serial-marker.log", "metal-lab-disk-ok vm-1"},
+		"carriage returns overwrite":       {"serial-progress.log", "Downloading... 99%"},
+		"empty log":                        {"serial-empty.log", ""},
+		"no log yet":                       {"missing.log", ""},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if diff := cmp.Diff(tc.want, LastLine(filepath.Join("testdata", tc.file))); diff != "" {
+				t.Errorf("LastLine (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPlan checks the lab's layout: which VMs boot UEFI and which BMC each
+// is behind.
+func TestPlan(t *testing.T) {
+	type vm struct{ Name, Firmware, Protocol, BMCAddress string }
+	tests := map[string]struct {
+		machines, uefi int
+		want           []vm
+	}{
+		"default": {2, 1, []vm{
+			{"vm-1", BIOS, IPMI, "192.0.2.3:623"},
+			{"vm-2", UEFI, Redfish, "http://192.0.2.2:8002"},
+		}},
+		"one machine is on Redfish": {1, 0, []vm{
+			{"vm-1", BIOS, Redfish, "http://192.0.2.2:8001"},
+		}},
+		"all UEFI": {3, 3, []vm{
+			{"vm-1", UEFI, IPMI, "192.0.2.3:623"},
+			{"vm-2", UEFI, Redfish, "http://192.0.2.2:8002"},
+			{"vm-3", UEFI, Redfish, "http://192.0.2.2:8003"},
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			st := plan(Config{Dir: "/tmp/lab", Machines: tc.machines, UEFI: tc.uefi})
+			var got []vm
+			for _, v := range st.VMs {
+				got = append(got, vm{v.Name, v.Firmware, v.Protocol, v.BMCAddress})
+				if (v.Firmware == UEFI) != (v.OVMFVars != "") {
+					t.Errorf("%s: firmware %s with OVMF vars %q", v.Name, v.Firmware, v.OVMFVars)
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("plan (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSiteFileLoads renders the site of a three-VM lab and loads it with
+// metal's own loader: it is valid and declares what the lab made.
+func TestSiteFileLoads(t *testing.T) {
+	dir := t.TempDir()
+	st := plan(Config{Dir: dir, Machines: 3, UEFI: 1})
+	b, err := renderSite(st, "pw-Abc123")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(st.Site, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, diags := site.LoadFile(st.Site, site.Options{})
+	if diags.HasErrors() {
+		t.Fatalf("the lab's site file is invalid: %v\n%s", diags, b)
+	}
+	type machine struct {
+		Name, MAC, IP, Protocol, Address, Password, Firmware string
+	}
+	var got, want []machine
+	for _, m := range res.Site.Machines {
+		got = append(got, machine{m.Name, m.MAC.String(), m.IP.String(), m.BMC.Protocol, m.BMC.Address, m.BMC.Password, m.Labels["firmware"]})
+	}
+	for _, vm := range st.VMs {
+		want = append(want, machine{vm.Name, vm.MAC, vm.IP, vm.Protocol, vm.BMCAddress, "pw-Abc123", vm.Firmware})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("machines (-want +got):\n%s", diff)
+	}
+	n := res.Site.Network("lab")
+	if n == nil || n.Interface != bridge || n.Subnet != netip.MustParsePrefix(subnet) {
+		t.Errorf("network lab = %+v, want interface %s on %s", n, bridge, subnet)
+	}
+	if !res.Site.Variables["bmc_password"].Sensitive {
+		t.Error("bmc_password is not sensitive")
+	}
+	if r := res.Site.Rollout; r.Canary != 0 || r.BatchSize != 3 {
+		t.Errorf("rollout = canary %d batch %d, want every VM at once", r.Canary, r.BatchSize)
+	}
+}
