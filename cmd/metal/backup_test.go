@@ -1,0 +1,218 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backup"
+	"github.com/metal-dev/metal/inventory/backup/sshdtest"
+)
+
+// sshArgs are the flags that make the verbs trust the test's sshd and
+// offer its client key (and no agent of the user running the tests).
+func sshArgs(d *sshdtest.Server) []string {
+	return []string{"--known-hosts", d.KnownHosts, "-i", d.ClientKey}
+}
+
+var noAgent = map[string]string{"SSH_AUTH_SOCK": ""}
+
+// machineSummary is what a backup must carry over of each machine.
+func machineSummary(t *testing.T, s inventory.Store) []string {
+	t.Helper()
+	ms, _, err := s.Machines(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range ms {
+		hw := ""
+		if m.Hardware != nil {
+			hw = m.Hardware.DMI.Serial
+		}
+		out = append(out, strings.Join([]string{m.Name, m.MAC, string(m.State), m.Identity.IP.String(), hw}, " "))
+	}
+	return out
+}
+
+func snapshotsIn(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		if _, ok := backup.ParseName(e.Name()); ok {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// TestBackupRestore backs a site's store up to a real sshd three times
+// with --keep 2, then restores the latest into another site directory.
+func TestBackupRestore(t *testing.T) {
+	d := sshdtest.Start(t)
+	target := d.URL("ams1")
+	sitePath := stateSite(t)
+	s := openSiteStore(t, sitePath)
+	fillStore(t, s, time.Now())
+	s.Close()
+
+	for i := range 3 {
+		if i > 0 { // a change between backups: a new revision, a new name
+			s := openSiteStore(t, sitePath)
+			if _, err := s.AppendEvent(testCtx(t), inventory.Event{Kind: inventory.EventApply, Message: "between backups"}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+		code, stdout, stderr := metal(t, noAgent, append([]string{"backup", "--site", sitePath, "--to", target, "--keep", "2"}, sshArgs(d)...)...)
+		if code != 0 {
+			t.Fatalf("backup %d: exit %d: %s", i, code, stderr)
+		}
+		if !strings.Contains(stdout, "Snapshot metal-ams1-") || (i == 2) != strings.Contains(stdout, "Deleted 1 older") {
+			t.Errorf("backup %d said:\n%s", i, stdout)
+		}
+	}
+	snaps := snapshotsIn(t, filepath.Join(d.Dir, "ams1"))
+	if len(snaps) != 2 {
+		t.Fatalf("snapshots kept: %v, want 2", snaps)
+	}
+
+	s = openSiteStore(t, sitePath)
+	want := machineSummary(t, s)
+	s.Close()
+	restored := stateSite(t)
+	code, stdout, stderr := metal(t, noAgent, append([]string{"restore", "--site", restored, "--from", target + "/latest"}, sshArgs(d)...)...)
+	if code != 0 {
+		t.Fatalf("restore: exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stdout, "Restored snapshot of site ams1") {
+		t.Errorf("restore said: %s", stdout)
+	}
+	s = openSiteStore(t, restored)
+	if d := cmp.Diff(want, machineSummary(t, s)); d != "" {
+		t.Errorf("restored machines (-want +got):\n%s", d)
+	}
+	evs, err := s.Events(testCtx(t), inventory.EventQuery{})
+	if err != nil || len(evs) != 122 {
+		t.Errorf("restored %d events (%v), want 122", len(evs), err)
+	}
+	s.Close()
+
+	// Into a store that holds data: refused, unless --replace; a named
+	// snapshot (the older one) can be restored too.
+	code, _, stderr = metal(t, noAgent, append([]string{"restore", "--site", restored, "--from", target + "/" + snaps[0]}, sshArgs(d)...)...)
+	if code != 1 || !strings.Contains(stderr, "--replace") {
+		t.Errorf("restore over data: exit %d: %s", code, stderr)
+	}
+	code, _, stderr = metal(t, noAgent, append([]string{"restore", "--site", restored, "--replace", "--from", target + "/" + snaps[0]}, sshArgs(d)...)...)
+	if code != 0 {
+		t.Fatalf("restore --replace: exit %d: %s", code, stderr)
+	}
+	s = openSiteStore(t, restored)
+	if evs, err := s.Events(testCtx(t), inventory.EventQuery{}); err != nil || len(evs) != 121 {
+		t.Errorf("older snapshot restored %d events (%v), want 121", len(evs), err)
+	}
+	s.Close()
+}
+
+// TestBackupRefusesUnknownHost: a server whose key known_hosts lacks is
+// never written to, and the error says how to trust it.
+func TestBackupRefusesUnknownHost(t *testing.T) {
+	d := sshdtest.Start(t)
+	d.Trust(nil)
+	sitePath := stateSite(t)
+	code, _, stderr := metal(t, noAgent, append([]string{"backup", "--site", sitePath, "--to", d.URL("ams1")}, sshArgs(d)...)...)
+	if code != 1 || !strings.Contains(stderr, "ssh-keyscan") {
+		t.Errorf("exit %d: %s", code, stderr)
+	}
+	if _, err := os.Stat(filepath.Join(d.Dir, "ams1")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("something was written to an untrusted server: %v", err)
+	}
+}
+
+// TestStandbyPromote: a standby pulls the primary's snapshot, promote
+// refuses while the primary beats, is forced, and the primary is fenced.
+func TestStandbyPromote(t *testing.T) {
+	d := sshdtest.Start(t)
+	target := d.URL("ams1")
+	primary := stateSite(t)
+	s := openSiteStore(t, primary)
+	fillStore(t, s, time.Now())
+	want := machineSummary(t, s)
+	s.Close()
+	if code, _, stderr := metal(t, noAgent, append([]string{"backup", "--site", primary, "--to", target}, sshArgs(d)...)...); code != 0 {
+		t.Fatalf("backup: %s", stderr)
+	}
+
+	standby := stateSite(t)
+	// An empty standby is not promoted.
+	code, _, stderr := metal(t, noAgent, append([]string{"promote", "--site", standby, "--from", target}, sshArgs(d)...)...)
+	if code != 1 || !strings.Contains(stderr, "holds no replica") {
+		t.Errorf("promote of an empty standby: exit %d: %s", code, stderr)
+	}
+	code, stdout, stderr := metal(t, noAgent, append([]string{"standby", "--site", standby, "--from", target, "--once"}, sshArgs(d)...)...)
+	if code != 0 || !strings.Contains(stdout, "replica now holds metal-ams1-") {
+		t.Fatalf("standby --once: exit %d: %s%s", code, stdout, stderr)
+	}
+	s = openSiteStore(t, standby)
+	if d := cmp.Diff(want, machineSummary(t, s)); d != "" {
+		t.Errorf("replica machines (-want +got):\n%s", d)
+	}
+	s.Close()
+
+	// The primary is alive: it beats (as metal serve does with a backup
+	// target).
+	ctx := testCtx(t)
+	tgt, err := backup.ParseTarget(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := backup.Dial(ctx, tgt, backup.SSHOptions{KnownHosts: d.KnownHosts, KeyFiles: []string{d.ClientKey}, AgentSocket: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	p := &backup.Primary{Remote: r, Site: "ams1", Owner: "ams1-a", Interval: time.Minute}
+	if err := p.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr = metal(t, noAgent, append([]string{"promote", "--site", standby, "--from", target, "--owner", "ams1-b"}, sshArgs(d)...)...)
+	if code != 1 || !strings.Contains(stderr, "stop it first, wait, or force") {
+		t.Errorf("promote over a live primary: exit %d: %s", code, stderr)
+	}
+	if err := p.Beat(ctx); err != nil {
+		t.Fatalf("primary fenced by a refused promote: %v", err)
+	}
+	code, stdout, stderr = metal(t, noAgent, append([]string{"promote", "--site", standby, "--from", target, "--owner", "ams1-b", "--force"}, sshArgs(d)...)...)
+	if code != 0 || !strings.Contains(stdout, "ams1-b is now its active instance") || !strings.Contains(stdout, "is fenced") {
+		t.Fatalf("promote --force: exit %d: %s%s", code, stdout, stderr)
+	}
+	if err := p.Beat(ctx); !errors.Is(err, backup.ErrFenced) {
+		t.Errorf("old primary's heartbeat after promote: %v, want ErrFenced", err)
+	}
+}
+
+func TestSplitSnapshot(t *testing.T) {
+	tests := map[string]struct{ dir, name string }{
+		"sftp://u@h/ams1/latest":  {"sftp://u@h/ams1", ""},
+		"sftp://u@h/ams1/latest/": {"sftp://u@h/ams1", ""},
+		"sftp://u@h/ams1":         {"sftp://u@h/ams1", ""},
+		"sftp://u@h//srv/ams1/metal-ams1-20300102T030405Z-000000000042.snap": {"sftp://u@h//srv/ams1", "metal-ams1-20300102T030405Z-000000000042.snap"},
+	}
+	for raw, want := range tests {
+		dir, name := splitSnapshot(raw)
+		if dir != want.dir || name != want.name {
+			t.Errorf("splitSnapshot(%q) = %q, %q; want %q, %q", raw, dir, name, want.dir, want.name)
+		}
+	}
+}
