@@ -1,0 +1,83 @@
+package bootkit_test
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+)
+
+// TestDiskImageBoots boots the test disk image straight from a virtio
+// disk, on SeaBIOS (SYSLINUX) and on OVMF (systemd-boot), to its marker.
+func TestDiskImageBoots(t *testing.T) {
+	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	if err := bootkit.CheckDiskTools(); err != nil {
+		t.Fatal(err)
+	}
+	// Parallel subtests run after this function returns: cancel at cleanup.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI} {
+		t.Run(string(fw), func(t *testing.T) {
+			t.Parallel()
+			if err := bootkit.CheckQEMU(fw); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			marker := "metal-disk-boot-" + string(fw) + "-ok"
+			disk := filepath.Join(dir, "disk.raw")
+			if err := bootkit.DiskImage(ctx, kernel, marker, disk); err != nil {
+				t.Fatal(err)
+			}
+			serial := filepath.Join(dir, "serial.log")
+			args, err := bootkit.DiskBootArgs(fw, disk, serial, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+			out := &lockedBuffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			go func() { cmd.Wait(); close(done) }()
+			defer func() { cmd.Process.Kill(); <-done }()
+			wait, stop := context.WithTimeout(ctx, 3*time.Minute)
+			defer stop()
+			if err := bootkit.WaitForMarker(wait, serial, marker, done); err != nil {
+				log, _ := os.ReadFile(serial)
+				t.Fatalf("%v\nserial:\n%s\nqemu: %s", err, log, out.String())
+			}
+		})
+	}
+}
+
+// lockedBuffer collects QEMU's output from its two pipes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
