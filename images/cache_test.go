@@ -20,8 +20,8 @@ import (
 
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/images/source"
-	"github.com/metal-dev/metal/inventory/backup/sshdtest"
 	"github.com/metal-dev/metal/internal/sshdial"
+	"github.com/metal-dev/metal/inventory/backup/sshdtest"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -489,4 +489,3 @@ image "local only" {
 		t.Error("ByPath resolved a path outside the catalog")
 	}
 }
-
