@@ -1,7 +1,7 @@
 # metal: build, test, benchmark.
 #
 #   make test    install what the tests need, then vet and test everything
-#   make lab     the main demonstration (today: plan the homelab example)
+#   make lab     the main demonstration: provision a QEMU lab end to end
 #   make bench   benchmarks, with metal beside its peers, as a table
 #   make build   the binary, in bin/metal
 #   make fuzz    every fuzz target for FUZZTIME (default 60s) each
@@ -63,8 +63,31 @@ test: test-deps build vet
 	bin/metal fmt -check hcl-examples/*.hcl
 	$(GO) test -timeout 40m ./...
 
-lab: build
-	bin/metal plan hcl-examples/homelab.hcl
+# The QEMU lab (metal lab --help): QEMU with its iPXE ROMs and OVMF, the
+# BMC simulator, and what the bootable test disk image is built from. The
+# agent's and the test disk's kernels are fetched with apt-get download into
+# a cache, never installed on this machine.
+LAB_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitool iproute2 \
+	busybox-static cpio dosfstools mtools syslinux syslinux-common systemd-boot-efi
+LAB_DIR ?= .metal-lab
+LAB_MACHINES ?= 2
+LAB_UEFI ?= 1
+lab: deps
+	$(call apt_install,$(LAB_PACKAGES))
+	@[ -n "$$(ls /var/lib/apt/lists/*_Packages 2>/dev/null)" ] || { SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); $$SUDO apt-get update -qq; }
+	$(MAKE) --no-print-directory build
+	@set -e; SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \
+	$$SUDO bin/metal lab up --dir $(LAB_DIR) --machines $(LAB_MACHINES) --uefi $(LAB_UEFI); \
+	$$SUDO bin/metal lab apply --dir $(LAB_DIR); \
+	echo; $$SUDO bin/metal lab status --dir $(LAB_DIR); \
+	echo; echo "Serial logs: $(LAB_DIR)/vms/*/serial.log   metal's logs: $(LAB_DIR)/logs/"; \
+	echo "Look around:"; \
+	echo "  $$SUDO bin/metal lab status --dir $(LAB_DIR)"; \
+	echo "  $$SUDO bin/metal lab console --dir $(LAB_DIR) vm-2      (Ctrl-] leaves)"; \
+	echo "  $$SUDO bin/metal lab exec --dir $(LAB_DIR) -- bin/metal machines --site $(LAB_DIR)/site.hcl"; \
+	echo "  $$SUDO bin/metal lab exec --dir $(LAB_DIR) -- bin/metal bmc status --site $(LAB_DIR)/site.hcl"; \
+	echo "Tear down:"; \
+	echo "  $$SUDO bin/metal lab down --dir $(LAB_DIR)"
 
 bench: bench-deps build
 	$(GO) run ./cmd/metal-bench --metal bin/metal --out bench-results

@@ -157,22 +157,10 @@ serial console.`,
 			if f.asJSON {
 				return writeJSON(a.stdout, s)
 			}
-			renderLabStatus(a.stdout, s, terminalWidth(a.stdout))
+			renderLabStatus(a.stdout, s, termWidth(a.stdout))
 			return nil
 		},
 	}
-}
-
-// terminalWidth is the width of w when it is a terminal, else 0 (no limit).
-func terminalWidth(w io.Writer) int {
-	if !isTerminal(w) {
-		return 0
-	}
-	cols, _, err := term.GetSize(int(w.(*os.File).Fd()))
-	if err != nil {
-		return 0
-	}
-	return cols
 }
 
 func renderLabStatus(w io.Writer, s lab.Status, width int) {
