@@ -104,6 +104,9 @@ func main() {
 	flag.StringVar(&only, "only", "", "run only measures whose name contains this")
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
+	if _, err := os.Stat(cfg.metal); err != nil {
+		fatal(fmt.Errorf("metal binary %s: %w (build it with `make build`, or name it with --metal)", cfg.metal, err))
+	}
 	cfg.logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	cfg.quiet = slog.New(slog.DiscardHandler)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
