@@ -225,17 +225,9 @@ func download(ctx context.Context, url string, want int64) (float64, error) {
 	if resp.StatusCode != http.StatusOK {
 		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	buf := make([]byte, 1<<20)
-	var n int64
-	for {
-		k, err := resp.Body.Read(buf)
-		n += int64(k)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return 0, fmt.Errorf("GET %s after %d bytes: %w", url, n, err)
-		}
+	n, err := drain(resp.Body, make([]byte, 1<<20))
+	if err != nil {
+		return 0, fmt.Errorf("GET %s after %d bytes: %w", url, n, err)
 	}
 	secs := time.Since(start).Seconds()
 	if n != want {
@@ -303,19 +295,29 @@ func fetch(c *http.Client, url string, buf []byte) (int64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	var n int64
-	for {
-		k, err := resp.Body.Read(buf)
-		n += int64(k)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return n, err
-		}
+	n, err := drain(resp.Body, buf)
+	if err != nil {
+		return n, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		return n, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return n, nil
+}
+
+// drain reads r to its end through buf, counting bytes. Unlike io.Copy to
+// io.Discard it reads with the caller's buffer size, so that a large
+// download is not held to 8 KiB reads by the client.
+func drain(r io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		n += int64(k)
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
