@@ -1,15 +1,26 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
 	"github.com/metal-dev/metal/site/plan"
 )
 
@@ -19,6 +30,8 @@ func newPlanCmd(a *app) *cobra.Command {
 	var vf varFlags
 	var asJSON, detailed, noColor bool
 	var out string
+	var targets []string
+	refresh := true
 	cmd := &cobra.Command{
 		Use:   "plan FILE",
 		Short: "Show what apply would change, machine by machine",
@@ -30,12 +43,20 @@ of each machine, then prints the changes apply would make:
   -/+  reprovision: the disk is rewritten (image, disk or MAC changed)
   -    deprovision: the machine left the file (power off, wipe)
 
+What metal observed is read from the site's state store (its state
+setting): what was last applied to each machine. An empty or missing store
+means nothing was ever applied. A file store held by a running daemon is
+locked: plan says so; stop the daemon or plan with --refresh=false.
+
 Sensitive values (variables declared sensitive = true, BMC passwords) are
-shown as (sensitive). Nothing is changed by plan.`,
+shown as (sensitive). Nothing is changed by plan. A plan saved with --out
+is applied with ` + "`metal apply PLANFILE`" + `, which refuses it if the site file
+or the inventory changed since.`,
 		Example: `  metal plan hcl-examples/homelab.hcl
   metal plan --json site.hcl > plan.json
   metal plan --detailed-exitcode site.hcl   # exit 2 when there are changes
-  metal plan -var nodes_per_rack=40 --out tonight.plan site.hcl`,
+  metal plan -var nodes_per_rack=40 --out tonight.plan site.hcl
+  metal plan --target web-01 --target web-02 site.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, diags := vf.load(args[0])
@@ -43,8 +64,21 @@ shown as (sensitive). Nothing is changed by plan.`,
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}
-			p := plan.Compute(res.Site, observedAttributes(res.Site))
+			var obs map[string]plan.Attributes
+			if refresh {
+				var err error
+				if obs, err = observedAttributes(cmd.Context(), a, res.Site, filepath.Dir(args[0])); err != nil {
+					return &exitError{code: exitFailed, err: err}
+				}
+			}
+			p, err := plan.Compute(res.Site, obs).Only(targets)
+			if err != nil {
+				return usageError("--target: %v", err)
+			}
 			if out != "" {
+				if err := stampPlan(p, args[0], res); err != nil {
+					return err
+				}
 				if err := savePlan(out, p); err != nil {
 					return err
 				}
@@ -71,13 +105,59 @@ shown as (sensitive). Nothing is changed by plan.`,
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when nothing would change, 2 when something would, 1 on error")
 	cmd.Flags().StringVar(&out, "out", "", "also save the plan as JSON to this file")
 	cmd.Flags().BoolVar(&noColor, "no-color", false, "never color the output")
+	cmd.Flags().StringArrayVar(&targets, "target", nil, "plan only this machine (repeatable)")
+	cmd.Flags().BoolVar(&refresh, "refresh", true, "read what metal observed from the state store; false plans as if nothing was ever applied")
 	return cmd
 }
 
-// observedAttributes returns what metal last applied to each machine. Until
-// the site's state store is read here, nothing has been applied, so every
-// machine is new.
-func observedAttributes(*site.Site) map[string]plan.Attributes { return nil }
+// observedAttributes reads what metal last applied to each machine from
+// the site's state store. A file store that does not exist yet has
+// observed nothing (and is not created: plan changes nothing).
+func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir string) (map[string]plan.Attributes, error) {
+	state := daemon.ResolveState(s.Settings.State, siteDir)
+	if p, ok := strings.CutPrefix(state, "file://"); ok {
+		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+	}
+	store, err := openState(ctx, a, state)
+	if errors.Is(err, bolt.ErrLocked) {
+		return nil, fmt.Errorf("%w; or plan without reading it: --refresh=false", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	return apply.Observed(ctx, store, s)
+}
+
+// stampPlan records in a plan to be saved which site file it is of and a
+// digest of that file's content, so applying it later can tell whether the
+// site changed.
+func stampPlan(p *plan.Plan, sitePath string, res *site.Result) error {
+	abs, err := filepath.Abs(sitePath)
+	if err != nil {
+		return fmt.Errorf("save plan: %w", err)
+	}
+	p.SiteFile = abs
+	p.SiteDigest = siteDigest(res)
+	return nil
+}
+
+// siteDigest hashes the content of every file the site was loaded from.
+func siteDigest(res *site.Result) string {
+	names := make([]string, 0, len(res.Files))
+	for n := range res.Files {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(n), len(res.Files[n].Bytes))
+		h.Write(res.Files[n].Bytes)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
 
 func savePlan(path string, p *plan.Plan) error {
 	data, err := json.MarshalIndent(p, "", "  ")

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
+	"github.com/metal-dev/metal/site/plan"
+)
+
+func init() { register(newApplyCmd) }
+
+type applyFlags struct {
+	vars         varFlags
+	autoApprove  bool
+	allowDestroy bool
+	resume       bool
+	asJSON       bool
+	noColor      bool
+	targets      []string
+	stateDir     string
+	listen       string
+	tftpAddr     string
+	agentKernel  string
+	agentInitrds []string
+	agentCmdline string
+	stepTimeout  time.Duration
+	agentTimeout time.Duration
+}
+
+func newApplyCmd(a *app) *cobra.Command {
+	var f applyFlags
+	cmd := &cobra.Command{
+		Use:   "apply [FILE|PLANFILE]",
+		Short: "Make the machines what the site file says, in batches that halt on failure",
+		Long: `Apply validates the site file, plans against what metal observed (see
+` + "`metal plan`" + `), shows the plan and, once confirmed, carries it out:
+
+  provision     BMC check, power off, boot intent in the store, next boot
+                from the network, power on, wait for the install agent to
+                write the image, next boot from disk: provisioned
+  update        power state and labels, no reinstall
+  reprovision   as provision, over a disk that held an image (destructive)
+  deprovision   the agent wipes the disk, power off, removed from the store
+                (destructive)
+
+Destructive actions are carried out only with --allow-destroy.
+
+The rollout follows the site's rollout block: the canary machines alone
+first (they must succeed), then batches of batch_size machines (or a
+percentage), never spanning two values of the label named by "by" (one rack
+at a time), with power-ons spaced by stagger; max_failures failed machines
+halt the rest. A machine that fails is marked failed with its cause; it
+never stops the others in its batch.
+
+While it runs, apply serves DHCP, TFTP and HTTP for the site as ` + "`metal serve`" + `
+does (the machines netboot from it), so no daemon may hold the state store.
+
+Confirmation: on a terminal apply asks before changing anything;
+--auto-approve skips the question; without a terminal and without
+--auto-approve it refuses. A plan saved with ` + "`metal plan --out`" + ` is applied as it
+was shown, without a question, and only if neither the site file nor the
+inventory changed since.
+
+Ctrl-C once: no machine starts any more, those in flight finish. Twice:
+in-flight machines are abandoned where they are. Either way, and after a
+crash or kill -9, ` + "`metal apply --resume`" + ` continues the run without redoing
+machines that finished (a machine whose install was under way is waited
+for, not reinstalled).
+
+Exit status: 0 when every machine converged (or nothing had to change), 1
+when one failed, the run halted, or apply refused.`,
+		Example: `  metal apply site.hcl                       # plan, confirm, apply
+  metal apply --auto-approve site.hcl        # in scripts and CI
+  metal apply --target web-01 site.hcl       # one machine only
+  metal apply --allow-destroy site.hcl       # reprovision / deprovision too
+  metal plan --out tonight.plan site.hcl && metal apply tonight.plan
+  metal apply --resume --auto-approve site.hcl   # after an interruption
+  metal apply --json --auto-approve site.hcl | jq .   # progress as JSON lines`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runApply(cmd.Context(), a, &f, args[0])
+		},
+	}
+	f.vars.register(cmd)
+	fl := cmd.Flags()
+	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
+	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions and deprovisions (they erase disks)")
+	fl.BoolVar(&f.resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
+	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
+	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
+	fl.StringArrayVar(&f.targets, "target", nil, "apply only to this machine (repeatable)")
+	fl.StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
+	fl.StringVar(&f.listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
+	fl.StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	fl.StringVar(&f.agentKernel, "agent-kernel", "", "kernel of the install agent, a path on metal's HTTP server or a URL (default: the agent metal builds)")
+	fl.StringArrayVar(&f.agentInitrds, "agent-initrd", nil, "initrd of the install agent (repeatable; with --agent-kernel)")
+	fl.StringVar(&f.agentCmdline, "agent-cmdline", "", "kernel command line of the install agent (with --agent-kernel)")
+	fl.DurationVar(&f.stepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
+	fl.DurationVar(&f.agentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
+	return cmd
+}
+
+// runApply is the whole verb: load, open the runtime, plan, confirm, apply.
+func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
+	saved, err := readSavedPlan(path)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	sitePath := path
+	if saved != nil {
+		if f.resume || len(f.targets) > 0 {
+			return usageError("a saved plan is applied as saved: --resume and --target go with a site file")
+		}
+		sitePath = saved.SiteFile
+	}
+	res, diags := f.vars.load(sitePath)
+	writeDiags(a.stderr, res.Files, diags)
+	if diags.HasErrors() {
+		return silentExit(exitFailed)
+	}
+	if saved != nil && siteDigest(res) != saved.SiteDigest {
+		return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath)}
+	}
+	// Refuse before touching anything when nobody can confirm.
+	if saved == nil && !f.autoApprove && !stdinIsTerminal(a.stdin) {
+		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
+	}
+
+	log := a.logger()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	drain := make(chan struct{})
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		n := 0
+		for range sigs {
+			n++
+			if n == 1 {
+				close(drain)
+				fmt.Fprintln(a.stderr, "\nStopping: no more machines start; those in flight finish. Ctrl-C again abandons them (metal apply --resume continues).")
+				continue
+			}
+			cancel()
+			return
+		}
+	}()
+
+	rt, err := openRuntime(ctx, log, res.Site, filepath.Dir(sitePath), f)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	defer rt.close()
+	color := !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
+
+	var p *plan.Plan
+	if !f.resume {
+		if p, err = apply.Plan(ctx, rt.store, res.Site); err == nil {
+			targets := f.targets
+			if saved != nil {
+				targets = saved.Targets
+			}
+			p, err = p.Only(targets)
+		}
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		if saved != nil && p.Digest != saved.Digest {
+			return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
+		}
+		if !f.asJSON {
+			renderPlan(a.stdout, p, color)
+		}
+		if !p.HasChanges() {
+			return nil
+		}
+		if d := p.Destructive(); len(d) > 0 && !f.allowDestroy {
+			names := make([]string, len(d))
+			for i, c := range d {
+				names[i] = c.Machine
+			}
+			return &exitError{code: exitFailed, err: fmt.Errorf("the plan erases the disks of %s (reprovision or deprovision); rerun with --allow-destroy if that is meant, or leave them out with --target", strings.Join(names, ", "))}
+		}
+	}
+	if saved == nil && !f.autoApprove {
+		what := "apply these changes"
+		if f.resume {
+			what = "resume the interrupted apply run"
+		}
+		ok, err := confirm(a, what)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		if !ok {
+			fmt.Fprintln(a.stdout, "Apply cancelled; nothing was changed.")
+			return silentExit(exitFailed)
+		}
+	}
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	served := rt.start(runCtx, func(err error) {
+		log.Error("netboot servers failed; stopping the apply", "err", err)
+		stopRun()
+	})
+	defer served()
+
+	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
+	engine := apply.New(res.Site, rt.store, apply.Options{
+		AgentBoot: rt.agent, ImageURL: rt.imageURL,
+		BMC:         apply.DriverBMCs(log, nil),
+		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+		AllowDestroy: f.allowDestroy, Drain: drain, Logger: log, Hook: view,
+	})
+	var result apply.Result
+	if f.resume {
+		result, err = engine.Resume(runCtx)
+	} else {
+		result, err = engine.Apply(runCtx, p)
+	}
+	view.close()
+	if errors.Is(err, apply.ErrNothingToResume) {
+		return &exitError{code: exitFailed, err: errors.New("no interrupted apply run to resume; `metal apply` starts a new one")}
+	}
+	if errors.Is(err, apply.ErrDestroyNotAllowed) {
+		return &exitError{code: exitFailed, err: fmt.Errorf("%w: rerun with --allow-destroy", err)}
+	}
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	if err := result.Err(); err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	return nil
+}
+
+// readSavedPlan returns the plan saved at path by `metal plan --out`, or
+// nil when path is a site file.
+func readSavedPlan(path string) (*plan.Plan, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if trimmed := strings.TrimSpace(string(b)); !strings.HasPrefix(trimmed, "{") {
+		return nil, nil
+	}
+	var p plan.Plan
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%s looks like a saved plan but is not one: %w", path, err)
+	}
+	if p.SiteFile == "" || p.Digest == "" {
+		return nil, fmt.Errorf("%s is not a plan saved by `metal plan --out` (no site file or digest in it)", path)
+	}
+	return &p, nil
+}
+
+// confirm asks on the terminal; only "yes" approves.
+func confirm(a *app, what string) (bool, error) {
+	fmt.Fprintf(a.stdout, "\nDo you want to %s?\n  Only 'yes' will be accepted.\n\n  Enter a value: ", what)
+	line, err := bufio.NewReader(a.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, fmt.Errorf("read the answer: %w", err)
+	}
+	return strings.TrimSpace(line) == "yes", nil
+}
+
+func stdinIsTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// applyRuntime is what an apply runs against: the state store, the netboot
+// servers the machines boot from while it runs, and how they boot the
+// install agent. Today that is metal's daemon, run in-process for the
+// length of the apply; submitting to a running daemon would replace
+// openRuntime and nothing else.
+type applyRuntime struct {
+	store    inventory.Store
+	agent    apply.AgentBoot
+	imageURL func(image string) string
+	// start serves netboot until the returned stop is called; failed is
+	// told if the servers fail.
+	start func(ctx context.Context, failed func(error)) (stop func())
+	close func()
+}
+
+func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f *applyFlags) (*applyRuntime, error) {
+	d, err := daemon.New(ctx, daemon.Options{
+		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt := &applyRuntime{
+		store:    d.Store,
+		agent:    apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
+		imageURL: d.ImageURL,
+		close:    func() { _ = d.Close() },
+	}
+	if f.agentKernel != "" {
+		rt.agent = apply.AgentBoot{Kernel: f.agentKernel, Initrds: f.agentInitrds, Cmdline: f.agentCmdline}
+	}
+	rt.start = func(ctx context.Context, failed func(error)) func() {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := d.Serve(ctx); err != nil {
+				failed(err)
+			}
+		}()
+		// Intents written from now on are what the next netboot gets.
+		select {
+		case <-d.Synced():
+		case <-done:
+		case <-ctx.Done():
+		}
+		return func() {
+			cancel()
+			<-done
+		}
+	}
+	return rt, nil
+}
