@@ -1,0 +1,37 @@
+// metal console: keep the live parts of a page current. Every element
+// with data-stream is re-rendered by the server on each change in the
+// inventory and swapped in here; without this script the page is simply
+// as of its loading, and still complete.
+(function () {
+  "use strict";
+  var status = document.getElementById("live-status");
+  function mark(live) {
+    if (!status) return;
+    status.hidden = false;
+    status.textContent = live ? "live" : "reconnecting…";
+    status.className = "live-status" + (live ? " on" : "");
+  }
+  document.querySelectorAll("[data-stream]").forEach(function (el) {
+    if (!window.EventSource) return;
+    var es = new EventSource(el.getAttribute("data-stream"));
+    es.addEventListener("open", function () { mark(true); });
+    es.addEventListener("html", function (e) {
+      el.innerHTML = e.data; // rendered and escaped by the server's templates
+      el.setAttribute("data-updated", String(Date.now()));
+      applyFilter();
+    });
+    es.addEventListener("error", function () { mark(false); }); // EventSource retries by itself
+  });
+
+  // Typing in the filter box narrows the table at once; submitting it
+  // asks the server, which is what works without script.
+  var filter = document.getElementById("filter");
+  function applyFilter() {
+    if (!filter) return;
+    var q = filter.value.trim().toLowerCase();
+    document.querySelectorAll("#machine-rows tr[data-machine]").forEach(function (tr) {
+      tr.hidden = q !== "" && tr.textContent.toLowerCase().indexOf(q) < 0;
+    });
+  }
+  if (filter) filter.addEventListener("input", applyFilter);
+})();
