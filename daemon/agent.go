@@ -1,11 +1,163 @@
 package daemon
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 
-// prepareAgent builds the install agent's initramfs into dir and returns
-// how machines boot it. Until the agent lands, no agent: machines with disk
-// images cannot be installed, and unknown machines are not discovered.
-func (d *Daemon) prepareAgent(ctx context.Context, dir string) (AgentBoot, error) {
-	d.log.Warn("no install agent in this build: disk images cannot be installed yet")
-	return AgentBoot{}, nil
+	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/site"
+)
+
+// Served paths of the install agent's kernel and initramfs, under the
+// HTTP server's /files/ root.
+const (
+	agentKernelPath = "/files/agent/vmlinuz"
+	agentInitrdPath = "/files/agent/initrd.img"
+)
+
+// AgentOptions choose how the install agent is built.
+type AgentOptions struct {
+	// Disabled builds no agent even if the site needs one (tests of the
+	// netboot servers alone).
+	Disabled bool
+	// KernelDir is a root holding boot/vmlinuz-REL and lib/modules/REL;
+	// empty: the host's Debian kernel, or linux-image-amd64 fetched with
+	// apt (see images/initramfs).
+	KernelDir string
+	// Binary is the agent (a static metal); default this executable.
+	Binary string
+	// Cmdline is added to the agent's kernel command line.
+	Cmdline string
+}
+
+// needsAgent reports whether the site installs disk images or discovers
+// unknown machines: both boot the agent.
+func needsAgent(s *site.Site) bool {
+	if s.Settings.UnknownMachines == "discover" {
+		return true
+	}
+	for _, im := range s.Images {
+		if im.Disk.URL != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// agentStamp identifies what an initramfs was built from, so a restart
+// reuses it instead of packing the modules again.
+type agentStamp struct {
+	Binary    string `json:"binary"`
+	Size      int64  `json:"size"`
+	ModTime   int64  `json:"mod_time"`
+	KernelDir string `json:"kernel_dir"`
+	Kernel    string `json:"kernel"`
+}
+
+// prepareAgent builds the install agent's initramfs into dir/agent (or
+// reuses the one built from the same binary and kernel) and returns how
+// machines boot it.
+func (d *Daemon) prepareAgent(ctx context.Context, dir string, opts AgentOptions) (AgentBoot, error) {
+	if opts.Disabled || !needsAgent(d.site) {
+		return AgentBoot{}, nil
+	}
+	bin := opts.Binary
+	if bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return AgentBoot{}, fmt.Errorf("install agent: find this executable: %w", err)
+		}
+		bin = exe
+	}
+	fi, err := os.Stat(bin)
+	if err != nil {
+		return AgentBoot{}, fmt.Errorf("install agent: %w", err)
+	}
+	agentDir := filepath.Join(dir, "agent")
+	if err := os.MkdirAll(agentDir, 0o755); err != nil {
+		return AgentBoot{}, fmt.Errorf("install agent: %w", err)
+	}
+	kernelOut := filepath.Join(agentDir, "vmlinuz")
+	initrdOut := filepath.Join(agentDir, "initrd.img")
+	stampPath := filepath.Join(agentDir, "stamp.json")
+	want := agentStamp{Binary: bin, Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), KernelDir: opts.KernelDir}
+
+	var have agentStamp
+	if b, err := os.ReadFile(stampPath); err == nil && json.Unmarshal(b, &have) == nil {
+		want.Kernel = have.Kernel
+		if have == want && fileExists(kernelOut) && fileExists(initrdOut) {
+			d.log.Info("install agent up to date", "initrd", initrdOut)
+			return d.agentBoot(opts), nil
+		}
+	}
+	d.log.Info("building the install agent's initramfs (once per binary and kernel)", "binary", bin)
+	res, err := initramfs.BuildAgent(ctx, initramfs.Options{
+		Binary: bin, KernelDir: opts.KernelDir, Out: initrdOut + ".new", Logger: d.log,
+	})
+	if err != nil {
+		return AgentBoot{}, fmt.Errorf("the site installs disk images or discovers machines, which needs the install agent, "+
+			"and it could not be built: %w (build metal with CGO_ENABLED=0, as `make build` does)", err)
+	}
+	if err := copyFile(res.Kernel, kernelOut); err != nil {
+		return AgentBoot{}, fmt.Errorf("install agent kernel: %w", err)
+	}
+	if err := os.Rename(res.Initrd, initrdOut); err != nil {
+		return AgentBoot{}, fmt.Errorf("install agent: %w", err)
+	}
+	want.Kernel = res.Kernel
+	if b, err := json.Marshal(want); err == nil {
+		if err := os.WriteFile(stampPath, b, 0o644); err != nil {
+			d.log.Warn("install agent stamp", "error", err)
+		}
+	}
+	return d.agentBoot(opts), nil
+}
+
+func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
+	cmdline := "console=ttyS0,115200 console=tty0 metal.url=" + d.BaseURL
+	if opts.Cmdline != "" {
+		cmdline += " " + opts.Cmdline
+	}
+	return AgentBoot{Kernel: agentKernelPath, Initrds: []string{agentInitrdPath}, Cmdline: cmdline}
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// copyFile copies src to dst through a temporary name, so a crash never
+// leaves a half-written kernel that would be served.
+func copyFile(src, dst string) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".new"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return errors.Join(err, os.Remove(tmp))
+	}
+	return nil
 }

@@ -47,6 +47,8 @@ type Options struct {
 	// DHCPRateLimit is each DHCP server's per-MAC limit; the zero value is
 	// pxe/dhcp's default (a burst of 10, then 2 packets a second).
 	DHCPRateLimit dhcp.RateLimit
+	// Agent chooses how the install agent is built.
+	Agent AgentOptions
 	// Store, when set, is used instead of opening the site's state URL
 	// (tests; a caller that already holds the store). The daemon does not
 	// close a store it was given.
@@ -173,7 +175,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http base URL: %w", err)
 	}
-	d.Agent, err = d.prepareAgent(ctx, filesDir)
+	d.Agent, err = d.prepareAgent(ctx, filesDir, opts.Agent)
 	if err != nil {
 		return nil, err
 	}
