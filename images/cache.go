@@ -50,8 +50,8 @@ type Options struct {
 	// total (-1 unknown), every MiB or so and when it ends.
 	Progress func(f File, done, total int64)
 	// Retries is how many times a download that fails without making
-	// progress is tried again (default 4); one that made progress always
-	// resumes.
+	// progress is tried again: 0 means 4, a negative number none. One that
+	// made progress always resumes.
 	Retries int
 	// RetryWait is the pause before the first retry, doubled for each
 	// following one (default 1s).
@@ -93,8 +93,11 @@ func Open(stateDir string, opts Options) (*Cache, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if opts.Retries <= 0 {
+	switch {
+	case opts.Retries == 0:
 		opts.Retries = 4
+	case opts.Retries < 0:
+		opts.Retries = 0
 	}
 	if opts.RetryWait <= 0 {
 		opts.RetryWait = time.Second

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/images"
+)
+
+func init() { registerImages(newImagesGCCmd) }
+
+func newImagesGCCmd(a *app) *cobra.Command {
+	var f imagesFlags
+	var dryRun bool
+	cmd := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove cached image files no image of the site references",
+		Long: `Gc deletes from the image cache what the site no longer names: files of
+removed images or of older checksums, abandoned partial downloads, and
+imports nothing references. Files of every image in the site are kept.
+
+Run it against the site file the daemon serves: a file only another site
+references would be removed.`,
+		Example: `  metal images gc --site site.hcl --dry-run
+  metal images gc --site site.hcl`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			env, err := openImages(a, &f, nil)
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			removed, err := env.cache.GC(env.cat, dryRun)
+			if f.asJSON {
+				if removed == nil {
+					removed = []images.Removed{}
+				}
+				if jerr := writeJSON(a.stdout, removed); jerr != nil {
+					return jerr
+				}
+			} else {
+				verb := "removed"
+				if dryRun {
+					verb = "would remove"
+				}
+				var total int64
+				for _, r := range removed {
+					fmt.Fprintf(a.stdout, "%s %s\n", verb, r.Path)
+					total += r.Size
+				}
+				fmt.Fprintf(a.stdout, "%s %d files, %s\n", verb, len(removed), humanBytes(total))
+			}
+			return err
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only list what would be removed")
+	return cmd
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/images"
+)
+
+func init() { registerImages(newImagesVerifyCmd) }
+
+func newImagesVerifyCmd(a *app) *cobra.Command {
+	var f imagesFlags
+	cmd := &cobra.Command{
+		Use:   "verify [IMAGE...]",
+		Short: "Hash the cached image files again and check them against their checksums",
+		Long: `Verify reads every cached file of the site's images (or of the images named)
+and compares it with its checksum, to catch a disk that corrupted what it
+stored. A file that no longer matches is removed from the cache and from
+what is served; metal images fetch downloads it again.
+
+The exit status is 1 if any file is corrupt or not in the cache.`,
+		Example: `  metal images verify --site site.hcl
+  metal images verify --site site.hcl debian-12 --json`,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			env, err := openImages(a, &f, nil)
+			if err != nil {
+				return err
+			}
+			defer env.Close()
+			files, err := env.selectFiles(names)
+			if err != nil {
+				return err
+			}
+			var rows []fileRow
+			bad := 0
+			for _, file := range files {
+				st, err := env.cache.Verify(ctx, file)
+				if err != nil || st.State != images.StateVerified {
+					bad++
+				}
+				rows = append(rows, newFileRow(st, err))
+				if ctx.Err() != nil {
+					break
+				}
+			}
+			if f.asJSON {
+				if err := writeJSON(a.stdout, rows); err != nil {
+					return err
+				}
+			} else {
+				printFileTable(a.stdout, rows, termWidth(a.stdout))
+				for _, r := range rows {
+					if r.Error != "" {
+						a.logger().Error("verify failed", "image", r.Image, "file", r.Name, "err", r.Error)
+					}
+				}
+			}
+			if bad > 0 {
+				return silentExit(exitFailed)
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
