@@ -57,22 +57,44 @@ func (t *timeline) observe(r pxehttp.Request) {
 	}
 }
 
+// coalesceWindow is how long a repeat of the same fetch by the same
+// machine is left out of its timeline: a boot fetches each file once, so
+// repeats within it are retries or a client hammering the server, and
+// would cost one store write each.
+const coalesceWindow = 2 * time.Second
+
+type fetchKey struct{ mac, path string }
+
 func (t *timeline) run(ctx context.Context) error {
+	seen := map[fetchKey]time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case r := <-t.queue:
-			t.record(ctx, r)
+			mac := t.macOf(r)
+			if mac == nil {
+				continue
+			}
+			now := time.Now()
+			k := fetchKey{mac.String(), r.Path}
+			if last, ok := seen[k]; ok && now.Sub(last) < coalesceWindow {
+				continue
+			}
+			if len(seen) >= 4096 {
+				for k, at := range seen {
+					if now.Sub(at) >= coalesceWindow {
+						delete(seen, k)
+					}
+				}
+			}
+			seen[k] = now
+			t.record(ctx, r, mac)
 		}
 	}
 }
 
-func (t *timeline) record(ctx context.Context, r pxehttp.Request) {
-	mac := t.macOf(r)
-	if mac == nil {
-		return
-	}
+func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) {
 	m, err := t.store.MachineByMAC(ctx, mac.String())
 	if err != nil {
 		return // an unknown machine: the agent reports it once it runs
