@@ -17,6 +17,7 @@ var benches = []bench{
 	{name: "dhcp", run: benchDHCP},
 	{name: "tftp", run: benchTFTP},
 	{name: "http", run: benchHTTP},
+	{name: "image write", run: benchImageWrite}, {name: "image fetch", run: benchImageFetch},
 }
 
 // benchPlan times `metal plan --json` of a generated 10,000-machine site as

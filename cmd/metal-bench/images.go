@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/metal-dev/metal/images"
+)
+
+const (
+	// imageBenchSize is the raw size of the benchmark's disk image: half
+	// random data, half zeros, as a freshly built OS image roughly is.
+	imageBenchSize = 512 << 20
+	fetchBenchSize = 512 << 20
+)
+
+// benchImageWrite compares images.Write, what the install agent runs, with
+// dd writing the same image to the same file, both ending with an fsync
+// (conv=fsync). For the zstd image the peer is `zstd -dc | dd`. metal
+// also hashes the image as it writes (sha256), which dd does not.
+func benchImageWrite(cfg *config) ([]Result, error) {
+	dir := filepath.Join(cfg.work, "image-write")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	raw := filepath.Join(dir, "disk.raw")
+	if err := writeRandomFile(raw, imageBenchSize/2); err != nil {
+		return nil, err
+	}
+	if err := os.Truncate(raw, imageBenchSize); err != nil {
+		return nil, err
+	}
+	zstd, err := lookTool("zstd")
+	if err != nil {
+		return nil, err
+	}
+	zst := raw + ".zst"
+	if out, err := exec.Command(zstd, "-q", "-3", "-T0", "-f", "-o", zst, raw).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("zstd: %v: %s", err, out)
+	}
+	if _, err := lookTool("dd"); err != nil {
+		return nil, err
+	}
+	target := filepath.Join(dir, "target.img")
+	var results []Result
+	for _, tc := range []struct {
+		format, src string
+		peer        string
+		peerCmd     string
+	}{
+		{images.FormatRaw, raw, "dd", fmt.Sprintf("dd if=%s of=%s bs=4M conv=fsync,notrunc status=none", raw, target)},
+		{images.FormatZst, zst, "zstd -dc | dd", fmt.Sprintf("%s -dc %s | dd of=%s bs=4M iflag=fullblock conv=fsync,notrunc status=none", zstd, zst, target)},
+	} {
+		sum, err := sha256File(tc.src)
+		if err != nil {
+			return nil, err
+		}
+		var metal, peer []float64
+		for range cfg.runs {
+			if err := cfg.ctx.Err(); err != nil {
+				return nil, err
+			}
+			start := time.Now()
+			if err := writeImage(cfg.ctx, target, tc.src, tc.format, sum); err != nil {
+				return nil, err
+			}
+			metal = append(metal, imageBenchSize/(1<<20)/time.Since(start).Seconds())
+			start = time.Now()
+			cmd := exec.CommandContext(cfg.ctx, "bash", "-o", "pipefail", "-c", tc.peerCmd)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("%s: %v: %s", tc.peer, err, out)
+			}
+			peer = append(peer, imageBenchSize/(1<<20)/time.Since(start).Seconds())
+		}
+		results = append(results, compare(fmt.Sprintf("image write 512 MiB %s to a file, fsync", tc.format), "MiB/s", statsOf(metal), tc.peer, statsOf(peer), 0.9))
+	}
+	return results, nil
+}
+
+// writeImage is the agent's write: src through images.Write into target,
+// then fsync.
+func writeImage(ctx context.Context, target, src, format, sum string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	n, err := images.Write(ctx, out, in, images.WriteOptions{Format: format, Checksum: sum})
+	if err != nil {
+		return err
+	}
+	if n != imageBenchSize {
+		return fmt.Errorf("images.Write wrote %d bytes, want %d", n, imageBenchSize)
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+func sha256File(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// benchImageFetch compares `metal images fetch` (resumable download into
+// the cache, checksum verified, fsync, rename) with curl downloading the
+// same file from the same nginx on loopback, followed by sync of the file.
+// Each run starts from an empty cache.
+func benchImageFetch(cfg *config) ([]Result, error) {
+	dir := filepath.Join(cfg.work, "image-fetch")
+	www := filepath.Join(dir, "www")
+	if err := os.MkdirAll(www, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	img := filepath.Join(www, "disk.raw")
+	if err := writeRandomFile(img, fetchBenchSize); err != nil {
+		return nil, err
+	}
+	sum, err := sha256File(img)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := loopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	conf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(conf, nginxConfig(dir, www, addr), 0o644); err != nil {
+		return nil, err
+	}
+	nginx, err := lookTool("nginx")
+	if err != nil {
+		return nil, err
+	}
+	curl, err := lookTool("curl")
+	if err != nil {
+		return nil, err
+	}
+	np, err := startProc("nginx", filepath.Join(dir, "nginx.out"), nil, nginx, "-p", dir, "-c", conf, "-g", "daemon off;")
+	if err != nil {
+		return nil, err
+	}
+	defer np.stop()
+	if err := waitTCP(cfg.ctx, np, addr); err != nil {
+		return nil, err
+	}
+	url := "http://" + addr + "/disk.raw"
+	siteFile := filepath.Join(dir, "site.hcl")
+	if err := os.WriteFile(siteFile, fmt.Appendf(nil, "site \"bench\" {}\nimage \"disk\" {\n  disk     = %q\n  checksum = %q\n}\n", url, sum), 0o644); err != nil {
+		return nil, err
+	}
+	state := filepath.Join(dir, "state")
+	out := filepath.Join(dir, "curl.out")
+	var metal, peer []float64
+	for range cfg.runs {
+		if err := np.exited(); err != nil {
+			return nil, err
+		}
+		os.RemoveAll(state)
+		start := time.Now()
+		cmd := exec.CommandContext(cfg.ctx, cfg.metal, "images", "fetch", "--site", siteFile, "--state-dir", state, "--json")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("metal images fetch: %v: %s", err, b)
+		}
+		metal = append(metal, fetchBenchSize/(1<<20)/time.Since(start).Seconds())
+
+		os.Remove(out)
+		start = time.Now()
+		cmd = exec.CommandContext(cfg.ctx, "bash", "-o", "pipefail", "-c", fmt.Sprintf("%s -sSf -o %s %s && sync %s", curl, out, url, out))
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("curl: %v: %s", err, b)
+		}
+		peer = append(peer, fetchBenchSize/(1<<20)/time.Since(start).Seconds())
+	}
+	os.RemoveAll(state)
+	return []Result{compare("image fetch 512 MiB over HTTP into the cache (verified)", "MiB/s", statsOf(metal), "curl", statsOf(peer), 0.8)}, nil
+}
