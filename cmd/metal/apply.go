@@ -306,6 +306,8 @@ type applyRuntime struct {
 func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f *applyFlags) (*applyRuntime, error) {
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
+		// An agent given on the command line is used instead of building one.
+		Agent: daemon.AgentOptions{Disabled: f.agentKernel != ""},
 	})
 	if err != nil {
 		return nil, err

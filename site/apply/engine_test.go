@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -34,7 +36,11 @@ type lab struct {
 
 func newLab(t *testing.T, n, racks int, agentTime time.Duration) *lab {
 	t.Helper()
-	store, err := backend.Open(context.Background(), "file://"+t.TempDir()+"/state.db", backend.Options{})
+	url := "file://" + t.TempDir() + "/state.db"
+	if os.Getenv("APPLY_MEM") != "" {
+		url = "memory://"
+	}
+	store, err := backend.Open(context.Background(), url, backend.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,6 +84,9 @@ func (l *lab) engine(s *site.Site, tweak func(*apply.Options)) *apply.Engine {
 		StepTimeout: 5 * time.Second, Retries: 2, RetryDelay: 10 * time.Millisecond,
 		AgentTimeout: 20 * time.Second, PollInterval: 50 * time.Millisecond,
 		Hook: l.hook, 
+	}
+	if os.Getenv("APPLY_LOG") != "" {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if tweak != nil {
 		tweak(&opts)
@@ -485,7 +494,7 @@ func TestDisklessAndUpdate(t *testing.T) {
 		t.Fatalf("apply: %+v", res)
 	}
 	live := l.machine("m0000")
-	want := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/images/live/vmlinuz", Initrds: []string{"/images/live/initrd.img"}}
+	want := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "https://images.invalid/live/vmlinuz", Initrds: []string{"https://images.invalid/live/initrd.img"}}
 	if d := cmp.Diff(want, live.Intent); d != "" || live.State != inventory.StateProvisioned {
 		t.Errorf("diskless intent (-want +got):\n%s\nstate %s", d, live.State)
 	}

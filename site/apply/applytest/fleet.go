@@ -2,9 +2,9 @@
 // benchmarks: machines with no VM (bmc/virtual.Sim), each behind its own
 // virtual Redfish BMC on a loopback port, driven through the real bmc
 // client; and a simulated install agent that, when a machine starts from
-// the network with an agent task in its boot intent, reports running and
-// then done (or failed) as the real agent's server side does: by writing
-// Machine.Agent in the store.
+// the network, asks metal for its task and reports running, then done (or
+// failed), over the real agent protocol (pxe/agentapi's client against its
+// server: metal's daemon, or one the fleet serves itself over the store).
 package applytest
 
 import (
@@ -14,12 +14,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/bmc/virtual"
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // Credentials of every simulated BMC.
@@ -33,8 +37,14 @@ type Options struct {
 	// Machines is how many; Racks how many racks they are spread over
 	// (contiguously: the first Machines/Racks are in rack r0, ...).
 	Machines, Racks int
-	// Store is where the agent reports. Required.
+	// Store is the inventory. Required.
 	Store inventory.Store
+	// AgentURL is the metal HTTP server the agents talk to, and
+	// TokenKey the file holding its token key (daemon's state dir
+	// token.key), read at each boot. Empty AgentURL: the fleet serves the
+	// agent protocol over Store itself.
+	AgentURL string
+	TokenKey string
 	// AgentTime is how long the simulated agent takes to install (0:
 	// instant); RebootAfter is how long after reporting done it restarts
 	// the machine, as the real agent does (0: it does not).
@@ -51,6 +61,9 @@ type Fleet struct {
 	addrs map[string]string
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
+	// agentURL and key are where agents report and what they sign with.
+	agentURL string
+	key      []byte
 
 	mu         sync.Mutex
 	installs   map[string]int // agent tasks of kind install reported done
@@ -76,6 +89,13 @@ func Start(opts Options) (*Fleet, error) {
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, stop: cancel,
 		installs: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
+	}
+	f.agentURL = opts.AgentURL
+	if f.agentURL == "" {
+		if err := f.serveAgentAPI(ctx); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	for i := range opts.Machines {
 		name := Name(i)
@@ -174,8 +194,10 @@ image "os" {
 }
 
 image "live" {
-  kernel = "/srv/live/vmlinuz"
-  initrd = ["/srv/live/initrd.img"]
+  kernel           = "https://images.invalid/live/vmlinuz"
+  kernel_checksum  = "sha256:` + strings.Repeat("cd", 32) + `"
+  initrd           = ["https://images.invalid/live/initrd.img"]
+  initrd_checksums = ["sha256:` + strings.Repeat("ef", 32) + `"]
 }
 
 `)
@@ -200,6 +222,47 @@ image "live" {
 	return []byte(b.String())
 }
 
+// serveAgentAPI serves the agent protocol over the store on a loopback
+// port, as metal's daemon does, for tests that run no daemon.
+func (f *Fleet) serveAgentAPI(ctx context.Context) error {
+	f.key = []byte("applytest-token-key")
+	srv, err := agentapi.New(agentapi.Config{Store: f.opts.Store, TokenKey: f.key, Logger: f.opts.Logger})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	f.agentURL = "http://" + ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle(agentapi.Prefix, srv)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	f.wg.Add(2)
+	go func() {
+		defer f.wg.Done()
+		_ = hs.Serve(ln)
+	}()
+	go func() {
+		defer f.wg.Done()
+		<-ctx.Done()
+		_ = hs.Close()
+	}()
+	return nil
+}
+
+// tokenKey is the key agents sign their reports with.
+func (f *Fleet) tokenKey() []byte {
+	if f.key != nil {
+		return f.key
+	}
+	b, err := os.ReadFile(f.opts.TokenKey)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
 // boot is every simulated start: from the network, with an agent task in
 // the intent, the agent runs it; a diskless image (no task) fetches its
 // kernel, which the daemon would record as an event.
@@ -215,10 +278,24 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	if err != nil || rec.Intent.Action != inventory.BootInstall {
 		return
 	}
-	task := rec.Intent.Task
-	if task == nil {
+	if rec.Intent.Task == nil {
 		_, _ = st.AppendEvent(ctx, inventory.Event{Time: time.Now(), Machine: b.Machine, MAC: rec.MAC,
 			Kind: inventory.EventKernel, Message: "GET " + rec.Intent.Kernel})
+		return
+	}
+	mac, err := net.ParseMAC(rec.MAC)
+	if err != nil {
+		return
+	}
+	c := &agentapi.Client{BaseURL: f.agentURL, MAC: mac, Token: pxe.Token(f.tokenKey(), mac)}
+	var task *inventory.AgentTask
+	err = retry(ctx, func() error {
+		resp, err := c.Task(ctx)
+		task = resp.Task
+		return err
+	})
+	if err != nil || task == nil {
+		f.opts.Logger.Debug("simulated agent: no task", "machine", b.Machine, "err", err)
 		return
 	}
 	f.mu.Lock()
@@ -226,7 +303,7 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	f.order = append(f.order, b.Machine)
 	cause := f.failAgent[b.Machine]
 	f.mu.Unlock()
-	if f.report(ctx, b.Machine, inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "writing"}) != nil {
+	if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "writing"}) != nil {
 		return
 	}
 	if f.opts.AgentTime > 0 {
@@ -236,21 +313,30 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 			return // powered off mid-install
 		}
 	}
-	final := inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentDone, Step: "rebooting"}
+	final := agentapi.Status{TaskID: task.ID, Phase: inventory.AgentDone, Step: "rebooting"}
 	if cause != "" {
-		final = inventory.AgentStatus{TaskID: task.ID, Phase: inventory.AgentFailed, Step: "writing", Error: cause}
+		final = agentapi.Status{TaskID: task.ID, Phase: inventory.AgentFailed, Step: "writing", Error: cause}
 	}
-	if f.report(ctx, b.Machine, final) != nil {
-		return
+	// Counted before the report, so the count is there by the time the
+	// engine sees the report; taken back if metal never got it.
+	counter := f.installs
+	if task.Kind == inventory.TaskWipe {
+		counter = f.wipes
 	}
 	if cause == "" {
 		f.mu.Lock()
-		if task.Kind == inventory.TaskWipe {
-			f.wipes[b.Machine]++
-		} else {
-			f.installs[b.Machine]++
-		}
+		counter[b.Machine]++
 		f.mu.Unlock()
+	}
+	if f.report(ctx, c, final) != nil {
+		if cause == "" {
+			f.mu.Lock()
+			counter[b.Machine]--
+			f.mu.Unlock()
+		}
+		return
+	}
+	if cause == "" {
 		if f.opts.RebootAfter > 0 {
 			select {
 			case <-time.After(f.opts.RebootAfter):
@@ -261,18 +347,28 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	}
 }
 
-// report writes the agent's status as the agent protocol's server does.
-func (f *Fleet) report(ctx context.Context, name string, s inventory.AgentStatus) error {
-	s.UpdatedAt = time.Now()
-	_, err := inventory.UpdateMachine(ctx, f.opts.Store, name, func(m *inventory.Machine) error {
-		if m.Intent.Task == nil || m.Intent.Task.ID != s.TaskID {
-			return errors.New("task no longer current")
-		}
-		m.Agent = &s
-		return nil
-	})
+// report sends a status, retrying while metal is unreachable (restarting,
+// as after a kill), as the real agent does.
+func (f *Fleet) report(ctx context.Context, c *agentapi.Client, s agentapi.Status) error {
+	err := retry(ctx, func() error { return c.Status(ctx, s) })
 	if err != nil {
-		f.opts.Logger.Debug("simulated agent report", "machine", name, "err", err)
+		f.opts.Logger.Debug("simulated agent report", "mac", c.MAC.String(), "err", err)
 	}
 	return err
+}
+
+// retry calls fn until it succeeds, the task is stale, or a minute passes.
+func retry(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := fn()
+		if err == nil || errors.Is(err, agentapi.ErrStaleTask) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
