@@ -39,6 +39,9 @@ var DefaultModules = []string{
 	// disks
 	"virtio_blk", "virtio_scsi", "ahci", "ata_piix", "nvme", "sd_mod", "megaraid_sas",
 	"mpt3sas", "hpsa", "smartpqi", "vmw_pvscsi",
+	// entropy: the DHCP client and TLS wait for the kernel's random pool,
+	// which a VM without a hardware RNG fills slowly
+	"virtio_rng",
 	// filesystems for the seed
 	"ext4", "xfs", "btrfs", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8",
 }

@@ -1,0 +1,341 @@
+package agent_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/agentapi"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	"github.com/metal-dev/metal/pxe/dhcp"
+	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+	"github.com/metal-dev/metal/pxe/storepolicy"
+)
+
+// syncBuffer is the servers' shared log, printed when the test fails.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// buildMetal builds this tree's metal statically, as make build does.
+func buildMetal(t *testing.T, dir string) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out := filepath.Join(dir, "metal")
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "../../cmd/metal")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build metal: %v\n%s", err, b)
+	}
+	return out
+}
+
+func sha256sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// TestInstallInQEMU is issue 8's end-to-end proof. In a lab namespace, a
+// QEMU machine (SeaBIOS, TCG) with an empty disk net-boots the agent
+// initramfs (metal's static binary as /init with the Debian cloud kernel's
+// virtio modules) from metal's own DHCP and HTTP servers, whose boot
+// policy reads the inventory store the test writes an install intent
+// into. The agent reports its facts, writes the gzip'd, checksummed test
+// disk image, seeds cloud-init and reboots. The test then sets the intent
+// to local: the machine boots from its disk to the image's marker. A
+// second install of a corrupted copy ends in failed with the checksum
+// error.
+func TestInstallInQEMU(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the QEMU install test needs root for its network namespace")
+	}
+	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
+		t.Skip(err)
+	}
+	if err := bootkit.CheckDiskTools(); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	files := filepath.Join(dir, "files")
+	must(t, os.MkdirAll(files, 0o755))
+
+	// The agent: this tree's metal, with the cloud kernel's drivers.
+	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
+	if err != nil {
+		t.Skipf("no Debian kernel package: %v", err)
+	}
+	res, err := initramfs.BuildAgent(ctx, initramfs.Options{
+		Binary: buildMetal(t, dir), KernelDir: kroot, Out: filepath.Join(files, "agent.cpio.gz"),
+		Modules: []string{"virtio_net", "virtio_pci", "virtio_blk", "virtio_rng", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"},
+	})
+	must(t, err)
+	kb, err := os.ReadFile(res.Kernel)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
+
+	// The image: the test disk, gzip'd, and a corrupted copy.
+	marker := "metal-installed-disk-boots"
+	raw := filepath.Join(dir, "image.raw")
+	must(t, bootkit.DiskImage(ctx, res.Kernel, marker, raw))
+	rb, err := os.ReadFile(raw)
+	must(t, err)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(rb)
+	must(t, zw.Close())
+	good := gz.Bytes()
+	bad := append([]byte(nil), good...)
+	bad[len(bad)/3] ^= 0x55
+	must(t, os.WriteFile(filepath.Join(files, "disk.raw.gz"), good, 0o644))
+	must(t, os.WriteFile(filepath.Join(files, "corrupt.raw.gz"), bad, 0o644))
+	root, err := bootfiles.OpenRoot(files)
+	must(t, err)
+	t.Cleanup(func() { root.Close() })
+
+	// metal: store, store-backed boot policy, DHCP and HTTP with the agent
+	// protocol, in the lab namespace.
+	lab := pxetest.NewLab(t)
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store, err := inventory.Open(ctx, inventory.NewMemoryKV(), inventory.Options{Logger: log})
+	must(t, err)
+	t.Cleanup(func() { store.Close() })
+	mac := pxetest.RandomMAC()
+	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
+	agentBoot := inventory.BootIntent{
+		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
+		Cmdline: "console=ttyS0 panic=-1 metal.url=" + httpBase,
+	}
+	install := func(id, image, checksum string) {
+		t.Helper()
+		intent := agentBoot
+		intent.Task = &inventory.AgentTask{ID: id, Kind: inventory.TaskInstall, Image: "test",
+			ImageURL: "/files/" + image, Format: "gz", Checksum: checksum, Hostname: "vm-1",
+			SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest metal@test"}}
+		_, err := inventory.UpdateMachine(ctx, store, "vm-1", func(m *inventory.Machine) error {
+			m.Intent = intent
+			return nil
+		})
+		must(t, err)
+	}
+	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: mac.String(), State: inventory.StateReady,
+		Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}})
+	must(t, err)
+	install("t1", "disk.raw.gz", sha256sum(good))
+
+	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: log})
+	must(t, err)
+	dhcpSrv, err := dhcp.NewServer(dhcp.Config{
+		Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP,
+		Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
+		HTTPBaseURL: httpBase,
+	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
+	must(t, err)
+	api, err := agentapi.New(agentapi.Config{Store: store, Leases: dhcpSrv.Leases(), PollSeconds: 2, Logger: log})
+	must(t, err)
+	base, _ := url.Parse(httpBase)
+	httpSrv, err := pxehttp.New(pxehttp.Config{
+		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: dhcpSrv.Leases(),
+		Files: root, BaseURL: base, Agent: api, Logger: log,
+	})
+	must(t, err)
+	srvCtx, stopServers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); policy.Run(srvCtx) }()
+	for name, serve := range map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
+				t.Errorf("%s server: %v", name, err)
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		stopServers()
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("metal's log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-policy.Synced():
+	case <-ctx.Done():
+		t.Fatal("boot policy never watched the store")
+	}
+
+	lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
+	lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
+	disk := filepath.Join(dir, "vda.raw")
+	must(t, os.WriteFile(disk, nil, 0o644))
+	must(t, os.Truncate(disk, 64<<20))
+	boot := func(serial string) *pxetest.Process {
+		t.Helper()
+		vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: mac, Serial: serial, Dir: dir, MemoryMiB: 768,
+			Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+		args, err := vm.Args()
+		must(t, err)
+		// A virtio RNG, as most VMs have: under TCG the kernel's own
+		// entropy takes minutes, and the DHCP client's transaction ID
+		// waits for it.
+		args = append(args, "-device", "virtio-rng-pci")
+		return lab.NS().Start("qemu-system-x86_64", append(args, bootkit.DiskArgs(disk)...)...)
+	}
+	fail := func(serial string, q *pxetest.Process, format string, args ...any) {
+		t.Helper()
+		out, _ := os.ReadFile(serial)
+		m, _ := store.Machine(ctx, "vm-1")
+		t.Fatalf(format+"\nmachine: agent %+v\nserial console:\n%s\nqemu:\n%s", append(args, m.Agent, out, q.Log())...)
+	}
+
+	// 1. Install: the agent writes the image and reboots (QEMU runs with
+	// -no-reboot, so the reboot ends the process).
+	serial1 := filepath.Join(dir, "install.log")
+	start := time.Now()
+	q := boot(serial1)
+	select {
+	case <-q.Done():
+	case <-time.After(4 * time.Minute):
+		q.Stop()
+		fail(serial1, q, "install did not end within 4 minutes")
+	}
+	t.Logf("install: power-on to reboot in %v", time.Since(start))
+	m, err := store.Machine(ctx, "vm-1")
+	must(t, err)
+	if m.Agent == nil || m.Agent.TaskID != "t1" || m.Agent.Phase != inventory.AgentDone {
+		fail(serial1, q, "after the install the agent status is %+v, want t1 done", m.Agent)
+	}
+	if m.Hardware == nil {
+		fail(serial1, q, "no hardware facts")
+	}
+	var sawDisk, sawNIC bool
+	for _, d := range m.Hardware.Disks {
+		sawDisk = sawDisk || (d.Name == "vda" && d.SizeBytes == 64<<20 && d.Serial == "metal-disk-0")
+	}
+	for _, n := range m.Hardware.NICs {
+		sawNIC = sawNIC || n.MAC == mac.String()
+	}
+	if !sawDisk || !sawNIC {
+		t.Errorf("facts %+v: want disk vda of 64 MiB (serial metal-disk-0) and a NIC with MAC %s", m.Hardware, mac)
+	}
+	written, err := os.ReadFile(disk)
+	must(t, err)
+	// The seed changed files in the FAT partition; the boot code and
+	// partition table before it are the image's.
+	if !bytes.Equal(written[:1<<20], rb[:1<<20]) {
+		t.Errorf("the disk's first MiB differs from the image's")
+	}
+	meta, err := exec.Command("mtype", "-i", disk+"@@1M", "::/var/lib/cloud/seed/nocloud/meta-data").CombinedOutput()
+	if err != nil || !strings.Contains(string(meta), `"local-hostname": "vm-1"`) || !strings.Contains(string(meta), "metal@test") {
+		t.Errorf("cloud-init meta-data on the disk: %v\n%s", err, meta)
+	}
+	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "vm-1"})
+	var timeline []string
+	for _, e := range evs {
+		if e.Kind == inventory.EventAgent {
+			timeline = append(timeline, e.Message)
+		}
+	}
+	if all := strings.Join(timeline, "\n"); !strings.Contains(all, "reported facts") || !strings.Contains(all, "done (rebooting)") {
+		t.Errorf("agent timeline:\n%s\nwant facts and done", all)
+	}
+
+	// 2. Local boot: the machine's netboot says so, and it boots its disk.
+	_, err = inventory.UpdateMachine(ctx, store, "vm-1", func(m *inventory.Machine) error {
+		m.Intent = inventory.BootIntent{Action: inventory.BootLocal}
+		return nil
+	})
+	must(t, err)
+	waitPolicy(t, ctx, policy, mac, pxe.ActionLocal)
+	serial2 := filepath.Join(dir, "local.log")
+	q = boot(serial2)
+	wait, stop := context.WithTimeout(ctx, 3*time.Minute)
+	defer stop()
+	if err := bootkit.WaitForMarker(wait, serial2, marker, q.Done()); err != nil {
+		q.Stop()
+		fail(serial2, q, "booting the installed disk: %v", err)
+	}
+	q.Stop()
+
+	// 3. A corrupted image: failed, with the checksum error, and the disk
+	// no longer boots it.
+	install("t2", "corrupt.raw.gz", sha256sum(good))
+	waitPolicy(t, ctx, policy, mac, pxe.ActionInstall)
+	serial3 := filepath.Join(dir, "corrupt.log")
+	q = boot(serial3)
+	defer q.Stop()
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		m, err = store.Machine(ctx, "vm-1")
+		must(t, err)
+		if m.Agent != nil && m.Agent.TaskID == "t2" && m.Agent.Phase != inventory.AgentRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			q.Stop()
+			fail(serial3, q, "the corrupted install did not end within 4 minutes")
+		}
+		time.Sleep(time.Second)
+	}
+	q.Stop()
+	if m.Agent.Phase != inventory.AgentFailed || !strings.Contains(m.Agent.Error, "checksum mismatch") ||
+		!strings.Contains(m.Agent.Error, sha256sum(good)) || !strings.Contains(m.Agent.Error, sha256sum(bad)) {
+		t.Errorf("corrupted image: agent %+v, want failed with a checksum mismatch naming both sums", m.Agent)
+	}
+}
+
+// waitPolicy waits until the store-backed policy answers action for mac.
+func waitPolicy(t *testing.T, ctx context.Context, p *storepolicy.Policy, mac net.HardwareAddr, action pxe.Action) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		in, err := p.Intent(ctx, mac)
+		if err == nil && in.Action == action {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("boot policy never answered %s for %s", action, mac)
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
