@@ -134,18 +134,7 @@ func (p *progressView) update(f images.File, done, total int64) {
 }
 
 // humanBytes prints a size the way people read it: 1.4 GiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+func humanBytes(n int64) string { return bytesText(uint64(max(n, 0))) }
 
 // fileRow is the --json form of one image file.
 type fileRow struct {
