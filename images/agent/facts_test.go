@@ -62,8 +62,8 @@ kernel/drivers/virtio/virtio_pci_modern_dev.ko:
 				"kernel/drivers/virtio/virtio_pci_modern_dev.ko", "kernel/drivers/virtio/virtio_pci.ko",
 			},
 		},
-		"empty": {dep: "\n# nothing\n"},
-		"cycle": {dep: "a.ko: b.ko\nb.ko: a.ko\n", wantErr: "cycle: a.ko → b.ko → a.ko"},
+		"empty":    {dep: "\n# nothing\n"},
+		"cycle":    {dep: "a.ko: b.ko\nb.ko: a.ko\n", wantErr: "cycle: a.ko → b.ko → a.ko"},
 		"bad line": {dep: "no colon here\n", wantErr: "line 1"},
 	}
 	for name, tc := range cases {

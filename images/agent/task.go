@@ -221,6 +221,9 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 		return fmt.Errorf("open disk: %w", err)
 	}
 	defer f.Close()
+	// The step changes now, not at the first tick, so the timeline shows
+	// the write starting however fast it goes.
+	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "writing", Total: total}, 3)
 	p := &progress{step: "writing", total: total}
 	stop := w.reportProgress(ctx, t.ID, p)
 	n, werr := images.Write(ctx, f, resp.Body, images.WriteOptions{
