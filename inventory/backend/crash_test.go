@@ -234,8 +234,11 @@ func checkAcked(t *testing.T, url string, a acked) {
 	}
 }
 
-func TestCrashBolt(t *testing.T) {
-	url := "file://" + filepath.Join(t.TempDir(), "state.db")
+// killWriterRounds runs crashRounds rounds of writing to url and killing
+// the writer, checking the store after each, and returns how many writes
+// were acknowledged in all.
+func killWriterRounds(t *testing.T, url string) int {
+	t.Helper()
 	total := 0
 	for round := range crashRounds {
 		a := crashRound(t, url, round, nil)
@@ -248,6 +251,11 @@ func TestCrashBolt(t *testing.T) {
 	if total < crashRounds {
 		t.Fatalf("only %d acknowledged writes in %d rounds: the child hardly wrote", total, crashRounds)
 	}
+	return total
+}
+
+func TestCrashBolt(t *testing.T) {
+	total := killWriterRounds(t, "file://"+filepath.Join(t.TempDir(), "state.db"))
 	t.Logf("%d rounds, %d acknowledged writes, all kept", crashRounds, total)
 }
 
@@ -256,18 +264,7 @@ func TestCrashBolt(t *testing.T) {
 func TestCrashEtcd(t *testing.T) {
 	c := etcdtest.New(t, 1)
 	url := c.StateURL("/metal-crash")
-	total := 0
-	for round := range crashRounds {
-		a := crashRound(t, url, round, nil)
-		checkAcked(t, url, a)
-		total += a.n
-		if t.Failed() {
-			t.Fatalf("round %d", round)
-		}
-	}
-	if total < crashRounds {
-		t.Fatalf("only %d acknowledged writes in %d rounds: the child hardly wrote", total, crashRounds)
-	}
+	total := killWriterRounds(t, url)
 	a := crashRound(t, url, crashRounds, func() {
 		time.Sleep(300 * time.Millisecond) // some writes acknowledged first
 		if err := c.Stop(0, true); err != nil {

@@ -214,26 +214,37 @@ func TestRealClients(t *testing.T) {
 // same file, and each MAC gets its own address back even when it asks
 // first.
 func TestRestartKeepsLeases(t *testing.T) {
-	lab := pxetest.NewLab(t)
-	store := filepath.Join(t.TempDir(), "leases.json")
-	_, stop := startServer(t, lab, labConfig(), newTestPolicy(), NewFileStore(store))
-	a, b := lab.AddHost("a", pxetest.MAC(10)), lab.AddHost("b", pxetest.MAC(11))
+	path := filepath.Join(t.TempDir(), "leases.json")
+	checkRestartKeepsLeases(t, pxetest.NewLab(t), 10, func() LeaseStore { return NewFileStore(path) }, nil)
+}
+
+// checkRestartKeepsLeases runs a server on the lease store open returns,
+// leases addresses to clients pxetest.MAC(mac0) and MAC(mac0+1), calls
+// stopped (if set) with them once the server stopped, restarts the server
+// on a new open() and checks each MAC gets its address back even when the
+// other asks first (a server that forgot would give it the first pool
+// address, the other's).
+func checkRestartKeepsLeases(t *testing.T, lab *pxetest.Lab, mac0 int, open func() LeaseStore, stopped func(ipA, ipB string)) {
+	t.Helper()
+	_, stop := startServer(t, lab, labConfig(), newTestPolicy(), open())
+	a, b := lab.AddHost("a", pxetest.MAC(mac0)), lab.AddHost("b", pxetest.MAC(mac0+1))
 	ipA, ipB := udhcpc(t, a)["ip"], udhcpc(t, b)["ip"]
 	if ipA == ipB {
 		t.Fatalf("two MACs got %s", ipA)
 	}
 	stop()
+	if stopped != nil {
+		stopped(ipA, ipB)
+	}
 
-	srv, _ := startServer(t, lab, labConfig(), newTestPolicy(), NewFileStore(store))
-	// b asks first: a server that forgot would give it the first pool
-	// address, a's.
+	srv, _ := startServer(t, lab, labConfig(), newTestPolicy(), open())
 	if got := udhcpc(t, b)["ip"]; got != ipB {
 		t.Errorf("after restart b got %s, want %s", got, ipB)
 	}
 	if got := udhcpc(t, a)["ip"]; got != ipA {
 		t.Errorf("after restart a got %s, want %s", got, ipA)
 	}
-	if ip, ok := srv.Leases().LeasedIP(pxetest.MAC(10)); !ok || ip.String() != ipA {
+	if ip, ok := srv.Leases().LeasedIP(pxetest.MAC(mac0)); !ok || ip.String() != ipA {
 		t.Errorf("LeasedIP after restart = %v %v, want %s", ip, ok, ipA)
 	}
 }

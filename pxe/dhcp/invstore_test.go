@@ -73,34 +73,20 @@ func leaseOnce(ns *pxetest.Netns, hook, dir string, tries int) (string, error) {
 // address back even when the other asks first.
 func TestInventoryLeasesBolt(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
-	lab := pxetest.NewLab(t)
 	url := "file://" + filepath.Join(t.TempDir(), "state.db")
-	store := openStore(t, url)
-	_, stop := startServer(t, lab, labConfig(), newTestPolicy(), NewInventoryLeases(store))
-	a, b := lab.AddHost("a", pxetest.MAC(30)), lab.AddHost("b", pxetest.MAC(31))
-	ipA, ipB := udhcpc(t, a)["ip"], udhcpc(t, b)["ip"]
-	if ipA == ipB {
-		t.Fatalf("two MACs got %s", ipA)
+	var store inventory.Store
+	open := func() LeaseStore {
+		store = openStore(t, url)
+		return NewInventoryLeases(store)
 	}
-	want := []string{pxetest.MAC(30).String() + " " + ipA, pxetest.MAC(31).String() + " " + ipB}
-	sort.Strings(want)
-	if d := cmp.Diff(want, storedLeases(t, store)); d != "" {
-		t.Errorf("leases in the store (-want +got):\n%s", d)
-	}
-	stop()
-	store.Close()
-
-	store = openStore(t, url)
-	srv, _ := startServer(t, lab, labConfig(), newTestPolicy(), NewInventoryLeases(store))
-	if got := udhcpc(t, b)["ip"]; got != ipB {
-		t.Errorf("after restart b got %s, want %s", got, ipB)
-	}
-	if got := udhcpc(t, a)["ip"]; got != ipA {
-		t.Errorf("after restart a got %s, want %s", got, ipA)
-	}
-	if ip, ok := srv.Leases().LeasedIP(pxetest.MAC(30)); !ok || ip.String() != ipA {
-		t.Errorf("LeasedIP after restart = %v %v, want %s", ip, ok, ipA)
-	}
+	checkRestartKeepsLeases(t, pxetest.NewLab(t), 30, open, func(ipA, ipB string) {
+		want := []string{pxetest.MAC(30).String() + " " + ipA, pxetest.MAC(31).String() + " " + ipB}
+		sort.Strings(want)
+		if d := cmp.Diff(want, storedLeases(t, store)); d != "" {
+			t.Errorf("leases in the store (-want +got):\n%s", d)
+		}
+		store.Close() // the restarted server opens it again
+	})
 }
 
 // TestInventoryLeasesTwoServersOneEtcd: two DHCP servers, each in its own
