@@ -148,8 +148,8 @@ func TestWriteTableFitsWidth(t *testing.T) {
 		width int
 		want  string
 	}{
-		"no limit": {0, "NAME                                   MAC                STATE\na-rather-long-machine-name-in-rack-07  52:54:00:00:01:01  ready\n"},
-		"narrow":   {40, "NAME            MAC                STATE\na-rather-long…  52:54:00:00:01:01  ready\n"},
+		"no limit":                {0, "NAME                                   MAC                STATE\na-rather-long-machine-name-in-rack-07  52:54:00:00:01:01  ready\n"},
+		"narrow":                  {40, "NAME            MAC                STATE\na-rather-long…  52:54:00:00:01:01  ready\n"},
 		"too narrow for the rest": {10, "NAME      MAC                STATE\na-rathe…  52:54:00:00:01:01  ready\n"},
 	}
 	for name, tc := range tests {
