@@ -35,18 +35,16 @@ type AgentOptions struct {
 	Cmdline string
 }
 
-// needsAgent reports whether the site installs disk images or discovers
-// unknown machines: both boot the agent.
-func needsAgent(s *site.Site) bool {
-	if s.Settings.UnknownMachines == "discover" {
-		return true
-	}
+// needsAgent says whether the site boots the agent: required when it
+// installs disk images; wanted when it only discovers unknown machines,
+// which a daemon without an agent leaves alone (with a warning).
+func needsAgent(s *site.Site) (wanted, required bool) {
 	for _, im := range s.Images {
 		if im.Disk.URL != "" {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return s.Settings.UnknownMachines == "discover", false
 }
 
 // agentStamp identifies what an initramfs was built from, so a restart
@@ -63,9 +61,19 @@ type agentStamp struct {
 // reuses the one built from the same binary and kernel) and returns how
 // machines boot it.
 func (d *Daemon) prepareAgent(ctx context.Context, dir string, opts AgentOptions) (AgentBoot, error) {
-	if opts.Disabled || !needsAgent(d.site) {
+	wanted, required := needsAgent(d.site)
+	if opts.Disabled || !wanted {
 		return AgentBoot{}, nil
 	}
+	boot, err := d.buildAgent(ctx, dir, opts)
+	if err != nil && !required {
+		d.log.Warn("no install agent: unknown machines will not be discovered", "error", err)
+		return AgentBoot{}, nil
+	}
+	return boot, err
+}
+
+func (d *Daemon) buildAgent(ctx context.Context, dir string, opts AgentOptions) (AgentBoot, error) {
 	bin := opts.Binary
 	if bin == "" {
 		exe, err := os.Executable()

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe"
@@ -77,16 +78,16 @@ type Daemon struct {
 	// StateDir is the directory of leases, staged files and keys.
 	StateDir string
 
-	site      *site.Site
-	log       *slog.Logger
-	ownStore  bool
-	policy    *storepolicy.Policy
-	dhcp      []*dhcp.Server
-	leases    multiLeases
-	tftp      *tftp.Server
-	http      *pxehttp.Server
-	timeline  *timeline
-	imagePath map[string]string // image name → served path (or remote URL) of its disk
+	site     *site.Site
+	log      *slog.Logger
+	ownStore bool
+	policy   *storepolicy.Policy
+	dhcp     []*dhcp.Server
+	leases   multiLeases
+	tftp     *tftp.Server
+	http     *pxehttp.Server
+	timeline *timeline
+	catalog  *images.Catalog
 }
 
 // New prepares every service: it opens the store, records the site's
@@ -100,7 +101,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if opts.TFTPAddr == "" {
 		opts.TFTPAddr = ":69"
 	}
-	d := &Daemon{site: s, log: opts.Logger, imagePath: map[string]string{}}
+	d := &Daemon{site: s, log: opts.Logger}
 	d.StateDir = opts.StateDir
 	if d.StateDir == "" {
 		d.StateDir = DefaultStateDir(s.Settings.State, opts.SiteDir)
@@ -130,7 +131,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	imageRoot, err := d.stageImages(opts.SiteDir)
+	imageRoot, err := d.prepareImages(ctx, opts.SiteDir)
 	if err != nil {
 		return nil, err
 	}
@@ -268,16 +269,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 // Synced is closed once the boot policy follows the store, so a boot
 // intent written afterwards is what the next netboot gets.
 func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
-
-// ImageURL is the URL the agent streams the disk image of a site image
-// from; empty when the image has no disk metal can serve.
-func (d *Daemon) ImageURL(image string) string {
-	p, ok := d.imagePath[image]
-	if !ok || strings.HasPrefix(p, "http://") || strings.HasPrefix(p, "https://") {
-		return p
-	}
-	return d.BaseURL + p
-}
 
 // Close releases the store if the daemon opened it.
 func (d *Daemon) Close() error {

@@ -3,16 +3,12 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"os"
-	"path"
-	"path/filepath"
 
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/site"
 	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/netboot"
 )
 
 // SyncSite records the site's machines in the store (see apply.Sync).
@@ -20,36 +16,47 @@ func SyncSite(ctx context.Context, store inventory.Store, s *site.Site) error {
 	return apply.Sync(ctx, store, s)
 }
 
-// stageImages copies the site's local kernels, initrds and disk images,
-// checksum-verified, into the directory the HTTP server serves at /images/,
-// and notes where each image's disk is served.
-func (d *Daemon) stageImages(siteDir string) (*bootfiles.Root, error) {
-	dir := images.Dir{Path: filepath.Join(d.StateDir, "images")}
-	for image, srcs := range netboot.LocalSources(d.site) {
-		for _, src := range srcs {
-			p := netboot.ResolvePath(siteDir, src)
-			if _, err := dir.StageLocal(image, filepath.Base(p), p, src.Checksum); err != nil {
-				return nil, fmt.Errorf("image %q: %w", image, err)
+// prepareImages brings every file of the site's images (kernels, initrds,
+// disks; local or remote) into the content-addressed cache, verified, and
+// returns the tree the HTTP server serves at /images/. After this, booting
+// and installing need nothing outside this machine; a file that fails its
+// checksum is never served, and the daemon refuses to start with it.
+func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.Root, error) {
+	cache, err := images.Open(d.StateDir, images.Options{SiteDir: siteDir, Logger: d.log,
+		Progress: func(f images.File, done, total int64) {
+			if done == total {
+				d.log.Info("image file cached", "image", f.Image, "file", f.Name, "bytes", done)
 			}
+		}})
+	if err != nil {
+		return nil, err
+	}
+	d.catalog = images.NewCatalog(d.site)
+	for _, f := range d.catalog.Files {
+		if _, err := cache.Ensure(ctx, f); err != nil {
+			return nil, fmt.Errorf("image %q %s %s: %w (`metal images fetch` or `metal images import` put it in the cache)",
+				f.Image, f.Kind, f.Source.URL, err)
 		}
 	}
-	for _, im := range d.site.Images {
-		switch {
-		case im.Disk.URL == "":
-		case im.Disk.Remote():
-			// Until the image cache serves remote disks, the agent
-			// fetches them from where the site says.
-			d.imagePath[im.Name] = im.Disk.URL
-		default:
-			p := netboot.ResolvePath(siteDir, im.Disk)
-			if _, err := dir.StageLocal(im.Name, filepath.Base(p), p, im.Disk.Checksum); err != nil {
-				return nil, fmt.Errorf("image %q disk: %w", im.Name, err)
-			}
-			d.imagePath[im.Name] = netboot.DefaultImagePath(im.Name, site.Source{URL: path.Base(p)})
+	return bootfiles.OpenRoot(cache.ServeDir())
+}
+
+// ImagePath is where the HTTP server serves a file of a site image: every
+// file, local or remote, is served from the cache.
+func (d *Daemon) ImagePath(image string, src site.Source) string {
+	for _, f := range d.catalog.Files {
+		if f.Image == image && f.Source.URL == src.URL {
+			return f.ServedPath()
 		}
 	}
-	if err := os.MkdirAll(dir.Path, 0o755); err != nil {
-		return nil, fmt.Errorf("state directory: %w", err)
+	return ""
+}
+
+// ImageURL is the URL the agent streams the disk image of a site image
+// from; empty when the image has no disk.
+func (d *Daemon) ImageURL(image string) string {
+	if f, ok := d.catalog.Lookup(image, images.KindDisk, 0); ok {
+		return d.BaseURL + f.ServedPath()
 	}
-	return bootfiles.OpenRoot(dir.Path)
+	return ""
 }

@@ -20,7 +20,10 @@ import (
 func buildMetal(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "metal")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	// Static, as `make build` makes it: the install agent runs it as /init.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
