@@ -53,6 +53,9 @@ type Config struct {
 	IdleTimeout       time.Duration
 	// Logger receives the access log; default slog.Default().
 	Logger *slog.Logger
+	// Extra mounts more handlers beside the boot routes, by ServeMux
+	// pattern: the daemon's API, console and metrics share the listener.
+	Extra map[string]nethttp.Handler
 	// Agent, when set, serves the install agent's protocol under /agent/
 	// (pxe/agentapi); it checks for itself which machine may speak.
 	Agent nethttp.Handler
@@ -110,6 +113,9 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("GET /images/{path...}", s.files(cfg.Images))
 	if cfg.Agent != nil {
 		mux.Handle("/agent/", cfg.Agent)
+	}
+	for pattern, h := range cfg.Extra {
+		mux.Handle(pattern, h)
 	}
 	s.handler = s.logged(mux)
 	return s, nil
