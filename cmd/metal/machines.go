@@ -80,8 +80,9 @@ func openState(ctx context.Context, a *app, url string) (inventory.Store, error)
 	s, err := backend.Open(ctx, url, backend.Options{Logger: a.logger()})
 	if errors.Is(err, bolt.ErrLocked) {
 		return nil, fmt.Errorf("%w\n"+
-			"A running `metal serve` holds the embedded store while it runs. Stop it (then run this\n"+
-			"again), or run this verb on the host of an etcd store shared by several servers", err)
+			"A running `metal serve` holds the embedded store while it runs. Stop it, then run this\n"+
+			"again; or keep the site's state in etcd (state = \"etcd://HOST:2379/PREFIX\"), which\n"+
+			"metal serve and these verbs can use at once", err)
 	}
 	return s, err
 }
