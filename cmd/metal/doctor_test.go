@@ -166,6 +166,10 @@ image "live" {
   initrd           = ["initrd.gz"]
   initrd_checksums = [%q]
 }
+image "remote" {
+  disk     = "http://192.0.2.1:8080/never-fetched-by-doctor.raw"
+  checksum = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+}
 machine "vm1" {
   mac = "02:00:00:00:00:01"
   ip  = "192.0.2.11"
@@ -198,6 +202,14 @@ machine "down" {
 
 	env := []string{"METAL_VAR_pw=" + password}
 	code, checks := runDoctor(t, lab.NS(), bin, env, sitePath)
+	// The site has a disk image, so it needs the agent; the test's binary
+	// is static. Whether a Debian kernel is already on this host (ok) or
+	// serve will fetch one (warn) depends on the machine.
+	agent := checks["install agent"]
+	delete(checks, "install agent")
+	if agent.Status != doctor.OK && agent.Status != doctor.Warn || !strings.Contains(agent.Detail, "linux-image") && !strings.Contains(agent.Detail, "vmlinuz") {
+		t.Errorf("install agent: %+v", agent)
+	}
 	want := map[string]doctor.Status{
 		"network lab (br0)":      doctor.OK,
 		"network gone (nosuch0)": doctor.Fail,
@@ -208,6 +220,7 @@ machine "down" {
 		"iPXE binaries":          doctor.OK,
 		"image live kernel":      doctor.OK,
 		"image live initrd":      doctor.Fail,
+		"image remote disk":      doctor.Warn,
 		"BMC of vm1":             doctor.OK,
 		"BMC of locked":          doctor.Fail,
 		"BMC of down":            doctor.Fail,
@@ -224,6 +237,7 @@ machine "down" {
 	wantDetail(t, checks, "network gone (nosuch0)", "does not exist", "ip link")
 	wantDetail(t, checks, "port 69/udp", "in use", fmt.Sprintf("PID %d", os.Getpid()), "--tftp-addr")
 	wantDetail(t, checks, "image live initrd", "does not match its checksum", sha256Of(orig), "fetch it again")
+	wantDetail(t, checks, "image remote disk", "not cached yet", "metal images fetch")
 	wantDetail(t, checks, "BMC of vm1", "power off")
 	wantDetail(t, checks, "BMC of locked", "refused the credentials", "password")
 	wantDetail(t, checks, "BMC of down", "nothing is listening")
@@ -248,7 +262,7 @@ machine "down" {
 		"✗ image live initrd: ",
 		"    → the file is damaged",
 		"- port 67/udp on nosuch0: not checked",
-		"5 of 14 checks failed",
+		"5 of 16 checks failed",
 	} {
 		if !strings.Contains(string(out), line) {
 			t.Errorf("human output lacks %q:\n%s", line, out)
@@ -267,8 +281,9 @@ func TestDoctorBesideServe(t *testing.T) {
 	dir := t.TempDir()
 	siteHCL := `
 site "%s" {
-  state  = "file://%s/state.db"
-  listen = "192.0.2.1:8080"
+  state            = "file://%s/state.db"
+  listen           = "192.0.2.1:8080"
+  unknown_machines = "ignore"
 }
 network "lab" {
   interface = %q

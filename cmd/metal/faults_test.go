@@ -41,6 +41,8 @@ func TestServeStateDirectoryFullOrReadOnly(t *testing.T) {
 site "faults" {
   state  = "file://state/state.db"
   listen = "192.0.2.1:8080"
+  # no discovery: these tests need no install agent
+  unknown_machines = "ignore"
 }
 network "lab" {
   interface = %q

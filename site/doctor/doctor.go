@@ -42,6 +42,7 @@ const (
 	KindImage     = "image"
 	KindBMC       = "bmc"
 	KindState     = "state"
+	KindAgent     = "agent"
 )
 
 // Check is the result of one check.
@@ -110,9 +111,10 @@ func Run(ctx context.Context, opts Options) []Check {
 		func() []Check { return checkInterfaces(opts.Site) },
 		func() []Check { return checkPorts(opts, self) },
 		func() []Check { return checkIPXE(opts.Site) },
-		func() []Check { return checkImages(ctx, opts.Site, siteDir) },
+		func() []Check { return checkImages(ctx, opts.Site, siteDir, stateDir(opts, siteDir)) },
 		func() []Check { return checkBMCs(ctx, opts) },
 		func() []Check { return checkState(ctx, opts, siteDir, self) },
+		func() []Check { return checkAgent(opts.Site, stateDir(opts, siteDir)) },
 	}
 	results := make([][]Check, len(groups))
 	var wg sync.WaitGroup

@@ -11,9 +11,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
+	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/site"
 	"github.com/metal-dev/metal/site/netboot"
@@ -34,24 +36,26 @@ func checkIPXE(s *site.Site) []Check {
 
 // imageFile is one file of an image: a kernel, an initrd or its disk.
 type imageFile struct {
-	image, role string
-	src         site.Source
+	image string
+	role  images.Kind
+	src   site.Source
 }
 
 // checkImages checks that each image's local files exist and match their
-// checksums, hashing them concurrently (disk images can be large). Remote
-// files are fetched and verified when used; doctor does not download them.
-func checkImages(ctx context.Context, s *site.Site, siteDir string) []Check {
+// checksums, hashing them concurrently (disk images can be large), and
+// whether each remote file is already in the image cache of stateDir.
+// Doctor downloads nothing: `metal images fetch` does.
+func checkImages(ctx context.Context, s *site.Site, siteDir, stateDir string) []Check {
 	var files []imageFile
 	for _, im := range s.Images {
 		if im.Kernel.URL != "" {
-			files = append(files, imageFile{im.Name, "kernel", im.Kernel})
+			files = append(files, imageFile{im.Name, images.KindKernel, im.Kernel})
 		}
 		for _, src := range im.Initrd {
-			files = append(files, imageFile{im.Name, "initrd", src})
+			files = append(files, imageFile{im.Name, images.KindInitrd, src})
 		}
 		if im.Disk.URL != "" {
-			files = append(files, imageFile{im.Name, "disk", im.Disk})
+			files = append(files, imageFile{im.Name, images.KindDisk, im.Disk})
 		}
 	}
 	out := make([]Check, len(files))
@@ -60,8 +64,7 @@ func checkImages(ctx context.Context, s *site.Site, siteDir string) []Check {
 	for i, f := range files {
 		out[i] = Check{Kind: KindImage, Subject: fmt.Sprintf("image %s %s", f.image, f.role)}
 		if f.src.Remote() {
-			out[i].Status = Skip
-			out[i].Detail = fmt.Sprintf("%s is remote: fetched and checked against its checksum when used", f.src.URL)
+			out[i].Status, out[i].Detail, out[i].Fix = cachedStatus(stateDir, siteDir, f)
 			continue
 		}
 		wg.Add(1)
@@ -74,6 +77,27 @@ func checkImages(ctx context.Context, s *site.Site, siteDir string) []Check {
 	}
 	wg.Wait()
 	return out
+}
+
+// cachedStatus says whether a remote file is in the image cache. A cache
+// that does not exist yet is not created.
+func cachedStatus(stateDir, siteDir string, f imageFile) (Status, string, string) {
+	fetch := fmt.Sprintf("fetch it ahead of the rollout: metal images fetch --site SITE %s (or let serve fetch it when first needed)", f.image)
+	if _, err := os.Stat(filepath.Join(stateDir, "images")); err != nil {
+		return Warn, fmt.Sprintf("%s is not cached yet (no image cache in %s)", f.src.URL, stateDir), fetch
+	}
+	cache, err := images.Open(stateDir, images.Options{SiteDir: siteDir})
+	if err != nil {
+		return Fail, err.Error(), "check the state directory"
+	}
+	st := cache.Status(images.SourceFile(f.image, f.role, f.src))
+	switch st.State {
+	case images.StateCached, images.StateVerified:
+		return OK, fmt.Sprintf("%s is cached (%s, %d bytes)", f.src.URL, st.Digest, st.Size), ""
+	case images.StatePartial:
+		return Warn, fmt.Sprintf("%s is partly downloaded (%d bytes)", f.src.URL, st.Size), "finish it: " + fetch
+	}
+	return Warn, fmt.Sprintf("%s is not cached yet", f.src.URL), fetch
 }
 
 // verifyFile checks that path is a readable regular file matching checksum

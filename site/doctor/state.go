@@ -27,14 +27,18 @@ const probeSize = 64 << 10
 // and staged files can be written, with room for the staged images).
 func checkState(ctx context.Context, opts Options, siteDir string, self selfRef) []Check {
 	state := daemon.ResolveState(opts.Site.Settings.State, siteDir)
-	stateDir := opts.StateDir
-	if stateDir == "" {
-		stateDir = daemon.DefaultStateDir(opts.Site.Settings.State, siteDir)
-	}
 	return []Check{
 		checkStore(ctx, state, self),
-		checkStateDir(stateDir, stagedBytes(opts, siteDir)),
+		checkStateDir(stateDir(opts, siteDir), stagedBytes(opts, siteDir)),
 	}
+}
+
+// stateDir is where serve keeps leases, staged files and the image cache.
+func stateDir(opts Options, siteDir string) string {
+	if opts.StateDir != "" {
+		return opts.StateDir
+	}
+	return daemon.DefaultStateDir(opts.Site.Settings.State, siteDir)
 }
 
 func checkStore(ctx context.Context, state string, self selfRef) Check {
@@ -213,15 +217,5 @@ func probeDir(dir string, need int64) (Status, string, string) {
 	return OK, fmt.Sprintf("%s is writable", dir), ""
 }
 
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// size is n in MiB, enough to judge free space by.
+func size(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
