@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
@@ -20,6 +21,9 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/daemon/console"
+	"github.com/metal-dev/metal/daemon/metrics"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
@@ -48,6 +52,9 @@ type Options struct {
 	// DHCPRateLimit is each DHCP server's per-MAC limit; the zero value is
 	// pxe/dhcp's default (a burst of 10, then 2 packets a second).
 	DHCPRateLimit dhcp.RateLimit
+	// OpenReads lets the API and console be read without a token;
+	// actions always need one (`metal token create`).
+	OpenReads bool
 	// Agent chooses how the install agent is built.
 	Agent AgentOptions
 	// Store, when set, is used instead of opening the site's state URL
@@ -88,6 +95,8 @@ type Daemon struct {
 	http     *pxehttp.Server
 	timeline *timeline
 	catalog  *images.Catalog
+	metrics  *metrics.Metrics
+	operator *operator
 }
 
 // New prepares every service: it opens the store, records the site's
@@ -190,6 +199,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 
+	d.metrics = metrics.New(metrics.Options{Store: d.Store, Logger: d.log, LeasesInUse: d.leasesInUse})
 	i := 0
 	for _, n := range s.Networks {
 		if n.Mode == site.ModeOff || n.Interface == "" {
@@ -204,6 +214,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 			IgnoreUnknown: s.Settings.UnknownMachines == "ignore",
 			HTTPBaseURL:   d.BaseURL,
 			RateLimit:     opts.DHCPRateLimit,
+			Observe:       d.metrics.ObserveDHCP,
 		}
 		if n.Mode == site.ModeProxy {
 			cfg.Mode = dhcp.ModeProxy
@@ -226,7 +237,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		d.leases = append(d.leases, srv.Leases())
 	}
 
-	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log})
+	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log, Observe: d.metrics.ObserveTFTP})
 	if err != nil {
 		return nil, err
 	}
@@ -235,10 +246,23 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	d.operator = newOperator(d, d.metrics.ObserveBMC)
+	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
-		Agent: agent, Observe: d.timeline.observe,
+		Agent: agent,
+		Extra: map[string]http.Handler{
+			api.Prefix: d.metrics.Instrument(api.New(api.Options{Store: d.Store, Actions: d.operator,
+				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log})),
+			console.Prefix: d.metrics.Instrument(console.New(console.Options{Store: d.Store, Actions: d.operator,
+				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log})),
+			"GET /metrics": d.metrics.Handler(),
+		},
+		Observe: func(r pxehttp.Request) {
+			d.timeline.observe(r)
+			d.metrics.ObserveHTTP(r.Path, r.Status, r.Bytes)
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -252,13 +276,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.policy.Run(ctx) })
 	g.Go(func() error { return d.timeline.run(ctx) })
+	g.Go(func() error { return d.metrics.Run(ctx) })
+	defer d.operator.stop()
 	for _, srv := range d.dhcp {
 		g.Go(func() error { return srv.Serve(ctx) })
 	}
 	g.Go(func() error { return d.tftp.Serve(ctx) })
 	g.Go(func() error { return d.http.Serve(ctx) })
 	d.log.Info("metal serving", "site", d.site.Name, "machines", len(d.site.Machines),
-		"http", d.BaseURL, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
+		"http", d.BaseURL, "console", d.BaseURL+console.Prefix, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
@@ -269,6 +295,15 @@ func (d *Daemon) Serve(ctx context.Context) error {
 // Synced is closed once the boot policy follows the store, so a boot
 // intent written afterwards is what the next netboot gets.
 func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
+
+// leasesInUse sums the leases every DHCP server holds now.
+func (d *Daemon) leasesInUse() int {
+	n := 0
+	for _, srv := range d.dhcp {
+		n += srv.Handler().LeasesInUse()
+	}
+	return n
+}
 
 // Close releases the store if the daemon opened it.
 func (d *Daemon) Close() error {

@@ -22,11 +22,12 @@ import (
 func init() { register(newServeCmd) }
 
 type serveFlags struct {
-	vars     varFlags
-	stateDir string
-	listen   string
-	tftpAddr string
-	dhcpRate string
+	vars      varFlags
+	stateDir  string
+	listen    string
+	tftpAddr  string
+	dhcpRate  string
+	openReads bool
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -47,6 +48,11 @@ boot intent the converge engine wrote for it (` + "`metal apply`" + `). A machin
 not in the site gets a pool address; with unknown_machines = "discover" it
 boots the install agent, which reports it; with "ignore", nothing at all.
 Leases survive restarts.
+
+The same HTTP listener serves the web console (/console/), the JSON API
+(/api/v1/, documented at /api/v1/openapi.yaml) and Prometheus metrics
+(/metrics). The API and console need a token: create one with
+` + "`metal token create --site FILE`" + `.
 
 Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 		Example: `  sudo metal serve hcl-examples/qemu-lab.hcl
@@ -74,6 +80,8 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
 	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
+		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
 		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off")
 	return cmd
@@ -83,7 +91,7 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f serveFlags, limit dhcp.RateLimit) error {
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
-		DHCPRateLimit: limit, Logger: log,
+		DHCPRateLimit: limit, OpenReads: f.openReads, Logger: log,
 	})
 	if err != nil {
 		return err

@@ -126,6 +126,19 @@ machine "m1" {
 		t.Errorf("kernel over HTTP = %q", body)
 	}
 
+	// The console, API and metrics share the listener: the API wants a
+	// token, metrics count what just happened.
+	if code := httpCode(t, known, "http://192.0.2.1:8080/api/v1/machines"); code != "401" {
+		t.Errorf("API without a token: HTTP %s, want 401", code)
+	}
+	if code := httpCode(t, known, "http://192.0.2.1:8080/console/"); code != "200" && code != "303" {
+		t.Errorf("console: HTTP %s, want the page or a redirect to its login", code)
+	}
+	if m := curl(t, known, "http://192.0.2.1:8080/metrics"); !strings.Contains(m, "metal_dhcp_packets_total") ||
+		!strings.Contains(m, "metal_tftp_transfers_total") {
+		t.Errorf("metrics lack DHCP and TFTP counters:\n%s", m)
+	}
+
 	// An undeclared machine: a pool address, and no access to m1's script.
 	env = leaseWithRetry(t, stranger, srv)
 	if env["boot_file"] != "" {
@@ -223,6 +236,14 @@ func leaseWithRetry(t *testing.T, ns *pxetest.Netns, srv *pxetest.Process, extra
 			t.Fatalf("udhcpc got no lease: %v\n%s\nmetal serve log:\n%s", err, out, srv.Log())
 		}
 	}
+}
+
+func httpCode(t *testing.T, ns *pxetest.Netns, url string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, _ := ns.Command(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", url).Output()
+	return string(out)
 }
 
 func curl(t *testing.T, ns *pxetest.Netns, url string) string {

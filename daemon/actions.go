@@ -1,0 +1,167 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
+	"github.com/metal-dev/metal/site/plan"
+)
+
+// operator carries out the console's and API's actions (api.Actions) and
+// computes the current plan (api.Planner) for the daemon's site.
+type operator struct {
+	d    *Daemon
+	bmcs apply.BMCFunc
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	runs map[string]context.CancelFunc // reprovisions this daemon runs, by machine
+	wg   sync.WaitGroup
+}
+
+func newOperator(d *Daemon, observe func(op, protocol string, took time.Duration, err error)) *operator {
+	tune := func(c *bmc.Config) { c.Observe = observe }
+	return &operator{d: d, bmcs: apply.DriverBMCs(d.log, tune), log: d.log.With("component", "actions"),
+		runs: map[string]context.CancelFunc{}}
+}
+
+func (o *operator) declared(name string) (*site.Machine, error) {
+	for _, m := range o.d.site.Machines {
+		if m.Name == name {
+			return m, nil
+		}
+	}
+	return nil, fmt.Errorf("machine %q is not declared in the site: %w", name, inventory.ErrNotFound)
+}
+
+// Plan implements api.Planner: the site against the store, as `metal plan`
+// computes it.
+func (o *operator) Plan(ctx context.Context) (*plan.Plan, error) {
+	return apply.Plan(ctx, o.d.Store, o.d.site)
+}
+
+// PowerCycle implements api.Actions through the machine's BMC.
+func (o *operator) PowerCycle(ctx context.Context, name string) error {
+	decl, err := o.declared(name)
+	if err != nil {
+		return err
+	}
+	rec, err := o.d.Store.Machine(ctx, name)
+	if err != nil {
+		return err
+	}
+	b, err := o.bmcs(rec, decl)
+	if err != nil {
+		return err
+	}
+	if b == nil {
+		return fmt.Errorf("machine %s has no bmc block in the site: power it by hand", name)
+	}
+	if err := b.SetPower(ctx, false); err != nil {
+		return fmt.Errorf("power off %s: %w", name, err)
+	}
+	if err := b.SetPower(ctx, true); err != nil {
+		return fmt.Errorf("power on %s: %w", name, err)
+	}
+	return nil
+}
+
+// Reprovision implements api.Actions: the converge engine rewrites the
+// machine's disk with its image, in this daemon, in the background.
+func (o *operator) Reprovision(ctx context.Context, name string) error {
+	decl, err := o.declared(name)
+	if err != nil {
+		return err
+	}
+	full, err := o.Plan(ctx)
+	if err != nil {
+		return err
+	}
+	p, err := full.Only([]string{name})
+	if err != nil {
+		return err
+	}
+	for i := range p.Changes {
+		if p.Changes[i].Machine == name && p.Changes[i].Action != plan.Create {
+			p.Changes[i].Action = plan.Replace
+		}
+	}
+	if decl.Image == "" {
+		return fmt.Errorf("machine %s has no image to provision", name)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if _, busy := o.runs[name]; busy {
+		return fmt.Errorf("machine %s is already being reprovisioned", name)
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	o.runs[name] = cancel
+	eng := apply.New(o.d.site, o.d.Store, apply.Options{
+		AgentBoot:    apply.AgentBoot(o.d.Agent),
+		ImageURL:     o.d.ImageURL,
+		ImagePath:    o.d.ImagePath,
+		BMC:          o.bmcs,
+		AllowDestroy: true,
+		Logger:       o.log,
+	})
+	o.wg.Add(1)
+	go func() {
+		defer o.wg.Done()
+		defer func() {
+			o.mu.Lock()
+			delete(o.runs, name)
+			o.mu.Unlock()
+			cancel()
+		}()
+		res, err := eng.Apply(runCtx, p)
+		if err == nil {
+			err = res.Err()
+		}
+		if err != nil {
+			o.log.Error("reprovision failed", "machine", name, "error", err)
+			return
+		}
+		o.log.Info("reprovisioned", "machine", name)
+	}()
+	return nil
+}
+
+// HaltRollout implements api.Actions for the runs this daemon carries out
+// (reprovisions from the console or API). A run of `metal apply` belongs to
+// that process: interrupt it there.
+func (o *operator) HaltRollout(ctx context.Context, runID string) error {
+	run, err := o.d.Store.ApplyRun(ctx, runID)
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for name, cancel := range o.runs {
+		if _, ok := run.Steps[name]; ok {
+			cancel()
+			return nil
+		}
+	}
+	if run.State != inventory.RunRunning {
+		return fmt.Errorf("apply run %s is %s, not running", runID, run.State)
+	}
+	return errors.New("apply run " + runID + " is carried out by a `metal apply` process, not this daemon: press Ctrl-C there")
+}
+
+// wait lets reprovisions in flight end once their context is cancelled.
+func (o *operator) stop() {
+	o.mu.Lock()
+	for _, cancel := range o.runs {
+		cancel()
+	}
+	o.mu.Unlock()
+	o.wg.Wait()
+}
