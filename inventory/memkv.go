@@ -15,7 +15,7 @@ import (
 // `metal apply` dry runs. It passes the same conformance suite as the real
 // backends, but keeps nothing across processes.
 type MemoryKV struct {
-	mu     sync.Mutex
+	mu sync.Mutex
 	// keys holds every key of vals, sorted unless dirty. Writes append
 	// and deletes leave the key behind, and the next read sorts and
 	// compacts once: inserting in place cost a copy of the tail per new
