@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"errors"
 	"bufio"
 	"context"
 	"fmt"
@@ -50,9 +51,9 @@ func TestSecondOpenNamesHolder(t *testing.T) {
 	kv := openKV(t, path)
 	defer kv.Close()
 	_, err := bolt.Open(path, bolt.Options{LockTimeout: 50 * time.Millisecond})
-	want := fmt.Sprintf("state store %s is locked by PID %d (another metal running?)", path, os.Getpid())
-	if err == nil || err.Error() != want {
-		t.Fatalf("second open: got %v, want %q", err, want)
+	want := fmt.Sprintf("state store %s is locked by PID %d (another metal running?): store in use", path, os.Getpid())
+	if err == nil || err.Error() != want || !errors.Is(err, bolt.ErrLocked) {
+		t.Fatalf("second open: got %v, want %q (bolt.ErrLocked)", err, want)
 	}
 	// Once closed, the next process gets it.
 	kv.Close()
