@@ -14,6 +14,7 @@ import (
 var benches = []bench{
 	{name: "validate+plan 10,000 machines", run: benchPlan},
 	{name: "bmc status of 500 virtual BMCs", run: benchBMCStatus},
+	{name: "apply of 1,000 simulated machines", run: benchApply},
 	{name: "dhcp", run: benchDHCP},
 	{name: "tftp", run: benchTFTP},
 	{name: "http", run: benchHTTP},

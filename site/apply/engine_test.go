@@ -3,11 +3,9 @@ package apply_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +81,7 @@ func (l *lab) engine(s *site.Site, tweak func(*apply.Options)) *apply.Engine {
 		}),
 		StepTimeout: 5 * time.Second, Retries: 2, RetryDelay: 10 * time.Millisecond,
 		AgentTimeout: 20 * time.Second, PollInterval: 50 * time.Millisecond,
-		Hook: l.hook, 
+		Hook: l.hook,
 	}
 	if os.Getenv("APPLY_LOG") != "" {
 		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -502,12 +500,8 @@ func TestDisklessAndUpdate(t *testing.T) {
 		t.Errorf("diskless machine should netboot every time: %+v", b)
 	}
 
-	s2 := l.site("", func(src string) string {
-		src = strings.Replace(src, "image   = image.os", "image   = image.os\n  power   = \"off\"", 1)
-		return strings.Replace(src, "image   = image.os\n  power   = \"off\"", "image   = image.live", 1)
-	})
 	// m0000 stays live; m0001 is now declared off.
-	s2 = l.site("", func(src string) string {
+	s2 := l.site("", func(src string) string {
 		src = strings.Replace(src, "image   = image.os", "image   = image.live", 1)
 		return strings.Replace(src, "image   = image.os", "image   = image.os\n  power   = \"off\"", 1)
 	})
@@ -554,6 +548,3 @@ func TestBatches(t *testing.T) {
 		})
 	}
 }
-
-var _ = fmt.Sprint
-var _ = sort.Strings

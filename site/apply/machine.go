@@ -80,13 +80,13 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 	var since int64
 	resumeAt := m.resumePoint(rec)
 	if resumeAt == "" {
-		if err := m.checkBMC(ctx); err != nil {
+		on, err := m.checkBMC(ctx)
+		if err != nil {
 			return err
 		}
-		if err := m.bmcStep(ctx, StepPowerOff, "", func(ctx context.Context) error { return m.bmc.SetPower(ctx, false) }); err != nil {
+		if err := m.powerOff(ctx, on); err != nil {
 			return err
 		}
-		var err error
 		if taskID, since, err = m.writeInstallIntent(ctx, im); err != nil {
 			return &stepError{StepIntent, err}
 		}
@@ -335,13 +335,12 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		}
 	}
 	if taskID == "" {
-		if err := m.checkBMC(ctx); err != nil {
+		on, err := m.checkBMC(ctx)
+		if err != nil {
 			return err
 		}
-		if m.bmc != nil {
-			if err := m.bmcStep(ctx, StepPowerOff, "", func(ctx context.Context) error { return m.bmc.SetPower(ctx, false) }); err != nil {
-				return err
-			}
+		if err := m.powerOff(ctx, on); err != nil {
+			return err
 		}
 		taskID = randomHex(8)
 		m.recordStep(ctx, StepIntent, "")
@@ -376,12 +375,26 @@ func (m *machineRun) wipe(ctx context.Context) error {
 }
 
 // checkBMC reads the power state: a BMC that cannot answer fails the
-// machine before anything was changed.
-func (m *machineRun) checkBMC(ctx context.Context) error {
-	return m.bmcStep(ctx, StepCheckBMC, "", func(ctx context.Context) error {
-		_, err := m.bmc.PowerState(ctx)
+// machine before anything was changed. Without a BMC the machine counts
+// as on (someone must power it, and off, by hand).
+func (m *machineRun) checkBMC(ctx context.Context) (on bool, err error) {
+	on = true
+	err = m.bmcStep(ctx, StepCheckBMC, "", func(ctx context.Context) error {
+		var err error
+		on, err = m.bmc.PowerState(ctx)
 		return err
 	})
+	return on, err
+}
+
+// powerOff turns the machine off before its intent changes, so it boots
+// the new one from the start; a machine found off is left so.
+func (m *machineRun) powerOff(ctx context.Context, on bool) error {
+	if !on {
+		m.r.opts.Hook.MachineStep(m.name, StepPowerOff, "already off")
+		return nil
+	}
+	return m.bmcStep(ctx, StepPowerOff, "", func(ctx context.Context) error { return m.bmc.SetPower(ctx, false) })
 }
 
 // bmcStep records step and runs fn with the step timeout, retrying. With
@@ -480,9 +493,20 @@ func (m *machineRun) waitNetboot(ctx context.Context, since int64) error {
 }
 
 // recordStep records that the machine begins step and tells the hook.
+//
+// Only the steps a resume acts on are written to the store (steps before
+// the intent start over; power-on and install resume alike), and a step
+// already recorded is not written again: on an embedded store every write
+// is a synced disk transaction.
 func (m *machineRun) recordStep(ctx context.Context, step Step, note string) {
 	m.log.Debug("step", "step", step)
-	m.record(ctx, step, inventory.RunRunning, "")
+	st := m.r.steps[m.name]
+	switch {
+	case step == StepCheckBMC || step == StepPowerOff || step == StepBootPXE || step == StepInstall || step == StepPower:
+	case st.Step == string(step) && st.State == inventory.RunRunning:
+	default:
+		m.record(ctx, step, inventory.RunRunning, "")
+	}
 	m.r.opts.Hook.MachineStep(m.name, step, note)
 }
 
