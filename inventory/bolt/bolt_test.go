@@ -1,9 +1,9 @@
 package bolt_test
 
 import (
-	"errors"
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
