@@ -197,10 +197,10 @@ func TestApplyRefusals(t *testing.T) {
 		t.Errorf("apply of a plan whose inventory changed: exit %d, %s", code, stderr)
 	}
 
-	// A new image for m0000 is a reprovision: refused without
+	// A new image: a reprovision of m0000: refused without
 	// --allow-destroy, nothing touched.
 	l.writeSite("  canary = 0\n  stagger = \"0s\"", func(s string) string {
-		return strings.Replace(s, "os.raw.zst", "os2.raw.zst", 1)
+		return strings.ReplaceAll(s, "image   = image.os\n", "image   = image.os2\n")
 	})
 	code, stdout, stderr = metal(t, nil, append([]string{"apply", "--auto-approve", "--json", l.site}, flags...)...)
 	if code != exitFailed || !strings.Contains(stderr, "--allow-destroy") {

@@ -367,10 +367,10 @@ func TestReprovisionAndDeprovision(t *testing.T) {
 	if res := l.apply(ctx, l.engine(s, nil), s); res.State != inventory.RunDone {
 		t.Fatalf("first apply: %+v", res)
 	}
-	// m0000 gets another image; m0002 leaves the site. The site no
+	// m0000 and m0001 get another image; m0002 leaves the site. The site no
 	// longer declares m0002's BMC, so the test's BMC function finds it.
 	s2 := l.site("", func(src string) string {
-		src = strings.Replace(src, `disk     = "https://images.invalid/os.raw.zst"`, `disk     = "https://images.invalid/os2.raw.zst"`, 1)
+		src = strings.ReplaceAll(src, "image   = image.os\n", "image   = image.os2\n")
 		i := strings.Index(src, `machine "m0002"`)
 		j := strings.Index(src[i:], "\n}\n")
 		return src[:i] + src[i+j+3:]
@@ -492,7 +492,7 @@ func TestDisklessAndUpdate(t *testing.T) {
 		t.Fatalf("apply: %+v", res)
 	}
 	live := l.machine("m0000")
-	want := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "https://images.invalid/live/vmlinuz", Initrds: []string{"https://images.invalid/live/initrd.img"}}
+	want := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/images/live/vmlinuz", Initrds: []string{"/images/live/initrd.img"}}
 	if d := cmp.Diff(want, live.Intent); d != "" || live.State != inventory.StateProvisioned {
 		t.Errorf("diskless intent (-want +got):\n%s\nstate %s", d, live.State)
 	}

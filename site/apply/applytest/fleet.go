@@ -9,6 +9,8 @@ package applytest
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +64,9 @@ type Fleet struct {
 	addrs map[string]string
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
+	// files are the images' local files, by base name.
+	files map[string]imageFile
+	dir   string
 	// agentURL and key are where agents report and what they sign with.
 	agentURL string
 	key      []byte
@@ -89,6 +95,10 @@ func Start(opts Options) (*Fleet, error) {
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, stop: cancel,
 		installs: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
+	}
+	if err := f.makeImages(); err != nil {
+		f.Close()
+		return nil, err
 	}
 	f.agentURL = opts.AgentURL
 	if f.agentURL == "" {
@@ -125,11 +135,37 @@ func Start(opts Options) (*Fleet, error) {
 	return f, nil
 }
 
-// Close stops the BMCs and waits for running agents.
+// Close stops the BMCs, waits for running agents and removes the images.
 func (f *Fleet) Close() {
 	f.stop()
 	f.wg.Wait()
 	f.agentCalls.Wait()
+	if f.dir != "" {
+		_ = os.RemoveAll(f.dir)
+	}
+}
+
+// imageFile is one local image file and its checksum.
+type imageFile struct{ path, sum string }
+
+// makeImages writes the small files the site's images name.
+func (f *Fleet) makeImages() error {
+	dir, err := os.MkdirTemp("", "applytest-images-")
+	if err != nil {
+		return err
+	}
+	f.dir = dir
+	f.files = map[string]imageFile{}
+	for _, name := range []string{"os.raw", "os2.raw", "vmlinuz", "initrd.img"} {
+		content := []byte("simulated " + name + "\n")
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, content, 0o644); err != nil {
+			return err
+		}
+		sum := sha256.Sum256(content)
+		f.files[name] = imageFile{path: p, sum: "sha256:" + hex.EncodeToString(sum[:])}
+	}
+	return nil
 }
 
 // Names lists the machines in order.
@@ -179,7 +215,9 @@ func (f *Fleet) count(m map[string]int) map[string]int {
 
 // SiteHCL returns a site declaring the fleet: each machine with its MAC,
 // rack label, the disk image "os" and its BMC; state is the state URL and
-// rollout the body of the rollout block (may be empty).
+// rollout the body of the rollout block (may be empty). It also declares
+// the disk image "os2" (other content) and the diskless image "live", all
+// small local files the fleet made, so nothing is fetched from outside.
 func (f *Fleet) SiteHCL(state, rollout string) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "site \"sim\" {\n  state = %q\n}\n\n", state)
@@ -188,19 +226,11 @@ func (f *Fleet) SiteHCL(state, rollout string) []byte {
   mode   = "off"
 }
 
-image "os" {
-  disk     = "https://images.invalid/os.raw.zst"
-  checksum = "sha256:` + strings.Repeat("ab", 32) + `"
-}
-
-image "live" {
-  kernel           = "https://images.invalid/live/vmlinuz"
-  kernel_checksum  = "sha256:` + strings.Repeat("cd", 32) + `"
-  initrd           = ["https://images.invalid/live/initrd.img"]
-  initrd_checksums = ["sha256:` + strings.Repeat("ef", 32) + `"]
-}
-
 `)
+	for _, im := range []string{"os", "os2"} {
+		fmt.Fprintf(&b, "image %q {\n  disk     = %q\n  checksum = %q\n}\n\n", im, "file://"+f.files[im+".raw"].path, f.files[im+".raw"].sum)
+	}
+	fmt.Fprintf(&b, "image \"live\" {\n  kernel = %q\n  initrd = [%q]\n}\n\n", "file://"+f.files["vmlinuz"].path, "file://"+f.files["initrd.img"].path)
 	for i, n := range f.names {
 		fmt.Fprintf(&b, `machine %q {
   mac     = "02:00:00:00:%02x:%02x"
@@ -328,7 +358,9 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 		counter[b.Machine]++
 		f.mu.Unlock()
 	}
-	if f.report(ctx, c, final) != nil {
+	// metal may power the machine off as soon as it has the final
+	// report, before its answer is read: that must not undo the report.
+	if f.report(context.WithoutCancel(ctx), c, final) != nil {
 		if cause == "" {
 			f.mu.Lock()
 			counter[b.Machine]--
