@@ -226,7 +226,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
 	engine := apply.New(res.Site, rt.store, apply.Options{
-		AgentBoot: rt.agent, ImageURL: rt.imageURL,
+		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImagePath: rt.imagePath,
 		BMC:         apply.DriverBMCs(log, nil),
 		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		AllowDestroy: f.allowDestroy, Drain: drain, Logger: log, Hook: view,
@@ -294,9 +294,10 @@ func stdinIsTerminal(r io.Reader) bool {
 // length of the apply; submitting to a running daemon would replace
 // openRuntime and nothing else.
 type applyRuntime struct {
-	store    inventory.Store
-	agent    apply.AgentBoot
-	imageURL func(image string) string
+	store     inventory.Store
+	agent     apply.AgentBoot
+	imageURL  func(image string) string
+	imagePath func(image string, src site.Source) string
 	// start serves netboot until the returned stop is called; failed is
 	// told if the servers fail.
 	start func(ctx context.Context, failed func(error)) (stop func())
@@ -313,10 +314,11 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 		return nil, err
 	}
 	rt := &applyRuntime{
-		store:    d.Store,
-		agent:    apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
-		imageURL: d.ImageURL,
-		close:    func() { _ = d.Close() },
+		store:     d.Store,
+		agent:     apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
+		imageURL:  d.ImageURL,
+		imagePath: d.ImagePath,
+		close:     func() { _ = d.Close() },
 	}
 	if f.agentKernel != "" {
 		rt.agent = apply.AgentBoot{Kernel: f.agentKernel, Initrds: f.agentInitrds, Cmdline: f.agentCmdline}

@@ -52,9 +52,10 @@ type Options struct {
 	AgentBoot AgentBoot
 	// ImageURL is the URL the agent streams a site image's disk from.
 	ImageURL func(image string) string
-	// ImagePath maps a local kernel or initrd of a diskless image to the
-	// path metal's HTTP server serves it at (remote URLs are used as
-	// they are). Default: /images/IMAGE/BASENAME, as the daemon stages them.
+	// ImagePath maps a kernel or initrd of a diskless image to the path
+	// metal's HTTP server serves it at (the daemon's image cache serves
+	// remote files too). Default: remote URLs as they are, local files at
+	// /images/IMAGE/BASENAME.
 	ImagePath func(image string, src site.Source) string
 	// BMC gives each machine's BMC (see DriverBMCs).
 	BMC BMCFunc

@@ -215,13 +215,15 @@ func (m *machineRun) hostname() string {
 
 // source is where a machine fetches a diskless image's file from.
 func (m *machineRun) source(image string, src site.Source) string {
-	if strings.HasPrefix(src.URL, "http://") || strings.HasPrefix(src.URL, "https://") {
-		return src.URL
-	}
 	return m.r.opts.ImagePath(image, src)
 }
 
+// defaultImagePath passes remote URLs through and serves local files
+// where the daemon staged them before it had an image cache.
 func defaultImagePath(image string, src site.Source) string {
+	if strings.HasPrefix(src.URL, "http://") || strings.HasPrefix(src.URL, "https://") {
+		return src.URL
+	}
 	return "/images/" + url.PathEscape(image) + "/" + url.PathEscape(path.Base(strings.TrimPrefix(src.URL, "file://")))
 }
 
