@@ -13,6 +13,8 @@ package lab
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
+	"github.com/metal-dev/metal/images/initramfs"
 )
 
 // The lab's addresses, all inside its own namespace. Only documentation
@@ -76,8 +79,8 @@ type Config struct {
 	MemoryMiB int
 	DiskBytes int64
 	// BuildImage writes the image the lab's machines are provisioned with
-	// to path. Default: none, and the site names an image that is not
-	// there until someone writes it.
+	// to path, when the lab directory has none yet. Default:
+	// BuildTestImage.
 	BuildImage func(ctx context.Context, path string) error
 	// ReadyTimeout bounds the wait for the BMCs and metal serve to answer
 	// (default 10 minutes: serve may build the install agent first).
@@ -179,6 +182,9 @@ func (c *Config) defaults() error {
 	}
 	if c.DiskBytes == 0 {
 		c.DiskBytes = 4 << 30
+	}
+	if c.BuildImage == nil {
+		c.BuildImage = BuildTestImage
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = 10 * time.Minute
@@ -314,13 +320,18 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	if err := makeDisks(st, c.DiskBytes); err != nil {
 		return nil, err
 	}
-	if c.BuildImage != nil {
-		log.Info("building the lab's disk image", "path", filepath.Join(c.Dir, imageFile))
-		if err := c.BuildImage(ctx, filepath.Join(c.Dir, imageFile)); err != nil {
+	if img := filepath.Join(c.Dir, imageFile); !exists(img) {
+		log.Info("building the lab's disk image", "path", img)
+		if err := c.BuildImage(ctx, img); err != nil {
 			return nil, fmt.Errorf("build the lab's disk image: %w", err)
 		}
 	}
-	siteHCL, err := renderSite(st, password)
+	// The agent writes only verified images.
+	sum, err := fileSHA256(filepath.Join(c.Dir, imageFile))
+	if err != nil {
+		return nil, err
+	}
+	siteHCL, err := renderSite(st, password, sum)
 	if err != nil {
 		return nil, err
 	}
@@ -332,22 +343,19 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	if err := startBMCs(ctx, c, st, password, pwFile); err != nil {
 		return nil, err
 	}
+	// metal serve and apply build the install agent inside the namespace,
+	// where there is no network: fetch its kernel here first, into the
+	// cache they look in.
+	log.Info("finding the install agent's kernel (apt-get download when this host has no Debian kernel)")
+	if _, err := initramfs.FindKernel(ctx, initramfs.Options{Logger: log}); err != nil {
+		return nil, fmt.Errorf("the install agent's kernel: %w", err)
+	}
 	if !c.NoServe {
-		logPath := filepath.Join(c.Dir, "logs", "serve.log")
-		p, err := startDetached(st.Netns, "serve", logPath, os.Environ(), c.Metal, "serve", st.Site)
+		p, err := st.StartServe(ctx, c.Metal, c.ReadyTimeout)
 		if err != nil {
 			return nil, err
 		}
-		st.Procs = append(st.Procs, p)
-		if err := st.save(); err != nil {
-			return nil, err
-		}
-		log.Info("metal serve started", "pid", p.PID, "url", st.HTTPURL(), "log", logPath)
-		wait, cancel := context.WithTimeout(ctx, c.ReadyTimeout)
-		defer cancel()
-		if err := waitHTTP(wait, st.Netns, p, st.HTTPURL()+"/"); err != nil {
-			return nil, fmt.Errorf("metal serve: %w", err)
-		}
+		log.Info("metal serve started", "pid", p.PID, "url", st.HTTPURL(), "log", p.Log)
 	}
 	return st, nil
 }
@@ -540,6 +548,25 @@ func randomPassword() (string, error) {
 		b[i] = alphabet[n.Int64()]
 	}
 	return string(b), nil
+}
+
+// fileSHA256 is a file's checksum as the site language writes it.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("checksum: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("checksum %s: %w", path, err)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
 
 // tail returns the last n lines of a file, for error messages.

@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -74,7 +75,7 @@ func TestPlan(t *testing.T) {
 func TestSiteFileLoads(t *testing.T) {
 	dir := t.TempDir()
 	st := plan(Config{Dir: dir, Machines: 3, UEFI: 1})
-	b, err := renderSite(st, "pw-Abc123")
+	b, err := renderSite(st, "pw-Abc123", "sha256:"+strings.Repeat("ab", 32))
 	if err != nil {
 		t.Fatal(err)
 	}

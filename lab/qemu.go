@@ -65,13 +65,20 @@ func accel() string {
 	return "kvm"
 }
 
-// qemuCommand is the command line a VM's BMC starts it with. The NIC comes
-// first in the boot order and the disk second, as on a rack provisioned
-// over the network: metal's iPXE script decides each boot whether the
-// machine installs or boots its disk. The serial console goes to a socket
-// (`lab console`) and is logged to a file either way. No argument holds a
-// space: metal vbmc splits its qemu-cmd on spaces.
+// qemuCommand is the command line a VM's BMC starts it with. On BIOS the
+// NIC comes first in the boot order and the disk second, as on a rack
+// provisioned over the network: metal's iPXE script decides each boot
+// whether the machine installs or boots its disk (sanboot). OVMF, once
+// iPXE exits, does not go on to the disk (its boot manager creates no
+// option for it behind the NIC's), so a UEFI VM boots its disk first: a
+// blank disk falls through to the NIC, an installed one boots. The serial
+// console goes to a socket (lab console) and is logged to a file either
+// way. No argument holds a space: metal vbmc splits its qemu-cmd on spaces.
 func qemuCommand(vm VM, memMiB int, acc string) []string {
+	nicBoot, diskBoot := "1", "2"
+	if vm.Firmware == UEFI {
+		nicBoot, diskBoot = "2", "1"
+	}
 	args := []string{
 		"qemu-system-x86_64", "-name", vm.Name,
 		"-machine", "pc", "-accel", acc, "-m", strconv.Itoa(memMiB), "-smp", "1",
@@ -79,9 +86,12 @@ func qemuCommand(vm VM, memMiB int, acc string) []string {
 		"-chardev", "socket,id=ser0,path=" + vm.Console + ",server=on,wait=off,logfile=" + vm.Serial + ",logappend=on",
 		"-serial", "chardev:ser0",
 		"-netdev", "tap,id=n0,ifname=" + vm.Tap + ",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac=" + vm.MAC + ",bootindex=1",
+		"-device", "virtio-net-pci,netdev=n0,mac=" + vm.MAC + ",bootindex=" + nicBoot,
 		"-drive", "file=" + vm.Disk + ",format=raw,if=none,id=d0,cache=unsafe",
-		"-device", "virtio-blk-pci,drive=d0,bootindex=2",
+		"-device", "virtio-blk-pci,drive=d0,bootindex=" + diskBoot,
+		// A hardware RNG, as servers have: under TCG the kernel's own
+		// entropy takes minutes, and the agent's DHCP waits for it.
+		"-device", "virtio-rng-pci",
 	}
 	if vm.Firmware == UEFI {
 		args = append(args,

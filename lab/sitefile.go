@@ -37,7 +37,8 @@ network "lab" {
 
 # The bootable test disk image: it prints its marker on the serial console.
 image "lab-os" {
-  disk = "{{.Image}}"
+  disk     = "{{.Image}}"
+  checksum = "{{.ImageChecksum}}"
 }
 {{range .VMs}}
 machine "{{.Name}}" {
@@ -70,14 +71,15 @@ type siteData struct {
 	Subnet, PoolStart, PoolEnd string
 	HTTPPort                   int
 	Password                   string
+	ImageChecksum              string
 }
 
 // renderSite returns the lab's site file.
-func renderSite(st *State, password string) ([]byte, error) {
+func renderSite(st *State, password, imageChecksum string) ([]byte, error) {
 	var b bytes.Buffer
 	err := siteTemplate.Execute(&b, siteData{
 		State: st, Subnet: subnet, PoolStart: poolStart, PoolEnd: poolEnd,
-		HTTPPort: httpPort, Password: password,
+		HTTPPort: httpPort, Password: password, ImageChecksum: imageChecksum,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render site file: %w", err)

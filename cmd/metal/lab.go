@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -267,7 +268,9 @@ func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
 		Use:   "apply [-- APPLY FLAGS...]",
 		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
 		Long: `Apply runs ` + "`metal apply --auto-approve DIR/site.hcl`" + ` inside the lab's network
-namespace, where the VMs' BMCs and network are. Flags after -- go to apply.`,
+namespace, where the VMs' BMCs and network are. Flags after -- go to apply.
+The lab's metal serve stops for the length of the apply (apply serves the
+site itself, and needs the state store) and starts again after it.`,
 		Example: `  sudo metal lab apply
   sudo metal lab apply -- --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -279,7 +282,20 @@ namespace, where the VMs' BMCs and network are. Flags after -- go to apply.`,
 			if err != nil {
 				return err
 			}
-			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
+			// apply serves the site itself for its length and needs the
+			// store: the lab's metal serve makes way, and comes back after,
+			// so the machines keep booting from metal.
+			stopped, err := st.StopServe()
+			if err != nil {
+				return err
+			}
+			applyErr := labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
+			if stopped {
+				if _, err := st.StartServe(context.WithoutCancel(cmd.Context()), self, 10*time.Minute); err != nil {
+					return errors.Join(applyErr, err)
+				}
+			}
+			return applyErr
 		},
 	}
 }

@@ -1,0 +1,51 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// serveProc is the name metal serve is recorded under in lab.json.
+const serveProc = "serve"
+
+// StartServe starts `metal serve` for the lab's site inside its namespace
+// and waits (up to timeout) until its HTTP server answers. metal is the
+// binary to run.
+func (st *State) StartServe(ctx context.Context, metal string, timeout time.Duration) (Proc, error) {
+	if p, ok := st.Proc(serveProc); ok && p.Running() {
+		return p, nil
+	}
+	logPath := filepath.Join(st.Dir, "logs", "serve.log")
+	p, err := startDetached(st.Netns, serveProc, logPath, os.Environ(), metal, "serve", st.Site)
+	if err != nil {
+		return Proc{}, err
+	}
+	st.Procs = append(slices.DeleteFunc(st.Procs, func(q Proc) bool { return q.Name == serveProc }), p)
+	if err := st.save(); err != nil {
+		return p, err
+	}
+	wait, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := waitHTTP(wait, st.Netns, p, st.HTTPURL()+"/"); err != nil {
+		return p, fmt.Errorf("metal serve: %w", err)
+	}
+	return p, nil
+}
+
+// StopServe stops the lab's metal serve, if it runs, and reports whether it
+// did: `metal apply` serves the site itself and needs the store that serve
+// holds.
+func (st *State) StopServe() (bool, error) {
+	p, ok := st.Proc(serveProc)
+	if !ok || !p.Running() {
+		return false, nil
+	}
+	if err := p.stop(stopGrace); err != nil {
+		return false, fmt.Errorf("stop metal serve: %w", err)
+	}
+	return true, nil
+}
