@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/lab"
 	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 )
 
 // requireLab skips nothing: the lab is metal's main end-to-end test, so a
@@ -140,27 +140,6 @@ func inLab(ctx context.Context, st *lab.State, name string, args ...string) (str
 	return string(out), err
 }
 
-// events reads each machine's events from the lab's store (no metal may
-// hold it).
-func events(t *testing.T, st *lab.State) map[string][]inventory.Event {
-	t.Helper()
-	ctx := context.Background()
-	store, err := backend.Open(ctx, st.StoreURL(), backend.Options{LockTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatalf("open the lab's store: %v", err)
-	}
-	defer store.Close()
-	out := map[string][]inventory.Event{}
-	for _, vm := range st.VMs {
-		evs, err := store.Events(ctx, inventory.EventQuery{Machine: vm.Name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[vm.Name] = evs
-	}
-	return out
-}
-
 // alive reports whether pid is a process that has not exited: a zombie
 // waiting for init to reap it has.
 func alive(pid int) bool {
@@ -172,17 +151,6 @@ func alive(pid int) bool {
 	return i > 0 && len(b) > i+2 && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
-// leased reports whether metal serve's log shows vm leasing its address.
-func leased(serveLog string, vm lab.VM) bool {
-	b, _ := os.ReadFile(serveLog)
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.Contains(line, "msg=lease") && strings.Contains(line, "mac="+vm.MAC) && strings.Contains(line, "ip="+vm.IP+" ") {
-			return true
-		}
-	}
-	return false
-}
-
 func serialLogs(st *lab.State) string {
 	var b strings.Builder
 	for _, vm := range st.VMs {
@@ -192,78 +160,111 @@ func serialLogs(st *lab.State) string {
 	return b.String()
 }
 
-// TestLabNetboot makes a lab, powers both VMs on through their BMCs (IPMI
-// and Redfish) with metal bmc inside the lab, and checks that each VM's
-// firmware (SeaBIOS and OVMF, with the NIC's iPXE ROM) leased its address
-// from the lab's metal serve; that a console attaches; that a lab
-// whose BMCs crashed is cleaned by the next up; and that down removes it
-// all.
-func TestLabNetboot(t *testing.T) {
+// TestLab is the lab end to end, as `make lab` runs it: up with two VMs
+// (vm-1 BIOS behind ipmi_sim, vm-2 UEFI behind Redfish), `metal lab apply`
+// provisions both at once (power on through the BMC, PXE, install agent,
+// image written, reboot), both reach provisioned in the store and boot
+// their disk (the image's marker on their serial consoles); a console
+// attaches; a lab whose BMCs crashed is cleaned by the next up; down
+// leaves no namespace, tap or process.
+func TestLab(t *testing.T) {
 	requireLab(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	dir := labDir(t)
 	metal := buildMetal(t, t.TempDir())
-	image := func(_ context.Context, path string) error {
-		// No image is written by this test: it stops at the netboot.
-		return os.WriteFile(path, make([]byte, 1<<20), 0o644)
-	}
-	st := upLab(t, ctx, dir, metal, image)
+	st := upLab(t, ctx, dir, metal, nil)
 
-	out, err := inLab(ctx, st, metal, "bmc", "on", "--site", st.Site)
+	out, err := exec.CommandContext(ctx, metal, "lab", "apply", "--dir", dir).CombinedOutput()
 	if err != nil {
-		t.Fatalf("metal bmc on: %v\n%s", err, out)
+		t.Fatalf("metal lab apply: %v\n%s\n%s", err, out, serialLogs(st))
 	}
-	// The UEFI VM's console, attached at once: OVMF and iPXE print on it.
-	uefi := st.VMs[1]
+	for _, vm := range st.VMs {
+		wait, stop := context.WithTimeout(ctx, 3*time.Minute)
+		err := bootkit.WaitForMarker(wait, vm.Serial, lab.Marker, nil)
+		stop()
+		if err != nil {
+			t.Errorf("%s (%s) did not boot its disk: %v", vm.Name, vm.Firmware, err)
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("apply:\n%s\n%s", out, serialLogs(st))
+	}
+
+	// The machines' state, from the store once serve lets go of it.
+	st, err = lab.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StopServe(); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range st.Status(ctx).VMs {
+		if vm.State != string(inventory.StateProvisioned) {
+			t.Errorf("%s is %q in the store, want provisioned", vm.Name, vm.State)
+		}
+	}
+	if _, err := st.StartServe(ctx, metal, 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+
+	// The console: power vm-2 on again through Redfish; it boots its
+	// disk, and the marker comes through the console socket. (Not vm-1:
+	// ipmi_sim's chassis script counts a daemonized QEMU that exited as on
+	// until init reaps it, which some containers' init never does.)
+	powered := make(chan error, 1)
+	go func() {
+		out, err := inLab(ctx, st, metal, "bmc", "on", "--site", st.Site, "vm-2")
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, out)
+		}
+		powered <- err
+	}()
+	// Attach as soon as QEMU opens the console socket, before the
+	// firmware is through, so nothing the VM prints is missed.
 	console := &syncLog{}
 	keys, typed := io.Pipe()
 	attached := make(chan error, 1)
-	go func() { attached <- lab.Attach(ctx, uefi.Console, keys, console) }()
-
-	// Each VM's firmware (iPXE ROM under SeaBIOS and under OVMF) asks
-	// metal's DHCP and gets its reserved address. With no apply run yet
-	// there is nothing to boot, and the answer says so.
-	serveLog := filepath.Join(dir, "logs", "serve.log")
-	deadline := time.Now().Add(3 * time.Minute)
-	for _, vm := range st.VMs {
-		for !leased(serveLog, vm) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s (%s) got no lease of %s from metal serve (%s)\n%s", vm.Name, vm.Firmware, vm.IP, serveLog, serialLogs(st))
+	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+		go func() { attached <- lab.Attach(ctx, st.VMs[1].Console, keys, console) }()
+		select {
+		case err := <-attached:
+			if time.Since(start) > time.Minute {
+				t.Fatalf("console of vm-2: %v", err)
 			}
-			time.Sleep(time.Second)
+			continue
+		case <-time.After(time.Second):
+		}
+		break
+	}
+	if err := <-powered; err != nil {
+		t.Fatalf("metal bmc on vm-2: %v", err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(console.String(), lab.Marker); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the console of vm-2 never showed %s:\n%s", lab.Marker, console)
 		}
 	}
 	typed.Write([]byte{lab.EscapeByte})
-	if err := <-attached; !errors.Is(err, lab.ErrEscaped) {
-		t.Errorf("console of %s: %v, want it detached by Ctrl-]", uefi.Name, err)
-	}
-	if !strings.Contains(console.String(), uefi.MAC) {
-		t.Errorf("console of %s did not show iPXE configuring its NIC %s:\n%s", uefi.Name, uefi.MAC, console)
-	}
-	status := st.Status(ctx)
-	for _, vm := range status.VMs {
-		if !vm.Running {
-			t.Errorf("status: %s is not running after power on", vm.Name)
-		}
-	}
-	if status.StoreError == "" {
-		t.Error("status read the store while metal serve holds it")
+	if err := <-attached; err != nil && !errors.Is(err, lab.ErrEscaped) {
+		t.Errorf("console of vm-2: %v", err)
 	}
 
-	// A crash: the BMCs die without stopping their VMs. The next up must
-	// clean the orphaned VMs and make a working lab in the same place.
+	// A crash: the BMCs and serve die without stopping anything. The next
+	// up cleans what is left and makes a working lab in the same place.
 	var orphans []int
-	for _, vm := range status.VMs {
-		orphans = append(orphans, vm.PID)
+	for _, vm := range st.Status(ctx).VMs {
+		if vm.Running {
+			orphans = append(orphans, vm.PID)
+		}
 	}
 	for _, p := range st.Procs {
 		syscall.Kill(p.PID, syscall.SIGKILL)
 	}
-	st2 := upLab(t, ctx, dir, metal, image)
+	st2 := upLab(t, ctx, dir, metal, nil)
 	for _, pid := range orphans {
 		if alive(pid) {
-			t.Errorf("the VM of the crashed lab (pid %d) still runs after the next up", pid)
+			t.Errorf("a VM of the crashed lab (pid %d) still runs after the next up", pid)
 		}
 	}
 	if out, err := inLab(ctx, st2, metal, "bmc", "status", "--site", st2.Site); err != nil || strings.Count(out, " off ") != 2 {
