@@ -86,7 +86,7 @@ lab: deps
 	echo "Look around:"; \
 	echo "  $$SUDO bin/metal lab status --dir $(LAB_DIR)"; \
 	echo "  $$SUDO bin/metal lab console --dir $(LAB_DIR) vm-2      (Ctrl-] leaves)"; \
-	echo "  $$SUDO bin/metal lab exec --dir $(LAB_DIR) -- bin/metal machines --site $(LAB_DIR)/site.hcl"; \
+	echo "  grep -l metal-lab-booted-from-disk $(LAB_DIR)/vms/*/serial.log   (VMs that booted their installed disk)"; \
 	echo "  $$SUDO bin/metal lab exec --dir $(LAB_DIR) -- bin/metal bmc status --site $(LAB_DIR)/site.hcl"; \
 	echo "Tear down:"; \
 	echo "  $$SUDO bin/metal lab down --dir $(LAB_DIR)"
