@@ -100,13 +100,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("serving", "mode", s.cfg.Mode, "server_ip", s.cfg.ServerIP)
 
-	queue := make(chan packet, queueLen)
+	// Machines the policy knows have a queue of their own that workers
+	// serve first: a flood of unknown MACs fills the other queue and loses
+	// packets, never a declared machine's.
+	queues := queues{known: make(chan packet, queueLen), other: make(chan packet, queueLen)}
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := range queue {
+			for {
+				p, ok := queues.next()
+				if !ok {
+					return
+				}
 				s.handle(ctx, p)
 			}
 		}()
@@ -119,7 +126,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			errc <- s.read(ctx, c, i == 1, queue)
+			errc <- s.read(ctx, c, i == 1, queues)
 		}()
 	}
 	var first error
@@ -132,14 +139,57 @@ func (s *Server) Serve(ctx context.Context) error {
 		c.Close() // unblocks the readers
 	}
 	readers.Wait()
-	close(queue)
+	close(queues.known)
+	close(queues.other)
 	wg.Wait()
 	s.log.Info("stopped")
 	return first
 }
 
+// queues holds the packets waiting for a worker: those of known machines
+// apart from the rest.
+type queues struct{ known, other chan packet }
+
+// next returns the next packet, a known machine's first; false once the
+// server stops (both queues closed).
+func (q queues) next() (packet, bool) {
+	select {
+	case p, ok := <-q.known:
+		if ok {
+			return p, true
+		}
+	default:
+	}
+	select {
+	case p, ok := <-q.known:
+		if ok {
+			return p, true
+		}
+		p, ok = <-q.other
+		return p, ok
+	case p, ok := <-q.other:
+		if ok {
+			return p, true
+		}
+		p, ok = <-q.known
+		return p, ok
+	}
+}
+
+// knownMAC reports whether the packet's client hardware address (BOOTP
+// chaddr) is a machine the policy knows. It only reads the header: full
+// parsing is the workers' job.
+func (s *Server) knownMAC(ctx context.Context, data []byte) bool {
+	const chaddrAt, minLen = 28, 240
+	if len(data) < minLen || data[1] != 1 || data[2] != 6 { // Ethernet, 6-byte MACs
+		return false
+	}
+	_, err := s.h.policy.Host(ctx, net.HardwareAddr(data[chaddrAt:chaddrAt+6]))
+	return err == nil
+}
+
 // read feeds one socket's packets to the workers.
-func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, queue chan<- packet) error {
+func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues) error {
 	buf := make([]byte, 64<<10)
 	for {
 		n, addr, err := c.ReadFrom(buf)
@@ -154,6 +204,10 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, queue cha
 			continue
 		}
 		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
+		queue := q.other
+		if s.knownMAC(ctx, p.data) {
+			queue = q.known
+		}
 		select {
 		case queue <- p:
 		default:
