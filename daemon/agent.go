@@ -127,7 +127,9 @@ func (d *Daemon) buildAgent(ctx context.Context, dir string, opts AgentOptions) 
 }
 
 func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
-	cmdline := "console=ttyS0,115200 console=tty0 metal.url=" + d.BaseURL
+	// The last console is /dev/console: the serial port, where labs and
+	// remote consoles read what the agent prints.
+	cmdline := "console=tty0 console=ttyS0,115200 metal.url=" + d.BaseURL
 	if opts.Cmdline != "" {
 		cmdline += " " + opts.Cmdline
 	}

@@ -218,6 +218,19 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
+	release, lost, err := takeApplyLeadership(runCtx, rt.store, a.stderr)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	defer release()
+	go func() {
+		select {
+		case <-lost:
+			log.Error("lost the site's apply leadership (the state store's session ended); stopping: `metal apply --resume` carries on")
+			stopRun()
+		case <-runCtx.Done():
+		}
+	}()
 	served := rt.start(runCtx, func(err error) {
 		log.Error("netboot servers failed; stopping the apply", "err", err)
 		stopRun()
@@ -251,6 +264,29 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	return nil
+}
+
+// takeApplyLeadership makes sure one apply at a time changes a site's
+// machines: with etcd, several metal servers and operators share one
+// store, and the store's election picks who applies. It waits while
+// another apply leads, saying so. release gives leadership up; lost is
+// closed if it is lost meanwhile.
+func takeApplyLeadership(ctx context.Context, store inventory.Store, stderr io.Writer) (release func(), lost <-chan struct{}, err error) {
+	el, err := store.Election("apply")
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply leadership: %w", err)
+	}
+	quick, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = el.Campaign(quick)
+	cancel()
+	if err != nil && ctx.Err() == nil {
+		fmt.Fprintln(stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
+		err = el.Campaign(ctx)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("apply leadership: %w", err)
+	}
+	return func() { _ = el.Resign(context.WithoutCancel(ctx)) }, el.Done(), nil
 }
 
 // readSavedPlan returns the plan saved at path by `metal plan --out`, or

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -213,4 +214,77 @@ func TestApplyRefusals(t *testing.T) {
 	if d := cmp.Diff(map[string]int{"m0000": 2, "m0001": 1, "m0002": 1}, l.fleet.Installs()); d != "" {
 		t.Errorf("installs (-want +got):\n%s", d)
 	}
+}
+
+// TestApplyWaitsForLeadership: with a shared (etcd) store, an apply waits
+// while another holds the site's apply leadership, says so, and goes on
+// once it is released.
+func TestApplyWaitsForLeadership(t *testing.T) {
+	l := newApplyLab(t, 2, 0, "  canary = 0\n  stagger = \"0s\"")
+	bin := buildMetal(t)
+	ctx := context.Background()
+	other, err := l.store.Election("apply")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Campaign(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	var out syncBuffer
+	cmd := exec.Command(bin, append([]string{"apply", "--auto-approve", l.site}, l.runtimeFlags()...)...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "Another metal apply") {
+		select {
+		case err := <-exited:
+			t.Fatalf("metal apply did not wait for the leader (exit %v):\n%s", err, out.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metal apply never said it waits:\n%s", out.String())
+		}
+	}
+	if n := len(l.fleet.Installs()); n != 0 {
+		t.Fatalf("%d machines installed while another apply led", n)
+	}
+	if err := other.Resign(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("metal apply after the leader resigned: %v\n%s", err, out.String())
+		}
+	case <-time.After(90 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("metal apply did not finish after the leader resigned:\n%s", out.String())
+	}
+	if n := len(l.fleet.Installs()); n != 2 {
+		t.Errorf("%d machines installed, want 2\n%s", n, out.String())
+	}
+}
+
+// syncBuffer is a bytes.Buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
