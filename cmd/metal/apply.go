@@ -223,12 +223,21 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	defer release()
+	// finished is closed before release resigns, so giving leadership up
+	// at the end is not mistaken for losing it.
+	finished := make(chan struct{})
+	defer close(finished)
 	go func() {
 		select {
 		case <-lost:
+			select {
+			case <-finished:
+				return
+			default:
+			}
 			log.Error("lost the site's apply leadership (the state store's session ended); stopping: `metal apply --resume` carries on")
 			stopRun()
-		case <-runCtx.Done():
+		case <-finished:
 		}
 	}()
 	served := rt.start(runCtx, func(err error) {
