@@ -96,6 +96,7 @@ type Daemon struct {
 	timeline *timeline
 	catalog  *images.Catalog
 	metrics  *metrics.Metrics
+	tokens   *api.Tokens
 	operator *operator
 }
 
@@ -247,6 +248,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	d.operator = newOperator(d, d.metrics.ObserveBMC)
 	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
+	d.tokens = tokens
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
@@ -276,6 +278,14 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	g.Go(func() error { return d.policy.Run(ctx) })
 	g.Go(func() error { return d.timeline.run(ctx) })
 	g.Go(func() error { return d.metrics.Run(ctx) })
+	g.Go(func() error {
+		// Local commands lose their view of a running daemon without it,
+		// but machines keep booting: not a reason to stop serving.
+		if err := d.serveLocal(ctx, d.tokens); err != nil {
+			d.log.Warn("local API socket not served; metal machines and events cannot read the store while serve runs", "error", err)
+		}
+		return nil
+	})
 	defer d.operator.stop()
 	for _, srv := range d.dhcp {
 		g.Go(func() error { return srv.Serve(ctx) })

@@ -210,6 +210,12 @@ func openReader(ctx context.Context, a *app, f *stateFlags) (inventoryReader, er
 		return nil, err
 	}
 	s, err := openState(ctx, a, st.State)
+	if errors.Is(err, bolt.ErrLocked) {
+		// metal serve holds the store: ask it instead.
+		if r, ok := localAPI(st.State); ok {
+			return r, nil
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +241,8 @@ leased from the pool.
 
 The store is the one the site file's state setting names (relative file://
 paths are relative to the site file), or --state. An embedded store (file://)
-is held by a running ` + "`metal serve`" + `; stop it to read the store from here.`,
+is held by a running ` + "`metal serve`" + `; then the verb asks that daemon instead,
+over the socket in its state directory.`,
 		Example: `  metal machines --site site.hcl
   metal machines --site site.hcl --json | jq -r '.machines[] | select(.state=="failed") | .name'
   metal machines --state file:///var/lib/metal/ams1.db

@@ -139,6 +139,17 @@ machine "m1" {
 		t.Errorf("metrics lack DHCP and TFTP counters:\n%s", m)
 	}
 
+	// While serve holds the embedded store, the read verbs ask it over
+	// the socket in its state directory.
+	if code, stdout, stderr := metal(t, nil, "machines", "--site", sitePath); code != 0 ||
+		!strings.Contains(stdout, "m1") || !strings.Contains(stdout, "provisioning") {
+		t.Errorf("metal machines while serve runs: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := metal(t, nil, "events", "--site", sitePath, "--machine", "m1"); code != 0 ||
+		!strings.Contains(stdout, "kernel") {
+		t.Errorf("metal events while serve runs: exit %d\n%s%s", code, stdout, stderr)
+	}
+
 	// An undeclared machine: a pool address, and no access to m1's script.
 	env = leaseWithRetry(t, stranger, srv)
 	if env["boot_file"] != "" {

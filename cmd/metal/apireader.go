@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/inventory"
+)
+
+// apiReader is an inventoryReader over a running daemon's local API socket
+// (daemon.LocalSocket in its state directory): how the read verbs see the
+// store while `metal serve` holds it.
+type apiReader struct {
+	client *http.Client
+}
+
+// localAPI returns a reader over the socket of the daemon serving the
+// embedded store at stateURL, if one answers there.
+func localAPI(stateURL string) (*apiReader, bool) {
+	path, ok := strings.CutPrefix(stateURL, "file://")
+	if !ok {
+		return nil, false
+	}
+	sock := filepath.Join(filepath.Dir(path), daemon.LocalSocket)
+	if _, err := os.Stat(sock); err != nil {
+		return nil, false
+	}
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}
+	return &apiReader{client: &http.Client{Transport: &http.Transport{DialContext: dial}}}, true
+}
+
+func (r *apiReader) get(ctx context.Context, path string, q url.Values, out any) error {
+	u := "http://metal" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("ask the running metal serve: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return inventory.ErrNotFound
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("metal serve answered %s: %s", resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (r *apiReader) Machines(ctx context.Context) ([]inventory.Machine, error) {
+	var l api.MachineList
+	if err := r.get(ctx, api.Prefix+"machines", nil, &l); err != nil {
+		return nil, err
+	}
+	return l.Machines, nil
+}
+
+// Machine finds ref by name, then by MAC.
+func (r *apiReader) Machine(ctx context.Context, ref string) (inventory.Machine, error) {
+	var m inventory.Machine
+	err := r.get(ctx, api.Prefix+"machines/"+url.PathEscape(ref), nil, &m)
+	if !errors.Is(err, inventory.ErrNotFound) {
+		return m, err
+	}
+	mac, perr := inventory.NormalizeMAC(ref)
+	if perr != nil {
+		return m, err
+	}
+	ms, lerr := r.Machines(ctx)
+	if lerr != nil {
+		return m, lerr
+	}
+	for _, m := range ms {
+		if m.MAC == mac {
+			return m, nil
+		}
+	}
+	return inventory.Machine{}, err
+}
+
+// Leases are not in the API: the table shows declared addresses only.
+func (r *apiReader) Leases(context.Context) ([]inventory.Lease, error) { return nil, nil }
+
+func (r *apiReader) Events(ctx context.Context, q inventory.EventQuery) ([]inventory.Event, error) {
+	v := url.Values{}
+	if q.Machine != "" {
+		v.Set("machine", q.Machine)
+	} else if q.MAC != "" {
+		v.Set("machine", q.MAC)
+	}
+	if q.AfterSeq > 0 {
+		v.Set("after", strconv.FormatInt(q.AfterSeq, 10))
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	var l api.EventList
+	if err := r.get(ctx, api.Prefix+"events", v, &l); err != nil {
+		return nil, err
+	}
+	return l.Events, nil
+}
+
+// Follow polls for new events once a second.
+func (r *apiReader) Follow(ctx context.Context, q inventory.EventQuery, fn func(inventory.Event) error) error {
+	for {
+		evs, err := r.Events(ctx, q)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		for _, e := range evs {
+			if err := fn(e); err != nil {
+				return err
+			}
+			q.AfterSeq = e.Seq
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *apiReader) Close() error { r.client.CloseIdleConnections(); return nil }

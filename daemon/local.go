@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/metal-dev/metal/daemon/api"
+)
+
+// LocalSocket is the name, in the state directory, of the Unix socket on
+// which a running daemon answers the read-only API for local commands
+// (`metal machines`, `metal events`, `metal lab status`) while it holds the
+// embedded store. Who may open the socket is decided by its file mode
+// (0600, the daemon's user): reads need no token there; actions still do.
+const LocalSocket = "api.sock"
+
+// serveLocal answers the API on the state directory's socket until ctx
+// ends.
+func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error {
+	path := filepath.Join(d.StateDir, LocalSocket)
+	// A socket left by a daemon that died is stale: nothing answers it.
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("local API socket %s: another metal serve answers on it", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("local API socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("local API socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("local API socket: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("local API socket: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		srv.Close()
+	}
+	<-done
+	os.Remove(path)
+	return nil
+}
