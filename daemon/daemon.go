@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -35,6 +36,7 @@ import (
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
 	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
 )
 
 // Options say which site to serve and where.
@@ -52,6 +54,9 @@ type Options struct {
 	// DHCPRateLimit is each DHCP server's per-MAC limit; the zero value is
 	// pxe/dhcp's default (a burst of 10, then 2 packets a second).
 	DHCPRateLimit dhcp.RateLimit
+	// PowerPoll is how often each machine's BMC is asked for its power
+	// state (default 60 s; negative: never).
+	PowerPoll time.Duration
 	// OpenReads lets the API and console be read without a token;
 	// actions always need one (`metal token create`).
 	OpenReads bool
@@ -97,6 +102,7 @@ type Daemon struct {
 	catalog  *images.Catalog
 	metrics  *metrics.Metrics
 	tokens   *api.Tokens
+	power    *apply.PowerPoller
 	operator *operator
 }
 
@@ -247,6 +253,9 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.operator = newOperator(d, d.metrics.ObserveBMC)
+	if opts.PowerPoll >= 0 {
+		d.power = &apply.PowerPoller{Site: s, Store: d.Store, BMC: d.operator.bmcs, Every: opts.PowerPoll, Logger: d.log}
+	}
 	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
 	d.tokens = tokens
 	d.http, err = pxehttp.New(pxehttp.Config{
@@ -278,6 +287,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	g.Go(func() error { return d.policy.Run(ctx) })
 	g.Go(func() error { return d.timeline.run(ctx) })
 	g.Go(func() error { return d.metrics.Run(ctx) })
+	if d.power != nil {
+		g.Go(func() error { return d.power.Run(ctx) })
+	}
 	g.Go(func() error {
 		// Local commands lose their view of a running daemon without it,
 		// but machines keep booting: not a reason to stop serving.

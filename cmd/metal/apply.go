@@ -354,6 +354,8 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
 		// An agent given on the command line is used instead of building one.
 		Agent: daemon.AgentOptions{Disabled: f.agentKernel != ""},
+		// The engine itself asks the BMCs of the machines it changes.
+		PowerPoll: -1,
 	})
 	if err != nil {
 		return nil, err
