@@ -263,10 +263,10 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
 		Agent: agent,
 		Extra: map[string]http.Handler{
-			api.Prefix: d.metrics.Instrument(api.New(api.Options{Store: d.Store, Actions: d.operator,
-				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log})),
-			console.Prefix: d.metrics.Instrument(console.New(console.Options{Store: d.Store, Actions: d.operator,
-				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log})),
+			api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator,
+				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
+			console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator,
+				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
 			"GET /metrics": d.metrics.Handler(),
 		},
 		Observe: func(r pxehttp.Request) {

@@ -137,6 +137,8 @@ machine "m1" {
 	if m := curl(t, known, "http://192.0.2.1:8080/metrics"); !strings.Contains(m, "metal_dhcp_packets_total") ||
 		!strings.Contains(m, "metal_tftp_transfers_total") {
 		t.Errorf("metrics lack DHCP and TFTP counters:\n%s", m)
+	} else if !strings.Contains(m, `metal_http_requests_total{code="4xx",route="api"} 1`+"\n") {
+		t.Errorf("the one refused API request is not counted exactly once:\n%s", m)
 	}
 
 	// While serve holds the embedded store, the read verbs ask it over

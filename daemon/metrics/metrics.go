@@ -161,7 +161,8 @@ func (m *Metrics) ObserveTFTP(result string, bytes int64) {
 }
 
 // ObserveHTTP counts one answered HTTP request (from pxe/http
-// Config.Observe's Request, or Instrument).
+// Config.Observe's Request: the API and console are mounted on that server,
+// so it sees their requests too).
 func (m *Metrics) ObserveHTTP(path string, status int, bytes int64) {
 	if m == nil {
 		return
@@ -203,52 +204,6 @@ func codeClass(status int) string {
 		return "other"
 	}
 	return string(rune('0'+status/100)) + "xx"
-}
-
-// Instrument wraps a handler (the API, the console) so its requests count
-// like the boot server's.
-func (m *Metrics) Instrument(h http.Handler) http.Handler {
-	if m == nil {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := &countingWriter{ResponseWriter: w}
-		defer func() { m.ObserveHTTP(r.URL.Path, cw.code(), cw.n) }()
-		h.ServeHTTP(cw, r)
-	})
-}
-
-// countingWriter records the status and body size; Unwrap keeps
-// http.ResponseController (flushes of event streams) working through it.
-type countingWriter struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (w *countingWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *countingWriter) Write(b []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(b)
-	w.n += int64(n)
-	return n, err
-}
-
-func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-func (w *countingWriter) code() int {
-	if w.status == 0 {
-		return http.StatusOK
-	}
-	return w.status
 }
 
 // storeCollector reads the store at scrape time: machines by state and,
