@@ -13,6 +13,7 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
 )
 
 func init() { register(newBMCCmd) }
@@ -122,7 +123,7 @@ func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op)
 	log := a.logger()
 	var targets []bmc.Target
 	for _, m := range machines {
-		d, err := bmc.New(bmcConfig(m), log)
+		d, err := bmc.New(apply.BMCConfig(m), log)
 		if err != nil {
 			return &exitError{code: exitFailed, err: fmt.Errorf("machine %q: %w", m.Name, err)}
 		}
@@ -172,14 +173,6 @@ func selectMachines(s *site.Site, names []string) ([]*site.Machine, error) {
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-func bmcConfig(m *site.Machine) bmc.Config {
-	return bmc.Config{
-		Machine: m.Name, Protocol: m.BMC.Protocol, Address: m.BMC.Address,
-		Username: m.BMC.Username, Password: bmc.Secret(m.BMC.Password),
-		InsecureTLS: m.BMC.InsecureTLS, CAFile: m.BMC.CAFile,
-	}
 }
 
 func renderBMCResults(a *app, results []bmc.Result) {

@@ -46,12 +46,7 @@ func DriverBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
 		if decl == nil || decl.BMC == nil {
 			return nil, nil
 		}
-		b := decl.BMC
-		cfg := bmc.Config{
-			Machine: decl.Name, Protocol: b.Protocol, Address: b.Address,
-			Username: b.Username, Password: bmc.Secret(b.Password),
-			InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
-		}
+		cfg := BMCConfig(decl)
 		if tune != nil {
 			tune(&cfg)
 		}
@@ -60,6 +55,19 @@ func DriverBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
 			return nil, fmt.Errorf("bmc of %s: %w", decl.Name, err)
 		}
 		return FromDriver(d), nil
+	}
+}
+
+// BMCConfig is the bmc package's configuration for a machine's bmc block
+// (which must be set), with the package's default timeouts and retries:
+// the one place a site's BMC becomes a driver's config, for the engine,
+// `metal bmc` and `metal doctor` alike.
+func BMCConfig(m *site.Machine) bmc.Config {
+	b := m.BMC
+	return bmc.Config{
+		Machine: m.Name, Protocol: b.Protocol, Address: b.Address,
+		Username: b.Username, Password: bmc.Secret(b.Password),
+		InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
 	}
 }
 

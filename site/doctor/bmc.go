@@ -8,6 +8,7 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
 )
 
 // checkBMCs reads the power state of every machine's BMC with its
@@ -48,12 +49,9 @@ func checkBMCs(ctx context.Context, opts Options) []Check {
 // bmcConfig is the machine's BMC with doctor's short per-call timeout and
 // no retries: doctor asks whether the BMC answers now, not eventually.
 func bmcConfig(m *site.Machine, opts Options) bmc.Config {
-	return bmc.Config{
-		Machine: m.Name, Protocol: m.BMC.Protocol, Address: m.BMC.Address,
-		Username: m.BMC.Username, Password: bmc.Secret(m.BMC.Password),
-		InsecureTLS: m.BMC.InsecureTLS, CAFile: m.BMC.CAFile,
-		Timeout: opts.BMCTimeout, Retries: 1,
-	}
+	cfg := apply.BMCConfig(m)
+	cfg.Timeout, cfg.Retries = opts.BMCTimeout, 1
+	return cfg
 }
 
 // bmcDetail is the failure without what the subject and the fix already
