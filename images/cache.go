@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -144,13 +143,6 @@ func ParseChecksum(sum string) (Digest, error) {
 		return Digest{}, fmt.Errorf("checksum %q: %w", sum, err)
 	}
 	return Digest{Alg: alg, Hex: strings.ToLower(hx)}, nil
-}
-
-func newHash(alg string) hash.Hash {
-	if alg == "sha512" {
-		return sha512.New()
-	}
-	return sha256.New()
 }
 
 // BlobPath is where content with digest d lives once verified.

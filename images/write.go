@@ -62,7 +62,7 @@ const writeBufs = 3
 // mismatch rather than only a decoder error. It returns the bytes written to
 // dst. dst may have been partly written when an error is returned.
 func Write(ctx context.Context, dst io.Writer, src io.Reader, opts WriteOptions) (int64, error) {
-	h, want, err := hasher(opts.Checksum)
+	h, want, err := Hasher(opts.Checksum)
 	if err != nil {
 		return 0, err
 	}

@@ -2,12 +2,9 @@ package doctor
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -119,14 +116,9 @@ func verifyFile(ctx context.Context, path, checksum string) (Status, string, str
 		return Warn, fmt.Sprintf("%s exists (%d bytes) but the site gives no checksum", path, fi.Size()),
 			fmt.Sprintf("add checksum = \"sha256:...\" (sha256sum %s) so a changed file is never served", path)
 	}
-	alg, want, _ := strings.Cut(checksum, ":")
-	var h hash.Hash
-	switch alg {
-	case "sha256":
-		h = sha256.New()
-	case "sha512":
-		h = sha512.New()
-	default:
+	alg, _, _ := strings.Cut(checksum, ":")
+	h, want, err := images.Hasher(checksum)
+	if err != nil {
 		return Fail, fmt.Sprintf("unsupported checksum %q", checksum), "use sha256:<hex> or sha512:<hex>"
 	}
 	if _, err := io.Copy(h, readerCtx{ctx, f}); err != nil {
