@@ -13,9 +13,9 @@ import (
 	"sync"
 
 	"github.com/metal-dev/metal/images"
+	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/netboot"
 )
 
 // checkIPXE finds the iPXE binaries TFTP and HTTP serve.
@@ -69,7 +69,7 @@ func checkImages(ctx context.Context, s *site.Site, siteDir, stateDir string) []
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i].Status, out[i].Detail, out[i].Fix = verifyFile(ctx, netboot.ResolvePath(siteDir, f.src), f.src.Checksum)
+			out[i].Status, out[i].Detail, out[i].Fix = verifyFile(ctx, source.LocalPath(siteDir, f.src.URL), f.src.Checksum)
 		}()
 	}
 	wg.Wait()

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/netboot"
 )
 
 // probeSize is what the state directory check writes: enough to notice a
@@ -145,7 +145,7 @@ func stagedBytes(opts Options, siteDir string) int64 {
 			if src.URL == "" || src.Remote() {
 				continue
 			}
-			if fi, err := os.Stat(netboot.ResolvePath(siteDir, src)); err == nil {
+			if fi, err := os.Stat(source.LocalPath(siteDir, src.URL)); err == nil {
 				n += fi.Size()
 			}
 		}
