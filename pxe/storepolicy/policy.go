@@ -42,7 +42,8 @@ type Policy struct {
 
 	mu     sync.RWMutex
 	byMAC  map[string]*inventory.Machine
-	byName map[string]string // name → MAC, for deletions (which carry no MAC)
+	byName map[string]string     // name → MAC, for deletions (which carry no MAC)
+	byIP   map[netip.Addr]string // declared address → MAC
 	rev    int64
 	synced chan struct{}
 	once   sync.Once
@@ -73,15 +74,15 @@ func (p *Policy) reload(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("boot policy: load machines: %w", err)
 	}
-	byMAC := make(map[string]*inventory.Machine, len(ms))
-	byName := make(map[string]string, len(ms))
-	for i := range ms {
-		byMAC[ms[i].MAC] = &ms[i]
-		byName[ms[i].Name] = ms[i].MAC
-	}
 	p.mu.Lock()
-	p.byMAC, p.byName, p.rev = byMAC, byName, rev
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	p.byMAC = make(map[string]*inventory.Machine, len(ms))
+	p.byName = make(map[string]string, len(ms))
+	p.byIP = make(map[netip.Addr]string, len(ms))
+	for i := range ms {
+		p.put(&ms[i])
+	}
+	p.rev = rev
 	return nil
 }
 
@@ -133,7 +134,10 @@ func (p *Policy) apply(c inventory.Change) {
 		p.rev = c.Revision
 	}
 	m := c.Machine
-	if old, ok := p.byName[m.Name]; ok && (c.Deleted || old != m.MAC) {
+	if old, ok := p.byName[m.Name]; ok {
+		if prev := p.byMAC[old]; prev != nil && p.byIP[prev.Identity.IP] == old {
+			delete(p.byIP, prev.Identity.IP)
+		}
 		delete(p.byMAC, old)
 		delete(p.byName, m.Name)
 	}
@@ -141,8 +145,16 @@ func (p *Policy) apply(c inventory.Change) {
 		return
 	}
 	cp := *m
-	p.byMAC[m.MAC] = &cp
+	p.put(&cp)
+}
+
+// put indexes m; p.mu is held.
+func (p *Policy) put(m *inventory.Machine) {
+	p.byMAC[m.MAC] = m
 	p.byName[m.Name] = m.MAC
+	if m.Identity.IP.IsValid() {
+		p.byIP[m.Identity.IP] = m.MAC
+	}
 }
 
 // Synced is closed once Run watches the store: from then on a write to the
@@ -206,12 +218,11 @@ func (p *Policy) token(mac net.HardwareAddr, stored string) string {
 // see an address before they see a lease.
 func (p *Policy) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	for mac, m := range p.byMAC {
-		if m.Identity.IP == ip {
-			hw, err := net.ParseMAC(mac)
-			return hw, err == nil
-		}
+	mac, ok := p.byIP[ip]
+	p.mu.RUnlock()
+	if !ok {
+		return nil, false
 	}
-	return nil, false
+	hw, err := net.ParseMAC(mac)
+	return hw, err == nil
 }

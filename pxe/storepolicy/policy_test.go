@@ -79,6 +79,9 @@ func TestPolicyFollowsStore(t *testing.T) {
 			if in.Action != pxe.ActionNone || in.Token != pxe.Token([]byte("k"), macWeb) {
 				t.Errorf("untouched machine's intent = %+v, want none with its token", in)
 			}
+			if mac, ok := p.MACOf(netip.MustParseAddr("192.0.2.10")); !ok || mac.String() != macWeb.String() {
+				t.Errorf("MACOf(192.0.2.10) = %v, %v; want %v", mac, ok, macWeb)
+			}
 			// Unknown MACs boot discovery, and are unknown hosts to DHCP.
 			if _, err := p.Host(ctx, macNew); !errors.Is(err, pxe.ErrUnknownHost) {
 				t.Errorf("unknown host: err = %v", err)
@@ -103,6 +106,9 @@ func TestPolicyFollowsStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			eventually(t, func() bool { _, err := p.Host(ctx, macWeb); return errors.Is(err, pxe.ErrUnknownHost) })
+			if mac, ok := p.MACOf(netip.MustParseAddr("192.0.2.10")); ok {
+				t.Errorf("MACOf a deleted machine's address = %v", mac)
+			}
 		})
 	}
 }
