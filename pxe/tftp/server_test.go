@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -399,5 +400,62 @@ func TestHandlerPanicRecovered(t *testing.T) {
 func TestNewNeedsSomethingToServe(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("New with nothing to serve succeeded")
+	}
+}
+
+// TestBlockReader: the library seeks for tsize before reading; reads in
+// block sizes afterwards must give the file from where the seeks left it.
+func TestBlockReader(t *testing.T) {
+	data := make([]byte, 200<<10)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := map[string]struct {
+		readFirst int   // bytes read before the seeks
+		seekTo    int64 // absolute offset of the final seek
+	}{
+		"tsize probe first":    {readFirst: 0, seekTo: 0},
+		"seek after a read":    {readFirst: 1468, seekTo: 1468},
+		"seek back to start":   {readFirst: 5000, seekTo: 0},
+		"seek past the buffer": {readFirst: 10, seekTo: 100 << 10},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r := newBlockReader(f)
+			if _, err := io.ReadFull(r, make([]byte, tc.readFirst)); err != nil {
+				t.Fatal(err)
+			}
+			pos, err := r.Seek(0, io.SeekCurrent)
+			if err != nil || pos != int64(tc.readFirst) {
+				t.Fatalf("Seek(0, current) = %d, %v; want %d", pos, err, tc.readFirst)
+			}
+			if size, err := r.Seek(0, io.SeekEnd); err != nil || size != int64(len(data)) {
+				t.Fatalf("Seek(0, end) = %d, %v; want %d", size, err, len(data))
+			}
+			if _, err := r.Seek(tc.seekTo, io.SeekStart); err != nil {
+				t.Fatal(err)
+			}
+			var got []byte
+			block := make([]byte, 1468)
+			for {
+				n, err := io.ReadFull(r, block)
+				got = append(got, block[:n]...)
+				if err != nil {
+					break
+				}
+			}
+			if !bytes.Equal(got, data[tc.seekTo:]) {
+				t.Errorf("read %d bytes after the seeks, want the %d from offset %d", len(got), len(data)-int(tc.seekTo), tc.seekTo)
+			}
+		})
 	}
 }
