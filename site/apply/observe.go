@@ -23,6 +23,12 @@ func Observed(ctx context.Context, store inventory.Store, s *site.Site) (map[str
 	if err != nil {
 		return nil, fmt.Errorf("read machines from the state store: %w", err)
 	}
+	return ObservedFrom(machines, s), nil
+}
+
+// ObservedFrom is Observed over machines already read from the store (by
+// a client of a running daemon, which holds the store).
+func ObservedFrom(machines []inventory.Machine, s *site.Site) map[string]plan.Attributes {
 	declared := make(map[string]bool, len(s.Machines))
 	for _, m := range s.Machines {
 		declared[m.Name] = true
@@ -42,7 +48,7 @@ func Observed(ctx context.Context, store inventory.Store, s *site.Site) (map[str
 			obs[m.Name] = recordAttributes(m)
 		}
 	}
-	return obs, nil
+	return obs
 }
 
 // recordAttributes describes a machine that was declared once but never

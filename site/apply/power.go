@@ -16,9 +16,12 @@ import (
 // and the next plan see a machine someone switched off by hand. One slow or
 // broken BMC only leaves its own machine's power stale.
 type PowerPoller struct {
-	Site  *site.Site
-	Store inventory.Store
-	BMC   BMCFunc
+	Site *site.Site
+	// Current, when set, is asked for the site at each round instead of
+	// Site: a daemon that reloads its site file polls what it now declares.
+	Current func() *site.Site
+	Store   inventory.Store
+	BMC     BMCFunc
 	// Every is the time between rounds (default 60 s); Timeout bounds one
 	// BMC's answer (default 10 s); Concurrency how many BMCs are asked at
 	// once (default 16).
@@ -57,7 +60,11 @@ func (p *PowerPoller) Round(ctx context.Context) {
 	}
 	var g errgroup.Group
 	g.SetLimit(conc)
-	for _, decl := range p.Site.Machines {
+	s := p.Site
+	if p.Current != nil {
+		s = p.Current()
+	}
+	for _, decl := range s.Machines {
 		if decl.BMC == nil {
 			continue
 		}
