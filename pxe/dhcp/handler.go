@@ -42,6 +42,14 @@ type Handler struct {
 // Handler implements pxe.Leases, for the HTTP server to check who asks.
 var _ pxe.Leases = (*Handler)(nil)
 
+// Reservations is what a BootPolicy may also tell: the MAC of the machine
+// declared with an address (pxe/storepolicy does). With it, the handler
+// never gives a pool address reserved for one machine to another, even
+// when the pool overlaps the reservations.
+type Reservations interface {
+	MACOf(ip netip.Addr) (net.HardwareAddr, bool)
+}
+
 // NewHandler checks cfg and returns a handler with an empty lease table;
 // Load fills it from store. store may be nil (leases in memory only; proxy
 // mode keeps none).
@@ -60,18 +68,24 @@ func NewHandler(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.L
 		cfg:      cfg,
 		serverID: net.IP(cfg.ServerIP.AsSlice()),
 		policy:   policy,
-		leases:   newLeaseTable(store, log),
 		limit:    newRateLimiter(cfg.RateLimit),
 		log:      log,
 		now:      time.Now,
 	}
+	var nets []netip.Prefix
 	for _, s := range cfg.Subnets {
 		sn := newSubnet(s, cfg)
 		h.subnets = append(h.subnets, sn)
+		nets = append(nets, sn.cidr)
 		if s.CIDR.Contains(cfg.ServerIP) {
 			h.local = sn
 		}
 	}
+	var reservedFor func(netip.Addr) (net.HardwareAddr, bool)
+	if r, ok := policy.(Reservations); ok {
+		reservedFor = r.MACOf
+	}
+	h.leases = newLeaseTable(store, nets, reservedFor, log)
 	return h, nil
 }
 
@@ -215,21 +229,31 @@ func hostname(host pxe.Host) string {
 	return host.Name
 }
 
-func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+// locate answers what DISCOVER and REQUEST both ask first: who the client
+// is, which subnet it asks from, and the address reserved for it there
+// (invalid when none). skip: an unknown MAC while ignoring those, left
+// unanswered.
+func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logger) (host pxe.Host, s *subnet, reserved netip.Addr, skip bool, err error) {
 	host, known, err := h.lookup(ctx, req.ClientHWAddr)
 	if err != nil {
-		return nil, err
+		return pxe.Host{}, nil, netip.Addr{}, false, err
 	}
 	if !known && h.cfg.IgnoreUnknown {
 		log.Debug("ignoring unknown MAC")
-		return nil, nil
+		return pxe.Host{}, nil, netip.Addr{}, true, nil
 	}
-	s, err := h.subnetFor(req)
-	if err != nil {
-		return nil, err
+	if s, err = h.subnetFor(req); err != nil {
+		return pxe.Host{}, nil, netip.Addr{}, false, err
 	}
-	reserved, err := reservation(host, s)
-	if err != nil {
+	if reserved, err = reservation(host, s); err != nil {
+		return pxe.Host{}, nil, netip.Addr{}, false, err
+	}
+	return host, s, reserved, false, nil
+}
+
+func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	host, s, reserved, skip, err := h.locate(ctx, req, log)
+	if skip || err != nil {
 		return nil, err
 	}
 	requested, _ := addr4(req.RequestedIPAddress())
@@ -259,25 +283,13 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	if !ok {
 		return nil, errors.New("request names no address (neither option 50 nor ciaddr)")
 	}
-	host, known, err := h.lookup(ctx, req.ClientHWAddr)
-	if err != nil {
-		return nil, err
-	}
-	if !known && h.cfg.IgnoreUnknown {
-		log.Debug("ignoring unknown MAC")
-		return nil, nil
-	}
-	s, err := h.subnetFor(req)
-	if err != nil {
+	host, s, reserved, skip, err := h.locate(ctx, req, log)
+	if skip || err != nil {
 		return nil, err
 	}
 	if !s.cidr.Contains(ip) {
 		log.Info("nak: address on the wrong network", "ip", ip, "subnet", s.cidr)
 		return h.nak(req, "wrong network"), nil
-	}
-	reserved, err := reservation(host, s)
-	if err != nil {
-		return nil, err
 	}
 	name := hostname(host)
 	expiry, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
@@ -307,6 +319,12 @@ func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	if !ok {
 		return nil
 	}
+	if h.subnetContaining(ip) == nil {
+		// Another network's address: its server's business, even in a
+		// lease store we share.
+		log.Debug("release of an address outside our subnets", "ip", ip)
+		return nil
+	}
 	released, err := h.leases.release(ctx, k, ip, now)
 	if err != nil {
 		return err
@@ -322,6 +340,10 @@ func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
 	ip, ok := addr4(req.RequestedIPAddress())
 	if !ok {
+		return nil
+	}
+	if h.subnetContaining(ip) == nil {
+		log.Debug("decline of an address outside our subnets", "ip", ip)
 		return nil
 	}
 	declined, err := h.leases.decline(ctx, k, ip, now.Add(h.cfg.DeclineTime))

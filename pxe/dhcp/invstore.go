@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
@@ -29,7 +30,7 @@ type SharedLeaseStore interface {
 	// is left alone.
 	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
 	// Decline takes ip from mac and keeps it from every server's pool
-	// until until.
+	// until until; an address mac does not hold is left alone.
 	Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error
 }
 
@@ -67,13 +68,15 @@ func NewInventoryLeases(s inventory.Store) *InventoryLeases {
 var _ SharedLeaseStore = (*InventoryLeases)(nil)
 
 // declinePrefix starts the placeholder MAC holding a declined address: a
-// locally administered unicast prefix (02:...), followed by the address's
-// low three bytes, so each declined address of a /8 has its own holder.
-var declinePrefix = [3]byte{0x02, 0x00, 0xdc}
+// locally administered unicast prefix (02:...), followed by the whole
+// address, so every declined address has its own holder. (The store keeps
+// one lease per MAC: a holder shared by two addresses, as 10.16.0.5 and
+// 172.16.0.5 of two networks, would move from one to the other.)
+var declinePrefix = [2]byte{0x02, 0xdc}
 
 func declineMAC(ip netip.Addr) string {
 	a := ip.As4()
-	return net.HardwareAddr{declinePrefix[0], declinePrefix[1], declinePrefix[2], a[1], a[2], a[3]}.String()
+	return net.HardwareAddr{declinePrefix[0], declinePrefix[1], a[0], a[1], a[2], a[3]}.String()
 }
 
 func isDeclineHolder(l inventory.Lease) bool {
@@ -106,7 +109,7 @@ func (s *InventoryLeases) Allocate(ctx context.Context, a Allocation) (netip.Add
 	mac := a.MAC.String()
 	// An offer (short TTL) to a MAC that holds a longer lease in the range,
 	// from any server, must not cut that lease short: answer with it as is.
-	if l, err := s.store.Lease(ctx, mac); err == nil && inRange(l.IP, a.Start, a.End) &&
+	if l, err := s.store.Lease(ctx, mac); err == nil && inRange(l.IP, a.Start, a.End) && !slices.Contains(a.Exclude, l.IP) &&
 		!l.Expired(time.Now()) && !l.Expiry.Before(time.Now().Add(a.TTL)) {
 		return l.IP, l.Expiry, nil
 	} else if err != nil && !errors.Is(err, inventory.ErrNotFound) {
@@ -129,28 +132,38 @@ func inRange(ip, start, end netip.Addr) bool {
 }
 
 func (s *InventoryLeases) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error {
+	_, err := s.release(ctx, mac, ip)
+	return err
+}
+
+// release frees mac's lease if it is of ip, and says whether it was.
+func (s *InventoryLeases) release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) (bool, error) {
 	l, err := s.store.Lease(ctx, mac.String())
 	if errors.Is(err, inventory.ErrNotFound) || (err == nil && l.IP != ip) {
-		return nil
+		return false, nil
 	}
 	if err == nil {
 		err = s.store.ReleaseLease(ctx, mac.String())
 	}
 	if err != nil {
-		return fmt.Errorf("%w: release %v of %v: %w", errLeaseStore, ip, mac, err)
+		return false, fmt.Errorf("%w: release %v of %v: %w", errLeaseStore, ip, mac, err)
 	}
-	return nil
+	return true, nil
 }
 
+// Decline takes ip out of every server's pool only when mac holds it, as
+// the table without a shared store does: a client cannot decline an
+// address it was never given (another network's least of all).
 func (s *InventoryLeases) Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error {
-	if err := s.Release(ctx, mac, ip); err != nil {
+	held, err := s.release(ctx, mac, ip)
+	if err != nil || !held {
 		return err
 	}
 	ttl := time.Until(until)
 	if ttl <= 0 {
 		return nil
 	}
-	_, err := s.store.AllocateLease(ctx, inventory.AllocateRequest{
+	_, err = s.store.AllocateLease(ctx, inventory.AllocateRequest{
 		MAC: declineMAC(ip), Hostname: "declined by " + mac.String(), Start: ip, End: ip, TTL: ttl,
 	})
 	if errors.Is(err, inventory.ErrPoolExhausted) {

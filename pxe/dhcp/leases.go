@@ -1,12 +1,14 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -20,6 +22,7 @@ var (
 	errAddrInUse     = errors.New("address in use by another MAC")
 	errDeclined      = errors.New("address declined recently")
 	errNotOurs       = errors.New("address is not one this server would give this MAC")
+	errReserved      = errors.New("address reserved for another machine")
 )
 
 // macKey is a MAC as a map key; the handler only accepts 6-byte MACs.
@@ -57,7 +60,15 @@ type leaseTable struct {
 	// shared is store when several servers allocate from it: then it, not
 	// this table, decides which address a MAC gets (see SharedLeaseStore).
 	shared SharedLeaseStore
-	log    *slog.Logger
+	// nets are the subnets this server answers for. A store shared by the
+	// servers of several networks holds their leases too: those are
+	// neither loaded nor counted here, so no server hands out, expires or
+	// counts another network's addresses.
+	nets []netip.Prefix
+	// reservedFor, if set, names the machine an address is declared for;
+	// such an address is given to that MAC only (see Reservations).
+	reservedFor func(netip.Addr) (net.HardwareAddr, bool)
+	log         *slog.Logger
 
 	mu       sync.Mutex
 	byMAC    map[macKey]*binding
@@ -75,12 +86,14 @@ type declineMark struct {
 	until time.Time
 }
 
-func newLeaseTable(store LeaseStore, log *slog.Logger) *leaseTable {
+func newLeaseTable(store LeaseStore, nets []netip.Prefix, reservedFor func(netip.Addr) (net.HardwareAddr, bool), log *slog.Logger) *leaseTable {
 	shared, _ := store.(SharedLeaseStore)
 	return &leaseTable{
-		store:    store,
-		shared:   shared,
-		log:      log,
+		store:       store,
+		shared:      shared,
+		nets:        nets,
+		reservedFor: reservedFor,
+		log:         log,
 		byMAC:    make(map[macKey]*binding),
 		byIP:     make(map[netip.Addr]*binding),
 		declined: make(map[netip.Addr]declineMark),
@@ -88,8 +101,19 @@ func newLeaseTable(store LeaseStore, log *slog.Logger) *leaseTable {
 	}
 }
 
-// load fills the table from the store; entries that conflict with ones
-// already loaded are dropped (and logged) so no address has two MACs.
+// ours reports whether ip is in one of the server's subnets.
+func (t *leaseTable) ours(ip netip.Addr) bool {
+	for _, p := range t.nets {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// load fills the table from the store with the leases of the server's
+// subnets; entries that conflict with ones already loaded are dropped (and
+// logged) so no address has two MACs.
 func (t *leaseTable) load(ctx context.Context) error {
 	if t.store == nil {
 		return nil
@@ -100,10 +124,15 @@ func (t *leaseTable) load(ctx context.Context) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	others := 0
 	for _, l := range leases {
 		k, ok := keyOf(l.MAC)
 		if !ok || !l.IP.Is4() {
 			t.log.Warn("dropping malformed stored lease", "mac", l.MAC, "ip", l.IP)
+			continue
+		}
+		if !t.ours(l.IP) {
+			others++
 			continue
 		}
 		if l.Declined {
@@ -117,6 +146,9 @@ func (t *leaseTable) load(ctx context.Context) error {
 		b := &binding{mac: k, ip: l.IP, hostname: l.Hostname, expiry: l.Expiry}
 		t.byMAC[k] = b
 		t.byIP[l.IP] = b
+	}
+	if others > 0 {
+		t.log.Debug("leases of other networks in the store left to their servers", "count", others)
 	}
 	return nil
 }
@@ -189,10 +221,13 @@ func (t *leaseTable) place(k macKey, ip netip.Addr) *binding {
 }
 
 // usable reports whether ip may be given to mac: not held by another MAC,
-// not declined.
+// not declined, not reserved for another machine.
 func (t *leaseTable) usable(k macKey, ip netip.Addr, now time.Time) error {
 	if other := t.byIP[ip]; other != nil && other.mac != k && other.held(now) {
 		return errAddrInUse
+	}
+	if t.reservedForOther(k, ip) {
+		return errReserved
 	}
 	if d, ok := t.declined[ip]; ok {
 		if now.Before(d.until) {
@@ -202,6 +237,17 @@ func (t *leaseTable) usable(k macKey, ip netip.Addr, now time.Time) error {
 		t.gen++
 	}
 	return nil
+}
+
+// reservedForOther reports whether the policy declares ip for a machine
+// other than mac. Site validation keeps reservations out of the pools; this
+// holds even for a policy whose addresses were not validated so.
+func (t *leaseTable) reservedForOther(k macKey, ip netip.Addr) bool {
+	if t.reservedFor == nil {
+		return false
+	}
+	mac, ok := t.reservedFor(ip)
+	return ok && !bytes.Equal(mac, k[:])
 }
 
 // offer picks the address to offer mac in subnet s and holds it until
@@ -419,9 +465,30 @@ func (t *leaseTable) offerShared(ctx context.Context, k macKey, s *subnet, reque
 	if !s.inPool(requested) {
 		requested = netip.Addr{}
 	}
-	ip, _, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Start: s.poolStart, End: s.poolEnd, Exclude: s.excluded, Prefer: requested, TTL: hold.Sub(now)})
-	if err != nil {
-		return netip.Addr{}, err
+	a := Allocation{MAC: k.hw(), Start: s.poolStart, End: s.poolEnd, Exclude: s.excluded, Prefer: requested, TTL: hold.Sub(now)}
+	var ip, skipped netip.Addr
+	for {
+		got, _, err := t.shared.Allocate(ctx, a)
+		if err == nil && slices.Contains(a.Exclude, got) {
+			err = fmt.Errorf("%w: the store gave %v, excluded", errPoolExhausted, got)
+		}
+		if err != nil {
+			if skipped.IsValid() {
+				// Leave no hold, however short, on another machine's address.
+				_ = t.shared.Release(ctx, a.MAC, skipped)
+			}
+			return netip.Addr{}, err
+		}
+		if !t.reservedForOther(k, got) {
+			ip = got
+			break
+		}
+		// The store does not know the policy's reservations: ask again
+		// without this one. Each round excludes one more address, so the
+		// pool's end ends the loop.
+		skipped = got
+		a.Exclude = append(a.Exclude[:len(a.Exclude):len(a.Exclude)], got)
+		a.Prefer = netip.Addr{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -440,6 +507,8 @@ func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, rese
 		return time.Time{}, errNotOurs
 	case !reserved.IsValid() && !s.inPool(ip):
 		return time.Time{}, errNotOurs
+	case !reserved.IsValid() && t.reservedForOther(k, ip):
+		return time.Time{}, errReserved
 	}
 	_, expiry, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Hostname: hostname, Start: ip, End: ip, TTL: s.leaseTime})
 	if errors.Is(err, errPoolExhausted) {
