@@ -94,10 +94,10 @@ func newLeaseTable(store LeaseStore, nets []netip.Prefix, reservedFor func(netip
 		nets:        nets,
 		reservedFor: reservedFor,
 		log:         log,
-		byMAC:    make(map[macKey]*binding),
-		byIP:     make(map[netip.Addr]*binding),
-		declined: make(map[netip.Addr]declineMark),
-		cursor:   make(map[netip.Prefix]netip.Addr),
+		byMAC:       make(map[macKey]*binding),
+		byIP:        make(map[netip.Addr]*binding),
+		declined:    make(map[netip.Addr]declineMark),
+		cursor:      make(map[netip.Prefix]netip.Addr),
 	}
 }
 
