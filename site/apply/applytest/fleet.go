@@ -40,7 +40,9 @@ type Options struct {
 	// Machines is how many; Racks how many racks they are spread over
 	// (contiguously: the first Machines/Racks are in rack r0, ...).
 	Machines, Racks int
-	// Store is the inventory. Required.
+	// Store is the inventory. It may be nil when AgentURL is set: the
+	// agents then learn their task from metal alone, as real agents do
+	// (metal may hold an embedded store locked; disk images only).
 	Store inventory.Store
 	// AgentURL is the metal HTTP server the agents talk to, and
 	// TokenKey the file holding its token key (daemon's state dir
@@ -62,6 +64,7 @@ type Fleet struct {
 	names []string
 	sims  map[string]*virtual.Sim
 	addrs map[string]string
+	macs  map[string]string
 	stop  context.CancelFunc
 	wg    sync.WaitGroup
 	// files are the images' local files, by base name.
@@ -93,7 +96,7 @@ func Start(opts Options) (*Fleet, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
-		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, stop: cancel,
+		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
 		installs: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
 	}
 	if err := f.makeImages(); err != nil {
@@ -101,6 +104,10 @@ func Start(opts Options) (*Fleet, error) {
 		return nil, err
 	}
 	f.agentURL = opts.AgentURL
+	if f.agentURL == "" && opts.Store == nil {
+		f.Close()
+		return nil, errors.New("applytest: a fleet needs a Store or an AgentURL")
+	}
 	if f.agentURL == "" {
 		if err := f.serveAgentAPI(ctx); err != nil {
 			f.Close()
@@ -124,6 +131,7 @@ func Start(opts Options) (*Fleet, error) {
 		f.names = append(f.names, name)
 		f.sims[name] = sim
 		f.addrs[name] = "http://" + ln.Addr().String()
+		f.macs[name] = fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256)
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
@@ -233,7 +241,7 @@ func (f *Fleet) SiteHCL(state, rollout string) []byte {
 	fmt.Fprintf(&b, "image \"live\" {\n  kernel = %q\n  initrd = [%q]\n}\n\n", "file://"+f.files["vmlinuz"].path, "file://"+f.files["initrd.img"].path)
 	for i, n := range f.names {
 		fmt.Fprintf(&b, `machine %q {
-  mac     = "02:00:00:00:%02x:%02x"
+  mac     = %q
   network = "lan"
   image   = image.os
   labels  = { rack = %q }
@@ -244,7 +252,7 @@ func (f *Fleet) SiteHCL(state, rollout string) []byte {
     password = %q
   }
 }
-`, n, i/256, i%256, f.Rack(i), f.addrs[n], User, Password)
+`, n, f.macs[n], f.Rack(i), f.addrs[n], User, Password)
 	}
 	if rollout != "" {
 		fmt.Fprintf(&b, "\nrollout {\n%s\n}\n", rollout)
@@ -303,17 +311,20 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	f.agentCalls.Add(1)
 	defer f.agentCalls.Done()
 	ctx := b.Ctx
-	st := f.opts.Store
-	rec, err := st.Machine(ctx, b.Machine)
-	if err != nil || rec.Intent.Action != inventory.BootInstall {
-		return
+	// With the store at hand, a boot follows the intent as metal's boot
+	// servers would; without it, the agent asks metal for its task.
+	if st := f.opts.Store; st != nil {
+		rec, err := st.Machine(ctx, b.Machine)
+		if err != nil || rec.Intent.Action != inventory.BootInstall {
+			return
+		}
+		if rec.Intent.Task == nil {
+			_, _ = st.AppendEvent(ctx, inventory.Event{Time: time.Now(), Machine: b.Machine, MAC: rec.MAC,
+				Kind: inventory.EventKernel, Message: "GET " + rec.Intent.Kernel})
+			return
+		}
 	}
-	if rec.Intent.Task == nil {
-		_, _ = st.AppendEvent(ctx, inventory.Event{Time: time.Now(), Machine: b.Machine, MAC: rec.MAC,
-			Kind: inventory.EventKernel, Message: "GET " + rec.Intent.Kernel})
-		return
-	}
-	mac, err := net.ParseMAC(rec.MAC)
+	mac, err := net.ParseMAC(f.macs[b.Machine])
 	if err != nil {
 		return
 	}
