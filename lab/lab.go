@@ -74,6 +74,9 @@ type Config struct {
 	// NoServe leaves `metal serve` out (metal apply then runs the servers
 	// itself for the length of the apply).
 	NoServe bool
+	// ServeArgs go to `metal serve` before the site file, every time the
+	// lab starts it (such as --backup-to for a disaster-recovery standby).
+	ServeArgs []string
 	// MemoryMiB of each VM (default 1024) and DiskBytes of its blank disk
 	// (default 4 GiB, sparse).
 	MemoryMiB int
@@ -90,16 +93,18 @@ type Config struct {
 
 // State is a lab as it was made; it is written to DIR/lab.json.
 type State struct {
-	Dir      string    `json:"dir"`
-	Netns    string    `json:"netns"`
-	Bridge   string    `json:"bridge"`
-	ServerIP string    `json:"server_ip"`
-	Site     string    `json:"site"`
-	Image    string    `json:"image"` // relative to Dir, as the site names it
-	Username string    `json:"username"`
-	VMs      []VM      `json:"vms"`
-	Procs    []Proc    `json:"procs"`
-	Created  time.Time `json:"created"`
+	Dir      string `json:"dir"`
+	Netns    string `json:"netns"`
+	Bridge   string `json:"bridge"`
+	ServerIP string `json:"server_ip"`
+	Site     string `json:"site"`
+	Image    string `json:"image"` // relative to Dir, as the site names it
+	Username string `json:"username"`
+	// ServeArgs are the lab's `metal serve` flags (Config.ServeArgs).
+	ServeArgs []string  `json:"serve_args,omitempty"`
+	VMs       []VM      `json:"vms"`
+	Procs     []Proc    `json:"procs"`
+	Created   time.Time `json:"created"`
 }
 
 // VM is one lab machine.
@@ -218,6 +223,7 @@ func plan(c Config) *State {
 	st := &State{
 		Dir: c.Dir, Netns: NetnsName(c.Dir), Bridge: bridge, ServerIP: serverIP,
 		Site: filepath.Join(c.Dir, SiteFile), Image: imageFile, Username: username,
+		ServeArgs: c.ServeArgs,
 	}
 	for i := 1; i <= c.Machines; i++ {
 		name := fmt.Sprintf("vm-%d", i)

@@ -36,18 +36,43 @@ func requireLab(t *testing.T) {
 	}
 }
 
-// buildMetal builds the static metal binary the lab runs as BMC, server,
-// apply and install agent.
-func buildMetal(t *testing.T, dir string) string {
-	t.Helper()
-	bin := filepath.Join(dir, "metal")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/metal")
-	cmd.Dir = ".."
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build metal: %v\n%s", err, out)
+// metalBuild is the metal binary the package's tests share: built once,
+// removed by TestMain.
+var metalBuild struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if metalBuild.dir != "" {
+		os.RemoveAll(metalBuild.dir)
 	}
-	return bin
+	os.Exit(code)
+}
+
+// buildMetal builds the static metal binary the lab runs as BMC, server,
+// apply and install agent, once for every test that needs it.
+func buildMetal(t *testing.T) string {
+	t.Helper()
+	metalBuild.once.Do(func() {
+		metalBuild.dir, metalBuild.err = os.MkdirTemp("", "metal-lab-bin-")
+		if metalBuild.err != nil {
+			return
+		}
+		metalBuild.path = filepath.Join(metalBuild.dir, "metal")
+		cmd := exec.Command("go", "build", "-o", metalBuild.path, "./cmd/metal")
+		cmd.Dir = ".."
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			metalBuild.err = fmt.Errorf("build metal: %w\n%s", err, out)
+		}
+	})
+	if metalBuild.err != nil {
+		t.Fatal(metalBuild.err)
+	}
+	return metalBuild.path
 }
 
 // labDir is a short directory for the lab (its VMs' Unix sockets must fit
@@ -91,9 +116,16 @@ func (l *syncLog) String() string {
 // nothing behind.
 func upLab(t *testing.T, ctx context.Context, dir, metal string, image func(context.Context, string) error) *lab.State {
 	t.Helper()
+	return upLabWith(t, ctx, lab.Config{Dir: dir, Machines: 2, UEFI: 1, Metal: metal, BuildImage: image})
+}
+
+// upLabWith makes the lab c describes (its Log is the test's) and registers
+// its removal, with the check that removal leaves nothing behind.
+func upLabWith(t *testing.T, ctx context.Context, c lab.Config) *lab.State {
+	t.Helper()
 	logs := &syncLog{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := lab.Up(ctx, lab.Config{Dir: dir, Machines: 2, UEFI: 1, Metal: metal, BuildImage: image, Log: log})
+	c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := lab.Up(ctx, c)
 	if err != nil {
 		t.Fatalf("lab up: %v\nlab log:\n%s", err, logs)
 	}
@@ -121,7 +153,7 @@ func downAndCheck(t *testing.T, st *lab.State) {
 			t.Errorf("%s (pid %d) still runs after down", p.Name, p.PID)
 		}
 	}
-	out, _ := exec.Command("pgrep", "-f", st.Dir).Output()
+	out, _ := exec.Command("pgrep", "-f", st.Dir+"/").Output()
 	if pids := strings.Fields(string(out)); len(pids) > 0 {
 		t.Errorf("processes naming the lab's directory still run after down: %v", pids)
 	}
@@ -169,10 +201,13 @@ func serialLogs(st *lab.State) string {
 // leaves no namespace, tap or process.
 func TestLab(t *testing.T) {
 	requireLab(t)
+	// Beside the disaster-recovery drill: each lab has its own directory
+	// and so its own namespace.
+	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
 	dir := labDir(t)
-	metal := buildMetal(t, t.TempDir())
+	metal := buildMetal(t)
 	st := upLab(t, ctx, dir, metal, nil)
 
 	out, err := exec.CommandContext(ctx, metal, "lab", "apply", "--dir", dir).CombinedOutput()

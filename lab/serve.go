@@ -12,19 +12,28 @@ import (
 // serveProc is the name metal serve is recorded under in lab.json.
 const serveProc = "serve"
 
-// StartServe starts `metal serve` for the lab's site inside its namespace
-// and waits (up to timeout) until its HTTP server answers. metal is the
-// binary to run.
+// StartServe starts `metal serve` for the lab's site (with the lab's
+// ServeArgs) inside its namespace and waits (up to timeout) until its HTTP
+// server answers. metal is the binary to run.
 func (st *State) StartServe(ctx context.Context, metal string, timeout time.Duration) (Proc, error) {
-	if p, ok := st.Proc(serveProc); ok && p.Running() {
+	return st.StartServeAs(ctx, serveProc, metal, append(slices.Clone(st.ServeArgs), st.Site), timeout)
+}
+
+// StartServeAs starts `metal serve ARGS...` inside the lab's namespace,
+// recorded in lab.json as name (so `lab down` stops it) with its log in
+// logs/NAME.log, and waits (up to timeout) until metal's HTTP server
+// answers on the lab's address. A second metal for the lab, such as a
+// promoted disaster-recovery standby with its own site file, runs so.
+func (st *State) StartServeAs(ctx context.Context, name, metal string, args []string, timeout time.Duration) (Proc, error) {
+	if p, ok := st.Proc(name); ok && p.Running() {
 		return p, nil
 	}
-	logPath := filepath.Join(st.Dir, "logs", "serve.log")
-	p, err := startDetached(st.Netns, serveProc, logPath, os.Environ(), metal, "serve", st.Site)
+	logPath := filepath.Join(st.Dir, "logs", name+".log")
+	p, err := startDetached(st.Netns, name, logPath, os.Environ(), metal, append([]string{"serve"}, args...)...)
 	if err != nil {
 		return Proc{}, err
 	}
-	st.Procs = append(slices.DeleteFunc(st.Procs, func(q Proc) bool { return q.Name == serveProc }), p)
+	st.Procs = append(slices.DeleteFunc(st.Procs, func(q Proc) bool { return q.Name == name }), p)
 	if err := st.save(); err != nil {
 		return p, err
 	}

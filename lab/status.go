@@ -3,14 +3,19 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 )
@@ -25,7 +30,7 @@ type Status struct {
 	Procs   []ProcStatus `json:"processes"`
 	VMs     []VMStatus   `json:"vms"`
 	// StoreError says why the machines' state could not be read (the
-	// store is held by a running metal, or does not exist yet).
+	// store is held by a running metal apply, or does not exist yet).
 	StoreError string `json:"store_error,omitempty"`
 }
 
@@ -48,8 +53,8 @@ type VMStatus struct {
 	Power     string `json:"power,omitempty"`
 }
 
-// Status reports on the lab: processes, VMs and, if the store can be read
-// (no metal holds it), each machine's state.
+// Status reports on the lab: processes, VMs and each machine's state, from
+// the lab's metal serve while it runs, else from its store.
 func (st *State) Status(ctx context.Context) Status {
 	s := Status{
 		Dir: st.Dir, Netns: st.Netns, NetnsUp: netnsExists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(),
@@ -82,19 +87,19 @@ func (st *State) StoreURL() string {
 	return "file://" + filepath.Join(st.Dir, "state", "metal.db")
 }
 
-// machines reads the lab's store. A running metal holds its lock; then it
-// says so instead of waiting.
+// machines reads the machines' state: from the lab's running metal serve
+// over its local API socket, which needs no token; else from the store
+// itself. A metal that holds the store and answers no socket (metal apply)
+// makes it say so instead of waiting.
 func (st *State) machines(ctx context.Context) (map[string]inventory.Machine, error) {
 	path := filepath.Join(st.Dir, "state", "metal.db")
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("no store yet at %s", path)
 	}
-	store, err := backend.Open(ctx, st.StoreURL(), backend.Options{LockTimeout: 500 * time.Millisecond})
+	list, err := st.daemonMachines(ctx, filepath.Join(st.Dir, "state", daemon.LocalSocket))
 	if err != nil {
-		return nil, fmt.Errorf("store busy (a running metal serve or apply holds it): %w", err)
+		list, err = st.storeMachines(ctx)
 	}
-	defer store.Close()
-	list, _, err := store.Machines(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -103,6 +108,42 @@ func (st *State) machines(ctx context.Context) (map[string]inventory.Machine, er
 		out[m.Name] = m
 	}
 	return out, nil
+}
+
+// daemonMachines asks the metal serve answering on socket for the machines.
+func (st *State) daemonMachines(ctx context.Context, socket string) ([]inventory.Machine, error) {
+	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://metal"+api.Prefix+"machines", nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("ask metal serve: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metal serve answered %s", resp.Status)
+	}
+	var l api.MachineList
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		return nil, fmt.Errorf("metal serve's machines: %w", err)
+	}
+	return l.Machines, nil
+}
+
+// storeMachines reads the lab's store, if no metal holds it.
+func (st *State) storeMachines(ctx context.Context) ([]inventory.Machine, error) {
+	store, err := backend.Open(ctx, st.StoreURL(), backend.Options{LockTimeout: 500 * time.Millisecond})
+	if err != nil {
+		return nil, fmt.Errorf("store busy (a running metal apply holds it): %w", err)
+	}
+	defer store.Close()
+	list, _, err := store.Machines(ctx)
+	return list, err
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"path"
@@ -386,3 +387,92 @@ with --owner's name as its owner.`,
 	cmd.Flags().BoolVar(&f.force, "force", false, "promote even while the primary's heartbeat is fresh, or with an empty store")
 	return cmd
 }
+
+// primaryFlags make `metal serve` the primary of a disaster-recovery pair:
+// it ships snapshots of the store it holds and a heartbeat to an SFTP
+// directory a standby reads (`metal standby`), and stops serving when a
+// standby was promoted there (`metal promote` writes the fence). Only serve
+// can snapshot an embedded store while it runs: it holds the file.
+type primaryFlags struct {
+	ssh   sshFlags
+	to    string
+	every time.Duration
+	keep  int
+	owner string
+}
+
+func (f *primaryFlags) register(cmd *cobra.Command) {
+	f.ssh.register(cmd)
+	cmd.Flags().StringVar(&f.to, "backup-to", "", "ship a snapshot and a heartbeat every --backup-every to this SFTP directory "+
+		"(sftp://USER@HOST[:PORT]/PATH), for a standby (metal standby); stop serving once a standby is promoted there")
+	cmd.Flags().DurationVar(&f.every, "backup-every", 5*time.Minute, "interval of snapshots and heartbeats; a standby may promote itself after three missed")
+	cmd.Flags().IntVar(&f.keep, "backup-keep", 48, "keep the newest N snapshots in the SFTP directory (0: keep all)")
+	cmd.Flags().StringVar(&f.owner, "owner", "", "name of this instance of the site for the fence (default this host's name); "+
+		"a promoted standby serves with the --owner it was promoted as")
+}
+
+// startPrimary connects to the backup directory and checks the fence before
+// anything is served: a primary that comes back after a promotion must not
+// hand out a single lease. It returns nil when no --backup-to was given.
+func (f *primaryFlags) startPrimary(ctx context.Context, log *slog.Logger, siteName string) (*primaryRun, error) {
+	if f.to == "" {
+		return nil, nil
+	}
+	if f.every < time.Second {
+		return nil, usageError("--backup-every %v: want at least 1s", f.every)
+	}
+	t, err := backup.ParseTarget(f.to)
+	if err != nil {
+		return nil, usageError("--backup-to: %v", err)
+	}
+	r, err := backup.Dial(ctx, t, backup.SSHOptions{KnownHosts: f.ssh.knownHosts, KeyFiles: f.ssh.identities, Timeout: f.ssh.timeout, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("backup directory: %w", err)
+	}
+	p := &backup.Primary{Remote: r, Site: siteName, Owner: f.owner, Interval: f.every, Logger: log}
+	if err := p.Beat(ctx); err != nil {
+		r.Close()
+		if errors.Is(err, backup.ErrFenced) {
+			return nil, fmt.Errorf("%w\nThis instance no longer owns the site: the promoted standby serves it. "+
+				"Run metal standby here to follow it, or promote this one back (metal promote) once that one is stopped", err)
+		}
+		return nil, fmt.Errorf("first heartbeat: %w", err)
+	}
+	return &primaryRun{primary: p, keep: f.keep, log: log}, nil
+}
+
+// primaryRun is a primary's heartbeat and snapshots while serve runs.
+type primaryRun struct {
+	primary *backup.Primary
+	keep    int
+	log     *slog.Logger
+}
+
+// run beats and backs store up every interval until ctx ends (nil) or the
+// site is fenced (an error wrapping backup.ErrFenced: serve must stop).
+// A failed snapshot is logged and tried again next interval.
+func (p *primaryRun) run(ctx context.Context, store inventory.Store) error {
+	defer p.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	beats := make(chan error, 1)
+	go func() { beats <- p.primary.Run(ctx) }()
+	t := time.NewTicker(p.primary.Interval)
+	defer t.Stop()
+	for {
+		res, err := backup.Backup(ctx, store, p.primary.Remote, backup.Options{Site: p.primary.Site, Keep: p.keep})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.log.Warn("snapshot to the backup directory failed; trying again next interval", "to", p.primary.Remote.Target(), "error", err)
+		case err == nil:
+			p.log.Debug("snapshot written", "name", res.Name, "revision", res.Header.Revision)
+		}
+		select {
+		case err := <-beats:
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func (p *primaryRun) close() { p.primary.Remote.Close() }

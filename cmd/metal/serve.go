@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/pxe/dhcp"
@@ -28,6 +29,7 @@ type serveFlags struct {
 	tftpAddr  string
 	dhcpRate  string
 	openReads bool
+	primary   primaryFlags
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -59,7 +61,10 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
   sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
   # a lab or benchmark whose clients ask more often than a real boot does:
   sudo metal serve --dhcp-rate-limit 100/10ms site.hcl
-  sudo metal serve --dhcp-rate-limit off site.hcl`,
+  sudo metal serve --dhcp-rate-limit off site.hcl
+  # the primary of a disaster-recovery pair: snapshots and a heartbeat
+  # every minute for a standby (metal standby), fenced by metal promote:
+  sudo metal serve --backup-to sftp://metal@backup.example/ams1 --backup-every 1m site.hcl`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			res, diags := f.vars.load(args[0])
@@ -77,6 +82,7 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 		},
 	}
 	f.vars.register(cmd)
+	f.primary.register(cmd)
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
 	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
@@ -89,15 +95,29 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 
 // serve runs the site's daemon until ctx ends or a service fails.
 func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f serveFlags, limit dhcp.RateLimit) error {
+	// A fenced primary stops here, before it answers anything.
+	primary, err := f.primary.startPrimary(ctx, log, s.Name)
+	if err != nil {
+		return err
+	}
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
 		DHCPRateLimit: limit, OpenReads: f.openReads, Logger: log,
 	})
 	if err != nil {
+		if primary != nil {
+			primary.close()
+		}
 		return err
 	}
 	defer d.Close()
-	return d.Serve(ctx)
+	if primary == nil {
+		return d.Serve(ctx)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.Serve(ctx) })
+	g.Go(func() error { return primary.run(ctx, d.Store) })
+	return g.Wait()
 }
 
 // parseRateLimit reads --dhcp-rate-limit: "off", or BURST/INTERVAL.

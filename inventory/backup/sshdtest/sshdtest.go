@@ -4,6 +4,7 @@
 package sshdtest
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/pem"
@@ -36,6 +37,7 @@ type Server struct {
 	ClientKey  string
 	KnownHosts string
 	config     string
+	opts       Options
 	cmd        *exec.Cmd
 	exited     chan struct{}
 }
@@ -62,9 +64,25 @@ func WriteKey(t testing.TB, path string) ssh.PublicKey {
 	return sp
 }
 
+// Options place sshd in another network namespace than the test's.
+type Options struct {
+	// Netns is a named network namespace (ip netns) to run sshd in, on
+	// that namespace's loopback: for clients that run inside it.
+	Netns string
+	// Dial connects from where the clients are, to wait until sshd
+	// listens; with Netns, a dialer that enters it. Default net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
 // Start runs sshd for the test; it is killed at cleanup.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
+
+// StartWith runs sshd for the test as opts say; it is killed at cleanup.
+func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
+	if opts.Dial == nil {
+		opts.Dial = (&net.Dialer{}).DialContext
+	}
 	const bin = "/usr/sbin/sshd"
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatal("sshd not found: install the Debian package openssh-server (apt-get install openssh-server)")
@@ -75,7 +93,7 @@ func Start(t testing.TB) *Server {
 		t.Fatalf("sshd needs /run/sshd: %v", err)
 	}
 	dir := t.TempDir()
-	s := &Server{t: t, Dir: dir, ClientKey: filepath.Join(dir, "id_ed25519"), KnownHosts: filepath.Join(dir, "known_hosts"), config: filepath.Join(dir, "sshd_config")}
+	s := &Server{t: t, Dir: dir, ClientKey: filepath.Join(dir, "id_ed25519"), KnownHosts: filepath.Join(dir, "known_hosts"), config: filepath.Join(dir, "sshd_config"), opts: opts}
 	s.HostKey = WriteKey(t, filepath.Join(dir, "host_ed25519"))
 	clientPub := WriteKey(t, s.ClientKey)
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(clientPub), 0o600); err != nil {
@@ -129,7 +147,12 @@ func (s *Server) Restart() {
 		s.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", s.config)
+	argv := []string{"/usr/sbin/sshd", "-D", "-e", "-f", s.config}
+	if s.opts.Netns != "" {
+		// ip netns exec execs sshd: the pid stays sshd's.
+		argv = append([]string{"ip", "netns", "exec", s.opts.Netns}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test binary dies (a panic skips Cleanup), sshd dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -148,7 +171,10 @@ func (s *Server) Restart() {
 			s.t.Fatalf("sshd exited at start:\n%s", b)
 		default:
 		}
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.Port)); err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := s.opts.Dial(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", s.Port))
+		cancel()
+		if err == nil {
 			c.Close()
 			return
 		}
