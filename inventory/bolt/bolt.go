@@ -1,6 +1,9 @@
 // Package bolt is the embedded inventory backend: one bbolt file, held by one
-// metal process. Every write is one fsync'd bbolt transaction, so a crash at
-// any point leaves the file as of the last acknowledged write.
+// metal process. A write returns only once the bbolt transaction holding it
+// is fsync'd, so a crash at any point leaves the file as of the last
+// acknowledged write. Concurrent writes share transactions (group commit):
+// the engine working on many machines at once pays one fsync per batch of
+// writes, not one per write.
 package bolt
 
 import (
@@ -45,15 +48,35 @@ type KV struct {
 	log     *slog.Logger
 	wmu     sync.Mutex // orders commit and publish, so watchers see commit order
 	hub     *hub.Hub[inventory.KVEvent]
+
+	// Txns wait in queue for the committer goroutine, which takes all of
+	// them at once into one bbolt transaction. wake holds at most one
+	// signal: a full channel already means "look at the queue".
+	qmu       sync.Mutex
+	queue     []*pending
+	closed    bool
+	wake      chan struct{}
+	committed chan struct{} // closed when the committer has returned
 }
+
+// pending is one Txn waiting for its commit, and then its outcome.
+type pending struct {
+	ctx  context.Context
+	txn  inventory.Txn
+	rev  int64
+	ok   bool
+	err  error
+	evs  []inventory.KVEvent
+	done chan struct{}
+}
+
+// maxBatch bounds the writes one bbolt transaction carries, so one commit
+// (and the memory of its dirty pages) stays small whatever the queue holds.
+const maxBatch = 256
 
 // ErrLocked: another process holds the store file (a running `metal
 // serve`, usually). The error wrapping it names the holder's PID.
 var ErrLocked = errors.New("store in use")
-
-// errCondFailed rolls back a Txn whose conditions did not hold, so a failed
-// CAS costs no disk write.
-var errCondFailed = errors.New("condition failed")
 
 // Open opens (creating if needed) the store file at path and locks it for
 // this process. A second process gets an error naming the holder's PID.
@@ -106,7 +129,10 @@ func Open(path string, opts Options) (*KV, error) {
 		db.Close()
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}
-	return &KV{db: db, path: path, pidPath: pidPath, log: opts.Logger, hub: hub.New[inventory.KVEvent](4096, 1024, rev)}, nil
+	s := &KV{db: db, path: path, pidPath: pidPath, log: opts.Logger, hub: hub.New[inventory.KVEvent](4096, 1024, rev),
+		wake: make(chan struct{}, 1), committed: make(chan struct{})}
+	go s.committer()
+	return s, nil
 }
 
 func writeFileAtomic(path string, b []byte) error {
@@ -190,41 +216,170 @@ func scan(tx *bbolt.Tx, r inventory.KeyRange) []inventory.KeyValue {
 	return out
 }
 
+// Txn queues t for the committer and waits until it is on disk (or
+// refused). Its conditions are checked inside the shared transaction, after
+// the writes queued before it, so compare-and-swap stays exact.
 func (s *KV) Txn(ctx context.Context, t inventory.Txn) (int64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, false, err
 	}
+	p := &pending{ctx: ctx, txn: t, done: make(chan struct{})}
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return 0, false, fmt.Errorf("state store %s: %w", s.path, bbolt.ErrDatabaseNotOpen)
+	}
+	s.queue = append(s.queue, p)
+	s.qmu.Unlock()
+	s.signal()
+	// No early return on ctx: a queued write may still commit, and its
+	// caller must learn whether it did. A commit takes milliseconds.
+	<-p.done
+	return p.rev, p.ok, p.err
+}
+
+func (s *KV) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// committer commits what the queue holds, batch after batch: writers that
+// arrive while one fsync runs go together in the next. The first writer
+// after a quiet spell is committed at once; nothing waits for a batch to
+// fill.
+func (s *KV) committer() {
+	defer close(s.committed)
+	for range s.wake {
+		for {
+			s.qmu.Lock()
+			n := min(len(s.queue), maxBatch)
+			batch := s.queue[:n:n]
+			s.queue = s.queue[n:]
+			closed := s.closed
+			s.qmu.Unlock()
+			if n == 0 {
+				if closed {
+					return
+				}
+				break
+			}
+			s.commitBatch(batch)
+		}
+	}
+}
+
+// errNoWrites rolls back a transaction in which every condition failed, so
+// a failed CAS still costs no disk write.
+var errNoWrites = errors.New("no writes")
+
+// errOneFailed names the write whose error spoiled a shared transaction.
+type errOneFailed struct {
+	i   int
+	err error
+}
+
+func (e *errOneFailed) Error() string { return e.err.Error() }
+
+// commitBatch writes batch in one transaction, answers every caller and
+// publishes the revisions in order.
+func (s *KV) commitBatch(batch []*pending) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	var rev int64
-	var evs []inventory.KVEvent
-	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
-		rev = readRev(meta)
-		for _, c := range t.If {
-			var have int64
-			if v := b.Get([]byte(c.Key)); v != nil {
-				have = decodeKV(nil, v).ModRev
-			}
-			if have != c.ModRev {
-				return errCondFailed
+	defer func() {
+		// A bug must not leave writers waiting forever.
+		if p := recover(); p != nil {
+			s.log.Error("state store commit panic", "panic", fmt.Sprint(p))
+			for _, w := range batch {
+				select {
+				case <-w.done:
+				default:
+					w.err = fmt.Errorf("state store %s: internal error: %v", s.path, p)
+					close(w.done)
+				}
 			}
 		}
-		rev++
-		var err error
-		if evs, err = apply(b, rev, t.Then); err != nil {
-			return err
+	}()
+	live := batch[:0:0]
+	for _, p := range batch {
+		if err := p.ctx.Err(); err != nil {
+			p.err = err
+			close(p.done)
+			continue
+		}
+		live = append(live, p)
+	}
+	for len(live) > 0 {
+		err := s.update(live)
+		var one *errOneFailed
+		if !errors.As(err, &one) {
+			s.finish(live, err)
+			return
+		}
+		// One bad write (a key bbolt refuses) rolled back the others: it
+		// fails alone and the rest go again without it.
+		s.finish(live[one.i:one.i+1], one.err)
+		live = append(live[:one.i:one.i], live[one.i+1:]...)
+	}
+}
+
+// update runs the batch's writes in one bbolt transaction, each at its own
+// revision, and leaves each one's outcome in it. bbolt rolls the
+// transaction back on any error, so a retry starts from a clean slate.
+func (s *KV) update(batch []*pending) error {
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b, meta := tx.Bucket(bucketKV), tx.Bucket(bucketMeta)
+		start := readRev(meta)
+		rev := start
+		for i, p := range batch {
+			p.rev, p.ok, p.evs = rev, false, nil
+			if !condsHold(b, p.txn.If) {
+				continue
+			}
+			rev++
+			evs, err := apply(b, rev, p.txn.Then)
+			if err != nil {
+				return &errOneFailed{i: i, err: err}
+			}
+			p.rev, p.ok, p.evs = rev, true, evs
+		}
+		if rev == start {
+			return errNoWrites
 		}
 		return writeRev(meta, rev)
 	})
-	if errors.Is(err, errCondFailed) {
-		return rev, false, nil
+	if errors.Is(err, errNoWrites) {
+		return nil
 	}
-	if err != nil {
-		return 0, false, fmt.Errorf("state store %s: %w", s.path, err)
+	return err
+}
+
+// finish answers the batch's callers and, on success, publishes their
+// changes in revision order (the caller holds wmu).
+func (s *KV) finish(batch []*pending, err error) {
+	for _, p := range batch {
+		if err != nil {
+			p.rev, p.ok, p.evs = 0, false, nil
+			p.err = fmt.Errorf("state store %s: %w", s.path, err)
+		} else if p.ok {
+			s.hub.Publish(p.rev, p.evs)
+		}
+		close(p.done)
 	}
-	s.hub.Publish(rev, evs)
-	return rev, true, nil
+}
+
+func condsHold(b *bbolt.Bucket, conds []inventory.Cond) bool {
+	for _, c := range conds {
+		var have int64
+		if v := b.Get([]byte(c.Key)); len(v) >= 8 {
+			have = int64(binary.BigEndian.Uint64(v))
+		}
+		if have != c.ModRev {
+			return false
+		}
+	}
+	return true
 }
 
 func apply(b *bbolt.Bucket, rev int64, ops []inventory.Op) ([]inventory.KVEvent, error) {
@@ -355,8 +510,14 @@ func (s *KV) Election(name string) (inventory.Election, error) {
 	return inventory.NewSingleElection(), nil
 }
 
-// Close releases the file and its lock.
+// Close commits the writes already queued, then releases the file and its
+// lock; writes after Close fail.
 func (s *KV) Close() error {
+	s.qmu.Lock()
+	s.closed = true
+	s.qmu.Unlock()
+	s.signal()
+	<-s.committed
 	s.hub.Close(errors.New("state store closed"))
 	if b, err := os.ReadFile(s.pidPath); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(s.pidPath)

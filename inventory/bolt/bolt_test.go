@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -223,6 +225,113 @@ func TestCrashKeepsAcknowledgedWrites(t *testing.T) {
 	}
 }
 
+// TestConcurrentCASIsExact has writers race to increment one counter with
+// compare-and-swap, so their writes share commits: every increment that
+// reported success is counted once, each at its own revision, and a
+// watcher sees the revisions in order.
+func TestConcurrentCASIsExact(t *testing.T) {
+	ctx := context.Background()
+	kv := openKV(t, filepath.Join(t.TempDir(), "state.db"))
+	defer kv.Close()
+	watch, err := kv.Watch(ctx, "counter", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const writers, each = 16, 20
+	var mu sync.Mutex
+	revs := map[int64]bool{}
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for done := 0; done < each; {
+				cur, _, err := kv.Get(ctx, "counter")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				n, _ := strconv.Atoi(string(cur.Value))
+				rev, ok, err := kv.Txn(ctx, inventory.Txn{If: []inventory.Cond{{Key: "counter", ModRev: cur.ModRev}},
+					Then: []inventory.Op{inventory.Put("counter", []byte(strconv.Itoa(n+1)))}})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if ok {
+					mu.Lock()
+					if revs[rev] {
+						t.Errorf("revision %d acknowledged twice", rev)
+					}
+					revs[rev] = true
+					mu.Unlock()
+					done++
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	got, _, err := kv.Get(ctx, "counter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Value) != strconv.Itoa(writers*each) || len(revs) != writers*each {
+		t.Fatalf("counter %s after %d acknowledged increments, want %d", got.Value, len(revs), writers*each)
+	}
+	var last int64
+	for i := 1; i <= writers*each; i++ {
+		e := <-watch
+		if e.Err != nil || e.ModRev <= last || string(e.Value) != strconv.Itoa(i) {
+			t.Fatalf("watch event %d: %+v after revision %d", i, e, last)
+		}
+		last = e.ModRev
+	}
+}
+
+// TestRefusedWriteFailsAlone sends writes bbolt refuses (an empty key)
+// among good ones: only they fail, whichever commit they shared.
+func TestRefusedWriteFailsAlone(t *testing.T) {
+	ctx := context.Background()
+	kv := openKV(t, filepath.Join(t.TempDir(), "state.db"))
+	defer kv.Close()
+	const n = 64
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("k%02d", i)
+			if i%8 == 0 {
+				key = ""
+			}
+			_, _, errs[i] = kv.Txn(ctx, inventory.Txn{Then: []inventory.Op{inventory.Put(key, []byte("v"))}})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		_, found, gerr := kv.Get(ctx, fmt.Sprintf("k%02d", i))
+		switch {
+		case gerr != nil:
+			t.Fatal(gerr)
+		case i%8 == 0 && err == nil:
+			t.Errorf("write %d with an empty key succeeded", i)
+		case i%8 != 0 && (err != nil || !found):
+			t.Errorf("write %d: %v, stored %v", i, err, found)
+		}
+	}
+}
+
+// TestWriteAfterCloseFails: a closed store refuses writes rather than
+// leaving them waiting for a committer that is gone.
+func TestWriteAfterCloseFails(t *testing.T) {
+	kv := openKV(t, filepath.Join(t.TempDir(), "state.db"))
+	kv.Close()
+	if _, _, err := kv.Txn(context.Background(), inventory.Txn{Then: []inventory.Op{inventory.Put("k", []byte("v"))}}); err == nil {
+		t.Fatal("write after Close succeeded")
+	}
+}
+
 func benchStore(b *testing.B) inventory.Store {
 	b.Helper()
 	s, err := inventory.Open(context.Background(), openKV(b, filepath.Join(b.TempDir(), "state.db")), inventory.Options{})
@@ -247,6 +356,24 @@ func BenchmarkPutMachine(b *testing.B) {
 		}
 		i++
 	}
+}
+
+// BenchmarkPutMachineParallel writes from many goroutines, as the engine
+// and the DHCP workers do: their writes share commits.
+func BenchmarkPutMachineParallel(b *testing.B) {
+	ctx := context.Background()
+	s := benchStore(b)
+	var next atomic.Int64
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := int(next.Add(1))
+			if _, err := s.PutMachine(ctx, inventory.Machine{Name: fmt.Sprintf("m%d", i), MAC: benchMAC(i)}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
 
 func BenchmarkGetMachine(b *testing.B) {
