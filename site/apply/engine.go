@@ -247,8 +247,11 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 	}
 	batches, size := Batches(e.site.Rollout, names, e.labelOf)
 	now := e.opts.Clock.Now().UTC()
+	// The run is recorded pending until every machine's step is: a run
+	// cut short (kill -9) while being recorded lists only some of its
+	// machines, and resuming it would skip the others (see Resume).
 	run := inventory.ApplyRun{
-		ID: newRunID(now), PlanDigest: p.Digest, State: inventory.RunRunning, StartedAt: now,
+		ID: newRunID(now), PlanDigest: p.Digest, State: inventory.RunPending, StartedAt: now,
 		BatchSize: size,
 	}
 	if e.site.Rollout.Canary > 0 && len(batches) > 0 {
@@ -273,6 +276,10 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 	for _, c := range changes {
 		r.actions[c.Machine] = c
 	}
+	run.State = inventory.RunRunning
+	if r.run, err = e.store.PutApplyRun(ctx, run); err != nil {
+		return Result{}, fmt.Errorf("record apply run: %w", err)
+	}
 	return r.execute(ctx, batches), nil
 }
 
@@ -287,10 +294,19 @@ func (e *Engine) Resume(ctx context.Context) (Result, error) {
 		return Result{}, fmt.Errorf("read apply runs: %w", err)
 	}
 	var run *inventory.ApplyRun
-	for i := len(runs) - 1; i >= 0; i-- {
-		if runs[i].State == inventory.RunRunning || runs[i].State == inventory.RunInterrupted {
+	for i := len(runs) - 1; i >= 0 && run == nil; i-- {
+		switch runs[i].State {
+		case inventory.RunRunning, inventory.RunInterrupted:
 			run = &runs[i]
-			break
+		case inventory.RunPending:
+			// The newest apply stopped while it was being recorded,
+			// before any machine started: there is nothing to continue
+			// (its steps may name only some machines), and an older run
+			// is superseded by it. A new apply plans everything again.
+			if err := e.abandon(ctx, runs[i]); err != nil {
+				return Result{}, err
+			}
+			return Result{}, ErrNothingToResume
 		}
 	}
 	if run == nil {
@@ -369,6 +385,18 @@ func (e *Engine) Resume(ctx context.Context) (Result, error) {
 		}
 	}
 	return r.execute(ctx, batches), nil
+}
+
+// abandon marks a run that never started a machine as failed, so nothing
+// shows it as running any more.
+func (e *Engine) abandon(ctx context.Context, run inventory.ApplyRun) error {
+	run.State = inventory.RunFailed
+	run.HaltReason = "stopped while being recorded, before any machine started"
+	run.FinishedAt = e.opts.Clock.Now().UTC()
+	if _, err := e.store.PutApplyRun(ctx, run); err != nil {
+		return fmt.Errorf("record apply run: %w", err)
+	}
+	return nil
 }
 
 // wasCreate reports whether machine n entered run as a new machine (it had

@@ -1,0 +1,83 @@
+package apply_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site/apply"
+)
+
+// stepsCut is the real store with a process death after n apply steps: the
+// writes before it are in the store, nothing after it is.
+type stepsCut struct {
+	inventory.Store
+	left atomic.Int32
+}
+
+var errDied = errors.New("metal was killed")
+
+func (s *stepsCut) PutApplyStep(ctx context.Context, id string, st inventory.ApplyStep) (inventory.ApplyStep, error) {
+	if s.left.Add(-1) < 0 {
+		return inventory.ApplyStep{}, errDied
+	}
+	return s.Store.PutApplyStep(ctx, id, st)
+}
+
+// TestResumeRunRecordedInPart: metal dies while it records a new run,
+// after the steps of some of its machines (a kill point of `metal apply`:
+// the resume carried on with those machines only, called the run done,
+// and left the others unprovisioned). The resume now says
+// there is nothing to continue and marks that run failed, and a new apply
+// provisions every machine once.
+func TestResumeRunRecordedInPart(t *testing.T) {
+	for _, cut := range []int{0, 1, 3, 5} {
+		t.Run(fmt.Sprintf("after %d steps", cut), func(t *testing.T) {
+			l := newLab(t, 6, 1, 0)
+			s := l.site("  batch_size = 2", nil)
+			ctx := ctxT(t, 60*time.Second)
+			var opts apply.Options
+			l.engine(s, func(o *apply.Options) { opts = *o })
+			crash := &stepsCut{Store: l.store}
+			crash.left.Store(int32(cut))
+			p, err := apply.Plan(ctx, l.store, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := apply.New(s, crash, opts).Apply(ctx, p); !errors.Is(err, errDied) {
+				t.Fatalf("apply through the dying store: %v", err)
+			}
+			if n := len(l.fleet.Started()); n != 0 {
+				t.Fatalf("%d machines started before the run was recorded", n)
+			}
+
+			if _, err := l.engine(s, nil).Resume(ctx); !errors.Is(err, apply.ErrNothingToResume) {
+				t.Fatalf("resume of a run recorded in part: %v, want ErrNothingToResume", err)
+			}
+			runs, err := l.store.ApplyRuns(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(runs) != 1 || runs[0].State != inventory.RunFailed || runs[0].HaltReason == "" {
+				t.Fatalf("runs after the resume: %+v", runs)
+			}
+
+			res := l.apply(ctx, l.engine(s, nil), s)
+			if res.State != inventory.RunDone || len(res.Done) != 6 {
+				t.Fatalf("new apply: %+v", res)
+			}
+			if d := cmp.Diff(ones(l.fleet.Names()), l.fleet.Installs()); d != "" {
+				t.Errorf("installs per machine (-want +got):\n%s", d)
+			}
+			if _, err := l.engine(s, nil).Resume(ctx); !errors.Is(err, apply.ErrNothingToResume) {
+				t.Errorf("resume after the new apply: %v", err)
+			}
+		})
+	}
+}
