@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
 	"github.com/metal-dev/metal/site/apply"
@@ -25,12 +26,16 @@ type operator struct {
 	mu   sync.Mutex
 	runs map[string]context.CancelFunc // reprovisions this daemon runs, by machine
 	wg   sync.WaitGroup
+	// ended is closed when a machine's reprovision has ended and its end
+	// is recorded; halted says why an operator halted it.
+	ended  map[string]chan struct{}
+	halted map[string]string
 }
 
 func newOperator(d *Daemon, observe func(op, protocol string, took time.Duration, err error)) *operator {
 	tune := func(c *bmc.Config) { c.Observe = observe }
 	return &operator{d: d, bmcs: apply.DriverBMCs(d.log, tune), log: d.log.With("component", "actions"),
-		runs: map[string]context.CancelFunc{}}
+		runs: map[string]context.CancelFunc{}, ended: map[string]chan struct{}{}, halted: map[string]string{}}
 }
 
 func (o *operator) declared(name string) (*site.Machine, error) {
@@ -100,10 +105,12 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if _, busy := o.runs[name]; busy {
-		return fmt.Errorf("machine %s is already being reprovisioned", name)
+		return api.Conflictf("machine %s is already being reprovisioned; wait for it, or halt its run", name)
 	}
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	o.runs[name] = cancel
+	ended := make(chan struct{})
+	o.ended[name] = ended
 	eng := apply.New(o.d.site, o.d.Store, apply.Options{
 		AgentBoot:    apply.AgentBoot(o.d.Agent),
 		ImageURL:     o.d.ImageURL,
@@ -118,10 +125,20 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 		defer func() {
 			o.mu.Lock()
 			delete(o.runs, name)
+			delete(o.ended, name)
+			delete(o.halted, name)
 			o.mu.Unlock()
 			cancel()
+			close(ended)
 		}()
 		res, err := eng.Apply(runCtx, p)
+		o.mu.Lock()
+		reason := o.halted[name]
+		o.mu.Unlock()
+		if reason != "" {
+			o.recordHalt(res.RunID, name, reason)
+			return
+		}
 		if err == nil {
 			err = res.Err()
 		}
@@ -142,17 +159,28 @@ func (o *operator) HaltRollout(ctx context.Context, runID string) error {
 	if err != nil {
 		return err
 	}
+	if run.State != inventory.RunRunning {
+		return api.Conflictf("apply run %s is %s, not running", runID, run.State)
+	}
+	// A reprovision this daemon runs: its machine is stopped where it is
+	// (there is no further batch to hold back) and the halt recorded;
+	// the answer waits for that, so it tells how the run ended.
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	for name, cancel := range o.runs {
 		if _, ok := run.Steps[name]; ok {
+			o.halted[name] = haltReason(ctx)
+			ended := o.ended[name]
 			cancel()
-			return nil
+			o.mu.Unlock()
+			select {
+			case <-ended:
+				return nil
+			case <-ctx.Done():
+				return fmt.Errorf("halt of apply run %s: %w", runID, ctx.Err())
+			}
 		}
 	}
-	if run.State != inventory.RunRunning {
-		return fmt.Errorf("apply run %s is %s, not running", runID, run.State)
-	}
+	o.mu.Unlock()
 	return errors.New("apply run " + runID + " is carried out by a `metal apply` process, not this daemon: press Ctrl-C there")
 }
 

@@ -105,6 +105,37 @@ type Performer struct {
 // ErrNoActions is returned when the server runs without an engine to act.
 var ErrNoActions = errors.New("actions are not available on this server")
 
+// ErrConflict marks an action refused because of what is happening now (a
+// reprovision of the machine already runs; the run is not running):
+// Actions return it through Conflictf, the API answers 409.
+var ErrConflict = errors.New("refused in the current state")
+
+// Conflictf returns an error that says what format says and is
+// ErrConflict for errors.Is.
+func Conflictf(format string, args ...any) error {
+	return conflict{fmt.Errorf(format, args...)}
+}
+
+type conflict struct{ error }
+
+func (conflict) Is(target error) bool { return target == ErrConflict }
+func (c conflict) Unwrap() error      { return c.error }
+
+// Requester is who asked for an action and why, as Perform hands it to
+// Actions in the context (a halt records it as the run's halt reason).
+type Requester struct {
+	Who    string
+	Reason string
+}
+
+type requesterKey struct{}
+
+// RequesterFrom returns the requester Perform put in ctx.
+func RequesterFrom(ctx context.Context) (Requester, bool) {
+	r, ok := ctx.Value(requesterKey{}).(Requester)
+	return r, ok
+}
+
 // Perform checks that the machine or run exists, carries the action out
 // and appends an EventAction event naming who asked and the outcome. The
 // event is returned even when the action failed (with the error).
@@ -131,6 +162,7 @@ func (p Performer) Perform(ctx context.Context, who string, r ActionRequest) (in
 		target = "apply run " + r.Run
 	}
 	var err error
+	ctx = context.WithValue(ctx, requesterKey{}, Requester{Who: who, Reason: r.Reason})
 	switch r.Action {
 	case ActionPowerCycle:
 		err = p.Actions.PowerCycle(ctx, r.Machine)

@@ -341,13 +341,19 @@ func (s *server) action(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, err.Error()+": it runs without the converge engine")
 	case errors.Is(err, inventory.ErrNotFound):
 		writeError(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, ErrConflict):
+		writeJSON(w, http.StatusConflict, actionFailure{err.Error(), ev})
 	default:
 		s.log.Warn("action failed", "action", req.Action, "machine", req.Machine, "run", req.Run, "token", who(r), "err", err)
-		writeJSON(w, http.StatusBadGateway, struct {
-			Error string          `json:"error"`
-			Event inventory.Event `json:"event"`
-		}{err.Error(), ev})
+		writeJSON(w, http.StatusBadGateway, actionFailure{err.Error(), ev})
 	}
+}
+
+// actionFailure answers an action that was refused or failed: why, and
+// the event that recorded it.
+type actionFailure struct {
+	Error string          `json:"error"`
+	Event inventory.Event `json:"event"`
 }
 
 var errMediaType = errors.New("unsupported media type")
