@@ -203,7 +203,7 @@ func shellQuote(s string) string {
 
 // chassisScript is ipmi_sim's chassis_control program. ipmi_sim runs it as
 // "<script> 0x20 get power boot" or "<script> 0x20 set power 1 [boot pxe]".
-// Power is whether the pid in the pid file is alive; a boot device is kept
+// Power is whether the pid in the pid file is alive (not a zombie); a boot device is kept
 // in a file and turned into -boot once=... at the next start, because
 // IPMI's boot device applies to the next boot only.
 func chassisScript(f Files, qemu []string) string {
@@ -218,8 +218,19 @@ bootfile=` + shellQuote(f.BootFile) + `
 log=` + shellQuote(f.ChassisLog) + `
 echo "$*" >> "$log"
 
+# alive: the process exists and has not exited. Not kill -0 alone: that
+# counts a zombie, a QEMU that exited (the guest powered off) and that no
+# one reaped, as running; a container's PID 1 may never reap it.
+alive() {
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	case ${stat##*") "} in
+	Z*|X*|x*) return 1 ;;
+	esac
+	return 0
+}
+
 running() {
-	[ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+	[ -s "$pidfile" ] && alive "$(cat "$pidfile")"
 }
 
 start() {
@@ -245,7 +256,7 @@ stop() {
 	pid=$(cat "$pidfile")
 	kill "$pid" 2>/dev/null
 	i=0
-	while kill -0 "$pid" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 	kill -9 "$pid" 2>/dev/null
 	rm -f "$pidfile"
 	return 0
@@ -363,7 +374,8 @@ func (p *Process) Stop() error {
 }
 
 // qemuPID reads the pid file and returns the pid if it is alive and is
-// the QEMU that wrote it.
+// the QEMU that wrote it. An exited QEMU not yet reaped (a zombie) has an
+// empty command line, so it counts as off here too.
 func qemuPID(pidFile string) int {
 	b, err := os.ReadFile(pidFile)
 	if err != nil {
