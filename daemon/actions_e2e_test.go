@@ -19,7 +19,6 @@ import (
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
-	"github.com/metal-dev/metal/site"
 	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
@@ -77,16 +76,8 @@ func newFleetLab(t *testing.T, lo labOptions) *fleetLab {
 	t.Cleanup(fleet.Close)
 	l.fleet = fleet
 
-	sitePath := filepath.Join(dir, "site.hcl")
-	if err := os.WriteFile(sitePath, fleet.SiteHCL("file://"+dbPath, ""), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	res, diags := site.LoadFile(sitePath, site.Options{})
-	if diags.HasErrors() {
-		t.Fatalf("site: %v", diags)
-	}
 	opts := daemon.Options{
-		Site: res.Site, SiteDir: dir, StateDir: l.stateDir, Listen: listen, TFTPAddr: "127.0.0.1:0",
+		Site: loadSite(t, dir, string(fleet.SiteHCL("file://"+dbPath, ""))), SiteDir: dir, StateDir: l.stateDir, Listen: listen, TFTPAddr: "127.0.0.1:0",
 		PowerPoll: -1, Agent: daemon.AgentOptions{Disabled: true}, Store: store, Logger: log,
 	}
 	if lo.edit != nil {

@@ -60,6 +60,9 @@ type Options struct {
 	// OpenReads lets the API and console be read without a token;
 	// actions always need one (`metal token create`).
 	OpenReads bool
+	// API, when its address is set, moves the console, API and metrics
+	// off the netboot listener to their own, optionally with TLS.
+	API APIListen
 	// Agent chooses how the install agent is built.
 	Agent AgentOptions
 	// Store, when set, is used instead of opening the site's state URL
@@ -104,6 +107,7 @@ type Daemon struct {
 	tokens   *api.Tokens
 	power    *apply.PowerPoller
 	operator *operator
+	apiSrv   *apiServer
 }
 
 // New prepares every service: it opens the store, records the site's
@@ -258,17 +262,25 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
 	d.tokens = tokens
+	extra := map[string]http.Handler{
+		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator,
+			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
+		console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator,
+			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, SecureCookie: opts.API.TLS(), Logger: d.log}),
+		"GET /metrics": d.metrics.Handler(),
+	}
+	d.apiSrv, err = newAPIServer(opts.API, extra, d.log, func(r pxehttp.Request) { d.metrics.ObserveHTTP(r.Path, r.Status, r.Bytes) })
+	if err != nil {
+		return nil, err
+	}
+	if d.apiSrv != nil {
+		extra = nil // their own listener serves them; boot traffic stays apart
+	}
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
 		Agent: agent,
-		Extra: map[string]http.Handler{
-			api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator,
-				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
-			console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator,
-				Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
-			"GET /metrics": d.metrics.Handler(),
-		},
+		Extra: extra,
 		Observe: func(r pxehttp.Request) {
 			d.timeline.observe(r)
 			d.metrics.ObserveHTTP(r.Path, r.Status, r.Bytes)
@@ -304,8 +316,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	g.Go(func() error { return d.tftp.Serve(ctx) })
 	g.Go(func() error { return d.http.Serve(ctx) })
+	consoleURL := d.BaseURL + console.Prefix
+	if d.apiSrv != nil {
+		g.Go(func() error { return d.apiSrv.Serve(ctx) })
+		consoleURL = d.apiSrv.URL(d.apiSrv.cfg.Addr) + console.Prefix
+	}
 	d.log.Info("metal serving", "site", d.site.Name, "machines", len(d.site.Machines),
-		"http", d.BaseURL, "console", d.BaseURL+console.Prefix, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
+		"http", d.BaseURL, "console", consoleURL, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil

@@ -29,6 +29,7 @@ type serveFlags struct {
 	tftpAddr  string
 	dhcpRate  string
 	openReads bool
+	api       daemon.APIListen
 	primary   primaryFlags
 }
 
@@ -54,11 +55,18 @@ Leases survive restarts.
 The same HTTP listener serves the web console (/console/), the JSON API
 (/api/v1/, documented at /api/v1/openapi.yaml) and Prometheus metrics
 (/metrics). The API and console need a token: create one with
-` + "`metal token create --site FILE`" + `.
+` + "`metal token create --site FILE`" + `. With --api-listen they move to
+their own listener (loopback, a management interface), and with
+--tls-cert and --tls-key it speaks HTTPS; boot traffic stays plain HTTP on
+the netboot listener, which then serves boot files only.
 
 Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 		Example: `  sudo metal serve hcl-examples/qemu-lab.hcl
   sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
+  # console, API and metrics on the management network only, over HTTPS:
+  sudo metal serve --api-listen 10.9.0.2:8443 --tls-cert /etc/metal/tls.crt --tls-key /etc/metal/tls.key site.hcl
+  # ... or on loopback only (reach them through an SSH tunnel):
+  sudo metal serve --api-listen 127.0.0.1:9090 site.hcl
   # a lab or benchmark whose clients ask more often than a real boot does:
   sudo metal serve --dhcp-rate-limit 100/10ms site.hcl
   sudo metal serve --dhcp-rate-limit off site.hcl
@@ -86,6 +94,10 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
 	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	cmd.Flags().StringVar(&f.api.Addr, "api-listen", "",
+		"listen address of the console, API and metrics, apart from netboot (default: they share the HTTP listen address)")
+	cmd.Flags().StringVar(&f.api.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
+	cmd.Flags().StringVar(&f.api.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
@@ -102,7 +114,7 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	}
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
-		DHCPRateLimit: limit, OpenReads: f.openReads, Logger: log,
+		DHCPRateLimit: limit, OpenReads: f.openReads, API: f.api, Logger: log,
 	})
 	if err != nil {
 		if primary != nil {

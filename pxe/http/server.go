@@ -117,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	for pattern, h := range cfg.Extra {
 		mux.Handle(pattern, h)
 	}
-	s.handler = s.logged(mux)
+	s.handler = Logged(mux, s.log, cfg.Observe)
 	return s, nil
 }
 
@@ -297,9 +297,11 @@ func setLogAttr(r *nethttp.Request, a slog.Attr) {
 	}
 }
 
-// logged wraps h with the access log and recovers a panicking handler, so
-// one bad request costs a 500, not the daemon.
-func (s *Server) logged(h nethttp.Handler) nethttp.Handler {
+// Logged wraps h with the access log (to log) and recovers a panicking
+// handler, so one bad request costs a 500, not the daemon; observe, when
+// set, is told of every answered request. The boot server wraps its routes
+// with it; the daemon wraps its API listener's, when that is apart.
+func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		start := time.Now()
 		var attrs []slog.Attr
@@ -310,7 +312,7 @@ func (s *Server) logged(h nethttp.Handler) nethttp.Handler {
 				if p == nethttp.ErrAbortHandler {
 					panic(p)
 				}
-				s.log.Error("http handler panic", "method", r.Method, "path", r.URL.Path,
+				log.Error("http handler panic", "method", r.Method, "path", r.URL.Path,
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 				if sw.status == 0 {
 					nethttp.Error(sw, "metal: internal error", nethttp.StatusInternalServerError)
@@ -322,9 +324,9 @@ func (s *Server) logged(h nethttp.Handler) nethttp.Handler {
 				slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
 				slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)),
 			}
-			s.log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append(all, attrs...)...)
-			if s.cfg.Observe != nil {
-				s.cfg.Observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
+			log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append(all, attrs...)...)
+			if observe != nil {
+				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
 					Status: sw.code(), Bytes: sw.bytes, Duration: time.Since(start)})
 			}
 		}()
