@@ -1,24 +1,23 @@
 // Package testpeer starts the real third-party peers that bmc's tests talk
-// to (QEMU, OpenIPMI's ipmi_sim) and metal's own virtual BMC, and removes
-// them when the test ends. A missing tool fails the test with the Debian
+// to (QEMU; OpenIPMI's ipmi_sim, configured by bmc/ipmisim) and metal's own
+// virtual BMC, and removes them when the test ends. A missing tool fails the test with the Debian
 // package to install; nothing is skipped silently.
 package testpeer
 
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
 )
 
@@ -151,137 +150,58 @@ func VBMC(t testing.TB, tls bool, user, pass string, log *slog.Logger, machines 
 	return scheme + "://" + ln.Addr().String(), caFile
 }
 
-// IPMISim is a running ipmi_sim.
+// IPMISim is a running ipmi_sim, configured by bmc/ipmisim as metal lab
+// runs it: its chassis powers a real QEMU.
 type IPMISim struct {
-	Addr      string // 127.0.0.1:port
-	StateFile string // power state the chassis script keeps: "0" or "1"
-	CallsFile string // every chassis_control call, one a line
+	Addr  string // 127.0.0.1:port
+	files ipmisim.Files
+	proc  *ipmisim.Process
 }
 
-// Power is the power state ipmi_sim's chassis script last recorded.
-func (s *IPMISim) Power(t testing.TB) string {
-	b, err := os.ReadFile(s.StateFile)
-	if os.IsNotExist(err) {
-		return "0"
+// Power is the chassis power as the BMC's machine shows it: "1" while the
+// QEMU it started runs, else "0".
+func (s *IPMISim) Power(testing.TB) string {
+	if s.proc.QEMUPID() != 0 {
+		return "1"
 	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
+	return "0"
 }
 
-// Calls are the chassis_control invocations so far.
+// Calls are the chassis_control invocations so far, one a line (with any
+// errors QEMU printed while starting).
 func (s *IPMISim) Calls(t testing.TB) []string {
-	b, err := os.ReadFile(s.CallsFile)
+	b, err := os.ReadFile(s.files.ChassisLog)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// chassisScript is ipmi_sim's chassis_control program: it keeps power and
-// boot device in files, so tests can see what the BMC was told.
-const chassisScript = `#!/bin/sh
-dir=$(dirname "$0")
-echo "$*" >> "$dir/calls"
-shift
-op=$1; shift
-case $op in
-get)
-	for p in "$@"; do
-		case $p in
-		power) if [ -f "$dir/power" ]; then echo "power:$(cat "$dir/power")"; else echo "power:0"; fi ;;
-		boot)  if [ -f "$dir/boot" ]; then echo "boot:$(cat "$dir/boot")"; else echo "boot:default"; fi ;;
-		esac
-	done ;;
-set)
-	while [ $# -ge 2 ]; do
-		case $1 in
-		power) echo "$2" > "$dir/power" ;;
-		boot)  echo "$2" > "$dir/boot" ;;
-		esac
-		shift 2
-	done ;;
-esac
-exit 0
-`
-
 // StartIPMISim runs OpenIPMI's ipmi_sim as a LAN BMC on a free loopback
-// UDP port, with one admin user, and kills it (by PID) at cleanup.
+// UDP port, with one admin user, powering a cheap QEMU (QEMUCommand), and
+// stops both at cleanup.
 func StartIPMISim(t testing.TB, user, pass string) *IPMISim {
 	t.Helper()
-	sim := Need(t, "ipmi_sim", "openipmi")
+	Need(t, "ipmi_sim", "openipmi")
 	Need(t, "ipmitool", "ipmitool")
-	dir := t.TempDir()
-	port := freeUDPPort(t)
-	script := filepath.Join(dir, "chassis")
-	if err := os.WriteFile(script, []byte(chassisScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// Without mc_setbmc and a startlan section ipmi_sim exits at once.
-	lan := fmt.Sprintf(`name "metaltest"
-set_working_mc 0x20
-  startlan 1
-    addr 127.0.0.1 %d
-    priv_limit admin
-    allowed_auths_callback none md2 md5 straight
-    allowed_auths_user none md2 md5 straight
-    allowed_auths_operator none md2 md5 straight
-    allowed_auths_admin none md2 md5 straight
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 2 true "%s" "%s" admin 10 none md2 md5 straight
-`, port, script, user, pass)
-	emu := "mc_setbmc 0x20\nmc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\nsel_enable 0x20 1000 0x0a\nmc_enable 0x20\n"
-	lanFile, emuFile := filepath.Join(dir, "lan.conf"), filepath.Join(dir, "emu.cmd")
-	if err := os.WriteFile(lanFile, []byte(lan), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(emuFile, []byte(emu), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out := &syncBuffer{}
-	cmd := exec.Command(sim, "-c", lanFile, "-f", emuFile, "-n", "-s", filepath.Join(dir, "state"))
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ipmi_sim: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("ipmi_sim output:\n%s", out.String())
-		}
-	})
-	s := &IPMISim{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), StateFile: filepath.Join(dir, "power"), CallsFile: filepath.Join(dir, "calls")}
-	// Wait until it answers a session (it binds within milliseconds).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("ipmi_sim exited at once (%v): %s", cmd.ProcessState, out.String())
-		default:
-		}
-		c := exec.Command("ipmitool", "-I", "lanplus", "-C", "3", "-N", "1", "-R", "1", "-H", "127.0.0.1", "-p", strconv.Itoa(port), "-U", user, "-E", "mc", "info")
-		c.Env = []string{"IPMITOOL_PASSWORD=" + pass}
-		if err := c.Run(); err == nil {
-			return s
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ipmi_sim on port %d never answered: %s", port, out.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func freeUDPPort(t testing.TB) int {
-	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{Name: "metaltest", Username: user, Password: pass, QEMU: QEMUCommand(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := ipmisim.Start(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			calls, _ := os.ReadFile(files.ChassisLog)
+			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", p.Output(), calls)
+		}
+	})
+	return &IPMISim{Addr: p.Addr(), files: files, proc: p}
 }
