@@ -201,7 +201,53 @@ func (r Result) Err() error {
 var (
 	ErrDestroyNotAllowed = errors.New("the plan reprovisions or deprovisions machines")
 	ErrNothingToResume   = errors.New("no interrupted apply run to resume")
+	ErrStalePlan         = errors.New("the inventory changed since the plan was made")
+	ErrInFlight          = errors.New("machines are mid-install in an unfinished apply run")
 )
+
+// inFlightSteps are the recorded steps at which a machine of a run that
+// stopped may be running its install agent or have its image written, so
+// that starting it over would install it a second time.
+var inFlightSteps = map[string]bool{
+	string(StepPowerOn): true, string(StepInstall): true, string(StepLocal): true,
+	string(StepPower): true, string(StepWipe): true,
+}
+
+// current checks that p can be applied to the store as it is now.
+func (e *Engine) current(ctx context.Context, p *plan.Plan) error {
+	runs, err := e.store.ApplyRuns(ctx)
+	if err != nil {
+		return fmt.Errorf("read apply runs: %w", err)
+	}
+	var inFlight []string
+	for _, c := range p.Changes {
+		if c.Action == plan.NoOp {
+			continue
+		}
+		for _, run := range runs {
+			st, ok := run.Steps[c.Machine]
+			if (run.State == inventory.RunRunning || run.State == inventory.RunInterrupted) &&
+				ok && st.State == inventory.RunRunning && inFlightSteps[st.Step] {
+				inFlight = append(inFlight, c.Machine+" (run "+run.ID+")")
+				break
+			}
+		}
+	}
+	if len(inFlight) > 0 {
+		return fmt.Errorf("%w: %s; `metal apply --resume` continues that run and waits for them (a new apply would install them again)", ErrInFlight, strings.Join(inFlight, ", "))
+	}
+	now, err := Plan(ctx, e.store, e.site)
+	if err == nil {
+		now, err = now.Only(p.Targets)
+	}
+	if err != nil {
+		return err
+	}
+	if now.Digest != p.Digest {
+		return fmt.Errorf("%w (another apply ran meanwhile?): plan again against what is there now", ErrStalePlan)
+	}
+	return nil
+}
 
 // Engine applies plans of one site to one inventory store.
 type Engine struct {
@@ -224,6 +270,12 @@ func New(s *site.Site, store inventory.Store, opts Options) *Engine {
 // and store (see Plan). It records the site's machines in the store first
 // (Sync). The returned error is about the run as a whole (the store
 // failing, a refused plan); machine failures are in the Result.
+//
+// Apply refuses a plan the store has moved on from (ErrStalePlan: another
+// apply ran while this one waited for the apply leadership), and one that
+// would start over machines an unfinished run left mid-install
+// (ErrInFlight: its metal died or lost the leadership; Resume waits for
+// them instead of installing them twice).
 func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 	if d := p.Destructive(); len(d) > 0 && !e.opts.AllowDestroy {
 		names := make([]string, len(d))
@@ -231,6 +283,9 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 			names[i] = c.Machine
 		}
 		return Result{}, fmt.Errorf("%w (%s): allow it explicitly", ErrDestroyNotAllowed, strings.Join(names, ", "))
+	}
+	if err := e.current(ctx, p); err != nil {
+		return Result{}, err
 	}
 	if err := Sync(ctx, e.store, e.site); err != nil {
 		return Result{}, err

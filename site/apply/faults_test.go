@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -79,5 +80,67 @@ func TestResumeRunRecordedInPart(t *testing.T) {
 				t.Errorf("resume after the new apply: %v", err)
 			}
 		})
+	}
+}
+
+// TestApplyRefusesStalePlan: a plan made before another apply ran (one
+// that waited for the apply leadership meanwhile) is refused, and nothing
+// is installed twice.
+func TestApplyRefusesStalePlan(t *testing.T) {
+	l := newLab(t, 3, 1, 0)
+	s := l.site("  batch_size = 3", nil)
+	ctx := ctxT(t, 60*time.Second)
+	stale, err := apply.Plan(ctx, l.store, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := l.apply(ctx, l.engine(s, nil), s); res.State != inventory.RunDone {
+		t.Fatalf("first apply: %+v", res)
+	}
+	if _, err := l.engine(s, nil).Apply(ctx, stale); !errors.Is(err, apply.ErrStalePlan) {
+		t.Fatalf("apply of a stale plan: %v, want ErrStalePlan", err)
+	}
+	if d := cmp.Diff(ones(l.fleet.Names()), l.fleet.Installs()); d != "" {
+		t.Errorf("installs per machine (-want +got):\n%s", d)
+	}
+}
+
+// TestApplyRefusesMachinesInFlight: a run stops while agents install (its
+// metal lost the apply leadership, or was killed); a new apply of the
+// machines it left mid-install is refused, saying to resume, and the
+// resume waits for those agents instead of installing again.
+func TestApplyRefusesMachinesInFlight(t *testing.T) {
+	l := newLab(t, 4, 1, time.Second)
+	s := l.site("  batch_size = 4", nil)
+	ctx, cancel := context.WithCancel(ctxT(t, 60*time.Second))
+	go func() {
+		for len(l.fleet.AgentOrder()) < 4 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+	}()
+	res := l.apply(ctx, l.engine(s, nil), s)
+	if res.State != inventory.RunInterrupted {
+		t.Fatalf("stopped run: %+v", res)
+	}
+
+	ctx = ctxT(t, 60*time.Second)
+	p, err := apply.Plan(ctx, l.store, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.engine(s, nil).Apply(ctx, p)
+	if !errors.Is(err, apply.ErrInFlight) || !strings.Contains(err.Error(), "m0003 (run "+res.RunID+")") {
+		t.Fatalf("new apply over machines in flight: %v, want ErrInFlight naming them", err)
+	}
+	res, err = l.engine(s, nil).Resume(ctx)
+	if err != nil || res.State != inventory.RunDone {
+		t.Fatalf("resume: %+v, %v", res, err)
+	}
+	if d := cmp.Diff(ones(l.fleet.Names()), l.fleet.Installs()); d != "" {
+		t.Errorf("installs per machine (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(ones(l.fleet.Names()), l.fleet.Started()); d != "" {
+		t.Errorf("agents started per machine (-want +got):\n%s", d)
 	}
 }
