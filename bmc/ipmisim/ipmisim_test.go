@@ -26,13 +26,9 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 	testpeer.Need(t, "ipmi_sim", "openipmi")
 	ipmitool := testpeer.Need(t, "ipmitool", "ipmitool")
 	log := testpeer.NewLog(t)
-	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{
-		Name: "vm1", Username: "admin", Password: password,
-		QEMU: testpeer.QEMUCommand(t), Log: log.Logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	files, sim, c := startSim(ctx, t, "vm1", log)
 	for _, secret := range []string{files.PasswordFile, files.LanConf} {
 		st, err := os.Stat(secret)
 		if err != nil {
@@ -41,30 +37,6 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 		if st.Mode().Perm() != 0o600 {
 			t.Errorf("%s has mode %v, want 0600", secret, st.Mode().Perm())
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	sim, err := ipmisim.Start(ctx, files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sim.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(files.ChassisLog)
-			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", sim.Output(), out)
-		}
-	})
-
-	c, err := bmc.New(bmc.Config{
-		Machine: "vm1", Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),
-		Username: "admin", Password: password,
-		Timeout: 10 * time.Second, PowerWait: 10 * time.Second,
-	}, log.Logger)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if p, err := c.PowerState(ctx); err != nil || p != bmc.PowerOff {
 		t.Fatalf("PowerState = %q, %v; want off", p, err)
@@ -126,6 +98,42 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 	if b, _ := os.ReadFile(files.ChassisLog); strings.Contains(string(b), password) {
 		t.Error("the BMC password appears in the chassis log")
 	}
+}
+
+// startSim writes and starts ipmi_sim for a machine name whose power is a
+// QEMU (stopped at cleanup, with the simulator's logs shown on failure),
+// and returns a bmc client for it over IPMI.
+func startSim(ctx context.Context, t *testing.T, name string, log *testpeer.Log) (ipmisim.Files, *ipmisim.Process, *bmc.Client) {
+	t.Helper()
+	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{
+		Name: name, Username: "admin", Password: password,
+		QEMU: testpeer.QEMUCommand(t), Log: log.Logger,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sim, err := ipmisim.Start(ctx, files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := sim.Stop(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			out, _ := os.ReadFile(files.ChassisLog)
+			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", sim.Output(), out)
+		}
+	})
+	c, err := bmc.New(bmc.Config{
+		Machine: name, Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),
+		Username: "admin", Password: password,
+		Timeout: 10 * time.Second, PowerWait: 10 * time.Second,
+	}, log.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files, sim, c
 }
 
 // outside runs Debian's ipmitool against the simulator, password from the

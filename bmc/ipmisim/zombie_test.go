@@ -13,7 +13,6 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/internal/testpeer"
-	"github.com/metal-dev/metal/bmc/ipmisim"
 )
 
 // TestExitedQEMUIsOff: a QEMU that dies (a crash, the OOM killer) leaves its
@@ -41,36 +40,9 @@ func TestExitedQEMUIsOff(t *testing.T) {
 		}
 	})
 
-	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{
-		Name: "vm-z", Username: "admin", Password: password,
-		QEMU: testpeer.QEMUCommand(t), Log: log.Logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	sim, err := ipmisim.Start(ctx, files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { // runs before the reaping above
-		if err := sim.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(files.ChassisLog)
-			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", sim.Output(), out)
-		}
-	})
-	c, err := bmc.New(bmc.Config{
-		Machine: "vm-z", Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),
-		Username: "admin", Password: password,
-		Timeout: 10 * time.Second, PowerWait: 10 * time.Second,
-	}, log.Logger)
-	if err != nil {
-		t.Fatal(err)
-	}
+	files, sim, c := startSim(ctx, t, "vm-z", log) // stopped before the reaping above
 
 	if err := c.Power(ctx, bmc.ActionOn); err != nil {
 		t.Fatalf("power on: %v", err)
