@@ -484,6 +484,32 @@ func TestActionsRefusedWithoutToken(t *testing.T) {
 	if after := l.storeDigest(); after != before {
 		t.Errorf("refused actions changed the store:\nbefore %s\nafter  %s", before, after)
 	}
+
+	// The token secrets are nowhere in the state directory (the token
+	// file holds hashes; the store, keys and staged files no secret) nor
+	// in the daemon's log, though both were used.
+	for _, secret := range []string{l.token, revoked} {
+		random := strings.TrimPrefix(secret, "metal_")
+		err := filepath.WalkDir(l.stateDir, func(path string, de os.DirEntry, err error) error {
+			if err != nil || !de.Type().IsRegular() {
+				return err // directories, and the local API's socket
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if bytes.Contains(data, []byte(random)) {
+				t.Errorf("%s holds a token secret", path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(l.logs.String(), random) {
+			t.Errorf("the daemon's log holds a token secret")
+		}
+	}
 }
 
 // revokeToken deletes the token's line from the token file, as the docs
