@@ -144,3 +144,86 @@ func TestApplyRefusesMachinesInFlight(t *testing.T) {
 		t.Errorf("agents started per machine (-want +got):\n%s", d)
 	}
 }
+
+// dyingStore is the real store of a metal that dies at the first write
+// dies says: that write and every later one are lost, and the run's
+// context ends, as at a kill -9.
+type dyingStore struct {
+	inventory.Store
+	dies   func(m inventory.Machine) bool
+	cancel context.CancelFunc
+	dead   atomic.Bool
+}
+
+func (s *dyingStore) PutMachine(ctx context.Context, m inventory.Machine) (inventory.Machine, error) {
+	if s.dead.Load() || s.dies(m) {
+		if !s.dead.Swap(true) {
+			s.cancel()
+		}
+		return inventory.Machine{}, errDied
+	}
+	return s.Store.PutMachine(ctx, m)
+}
+
+func (s *dyingStore) PutApplyStep(ctx context.Context, id string, st inventory.ApplyStep) (inventory.ApplyStep, error) {
+	if s.dead.Load() {
+		return inventory.ApplyStep{}, errDied
+	}
+	return s.Store.PutApplyStep(ctx, id, st)
+}
+
+func (s *dyingStore) PutApplyRun(ctx context.Context, r inventory.ApplyRun) (inventory.ApplyRun, error) {
+	if s.dead.Load() {
+		return inventory.ApplyRun{}, errDied
+	}
+	return s.Store.PutApplyRun(ctx, r)
+}
+
+func (s *dyingStore) AppendEvent(ctx context.Context, ev inventory.Event) (inventory.Event, error) {
+	if s.dead.Load() {
+		return inventory.Event{}, errDied
+	}
+	return s.Store.AppendEvent(ctx, ev)
+}
+
+// TestResumeAfterImageWritten: metal dies after the agent reported its
+// install done and the machine's step says boot-local, before the
+// local-disk intent is written (found by TestApplyKillPoints of `metal
+// apply`: the resume started the machine over and installed it twice).
+// The resume writes the intent and installs nothing again.
+func TestResumeAfterImageWritten(t *testing.T) {
+	l := newLab(t, 2, 1, 0)
+	s := l.site("  batch_size = 2", nil)
+	ctx, cancel := context.WithCancel(ctxT(t, 60*time.Second))
+	defer cancel()
+	var opts apply.Options
+	l.engine(s, func(o *apply.Options) { opts = *o })
+	dying := &dyingStore{Store: l.store, cancel: cancel, dies: func(m inventory.Machine) bool {
+		return m.Name == "m0001" && m.Intent.Action == inventory.BootLocal
+	}}
+	p, err := apply.Plan(ctx, l.store, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apply.New(s, dying, opts).Apply(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if !dying.dead.Load() {
+		t.Fatal("the store never died")
+	}
+	run, err := l.store.ApplyRuns(context.Background())
+	if err != nil || len(run) != 1 || run[0].Steps["m0001"].Step != string(apply.StepLocal) {
+		t.Fatalf("the dead run's steps: %+v, %v", run, err)
+	}
+
+	res, err := l.engine(s, nil).Resume(ctxT(t, 60*time.Second))
+	if err != nil || res.State != inventory.RunDone || len(res.Done) != 2 {
+		t.Fatalf("resume: %+v, %v", res, err)
+	}
+	if d := cmp.Diff(ones(l.fleet.Names()), l.fleet.Installs()); d != "" {
+		t.Errorf("installs per machine (-want +got):\n%s", d)
+	}
+	if m := l.machine("m0001"); m.State != inventory.StateProvisioned || m.Intent.Action != inventory.BootLocal {
+		t.Errorf("m0001 after the resume: %s, intent %s", m.State, m.Intent.Action)
+	}
+}

@@ -145,14 +145,24 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 // resumePoint is where a resumed provision picks up: "" to start over, or
 // the step whose intent (with its task) is still in the store.
 func (m *machineRun) resumePoint(rec inventory.Machine) Step {
+	if rec.State != inventory.StateProvisioning {
+		return ""
+	}
 	switch m.from {
 	case StepPowerOn, StepInstall:
-		if rec.State == inventory.StateProvisioning && rec.Intent.Action == inventory.BootInstall {
+		if rec.Intent.Action == inventory.BootInstall {
 			return m.from
 		}
 	case StepLocal, StepPower:
-		if rec.State == inventory.StateProvisioning && rec.Intent.Action == inventory.BootLocal {
+		if rec.Intent.Action == inventory.BootLocal {
 			return m.from
+		}
+		// Stopped between recording the step and writing the local-disk
+		// intent: the image is written (the agent reported its task
+		// done), so the intent is what is left, not a second install.
+		if t := rec.Intent.Task; rec.Intent.Action == inventory.BootInstall && t != nil &&
+			rec.Agent != nil && rec.Agent.TaskID == t.ID && rec.Agent.Phase == inventory.AgentDone {
+			return StepLocal
 		}
 	}
 	return ""
