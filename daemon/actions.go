@@ -39,7 +39,7 @@ func newOperator(d *Daemon, observe func(op, protocol string, took time.Duration
 }
 
 func (o *operator) declared(name string) (*site.Machine, error) {
-	for _, m := range o.d.site.Machines {
+	for _, m := range o.d.Site().Machines {
 		if m.Name == name {
 			return m, nil
 		}
@@ -50,7 +50,7 @@ func (o *operator) declared(name string) (*site.Machine, error) {
 // Plan implements api.Planner: the site against the store, as `metal plan`
 // computes it.
 func (o *operator) Plan(ctx context.Context) (*plan.Plan, error) {
-	return apply.Plan(ctx, o.d.Store, o.d.site)
+	return apply.Plan(ctx, o.d.Store, o.d.Site())
 }
 
 // PowerCycle implements api.Actions through the machine's BMC.
@@ -111,7 +111,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 	o.runs[name] = cancel
 	ended := make(chan struct{})
 	o.ended[name] = ended
-	eng := apply.New(o.d.site, o.d.Store, apply.Options{
+	eng := apply.New(o.d.Site(), o.d.Store, apply.Options{
 		AgentBoot:    apply.AgentBoot(o.d.Agent),
 		ImageURL:     o.d.ImageURL,
 		ImagePath:    o.d.ImagePath,
@@ -151,13 +151,20 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 	return nil
 }
 
-// HaltRollout implements api.Actions for the runs this daemon carries out
-// (reprovisions from the console or API). A run of `metal apply` belongs to
-// that process: interrupt it there.
+// HaltRollout implements api.Actions for the runs this daemon carries out:
+// reprovisions from the console or API, and applies `metal apply` submitted
+// to it. A run of a `metal apply` that runs its own servers belongs to that
+// process: interrupt it there.
 func (o *operator) HaltRollout(ctx context.Context, runID string) error {
 	run, err := o.d.Store.ApplyRun(ctx, runID)
 	if err != nil {
 		return err
+	}
+	// A run `metal apply` submitted to this daemon: start no more of its
+	// machines; those in flight finish.
+	if sub, ok := o.d.applies.get(); ok && sub.id == runID {
+		sub.drain()
+		return nil
 	}
 	if run.State != inventory.RunRunning {
 		return api.Conflictf("apply run %s is %s, not running", runID, run.State)

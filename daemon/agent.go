@@ -33,6 +33,10 @@ type AgentOptions struct {
 	Binary string
 	// Cmdline is added to the agent's kernel command line.
 	Cmdline string
+	// Boot, when set, is the agent machines boot (a kernel and initrds
+	// given by the operator: paths on the HTTP server or URLs), and none is
+	// built.
+	Boot *AgentBoot
 }
 
 // needsAgent says whether the site boots the agent: required when it
@@ -61,6 +65,9 @@ type agentStamp struct {
 // reuses the one built from the same binary and kernel) and returns how
 // machines boot it.
 func (d *Daemon) prepareAgent(ctx context.Context, dir string, opts AgentOptions) (AgentBoot, error) {
+	if opts.Boot != nil {
+		return *opts.Boot, nil
+	}
 	wanted, required := needsAgent(d.site)
 	if opts.Disabled || !wanted {
 		return AgentBoot{}, nil

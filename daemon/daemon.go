@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -65,6 +66,14 @@ type Options struct {
 	API APIListen
 	// Agent chooses how the install agent is built.
 	Agent AgentOptions
+	// SiteFile is the site file Site was loaded from, SiteDigest the
+	// digest of its content, and Reload loads it again (with the variables
+	// it was first loaded with). With them, an apply submitted over the
+	// local socket for an edited site file makes the daemon serve the
+	// edited site first; without Reload it is refused.
+	SiteFile   string
+	SiteDigest string
+	Reload     func(ctx context.Context) (*site.Site, string, error)
 	// Store, when set, is used instead of opening the site's state URL
 	// (tests; a caller that already holds the store). The daemon does not
 	// close a store it was given.
@@ -80,8 +89,9 @@ type AgentBoot struct {
 	Cmdline string
 }
 
-// Daemon is one site's running services. Fields are set by New and read
-// only afterwards.
+// Daemon is one site's running services. Exported fields are set by New
+// and read only afterwards; the site itself changes when an apply reloads
+// it (Site).
 type Daemon struct {
 	// Store is the inventory the servers answer from and the engine
 	// writes to.
@@ -93,7 +103,16 @@ type Daemon struct {
 	// StateDir is the directory of leases, staged files and keys.
 	StateDir string
 
-	site     *site.Site
+	// siteMu guards the site, its file's digest and its image catalog,
+	// which an apply's reload replaces together.
+	siteMu     sync.RWMutex
+	site       *site.Site
+	siteDigest string
+	catalog    *images.Catalog
+	siteFile   string
+	reload     func(context.Context) (*site.Site, string, error)
+	siteDir    string
+
 	log      *slog.Logger
 	ownStore bool
 	policy   *storepolicy.Policy
@@ -102,12 +121,12 @@ type Daemon struct {
 	tftp     *tftp.Server
 	http     *pxehttp.Server
 	timeline *timeline
-	catalog  *images.Catalog
 	metrics  *metrics.Metrics
 	tokens   *api.Tokens
 	power    *apply.PowerPoller
 	operator *operator
 	apiSrv   *apiServer
+	applies  submitted
 }
 
 // New prepares every service: it opens the store, records the site's
@@ -121,7 +140,8 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if opts.TFTPAddr == "" {
 		opts.TFTPAddr = ":69"
 	}
-	d := &Daemon{site: s, log: opts.Logger}
+	d := &Daemon{site: s, log: opts.Logger, siteDigest: opts.SiteDigest, siteFile: opts.SiteFile,
+		reload: opts.Reload, siteDir: opts.SiteDir}
 	d.StateDir = opts.StateDir
 	if d.StateDir == "" {
 		d.StateDir = DefaultStateDir(s.Settings.State, opts.SiteDir)
@@ -258,7 +278,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	d.operator = newOperator(d, d.metrics.ObserveBMC)
 	if opts.PowerPoll >= 0 {
-		d.power = &apply.PowerPoller{Site: s, Store: d.Store, BMC: d.operator.bmcs, Every: opts.PowerPoll, Logger: d.log}
+		d.power = &apply.PowerPoller{Current: d.Site, Store: d.Store, BMC: d.operator.bmcs, Every: opts.PowerPoll, Logger: d.log}
 	}
 	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
 	d.tokens = tokens
@@ -321,13 +341,21 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		g.Go(func() error { return d.apiSrv.Serve(ctx) })
 		consoleURL = d.apiSrv.URL(d.apiSrv.cfg.Addr) + console.Prefix
 	}
-	d.log.Info("metal serving", "site", d.site.Name, "machines", len(d.site.Machines),
+	s := d.Site()
+	d.log.Info("metal serving", "site", s.Name, "machines", len(s.Machines),
 		"http", d.BaseURL, "console", consoleURL, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// Site is the site the daemon serves now.
+func (d *Daemon) Site() *site.Site {
+	d.siteMu.RLock()
+	defer d.siteMu.RUnlock()
+	return d.site
 }
 
 // Synced is closed once the boot policy follows the store, so a boot

@@ -22,28 +22,43 @@ func SyncSite(ctx context.Context, store inventory.Store, s *site.Site) error {
 // and installing need nothing outside this machine; a file that fails its
 // checksum is never served, and the daemon refuses to start with it.
 func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.Root, error) {
-	cache, err := images.Open(d.StateDir, images.Options{SiteDir: siteDir, Logger: d.log,
+	cache, err := d.openCache(siteDir)
+	if err != nil {
+		return nil, err
+	}
+	if d.catalog, err = ensureImages(ctx, cache, d.site); err != nil {
+		return nil, err
+	}
+	return bootfiles.OpenRoot(cache.ServeDir())
+}
+
+func (d *Daemon) openCache(siteDir string) (*images.Cache, error) {
+	return images.Open(d.StateDir, images.Options{SiteDir: siteDir, Logger: d.log,
 		Progress: func(f images.File, done, total int64) {
 			if done == total {
 				d.log.Info("image file cached", "image", f.Image, "file", f.Name, "bytes", done)
 			}
 		}})
-	if err != nil {
-		return nil, err
-	}
-	d.catalog = images.NewCatalog(d.site)
-	for _, f := range d.catalog.Files {
+}
+
+// ensureImages brings every file of s's images into the cache and returns
+// their catalog.
+func ensureImages(ctx context.Context, cache *images.Cache, s *site.Site) (*images.Catalog, error) {
+	catalog := images.NewCatalog(s)
+	for _, f := range catalog.Files {
 		if _, err := cache.Ensure(ctx, f); err != nil {
 			return nil, fmt.Errorf("image %q %s %s: %w (`metal images fetch` or `metal images import` put it in the cache)",
 				f.Image, f.Kind, f.Source.URL, err)
 		}
 	}
-	return bootfiles.OpenRoot(cache.ServeDir())
+	return catalog, nil
 }
 
 // ImagePath is where the HTTP server serves a file of a site image: every
 // file, local or remote, is served from the cache.
 func (d *Daemon) ImagePath(image string, src site.Source) string {
+	d.siteMu.RLock()
+	defer d.siteMu.RUnlock()
 	for _, f := range d.catalog.Files {
 		if f.Image == image && f.Source.URL == src.URL {
 			return f.ServedPath()
@@ -55,6 +70,8 @@ func (d *Daemon) ImagePath(image string, src site.Source) string {
 // ImageURL is the URL the agent streams the disk image of a site image
 // from; empty when the image has no disk.
 func (d *Daemon) ImageURL(image string) string {
+	d.siteMu.RLock()
+	defer d.siteMu.RUnlock()
 	if f, ok := d.catalog.Lookup(image, images.KindDisk, 0); ok {
 		return d.BaseURL + f.ServedPath()
 	}

@@ -16,8 +16,10 @@ import (
 // LocalSocket is the name, in the state directory, of the Unix socket on
 // which a running daemon answers the read-only API for local commands
 // (`metal machines`, `metal events`, `metal lab status`) while it holds the
-// embedded store. Who may open the socket is decided by its file mode
-// (0600, the daemon's user): reads need no token there; actions still do.
+// embedded store, and takes the applies `metal apply` submits to it
+// (LocalApplyPath). Who may open the socket is decided by its file mode
+// (0600, the daemon's user): reads and submitted applies need no token
+// there; the console's actions still do.
 const LocalSocket = "api.sock"
 
 // serveLocal answers the API on the state directory's socket until ctx
@@ -40,8 +42,11 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 		ln.Close()
 		return fmt.Errorf("local API socket: %w", err)
 	}
+	mux := http.NewServeMux()
+	mux.Handle("/", api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}))
+	d.localApplyHandlers(ctx, mux)
 	srv := &http.Server{
-		Handler:           api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}),
+		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}

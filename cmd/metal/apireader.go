@@ -37,11 +37,16 @@ func localAPI(stateURL string) (*apiReader, bool) {
 	if _, err := os.Stat(sock); err != nil {
 		return nil, false
 	}
+	return &apiReader{client: unixClient(sock)}, true
+}
+
+// unixClient is an HTTP client of the daemon's local socket.
+func unixClient(sock string) *http.Client {
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}
-	return &apiReader{client: &http.Client{Transport: &http.Transport{DialContext: dial}}}, true
+	return &http.Client{Transport: &http.Transport{DialContext: dial}}
 }
 
 func (r *apiReader) get(ctx context.Context, path string, q url.Values, out any) error {

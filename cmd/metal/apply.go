@@ -38,9 +38,7 @@ type applyFlags struct {
 	stateDir     string
 	listen       string
 	tftpAddr     string
-	agentKernel  string
-	agentInitrds []string
-	agentCmdline string
+	agent        agentBootFlags
 	stepTimeout  time.Duration
 	agentTimeout time.Duration
 }
@@ -70,8 +68,14 @@ at a time), with power-ons spaced by stagger; max_failures failed machines
 halt the rest. A machine that fails is marked failed with its cause; it
 never stops the others in its batch.
 
-While it runs, apply serves DHCP, TFTP and HTTP for the site as ` + "`metal serve`" + `
-does (the machines netboot from it), so no daemon may hold the state store.
+Where the run happens: when a ` + "`metal serve`" + ` runs for the site on this
+host (its socket in the state directory answers), apply computes and shows
+the plan here, then hands the run to that daemon, which already serves the
+netboot the machines need, and streams its progress back. The daemon
+applies the site file it serves; if the file changed since it started, it
+reloads it first (changes to networks, listen, state or ipxe_dir need a
+restart of metal serve, and apply says so). Without a running daemon, apply
+serves DHCP, TFTP and HTTP itself for the length of the run.
 
 Confirmation: on a terminal apply asks before changing anything;
 --auto-approve skips the question; without a terminal and without
@@ -80,7 +84,8 @@ was shown, without a question, and only if neither the site file nor the
 inventory changed since.
 
 Ctrl-C once: no machine starts any more, those in flight finish. Twice:
-in-flight machines are abandoned where they are. Either way, and after a
+in-flight machines are abandoned where they are. (A run handed to metal
+serve is drained the same way if this process goes away.) Either way, and after a
 crash or kill -9, ` + "`metal apply --resume`" + ` continues the run without redoing
 machines that finished (a machine whose install was under way is waited
 for, not reinstalled).
@@ -110,9 +115,7 @@ when one failed, the run halted, or apply refused.`,
 	fl.StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	fl.StringVar(&f.listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
 	fl.StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
-	fl.StringVar(&f.agentKernel, "agent-kernel", "", "kernel of the install agent, a path on metal's HTTP server or a URL (default: the agent metal builds)")
-	fl.StringArrayVar(&f.agentInitrds, "agent-initrd", nil, "initrd of the install agent (repeatable; with --agent-kernel)")
-	fl.StringVar(&f.agentCmdline, "agent-cmdline", "", "kernel command line of the install agent (with --agent-kernel)")
+	f.agent.register(cmd)
 	fl.DurationVar(&f.stepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
 	fl.DurationVar(&f.agentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
 	return cmd
@@ -144,26 +147,18 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
 	}
 
+	// With a metal serve running for this site, it holds the ports (and an
+	// embedded store): the run is handed to it.
+	if sock, ok := runningDaemon(res.Site, filepath.Dir(sitePath), f.stateDir); ok {
+		return runSubmitted(ctx, a, f, sock, res, sitePath, saved)
+	}
+
 	log := a.logger()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	drain := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		n := 0
-		for range sigs {
-			n++
-			if n == 1 {
-				close(drain)
-				fmt.Fprintln(a.stderr, "\nStopping: no more machines start; those in flight finish. Ctrl-C again abandons them (metal apply --resume continues).")
-				continue
-			}
-			cancel()
-			return
-		}
-	}()
+	stopSignals := onInterrupt(a, func() { close(drain) }, cancel)
+	defer stopSignals()
 
 	rt, err := openRuntime(ctx, log, res.Site, filepath.Dir(sitePath), f)
 	if err != nil {
@@ -174,51 +169,23 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	var p *plan.Plan
 	if !f.resume {
-		if p, err = apply.Plan(ctx, rt.store, res.Site); err == nil {
-			targets := f.targets
-			if saved != nil {
-				targets = saved.Targets
-			}
-			p, err = p.Only(targets)
-		}
+		obs, err := apply.Observed(ctx, rt.store, res.Site)
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		if saved != nil && p.Digest != saved.Digest {
-			return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
-		}
-		if !f.asJSON {
-			renderPlan(a.stdout, p, color)
-		}
-		if !p.HasChanges() {
-			return nil
-		}
-		if d := p.Destructive(); len(d) > 0 && !f.allowDestroy {
-			names := make([]string, len(d))
-			for i, c := range d {
-				names[i] = c.Machine
-			}
-			return &exitError{code: exitFailed, err: fmt.Errorf("the plan erases the disks of %s (reprovision or deprovision); rerun with --allow-destroy if that is meant, or leave them out with --target", strings.Join(names, ", "))}
+		if p, err = showPlan(a, f, res.Site, obs, saved, path, color); p == nil || err != nil {
+			return err
 		}
 	}
-	if saved == nil && !f.autoApprove {
-		what := "apply these changes"
-		if f.resume {
-			what = "resume the interrupted apply run"
-		}
-		ok, err := confirm(a, what)
-		if err != nil {
-			return &exitError{code: exitFailed, err: err}
-		}
-		if !ok {
-			fmt.Fprintln(a.stdout, "Apply cancelled; nothing was changed.")
-			return silentExit(exitFailed)
-		}
+	if err := confirmApply(a, f, saved); err != nil {
+		return err
 	}
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	release, lost, err := takeApplyLeadership(runCtx, rt.store, a.stderr)
+	release, lost, err := apply.Lead(runCtx, rt.store, func() {
+		fmt.Fprintln(a.stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
+	})
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -260,6 +227,84 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		result, err = engine.Apply(runCtx, p)
 	}
 	view.close()
+	return applyResult(result, err)
+}
+
+// onInterrupt calls drain on the first Ctrl-C (or SIGTERM) and abandon on
+// the second; the returned func stops listening.
+func onInterrupt(a *app, drain, abandon func()) (stop func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		n := 0
+		for range sigs {
+			n++
+			if n == 1 {
+				drain()
+				fmt.Fprintln(a.stderr, "\nStopping: no more machines start; those in flight finish. Ctrl-C again abandons them (metal apply --resume continues).")
+				continue
+			}
+			abandon()
+			return
+		}
+	}()
+	return func() { signal.Stop(sigs) }
+}
+
+// showPlan computes the plan of s against what was observed, limited to
+// the targets, checks it against a saved plan, prints it, and refuses
+// destruction that was not allowed. A nil plan and nil error: nothing to do.
+func showPlan(a *app, f *applyFlags, s *site.Site, obs map[string]plan.Attributes, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
+	targets := f.targets
+	if saved != nil {
+		targets = saved.Targets
+	}
+	p, err := plan.Compute(s, obs).Only(targets)
+	if err != nil {
+		return nil, &exitError{code: exitFailed, err: err}
+	}
+	if saved != nil && p.Digest != saved.Digest {
+		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
+	}
+	if !f.asJSON {
+		renderPlan(a.stdout, p, color)
+	}
+	if !p.HasChanges() {
+		return nil, nil
+	}
+	if d := p.Destructive(); len(d) > 0 && !f.allowDestroy {
+		names := make([]string, len(d))
+		for i, c := range d {
+			names[i] = c.Machine
+		}
+		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the plan erases the disks of %s (reprovision or deprovision); rerun with --allow-destroy if that is meant, or leave them out with --target", strings.Join(names, ", "))}
+	}
+	return p, nil
+}
+
+// confirmApply asks on the terminal unless --auto-approve or a saved plan
+// says the operator already agreed.
+func confirmApply(a *app, f *applyFlags, saved *plan.Plan) error {
+	if saved != nil || f.autoApprove {
+		return nil
+	}
+	what := "apply these changes"
+	if f.resume {
+		what = "resume the interrupted apply run"
+	}
+	ok, err := confirm(a, what)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	if !ok {
+		fmt.Fprintln(a.stdout, "Apply cancelled; nothing was changed.")
+		return silentExit(exitFailed)
+	}
+	return nil
+}
+
+// applyResult turns how a run ended into the verb's error.
+func applyResult(result apply.Result, err error) error {
 	if errors.Is(err, apply.ErrNothingToResume) {
 		return &exitError{code: exitFailed, err: errors.New("no interrupted apply run to resume; `metal apply` starts a new one")}
 	}
@@ -273,29 +318,6 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	return nil
-}
-
-// takeApplyLeadership makes sure one apply at a time changes a site's
-// machines: with etcd, several metal servers and operators share one
-// store, and the store's election picks who applies. It waits while
-// another apply leads, saying so. release gives leadership up; lost is
-// closed if it is lost meanwhile.
-func takeApplyLeadership(ctx context.Context, store inventory.Store, stderr io.Writer) (release func(), lost <-chan struct{}, err error) {
-	el, err := store.Election("apply")
-	if err != nil {
-		return nil, nil, fmt.Errorf("apply leadership: %w", err)
-	}
-	quick, cancel := context.WithTimeout(ctx, 2*time.Second)
-	err = el.Campaign(quick)
-	cancel()
-	if err != nil && ctx.Err() == nil {
-		fmt.Fprintln(stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
-		err = el.Campaign(ctx)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("apply leadership: %w", err)
-	}
-	return func() { _ = el.Resign(context.WithoutCancel(ctx)) }, el.Done(), nil
 }
 
 // readSavedPlan returns the plan saved at path by `metal plan --out`, or
@@ -353,7 +375,7 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
 		// An agent given on the command line is used instead of building one.
-		Agent: daemon.AgentOptions{Disabled: f.agentKernel != ""},
+		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
 		// The engine itself asks the BMCs of the machines it changes.
 		PowerPoll: -1,
 	})
@@ -366,9 +388,6 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 		imageURL:  d.ImageURL,
 		imagePath: d.ImagePath,
 		close:     func() { _ = d.Close() },
-	}
-	if f.agentKernel != "" {
-		rt.agent = apply.AgentBoot{Kernel: f.agentKernel, Initrds: f.agentInitrds, Cmdline: f.agentCmdline}
 	}
 	rt.start = func(ctx context.Context, failed func(error)) func() {
 		ctx, cancel := context.WithCancel(ctx)

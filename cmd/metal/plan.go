@@ -122,6 +122,14 @@ func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir strin
 	}
 	store, err := openState(ctx, a, state)
 	if errors.Is(err, bolt.ErrLocked) {
+		// metal serve holds the store: ask it what the store holds.
+		if r, ok := localAPI(state); ok {
+			machines, err := r.Machines(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return apply.ObservedFrom(machines, s), nil
+		}
 		return nil, fmt.Errorf("%w; or plan without reading it: --refresh=false", err)
 	}
 	if err != nil {

@@ -120,21 +120,9 @@ func newApplyView(w io.Writer, asJSON, tty, color bool) *applyView {
 	return v
 }
 
-// event is one --json progress line.
-type event struct {
-	Time    time.Time `json:"time"`
-	Type    string    `json:"type"`
-	Run     string    `json:"run,omitempty"`
-	Batch   int       `json:"batch,omitempty"`
-	Machine string    `json:"machine,omitempty"`
-	Step    string    `json:"step,omitempty"`
-	Note    string    `json:"note,omitempty"`
-	Error   string    `json:"error,omitempty"`
-	// Machines lists a batch's machines.
-	Machines []string               `json:"machines,omitempty"`
-	Agent    *inventory.AgentStatus `json:"agent,omitempty"`
-	Result   *apply.Result          `json:"result,omitempty"`
-}
+// event is one --json progress line: the engine's Hook call as data, as
+// a daemon streams it to a submitted apply.
+type event = apply.Event
 
 // emit prints a line (text or JSON); with the live view, above the block.
 func (v *applyView) emit(e event, text string) {
@@ -168,7 +156,7 @@ func (v *applyView) RunStarted(run inventory.ApplyRun, batches [][]string, acts 
 	if run.Canary > 0 {
 		shape += fmt.Sprintf(", the first a canary of %d", run.Canary)
 	}
-	v.emit(event{Type: "run", Run: run.ID}, fmt.Sprintf("\nApply run %s: %s.", run.ID, shape))
+	v.emit(event{Type: "run", Run: run.ID, Canary: run.Canary, Batches: batches, Actions: acts}, fmt.Sprintf("\nApply run %s: %s.", run.ID, shape))
 }
 
 func (v *applyView) BatchStarted(i int, machines []string) {

@@ -30,6 +30,7 @@ type serveFlags struct {
 	dhcpRate  string
 	openReads bool
 	api       daemon.APIListen
+	agent     agentBootFlags
 	primary   primaryFlags
 }
 
@@ -86,7 +87,11 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return serve(ctx, a.logger(), res.Site, filepath.Dir(args[0]), f, limit)
+			src, err := siteSource(args[0], res, f.vars)
+			if err != nil {
+				return err
+			}
+			return serve(ctx, a.logger(), res.Site, filepath.Dir(args[0]), src, f, limit)
 		},
 	}
 	f.vars.register(cmd)
@@ -98,6 +103,7 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 		"listen address of the console, API and metrics, apart from netboot (default: they share the HTTP listen address)")
 	cmd.Flags().StringVar(&f.api.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
 	cmd.Flags().StringVar(&f.api.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.agent.register(cmd)
 	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
@@ -106,7 +112,7 @@ Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
 }
 
 // serve runs the site's daemon until ctx ends or a service fails.
-func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f serveFlags, limit dhcp.RateLimit) error {
+func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, src loadedSite, f serveFlags, limit dhcp.RateLimit) error {
 	// A fenced primary stops here, before it answers anything.
 	primary, err := f.primary.startPrimary(ctx, log, s.Name)
 	if err != nil {
@@ -114,6 +120,8 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	}
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
+		SiteFile: src.path, SiteDigest: src.digest, Reload: src.reload,
+		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
 		DHCPRateLimit: limit, OpenReads: f.openReads, API: f.api, Logger: log,
 	})
 	if err != nil {

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -89,4 +93,49 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// loadedSite is where a served site came from, so the daemon can reload it
+// when an apply is submitted for an edited file.
+type loadedSite struct {
+	path, digest string
+	reload       func(context.Context) (*site.Site, string, error)
+}
+
+// siteSource describes the site file at path, loaded as res with vars.
+func siteSource(path string, res *site.Result, vars varFlags) (loadedSite, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return loadedSite{}, err
+	}
+	return loadedSite{path: abs, digest: siteDigest(res), reload: func(context.Context) (*site.Site, string, error) {
+		again, diags := vars.load(abs)
+		if diags.HasErrors() {
+			return nil, "", fmt.Errorf("the site file has errors now (metal validate %s shows them): %s", path, diags.Error())
+		}
+		return again.Site, siteDigest(again), nil
+	}}, nil
+}
+
+// agentBootFlags name an install agent to boot instead of the one metal
+// builds (serve and apply).
+type agentBootFlags struct {
+	kernel  string
+	initrds []string
+	cmdline string
+}
+
+func (f *agentBootFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.kernel, "agent-kernel", "", "kernel of the install agent, a path on metal's HTTP server or a URL (default: the agent metal builds)")
+	fl.StringArrayVar(&f.initrds, "agent-initrd", nil, "initrd of the install agent (repeatable; with --agent-kernel)")
+	fl.StringVar(&f.cmdline, "agent-cmdline", "", "kernel command line of the install agent (with --agent-kernel)")
+}
+
+// boot is the agent given, or nil to build one.
+func (f *agentBootFlags) boot() *daemon.AgentBoot {
+	if f.kernel == "" {
+		return nil
+	}
+	return &daemon.AgentBoot{Kernel: f.kernel, Initrds: f.initrds, Cmdline: f.cmdline}
 }

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
+	"github.com/metal-dev/metal/site/plan"
+)
+
+// runningDaemon returns the local socket of a `metal serve` running for
+// the site (daemon.LocalSocket in its state directory), if one answers.
+func runningDaemon(s *site.Site, siteDir, stateDir string) (string, bool) {
+	if stateDir == "" {
+		stateDir = daemon.DefaultStateDir(s.Settings.State, siteDir)
+	}
+	sock := filepath.Join(stateDir, daemon.LocalSocket)
+	if _, err := os.Stat(sock); err != nil {
+		return "", false
+	}
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return "", false // a socket left by a daemon that died
+	}
+	c.Close()
+	return sock, true
+}
+
+// runSubmitted is `metal apply` beside a running `metal serve`: the plan
+// is computed here from what the daemon's store holds and confirmed here;
+// the run is carried out by the daemon, which serves the netboot the
+// machines need, and its progress streams back into the same view an
+// in-process apply shows. Ctrl-C drains and abandons the run in the
+// daemon as it would in-process; if this process goes away, the daemon
+// drains the run (it does not abandon machines mid-install).
+func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *site.Result, sitePath string, saved *plan.Plan) error {
+	given := map[string]bool{"listen": f.listen != "", "tftp-addr": f.tftpAddr != ":69", "agent-kernel": f.agent.kernel != ""}
+	for _, fl := range []string{"listen", "tftp-addr", "agent-kernel"} {
+		if given[fl] {
+			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl, sock)
+		}
+	}
+	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
+	client := unixClient(sock)
+	color := !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
+
+	abs, err := filepath.Abs(sitePath)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	req := daemon.ApplyRequest{
+		SiteFile: abs, SiteDigest: siteDigest(res), Targets: f.targets, Resume: f.resume,
+		AllowDestroy: f.allowDestroy, StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+	}
+	if saved != nil {
+		req.Targets = saved.Targets
+	}
+	if !f.resume {
+		machines, err := (&apiReader{client: client}).Machines(ctx)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		p, err := showPlan(a, f, res.Site, apply.ObservedFrom(machines, res.Site), saved, sitePath, color)
+		if p == nil || err != nil {
+			return err
+		}
+		req.PlanDigest = p.Digest
+	}
+	if err := confirmApply(a, f, saved); err != nil {
+		return err
+	}
+
+	post := func(path string) {
+		r, err := client.Post("http://metal"+path, "application/json", nil)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "could not tell metal serve to stop the run: %v\n", err)
+			return
+		}
+		r.Body.Close()
+	}
+	stop := onInterrupt(a, func() { post(daemon.LocalDrainPath) }, func() { post(daemon.LocalAbandonPath) })
+	defer stop()
+
+	body, err := json.Marshal(req)
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	resp, err := client.Post("http://metal"+daemon.LocalApplyPath, "application/json", bytes.NewReader(body))
+	if err != nil {
+		return &exitError{code: exitFailed, err: fmt.Errorf("submit the apply to metal serve: %w", err)}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return &exitError{code: exitFailed, err: errors.New(e.Error)}
+	}
+
+	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
+	result, runErr := followRun(resp.Body, view)
+	view.close()
+	if result == nil && runErr == nil {
+		runErr = errors.New("metal serve stopped before the run ended (`metal events` shows how far it got; `metal apply --resume` continues it once metal serve runs again)")
+	}
+	if result == nil {
+		result = &apply.Result{}
+	}
+	return applyResult(*result, runErr)
+}
+
+// followRun replays a submitted run's event stream into view until the run
+// finishes, fails, or the stream ends.
+func followRun(r io.Reader, view *applyView) (*apply.Result, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 64<<20)
+	var result *apply.Result
+	for sc.Scan() {
+		var e apply.Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return result, fmt.Errorf("metal serve sent a progress line this metal apply cannot read (are both the same version?): %w", err)
+		}
+		switch e.Type {
+		case apply.EventNotice:
+			view.emit(e, e.Note)
+		case apply.EventError:
+			view.emit(e, "Error: "+e.Error)
+			return result, errors.New(e.Error)
+		default:
+			if _, err := e.Replay(view); err != nil {
+				return result, fmt.Errorf("metal serve: %w", err)
+			}
+			if e.Type == "finished" {
+				result = e.Result
+			}
+		}
+	}
+	if err := sc.Err(); err != nil && result == nil {
+		return nil, fmt.Errorf("lost metal serve during the run: %w (it goes on there: `metal events --follow` shows it)", err)
+	}
+	return result, nil
+}

@@ -1,0 +1,348 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/apply"
+	"github.com/metal-dev/metal/site/plan"
+)
+
+// Paths of the local socket (LocalSocket) by which `metal apply` hands a
+// run to the daemon that serves the site, instead of running the netboot
+// servers itself (which the daemon already holds: the ports and, with an
+// embedded store, the store's file). Who may call them is decided by the
+// socket's file mode, as for the rest of the local API.
+const (
+	// LocalApplyPath takes an ApplyRequest and answers with the run's
+	// progress: one apply.Event per line (application/x-ndjson), the last
+	// a "finished" or "error" event. A request refused before the run
+	// starts gets a 4xx status and {"error": "..."}.
+	LocalApplyPath = "/local/v1/apply"
+	// LocalDrainPath: start no more machines of the submitted run; those in
+	// flight finish (the first Ctrl-C of the submitting `metal apply`).
+	LocalDrainPath = "/local/v1/apply/drain"
+	// LocalAbandonPath: abandon the machines in flight where they are (the
+	// second Ctrl-C); `metal apply --resume` continues.
+	LocalAbandonPath = "/local/v1/apply/abandon"
+)
+
+// ApplyRequest is what `metal apply` submits.
+type ApplyRequest struct {
+	// SiteFile is the absolute path of the site file the caller loaded,
+	// SiteDigest the digest of its content as the caller read it. The
+	// daemon applies the site it serves: if the digest differs it reloads
+	// its site file first, and refuses when the two still differ.
+	SiteFile   string `json:"site_file"`
+	SiteDigest string `json:"site_digest"`
+	// PlanDigest is the digest of the plan the caller showed (and the
+	// operator confirmed); the daemon refuses when its own plan differs.
+	// Empty with Resume.
+	PlanDigest   string        `json:"plan_digest,omitempty"`
+	Targets      []string      `json:"targets,omitempty"`
+	Resume       bool          `json:"resume,omitempty"`
+	AllowDestroy bool          `json:"allow_destroy,omitempty"`
+	StepTimeout  time.Duration `json:"step_timeout,omitempty"`
+	AgentTimeout time.Duration `json:"agent_timeout,omitempty"`
+}
+
+// submitted tracks the one apply run submitted to this daemon at a time.
+type submitted struct {
+	mu      sync.Mutex
+	current *submittedRun
+}
+
+type submittedRun struct {
+	id      string // set once the engine starts the run
+	drain   func()
+	abandon func()
+}
+
+// begin registers a run; false when one is already under way.
+func (s *submitted) begin(r *submittedRun) (*submittedRun, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current != nil {
+		return s.current, false
+	}
+	s.current = r
+	return r, true
+}
+
+func (s *submitted) end() {
+	s.mu.Lock()
+	s.current = nil
+	s.mu.Unlock()
+}
+
+func (s *submitted) setID(id string) {
+	s.mu.Lock()
+	if s.current != nil {
+		s.current.id = id
+	}
+	s.mu.Unlock()
+}
+
+// get returns the run under way, if any.
+func (s *submitted) get() (submittedRun, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.current == nil {
+		return submittedRun{}, false
+	}
+	return *s.current, true
+}
+
+// localApplyHandlers are the local socket's apply endpoints; serveCtx is
+// the daemon's: a submitted run outlives the request that started it (a
+// `metal apply` whose terminal went away drains the run, it does not kill
+// it), and ends only when the daemon stops.
+func (d *Daemon) localApplyHandlers(serveCtx context.Context, mux *http.ServeMux) {
+	mux.HandleFunc("POST "+LocalApplyPath, func(w http.ResponseWriter, r *http.Request) {
+		d.serveApply(serveCtx, w, r)
+	})
+	mux.HandleFunc("POST "+LocalDrainPath, func(w http.ResponseWriter, r *http.Request) {
+		run, ok := d.applies.get()
+		if !ok {
+			localError(w, http.StatusNotFound, errors.New("no apply run is under way in this metal serve"))
+			return
+		}
+		run.drain()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST "+LocalAbandonPath, func(w http.ResponseWriter, r *http.Request) {
+		run, ok := d.applies.get()
+		if !ok {
+			localError(w, http.StatusNotFound, errors.New("no apply run is under way in this metal serve"))
+			return
+		}
+		run.abandon()
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func localError(w http.ResponseWriter, status int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+}
+
+// serveApply runs one submitted apply, streaming its events.
+func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *http.Request) {
+	var req ApplyRequest
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+		localError(w, http.StatusBadRequest, fmt.Errorf("apply request: %w", err))
+		return
+	}
+	runCtx, abandon := context.WithCancel(serveCtx)
+	defer abandon()
+	drainCh := make(chan struct{})
+	var drainOnce sync.Once
+	drain := func() { drainOnce.Do(func() { close(drainCh) }) }
+	if cur, ok := d.applies.begin(&submittedRun{drain: drain, abandon: abandon}); !ok {
+		what := "an apply"
+		if cur.id != "" {
+			what = "apply run " + cur.id
+		}
+		localError(w, http.StatusConflict, fmt.Errorf("%s submitted by another metal apply is under way in this metal serve; follow it with `metal events --follow`, or wait for it", what))
+		return
+	}
+	defer d.applies.end()
+
+	s, err := d.siteFor(r.Context(), req.SiteFile, req.SiteDigest)
+	if err != nil {
+		localError(w, http.StatusConflict, err)
+		return
+	}
+	var p *plan.Plan
+	if !req.Resume {
+		if p, err = apply.Plan(r.Context(), d.Store, s); err == nil {
+			p, err = p.Only(req.Targets)
+		}
+		if err != nil {
+			localError(w, http.StatusInternalServerError, err)
+			return
+		}
+		if p.Digest != req.PlanDigest {
+			localError(w, http.StatusConflict, errors.New("the inventory changed since metal apply computed the plan it showed (machines were applied, failed or removed meanwhile); run metal apply again and review the new plan"))
+			return
+		}
+	}
+
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	var wmu sync.Mutex
+	emit := func(e apply.Event) {
+		if e.Time.IsZero() {
+			e.Time = time.Now().UTC()
+		}
+		b, _ := json.Marshal(e)
+		wmu.Lock()
+		defer wmu.Unlock()
+		// A caller that went away misses the rest; the run goes on.
+		if _, err := w.Write(append(b, '\n')); err == nil {
+			_ = rc.Flush()
+		}
+	}
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-r.Context().Done():
+			d.log.Warn("the metal apply that submitted the run went away; the run starts no more machines, those in flight finish (metal apply --resume continues)")
+			drain()
+		case <-finished:
+		}
+	}()
+
+	release, lost, err := apply.Lead(runCtx, d.Store, func() {
+		emit(apply.Event{Type: apply.EventNotice, Note: "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up)."})
+	})
+	if err != nil {
+		emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+		return
+	}
+	defer release()
+	go func() {
+		select {
+		case <-lost:
+			select {
+			case <-finished:
+				return
+			default:
+			}
+			d.log.Error("lost the site's apply leadership (the state store's session ended); abandoning the submitted run: metal apply --resume carries on")
+			abandon()
+		case <-finished:
+		}
+	}()
+
+	eng := apply.New(s, d.Store, apply.Options{
+		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImagePath: d.ImagePath,
+		BMC:         d.operator.bmcs,
+		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
+		AllowDestroy: req.AllowDestroy, Drain: drainCh, Logger: d.log.With("component", "apply"),
+		Hook: runIDHook{EventHook: apply.EventHook{Emit: emit}, set: d.applies.setID},
+	})
+	if req.Resume {
+		_, err = eng.Resume(runCtx)
+	} else {
+		_, err = eng.Apply(runCtx, p)
+	}
+	switch {
+	case errors.Is(err, apply.ErrNothingToResume):
+		emit(apply.Event{Type: apply.EventError, Error: "no interrupted apply run to resume; `metal apply` starts a new one"})
+	case errors.Is(err, apply.ErrDestroyNotAllowed):
+		emit(apply.Event{Type: apply.EventError, Error: err.Error() + ": rerun with --allow-destroy"})
+	case err != nil:
+		emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+	}
+}
+
+// runIDHook tells the daemon the run's ID as the engine starts it, so the
+// console's halt finds it.
+type runIDHook struct {
+	apply.EventHook
+	set func(string)
+}
+
+func (h runIDHook) RunStarted(run inventory.ApplyRun, batches [][]string, actions map[string]plan.Action) {
+	h.set(run.ID)
+	h.EventHook.RunStarted(run, batches, actions)
+}
+
+// siteFor returns the site to apply for a caller that loaded file with
+// the given digest: the daemon's own site, reloaded from its file first
+// when the caller read a different version of it.
+func (d *Daemon) siteFor(ctx context.Context, file, digest string) (*site.Site, error) {
+	d.siteMu.Lock()
+	defer d.siteMu.Unlock()
+	if d.siteFile != "" && file != "" && !sameFile(file, d.siteFile) {
+		return nil, fmt.Errorf("this metal serve (pid %d) serves %s, not %s: apply that file, or stop metal serve to apply this one", os.Getpid(), d.siteFile, file)
+	}
+	if digest == d.siteDigest {
+		return d.site, nil
+	}
+	if d.reload == nil {
+		return nil, fmt.Errorf("the site file changed since this metal serve (pid %d) started, and it cannot reload it: restart metal serve, then apply", os.Getpid())
+	}
+	s, got, err := d.reload(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("metal serve reloading %s: %w", d.siteFile, err)
+	}
+	if got != digest {
+		return nil, fmt.Errorf("metal serve read %s differently from this metal apply: the file changed again meanwhile, or they were given different variables (-var, -var-file, METAL_VAR_*); apply again, or restart metal serve with the same variables", d.siteFile)
+	}
+	if why := restartNeeded(d.site, s); why != "" {
+		return nil, fmt.Errorf("%s changed in %s: metal serve takes that only when it starts; restart metal serve (pid %d), then apply", why, d.siteFile, os.Getpid())
+	}
+	if _, required := needsAgent(s); required && d.Agent.Kernel == "" {
+		return nil, fmt.Errorf("the site now installs disk images, and this metal serve (pid %d) started without an install agent: restart it, then apply", os.Getpid())
+	}
+	if err := SyncSite(ctx, d.Store, s); err != nil {
+		return nil, err
+	}
+	cache, err := d.openCache(d.siteDir)
+	if err != nil {
+		return nil, err
+	}
+	catalog, err := ensureImages(ctx, cache, s)
+	if err != nil {
+		return nil, err
+	}
+	d.site, d.catalog, d.siteDigest = s, catalog, got
+	d.log.Info("site reloaded for an apply", "file", d.siteFile, "machines", len(s.Machines))
+	return s, nil
+}
+
+func sameFile(a, b string) bool {
+	if filepath.Clean(a) == filepath.Clean(b) {
+		return true
+	}
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(sa, sb)
+}
+
+// restartNeeded names what differs between two versions of a site that
+// the running servers were built from (listen addresses, DHCP networks,
+// the store), or "" when a reload can take the new one.
+func restartNeeded(old, cur *site.Site) string {
+	if old.Name != cur.Name {
+		return "the site's name"
+	}
+	o, c := old.Settings, cur.Settings
+	switch {
+	case o.State != c.State:
+		return "the site's state setting"
+	case o.Listen != c.Listen:
+		return "the site's listen setting"
+	case o.IPXEDir != c.IPXEDir:
+		return "the site's ipxe_dir setting"
+	case o.UnknownMachines != c.UnknownMachines:
+		return "the site's unknown_machines setting"
+	}
+	if networksKey(old) != networksKey(cur) {
+		return "a network block"
+	}
+	return ""
+}
+
+func networksKey(s *site.Site) string {
+	var k string
+	for _, n := range s.Networks {
+		k += fmt.Sprintln(n.Name, n.Interface, n.Subnet, n.Gateway, n.DNS, n.Domain,
+			n.PoolStart, n.PoolEnd, n.Mode, n.LeaseTime, n.RelayAgents)
+	}
+	return k
+}
