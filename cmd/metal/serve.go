@@ -121,7 +121,7 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	d, err := daemon.New(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
 		SiteFile: src.path, SiteDigest: src.digest, Reload: src.reload,
-		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
+		Agent:         daemon.AgentOptions{Boot: f.agent.boot()},
 		DHCPRateLimit: limit, OpenReads: f.openReads, API: f.api, Logger: log,
 	})
 	if err != nil {
