@@ -28,7 +28,7 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 	log := testpeer.NewLog(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	files, sim, c := startSim(ctx, t, "vm1", log)
+	files, sim, c := startSim(t, "vm1", log)
 	for _, secret := range []string{files.PasswordFile, files.LanConf} {
 		st, err := os.Stat(secret)
 		if err != nil {
@@ -100,30 +100,13 @@ func TestIPMISimControlsQEMU(t *testing.T) {
 	}
 }
 
-// startSim writes and starts ipmi_sim for a machine name whose power is a
-// QEMU (stopped at cleanup, with the simulator's logs shown on failure),
-// and returns a bmc client for it over IPMI.
-func startSim(ctx context.Context, t *testing.T, name string, log *testpeer.Log) (ipmisim.Files, *ipmisim.Process, *bmc.Client) {
+// startSim runs ipmi_sim for a machine name whose power is a QEMU, until
+// the test ends, and returns a bmc client for it over IPMI.
+func startSim(t *testing.T, name string, log *testpeer.Log) (ipmisim.Files, *ipmisim.Process, *bmc.Client) {
 	t.Helper()
-	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{
+	files, sim := testpeer.RunIPMISim(t, ipmisim.Config{
 		Name: name, Username: "admin", Password: password,
 		QEMU: testpeer.QEMUCommand(t), Log: log.Logger,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sim, err := ipmisim.Start(ctx, files)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := sim.Stop(); err != nil {
-			t.Error(err)
-		}
-		if t.Failed() {
-			out, _ := os.ReadFile(files.ChassisLog)
-			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", sim.Output(), out)
-		}
 	})
 	c, err := bmc.New(bmc.Config{
 		Machine: name, Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),

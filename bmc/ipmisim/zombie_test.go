@@ -42,7 +42,7 @@ func TestExitedQEMUIsOff(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	files, sim, c := startSim(ctx, t, "vm-z", log) // stopped before the reaping above
+	files, sim, c := startSim(t, "vm-z", log) // stopped before the reaping above
 
 	if err := c.Power(ctx, bmc.ActionOn); err != nil {
 		t.Fatalf("power on: %v", err)

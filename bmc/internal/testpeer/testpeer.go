@@ -182,9 +182,18 @@ func (s *IPMISim) Calls(t testing.TB) []string {
 // stops both at cleanup.
 func StartIPMISim(t testing.TB, user, pass string) *IPMISim {
 	t.Helper()
-	Need(t, "ipmi_sim", "openipmi")
 	Need(t, "ipmitool", "ipmitool")
-	files, err := ipmisim.Write(t.TempDir(), ipmisim.Config{Name: "metaltest", Username: user, Password: pass, QEMU: QEMUCommand(t)})
+	files, p := RunIPMISim(t, ipmisim.Config{Name: "metaltest", Username: user, Password: pass, QEMU: QEMUCommand(t)})
+	return &IPMISim{Addr: p.Addr(), files: files, proc: p}
+}
+
+// RunIPMISim writes cfg into a temporary folder and runs ipmi_sim from it
+// until the test ends; then it stops it and the QEMU it started, and shows
+// its output and chassis log if the test failed.
+func RunIPMISim(t testing.TB, cfg ipmisim.Config) (ipmisim.Files, *ipmisim.Process) {
+	t.Helper()
+	Need(t, "ipmi_sim", "openipmi")
+	files, err := ipmisim.Write(t.TempDir(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,5 +212,5 @@ func StartIPMISim(t testing.TB, user, pass string) *IPMISim {
 			t.Logf("ipmi_sim output:\n%s\nchassis log:\n%s", p.Output(), calls)
 		}
 	})
-	return &IPMISim{Addr: p.Addr(), files: files, proc: p}
+	return files, p
 }
