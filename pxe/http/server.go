@@ -85,6 +85,7 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	handler nethttp.Handler
+	scripts scriptCache
 }
 
 // New checks cfg and returns a server; it does not listen yet.
@@ -177,7 +178,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 		nethttp.Error(w, "metal: not a MAC address", nethttp.StatusNotFound)
 		return
 	}
-	setLogAttr(r, slog.String("mac", mac.String()))
+	setLogAttr(w, slog.String("mac", mac.String()))
 	intent, err := s.cfg.Policy.Intent(r.Context(), mac)
 	if errors.Is(err, pxe.ErrUnknownHost) {
 		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
@@ -198,11 +199,15 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
 		params.Name = h.Name
 	}
-	body, err := ipxe.Render(intent, params)
-	if err != nil {
-		s.log.Error("render ipxe script", "mac", mac.String(), "error", err)
-		nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
-		return
+	body, ok := s.scripts.get(mac, intent, params.Name)
+	if !ok {
+		body, err = ipxe.Render(intent, params)
+		if err != nil {
+			s.log.Error("render ipxe script", "mac", mac.String(), "error", err)
+			nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
+			return
+		}
+		s.scripts.put(mac, intent, params.Name, body)
 	}
 	writeScript(w, body)
 }
@@ -227,13 +232,19 @@ func clientIP(r *nethttp.Request) net.IP {
 	return net.ParseIP(host)
 }
 
+// Header values every script answer carries, built once: net/http only
+// reads them. A script is an answer for now, not a document: the next boot
+// may be meant to do something else, hence no-store.
+var (
+	scriptType    = []string{"text/plain; charset=utf-8"}
+	scriptNoStore = []string{"no-store"}
+)
+
 func writeScript(w nethttp.ResponseWriter, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	// A script is an answer for now, not a document: the next boot may be
-	// meant to do something else.
-	h.Set("Cache-Control", "no-store")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h["Content-Type"] = scriptType
+	h["Cache-Control"] = scriptNoStore
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.Write(body)
 }
 
@@ -262,7 +273,7 @@ func (s *Server) files(root *bootfiles.Root) nethttp.Handler {
 		f, fi, err := root.Open(name)
 		switch {
 		case errors.Is(err, bootfiles.ErrBadName):
-			setLogAttr(r, slog.String("refused", err.Error()))
+			setLogAttr(w, slog.String("refused", err.Error()))
 			nethttp.Error(w, "metal: file name refused", nethttp.StatusForbidden)
 			return
 		case errors.Is(err, fs.ErrNotExist):
@@ -287,13 +298,12 @@ func serveFile(w nethttp.ResponseWriter, r *nethttp.Request, f *os.File, fi fs.F
 	nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 }
 
-// logAttrsKey carries per-request log attributes from handlers to the
-// access log line.
-type logAttrsKey struct{}
-
-func setLogAttr(r *nethttp.Request, a slog.Attr) {
-	if p, ok := r.Context().Value(logAttrsKey{}).(*[]slog.Attr); ok {
-		*p = append(*p, a)
+// setLogAttr adds a to the request's access log line. It rides on the
+// response writer the access log wrapped, not on the request's context:
+// a new context would copy the whole request, on every request.
+func setLogAttr(w nethttp.ResponseWriter, a slog.Attr) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.attrs = append(sw.attrs, a)
 	}
 }
 
@@ -304,8 +314,6 @@ func setLogAttr(r *nethttp.Request, a slog.Attr) {
 func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		start := time.Now()
-		var attrs []slog.Attr
-		r = r.WithContext(context.WithValue(r.Context(), logAttrsKey{}, &attrs))
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {
@@ -319,26 +327,30 @@ func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.
 				}
 			}
 			// The query is left out: it may hold a machine's token.
-			all := []slog.Attr{
-				slog.String("method", r.Method), slog.String("path", r.URL.Path),
-				slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
-				slog.Int64("bytes", sw.bytes), slog.Duration("duration", time.Since(start)),
+			took := time.Since(start)
+			if log.Enabled(r.Context(), slog.LevelInfo) {
+				log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append([]slog.Attr{
+					slog.String("method", r.Method), slog.String("path", r.URL.Path),
+					slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
+					slog.Int64("bytes", sw.bytes), slog.Duration("duration", took),
+				}, sw.attrs...)...)
 			}
-			log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append(all, attrs...)...)
 			if observe != nil {
 				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
-					Status: sw.code(), Bytes: sw.bytes, Duration: time.Since(start)})
+					Status: sw.code(), Bytes: sw.bytes, Duration: took})
 			}
 		}()
 		h.ServeHTTP(sw, r)
 	})
 }
 
-// statusWriter records the status and body size for the access log.
+// statusWriter records the status and body size for the access log, and
+// the attributes handlers add to its line.
 type statusWriter struct {
 	nethttp.ResponseWriter
 	status int
 	bytes  int64
+	attrs  []slog.Attr
 }
 
 func (w *statusWriter) WriteHeader(code int) {

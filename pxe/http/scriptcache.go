@@ -1,0 +1,59 @@
+package http
+
+import (
+	"net"
+	"slices"
+	"sync"
+
+	"github.com/metal-dev/metal/pxe"
+)
+
+// maxCachedScripts bounds the cache: MACs come from request paths, so a
+// client inventing MACs must not grow it without end.
+const maxCachedScripts = 8192
+
+// scriptCache keeps each MAC's last rendered script with what it was
+// rendered from. Rendering is a pure function of the intent, the machine's
+// name and the server's base URL (fixed per server), so a script is reused
+// exactly while the policy answers the same intent and name: a change of
+// the machine's record shows in the next request.
+type scriptCache struct {
+	mu sync.RWMutex
+	m  map[string]cachedScript
+}
+
+type cachedScript struct {
+	intent pxe.Intent
+	name   string
+	body   []byte
+}
+
+// sameIntent compares intents field by field (TestSameIntentSeesEveryField
+// fails when pxe.Intent gains a field this does not compare).
+func sameIntent(a, b pxe.Intent) bool {
+	return a.Action == b.Action && a.Kernel == b.Kernel && a.Cmdline == b.Cmdline &&
+		a.Token == b.Token && slices.Equal(a.Initrd, b.Initrd)
+}
+
+func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string) ([]byte, bool) {
+	c.mu.RLock()
+	e, ok := c.m[string(mac)]
+	c.mu.RUnlock()
+	if !ok || e.name != name || !sameIntent(e.intent, in) {
+		return nil, false
+	}
+	return e.body, true
+}
+
+func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body []byte) {
+	in.Initrd = slices.Clone(in.Initrd)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedScripts {
+		// Dropping everything is crude but rare (more distinct MACs than
+		// a site has machines) and keeps the common path free of
+		// bookkeeping.
+		c.m = make(map[string]cachedScript)
+	}
+	c.m[string(mac)] = cachedScript{intent: in, name: name, body: body}
+}
