@@ -76,6 +76,7 @@ type Fleet struct {
 
 	mu         sync.Mutex
 	installs   map[string]int // agent tasks of kind install reported done
+	written    map[string]int // images written, whether metal heard of it or not
 	wipes      map[string]int
 	started    map[string]int // agent tasks started
 	failAgent  map[string]string
@@ -97,7 +98,7 @@ func Start(opts Options) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
-		installs: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
+		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
 	}
 	if err := f.makeImages(); err != nil {
 		f.Close()
@@ -197,6 +198,12 @@ func (f *Fleet) FailAgent(name, cause string) {
 
 // Installs returns how many install tasks each machine's agent finished.
 func (f *Fleet) Installs() map[string]int { return f.count(f.installs) }
+
+// Written returns how many times each machine's disk had an image written
+// to the end: unlike Installs, a write counts even when metal never got
+// the report (it was killed before answering, and the machine had moved
+// on by the retry), so a machine provisioned twice shows 2 here.
+func (f *Fleet) Written() map[string]int { return f.count(f.written) }
 
 // Wipes returns how many wipe tasks each machine's agent finished.
 func (f *Fleet) Wipes() map[string]int { return f.count(f.wipes) }
@@ -367,6 +374,9 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	if cause == "" {
 		f.mu.Lock()
 		counter[b.Machine]++
+		if task.Kind == inventory.TaskInstall {
+			f.written[b.Machine]++
+		}
 		f.mu.Unlock()
 	}
 	// metal may power the machine off as soon as it has the final

@@ -1,0 +1,370 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.etcd.io/bbolt"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/site/apply/applytest"
+)
+
+// killPoints is how many times TestApplyKillPoints kills `metal apply`.
+const killPoints = 50
+
+// TestApplyKillPoints kills `metal apply` (the process that runs the
+// converge engine and the netboot servers today) with SIGKILL at 50 random
+// points of applies of simulated machines on the embedded bbolt store, and
+// carries each run on with `metal apply --resume` (itself killed again at
+// random) until it finishes. The simulated BMCs and agents live in this
+// test process, so they outlive every kill, and count what each machine
+// did. Then: every machine is provisioned, each was booted into the
+// install agent and installed exactly once (a machine whose install was
+// under way at a kill is waited for, never reinstalled), the plan has
+// nothing left, and the bbolt file passes bbolt's own consistency check
+// with the run recorded done.
+//
+// Kill points are random (seeded: METAL_KILL_SEED=N reruns a failure's
+// points, the seed is logged) in two kinds: after the Nth progress line
+// of the engine (--json, one line per machine step, agent report, batch)
+// plus a few milliseconds, and in the first second of a process (start,
+// store sync, recording the run, before any line). With -short, 10 kills.
+func TestApplyKillPoints(t *testing.T) {
+	t.Parallel()
+	bin := buildMetal(t)
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("METAL_KILL_SEED"); s != "" {
+		var err error
+		if seed, err = strconv.ParseInt(s, 10, 64); err != nil {
+			t.Fatalf("METAL_KILL_SEED=%q: %v", s, err)
+		}
+	}
+	t.Logf("kill points seeded with METAL_KILL_SEED=%d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+
+	// 50 kills take about 1.5 minutes on an idle 2-core machine.
+	points := killPoints
+	if testing.Short() {
+		points = 10
+	}
+	kills := 0
+	for round := 1; kills < points; round++ {
+		want := min(1+rng.IntN(6), points-kills)
+		r := newKillRound(t, bin, round, 8)
+		kills += r.run(rng, want)
+		if t.Failed() {
+			t.Fatalf("round %d failed (METAL_KILL_SEED=%d)", round, seed)
+		}
+	}
+}
+
+// killRound is one apply of a fresh simulated fleet whose state is a bbolt
+// file only the `metal apply` processes open.
+type killRound struct {
+	t      *testing.T
+	bin    string
+	round  int
+	n      int
+	dir    string
+	site   string
+	db     string
+	listen string
+	fleet  *applytest.Fleet
+	// log is what every attempt printed, for a failure's report.
+	log strings.Builder
+}
+
+func newKillRound(t *testing.T, bin string, round, n int) *killRound {
+	t.Helper()
+	r := &killRound{t: t, bin: bin, round: round, n: n, dir: t.TempDir(), listen: fixedTCPAddr(t)}
+	r.db = filepath.Join(r.dir, "state", "state.db")
+	f, err := applytest.Start(applytest.Options{Machines: n, Racks: 2,
+		AgentURL: "http://" + r.listen, TokenKey: filepath.Join(r.dir, "state", "token.key")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	r.fleet = f
+	r.site = filepath.Join(r.dir, "site.hcl")
+	rollout := "  canary = 1\n  batch_size = 3\n  by = \"rack\"\n  stagger = \"0s\""
+	if err := os.WriteFile(r.site, f.SiteHCL("file://"+r.db, rollout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// fixedTCPAddr is a free loopback address below the kernel's ephemeral
+// port range: metal listens on it again after every kill, and a port the
+// kernel hands out (to the fleet's BMCs, to any client) could be taken in
+// between.
+func fixedTCPAddr(t *testing.T) string {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				lo = n
+			}
+		}
+	}
+	for range 100 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(lo-10000))
+		if ln, err := net.Listen("tcp", addr); err == nil {
+			ln.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free loopback port below the ephemeral range")
+	return ""
+}
+
+// attempt is one `metal apply` process of a round and how it ended.
+type attempt struct {
+	killed bool
+	err    error // its exit, when not killed
+	lines  int   // progress lines it printed
+	done   int   // machines it reported done
+	out    string
+}
+
+// start runs metal apply with args and kills it when kill says so: after
+// line `after` (0: from the start) and then jitter; after < 0 never.
+func (r *killRound) start(args []string, after int, jitter time.Duration) attempt {
+	r.t.Helper()
+	args = append(args, "--json", "--auto-approve", r.site,
+		"--listen", r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", filepath.Join(r.dir, "state"),
+		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img",
+		"--step-timeout", "10s", "--agent-timeout", "60s")
+	cmd := exec.Command(r.bin, args...)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	var a attempt
+	var out bytes.Buffer
+	reached := make(chan struct{})
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			out.Write(sc.Bytes())
+			out.WriteByte('\n')
+			a.lines++
+			var e event
+			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "done" {
+				a.done++
+			}
+			if a.lines == after {
+				close(reached)
+			}
+		}
+	}()
+	if after == 0 {
+		close(reached)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		<-read // Wait closes the pipe: read it to the end first
+		exited <- cmd.Wait()
+	}()
+	if after >= 0 {
+		select {
+		case <-reached:
+			select {
+			case <-time.After(jitter):
+			case err := <-exited:
+				exited <- err
+			}
+			// By PID: only the process this test started.
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+		case err := <-exited:
+			exited <- err
+		}
+	}
+	select {
+	case err = <-exited:
+	case <-time.After(3 * time.Minute):
+		_ = cmd.Process.Kill()
+		err = <-exited
+		r.t.Errorf("round %d: metal apply %v did not end in 3 minutes", r.round, args[:2])
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
+		a.killed = true
+	} else {
+		a.err = err
+	}
+	a.out = out.String() + stderr.String()
+	fmt.Fprintf(&r.log, "--- metal %s (kill after line %d +%v): killed=%v exit=%v\n%s", strings.Join(args[:2], " "), after, jitter, a.killed, a.err, a.out)
+	return a
+}
+
+// run kills the round's apply kills times at random points, then lets the
+// last --resume finish, and checks the outcome. It returns the kills made
+// (fewer when the apply finished before a kill point was reached).
+func (r *killRound) run(rng *rand.Rand, kills int) int {
+	t := r.t
+	args := []string{"apply", "--auto-approve"}
+	made, doneSeen := 0, 0
+	for attempts := 0; ; attempts++ {
+		if attempts > kills+10 {
+			t.Errorf("round %d: no end after %d attempts\n%s", r.round, attempts, r.log.String())
+			return made
+		}
+		after, jitter := -1, time.Duration(0)
+		if made < kills {
+			// About ten progress lines per machine still to do.
+			left := max(r.n-doneSeen, 1)
+			if rng.IntN(5) == 0 {
+				after, jitter = 0, time.Duration(rng.IntN(1000))*time.Millisecond
+			} else {
+				after, jitter = 1+rng.IntN(10*left+4), time.Duration(rng.IntN(20))*time.Millisecond
+			}
+		}
+		a := r.start(args, after, jitter)
+		doneSeen += a.done
+		switch {
+		case a.killed:
+			made++
+			args = []string{"apply", "--resume"}
+			continue
+		case a.err == nil:
+		case strings.Contains(a.out, "no interrupted apply run"):
+			// Killed before the run was recorded, or after it was
+			// recorded done: a new apply plans what is left.
+			args = []string{"apply", "--auto-approve"}
+			continue
+		default:
+			t.Errorf("round %d: metal %s: %v\n%s", r.round, strings.Join(args, " "), a.err, r.log.String())
+			return made
+		}
+		break
+	}
+	r.check()
+	return made
+}
+
+// check asserts the round's outcome: the fleet's counts, the plan, the
+// bbolt file and what it records.
+func (r *killRound) check() {
+	t := r.t
+	want := map[string]int{}
+	for _, n := range r.fleet.Names() {
+		want[n] = 1
+	}
+	report := func(what string, got any) {
+		t.Errorf("round %d: %s (-want +got):\n%s\n%s", r.round, what, cmp.Diff(want, got), r.log.String())
+	}
+	// Images written to the end, whether or not metal heard of it before
+	// a kill (a report whose answer a kill cut off is retried, and found
+	// stale once the machine moved on: Installs would not count it).
+	if got := r.fleet.Written(); !cmp.Equal(want, got) {
+		report("images written per machine", got)
+	}
+	if got := r.fleet.Started(); !cmp.Equal(want, got) {
+		report("install agents started per machine", got)
+	}
+	starts := map[string]int{}
+	for _, n := range r.fleet.Names() {
+		for _, b := range r.fleet.Sim(n).Boots() {
+			if b.Target == "Pxe" && b.Enabled != "Disabled" {
+				starts[n]++
+			}
+		}
+	}
+	if !cmp.Equal(want, starts) {
+		report("network boots per machine", starts)
+	}
+
+	plan := exec.Command(r.bin, "plan", "--detailed-exitcode", r.site)
+	if out, err := plan.CombinedOutput(); err != nil || !strings.Contains(string(out), "No changes") {
+		t.Errorf("round %d: plan after the apply: %v\n%s", r.round, err, out)
+	}
+
+	// bbolt's own check of pages, freelist and buckets.
+	db, err := bbolt.Open(r.db, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("round %d: open %s: %v", r.round, r.db, err)
+	}
+	err = db.View(func(tx *bbolt.Tx) error {
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		return errors.Join(errs...)
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Errorf("round %d: bbolt check of %s: %v", r.round, r.db, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	store, err := backend.Open(ctx, "file://"+r.db, backend.Options{})
+	if err != nil {
+		t.Fatalf("round %d: open the store: %v", r.round, err)
+	}
+	defer store.Close()
+	ms, _, err := store.Machines(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bad []string
+	for _, m := range ms {
+		if m.State != inventory.StateProvisioned || m.Intent.Action != inventory.BootLocal || m.Agent == nil || m.Agent.Phase != inventory.AgentDone {
+			bad = append(bad, fmt.Sprintf("%s: %s, intent %s, agent %+v", m.Name, m.State, m.Intent.Action, m.Agent))
+		}
+	}
+	if len(ms) != r.n || len(bad) > 0 {
+		t.Errorf("round %d: %d machines in the store, want %d; not provisioned: %v", r.round, len(ms), r.n, bad)
+	}
+	runs, err := store.ApplyRuns(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, run := range runs {
+		if run.State != inventory.RunDone {
+			states = append(states, run.ID+" "+string(run.State))
+		}
+	}
+	sort.Strings(states)
+	if len(runs) == 0 || runs[len(runs)-1].State != inventory.RunDone {
+		t.Errorf("round %d: the last apply run is not done; runs not done: %v", r.round, states)
+	}
+	// Runs not done are the ones a new apply superseded (its first
+	// process was killed before it recorded its run as started).
+	for _, run := range runs {
+		if run.State == inventory.RunRunning || run.State == inventory.RunInterrupted {
+			t.Errorf("round %d: run %s left %s", r.round, run.ID, run.State)
+		}
+	}
+}
