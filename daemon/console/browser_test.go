@@ -2,25 +2,22 @@ package console_test
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
-	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/daemon/api/apitest"
 	"github.com/metal-dev/metal/daemon/console"
+	"github.com/metal-dev/metal/daemon/console/consoletest"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/pxe/pxetest"
 )
 
 type lab struct {
@@ -54,94 +51,14 @@ func serve(t *testing.T, openReads bool) *lab {
 	return &lab{Lab: l, actions: acts, url: srv.URL, token: secret}
 }
 
-// browser starts Debian's headless Chromium with the flags that keep it
-// off the network (DESIGN.md pitfalls) and a fresh profile.
-func browser(t *testing.T) context.Context {
-	t.Helper()
-	bin := pxetest.RequireTool(t, "chromium", "chromium")
-	// Not t.TempDir: Chromium's helpers may still be writing the profile
-	// when the test ends; it is removed once the browser is gone.
-	profile, err := os.MkdirTemp("", "metal-console-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(profile),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("password-store", "basic"),
-		chromedp.WindowSize(1280, 900),
-	}
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelBrowser := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute)
-	t.Cleanup(func() {
-		_ = chromedp.Cancel(ctx) // closes the browser and waits for it
-		cancelTimeout()
-		cancelBrowser()
-		cancelAlloc()
-		for range 20 {
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		t.Logf("could not remove the browser profile %s", profile)
-	})
-	if err := chromedp.Run(ctx); err != nil { // starts the browser
-		t.Fatalf("start chromium: %v", err)
-	}
-	return ctx
-}
-
-func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action) {
-	t.Helper()
-	if err := chromedp.Run(ctx, actions...); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// screenshot saves the page as name in the test's artifact directory
-// (kept with `go test -artifacts -outputdir DIR`).
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	var png []byte
-	run(t, ctx, "screenshot "+name, chromedp.FullScreenshot(&png, 100))
-	path := filepath.Join(t.ArtifactDir(), name)
-	if err := os.WriteFile(path, png, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("screenshot: %s", path)
-}
-
-// post sends a form from inside the page, as a forged or stale form
-// would, and returns the status.
-func post(t *testing.T, ctx context.Context, path, body string) int {
-	t.Helper()
-	var status int
-	js := `fetch(` + jsString(path) + `, {method: "POST", headers: {"Content-Type": "application/x-www-form-urlencoded"}, body: ` + jsString(body) + `, redirect: "manual"}).then(r => r.status)`
-	run(t, ctx, "post "+path, chromedp.Evaluate(js, &status, func(p *cdpruntime.EvaluateParams) *cdpruntime.EvaluateParams { return p.WithAwaitPromise(true) }))
-	return status
-}
-
 func TestConsoleInChromium(t *testing.T) {
 	l := serve(t, true)
-	ctx := browser(t)
+	ctx := consoletest.Browser(t)
 	bg := context.Background()
 
 	// The machines of the store are listed, readable as served.
 	var names []string
-	run(t, ctx, "machines page",
+	consoletest.Run(t, ctx, "machines page",
 		chromedp.Navigate(l.url+console.Prefix),
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"]`),
 		chromedp.Evaluate(`[...document.querySelectorAll("#machine-rows tr[data-machine]")].map(tr => tr.dataset.machine + " " + tr.cells[1].textContent + " " + tr.cells[5].textContent.trim())`, &names),
@@ -150,10 +67,10 @@ func TestConsoleInChromium(t *testing.T) {
 	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("machines listed (-want +got):\n%s", diff)
 	}
-	screenshot(t, ctx, "machines.png")
+	consoletest.Screenshot(t, ctx, "machines.png")
 
 	// A change written to the store appears without a reload.
-	run(t, ctx, "wait for the live stream",
+	consoletest.Run(t, ctx, "wait for the live stream",
 		chromedp.WaitVisible(`#live-status.on`),
 		chromedp.Evaluate(`window.notReloaded = true`, nil),
 	)
@@ -173,7 +90,7 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	var notReloaded bool
 	var last string
-	run(t, ctx, "live update",
+	consoletest.Run(t, ctx, "live update",
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] .state-failed`),
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] td.power-off`),
 		chromedp.Text(`#machine-rows tr[data-machine="db-01"] td.last`, &last),
@@ -185,11 +102,11 @@ func TestConsoleInChromium(t *testing.T) {
 	if !strings.Contains(last, "checksum mismatch") {
 		t.Errorf("last event of db-01 = %q, want the new agent event", last)
 	}
-	screenshot(t, ctx, "machines-live.png")
+	consoletest.Screenshot(t, ctx, "machines-live.png")
 
 	// Typing in the filter narrows the table at once.
 	var visible int
-	run(t, ctx, "filter",
+	consoletest.Run(t, ctx, "filter",
 		chromedp.SendKeys(`#filter`, "r02"),
 		chromedp.Evaluate(`[...document.querySelectorAll("#machine-rows tr[data-machine]")].filter(tr => !tr.hidden).length`, &visible),
 	)
@@ -200,7 +117,7 @@ func TestConsoleInChromium(t *testing.T) {
 	// An action without a login is refused: the confirm page asks to
 	// log in, and a POST anyway is refused and reaches nothing.
 	var needLogin string
-	run(t, ctx, "confirm without login",
+	consoletest.Run(t, ctx, "confirm without login",
 		chromedp.Navigate(l.url+console.Prefix+"machines/web-01"),
 		chromedp.Click(`a[href*="action=power-cycle"]`, chromedp.NodeVisible),
 		chromedp.WaitVisible(`#need-login`),
@@ -209,7 +126,7 @@ func TestConsoleInChromium(t *testing.T) {
 	if !strings.Contains(needLogin, "Log in") {
 		t.Errorf("confirm page without login says %q", needLogin)
 	}
-	if status := post(t, ctx, console.Prefix+"actions", "action=power-cycle&machine=web-01"); status != http.StatusForbidden {
+	if status := consoletest.Post(t, ctx, console.Prefix+"actions", "action=power-cycle&machine=web-01"); status != http.StatusForbidden {
 		t.Errorf("action without login: status %d, want 403", status)
 	}
 	if calls := l.actions.Calls(); len(calls) != 0 {
@@ -218,7 +135,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// A wrong token does not log in.
 	var loginErr string
-	run(t, ctx, "wrong token",
+	consoletest.Run(t, ctx, "wrong token",
 		chromedp.Click(`#need-login a`),
 		chromedp.WaitVisible(`#token`),
 		chromedp.SendKeys(`#token`, "metal_not-a-token"),
@@ -233,7 +150,7 @@ func TestConsoleInChromium(t *testing.T) {
 	// With the token: log in, confirm, and the action is carried out and
 	// recorded, and shows on the machine's timeline.
 	var flash, timeline string
-	run(t, ctx, "log in and power cycle",
+	consoletest.Run(t, ctx, "log in and power cycle",
 		chromedp.SendKeys(`#token`, l.token),
 		chromedp.Click(`#login`),
 		chromedp.WaitVisible(`#confirm`), // back to the confirm page it came from
@@ -259,10 +176,10 @@ func TestConsoleInChromium(t *testing.T) {
 	if e := evs[len(evs)-1]; e.Kind != api.EventAction {
 		t.Errorf("last event of web-01 = %+v, want the action", e)
 	}
-	screenshot(t, ctx, "machine.png")
+	consoletest.Screenshot(t, ctx, "machine.png")
 
 	// Logged in, a form without the session's CSRF token is refused.
-	if status := post(t, ctx, console.Prefix+"actions", "action=reprovision&machine=web-01"); status != http.StatusForbidden {
+	if status := consoletest.Post(t, ctx, console.Prefix+"actions", "action=reprovision&machine=web-01"); status != http.StatusForbidden {
 		t.Errorf("action without CSRF token: status %d, want 403", status)
 	}
 	if n := len(l.actions.Calls()); n != 1 {
@@ -272,7 +189,7 @@ func TestConsoleInChromium(t *testing.T) {
 	// The rollout: canary, batches, the failed step; halting it records
 	// the reason, live.
 	var rollout string
-	run(t, ctx, "rollout",
+	consoletest.Run(t, ctx, "rollout",
 		chromedp.Navigate(l.url+console.Prefix+"rollout"),
 		chromedp.WaitVisible(`#rollout-live .batch`),
 		chromedp.Text(`#rollout-live`, &rollout),
@@ -282,9 +199,9 @@ func TestConsoleInChromium(t *testing.T) {
 			t.Errorf("rollout page lacks %q:\n%s", s, rollout)
 		}
 	}
-	screenshot(t, ctx, "rollout.png")
+	consoletest.Screenshot(t, ctx, "rollout.png")
 	var halt string
-	run(t, ctx, "halt",
+	consoletest.Run(t, ctx, "halt",
 		chromedp.Click(`a[href*="action=halt"]`, chromedp.NodeVisible),
 		chromedp.WaitVisible(`#confirm`),
 		chromedp.Click(`#confirm`),
@@ -297,7 +214,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// The plan reads like `metal plan`.
 	var planText string
-	run(t, ctx, "plan",
+	consoletest.Run(t, ctx, "plan",
 		chromedp.Navigate(l.url+console.Prefix+"plan"),
 		chromedp.WaitVisible(`.summary`),
 		chromedp.Text(`main`, &planText),
@@ -310,7 +227,7 @@ func TestConsoleInChromium(t *testing.T) {
 
 	// On a phone: the table keeps its essential columns and fits.
 	var width int
-	run(t, ctx, "phone",
+	consoletest.Run(t, ctx, "phone",
 		emulation.SetDeviceMetricsOverride(390, 844, 3, true),
 		chromedp.Navigate(l.url+console.Prefix),
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="web-01"]`),
@@ -319,16 +236,16 @@ func TestConsoleInChromium(t *testing.T) {
 	if width > 390 {
 		t.Errorf("machines table is %d px wide on a 390 px phone", width)
 	}
-	screenshot(t, ctx, "machines-phone.png")
+	consoletest.Screenshot(t, ctx, "machines-phone.png")
 }
 
 // TestConsoleClosedReadsNeedLogin: without open reads every page sends
 // the browser to log in first, and brings it back after.
 func TestConsoleClosedReadsNeedLogin(t *testing.T) {
 	l := serve(t, false)
-	ctx := browser(t)
+	ctx := consoletest.Browser(t)
 	var loc string
-	run(t, ctx, "closed console",
+	consoletest.Run(t, ctx, "closed console",
 		chromedp.Navigate(l.url+console.Prefix+"machines/db-01"),
 		chromedp.WaitVisible(`#token`),
 		chromedp.Location(&loc),
@@ -337,7 +254,7 @@ func TestConsoleClosedReadsNeedLogin(t *testing.T) {
 		t.Errorf("location %q, want the login page", loc)
 	}
 	var h1 string
-	run(t, ctx, "log in",
+	consoletest.Run(t, ctx, "log in",
 		chromedp.SendKeys(`#token`, l.token),
 		chromedp.Click(`#login`),
 		chromedp.WaitVisible(`#machine-live`),
@@ -346,9 +263,4 @@ func TestConsoleClosedReadsNeedLogin(t *testing.T) {
 	if h1 != "db-01" {
 		t.Errorf("after login the page is %q, want db-01", h1)
 	}
-}
-
-func jsString(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
 }

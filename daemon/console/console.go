@@ -172,7 +172,7 @@ func (c *console) recovered(h http.Handler) http.Handler {
 // session; else it sends the browser to log in and come back.
 func (c *console) readable(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c.opts.OpenReads || c.sessions.get(r) != nil {
+		if c.opts.OpenReads || c.session(r) != nil {
 			h(w, r)
 			return
 		}
@@ -182,6 +182,26 @@ func (c *console) readable(h http.HandlerFunc) http.Handler {
 		}
 		http.Redirect(w, r, Prefix+"login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 	})
+}
+
+// session returns the request's session while the token it logged in
+// with is still valid: revoking a token (deleting its line) ends the
+// sessions it opened at their next request, not hours later.
+func (c *console) session(r *http.Request) *session {
+	x := c.sessions.get(r)
+	if x == nil {
+		return nil
+	}
+	if c.opts.Tokens == nil {
+		c.sessions.remove(x.id)
+		return nil
+	}
+	if name, ok := c.opts.Tokens.Verify(x.secret); !ok || name != x.who {
+		c.sessions.remove(x.id)
+		c.log.Info("console session ended: its token was revoked", "token", x.who, "client", r.RemoteAddr)
+		return nil
+	}
+	return x
 }
 
 // page is what every page template gets.
@@ -195,7 +215,7 @@ type page struct {
 }
 
 func (c *console) render(w http.ResponseWriter, r *http.Request, status int, name, title, nav string, data any) {
-	p := page{Title: title, Nav: nav, Session: c.sessions.get(r), Prefix: Prefix, Data: data}
+	p := page{Title: title, Nav: nav, Session: c.session(r), Prefix: Prefix, Data: data}
 	if p.Session != nil {
 		p.Flash = c.sessions.popFlash(p.Session.id)
 	}

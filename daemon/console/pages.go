@@ -198,8 +198,9 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	next := safeNext(r.PostForm.Get("next"))
 	name, ok := "", false
+	secret := strings.TrimSpace(r.PostForm.Get("token"))
 	if c.opts.Tokens != nil {
-		name, ok = c.opts.Tokens.Verify(strings.TrimSpace(r.PostForm.Get("token")))
+		name, ok = c.opts.Tokens.Verify(secret)
 	}
 	if !ok {
 		c.log.Warn("console login refused", "client", r.RemoteAddr)
@@ -207,7 +208,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 			loginView{Next: next, Error: "That token is not valid. Paste an API token (metal token create NAME makes one)."})
 		return
 	}
-	s := c.sessions.create(name)
+	s := c.sessions.create(name, secret)
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: s.id, Path: Prefix, HttpOnly: true, Secure: c.opts.SecureCookie,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(c.opts.SessionTTL.Seconds()),
@@ -217,7 +218,7 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) logout(w http.ResponseWriter, r *http.Request) {
-	if s := c.sessions.get(r); s != nil {
+	if s := c.session(r); s != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 		if r.ParseForm() == nil && s.validCSRF(r.PostForm.Get("csrf")) {
 			c.sessions.remove(s.id)
@@ -249,7 +250,7 @@ func (c *console) confirmPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := confirmView{Req: req, Verb: verbs[req.Action], Back: backTo(req)}
-	if c.sessions.get(r) == nil {
+	if c.session(r) == nil {
 		v.Login = Prefix + "login?next=" + url.QueryEscape(r.URL.RequestURI())
 	}
 	c.render(w, r, http.StatusOK, "confirm.html", v.Verb+"?", "", v)
@@ -265,7 +266,7 @@ func backTo(req api.ActionRequest) string {
 // action carries out a confirmed action: it needs a session and the
 // session's form token.
 func (c *console) action(w http.ResponseWriter, r *http.Request) {
-	s := c.sessions.get(r)
+	s := c.session(r)
 	if s == nil {
 		c.fail(w, r, http.StatusForbidden, "Actions need a login: log in with an API token, then try again.")
 		return

@@ -21,6 +21,7 @@ const maxSessions = 1000
 type session struct {
 	id      string
 	who     string // the API token's name
+	secret  string // the token itself, checked again at every request
 	csrf    string // the form token every POST must carry
 	expires time.Time
 	flash   string // one message for the next page
@@ -41,8 +42,8 @@ func newSessions(ttl time.Duration, now func() time.Time) *sessions {
 // randomID is 256 random bits; crypto/rand never fails (Go 1.24+).
 func randomID() string { return rand.Text() + rand.Text() }
 
-// create starts a session for who.
-func (s *sessions) create(who string) *session {
+// create starts a session for who, logged in with secret.
+func (s *sessions) create(who, secret string) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -60,7 +61,7 @@ func (s *sessions) create(who string) *session {
 		}
 		delete(s.byID, oldest.id)
 	}
-	x := &session{id: randomID(), who: who, csrf: randomID(), expires: now.Add(s.ttl)}
+	x := &session{id: randomID(), who: who, secret: secret, csrf: randomID(), expires: now.Add(s.ttl)}
 	s.byID[x.id] = x
 	return x
 }
