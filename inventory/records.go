@@ -216,56 +216,69 @@ func (s *store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		e.Time = s.opts.Now()
 	}
 	e.Time = e.Time.UTC()
-	// The sequence counter is one key every appender CASes, which makes Seq
-	// gap-free and ordered across servers; events are rare enough (a few per
-	// boot) that contention on it does not matter.
-	for attempt := 0; ; attempt++ {
+	return s.events.append(ctx, s, e)
+}
+
+// appendEvents writes evs with the next sequence numbers, in order, in one
+// Txn. The sequence counter is one key every appender CASes, which makes Seq
+// gap-free and ordered across servers; appending a batch under one CAS
+// keeps that while concurrent appenders in this process share one write
+// instead of each retrying against the others.
+func (s *store) appendEvents(ctx context.Context, evs []Event) error {
+	for {
 		if err := ctx.Err(); err != nil {
-			return Event{}, err
+			return err
 		}
 		ctr, _, err := s.kv.Get(ctx, keyEventSeq)
 		if err != nil {
-			return Event{}, fmt.Errorf("append event: %w", err)
+			return fmt.Errorf("append event: %w", err)
 		}
 		var last int64
 		if len(ctr.Value) > 0 {
 			if last, err = strconv.ParseInt(string(ctr.Value), 10, 64); err != nil {
-				return Event{}, fmt.Errorf("event counter %q: %w", ctr.Value, ErrInvalid)
+				return fmt.Errorf("event counter %q: %w", ctr.Value, ErrInvalid)
 			}
 		}
-		e.Seq = last + 1
-		body := mustJSON(e)
-		ops := []Op{Put(keyEventSeq, []byte(strconv.FormatInt(e.Seq, 10))), Put(pfxEvent+seqKey(e.Seq), body)}
-		if e.Machine != "" {
-			ops = append(ops, Put(pfxEvName+e.Machine+"/"+seqKey(e.Seq), body))
+		ops := []Op{Put(keyEventSeq, []byte(strconv.FormatInt(last+int64(len(evs)), 10)))}
+		for i := range evs {
+			e := &evs[i]
+			e.Seq = last + 1 + int64(i)
+			body := mustJSON(e)
+			ops = append(ops, Put(pfxEvent+seqKey(e.Seq), body))
+			if e.Machine != "" {
+				ops = append(ops, Put(pfxEvName+e.Machine+"/"+seqKey(e.Seq), body))
+			}
+			if e.MAC != "" {
+				ops = append(ops, Put(pfxEvMAC+e.MAC+"/"+seqKey(e.Seq), body))
+			}
 		}
-		if e.MAC != "" {
-			ops = append(ops, Put(pfxEvMAC+e.MAC+"/"+seqKey(e.Seq), body))
-		}
-		trim, err := s.trimOps(ctx, e.Seq)
+		// Each trimmed event costs up to three deletes; what is left of the
+		// operation budget bounds how many go in this Txn.
+		trim, err := s.trimOps(ctx, last+int64(len(evs)), max(1, (maxEventTxnOps-len(ops))/3))
 		if err != nil {
-			return Event{}, err
+			return err
 		}
 		ops = append(ops, trim...)
 		_, ok, err := s.kv.Txn(ctx, Txn{If: []Cond{{Key: keyEventSeq, ModRev: ctr.ModRev}}, Then: ops})
 		if err != nil {
-			return Event{}, fmt.Errorf("append event: %w", err)
+			return fmt.Errorf("append event: %w", err)
 		}
 		if ok {
-			return e, nil
+			return nil
 		}
 	}
 }
 
-// trimOps deletes the events that fall out of retention when seq is added: at
-// most 64 per append, so lowering the retention trims over the next appends
-// rather than in one huge transaction (etcd caps operations per Txn).
-func (s *store) trimOps(ctx context.Context, seq int64) ([]Op, error) {
+// trimOps deletes the events that fall out of retention when seq is added:
+// at most limit of them, so lowering the retention trims over the next
+// appends rather than in one huge transaction (etcd caps operations per
+// Txn).
+func (s *store) trimOps(ctx context.Context, seq int64, limit int) ([]Op, error) {
 	keepFrom := seq - int64(s.opts.EventRetention) + 1
 	if keepFrom <= 1 {
 		return nil, nil
 	}
-	old, _, err := s.kv.List(ctx, KeyRange{Prefix: pfxEvent, To: pfxEvent + seqKey(keepFrom), Limit: 64})
+	old, _, err := s.kv.List(ctx, KeyRange{Prefix: pfxEvent, To: pfxEvent + seqKey(keepFrom), Limit: limit})
 	if err != nil {
 		return nil, fmt.Errorf("trim events: %w", err)
 	}

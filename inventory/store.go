@@ -197,6 +197,7 @@ type store struct {
 	log     *slog.Logger
 	current int
 	migs    []Migration
+	events  eventQueue
 }
 
 func (s *store) SchemaVersion() int { return s.current }

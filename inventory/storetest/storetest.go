@@ -53,16 +53,17 @@ func (c *Clock) Advance(d time.Duration) {
 // Run runs the whole suite against b.
 func Run(t *testing.T, b Backend) {
 	tests := map[string]func(*testing.T, Backend){
-		"MachineCRUD":     testMachineCRUD,
-		"MachineInvalid":  testMachineInvalid,
-		"Watch":           testWatch,
-		"LeaseAllocate":   testLeaseAllocate,
-		"LeaseConcurrent": testLeaseConcurrent,
-		"Events":          testEvents,
-		"ApplyResume":     testApplyResume,
-		"Schema":          testSchema,
-		"DumpRestore":     testDumpRestore,
-		"Election":        testElection,
+		"MachineCRUD":      testMachineCRUD,
+		"MachineInvalid":   testMachineInvalid,
+		"Watch":            testWatch,
+		"LeaseAllocate":    testLeaseAllocate,
+		"LeaseConcurrent":  testLeaseConcurrent,
+		"Events":           testEvents,
+		"EventsConcurrent": testEventsConcurrent,
+		"ApplyResume":      testApplyResume,
+		"Schema":           testSchema,
+		"DumpRestore":      testDumpRestore,
+		"Election":         testElection,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, b) })
@@ -578,6 +579,75 @@ func testEvents(t *testing.T, b Backend) {
 	}
 	if _, err := s.AppendEvent(ctx, inventory.Event{}); !errors.Is(err, inventory.ErrInvalid) {
 		t.Errorf("event without kind: got %v, want ErrInvalid", err)
+	}
+}
+
+// testEventsConcurrent appends from many goroutines at once (on etcd, half
+// of them through a second server): every acknowledged event is stored
+// once under the Seq it was given, Seqs have no gaps, each appender's
+// events keep its order, and retention still holds.
+func testEventsConcurrent(t *testing.T, b Backend) {
+	ctx := ctxT(t)
+	const appenders, each, keep = 8, 25, 150
+	s1, kv := open(t, b, inventory.Options{EventRetention: keep})
+	s2 := s1
+	if b.Peer != nil {
+		var err error
+		s2, err = inventory.Open(ctx, b.Peer(t, kv), inventory.Options{EventRetention: keep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s2.Close() })
+	}
+	acked := make([][]inventory.Event, appenders)
+	var wg sync.WaitGroup
+	for a := range appenders {
+		s := s1
+		if a%2 == 1 {
+			s = s2
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				e, err := s.AppendEvent(ctx, inventory.Event{Machine: fmt.Sprintf("m%d", a), Kind: inventory.EventAgent, Message: fmt.Sprintf("step %d", i)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				acked[a] = append(acked[a], e)
+			}
+		}()
+	}
+	wg.Wait()
+	bySeq := map[int64]inventory.Event{}
+	for a, evs := range acked {
+		for i, e := range evs {
+			if prev, dup := bySeq[e.Seq]; dup {
+				t.Fatalf("seq %d given to %+v and %+v", e.Seq, prev, e)
+			}
+			bySeq[e.Seq] = e
+			if i > 0 && e.Seq <= evs[i-1].Seq {
+				t.Errorf("appender %d: event %d has seq %d after %d", a, i, e.Seq, evs[i-1].Seq)
+			}
+		}
+	}
+	const total = appenders * each
+	for seq := int64(1); seq <= total; seq++ {
+		if _, ok := bySeq[seq]; !ok {
+			t.Fatalf("no event acknowledged with seq %d of 1..%d", seq, total)
+		}
+	}
+	got, err := s1.Events(ctx, inventory.EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []inventory.Event
+	for seq := int64(total - keep + 1); seq <= total; seq++ {
+		want = append(want, bySeq[seq])
+	}
+	if d := diff(want, got); d != "" {
+		t.Errorf("stored events (-acknowledged +stored):\n%s", d)
 	}
 }
 

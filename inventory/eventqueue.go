@@ -1,0 +1,122 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// maxEventBatch bounds the events one Txn appends, and maxEventTxnOps the
+// operations of that Txn (each event is up to three puts, each trimmed
+// event up to three deletes): etcd refuses a Txn of more than 128
+// operations by default.
+const (
+	maxEventBatch  = 16
+	maxEventTxnOps = 120
+)
+
+// eventQueue gathers the events appended at the same time in this process
+// so that one Txn writes them all: under the engine's many machines, DHCP
+// and agents, appenders would otherwise each take a durable write, and all
+// but one of each round would lose the counter's CAS and write again.
+//
+// The first appender to find the queue idle starts a drain goroutine; it
+// writes batch after batch until the queue is empty, then ends. Nothing
+// waits for a batch to fill.
+type eventQueue struct {
+	mu       sync.Mutex
+	pending  []*eventReq
+	draining bool
+}
+
+type eventReq struct {
+	ctx  context.Context
+	e    Event
+	err  error
+	done chan struct{}
+}
+
+func (q *eventQueue) append(ctx context.Context, s *store, e Event) (Event, error) {
+	r := &eventReq{ctx: ctx, e: e, done: make(chan struct{})}
+	q.mu.Lock()
+	q.pending = append(q.pending, r)
+	start := !q.draining
+	q.draining = true
+	q.mu.Unlock()
+	if start {
+		go q.drain(s)
+	}
+	// Waiting past ctx: a queued event may still be written, and the
+	// caller must not be told it was not. The batch's own context ends
+	// once every caller in it has given up, so this wait is bounded.
+	<-r.done
+	return r.e, r.err
+}
+
+func (q *eventQueue) drain(s *store) {
+	for {
+		q.mu.Lock()
+		n := min(len(q.pending), maxEventBatch)
+		if n == 0 {
+			q.draining = false
+			q.mu.Unlock()
+			return
+		}
+		batch := q.pending[:n:n]
+		q.pending = q.pending[n:]
+		q.mu.Unlock()
+		q.write(s, batch)
+	}
+}
+
+// write appends batch's events and answers each caller.
+func (q *eventQueue) write(s *store, batch []*eventReq) {
+	live := batch[:0:0]
+	for _, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			r.err = err
+			close(r.done)
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(live) == 0 {
+		return
+	}
+	defer func() {
+		// A bug must not leave appenders waiting forever.
+		if p := recover(); p != nil {
+			s.log.Error("append events panic", "panic", fmt.Sprint(p))
+			for _, r := range live {
+				r.err = fmt.Errorf("append event: internal error: %v", p)
+				close(r.done)
+			}
+		}
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The batch goes on while any of its callers still waits.
+	waiting := atomic.Int64{}
+	waiting.Store(int64(len(live)))
+	for _, r := range live {
+		stop := context.AfterFunc(r.ctx, func() {
+			if waiting.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	evs := make([]Event, len(live))
+	for i, r := range live {
+		evs[i] = r.e
+	}
+	err := s.appendEvents(ctx, evs)
+	for i, r := range live {
+		r.e, r.err = evs[i], err
+		if err != nil {
+			r.e = Event{}
+		}
+		close(r.done)
+	}
+}
