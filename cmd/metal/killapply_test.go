@@ -49,6 +49,20 @@ const killPoints = 50
 // store sync, recording the run, before any line). With -short, 10 kills.
 func TestApplyKillPoints(t *testing.T) {
 	t.Parallel()
+	killPointsTest(t, false)
+}
+
+// TestServeKillPoints is TestApplyKillPoints where the apply runs in a
+// `metal serve` (metal apply submits it over the daemon's local socket and
+// streams its progress): serve is what is killed, at 50 random points of
+// the submitted run, then started again, and `metal apply --resume`
+// submits the rest, until the run is done; the same outcome is asserted.
+func TestServeKillPoints(t *testing.T) {
+	t.Parallel()
+	killPointsTest(t, true)
+}
+
+func killPointsTest(t *testing.T, serve bool) {
 	bin := buildMetal(t)
 	seed := time.Now().UnixNano()
 	if s := os.Getenv("METAL_KILL_SEED"); s != "" {
@@ -68,8 +82,11 @@ func TestApplyKillPoints(t *testing.T) {
 	kills := 0
 	for round := 1; kills < points; round++ {
 		want := min(1+rng.IntN(6), points-kills)
-		r := newKillRound(t, bin, round, 8)
-		kills += r.run(rng, want)
+		r := newKillRound(t, bin, round, 8, serve)
+		start := time.Now()
+		made := r.run(rng, want)
+		kills += made
+		t.Logf("round %d: %d kills in %v", round, made, time.Since(start).Round(time.Millisecond))
 		if t.Failed() {
 			t.Fatalf("round %d failed (METAL_KILL_SEED=%d)", round, seed)
 		}
@@ -77,27 +94,36 @@ func TestApplyKillPoints(t *testing.T) {
 }
 
 // killRound is one apply of a fresh simulated fleet whose state is a bbolt
-// file only the `metal apply` processes open.
+// file only metal's processes open: each `metal apply`, or with serve, the
+// `metal serve` the applies are submitted to.
 type killRound struct {
 	t      *testing.T
 	bin    string
 	round  int
 	n      int
 	dir    string
+	state  string
 	site   string
 	db     string
 	listen string
 	fleet  *applytest.Fleet
+	// serve: the apply runs in a metal serve, the process killed.
+	serve *serveProc
 	// log is what every attempt printed, for a failure's report.
 	log strings.Builder
 }
 
-func newKillRound(t *testing.T, bin string, round, n int) *killRound {
+func newKillRound(t *testing.T, bin string, round, n int, serve bool) *killRound {
 	t.Helper()
 	r := &killRound{t: t, bin: bin, round: round, n: n, dir: t.TempDir(), listen: fixedTCPAddr(t)}
-	r.db = filepath.Join(r.dir, "state", "state.db")
+	r.state = filepath.Join(r.dir, "state")
+	r.db = filepath.Join(r.state, "state.db")
+	if serve {
+		r.serve = &serveProc{r: r}
+		t.Cleanup(r.serve.stop)
+	}
 	f, err := applytest.Start(applytest.Options{Machines: n, Racks: 2,
-		AgentURL: "http://" + r.listen, TokenKey: filepath.Join(r.dir, "state", "token.key")})
+		AgentURL: "http://" + r.listen, TokenKey: filepath.Join(r.state, "token.key")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,14 +171,19 @@ type attempt struct {
 	out    string
 }
 
-// start runs metal apply with args and kills it when kill says so: after
-// line `after` (0: from the start) and then jitter; after < 0 never.
+// start runs metal apply with args and kills it (with serve, the metal
+// serve it submits to) when kill says so: after line `after` (0: from the
+// start) and then jitter; after < 0 never.
 func (r *killRound) start(args []string, after int, jitter time.Duration) attempt {
 	r.t.Helper()
-	args = append(args, "--json", "--auto-approve", r.site,
-		"--listen", r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", filepath.Join(r.dir, "state"),
-		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img",
+	args = append(args, "--json", "--auto-approve", r.site, "--state-dir", r.state,
 		"--step-timeout", "10s", "--agent-timeout", "60s")
+	if r.serve == nil {
+		args = append(args, "--listen", r.listen, "--tftp-addr", "127.0.0.1:0",
+			"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img")
+	} else {
+		r.serve.start()
+	}
 	cmd := exec.Command(r.bin, args...)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
@@ -193,16 +224,23 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 		<-read // Wait closes the pipe: read it to the end first
 		exited <- cmd.Wait()
 	}()
+	kill := func() {
+		// By PID: only processes this test started.
+		if r.serve != nil {
+			a.killed = r.serve.kill()
+			return
+		}
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+	}
 	if after >= 0 {
 		select {
 		case <-reached:
 			select {
 			case <-time.After(jitter):
+				kill()
 			case err := <-exited:
 				exited <- err
 			}
-			// By PID: only the process this test started.
-			_ = cmd.Process.Signal(syscall.SIGKILL)
 		case err := <-exited:
 			exited <- err
 		}
@@ -217,12 +255,99 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signaled() && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL {
 		a.killed = true
-	} else {
+	} else if !a.killed {
 		a.err = err
 	}
 	a.out = out.String() + stderr.String()
-	fmt.Fprintf(&r.log, "--- metal %s (kill after line %d +%v): killed=%v exit=%v\n%s", strings.Join(args[:2], " "), after, jitter, a.killed, a.err, a.out)
+	fmt.Fprintf(&r.log, "--- metal %s (kill after line %d +%v): killed=%v exit=%v\n%s", strings.Join(args[:2], " "), after, jitter, a.killed, err, a.out)
+	if r.serve != nil {
+		fmt.Fprintf(&r.log, "--- metal serve said:\n%s", r.serve.out.String())
+	}
 	return a
+}
+
+// serveProc is the round's metal serve, started again after each kill.
+type serveProc struct {
+	r      *killRound
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    syncBuffer
+}
+
+// start starts metal serve unless it runs, and waits until its local
+// socket answers (until then metal apply would run in-process).
+func (s *serveProc) start() {
+	t := s.r.t
+	t.Helper()
+	if s.cmd != nil {
+		select {
+		case <-s.exited:
+		default:
+			return
+		}
+	}
+	s.out = syncBuffer{}
+	s.cmd = exec.Command(s.r.bin, "serve", "--listen", s.r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", s.r.state,
+		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", s.r.site)
+	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	s.exited = exited
+	go func() { _ = s.cmd.Wait(); close(exited) }()
+	sock := filepath.Join(s.r.state, "api.sock")
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatalf("round %d: metal serve exited at start:\n%s", s.r.round, s.out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("round %d: metal serve's socket never answered:\n%s", s.r.round, s.out.String())
+		}
+	}
+}
+
+// kill SIGKILLs metal serve; false if it was not running.
+func (s *serveProc) kill() bool {
+	if s.cmd == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGKILL)
+	<-s.exited
+	return true
+}
+
+// stop ends metal serve as an operator would (SIGTERM), so the store can
+// be opened after it.
+func (s *serveProc) stop() {
+	if s.cmd == nil {
+		return
+	}
+	select {
+	case <-s.exited:
+		return
+	default:
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(20 * time.Second):
+		s.r.t.Errorf("round %d: metal serve did not stop on SIGTERM:\n%s", s.r.round, s.out.String())
+		s.kill()
+	}
 }
 
 // run kills the round's apply kills times at random points, then lets the
@@ -265,6 +390,9 @@ func (r *killRound) run(rng *rand.Rand, kills int) int {
 			return made
 		}
 		break
+	}
+	if r.serve != nil {
+		r.serve.stop()
 	}
 	r.check()
 	return made
