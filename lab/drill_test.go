@@ -151,10 +151,13 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	var m inventory.Machine
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
 		out := run(t, ctx, metal, "machines", "show", "vm-1", "--site", drSite, "--json")
-		m = inventory.Machine{}
-		if err := json.Unmarshal([]byte(out), &m); err != nil {
+		var shown struct {
+			Machine inventory.Machine `json:"machine"`
+		}
+		if err := json.Unmarshal([]byte(out), &shown); err != nil {
 			t.Fatalf("metal machines show: %v\n%s", err, out)
 		}
+		m = shown.Machine
 		if m.State == inventory.StateProvisioned && reprovisionedSince(m, before) {
 			break
 		}

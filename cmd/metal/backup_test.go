@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -215,4 +216,68 @@ func TestSplitSnapshot(t *testing.T) {
 			t.Errorf("splitSnapshot(%q) = %q, %q; want %q, %q", raw, dir, name, want.dir, want.name)
 		}
 	}
+}
+
+// TestServePrimary is the primary side that `metal serve --backup-to`
+// runs: it refuses to start once fenced, ships snapshots and heartbeats
+// while it runs, keeps a standby's unforced promote out, and stops
+// (ErrFenced) when a standby is promoted over it.
+func TestServePrimary(t *testing.T) {
+	d := sshdtest.Start(t)
+	target := d.URL("ams1")
+	ctx := testCtx(t)
+	sitePath := stateSite(t)
+	s := openSiteStore(t, sitePath)
+	defer s.Close()
+	fillStore(t, s, time.Now())
+	f := primaryFlags{to: target, every: time.Second, keep: 2, owner: "ams1-a",
+		ssh: sshFlags{knownHosts: d.KnownHosts, identities: []string{d.ClientKey}, timeout: 5 * time.Second}}
+	t.Setenv("SSH_AUTH_SOCK", "")
+	p, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1")
+	if err != nil {
+		t.Fatalf("start the primary: %v", err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- p.run(ctx, s) }()
+	dir := filepath.Join(d.Dir, "ams1")
+	for deadline := time.Now().Add(30 * time.Second); len(snapshotsIn(t, dir)) < 2; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the primary wrote %v in 30 s, want 2 snapshots (one a second)", snapshotsIn(t, dir))
+		}
+	}
+
+	standby := stateSite(t)
+	if code, _, stderr := metal(t, noAgent, append([]string{"standby", "--site", standby, "--from", target, "--once"}, sshArgs(d)...)...); code != 0 {
+		t.Fatalf("standby --once: %s", stderr)
+	}
+	promote := append([]string{"promote", "--site", standby, "--from", target, "--owner", "ams1-b"}, sshArgs(d)...)
+	if code, _, stderr := metal(t, noAgent, promote...); code != 1 || !strings.Contains(stderr, "primary is alive") {
+		t.Fatalf("promote over the running primary: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := metal(t, noAgent, append(promote, "--force")...); code != 0 {
+		t.Fatalf("promote --force: %s", stderr)
+	}
+	select {
+	case err := <-ran:
+		if !errors.Is(err, backup.ErrFenced) {
+			t.Errorf("the primary after a promote: %v, want ErrFenced", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the primary still runs 30 s after a standby was promoted over it")
+	}
+	if got := len(snapshotsIn(t, dir)); got > 2 {
+		t.Errorf("%d snapshots kept, want at most --backup-keep 2", got)
+	}
+
+	// Back again: the old owner is refused before it serves; the promoted
+	// one starts.
+	if _, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1"); !errors.Is(err, backup.ErrFenced) {
+		t.Errorf("the old primary starting again: %v, want ErrFenced", err)
+	}
+	f.owner = "ams1-b"
+	p, err = f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1")
+	if err != nil {
+		t.Fatalf("the promoted owner starting: %v", err)
+	}
+	p.close()
 }

@@ -144,8 +144,8 @@ func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
 		Short: "Show the lab: processes, VMs, their BMCs and last serial line",
 		Long: `Status shows whether each lab process (BMCs, metal serve) still runs and,
 for each VM, its firmware, BMC, whether QEMU runs, metal's state for the
-machine (when no running metal holds the store) and the last line on its
-serial console.`,
+machine (asked of the lab's running metal serve over its local socket, or
+read from the store when none runs) and the last line on its serial console.`,
 		Example: `  sudo metal lab status
   sudo metal lab status --json | jq '.vms[] | {name, running, state}'`,
 		Args: cobra.NoArgs,
