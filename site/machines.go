@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
+	"sync"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -65,21 +67,52 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		for name, a := range content.Attributes {
 			ranges[name] = a.Expr.Range()
 		}
-		// One evaluation context per block, its instance variables swapped
-		// in turn: instances are evaluated one after the other.
-		ctx := l.ctx.NewChild()
-		for _, inst := range insts {
-			ctx.Variables = inst.vars
-			e := &evaluator{ctx: ctx}
-			m := decodeMachine(e, b, content, inst.name, ranges)
-			if bmcContent != nil {
-				m.BMC = decodeBMC(e, bmcBlock, bmcContent)
+		machines := make([]*Machine, len(insts))
+		instDiags := make([]hcl.Diagnostics, len(insts))
+		eachInstance(len(insts), func(lo, hi int) {
+			// One evaluation context per worker, its instance variables
+			// swapped in turn; the parent context is only read.
+			ctx := l.ctx.NewChild()
+			for i := lo; i < hi; i++ {
+				ctx.Variables = insts[i].vars
+				e := &evaluator{ctx: ctx}
+				m := decodeMachine(e, b, content, insts[i].name, ranges)
+				if bmcContent != nil {
+					m.BMC = decodeBMC(e, bmcBlock, bmcContent)
+				}
+				machines[i], instDiags[i] = m, e.diags
 			}
-			diags = append(diags, e.diags...)
-			s.Machines = append(s.Machines, m)
+		})
+		for i := range insts {
+			diags = append(diags, instDiags[i]...)
 		}
+		s.Machines = append(s.Machines, machines...)
 	}
 	return diags
+}
+
+// eachInstance calls fn over [0,n) in contiguous ranges, one per CPU when
+// there are enough instances to be worth it: a for_each over a rack of
+// thousands of machines evaluates each one's expressions (format,
+// cidrhost, ...), and that is most of the time a large site takes to load.
+// The results keep the instances' order.
+func eachInstance(n int, fn func(lo, hi int)) {
+	workers := runtime.GOMAXPROCS(0)
+	if n < 256 || workers < 2 {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	per := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
 }
 
 // expand returns the instances of a machine block: one per for_each key,

@@ -84,7 +84,7 @@ or the inventory changed since.`,
 				}
 			}
 			if asJSON {
-				if err := writeJSON(a.stdout, p); err != nil {
+				if err := p.WriteJSON(a.stdout); err != nil {
 					return err
 				}
 			} else {

@@ -226,12 +226,19 @@ func diff(before, after Attributes) []AttrChange {
 	return out
 }
 
+// digest hashes what the plan would do, a change at a time: encoding a
+// 10,000-machine plan whole only to hash it cost more than computing it.
 func digest(p *Plan) string {
-	b, _ := json.Marshal(struct {
-		Site    string
-		Changes []Change
-		Targets []string `json:",omitempty"`
-	}{p.Site, p.Changes, p.Targets})
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
+	h := sha256.New()
+	line := func(v any) {
+		b, _ := json.Marshal(v)
+		h.Write(b)
+		h.Write([]byte{'\n'})
+	}
+	line(p.Site)
+	for i := range p.Changes {
+		line(&p.Changes[i])
+	}
+	line(p.Targets)
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -1,0 +1,58 @@
+package plan
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+)
+
+// WriteJSON writes the plan as indented JSON, the bytes json.Encoder with
+// SetIndent("", "  ") would write, a change at a time: a 10,000-machine
+// plan is tens of megabytes, and encoding it whole first doubled the time
+// `metal plan --json` took.
+func (p *Plan) WriteJSON(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	site, err := json.Marshal(p.Site)
+	if err != nil {
+		return err
+	}
+	bw.WriteString("{\n  \"site\": ")
+	bw.Write(site)
+	bw.WriteString(",\n  \"changes\": ")
+	switch {
+	case p.Changes == nil:
+		bw.WriteString("null")
+	case len(p.Changes) == 0:
+		bw.WriteString("[]")
+	default:
+		bw.WriteString("[")
+		for i := range p.Changes {
+			b, err := json.MarshalIndent(&p.Changes[i], "    ", "  ")
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				bw.WriteString(",")
+			}
+			bw.WriteString("\n    ")
+			bw.Write(b)
+		}
+		bw.WriteString("\n  ]")
+	}
+	// The remaining fields, in Plan's order, as MarshalIndent writes them
+	// inside an object: "{\n" + fields + "\n}".
+	rest, err := json.MarshalIndent(struct {
+		Summary    Summary  `json:"summary"`
+		Digest     string   `json:"digest"`
+		SiteFile   string   `json:"site_file,omitempty"`
+		SiteDigest string   `json:"site_digest,omitempty"`
+		Targets    []string `json:"targets,omitempty"`
+	}{p.Summary, p.Digest, p.SiteFile, p.SiteDigest, p.Targets}, "", "  ")
+	if err != nil {
+		return err
+	}
+	bw.WriteString(",\n")
+	bw.Write(rest[2:])
+	bw.WriteString("\n")
+	return bw.Flush()
+}
