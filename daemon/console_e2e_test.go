@@ -67,7 +67,7 @@ func TestConsoleActionsInChromium(t *testing.T) {
 		// The engine, the BMC and the simulated agent take it from here;
 		// the page follows the store over its event stream.
 		chromedp.WaitVisible(`#state .state-provisioned`),
-		chromedp.Text(`#timeline`, &timeline),
+		consoletest.LiveText(`#timeline`, &timeline),
 	)
 	if !strings.Contains(flash, `Done: reprovision of machine `+m0+` by "ops"`) {
 		t.Errorf("flash = %q", flash)

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/internal/humanize"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/bolt"
@@ -639,18 +640,8 @@ func labelsText(l map[string]string) string {
 	return strings.Join(keys, " ")
 }
 
-func bytesText(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
+// bytesText is a size as people read it, as the console shows it too.
+func bytesText(n uint64) string { return humanize.Bytes(n) }
 
 func nonEmpty(parts ...string) []string {
 	var out []string

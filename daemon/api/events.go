@@ -1,14 +1,13 @@
 package api
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/daemon/internal/sse"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -75,16 +74,10 @@ func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.Even
 		s.storeError(w, r, err)
 		return
 	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no") // a buffering proxy would hold events back
-	w.WriteHeader(http.StatusOK)
-
+	st := sse.Start(w)
 	last := q.AfterSeq
 	send := func(e inventory.Event) bool {
-		if err := WriteSSE(w, strconv.FormatInt(e.Seq, 10), "event", e); err != nil {
+		if err := st.Event(strconv.FormatInt(e.Seq, 10), "event", e); err != nil {
 			return false
 		}
 		last = e.Seq
@@ -93,7 +86,7 @@ func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.Even
 	for {
 		backlog, err := s.opts.Store.Events(ctx, inventory.EventQuery{Machine: q.Machine, MAC: q.MAC, AfterSeq: last, Limit: maxEvents})
 		if err != nil {
-			WriteSSE(w, "", "error", Error{Error: "list events: " + err.Error()})
+			st.Send("", "error", Error{Error: "list events: " + err.Error()})
 			return
 		}
 		for _, e := range backlog {
@@ -105,7 +98,7 @@ func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.Even
 			break
 		}
 	}
-	if rc.Flush() != nil {
+	if st.Flush() != nil {
 		return
 	}
 	beat := time.NewTicker(s.opts.Heartbeat)
@@ -115,7 +108,7 @@ func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.Even
 		case <-ctx.Done():
 			return
 		case <-beat.C:
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+			if st.KeepAlive() != nil {
 				return
 			}
 		case c, ok := <-changes:
@@ -124,47 +117,18 @@ func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.Even
 			}
 			if c.Err != nil {
 				// The client reconnects with Last-Event-ID and misses nothing.
-				WriteSSE(w, "", "error", Error{Error: "event watch ended: " + c.Err.Error()})
-				rc.Flush()
+				st.Send("", "error", Error{Error: "event watch ended: " + c.Err.Error()})
 				return
 			}
 			e := c.Event
 			if e == nil || c.Deleted || e.Seq <= last || !eventMatches(q, *e) {
 				continue
 			}
-			if !send(*e) || rc.Flush() != nil {
+			if !send(*e) || st.Flush() != nil {
 				return
 			}
 		}
 	}
-}
-
-// WriteSSE writes one server-sent event whose data is v as JSON (a string
-// v is sent as is, line by line).
-func WriteSSE(w io.Writer, id, event string, v any) error {
-	var data string
-	if s, ok := v.(string); ok {
-		data = s
-	} else {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		data = string(b)
-	}
-	var b strings.Builder
-	if id != "" {
-		b.WriteString("id: " + id + "\n")
-	}
-	if event != "" {
-		b.WriteString("event: " + event + "\n")
-	}
-	for _, line := range strings.Split(data, "\n") {
-		b.WriteString("data: " + strings.TrimSuffix(line, "\r") + "\n")
-	}
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 // eventMatches applies an EventQuery's machine filter to one event, as

@@ -93,7 +93,7 @@ func TestConsoleInChromium(t *testing.T) {
 	consoletest.Run(t, ctx, "live update",
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] .state-failed`),
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] td.power-off`),
-		chromedp.Text(`#machine-rows tr[data-machine="db-01"] td.last`, &last),
+		consoletest.LiveText(`#machine-rows tr[data-machine="db-01"] td.last`, &last),
 		chromedp.Evaluate(`window.notReloaded === true`, &notReloaded),
 	)
 	if !notReloaded {
@@ -158,7 +158,7 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.Click(`#confirm`),
 		chromedp.WaitVisible(`.flash`),
 		chromedp.Text(`.flash`, &flash),
-		chromedp.Text(`#timeline`, &timeline),
+		consoletest.LiveText(`#timeline`, &timeline),
 	)
 	if !strings.Contains(flash, `Done: power-cycle of machine web-01 by "ops" (reason: stuck in POST)`) {
 		t.Errorf("flash = %q", flash)
@@ -192,7 +192,7 @@ func TestConsoleInChromium(t *testing.T) {
 	consoletest.Run(t, ctx, "rollout",
 		chromedp.Navigate(l.url+console.Prefix+"rollout"),
 		chromedp.WaitVisible(`#rollout-live .batch`),
-		chromedp.Text(`#rollout-live`, &rollout),
+		consoletest.LiveText(`#rollout-live`, &rollout),
 	)
 	for _, s := range []string{"Canary", "Batch 2", "checksum mismatch", "1 failed", "canary of 1, then batches of 2"} {
 		if !strings.Contains(rollout, s) {
@@ -206,7 +206,7 @@ func TestConsoleInChromium(t *testing.T) {
 		chromedp.WaitVisible(`#confirm`),
 		chromedp.Click(`#confirm`),
 		chromedp.WaitVisible(`#halt-reason`),
-		chromedp.Text(`#halt-reason`, &halt),
+		consoletest.LiveText(`#halt-reason`, &halt),
 	)
 	if halt != "halted by an operator" {
 		t.Errorf("halt reason = %q", halt)

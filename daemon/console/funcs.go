@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/internal/humanize"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -26,7 +27,7 @@ func (c *console) funcs() template.FuncMap {
 			return t.UTC().Format(time.RFC3339)
 		},
 		"set":   func(t time.Time) bool { return !t.IsZero() },
-		"bytes": humanBytes,
+		"bytes": humanize.Bytes,
 		"pct": func(done, total uint64) int {
 			if total == 0 {
 				return 0
@@ -64,17 +65,4 @@ func ago(d time.Duration) string {
 		return fmt.Sprintf("%dh ago", int(d.Hours()))
 	}
 	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/daemon/internal/sse"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -33,12 +33,7 @@ func (c *console) stream(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "watch the store: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	rc := http.NewResponseController(w)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	st := sse.Start(w)
 
 	var sent []byte
 	send := func() bool {
@@ -48,13 +43,13 @@ func (c *console) stream(w http.ResponseWriter, r *http.Request) {
 				return false
 			}
 			c.log.Warn("console stream render", "view", q.Get("view"), "err", err)
-			return api.WriteSSE(w, "", "problem", err.Error()) == nil && rc.Flush() == nil
+			return st.Send("", "problem", err.Error()) == nil
 		}
 		if bytes.Equal(html, sent) {
 			return true // nothing this view shows has changed
 		}
 		sent = html
-		return api.WriteSSE(w, "", "html", string(html)) == nil && rc.Flush() == nil
+		return st.Send("", "html", string(html)) == nil
 	}
 	if !send() {
 		return
@@ -67,7 +62,7 @@ func (c *console) stream(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 			return
 		case <-beat.C:
-			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil || rc.Flush() != nil {
+			if st.KeepAlive() != nil {
 				return
 			}
 		case ch, ok := <-changes:

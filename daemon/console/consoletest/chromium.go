@@ -104,3 +104,10 @@ func jsString(s string) string {
 	b, _ := json.Marshal(s)
 	return string(b)
 }
+
+// LiveText reads the text of the element sel in one step inside the page.
+// chromedp.Text looks a node up and then reads it, and a live page may
+// swap the node in between (its stream re-renders); this cannot miss.
+func LiveText(sel string, text *string) chromedp.Action {
+	return chromedp.Evaluate(`(() => { const e = document.querySelector(`+jsString(sel)+`); return e ? e.innerText : ""; })()`, text)
+}
