@@ -37,7 +37,12 @@ func newApplyLab(t *testing.T, n int, agentTime time.Duration, rollout string) *
 	if _, err := etcdtest.Binary(); err != nil {
 		t.Skip(err)
 	}
-	c := etcdtest.New(t, 1)
+	return newApplyLabOn(t, etcdtest.New(t, 1), n, agentTime, rollout)
+}
+
+// newApplyLabOn is newApplyLab on a cluster the caller started.
+func newApplyLabOn(t *testing.T, c *etcdtest.Cluster, n int, agentTime time.Duration, rollout string) *applyLab {
+	t.Helper()
 	l := &applyLab{t: t, dir: t.TempDir(), state: c.StateURL("/apply-test/")}
 	l.listen = freeTCPAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
