@@ -76,6 +76,15 @@ func (o *operator) PowerCycle(ctx context.Context, name string) error {
 	if err := b.SetPower(ctx, true); err != nil {
 		return fmt.Errorf("power on %s: %w", name, err)
 	}
+	// The pages show the power the BMC reached without waiting for the
+	// next poll; the cycle itself is done even if this write fails.
+	now := time.Now().UTC()
+	if _, err := inventory.UpdateMachine(ctx, o.d.Store, name, func(m *inventory.Machine) error {
+		m.Power, m.PowerAt = inventory.PowerOn, now
+		return nil
+	}); err != nil {
+		o.log.Warn("record power after a power cycle", "machine", name, "error", err)
+	}
 	return nil
 }
 

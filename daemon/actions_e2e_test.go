@@ -324,6 +324,9 @@ func TestActionsEndToEnd(t *testing.T) {
 		if sim.Power() != "On" {
 			t.Errorf("power after the cycle: %s, want On", sim.Power())
 		}
+		if m := l.machine(m0); m.Power != inventory.PowerOn {
+			t.Errorf("store: power after the cycle %q, want on", m.Power)
+		}
 		if !hasEvent(l.events(m0), api.EventAction, `power-cycle of machine `+m0+` by "ops" (reason: hung kernel): done`) {
 			t.Errorf("no action event naming the token: %+v", l.events(m0))
 		}
