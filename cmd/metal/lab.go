@@ -13,7 +13,6 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -269,8 +268,9 @@ func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
 		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
 		Long: `Apply runs ` + "`metal apply --auto-approve DIR/site.hcl`" + ` inside the lab's network
 namespace, where the VMs' BMCs and network are. Flags after -- go to apply.
-The lab's metal serve stops for the length of the apply (apply serves the
-site itself, and needs the state store) and starts again after it.`,
+With the lab's metal serve running (lab up starts it), apply hands the run
+to it and shows its progress; without, apply serves the site itself for
+the length of the run.`,
 		Example: `  sudo metal lab apply
   sudo metal lab apply -- --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -282,20 +282,7 @@ site itself, and needs the state store) and starts again after it.`,
 			if err != nil {
 				return err
 			}
-			// apply serves the site itself for its length and needs the
-			// store: the lab's metal serve makes way, and comes back after,
-			// so the machines keep booting from metal.
-			stopped, err := st.StopServe()
-			if err != nil {
-				return err
-			}
-			applyErr := labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
-			if stopped {
-				if _, err := st.StartServe(context.WithoutCancel(cmd.Context()), self, 10*time.Minute); err != nil {
-					return errors.Join(applyErr, err)
-				}
-			}
-			return applyErr
+			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
 		},
 	}
 }
