@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/metal-dev/metal/inventory/etcdtest"
 )
@@ -34,7 +33,10 @@ func TestApplyEtcdMemberLost(t *testing.T) {
 
 	p := startMetal(t, bin, append([]string{"apply", "--auto-approve", l.site}, l.runtimeFlags()...)...)
 	waitFor(t, p, "the second batch's agents", func() bool { return len(l.fleet.AgentOrder()) >= 3 })
-	leader := raftLeader(t, c)
+	leader, err := c.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Stop(leader, true); err != nil {
 		t.Fatal(err)
 	}
@@ -90,30 +92,6 @@ func TestApplyLeaderLost(t *testing.T) {
 		t.Errorf("a plain apply that planned before the takeover: %v\n%s", err, third.out.String())
 	}
 	l.assertOnce()
-}
-
-// raftLeader is the index of the cluster member that leads raft.
-func raftLeader(t *testing.T, c *etcdtest.Cluster) int {
-	t.Helper()
-	eps := c.Endpoints()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for i, ep := range eps {
-		st, err := cli.Status(ctx, ep)
-		if err != nil {
-			t.Fatalf("etcd status of %s: %v", ep, err)
-		}
-		if st.Header.MemberId == st.Leader {
-			return i
-		}
-	}
-	t.Fatal("no etcd member leads")
-	return 0
 }
 
 // otherServer is runtimeFlags for another metal server of the site: its

@@ -4,6 +4,7 @@
 package etcdtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Binary returns the etcd server binary, or an error saying what to install.
@@ -242,6 +245,30 @@ func (c *Cluster) Endpoints(idx ...int) []string {
 // ("etcd://127.0.0.1:2379,.../prefix").
 func (c *Cluster) StateURL(prefix string) string {
 	return "etcd://" + strings.Join(c.Endpoints(), ",") + "/" + strings.Trim(prefix, "/")
+}
+
+// Leader is the index of the member that leads raft now, asked of the
+// members that answer (fault tests kill the leader: the worst member to
+// lose).
+func (c *Cluster) Leader() (int, error) {
+	eps := c.Endpoints()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i, ep := range eps {
+		st, err := cli.Status(ctx, ep)
+		if err != nil {
+			continue // a stopped member
+		}
+		if st.Header.MemberId == st.Leader {
+			return i, nil
+		}
+	}
+	return 0, errors.New("no etcd member leads raft")
 }
 
 // Name is member i's name; Log the path of its log.
