@@ -71,7 +71,7 @@ func compressTool(t *testing.T, tool, pkg string, raw []byte, args ...string) []
 
 // compressGo compresses raw with the Go libraries, the other producer the
 // decoders must accept.
-func compressGo(t *testing.T, format string, raw []byte) []byte {
+func compressGo(t testing.TB, format string, raw []byte) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	var w io.WriteCloser
