@@ -135,8 +135,10 @@ func (d *Daemon) buildAgent(ctx context.Context, dir string, opts AgentOptions) 
 
 func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
 	// The last console is /dev/console: the serial port, where labs and
-	// remote consoles read what the agent prints.
-	cmdline := "console=tty0 console=ttyS0,115200 metal.url=" + d.BaseURL
+	// remote consoles read what the agent prints. no_timer_check: a
+	// virtual machine whose host is busy (QEMU TCG under a loaded CI)
+	// fails the kernel's IO-APIC timer check and panics at boot.
+	cmdline := "console=tty0 console=ttyS0,115200 no_timer_check metal.url=" + d.BaseURL
 	if opts.Cmdline != "" {
 		cmdline += " " + opts.Cmdline
 	}
