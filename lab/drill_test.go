@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -77,6 +76,10 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	primary, ok := st.Proc("serve")
 	if !ok || !primary.Running() {
 		t.Fatalf("the primary's metal serve does not run after lab apply; see %s", filepath.Join(dir, "logs", "serve.log"))
+	}
+	// lab status reads the machines through the running serve's socket.
+	if s := st.Status(ctx); s.StoreError != "" || s.VMs[0].State != string(inventory.StateProvisioned) {
+		t.Errorf("lab status while the primary serves: vm-1 %q, store error %q; want provisioned", s.VMs[0].State, s.StoreError)
 	}
 
 	// 2. The standby: its own site file (the same site, its own store),
@@ -280,7 +283,7 @@ func waitMarkers(ctx context.Context, serial string, n int, timeout time.Duratio
 func run(t *testing.T, ctx context.Context, metal string, args ...string) string {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, metal, args...)
+	cmd := groupCommand(ctx, metal, args...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("metal %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())

@@ -164,12 +164,19 @@ func downAndCheck(t *testing.T, st *lab.State) {
 
 // inLab runs metal (or another command) inside the lab's namespace.
 func inLab(ctx context.Context, st *lab.State, name string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.Netns, name}, args...)...)
+	out, err := groupCommand(ctx, "ip", append([]string{"netns", "exec", st.Netns, name}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// groupCommand is a command in a process group of its own, all of which
+// ctx's end kills: `metal lab apply` runs `metal apply` as a child, which
+// would outlive it and hold the output pipe open.
+func groupCommand(ctx context.Context, name string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return cmd
 }
 
 // alive reports whether pid is a process that has not exited: a zombie
@@ -210,7 +217,7 @@ func TestLab(t *testing.T) {
 	metal := buildMetal(t)
 	st := upLab(t, ctx, dir, metal, nil)
 
-	out, err := exec.CommandContext(ctx, metal, "lab", "apply", "--dir", dir).CombinedOutput()
+	out, err := groupCommand(ctx, metal, "lab", "apply", "--dir", dir).CombinedOutput()
 	if err != nil {
 		t.Fatalf("metal lab apply: %v\n%s\n%s", err, out, serialLogs(st))
 	}
