@@ -269,3 +269,30 @@ func TestHostileBodies(t *testing.T) {
 		t.Errorf("bad MAC: %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestDoneTaskNotOfferedAgain: an agent that netboots again after it
+// reported its task done (metal died before it wrote the local-disk
+// intent) is not given the same task again: the disk is written once.
+func TestDoneTaskNotOfferedAgain(t *testing.T) {
+	_, hs := setup(t)
+	ctx := context.Background()
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: known}
+	if resp, err := c.Task(ctx); err != nil || resp.Task == nil {
+		t.Fatalf("first ask: %+v %v, want the install task", resp, err)
+	}
+	for _, st := range []agentapi.Status{
+		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing"},
+		{TaskID: "t1", Phase: inventory.AgentDone, Step: "verified"},
+	} {
+		if err := c.Status(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := c.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Task != nil {
+		t.Errorf("after done, the agent was given %+v again, want no task", resp.Task)
+	}
+}

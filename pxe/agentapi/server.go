@@ -218,6 +218,11 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAd
 		s.log.Error("task lookup", "mac", mac.String(), "error", err)
 		http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
 		return
+	case m.Intent.Task != nil && m.Agent != nil && m.Agent.TaskID == m.Intent.Task.ID && m.Agent.Phase == inventory.AgentDone:
+		// The agent finished this task and the machine booted the network
+		// again before metal moved it on (metal was down, or slow to write
+		// the local-disk intent). Doing it again would write the disk twice:
+		// the agent waits, and the engine boots the machine from its disk.
 	default:
 		resp.Task = m.Intent.Task
 	}
