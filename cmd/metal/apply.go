@@ -90,6 +90,13 @@ crash or kill -9, ` + "`metal apply --resume`" + ` continues the run without red
 machines that finished (a machine whose install was under way is waited
 for, not reinstalled).
 
+One apply at a time changes a site's machines: with an etcd store shared
+by several metal servers, a second apply waits for the first. If the plan
+it showed went out of date meanwhile, or machines are still mid-install in
+a run whose metal died, it refuses and says so: run it again, or continue
+the dead run with ` + "`metal apply --resume`" + `, which takes over once the dead
+one's session expires (about 10 s).
+
 Exit status: 0 when every machine converged (or nothing had to change), 1
 when one failed, the run halted, or apply refused.`,
 		Example: `  metal apply site.hcl                       # plan, confirm, apply
