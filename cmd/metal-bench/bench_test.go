@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -306,5 +307,38 @@ func TestMetalSitesValid(t *testing.T) {
 		if !macs[httpMAC(i).String()] {
 			t.Fatalf("machine %d: MAC %s not declared by the site", i, httpMAC(i))
 		}
+	}
+}
+
+// TestTreeCPUSeconds counts a child's CPU with its parent's, as nginx's
+// workers are counted with their master: a shell that only waits starts
+// a child that spins.
+func TestTreeCPUSeconds(t *testing.T) {
+	cmd := exec.Command("sh", "-c", "yes >/dev/null & wait")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // the group this test started
+		cmd.Wait()
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		tree, err := treeCPUSeconds(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, own, err := procCPU(cmd.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tree >= 0.2 && float64(own)/clockTicks < tree/2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tree %.2f CPU-s, the waiting shell alone %.2f: the spinning child is not counted", tree, float64(own)/clockTicks)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -10,6 +11,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,13 +153,13 @@ func benchHTTP(cfg *config) ([]Result, error) {
 		return nil, err
 	}
 
-	var mImg, nImg, mReq, nReq []float64
+	var mImg, nImg, mReq, nReq, mEff, nEff []float64
 	for run := range cfg.runs {
 		for _, s := range []struct {
-			name, addr string
-			p          *proc
-			img, req   *[]float64
-		}{{"metal", metalAddr, mp, &mImg, &mReq}, {"nginx", nginxAddr, np, &nImg, &nReq}} {
+			name, addr    string
+			p             *proc
+			img, req, eff *[]float64
+		}{{"metal", metalAddr, mp, &mImg, &mReq, &mEff}, {"nginx", nginxAddr, np, &nImg, &nReq, &nEff}} {
 			if err := s.p.exited(); err != nil {
 				return nil, err
 			}
@@ -164,18 +167,95 @@ func benchHTTP(cfg *config) ([]Result, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
-			rps, err := loadScripts("http://"+s.addr, paths, sizes, httpConcurrency, httpLoadFor)
+			cpu0, err := treeCPUSeconds(s.p.cmd.Process.Pid)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
-			cfg.logger.Info("http run", "server", s.name, "run", run+1, "image_mib_s", int(mib), "scripts_per_s", int(rps))
-			*s.img, *s.req = append(*s.img, mib), append(*s.req, rps)
+			rps, total, err := loadScripts("http://"+s.addr, paths, sizes, httpConcurrency, httpLoadFor)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			cpu1, err := treeCPUSeconds(s.p.cmd.Process.Pid)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			perCPU := float64(total) / max(cpu1-cpu0, 0.01)
+			cfg.logger.Info("http run", "server", s.name, "run", run+1, "image_mib_s", int(mib), "scripts_per_s", int(rps),
+				"scripts_per_cpu_s", int(perCPU))
+			*s.img, *s.req, *s.eff = append(*s.img, mib), append(*s.req, rps), append(*s.eff, perCPU)
 		}
+	}
+	eff := compare(fmt.Sprintf("HTTP iPXE scripts per CPU-second of the server, %d concurrent", httpConcurrency), "req/CPU-s",
+		statsOf(mEff), "nginx", statsOf(nEff), 0.9)
+	eff.Note = "CPU the server used (nginx: master and workers); steadier than req/s when other work shares the cores"
+	if !eff.Met {
+		eff.Note = "short of target; " + eff.Note
 	}
 	return []Result{
 		compare("HTTP 1 GiB image download", "MiB/s", statsOf(mImg), "nginx", statsOf(nImg), 0.9),
 		compare(fmt.Sprintf("HTTP iPXE scripts, %d concurrent", httpConcurrency), "req/s", statsOf(mReq), "nginx", statsOf(nReq), 0.9),
+		eff,
 	}, nil
+}
+
+// clockTicks is the unit of /proc's CPU times (USER_HZ), 100 on every
+// Linux architecture Go builds metal for.
+const clockTicks = 100
+
+// treeCPUSeconds is the user and system CPU time used so far by process
+// pid and its live children (nginx's workers), read from /proc.
+func treeCPUSeconds(pid int) (float64, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	var ticks int64
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, t, err := procCPU(p)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		if p == pid || ppid == pid {
+			ticks += t
+		}
+	}
+	return float64(ticks) / clockTicks, nil
+}
+
+// procCPU reads a process's parent and utime+stime (in clock ticks) from
+// /proc/PID/stat; the fields are counted after the command name, which
+// may itself hold spaces and parentheses.
+func procCPU(pid int) (ppid int, ticks int64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ppid, err = strconv.Atoi(f[1])
+	if err != nil {
+		return 0, 0, err
+	}
+	utime, err := strconv.ParseInt(f[11], 10, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	stime, err := strconv.ParseInt(f[12], 10, 64)
+	if err != nil {
+		return 0, 0, err
+	}
+	return ppid, utime + stime, nil
 }
 
 // loopbackAddr is a free TCP address on 127.0.0.1.
@@ -238,14 +318,16 @@ func download(ctx context.Context, url string, want int64) (float64, error) {
 
 // loadScripts keeps conc keep-alive connections busy GETting paths in
 // turn for d (after a one-second warm-up) and returns completed requests
-// per second. Every answer must be 200 with the expected length.
-func loadScripts(base string, paths []string, sizes []int64, conc int, d time.Duration) (float64, error) {
+// per second in d, and all requests completed, warm-up included. Every
+// answer must be 200 with the expected length.
+func loadScripts(base string, paths []string, sizes []int64, conc int, d time.Duration) (float64, int64, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	var (
 		counting atomic.Bool
 		done     atomic.Int64
+		total    atomic.Int64
 		stop     atomic.Bool
 		wg       sync.WaitGroup
 		errOnce  sync.Once
@@ -268,6 +350,7 @@ func loadScripts(base string, paths []string, sizes []int64, conc int, d time.Du
 					stop.Store(true)
 					return
 				}
+				total.Add(1)
 				if counting.Load() {
 					done.Add(1)
 				}
@@ -283,9 +366,9 @@ func loadScripts(base string, paths []string, sizes []int64, conc int, d time.Du
 	stop.Store(true)
 	wg.Wait()
 	if firstErr != nil {
-		return 0, firstErr
+		return 0, 0, firstErr
 	}
-	return float64(done.Load()) / elapsed, nil
+	return float64(done.Load()) / elapsed, total.Load(), nil
 }
 
 // fetch GETs url, reading the body into buf, and returns its length.
