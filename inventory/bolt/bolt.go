@@ -257,6 +257,9 @@ func (s *KV) committer() {
 			n := min(len(s.queue), maxBatch)
 			batch := s.queue[:n:n]
 			s.queue = s.queue[n:]
+			if len(s.queue) == 0 {
+				s.queue = nil // let the drained requests go
+			}
 			closed := s.closed
 			s.qmu.Unlock()
 			if n == 0 {
