@@ -272,7 +272,13 @@ func TestLab(t *testing.T) {
 		select {
 		case err := <-attached:
 			if time.Since(start) > time.Minute {
-				t.Fatalf("console of vm-2: %v", err)
+				// Say why the VM is not on, if the power-on failed.
+				select {
+				case perr := <-powered:
+					t.Fatalf("console of vm-2: %v; metal bmc on vm-2: %v\nvbmc log:\n%s", err, perr, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
+				default:
+				}
+				t.Fatalf("console of vm-2: %v; metal bmc on vm-2 still runs\nvbmc log:\n%s", err, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
 			}
 			continue
 		case <-time.After(time.Second):
