@@ -405,7 +405,7 @@ func (f *primaryFlags) register(cmd *cobra.Command) {
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.to, "backup-to", "", "ship a snapshot and a heartbeat every --backup-every to this SFTP directory "+
 		"(sftp://USER@HOST[:PORT]/PATH), for a standby (metal standby); stop serving once a standby is promoted there")
-	cmd.Flags().DurationVar(&f.every, "backup-every", 5*time.Minute, "interval of snapshots and heartbeats; a standby may promote itself after three missed")
+	cmd.Flags().DurationVar(&f.every, "backup-every", 5*time.Minute, "interval of snapshots and heartbeats; metal promote on a standby is refused until three are missed")
 	cmd.Flags().IntVar(&f.keep, "backup-keep", 48, "keep the newest N snapshots in the SFTP directory (0: keep all)")
 	cmd.Flags().StringVar(&f.owner, "owner", "", "name of this instance of the site for the fence (default this host's name); "+
 		"a promoted standby serves with the --owner it was promoted as")
