@@ -3,8 +3,9 @@ package images
 import (
 	"errors"
 	"io"
+	"fmt"
 	"os"
-	"syscall"
+	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -14,6 +15,13 @@ import (
 // aligned to: the disk's logical block size, 512 or 4096 on disks in use.
 const directAlign = 4096
 
+// directPieces is how many parts of each buffer are written at once with
+// O_DIRECT. A direct write waits for the disk; two in flight keep it busy
+// while one completes. A virtio disk takes a 4 MiB write as one request, so
+// one write at a time is one request at a time: two measured 10-20% faster
+// here (noisy), four no better than two.
+const directPieces = 2
+
 // diskWriter writes to dst, with O_DIRECT when dst is a file or block
 // device that takes it. Direct writes skip the copy of every byte into the
 // page cache (about as much CPU as the sha256 of the image) and go to the
@@ -22,10 +30,13 @@ const directAlign = 4096
 // aligned, such as the last piece of an image, are written through the
 // page cache.
 type diskWriter struct {
-	w      io.Writer
-	conn   syscall.RawConn // set while O_DIRECT is on
-	flags  int             // the file's status flags before, to restore
-	direct bool
+	w io.Writer
+	// While O_DIRECT is on: the file, its flags before, and the offset of
+	// the next byte (direct writes are positioned, and restore moves the
+	// file's offset there).
+	f     *os.File
+	flags int
+	off   int64
 }
 
 func newDiskWriter(w io.Writer) *diskWriter {
@@ -44,7 +55,8 @@ func newDiskWriter(w io.Writer) *diskWriter {
 		return d
 	}
 	// Direct writes land at the file's offset, which must be aligned too.
-	if off, err := f.Seek(0, io.SeekCurrent); err != nil || off%directAlign != 0 {
+	off, err := f.Seek(0, io.SeekCurrent)
+	if err != nil || off%directAlign != 0 {
 		return d
 	}
 	conn, err := f.SyscallConn()
@@ -53,7 +65,7 @@ func newDiskWriter(w io.Writer) *diskWriter {
 	}
 	conn.Control(func(fd uintptr) {
 		flags, err := unix.FcntlInt(fd, unix.F_GETFL, 0)
-		if err != nil {
+		if err != nil || flags&unix.O_APPEND != 0 {
 			return
 		}
 		// File systems without direct I/O (tmpfs before Linux 6.6) refuse
@@ -61,13 +73,13 @@ func newDiskWriter(w io.Writer) *diskWriter {
 		if _, err := unix.FcntlInt(fd, unix.F_SETFL, flags|unix.O_DIRECT); err != nil {
 			return
 		}
-		d.conn, d.flags, d.direct = conn, flags, true
+		d.f, d.flags, d.off = f, flags, off
 	})
 	return d
 }
 
 func (d *diskWriter) Write(p []byte) (int, error) {
-	if !d.direct {
+	if d.f == nil {
 		return d.w.Write(p)
 	}
 	head := len(p) &^ (directAlign - 1)
@@ -76,7 +88,7 @@ func (d *diskWriter) Write(p []byte) (int, error) {
 	}
 	n := 0
 	if head > 0 {
-		m, err := d.w.Write(p[:head])
+		m, err := d.writeDirect(p[:head])
 		n += m
 		if err != nil && !(m == 0 && errors.Is(err, unix.EINVAL)) {
 			return n, err
@@ -85,23 +97,65 @@ func (d *diskWriter) Write(p []byte) (int, error) {
 		// direct writes of this size after all; the page cache does.
 	}
 	if n < len(p) {
-		d.restore()
+		if err := d.restore(); err != nil {
+			return n, err
+		}
 		m, err := d.w.Write(p[n:])
 		return n + m, err
 	}
 	return n, nil
 }
 
-// restore puts back the file's flags as they were before Write; from then
-// on it writes through the page cache.
-func (d *diskWriter) restore() {
-	if !d.direct {
-		return
+// writeDirect writes p at d.off, its pieces at the same time, and returns
+// how many bytes from the start of p are written.
+func (d *diskWriter) writeDirect(p []byte) (int, error) {
+	piece := (len(p)/directPieces + directAlign - 1) &^ (directAlign - 1)
+	var ns [directPieces]int
+	var errs [directPieces]error
+	var wg sync.WaitGroup
+	for i := range directPieces {
+		lo, hi := min(i*piece, len(p)), min((i+1)*piece, len(p))
+		if lo < hi {
+			wg.Go(func() { ns[i], errs[i] = d.f.WriteAt(p[lo:hi], d.off+int64(lo)) })
+		}
 	}
-	d.direct = false
-	d.conn.Control(func(fd uintptr) {
-		unix.FcntlInt(fd, unix.F_SETFL, d.flags)
+	wg.Wait()
+	n := 0
+	for i := range directPieces {
+		n += ns[i]
+		if errs[i] != nil {
+			d.off += int64(n)
+			return n, errs[i]
+		}
+	}
+	d.off += int64(n)
+	return n, nil
+}
+
+// restore puts back the file's flags as they were before Write and its
+// offset after the bytes written; from then on it writes through the page
+// cache.
+func (d *diskWriter) restore() error {
+	f := d.f
+	if f == nil {
+		return nil
+	}
+	d.f = nil
+	conn, err := f.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("direct i/o: %w", err)
+	}
+	var ferr error
+	conn.Control(func(fd uintptr) {
+		_, ferr = unix.FcntlInt(fd, unix.F_SETFL, d.flags)
 	})
+	if ferr != nil {
+		return fmt.Errorf("direct i/o: restore flags: %w", ferr)
+	}
+	if _, err := f.Seek(d.off, io.SeekStart); err != nil {
+		return fmt.Errorf("direct i/o: %w", err)
+	}
+	return nil
 }
 
 // alignedBuf returns size bytes starting at a multiple of directAlign.

@@ -10,6 +10,6 @@ type diskWriter struct{ io.Writer }
 
 func newDiskWriter(w io.Writer) *diskWriter { return &diskWriter{w} }
 
-func (d *diskWriter) restore() {}
+func (d *diskWriter) restore() error { return nil }
 
 func alignedBuf(size int) []byte { return make([]byte, size) }

@@ -55,7 +55,8 @@ type WriteOptions struct {
 // *os.File on a file system or block device that allows it, Write writes
 // with O_DIRECT: the image goes from its buffers to the disk without a copy
 // into the page cache, and the caller's fsync finds nothing left to write.
-// The file's flags are as before when Write returns.
+// The file's flags are as before when Write returns, and its offset is
+// after the bytes written.
 func Write(ctx context.Context, dst io.Writer, src io.Reader, opts WriteOptions) (int64, error) {
 	h, want, err := Hasher(opts.Checksum)
 	if err != nil {
@@ -66,9 +67,10 @@ func Write(ctx context.Context, dst io.Writer, src io.Reader, opts WriteOptions)
 		return 0, err
 	}
 	out := newDiskWriter(dst)
-	defer out.restore()
-
 	res := run(ctx, out, src, h, dec, opts)
+	if err := out.restore(); err != nil && res.writeErr == nil {
+		res.writeErr = err
+	}
 	if opts.Progress != nil {
 		opts.Progress(res.read, opts.Total)
 	}
