@@ -2,8 +2,8 @@ package images
 
 import (
 	"errors"
-	"io"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"unsafe"
