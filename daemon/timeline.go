@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"context"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -20,8 +22,9 @@ import (
 // waits on these events for images that boot without the agent, and
 // `metal machines show` and the console print them.
 //
-// Requests are queued and written by one goroutine, so a slow store never
-// slows a boot; when the queue is full, events are dropped and logged.
+// Requests are queued and written by a few goroutines (a machine's always
+// by the same one), so a slow store never slows a boot; when a queue is
+// full, events are dropped and logged.
 type timeline struct {
 	store  inventory.Store
 	policy *storepolicy.Policy
@@ -48,12 +51,17 @@ func (t *timeline) observe(r pxehttp.Request) {
 	select {
 	case t.queue <- r:
 	default:
-		n := t.dropped.Add(1)
-		now, last := time.Now().UnixNano(), t.lastWarn.Load()
-		if now-last >= int64(time.Second) && t.lastWarn.CompareAndSwap(last, now) {
-			t.dropped.Add(-n)
-			t.log.Warn("boot timeline queue full; events dropped", "dropped", n, "path", r.Path, "client", r.Client)
-		}
+		t.drop(r)
+	}
+}
+
+// drop counts an event lost to a full queue, warning at most once a second.
+func (t *timeline) drop(r pxehttp.Request) {
+	n := t.dropped.Add(1)
+	now, last := time.Now().UnixNano(), t.lastWarn.Load()
+	if now-last >= int64(time.Second) && t.lastWarn.CompareAndSwap(last, now) {
+		t.dropped.Add(-n)
+		t.log.Warn("boot timeline queue full; events dropped", "dropped", n, "path", r.Path, "client", r.Client)
 	}
 }
 
@@ -65,7 +73,36 @@ const coalesceWindow = 2 * time.Second
 
 type fetchKey struct{ mac, path string }
 
+// timelineWriters is how many goroutines write events: each machine's
+// events go through one of them, in order, and concurrent appends of
+// different machines share the store's commits (inventory batches them),
+// where one writer paid a commit per event.
+const timelineWriters = 8
+
+type fetched struct {
+	r   pxehttp.Request
+	mac net.HardwareAddr
+}
+
 func (t *timeline) run(ctx context.Context) error {
+	var writers [timelineWriters]chan fetched
+	var wg sync.WaitGroup
+	for i := range writers {
+		writers[i] = make(chan fetched, 128)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case f := <-writers[i]:
+					t.record(ctx, f.r, f.mac)
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
 	seen := map[fetchKey]time.Time{}
 	for {
 		select {
@@ -89,7 +126,13 @@ func (t *timeline) run(ctx context.Context) error {
 				}
 			}
 			seen[k] = now
-			t.record(ctx, r, mac)
+			h := fnv.New32a()
+			h.Write(mac)
+			select {
+			case writers[h.Sum32()%timelineWriters] <- fetched{r, mac}:
+			default:
+				t.drop(r)
+			}
 		}
 	}
 }
