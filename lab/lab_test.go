@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -168,6 +169,17 @@ func inLab(ctx context.Context, st *lab.State, name string, args ...string) (str
 	return string(out), err
 }
 
+// vmPowerOff reports whether `metal bmc status` output says name is off.
+func vmPowerOff(out, name string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == name {
+			return slices.Contains(f, "off")
+		}
+	}
+	return false
+}
+
 // groupCommand is a command in a process group of its own, all of which
 // ctx's end kills: `metal lab apply` runs `metal apply` as a child, which
 // would outlive it and hold the output pipe open.
@@ -254,6 +266,18 @@ func TestLab(t *testing.T) {
 	// disk, and the marker comes through the console socket. (Not vm-1:
 	// ipmi_sim's chassis script counts a daemonized QEMU that exited as on
 	// until init reaps it, which some containers' init never does.)
+	// The image powers the VM off after printing its marker: wait until
+	// the BMC sees it off, or the power-on below finds it still on, does
+	// nothing, and the VM then goes off by itself.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		out, err := inLab(ctx, st, metal, "bmc", "status", "--site", st.Site, "vm-2")
+		if err == nil && vmPowerOff(out, "vm-2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vm-2 never powered off after booting its disk: %v\n%s\nvbmc log:\n%s", err, out, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
+		}
+	}
 	powered := make(chan error, 1)
 	go func() {
 		out, err := inLab(ctx, st, metal, "bmc", "on", "--site", st.Site, "vm-2")
