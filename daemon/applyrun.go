@@ -205,27 +205,17 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 		}
 	}()
 
-	release, lost, err := apply.Lead(runCtx, d.Store, func() {
+	release, err := apply.Lead(runCtx, d.Store, func() {
 		emit(apply.Event{Type: apply.EventNotice, Note: "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up)."})
+	}, func() {
+		d.log.Error("lost the site's apply leadership (the state store's session ended); abandoning the submitted run: metal apply --resume carries on")
+		abandon()
 	})
 	if err != nil {
 		emit(apply.Event{Type: apply.EventError, Error: err.Error()})
 		return
 	}
 	defer release()
-	go func() {
-		select {
-		case <-lost:
-			select {
-			case <-finished:
-				return
-			default:
-			}
-			d.log.Error("lost the site's apply leadership (the state store's session ended); abandoning the submitted run: metal apply --resume carries on")
-			abandon()
-		case <-finished:
-		}
-	}()
 
 	eng := apply.New(s, d.Store, apply.Options{
 		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImagePath: d.ImagePath,

@@ -190,30 +190,16 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
-	release, lost, err := apply.Lead(runCtx, rt.store, func() {
+	release, err := apply.Lead(runCtx, rt.store, func() {
 		fmt.Fprintln(a.stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
+	}, func() {
+		log.Error("lost the site's apply leadership (the state store's session ended); stopping: `metal apply --resume` carries on")
+		stopRun()
 	})
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
 	defer release()
-	// finished is closed before release resigns, so giving leadership up
-	// at the end is not mistaken for losing it.
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-lost:
-			select {
-			case <-finished:
-				return
-			default:
-			}
-			log.Error("lost the site's apply leadership (the state store's session ended); stopping: `metal apply --resume` carries on")
-			stopRun()
-		case <-finished:
-		}
-	}()
 	served := rt.start(runCtx, func(err error) {
 		log.Error("netboot servers failed; stopping the apply", "err", err)
 		stopRun()

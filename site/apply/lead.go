@@ -3,6 +3,7 @@ package apply
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
@@ -12,12 +13,13 @@ import (
 // etcd, several metal servers and operators share one store, and the
 // store's election picks who applies. It waits while another apply leads,
 // calling waiting once first so the caller can say so. release gives
-// leadership up; lost is closed if it is lost meanwhile (the store's
-// session ended), after which the caller must stop changing machines.
-func Lead(ctx context.Context, store inventory.Store, waiting func()) (release func(), lost <-chan struct{}, err error) {
+// leadership up. lost is called if leadership is lost before release (the
+// store's session ended), after which the caller must stop changing
+// machines; giving it up with release is never taken for losing it.
+func Lead(ctx context.Context, store inventory.Store, waiting, lost func()) (release func(), err error) {
 	el, err := store.Election("apply")
 	if err != nil {
-		return nil, nil, fmt.Errorf("apply leadership: %w", err)
+		return nil, fmt.Errorf("apply leadership: %w", err)
 	}
 	quick, cancel := context.WithTimeout(ctx, 2*time.Second)
 	err = el.Campaign(quick)
@@ -29,7 +31,29 @@ func Lead(ctx context.Context, store inventory.Store, waiting func()) (release f
 		err = el.Campaign(ctx)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("apply leadership: %w", err)
+		return nil, fmt.Errorf("apply leadership: %w", err)
 	}
-	return func() { _ = el.Resign(context.WithoutCancel(ctx)) }, el.Done(), nil
+	released := make(chan struct{})
+	go func() {
+		select {
+		case <-el.Done():
+			select {
+			case <-released:
+				return
+			default:
+			}
+			if lost != nil {
+				lost()
+			}
+		case <-released:
+		}
+	}()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			// Closed first, so the session ending on Resign is not lost.
+			close(released)
+			_ = el.Resign(context.WithoutCancel(ctx))
+		})
+	}, nil
 }
