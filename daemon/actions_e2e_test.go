@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site/apply/applytest"
@@ -35,7 +35,7 @@ type fleetLab struct {
 	tokens   string // the token file
 	token    string // the secret of token "ops"
 	stateDir string
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 }
 
 // labOptions shape a fleetLab.
@@ -48,7 +48,7 @@ type labOptions struct {
 func newFleetLab(t *testing.T, lo labOptions) *fleetLab {
 	t.Helper()
 	dir := t.TempDir()
-	l := &fleetLab{t: t, stateDir: filepath.Join(dir, "state"), logs: &syncBuffer{}}
+	l := &fleetLab{t: t, stateDir: filepath.Join(dir, "state"), logs: &syncbuf.Buffer{}}
 	log := slog.New(slog.NewTextHandler(l.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -276,24 +276,6 @@ func hasEvent(evs []inventory.Event, kind inventory.EventKind, substr string) bo
 		}
 	}
 	return false
-}
-
-// syncBuffer is a log sink many goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestActionsEndToEnd drives the daemon's real actions over its HTTP API

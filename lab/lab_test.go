@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/lab"
 	"github.com/metal-dev/metal/pxe/pxetest"
@@ -94,24 +95,6 @@ func labDir(t *testing.T) string {
 	return dir
 }
 
-// syncLog is a concurrency-safe buffer for the lab's own log.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // upLab makes a lab of two VMs (vm-1 BIOS behind ipmi_sim, vm-2 UEFI behind
 // Redfish) and registers its removal, with the check that removal leaves
 // nothing behind.
@@ -124,7 +107,7 @@ func upLab(t *testing.T, ctx context.Context, dir, metal string, image func(cont
 // its removal, with the check that removal leaves nothing behind.
 func upLabWith(t *testing.T, ctx context.Context, c lab.Config) *lab.State {
 	t.Helper()
-	logs := &syncLog{}
+	logs := &syncbuf.Buffer{}
 	c.Log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := lab.Up(ctx, c)
 	if err != nil {
@@ -288,7 +271,7 @@ func TestLab(t *testing.T) {
 	}()
 	// Attach as soon as QEMU opens the console socket, before the
 	// firmware is through, so nothing the VM prints is missed.
-	console := &syncLog{}
+	console := &syncbuf.Buffer{}
 	keys, typed := io.Pipe()
 	attached := make(chan error, 1)
 	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {

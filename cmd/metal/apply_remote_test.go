@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/site/apply"
 	"github.com/metal-dev/metal/site/apply/applytest"
 )
@@ -30,12 +31,12 @@ type serveLab struct {
 	state string
 	fleet *applytest.Fleet
 	serve *exec.Cmd
-	out   *syncBuffer
+	out   *syncbuf.Buffer
 }
 
 func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string) *serveLab {
 	t.Helper()
-	l := &serveLab{t: t, bin: buildMetal(t), dir: t.TempDir(), out: &syncBuffer{}}
+	l := &serveLab{t: t, bin: buildMetal(t), dir: t.TempDir(), out: &syncbuf.Buffer{}}
 	listen := freeTCPAddr(t)
 	stateDir := filepath.Join(l.dir, "state")
 	l.state = "file://" + filepath.Join(stateDir, "metal.db")
@@ -197,7 +198,7 @@ func TestApplySubmittedInterrupt(t *testing.T) {
 		l.writeSite(testRollout, func(s string) string {
 			return strings.ReplaceAll(s, "image   = image.os\n", "image   = image."+r.image+"\n")
 		})
-		var out syncBuffer
+		var out syncbuf.Buffer
 		cmd := exec.Command(l.bin, append([]string{"apply", "--auto-approve", "--allow-destroy", l.site}, applyTimeouts...)...)
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {

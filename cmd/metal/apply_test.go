@@ -7,13 +7,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
@@ -238,7 +238,7 @@ func TestApplyWaitsForLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd := exec.Command(bin, append([]string{"apply", "--auto-approve", l.site}, l.runtimeFlags()...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -276,22 +276,4 @@ func TestApplyWaitsForLeadership(t *testing.T) {
 	if n := len(l.fleet.Installs()); n != 2 {
 		t.Errorf("%d machines installed, want 2\n%s", n, out.String())
 	}
-}
-
-// syncBuffer is a bytes.Buffer a process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory/etcdtest"
 )
 
@@ -141,14 +142,14 @@ func (l *applyLab) assertOnce() {
 // metalProc is a metal process of a test, its output kept.
 type metalProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	exited chan struct{}
 	err    error
 }
 
 func startMetal(t *testing.T, bin string, args ...string) *metalProc {
 	t.Helper()
-	p := &metalProc{cmd: exec.Command(bin, args...), out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &metalProc{cmd: exec.Command(bin, args...), out: &syncbuf.Buffer{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

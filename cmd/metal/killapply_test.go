@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.etcd.io/bbolt"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site/apply/applytest"
@@ -185,7 +186,7 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 		r.serve.start()
 	}
 	cmd := exec.Command(r.bin, args...)
-	var stderr syncBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -271,7 +272,7 @@ type serveProc struct {
 	r      *killRound
 	cmd    *exec.Cmd
 	exited chan struct{}
-	out    syncBuffer
+	out    syncbuf.Buffer
 }
 
 // start starts metal serve unless it runs, and waits until its local
@@ -286,7 +287,7 @@ func (s *serveProc) start() {
 			return
 		}
 	}
-	s.out = syncBuffer{}
+	s.out = syncbuf.Buffer{}
 	s.cmd = exec.Command(s.r.bin, "serve", "--listen", s.r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", s.r.state,
 		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", s.r.site)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out

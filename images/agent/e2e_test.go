@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/agentapi"
@@ -30,24 +31,6 @@ import (
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 )
-
-// syncBuffer is the servers' shared log, printed when the test fails.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // buildMetal builds this tree's metal statically, as make build does.
 func buildMetal(t *testing.T, dir string) string {
@@ -130,7 +113,7 @@ func TestInstallInQEMU(t *testing.T) {
 	// metal: store, store-backed boot policy, DHCP and HTTP with the agent
 	// protocol, in the lab namespace.
 	lab := pxetest.NewLab(t)
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := inventory.Open(ctx, inventory.NewMemoryKV(), inventory.Options{Logger: log})
 	must(t, err)

@@ -5,7 +5,6 @@
 package testpeer
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -13,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/internal/syncbuf"
 )
 
 // Need fails t unless program is on PATH.
@@ -31,37 +30,18 @@ func Need(t testing.TB, program, debianPackage string) string {
 	return p
 }
 
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger
-// and a child process.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // Log is a logger capturing everything (debug level) for assertions; the
 // text is shown if the test fails.
 type Log struct {
 	*slog.Logger
-	buf *syncBuffer
+	buf *syncbuf.Buffer
 }
 
 func (l *Log) String() string { return l.buf.String() }
 
 // NewLog returns a capturing debug logger.
 func NewLog(t testing.TB) *Log {
-	buf := &syncBuffer{}
+	buf := &syncbuf.Buffer{}
 	l := &Log{Logger: slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug - 4})), buf: buf}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -87,7 +67,7 @@ func QEMU(t testing.TB, name string, log *slog.Logger) *virtual.QEMU {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	m, err := virtual.NewQEMU(virtual.QEMUConfig{
 		Name:       name,
 		QMPSocket:  filepath.Join(dir, "qmp.sock"), // short path: Unix sockets allow ~108 bytes

@@ -1,15 +1,14 @@
 package bootkit_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 )
@@ -46,7 +45,7 @@ func TestDiskImageBoots(t *testing.T) {
 				t.Fatal(err)
 			}
 			cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-			out := &lockedBuffer{}
+			out := &syncbuf.Buffer{}
 			cmd.Stdout, cmd.Stderr = out, out
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -62,22 +61,4 @@ func TestDiskImageBoots(t *testing.T) {
 			}
 		})
 	}
-}
-
-// lockedBuffer collects QEMU's output from its two pipes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
