@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -93,13 +92,7 @@ func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string) *
 }
 
 func (l *serveLab) writeSite(rollout string, edit func(string) string) {
-	src := string(l.fleet.SiteHCL(l.state, rollout))
-	if edit != nil {
-		src = edit(src)
-	}
-	if err := os.WriteFile(l.site, []byte(src), 0o644); err != nil {
-		l.t.Fatal(err)
-	}
+	writeFleetSite(l.t, l.fleet, l.site, l.state, rollout, edit)
 }
 
 var applyTimeouts = []string{"--step-timeout", "10s", "--agent-timeout", "30s"}

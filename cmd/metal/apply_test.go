@@ -68,12 +68,19 @@ func newApplyLabOn(t *testing.T, c *etcdtest.Cluster, n int, agentTime time.Dura
 }
 
 func (l *applyLab) writeSite(rollout string, edit func(string) string) {
-	src := string(l.fleet.SiteHCL(l.state, rollout))
+	writeFleetSite(l.t, l.fleet, l.site, l.state, rollout, edit)
+}
+
+// writeFleetSite writes the fleet's site file at path, its state at
+// state, edited by edit if given.
+func writeFleetSite(t *testing.T, f *applytest.Fleet, path, state, rollout string, edit func(string) string) {
+	t.Helper()
+	src := string(f.SiteHCL(state, rollout))
 	if edit != nil {
 		src = edit(src)
 	}
-	if err := os.WriteFile(l.site, []byte(src), 0o644); err != nil {
-		l.t.Fatal(err)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
