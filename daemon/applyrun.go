@@ -110,24 +110,20 @@ func (d *Daemon) localApplyHandlers(serveCtx context.Context, mux *http.ServeMux
 	mux.HandleFunc("POST "+LocalApplyPath, func(w http.ResponseWriter, r *http.Request) {
 		d.serveApply(serveCtx, w, r)
 	})
-	mux.HandleFunc("POST "+LocalDrainPath, func(w http.ResponseWriter, r *http.Request) {
-		run, ok := d.applies.get()
-		if !ok {
-			localError(w, http.StatusNotFound, errors.New("no apply run is under way in this metal serve"))
-			return
+	// control does what to the run under way.
+	control := func(what func(submittedRun)) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			run, ok := d.applies.get()
+			if !ok {
+				localError(w, http.StatusNotFound, errors.New("no apply run is under way in this metal serve"))
+				return
+			}
+			what(run)
+			w.WriteHeader(http.StatusNoContent)
 		}
-		run.drain()
-		w.WriteHeader(http.StatusNoContent)
-	})
-	mux.HandleFunc("POST "+LocalAbandonPath, func(w http.ResponseWriter, r *http.Request) {
-		run, ok := d.applies.get()
-		if !ok {
-			localError(w, http.StatusNotFound, errors.New("no apply run is under way in this metal serve"))
-			return
-		}
-		run.abandon()
-		w.WriteHeader(http.StatusNoContent)
-	})
+	}
+	mux.HandleFunc("POST "+LocalDrainPath, control(func(run submittedRun) { run.drain() }))
+	mux.HandleFunc("POST "+LocalAbandonPath, control(func(run submittedRun) { run.abandon() }))
 }
 
 func localError(w http.ResponseWriter, status int, err error) {
