@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/daemon/console"
+	"github.com/metal-dev/metal/internal/httpserve"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 )
 
@@ -103,24 +104,14 @@ func (s *apiServer) Serve(ctx context.Context) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	s.log.Info("console and API serving", "url", s.URL(ln.Addr().String()))
-	done := make(chan error, 1)
-	go func() {
+	err = httpserve.Serve(ctx, srv, 5*time.Second, func() error {
 		if s.tls != nil {
-			done <- srv.ServeTLS(ln, "", "")
-			return
+			return srv.ServeTLS(ln, "", "")
 		}
-		done <- srv.Serve(ln)
-	}()
-	select {
-	case err := <-done:
+		return srv.Serve(ln)
+	})
+	if err != nil {
 		return fmt.Errorf("api serve: %w", err)
-	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		srv.Close()
-	}
-	<-done
 	return nil
 }

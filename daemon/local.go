@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/internal/httpserve"
 )
 
 // LocalSocket is the name, in the state directory, of the Unix socket on
@@ -50,19 +51,9 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
+	if err := httpserve.Serve(ctx, srv, 2*time.Second, func() error { return srv.Serve(ln) }); err != nil {
 		return fmt.Errorf("local API socket: %w", err)
-	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil {
-		srv.Close()
-	}
-	<-done
 	os.Remove(path)
 	return nil
 }

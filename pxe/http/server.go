@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/metal-dev/metal/internal/httpserve"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/ipxe"
@@ -149,19 +150,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		BaseContext:    func(net.Listener) context.Context { return ctx },
 	}
 	s.log.Info("http serving", "addr", ln.Addr().String())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
+	if err := httpserve.Serve(ctx, srv, 5*time.Second, func() error { return srv.Serve(ln) }); err != nil {
 		return fmt.Errorf("http serve: %w", err)
-	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		srv.Close()
-	}
-	<-done
 	return nil
 }
 
