@@ -278,11 +278,7 @@ func (d *Daemon) siteFor(ctx context.Context, file, digest string) (*site.Site, 
 	if err := SyncSite(ctx, d.Store, s); err != nil {
 		return nil, err
 	}
-	cache, err := d.openCache(d.siteDir)
-	if err != nil {
-		return nil, err
-	}
-	catalog, err := ensureImages(ctx, cache, s)
+	catalog, err := ensureImages(ctx, d.cache, s)
 	if err != nil {
 		return nil, err
 	}

@@ -111,7 +111,7 @@ type Daemon struct {
 	catalog    *images.Catalog
 	siteFile   string
 	reload     func(context.Context) (*site.Site, string, error)
-	siteDir    string
+	cache      *images.Cache // the image cache the catalog's files are in
 
 	log      *slog.Logger
 	ownStore bool
@@ -141,7 +141,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		opts.TFTPAddr = ":69"
 	}
 	d := &Daemon{site: s, log: opts.Logger, siteDigest: opts.SiteDigest, siteFile: opts.SiteFile,
-		reload: opts.Reload, siteDir: opts.SiteDir}
+		reload: opts.Reload}
 	d.StateDir = opts.StateDir
 	if d.StateDir == "" {
 		d.StateDir = DefaultStateDir(s.Settings.State, opts.SiteDir)

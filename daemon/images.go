@@ -22,23 +22,22 @@ func SyncSite(ctx context.Context, store inventory.Store, s *site.Site) error {
 // and installing need nothing outside this machine; a file that fails its
 // checksum is never served, and the daemon refuses to start with it.
 func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.Root, error) {
-	cache, err := d.openCache(siteDir)
-	if err != nil {
-		return nil, err
-	}
-	if d.catalog, err = ensureImages(ctx, cache, d.site); err != nil {
-		return nil, err
-	}
-	return bootfiles.OpenRoot(cache.ServeDir())
-}
-
-func (d *Daemon) openCache(siteDir string) (*images.Cache, error) {
-	return images.Open(d.StateDir, images.Options{SiteDir: siteDir, Logger: d.log,
+	cache, err := images.Open(d.StateDir, images.Options{SiteDir: siteDir, Logger: d.log,
 		Progress: func(f images.File, done, total int64) {
 			if done == total {
 				d.log.Info("image file cached", "image", f.Image, "file", f.Name, "bytes", done)
 			}
 		}})
+	if err != nil {
+		return nil, err
+	}
+	// Kept: a reload of the site brings its new images into the same
+	// cache, under the same per-file locks.
+	d.cache = cache
+	if d.catalog, err = ensureImages(ctx, cache, d.site); err != nil {
+		return nil, err
+	}
+	return bootfiles.OpenRoot(cache.ServeDir())
 }
 
 // ensureImages brings every file of s's images into the cache and returns

@@ -46,10 +46,12 @@ func runningDaemon(s *site.Site, siteDir, stateDir string) (string, bool) {
 // daemon as it would in-process; if this process goes away, the daemon
 // drains the run (it does not abandon machines mid-install).
 func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *site.Result, sitePath string, saved *plan.Plan) error {
-	given := map[string]bool{"listen": f.listen != "", "tftp-addr": f.tftpAddr != ":69", "agent-kernel": f.agent.kernel != ""}
-	for _, fl := range []string{"listen", "tftp-addr", "agent-kernel"} {
-		if given[fl] {
-			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl, sock)
+	for _, fl := range []struct {
+		name string
+		set  bool
+	}{{"listen", f.listen != ""}, {"tftp-addr", f.tftpAddr != ":69"}, {"agent-kernel", f.agent.kernel != ""}} {
+		if fl.set {
+			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl.name, sock)
 		}
 	}
 	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
