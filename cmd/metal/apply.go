@@ -350,9 +350,9 @@ func stdinIsTerminal(r io.Reader) bool {
 
 // applyRuntime is what an apply runs against: the state store, the netboot
 // servers the machines boot from while it runs, and how they boot the
-// install agent. Today that is metal's daemon, run in-process for the
-// length of the apply; submitting to a running daemon would replace
-// openRuntime and nothing else.
+// install agent: metal's daemon, run in-process for the length of the
+// apply when no metal serve runs for the site (else runSubmitted hands the
+// run to that one).
 type applyRuntime struct {
 	store     inventory.Store
 	agent     apply.AgentBoot
