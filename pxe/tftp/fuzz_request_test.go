@@ -9,16 +9,6 @@ import (
 	"time"
 )
 
-// TFTP opcodes (RFC 1350, 2347).
-const (
-	opRRQ   = 1
-	opWRQ   = 2
-	opDATA  = 3
-	opACK   = 4
-	opERROR = 5
-	opOACK  = 6
-)
-
 // FuzzRequest sends arbitrary bytes as the first packet of a transfer to
 // a running server over loopback: request parsing, mode and option
 // negotiation (blksize, tsize, timeout, windowsize) are the library's, the

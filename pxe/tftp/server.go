@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/pxe/bootfiles"
@@ -40,12 +41,18 @@ type Config struct {
 	// default 2 s. Retries is how often to resend; default 5.
 	Timeout time.Duration
 	Retries int
+	// MaxWindowSize caps the windowsize option (RFC 7440) a client may
+	// negotiate; default DefaultMaxWindowSize. pin/tftp does not
+	// negotiate windowsize, so read requests that ask for it are served
+	// by metal's own sender (window.go) from a second socket on the same
+	// port; everything else is pin/tftp's. 1 turns windowsize off: every
+	// request goes to pin/tftp and is answered without it (lockstep).
+	MaxWindowSize int
 	// Anticipate, when > 1, sends that many blocks before waiting for
-	// their ACKs: pin/tftp's non-standard "sender anticipate". It is not
-	// RFC 7440 windowsize (which pin/tftp v3.1.0 does not negotiate; a
-	// client asking for windowsize is simply answered without it and falls
-	// back to lockstep). Off by default: it is the library's experimental
-	// path, and it resends the whole window when one block is lost.
+	// their ACKs: pin/tftp's non-standard "sender anticipate", for
+	// clients that ask for no windowsize. Off by default: it is the
+	// library's experimental path, and it resends the whole window when
+	// one block is lost.
 	Anticipate uint
 	// Logger receives one line per transfer; default slog.Default().
 	Logger *slog.Logger
@@ -91,6 +98,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxBlockSize != 0 && (cfg.MaxBlockSize < 512 || cfg.MaxBlockSize > 65464) {
 		return nil, fmt.Errorf("tftp: max block size %d outside 512..65464", cfg.MaxBlockSize)
 	}
+	switch {
+	case cfg.MaxWindowSize == 0:
+		cfg.MaxWindowSize = DefaultMaxWindowSize
+	case cfg.MaxWindowSize < 1 || cfg.MaxWindowSize > maxWindowSize:
+		return nil, fmt.Errorf("tftp: max window size %d outside 1..%d", cfg.MaxWindowSize, maxWindowSize)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -122,6 +135,28 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	srv.SetHook(hook{log: s.log})
 	s.log.Info("tftp serving", "addr", conn.LocalAddr().String())
 
+	// Windowed read requests come in on a second socket of the same port
+	// (steer.go). Without it every request is pin/tftp's, lockstep.
+	var windows sync.WaitGroup
+	wconn := s.windowSocket(conn)
+	if wconn != nil {
+		// The window socket's transfers open sockets on another goroutine,
+		// which joins this one's network namespace.
+		ns, err := threadNetns()
+		if err != nil {
+			wconn.Close()
+			s.log.Warn("tftp windowsize disabled", "error", err)
+			wconn = nil
+		} else {
+			windows.Add(1)
+			go func() {
+				defer windows.Done()
+				defer ns.Close()
+				s.serveWindows(wconn, ns, &windows)
+			}()
+		}
+	}
+
 	// The library's loop runs on this goroutine, not a new one: it opens a
 	// socket per transfer, and a caller that put this goroutine's thread
 	// into a network namespace (a test lab, a daemon serving one
@@ -133,6 +168,9 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		defer close(shutdown)
 		select {
 		case <-ctx.Done():
+			if wconn != nil {
+				wconn.Close()
+			}
 			// Shutdown closes conn and waits for transfers in flight.
 			srv.Shutdown()
 		case <-stopped:
@@ -142,6 +180,10 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	close(stopped)
 	<-shutdown
 	conn.Close()
+	if wconn != nil {
+		wconn.Close()
+	}
+	windows.Wait()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -149,6 +191,25 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		return fmt.Errorf("tftp serve: %w", err)
 	}
 	return errors.New("tftp serve: stopped unexpectedly")
+}
+
+// windowSocket opens the socket for windowed requests beside conn, or
+// returns nil (windowsize off, or conn is not a UDP socket it can share).
+func (s *Server) windowSocket(conn net.PacketConn) *net.UDPConn {
+	if s.cfg.MaxWindowSize <= 1 {
+		return nil
+	}
+	uc, ok := conn.(*net.UDPConn)
+	if !ok {
+		s.log.Warn("tftp windowsize disabled", "error", fmt.Sprintf("cannot share a %T's port", conn))
+		return nil
+	}
+	wconn, err := listenWindowSocket(uc)
+	if err != nil {
+		s.log.Warn("tftp windowsize disabled", "error", err)
+		return nil
+	}
+	return wconn
 }
 
 // openFile maps a requested name to a file: an iPXE binary by its exact
@@ -185,32 +246,14 @@ func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
 				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			result, reason, err = "error", "panic", errInternal
 		}
-		level := slog.LevelInfo
-		if result != "ok" {
-			level = slog.LevelWarn
-		}
-		s.log.Log(context.Background(), level, "tftp transfer",
-			"client", client, "file", name, "bytes", n,
-			"duration", time.Since(start), "result", result, "reason", reason)
-		if s.cfg.Observe != nil {
-			s.cfg.Observe(result, n)
-		}
+		s.logTransfer(client, name, n, time.Since(start), result, reason)
 	}()
 
 	f, _, err := s.open(name)
 	if err != nil {
 		reason = err.Error()
-		switch {
-		case errors.Is(err, bootfiles.ErrBadName):
-			result = "refused"
-			return errRefused
-		case errors.Is(err, fs.ErrNotExist):
-			result = "not found"
-			return errNotFound
-		default:
-			result = "error"
-			return errInternal
-		}
+		result, _, err = refusal(err)
+		return err
 	}
 	defer f.Close()
 	n, err = rf.ReadFrom(newBlockReader(f))
@@ -220,6 +263,21 @@ func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
 		return nil
 	}
 	return nil
+}
+
+// logTransfer writes a transfer's log line and tells Observe: one for
+// every read request, lockstep or windowed.
+func (s *Server) logTransfer(client, name string, n int64, d time.Duration, result, reason string) {
+	level := slog.LevelInfo
+	if result != "ok" {
+		level = slog.LevelWarn
+	}
+	s.log.Log(context.Background(), level, "tftp transfer",
+		"client", client, "file", name, "bytes", n,
+		"duration", d, "result", result, "reason", reason)
+	if s.cfg.Observe != nil {
+		s.cfg.Observe(result, n)
+	}
 }
 
 // blockReader reads a file in large chunks: the library asks for one

@@ -345,10 +345,14 @@ func TestRawRequests(t *testing.T) {
 		"per-machine file":  {pkt: rrq("machines/52-54-00-00-00-01/boot.cfg"), wantOp: 3},
 		"directory":         {pkt: rrq("machines"), wantOp: 5},
 		"tsize and blksize": {pkt: rrq(bootfiles.BIOS, "tsize", "0", "blksize", "1468"), wantOp: 6, wantOACK: map[string]string{"tsize": fmt.Sprint(fi.Size()), "blksize": "1468"}},
-		// pin/tftp v3.1.0 negotiates blksize and tsize only: windowsize
-		// (RFC 7440) and timeout (RFC 2349) are left out of the OACK, which
-		// tells the client to go on without them.
-		"windowsize and timeout ignored": {pkt: rrq(bootfiles.BIOS, "windowsize", "8", "timeout", "3", "blksize", "1024"), wantOp: 6, wantOACK: map[string]string{"blksize": "1024"}},
+		// pin/tftp v3.1.0 negotiates blksize and tsize only: a request
+		// with windowsize (RFC 7440) goes to metal's windowed sender, which
+		// also takes timeout (RFC 2349); option names in any case.
+		"windowsize and timeout": {pkt: rrq(bootfiles.BIOS, "windowsize", "8", "timeout", "3", "blksize", "1024"), wantOp: 6, wantOACK: map[string]string{"windowsize": "8", "timeout": "3", "blksize": "1024"}},
+		"windowsize capped":      {pkt: rrq(bootfiles.BIOS, "WindowSize", "1000", "tsize", "0"), wantOp: 6, wantOACK: map[string]string{"windowsize": "64", "tsize": fmt.Sprint(fi.Size())}},
+		"windowsize refused":     {pkt: rrq("../secret", "windowsize", "8"), wantOp: 5},
+		"windowsize not found":   {pkt: rrq("no-such-file", "windowsize", "8"), wantOp: 5},
+		"timeout out of range":   {pkt: rrq(bootfiles.BIOS, "windowsize", "4", "timeout", "0", "blksize", "100000"), wantOp: 6, wantOACK: map[string]string{"windowsize": "4"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

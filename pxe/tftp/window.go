@@ -1,0 +1,560 @@
+package tftp
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	"github.com/pin/tftp/v3/netascii"
+	"golang.org/x/sys/unix"
+)
+
+// This file is metal's sender for read requests that ask for RFC 7440
+// windowsize, which pin/tftp does not negotiate: the client acknowledges
+// a window of blocks at a time instead of every block. Requests reach it
+// through the window socket (steer.go); everything else stays with
+// pin/tftp.
+
+// TFTP opcodes (RFC 1350, 2347).
+const (
+	opRRQ   = 1
+	opWRQ   = 2
+	opDATA  = 3
+	opACK   = 4
+	opERROR = 5
+	opOACK  = 6
+)
+
+// TFTP error codes (RFC 1350, 2347).
+const (
+	codeUndefined  = 0
+	codeNotFound   = 1
+	codeAccess     = 2
+	codeUnknownTID = 5
+)
+
+// Limits of the negotiated options.
+const (
+	// DefaultMaxWindowSize caps windowsize when Config.MaxWindowSize is 0:
+	// past a few dozen blocks a window gains little on a LAN and costs a
+	// whole window resent after a loss.
+	DefaultMaxWindowSize = 64
+	minBlockSize         = 8     // RFC 2348
+	maxBlockSize         = 65464 // RFC 2348
+	maxWindowSize        = 65535 // RFC 7440
+)
+
+// option is one name and value of a request or an OACK.
+type option struct{ name, value string }
+
+// options are a request's or an OACK's options, in their order.
+type options []option
+
+// get returns the value of the named option, "" if absent.
+func (os options) get(name string) string {
+	for _, o := range os {
+		if o.name == name {
+			return o.value
+		}
+	}
+	return ""
+}
+
+// request is a parsed read request.
+type request struct {
+	name, mode string
+	// opts are in the client's order, names lower-cased (RFC 2347: they
+	// are case insensitive); a repeated name keeps its first value.
+	opts options
+}
+
+var errMalformed = errors.New("malformed request")
+
+// parseRequest parses a read request: opcode, file name, mode, then
+// option names and values, each NUL-terminated.
+func parseRequest(p []byte) (request, error) {
+	if len(p) < 2 || binary.BigEndian.Uint16(p) != opRRQ {
+		return request{}, fmt.Errorf("%w: not a read request", errMalformed)
+	}
+	if len(p) == 2 || p[len(p)-1] != 0 {
+		return request{}, fmt.Errorf("%w: not NUL-terminated", errMalformed)
+	}
+	f := bytes.Split(p[2:len(p)-1], []byte{0})
+	if len(f) < 2 || len(f)%2 != 0 {
+		return request{}, fmt.Errorf("%w: %d fields, want a name, a mode and pairs of options", errMalformed, len(f))
+	}
+	req := request{name: string(f[0]), mode: strings.ToLower(string(f[1]))}
+	for i := 2; i < len(f); i += 2 {
+		name := strings.ToLower(string(f[i]))
+		if req.opts.get(name) == "" {
+			req.opts = append(req.opts, option{name: name, value: string(f[i+1])})
+		}
+	}
+	return req, nil
+}
+
+// params are what the server agreed to for one transfer.
+type params struct {
+	blksize int
+	window  int
+	timeout time.Duration
+	// oack holds the options accepted, in the client's order; empty sends
+	// no OACK and the transfer starts with DATA block 1 (RFC 2347).
+	oack options
+}
+
+// negotiate answers a request's options: blksize capped at maxBlock,
+// windowsize at maxWindow, timeout within RFC 2349's 1..255 s, tsize
+// (the file's size, when known: not in netascii, which changes it).
+// Values a client may not ask for leave their option out of the OACK.
+func negotiate(req request, maxBlock, maxWindow int, size int64, timeout time.Duration) params {
+	p := params{blksize: 512, window: 1, timeout: timeout}
+	for _, o := range req.opts {
+		n, err := strconv.Atoi(o.value)
+		switch {
+		case o.name == "blksize" && err == nil && n >= minBlockSize && n <= maxBlockSize:
+			p.blksize = min(n, maxBlock)
+			p.oack = append(p.oack, option{o.name, strconv.Itoa(p.blksize)})
+		case o.name == "windowsize" && err == nil && n >= 1 && n <= maxWindowSize:
+			p.window = min(n, maxWindow)
+			p.oack = append(p.oack, option{o.name, strconv.Itoa(p.window)})
+		case o.name == "timeout" && err == nil && n >= 1 && n <= 255:
+			p.timeout = time.Duration(n) * time.Second
+			p.oack = append(p.oack, option{o.name, o.value})
+		case o.name == "tsize" && err == nil && size >= 0:
+			p.oack = append(p.oack, option{o.name, strconv.FormatInt(size, 10)})
+		}
+	}
+	return p
+}
+
+// serveWindows reads the window socket until it is closed, starting a
+// transfer for each request. It runs on its own goroutine, which first
+// enters the network namespace ns of the goroutine that serves (each
+// transfer opens a socket of its own here). transfers counts the
+// transfers in flight.
+func (s *Server) serveWindows(conn *net.UDPConn, ns *os.File, transfers *sync.WaitGroup) {
+	if err := enterNetns(ns); err != nil {
+		// With the window socket closed, the steering program's answer
+		// names no socket and the kernel hands every request to pin/tftp:
+		// clients get lockstep transfers instead of none.
+		s.log.Error("tftp windowsize disabled", "error", err)
+		conn.Close()
+		return
+	}
+	buf := make([]byte, 65536)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			s.log.Debug("tftp read", "error", err)
+			continue
+		}
+		s.startWindowed(buf[:n], oob[:oobn], from, conn, transfers)
+	}
+}
+
+// startWindowed opens the transfer's socket (a new port: the server's
+// transfer ID) and starts its transfer. A panic in here is logged and the
+// request dropped: the listener keeps serving.
+func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *net.UDPConn, transfers *sync.WaitGroup) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("tftp handler panic", "client", from.String(),
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		}
+	}()
+	local, dst, ifindex, ok := parsePktinfo(oob)
+	if !ok || local != dst {
+		// A broadcast or multicast request: every socket of the port has
+		// a copy, and pin/tftp answers it.
+		return
+	}
+	req, err := parseRequest(pkt)
+	if err != nil {
+		s.log.Debug("tftp bad request", "client", from.String(), "error", err)
+		return
+	}
+	maxBlock := s.mtuBlockSize(listener, ifindex)
+	if s.cfg.MaxBlockSize > 0 {
+		maxBlock = min(maxBlock, s.cfg.MaxBlockSize)
+	}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: local.AsSlice()})
+	if err != nil {
+		s.log.Warn("tftp transfer socket", "client", from.String(), "error", err)
+		return
+	}
+	t := &windowTransfer{
+		s:        s,
+		conn:     conn,
+		peer:     netip.AddrPortFrom(from.Addr().Unmap(), from.Port()),
+		req:      req,
+		maxBlock: maxBlock,
+	}
+	transfers.Add(1)
+	go func() {
+		defer transfers.Done()
+		defer conn.Close()
+		t.serve()
+	}()
+}
+
+// parsePktinfo reads IP_PKTINFO: the local address a reply should come
+// from, the datagram's destination (differs for broadcasts) and the
+// interface it came in on.
+func parsePktinfo(oob []byte) (local, dst netip.Addr, ifindex int, ok bool) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return
+	}
+	for _, m := range msgs {
+		// struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst, ipi_addr; }
+		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= 12 {
+			ifindex = int(int32(binary.NativeEndian.Uint32(m.Data[0:4])))
+			local = netip.AddrFrom4([4]byte(m.Data[4:8]))
+			dst = netip.AddrFrom4([4]byte(m.Data[8:12]))
+			return local, dst, ifindex, true
+		}
+	}
+	return
+}
+
+// mtuBlockSize is the largest block that fits the interface's MTU
+// unfragmented (IPv4 and UDP headers take 28 bytes), or 512 if the
+// interface cannot be asked. It asks the kernel by index with ioctls:
+// listing all interfaces (net.InterfaceByIndex) fails while other
+// programs add or remove some.
+func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 512
+	}
+	mtu := 0
+	_ = rc.Control(func(fd uintptr) {
+		ifr, err := unix.NewIfreq("")
+		if err != nil {
+			return
+		}
+		ifr.SetUint32(uint32(ifindex))
+		if unix.IoctlIfreq(int(fd), unix.SIOCGIFNAME, ifr) != nil {
+			return
+		}
+		byName, err := unix.NewIfreq(ifr.Name())
+		if err != nil || unix.IoctlIfreq(int(fd), unix.SIOCGIFMTU, byName) != nil {
+			return
+		}
+		mtu = int(byName.Uint32())
+	})
+	if mtu-28 < 512 {
+		return 512
+	}
+	return min(mtu-28, maxBlockSize)
+}
+
+// windowTransfer is one windowed read transfer, on its own socket.
+type windowTransfer struct {
+	s        *Server
+	conn     *net.UDPConn
+	peer     netip.AddrPort
+	req      request
+	maxBlock int
+	p        params
+	pkt      []byte // the packet being sent
+	rcv      []byte
+	sent     int // datagrams, for the options log line
+}
+
+// Errors that end a transfer, for the log.
+var (
+	errTimeout    = errors.New("timed out waiting for an acknowledgement")
+	errClientStop = errors.New("client sent an error")
+)
+
+// serve runs the transfer, logs it and tells Observe, as the lockstep
+// read handler does.
+func (t *windowTransfer) serve() {
+	s := t.s
+	start := time.Now()
+	client := t.peer.String()
+	var n int64
+	result, reason := "ok", ""
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("tftp handler panic", "client", client, "file", t.req.name,
+				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			result, reason = "error", "panic"
+			t.sendError(codeUndefined, errInternal.Error())
+		}
+		s.logTransfer(client, t.req.name, n, time.Since(start), result, reason)
+	}()
+
+	f, fi, err := s.open(t.req.name)
+	if err != nil {
+		var code uint16
+		result, code, err = refusal(err)
+		reason = err.Error()
+		t.sendError(code, err.Error())
+		return
+	}
+	defer f.Close()
+	var r io.Reader = f
+	size := fi.Size()
+	if t.req.mode == "netascii" {
+		r, size = netascii.ToReader(f), -1
+	}
+	t.p = negotiate(t.req, t.maxBlock, s.cfg.MaxWindowSize, size, s.cfg.Timeout)
+	t.pkt = make([]byte, 4+t.p.blksize)
+	t.rcv = make([]byte, 4+maxBlockSize)
+	n, err = t.run(r)
+	s.log.Debug("tftp transfer options", "client", client, "file", t.req.name,
+		"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", strconv.Itoa(t.p.window),
+		"tsize", t.p.oack.get("tsize"), "timeout", t.p.timeout.String(), "datagrams", t.sent)
+	if err != nil {
+		result, reason = "failed", err.Error()
+	}
+}
+
+// refusal maps an error from Server.open to the transfer's result, the
+// TFTP error code and the message the client is sent.
+func refusal(err error) (result string, code uint16, clientErr error) {
+	switch {
+	case errors.Is(err, bootfiles.ErrBadName):
+		return "refused", codeAccess, errRefused
+	case errors.Is(err, os.ErrNotExist):
+		return "not found", codeNotFound, errNotFound
+	default:
+		return "error", codeUndefined, errInternal
+	}
+}
+
+// run negotiates, then sends r a window at a time. It returns the bytes
+// the client acknowledged.
+func (t *windowTransfer) run(r io.Reader) (int64, error) {
+	if len(t.p.oack) > 0 {
+		if err := t.sendOACK(); err != nil {
+			return 0, err
+		}
+	}
+	w := &window{r: r, bs: t.p.blksize, buf: make([]byte, t.p.blksize*t.p.window)}
+	if err := w.fill(); err != nil {
+		t.sendError(codeUndefined, errInternal.Error())
+		return 0, fmt.Errorf("read: %w", err)
+	}
+	retries := 0
+	// An ACK that moves nothing (the client saw a gap, or timed out) asks
+	// for the window again from the block after it; a second such ACK
+	// before progress is one of the same burst and waits for the timer,
+	// so a lost block does not multiply into many resent windows.
+	resent := false
+	for {
+		if err := t.sendWindow(w); err != nil {
+			return w.acked, err
+		}
+		deadline := time.Now().Add(t.p.timeout)
+	wait:
+		for {
+			op, block, msg, err := t.await(deadline)
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				if retries++; retries > t.s.cfg.Retries {
+					t.sendError(codeUndefined, errTimeout.Error())
+					return w.acked, fmt.Errorf("%w of block %d after %d tries", errTimeout, w.base+1, retries)
+				}
+				break wait
+			case err != nil:
+				return w.acked, err
+			case op == opERROR:
+				return w.acked, fmt.Errorf("%w: code %d: %s", errClientStop, block, msg)
+			}
+			a, ok := w.absolute(block)
+			switch {
+			case !ok: // an old ACK, from before the window
+			case a == w.base && resent:
+			case a == w.base:
+				resent = true
+				break wait
+			case w.eof && a == w.base+int64(w.blocks()):
+				return w.acked + int64(w.filled), nil
+			default:
+				if err := w.advance(a); err != nil {
+					t.sendError(codeUndefined, errInternal.Error())
+					return w.acked, fmt.Errorf("read: %w", err)
+				}
+				retries, resent = 0, false
+				break wait
+			}
+		}
+	}
+}
+
+// sendOACK sends the accepted options until the client acknowledges them
+// with ACK 0.
+func (t *windowTransfer) sendOACK() error {
+	p := binary.BigEndian.AppendUint16(t.pkt[:0], opOACK)
+	for _, o := range t.p.oack {
+		p = append(append(append(append(p, o.name...), 0), o.value...), 0)
+	}
+	oack := bytes.Clone(p)
+	for try := 0; ; try++ {
+		if try > t.s.cfg.Retries {
+			return fmt.Errorf("%w of the options after %d tries", errTimeout, try)
+		}
+		if err := t.send(oack); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(t.p.timeout)
+		for {
+			op, block, msg, err := t.await(deadline)
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if op == opERROR {
+				return fmt.Errorf("%w to the options: code %d: %s", errClientStop, block, msg)
+			}
+			if block == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// sendWindow sends every block the window holds, from the one after the
+// last acknowledged.
+func (t *windowTransfer) sendWindow(w *window) error {
+	binary.BigEndian.PutUint16(t.pkt, opDATA)
+	for k := range w.blocks() {
+		binary.BigEndian.PutUint16(t.pkt[2:], uint16(w.base+1+int64(k)))
+		n := copy(t.pkt[4:], w.block(k))
+		if err := t.send(t.pkt[:4+n]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *windowTransfer) send(p []byte) error {
+	t.sent++
+	if _, err := t.conn.WriteToUDPAddrPort(p, t.peer); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	return nil
+}
+
+// sendError tells the client why the transfer ends; best effort.
+func (t *windowTransfer) sendError(code uint16, msg string) {
+	_, _ = t.conn.WriteToUDPAddrPort(errorPacket(code, msg), t.peer)
+}
+
+func errorPacket(code uint16, msg string) []byte {
+	p := binary.BigEndian.AppendUint16(nil, opERROR)
+	p = binary.BigEndian.AppendUint16(p, code)
+	return append(append(p, msg...), 0)
+}
+
+// await reads the client's next ACK or ERROR until deadline; for an
+// ERROR, block is its code. A datagram from any other address or port is
+// answered with ERROR 5 and otherwise ignored (RFC 1350): it must not end
+// or slow the transfer.
+func (t *windowTransfer) await(deadline time.Time) (op, block uint16, msg string, err error) {
+	if err := t.conn.SetReadDeadline(deadline); err != nil {
+		return 0, 0, "", err
+	}
+	for {
+		n, from, err := t.conn.ReadFromUDPAddrPort(t.rcv)
+		if err != nil {
+			return 0, 0, "", err
+		}
+		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != t.peer {
+			_, _ = t.conn.WriteToUDPAddrPort(errorPacket(codeUnknownTID, "unknown transfer ID"), from)
+			continue
+		}
+		if n < 4 {
+			continue
+		}
+		switch op := binary.BigEndian.Uint16(t.rcv); op {
+		case opACK:
+			return op, binary.BigEndian.Uint16(t.rcv[2:]), "", nil
+		case opERROR:
+			msg, _, _ := bytes.Cut(t.rcv[4:n], []byte{0})
+			return op, binary.BigEndian.Uint16(t.rcv[2:]), string(msg), nil
+		}
+	}
+}
+
+// window holds the blocks in flight: the blocks after base, the last
+// acknowledged, up to a window's worth, read ahead from the file. Every
+// block is full but the last, which is short (maybe empty) once eof.
+type window struct {
+	r      io.Reader
+	bs     int
+	buf    []byte // bs × windowsize
+	filled int
+	eof    bool
+	base   int64 // absolute number of the last acknowledged block
+	acked  int64 // bytes in blocks 1..base
+}
+
+// blocks is how many blocks the window holds: all full ones, and the
+// last (short or empty) once the file has ended.
+func (w *window) blocks() int {
+	if w.eof {
+		return w.filled/w.bs + 1
+	}
+	return w.filled / w.bs
+}
+
+// block returns the k-th block after base.
+func (w *window) block(k int) []byte {
+	lo := k * w.bs
+	return w.buf[lo:min(lo+w.bs, w.filled)]
+}
+
+// fill reads until the window is full or the file ends.
+func (w *window) fill() error {
+	if w.eof {
+		return nil
+	}
+	n, err := io.ReadFull(w.r, w.buf[w.filled:])
+	w.filled += n
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		w.eof = true
+		return nil
+	}
+	return err
+}
+
+// absolute maps an ACK's 16-bit block number (they wrap past 65535 to 0)
+// to the absolute block in base..base+blocks() it names, if any.
+func (w *window) absolute(block uint16) (int64, bool) {
+	a := w.base + int64(block-uint16(w.base))
+	return a, a <= w.base+int64(w.blocks())
+}
+
+// advance drops the blocks up to a, which the client has, and reads on.
+func (w *window) advance(a int64) error {
+	cut := min(int(a-w.base)*w.bs, w.filled)
+	w.acked += int64(cut)
+	copy(w.buf, w.buf[cut:w.filled])
+	w.filled -= cut
+	w.base = a
+	return w.fill()
+}
