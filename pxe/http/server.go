@@ -20,6 +20,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/internal/httpserve"
@@ -87,6 +88,8 @@ type Server struct {
 	log     *slog.Logger
 	handler nethttp.Handler
 	scripts scriptCache
+	// chainScript is the same for every iPXE, rendered once.
+	chainScript []byte
 }
 
 // New checks cfg and returns a server; it does not listen yet.
@@ -106,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http")}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http"), chainScript: ipxe.Chain(ScriptPrefix)}
 	mux := nethttp.NewServeMux()
 	mux.HandleFunc("GET "+ScriptPrefix+"boot.ipxe", s.chain)
 	mux.HandleFunc("GET "+ScriptPrefix+"{mac}", s.script)
@@ -158,7 +161,8 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 
 // chain serves the script for an iPXE that does not know its own.
 func (s *Server) chain(w nethttp.ResponseWriter, r *nethttp.Request) {
-	writeScript(w, ipxe.Chain(ScriptPrefix))
+	quietLog(w)
+	writeScript(w, s.chainScript)
 }
 
 // script serves a machine's iPXE script to the address leased to its MAC,
@@ -169,7 +173,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 		nethttp.Error(w, "metal: not a MAC address", nethttp.StatusNotFound)
 		return
 	}
-	setLogAttr(w, slog.String("mac", mac.String()))
+	setLogMAC(w, mac)
 	intent, err := s.cfg.Policy.Intent(r.Context(), mac)
 	if errors.Is(err, pxe.ErrUnknownHost) {
 		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
@@ -200,6 +204,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 		}
 		s.scripts.put(mac, intent, params.Name, body)
 	}
+	quietLog(w)
 	writeScript(w, body)
 }
 
@@ -211,8 +216,39 @@ func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe
 	}
 	// An empty token never matches: a machine without one is served to its
 	// lease only.
-	token := r.URL.Query().Get("token")
+	token := queryValue(r.URL.RawQuery, "token")
 	return intent.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(intent.Token)) == 1
+}
+
+// queryValue is r.URL.Query().Get(key) without building the map of every
+// parameter on each script request: the first well-formed pair named key,
+// unescaped; pairs holding a semicolon or a bad escape are skipped, as
+// url.ParseQuery skips them. A long query goes through url.ParseQuery
+// itself, which refuses too many parameters.
+func queryValue(raw, key string) string {
+	if len(raw) > 1024 {
+		return url.Values(parsedQuery(raw)).Get(key)
+	}
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k, err := url.QueryUnescape(k); err != nil || k != key {
+			continue
+		}
+		if v, err := url.QueryUnescape(v); err == nil {
+			return v
+		}
+	}
+	return ""
+}
+
+func parsedQuery(raw string) url.Values {
+	q, _ := url.ParseQuery(raw)
+	return q
 }
 
 func clientIP(r *nethttp.Request) net.IP {
@@ -289,6 +325,25 @@ func serveFile(w nethttp.ResponseWriter, r *nethttp.Request, f *os.File, fi fs.F
 	nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 }
 
+// setLogMAC adds the machine's MAC to the request's access log line,
+// formatted only if the line is written.
+func setLogMAC(w nethttp.ResponseWriter, mac net.HardwareAddr) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.mac = mac
+	}
+}
+
+// quietLog writes the request's access log line at debug level if it
+// succeeds. Scripts are small and fetched at every netboot: at info, the
+// line cost more of the server's CPU than rendering the script (its
+// formatting and a write to stderr per request), and each machine's
+// script fetch is already in its boot timeline. Failures stay at info.
+func quietLog(w nethttp.ResponseWriter) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.quiet = true
+	}
+}
+
 // setLogAttr adds a to the request's access log line. It rides on the
 // response writer the access log wrapped, not on the request's context:
 // a new context would copy the whole request, on every request.
@@ -319,12 +374,19 @@ func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.
 			}
 			// The query is left out: it may hold a machine's token.
 			took := time.Since(start)
-			if log.Enabled(r.Context(), slog.LevelInfo) {
-				log.LogAttrs(r.Context(), slog.LevelInfo, "http request", append([]slog.Attr{
+			level := slog.LevelInfo
+			if sw.quiet && sw.code() < 400 {
+				level = slog.LevelDebug
+			}
+			if log.Enabled(r.Context(), level) {
+				attrs := append(make([]slog.Attr, 0, 7+len(sw.attrs)),
 					slog.String("method", r.Method), slog.String("path", r.URL.Path),
 					slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
-					slog.Int64("bytes", sw.bytes), slog.Duration("duration", took),
-				}, sw.attrs...)...)
+					slog.Int64("bytes", sw.bytes), slog.Duration("duration", took))
+				if sw.mac != nil {
+					attrs = append(attrs, slog.String("mac", sw.mac.String()))
+				}
+				log.LogAttrs(r.Context(), level, "http request", append(attrs, sw.attrs...)...)
 			}
 			if observe != nil {
 				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
@@ -342,6 +404,8 @@ type statusWriter struct {
 	status int
 	bytes  int64
 	attrs  []slog.Attr
+	mac    net.HardwareAddr // setLogMAC
+	quiet  bool             // quietLog
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -108,6 +108,12 @@ type testServer struct {
 
 func startServer(t testing.TB) *testServer {
 	t.Helper()
+	return startServerAt(t, slog.LevelInfo)
+}
+
+// startServerAt starts the test server with its log at level.
+func startServerAt(t testing.TB, level slog.Level) *testServer {
+	t.Helper()
 	ipxeBins, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
 	if err != nil {
 		t.Fatal(err)
@@ -147,7 +153,7 @@ func startServer(t testing.TB) *testServer {
 	}
 	srv, err := New(Config{
 		Policy: p, Leases: l, IPXE: ipxeBins, Files: files,
-		Logger: slog.New(slog.NewJSONHandler(ts.logs, nil)),
+		Logger: slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +258,43 @@ func TestScripts(t *testing.T) {
 		if strings.Contains(fmt.Sprint(r), "s3cret") {
 			t.Errorf("access log holds a token: %v", r)
 		}
+	}
+}
+
+// TestScriptAccessLog: a served script is logged at debug (the daemon's
+// boot timeline has it; at info the line cost more than the script), a
+// refused one at info, both naming the MAC.
+func TestScriptAccessLog(t *testing.T) {
+	type line struct{ Path, Level, MAC string }
+	tests := map[string]struct {
+		level slog.Level
+		want  []line
+	}{
+		"info": {level: slog.LevelInfo, want: []line{
+			{"/ipxe/" + macOther, "INFO", macOther},
+		}},
+		"debug": {level: slog.LevelDebug, want: []line{
+			{"/ipxe/boot.ipxe", "DEBUG", ""},
+			{"/ipxe/" + macLocal, "DEBUG", macLocal},
+			{"/ipxe/" + macOther, "INFO", macOther},
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ts := startServerAt(t, tc.level)
+			c := clientFrom("127.0.0.1")
+			for _, p := range []string{"/ipxe/boot.ipxe", "/ipxe/" + macLocal, "/ipxe/" + macOther} {
+				get(t, c, ts.url+p, nil)
+			}
+			var got []line
+			for _, r := range ts.logs.records("http request") {
+				mac, _ := r["mac"].(string)
+				got = append(got, line{fmt.Sprint(r["path"]), fmt.Sprint(r["level"]), mac})
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("access log (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

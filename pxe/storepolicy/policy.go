@@ -7,6 +7,7 @@
 package storepolicy
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -41,12 +42,21 @@ type Policy struct {
 	log   *slog.Logger
 
 	mu     sync.RWMutex
-	byMAC  map[string]*inventory.Machine
+	byMAC  map[string]entry
 	byName map[string]string     // name → MAC, for deletions (which carry no MAC)
 	byIP   map[netip.Addr]string // declared address → MAC
 	rev    int64
 	synced chan struct{}
 	once   sync.Once
+}
+
+// entry is a machine as the policy answers for it.
+type entry struct {
+	m *inventory.Machine
+	// token is pxe.Token of the machine's MAC, computed when the machine
+	// is indexed: an HMAC on every script request was a tenth of the
+	// policy's share of a script's CPU.
+	token string
 }
 
 // New loads every machine from store. Run must be running for the policy
@@ -76,7 +86,7 @@ func (p *Policy) reload(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.byMAC = make(map[string]*inventory.Machine, len(ms))
+	p.byMAC = make(map[string]entry, len(ms))
 	p.byName = make(map[string]string, len(ms))
 	p.byIP = make(map[netip.Addr]string, len(ms))
 	for i := range ms {
@@ -135,8 +145,8 @@ func (p *Policy) apply(c inventory.Change) {
 	}
 	m := c.Machine
 	if old, ok := p.byName[m.Name]; ok {
-		if prev := p.byMAC[old]; prev != nil && p.byIP[prev.Identity.IP] == old {
-			delete(p.byIP, prev.Identity.IP)
+		if prev, ok := p.byMAC[old]; ok && p.byIP[prev.m.Identity.IP] == old {
+			delete(p.byIP, prev.m.Identity.IP)
 		}
 		delete(p.byMAC, old)
 		delete(p.byName, m.Name)
@@ -150,7 +160,11 @@ func (p *Policy) apply(c inventory.Change) {
 
 // put indexes m; p.mu is held.
 func (p *Policy) put(m *inventory.Machine) {
-	p.byMAC[m.MAC] = m
+	e := entry{m: m}
+	if hw, err := net.ParseMAC(m.MAC); err == nil {
+		e.token = pxe.Token(p.opts.TokenKey, hw)
+	}
+	p.byMAC[m.MAC] = e
 	p.byName[m.Name] = m.MAC
 	if m.Identity.IP.IsValid() {
 		p.byIP[m.Identity.IP] = m.MAC
@@ -161,21 +175,39 @@ func (p *Policy) put(m *inventory.Machine) {
 // store is seen by the policy shortly after it commits.
 func (p *Policy) Synced() <-chan struct{} { return p.synced }
 
-func (p *Policy) machine(mac net.HardwareAddr) (*inventory.Machine, bool) {
+// machine looks mac up by its text form, built on the stack: the map
+// index of a converted byte slice does not allocate, where mac.String()
+// did on every DHCP packet and script request.
+func (p *Policy) machine(mac net.HardwareAddr) (entry, bool) {
+	var buf [3 * 20]byte
+	key := appendMAC(buf[:0], mac)
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	m, ok := p.byMAC[mac.String()]
-	return m, ok
+	e, ok := p.byMAC[string(key)]
+	p.mu.RUnlock()
+	return e, ok
+}
+
+// appendMAC appends mac as net.HardwareAddr.String writes it.
+func appendMAC(b []byte, mac net.HardwareAddr) []byte {
+	const hex = "0123456789abcdef"
+	for i, c := range mac {
+		if i > 0 {
+			b = append(b, ':')
+		}
+		b = append(b, hex[c>>4], hex[c&0xf])
+	}
+	return b
 }
 
 // Host implements pxe.BootPolicy. Machines the agent discovered are known
 // to the store but have no address of their own: they take one from the
 // pool like any unknown MAC.
 func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error) {
-	m, ok := p.machine(mac)
+	e, ok := p.machine(mac)
 	if !ok {
 		return pxe.Host{}, pxe.ErrUnknownHost
 	}
+	m := e.m
 	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network}
 	if m.Identity.IP.IsValid() {
 		h.IP = net.IP(m.Identity.IP.AsSlice())
@@ -185,10 +217,11 @@ func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error)
 
 // Intent implements pxe.BootPolicy.
 func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, error) {
-	m, ok := p.machine(mac)
+	e, ok := p.machine(mac)
 	if !ok {
 		return p.opts.Unknown, nil
 	}
+	m := e.m
 	in := m.Intent
 	if in.Action == "" {
 		// A machine the engine has not touched yet: no netboot, so its
@@ -196,22 +229,15 @@ func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, er
 		if m.State == inventory.StateDiscovered {
 			return p.opts.Unknown, nil
 		}
-		return pxe.Intent{Action: pxe.ActionNone, Token: p.token(mac, "")}, nil
+		return pxe.Intent{Action: pxe.ActionNone, Token: e.token}, nil
 	}
 	return pxe.Intent{
 		Action:  pxe.Action(in.Action),
 		Kernel:  in.Kernel,
 		Initrd:  append([]string(nil), in.Initrds...),
 		Cmdline: in.Cmdline,
-		Token:   p.token(mac, in.Token),
+		Token:   cmp.Or(in.Token, e.token),
 	}, nil
-}
-
-func (p *Policy) token(mac net.HardwareAddr, stored string) string {
-	if stored != "" {
-		return stored
-	}
-	return pxe.Token(p.opts.TokenKey, mac)
 }
 
 // MACOf returns the MAC of the machine declared with ip, for callers that

@@ -123,3 +123,19 @@ func eventually(t *testing.T, ok func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAppendMACIsString: the policy finds machines by the text
+// appendMAC writes, which must be the text the store keys them by.
+func TestAppendMACIsString(t *testing.T) {
+	for name, mac := range map[string]net.HardwareAddr{
+		"empty":      {},
+		"ethernet":   mustMAC("52:54:00:ab:cd:ef"),
+		"eui-64":     mustMAC("02:00:5e:10:00:00:00:01"),
+		"infiniband": mustMAC("00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"),
+		"long":       make(net.HardwareAddr, 32),
+	} {
+		if got, want := string(appendMAC(nil, mac)), mac.String(); got != want {
+			t.Errorf("%s: appendMAC = %q, want %q", name, got, want)
+		}
+	}
+}
