@@ -138,7 +138,7 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, from From) (*d
 		return nil, errors.New("bootp request (no message type): not supported")
 	}
 	now := h.now()
-	log := h.log.With("mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", mt.String())
+	log := reqLog{l: h.log, req: req}
 	if !h.limit.allow(k, now) {
 		log.Debug("rate limited")
 		return nil, nil
@@ -233,7 +233,7 @@ func hostname(host pxe.Host) string {
 // is, which subnet it asks from, and the address reserved for it there
 // (invalid when none). skip: an unknown MAC while ignoring those, left
 // unanswered.
-func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logger) (host pxe.Host, s *subnet, reserved netip.Addr, skip bool, err error) {
+func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, log reqLog) (host pxe.Host, s *subnet, reserved netip.Addr, skip bool, err error) {
 	host, known, err := h.lookup(ctx, req.ClientHWAddr)
 	if err != nil {
 		return pxe.Host{}, nil, netip.Addr{}, false, err
@@ -251,7 +251,7 @@ func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logg
 	return host, s, reserved, false, nil
 }
 
-func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (*dhcpv4.DHCPv4, error) {
 	host, s, reserved, skip, err := h.locate(ctx, req, log)
 	if skip || err != nil {
 		return nil, err
@@ -265,11 +265,13 @@ func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, no
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	h.addNetwork(resp, s, hostname(host), true)
 	h.addBoot(ctx, resp, req, log)
-	log.Debug("offer", "ip", ip, "host", host.Name, "boot", resp.BootFileNameOption())
+	if log.enabled(slog.LevelDebug) {
+		log.Debug("offer", "ip", ip, "host", host.Name, "boot", resp.BootFileNameOption())
+	}
 	return resp, nil
 }
 
-func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (*dhcpv4.DHCPv4, error) {
 	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.serverID) {
 		// Selecting another server's offer: free ours at once.
 		h.leases.dropOffer(k)
@@ -292,7 +294,7 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 		return h.nak(req, "wrong network"), nil
 	}
 	name := hostname(host)
-	expiry, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
+	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
 	if errors.Is(err, errLeaseStore) {
 		return nil, err // no answer: the client asks again, maybe of a server that can reach the store
 	}
@@ -310,11 +312,21 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	h.addNetwork(resp, s, name, true)
 	h.addBoot(ctx, resp, req, log)
-	log.Info("lease", "ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption())
+	// A new lease is news; a client renewing the one it holds (every
+	// half lease time, and on every DORA of a netboot that already had
+	// its address) is not, unless debugging: as Kea, which logs
+	// allocations, not their reuse.
+	level := slog.LevelInfo
+	if renewed {
+		level = slog.LevelDebug
+	}
+	if log.enabled(level) {
+		log.log(level, "lease", []any{"ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption(), "renewed", renewed})
+	}
 	return resp, nil
 }
 
-func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
+func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) error {
 	ip, ok := addr4(req.ClientIPAddr)
 	if !ok {
 		return nil
@@ -337,7 +349,7 @@ func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	return h.leases.persist(ctx)
 }
 
-func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log *slog.Logger) error {
+func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) error {
 	ip, ok := addr4(req.RequestedIPAddress())
 	if !ok {
 		return nil
@@ -358,7 +370,7 @@ func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	return h.leases.persist(ctx)
 }
 
-func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log reqLog) (*dhcpv4.DHCPv4, error) {
 	host, known, err := h.lookup(ctx, req.ClientHWAddr)
 	if err != nil {
 		return nil, err
@@ -382,7 +394,7 @@ func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logg
 // 67 get a proxyDHCP OFFER, REQUESTs on port 4011 (boot server discovery,
 // as UEFI PXE and iPXE send after a proxy offer) get an ACK. Everything
 // else is the other DHCP server's business.
-func (h *Handler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, from From, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+func (h *Handler) proxy(ctx context.Context, req *dhcpv4.DHCPv4, from From, log reqLog) (*dhcpv4.DHCPv4, error) {
 	var mt dhcpv4.MessageType
 	switch t := req.MessageType(); {
 	case !from.PXEPort && t == dhcpv4.MessageTypeDiscover:
@@ -432,7 +444,9 @@ func (h *Handler) newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DH
 		ServerIPAddr:  net.IPv4zero,
 		GatewayIPAddr: req.GatewayIPAddr,
 		ClientHWAddr:  req.ClientHWAddr,
-		Options:       make(dhcpv4.Options, 16),
+		// Room for the options of a plain lease without growing; a hint
+		// beyond 8 made the map the costliest allocation of a reply.
+		Options: make(dhcpv4.Options, 8),
 	}
 	if resp.GatewayIPAddr == nil {
 		resp.GatewayIPAddr = net.IPv4zero
@@ -488,7 +502,7 @@ var pxeBypass = []byte{6, 1, 8, 255}
 
 // addBoot adds what the client should boot, if it netboots and its intent
 // is to boot something; it reports whether it did.
-func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log *slog.Logger) bool {
+func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log reqLog) bool {
 	c := classify(req)
 	if !c.bootable() {
 		return false
@@ -662,3 +676,26 @@ func (s *subnet) nextInPool(ip netip.Addr) netip.Addr {
 	}
 	return ip.Next()
 }
+
+// reqLog logs about one request: its MAC, transaction ID and message type
+// are added to a record only when one is written. (Logger.With formats
+// them at once, which cost every packet its share of the CPU although
+// most packets log nothing at the usual levels.)
+type reqLog struct {
+	l   *slog.Logger
+	req *dhcpv4.DHCPv4
+}
+
+func (r reqLog) enabled(level slog.Level) bool { return r.l.Enabled(context.Background(), level) }
+
+func (r reqLog) log(level slog.Level, msg string, args []any) {
+	if !r.enabled(level) {
+		return
+	}
+	attrs := append([]any{"mac", r.req.ClientHWAddr.String(), "xid", r.req.TransactionID.String(), "msg", r.req.MessageType().String()}, args...)
+	r.l.Log(context.Background(), level, msg, attrs...)
+}
+
+func (r reqLog) Debug(msg string, args ...any) { r.log(slog.LevelDebug, msg, args) }
+func (r reqLog) Info(msg string, args ...any)  { r.log(slog.LevelInfo, msg, args) }
+func (r reqLog) Warn(msg string, args ...any)  { r.log(slog.LevelWarn, msg, args) }

@@ -322,33 +322,42 @@ func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr,
 // commit acknowledges ip to mac for the lease time (a REQUEST: selecting,
 // init-reboot, renewing or rebinding). The address must be the MAC's
 // reservation, or the one the MAC holds, or a free pool address (a client
-// that kept its lease while the table was lost gets it back).
-func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, error) {
+// that kept its lease while the table was lost gets it back). renewed
+// says the MAC held a running lease of ip already.
+func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (expiry time.Time, renewed bool, err error) {
 	if t.shared != nil {
-		return t.commitShared(ctx, k, s, reserved, ip, hostname)
+		return t.commitShared(ctx, k, s, reserved, ip, hostname, now)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case reserved.IsValid():
 		if ip != reserved {
-			return time.Time{}, errNotOurs
+			return time.Time{}, false, errNotOurs
 		}
 	case !s.inPool(ip):
-		return time.Time{}, errNotOurs
+		return time.Time{}, false, errNotOurs
 	case t.byMAC[k] != nil && t.byMAC[k].ip == ip:
 	case t.byIP[ip] != nil && t.byIP[ip].held(now):
-		return time.Time{}, errAddrInUse
+		return time.Time{}, false, errAddrInUse
 	}
 	if err := t.usable(k, ip, now); err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
+	renewed = t.running(k, ip, now)
 	b := t.place(k, ip)
 	b.hostname = hostname
 	b.expiry = now.Add(s.leaseTime)
 	b.hold = time.Time{}
 	t.gen++
-	return b.expiry, nil
+	return b.expiry, renewed, nil
+}
+
+// running reports whether mac holds a lease of ip that has not ended.
+// The caller holds t.mu.
+func (t *leaseTable) running(k macKey, ip netip.Addr, now time.Time) bool {
+	b := t.byMAC[k]
+	return b != nil && b.ip == ip && now.Before(b.expiry)
 }
 
 // release ends mac's lease on ip now. The binding stays, so the MAC gets
@@ -501,29 +510,30 @@ func (t *leaseTable) offerShared(ctx context.Context, k macKey, s *subnet, reque
 
 // commitShared acknowledges ip to mac once the shared store has given it
 // (a reservation is recorded there too, so every server knows it).
-func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string) (time.Time, error) {
+func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, bool, error) {
 	switch {
 	case reserved.IsValid() && ip != reserved:
-		return time.Time{}, errNotOurs
+		return time.Time{}, false, errNotOurs
 	case !reserved.IsValid() && !s.inPool(ip):
-		return time.Time{}, errNotOurs
+		return time.Time{}, false, errNotOurs
 	case !reserved.IsValid() && t.reservedForOther(k, ip):
-		return time.Time{}, errReserved
+		return time.Time{}, false, errReserved
 	}
 	_, expiry, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Hostname: hostname, Start: ip, End: ip, TTL: s.leaseTime})
 	if errors.Is(err, errPoolExhausted) {
-		return time.Time{}, errAddrInUse
+		return time.Time{}, false, errAddrInUse
 	}
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.declined, ip)
+	renewed := t.running(k, ip, now)
 	b := t.place(k, ip)
 	b.hostname = hostname
 	b.expiry = expiry
 	b.hold = time.Time{}
 	t.gen++
-	return expiry, nil
+	return expiry, renewed, nil
 }

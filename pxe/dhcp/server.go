@@ -229,7 +229,7 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.log.Debug("malformed packet dropped", "from", p.peer, "err", err)
 		return
 	}
-	msgType := strings.ToLower(req.MessageType().String())
+	msgType := observedName(req.MessageType())
 	resp, err := s.h.Handle(ctx, req, From{Peer: p.peer, PXEPort: p.pxe})
 	if err != nil {
 		s.observe(msgType, "error")
@@ -240,11 +240,35 @@ func (s *Server) handle(ctx context.Context, p packet) {
 		s.observe(msgType, "ignored")
 		return
 	}
-	s.observe(msgType, strings.ToLower(resp.MessageType().String()))
+	s.observe(msgType, observedName(resp.MessageType()))
 	dst := replyAddr(req, resp, From{Peer: p.peer, PXEPort: p.pxe})
 	if _, err := p.conn.WriteTo(resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
 		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
 	}
+}
+
+// observedName is a message type as Observe is told it: "discover",
+// "ack", ... without a lower-cased copy per packet for the usual ones.
+func observedName(mt dhcpv4.MessageType) string {
+	switch mt {
+	case dhcpv4.MessageTypeDiscover:
+		return "discover"
+	case dhcpv4.MessageTypeOffer:
+		return "offer"
+	case dhcpv4.MessageTypeRequest:
+		return "request"
+	case dhcpv4.MessageTypeAck:
+		return "ack"
+	case dhcpv4.MessageTypeNak:
+		return "nak"
+	case dhcpv4.MessageTypeRelease:
+		return "release"
+	case dhcpv4.MessageTypeDecline:
+		return "decline"
+	case dhcpv4.MessageTypeInform:
+		return "inform"
+	}
+	return strings.ToLower(mt.String())
 }
 
 func (s *Server) observe(msgType, result string) {
