@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"time"
 
@@ -133,7 +134,6 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	}
 	srv.SetAnticipate(s.cfg.Anticipate)
 	srv.SetHook(hook{log: s.log})
-	s.log.Info("tftp serving", "addr", conn.LocalAddr().String())
 
 	// Windowed read requests come in on a second socket of the same port
 	// (steer.go). Without it every request is pin/tftp's, lockstep.
@@ -156,6 +156,12 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 			}()
 		}
 	}
+
+	window := "off"
+	if wconn != nil {
+		window = strconv.Itoa(s.cfg.MaxWindowSize)
+	}
+	s.log.Info("tftp serving", "addr", conn.LocalAddr().String(), "max_windowsize", window)
 
 	// The library's loop runs on this goroutine, not a new one: it opens a
 	// socket per transfer, and a caller that put this goroutine's thread

@@ -65,6 +65,21 @@ func (l *logBuffer) waitRecord(t *testing.T, msg, file string) map[string]any {
 	return nil
 }
 
+// waitServing waits for the server's "tftp serving" line: from then on
+// both its sockets are bound and requests with windowsize reach the
+// windowed sender. Before it, a request can reach pin/tftp only, which
+// answers without windowsize.
+func (l *logBuffer) waitServing(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(l.records("tftp serving")) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("server never logged tftp serving; log:\n%s", l.buf.String())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 type testServer struct {
 	addr   *net.UDPAddr
 	logs   *logBuffer
@@ -129,6 +144,7 @@ func startServer(t testing.TB, mod func(*Config), before ...func(*testServer)) *
 			t.Logf("server log:\n%s", ts.logs.buf.String())
 		}
 	})
+	ts.logs.waitServing(t)
 	return ts
 }
 
@@ -152,6 +168,7 @@ func needTool(t testing.TB, tool, pkg string) {
 type client struct {
 	tool, pkg string
 	blksize   string // what the server should agree to, "" for none
+	window    string // the windowsize it should agree to, "" for none
 	get       func(addr *net.UDPAddr, remote, local string) *exec.Cmd
 	put       func(addr *net.UDPAddr, local, remote string) *exec.Cmd
 }
@@ -173,6 +190,16 @@ var clients = map[string]client{
 		},
 		put: func(a *net.UDPAddr, local, remote string) *exec.Cmd {
 			return exec.Command("atftp", "-p", "-l", local, "-r", remote, a.IP.String(), fmt.Sprint(a.Port))
+		},
+	},
+	// atftp asking for windowsize: metal's windowed sender answers it.
+	"atftp windowsize": {
+		tool: "atftp", pkg: "atftp", blksize: "1468", window: "8",
+		get: func(a *net.UDPAddr, remote, local string) *exec.Cmd {
+			return atftpGet(a, remote, local, 1468, 8)
+		},
+		put: func(a *net.UDPAddr, local, remote string) *exec.Cmd {
+			return exec.Command("atftp", "--option", "windowsize 8", "-p", "-l", local, "-r", remote, a.IP.String(), fmt.Sprint(a.Port))
 		},
 	},
 	"curl": {
@@ -220,6 +247,9 @@ func TestClientsFetchIPXE(t *testing.T) {
 			opts := ts.logs.waitRecord(t, "tftp transfer options", bootfiles.BIOS)
 			if got := opts["blksize"]; c.blksize != "" && got != c.blksize {
 				t.Errorf("negotiated blksize %v, want %s", got, c.blksize)
+			}
+			if got := opts["windowsize"]; got != nil && got != c.window || got == nil && c.window != "" {
+				t.Errorf("negotiated windowsize %v, want %q", got, c.window)
 			}
 		})
 	}

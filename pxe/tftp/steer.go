@@ -103,6 +103,12 @@ func setReusePort(c syscall.RawConn) error {
 // address and port) and attaches the steering program to their group.
 // It also asks for each datagram's destination and interface (IP_PKTINFO),
 // which the windowed sender needs for the reply's source and the MTU.
+//
+// Between the bind and the attach (microseconds, at start) the kernel
+// spreads requests over both sockets by hash: a request without
+// windowsize that lands on the window socket is served there with a
+// window of 1, a write request there is dropped and its client asks
+// again.
 func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, error) {
 	rc, err := lockstep.SyscallConn()
 	if err != nil {
@@ -111,7 +117,15 @@ func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, error) {
 	if err := setReusePort(rc); err != nil {
 		return nil, fmt.Errorf("reuseport on the listening socket: %w", err)
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error { return setReusePort(c) }}
+	// IP_PKTINFO before the bind: from then on, every datagram the window
+	// socket receives says where it was sent.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+		})
+		return errors.Join(err, serr, setReusePort(c))
+	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", lockstep.LocalAddr().String())
 	if err != nil {
 		return nil, fmt.Errorf("bind the window socket: %w", err)
@@ -131,9 +145,6 @@ func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, error) {
 			if !errors.Is(serr, unix.ENOMEM) || n < 50 {
 				break
 			}
-		}
-		if serr == nil {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
 		}
 	})
 	if err = errors.Join(err, serr); err != nil {

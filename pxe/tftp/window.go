@@ -304,9 +304,9 @@ func (t *windowTransfer) serve() {
 
 	f, fi, err := s.open(t.req.name)
 	if err != nil {
+		reason = err.Error()
 		var code uint16
 		result, code, err = refusal(err)
-		reason = err.Error()
 		t.sendError(code, err.Error())
 		return
 	}
@@ -364,7 +364,7 @@ func (t *windowTransfer) run(r io.Reader) (int64, error) {
 		if err := t.sendWindow(w); err != nil {
 			return w.acked, err
 		}
-		deadline := time.Now().Add(t.p.timeout)
+		deadline := time.Now().Add(backoff(t.p.timeout, retries))
 	wait:
 		for {
 			op, block, msg, err := t.await(deadline)
@@ -373,7 +373,7 @@ func (t *windowTransfer) run(r io.Reader) (int64, error) {
 			case errors.As(err, &ne) && ne.Timeout():
 				if retries++; retries > t.s.cfg.Retries {
 					t.sendError(codeUndefined, errTimeout.Error())
-					return w.acked, fmt.Errorf("%w of block %d after %d tries", errTimeout, w.base+1, retries)
+					return w.acked, fmt.Errorf("%w of blocks %d..%d after %d tries", errTimeout, w.base+1, w.base+int64(w.blocks()), retries)
 				}
 				break wait
 			case err != nil:
@@ -402,6 +402,15 @@ func (t *windowTransfer) run(r io.Reader) (int64, error) {
 	}
 }
 
+// backoff is how long to wait for an ACK after the given number of
+// timeouts in a row: twice as long each time, up to 4 times the timeout.
+// The silence matters: some clients (atftp) answer a window sent again
+// with one ACK only and then ignore further copies until their own timer
+// runs out, which copies sent at a steady pace would keep from happening.
+func backoff(timeout time.Duration, retries int) time.Duration {
+	return timeout << min(retries, 2)
+}
+
 // sendOACK sends the accepted options until the client acknowledges them
 // with ACK 0.
 func (t *windowTransfer) sendOACK() error {
@@ -417,7 +426,7 @@ func (t *windowTransfer) sendOACK() error {
 		if err := t.send(oack); err != nil {
 			return err
 		}
-		deadline := time.Now().Add(t.p.timeout)
+		deadline := time.Now().Add(backoff(t.p.timeout, try))
 		for {
 			op, block, msg, err := t.await(deadline)
 			var ne net.Error
