@@ -100,6 +100,7 @@ const (
 )
 
 type testServer struct {
+	srv    *Server
 	url    string
 	logs   *logBuffer
 	files  string
@@ -162,6 +163,7 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts.srv = srv
 	ts.url = "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

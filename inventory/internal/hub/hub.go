@@ -58,7 +58,12 @@ func (h *Hub[E]) Publish(rev int64, es []E) {
 	}
 	if over := len(h.ring) - h.size; over > 0 {
 		h.oldest = h.ring[over-1].Rev
-		h.ring = append(h.ring[:0:0], h.ring[over:]...)
+		// Drop the oldest by slicing past them: append moves the ring
+		// to a new array only when it runs out of room, about once per
+		// ringSize changes, where copying it on every publish once full
+		// cost a ringSize copy and allocation per committed change.
+		clear(h.ring[:over])
+		h.ring = h.ring[over:]
 	}
 	h.last = rev
 	for s := range h.subs {
