@@ -337,8 +337,10 @@ func (f *FileStore) append(b []byte) error {
 // rename, fsync of the directory), naming a new journal, then removes the
 // old journal: every record in it is in the snapshot now.
 func (f *FileStore) writeSnapshot(leases []Lease) error {
-	ff := fileFormat{Version: fileVersion, Journal: f.seq + 1, Leases: make([]fileLease, len(leases))}
-	for i, l := range leases {
+	// In address order, for the people who read it.
+	sorted := slices.SortedFunc(slices.Values(leases), func(a, b Lease) int { return a.IP.Compare(b.IP) })
+	ff := fileFormat{Version: fileVersion, Journal: f.seq + 1, Leases: make([]fileLease, len(sorted))}
+	for i, l := range sorted {
 		ff.Leases[i] = fileLeaseOf(l)
 	}
 	b, err := json.MarshalIndent(ff, "", " ")
