@@ -30,29 +30,59 @@ type timeline struct {
 	policy *storepolicy.Policy
 	leases multiLeases
 	log    *slog.Logger
-	queue  chan pxehttp.Request
+	queue  chan fetched
 	// dropped counts events lost to a full queue since the last warning;
 	// a flood of fetches warns once a second, not once per request (which
 	// doubled the log and its cost under load).
 	dropped  atomic.Int64
 	lastWarn atomic.Int64 // unix nanoseconds
+
+	mu   sync.Mutex
+	seen map[fetchKey]time.Time // when each machine last fetched each path, for coalescing
 }
 
 func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
 	return &timeline{store: store, policy: policy, leases: leases, log: log.With("component", "timeline"),
-		queue: make(chan pxehttp.Request, 1024)}
+		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}}
 }
 
-// observe is the HTTP server's Observe hook.
+// observe is the HTTP server's Observe hook. It leaves out repeats on the
+// request's own goroutine: under a flood of fetches nearly every request is
+// one, and handing each to run cost a goroutine wake-up per request.
 func (t *timeline) observe(r pxehttp.Request) {
 	if r.Status != 200 && r.Status != 206 {
 		return
 	}
+	mac := t.macOf(r)
+	if mac == nil || !t.first(mac, r.Path, time.Now()) {
+		return
+	}
 	select {
-	case t.queue <- r:
+	case t.queue <- fetched{r, mac}:
 	default:
 		t.drop(r)
 	}
+}
+
+// first reports whether this is mac's first fetch of path within
+// coalesceWindow, and notes it.
+func (t *timeline) first(mac net.HardwareAddr, path string, now time.Time) bool {
+	k := fetchKey{path: path}
+	k.n = uint8(copy(k.mac[:], mac))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if last, ok := t.seen[k]; ok && now.Sub(last) < coalesceWindow {
+		return false
+	}
+	if len(t.seen) >= 4096 {
+		for k, at := range t.seen {
+			if now.Sub(at) >= coalesceWindow {
+				delete(t.seen, k)
+			}
+		}
+	}
+	t.seen[k] = now
+	return true
 }
 
 // drop counts an event lost to a full queue, warning at most once a second.
@@ -71,7 +101,13 @@ func (t *timeline) drop(r pxehttp.Request) {
 // would cost one store write each.
 const coalesceWindow = 2 * time.Second
 
-type fetchKey struct{ mac, path string }
+// fetchKey is a machine and a path; the MAC is held in an array (20 bytes,
+// the longest net.ParseMAC reads) so a lookup allocates nothing.
+type fetchKey struct {
+	mac  [20]byte
+	n    uint8
+	path string
+}
 
 // timelineWriters is how many goroutines write events: each machine's
 // events go through one of them, in order, and concurrent appends of
@@ -103,39 +139,47 @@ func (t *timeline) run(ctx context.Context) error {
 		}()
 	}
 	defer wg.Wait()
-	seen := map[fetchKey]time.Time{}
+	// Events wait up to flushDelay and go to the writers together, so
+	// that their appends share the store's commits: handed over one by
+	// one as they came, nearly each paid a commit of its own.
+	var pending []fetched
+	dispatch := func() {
+		for _, f := range pending {
+			h := fnv.New32a()
+			h.Write(f.mac)
+			select {
+			case writers[h.Sum32()%timelineWriters] <- f:
+			default:
+				t.drop(f.r)
+			}
+		}
+		clear(pending)
+		pending = pending[:0]
+	}
+	flush := time.NewTimer(flushDelay)
+	flush.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case r := <-t.queue:
-			mac := t.macOf(r)
-			if mac == nil {
-				continue
+		case f := <-t.queue:
+			if len(pending) == 0 {
+				flush.Reset(flushDelay)
 			}
-			now := time.Now()
-			k := fetchKey{mac.String(), r.Path}
-			if last, ok := seen[k]; ok && now.Sub(last) < coalesceWindow {
-				continue
+			pending = append(pending, f)
+			if len(pending) >= timelineWriters*16 {
+				flush.Stop()
+				dispatch()
 			}
-			if len(seen) >= 4096 {
-				for k, at := range seen {
-					if now.Sub(at) >= coalesceWindow {
-						delete(seen, k)
-					}
-				}
-			}
-			seen[k] = now
-			h := fnv.New32a()
-			h.Write(mac)
-			select {
-			case writers[h.Sum32()%timelineWriters] <- fetched{r, mac}:
-			default:
-				t.drop(r)
-			}
+		case <-flush.C:
+			dispatch()
 		}
 	}
 }
+
+// flushDelay is how long an event may wait to be written with others: far
+// below anything that waits on a boot step.
+const flushDelay = 50 * time.Millisecond
 
 func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) {
 	m, err := t.store.MachineByMAC(ctx, mac.String())

@@ -1,0 +1,143 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/storepolicy"
+)
+
+// TestTimelineRecordsEachBootStepOnce feeds the timeline answered requests
+// as the HTTP server reports them and reads the machines' events back
+// from a bbolt store: each step once per machine, repeats within the
+// coalescing window left out, failures and strangers not at all.
+func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
+	const (
+		macA = "52:54:00:00:0a:01"
+		macB = "52:54:00:00:0a:02"
+	)
+	type step struct {
+		path   string
+		client string
+		status int
+	}
+	type event struct {
+		Machine string
+		Kind    inventory.EventKind
+		Message string
+	}
+	tests := map[string]struct {
+		steps []step
+		want  []event
+	}{
+		"a boot": {
+			steps: []step{
+				{"/ipxe/" + macA, "198.51.100.7", 200},
+				{"/files/vmlinuz", "192.0.2.11", 200},
+				{"/files/initrd", "192.0.2.11", 200},
+			},
+			want: []event{
+				{"a", inventory.EventScript, "fetched /ipxe/" + macA},
+				{"a", inventory.EventKernel, "fetched /files/vmlinuz"},
+				{"a", inventory.EventInitrd, "fetched /files/initrd"},
+			},
+		},
+		"repeats within the window": {
+			steps: []step{
+				{"/ipxe/" + macA, "192.0.2.11", 200},
+				{"/ipxe/" + macA, "192.0.2.11", 200},
+				{"/ipxe/" + macB, "192.0.2.12", 200},
+				{"/ipxe/" + macA, "192.0.2.11", 200},
+				{"/files/vmlinuz", "192.0.2.12", 206},
+				{"/files/vmlinuz", "192.0.2.12", 206},
+			},
+			want: []event{
+				{"a", inventory.EventScript, "fetched /ipxe/" + macA},
+				{"b", inventory.EventScript, "fetched /ipxe/" + macB},
+				{"b", inventory.EventKernel, "fetched /files/vmlinuz"},
+			},
+		},
+		"failures and strangers": {
+			steps: []step{
+				{"/ipxe/" + macA, "192.0.2.11", 403},
+				{"/ipxe/52:54:00:00:0a:99", "192.0.2.11", 200},
+				{"/ipxe/not-a-mac", "192.0.2.11", 200},
+				{"/files/vmlinuz", "203.0.113.5", 200},
+				{"/files/unrelated", "192.0.2.11", 200},
+			},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			store, err := backend.Open(ctx, "file://"+filepath.Join(t.TempDir(), "state.db"), backend.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			intent := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/initrd"}}
+			for _, m := range []inventory.Machine{
+				{Name: "a", MAC: macA, State: inventory.StateProvisioning, Intent: intent,
+					Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.11")}},
+				{Name: "b", MAC: macB, State: inventory.StateProvisioning, Intent: intent,
+					Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.12")}},
+			} {
+				if _, err := store.PutMachine(ctx, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			policy, err := storepolicy.New(ctx, store, storepolicy.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl := newTimeline(store, policy, nil, slog.New(slog.DiscardHandler))
+			done := make(chan error, 1)
+			go func() { done <- tl.run(ctx) }()
+			for _, s := range tc.steps {
+				tl.observe(pxehttp.Request{Method: "GET", Path: s.path, Client: net.ParseIP(s.client), Status: s.status})
+			}
+			// Wait for the events wanted, then a while longer for any
+			// that should not come.
+			var got []event
+			read := func() {
+				evs, err := store.Events(ctx, inventory.EventQuery{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = nil
+				for _, e := range evs {
+					got = append(got, event{e.Machine, e.Kind, e.Message})
+				}
+				// Each machine's events are in order; machines' among
+				// themselves are not.
+				slices.SortStableFunc(got, func(a, b event) int { return strings.Compare(a.Machine, b.Machine) })
+			}
+			for deadline := time.Now().Add(5 * time.Second); len(got) < len(tc.want) && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+				read()
+			}
+			time.Sleep(5 * flushDelay)
+			read()
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("events (-want +got):\n%s", diff)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		})
+	}
+}
