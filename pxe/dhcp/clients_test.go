@@ -318,15 +318,17 @@ func waitFile(t *testing.T, path string, p *pxetest.Process) {
 }
 
 // exchange sends req from conn to dst and returns the first reply with the
-// same xid, or nil after wait.
+// same xid, or nil after wait. A nil req only waits for the reply.
 func exchange(t *testing.T, conn net.PacketConn, req []byte, xid [4]byte, dst string, wait time.Duration) []byte {
 	t.Helper()
-	ua, err := net.ResolveUDPAddr("udp4", dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.WriteTo(req, ua); err != nil {
-		t.Fatalf("send to %s: %v", dst, err)
+	if req != nil {
+		ua, err := net.ResolveUDPAddr("udp4", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.WriteTo(req, ua); err != nil {
+			t.Fatalf("send to %s: %v", dst, err)
+		}
 	}
 	buf := make([]byte, 1500)
 	deadline := time.Now().Add(wait)

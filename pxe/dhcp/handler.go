@@ -124,45 +124,70 @@ func (h *Handler) LeasesInUse() int { return h.leases.inUse(h.now()) }
 // Handle answers one request. A nil reply with a nil error means the
 // request is deliberately left unanswered (rate limited, an unknown MAC
 // while ignoring those, a RELEASE, not a PXE client in proxy mode); an
-// error means it could not be answered, and says why.
+// error means it could not be answered, and says why. An ACK is returned
+// only once its lease is durable.
 func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, from From) (*dhcpv4.DHCPv4, error) {
+	a, err := h.answer(ctx, req, from)
+	if err != nil || !a.durable {
+		return a.resp, err
+	}
+	if err := h.leases.persist(ctx); err != nil {
+		return nil, err
+	}
+	a.sent()
+	return a.resp, nil
+}
+
+// reply is an answer to a request. durable: it may go out only once the
+// lease table's changes are saved (an ACK); sent is then called as it
+// goes.
+type reply struct {
+	resp    *dhcpv4.DHCPv4
+	durable bool
+	sent    func()
+}
+
+// answer is Handle but for an ACK, which it returns at once with durable
+// set: the caller sends it once the lease table is durable (Handle waits;
+// the server lets the table's next Save send it).
+func (h *Handler) answer(ctx context.Context, req *dhcpv4.DHCPv4, from From) (reply, error) {
 	if req.OpCode != dhcpv4.OpcodeBootRequest {
-		return nil, fmt.Errorf("opcode %v: not a request", req.OpCode)
+		return reply{}, fmt.Errorf("opcode %v: not a request", req.OpCode)
 	}
 	k, ok := keyOf(req.ClientHWAddr)
 	if !ok || req.HWType != iana.HWTypeEthernet {
-		return nil, fmt.Errorf("hardware type %v with %d-byte address: only Ethernet is supported", req.HWType, len(req.ClientHWAddr))
+		return reply{}, fmt.Errorf("hardware type %v with %d-byte address: only Ethernet is supported", req.HWType, len(req.ClientHWAddr))
 	}
 	mt := req.MessageType()
 	if mt == dhcpv4.MessageTypeNone {
-		return nil, errors.New("bootp request (no message type): not supported")
+		return reply{}, errors.New("bootp request (no message type): not supported")
 	}
 	now := h.now()
 	log := reqLog{l: h.log, req: req}
 	if !h.limit.allow(k, now) {
 		log.Debug("rate limited")
-		return nil, nil
+		return reply{}, nil
 	}
-	if h.cfg.Mode == ModeProxy {
-		return h.proxy(ctx, req, from, log)
-	}
-	if from.PXEPort {
-		return nil, nil
-	}
-	switch mt {
-	case dhcpv4.MessageTypeDiscover:
-		return h.discover(ctx, req, k, now, log)
-	case dhcpv4.MessageTypeRequest:
+	var resp *dhcpv4.DHCPv4
+	var err error
+	switch {
+	case h.cfg.Mode == ModeProxy:
+		resp, err = h.proxy(ctx, req, from, log)
+	case from.PXEPort:
+	case mt == dhcpv4.MessageTypeDiscover:
+		resp, err = h.discover(ctx, req, k, now, log)
+	case mt == dhcpv4.MessageTypeRequest:
 		return h.request(ctx, req, k, now, log)
-	case dhcpv4.MessageTypeRelease:
-		return nil, h.release(ctx, req, k, now, log)
-	case dhcpv4.MessageTypeDecline:
-		return nil, h.decline(ctx, req, k, now, log)
-	case dhcpv4.MessageTypeInform:
-		return h.inform(ctx, req, log)
+	case mt == dhcpv4.MessageTypeRelease:
+		err = h.release(ctx, req, k, now, log)
+	case mt == dhcpv4.MessageTypeDecline:
+		err = h.decline(ctx, req, k, now, log)
+	case mt == dhcpv4.MessageTypeInform:
+		resp, err = h.inform(ctx, req, log)
 	default:
-		return nil, fmt.Errorf("message type %v: not one a server answers", mt)
+		err = fmt.Errorf("message type %v: not one a server answers", mt)
 	}
+	return reply{resp: resp}, err
 }
 
 // lookup asks the policy about mac. known is false for ErrUnknownHost.
@@ -271,59 +296,59 @@ func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, no
 	return resp, nil
 }
 
-func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (*dhcpv4.DHCPv4, error) {
+// request answers a REQUEST. Its ACK is durable: it may go out only once
+// the lease is saved, so that after a crash no address is out that the
+// restarted server does not know of.
+func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (reply, error) {
 	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.serverID) {
 		// Selecting another server's offer: free ours at once.
 		h.leases.dropOffer(k)
 		log.Debug("client chose another server", "server", sid)
-		return nil, nil
+		return reply{}, nil
 	}
 	ip, ok := addr4(req.RequestedIPAddress())
 	if !ok {
 		ip, ok = addr4(req.ClientIPAddr)
 	}
 	if !ok {
-		return nil, errors.New("request names no address (neither option 50 nor ciaddr)")
+		return reply{}, errors.New("request names no address (neither option 50 nor ciaddr)")
 	}
 	host, s, reserved, skip, err := h.locate(ctx, req, log)
 	if skip || err != nil {
-		return nil, err
+		return reply{}, err
 	}
 	if !s.cidr.Contains(ip) {
 		log.Info("nak: address on the wrong network", "ip", ip, "subnet", s.cidr)
-		return h.nak(req, "wrong network"), nil
+		return reply{resp: h.nak(req, "wrong network")}, nil
 	}
 	name := hostname(host)
 	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
 	if errors.Is(err, errLeaseStore) {
-		return nil, err // no answer: the client asks again, maybe of a server that can reach the store
+		return reply{}, err // no answer: the client asks again, maybe of a server that can reach the store
 	}
 	if err != nil {
 		log.Info("nak", "ip", ip, "reason", err)
-		return h.nak(req, err.Error()), nil
-	}
-	// Durable before acknowledged: after a crash, no address is out that
-	// the restarted server does not know of.
-	if err := h.leases.persist(ctx); err != nil {
-		return nil, err
+		return reply{resp: h.nak(req, err.Error())}, nil
 	}
 	resp := h.newReply(req, dhcpv4.MessageTypeAck)
 	resp.ClientIPAddr = req.ClientIPAddr
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	h.addNetwork(resp, s, name, true)
 	h.addBoot(ctx, resp, req, log)
-	// A new lease is news; a client renewing the one it holds (every
-	// half lease time, and on every DORA of a netboot that already had
-	// its address) is not, unless debugging: as Kea, which logs
-	// allocations, not their reuse.
-	level := slog.LevelInfo
-	if renewed {
-		level = slog.LevelDebug
+	sent := func() {
+		// A new lease is news; a client renewing the one it holds (every
+		// half lease time, and on every DORA of a netboot that already
+		// had its address) is not, unless debugging: as Kea, which logs
+		// allocations, not their reuse.
+		level := slog.LevelInfo
+		if renewed {
+			level = slog.LevelDebug
+		}
+		if log.enabled(level) {
+			log.log(level, "lease", []any{"ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption(), "renewed", renewed})
+		}
 	}
-	if log.enabled(level) {
-		log.log(level, "lease", []any{"ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption(), "renewed", renewed})
-	}
-	return resp, nil
+	return reply{resp: resp, durable: true, sent: sent}, nil
 }
 
 func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -81,10 +82,17 @@ type leaseTable struct {
 	cursor   map[netip.Prefix]netip.Addr // where the next pool scan starts
 	gen      uint64                      // bumped by each change Save must see
 
-	saveMu   sync.Mutex // one Save at a time; waiting callers share the next
-	savedGen uint64
+	// commitMu guards what the committer shares with the callers of
+	// afterDurable: those waiting for the next Save, whether a committer
+	// runs, and the generation of the last table saved.
+	commitMu   sync.Mutex
+	waiting    []func(error)
+	committing bool
+	savedGen   uint64
+	committer  sync.WaitGroup
 	// lastSave is when the last Save started; commitEvery the least time
-	// from it to the next (see persist).
+	// from it to the next (see afterDurable). The committer alone uses
+	// them.
 	lastSave    time.Time
 	commitEvery time.Duration
 }
@@ -183,40 +191,96 @@ func (t *leaseTable) snapshot() ([]Lease, uint64) {
 	return out, t.gen
 }
 
-// persist makes every change made before the call durable. Concurrent
-// callers share one Save (group commit): whoever waited for saveMu finds
-// its change already written by the Save before.
-//
-// Under load, a Save starts at most every commitEvery: one that would
-// start sooner waits out the rest, holding saveMu, while the changes of
-// the REQUESTs arriving meanwhile join it. A disk that flushes in a few
-// hundred microseconds otherwise had a flush per few leases, and the
-// flushes (and the threads Go wakes around each blocking one) were most
-// of the server's CPU. A lone REQUEST finds the last Save long past and
-// does not wait.
+// persist makes every change made before the call durable.
 func (t *leaseTable) persist(ctx context.Context) error {
+	done := make(chan error, 1)
+	t.afterDurable(ctx, func(err error) { done <- err })
+	return <-done
+}
+
+// afterDurable calls done once every change made before the call is
+// durable, or with the error of the Save that failed to make it so. done
+// runs on the committer's goroutine, so it must be quick: the next Save
+// waits for it.
+//
+// Concurrent callers share one Save (group commit), made by a committer
+// goroutine that runs while callers wait. Under load, a Save starts at
+// most every commitEvery: the changes made meanwhile join it. A disk that
+// flushes in a few hundred microseconds otherwise had a flush per few
+// leases, and the flushes (and the threads Go wakes around each blocking
+// one) were much of the server's CPU. A lone change finds the last Save
+// long past and is saved at once.
+func (t *leaseTable) afterDurable(ctx context.Context, done func(error)) {
 	if t.store == nil {
-		return nil
+		done(nil)
+		return
 	}
 	t.mu.Lock()
 	want := t.gen
 	t.mu.Unlock()
-	t.saveMu.Lock()
-	defer t.saveMu.Unlock()
+	t.commitMu.Lock()
 	if t.savedGen >= want {
-		return nil
+		t.commitMu.Unlock()
+		done(nil)
+		return
 	}
-	if wait := time.Until(t.lastSave.Add(t.commitEvery)); wait > 0 {
-		time.Sleep(wait)
+	t.waiting = append(t.waiting, done)
+	start := !t.committing
+	t.committing = true
+	t.commitMu.Unlock()
+	if start {
+		t.committer.Add(1)
+		go t.saveLoop(context.WithoutCancel(ctx))
 	}
-	t.lastSave = time.Now()
-	leases, gen := t.snapshot()
-	if err := t.store.Save(ctx, leases); err != nil {
-		return fmt.Errorf("save leases: %w", err)
-	}
-	t.savedGen = gen
-	return nil
 }
+
+// saveLoop saves the table until no one waits for a Save.
+func (t *leaseTable) saveLoop(ctx context.Context) {
+	defer t.committer.Done()
+	for {
+		if wait := time.Until(t.lastSave.Add(t.commitEvery)); wait > 0 {
+			time.Sleep(wait)
+		}
+		t.commitMu.Lock()
+		batch := t.waiting
+		t.waiting = nil
+		if len(batch) == 0 {
+			t.committing = false
+			t.commitMu.Unlock()
+			return
+		}
+		t.commitMu.Unlock()
+		// Every change the batch waits for was made before it joined:
+		// this snapshot holds them all.
+		t.lastSave = time.Now()
+		leases, gen := t.snapshot()
+		err := t.store.Save(ctx, leases)
+		if err != nil {
+			err = fmt.Errorf("save leases: %w", err)
+		} else {
+			t.commitMu.Lock()
+			t.savedGen = gen
+			t.commitMu.Unlock()
+		}
+		for _, done := range batch {
+			t.notify(done, err)
+		}
+	}
+}
+
+// notify calls done; a panic in it is logged, and the committer goes on
+// for the others.
+func (t *leaseTable) notify(done func(error), err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			t.log.Error("panic after a lease save", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	done(err)
+}
+
+// wait returns once no Save is under way or waited for.
+func (t *leaseTable) wait() { t.committer.Wait() }
 
 // place binds ip to mac, dropping mac's previous binding and any stale
 // binding of another MAC at ip. The caller has checked ip is not held by

@@ -11,7 +11,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -220,5 +222,63 @@ func TestFlood(t *testing.T) {
 	t.Logf("after a flood of %d MACs: lease table %d, rate table %d, heap growth %d KiB", n, h.leases.size(), h.limit.size(), growth>>10)
 	if growth > 32<<20 {
 		t.Errorf("heap grew by %d MiB during the flood", growth>>20)
+	}
+}
+
+// gatedStore is a FileStore whose Saves wait until the test opens the
+// gate, and which records when a Save has returned.
+type gatedStore struct {
+	*FileStore
+	gate  chan struct{}
+	saved chan struct{} // closed once a Save returned
+	once  sync.Once
+}
+
+func (g *gatedStore) Save(ctx context.Context, leases []Lease) error {
+	<-g.gate
+	err := g.FileStore.Save(ctx, leases)
+	g.once.Do(func() { close(g.saved) })
+	return err
+}
+
+// TestAckWaitsForSave: an ACK leaves the server only once its lease is
+// saved, whether the REQUEST was answered on the reader's goroutine (the
+// committer sends the ACK) or on a worker; the OFFER does not wait.
+func TestAckWaitsForSave(t *testing.T) {
+	lab := pxetest.NewLab(t)
+	path := filepath.Join(t.TempDir(), "leases.json")
+	store := &gatedStore{FileStore: NewFileStore(path), gate: make(chan struct{}), saved: make(chan struct{})}
+	startServer(t, lab, labConfig(), newTestPolicy(), store)
+	client := lab.AddHost("c", pxetest.MAC(60))
+	conn := udpIn(t, client, "eth0", clientPort)
+
+	disc := discover(pxetest.MAC(60))
+	offer := parseReply(t, exchange(t, conn, disc.ToBytes(), disc.TransactionID, "255.255.255.255:67", 3*time.Second))
+	if offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
+		t.Fatalf("no offer while saves are held: %v", offer)
+	}
+	req, err := dhcpv4.NewRequestFromOffer(offer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack := exchange(t, conn, req.ToBytes(), req.TransactionID, "255.255.255.255:67", 700*time.Millisecond); ack != nil {
+		t.Fatalf("a reply before the lease was saved: %v", parseReply(t, ack))
+	}
+	close(store.gate)
+	ack := parseReply(t, exchange(t, conn, nil, req.TransactionID, "", 3*time.Second))
+	if ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(offer.YourIPAddr) {
+		t.Fatalf("after the save: %v, want the ACK of %v", ack, offer.YourIPAddr)
+	}
+	select {
+	case <-store.saved:
+	default:
+		t.Fatal("the ACK came before the Save returned")
+	}
+	leases, err := NewFileStore(path).Load(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leases) != 1 || leases[0].IP.String() != ack.YourIPAddr.String() {
+		t.Errorf("stored leases %v, want the one acknowledged (%v)", leases, ack.YourIPAddr)
 	}
 }

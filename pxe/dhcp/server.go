@@ -142,6 +142,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(queues.known)
 	close(queues.other)
 	wg.Wait()
+	s.h.leases.wait() // ACKs waiting for a Save (their sends fail: the sockets are closed)
 	s.log.Info("stopped")
 	return first
 }
@@ -188,9 +189,16 @@ func (s *Server) knownMAC(ctx context.Context, data []byte) bool {
 	return err == nil
 }
 
-// read feeds one socket's packets to the workers.
+// read feeds one socket's packets to the workers. A DISCOVER or REQUEST
+// that arrives while nothing else waits, in the socket or the queues, is
+// answered here instead: handing each packet to a worker woke a thread
+// per packet, and those wake-ups and context switches were the larger
+// part of the server's CPU. (A REQUEST's ACK still waits for its lease to
+// be durable: the lease table's committer sends it.) Under a flood
+// packets wait, and all go through the queues, known machines' first.
 func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues) error {
 	buf := make([]byte, 64<<10)
+	waiting := pendingInput(c)
 	for {
 		n, addr, err := c.ReadFrom(buf)
 		if err != nil {
@@ -204,6 +212,9 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 			continue
 		}
 		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
+		if len(q.known) == 0 && len(q.other) == 0 && !waiting() && s.handleHere(ctx, p) {
+			continue
+		}
 		queue := q.other
 		if s.knownMAC(ctx, p.data) {
 			queue = q.known
@@ -216,33 +227,94 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 	}
 }
 
-// handle answers one packet. A panic is logged and the server goes on.
-func (s *Server) handle(ctx context.Context, p packet) {
-	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("panic handling packet", "from", p.peer, "panic", r, "stack", string(debug.Stack()))
+// pendingInput returns a check of whether another datagram waits in c's
+// receive queue (SIOCINQ: the size of the next one). Without access to
+// the socket it always says yes, and every packet goes to the workers.
+func pendingInput(c net.PacketConn) func() bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return func() bool { return true }
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return func() bool { return true }
+	}
+	return func() bool {
+		n, ierr := 0, error(nil)
+		if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
+			return true
 		}
-	}()
+		return n > 0
+	}
+}
+
+// handleHere answers a DISCOVER or REQUEST on the reader's goroutine and
+// reports true; anything else it leaves to the workers.
+func (s *Server) handleHere(ctx context.Context, p packet) (handled bool) {
+	defer s.recoverPacket(p)
+	req, err := dhcpv4.FromBytes(p.data)
+	if err != nil {
+		return false // the worker says what is wrong with it
+	}
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
+		handled = true // even if answering panics: it would again on a worker
+		s.answer(ctx, p, req, true)
+	}
+	return handled
+}
+
+// handle answers one packet on a worker.
+func (s *Server) handle(ctx context.Context, p packet) {
+	defer s.recoverPacket(p)
 	req, err := dhcpv4.FromBytes(p.data)
 	if err != nil {
 		s.observe("malformed", "error")
 		s.log.Debug("malformed packet dropped", "from", p.peer, "err", err)
 		return
 	}
+	s.answer(ctx, p, req, false)
+}
+
+// recoverPacket logs a panic answering p; the server goes on.
+func (s *Server) recoverPacket(p packet) {
+	if r := recover(); r != nil {
+		s.log.Error("panic handling packet", "from", p.peer, "panic", r, "stack", string(debug.Stack()))
+	}
+}
+
+// answer answers req. An ACK goes out once its lease is durable: the
+// worker waits for that, or (later) the lease table's committer sends it.
+func (s *Server) answer(ctx context.Context, p packet, req *dhcpv4.DHCPv4, later bool) {
+	a, err := s.h.answer(ctx, req, From{Peer: p.peer, PXEPort: p.pxe})
+	switch {
+	case err != nil || !a.durable:
+		s.send(p, req, a, err)
+	case later:
+		s.h.leases.afterDurable(ctx, func(err error) { s.send(p, req, a, err) })
+	default:
+		s.send(p, req, a, s.h.leases.persist(ctx))
+	}
+}
+
+// send sends a reply, or logs why there is none (err).
+func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	msgType := observedName(req.MessageType())
-	resp, err := s.h.Handle(ctx, req, From{Peer: p.peer, PXEPort: p.pxe})
 	if err != nil {
 		s.observe(msgType, "error")
 		s.log.Warn("request not answered", "from", p.peer, "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", req.MessageType().String(), "err", err)
 		return
 	}
-	if resp == nil {
+	if a.resp == nil {
 		s.observe(msgType, "ignored")
 		return
 	}
-	s.observe(msgType, observedName(resp.MessageType()))
-	dst := replyAddr(req, resp, From{Peer: p.peer, PXEPort: p.pxe})
-	if _, err := p.conn.WriteTo(resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
+	if a.sent != nil {
+		a.sent()
+	}
+	s.observe(msgType, observedName(a.resp.MessageType()))
+	dst := replyAddr(req, a.resp, From{Peer: p.peer, PXEPort: p.pxe})
+	if _, err := p.conn.WriteTo(a.resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
 		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
 	}
 }
