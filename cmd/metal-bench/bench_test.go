@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -273,6 +275,45 @@ func TestTftpdAcceptsArgs(t *testing.T) {
 	}
 	if diff := cmp.Diff(string(want), string(got)); diff != "" {
 		t.Errorf("file (-want +got):\n%s", diff)
+	}
+}
+
+// TestAtftpdWindowed starts atftpd as the TFTP rows do (unpacked from
+// Debian's package, not installed) and fetches a file from it with atftp
+// asking for windowsize: atftpd must agree to it, or the row compares
+// metal's windows with lockstep.
+func TestAtftpdWindowed(t *testing.T) {
+	atftp := requirePeer(t, "atftp", "atftp")
+	root := t.TempDir()
+	want := bytes.Repeat([]byte("a file for atftpd\n"), 10000)
+	if err := os.WriteFile(filepath.Join(root, "f"), want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config{ctx: context.Background(), work: t.TempDir()}
+	addr, p, err := startAtftpd(cfg, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.stop()
+	host, port, _ := net.SplitHostPort(addr)
+	out := filepath.Join(t.TempDir(), "f")
+	var trace []byte
+	for range 50 { // until it listens
+		trace, err = exec.Command(atftp, "--trace", "--option", "windowsize 16", "--option", "blksize 1468",
+			"-g", "-r", "f", "-l", out, host, port).CombinedOutput()
+		if err == nil || p.exited() != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("atftp: %v (atftpd: %v)\n%s", err, p.exited(), trace)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+		t.Errorf("fetched %d bytes, not the %d served", len(got), len(want))
+	}
+	if !bytes.Contains(trace, []byte("windowsize: 16")) {
+		t.Errorf("atftpd did not agree to windowsize 16; atftp's trace:\n%.600s", trace)
 	}
 }
 

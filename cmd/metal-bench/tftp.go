@@ -18,12 +18,18 @@ import (
 const (
 	tftpFileSize = 64 << 20
 	tftpBlksize  = 1468
+	// tftpWindow is the windowsize (RFC 7440) atftp asks for in the
+	// windowed rows: within metal's default cap (64), and a window of
+	// 16 × 1468 bytes fits a socket's default receive buffer many times.
+	tftpWindow = 16
 )
 
-// benchTFTP measures one 64 MiB download at blksize 1468 with curl from
-// metal's TFTP server (pxe/tftp, run in this process on a loopback port:
-// `metal serve` serves only the iPXE binaries over TFTP) and from
-// tftpd-hpa, alternating.
+// benchTFTP measures one 64 MiB download at blksize 1468 from metal's TFTP
+// server (pxe/tftp, run in this process on a loopback port: `metal serve`
+// serves only the iPXE binaries over TFTP), from tftpd-hpa and from
+// atftpd, alternating: with curl (lockstep: no windowsize), and with atftp
+// asking for windowsize (tftpd-hpa answers it lockstep; metal and atftpd
+// negotiate it).
 func benchTFTP(cfg *config) ([]Result, error) {
 	root := filepath.Join(cfg.work, "tftp-root")
 	if err := os.MkdirAll(root, 0o755); err != nil {
@@ -37,6 +43,12 @@ func benchTFTP(cfg *config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	atftp, err := lookTool("atftp")
+	if err != nil {
+		return nil, err
+	}
+	fetched := filepath.Join(cfg.work, "tftp-fetched")
+	defer os.Remove(fetched)
 
 	// metal
 	r, err := bootfiles.OpenRoot(root)
@@ -56,49 +68,168 @@ func benchTFTP(cfg *config) ([]Result, error) {
 	served := make(chan error, 1)
 	go func() { served <- srv.ServeConn(ctx, conn) }()
 	defer func() { cancel(); <-served }()
-	metalURL := fmt.Sprintf("tftp://%s/%s", conn.LocalAddr(), name)
+	metalAddr := conn.LocalAddr().String()
 
 	// tftpd-hpa
-	port, err := freePort("udp")
+	hpaAddr, hpa, err := startTFTPPeer(cfg, "in.tftpd", func(addr string) []string { return tftpdArgs(root, addr) })
 	if err != nil {
 		return nil, err
 	}
-	hpa, err := lookTool("in.tftpd")
-	if err != nil {
-		return nil, err
+	defer hpa.stop()
+	// atftpd: the one Debian TFTP server with windowsize.
+	atftpdAddr, atftpd, atftpdErr := startAtftpd(cfg, root)
+	if atftpdErr == nil {
+		defer atftpd.stop()
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	p, err := startProc("in.tftpd", filepath.Join(cfg.work, "tftpd.log"), nil, append([]string{hpa}, tftpdArgs(root, addr)...)...)
-	if err != nil {
-		return nil, err
-	}
-	defer p.stop()
-	peerURL := fmt.Sprintf("tftp://%s/%s", addr, name)
 
-	var metal, peer []float64
+	var metal, peer, metalW, peerW, metalA, atftpdW []float64
 	for run := range cfg.runs + 1 {
-		m, err := curlTFTP(ctx, curl, metalURL)
+		m, err := curlTFTP(ctx, curl, "tftp://"+metalAddr+"/"+name)
 		if err != nil {
 			return nil, fmt.Errorf("metal: %w", err)
 		}
-		if err := p.exited(); err != nil {
-			return nil, err
-		}
-		h, err := curlTFTP(ctx, curl, peerURL)
+		h, err := curlTFTP(ctx, curl, "tftp://"+hpaAddr+"/"+name)
 		if err != nil {
 			return nil, fmt.Errorf("tftpd-hpa: %w", err)
+		}
+		mw, err := atftpGet(ctx, atftp, metalAddr, name, fetched)
+		if err != nil {
+			return nil, fmt.Errorf("metal: %w", err)
+		}
+		hw, err := atftpGet(ctx, atftp, hpaAddr, name, fetched)
+		if err != nil {
+			return nil, fmt.Errorf("tftpd-hpa: %w", err)
+		}
+		if err := hpa.exited(); err != nil {
+			return nil, err
+		}
+		var ma, aw float64
+		if atftpdErr == nil {
+			if ma, err = atftpGet(ctx, atftp, metalAddr, name, fetched); err != nil {
+				return nil, fmt.Errorf("metal: %w", err)
+			}
+			if aw, err = atftpGet(ctx, atftp, atftpdAddr, name, fetched); err != nil {
+				return nil, fmt.Errorf("atftpd: %w", err)
+			}
 		}
 		if run == 0 {
 			continue // a warm-up: page cache, first transfer's sockets
 		}
-		cfg.logger.Info("tftp run", "run", run, "metal_mib_s", fmt.Sprintf("%.1f", m), "tftpd_hpa_mib_s", fmt.Sprintf("%.1f", h))
+		cfg.logger.Info("tftp run", "run", run,
+			"metal_mib_s", fmt.Sprintf("%.1f", m), "tftpd_hpa_mib_s", fmt.Sprintf("%.1f", h),
+			"metal_window_mib_s", fmt.Sprintf("%.1f", mw), "tftpd_hpa_window_mib_s", fmt.Sprintf("%.1f", hw),
+			"atftpd_window_mib_s", fmt.Sprintf("%.1f", aw))
 		metal, peer = append(metal, m), append(peer, h)
+		metalW, peerW = append(metalW, mw), append(peerW, hw)
+		metalA, atftpdW = append(metalA, ma), append(atftpdW, aw)
 	}
-	return []Result{
+	windowed := fmt.Sprintf("TFTP 64 MiB, blksize 1468, windowsize %d (atftp)", tftpWindow)
+	hpaW := compare(windowed, "MiB/s", statsOf(metalW), "tftpd-hpa", statsOf(peerW), 3.0)
+	hpaW.Note = strings.TrimPrefix(hpaW.Note+"; ", "; ") + "tftpd-hpa has no windowsize: it answers lockstep"
+	rows := []Result{
 		compare("TFTP 64 MiB, blksize 1468 (curl)", "MiB/s", statsOf(metal), "tftpd-hpa", statsOf(peer), 1.0),
-		{Measure: "TFTP 64 MiB, windowsize", When: time.Now(),
-			Note: "n/a: pin/tftp v3.1.0 does not negotiate windowsize (RFC 7440), nor do tftpd-hpa or curl"},
-	}, nil
+		hpaW,
+	}
+	if atftpdErr != nil {
+		return append(rows, Result{Measure: windowed + " vs atftpd", When: time.Now(),
+			Note: "n/a: " + atftpdErr.Error()}), nil
+	}
+	return append(rows, compare(windowed, "MiB/s", statsOf(metalA), "atftpd", statsOf(atftpdW), 1.0)), nil
+}
+
+// startTFTPPeer starts a TFTP server program on a free loopback port.
+func startTFTPPeer(cfg *config, program string, args func(addr string) []string) (string, *proc, error) {
+	path, err := lookTool(program)
+	if err != nil {
+		return "", nil, err
+	}
+	return startTFTPAt(cfg, path, args)
+}
+
+func startTFTPAt(cfg *config, path string, args func(addr string) []string) (string, *proc, error) {
+	program := filepath.Base(path)
+	port, err := freePort("udp")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProc(program, filepath.Join(cfg.work, program+".log"), nil, append([]string{path}, args(addr)...)...)
+	if err != nil {
+		return "", nil, err
+	}
+	return addr, p, nil
+}
+
+// atftpdCache is where the benchmark unpacks Debian's atftpd.
+const atftpdCache = "/var/cache/metal-bench/atftpd"
+
+// startAtftpd starts atftpd serving root with windowsize on (its
+// default). Debian's atftpd conflicts with tftpd-hpa (both are
+// in.tftpd): installing it removes the other peer, so the benchmark
+// unpacks its binary from the package (apt-get download, dpkg-deb -x)
+// into atftpdCache instead, once.
+func startAtftpd(cfg *config, root string) (string, *proc, error) {
+	bin := filepath.Join(atftpdCache, "root", "usr", "sbin", "atftpd")
+	if _, err := os.Stat(bin); err != nil {
+		if err := unpackDeb(cfg.ctx, "atftpd", atftpdCache); err != nil {
+			return "", nil, err
+		}
+	}
+	return startTFTPAt(cfg, bin, func(addr string) []string {
+		host, port, _ := strings.Cut(addr, ":")
+		return []string{"--daemon", "--no-fork", "--bind-address", host, "--port", port,
+			"--user", "root.root", "--logfile", "/dev/null", root}
+	})
+}
+
+// unpackDeb downloads a Debian package into dir and unpacks it under
+// dir/root, without installing it.
+func unpackDeb(ctx context.Context, pkg, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	get := exec.CommandContext(ctx, "apt-get", "download", pkg)
+	get.Dir = dir
+	if out, err := get.CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get download %s: %v: %s", pkg, err, out)
+	}
+	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(debs) == 0 {
+		return fmt.Errorf("apt-get download %s left no .deb in %s", pkg, dir)
+	}
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], filepath.Join(dir, "root")).CombinedOutput(); err != nil {
+		return fmt.Errorf("dpkg-deb -x %s: %v: %s", debs[0], err, out)
+	}
+	return nil
+}
+
+// atftpGet downloads name from addr with atftp asking for blksize 1468 and
+// windowsize tftpWindow into local, checks the size and returns MiB/s
+// from the client's wall time (atftp prints none; its start-up is a few
+// milliseconds of a transfer of a second or more).
+func atftpGet(ctx context.Context, atftp, addr, name, local string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	os.Remove(local)
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, atftp, "--option", fmt.Sprintf("windowsize %d", tftpWindow),
+		"--option", fmt.Sprintf("blksize %d", tftpBlksize), "-g", "-r", name, "-l", local, host, port).CombinedOutput()
+	secs := time.Since(start).Seconds()
+	if err != nil {
+		return 0, fmt.Errorf("atftp %s: %v: %s", addr, err, out)
+	}
+	fi, err := os.Stat(local)
+	if err != nil {
+		return 0, err
+	}
+	if fi.Size() != tftpFileSize {
+		return 0, fmt.Errorf("atftp %s: fetched %d bytes, want %d", addr, fi.Size(), tftpFileSize)
+	}
+	return float64(fi.Size()) / (1 << 20) / secs, nil
 }
 
 // curlTFTP downloads url with blksize 1468, checks the size and returns
