@@ -3,6 +3,7 @@ package http
 import (
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/metal-dev/metal/pxe"
@@ -25,7 +26,18 @@ type scriptCache struct {
 type cachedScript struct {
 	intent pxe.Intent
 	name   string
+	script script
+}
+
+// script is a rendered script with its Content-Length header value, both
+// built once: formatting the length was an allocation per request.
+type script struct {
 	body   []byte
+	length []string
+}
+
+func newScript(body []byte) script {
+	return script{body: body, length: []string{strconv.Itoa(len(body))}}
 }
 
 // sameIntent compares intents field by field (TestSameIntentSeesEveryField
@@ -35,17 +47,19 @@ func sameIntent(a, b pxe.Intent) bool {
 		a.Token == b.Token && slices.Equal(a.Initrd, b.Initrd)
 }
 
-func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string) ([]byte, bool) {
+func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string) (script, bool) {
 	c.mu.RLock()
 	e, ok := c.m[string(mac)]
 	c.mu.RUnlock()
 	if !ok || e.name != name || !sameIntent(e.intent, in) {
-		return nil, false
+		return script{}, false
 	}
-	return e.body, true
+	return e.script, true
 }
 
-func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body []byte) {
+// put caches body as mac's script and returns it ready to serve.
+func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body []byte) script {
+	sc := newScript(body)
 	in.Initrd = slices.Clone(in.Initrd)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -55,5 +69,6 @@ func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body
 		// bookkeeping.
 		c.m = make(map[string]cachedScript)
 	}
-	c.m[string(mac)] = cachedScript{intent: in, name: name, body: body}
+	c.m[string(mac)] = cachedScript{intent: in, name: name, script: sc}
+	return sc
 }

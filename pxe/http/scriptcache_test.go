@@ -73,7 +73,7 @@ func TestScriptCache(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			got, _ := c.get(mac, tc.intent, tc.name)
-			if diff := cmp.Diff(tc.want, string(got)); diff != "" {
+			if diff := cmp.Diff(tc.want, string(got.body)); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})

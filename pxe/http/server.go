@@ -19,7 +19,6 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"time"
 
@@ -89,7 +88,7 @@ type Server struct {
 	handler nethttp.Handler
 	scripts scriptCache
 	// chainScript is the same for every iPXE, rendered once.
-	chainScript []byte
+	chainScript script
 }
 
 // New checks cfg and returns a server; it does not listen yet.
@@ -109,7 +108,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http"), chainScript: ipxe.Chain(ScriptPrefix)}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http"), chainScript: newScript(ipxe.Chain(ScriptPrefix))}
 	mux := nethttp.NewServeMux()
 	mux.HandleFunc("GET "+ScriptPrefix+"boot.ipxe", s.chain)
 	mux.HandleFunc("GET "+ScriptPrefix+"{mac}", s.script)
@@ -194,18 +193,18 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
 		params.Name = h.Name
 	}
-	body, ok := s.scripts.get(mac, intent, params.Name)
+	sc, ok := s.scripts.get(mac, intent, params.Name)
 	if !ok {
-		body, err = ipxe.Render(intent, params)
+		body, err := ipxe.Render(intent, params)
 		if err != nil {
 			s.log.Error("render ipxe script", "mac", mac.String(), "error", err)
 			nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
 			return
 		}
-		s.scripts.put(mac, intent, params.Name, body)
+		sc = s.scripts.put(mac, intent, params.Name, body)
 	}
 	quietLog(w)
-	writeScript(w, body)
+	writeScript(w, sc)
 }
 
 func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe.Intent) bool {
@@ -267,12 +266,12 @@ var (
 	scriptNoStore = []string{"no-store"}
 )
 
-func writeScript(w nethttp.ResponseWriter, body []byte) {
+func writeScript(w nethttp.ResponseWriter, sc script) {
 	h := w.Header()
 	h["Content-Type"] = scriptType
 	h["Cache-Control"] = scriptNoStore
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.Write(body)
+	h["Content-Length"] = sc.length
+	w.Write(sc.body)
 }
 
 func (s *Server) bootFile(w nethttp.ResponseWriter, r *nethttp.Request) {
