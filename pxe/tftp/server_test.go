@@ -132,20 +132,28 @@ func startServer(t testing.TB, mod func(*Config), before ...func(*testServer)) *
 		t.Fatal(err)
 	}
 	ts.addr = conn.LocalAddr().(*net.UDPAddr)
+	serveUntilCleanup(t, ts.logs, func(ctx context.Context) error { return ts.srv.ServeConn(ctx, conn) })
+	return ts
+}
+
+// serveUntilCleanup runs serve until the test ends, then checks it
+// stopped cleanly and prints the server's log if the test failed. It
+// returns once the server says it is serving.
+func serveUntilCleanup(t testing.TB, logs *logBuffer, serve func(ctx context.Context) error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ts.srv.ServeConn(ctx, conn) }()
+	go func() { done <- serve(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("ServeConn: %v", err)
+			t.Errorf("serve: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("server log:\n%s", ts.logs.buf.String())
+			t.Logf("server log:\n%s", logs.buf.String())
 		}
 	})
-	ts.logs.waitServing(t)
-	return ts
+	logs.waitServing(t)
 }
 
 func mustT(t testing.TB, err error) {

@@ -138,23 +138,13 @@ func TestWindowedLoss(t *testing.T) {
 		Logger: slogJSON(logs),
 	})
 	mustT(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- lab.NS().Do(func() error { return srv.Serve(ctx) }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.buf.String())
-		}
+	serveUntilCleanup(t, logs, func(ctx context.Context) error {
+		return lab.NS().Do(func() error { return srv.Serve(ctx) })
 	})
 
 	out := filepath.Join(t.TempDir(), "out")
 	cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer ccancel()
-	logs.waitServing(t)
 	var b []byte
 	for try := 0; ; try++ {
 		b, err = client.Command(cctx, "atftp", "--tftp-timeout", "1", "--option", "windowsize 16", "--option", "blksize 1468",
