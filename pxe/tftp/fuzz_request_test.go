@@ -10,9 +10,11 @@ import (
 )
 
 // FuzzRequest sends arbitrary bytes as the first packet of a transfer to
-// a running server over loopback: request parsing, mode and option
-// negotiation (blksize, tsize, timeout, windowsize) are the library's, the
-// name resolution metal's. Whatever arrives, the server answers only with
+// a running server over loopback: the steering program picks the socket,
+// then request parsing, mode and option negotiation are the library's
+// (blksize, tsize) or, for a request naming windowsize, metal's windowed
+// sender's (blksize, tsize, timeout, windowsize); the name resolution is
+// metal's either way. Whatever arrives, the server answers only with
 // DATA, ERROR or OACK, never sends the file outside its root, and keeps
 // serving (a panic in any of its goroutines ends the fuzzing process).
 // Seeds: testdata/fuzz/FuzzRequest.

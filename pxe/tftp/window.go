@@ -318,7 +318,8 @@ func (t *windowTransfer) serve() {
 	}
 	t.p = negotiate(t.req, t.maxBlock, s.cfg.MaxWindowSize, size, s.cfg.Timeout)
 	t.pkt = make([]byte, 4+t.p.blksize)
-	t.rcv = make([]byte, 4+maxBlockSize)
+	// Only ACKs and ERRORs matter here: a longer datagram is cut short.
+	t.rcv = make([]byte, 1024)
 	n, err = t.run(r)
 	s.log.Debug("tftp transfer options", "client", client, "file", t.req.name,
 		"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", strconv.Itoa(t.p.window),
