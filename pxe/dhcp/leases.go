@@ -104,12 +104,8 @@ type declineMark struct {
 
 func newLeaseTable(store LeaseStore, nets []netip.Prefix, reservedFor func(netip.Addr) (net.HardwareAddr, bool), log *slog.Logger) *leaseTable {
 	shared, _ := store.(SharedLeaseStore)
-	every := commitEvery
-	if shared != nil {
-		every = 0 // its Save writes nothing: every change was durable already
-	}
 	return &leaseTable{
-		commitEvery: every,
+		commitEvery: commitEvery,
 		store:       store,
 		shared:      shared,
 		nets:        nets,
@@ -211,7 +207,9 @@ func (t *leaseTable) persist(ctx context.Context) error {
 // one) were much of the server's CPU. A lone change finds the last Save
 // long past and is saved at once.
 func (t *leaseTable) afterDurable(ctx context.Context, done func(error)) {
-	if t.store == nil {
+	if t.store == nil || t.shared != nil {
+		// Nothing to save, or nothing left to: a shared store made every
+		// change durable before the table made it.
 		done(nil)
 		return
 	}

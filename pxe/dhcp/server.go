@@ -24,13 +24,14 @@ const (
 	pxePort    = 4011 // PXE boot server discovery (proxy mode)
 
 	// workers handle packets concurrently, so that one slow policy call or
-	// lease save does not hold up the rest. A REQUEST's worker waits until
-	// its lease is durable before the ACK goes out, and the leases of all
-	// workers waiting meanwhile are written by one Save (group commit, see
-	// leaseTable.persist): so the number of workers bounds how many ACKs
-	// share one fsync. Under load, saves take milliseconds and a few
-	// thousand REQUESTs arrive per second; 256 keeps the disk from being
-	// the limit while a waiting goroutine costs a few KiB.
+	// lease save does not hold up the rest (packets that arrive while
+	// nothing else waits are answered by the reader: see read). A
+	// REQUEST's worker waits until its lease is durable before the ACK
+	// goes out, and the leases of all REQUESTs waiting meanwhile are
+	// written by one Save (group commit, see leaseTable.afterDurable).
+	// Under load, saves take milliseconds and a few thousand REQUESTs
+	// arrive per second; 256 keeps the workers from being the limit while
+	// a waiting goroutine costs a few KiB.
 	workers = 256
 	// queueLen bounds the packets waiting for a worker; beyond it packets
 	// are dropped, which is what a flood should cost.
@@ -199,6 +200,9 @@ func (s *Server) knownMAC(ctx context.Context, data []byte) bool {
 func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues) error {
 	buf := make([]byte, 64<<10)
 	waiting := pendingInput(c)
+	// With a shared store, each DISCOVER and REQUEST is a round trip to
+	// it, which must not hold up reading: workers answer every packet.
+	here := s.h.leases.shared == nil
 	for {
 		n, addr, err := c.ReadFrom(buf)
 		if err != nil {
@@ -212,7 +216,7 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 			continue
 		}
 		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
-		if len(q.known) == 0 && len(q.other) == 0 && !waiting() && s.handleHere(ctx, p) {
+		if here && len(q.known) == 0 && len(q.other) == 0 && !waiting() && s.handleHere(ctx, p) {
 			continue
 		}
 		queue := q.other
