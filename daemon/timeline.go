@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -22,9 +21,9 @@ import (
 // waits on these events for images that boot without the agent, and
 // `metal machines show` and the console print them.
 //
-// Requests are queued and written by a few goroutines (a machine's always
-// by the same one), so a slow store never slows a boot; when a queue is
-// full, events are dropped and logged.
+// Requests are queued and written in batches apart from the requests (a
+// machine's events in order), so a slow store never slows a boot; when the
+// queue is full, events are dropped and logged.
 type timeline struct {
 	store  inventory.Store
 	policy *storepolicy.Policy
@@ -109,77 +108,90 @@ type fetchKey struct {
 	path string
 }
 
-// timelineWriters is how many goroutines write events: each machine's
-// events go through one of them, in order, and concurrent appends of
-// different machines share the store's commits (inventory batches them),
-// where one writer paid a commit per event.
-const timelineWriters = 8
-
 type fetched struct {
 	r   pxehttp.Request
 	mac net.HardwareAddr
 }
 
+// Events are written in batches, each machine's in order on a goroutine of
+// its own, so that their appends share the store's commits (inventory
+// batches concurrent appends): handed to a few writers one by one as they
+// came, nearly each paid a commit of its own. After a quiet spell an event
+// is written at once; then, for flushDelay, events gather into the next
+// batch.
+const (
+	// flushDelay is the least time between batches: far below anything
+	// that waits on a boot step, and it holds a flood of fetches to ten
+	// batches a second.
+	flushDelay = 100 * time.Millisecond
+	// maxPending bounds the events waiting while a slow store writes the
+	// last batch; more are dropped and logged.
+	maxPending = 4096
+)
+
 func (t *timeline) run(ctx context.Context) error {
-	var writers [timelineWriters]chan fetched
+	batches := make(chan []fetched)
 	var wg sync.WaitGroup
-	for i := range writers {
-		writers[i] = make(chan fetched, 128)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case b := <-batches:
+				next := time.Now().Add(flushDelay)
+				t.write(ctx, b)
 				select {
 				case <-ctx.Done():
 					return
-				case f := <-writers[i]:
-					t.record(ctx, f.r, f.mac)
+				case <-time.After(time.Until(next)):
 				}
 			}
-		}()
-	}
-	defer wg.Wait()
-	// Events wait up to flushDelay and go to the writers together, so
-	// that their appends share the store's commits: handed over one by
-	// one as they came, nearly each paid a commit of its own.
-	var pending []fetched
-	dispatch := func() {
-		for _, f := range pending {
-			h := fnv.New32a()
-			h.Write(f.mac)
-			select {
-			case writers[h.Sum32()%timelineWriters] <- f:
-			default:
-				t.drop(f.r)
-			}
 		}
-		clear(pending)
-		pending = pending[:0]
-	}
-	flush := time.NewTimer(flushDelay)
-	flush.Stop()
+	}()
+	defer wg.Wait()
+	var pending []fetched
 	for {
+		// The batch goes when the writer is ready for it.
+		var out chan<- []fetched
+		if len(pending) > 0 {
+			out = batches
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case f := <-t.queue:
-			if len(pending) == 0 {
-				flush.Reset(flushDelay)
+			if len(pending) >= maxPending {
+				t.drop(f.r)
+				continue
 			}
 			pending = append(pending, f)
-			if len(pending) >= timelineWriters*16 {
-				flush.Stop()
-				dispatch()
-			}
-		case <-flush.C:
-			dispatch()
+		case out <- pending:
+			pending = nil
 		}
 	}
 }
 
-// flushDelay is how long an event may wait to be written with others: far
-// below anything that waits on a boot step.
-const flushDelay = 50 * time.Millisecond
+// write records a batch of events: each machine's in order, all machines
+// at once.
+func (t *timeline) write(ctx context.Context, batch []fetched) {
+	byMAC := map[string][]fetched{}
+	for _, f := range batch {
+		byMAC[string(f.mac)] = append(byMAC[string(f.mac)], f)
+	}
+	var wg sync.WaitGroup
+	for _, fs := range byMAC {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, f := range fs {
+				t.record(ctx, f.r, f.mac)
+			}
+		}()
+	}
+	wg.Wait()
+}
 
 func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) {
 	m, err := t.store.MachineByMAC(ctx, mac.String())
