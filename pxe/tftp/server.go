@@ -70,6 +70,9 @@ type Server struct {
 	// open resolves a requested name; a field so tests can make it fail in
 	// ways a file system will not (a panic).
 	open func(name string) (*os.File, fs.FileInfo, error)
+	// noGSO sends windows a datagram per system call, as on a kernel
+	// without UDP segmentation offload; for tests of that path.
+	noGSO bool
 }
 
 // Errors sent to clients, in TFTP error packets. They say what happened

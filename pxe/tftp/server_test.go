@@ -52,7 +52,14 @@ func (l *logBuffer) records(msg string) []map[string]any {
 // log after the client has its last packet.
 func (l *logBuffer) waitRecord(t *testing.T, msg, file string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	return l.waitRecordWithin(t, msg, file, 5*time.Second)
+}
+
+// waitRecordWithin is waitRecord for transfers that may end later: a
+// server giving up on a client after its retries.
+func (l *logBuffer) waitRecordWithin(t *testing.T, msg, file string, d time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		for _, r := range l.records(msg) {
 			if r["file"] == file {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/pin/tftp/v3/netascii"
@@ -275,7 +276,9 @@ type windowTransfer struct {
 	p        params
 	pkt      []byte // the packet being sent
 	rcv      []byte
-	sent     int // datagrams, for the options log line
+	sent     int    // datagrams, for the options log line
+	gso      bool   // send windows with UDP segmentation offload
+	batch    []byte // the DATA packets of one segmented send
 }
 
 // Errors that end a transfer, for the log.
@@ -318,6 +321,7 @@ func (t *windowTransfer) serve() {
 	}
 	t.p = negotiate(t.req, t.maxBlock, s.cfg.MaxWindowSize, size, s.cfg.Timeout)
 	t.pkt = make([]byte, 4+t.p.blksize)
+	t.gso = t.p.window > 1 && !s.noGSO
 	// Only ACKs and ERRORs matter here: a longer datagram is cut short.
 	t.rcv = make([]byte, 1024)
 	n, err = t.run(r)
@@ -448,17 +452,59 @@ func (t *windowTransfer) sendOACK() error {
 }
 
 // sendWindow sends every block the window holds, from the one after the
-// last acknowledged.
+// last acknowledged: with UDP segmentation offload (GSO) several blocks
+// in one system call, which the kernel cuts into datagrams of one block
+// each; one call per block if the kernel refuses it.
 func (t *windowTransfer) sendWindow(w *window) error {
-	binary.BigEndian.PutUint16(t.pkt, opDATA)
-	for k := range w.blocks() {
-		binary.BigEndian.PutUint16(t.pkt[2:], uint16(w.base+1+int64(k)))
-		n := copy(t.pkt[4:], w.block(k))
-		if err := t.send(t.pkt[:4+n]); err != nil {
-			return err
+	for k := 0; k < w.blocks(); {
+		n := 1
+		if t.gso {
+			n = min(w.blocks()-k, gsoBatch(t.p.blksize))
 		}
+		batch := t.batch[:0]
+		for i := k; i < k+n; i++ {
+			batch = binary.BigEndian.AppendUint16(batch, opDATA)
+			batch = binary.BigEndian.AppendUint16(batch, uint16(w.base+1+int64(i)))
+			batch = append(batch, w.block(i)...)
+		}
+		t.batch = batch
+		if n == 1 {
+			if err := t.send(batch); err != nil {
+				return err
+			}
+			k++
+			continue
+		}
+		_, _, err := t.conn.WriteMsgUDPAddrPort(batch, gsoCmsg(4+t.p.blksize), t.peer)
+		if err != nil {
+			// EIO or EINVAL: a route or device without the offload.
+			// Plain sends from here on.
+			t.s.log.Debug("tftp segmentation offload off", "client", t.peer.String(), "error", err)
+			t.gso = false
+			continue
+		}
+		t.sent += n
+		k += n
 	}
 	return nil
+}
+
+// gsoBatch is how many blocks go in one segmented send: at most 64
+// segments (the kernel's UDP_MAX_SEGMENTS) and 65507 bytes (one UDP
+// datagram's payload).
+func gsoBatch(blksize int) int {
+	return max(1, min(64, 65507/(4+blksize)))
+}
+
+// gsoCmsg is the control message that asks the kernel to cut a send into
+// datagrams of size bytes (UDP_SEGMENT).
+func gsoCmsg(size int) []byte {
+	b := make([]byte, unix.CmsgSpace(2))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+	h.SetLen(unix.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[unix.CmsgLen(0):], uint16(size))
+	return b
 }
 
 func (t *windowTransfer) send(p []byte) error {

@@ -45,10 +45,24 @@ func patterned(n int) []byte {
 
 // TestWindowedSizes fetches files whose sizes sit on block and window
 // boundaries with atftp asking for windowsize, and one of more than
-// 65535 blocks, whose block numbers wrap.
+// 65535 blocks, whose block numbers wrap; windows sent with segmentation
+// offload (a system call per window) and without (one per block).
 func TestWindowedSizes(t *testing.T) {
 	needTool(t, "atftp", "atftp")
-	ts := startServer(t, nil)
+	for name, noGSO := range map[string]bool{"gso": false, "no gso": true} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, nil, func(ts *testServer) { ts.srv.noGSO = noGSO })
+			t.Run("sizes", func(t *testing.T) { testWindowedSizes(t, ts) })
+			// Loopback takes segmented sends: none fell back.
+			if off := ts.logs.records("tftp segmentation offload off"); len(off) > 0 {
+				t.Errorf("segmentation offload refused: %v", off[0])
+			}
+		})
+	}
+}
+
+func testWindowedSizes(t *testing.T, ts *testServer) {
 	const bs, w = 1468, 8
 	tests := map[string]struct {
 		size, blksize, window int
@@ -66,6 +80,8 @@ func TestWindowedSizes(t *testing.T) {
 		"window of 64, 512 bytes": {size: 1 << 20, blksize: 512, window: 64},
 		// 65536 blocks and a short one: block 65536 goes out as 0.
 		"block numbers wrap": {size: 65536*512 + 100, blksize: 512, window: 16},
+		// More blocks than one segmented send takes (44 of 1468 bytes).
+		"window of 64, 1468 bytes": {size: 3*64*bs + 7, blksize: bs, window: 64},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -131,21 +147,37 @@ func TestWindowedLoss(t *testing.T) {
 	root, err := bootfiles.OpenRoot(base)
 	mustT(t, err)
 	t.Cleanup(func() { root.Close() })
-	logs := &logBuffer{}
-	srv, err := New(Config{
-		Addr: pxetest.ServerIP.String() + ":69", Root: root,
-		Timeout: 300 * time.Millisecond, Retries: 10,
-		Logger: slogJSON(logs),
-	})
-	mustT(t, err)
-	serveUntilCleanup(t, logs, func(ctx context.Context) error {
-		return lab.NS().Do(func() error { return srv.Serve(ctx) })
-	})
+	// Without segmentation offload each datagram crosses the veth alone
+	// and is dropped alone, as on a wire; with it a window crosses as one
+	// packet (segmented at the receiving socket) and is dropped whole.
+	for _, mode := range []string{"per datagram", "gso"} {
+		t.Run(mode, func(t *testing.T) {
+			logs := &logBuffer{}
+			srv, err := New(Config{
+				Addr: pxetest.ServerIP.String() + ":69", Root: root,
+				Timeout: 300 * time.Millisecond, Retries: 10,
+				Logger: slogJSON(logs),
+			})
+			mustT(t, err)
+			srv.noGSO = mode == "per datagram"
+			serveUntilCleanup(t, logs, func(ctx context.Context) error {
+				return lab.NS().Do(func() error { return srv.Serve(ctx) })
+			})
+			// A window dropped whole is rarer: a gso run may see none.
+			fetchThroughLoss(t, client, logs, want, mode == "per datagram")
+		})
+	}
+}
+
+// fetchThroughLoss fetches "image" with atftp in client and checks it
+// arrived whole, and if wantResends, that blocks were sent again.
+func fetchThroughLoss(t *testing.T, client *pxetest.Netns, logs *logBuffer, want []byte, wantResends bool) {
 
 	out := filepath.Join(t.TempDir(), "out")
 	cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer ccancel()
 	var b []byte
+	var err error
 	for try := 0; ; try++ {
 		b, err = client.Command(cctx, "atftp", "--tftp-timeout", "1", "--option", "windowsize 16", "--option", "blksize 1468",
 			"-g", "-r", "image", "-l", out, pxetest.ServerIP.String(), "69").CombinedOutput()
@@ -165,8 +197,9 @@ func TestWindowedLoss(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("fetched %d bytes, not identical to the %d served", len(got), len(want))
 	}
-	// The last try's lines.
-	logs.waitRecord(t, "tftp transfer", "image")
+	// The last try's lines. A transfer whose last ACK was lost ends when
+	// the server gives up: 11 waits of up to 4 × 300 ms.
+	logs.waitRecordWithin(t, "tftp transfer", "image", 30*time.Second)
 	recs, optRecs := logs.records("tftp transfer"), logs.records("tftp transfer options")
 	rec, opts := recs[len(recs)-1], optRecs[len(optRecs)-1]
 	blocks := len(want)/1468 + 1
@@ -177,8 +210,8 @@ func TestWindowedLoss(t *testing.T) {
 	if rec["result"] != "ok" && !lastACKLost || opts["windowsize"] != "16" {
 		t.Errorf("transfer %v, options %v; want ok with windowsize 16", rec, opts)
 	}
-	if sent, _ := opts["datagrams"].(float64); int(sent) <= blocks+1 {
-		t.Errorf("server sent %v datagrams for %d blocks: no loss was seen (is netem dropping?)", sent, blocks)
+	if sent, _ := opts["datagrams"].(float64); wantResends && int(sent) <= blocks+1 {
+		t.Errorf("server sent %v datagrams for %d blocks: no loss was seen (is nftables dropping?)", sent, blocks)
 	}
 	t.Logf("%d blocks took %v datagrams", blocks, opts["datagrams"])
 }
@@ -365,6 +398,14 @@ func TestWindowedNetascii(t *testing.T) {
 		t.Errorf("block %d %q, want block 1 \"a\\r\\nb\\r\\n\"", n, p)
 	}
 	c.send(c.srv, ack(1))
+}
+
+func TestGSOBatch(t *testing.T) {
+	for blksize, want := range map[int]int{512: 64, 1024: 63, 1468: 44, 8192: 7, 65464: 1} {
+		if got := gsoBatch(blksize); got != want {
+			t.Errorf("gsoBatch(%d) = %d, want %d", blksize, got, want)
+		}
+	}
 }
 
 // TestWindowMechanics drives the window alone: block numbers past 65535,
