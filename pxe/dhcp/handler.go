@@ -32,6 +32,7 @@ type Handler struct {
 	subnets  []*subnet
 	local    *subnet // the subnet holding ServerIP: for clients not relayed
 	serverID net.IP
+	idOpt    dhcpv4.Option // option 54, serverID encoded once
 	policy   pxe.BootPolicy
 	leases   *leaseTable
 	limit    *rateLimiter
@@ -67,6 +68,7 @@ func NewHandler(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.L
 	h := &Handler{
 		cfg:      cfg,
 		serverID: net.IP(cfg.ServerIP.AsSlice()),
+		idOpt:    encoded(dhcpv4.OptServerIdentifier(net.IP(cfg.ServerIP.AsSlice()))),
 		policy:   policy,
 		limit:    newRateLimiter(cfg.RateLimit),
 		log:      log,
@@ -477,7 +479,7 @@ func (h *Handler) newReply(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType) *dhcpv4.DH
 		resp.GatewayIPAddr = net.IPv4zero
 	}
 	resp.UpdateOption(dhcpv4.OptMessageType(mt))
-	resp.UpdateOption(dhcpv4.OptServerIdentifier(h.serverID))
+	resp.UpdateOption(h.idOpt)
 	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionRelayAgentInformation, dhcpv4.OptionClientIdentifier} {
 		if v := req.Options.Get(code); v != nil {
 			resp.UpdateOption(dhcpv4.OptGeneric(code, v))
@@ -498,24 +500,23 @@ func (h *Handler) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
 
 // addNetwork adds the subnet's options; lease times unless for INFORM.
 func (h *Handler) addNetwork(resp *dhcpv4.DHCPv4, s *subnet, hostname string, lease bool) {
-	resp.UpdateOption(dhcpv4.OptSubnetMask(s.mask))
-	if s.router != nil {
-		resp.UpdateOption(dhcpv4.OptRouter(s.router))
-	}
-	if len(s.dns) > 0 {
-		resp.UpdateOption(dhcpv4.OptDNS(s.dns...))
-	}
-	if s.domain != "" {
-		resp.UpdateOption(dhcpv4.OptDomainName(s.domain))
+	for _, o := range s.netOpts {
+		resp.UpdateOption(o)
 	}
 	if hostname != "" {
 		resp.UpdateOption(dhcpv4.OptHostName(hostname))
 	}
 	if lease {
-		resp.UpdateOption(dhcpv4.OptIPAddressLeaseTime(s.leaseTime))
-		resp.UpdateOption(dhcpv4.OptRenewTimeValue(s.leaseTime / 2))
-		resp.UpdateOption(dhcpv4.OptRebindingTimeValue(s.leaseTime * 7 / 8))
+		for _, o := range s.leaseOpts {
+			resp.UpdateOption(o)
+		}
 	}
+}
+
+// encoded is opt with its value encoded once, for options every reply of
+// a subnet carries: adding it to a reply then allocates nothing.
+func encoded(opt dhcpv4.Option) dhcpv4.Option {
+	return dhcpv4.OptGeneric(opt.Code, opt.Value.ToBytes())
 }
 
 // pxeBypass is option 43 with PXE sub-option 6 (discovery control) = 8:
@@ -651,6 +652,9 @@ type subnet struct {
 	leaseTime          time.Duration
 	// never handed out: network, broadcast and the addresses of servers
 	excluded []netip.Addr
+	// netOpts (mask, router, DNS, domain) and leaseOpts (lease time, T1,
+	// T2) encoded once: every reply carries them.
+	netOpts, leaseOpts []dhcpv4.Option
 }
 
 func newSubnet(s Subnet, cfg Config) *subnet {
@@ -669,6 +673,21 @@ func newSubnet(s Subnet, cfg Config) *subnet {
 		sn.dns = append(sn.dns, net.IP(d.AsSlice()))
 	}
 	sn.excluded = append([]netip.Addr{s.CIDR.Addr(), lastAddr(s.CIDR), cfg.ServerIP, cfg.TFTPServer, s.Gateway}, s.DNS...)
+	sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptSubnetMask(sn.mask)))
+	if sn.router != nil {
+		sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptRouter(sn.router)))
+	}
+	if len(sn.dns) > 0 {
+		sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptDNS(sn.dns...)))
+	}
+	if sn.domain != "" {
+		sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptDomainName(sn.domain)))
+	}
+	sn.leaseOpts = []dhcpv4.Option{
+		encoded(dhcpv4.OptIPAddressLeaseTime(sn.leaseTime)),
+		encoded(dhcpv4.OptRenewTimeValue(sn.leaseTime / 2)),
+		encoded(dhcpv4.OptRebindingTimeValue(sn.leaseTime * 7 / 8)),
+	}
 	return sn
 }
 
