@@ -141,7 +141,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	// Windowed read requests come in on a second socket of the same port
 	// (steer.go). Without it every request is pin/tftp's, lockstep.
 	var windows sync.WaitGroup
-	wconn := s.windowSocket(conn)
+	wconn, scan := s.windowSocket(conn)
 	if wconn != nil {
 		// The window socket's transfers open sockets on another goroutine,
 		// which joins this one's network namespace.
@@ -164,7 +164,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	if wconn != nil {
 		window = strconv.Itoa(s.cfg.MaxWindowSize)
 	}
-	s.log.Info("tftp serving", "addr", conn.LocalAddr().String(), "max_windowsize", window)
+	s.log.Info("tftp serving", "addr", conn.LocalAddr().String(), "max_windowsize", window, "windowsize_scan", scan)
 
 	// The library's loop runs on this goroutine, not a new one: it opens a
 	// socket per transfer, and a caller that put this goroutine's thread
@@ -202,23 +202,24 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	return errors.New("tftp serve: stopped unexpectedly")
 }
 
-// windowSocket opens the socket for windowed requests beside conn, or
-// returns nil (windowsize off, or conn is not a UDP socket it can share).
-func (s *Server) windowSocket(conn net.PacketConn) *net.UDPConn {
+// windowSocket opens the socket for windowed requests beside conn and
+// says how many bytes of a request its steering scans, or returns nil
+// (windowsize off, or conn is not a UDP socket it can share).
+func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 	if s.cfg.MaxWindowSize <= 1 {
-		return nil
+		return nil, 0
 	}
 	uc, ok := conn.(*net.UDPConn)
 	if !ok {
 		s.log.Warn("tftp windowsize disabled", "error", fmt.Sprintf("cannot share a %T's port", conn))
-		return nil
+		return nil, 0
 	}
-	wconn, err := listenWindowSocket(uc)
+	wconn, scan, err := listenWindowSocket(uc)
 	if err != nil {
 		s.log.Warn("tftp windowsize disabled", "error", err)
-		return nil
+		return nil, 0
 	}
-	return wconn
+	return wconn, scan
 }
 
 // openFile maps a requested name to a file: an iPXE binary by its exact

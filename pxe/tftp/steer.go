@@ -109,13 +109,14 @@ func setReusePort(c syscall.RawConn) error {
 // windowsize that lands on the window socket is served there with a
 // window of 1, a write request there is dropped and its client asks
 // again.
-func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, error) {
+// It returns how many positions the kernel's program scans.
+func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, int, error) {
 	rc, err := lockstep.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if err := setReusePort(rc); err != nil {
-		return nil, fmt.Errorf("reuseport on the listening socket: %w", err)
+		return nil, 0, fmt.Errorf("reuseport on the listening socket: %w", err)
 	}
 	// IP_PKTINFO before the bind: from then on, every datagram the window
 	// socket receives says where it was sent.
@@ -128,30 +129,31 @@ func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, error) {
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp4", lockstep.LocalAddr().String())
 	if err != nil {
-		return nil, fmt.Errorf("bind the window socket: %w", err)
+		return nil, 0, fmt.Errorf("bind the window socket: %w", err)
 	}
 	conn := pc.(*net.UDPConn)
 	wrc, err := conn.SyscallConn()
 	if err != nil {
 		conn.Close()
-		return nil, err
+		return nil, 0, err
 	}
 	var serr error
+	scan := 0
 	err = wrc.Control(func(fd uintptr) {
-		for n := steerScan; ; n /= 2 {
-			prog := windowFilter(n)
+		for scan = steerScan; ; scan /= 2 {
+			prog := windowFilter(scan)
 			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
 				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
-			if !errors.Is(serr, unix.ENOMEM) || n < 50 {
+			if !errors.Is(serr, unix.ENOMEM) || scan < 50 {
 				break
 			}
 		}
 	})
 	if err = errors.Join(err, serr); err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("steering program: %w", err)
+		return nil, 0, fmt.Errorf("steering program: %w", err)
 	}
-	return conn, nil
+	return conn, scan, nil
 }
 
 // threadNetns opens the network namespace of the calling thread. A
