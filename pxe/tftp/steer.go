@@ -30,7 +30,7 @@ const (
 // for the windowsize option, at most: the kernel converts the program to
 // eBPF (about 19 instructions a position) and refuses one larger than
 // net.core.optmem_max bytes (128 KiB on Linux 6.7 and later, 20 KiB
-// before), so listenWindowSocket halves the scan until the kernel takes
+// before), so listenWindowSocket shortens the scan by a quarter until the kernel takes
 // it. A request whose option starts past the scan (after a long file
 // name) goes to pin/tftp and is served lockstep.
 const steerScan = 400
@@ -140,7 +140,7 @@ func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, int, error) {
 	var serr error
 	scan := 0
 	err = wrc.Control(func(fd uintptr) {
-		for scan = steerScan; ; scan /= 2 {
+		for scan = steerScan; ; scan = scan * 3 / 4 {
 			prog := windowFilter(scan)
 			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
 				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
