@@ -30,9 +30,9 @@ const (
 // for the windowsize option, at most: the kernel converts the program to
 // eBPF (about 19 instructions a position) and refuses one larger than
 // net.core.optmem_max bytes (128 KiB on Linux 6.7 and later, 20 KiB
-// before), so listenWindowSocket shortens the scan by a quarter until the kernel takes
-// it. A request whose option starts past the scan (after a long file
-// name) goes to pin/tftp and is served lockstep.
+// before), so listenWindowSocket shortens the scan by a quarter until
+// the kernel takes it. A request whose option starts past the scan (after
+// a long file name) goes to pin/tftp and is served lockstep.
 const steerScan = 400
 
 // windowFilter returns the program for a scan of n positions: the window
