@@ -141,12 +141,8 @@ func TestWindowedLoss(t *testing.T) {
 		}
 	}
 
-	base := t.TempDir()
 	want := patterned(1 << 20)
-	mustT(t, os.WriteFile(filepath.Join(base, "image"), want, 0o644))
-	root, err := bootfiles.OpenRoot(base)
-	mustT(t, err)
-	t.Cleanup(func() { root.Close() })
+	root := rootWith(t, "image", want)
 	// Without segmentation offload each datagram crosses the veth alone
 	// and is dropped alone, as on a wire; with it a window crosses as one
 	// packet (segmented at the receiving socket) and is dropped whole.
@@ -227,12 +223,8 @@ func TestSteerSmallOptmem(t *testing.T) {
 	}
 	client := lab.AddHost("client", nil)
 	client.MustIP("addr", "add", "192.0.2.10/24", "dev", "eth0")
-	base := t.TempDir()
 	want := patterned(100 << 10)
-	mustT(t, os.WriteFile(filepath.Join(base, "f"), want, 0o644))
-	root, err := bootfiles.OpenRoot(base)
-	mustT(t, err)
-	t.Cleanup(func() { root.Close() })
+	root := rootWith(t, "f", want)
 	logs := &logBuffer{}
 	srv, err := New(Config{Addr: pxetest.ServerIP.String() + ":69", Root: root, Logger: slogJSON(logs)})
 	mustT(t, err)
@@ -255,6 +247,16 @@ func TestSteerSmallOptmem(t *testing.T) {
 	if opts := logs.waitRecord(t, "tftp transfer options", "f"); opts["windowsize"] != "8" {
 		t.Errorf("options %v, want windowsize 8", opts)
 	}
+}
+
+// rootWith returns a root holding one file.
+func rootWith(t *testing.T, name string, data []byte) *bootfiles.Root {
+	base := t.TempDir()
+	mustT(t, os.WriteFile(filepath.Join(base, name), data, 0o644))
+	root, err := bootfiles.OpenRoot(base)
+	mustT(t, err)
+	t.Cleanup(func() { root.Close() })
+	return root
 }
 
 func slogJSON(w io.Writer) *slog.Logger {
