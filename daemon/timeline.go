@@ -36,13 +36,17 @@ type timeline struct {
 	dropped  atomic.Int64
 	lastWarn atomic.Int64 // unix nanoseconds
 
-	mu   sync.Mutex
-	seen map[fetchKey]time.Time // when each machine last fetched each path, for coalescing
+	mu      sync.Mutex
+	seen    map[fetchKey]time.Time // when each machine last fetched each path, for coalescing
+	pruneAt int                    // len(seen) at which old entries are dropped
 }
+
+// minPruneAt is the size at which the coalescing map is first pruned.
+const minPruneAt = 4096
 
 func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
 	return &timeline{store: store, policy: policy, leases: leases, log: log.With("component", "timeline"),
-		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}}
+		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}, pruneAt: minPruneAt}
 }
 
 // observe is the HTTP server's Observe hook. It leaves out repeats on the
@@ -73,12 +77,16 @@ func (t *timeline) first(mac net.HardwareAddr, path string, now time.Time) bool 
 	if last, ok := t.seen[k]; ok && now.Sub(last) < coalesceWindow {
 		return false
 	}
-	if len(t.seen) >= 4096 {
+	if len(t.seen) >= t.pruneAt {
 		for k, at := range t.seen {
 			if now.Sub(at) >= coalesceWindow {
 				delete(t.seen, k)
 			}
 		}
+		// More machines than that fetching within the window (a large
+		// fleet booting at once) would otherwise have every request
+		// scan them all under the lock.
+		t.pruneAt = max(minPruneAt, 2*len(t.seen))
 	}
 	t.seen[k] = now
 	return true

@@ -141,3 +141,29 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestTimelineCoalescesAFleet: with more machines fetching within the
+// window than the coalescing map is first pruned at, every repeat is still
+// left out, every fetch after the window is recorded, and the map stays
+// bounded by what is fresh.
+func TestTimelineCoalescesAFleet(t *testing.T) {
+	const machines = 3 * minPruneAt
+	tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
+	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+	t0 := time.Now()
+	count := func(at time.Duration) (first int) {
+		for i := range machines {
+			if tl.first(mac(i), "/ipxe/x", t0.Add(at)) {
+				first++
+			}
+		}
+		return first
+	}
+	got := []int{count(0), count(time.Second), count(coalesceWindow + time.Second), count(coalesceWindow + 2*time.Second)}
+	if diff := cmp.Diff([]int{machines, 0, machines, 0}, got); diff != "" {
+		t.Errorf("fetches recorded at 0, 1s, window+1s, window+2s (-want +got):\n%s", diff)
+	}
+	if n := len(tl.seen); n > 2*machines {
+		t.Errorf("coalescing map holds %d entries for %d machines", n, machines)
+	}
+}
