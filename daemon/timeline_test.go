@@ -149,7 +149,9 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 func TestTimelineCoalescesAFleet(t *testing.T) {
 	const machines = 3 * minPruneAt
 	tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
-	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+	mac := func(i int) net.HardwareAddr {
+		return net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+	}
 	t0 := time.Now()
 	count := func(at time.Duration) (first int) {
 		for i := range machines {
