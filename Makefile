@@ -25,7 +25,7 @@ TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitoo
 	busybox-static udhcpc isc-dhcp-client dhcpcd5 tftp-hpa atftp curl cpio \
 	iproute2 iputils-ping etcd-server openssh-server openssh-client \
 	redfishtool python3-sushy zstd xz-utils gzip util-linux kmod \
-	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium
+	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables
 # The peers `make bench` measures metal against.
 BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx-light kea-admin kea-dhcp4-server atftp \
 	iproute2 valgrind time
