@@ -35,8 +35,12 @@ const (
 	workers = 256
 	// queueLen bounds the packets waiting for a worker; beyond it packets
 	// are dropped, which is what a flood should cost.
-	queueLen  = 1024
-	maxPacket = 1500
+	queueLen = 1024
+	// inlineStreak: the reader answers packets itself only while fewer
+	// than this many in a row found another behind them (see read).
+	// perfdhcp's bursts of a few packets stay under it; a flood does not.
+	inlineStreak = 4
+	maxPacket    = 1500
 )
 
 // Server is the DHCP server: a Handler behind sockets bound to one
@@ -191,18 +195,20 @@ func (s *Server) knownMAC(ctx context.Context, data []byte) bool {
 }
 
 // read feeds one socket's packets to the workers. A DISCOVER or REQUEST
-// that arrives while nothing else waits, in the socket or the queues, is
-// answered here instead: handing each packet to a worker woke a thread
-// per packet, and those wake-ups and context switches were the larger
-// part of the server's CPU. (A REQUEST's ACK still waits for its lease to
-// be durable: the lease table's committer sends it.) Under a flood
-// packets wait, and all go through the queues, known machines' first.
+// that arrives while the worker queues are empty and the socket's backlog
+// is short is answered here instead: handing each packet to a worker
+// woke a thread per packet, and those wake-ups and context switches were
+// the larger part of the server's CPU. (A REQUEST's ACK still waits for
+// its lease to be durable: the lease table's committer sends it.) Under a
+// flood the socket never empties: after inlineStreak packets each found
+// another waiting, all go through the queues, known machines' first.
 func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues) error {
 	buf := make([]byte, 64<<10)
 	waiting := pendingInput(c)
 	// With a shared store, each DISCOVER and REQUEST is a round trip to
 	// it, which must not hold up reading: workers answer every packet.
 	here := s.h.leases.shared == nil
+	streak := 0 // packets in a row that found another waiting
 	for {
 		n, addr, err := c.ReadFrom(buf)
 		if err != nil {
@@ -216,7 +222,12 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 			continue
 		}
 		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
-		if here && len(q.known) == 0 && len(q.other) == 0 && !waiting() && s.handleHere(ctx, p) {
+		if waiting() {
+			streak++
+		} else {
+			streak = 0
+		}
+		if here && streak < inlineStreak && len(q.known) == 0 && len(q.other) == 0 && s.handleHere(ctx, p) {
 			continue
 		}
 		queue := q.other
