@@ -52,7 +52,9 @@ type Config struct {
 	// write timeout: a multi-gigabyte image over a slow link is legitimate.
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
-	// Logger receives the access log; default slog.Default().
+	// Logger receives the access log; default slog.Default(). A served
+	// script is logged at debug (a machine's fetch is in its boot
+	// timeline), everything else and every refusal at info.
 	Logger *slog.Logger
 	// Extra mounts more handlers beside the boot routes, by ServeMux
 	// pattern: the daemon's API, console and metrics share the listener.
