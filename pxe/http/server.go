@@ -228,7 +228,7 @@ func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe
 // itself, which refuses too many parameters.
 func queryValue(raw, key string) string {
 	if len(raw) > 1024 {
-		return url.Values(parsedQuery(raw)).Get(key)
+		return parsedQuery(raw).Get(key)
 	}
 	for raw != "" {
 		var pair string
