@@ -5,6 +5,8 @@ package syncbuf
 
 import (
 	"bytes"
+	"encoding/json"
+	"strings"
 	"sync"
 )
 
@@ -26,4 +28,18 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Records reads what was written as JSON lines (slog's JSON handler) and
+// returns those match accepts, in order; lines that are not a JSON object
+// are skipped.
+func (b *Buffer) Records(match func(map[string]any) bool) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(b.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && match(m) {
+			out = append(out, m)
+		}
+	}
+	return out
 }

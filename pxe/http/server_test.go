@@ -3,7 +3,6 @@ package http
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,11 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
@@ -67,28 +66,10 @@ func (l leases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
 	return nil, false
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 func (l *logBuffer) records(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	return l.Records(func(m map[string]any) bool { return m["msg"] == msg })
 }
 
 const (
@@ -174,7 +155,7 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 			t.Errorf("ServeListener: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("server log:\n%s", ts.logs.buf.String())
+			t.Logf("server log:\n%s", ts.logs.String())
 		}
 	})
 	return ts

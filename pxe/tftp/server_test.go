@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,38 +13,20 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
 
 // logBuffer collects JSON log lines from the server under test.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logBuffer struct{ syncbuf.Buffer }
 
 // records returns the log lines with msg, as maps.
 func (l *logBuffer) records(msg string) []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
-			out = append(out, m)
-		}
-	}
-	return out
+	return l.Records(func(m map[string]any) bool { return m["msg"] == msg })
 }
 
 // waitRecord waits for a log line with msg whose "file" is file: transfers
@@ -68,7 +49,7 @@ func (l *logBuffer) waitRecordWithin(t *testing.T, msg, file string, d time.Dura
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("no %q log line for file %q; log:\n%s", msg, file, l.buf.String())
+	t.Fatalf("no %q log line for file %q; log:\n%s", msg, file, l.String())
 	return nil
 }
 
@@ -81,7 +62,7 @@ func (l *logBuffer) waitServing(t testing.TB) {
 	deadline := time.Now().Add(5 * time.Second)
 	for len(l.records("tftp serving")) == 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("server never logged tftp serving; log:\n%s", l.buf.String())
+			t.Fatalf("server never logged tftp serving; log:\n%s", l.String())
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -157,7 +138,7 @@ func serveUntilCleanup(t testing.TB, logs *logBuffer, serve func(ctx context.Con
 			t.Errorf("serve: %v", err)
 		}
 		if t.Failed() {
-			t.Logf("server log:\n%s", logs.buf.String())
+			t.Logf("server log:\n%s", logs.String())
 		}
 	})
 	logs.waitServing(t)

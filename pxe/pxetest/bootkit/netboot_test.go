@@ -3,18 +3,17 @@ package bootkit_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
@@ -46,27 +45,10 @@ func (p onePolicy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, 
 
 // jsonLog is the servers' shared log, kept for assertions and for the
 // failure report.
-type jsonLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *jsonLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type jsonLog struct{ syncbuf.Buffer }
 
 func (l *jsonLog) find(match func(map[string]any) bool) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for _, line := range strings.Split(l.buf.String(), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && match(m) {
-			return true
-		}
-	}
-	return false
+	return len(l.Records(match)) > 0
 }
 
 // TestNetboot is issue 4's end-to-end proof: in a lab namespace with a
@@ -185,7 +167,7 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 		cancel()
 		wg.Wait()
 		if t.Failed() {
-			t.Logf("metal's log:\n%s", logs.buf.String())
+			t.Logf("metal's log:\n%s", logs.String())
 		}
 	})
 
