@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/metal-dev/metal/internal/procstat"
 )
 
 // Proc is a long-lived process the lab started (a BMC, metal serve). It is
@@ -51,29 +53,10 @@ func startDetached(ns, name, logPath string, env []string, prog string, args ...
 	return Proc{Name: name, PID: cmd.Process.Pid, Start: start, Log: logPath}, nil
 }
 
-// procStat returns a process's state letter and start time from
-// /proc/PID/stat.
+// procStat returns a process's state letter and start time.
 func procStat(pid int) (state byte, start uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	// The command name (field 2) may hold spaces and parentheses; the
-	// fields after its last ')' are fixed: state is the 3rd, starttime the
-	// 22nd.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	fields := strings.Fields(string(b[i+1:]))
-	if len(fields) < 20 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	start, err = strconv.ParseUint(fields[19], 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
-	}
-	return fields[0][0], start, nil
+	st, err := procstat.Read(pid)
+	return st.State, st.StartTime, err
 }
 
 func procStart(pid int) (uint64, error) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/metal-dev/metal/internal/procstat"
 	"github.com/metal-dev/metal/pxe"
 )
 
@@ -245,36 +245,11 @@ func treeCPUSeconds(pid int) (float64, error) {
 	return float64(ticks) / clockTicks, nil
 }
 
-// procCPU reads a process's parent and utime+stime (in clock ticks) from
-// /proc/PID/stat; the fields are counted after the command name, which
-// may itself hold spaces and parentheses.
+// procCPU reads a process's parent and user+system CPU time in clock
+// ticks.
 func procCPU(pid int) (ppid int, ticks int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-	if len(f) < 13 {
-		return 0, 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	ppid, err = strconv.Atoi(f[1])
-	if err != nil {
-		return 0, 0, err
-	}
-	utime, err := strconv.ParseInt(f[11], 10, 64)
-	if err != nil {
-		return 0, 0, err
-	}
-	stime, err := strconv.ParseInt(f[12], 10, 64)
-	if err != nil {
-		return 0, 0, err
-	}
-	return ppid, utime + stime, nil
+	st, err := procstat.Read(pid)
+	return st.PPID, int64(st.UTime + st.STime), err
 }
 
 // loopbackAddr is a free TCP address on 127.0.0.1.
