@@ -9,11 +9,11 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // operator carries out the console's and API's actions (api.Actions) and

@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // fleetLab is a real daemon (daemon.New and Serve, on loopback ports) for a

@@ -11,10 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // Paths of the local socket (LocalSocket) by which `metal apply` hands a

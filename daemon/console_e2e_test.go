@@ -7,10 +7,10 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/daemon/console/consoletest"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // TestConsoleActionsInChromium: an operator in headless Chromium logs in

@@ -23,6 +23,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/daemon/metrics"
@@ -37,7 +38,6 @@ import (
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // Options say which site to serve and where.

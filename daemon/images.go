@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // SyncSite records the site's machines in the store (see apply.Sync).

@@ -20,9 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // selfSigned writes a certificate for 127.0.0.1 and its key as PEM files

@@ -229,7 +229,7 @@ type Machine struct {
 	// Agent is the install agent's last report about Intent.Task.
 	Agent *AgentStatus `json:"agent,omitempty"`
 	// Applied is the site's declaration of this machine, flattened to
-	// attribute names and values as site/plan shows them, that the
+	// attribute names and values as converge/plan shows them, that the
 	// converge engine last carried out. The next plan diffs the site
 	// against it; nil means nothing was ever applied.
 	Applied map[string]string `json:"applied,omitempty"`

@@ -3,8 +3,8 @@ package site_test
 import (
 	"testing"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // BenchmarkLoadAndPlan10k is validate + plan of a 10,000-machine site, the

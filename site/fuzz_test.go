@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // FuzzLoad feeds arbitrary bytes to the loader: it must return diagnostics,

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // applyFleetSize is how many simulated machines the apply benchmark

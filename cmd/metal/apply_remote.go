@@ -14,10 +14,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // runningDaemon returns the local socket of a `metal serve` running for

@@ -13,10 +13,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/internal/syncbuf"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // serveLab is a simulated fleet served by a running `metal serve` that

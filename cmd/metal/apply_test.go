@@ -13,11 +13,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // applyLab is a simulated fleet whose state lives in a real etcd, so the

@@ -12,8 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 func init() { register(newBMCCmd) }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/site/doctor"
+	"github.com/metal-dev/metal/doctor"
 )
 
 func init() { register(newDoctorCmd) }

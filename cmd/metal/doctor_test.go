@@ -19,8 +19,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/doctor"
 	"github.com/metal-dev/metal/pxe/pxetest"
-	"github.com/metal-dev/metal/site/doctor"
 )
 
 // startLabBMC serves metal's virtual Redfish BMC for one simulated machine

@@ -22,10 +22,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.etcd.io/bbolt"
 
+	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
-	"github.com/metal-dev/metal/site/apply/applytest"
 )
 
 // killPoints is how many times TestApplyKillPoints kills `metal apply`.

@@ -17,11 +17,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 func init() { register(newPlanCmd) }

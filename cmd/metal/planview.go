@@ -10,9 +10,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // ANSI colors for the plan, as Terraform uses them.

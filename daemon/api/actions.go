@@ -7,8 +7,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // Actions are what an operator may ask of the site from the API or the

@@ -16,10 +16,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/daemon/api/apitest"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 type fixture struct {

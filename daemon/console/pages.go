@@ -8,9 +8,9 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // machineRow is one line of the machines table.

@@ -4,7 +4,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/metal-dev/metal/site/plan"
+	"github.com/metal-dev/metal/converge/plan"
 )
 
 // planSymbol is the mark `metal plan` prints before a machine or an

@@ -1,6 +1,6 @@
 // Package apitest builds what the API and console tests serve: a bbolt
 // inventory store holding a site's machines (recorded by the same
-// site/apply.Sync the daemon uses), an apply run in progress, the site's
+// converge/apply.Sync the daemon uses), an apply run in progress, the site's
 // planner, and Actions that carry operator actions out on the store the
 // way the converge engine does.
 package apitest
@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // Lab is a loaded site and the store that holds it.

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // Observed returns what the engine last carried out on each machine of the

@@ -5,8 +5,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 const base = `

@@ -16,12 +16,12 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/apply/applytest"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
-	"github.com/metal-dev/metal/site/apply/applytest"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // lab is a simulated fleet, its store and its site.

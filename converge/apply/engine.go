@@ -20,9 +20,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // AgentBoot is how a machine netboots metal's install agent: the kernel and

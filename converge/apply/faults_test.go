@@ -11,8 +11,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // stepsCut is the real store with a process death after n apply steps: the

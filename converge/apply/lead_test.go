@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // TestLeadReleaseIsNotLoss: giving the apply leadership up at the end of

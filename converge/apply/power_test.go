@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // TestPowerPoller: the poller records what each simulated machine's

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // Event is one Hook call as data: what `metal apply --json` prints, one

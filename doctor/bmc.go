@@ -7,8 +7,8 @@ import (
 	"strings"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/apply"
 )
 
 // checkBMCs reads the power state of every machine's BMC with its

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
-	"github.com/metal-dev/metal/site/plan"
 )
 
 // machineRun is one machine's part of a run: a state machine whose steps
