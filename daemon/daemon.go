@@ -144,7 +144,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		reload: opts.Reload}
 	d.StateDir = opts.StateDir
 	if d.StateDir == "" {
-		d.StateDir = DefaultStateDir(s.Settings.State, opts.SiteDir)
+		d.StateDir = site.DefaultStateDir(s.Settings.State, opts.SiteDir)
 	}
 	if err := os.MkdirAll(d.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
@@ -152,7 +152,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 
 	d.Store = opts.Store
 	if d.Store == nil {
-		d.Store, err = backend.Open(ctx, ResolveState(s.Settings.State, opts.SiteDir), backend.Options{Logger: opts.Logger})
+		d.Store, err = backend.Open(ctx, site.ResolveState(s.Settings.State, opts.SiteDir), backend.Options{Logger: opts.Logger})
 		if err != nil {
 			return nil, err
 		}
@@ -396,24 +396,6 @@ func dhcpSubnet(n *site.Network) dhcp.Subnet {
 		CIDR: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Domain: n.Domain,
 		PoolStart: n.PoolStart, PoolEnd: n.PoolEnd, LeaseTime: n.LeaseTime,
 	}
-}
-
-// DefaultStateDir puts leases and staged files beside a file:// state
-// store; with etcd, in .metal beside the site file.
-func DefaultStateDir(state, siteDir string) string {
-	if p, ok := strings.CutPrefix(ResolveState(state, siteDir), "file://"); ok {
-		return filepath.Dir(p)
-	}
-	return filepath.Join(siteDir, ".metal")
-}
-
-// ResolveState makes a relative file:// state path relative to the site
-// file's directory, as the site file means it.
-func ResolveState(state, siteDir string) string {
-	if p, ok := strings.CutPrefix(state, "file://"); ok && !filepath.IsAbs(p) {
-		return "file://" + filepath.Join(siteDir, p)
-	}
-	return state
 }
 
 // interfaceAddr returns the interface's IPv4 address inside subnet: the

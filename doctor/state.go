@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
@@ -26,7 +25,7 @@ const probeSize = 64 << 10
 // by a running metal serve of this site) and the state directory (leases
 // and staged files can be written, with room for the staged images).
 func checkState(ctx context.Context, opts Options, siteDir string, self selfRef) []Check {
-	state := daemon.ResolveState(opts.Site.Settings.State, siteDir)
+	state := site.ResolveState(opts.Site.Settings.State, siteDir)
 	return []Check{
 		checkStore(ctx, state, self),
 		checkStateDir(stateDir(opts, siteDir), stagedBytes(opts, siteDir)),
@@ -38,7 +37,7 @@ func stateDir(opts Options, siteDir string) string {
 	if opts.StateDir != "" {
 		return opts.StateDir
 	}
-	return daemon.DefaultStateDir(opts.Site.Settings.State, siteDir)
+	return site.DefaultStateDir(opts.Site.Settings.State, siteDir)
 }
 
 func checkStore(ctx context.Context, state string, self selfRef) Check {

@@ -24,7 +24,7 @@ import (
 // the site (daemon.LocalSocket in its state directory), if one answers.
 func runningDaemon(s *site.Site, siteDir, stateDir string) (string, bool) {
 	if stateDir == "" {
-		stateDir = daemon.DefaultStateDir(s.Settings.State, siteDir)
+		stateDir = site.DefaultStateDir(s.Settings.State, siteDir)
 	}
 	sock := filepath.Join(stateDir, daemon.LocalSocket)
 	if _, err := os.Stat(sock); err != nil {

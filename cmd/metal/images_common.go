@@ -11,7 +11,6 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/site"
@@ -54,7 +53,7 @@ func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) 
 	siteDir := filepath.Dir(f.sitePath)
 	stateDir := f.stateDir
 	if stateDir == "" {
-		stateDir = daemon.DefaultStateDir(res.Site.Settings.State, siteDir)
+		stateDir = site.DefaultStateDir(res.Site.Settings.State, siteDir)
 	}
 	log := a.logger()
 	fetch := &source.Fetcher{SiteDir: siteDir, Logger: log}

@@ -16,11 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/internal/humanize"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/bolt"
+	"github.com/metal-dev/metal/site"
 )
 
 func init() { register(newMachinesCmd) }
@@ -68,7 +68,7 @@ func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
 		return out, silentExit(exitFailed)
 	}
 	out.Name = res.Site.Name
-	out.State = daemon.ResolveState(res.Site.Settings.State, filepath.Dir(f.sitePath))
+	out.State = site.ResolveState(res.Site.Settings.State, filepath.Dir(f.sitePath))
 	if f.state != "" {
 		out.State = f.state
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
 )
@@ -114,7 +113,7 @@ or the inventory changed since.`,
 // the site's state store. A file store that does not exist yet has
 // observed nothing (and is not created: plan changes nothing).
 func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir string) (map[string]plan.Attributes, error) {
-	state := daemon.ResolveState(s.Settings.State, siteDir)
+	state := site.ResolveState(s.Settings.State, siteDir)
 	if p, ok := strings.CutPrefix(state, "file://"); ok {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/site"
 )
 
 func init() { register(newTokenCmd) }
@@ -38,7 +38,7 @@ func (f *tokenFlags) path(a *app) (string, error) {
 		if diags.HasErrors() {
 			return "", silentExit(exitFailed)
 		}
-		dir := daemon.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site))
+		dir := site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site))
 		return filepath.Join(dir, api.TokenFile), nil
 	}
 	return "", &exitError{code: exitUsage, err: errors.New("say where the tokens are: --site site.hcl or --state-dir DIR")}
