@@ -35,6 +35,7 @@ import (
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/storeleases"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
 	"github.com/metal-dev/metal/site"
@@ -369,7 +370,7 @@ func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
 // grouped across acknowledgements, keeps DHCP fast and just as durable.
 func (d *Daemon) leaseStore(network string) dhcp.LeaseStore {
 	if strings.HasPrefix(d.site.Settings.State, "etcd://") {
-		return dhcp.NewInventoryLeases(d.Store)
+		return storeleases.NewInventoryLeases(d.Store)
 	}
 	return dhcp.NewFileStore(filepath.Join(d.StateDir, "leases-"+network+".json"))
 }

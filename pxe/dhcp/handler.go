@@ -325,7 +325,7 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	}
 	name := hostname(host)
 	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
-	if errors.Is(err, errLeaseStore) {
+	if errors.Is(err, ErrLeaseStore) {
 		return reply{}, err // no answer: the client asks again, maybe of a server that can reach the store
 	}
 	if err != nil {

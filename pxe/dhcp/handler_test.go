@@ -443,8 +443,8 @@ func TestLeaseLife(t *testing.T) {
 	// A third MAC takes the last address; a fourth finds the pool full,
 	// an address is never given to two MACs.
 	c := dora(t, h, mac(3))
-	if _, err := h.Handle(ctx, discover(mac(4)), From{}); err == nil || !strings.Contains(err.Error(), errPoolExhausted.Error()) {
-		t.Fatalf("full pool: %v, want %v", err, errPoolExhausted)
+	if _, err := h.Handle(ctx, discover(mac(4)), From{}); err == nil || !strings.Contains(err.Error(), ErrPoolExhausted.Error()) {
+		t.Fatalf("full pool: %v, want %v", err, ErrPoolExhausted)
 	}
 	seen := map[netip.Addr]bool{a: true, b: true, c: true}
 	if len(seen) != 3 {

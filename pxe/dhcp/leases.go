@@ -17,7 +17,7 @@ import (
 // Errors of the lease table; a request that meets one gets a NAK or no
 // offer.
 var (
-	errPoolExhausted = errors.New("pool exhausted")
+	ErrPoolExhausted = errors.New("pool exhausted")
 	errNoPool        = errors.New("subnet has no pool")
 	errAddrInUse     = errors.New("address in use by another MAC")
 	errDeclined      = errors.New("address declined recently")
@@ -400,7 +400,7 @@ func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr,
 		}
 	}
 	if oldest == nil {
-		return netip.Addr{}, errPoolExhausted
+		return netip.Addr{}, ErrPoolExhausted
 	}
 	return oldest.ip, nil
 }
@@ -565,7 +565,7 @@ func (t *leaseTable) offerShared(ctx context.Context, k macKey, s *subnet, reque
 	for {
 		got, _, err := t.shared.Allocate(ctx, a)
 		if err == nil && slices.Contains(a.Exclude, got) {
-			err = fmt.Errorf("%w: the store gave %v, excluded", errPoolExhausted, got)
+			err = fmt.Errorf("%w: the store gave %v, excluded", ErrPoolExhausted, got)
 		}
 		if err != nil {
 			if skipped.IsValid() {
@@ -606,7 +606,7 @@ func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, rese
 		return time.Time{}, false, errReserved
 	}
 	_, expiry, err := t.shared.Allocate(ctx, Allocation{MAC: k.hw(), Hostname: hostname, Start: ip, End: ip, TTL: s.leaseTime})
-	if errors.Is(err, errPoolExhausted) {
+	if errors.Is(err, ErrPoolExhausted) {
 		return time.Time{}, false, errAddrInUse
 	}
 	if err != nil {

@@ -1,4 +1,4 @@
-package dhcp
+package dhcp_test
 
 import (
 	"context"
@@ -15,16 +15,18 @@ import (
 
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
+	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/pxe/storeleases"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 )
 
 // reservingPolicy is a testPolicy that also says which machine an address
 // is declared for (Reservations), as pxe/storepolicy does.
-type reservingPolicy struct{ *testPolicy }
+type reservingPolicy struct{ *dhcp.TestPolicy }
 
 func (p reservingPolicy) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
-	for _, h := range p.hosts {
+	for _, h := range p.Hosts() {
 		if a, ok := netip.AddrFromSlice(h.IP.To4()); ok && a == ip {
 			return h.MAC, true
 		}
@@ -37,30 +39,30 @@ func (p reservingPolicy) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
 // their machines only, and NAKs another MAC asking for one, whether the
 // server allocates alone or through a shared inventory store.
 func TestPoolSkipsReservations(t *testing.T) {
-	stores := map[string]func(t *testing.T) LeaseStore{
-		"memory": func(*testing.T) LeaseStore { return nil },
-		"inventory": func(t *testing.T) LeaseStore {
-			return NewInventoryLeases(openStore(t, "file://"+filepath.Join(t.TempDir(), "state.db")))
+	stores := map[string]func(t *testing.T) dhcp.LeaseStore{
+		"memory": func(*testing.T) dhcp.LeaseStore { return nil },
+		"inventory": func(t *testing.T) dhcp.LeaseStore {
+			return storeleases.NewInventoryLeases(openStore(t, "file://"+filepath.Join(t.TempDir(), "state.db")))
 		},
 	}
 	r1, r2 := pxetest.MAC(70), pxetest.MAC(71)
 	for name, open := range stores {
 		t.Run(name, func(t *testing.T) {
 			ctx := context.Background()
-			cfg := unitConfig()
+			cfg := dhcp.UnitConfig()
 			cfg.Subnets[0].PoolStart = netip.MustParseAddr("192.0.2.100")
 			cfg.Subnets[0].PoolEnd = netip.MustParseAddr("192.0.2.103")
-			policy := reservingPolicy{newTestPolicy(
+			policy := reservingPolicy{dhcp.NewTestPolicy(
 				pxe.Host{Name: "r1", MAC: r1, IP: net.ParseIP("192.0.2.100")},
 				pxe.Host{Name: "r2", MAC: r2, IP: net.ParseIP("192.0.2.102")},
 			)}
-			h, _ := newUnitHandler(t, cfg, policy, open(t))
+			h, _ := dhcp.NewUnitHandler(t, cfg, policy, open(t))
 
 			// Three unknown MACs ask; the shared store picks its own order.
 			var offers []string
 			for i := range 3 {
 				mac := pxetest.MAC(80 + i)
-				offer, err := h.Handle(ctx, discover(mac), From{})
+				offer, err := h.Handle(ctx, dhcp.Discover(mac), dhcp.From{})
 				switch {
 				case err != nil:
 					offers = append(offers, "none")
@@ -73,13 +75,13 @@ func TestPoolSkipsReservations(t *testing.T) {
 			sort.Strings(offers)
 			got := map[string]string{"unknown MACs' offers": strings.Join(offers, " ")}
 			// A MAC that asks for a reserved address outright (INIT-REBOOT).
-			nak, err := h.Handle(ctx, request(pxetest.MAC(83), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("192.0.2.102")))), From{})
+			nak, err := h.Handle(ctx, dhcp.Request(pxetest.MAC(83), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("192.0.2.102")))), dhcp.From{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			got["request of r2's address"] = nak.MessageType().String()
-			got["r1"] = dora(t, h, r1).String()
-			got["r2"] = dora(t, h, r2).String()
+			got["r1"] = dhcp.Dora(t, h, r1).String()
+			got["r2"] = dhcp.Dora(t, h, r2).String()
 			want := map[string]string{
 				"unknown MACs' offers":    "192.0.2.101 192.0.2.103 none",
 				"request of r2's address": "NAK",
@@ -109,15 +111,15 @@ func TestPoolSkipsStoreReservations(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: tlog(t)})
+	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: dhcp.Tlog(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	lab := pxetest.NewLab(t)
-	startServer(t, lab, labConfig(), policy, nil)
+	dhcp.StartServer(t, lab, dhcp.LabConfig(), policy, nil)
 	got := map[string]string{
-		"unknown":  udhcpc(t, lab.AddHost("u", pxetest.MAC(74)))["ip"],
-		"declared": udhcpc(t, lab.AddHost("d", declared))["ip"],
+		"unknown":  dhcp.Udhcpc(t, lab.AddHost("u", pxetest.MAC(74)))["ip"],
+		"declared": dhcp.Udhcpc(t, lab.AddHost("d", declared))["ip"],
 	}
 	if d := cmp.Diff(map[string]string{"unknown": "192.0.2.101", "declared": "192.0.2.100"}, got); d != "" {
 		t.Errorf("leases (-want +got):\n%s", d)

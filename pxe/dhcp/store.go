@@ -394,3 +394,41 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
+
+// SharedLeaseStore is a LeaseStore that several servers allocate from at
+// once (metal servers sharing one etcd). A table over it decides nothing
+// alone: it asks the store for every pool address before offering it and
+// for every address before acknowledging it, and the store's transaction
+// decides, so no address is ever held by two MACs whichever server answered
+// them. Save has nothing left to write then (each call below is durable
+// when it returns); Load fills the table at start.
+type SharedLeaseStore interface {
+	LeaseStore
+	// Allocate gives a.MAC an address of [a.Start, a.End] until now+a.TTL:
+	// the one it holds there, else a.Prefer if free, else a free or
+	// expired one. ErrPoolExhausted: none is left (or, for a one-address
+	// range, that address is another MAC's).
+	Allocate(ctx context.Context, a Allocation) (netip.Addr, time.Time, error)
+	// Release ends mac's lease of ip; a lease of another address, or none,
+	// is left alone.
+	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
+	// Decline takes ip from mac and keeps it from every server's pool
+	// until until; an address mac does not hold is left alone.
+	Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error
+}
+
+// Allocation asks a SharedLeaseStore for an address.
+type Allocation struct {
+	MAC        net.HardwareAddr
+	Hostname   string
+	Start, End netip.Addr
+	// Exclude are addresses of the range never given (the server's own,
+	// the gateway's).
+	Exclude []netip.Addr
+	Prefer  netip.Addr
+	TTL     time.Duration
+}
+
+// ErrLeaseStore marks a failure to reach the shared store: the request goes
+// unanswered (the client retries) rather than NAKed.
+var ErrLeaseStore = errors.New("lease store")

@@ -1,4 +1,4 @@
-package dhcp
+package dhcp_test
 
 import (
 	"context"
@@ -18,7 +18,9 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
+	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/pxe/storeleases"
 )
 
 func openStore(t *testing.T, url string) inventory.Store {
@@ -77,11 +79,11 @@ func TestInventoryLeasesBolt(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	url := "file://" + filepath.Join(t.TempDir(), "state.db")
 	var store inventory.Store
-	open := func() LeaseStore {
+	open := func() dhcp.LeaseStore {
 		store = openStore(t, url)
-		return NewInventoryLeases(store)
+		return storeleases.NewInventoryLeases(store)
 	}
-	checkRestartKeepsLeases(t, pxetest.NewLab(t), 30, open, func(ipA, ipB string) {
+	dhcp.CheckRestartKeepsLeases(t, pxetest.NewLab(t), 30, open, func(ipA, ipB string) {
 		want := []string{pxetest.MAC(30).String() + " " + ipA, pxetest.MAC(31).String() + " " + ipB}
 		sort.Strings(want)
 		if d := cmp.Diff(want, storedLeases(t, store)); d != "" {
@@ -99,14 +101,14 @@ func TestInventoryLeasesTwoServersOneEtcd(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	c := etcdtest.New(t, 1)
 	url := c.StateURL("/metal-dhcp")
-	cfg := labConfig()
+	cfg := dhcp.LabConfig()
 	cfg.Subnets[0].PoolStart = netip.MustParseAddr("192.0.2.100")
 	cfg.Subnets[0].PoolEnd = netip.MustParseAddr("192.0.2.105")
 
 	labs := []*pxetest.Lab{pxetest.NewLab(t), pxetest.NewLab(t)}
 	stores := []inventory.Store{openStore(t, url), openStore(t, url)}
 	for i, lab := range labs {
-		startServer(t, lab, cfg, newTestPolicy(), NewInventoryLeases(stores[i]))
+		dhcp.StartServer(t, lab, cfg, dhcp.NewTestPolicy(), storeleases.NewInventoryLeases(stores[i]))
 	}
 	type client struct {
 		ns        *pxetest.Netns
@@ -117,7 +119,7 @@ func TestInventoryLeasesTwoServersOneEtcd(t *testing.T) {
 	for i := range 6 {
 		mac := pxetest.MAC(40 + i)
 		dir := t.TempDir()
-		clients = append(clients, client{ns: labs[i%2].AddHost(fmt.Sprintf("c%d", i), mac), hook: envScript(t, dir), dir: dir, mac: mac.String()})
+		clients = append(clients, client{ns: labs[i%2].AddHost(fmt.Sprintf("c%d", i), mac), hook: dhcp.EnvScript(t, dir), dir: dir, mac: mac.String()})
 	}
 	ips := make([]string, len(clients))
 	errs := make([]error, len(clients))
@@ -153,7 +155,7 @@ func TestInventoryLeasesTwoServersOneEtcd(t *testing.T) {
 
 	late := labs[1].AddHost("late", pxetest.MAC(50))
 	dir := t.TempDir()
-	if ip, err := leaseOnce(late, envScript(t, dir), dir, 3); err == nil {
+	if ip, err := leaseOnce(late, dhcp.EnvScript(t, dir), dir, 3); err == nil {
 		t.Errorf("a seventh client got %s from a pool of six held by others", ip)
 	}
 }
@@ -178,15 +180,15 @@ func TestInventoryLeasesTwoNetworks(t *testing.T) {
 
 func checkTwoNetworks(t *testing.T, store inventory.Store) {
 	labA, labB := pxetest.NewLab(t), pxetest.NewLab(t)
-	cfgA := labConfig()
+	cfgA := dhcp.LabConfig()
 	cfgA.Subnets[0].PoolStart = netip.MustParseAddr("192.0.2.100")
 	cfgA.Subnets[0].PoolEnd = netip.MustParseAddr("192.0.2.105")
 	// Lab B's bridge serves 198.51.100.0/24 (its 192.0.2.1 stays unused).
 	labB.NS().MustIP("addr", "add", "198.51.100.1/24", "dev", pxetest.BridgeName)
-	cfgB := Config{
+	cfgB := dhcp.Config{
 		Interface: pxetest.BridgeName,
 		ServerIP:  netip.MustParseAddr("198.51.100.1"),
-		Subnets: []Subnet{{
+		Subnets: []dhcp.Subnet{{
 			CIDR:      pxetest.RelaySubnetA,
 			PoolStart: netip.MustParseAddr("198.51.100.100"),
 			PoolEnd:   netip.MustParseAddr("198.51.100.105"),
@@ -206,9 +208,9 @@ func checkTwoNetworks(t *testing.T, store inventory.Store) {
 
 	macA, macB := pxetest.MAC(60), pxetest.MAC(61)
 	hostA, hostB := labA.AddHost("a", macA), labB.AddHost("b", macB)
-	_, stopA := startServer(t, labA, cfgA, newTestPolicy(), NewInventoryLeases(store))
-	_, stopB := startServer(t, labB, cfgB, newTestPolicy(), NewInventoryLeases(store))
-	ipA, ipB := udhcpc(t, hostA)["ip"], udhcpc(t, hostB)["ip"]
+	_, stopA := dhcp.StartServer(t, labA, cfgA, dhcp.NewTestPolicy(), storeleases.NewInventoryLeases(store))
+	_, stopB := dhcp.StartServer(t, labB, cfgB, dhcp.NewTestPolicy(), storeleases.NewInventoryLeases(store))
+	ipA, ipB := dhcp.Udhcpc(t, hostA)["ip"], dhcp.Udhcpc(t, hostB)["ip"]
 	if !cfgA.Subnets[0].CIDR.Contains(netip.MustParseAddr(ipA)) || !cfgB.Subnets[0].CIDR.Contains(netip.MustParseAddr(ipB)) {
 		t.Fatalf("leases %s (lab A) and %s (lab B): each should be of its own lab's network", ipA, ipB)
 	}
@@ -224,14 +226,14 @@ func checkTwoNetworks(t *testing.T, store inventory.Store) {
 	for len(handled) > 0 {
 		<-handled
 	}
-	srvA, _ := startServer(t, labA, cfgA, newTestPolicy(), NewInventoryLeases(store))
-	srvB, _ := startServer(t, labB, cfgB, newTestPolicy(), NewInventoryLeases(store))
+	srvA, _ := dhcp.StartServer(t, labA, cfgA, dhcp.NewTestPolicy(), storeleases.NewInventoryLeases(store))
+	srvB, _ := dhcp.StartServer(t, labB, cfgB, dhcp.NewTestPolicy(), storeleases.NewInventoryLeases(store))
 	type view struct {
 		InUse            int
 		Own, Other       string // LeasedIP of each lab's MAC
 		OwnMAC, OtherMAC string // MACOf each lab's address
 	}
-	look := func(h *Handler, own, other net.HardwareAddr, ownIP, otherIP string) view {
+	look := func(h *dhcp.Handler, own, other net.HardwareAddr, ownIP, otherIP string) view {
 		v := view{InUse: h.LeasesInUse()}
 		if ip, ok := h.LeasedIP(own); ok {
 			v.Own = ip.String()
@@ -259,16 +261,16 @@ func checkTwoNetworks(t *testing.T, store inventory.Store) {
 		t.Errorf("what each server knows after loading the shared store (-want +got):\n%s", d)
 	}
 
-	// From lab A, packets about lab B's addresses: B's client's MAC
+	// dhcp.From lab A, packets about lab B's addresses: B's client's MAC
 	// releasing and declining its lease (a NIC on both networks, or a
 	// spoofer), and A's client declining a free address of B's pool.
-	conn := udpIn(t, hostA, "", clientPort)
+	conn := dhcp.UDPIn(t, hostA, "", dhcp.ClientPort)
 	for _, m := range []*dhcpv4.DHCPv4{
-		msg(dhcpv4.MessageTypeRelease, macB, dhcpv4.WithClientIP(net.ParseIP(ipB)), dhcpv4.WithServerIP(net.ParseIP("192.0.2.1"))),
-		msg(dhcpv4.MessageTypeDecline, macB, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ipB)))),
-		msg(dhcpv4.MessageTypeDecline, macA, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("198.51.100.105")))),
+		dhcp.Msg(dhcpv4.MessageTypeRelease, macB, dhcpv4.WithClientIP(net.ParseIP(ipB)), dhcpv4.WithServerIP(net.ParseIP("192.0.2.1"))),
+		dhcp.Msg(dhcpv4.MessageTypeDecline, macB, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ipB)))),
+		dhcp.Msg(dhcpv4.MessageTypeDecline, macA, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("198.51.100.105")))),
 	} {
-		exchange(t, conn, m.ToBytes(), m.TransactionID, "192.0.2.1:67", 0)
+		dhcp.Exchange(t, conn, m.ToBytes(), m.TransactionID, "192.0.2.1:67", 0)
 		select {
 		case h := <-handled:
 			t.Logf("server A: %s", h)
@@ -291,12 +293,12 @@ func checkTwoNetworks(t *testing.T, store inventory.Store) {
 func TestInventoryDeclines(t *testing.T) {
 	ctx := context.Background()
 	store := openStore(t, "file://"+filepath.Join(t.TempDir(), "state.db"))
-	l := NewInventoryLeases(store)
+	l := storeleases.NewInventoryLeases(store)
 	until := time.Now().Add(10 * time.Minute)
 	addrs := []netip.Addr{netip.MustParseAddr("192.0.2.5"), netip.MustParseAddr("193.0.2.5")}
 	for i, ip := range addrs {
 		mac := pxetest.MAC(90 + i)
-		if _, _, err := l.Allocate(ctx, Allocation{MAC: mac, Start: ip, End: ip, TTL: time.Hour}); err != nil {
+		if _, _, err := l.Allocate(ctx, dhcp.Allocation{MAC: mac, Start: ip, End: ip, TTL: time.Hour}); err != nil {
 			t.Fatal(err)
 		}
 		if err := l.Decline(ctx, mac, ip, until); err != nil {

@@ -1,4 +1,7 @@
-package dhcp
+// Package storeleases keeps the DHCP server's leases in the inventory store
+// (dhcp.SharedLeaseStore), so that several metal servers sharing one etcd
+// allocate from one table.
+package storeleases
 
 import (
 	"context"
@@ -10,45 +13,8 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/dhcp"
 )
-
-// SharedLeaseStore is a LeaseStore that several servers allocate from at
-// once (metal servers sharing one etcd). A table over it decides nothing
-// alone: it asks the store for every pool address before offering it and
-// for every address before acknowledging it, and the store's transaction
-// decides, so no address is ever held by two MACs whichever server answered
-// them. Save has nothing left to write then (each call below is durable
-// when it returns); Load fills the table at start.
-type SharedLeaseStore interface {
-	LeaseStore
-	// Allocate gives a.MAC an address of [a.Start, a.End] until now+a.TTL:
-	// the one it holds there, else a.Prefer if free, else a free or
-	// expired one. errPoolExhausted: none is left (or, for a one-address
-	// range, that address is another MAC's).
-	Allocate(ctx context.Context, a Allocation) (netip.Addr, time.Time, error)
-	// Release ends mac's lease of ip; a lease of another address, or none,
-	// is left alone.
-	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
-	// Decline takes ip from mac and keeps it from every server's pool
-	// until until; an address mac does not hold is left alone.
-	Decline(ctx context.Context, mac net.HardwareAddr, ip netip.Addr, until time.Time) error
-}
-
-// Allocation asks a SharedLeaseStore for an address.
-type Allocation struct {
-	MAC        net.HardwareAddr
-	Hostname   string
-	Start, End netip.Addr
-	// Exclude are addresses of the range never given (the server's own,
-	// the gateway's).
-	Exclude []netip.Addr
-	Prefer  netip.Addr
-	TTL     time.Duration
-}
-
-// errLeaseStore marks a failure to reach the shared store: the request goes
-// unanswered (the client retries) rather than NAKed.
-var errLeaseStore = errors.New("lease store")
 
 // InventoryLeases keeps the server's leases in metal's inventory store and
 // allocates through inventory.Store.AllocateLease, which is transactional
@@ -65,7 +31,7 @@ func NewInventoryLeases(s inventory.Store) *InventoryLeases {
 	return &InventoryLeases{store: s}
 }
 
-var _ SharedLeaseStore = (*InventoryLeases)(nil)
+var _ dhcp.SharedLeaseStore = (*InventoryLeases)(nil)
 
 // declinePrefix starts the placeholder MAC holding a declined address: a
 // locally administered unicast prefix (02:...), followed by the whole
@@ -85,27 +51,27 @@ func isDeclineHolder(l inventory.Lease) bool {
 
 // Load returns the store's leases; placeholders of declined addresses come
 // back as declines.
-func (s *InventoryLeases) Load(ctx context.Context) ([]Lease, error) {
+func (s *InventoryLeases) Load(ctx context.Context) ([]dhcp.Lease, error) {
 	ls, _, err := s.store.Leases(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errLeaseStore, err)
+		return nil, fmt.Errorf("%w: %w", dhcp.ErrLeaseStore, err)
 	}
-	out := make([]Lease, 0, len(ls))
+	out := make([]dhcp.Lease, 0, len(ls))
 	for _, l := range ls {
 		mac, err := net.ParseMAC(l.MAC)
 		if err != nil {
 			continue
 		}
-		out = append(out, Lease{MAC: mac, IP: l.IP, Hostname: l.Hostname, Expiry: l.Expiry, Declined: isDeclineHolder(l)})
+		out = append(out, dhcp.Lease{MAC: mac, IP: l.IP, Hostname: l.Hostname, Expiry: l.Expiry, Declined: isDeclineHolder(l)})
 	}
 	return out, nil
 }
 
 // Save writes nothing: Allocate, Release and Decline wrote every change
 // durably (a bbolt fsync, an etcd quorum) before they returned.
-func (s *InventoryLeases) Save(context.Context, []Lease) error { return nil }
+func (s *InventoryLeases) Save(context.Context, []dhcp.Lease) error { return nil }
 
-func (s *InventoryLeases) Allocate(ctx context.Context, a Allocation) (netip.Addr, time.Time, error) {
+func (s *InventoryLeases) Allocate(ctx context.Context, a dhcp.Allocation) (netip.Addr, time.Time, error) {
 	mac := a.MAC.String()
 	// An offer (short TTL) to a MAC that holds a longer lease in the range,
 	// from any server, must not cut that lease short: answer with it as is.
@@ -113,16 +79,16 @@ func (s *InventoryLeases) Allocate(ctx context.Context, a Allocation) (netip.Add
 		!l.Expired(time.Now()) && !l.Expiry.Before(time.Now().Add(a.TTL)) {
 		return l.IP, l.Expiry, nil
 	} else if err != nil && !errors.Is(err, inventory.ErrNotFound) {
-		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errLeaseStore, err)
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", dhcp.ErrLeaseStore, err)
 	}
 	l, err := s.store.AllocateLease(ctx, inventory.AllocateRequest{
 		MAC: mac, Hostname: a.Hostname, Start: a.Start, End: a.End, Exclude: a.Exclude, Prefer: a.Prefer, TTL: a.TTL,
 	})
 	switch {
 	case errors.Is(err, inventory.ErrPoolExhausted), errors.Is(err, inventory.ErrConflict):
-		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errPoolExhausted, err)
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", dhcp.ErrPoolExhausted, err)
 	case err != nil:
-		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", errLeaseStore, err)
+		return netip.Addr{}, time.Time{}, fmt.Errorf("%w: %w", dhcp.ErrLeaseStore, err)
 	}
 	return l.IP, l.Expiry, nil
 }
@@ -146,7 +112,7 @@ func (s *InventoryLeases) release(ctx context.Context, mac net.HardwareAddr, ip 
 		err = s.store.ReleaseLease(ctx, mac.String())
 	}
 	if err != nil {
-		return false, fmt.Errorf("%w: release %v of %v: %w", errLeaseStore, ip, mac, err)
+		return false, fmt.Errorf("%w: release %v of %v: %w", dhcp.ErrLeaseStore, ip, mac, err)
 	}
 	return true, nil
 }
@@ -170,7 +136,7 @@ func (s *InventoryLeases) Decline(ctx context.Context, mac net.HardwareAddr, ip 
 		return nil // another MAC took it meanwhile: it is not free either way
 	}
 	if err != nil {
-		return fmt.Errorf("%w: decline %v: %w", errLeaseStore, ip, err)
+		return fmt.Errorf("%w: decline %v: %w", dhcp.ErrLeaseStore, ip, err)
 	}
 	return nil
 }
