@@ -74,12 +74,14 @@ LAB_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitool
 LAB_DIR ?= .metal-lab
 LAB_MACHINES ?= 2
 LAB_UEFI ?= 1
+# auto: KVM if a probe guest runs under it, else TCG (slower); or kvm, tcg.
+LAB_ACCEL ?= auto
 lab: deps
 	$(call apt_install,$(LAB_PACKAGES))
 	@[ -n "$$(ls /var/lib/apt/lists/*_Packages 2>/dev/null)" ] || { SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); $$SUDO apt-get update -qq; }
 	$(MAKE) --no-print-directory build
 	@set -e; SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \
-	$$SUDO bin/metal lab up --dir $(LAB_DIR) --machines $(LAB_MACHINES) --uefi $(LAB_UEFI); \
+	$$SUDO bin/metal lab up --dir $(LAB_DIR) --machines $(LAB_MACHINES) --uefi $(LAB_UEFI) --accel $(LAB_ACCEL); \
 	$$SUDO bin/metal lab apply --dir $(LAB_DIR); \
 	echo; $$SUDO bin/metal lab status --dir $(LAB_DIR); \
 	echo; echo "Serial logs: $(LAB_DIR)/vms/*/serial.log   metal's logs: $(LAB_DIR)/logs/"; \

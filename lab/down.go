@@ -10,6 +10,8 @@ import (
 	"slices"
 	"syscall"
 	"time"
+
+	"github.com/metal-dev/metal/internal/netns"
 )
 
 // stopGrace is how long a lab process has to end after SIGTERM: metal vbmc
@@ -60,17 +62,17 @@ func Down(ctx context.Context, dir string, log *slog.Logger) error {
 			}
 		}
 	}
-	if netnsExists(ns) {
+	if netns.Exists(ns) {
 		if err := sweep(ctx, ns, log); err != nil {
 			errs = append(errs, err)
 		}
 		if st != nil {
 			for _, vm := range st.VMs {
-				_ = ip(ctx, "-n", ns, "link", "del", vm.Tap)
+				_ = netns.IP(ctx, "-n", ns, "link", "del", vm.Tap)
 			}
 		}
-		_ = ip(ctx, "-n", ns, "link", "del", bridge)
-		if err := ip(ctx, "netns", "del", ns); err != nil {
+		_ = netns.IP(ctx, "-n", ns, "link", "del", bridge)
+		if err := netns.IP(ctx, "netns", "del", ns); err != nil {
 			errs = append(errs, err)
 		} else {
 			log.Info("network namespace removed", "netns", ns)
@@ -89,7 +91,7 @@ func Down(ctx context.Context, dir string, log *slog.Logger) error {
 // or an interrupted `lab apply` left. They are the lab's by where they run;
 // nothing else is ever started in its namespace.
 func sweep(ctx context.Context, ns string, log *slog.Logger) error {
-	pids, err := netnsPIDs(ctx, ns)
+	pids, err := netns.PIDs(ctx, ns)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/netns"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
@@ -53,7 +54,7 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	if vm.Firmware != lab.BIOS || vm.Protocol != lab.Redfish {
 		t.Fatalf("vm-1 is %s behind %s, want BIOS behind Redfish", vm.Firmware, vm.Protocol)
 	}
-	sshd := sshdtest.StartWith(t, sshdtest.Options{Netns: st.Netns, Dial: lab.Dialer(st.Netns)})
+	sshd := sshdtest.StartWith(t, sshdtest.Options{Netns: st.Netns, Dial: netns.Dialer(st.Netns)})
 	// Kept with the lab's logs when the test fails.
 	t.Cleanup(func() { copyFile(filepath.Join(sshd.Dir, "sshd.log"), filepath.Join(dir, "logs", "sshd.log")) })
 	to := sshd.URL("snapshots")
@@ -241,7 +242,7 @@ func storeMachine(t *testing.T, ctx context.Context, url, name string) inventory
 // postAction posts an operator action to the daemon's API inside the lab.
 func postAction(t *testing.T, ctx context.Context, st *lab.State, token, body string) {
 	t.Helper()
-	client := &http.Client{Transport: &http.Transport{DialContext: lab.Dialer(st.Netns)}, Timeout: 30 * time.Second}
+	client := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(st.Netns)}, Timeout: 30 * time.Second}
 	req, err := http.NewRequestWithContext(ctx, "POST", st.HTTPURL()+"/api/v1/actions", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)

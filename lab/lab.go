@@ -31,6 +31,8 @@ import (
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/netns"
+	"github.com/metal-dev/metal/internal/qemu"
 )
 
 // The lab's addresses, all inside its own namespace. Only documentation
@@ -85,6 +87,12 @@ type Config struct {
 	// to path, when the lab directory has none yet. Default:
 	// BuildTestImage.
 	BuildImage func(ctx context.Context, path string) error
+	// Accel is how the VMs' accelerator is chosen: qemu.Auto (the
+	// default: KVM if a probe guest runs under it, else TCG), qemu.KVM or
+	// qemu.TCG.
+	Accel string
+	// KVMDevice is the KVM device the probe opens (default /dev/kvm).
+	KVMDevice string
 	// ReadyTimeout bounds the wait for the BMCs and metal serve to answer
 	// (default 10 minutes: serve may build the install agent first).
 	ReadyTimeout time.Duration
@@ -101,10 +109,12 @@ type State struct {
 	Image    string `json:"image"` // relative to Dir, as the site names it
 	Username string `json:"username"`
 	// ServeArgs are the lab's `metal serve` flags (Config.ServeArgs).
-	ServeArgs []string  `json:"serve_args,omitempty"`
-	VMs       []VM      `json:"vms"`
-	Procs     []Proc    `json:"procs"`
-	Created   time.Time `json:"created"`
+	ServeArgs []string `json:"serve_args,omitempty"`
+	// Accel is the accelerator the VMs run under, and why.
+	Accel   qemu.Choice `json:"accel"`
+	VMs     []VM        `json:"vms"`
+	Procs   []Proc      `json:"procs"`
+	Created time.Time   `json:"created"`
 }
 
 // VM is one lab machine.
@@ -181,6 +191,9 @@ func (c *Config) defaults() error {
 	}
 	if c.UEFI < 0 || c.UEFI > c.Machines {
 		return fmt.Errorf("uefi: %d is not between 0 and the number of machines (%d)", c.UEFI, c.Machines)
+	}
+	if _, err := qemu.ParseMode(c.Accel); err != nil {
+		return err
 	}
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = 1024
@@ -263,25 +276,23 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	}
 	log := c.Log
 	st := plan(c)
-	reqs := []requirement{
-		{path: "ip", pkg: "iproute2"},
-		{path: "qemu-system-x86_64", pkg: "qemu-system-x86"},
-		{path: virtioROM, pkg: "ipxe-qemu", file: true},
-	}
-	if c.UEFI > 0 {
-		reqs = append(reqs, requirement{path: ovmfCode, pkg: "ovmf", file: true})
-	}
+	reqs := append(qemu.Tools(c.UEFI > 0), qemu.Tool{Path: "ip", Package: "iproute2"})
 	if c.Machines >= 2 {
-		reqs = append(reqs, requirement{path: "ipmi_sim", pkg: "openipmi"}, requirement{path: "ipmitool", pkg: "ipmitool"})
+		reqs = append(reqs, qemu.Tool{Path: "ipmi_sim", Package: "openipmi"}, qemu.Tool{Path: "ipmitool", Package: "ipmitool"})
 	}
-	if err := checkTools(reqs); err != nil {
+	if err := qemu.CheckTools(reqs...); err != nil {
 		return nil, err
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab creates a network namespace, which needs root: run it with sudo")
 	}
+	// Before anything is made: a KVM that opens but runs no guest would
+	// leave every VM silent.
+	if st.Accel, err = qemu.Choose(ctx, qemu.Options{Mode: c.Accel, Device: c.KVMDevice, Log: log}); err != nil {
+		return nil, err
+	}
 
-	if _, err := os.Stat(filepath.Join(c.Dir, StateFile)); err == nil || netnsExists(st.Netns) {
+	if _, err := os.Stat(filepath.Join(c.Dir, StateFile)); err == nil || netns.Exists(st.Netns) {
 		log.Info("removing what the last lab here left behind", "dir", c.Dir, "netns", st.Netns)
 		if err := Down(ctx, c.Dir, log); err != nil {
 			return nil, fmt.Errorf("clean up the previous lab: %w", err)
@@ -370,7 +381,7 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 // BMCs' addresses, and a tap per VM plugged into the bridge.
 func makeNetwork(ctx context.Context, st *State) error {
 	ns := st.Netns
-	if err := ip(ctx, "netns", "add", ns); err != nil {
+	if err := netns.IP(ctx, "netns", "add", ns); err != nil {
 		return err
 	}
 	steps := [][]string{
@@ -390,7 +401,7 @@ func makeNetwork(ctx context.Context, st *State) error {
 			[]string{"link", "set", vm.Tap, "master", bridge, "up"})
 	}
 	for _, s := range steps {
-		if err := ip(ctx, append([]string{"-n", ns}, s...)...); err != nil {
+		if err := netns.IP(ctx, append([]string{"-n", ns}, s...)...); err != nil {
 			return err
 		}
 	}
@@ -416,8 +427,8 @@ func makeDisks(st *State, size int64) error {
 			return fmt.Errorf("vm %s: disk: %w", vm.Name, err)
 		}
 		if vm.OVMFVars != "" {
-			if err := copyFile(ovmfVars, vm.OVMFVars); err != nil {
-				return fmt.Errorf("vm %s: %w (install the Debian package ovmf)", vm.Name, err)
+			if err := qemu.NewOVMFVars(vm.OVMFVars); err != nil {
+				return fmt.Errorf("vm %s: %w", vm.Name, err)
 			}
 		}
 	}
@@ -428,7 +439,7 @@ func makeDisks(st *State, size int64) error {
 // port) and an ipmi_sim for the IPMI VM, and waits until they answer.
 func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string) error {
 	log := c.Log
-	acc := accel()
+	acc := st.Accel.Accel
 	var vbmcArgs []string
 	for _, vm := range st.VMs {
 		cmd := qemuCommand(vm, c.MemoryMiB, acc)
@@ -494,7 +505,7 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 // while p runs.
 func waitHTTP(ctx context.Context, ns string, p Proc, url string) error {
 	client := &http.Client{
-		Transport: &http.Transport{DialContext: Dialer(ns), DisableKeepAlives: true},
+		Transport: &http.Transport{DialContext: netns.Dialer(ns), DisableKeepAlives: true},
 		Timeout:   5 * time.Second,
 	}
 	return poll(ctx, p, func() error {

@@ -16,19 +16,23 @@ import (
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/internal/netns"
+	"github.com/metal-dev/metal/internal/qemu"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 )
 
 // Status is a look at a running (or half-removed) lab.
 type Status struct {
-	Dir     string       `json:"dir"`
-	Netns   string       `json:"netns"`
-	NetnsUp bool         `json:"netns_up"`
-	Site    string       `json:"site"`
-	HTTPURL string       `json:"http_url"`
-	Procs   []ProcStatus `json:"processes"`
-	VMs     []VMStatus   `json:"vms"`
+	Dir     string `json:"dir"`
+	Netns   string `json:"netns"`
+	NetnsUp bool   `json:"netns_up"`
+	Site    string `json:"site"`
+	HTTPURL string `json:"http_url"`
+	// Accel is the accelerator the VMs run under, and why.
+	Accel qemu.Choice  `json:"accel"`
+	Procs []ProcStatus `json:"processes"`
+	VMs   []VMStatus   `json:"vms"`
 	// StoreError says why the machines' state could not be read (the
 	// store is held by a running metal apply, or does not exist yet).
 	StoreError string `json:"store_error,omitempty"`
@@ -57,7 +61,8 @@ type VMStatus struct {
 // the lab's metal serve while it runs, else from its store.
 func (st *State) Status(ctx context.Context) Status {
 	s := Status{
-		Dir: st.Dir, Netns: st.Netns, NetnsUp: netnsExists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(),
+		Dir: st.Dir, Netns: st.Netns, NetnsUp: netns.Exists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(),
+		Accel: st.Accel,
 	}
 	for _, p := range st.Procs {
 		s.Procs = append(s.Procs, ProcStatus{Proc: p, Running: p.Running()})

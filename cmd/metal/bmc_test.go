@@ -14,6 +14,8 @@ import (
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
+	qemuhost "github.com/metal-dev/metal/internal/qemu"
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
 
@@ -155,7 +157,7 @@ func TestBMCStatusAgainstIPMISimAndVBMC(t *testing.T) {
 
 	files, err := ipmisim.Write(filepath.Join(dir, "sim"), ipmisim.Config{
 		Name: "vm-ipmi", Username: "admin", Password: password,
-		QEMU: []string{qemu, "-nodefaults", "-display", "none", "-m", "32", "-accel", "tcg"},
+		QEMU: append([]string{qemu}, qemuhost.BaseArgs(qemutest.Accel(t), 32)...),
 	})
 	if err != nil {
 		t.Fatal(err)

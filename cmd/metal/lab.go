@@ -29,6 +29,7 @@ type labFlags struct {
 	uefi     int
 	noServe  bool
 	memory   int
+	accel    string
 }
 
 func newLabCmd(a *app) *cobra.Command {
@@ -77,17 +78,25 @@ others behind metal's Redfish BMC. The VMs stay off until something powers
 them on through their BMC (metal lab apply does).
 
 A lab left in --dir by an earlier up (even one that crashed) is removed first:
-its processes, taps, bridge and namespace. Disks and state start blank.`,
+its processes, taps, bridge and namespace. Disks and state start blank.
+
+--accel auto (the default) boots a one-sector probe guest under KVM first and
+uses KVM only if it prints on its serial port within seconds: some hosts
+(nested, paravirtualised clouds) have a /dev/kvm that opens but runs no
+guest. Otherwise the VMs run under TCG, which works everywhere and is slower
+(a netboot and install take minutes instead of seconds); the log says why.
+--accel kvm fails instead of falling back; --accel tcg skips the probe.`,
 		Example: `  sudo metal lab up
   sudo metal lab up --machines 4 --uefi 2 --dir /tmp/lab4
-  sudo metal lab up --no-serve   # metal apply then serves for its own length`,
+  sudo metal lab up --no-serve   # metal apply then serves for its own length
+  sudo metal lab up --accel tcg  # never KVM`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			st, err := lab.Up(ctx, lab.Config{
 				Dir: f.dir, Machines: f.machines, UEFI: f.uefi, NoServe: f.noServe,
-				MemoryMiB: f.memory, Log: a.logger(),
+				MemoryMiB: f.memory, Accel: f.accel, Log: a.logger(),
 			})
 			if err != nil {
 				return err
@@ -103,11 +112,12 @@ its processes, taps, bridge and namespace. Disks and state start blank.`,
 	cmd.Flags().IntVar(&f.uefi, "uefi", 1, "how many of them boot UEFI (OVMF); the rest boot BIOS")
 	cmd.Flags().BoolVar(&f.noServe, "no-serve", false, "do not start metal serve for the lab")
 	cmd.Flags().IntVar(&f.memory, "memory", 1024, "memory of each VM, in MiB")
+	cmd.Flags().StringVar(&f.accel, "accel", "auto", "QEMU accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg")
 	return cmd
 }
 
 func renderLabUp(w io.Writer, st *lab.State) {
-	fmt.Fprintf(w, "Lab up in %s (network namespace %s)\n\n", st.Dir, st.Netns)
+	fmt.Fprintf(w, "Lab up in %s (network namespace %s)\nVMs run under %s: %s\n\n", st.Dir, st.Netns, strings.ToUpper(st.Accel.Accel), st.Accel.Reason)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tFIRMWARE\tMAC\tIP\tBMC\tSERIAL LOG")
 	for _, vm := range st.VMs {
@@ -168,7 +178,11 @@ func renderLabStatus(w io.Writer, s lab.Status, width int) {
 	if !s.NetnsUp {
 		ns = "missing"
 	}
-	fmt.Fprintf(w, "Lab %s (network namespace %s: %s)\n\n", s.Dir, s.Netns, ns)
+	fmt.Fprintf(w, "Lab %s (network namespace %s: %s)\n", s.Dir, s.Netns, ns)
+	if s.Accel.Accel != "" {
+		fmt.Fprintf(w, "VMs run under %s: %s\n", strings.ToUpper(s.Accel.Accel), s.Accel.Reason)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROCESS\tPID\tRUNNING\tLOG")
 	for _, p := range s.Procs {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
@@ -190,7 +191,7 @@ func TestInstallInQEMU(t *testing.T) {
 	must(t, os.Truncate(disk, 64<<20))
 	boot := func(serial string) *pxetest.Process {
 		t.Helper()
-		vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: mac, Serial: serial, Dir: dir, MemoryMiB: 768,
+		vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: mac, Serial: serial, Dir: dir, MemoryMiB: 768, Accel: qemutest.Accel(t),
 			Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
 		args, err := vm.Args()
 		must(t, err)

@@ -23,21 +23,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/metal-dev/metal/internal/netns"
 )
 
 // Addresses every lab uses. The lab namespace owns ServerIP on its bridge.
@@ -275,33 +273,7 @@ func (p *Process) Stop() {
 //
 // as long as the server opens its sockets before starting goroutines
 // (goroutines fn starts run on other threads, in the root namespace).
-func (n *Netns) Do(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open own netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join("/run/netns", n.Name))
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open netns %s: %w", n.Name, err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", n.Name, err)
-	}
-	fnErr := fn()
-	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-		// Leave the thread locked: the runtime ends a locked thread when its
-		// goroutine exits, so no other goroutine runs in the wrong namespace.
-		return errors.Join(fnErr, fmt.Errorf("leave netns %s: %w", n.Name, err))
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
+func (n *Netns) Do(fn func() error) error { return netns.Do(n.Name, fn) }
 
 // RequireTool returns the path of the named program, or fails the test
 // saying which Debian package provides it.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/internal/qemu"
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 )
 
@@ -51,12 +53,13 @@ func NewLog(t testing.TB) *Log {
 	return l
 }
 
-// QEMUCommand is a cheap QEMU: no disks, no display, 32 MB, TCG. SeaBIOS
-// finds nothing to boot and idles.
+// QEMUCommand is a cheap QEMU: no disks, no display, 32 MB, under the
+// accelerator the host's probe chose. SeaBIOS finds nothing to boot and
+// idles.
 func QEMUCommand(t testing.TB) []string {
-	q := Need(t, "qemu-system-x86_64", "qemu-system-x86")
-	return []string{q, "-M", "pc", "-m", "32", "-nodefaults", "-no-user-config", "-display", "none", "-accel", "tcg",
-		"-drive", "if=ide,index=2,media=cdrom,id=cd0"}
+	q := Need(t, qemu.Program, "qemu-system-x86")
+	return append(append([]string{q}, qemu.BaseArgs(qemutest.Accel(t), 32)...), "-no-user-config",
+		"-drive", "if=ide,index=2,media=cdrom,id=cd0")
 }
 
 // QEMU returns a powered-off QEMU machine controlled by the virtual BMC,

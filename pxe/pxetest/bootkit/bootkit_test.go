@@ -13,6 +13,9 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/internal/qemu"
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 )
 
 func TestKernel(t *testing.T) {
@@ -106,10 +109,9 @@ func TestDirectBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	serial := filepath.Join(dir, "serial.log")
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-machine", "pc,accel=tcg", "-m", "512", "-nodefaults", "-display", "none",
-		"-monitor", "none", "-no-reboot", "-serial", "file:"+serial,
-		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1")
+	cmd := exec.CommandContext(ctx, qemu.Program, append(qemu.BaseArgs(qemutest.Accel(t), 512),
+		"-no-reboot", "-serial", "file:"+serial,
+		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1")...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/metal-dev/metal/internal/qemu"
 )
 
 // Where the Debian packages put what a bootable disk needs.
@@ -155,27 +157,9 @@ func DiskArgs(path string) []string {
 }
 
 // DiskBootArgs are QEMU arguments for a machine with no NIC that boots
-// disk: the direct proof that a disk image boots, without a netboot
-// first.
-func DiskBootArgs(fw Firmware, disk, serial, dir string) ([]string, error) {
-	args := []string{
-		"-machine", "pc,accel=tcg", "-m", "256", "-smp", "1",
-		"-nodefaults", "-display", "none", "-monitor", "none", "-no-reboot",
-		"-serial", "file:" + serial,
-	}
-	args = append(args, DiskArgs(disk)...)
-	switch fw {
-	case BIOS, "":
-	case UEFI:
-		vars := filepath.Join(dir, "OVMF_VARS.fd")
-		if err := copyFile(OVMFVars, vars); err != nil {
-			return nil, fmt.Errorf("bootkit: %w (install the Debian package ovmf)", err)
-		}
-		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
-	default:
-		return nil, fmt.Errorf("bootkit: unknown firmware %q", fw)
-	}
-	return args, nil
+// disk under accel: the direct proof that a disk image boots, without a
+// netboot first.
+func DiskBootArgs(fw Firmware, accel, disk, serial, dir string) ([]string, error) {
+	args := append(qemu.BaseArgs(accel, 256), "-no-reboot", "-serial", "file:"+serial)
+	return firmwareArgs(append(args, DiskArgs(disk)...), fw, dir)
 }

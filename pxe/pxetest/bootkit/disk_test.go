@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
@@ -40,7 +41,7 @@ func TestDiskImageBoots(t *testing.T) {
 				t.Fatal(err)
 			}
 			serial := filepath.Join(dir, "serial.log")
-			args, err := bootkit.DiskBootArgs(fw, disk, serial, dir)
+			args, err := bootkit.DiskBootArgs(fw, qemutest.Accel(t), disk, serial, dir)
 			if err != nil {
 				t.Fatal(err)
 			}

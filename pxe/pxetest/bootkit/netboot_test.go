@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
@@ -178,7 +179,7 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 	vm := bootkit.VM{
 		Firmware: fw, MAC: mac, Serial: serial, Dir: dir,
 		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		NoROM:  noROM,
+		NoROM:  noROM, Accel: qemutest.Accel(t),
 	}
 	args, err := vm.Args()
 	must(t, err)
