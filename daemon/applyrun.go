@@ -53,6 +53,10 @@ type ApplyRequest struct {
 	AllowDestroy bool          `json:"allow_destroy,omitempty"`
 	StepTimeout  time.Duration `json:"step_timeout,omitempty"`
 	AgentTimeout time.Duration `json:"agent_timeout,omitempty"`
+	BootTimeout  time.Duration `json:"boot_timeout,omitempty"`
+	// ConsoleLog is where machines' console logs are, {machine} for the
+	// name (apply.ConsoleLogPattern).
+	ConsoleLog string `json:"console_log,omitempty"`
 }
 
 // submitted tracks the one apply run submitted to this daemon at a time.
@@ -217,6 +221,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImagePath: d.ImagePath,
 		BMC:         d.operator.bmcs,
 		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
+		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
 		AllowDestroy: req.AllowDestroy, Drain: drainCh, Logger: d.log.With("component", "apply"),
 		Hook: runIDHook{EventHook: apply.EventHook{Emit: emit}, set: d.applies.setID},
 	})

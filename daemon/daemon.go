@@ -260,7 +260,8 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 				}
 			}
 		}
-		srv, err := dhcp.NewServer(cfg, d.policy, d.leaseStore(n.Name), d.log.With("network", n.Name))
+		contacts := dhcpContacts{Policy: d.policy, timeline: func() *timeline { return d.timeline }}
+		srv, err := dhcp.NewServer(cfg, contacts, d.leaseStore(n.Name), d.log.With("network", n.Name))
 		if err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}

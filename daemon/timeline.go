@@ -6,12 +6,14 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 )
@@ -65,6 +67,40 @@ func (t *timeline) observe(r pxehttp.Request) {
 	default:
 		t.drop(r)
 	}
+}
+
+// dhcpPath stands for a DHCP packet in the timeline's queue and
+// coalescing: it is no HTTP path.
+const dhcpPath = "dhcp:"
+
+// dhcp notes a DHCP packet from a declared machine: the first sign of life
+// of a machine that was powered on, which the engine's stall check waits
+// for. Repeats within coalesceWindow are left out, as fetches are.
+func (t *timeline) dhcp(mac net.HardwareAddr) {
+	if !t.first(mac, dhcpPath, time.Now()) {
+		return
+	}
+	r := pxehttp.Request{Path: dhcpPath, Status: 200}
+	select {
+	case t.queue <- fetched{r, slices.Clone(mac)}:
+	default:
+		t.drop(r)
+	}
+}
+
+// dhcpContacts is the DHCP servers' boot policy (all of it, reservations
+// included), telling the timeline of every packet from a declared machine.
+type dhcpContacts struct {
+	*storepolicy.Policy
+	timeline func() *timeline
+}
+
+func (p dhcpContacts) Host(ctx context.Context, mac net.HardwareAddr) (pxe.Host, error) {
+	h, err := p.Policy.Host(ctx, mac)
+	if t := p.timeline(); err == nil && t != nil {
+		t.dhcp(mac)
+	}
+	return h, err
 }
 
 // first reports whether this is mac's first fetch of path within
@@ -206,12 +242,15 @@ func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.Hardwa
 	if err != nil {
 		return // an unknown machine: the agent reports it once it runs
 	}
-	kind, ok := classify(r.Path, m.Intent)
-	if !ok {
-		return
+	kind, msg := inventory.EventDHCPDiscover, "DHCP from "+m.MAC
+	if r.Path != dhcpPath {
+		var ok bool
+		if kind, ok = classify(r.Path, m.Intent); !ok {
+			return
+		}
+		msg = "fetched " + r.Path
 	}
-	_, err = t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind,
-		Message: "fetched " + r.Path})
+	_, err = t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg})
 	if err != nil {
 		t.log.Warn("record boot event", "machine", m.Name, "error", err)
 	}

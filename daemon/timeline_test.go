@@ -69,6 +69,18 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 				{"b", inventory.EventKernel, "fetched /files/vmlinuz"},
 			},
 		},
+		"DHCP from declared machines, repeats and strangers left out": {
+			steps: []step{
+				{dhcpPath, macA, 0},
+				{dhcpPath, macA, 0},
+				{dhcpPath, "52:54:00:00:0a:99", 0},
+				{"/ipxe/" + macA, "192.0.2.11", 200},
+			},
+			want: []event{
+				{"a", inventory.EventDHCPDiscover, "DHCP from " + macA},
+				{"a", inventory.EventScript, "fetched /ipxe/" + macA},
+			},
+		},
 		"failures and strangers": {
 			steps: []step{
 				{"/ipxe/" + macA, "192.0.2.11", 403},
@@ -106,7 +118,13 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 			tl := newTimeline(store, policy, nil, slog.New(slog.DiscardHandler))
 			done := make(chan error, 1)
 			go func() { done <- tl.run(ctx) }()
+			contacts := dhcpContacts{Policy: policy, timeline: func() *timeline { return tl }}
 			for _, s := range tc.steps {
+				if s.path == dhcpPath {
+					mac, _ := net.ParseMAC(s.client)
+					_, _ = contacts.Host(ctx, mac)
+					continue
+				}
 				tl.observe(pxehttp.Request{Method: "GET", Path: s.path, Client: net.ParseIP(s.client), Status: s.status})
 			}
 			// Wait for the events wanted, then a while longer for any

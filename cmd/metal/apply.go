@@ -41,6 +41,8 @@ type applyFlags struct {
 	agent        agentBootFlags
 	stepTimeout  time.Duration
 	agentTimeout time.Duration
+	bootTimeout  time.Duration
+	consoleLog   string
 }
 
 func newApplyCmd(a *app) *cobra.Command {
@@ -125,6 +127,8 @@ when one failed, the run halted, or apply refused.`,
 	f.agent.register(cmd)
 	fl.DurationVar(&f.stepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
 	fl.DurationVar(&f.agentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
+	fl.DurationVar(&f.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
+	fl.StringVar(&f.consoleLog, "console-log", "", "where machines' console logs are, with {machine} for the name, for the report of a machine that does not boot (metal lab apply sets it)")
 	return cmd
 }
 
@@ -211,6 +215,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImagePath: rt.imagePath,
 		BMC:         apply.DriverBMCs(log, nil),
 		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+		BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
 		AllowDestroy: f.allowDestroy, Drain: drain, Logger: log, Hook: view,
 	})
 	var result apply.Result

@@ -65,6 +65,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	req := daemon.ApplyRequest{
 		SiteFile: abs, SiteDigest: siteDigest(res), Targets: f.targets, Resume: f.resume,
 		AllowDestroy: f.allowDestroy, StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+		BootTimeout: f.bootTimeout, ConsoleLog: f.consoleLog,
 	}
 	if saved != nil {
 		req.Targets = saved.Targets

@@ -296,7 +296,8 @@ the length of the run.`,
 			if err != nil {
 				return err
 			}
-			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve", st.Site}, args...))
+			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve",
+				"--console-log", filepath.Join(st.Dir, "vms", "{machine}", "serial.log"), st.Site}, args...))
 		},
 	}
 }

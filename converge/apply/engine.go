@@ -69,6 +69,14 @@ type Options struct {
 	// AgentTimeout bounds the wait for the install agent or a diskless
 	// boot (default 30 min).
 	AgentTimeout time.Duration
+	// BootTimeout bounds the wait, after power-on, for a machine's first
+	// sign of booting (a DHCP packet, a fetch, an agent report); a machine
+	// without one fails, naming what was last seen of it (default 3 min;
+	// negative: no bound but AgentTimeout).
+	BootTimeout time.Duration
+	// ConsoleLog, when set, says where a machine's console log is, for
+	// the report of a machine that did not boot.
+	ConsoleLog func(machine string) string
 	// PollInterval is how often a wait re-reads the store besides
 	// watching it (default 5 s).
 	PollInterval time.Duration
@@ -97,6 +105,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.AgentTimeout <= 0 {
 		o.AgentTimeout = 30 * time.Minute
+	}
+	if o.BootTimeout == 0 {
+		o.BootTimeout = 3 * time.Minute
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = 5 * time.Second

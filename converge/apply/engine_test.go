@@ -548,3 +548,46 @@ func TestBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestStalledMachineNamedWithinBootTimeout: a machine that is powered on
+// and then shows no sign of booting (no DHCP, no fetch, no agent) fails
+// once BootTimeout has passed, long before AgentTimeout, with what was
+// last seen of it and where its console log is; the others provision.
+func TestStalledMachineNamedWithinBootTimeout(t *testing.T) {
+	l := newLab(t, 3, 1, 0)
+	s := l.site("  max_failures = 1", nil)
+	dead := applytest.Name(1)
+	l.fleet.Dead(dead)
+	e := l.engine(s, func(o *apply.Options) {
+		o.BootTimeout = time.Second
+		o.AgentTimeout = time.Minute
+		o.ConsoleLog = func(name string) string { return "/lab/vms/" + name + "/serial.log" }
+	})
+	start := time.Now()
+	res := l.apply(ctxT(t, 50*time.Second), e, s)
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the run took %v; the stall should be named after about a second", took)
+	}
+	if d := cmp.Diff([]string{dead}, res.Failed); d != "" {
+		t.Fatalf("failed (-want +got):\n%s\nerrors: %v", d, res.Errors)
+	}
+	if len(res.Done) != 2 {
+		t.Errorf("done %v; want the 2 others", res.Done)
+	}
+	msg := res.Errors[dead]
+	for _, want := range []string{
+		"install: powered on 1s ago and not heard from since",
+		"no DHCP request from " + l.machine(dead).MAC,
+		"BMC power on", "DHCP never", "TFTP/HTTP never",
+		"its console log: /lab/vms/" + dead + "/serial.log",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	m := l.machine(dead)
+	if m.State != inventory.StateFailed || !strings.Contains(m.History[len(m.History)-1].Cause, "not heard from") {
+		t.Errorf("state %s, history %+v", m.State, m.History)
+	}
+	t.Logf("%s: %s", dead, msg)
+}

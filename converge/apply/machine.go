@@ -112,7 +112,7 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		if diskless {
 			err = m.waitNetboot(ctx, since)
 		} else {
-			err = m.waitAgent(ctx, taskID)
+			err = m.waitAgent(ctx, taskID, since)
 		}
 		if err != nil {
 			return &stepError{StepInstall, err}
@@ -341,6 +341,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		return &stepError{StepWipe, errors.New("metal has no install agent to boot for the wipe; build it with `metal images build-agent`")}
 	}
 	var taskID string
+	var since int64
 	if m.from == StepWipe {
 		if rec, err := m.r.store.Machine(ctx, m.name); err == nil && rec.Intent.Task != nil && rec.Intent.Task.Kind == inventory.TaskWipe {
 			taskID = rec.Intent.Task.ID
@@ -365,7 +366,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		}); err != nil {
 			return &stepError{StepIntent, err}
 		}
-		m.event(ctx, "boot intent wipe (agent task "+taskID+")")
+		since = m.event(ctx, "boot intent wipe (agent task "+taskID+")")
 		if err := m.bmcStep(ctx, StepBootPXE, "", func(ctx context.Context) error {
 			return m.bmc.SetNextBoot(ctx, BootPXE, false)
 		}); err != nil {
@@ -380,7 +381,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		return err
 	}
 	m.recordStep(ctx, StepWipe, "")
-	if err := m.waitAgent(ctx, taskID); err != nil {
+	if err := m.waitAgent(ctx, taskID, since); err != nil {
 		return &stepError{StepWipe, err}
 	}
 	return nil
@@ -439,11 +440,13 @@ func (m *machineRun) bmcStep(ctx context.Context, step Step, note string, fn fun
 	return nil
 }
 
-// waitAgent waits until the agent reports task done (nil) or failed.
-func (m *machineRun) waitAgent(ctx context.Context, taskID string) error {
+// waitAgent waits until the agent reports task done (nil) or failed, or
+// the machine shows no sign of booting after event since (stallTimer).
+func (m *machineRun) waitAgent(ctx context.Context, taskID string, since int64) error {
 	sub := m.r.watch.subscribe(m.name)
 	defer m.r.watch.unsubscribe(m.name, sub)
 	deadline := m.r.opts.Clock.After(m.r.opts.AgentTimeout)
+	stall := m.stallTimer(since)
 	var last inventory.AgentStatus
 	for {
 		rec, err := m.r.store.Machine(ctx, m.name)
@@ -470,6 +473,11 @@ func (m *machineRun) waitAgent(ctx context.Context, taskID string) error {
 		select {
 		case <-sub:
 		case <-m.r.opts.Clock.After(m.r.opts.PollInterval):
+		case <-stall:
+			stall = nil
+			if err := m.checkContact(ctx, since); err != nil {
+				return err
+			}
 		case <-deadline:
 			return fmt.Errorf("no report from the install agent within %s (is the machine netbooting? see `metal machines show %s`)", m.r.opts.AgentTimeout, m.name)
 		case <-ctx.Done():
@@ -484,6 +492,7 @@ func (m *machineRun) waitNetboot(ctx context.Context, since int64) error {
 	sub := m.r.watch.subscribe(m.name)
 	defer m.r.watch.unsubscribe(m.name, sub)
 	deadline := m.r.opts.Clock.After(m.r.opts.AgentTimeout)
+	stall := m.stallTimer(since)
 	for {
 		evs, err := m.r.store.Events(ctx, inventory.EventQuery{Machine: m.name, AfterSeq: since})
 		if err == nil {
@@ -496,6 +505,11 @@ func (m *machineRun) waitNetboot(ctx context.Context, since int64) error {
 		select {
 		case <-sub:
 		case <-m.r.opts.Clock.After(m.r.opts.PollInterval):
+		case <-stall:
+			stall = nil
+			if err := m.checkContact(ctx, since); err != nil {
+				return err
+			}
 		case <-deadline:
 			return fmt.Errorf("the machine did not fetch its kernel within %s (is it netbooting? see `metal machines show %s`)", m.r.opts.AgentTimeout, m.name)
 		case <-ctx.Done():
@@ -571,13 +585,16 @@ func (m *machineRun) fail(ctx context.Context, cause error) {
 	m.record(wctx, step, inventory.RunFailed, cause.Error())
 }
 
-// event appends an apply event to the machine's timeline.
-func (m *machineRun) event(ctx context.Context, msg string) {
+// event appends an apply event to the machine's timeline and returns its
+// sequence number (0 if it could not be written).
+func (m *machineRun) event(ctx context.Context, msg string) int64 {
 	ev := inventory.Event{Time: m.r.opts.Clock.Now(), Machine: m.name, Kind: inventory.EventApply, Message: "run " + m.r.run.ID + ": " + msg}
 	if m.decl != nil {
 		ev.MAC = m.decl.MAC.String()
 	}
-	if _, err := m.r.store.AppendEvent(ctx, ev); err != nil {
+	out, err := m.r.store.AppendEvent(ctx, ev)
+	if err != nil {
 		m.log.Warn("append event", "err", err)
 	}
+	return out.Seq
 }

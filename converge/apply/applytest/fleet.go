@@ -80,6 +80,7 @@ type Fleet struct {
 	wipes      map[string]int
 	started    map[string]int // agent tasks started
 	failAgent  map[string]string
+	dead       map[string]bool
 	order      []string // machines in the order their agent started
 	agentCalls sync.WaitGroup
 }
@@ -98,7 +99,7 @@ func Start(opts Options) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
-		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{},
+		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{},
 	}
 	if err := f.makeImages(); err != nil {
 		f.Close()
@@ -194,6 +195,15 @@ func (f *Fleet) FailAgent(name, cause string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failAgent[name] = cause
+}
+
+// Dead makes machine name power on and then do nothing at all, as a VM
+// whose accelerator runs no guest or whose NIC is on no network: no DHCP,
+// no fetch, no agent.
+func (f *Fleet) Dead(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dead[name] = true
 }
 
 // Installs returns how many install tasks each machine's agent finished.
@@ -312,7 +322,10 @@ func (f *Fleet) tokenKey() []byte {
 // the intent, the agent runs it; a diskless image (no task) fetches its
 // kernel, which the daemon would record as an event.
 func (f *Fleet) boot(b virtual.SimBoot) {
-	if b.Target != "Pxe" {
+	f.mu.Lock()
+	dead := f.dead[b.Machine]
+	f.mu.Unlock()
+	if b.Target != "Pxe" || dead {
 		return
 	}
 	f.agentCalls.Add(1)
