@@ -296,7 +296,11 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	if d.apiSrv != nil {
-		extra = nil // their own listener serves them; boot traffic stays apart
+		// Their own listener serves them; boot traffic stays apart, and
+		// the root here says where they are.
+		extra = map[string]http.Handler{"GET /{$}": elsewhere(d.apiSrv.URL(opts.API.Addr))}
+	} else {
+		extra["GET /{$}"] = http.RedirectHandler(console.Prefix, http.StatusSeeOther)
 	}
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
@@ -473,4 +477,15 @@ func (m multiLeases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
 		}
 	}
 	return nil, false
+}
+
+// elsewhere answers the boot listener's root when the console, API and
+// metrics have a listener of their own: a person who opens the boot URL in
+// a browser learns where to go.
+func elsewhere(url string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "metal: this listener serves network boots.\nConsole: %s%s\nAPI:     %s%s\nMetrics: %s/metrics\n",
+			url, console.Prefix, url, api.Prefix, url)
+	})
 }

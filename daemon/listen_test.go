@@ -168,6 +168,11 @@ func TestAPIListenPlain(t *testing.T) {
 	if code, _ := l.call(http.DefaultClient, apiURL, http.MethodGet, "/ipxe/boot.ipxe", "", nil); code != http.StatusNotFound {
 		t.Errorf("the API listener serves boot scripts: HTTP %d", code)
 	}
+	// The netboot listener's root says where the console, API and
+	// metrics went.
+	if s := get(t, http.DefaultClient, l.base+"/"); !strings.Contains(s, "Console: "+apiURL+"/console/") || !strings.Contains(s, apiURL+"/metrics") {
+		t.Errorf("netboot listener root: %q", s)
+	}
 }
 
 // TestAPIListenRefusesBadTLS: a daemon whose TLS settings cannot work
