@@ -274,22 +274,57 @@ func (d *Daemon) siteFor(ctx context.Context, file, digest string) (*site.Site, 
 	if got != digest {
 		return nil, fmt.Errorf("metal serve read %s differently from this metal apply: the file changed again meanwhile, or they were given different variables (-var, -var-file, METAL_VAR_*); apply again, or restart metal serve with the same variables", d.siteFile)
 	}
+	if err := d.adoptLocked(ctx, s, got, "then apply"); err != nil {
+		return nil, err
+	}
+	d.log.Info("site reloaded for an apply", "file", d.siteFile, "machines", len(s.Machines))
+	return s, nil
+}
+
+// Reload reads the site file again and serves what it says now, as an
+// apply of an edited file does first (metal serve on SIGHUP, systemctl
+// reload). A change that takes a restart (networks, listen, state) is
+// refused, and the site served before is kept.
+func (d *Daemon) Reload(ctx context.Context) error {
+	d.siteMu.Lock()
+	defer d.siteMu.Unlock()
+	if d.reload == nil {
+		return errors.New("this metal serve was not given a site file it can read again: restart it instead")
+	}
+	s, got, err := d.reload(ctx)
+	if err != nil {
+		return fmt.Errorf("reloading %s: %w", d.siteFile, err)
+	}
+	if got == d.siteDigest {
+		d.log.Info("site reload: unchanged", "file", d.siteFile)
+		return nil
+	}
+	if err := d.adoptLocked(ctx, s, got, "to take it"); err != nil {
+		return err
+	}
+	d.log.Info("site reloaded", "file", d.siteFile, "machines", len(s.Machines))
+	return nil
+}
+
+// adoptLocked makes s, read from the site file with the given digest, the
+// site served, unless it changed what the running servers were built
+// from; then says what to do, ending with then. d.siteMu is held.
+func (d *Daemon) adoptLocked(ctx context.Context, s *site.Site, digest, then string) error {
 	if why := restartNeeded(d.site, s); why != "" {
-		return nil, fmt.Errorf("%s changed in %s: metal serve takes that only when it starts; restart metal serve (pid %d), then apply", why, d.siteFile, os.Getpid())
+		return fmt.Errorf("%s changed in %s: metal serve takes that only when it starts; restart metal serve (pid %d), %s", why, d.siteFile, os.Getpid(), then)
 	}
 	if _, required := needsAgent(s); required && d.Agent.Kernel == "" {
-		return nil, fmt.Errorf("the site now installs disk images, and this metal serve (pid %d) started without an install agent: restart it, then apply", os.Getpid())
+		return fmt.Errorf("the site now installs disk images, and this metal serve (pid %d) started without an install agent: restart it, %s", os.Getpid(), then)
 	}
 	if err := SyncSite(ctx, d.Store, s); err != nil {
-		return nil, err
+		return err
 	}
 	catalog, err := ensureImages(ctx, d.cache, s)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	d.site, d.catalog, d.siteDigest = s, catalog, got
-	d.log.Info("site reloaded for an apply", "file", d.siteFile, "machines", len(s.Machines))
-	return s, nil
+	d.site, d.catalog, d.siteDigest = s, catalog, digest
+	return nil
 }
 
 func sameFile(a, b string) bool {

@@ -28,6 +28,7 @@ import (
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/daemon/metrics"
 	"github.com/metal-dev/metal/images"
+	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe"
@@ -128,6 +129,8 @@ type Daemon struct {
 	operator *operator
 	apiSrv   *apiServer
 	applies  submitted
+	// ready is closed once every listener is up (Ready).
+	ready latch.Latch
 }
 
 // New prepares every service: it opens the store, records the site's
@@ -350,11 +353,39 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	s := d.Site()
 	d.log.Info("metal serving", "site", s.Name, "machines", len(s.Machines),
 		"http", d.BaseURL, "console", consoleURL, "state_dir", d.StateDir, "agent", d.Agent.Kernel != "")
+	go d.signalReady(ctx)
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// Ready is closed once Serve has every listener up (DHCP on each
+// network, TFTP, HTTP, the API's own listener) and the boot policy follows
+// the store: from then on a machine that boots gets its answer. metal
+// serve tells systemd then (Type=notify).
+func (d *Daemon) Ready() <-chan struct{} { return d.ready.Done() }
+
+// signalReady closes Ready once every listener is up, unless ctx ends
+// first (a listener that failed ends it).
+func (d *Daemon) signalReady(ctx context.Context) {
+	waits := []<-chan struct{}{d.policy.Synced(), d.tftp.Listening(), d.http.Listening()}
+	for _, srv := range d.dhcp {
+		waits = append(waits, srv.Listening())
+	}
+	if d.apiSrv != nil {
+		waits = append(waits, d.apiSrv.listening.Done())
+	}
+	for _, w := range waits {
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return
+		}
+	}
+	d.log.Info("metal ready: every listener is up")
+	d.ready.Close()
 }
 
 // Site is the site the daemon serves now.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/internal/httpserve"
+	"github.com/metal-dev/metal/internal/latch"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 )
 
@@ -38,6 +39,8 @@ type apiServer struct {
 	handler http.Handler
 	tls     *tls.Config
 	log     *slog.Logger
+	// listening is closed once the listener is open.
+	listening latch.Latch
 }
 
 // newAPIServer checks cfg and, when it names an address, returns the
@@ -104,6 +107,7 @@ func (s *apiServer) Serve(ctx context.Context) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
 	s.log.Info("console and API serving", "url", s.URL(ln.Addr().String()))
+	s.listening.Close()
 	err = httpserve.Serve(ctx, srv, 5*time.Second, func() error {
 		if s.tls != nil {
 			return srv.ServeTLS(ln, "", "")

@@ -61,7 +61,12 @@ their own listener (loopback, a management interface), and with
 --tls-cert and --tls-key it speaks HTTPS; boot traffic stays plain HTTP on
 the netboot listener, which then serves boot files only.
 
-Serving DHCP and TFTP needs root (ports 67 and 69, binding to interfaces).`,
+Serving DHCP and TFTP needs root, or just the capability to bind ports
+below 1024 (CAP_NET_BIND_SERVICE), as the packaged systemd unit gives it.
+SIGHUP (systemctl reload metal) reads the site file again and serves
+what it says now, as an apply of an edited file does; a change that needs a
+restart (networks, listen, state) is refused and logged. Under systemd
+(Type=notify) metal says it is ready once every listener is up.`,
 		Example: `  sudo metal serve hcl-examples/qemu-lab.hcl
   sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
   # console, API and metrics on the management network only, over HTTPS:
@@ -131,12 +136,12 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 		return err
 	}
 	defer d.Close()
-	if primary == nil {
-		return d.Serve(ctx)
-	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx) })
-	g.Go(func() error { return primary.run(ctx, d.Store) })
+	g.Go(func() error { d.Supervise(ctx); return nil })
+	if primary != nil {
+		g.Go(func() error { return primary.run(ctx, d.Store) })
+	}
 	return g.Wait()
 }
 

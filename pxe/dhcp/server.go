@@ -15,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
 
+	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/pxe"
 )
 
@@ -49,6 +50,9 @@ type Server struct {
 	cfg Config
 	h   *Handler
 	log *slog.Logger
+	// listening is closed once the leases are loaded and the sockets
+	// bound (Listening).
+	listening latch.Latch
 }
 
 // NewServer checks cfg and returns a server; Serve loads the leases from
@@ -67,6 +71,9 @@ func NewServer(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.Lo
 	}
 	return &Server{cfg: h.cfg, h: h, log: log}, nil
 }
+
+// Listening is closed once Serve loaded the leases and bound its sockets.
+func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
 
 // Handler returns the server's handler.
 func (s *Server) Handler() *Handler { return s.h }
@@ -104,6 +111,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.log.Info("serving", "mode", s.cfg.Mode, "server_ip", s.cfg.ServerIP)
+	s.listening.Close()
 
 	// Machines the policy knows have a queue of their own that workers
 	// serve first: a flood of unknown MACs fills the other queue and loses

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/internal/httpserve"
+	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/ipxe"
@@ -91,6 +92,8 @@ type Server struct {
 	scripts scriptCache
 	// chainScript is the same for every iPXE, rendered once.
 	chainScript script
+	// listening is closed once the listener is open (Listening).
+	listening latch.Latch
 }
 
 // New checks cfg and returns a server; it does not listen yet.
@@ -139,9 +142,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	return s.ServeListener(ctx, ln)
 }
 
+// Listening is closed once Serve or ServeListener has its listener.
+func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
+
 // ServeListener serves on ln (tests use 127.0.0.1:0) until ctx is done;
 // then it lets requests in flight finish for a few seconds and closes.
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+	s.listening.Close()
 	srv := &nethttp.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,

@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	tftplib "github.com/pin/tftp/v3"
 )
@@ -73,6 +74,8 @@ type Server struct {
 	// noGSO sends windows a datagram per system call, as on a kernel
 	// without UDP segmentation offload; for tests of that path.
 	noGSO bool
+	// listening is closed once the socket is open (Listening).
+	listening latch.Latch
 }
 
 // Errors sent to clients, in TFTP error packets. They say what happened
@@ -126,9 +129,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	return s.ServeConn(ctx, conn)
 }
 
+// Listening is closed once Serve or ServeConn has its socket.
+func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
+
 // ServeConn serves on an open socket (tests bind 127.0.0.1:0) until ctx is
 // done. It closes conn.
 func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
+	s.listening.Close()
 	srv := tftplib.NewServer(s.read, s.write)
 	srv.SetTimeout(s.cfg.Timeout)
 	srv.SetRetries(s.cfg.Retries)
