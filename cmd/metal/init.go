@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/bmc/scan"
+	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/site/scaffold"
+)
+
+func init() { register(newInitCmd) }
+
+type initFlags struct {
+	opts                      scaffold.Options
+	subnet, gateway, serverIP string
+	dns                       []string
+	pool, bmcSubnet, output   string
+	scan, force               bool
+	scanTimeout               time.Duration
+}
+
+func newInitCmd(a *app) *cobra.Command {
+	var f initFlags
+	cmd := &cobra.Command{
+		Use:   "init [flags]",
+		Short: "Write a first site file for a network, with the BMCs a scan finds",
+		Long: `Init writes a site file for the boot network metal is to serve: the site,
+the network (interface, subnet, gateway, DNS, a DHCP pool) and a rollout.
+It validates as written, so metal plan and metal serve take it at once.
+
+Give the interface, the subnet, or both: an interface's own address gives
+the subnet (and metal's address on it), and a subnet finds the interface
+that has an address in it. Asked on a terminal when neither is given.
+
+With --scan, init probes every address of --bmc-subnet (default: the boot
+subnet) for BMCs: a Redfish service root over https and http, and the RMCP
+presence ping IPMI BMCs answer on UDP 623. Each BMC found is written as a
+commented machine block: uncomment it and give it its boot NIC's MAC.
+
+The state store goes in /var/lib/metal when that exists (the Debian
+package makes it), else in .metal beside the site file.`,
+		Example: `  metal init --interface eno1
+  metal init --interface mtl-br0 --subnet 192.0.2.0/24 -o lab.hcl
+  sudo metal init --interface eno1 --scan --bmc-subnet 10.0.1.0/24 -o /etc/metal/site.hcl --force
+  metal init --subnet 10.0.0.0/24 --interface eno1 --pool 10.0.0.100-10.0.0.199 -o -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			if err := f.complete(a); err != nil {
+				return err
+			}
+			if f.scan {
+				bmcs, err := f.scanBMCs(ctx, a)
+				if err != nil {
+					return err
+				}
+				f.opts.BMCs = bmcs
+			}
+			src, err := scaffold.Render(f.opts)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if f.output == "-" {
+				_, err := a.stdout.Write(src)
+				return err
+			}
+			if _, err := os.Stat(f.output); err == nil && !f.force {
+				return fmt.Errorf("%s exists; init does not overwrite it without --force", f.output)
+			}
+			if err := os.WriteFile(f.output, src, 0o640); err != nil {
+				return err
+			}
+			res, diags := site.LoadFile(f.output, site.Options{})
+			writeDiags(a.stderr, res.Files, diags)
+			if diags.HasErrors() {
+				return silentExit(exitFailed)
+			}
+			fmt.Fprintf(a.stdout, "Wrote %s: valid, network %s on %s, %d BMC(s) found as commented machines.\nNext: metal plan %s\n",
+				f.output, f.opts.Subnet.Masked(), f.opts.Interface, len(f.opts.BMCs), f.output)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "site.hcl", "file to write, or - for standard output")
+	fl.BoolVar(&f.force, "force", false, "overwrite the output file if it exists")
+	fl.StringVar(&f.opts.Name, "name", "", `the site's name (default "site")`)
+	fl.StringVar(&f.opts.Network, "network", "", `the network block's name (default "boot")`)
+	fl.StringVar(&f.opts.Interface, "interface", "", "metal's interface on the boot network")
+	fl.StringVar(&f.subnet, "subnet", "", "the boot network, CIDR (default: the interface's)")
+	fl.StringVar(&f.gateway, "gateway", "", "the machines' router (default: metal's address, else the subnet's first host)")
+	fl.StringVar(&f.serverIP, "server-ip", "", "metal's address on the boot network (default: the interface's, else the gateway)")
+	fl.StringSliceVar(&f.dns, "dns", nil, "DNS servers for the machines (default: the gateway)")
+	fl.StringVar(&f.pool, "pool", "", "START-END addresses for machines not in the file (default: the subnet's last quarter)")
+	fl.StringVar(&f.opts.Mode, "mode", "dhcp", `"dhcp", or "proxy" beside another DHCP server`)
+	fl.IntVar(&f.opts.Port, "port", 8080, "HTTP port machines boot from")
+	fl.StringVar(&f.opts.State, "state", "", "state store URL (default: file:///var/lib/metal/state.db if /var/lib/metal exists, else file://.metal/state.db)")
+	fl.BoolVar(&f.scan, "scan", false, "probe --bmc-subnet for Redfish and IPMI BMCs")
+	fl.StringVar(&f.bmcSubnet, "bmc-subnet", "", "where the BMCs live, CIDR (default: the boot subnet); at most a /20")
+	fl.DurationVar(&f.scanTimeout, "scan-timeout", 2*time.Second, "how long each address gets to answer")
+	return cmd
+}
+
+// complete turns the flags into scaffold options, finding what the host's
+// interfaces say and asking on a terminal for what is still missing.
+func (f *initFlags) complete(a *app) error {
+	if f.opts.Interface == "" && f.subnet == "" && stdinTerminal(a.stdin) {
+		fmt.Fprintln(a.stderr, "metal serves DHCP, TFTP and HTTP on one interface of the boot network.")
+		f.opts.Interface = ask(a, "Interface (ip -br addr lists them)", "")
+	}
+	if f.subnet != "" {
+		p, err := netip.ParsePrefix(f.subnet)
+		if err != nil {
+			return usageError("--subnet %q: %v (write CIDR, like 10.0.0.0/24)", f.subnet, err)
+		}
+		f.opts.Subnet = p.Masked()
+	}
+	host, err := hostAddrs()
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.opts.Interface != "" && !f.opts.Subnet.IsValid():
+		for _, h := range host[f.opts.Interface] {
+			f.opts.Subnet, f.opts.ServerIP = h.Masked(), h.Addr()
+			break
+		}
+		if !f.opts.Subnet.IsValid() {
+			return usageError("interface %q has no IPv4 address here: give the boot network with --subnet", f.opts.Interface)
+		}
+	case f.opts.Interface == "" && f.opts.Subnet.IsValid():
+		for name, ps := range host {
+			for _, h := range ps {
+				if f.opts.Subnet.Contains(h.Addr()) {
+					f.opts.Interface, f.opts.ServerIP = name, h.Addr()
+				}
+			}
+		}
+		if f.opts.Interface == "" {
+			return usageError("no interface here has an address in %s: name it with --interface", f.opts.Subnet)
+		}
+	case f.opts.Interface != "" && f.opts.Subnet.IsValid():
+		for _, h := range host[f.opts.Interface] {
+			if f.opts.Subnet.Contains(h.Addr()) {
+				f.opts.ServerIP = h.Addr()
+			}
+		}
+	default:
+		return usageError("give the boot network: --interface NAME, --subnet CIDR, or both")
+	}
+	for _, v := range []struct {
+		flag, val string
+		dst       *netip.Addr
+	}{{"--server-ip", f.serverIP, &f.opts.ServerIP}, {"--gateway", f.gateway, &f.opts.Gateway}} {
+		if v.val == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(v.val)
+		if err != nil {
+			return usageError("%s %q: %v", v.flag, v.val, err)
+		}
+		*v.dst = ip
+	}
+	if !f.opts.Gateway.IsValid() && f.opts.ServerIP.IsValid() {
+		f.opts.Gateway = f.opts.ServerIP
+	}
+	for _, d := range f.dns {
+		ip, err := netip.ParseAddr(d)
+		if err != nil {
+			return usageError("--dns %q: %v", d, err)
+		}
+		f.opts.DNS = append(f.opts.DNS, ip)
+	}
+	if f.pool != "" {
+		s, e, ok := strings.Cut(f.pool, "-")
+		start, err1 := netip.ParseAddr(s)
+		end, err2 := netip.ParseAddr(e)
+		if !ok || err1 != nil || err2 != nil {
+			return usageError("--pool %q: want START-END, like 10.0.0.100-10.0.0.199", f.pool)
+		}
+		f.opts.PoolStart, f.opts.PoolEnd = start, end
+	}
+	if f.opts.State == "" {
+		if fi, err := os.Stat("/var/lib/metal"); err == nil && fi.IsDir() {
+			f.opts.State = "file:///var/lib/metal/state.db"
+		}
+	}
+	f.opts.BMCSubnet = f.opts.Subnet
+	if f.bmcSubnet != "" {
+		p, err := netip.ParsePrefix(f.bmcSubnet)
+		if err != nil {
+			return usageError("--bmc-subnet %q: %v", f.bmcSubnet, err)
+		}
+		f.opts.BMCSubnet = p.Masked()
+	}
+	if !f.scan {
+		f.opts.BMCSubnet = netip.Prefix{}
+	}
+	f.opts.Command = "metal init"
+	return nil
+}
+
+func (f *initFlags) scanBMCs(ctx context.Context, a *app) ([]scan.Found, error) {
+	addrs, err := scan.Hosts(f.opts.BMCSubnet)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	fmt.Fprintf(a.stderr, "Scanning %d addresses of %s for Redfish and IPMI BMCs...\n", len(addrs), f.opts.BMCSubnet)
+	found, err := scan.Scan(ctx, addrs, scan.Options{Timeout: f.scanTimeout})
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return nil, err
+	}
+	for _, b := range found {
+		fmt.Fprintf(a.stderr, "  %-8s %s %s\n", b.Protocol, b.Address, b.Product)
+	}
+	return found, nil
+}
+
+// hostAddrs are the IPv4 addresses of this host's interfaces, by name.
+func hostAddrs() (map[string][]netip.Prefix, error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("interfaces: %w", err)
+	}
+	out := map[string][]netip.Prefix{}
+	for _, ifi := range ifs {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
+				ip, _ := netip.AddrFromSlice(ipn.IP.To4())
+				ones, _ := ipn.Mask.Size()
+				out[ifi.Name] = append(out[ifi.Name], netip.PrefixFrom(ip, ones))
+			}
+		}
+	}
+	return out, nil
+}
+
+// stdinTerminal says whether r is a terminal a person answers on.
+func stdinTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func ask(a *app, question, def string) string {
+	if def != "" {
+		fmt.Fprintf(a.stderr, "%s [%s]: ", question, def)
+	} else {
+		fmt.Fprintf(a.stderr, "%s: ", question)
+	}
+	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
+	if line = strings.TrimSpace(line); line != "" {
+		return line
+	}
+	return def
+}
