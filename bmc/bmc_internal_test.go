@@ -101,7 +101,7 @@ func TestSecretNeverPrints(t *testing.T) {
 // reaches the log scrubbed.
 func TestRedactHandler(t *testing.T) {
 	var buf strings.Builder
-	l := slog.New(redactHandler{next: slog.NewTextHandler(&buf, nil), r: redactor{"hunter2"}})
+	l := slog.New(redactHandler{next: slog.NewTextHandler(&buf, nil), r: newRedactor("root", "hunter2")})
 	l.With("pre", "x hunter2").Info("pass=hunter2", "err", errors.New("login hunter2 failed"), slog.Group("g", "k", "hunter2"))
 	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), redacted) {
 		t.Errorf("log not scrubbed: %s", buf.String())

@@ -59,7 +59,7 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, redact: redactor{cfg.Password.reveal()}}
+	c := &Client{cfg: cfg, redact: newRedactor(cfg.Username, cfg.Password.reveal())}
 	c.log = slog.New(redactHandler{next: log.Handler(), r: c.redact}).With("machine", cfg.Machine, "bmc", cfg.Address)
 
 	switch cfg.Protocol {

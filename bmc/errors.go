@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +49,17 @@ func classify(err error, elapsed time.Duration, protocol, addr string) failure {
 	if errors.As(err, &rfErr) {
 		status = rfErr.HTTPReturnedStatusCode
 		f.cause = fmt.Errorf("HTTP %d %s: %s", status, http.StatusText(status), oneLine(rfErr.Message))
+	} else if m := embeddedStatus.FindStringSubmatch(msg); m != nil {
+		// gofish reports some failures as text: a failed member of a
+		// collection (failed to retrieve some items: [{"link":...,
+		// "error":"401: {...}"}]), or a status and the body's JSON that
+		// bmclib flattened (provider: gofish: 405: {...}).
+		status, _ = strconv.Atoi(m[1])
+		detail := ""
+		if mm := embeddedMessage.FindStringSubmatch(err.Error()); mm != nil {
+			detail = ": " + mm[1]
+		}
+		f.cause = fmt.Errorf("HTTP %d %s%s", status, http.StatusText(status), detail)
 	}
 
 	switch {
@@ -101,6 +114,13 @@ func classify(err error, elapsed time.Duration, protocol, addr string) failure {
 	return f
 }
 
+// embeddedStatus and embeddedMessage find an HTTP status and the Redfish
+// error message inside error text that gofish built from a JSON answer.
+var (
+	embeddedStatus  = regexp.MustCompile(`(?:^|"error":"|: )([45][0-9][0-9]): \{`)
+	embeddedMessage = regexp.MustCompile(`\\?"[Mm]essage\\?":\s*\\?"([^"\\]*)`)
+)
+
 // errAttemptTimeout ends an attempt that outlived Config.Timeout, whether
 // or not the library underneath noticed.
 var errAttemptTimeout = errors.New("no answer within the call timeout")
@@ -123,33 +143,4 @@ func oneLine(s string) string {
 		s = s[:max] + "…"
 	}
 	return s
-}
-
-// redactor removes known secrets from text.
-type redactor []string
-
-func (r redactor) scrub(s string) string {
-	for _, sec := range r {
-		if sec != "" {
-			s = strings.ReplaceAll(s, sec, redacted)
-		}
-	}
-	return s
-}
-
-// scrubbedError shows a redacted message while keeping the chain for
-// errors.Is and errors.As.
-type scrubbedError struct {
-	msg string
-	err error
-}
-
-func (e *scrubbedError) Error() string { return e.msg }
-func (e *scrubbedError) Unwrap() error { return e.err }
-
-func (r redactor) wrap(err error) error {
-	if err == nil {
-		return nil
-	}
-	return &scrubbedError{msg: r.scrub(err.Error()), err: err}
 }
