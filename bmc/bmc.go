@@ -123,6 +123,19 @@ const (
 	ProtocolAuto    = "auto" // Redfish first, then IPMI
 )
 
+// Redfish authentication schemes (Config.RedfishAuth, Client.Auth).
+const (
+	// AuthAuto uses a session when the service offers a SessionService
+	// and creating one works, else HTTP Basic auth.
+	AuthAuto = ""
+	// AuthSession logs in once (POST to the SessionService) and sends the
+	// session's X-Auth-Token.
+	AuthSession = "session"
+	// AuthBasic sends the username and password with every request, as
+	// services without a SessionService (sushy-tools, some BMCs) need.
+	AuthBasic = "basic"
+)
+
 // Defaults applied by New to zero Config fields.
 const (
 	DefaultTimeout         = 30 * time.Second
@@ -157,6 +170,8 @@ type Config struct {
 	Address  string `json:"address"`
 	Username string `json:"username"`
 	Password Secret `json:"password"`
+	// RedfishAuth is AuthAuto (default), AuthSession or AuthBasic.
+	RedfishAuth string `json:"redfish_auth,omitempty"`
 	// InsecureTLS skips certificate verification; off by default.
 	InsecureTLS bool `json:"insecure_tls,omitempty"`
 	// CAFile is a PEM bundle trusted in addition to the system roots.

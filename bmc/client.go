@@ -48,6 +48,8 @@ type Client struct {
 	mu       sync.Mutex
 	provider string // the bmclib provider that answered last
 	resolved string // protocol chosen by "auto", once one has answered
+	auth     string // Redfish authentication in use, once decided
+	authWhy  string // why, when it was not the configured or usual one
 }
 
 var _ MediaDriver = (*Client)(nil)
@@ -66,6 +68,13 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 	case ProtocolRedfish, ProtocolIPMI, ProtocolAuto:
 	default:
 		return nil, c.fail("configure", nil, fmt.Errorf("unknown protocol %q", cfg.Protocol), "use redfish, ipmi or auto")
+	}
+	switch cfg.RedfishAuth {
+	case AuthAuto:
+	case AuthSession, AuthBasic:
+		c.auth = cfg.RedfishAuth
+	default:
+		return nil, c.fail("configure", nil, fmt.Errorf("unknown Redfish authentication %q", cfg.RedfishAuth), "use session, basic or auto")
 	}
 	if cfg.Address == "" {
 		return nil, c.fail("configure", nil, errors.New("no BMC address"), "set the bmc address")
@@ -183,6 +192,38 @@ func (c *Client) Protocol() string {
 	return c.resolved
 }
 
+// Auth is the Redfish authentication in use: AuthSession or AuthBasic;
+// "" before the first Redfish call has decided it, or over IPMI.
+func (c *Client) Auth() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.resolved == ProtocolIPMI {
+		return ""
+	}
+	return c.auth
+}
+
+// AuthReason says why Auth is what it is when metal chose it ("the
+// service has no SessionService"), or "" when it was configured or is the
+// usual session.
+func (c *Client) AuthReason() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.resolved == ProtocolIPMI {
+		return ""
+	}
+	return c.authWhy
+}
+
+func (c *Client) setAuth(auth, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.auth != auth {
+		c.log.Debug("bmc redfish authentication chosen", "auth", auth, "reason", why)
+	}
+	c.auth, c.authWhy = auth, why
+}
+
 func (c *Client) setProvider(protocol, provider string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -198,7 +239,7 @@ func (c *Client) fail(op string, kind error, cause error, hint string) *Error {
 }
 
 // newBMCLib returns a bmclib client limited to the provider for protocol.
-func (c *Client) newBMCLib(protocol string) *bmclib.Client {
+func (c *Client) newBMCLib(protocol string, basicAuth bool) *bmclib.Client {
 	opts := []bmclib.Option{
 		bmclib.WithLogger(logr.FromSlogHandler(c.log.Handler())),
 		bmclib.WithHTTPClient(c.http),
@@ -210,6 +251,7 @@ func (c *Client) newBMCLib(protocol string) *bmclib.Client {
 		// metal's virtual BMC and many real ones send no ETags; bmclib
 		// would otherwise send an empty If-Match on some PATCHes.
 		bmclib.WithRedfishEtagMatchDisabled(true),
+		bmclib.WithRedfishUseBasicAuth(basicAuth),
 	}
 	if c.cfg.IPMIToolPath != "" {
 		opts = append(opts, bmclib.WithIpmitoolPath(c.cfg.IPMIToolPath))
@@ -308,8 +350,8 @@ func (c *Client) attempt(ctx context.Context, protocol string, fn opFunc) (strin
 	}
 	done := make(chan result, 1)
 	go func() {
-		bc := c.newBMCLib(protocol)
-		if err := bc.Open(ctx); err != nil {
+		bc, err := c.open(ctx, protocol)
+		if err != nil {
 			done <- result{err: err}
 			return
 		}
@@ -318,7 +360,7 @@ func (c *Client) attempt(ctx context.Context, protocol string, fn opFunc) (strin
 			defer cancel()
 			_ = bc.Close(closeCtx)
 		}()
-		err := fn(ctx, bc, protocol)
+		err = fn(ctx, bc, protocol)
 		done <- result{provider: bc.GetMetadata().SuccessfulProvider, err: err}
 	}()
 	select {

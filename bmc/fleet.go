@@ -17,15 +17,19 @@ type Target struct {
 // Result is the outcome of a fleet operation on one machine. It marshals to
 // the JSON metal prints with --json; it never carries credentials.
 type Result struct {
-	Machine   string        `json:"machine"`
-	Address   string        `json:"bmc,omitempty"`
-	Protocol  string        `json:"protocol,omitempty"`
-	Provider  string        `json:"provider,omitempty"`
-	Power     Power         `json:"power,omitempty"`
-	Inventory *Inventory    `json:"inventory,omitempty"`
-	Err       error         `json:"-"`
-	Error     string        `json:"error,omitempty"`
-	Duration  time.Duration `json:"duration_ns"`
+	Machine  string `json:"machine"`
+	Address  string `json:"bmc,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+	Provider string `json:"provider,omitempty"`
+	// Auth is the Redfish authentication used: "session" or "basic".
+	Auth string `json:"auth,omitempty"`
+	// AuthReason says why metal chose Basic auth, when it did.
+	AuthReason string        `json:"auth_reason,omitempty"`
+	Power      Power         `json:"power,omitempty"`
+	Inventory  *Inventory    `json:"inventory,omitempty"`
+	Err        error         `json:"-"`
+	Error      string        `json:"error,omitempty"`
+	Duration   time.Duration `json:"duration_ns"`
 }
 
 // Op is an operation run on each machine; it fills in r (Power,
@@ -46,6 +50,12 @@ type describer interface {
 	Address() string
 	Protocol() string
 	Provider() string
+}
+
+// authDescriber is implemented by *Client.
+type authDescriber interface {
+	Auth() string
+	AuthReason() string
 }
 
 // RunFleet runs op on every target, at most opts.Concurrency at a time, and
@@ -113,6 +123,9 @@ func runOne(ctx context.Context, t Target, timeout time.Duration, op Op) Result 
 	}
 	if d, ok := t.Driver.(describer); ok {
 		r.Address, r.Protocol, r.Provider = d.Address(), d.Protocol(), d.Provider()
+	}
+	if d, ok := t.Driver.(authDescriber); ok {
+		r.Auth, r.AuthReason = d.Auth(), d.AuthReason()
 	}
 	r.Machine = t.Name
 	r.Duration = time.Since(start)

@@ -41,6 +41,8 @@ func (c *Client) redfishInventory(ctx context.Context, inv *Inventory) error {
 		Username:   c.cfg.Username,
 		Password:   c.cfg.Password.reveal(),
 		HTTPClient: c.http,
+		BasicAuth:  c.Auth() == AuthBasic,
+		DumpWriter: c.dumpWriter(),
 	})
 	if err != nil {
 		return err

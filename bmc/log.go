@@ -2,6 +2,7 @@ package bmc
 
 import (
 	"context"
+	"io"
 	"log/slog"
 )
 
@@ -57,4 +58,24 @@ func (h redactHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h redactHandler) WithGroup(name string) slog.Handler {
 	return redactHandler{next: h.next.WithGroup(name), r: h.r}
+}
+
+// LevelTrace is the log level of the Redfish requests and answers metal
+// dumps for debugging (redacted, like every line this package logs).
+const LevelTrace = slog.LevelDebug - 4
+
+// dumpWriter returns a writer that logs each HTTP dump gofish writes at
+// LevelTrace, or nil when that level is off.
+func (c *Client) dumpWriter() io.Writer {
+	if !c.log.Enabled(context.Background(), LevelTrace) {
+		return nil
+	}
+	return dumpLog{c.log}
+}
+
+type dumpLog struct{ log *slog.Logger }
+
+func (d dumpLog) Write(p []byte) (int, error) {
+	d.log.Log(context.Background(), LevelTrace, "redfish http", "dump", string(p))
+	return len(p), nil
 }

@@ -32,17 +32,40 @@ type MachineSpec struct {
 	MACs         []string
 }
 
+// How a Server authenticates clients (Options.Auth). Real services differ,
+// and metal's client must cope with each.
+const (
+	// AuthSessions offers a SessionService and also takes HTTP Basic
+	// auth, as most BMCs do.
+	AuthSessions = ""
+	// AuthBasicOnly has no SessionService and takes Basic auth on every
+	// URL but /redfish and the service root, as sushy-tools with an auth
+	// file.
+	AuthBasicOnly = "basic"
+	// AuthNone has no SessionService and checks no credentials, as
+	// sushy-tools without an auth file.
+	AuthNone = "none"
+	// AuthSessionsRefused names a SessionService whose login always
+	// fails (HTTP 405), while Basic auth works, as some BMCs with
+	// sessions disabled or exhausted do.
+	AuthSessionsRefused = "sessions-refused"
+)
+
 // Options configure a Server.
 type Options struct {
 	Username string
 	Password string
-	Log      *slog.Logger
+	// Auth is one of AuthSessions (default), AuthBasicOnly, AuthNone and
+	// AuthSessionsRefused.
+	Auth string
+	Log  *slog.Logger
 }
 
 // Server is a Redfish service for a set of machines. It is an
 // http.Handler; Serve runs it on a listener.
 type Server struct {
 	user, pass string
+	authMode   string
 	log        *slog.Logger
 	mux        *http.ServeMux
 
@@ -71,15 +94,21 @@ type bootReporter interface{ BootOverride() Boot }
 
 // NewServer returns a Redfish service for machines.
 func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
-	if opts.Username == "" || opts.Password == "" {
-		return nil, errors.New("virtual bmc: a username and password are required")
+	switch opts.Auth {
+	case AuthSessions, AuthBasicOnly, AuthSessionsRefused:
+		if opts.Username == "" || opts.Password == "" {
+			return nil, errors.New("virtual bmc: a username and password are required")
+		}
+	case AuthNone:
+	default:
+		return nil, fmt.Errorf("virtual bmc: unknown auth %q (want sessions, basic, none or sessions-refused)", opts.Auth)
 	}
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		user: opts.Username, pass: opts.Password, log: log,
+		user: opts.Username, pass: opts.Password, authMode: opts.Auth, log: log,
 		systems: map[string]*system{}, sessions: map[string]session{},
 	}
 	for _, m := range machines {
@@ -134,12 +163,13 @@ func (s *Server) routes() {
 	})
 	open("GET /redfish/v1", s.serviceRoot)
 	open("GET /redfish/v1/odata", s.odata)
-	open("POST /redfish/v1/SessionService/Sessions", s.createSession)
-
-	auth("GET /redfish/v1/SessionService", s.sessionService)
-	auth("GET /redfish/v1/SessionService/Sessions", s.listSessions)
-	auth("GET /redfish/v1/SessionService/Sessions/{id}", s.getSession)
-	auth("DELETE /redfish/v1/SessionService/Sessions/{id}", s.deleteSession)
+	if s.hasSessions() {
+		open("POST /redfish/v1/SessionService/Sessions", s.createSession)
+		auth("GET /redfish/v1/SessionService", s.sessionService)
+		auth("GET /redfish/v1/SessionService/Sessions", s.listSessions)
+		auth("GET /redfish/v1/SessionService/Sessions/{id}", s.getSession)
+		auth("DELETE /redfish/v1/SessionService/Sessions/{id}", s.deleteSession)
+	}
 
 	auth("GET /redfish/v1/Systems", s.collection("/redfish/v1/Systems", "#ComputerSystemCollection.ComputerSystemCollection", "Computer System Collection"))
 	auth("GET /redfish/v1/Systems/{id}", s.withSystem(s.getSystem))
@@ -193,9 +223,17 @@ func (s *Server) pathExists(r *http.Request) bool {
 	return false
 }
 
+func (s *Server) hasSessions() bool {
+	return s.authMode == AuthSessions || s.authMode == AuthSessionsRefused
+}
+
 // authenticated accepts a session token or HTTP basic credentials.
 func (s *Server) authenticated(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.authMode == AuthNone {
+			h.ServeHTTP(w, r)
+			return
+		}
 		if tok := r.Header.Get("X-Auth-Token"); tok != "" {
 			s.mu.Lock()
 			_, ok := s.sessions[tok]
@@ -220,7 +258,7 @@ func (s *Server) credentialsOK(user, pass string) bool {
 }
 
 func (s *Server) serviceRoot(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
+	root := map[string]any{
 		"@odata.type":    "#ServiceRoot.v1_11_0.ServiceRoot",
 		"@odata.id":      "/redfish/v1",
 		"@odata.context": "/redfish/v1/$metadata#ServiceRoot.ServiceRoot",
@@ -238,7 +276,12 @@ func (s *Server) serviceRoot(w http.ResponseWriter, _ *http.Request) {
 			"ExcerptQuery": false, "ExpandQuery": map[string]any{"ExpandAll": false},
 			"FilterQuery": false, "OnlyMemberQuery": false, "SelectQuery": false,
 		},
-	})
+	}
+	if !s.hasSessions() {
+		delete(root, "SessionService")
+		delete(root, "Links")
+	}
+	writeJSON(w, http.StatusOK, root)
 }
 
 func (s *Server) odata(w http.ResponseWriter, _ *http.Request) {
@@ -267,6 +310,10 @@ func (s *Server) sessionService(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) createSession(w http.ResponseWriter, r *http.Request) {
+	if s.authMode == AuthSessionsRefused {
+		redfishError(w, http.StatusMethodNotAllowed, "Base.1.8.OperationNotAllowed", "sessions are disabled on this service")
+		return
+	}
 	var body struct {
 		UserName string `json:"UserName"`
 		Password string `json:"Password"`

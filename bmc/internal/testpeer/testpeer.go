@@ -99,7 +99,13 @@ func QEMU(t testing.TB, name string, log *slog.Logger) *virtual.QEMU {
 // returned (and written to a file, caFile) for clients to trust.
 func VBMC(t testing.TB, tls bool, user, pass string, log *slog.Logger, machines ...virtual.MachineSpec) (url, caFile string) {
 	t.Helper()
-	srv, err := virtual.NewServer(virtual.Options{Username: user, Password: pass, Log: log}, machines...)
+	return VBMCWith(t, tls, virtual.Options{Username: user, Password: pass, Log: log}, machines...)
+}
+
+// VBMCWith is VBMC with all the server's options (its auth mode).
+func VBMCWith(t testing.TB, tls bool, opts virtual.Options, machines ...virtual.MachineSpec) (url, caFile string) {
+	t.Helper()
+	srv, err := virtual.NewServer(opts, machines...)
 	if err != nil {
 		t.Fatal(err)
 	}
