@@ -20,12 +20,15 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # Debian packages the tests drive as real peers: QEMU with its iPXE ROMs and
 # OVMF, iPXE binaries, DHCP and TFTP clients, OpenIPMI's ipmi_sim, etcd,
 # OpenSSH, the Redfish clients the virtual BMC is checked with, the tools
-# that build the bootable test disk, and Chromium for the web console.
+# that build the bootable test disk, and Chromium for the web console; the
+# Python modules sushy-tools runs on (sushy-tools itself is not packaged:
+# its test runs when METAL_SUSHY_TOOLS names a source tree of it).
 TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitool \
 	busybox-static udhcpc isc-dhcp-client dhcpcd5 tftp-hpa atftp curl cpio \
 	iproute2 iputils-ping etcd-server openssh-server openssh-client \
 	redfishtool python3-sushy zstd xz-utils gzip util-linux kmod \
-	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables
+	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables \
+	python3-flask python3-tenacity python3-bcrypt python3-webob python3-pbr
 # The peers `make bench` measures metal against.
 BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx-light kea-admin kea-dhcp4-server atftp \
 	iproute2 valgrind time

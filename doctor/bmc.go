@@ -21,6 +21,9 @@ func checkBMCs(ctx context.Context, opts Options) []Check {
 		if m.BMC == nil {
 			continue
 		}
+		if c, weak := weakPassword(m); weak {
+			out = append(out, c)
+		}
 		d, err := bmc.New(bmcConfig(m, opts), opts.Logger)
 		if err != nil {
 			out = append(out, Check{Kind: KindBMC, Subject: "BMC of " + m.Name, Status: Fail,
@@ -36,6 +39,14 @@ func checkBMCs(ctx context.Context, opts Options) []Check {
 		if r.Provider != "" {
 			proto += " via " + r.Provider
 		}
+		switch {
+		case r.Auth == bmc.AuthBasic && r.AuthReason != "":
+			proto += ", HTTP Basic auth: " + r.AuthReason
+		case r.Auth == bmc.AuthBasic:
+			proto += ", HTTP Basic auth"
+		case r.Auth == bmc.AuthSession:
+			proto += ", session auth"
+		}
 		if r.Err == nil {
 			c.Status, c.Detail = OK, fmt.Sprintf("%s answers (%s), power %s", r.Address, proto, r.Power)
 		} else {
@@ -44,6 +55,27 @@ func checkBMCs(ctx context.Context, opts Options) []Check {
 		out = append(out, c)
 	}
 	return out
+}
+
+// weakPassword warns of a BMC password that is too short to be told from
+// ordinary text, or equal to the username: metal then redacts it only
+// where credentials are written (URLs, headers, request bodies, command
+// lines), not in the free text of messages.
+func weakPassword(m *site.Machine) (Check, bool) {
+	pw := m.BMC.Password
+	c := Check{Kind: KindBMC, Subject: "BMC password of " + m.Name, Status: Warn,
+		Fix: "give the BMC a longer password of its own"}
+	switch {
+	case pw == "":
+		return c, false
+	case pw == m.BMC.Username:
+		c.Detail = "the password is the username: anyone who reads a log line naming the user knows it"
+	case len(pw) < bmc.MinLiteralSecret:
+		c.Detail = fmt.Sprintf("the password is only %d character(s): metal redacts it where credentials are written, but it is too short to be redacted from every message", len(pw))
+	default:
+		return c, false
+	}
+	return c, true
 }
 
 // bmcConfig is the machine's BMC with doctor's short per-call timeout and

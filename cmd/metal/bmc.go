@@ -189,8 +189,15 @@ func renderBMCResults(a *app, results []bmc.Result) {
 			result = strings.TrimSpace(fmt.Sprintf("%s %s serial %s BIOS %s NICs %s", inv.Manufacturer, inv.Model, inv.Serial, inv.BIOSVersion, strings.Join(inv.MACs, ",")))
 		}
 		proto := r.Protocol
+		var via []string
 		if r.Provider != "" {
-			proto += " (" + r.Provider + ")"
+			via = append(via, r.Provider)
+		}
+		if r.Auth != "" {
+			via = append(via, r.Auth+" auth")
+		}
+		if len(via) > 0 {
+			proto += " (" + strings.Join(via, ", ") + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Machine, r.Address, proto, dash(string(r.Power)), result)
 	}
