@@ -13,8 +13,6 @@ import (
 	"github.com/metal-dev/metal/images/agent"
 )
 
-func init() { register(newAgentCmd) }
-
 // runInit is metal as /init of the agent initramfs (PID 1): it never
 // returns, since the kernel panics when init exits.
 func runInit() {

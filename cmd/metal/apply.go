@@ -25,8 +25,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newApplyCmd) }
-
 type applyFlags struct {
 	vars         varFlags
 	autoApprove  bool

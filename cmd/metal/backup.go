@@ -19,13 +19,6 @@ import (
 	"github.com/metal-dev/metal/inventory/backup"
 )
 
-func init() {
-	register(newBackupCmd)
-	register(newRestoreCmd)
-	register(newStandbyCmd)
-	register(newPromoteCmd)
-}
-
 // sshFlags say how the backup verbs reach the SFTP server.
 type sshFlags struct {
 	knownHosts string

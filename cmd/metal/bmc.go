@@ -16,8 +16,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newBMCCmd) }
-
 type bmcFlags struct {
 	vars        varFlags
 	sitePath    string

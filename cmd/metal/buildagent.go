@@ -9,8 +9,6 @@ import (
 	"github.com/metal-dev/metal/images/initramfs"
 )
 
-func init() { registerImages(newBuildAgentCmd) }
-
 type buildAgentFlags struct {
 	sitePath      string
 	vars          varFlags

@@ -7,8 +7,6 @@ import (
 	"github.com/spf13/cobra/doc"
 )
 
-func init() { register(newDocsCmd) }
-
 // newDocsCmd writes metal's reference from its own commands: man pages
 // (the Debian package ships them) and Markdown. It is hidden: a build step,
 // not something an operator runs.

@@ -11,8 +11,6 @@ import (
 	"github.com/metal-dev/metal/doctor"
 )
 
-func init() { register(newDoctorCmd) }
-
 type doctorFlags struct {
 	vars        varFlags
 	asJSON      bool

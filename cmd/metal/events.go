@@ -15,8 +15,6 @@ import (
 	"github.com/metal-dev/metal/inventory"
 )
 
-func init() { register(newEventsCmd) }
-
 type eventsFlags struct {
 	state   stateFlags
 	machine string

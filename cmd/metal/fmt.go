@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(newFmtCmd) }
-
 func newFmtCmd(a *app) *cobra.Command {
 	var check, showDiff bool
 	cmd := &cobra.Command{

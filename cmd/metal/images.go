@@ -2,13 +2,16 @@ package main
 
 import "github.com/spf13/cobra"
 
-func init() { register(newImagesCmd) }
-
-// imageVerbs holds the constructors of `metal images` subcommands; each
-// subcommand's file registers itself in an init function, like the verbs.
-var imageVerbs []func(*app) *cobra.Command
-
-func registerImages(newCmd func(*app) *cobra.Command) { imageVerbs = append(imageVerbs, newCmd) }
+// imageVerbs are the constructors of the `metal images` subcommands, one
+// file each.
+var imageVerbs = []func(*app) *cobra.Command{
+	newBuildAgentCmd,
+	newImagesFetchCmd,
+	newImagesGCCmd,
+	newImagesImportCmd,
+	newImagesListCmd,
+	newImagesVerifyCmd,
+}
 
 func newImagesCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{

@@ -9,8 +9,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerImages(newImagesFetchCmd) }
-
 func newImagesFetchCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{

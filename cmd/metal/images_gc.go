@@ -8,8 +8,6 @@ import (
 	"github.com/metal-dev/metal/images"
 )
 
-func init() { registerImages(newImagesGCCmd) }
-
 func newImagesGCCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	var dryRun bool

@@ -10,8 +10,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerImages(newImagesImportCmd) }
-
 // importRow is the --json form of one imported file.
 type importRow struct {
 	File    string   `json:"file"`

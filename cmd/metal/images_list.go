@@ -9,8 +9,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { registerImages(newImagesListCmd) }
-
 func newImagesListCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{

@@ -10,8 +10,6 @@ import (
 	"github.com/metal-dev/metal/images"
 )
 
-func init() { registerImages(newImagesVerifyCmd) }
-
 func newImagesVerifyCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{

@@ -20,8 +20,6 @@ import (
 	"github.com/metal-dev/metal/site/scaffold"
 )
 
-func init() { register(newInitCmd) }
-
 type initFlags struct {
 	opts                      scaffold.Options
 	subnet, gateway, serverIP string

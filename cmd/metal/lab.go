@@ -20,8 +20,6 @@ import (
 	"github.com/metal-dev/metal/lab"
 )
 
-func init() { register(newLabCmd) }
-
 type labFlags struct {
 	dir      string
 	asJSON   bool

@@ -23,8 +23,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newMachinesCmd) }
-
 // stateFlags say which state store a verb works on: the one the site file
 // names, or --state.
 type stateFlags struct {

@@ -23,8 +23,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newPlanCmd) }
-
 func newPlanCmd(a *app) *cobra.Command {
 	var vf varFlags
 	var asJSON, detailed, noColor bool

@@ -36,11 +36,30 @@ func (a *app) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
 }
 
-// verbs holds the constructors of every top-level verb; each verb's file
-// registers itself in an init function, so adding a verb touches one file.
-var verbs []func(*app) *cobra.Command
-
-func register(newCmd func(*app) *cobra.Command) { verbs = append(verbs, newCmd) }
+// verbs are the constructors of every top-level verb, one file each.
+var verbs = []func(*app) *cobra.Command{
+	newAgentCmd,
+	newApplyCmd,
+	newBackupCmd,
+	newBMCCmd,
+	newDocsCmd,
+	newDoctorCmd,
+	newEventsCmd,
+	newFmtCmd,
+	newImagesCmd,
+	newInitCmd,
+	newLabCmd,
+	newMachinesCmd,
+	newPlanCmd,
+	newPromoteCmd,
+	newRestoreCmd,
+	newServeCmd,
+	newStandbyCmd,
+	newTokenCmd,
+	newValidateCmd,
+	newVBMCCmd,
+	newVersionCmd,
+}
 
 // exitError carries a specific exit code out of a verb.
 type exitError struct {

@@ -20,8 +20,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newServeCmd) }
-
 type serveFlags struct {
 	vars      varFlags
 	stateDir  string

@@ -11,8 +11,6 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
-func init() { register(newTokenCmd) }
-
 // tokenFlags say where the token file is: in --state-dir, or in the state
 // directory of --site's daemon.
 type tokenFlags struct {

@@ -7,8 +7,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { register(newValidateCmd) }
-
 type validateFileResult struct {
 	File         string     `json:"file"`
 	Valid        bool       `json:"valid"`

@@ -16,8 +16,6 @@ import (
 	"github.com/metal-dev/metal/bmc/virtual"
 )
 
-func init() { register(newVBMCCmd) }
-
 type vbmcArgs struct {
 	listen       string
 	machines     []string

@@ -11,8 +11,6 @@ import (
 // version is set at build time: -ldflags "-X main.version=v0.1.0".
 var version = "dev"
 
-func init() { register(newVersionCmd) }
-
 func newVersionCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
