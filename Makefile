@@ -1,6 +1,7 @@
 # metal: build, test, benchmark.
 #
 #   make test    install what the tests need, then vet and test everything
+#   make unit    the tests that need no root, namespace, QEMU or Debian package
 #   make lab     the main demonstration: provision a QEMU lab end to end
 #   make bench   benchmarks, with metal beside its peers, as a table
 #   make build   the binary, in bin/metal
@@ -63,10 +64,16 @@ bench-deps: deps
 vet:
 	$(GO) vet ./...
 
+# Everything, internal/layering's import check among it.
 test: test-deps build vet
 	bin/metal validate hcl-examples/*.hcl
 	bin/metal fmt -check hcl-examples/*.hcl
 	$(GO) test -timeout 40m ./...
+
+# No root, no apt: tests that need the host skip themselves in a -short run
+# (internal/testenv).
+unit:
+	$(GO) test -short -timeout 5m ./...
 
 # The QEMU lab (metal lab --help): QEMU with its iPXE ROMs and OVMF, the
 # BMC simulator, and what the bootable test disk image is built from. The

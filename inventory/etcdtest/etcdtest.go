@@ -19,6 +19,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // Binary returns the etcd server binary, or an error saying what to install.
@@ -90,6 +92,7 @@ func Start(dir string, n int) (*Cluster, error) {
 // kills it at cleanup (logging the members' logs if the test failed).
 func New(t testing.TB, n int) *Cluster {
 	t.Helper()
+	testenv.Integration(t, "etcd (Debian etcd-server)")
 	c, err := Start(t.TempDir(), n)
 	if err != nil {
 		t.Fatal(err)

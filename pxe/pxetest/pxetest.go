@@ -36,6 +36,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/internal/netns"
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // Addresses every lab uses. The lab namespace owns ServerIP on its bridge.
@@ -78,9 +79,7 @@ type Netns struct {
 // (not root, no iproute2).
 func NewLab(t testing.TB) *Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatalf("pxetest: network namespaces need root; run the tests as root (make test does)")
-	}
+	testenv.Root(t, "network namespaces")
 	RequireTool(t, "ip", "iproute2")
 	var b [3]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -279,6 +278,7 @@ func (n *Netns) Do(fn func() error) error { return netns.Do(n.Name, fn) }
 // saying which Debian package provides it.
 func RequireTool(t testing.TB, program, debianPackage string) string {
 	t.Helper()
+	testenv.Integration(t, program+" (Debian "+debianPackage+")")
 	p, err := exec.LookPath(program)
 	if err != nil {
 		t.Fatalf("this test needs %s: install the Debian package %s (apt-get install %s)", program, debianPackage, debianPackage)

@@ -20,11 +20,13 @@ import (
 	"github.com/metal-dev/metal/internal/qemu"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // Need fails t unless program is on PATH.
 func Need(t testing.TB, program, debianPackage string) string {
 	t.Helper()
+	testenv.Integration(t, program+" (Debian "+debianPackage+")")
 	p, err := exec.LookPath(program)
 	if err != nil {
 		t.Fatalf("%s is needed for this test: apt-get install -y %s", program, debianPackage)

@@ -22,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // Server is a running sshd.
@@ -83,6 +85,7 @@ func StartWith(t testing.TB, opts Options) *Server {
 	if opts.Dial == nil {
 		opts.Dial = (&net.Dialer{}).DialContext
 	}
+	testenv.Integration(t, "sshd (Debian openssh-server)")
 	const bin = "/usr/sbin/sshd"
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatal("sshd not found: install the Debian package openssh-server (apt-get install openssh-server)")
