@@ -148,7 +148,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 	if diags.HasErrors() {
 		return silentExit(exitFailed)
 	}
-	if saved != nil && siteDigest(res) != saved.SiteDigest {
+	if saved != nil && res.Digest() != saved.SiteDigest {
 		return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath)}
 	}
 	// Refuse before touching anything when nobody can confirm.

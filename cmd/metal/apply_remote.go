@@ -63,7 +63,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		return &exitError{code: exitFailed, err: err}
 	}
 	req := daemon.ApplyRequest{
-		SiteFile: abs, SiteDigest: siteDigest(res), Targets: f.targets, Resume: f.resume,
+		SiteFile: abs, SiteDigest: res.Digest(), Targets: f.targets, Resume: f.resume,
 		AllowDestroy: f.allowDestroy, StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		BootTimeout: f.bootTimeout, ConsoleLog: f.consoleLog,
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -145,23 +142,8 @@ func stampPlan(p *plan.Plan, sitePath string, res *site.Result) error {
 		return fmt.Errorf("save plan: %w", err)
 	}
 	p.SiteFile = abs
-	p.SiteDigest = siteDigest(res)
+	p.SiteDigest = res.Digest()
 	return nil
-}
-
-// siteDigest hashes the content of every file the site was loaded from.
-func siteDigest(res *site.Result) string {
-	names := make([]string, 0, len(res.Files))
-	for n := range res.Files {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	h := sha256.New()
-	for _, n := range names {
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(n), len(res.Files[n].Bytes))
-		h.Write(res.Files[n].Bytes)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 func savePlan(path string, p *plan.Plan) error {

@@ -108,12 +108,12 @@ func siteSource(path string, res *site.Result, vars varFlags) (loadedSite, error
 	if err != nil {
 		return loadedSite{}, err
 	}
-	return loadedSite{path: abs, digest: siteDigest(res), reload: func(context.Context) (*site.Site, string, error) {
+	return loadedSite{path: abs, digest: res.Digest(), reload: func(context.Context) (*site.Site, string, error) {
 		again, diags := vars.load(abs)
 		if diags.HasErrors() {
 			return nil, "", fmt.Errorf("the site file has errors now (metal validate %s shows them): %s", path, diags.Error())
 		}
-		return again.Site, siteDigest(again), nil
+		return again.Site, again.Digest(), nil
 	}}, nil
 }
 
