@@ -122,7 +122,30 @@ func (l *Lab) AddHost(name string, mac net.HardwareAddr) *Netns {
 	}
 	n.MustIP("link", "set", "eth0", "address", mac.String())
 	n.MustIP("link", "set", "eth0", "up")
+	l.waitLinkReady(n, port)
 	return n
+}
+
+// waitLinkReady waits until the host's eth0 is up with its carrier and its
+// bridge port forwards. Until the kernel's link watcher has seen the
+// carrier (it batches such events, up to a second apart, and later while
+// another namespace is being torn down) the link has no queue yet and
+// drops what is sent: a test's first DHCP packet would be lost.
+func (l *Lab) waitLinkReady(n *Netns, port string) {
+	l.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		host, herr := n.IP("-o", "link", "show", "eth0")
+		br, berr := l.ns.IP("-d", "-o", "link", "show", port)
+		if herr == nil && berr == nil && bytes.Contains(host, []byte("state UP")) &&
+			bytes.Contains(br, []byte("state UP")) && bytes.Contains(br, []byte("bridge_slave state forwarding")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("pxetest: %s's eth0 not up and forwarding within 10s:\n%s\n%s", n.Name, host, br)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // newNetns creates a namespace with lo up and records it for cleanup.
@@ -235,6 +258,10 @@ func (p *Process) Log() string {
 	b, _ := os.ReadFile(p.log)
 	return string(b)
 }
+
+// Pid returns the process's id. `ip netns exec` execs the command, so
+// this is the command itself (and what it execs in turn).
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
