@@ -355,7 +355,7 @@ func udpIn(t *testing.T, ns *pxetest.Netns, dev string, port int) net.PacketConn
 	err := ns.Do(func() error {
 		var err error
 		if dev != "" {
-			c, err = listen(context.Background(), dev, port)
+			c, err = listen(context.Background(), dev, port, false)
 			return err
 		}
 		c, err = net.ListenPacket("udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(port)))

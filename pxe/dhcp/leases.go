@@ -509,6 +509,14 @@ func (t *leaseTable) dropOffer(k macKey) {
 	}
 }
 
+// has reports whether the table has an address for mac, offered or
+// leased, whatever its state.
+func (t *leaseTable) has(k macKey) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byMAC[k] != nil
+}
+
 // leasedIP returns the address acknowledged to mac and still valid.
 func (t *leaseTable) leasedIP(k macKey, now time.Time) (netip.Addr, bool) {
 	t.mu.Lock()

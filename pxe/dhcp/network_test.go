@@ -7,12 +7,9 @@ package dhcp
 
 import (
 	"context"
-	"fmt"
-	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -21,7 +18,6 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
-	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
 
@@ -124,104 +120,6 @@ func TestRelay(t *testing.T) {
 				t.Errorf("LeasedIP = %v %v, want %v", got, ok, offer.YourIPAddr)
 			}
 		})
-	}
-}
-
-// TestFlood sends DISCOVERs from 10,000 distinct MACs as fast as a socket
-// takes them, while a declared machine asks for its address with udhcpc:
-// it must get it, and the server's tables must stay bounded.
-func TestFlood(t *testing.T) {
-	pxetest.RequireTool(t, "busybox", "busybox-static")
-	lab := pxetest.NewLab(t)
-	known := pxetest.MAC(50)
-	policy := newTestPolicy(pxe.Host{Name: "known", MAC: known, IP: net.ParseIP("192.0.2.50")})
-	cfg := labConfig()
-	// Every flood packet is a failed offer once the pool is full: a
-	// warning each, too many to print.
-	srv, err := NewServer(cfg, policy, nil, slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelError})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- lab.NS().Do(func() error { return srv.Serve(ctx) }) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	})
-
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
-
-	flooder := lab.AddHost("flood", nil)
-	flooder.MustIP("addr", "add", "192.0.2.250/24", "dev", "eth0")
-	conn := udpIn(t, flooder, "eth0", clientPort)
-	const n = 10000
-	stop := make(chan struct{})
-	type result struct {
-		sent int
-		err  error
-	}
-	flooded := make(chan result, 1)
-	// The flood goes round the n MACs until the known machine is done,
-	// at least once.
-	go func() {
-		dst := &net.UDPAddr{IP: net.IPv4bcast, Port: serverPort}
-		pkts := make([][]byte, n)
-		for i := range pkts {
-			mac := net.HardwareAddr{0x02, 0xff, 0, byte(i >> 16), byte(i >> 8), byte(i)}
-			pkts[i] = discover(mac, pxeClient(iana.INTEL_X86PC)).ToBytes()
-		}
-		for sent := 0; ; sent++ {
-			if sent >= n {
-				select {
-				case <-stop:
-					flooded <- result{sent: sent}
-					return
-				default:
-				}
-			}
-			if _, err := conn.WriteTo(pkts[sent%n], dst); err != nil {
-				flooded <- result{sent: sent, err: fmt.Errorf("flood packet %d: %w", sent, err)}
-				return
-			}
-		}
-	}()
-
-	start := time.Now()
-	env := udhcpc(t, lab.AddHost("known", known))
-	took := time.Since(start)
-	close(stop)
-	if env["ip"] != "192.0.2.50" {
-		t.Errorf("during the flood the known machine got %q, want 192.0.2.50", env["ip"])
-	}
-	res := <-flooded
-	if res.err != nil {
-		t.Fatal(res.err)
-	}
-	t.Logf("known machine leased in %v while %d flood packets were sent", took.Round(time.Millisecond), res.sent)
-	// And after it, too.
-	if env := udhcpc(t, lab.AddHost("known2", known)); env["ip"] != "192.0.2.50" {
-		t.Errorf("after the flood the known machine got %q, want 192.0.2.50", env["ip"])
-	}
-
-	h := srv.Handler()
-	if got, bound := h.leases.size(), 100+1; got > bound {
-		t.Errorf("lease table has %d entries after the flood, bound %d (pool + reservation)", got, bound)
-	}
-	if got, bound := h.limit.size(), defaultMaxTracked; got > bound {
-		t.Errorf("rate table has %d entries, bound %d", got, bound)
-	}
-	var after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("after a flood of %d MACs: lease table %d, rate table %d, heap growth %d KiB", n, h.leases.size(), h.limit.size(), growth>>10)
-	if growth > 32<<20 {
-		t.Errorf("heap grew by %d MiB during the flood", growth>>20)
 	}
 }
 

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/metal-dev/metal/internal/latch"
@@ -96,18 +98,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err := s.h.Load(ctx); err != nil {
 		return fmt.Errorf("dhcp: %w", err)
 	}
-	conns := []net.PacketConn{}
-	c, err := listen(ctx, s.cfg.Interface, serverPort)
+	conns, err := listenSteered(ctx, s.cfg.Interface, serverPort)
 	if err != nil {
 		return err
 	}
-	conns = append(conns, c)
+	pxeConn := -1 // the index of port 4011's socket, if any
 	if s.cfg.Mode == ModeProxy {
-		c, err := listen(ctx, s.cfg.Interface, pxePort)
+		c, err := listen(ctx, s.cfg.Interface, pxePort, false)
 		if err != nil {
-			conns[0].Close()
+			for _, c := range conns {
+				c.Close()
+			}
 			return err
 		}
+		pxeConn = len(conns)
 		conns = append(conns, c)
 	}
 	s.log.Info("serving", "mode", s.cfg.Mode, "server_ip", s.cfg.ServerIP)
@@ -139,7 +143,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
-			errc <- s.read(ctx, c, i == 1, queues)
+			errc <- s.read(ctx, c, i == pxeConn, queues)
 		}()
 	}
 	var first error
@@ -190,84 +194,175 @@ func (q queues) next() (packet, bool) {
 	}
 }
 
-// knownMAC reports whether the packet's client hardware address (BOOTP
-// chaddr) is a machine the policy knows. It only reads the header: full
-// parsing is the workers' job.
-func (s *Server) knownMAC(ctx context.Context, data []byte) bool {
+// first reports whether a packet goes to the known-first queue: a
+// machine the policy declares, or a REQUEST (or RELEASE, DECLINE, INFORM)
+// from a MAC the lease table has an address for (offered or leased), so
+// that a client that got an offer during a flood also gets its ACK. A
+// DISCOVER from an unknown MAC, what a flood is made of, never is. It only
+// reads the header and option 53: full parsing is the workers' job.
+func (s *Server) first(ctx context.Context, data []byte) bool {
 	const chaddrAt, minLen = 28, 240
 	if len(data) < minLen || data[1] != 1 || data[2] != 6 { // Ethernet, 6-byte MACs
 		return false
 	}
-	_, err := s.h.policy.Host(ctx, net.HardwareAddr(data[chaddrAt:chaddrAt+6]))
-	return err == nil
+	mac := data[chaddrAt : chaddrAt+6]
+	if _, err := s.h.policy.Host(ctx, net.HardwareAddr(mac)); err == nil {
+		return true
+	}
+	return rawMessageType(data) != dhcpv4.MessageTypeDiscover && s.h.leases.has(macKey(mac))
 }
 
-// read feeds one socket's packets to the workers. A DISCOVER or REQUEST
-// that arrives while the worker queues are empty and the socket's backlog
-// is short is answered here instead: handing each packet to a worker
-// woke a thread per packet, and those wake-ups and context switches were
-// the larger part of the server's CPU. (A REQUEST's ACK still waits for
-// its lease to be durable: the lease table's committer sends it.) Under a
-// flood the socket never empties: after inlineStreak packets each found
-// another waiting, all go through the queues, known machines' first.
+// rawMessageType returns option 53 of a BOOTP packet of at least 240
+// bytes, or MessageTypeNone, without parsing the rest.
+func rawMessageType(data []byte) dhcpv4.MessageType {
+	opts := data[240:]
+	if [4]byte(data[236:240]) != [4]byte{99, 130, 83, 99} { // magic cookie
+		return dhcpv4.MessageTypeNone
+	}
+	for len(opts) > 0 {
+		code := opts[0]
+		switch code {
+		case 0: // pad
+			opts = opts[1:]
+			continue
+		case 255: // end
+			return dhcpv4.MessageTypeNone
+		}
+		if len(opts) < 2 || len(opts) < 2+int(opts[1]) {
+			return dhcpv4.MessageTypeNone
+		}
+		if code == 53 && opts[1] == 1 {
+			return dhcpv4.MessageType(opts[2])
+		}
+		opts = opts[2+int(opts[1]):]
+	}
+	return dhcpv4.MessageTypeNone
+}
+
+// readBatch is how many datagrams one read takes from the socket
+// (recvmmsg): under a flood, one system call per packet was most of what
+// the reader cost, and a reader slower than the flood lets the kernel drop
+// packets before anyone can tell a known machine's from the rest.
+const readBatch = 64
+
+// read feeds one socket's packets to the workers, known machines' to
+// their own queue. A DISCOVER or REQUEST that arrives while the worker
+// queues are empty and nothing waits behind it in the socket is answered
+// here instead: handing each packet to a worker woke a thread per packet,
+// and those wake-ups and context switches were the larger part of the
+// server's CPU. (A REQUEST's ACK still waits for its lease to be durable:
+// the lease table's committer sends it.) Under a flood the socket never
+// empties: after inlineStreak packets each found another waiting, all go
+// through the queues.
+//
+// Known machines first holds only for packets the reader gets to see: the
+// kernel drops datagrams, anyone's, once the socket's receive buffer is
+// full, and a packet waits behind all that the buffer holds. So REQUESTs
+// and the like arrive on a socket of their own, which a DISCOVER flood
+// never fills (see listenSteered); and the reader does little per packet (batched reads, a look at
+// the MAC and message type, an unknown packet that finds its queue full
+// dropped before it is even copied), and the buffer is large (see listen)
+// so it rides out the moments the reader waits for a CPU.
 func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues) error {
-	buf := make([]byte, 64<<10)
-	waiting := pendingInput(c)
+	pc := ipv4.NewPacketConn(c)
+	msgs := make([]ipv4.Message, readBatch)
+	const slot = maxPacket + 1 // a byte more, to tell longer packets
+	bufs := make([]byte, readBatch*slot)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{bufs[i*slot : (i+1)*slot]}
+	}
+	fill := bufferFill(c)
 	// With a shared store, each DISCOVER and REQUEST is a round trip to
 	// it, which must not hold up reading: workers answer every packet.
 	here := s.h.leases.shared == nil
 	streak := 0 // packets in a row that found another waiting
 	for {
-		n, addr, err := c.ReadFrom(buf)
+		n, err := pc.ReadBatch(msgs, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("dhcp: read: %w", err)
 		}
-		ua, ok := addr.(*net.UDPAddr)
-		if !ok || n > maxPacket {
-			continue
-		}
-		p := packet{data: append([]byte(nil), buf[:n]...), peer: ua.AddrPort(), conn: c, pxe: pxe}
-		if waiting() {
-			streak++
-		} else {
-			streak = 0
-		}
-		if here && streak < inlineStreak && len(q.known) == 0 && len(q.other) == 0 && s.handleHere(ctx, p) {
-			continue
-		}
-		queue := q.other
-		if s.knownMAC(ctx, p.data) {
-			queue = q.known
-		}
-		select {
-		case queue <- p:
-		default:
-			s.log.Debug("queue full: packet dropped", "from", p.peer)
+		// Behind: the socket holds more than a read takes, and its buffer
+		// is half full. The flood is faster than the server; work given
+		// to the workers now only takes CPU from this reader, until the
+		// kernel drops what it cannot buffer, known machines' packets
+		// too. So until the reader has caught up, only the packets that
+		// go first are handed on.
+		behind := n == len(msgs) && fill() > 0.5
+		for i := range n {
+			m := &msgs[i]
+			// Another waits behind this one if the read took more, or
+			// filled the batch (then the socket may hold more).
+			if i < n-1 || n == len(msgs) {
+				streak++
+			} else {
+				streak = 0
+			}
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok || m.N > maxPacket {
+				continue
+			}
+			data := m.Buffers[0][:m.N]
+			p := packet{peer: ua.AddrPort(), conn: c, pxe: pxe}
+			if here && streak < inlineStreak && len(q.known) == 0 && len(q.other) == 0 {
+				p.data = append([]byte(nil), data...)
+				if s.handleHere(ctx, p) {
+					continue
+				}
+			}
+			queue := q.other
+			if s.first(ctx, data) {
+				queue = q.known
+			} else if behind || len(q.other) == cap(q.other) {
+				s.dropped(p)
+				continue
+			}
+			if p.data == nil {
+				p.data = append([]byte(nil), data...)
+			}
+			select {
+			case queue <- p:
+			default:
+				s.dropped(p)
+			}
 		}
 	}
 }
 
-// pendingInput returns a check of whether another datagram waits in c's
-// receive queue (SIOCINQ: the size of the next one). Without access to
-// the socket it always says yes, and every packet goes to the workers.
-func pendingInput(c net.PacketConn) func() bool {
+// dropped notes a packet no worker had room for.
+func (s *Server) dropped(p packet) {
+	s.log.Debug("queue full: packet dropped", "from", p.peer)
+}
+
+// soMeminfo is SO_MEMINFO (Linux 3.9), which x/sys/unix does not name:
+// a socket's memory counters, the first two the bytes in its receive
+// queue and its receive buffer's size.
+const soMeminfo = 55
+
+// bufferFill returns a check of how full c's receive buffer is, from 0 to
+// 1; without access to the socket it always says 0.
+func bufferFill(c net.PacketConn) func() float64 {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return func() bool { return true }
+		return func() float64 { return 0 }
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return func() bool { return true }
+		return func() float64 { return 0 }
 	}
-	return func() bool {
-		n, ierr := 0, error(nil)
-		if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil || ierr != nil {
-			return true
+	var mem [9]uint32 // SK_MEMINFO_VARS
+	return func() float64 {
+		var errno syscall.Errno
+		size := uint32(len(mem) * 4)
+		if err := rc.Control(func(fd uintptr) {
+			_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, soMeminfo,
+				uintptr(unsafe.Pointer(&mem[0])), uintptr(unsafe.Pointer(&size)), 0)
+		}); err != nil || errno != 0 || mem[1] == 0 {
+			return 0
 		}
-		return n > 0
+		return float64(mem[0]) / float64(mem[1])
 	}
 }
 
@@ -396,12 +491,22 @@ func replyAddr(req, resp *dhcpv4.DHCPv4, from From) netip.AddrPort {
 	return broadcast
 }
 
+// recvBuffer is the receive buffer asked for the server's sockets. The
+// kernel's default (net.core.rmem_default, 208 KiB on Debian) holds a few
+// hundred DHCP packets (each costs about 1 KiB of buffer, headers
+// included): a flood fills that within a millisecond of the reader
+// waiting for a CPU, and then the kernel drops every packet, a known
+// machine's REQUEST as well as the flood's DISCOVERs. 4 MiB holds tens
+// of milliseconds of a flood, longer than the reader waits.
+const recvBuffer = 4 << 20
+
 // listen opens a UDP socket on port bound to the interface (so a server per
 // interface can share the port, and replies leave by that interface),
-// allowed to broadcast. Unlike server4.NewIPv4UDPConn it does not set
-// SO_REUSEPORT: a second server on the same interface fails to start
-// instead of silently getting half the packets.
-func listen(ctx context.Context, iface string, port int) (net.PacketConn, error) {
+// allowed to broadcast, with a receive buffer of recvBuffer. Unlike
+// server4.NewIPv4UDPConn it sets SO_REUSEPORT only when asked (for
+// listenSteered's pair): a second server on the same interface fails to
+// start instead of silently getting half the packets.
+func listen(ctx context.Context, iface string, port int, reusePort bool) (net.PacketConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
@@ -411,6 +516,19 @@ func listen(ctx context.Context, iface string, port int) (net.PacketConn, error)
 			}
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
 				serr = fmt.Errorf("allow broadcast: %w", serr)
+				return
+			}
+			if reusePort {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+					serr = fmt.Errorf("share the port: %w", serr)
+					return
+				}
+			}
+			// Beyond net.core.rmem_max when allowed (root); else as
+			// far as it goes. Not fatal: a smaller buffer only drops
+			// sooner under a flood.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, recvBuffer) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, recvBuffer)
 			}
 		})
 		return errors.Join(err, serr)
