@@ -123,6 +123,8 @@ type AgentTask struct {
 	// Disk is the target device ("/dev/vda"); empty lets the agent pick the
 	// first non-removable disk.
 	Disk string `json:"disk,omitempty"`
+	// Wipe is how a wipe task erases each disk (default WipeQuick).
+	Wipe WipeMethod `json:"wipe,omitempty"`
 	// Hostname, SSHAuthorizedKeys and UserData become the cloud-init NoCloud
 	// seed written beside the image.
 	Hostname          string   `json:"hostname,omitempty"`
@@ -176,6 +178,49 @@ type CPU struct {
 	Sockets int    `json:"sockets,omitempty"`
 	Cores   int    `json:"cores,omitempty"`
 	Threads int    `json:"threads,omitempty"`
+}
+
+// WipeMethod is how the agent erases a disk.
+type WipeMethod string
+
+const (
+	// WipeQuick zeroes the first and last MiB: partition tables (GPT
+	// and its backup), filesystem, RAID and LVM labels. The data itself
+	// stays on the disk, readable by anyone who looks.
+	WipeQuick WipeMethod = "quick"
+	// WipeZero overwrites every byte with zeros, then reads back samples
+	// across the whole disk to verify.
+	WipeZero WipeMethod = "zero"
+	// WipeSecure asks the device to erase itself (BLKSECDISCARD); a
+	// device that cannot is overwritten as by WipeZero instead, and the
+	// erase record says so. Either way it is verified.
+	WipeSecure WipeMethod = "secure"
+)
+
+// Valid reports whether m is a known method ("" counts as quick).
+func (m WipeMethod) Valid() bool {
+	switch m {
+	case "", WipeQuick, WipeZero, WipeSecure:
+		return true
+	}
+	return false
+}
+
+// EraseRecord is what a wipe did to one disk.
+type EraseRecord struct {
+	Disk   string `json:"disk"`
+	Serial string `json:"serial,omitempty"`
+	// Method is what erased it: the method asked for, or "zero" when a
+	// secure erase was not possible (Note says why).
+	Method WipeMethod `json:"method"`
+	// Bytes is how many bytes were erased (the whole disk but for quick).
+	Bytes    uint64        `json:"bytes"`
+	Duration time.Duration `json:"duration_ns"`
+	// Verified says the read-back found only zeros in every sample
+	// (VerifiedBytes of them); a quick wipe verifies its two ends.
+	Verified      bool   `json:"verified"`
+	VerifiedBytes uint64 `json:"verified_bytes,omitempty"`
+	Note          string `json:"note,omitempty"`
 }
 
 type Disk struct {

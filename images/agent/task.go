@@ -304,22 +304,49 @@ func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
 	for i, d := range disks {
 		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "wiping",
 			Done: uint64(i), Total: uint64(len(disks))}, 3)
-		if err := wipeDisk(filepath.Join(w.DevDir, d.Name), d.SizeBytes); err != nil {
-			return fmt.Errorf("wipe %s: %w", d.Name, err)
+		rec, err := EraseDisk(ctx, filepath.Join(w.DevDir, d.Name), t.Wipe, nil)
+		rec.Disk, rec.Serial = d.Name, d.Serial
+		if err != nil {
+			return fmt.Errorf("wipe %s (%s): %w", d.Name, rec.Method, err)
 		}
-		w.Log.Info("wiped", "disk", d.Name)
+		w.Log.Info("erased", "disk", d.Name, "serial", d.Serial, "method", string(rec.Method), "bytes", rec.Bytes,
+			"duration", rec.Duration, "verified", rec.Verified, "verified_bytes", rec.VerifiedBytes, "note", rec.Note)
+		// The timeline keeps each disk's erase as a step of the task.
+		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning,
+			Step: eraseStep(rec), Done: uint64(i + 1), Total: uint64(len(disks))}, 3)
 	}
 	unix.Sync()
 	return nil
 }
 
-func wipeDisk(path string, size uint64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		return err
+// eraseStep is an erase record as a timeline step (at most 64 bytes):
+// "erased sda: zero, 64 GiB, verified".
+func eraseStep(r inventory.EraseRecord) string {
+	v := "verified"
+	if !r.Verified {
+		v = "not verified"
 	}
-	defer f.Close()
-	if err := zeroRange(f, 0, wipeBytes); err != nil {
+	s := fmt.Sprintf("erased %s: %s, %s, %s", r.Disk, r.Method, humanBytes(r.Bytes), v)
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+func humanBytes(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// wipeEnds zeroes the first and last wipeBytes of f: what a quick wipe
+// does.
+func wipeEnds(f *os.File, size uint64) error {
+	if err := zeroRange(f, 0, int64(min(size, wipeBytes))); err != nil {
 		return err
 	}
 	if size > 2*wipeBytes {
@@ -327,15 +354,16 @@ func wipeDisk(path string, size uint64) error {
 			return err
 		}
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	rereadPartitions(f, nil)
-	return f.Close()
+	return nil
 }
 
 func zeroRange(f *os.File, off, n int64) error {
-	_, err := f.WriteAt(make([]byte, n), off)
+	buf, free, err := alignedBuffer(int(n))
+	if err != nil {
+		return err
+	}
+	defer free()
+	_, err = f.WriteAt(buf, off)
 	return err
 }
 
