@@ -47,13 +47,15 @@ type ApplyRequest struct {
 	// PlanDigest is the digest of the plan the caller showed (and the
 	// operator confirmed); the daemon refuses when its own plan differs.
 	// Empty with Resume.
-	PlanDigest   string        `json:"plan_digest,omitempty"`
-	Targets      []string      `json:"targets,omitempty"`
-	Resume       bool          `json:"resume,omitempty"`
-	AllowDestroy bool          `json:"allow_destroy,omitempty"`
-	StepTimeout  time.Duration `json:"step_timeout,omitempty"`
-	AgentTimeout time.Duration `json:"agent_timeout,omitempty"`
-	BootTimeout  time.Duration `json:"boot_timeout,omitempty"`
+	PlanDigest   string   `json:"plan_digest,omitempty"`
+	Targets      []string `json:"targets,omitempty"`
+	Resume       bool     `json:"resume,omitempty"`
+	AllowDestroy bool     `json:"allow_destroy,omitempty"`
+	// Wipe is how deprovisions erase disks: quick, zero or secure.
+	Wipe         inventory.WipeMethod `json:"wipe,omitempty"`
+	StepTimeout  time.Duration        `json:"step_timeout,omitempty"`
+	AgentTimeout time.Duration        `json:"agent_timeout,omitempty"`
+	BootTimeout  time.Duration        `json:"boot_timeout,omitempty"`
 	// ConsoleLog is where machines' console logs are, {machine} for the
 	// name (apply.ConsoleLogPattern).
 	ConsoleLog string `json:"console_log,omitempty"`
@@ -222,7 +224,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 		BMC:         d.operator.bmcs,
 		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
 		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
-		AllowDestroy: req.AllowDestroy, Drain: drainCh, Logger: d.log.With("component", "apply"),
+		AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drainCh, Logger: d.log.With("component", "apply"),
 		Hook: runIDHook{EventHook: apply.EventHook{Emit: emit}, set: d.applies.setID},
 	})
 	if req.Resume {

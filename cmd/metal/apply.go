@@ -29,6 +29,7 @@ type applyFlags struct {
 	vars         varFlags
 	autoApprove  bool
 	allowDestroy bool
+	wipe         string
 	resume       bool
 	asJSON       bool
 	noColor      bool
@@ -56,7 +57,7 @@ func newApplyCmd(a *app) *cobra.Command {
                 write the image, next boot from disk: provisioned
   update        power state and labels, no reinstall
   reprovision   as provision, over a disk that held an image (destructive)
-  deprovision   the agent wipes the disk, power off, removed from the store
+  deprovision   the agent wipes the disks (--wipe), power off, removed from the store
                 (destructive)
 
 Destructive actions are carried out only with --allow-destroy.
@@ -114,7 +115,8 @@ when one failed, the run halted, or apply refused.`,
 	f.vars.register(cmd)
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
-	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions and deprovisions (they erase disks)")
+	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk) and deprovisions (the disks are wiped as --wipe says)")
+	fl.StringVar(&f.wipe, "wipe", "quick", `how a deprovision erases each disk: "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable), "zero" overwrites every byte, "secure" asks the device to erase itself (BLKSECDISCARD) and overwrites it if it cannot; zero and secure then read back samples across the disk to verify`)
 	fl.BoolVar(&f.resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
 	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
@@ -132,6 +134,9 @@ when one failed, the run halted, or apply refused.`,
 
 // runApply is the whole verb: load, open the runtime, plan, confirm, apply.
 func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
+	if !inventory.WipeMethod(f.wipe).Valid() {
+		return usageError("--wipe %q: use quick, zero or secure", f.wipe)
+	}
 	saved, err := readSavedPlan(path)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
@@ -214,7 +219,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		BMC:         apply.DriverBMCs(log, nil),
 		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
-		AllowDestroy: f.allowDestroy, Drain: drain, Logger: log, Hook: view,
+		AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), Drain: drain, Logger: log, Hook: view,
 	})
 	var result apply.Result
 	if f.resume {

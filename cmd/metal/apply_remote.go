@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/metal-dev/metal/inventory"
 	"io"
 	"net"
 	"net/http"
@@ -64,7 +65,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	}
 	req := daemon.ApplyRequest{
 		SiteFile: abs, SiteDigest: res.Digest(), Targets: f.targets, Resume: f.resume,
-		AllowDestroy: f.allowDestroy, StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+		AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		BootTimeout: f.bootTimeout, ConsoleLog: f.consoleLog,
 	}
 	if saved != nil {

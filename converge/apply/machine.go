@@ -360,7 +360,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		if _, err := inventory.UpdateMachine(ctx, m.r.store, m.name, func(rec *inventory.Machine) error {
 			rec.Intent = inventory.BootIntent{
 				Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
-				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe},
+				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: m.r.opts.Wipe},
 			}
 			return nil
 		}); err != nil {
