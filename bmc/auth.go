@@ -3,7 +3,6 @@ package bmc
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -114,6 +113,12 @@ func (c *Client) probeSessions(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	if status == http.StatusNotFound {
+		// Every Redfish service has /redfish/v1/; a 404 there is another
+		// web server (a BMC's plain web UI, a different port), not a
+		// Redfish service lacking a feature.
+		return false, fmt.Errorf("read the service root %s: HTTP 404 Not Found: %w", url, ErrNotRedfish)
+	}
 	if status/100 != 2 {
 		return false, fmt.Errorf("read the service root %s: %w", url, common.ConstructError(status, body))
 	}
@@ -128,11 +133,8 @@ func (c *Client) probeSessions(ctx context.Context) (bool, error) {
 		}
 	}
 	if err := json.Unmarshal(body, &root); err != nil {
-		return false, fmt.Errorf("read the service root %s: %w", url, errNotRedfish)
+		return false, fmt.Errorf("read the service root %s: the answer is not Redfish JSON: %w", url, ErrNotRedfish)
 	}
 	return (root.SessionService != nil && root.SessionService.ID != "") ||
 		(root.Links.Sessions != nil && root.Links.Sessions.ID != ""), nil
 }
-
-// errNotRedfish is a service root that is not JSON.
-var errNotRedfish = errors.New("the answer is not Redfish JSON: is this the BMC's Redfish address?")

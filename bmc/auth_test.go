@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +147,37 @@ func TestRedfishShortPasswordLogs(t *testing.T) {
 	_, err = c2.PowerState(context.Background())
 	if err == nil || strings.Contains(err.Error(), "REDACTED") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("error = %v; want it intact", err)
+	}
+}
+
+// TestRedfishAddressThatIsNotRedfish: a web server that is not a Redfish
+// service (404 for /redfish/v1/, or HTML) is named as such, not as a BMC
+// lacking a feature, and no retry hides it.
+func TestRedfishAddressThatIsNotRedfish(t *testing.T) {
+	t.Parallel()
+	tests := map[string]http.HandlerFunc{
+		"404": http.NotFound,
+		"html": func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("<html><body>BMC web UI</body></html>"))
+		},
+	}
+	for name, handler := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := httptest.NewServer(handler)
+			t.Cleanup(srv.Close)
+			c, err := bmc.New(bmc.Config{Machine: "web", Protocol: "redfish", Address: srv.URL, Username: "admin", Password: testPassword, Timeout: 5 * time.Second}, testpeer.NewLog(t).Logger)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.PowerState(context.Background())
+			if !errors.Is(err, bmc.ErrNotRedfish) || errors.Is(err, bmc.ErrUnsupported) {
+				t.Fatalf("err = %v, want ErrNotRedfish", err)
+			}
+			if !strings.Contains(err.Error(), "probably not a Redfish service") {
+				t.Errorf("error does not say what is wrong: %v", err)
+			}
+		})
 	}
 }

@@ -228,6 +228,7 @@ var (
 	ErrBMCFailure      = errors.New("the BMC reported an internal error")
 	ErrPowerNotReached = errors.New("the BMC reported success but the power state did not change")
 	ErrUnsupported     = errors.New("not supported by this BMC")
+	ErrNotRedfish      = errors.New("no Redfish service answers at this address")
 	ErrTLS             = errors.New("the BMC's TLS certificate is not trusted")
 )
 

@@ -63,6 +63,9 @@ func classify(err error, elapsed time.Duration, protocol, addr string) failure {
 	}
 
 	switch {
+	case errors.Is(err, ErrNotRedfish):
+		f.kind = ErrNotRedfish
+		f.hint = fmt.Sprintf("%s is probably not a Redfish service: check the BMC address and port (its /redfish/v1/ must answer Redfish JSON), or set protocol = \"ipmi\"", addr)
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr),
 		strings.Contains(msg, "x509:"), strings.Contains(msg, "tls: failed to verify"):
 		f.kind = ErrTLS
