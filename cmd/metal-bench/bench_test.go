@@ -220,13 +220,15 @@ func TestKeaAcceptsConfig(t *testing.T) {
 	kea := requirePeer(t, "kea-dhcp4", "kea-dhcp4-server")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "kea.json")
-	if err := os.WriteFile(conf, keaConfig(dir, "lo"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(kea, "-t", conf)
-	cmd.Env = append(os.Environ(), keaEnv(dir)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kea-dhcp4 -t: %v\n%s\n%s", err, out, keaConfig(dir, "lo"))
+	for _, known := range [][]dhcpHost{nil, {floodKnown}} {
+		if err := os.WriteFile(conf, keaConfig(dir, "lo", known...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(kea, "-t", conf)
+		cmd.Env = append(os.Environ(), keaEnv(dir)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("kea-dhcp4 -t: %v\n%s\n%s", err, out, keaConfig(dir, "lo", known...))
+		}
 	}
 }
 
@@ -245,8 +247,10 @@ func TestNginxAcceptsConfig(t *testing.T) {
 func TestDnsmasqAcceptsArgs(t *testing.T) {
 	dnsmasq := requirePeer(t, "dnsmasq", "dnsmasq-base")
 	dir := t.TempDir()
-	if out, err := exec.Command(dnsmasq, append(dnsmasqArgs(dir, "lo"), "--test")...).CombinedOutput(); err != nil {
-		t.Fatalf("dnsmasq --test: %v\n%s", err, out)
+	for _, known := range [][]dhcpHost{nil, {floodKnown}} {
+		if out, err := exec.Command(dnsmasq, append(dnsmasqArgs(dir, "lo", known...), "--test")...).CombinedOutput(); err != nil {
+			t.Fatalf("dnsmasq --test: %v\n%s", err, out)
+		}
 	}
 }
 
@@ -334,8 +338,9 @@ func TestMetalSitesValid(t *testing.T) {
 		wantMachines int
 		wantNetworks int
 	}{
-		"dhcp": {src: metalDHCPSite(dir, "mbs1"), wantMachines: 0, wantNetworks: 1},
-		"http": {src: metalHTTPSite(dir, "127.0.0.1:8080"), wantMachines: httpMachines, wantNetworks: 1},
+		"dhcp":       {src: metalDHCPSite(dir, "mbs1"), wantMachines: 0, wantNetworks: 1},
+		"dhcp flood": {src: metalDHCPSite(dir, "mbs1", floodKnown), wantMachines: 1, wantNetworks: 1},
+		"http":       {src: metalHTTPSite(dir, "127.0.0.1:8080"), wantMachines: httpMachines, wantNetworks: 1},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

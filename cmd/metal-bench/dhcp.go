@@ -95,11 +95,11 @@ type dhcpServer struct {
 	start func(lab *netLab, dir string) (*proc, error)
 }
 
-func dhcpServers(cfg *config) []dhcpServer {
+func dhcpServers(cfg *config, known ...dhcpHost) []dhcpServer {
 	return []dhcpServer{
 		{name: "metal", start: func(lab *netLab, dir string) (*proc, error) {
 			site := filepath.Join(dir, "site.hcl")
-			if err := os.WriteFile(site, metalDHCPSite(dir, lab.serverIf), 0o644); err != nil {
+			if err := os.WriteFile(site, metalDHCPSite(dir, lab.serverIf, known...), 0o644); err != nil {
 				return nil, err
 			}
 			metal, err := filepath.Abs(cfg.metal)
@@ -119,7 +119,7 @@ func dhcpServers(cfg *config) []dhcpServer {
 				return nil, err
 			}
 			return startProc("dnsmasq", filepath.Join(dir, "dnsmasq.out"), nil,
-				lab.in(lab.server, append([]string{bin}, dnsmasqArgs(dir, lab.serverIf)...)...)...)
+				lab.in(lab.server, append([]string{bin}, dnsmasqArgs(dir, lab.serverIf, known...)...)...)...)
 		}},
 		{name: "kea", start: func(lab *netLab, dir string) (*proc, error) {
 			bin, err := lookTool("kea-dhcp4")
@@ -127,7 +127,7 @@ func dhcpServers(cfg *config) []dhcpServer {
 				return nil, err
 			}
 			conf := filepath.Join(dir, "kea-dhcp4.json")
-			if err := os.WriteFile(conf, keaConfig(dir, lab.serverIf), 0o644); err != nil {
+			if err := os.WriteFile(conf, keaConfig(dir, lab.serverIf, known...), 0o644); err != nil {
 				return nil, err
 			}
 			return startProc("kea-dhcp4", filepath.Join(dir, "kea.out"), keaEnv(dir),

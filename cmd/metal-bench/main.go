@@ -78,6 +78,21 @@ func compare(measure, unit string, metal Stats, peer string, peerVal Stats, targ
 	return r
 }
 
+// compareLower is compare where less is better (a time): the ratio is
+// still metal ÷ peer, of medians, and the target the most it may be.
+func compareLower(measure, unit string, metal Stats, peer string, peerVal Stats, target float64) Result {
+	r := Result{Measure: measure + " vs " + peer, Unit: unit, Metal: metal, Peer: peer, PeerVal: &peerVal,
+		Target: fmt.Sprintf("≤ %.1f×", target), When: time.Now()}
+	if peerVal.Median > 0 {
+		r.Ratio = metal.Median / peerVal.Median
+		r.Met = r.Ratio <= target
+	}
+	if !r.Met {
+		r.Note = "short of target"
+	}
+	return r
+}
+
 // bench is one measure; it returns rows (a measure may compare several peers).
 type bench struct {
 	name string

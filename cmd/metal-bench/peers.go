@@ -16,10 +16,20 @@ const (
 	dhcpLeaseSecs = 3600
 )
 
-// metalDHCPSite is the site `metal serve` runs for the DHCP row: one
-// network on the lab's server interface, a pool, no machines; state and
-// leases in dir.
-func metalDHCPSite(dir, iface string) []byte {
+// dhcpHost is a machine a DHCP server is told of: its MAC gets its IP,
+// outside the pool.
+type dhcpHost struct {
+	name, mac, ip string
+}
+
+// metalDHCPSite is the site `metal serve` runs for the DHCP rows: one
+// network on the lab's server interface, a pool, the known machines;
+// state and leases in dir.
+func metalDHCPSite(dir, iface string, known ...dhcpHost) []byte {
+	var machines strings.Builder
+	for _, h := range known {
+		fmt.Fprintf(&machines, "\nmachine %q {\n  mac = %q\n  ip  = %q\n}\n", h.name, h.mac, h.ip)
+	}
 	return fmt.Appendf(nil, `site "bench" {
   state  = "file://%s/state.db"
   listen = "%s:8080"
@@ -32,13 +42,17 @@ network "bench" {
   pool       = "%s-%s"
   lease_time = "%ds"
 }
-`, dir, labServerIP, iface, dhcpSubnet, labServerIP, dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs)
+%s`, dir, labServerIP, iface, dhcpSubnet, labServerIP, dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs, machines.String())
 }
 
 // keaConfig is kea-dhcp4's configuration for the same pool: memfile with
 // persistence (a CSV appended per lease), lease file cleanup off so it
 // does not run during a measurement, and its log in dir.
-func keaConfig(dir, iface string) []byte {
+func keaConfig(dir, iface string, known ...dhcpHost) []byte {
+	reservations := []any{}
+	for _, h := range known {
+		reservations = append(reservations, map[string]any{"hw-address": h.mac, "ip-address": h.ip, "hostname": h.name})
+	}
 	cfg := map[string]any{"Dhcp4": map[string]any{
 		"interfaces-config": map[string]any{"interfaces": []string{iface}, "dhcp-socket-type": "raw"},
 		"lease-database": map[string]any{
@@ -48,8 +62,9 @@ func keaConfig(dir, iface string) []byte {
 		"valid-lifetime": dhcpLeaseSecs,
 		"subnet4": []any{map[string]any{
 			"id": 1, "subnet": dhcpSubnet,
-			"pools":       []any{map[string]any{"pool": dhcpPoolStart + " - " + dhcpPoolEnd}},
-			"option-data": []any{map[string]any{"name": "routers", "data": labServerIP}},
+			"pools":        []any{map[string]any{"pool": dhcpPoolStart + " - " + dhcpPoolEnd}},
+			"option-data":  []any{map[string]any{"name": "routers", "data": labServerIP}},
+			"reservations": reservations,
 		}},
 		"loggers": []any{map[string]any{
 			"name": "kea-dhcp4", "severity": "INFO",
@@ -69,16 +84,20 @@ func keaEnv(dir string) []string {
 // same pool. --no-ping: otherwise it pings each new address first, which
 // holds it to about one lease per 3 s under load. Its lease file is
 // written and fsynced on every change, like metal's.
-func dnsmasqArgs(dir, iface string) []string {
-	return []string{
-		"--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--no-ping",
-		"--interface=" + iface, "--bind-interfaces", "--dhcp-authoritative",
-		fmt.Sprintf("--dhcp-range=%s,%s,255.255.255.0,%ds", dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs),
-		"--dhcp-leasefile=" + filepath.Join(dir, "dnsmasq.leases"),
-		"--pid-file=" + filepath.Join(dir, "dnsmasq.pid"),
-		"--log-facility=" + filepath.Join(dir, "dnsmasq.log"),
-		"--user=root",
+func dnsmasqArgs(dir, iface string, known ...dhcpHost) []string {
+	var hosts []string
+	for _, h := range known {
+		hosts = append(hosts, fmt.Sprintf("--dhcp-host=%s,%s,%s", h.mac, h.ip, h.name))
 	}
+	return append(hosts,
+		"--keep-in-foreground", "--conf-file=/dev/null", "--port=0", "--no-ping",
+		"--interface="+iface, "--bind-interfaces", "--dhcp-authoritative",
+		fmt.Sprintf("--dhcp-range=%s,%s,255.255.255.0,%ds", dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs),
+		"--dhcp-leasefile="+filepath.Join(dir, "dnsmasq.leases"),
+		"--pid-file="+filepath.Join(dir, "dnsmasq.pid"),
+		"--log-facility="+filepath.Join(dir, "dnsmasq.log"),
+		"--user=root",
+	)
 }
 
 // tftpdArgs runs tftpd-hpa in the foreground (-L), chrooted to root (-s),

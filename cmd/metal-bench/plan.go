@@ -16,6 +16,7 @@ var benches = []bench{
 	{name: "bmc status of 500 virtual BMCs", run: benchBMCStatus},
 	{name: "apply of 1,000 simulated machines", run: benchApply},
 	{name: "dhcp", run: benchDHCP},
+	{name: "dhcp flood", run: benchFlood},
 	{name: "tftp", run: benchTFTP},
 	{name: "http", run: benchHTTP},
 	{name: "store", run: benchStore},
