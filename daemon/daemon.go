@@ -234,7 +234,8 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 
-	d.metrics = metrics.New(metrics.Options{Store: d.Store, Logger: d.log, LeasesInUse: d.leasesInUse})
+	d.metrics = metrics.New(metrics.Options{Store: d.Store, Logger: d.log, LeasesInUse: d.leasesInUse,
+		PoolAddresses: d.poolAddresses})
 	i := 0
 	for _, n := range s.Networks {
 		if n.Mode == site.ModeOff || n.Interface == "" {
@@ -409,6 +410,23 @@ func (d *Daemon) leaseStore(network string) dhcp.LeaseStore {
 		return storeleases.NewInventoryLeases(d.Store)
 	}
 	return dhcp.NewFileStore(filepath.Join(d.StateDir, "leases-"+network+".json"))
+}
+
+// poolAddresses sums the pools of the networks served in dhcp mode.
+func (d *Daemon) poolAddresses() int {
+	n := 0
+	for _, nw := range d.Site().Networks {
+		if nw.Mode != site.ModeDHCP || !nw.PoolStart.IsValid() || !nw.PoolEnd.IsValid() || !nw.PoolStart.Is4() {
+			continue
+		}
+		a, b := nw.PoolStart.As4(), nw.PoolEnd.As4()
+		lo := int(a[0])<<24 | int(a[1])<<16 | int(a[2])<<8 | int(a[3])
+		hi := int(b[0])<<24 | int(b[1])<<16 | int(b[2])<<8 | int(b[3])
+		if hi >= lo {
+			n += hi - lo + 1
+		}
+	}
+	return n
 }
 
 // leasesInUse sums the leases every DHCP server holds now.

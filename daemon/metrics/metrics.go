@@ -33,6 +33,9 @@ type Options struct {
 	// servers' dhcp.Handler.LeasesInUse); nil counts the store's
 	// unexpired leases.
 	LeasesInUse func() int
+	// PoolAddresses counts the addresses of the DHCP pools, for an alert
+	// on a pool near exhaustion; nil: not exported.
+	PoolAddresses func() int
 	// ScrapeTimeout bounds the store reads of one scrape; default 5 s.
 	ScrapeTimeout time.Duration
 	Logger        *slog.Logger
@@ -244,12 +247,14 @@ var (
 	machinesDesc = prometheus.NewDesc("metal_machines", "Machines in the inventory, by lifecycle state.", []string{"state"}, nil)
 	leasesDesc   = prometheus.NewDesc("metal_dhcp_leases_in_use", "DHCP leases held now.", nil, nil)
 	upDesc       = prometheus.NewDesc("metal_inventory_up", "1 when the inventory store answered the scrape, else 0.", nil, nil)
+	poolDesc     = prometheus.NewDesc("metal_dhcp_pool_addresses", "Addresses in the DHCP pools of the networks metal serves in dhcp mode.", nil, nil)
 )
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- machinesDesc
 	ch <- leasesDesc
 	ch <- upDesc
+	ch <- poolDesc
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -280,6 +285,9 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, up)
+	}
+	if f := m.opts.PoolAddresses; f != nil {
+		ch <- prometheus.MustNewConstMetric(poolDesc, prometheus.GaugeValue, float64(f()))
 	}
 	if f := m.opts.LeasesInUse; f != nil {
 		ch <- prometheus.MustNewConstMetric(leasesDesc, prometheus.GaugeValue, float64(f()))
