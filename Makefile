@@ -6,6 +6,7 @@
 #   make bench   benchmarks, with metal beside its peers, as a table
 #   make build   the binary, in bin/metal
 #   make fuzz    every fuzz target for FUZZTIME (default 60s) each
+#   make deb     the Debian package, in bin/metal_<version>_amd64.deb
 
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
@@ -34,7 +35,7 @@ TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitoo
 BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx-light kea-admin kea-dhcp4-server atftp \
 	iproute2 valgrind time
 
-.PHONY: all build test vet unit lab bench fuzz deps test-deps bench-deps clean
+.PHONY: all build test vet unit lab bench fuzz deps test-deps bench-deps clean deb test-packaging
 
 all: build
 
@@ -65,15 +66,61 @@ vet:
 	$(GO) vet ./...
 
 # Everything, internal/layering's import check among it.
-test: test-deps build vet
-	bin/metal validate hcl-examples/*.hcl
-	bin/metal fmt -check hcl-examples/*.hcl
+test: test-deps build vet test-packaging
+	bin/metal validate hcl-examples/*.hcl packaging/site.hcl
+	bin/metal fmt -check hcl-examples/*.hcl packaging/site.hcl
 	$(GO) test -timeout 40m ./...
 
 # No root, no apt: tests that need the host skip themselves in a -short run
 # (internal/testenv).
 unit:
 	$(GO) test -short -timeout 5m ./...
+
+# The Debian package (packaging/): nfpm, pinned in packaging/go.mod as a
+# tool, packs the static binary with the unit, the conffile, man pages and
+# completions generated from the binary's own commands. A version without
+# a v1.2.3 tag is 0.0~gitYYYYMMDD.SHA, below any release.
+DEB_VERSION ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' 2>/dev/null) && echo $${v#v} | tr - '~' || \
+	echo 0.0~git$$(git log -1 --format=%cd --date=format:%Y%m%d 2>/dev/null || date +%Y%m%d).$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
+DEB := bin/metal_$(DEB_VERSION)-1_amd64.deb
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+export SOURCE_DATE_EPOCH
+
+deb: deps
+	rm -rf bin/deb && mkdir -p bin/deb/man bin/deb/completion
+	$(GO) build -trimpath -ldflags "-s -w -X main.version=$(DEB_VERSION)" -o bin/deb/metal ./cmd/metal
+	bin/deb/metal docs --format man bin/deb/man
+	gzip -9n bin/deb/man/*.1
+	for sh in bash zsh fish; do bin/deb/metal completion $$sh > bin/deb/completion/metal.$$sh; done
+	printf 'metal (%s) unstable; urgency=medium\n\n  * Built from %s.\n\n -- metal developers <metal@example.org>  %s\n' \
+		'$(DEB_VERSION)' "$$(git rev-parse HEAD 2>/dev/null || echo source)" "$$(date -R -u -d @$(SOURCE_DATE_EPOCH))" \
+		| gzip -9n > bin/deb/changelog.Debian.gz
+	rm -f bin/metal_*_amd64.deb
+	cd packaging && DEB_VERSION='$(DEB_VERSION)' $(GO) tool nfpm pkg --packager deb --config nfpm.yaml --target ../$(DEB)
+	@echo "Built $(DEB)"
+
+# promtool comes from Debian's prometheus package, unpacked into a cache
+# and never installed (installing would start a Prometheus server).
+PROMTOOL_CACHE ?= /var/cache/metal-test/prometheus
+PROMTOOL := $(PROMTOOL_CACHE)/usr/bin/promtool
+$(PROMTOOL):
+	@set -e; mkdir -p $(PROMTOOL_CACHE)/deb; cd $(PROMTOOL_CACHE)/deb; rm -f prometheus_*.deb; \
+	command -v dpkg-deb >/dev/null; \
+	apt-get download prometheus 2>/dev/null || { SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); $$SUDO apt-get update -qq; apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb $(PROMTOOL_CACHE)
+	$(PROMTOOL) --version | head -1
+
+# The shipped alert rules (promtool check and unit tests), the dashboard's
+# queries (as recording rules promtool parses), and the package itself
+# (packaging/check-deb: contents, conffile, man pages, the unit under
+# systemd-analyze, lintian).
+test-packaging: $(PROMTOOL) deb
+	$(call apt_install,lintian systemd man-db)
+	$(PROMTOOL) check rules packaging/prometheus/metal-alerts.yml
+	cd packaging/prometheus && $(PROMTOOL) test rules metal-alerts_test.yml
+	packaging/dashboard-rules packaging/grafana/metal.json > bin/deb/dashboard-rules.yml
+	$(PROMTOOL) check rules bin/deb/dashboard-rules.yml
+	packaging/check-deb $(DEB)
 
 # The QEMU lab (metal lab --help): QEMU with its iPXE ROMs and OVMF, the
 # BMC simulator, and what the bootable test disk image is built from. The
