@@ -193,6 +193,7 @@ func (e *evaluator) duration(a *hcl.Attribute, min, max time.Duration) (time.Dur
 var imageSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "kernel"}, {Name: "kernel_checksum"}, {Name: "initrd"}, {Name: "initrd_checksums"},
 	{Name: "cmdline"}, {Name: "disk"}, {Name: "checksum"}, {Name: "format"},
+	{Name: "ready"}, {Name: "ready_timeout"},
 }}
 
 func (l *loader) decodeImages(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
@@ -240,6 +241,23 @@ func (l *loader) decodeImages(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		}
 		if im.Format == "" {
 			im.Format = formatFromName(im.Disk.URL)
+		}
+		im.Ready = Readiness{Kind: ReadyCloudInit}
+		if a := content.Attributes["ready"]; a != nil {
+			if v, _, ok := e.str(a); ok {
+				r, err := ParseReadiness(v)
+				if err != nil {
+					diags = append(diags, errorAt(a.Expr.Range(), "Invalid readiness check", "Image %q: %v.", im.Name, err))
+				} else {
+					im.Ready = r
+				}
+			}
+		}
+		im.ReadyTimeout = DefaultReadyTimeout
+		if a := content.Attributes["ready_timeout"]; a != nil {
+			if d, ok := e.duration(a, 10*time.Second, 24*time.Hour); ok {
+				im.ReadyTimeout = d
+			}
 		}
 		diags = append(diags, e.diags...)
 		s.Images = append(s.Images, im)

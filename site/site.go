@@ -5,8 +5,12 @@
 package site
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -103,9 +107,95 @@ type Image struct {
 	Disk    Source
 	// Format of the disk image: raw, gz, zst or xz (from the file name when
 	// not given).
-	Format    string
-	DeclRange hcl.Range
-	ranges    map[string]hcl.Range
+	Format string
+	// Ready is how metal learns that the installed OS came up (see
+	// Readiness); ReadyTimeout bounds the wait (DefaultReadyTimeout when
+	// not given).
+	Ready        Readiness
+	ReadyTimeout time.Duration
+	DeclRange    hcl.Range
+	ranges       map[string]hcl.Range
+}
+
+// DefaultReadyTimeout bounds the wait for an installed OS to report in:
+// a server's firmware, the OS's first boot and cloud-init's first run.
+const DefaultReadyTimeout = 15 * time.Minute
+
+// Readiness is an image's readiness check: how a machine provisioned
+// with it proves its installed OS booted. Kind is one of:
+//
+//   - ReadyCloudInit (the default): cloud-init's phone_home module posts
+//     to metal, with a per-task secret in the URL metal's NoCloud seed
+//     gives it;
+//   - ReadyTCP: metal connects to Port on the machine's address;
+//   - ReadyHTTP: metal gets URL (its host is the machine's address) until
+//     it answers 2xx;
+//   - ReadyNone: the machine counts as up once its disk is written and
+//     its next boot is set to it (chosen knowingly: nothing is checked).
+type Readiness struct {
+	Kind string
+	Port int    // ReadyTCP, ReadyHTTP
+	Path string // ReadyHTTP: path and query
+	// Scheme is http or https (ReadyHTTP).
+	Scheme string
+}
+
+// Readiness kinds.
+const (
+	ReadyCloudInit = "cloud-init"
+	ReadyTCP       = "tcp"
+	ReadyHTTP      = "http"
+	ReadyNone      = "none"
+)
+
+// String is the check as written in a site file.
+func (r Readiness) String() string {
+	switch r.Kind {
+	case ReadyTCP:
+		return fmt.Sprintf("tcp:%d", r.Port)
+	case ReadyHTTP:
+		return fmt.Sprintf("%s://:%d%s", r.Scheme, r.Port, r.Path)
+	case "":
+		return ReadyCloudInit
+	}
+	return r.Kind
+}
+
+// ParseReadiness reads an image's ready attribute: "cloud-init",
+// "tcp:PORT", "http://:PORT/PATH" (or https; the host is left out, as
+// metal probes the machine's own address) or "none".
+func ParseReadiness(v string) (Readiness, error) {
+	switch {
+	case v == "" || v == ReadyCloudInit:
+		return Readiness{Kind: ReadyCloudInit}, nil
+	case v == ReadyNone:
+		return Readiness{Kind: ReadyNone}, nil
+	case strings.HasPrefix(v, "tcp:"):
+		p, err := strconv.Atoi(strings.TrimPrefix(v, "tcp:"))
+		if err != nil || p < 1 || p > 65535 {
+			return Readiness{}, fmt.Errorf("%q: a TCP check is \"tcp:PORT\", with a port from 1 to 65535", v)
+		}
+		return Readiness{Kind: ReadyTCP, Port: p}, nil
+	case strings.HasPrefix(v, "http://") || strings.HasPrefix(v, "https://"):
+		u, err := url.Parse(v)
+		if err != nil {
+			return Readiness{}, fmt.Errorf("%q: %v", v, err)
+		}
+		if u.Hostname() != "" {
+			return Readiness{}, fmt.Errorf("%q: leave the host out (\"%s://:%s%s\"): metal probes each machine's own address", v, u.Scheme, u.Port(), u.RequestURI())
+		}
+		port := 80
+		if u.Scheme == "https" {
+			port = 443
+		}
+		if u.Port() != "" {
+			if port, err = strconv.Atoi(u.Port()); err != nil || port < 1 || port > 65535 {
+				return Readiness{}, fmt.Errorf("%q: port must be from 1 to 65535", v)
+			}
+		}
+		return Readiness{Kind: ReadyHTTP, Scheme: u.Scheme, Port: port, Path: u.RequestURI()}, nil
+	}
+	return Readiness{}, fmt.Errorf("%q: ready must be \"cloud-init\", \"tcp:PORT\", an HTTP URL without its host (\"http://:8080/healthz\"), or \"none\"", v)
 }
 
 // Source is a file metal fetches: an http(s), sftp or file URL (or a path

@@ -203,6 +203,10 @@ func validateMachines(s *Site) hcl.Diagnostics {
 		if m.Image != "" && s.Image(m.Image) == nil {
 			diags = append(diags, errorAt(m.Range("image"), "Unknown image",
 				"Machine %q refers to image %q, which is not declared. Declared images: %s.", m.Name, m.Image, listNames(s.imageByName)))
+		} else if im := s.Image(m.Image); im != nil && im.Disk.URL != "" && !m.IP.IsValid() &&
+			(im.Ready.Kind == ReadyTCP || im.Ready.Kind == ReadyHTTP) {
+			diags = append(diags, errorAt(m.Range("image"), "Readiness probe without an address",
+				"Machine %q takes a pool address, but image %q is checked with ready = %q, which metal probes at the machine's address: declare its ip.", m.Name, im.Name, im.Ready.String()))
 		}
 		if m.BMC != nil {
 			diags = append(diags, validateBMC(m)...)

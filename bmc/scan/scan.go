@@ -272,3 +272,4 @@ func minTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
