@@ -130,6 +130,28 @@ type AgentTask struct {
 	Hostname          string   `json:"hostname,omitempty"`
 	SSHAuthorizedKeys []string `json:"ssh_authorized_keys,omitempty"`
 	UserData          string   `json:"user_data,omitempty"`
+	// PhoneHome is the URL (with a per-task secret) the seed tells
+	// cloud-init's phone_home module to post to once the installed OS
+	// booted; empty when the image's readiness is checked otherwise.
+	PhoneHome string `json:"phone_home,omitempty"`
+}
+
+// Readiness is what the converge engine waits for after an install: the
+// installed OS reporting in (cloud-init's phone-home, or a probe
+// answering). It is written with the install intent and kept after it,
+// so a resumed run waits for it rather than installing again.
+type Readiness struct {
+	// TaskID is the agent task that wrote the disk.
+	TaskID string `json:"task_id"`
+	// Check is the image's readiness check as written in the site
+	// ("cloud-init", "tcp:22", ...).
+	Check string `json:"check"`
+	// SecretSHA256 is the hex SHA-256 of the phone-home URL's secret.
+	SecretSHA256 string `json:"secret_sha256,omitempty"`
+	// ReadyAt is when the OS reported in (zero: not yet); From is the
+	// address it reported from or was probed at.
+	ReadyAt time.Time `json:"ready_at,omitzero"`
+	From    string    `json:"from,omitempty"`
 }
 
 // AgentPhase is how far the agent is with its task.
@@ -273,6 +295,9 @@ type Machine struct {
 	Intent   BootIntent   `json:"intent"`
 	// Agent is the install agent's last report about Intent.Task.
 	Agent *AgentStatus `json:"agent,omitempty"`
+	// Ready is the last install's readiness: what it waits for, and when
+	// it came.
+	Ready *Readiness `json:"ready,omitempty"`
 	// Applied is the site's declaration of this machine, flattened to
 	// attribute names and values as converge/plan shows them, that the
 	// converge engine last carried out. The next plan diffs the site

@@ -57,15 +57,49 @@ func SeedFiles(t inventory.AgentTask) (metaData, userData []byte, err error) {
 	return append(metaData, '\n'), userData, nil
 }
 
+// VendorData returns the NoCloud vendor-data for t: cloud-init's
+// phone_home module posting to metal once the installed OS booted, or nil
+// when the task asks for no phone-home. It is vendor-data, not merged into
+// the site's user-data, so a user-data of any kind (cloud-config, a shell
+// script, a MIME multipart) is written as given; cloud-init runs both.
+// Written as JSON under the #cloud-config line: YAML, with no quoting to
+// get wrong.
+func VendorData(t inventory.AgentTask) ([]byte, error) {
+	if t.PhoneHome == "" {
+		return nil, nil
+	}
+	b, err := json.MarshalIndent(map[string]any{
+		"phone_home": map[string]any{
+			"url":   t.PhoneHome,
+			"post":  []string{"instance_id", "hostname", "fqdn"},
+			"tries": 20,
+		},
+	}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(append([]byte("#cloud-config\n"), b...), '\n'), nil
+}
+
 // WriteToRoot writes the seed under a mounted root filesystem.
 func WriteToRoot(root string, t inventory.AgentTask) error {
 	meta, user, err := SeedFiles(t)
 	if err != nil {
 		return err
 	}
+	vendor, err := VendorData(t)
+	if err != nil {
+		return err
+	}
 	dir := filepath.Join(root, seedDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
+	}
+	if vendor != nil {
+		// Holds the phone-home secret: root only.
+		if err := os.WriteFile(filepath.Join(dir, "vendor-data"), vendor, 0o600); err != nil {
+			return err
+		}
 	}
 	if err := os.WriteFile(filepath.Join(dir, "meta-data"), meta, 0o644); err != nil {
 		return err
@@ -121,7 +155,7 @@ func filesystems() []string {
 // cloud-init root; a task that asks for nothing (no hostname, keys or
 // user-data) writes nothing.
 func WriteSeed(ctx context.Context, disk string, t inventory.AgentTask, log *slog.Logger) (string, error) {
-	if t.Hostname == "" && len(t.SSHAuthorizedKeys) == 0 && t.UserData == "" {
+	if t.Hostname == "" && len(t.SSHAuthorizedKeys) == 0 && t.UserData == "" && t.PhoneHome == "" {
 		return "nothing to seed", nil
 	}
 	mnt := "/run/metal/seed"

@@ -3,7 +3,9 @@ package agentapi
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,6 +66,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/facts", s.machine(s.facts))
 	s.mux.HandleFunc("GET "+Prefix+"v1/{mac}/task", s.machine(s.task))
 	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/status", s.machine(s.status))
+	// The installed OS's phone-home: cloud-init cannot send a header, and
+	// the machine may have left its lease for a static address, so the
+	// per-task secret in the path is what authorises it.
+	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/ready/{secret}", s.ready)
 	return s, nil
 }
 
@@ -281,6 +287,66 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 			msg += ": " + st.Error
 		}
 		s.event(ctx, m.Name, mac, msg)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ReadyPath is the path of a machine's phone-home with secret, under the
+// server's base URL.
+func ReadyPath(mac, secret string) string {
+	return Prefix + "v1/" + mac + "/ready/" + secret
+}
+
+// ready records that the installed OS of the machine with the path's MAC
+// reported in, if the secret is its current install's.
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	mac, err := net.ParseMAC(r.PathValue("mac"))
+	if err != nil || len(mac) != 6 {
+		http.Error(w, "metal: not a MAC address: "+r.PathValue("mac"), http.StatusNotFound)
+		return
+	}
+	// cloud-init posts a form (instance_id, hostname, fqdn): read and
+	// drop it, bounded.
+	io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxStatusBytes))
+	sum := sha256.Sum256([]byte(r.PathValue("secret")))
+	want := hex.EncodeToString(sum[:])
+	ctx := r.Context()
+	m, err := s.cfg.Store.MachineByMAC(ctx, mac.String())
+	if err != nil && !errors.Is(err, inventory.ErrNotFound) {
+		http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	refuse := func() {
+		s.log.Warn("phone-home refused: not the machine's current install", "mac", mac.String(), "client", r.RemoteAddr)
+		http.Error(w, "metal: not the current install of "+mac.String(), http.StatusForbidden)
+	}
+	if err != nil || m.Ready == nil || subtle.ConstantTimeCompare([]byte(m.Ready.SecretSHA256), []byte(want)) != 1 {
+		refuse()
+		return
+	}
+	from := clientIP(r).String()
+	first := false
+	_, err = inventory.UpdateMachine(ctx, s.cfg.Store, m.Name, func(m *inventory.Machine) error {
+		if m.Ready == nil || m.Ready.SecretSHA256 != want {
+			return errStale
+		}
+		if m.Ready.ReadyAt.IsZero() {
+			first = true
+			m.Ready.ReadyAt, m.Ready.From = s.cfg.Now().UTC(), from
+		}
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		refuse()
+		return
+	}
+	if err != nil {
+		http.Error(w, "metal: cannot record the phone-home: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if first {
+		s.event(ctx, m.Name, mac, "installed OS reported ready (phone-home from "+from+", install task "+m.Ready.TaskID+")")
+		s.log.Info("installed OS reported ready", "mac", mac.String(), "machine", m.Name, "from", from)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

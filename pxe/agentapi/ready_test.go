@@ -1,0 +1,66 @@
+package agentapi_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
+)
+
+// The phone-home of the installed OS is recorded once, only with the
+// current install's secret, from any address (no lease, no token: a
+// cloud-init cannot send either).
+func TestReadyPhoneHome(t *testing.T) {
+	store, hs := setup(t)
+	ctx := context.Background()
+	sum := sha256.Sum256([]byte("s3cret"))
+	if _, err := inventory.UpdateMachine(ctx, store, "web-01", func(m *inventory.Machine) error {
+		m.Ready = &inventory.Readiness{TaskID: "t1", Check: "cloud-init", SecretSHA256: hex.EncodeToString(sum[:])}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(mac, secret string) int {
+		t.Helper()
+		form := url.Values{"instance_id": {"metal-t1"}, "hostname": {"web-01"}}
+		resp, err := http.Post(hs.URL+agentapi.ReadyPath(mac, secret), "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct{ mac, secret string }{{known.String(), "wrong"}, {other.String(), "s3cret"}, {unknown.String(), "s3cret"}} {
+		if code := post(c.mac, c.secret); code != http.StatusForbidden {
+			t.Errorf("phone-home of %s with secret %q: %d, want 403", c.mac, c.secret, code)
+		}
+	}
+	if m, _ := store.Machine(ctx, "web-01"); !m.Ready.ReadyAt.IsZero() {
+		t.Fatalf("ready recorded by a refused phone-home: %+v", m.Ready)
+	}
+	for i := 0; i < 2; i++ {
+		if code := post(known.String(), "s3cret"); code != http.StatusNoContent {
+			t.Fatalf("phone-home %d: %d, want 204", i, code)
+		}
+	}
+	m, _ := store.Machine(ctx, "web-01")
+	if !m.Ready.ReadyAt.Equal(now) || m.Ready.From != "127.0.0.1" {
+		t.Errorf("readiness after the phone-home: %+v", m.Ready)
+	}
+	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "web-01"})
+	n := 0
+	for _, ev := range evs {
+		if strings.Contains(ev.Message, "reported ready") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d ready events, want 1: %+v", n, evs)
+	}
+}
