@@ -124,6 +124,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 		AgentBoot:    apply.AgentBoot(o.d.Agent),
 		ImageURL:     o.d.ImageURL,
 		ImagePath:    o.d.ImagePath,
+		ReadyURL:     o.d.ReadyURL,
 		BMC:          o.bmcs,
 		AllowDestroy: true,
 		Logger:       o.log,

@@ -221,6 +221,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 
 	eng := apply.New(s, d.Store, apply.Options{
 		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImagePath: d.ImagePath,
+		ReadyURL:    d.ReadyURL,
 		BMC:         d.operator.bmcs,
 		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
 		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),

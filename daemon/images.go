@@ -7,6 +7,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/site"
 )
@@ -64,6 +65,12 @@ func (d *Daemon) ImagePath(image string, src site.Source) string {
 		}
 	}
 	return ""
+}
+
+// ReadyURL is the URL the installed OS of the machine with mac phones
+// home to, with its install's secret.
+func (d *Daemon) ReadyURL(mac, secret string) string {
+	return d.BaseURL + agentapi.ReadyPath(mac, secret)
 }
 
 // ImageURL is the URL the agent streams the disk image of a site image

@@ -215,7 +215,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
 	engine := apply.New(res.Site, rt.store, apply.Options{
-		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImagePath: rt.imagePath,
+		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
 		BMC:         apply.DriverBMCs(log, nil),
 		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
@@ -366,6 +366,8 @@ type applyRuntime struct {
 	agent     apply.AgentBoot
 	imageURL  func(image string) string
 	imagePath func(image string, src site.Source) string
+	// readyURL is the daemon's (apply.Options.ReadyURL).
+	readyURL func(mac, secret string) string
 	// start serves netboot until the returned stop is called; failed is
 	// told if the servers fail.
 	start func(ctx context.Context, failed func(error)) (stop func())
@@ -388,6 +390,7 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 		agent:     apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
 		imageURL:  d.ImageURL,
 		imagePath: d.ImagePath,
+		readyURL:  d.ReadyURL,
 		close:     func() { _ = d.Close() },
 	}
 	rt.start = func(ctx context.Context, failed func(error)) func() {

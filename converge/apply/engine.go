@@ -59,6 +59,11 @@ type Options struct {
 	ImagePath func(image string, src site.Source) string
 	// BMC gives each machine's BMC (see DriverBMCs).
 	BMC BMCFunc
+	// ReadyURL is the URL the installed OS of the machine with mac posts
+	// its phone-home to, with secret (the daemon's agent protocol,
+	// agentapi.ReadyPath). Nil: images checked by cloud-init's
+	// phone-home cannot be provisioned.
+	ReadyURL func(mac, secret string) string
 
 	// StepTimeout bounds one attempt of a BMC step (default 2 min);
 	// Retries is how often a step is tried (default 3), RetryDelay the
@@ -149,6 +154,7 @@ const (
 	StepPowerOn  Step = "power-on"
 	StepInstall  Step = "install" // waiting for the agent (or a diskless boot)
 	StepLocal    Step = "boot-local"
+	StepReady    Step = "ready" // waiting for the installed OS to report in
 	StepPower    Step = "power" // the site's power state, last
 	StepUpdate   Step = "update"
 	StepWipe     Step = "wipe"
@@ -223,7 +229,7 @@ var (
 // stopped may be running its install agent or have its image written, so
 // that starting it over would install it a second time.
 var inFlightSteps = map[string]bool{
-	string(StepPowerOn): true, string(StepInstall): true, string(StepLocal): true,
+	string(StepPowerOn): true, string(StepInstall): true, string(StepLocal): true, string(StepReady): true,
 	string(StepPower): true, string(StepWipe): true,
 }
 

@@ -76,6 +76,7 @@ func (l *lab) engine(s *site.Site, tweak func(*apply.Options)) *apply.Engine {
 	opts := apply.Options{
 		AgentBoot: apply.AgentBoot{Kernel: "/agent/vmlinuz", Initrds: []string{"/agent/initrd"}, Cmdline: "console=ttyS0"},
 		ImageURL:  func(image string) string { return "http://192.0.2.1:8080/images/" + image + "/disk" },
+		ReadyURL:  l.fleet.ReadyURL,
 		BMC: apply.DriverBMCs(nil, func(c *bmc.Config) {
 			c.Timeout, c.Retries, c.PowerWait = 3*time.Second, 1, 3*time.Second
 		}),
@@ -247,7 +248,7 @@ func TestRollout200(t *testing.T) {
 		}
 	}
 	m := l.machine(canary)
-	if want := []apply.Step{apply.StepCheckBMC, apply.StepPowerOff, apply.StepIntent, apply.StepBootPXE, apply.StepPowerOn, apply.StepInstall, apply.StepLocal, apply.StepLocal}; !slices.Equal(l.hook.steps[canary], want) {
+	if want := []apply.Step{apply.StepCheckBMC, apply.StepPowerOff, apply.StepIntent, apply.StepBootPXE, apply.StepPowerOn, apply.StepInstall, apply.StepLocal, apply.StepLocal, apply.StepReady, apply.StepReady}; !slices.Equal(l.hook.steps[canary], want) {
 		t.Errorf("canary steps %v, want %v", l.hook.steps[canary], want)
 	}
 	if d := cmp.Diff([]inventory.AgentPhase{inventory.AgentRunning, inventory.AgentDone}, l.hook.agent[canary]); d != "" && !slices.Equal(l.hook.agent[canary], []inventory.AgentPhase{inventory.AgentDone}) {

@@ -133,6 +133,11 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		}); err != nil {
 			return err
 		}
+		// Provisioned means the installed OS came up, not only that its
+		// image was written.
+		if err := m.waitReady(ctx, im); err != nil {
+			return &stepError{StepReady, err}
+		}
 	}
 	if m.decl.Power == site.PowerOff {
 		if err := m.power(ctx); err != nil {
@@ -153,7 +158,7 @@ func (m *machineRun) resumePoint(rec inventory.Machine) Step {
 		if rec.Intent.Action == inventory.BootInstall {
 			return m.from
 		}
-	case StepLocal, StepPower:
+	case StepLocal, StepReady, StepPower:
 		if rec.Intent.Action == inventory.BootLocal {
 			return m.from
 		}
@@ -174,7 +179,8 @@ func (m *machineRun) resumePoint(rec inventory.Machine) Step {
 func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (string, int64, error) {
 	m.recordStep(ctx, StepIntent, "")
 	var in inventory.BootIntent
-	taskID := ""
+	var ready *inventory.Readiness
+	taskID, phoneHome := "", ""
 	if im.Disk.URL == "" {
 		in = inventory.BootIntent{Action: inventory.BootInstall, Kernel: m.source(im.Name, im.Kernel), Cmdline: im.Cmdline}
 		for _, src := range im.Initrd {
@@ -183,18 +189,24 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 	} else {
 		taskID = randomHex(8)
 		ab := m.r.opts.AgentBoot
+		var err error
+		if ready, phoneHome, err = m.readiness(im, taskID); err != nil {
+			return "", 0, err
+		}
 		in = inventory.BootIntent{
 			Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
 			Task: &inventory.AgentTask{
 				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.r.opts.ImageURL(im.Name),
 				Checksum: im.Disk.Checksum, Format: im.Format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
+				PhoneHome: phoneHome,
 			},
 		}
 	}
 	now := m.r.opts.Clock.Now()
 	if _, err := inventory.UpdateMachine(ctx, m.r.store, m.name, func(rec *inventory.Machine) error {
 		rec.Intent = in
+		rec.Ready = ready
 		return moveTo(rec, inventory.StateProvisioning, "apply run "+m.r.run.ID+": install image "+im.Name, now)
 	}); err != nil {
 		return "", 0, err

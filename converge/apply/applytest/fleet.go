@@ -74,13 +74,17 @@ type Fleet struct {
 	agentURL string
 	key      []byte
 
-	mu         sync.Mutex
-	installs   map[string]int // agent tasks of kind install reported done
-	written    map[string]int // images written, whether metal heard of it or not
-	wipes      map[string]int
-	started    map[string]int // agent tasks started
-	failAgent  map[string]string
-	dead       map[string]bool
+	mu        sync.Mutex
+	installs  map[string]int // agent tasks of kind install reported done
+	written   map[string]int // images written, whether metal heard of it or not
+	wipes     map[string]int
+	started   map[string]int // agent tasks started
+	failAgent map[string]string
+	dead      map[string]bool
+	// silent are machines whose installed OS never comes up.
+	silent map[string]bool
+	// phoneHomes are the phone-home URLs of the last installs.
+	phoneHomes map[string]string
 	order      []string // machines in the order their agent started
 	agentCalls sync.WaitGroup
 }
@@ -99,7 +103,7 @@ func Start(opts Options) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
-		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{},
+		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, phoneHomes: map[string]string{},
 	}
 	if err := f.makeImages(); err != nil {
 		f.Close()
@@ -204,6 +208,21 @@ func (f *Fleet) Dead(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.dead[name] = true
+}
+
+// FailOS makes the installed OS of machine name never come up: its
+// image is written, but it never phones home.
+func (f *Fleet) FailOS(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.silent[name] = true
+}
+
+// ReadyURL is the phone-home URL of the machine with mac, as metal's
+// daemon makes it (the engine's Options.ReadyURL): the fleet's installed
+// OSes post to it once their install is done (after RebootAfter).
+func (f *Fleet) ReadyURL(mac, secret string) string {
+	return f.agentURL + agentapi.ReadyPath(mac, secret)
 }
 
 // Installs returns how many install tasks each machine's agent finished.
@@ -402,6 +421,11 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 		}
 		return
 	}
+	if cause == "" && task.Kind == inventory.TaskInstall && task.PhoneHome != "" {
+		// The installed OS comes up (after the reboot) and cloud-init
+		// phones home.
+		defer f.phoneHome(b.Machine, task.PhoneHome)
+	}
 	if cause == "" {
 		if f.opts.RebootAfter > 0 {
 			select {
@@ -411,6 +435,45 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 			}
 		}
 	}
+}
+
+// phoneHome posts to url as cloud-init's phone_home does, retrying for a
+// while, unless the machine's OS was made to fail.
+func (f *Fleet) phoneHome(name, url string) {
+	f.mu.Lock()
+	silent := f.silent[name]
+	f.phoneHomes[name] = url
+	f.mu.Unlock()
+	if silent {
+		return
+	}
+	f.post(name, url)
+}
+
+// PhoneHomeNow makes the installed OS of machine name phone home now (one
+// FailOS kept silent, say), with its last install's URL.
+func (f *Fleet) PhoneHomeNow(name string) bool {
+	f.mu.Lock()
+	url := f.phoneHomes[name]
+	f.mu.Unlock()
+	return url != "" && f.post(name, url)
+}
+
+func (f *Fleet) post(name, url string) bool {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Post(url, "application/x-www-form-urlencoded", strings.NewReader("hostname="+name))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode/100 == 2 {
+				return true
+			}
+			if resp.StatusCode == http.StatusForbidden {
+				return false
+			}
+		}
+	}
+	f.opts.Logger.Debug("simulated OS: phone-home never got through", "machine", name)
+	return false
 }
 
 // report sends a status, retrying while metal is unreachable (restarting,
