@@ -93,6 +93,12 @@ type Config struct {
 	Accel string
 	// KVMDevice is the KVM device the probe opens (default /dev/kvm).
 	KVMDevice string
+	// Canary is the site's rollout canary (default 0: every VM in one
+	// batch, all at once); with one, the rest go one batch after it.
+	Canary int
+	// OSReadyTimeout is the lab image's ready_timeout (default the
+	// site's default).
+	OSReadyTimeout string
 	// ReadyTimeout bounds the wait for the BMCs and metal serve to answer
 	// (default 10 minutes: serve may build the install agent first).
 	ReadyTimeout time.Duration
@@ -108,6 +114,9 @@ type State struct {
 	Site     string `json:"site"`
 	Image    string `json:"image"` // relative to Dir, as the site names it
 	Username string `json:"username"`
+	// Canary and OSReadyTimeout are Config's, for the site file.
+	Canary         int    `json:"canary,omitempty"`
+	OSReadyTimeout string `json:"os_ready_timeout,omitempty"`
 	// ServeArgs are the lab's `metal serve` flags (Config.ServeArgs).
 	ServeArgs []string `json:"serve_args,omitempty"`
 	// Accel is the accelerator the VMs run under, and why.
@@ -237,6 +246,7 @@ func plan(c Config) *State {
 		Dir: c.Dir, Netns: NetnsName(c.Dir), Bridge: bridge, ServerIP: serverIP,
 		Site: filepath.Join(c.Dir, SiteFile), Image: imageFile, Username: username,
 		ServeArgs: c.ServeArgs,
+		Canary:    c.Canary, OSReadyTimeout: c.OSReadyTimeout,
 	}
 	for i := 1; i <= c.Machines; i++ {
 		name := fmt.Sprintf("vm-%d", i)

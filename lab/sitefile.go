@@ -35,10 +35,13 @@ network "lab" {
   lease_time = "1h"
 }
 
-# The bootable test disk image: it prints its marker on the serial console.
+# The bootable test disk image: it prints its marker on the serial console
+# and phones home to metal as cloud-init would (the URL and its secret are
+# in the NoCloud seed metal writes beside it): only then is a VM provisioned.
 image "lab-os" {
   disk     = "{{.Image}}"
-  checksum = "{{.ImageChecksum}}"
+  checksum = "{{.ImageChecksum}}"{{if .OSReadyTimeout}}
+  ready_timeout = "{{.OSReadyTimeout}}"{{end}}
 }
 {{range .VMs}}
 machine "{{.Name}}" {
@@ -56,10 +59,13 @@ machine "{{.Name}}" {
   }
 }
 {{end}}
-# Every VM at once: a lab is small, and CI has time for one batch only.
+{{if .Canary}}# A canary first: the rest only once it came up.
+rollout {
+  canary       = {{.Canary}}
+  batch_size   = {{len .VMs}}{{else}}# Every VM at once: a lab is small, and CI has time for one batch only.
 rollout {
   canary       = 0
-  batch_size   = {{len .VMs}}
+  batch_size   = {{len .VMs}}{{end}}
   max_failures = 0
   stagger      = "0s"
 }

@@ -419,3 +419,43 @@ func (a *archive) file(name string, perm cpio.FileMode, body []byte) {
 		_, a.err = a.w.Write(body)
 	}
 }
+
+// Module is a kernel module's file, decompressed: what insmod loads.
+type Module struct {
+	// Path is relative to the modules directory ("kernel/drivers/...ko").
+	Path string
+	Body []byte
+}
+
+// LoadOrder returns the wanted modules of the kernel whose modules are in
+// dir, with what they depend on, each after its dependencies, so that
+// loading them in turn (busybox insmod, no modprobe) succeeds. Modules the
+// kernel has built in are left out.
+func LoadOrder(dir string, wanted []string) ([]Module, error) {
+	mods, err := collect(dir, wanted, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	byRel := make(map[string]module, len(mods))
+	for _, m := range mods {
+		byRel[m.rel] = m
+	}
+	var out []Module
+	done := map[string]bool{}
+	var visit func(rel string)
+	visit = func(rel string) {
+		if done[rel] {
+			return
+		}
+		done[rel] = true
+		m := byRel[rel]
+		for _, d := range m.deps {
+			visit(d)
+		}
+		out = append(out, Module{Path: m.rel, Body: m.body})
+	}
+	for _, m := range mods {
+		visit(m.rel)
+	}
+	return out, nil
+}

@@ -55,11 +55,16 @@ func CheckDiskTools() error {
 // Everything is built in files with mtools and syslinux's mtools
 // installer: nothing is mounted, no loop device is needed.
 func DiskImage(ctx context.Context, kernel, marker, path string) error {
-	if err := CheckDiskTools(); err != nil {
-		return err
-	}
 	initrd, err := Initramfs(marker)
 	if err != nil {
+		return err
+	}
+	return DiskImageWith(ctx, kernel, initrd, path)
+}
+
+// DiskImageWith is DiskImage with an initramfs of the caller's.
+func DiskImageWith(ctx context.Context, kernel string, initrd []byte, path string) error {
+	if err := CheckDiskTools(); err != nil {
 		return err
 	}
 	dir, err := os.MkdirTemp(filepath.Dir(path), ".disk-")
