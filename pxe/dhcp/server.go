@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -52,6 +53,10 @@ type Server struct {
 	cfg Config
 	h   *Handler
 	log *slog.Logger
+	// unanswered bounds the warnings about requests not answered: under
+	// a flood that exhausts the pool every DISCOVER is one, and writing
+	// each took the CPU the server needs to read.
+	unanswered logBudget
 	// listening is closed once the leases are loaded and the sockets
 	// bound (Listening).
 	listening latch.Latch
@@ -420,7 +425,9 @@ func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	msgType := observedName(req.MessageType())
 	if err != nil {
 		s.observe(msgType, "error")
-		s.log.Warn("request not answered", "from", p.peer, "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", req.MessageType().String(), "err", err)
+		if s.unanswered.allow(time.Now(), func(n int) { s.log.Warn("more requests not answered, not logged one by one", "count", n) }) {
+			s.log.Warn("request not answered", "from", p.peer, "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "msg", req.MessageType().String(), "err", err)
+		}
 		return
 	}
 	if a.resp == nil {
@@ -435,6 +442,40 @@ func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	if _, err := p.conn.WriteTo(a.resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
 		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
 	}
+}
+
+// logBudget lets through at most logPerSecond records a second and
+// counts the rest, for one summary record when the next second's first
+// comes.
+type logBudget struct {
+	mu      sync.Mutex
+	start   time.Time
+	n, over int
+}
+
+const logPerSecond = 10
+
+// allow reports whether a record may be written at now; before the
+// first of a new second it calls summary with the count of the last
+// second's records held back, if any.
+func (b *logBudget) allow(now time.Time, summary func(n int)) bool {
+	b.mu.Lock()
+	over := 0
+	if now.Sub(b.start) >= time.Second {
+		over = b.over
+		b.start, b.n, b.over = now, 0, 0
+	}
+	ok := b.n < logPerSecond
+	if ok {
+		b.n++
+	} else {
+		b.over++
+	}
+	b.mu.Unlock()
+	if over > 0 {
+		summary(over)
+	}
+	return ok
 }
 
 // observedName is a message type as Observe is told it: "discover",

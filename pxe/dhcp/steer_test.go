@@ -2,7 +2,9 @@ package dhcp
 
 import (
 	"testing"
+	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/net/bpf"
 
@@ -68,5 +70,29 @@ func TestSteerProgram(t *testing.T) {
 		if (kb > 0) != (tc.want == 0) || (kf > 0) != (tc.want == 1) {
 			t.Errorf("%s: bulk filter keeps %d bytes, first %d, want it in socket %d only", name, kb, kf, tc.want)
 		}
+	}
+}
+
+// TestLogBudget: ten records a second, then one summary of those held
+// back, at the next second's first.
+func TestLogBudget(t *testing.T) {
+	var b logBudget
+	t0 := time.Unix(1000, 0)
+	var summaries []int
+	summary := func(n int) { summaries = append(summaries, n) }
+	allowed := 0
+	for i := range 15 {
+		if b.allow(t0.Add(time.Duration(i)*time.Millisecond), summary) {
+			allowed++
+		}
+	}
+	if allowed != logPerSecond || len(summaries) != 0 {
+		t.Fatalf("in the first second %d allowed, summaries %v; want %d and none", allowed, summaries, logPerSecond)
+	}
+	if !b.allow(t0.Add(1100*time.Millisecond), summary) {
+		t.Error("the next second's first record held back")
+	}
+	if diff := cmp.Diff([]int{5}, summaries); diff != "" {
+		t.Errorf("summaries (-want +got):\n%s", diff)
 	}
 }
