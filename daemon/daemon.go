@@ -198,20 +198,13 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	// The boot network's address is where machines reach HTTP: find it
 	// before building the agent, whose command line carries it.
-	var serverIPs []netip.Addr
-	for _, n := range s.Networks {
-		if n.Mode == site.ModeOff || n.Interface == "" {
-			continue
-		}
-		ip, err := interfaceAddr(n.Interface, n.Subnet)
-		if err != nil {
-			return nil, fmt.Errorf("network %q: %w", n.Name, err)
-		}
-		serverIPs = append(serverIPs, ip)
+	groups, err := dhcpGroups(s)
+	if err != nil {
+		return nil, err
 	}
 	first := netip.Addr{}
-	if len(serverIPs) > 0 {
-		first = serverIPs[0]
+	if len(groups) > 0 {
+		first = groups[0].serverIP
 	}
 	if d.BaseURL, err = httpBaseURL(listen, first); err != nil {
 		return nil, err
@@ -236,33 +229,22 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 
 	d.metrics = metrics.New(metrics.Options{Store: d.Store, Logger: d.log, LeasesInUse: d.leasesInUse,
 		PoolAddresses: d.poolAddresses})
-	i := 0
-	for _, n := range s.Networks {
-		if n.Mode == site.ModeOff || n.Interface == "" {
-			continue
-		}
-		serverIP := serverIPs[i]
-		i++
+	for _, g := range groups {
+		// The leases of an interface's networks are one table, kept
+		// under its first network's name (the file a site of one network
+		// per interface always had).
+		n := g.nets[0]
 		cfg := dhcp.Config{
-			Interface:     n.Interface,
-			ServerIP:      serverIP,
-			Subnets:       []dhcp.Subnet{dhcpSubnet(n)},
+			Interface:     g.iface,
+			ServerIP:      g.serverIP,
+			Subnets:       g.subnets(),
 			IgnoreUnknown: s.Settings.UnknownMachines == "ignore",
 			HTTPBaseURL:   d.BaseURL,
 			RateLimit:     opts.DHCPRateLimit,
 			Observe:       d.metrics.ObserveDHCP,
 		}
-		if n.Mode == site.ModeProxy {
+		if g.proxy {
 			cfg.Mode = dhcp.ModeProxy
-		}
-		// Networks reached through relays are answered by the server on
-		// the first interface: relayed requests arrive unicast to it.
-		if len(d.dhcp) == 0 {
-			for _, r := range s.Networks {
-				if r.Interface == "" && len(r.RelayAgents) > 0 && r.Mode != site.ModeOff {
-					cfg.Subnets = append(cfg.Subnets, dhcpSubnet(r))
-				}
-			}
 		}
 		contacts := dhcpContacts{Policy: d.policy, timeline: func() *timeline { return d.timeline }}
 		srv, err := dhcp.NewServer(cfg, contacts, d.leaseStore(n.Name), d.log.With("network", n.Name))
@@ -450,6 +432,7 @@ func dhcpSubnet(n *site.Network) dhcp.Subnet {
 	return dhcp.Subnet{
 		CIDR: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Domain: n.Domain,
 		PoolStart: n.PoolStart, PoolEnd: n.PoolEnd, LeaseTime: n.LeaseTime,
+		Relays: n.RelayAgents,
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/metal-dev/metal/site"
@@ -22,6 +23,10 @@ func checkInterfaces(s *site.Site) []Check {
 		switch {
 		case n.Mode == site.ModeOff:
 			c.Status, c.Detail = Skip, "mode is off: metal serves no DHCP here"
+		case len(n.RelayAgents) > 0:
+			// A relayed network needs no address of ours in it, only a
+			// route back to each of its relays.
+			c.Status, c.Detail, c.Fix = relayStatus(n)
 		case n.Interface == "":
 			c.Status, c.Detail = Skip, "no interface: reached through DHCP relays"
 		default:
@@ -30,6 +35,57 @@ func checkInterfaces(s *site.Site) []Check {
 		out = append(out, c)
 	}
 	return out
+}
+
+// relayStatus checks that each relay of a relayed network is routed: the
+// kernel has a route to it (so replies reach it), leaving by the
+// network's interface when it names one.
+func relayStatus(n *site.Network) (Status, string, string) {
+	var own []netip.Addr // the interface's addresses
+	if n.Interface != "" {
+		ifi, err := net.InterfaceByName(n.Interface)
+		if err != nil {
+			return Fail, fmt.Sprintf("interface %s does not exist", n.Interface),
+				fmt.Sprintf("set the network's interface to one `ip link` lists, or create %s", n.Interface)
+		}
+		addrs, _ := ifi.Addrs()
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP.To4()); ok {
+					own = append(own, ip)
+				}
+			}
+		}
+		if len(own) == 0 {
+			return Fail, fmt.Sprintf("interface %s has no IPv4 address for relays to send to", n.Interface),
+				fmt.Sprintf("give it one: ip addr add ADDRESS/PREFIX dev %s", n.Interface)
+		}
+	}
+	var routed []string
+	for _, r := range n.RelayAgents {
+		src, err := routeSource(r)
+		if err != nil {
+			return Fail, fmt.Sprintf("no route to relay %s: %v", r, err),
+				fmt.Sprintf("add one: ip route add %s via ROUTER", n.Subnet)
+		}
+		if len(own) > 0 && !slices.Contains(own, src) {
+			return Warn, fmt.Sprintf("the route to relay %s leaves from %s, not by %s", r, src, n.Interface),
+				fmt.Sprintf("route %s by %s: ip route add %s via ROUTER dev %s", n.Subnet, n.Interface, n.Subnet, n.Interface)
+		}
+		routed = append(routed, fmt.Sprintf("%s (from %s)", r, src))
+	}
+	return OK, fmt.Sprintf("relayed; routes to its relays: %s", strings.Join(routed, ", ")), ""
+}
+
+// routeSource asks the kernel which address it would send to dst from:
+// a UDP socket's connect looks the route up and sends nothing.
+func routeSource(dst netip.Addr) (netip.Addr, error) {
+	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 67)))
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap(), nil
 }
 
 func interfaceStatus(name string, subnet netip.Prefix) (Status, string, string) {

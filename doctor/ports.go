@@ -28,10 +28,12 @@ type portProbe struct {
 // same site, that is fine.
 func checkPorts(opts Options, self selfRef) []Check {
 	var probes []portProbe
+	seen := map[string]bool{} // one DHCP server per interface, for all its networks
 	for _, n := range opts.Site.Networks {
-		if n.Mode == site.ModeOff || n.Interface == "" {
+		if n.Mode == site.ModeOff || n.Interface == "" || seen[n.Interface] {
 			continue
 		}
+		seen[n.Interface] = true
 		probes = append(probes, portProbe{"udp", "0.0.0.0:67", n.Interface, "DHCP on " + n.Interface})
 		if n.Mode == site.ModeProxy {
 			probes = append(probes, portProbe{"udp", "0.0.0.0:4011", n.Interface, "proxyDHCP boot server discovery on " + n.Interface})

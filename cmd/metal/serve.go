@@ -26,6 +26,7 @@ type serveFlags struct {
 	listen    string
 	tftpAddr  string
 	dhcpRate  string
+	dhcpPool  string
 	openReads bool
 	api       daemon.APIListen
 	agent     agentBootFlags
@@ -84,7 +85,7 @@ restart (networks, listen, state) is refused and logged. Under systemd
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}
-			limit, err := parseRateLimit(f.dhcpRate)
+			limit, err := parseRateLimit(f.dhcpRate, f.dhcpPool)
 			if err != nil {
 				return usageError("%v", err)
 			}
@@ -110,7 +111,9 @@ restart (networks, listen, state) is refused and logged. Under systemd
 	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
-		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off")
+		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off (the pool budget too)")
+	cmd.Flags().StringVar(&f.dhcpPool, "dhcp-pool-budget", "64/1s",
+		"new pool addresses for unknown MACs, all of them together: BURST/INTERVAL; declared machines are never counted")
 	return cmd
 }
 
@@ -143,19 +146,33 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	return g.Wait()
 }
 
-// parseRateLimit reads --dhcp-rate-limit: "off", or BURST/INTERVAL.
-func parseRateLimit(v string) (dhcp.RateLimit, error) {
+// parseRateLimit reads --dhcp-rate-limit ("off", or BURST/INTERVAL) and
+// --dhcp-pool-budget (BURST/INTERVAL).
+func parseRateLimit(v, pool string) (dhcp.RateLimit, error) {
 	if v == "off" {
 		return dhcp.RateLimit{Disabled: true}, nil
 	}
+	burst, every, err := parseBurst("--dhcp-rate-limit", v, "10/500ms")
+	if err != nil {
+		return dhcp.RateLimit{}, err
+	}
+	poolBurst, poolEvery, err := parseBurst("--dhcp-pool-budget", pool, "64/1s")
+	if err != nil {
+		return dhcp.RateLimit{}, err
+	}
+	return dhcp.RateLimit{Burst: burst, Every: every, PoolBurst: poolBurst, PoolEvery: poolEvery}, nil
+}
+
+// parseBurst reads a flag's BURST/INTERVAL.
+func parseBurst(flag, v, example string) (int, time.Duration, error) {
 	b, e, ok := strings.Cut(v, "/")
 	burst, err := strconv.Atoi(b)
 	if !ok || err != nil || burst < 1 {
-		return dhcp.RateLimit{}, fmt.Errorf("--dhcp-rate-limit %q: want BURST/INTERVAL (like 10/500ms) or off", v)
+		return 0, 0, fmt.Errorf("%s %q: want BURST/INTERVAL (like %s)", flag, v, example)
 	}
 	every, err := time.ParseDuration(e)
 	if err != nil || every <= 0 {
-		return dhcp.RateLimit{}, fmt.Errorf("--dhcp-rate-limit %q: the interval must be a positive duration (like 500ms)", v)
+		return 0, 0, fmt.Errorf("%s %q: the interval must be a positive duration (like 500ms)", flag, v)
 	}
-	return dhcp.RateLimit{Burst: burst, Every: every}, nil
+	return burst, every, nil
 }

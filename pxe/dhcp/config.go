@@ -40,6 +40,12 @@ type Subnet struct {
 	PoolStart, PoolEnd netip.Addr
 	// LeaseTime defaults to one hour. T1 and T2 are 1/2 and 7/8 of it.
 	LeaseTime time.Duration
+	// Relays are the relay agents allowed to forward this subnet's
+	// requests. A relayed request (giaddr set) is answered only when its
+	// giaddr is one of them, and it was sent from one of them or from the
+	// giaddr itself (a relay often forwards from its upstream address).
+	// None: the subnet's clients must be on the server's own link.
+	Relays []netip.Addr
 }
 
 // RateLimit bounds how many packets one MAC gets answered: a token bucket
@@ -54,6 +60,17 @@ type RateLimit struct {
 	// when full, an arbitrary entry is forgotten, which costs that MAC no
 	// more than a fresh burst.
 	MaxTracked int
+	// PoolBurst and PoolEvery are a budget shared by all MACs the policy
+	// does not know: a new pool binding (an offer, or a lease asked for
+	// directly, to a MAC holding no address) takes a token from a bucket
+	// of PoolBurst refilled by one every PoolEvery; without one the
+	// request is not answered. The per-MAC limit does nothing against a
+	// flood of random MACs; this keeps such a flood from taking more than
+	// the budget of a pool, so declared machines (never counted) and
+	// later unknown ones still find addresses. Default 64, then one a
+	// second. Disabled turns this budget off too.
+	PoolBurst int
+	PoolEvery time.Duration
 }
 
 // BootFiles names what each kind of client is told to fetch. Names are
@@ -110,6 +127,8 @@ const (
 	defaultBurst       = 10
 	defaultEvery       = 500 * time.Millisecond
 	defaultMaxTracked  = 4096
+	defaultPoolBurst   = 64
+	defaultPoolEvery   = time.Second
 )
 
 // withDefaults checks c and fills in its defaults.
@@ -163,6 +182,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.RateLimit.MaxTracked <= 0 {
 		c.RateLimit.MaxTracked = defaultMaxTracked
 	}
+	if c.RateLimit.PoolBurst <= 0 {
+		c.RateLimit.PoolBurst = defaultPoolBurst
+	}
+	if c.RateLimit.PoolEvery <= 0 {
+		c.RateLimit.PoolEvery = defaultPoolEvery
+	}
 	if c.Mode == ModeFull && len(c.Subnets) == 0 {
 		errs = append(errs, errors.New("subnets: full mode needs at least one"))
 	}
@@ -211,6 +236,11 @@ func (s Subnet) withDefaults() (Subnet, error) {
 		case addrDiff(s.PoolStart, s.PoolEnd) >= maxPool:
 			// Allocation scans the pool; keep that scan short.
 			errs = append(errs, fmt.Errorf("pool %v-%v: more than %d addresses", s.PoolStart, s.PoolEnd, maxPool))
+		}
+	}
+	for _, r := range s.Relays {
+		if !r.Is4() {
+			errs = append(errs, fmt.Errorf("relay %v: want an IPv4 address", r))
 		}
 	}
 	if s.LeaseTime <= 0 {

@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -36,8 +38,14 @@ type Handler struct {
 	policy   pxe.BootPolicy
 	leases   *leaseTable
 	limit    *rateLimiter
+	budget   *poolBudget
 	log      *slog.Logger
-	now      func() time.Time
+	// refusedAt is when a refused relay was last logged as a warning;
+	// the rest are logged at debug level, so a flood of forged relayed
+	// packets does not flood the log.
+	refusedMu sync.Mutex
+	refusedAt time.Time
+	now       func() time.Time
 }
 
 // Handler implements pxe.Leases, for the HTTP server to check who asks.
@@ -71,6 +79,7 @@ func NewHandler(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.L
 		idOpt:    encoded(dhcpv4.OptServerIdentifier(net.IP(cfg.ServerIP.AsSlice()))),
 		policy:   policy,
 		limit:    newRateLimiter(cfg.RateLimit),
+		budget:   newPoolBudget(cfg.RateLimit),
 		log:      log,
 		now:      time.Now,
 	}
@@ -177,15 +186,15 @@ func (h *Handler) answer(ctx context.Context, req *dhcpv4.DHCPv4, from From) (re
 		resp, err = h.proxy(ctx, req, from, log)
 	case from.PXEPort:
 	case mt == dhcpv4.MessageTypeDiscover:
-		resp, err = h.discover(ctx, req, k, now, log)
+		resp, err = h.discover(ctx, req, from, k, now, log)
 	case mt == dhcpv4.MessageTypeRequest:
-		return h.request(ctx, req, k, now, log)
+		return h.request(ctx, req, from, k, now, log)
 	case mt == dhcpv4.MessageTypeRelease:
 		err = h.release(ctx, req, k, now, log)
 	case mt == dhcpv4.MessageTypeDecline:
 		err = h.decline(ctx, req, k, now, log)
 	case mt == dhcpv4.MessageTypeInform:
-		resp, err = h.inform(ctx, req, log)
+		resp, err = h.inform(ctx, req, from, log)
 	default:
 		err = fmt.Errorf("message type %v: not one a server answers", mt)
 	}
@@ -204,15 +213,30 @@ func (h *Handler) lookup(ctx context.Context, mac net.HardwareAddr) (host pxe.Ho
 	return host, true, nil
 }
 
+// errRelayRefused: a relayed request from a relay its subnet does not
+// declare. It is dropped unanswered.
+var errRelayRefused = errors.New("relay not declared")
+
 // subnetFor picks the subnet of a request: the relay's (giaddr), else
 // the one holding the client's own address (a renewing client unicasts
-// to us directly, even from behind a relay), else the local one.
-func (h *Handler) subnetFor(req *dhcpv4.DHCPv4) (*subnet, error) {
+// to us directly, even from behind a relay), else the local one. A
+// relayed request must come from a relay its subnet declares, by giaddr
+// and by source address (see Subnet.Relays); else errRelayRefused.
+func (h *Handler) subnetFor(req *dhcpv4.DHCPv4, from From) (*subnet, error) {
 	if gi, ok := addr4(req.GatewayIPAddr); ok {
-		if s := h.subnetContaining(gi); s != nil {
-			return s, nil
+		s := h.subnetContaining(gi)
+		if s == nil {
+			return nil, fmt.Errorf("%w: relay %v: no configured subnet contains it", errRelayRefused, gi)
 		}
-		return nil, fmt.Errorf("relay %v: no configured subnet contains it", gi)
+		if !slices.Contains(s.relays, gi) {
+			return nil, fmt.Errorf("%w: relay %v is not one of subnet %v's relay agents", errRelayRefused, gi, s.cidr)
+		}
+		// Peer unset: a caller that is no socket (tests, a fuzzer); the
+		// server always sets it.
+		if src := from.Peer.Addr().Unmap(); from.Peer.IsValid() && src != gi && !slices.Contains(s.relays, src) {
+			return nil, fmt.Errorf("%w: relay %v forwarded from %v, which is not one of subnet %v's relay agents", errRelayRefused, gi, src, s.cidr)
+		}
+		return s, nil
 	}
 	if ci, ok := addr4(req.ClientIPAddr); ok {
 		if s := h.subnetContaining(ci); s != nil {
@@ -256,33 +280,81 @@ func hostname(host pxe.Host) string {
 	return host.Name
 }
 
-// locate answers what DISCOVER and REQUEST both ask first: who the client
+// located is what DISCOVER and REQUEST both ask first: who the client
 // is, which subnet it asks from, and the address reserved for it there
-// (invalid when none). skip: an unknown MAC while ignoring those, left
-// unanswered.
-func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, log reqLog) (host pxe.Host, s *subnet, reserved netip.Addr, skip bool, err error) {
-	host, known, err := h.lookup(ctx, req.ClientHWAddr)
-	if err != nil {
-		return pxe.Host{}, nil, netip.Addr{}, false, err
-	}
-	if !known && h.cfg.IgnoreUnknown {
-		log.Debug("ignoring unknown MAC")
-		return pxe.Host{}, nil, netip.Addr{}, true, nil
-	}
-	if s, err = h.subnetFor(req); err != nil {
-		return pxe.Host{}, nil, netip.Addr{}, false, err
-	}
-	if reserved, err = reservation(host, s); err != nil {
-		return pxe.Host{}, nil, netip.Addr{}, false, err
-	}
-	return host, s, reserved, false, nil
+// (invalid when none).
+type located struct {
+	host     pxe.Host
+	known    bool
+	s        *subnet
+	reserved netip.Addr
 }
 
-func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (*dhcpv4.DHCPv4, error) {
-	host, s, reserved, skip, err := h.locate(ctx, req, log)
+// locate finds where req belongs. skip: left unanswered (an unknown MAC
+// while ignoring those, a relay not declared).
+func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, from From, log reqLog) (loc located, skip bool, err error) {
+	loc.host, loc.known, err = h.lookup(ctx, req.ClientHWAddr)
+	if err != nil {
+		return located{}, false, err
+	}
+	if !loc.known && h.cfg.IgnoreUnknown {
+		log.Debug("ignoring unknown MAC")
+		return located{}, true, nil
+	}
+	if loc.s, err = h.subnetFor(req, from); err != nil {
+		if errors.Is(err, errRelayRefused) {
+			h.refused(log, from, err)
+			return located{}, true, nil
+		}
+		return located{}, false, err
+	}
+	if loc.reserved, err = reservation(loc.host, loc.s); err != nil {
+		return located{}, false, err
+	}
+	return loc, false, nil
+}
+
+// refused logs a relayed packet dropped: a warning now and then, else at
+// debug level.
+func (h *Handler) refused(log reqLog, from From, err error) {
+	now := h.now()
+	h.refusedMu.Lock()
+	warn := now.Sub(h.refusedAt) >= refusedEvery
+	if warn {
+		h.refusedAt = now
+	}
+	h.refusedMu.Unlock()
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	log.log(level, "relayed packet dropped", []any{"from", from.Peer, "reason", err})
+}
+
+// refusedEvery is how often a dropped relayed packet is logged as a
+// warning.
+const refusedEvery = 10 * time.Second
+
+// newBinding reports whether a MAC may get a pool address it holds no
+// binding for: a declared machine always, an unknown MAC while the pool
+// budget lasts (RateLimit.PoolBurst).
+func (h *Handler) newBinding(loc located, k macKey, now time.Time, log reqLog) bool {
+	if loc.known || loc.reserved.IsValid() || h.leases.has(k) || h.budget.take(now) {
+		return true
+	}
+	log.Debug("pool budget spent: unknown MAC not answered")
+	return false
+}
+
+func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, from From, k macKey, now time.Time, log reqLog) (*dhcpv4.DHCPv4, error) {
+	loc, skip, err := h.locate(ctx, req, from, log)
 	if skip || err != nil {
 		return nil, err
 	}
+	if !h.newBinding(loc, k, now, log) {
+		return nil, nil
+	}
+	host, s, reserved := loc.host, loc.s, loc.reserved
 	requested, _ := addr4(req.RequestedIPAddress())
 	ip, err := h.leases.offer(ctx, k, s, reserved, requested, now, now.Add(h.cfg.OfferHold))
 	if err != nil {
@@ -301,7 +373,7 @@ func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, no
 // request answers a REQUEST. Its ACK is durable: it may go out only once
 // the lease is saved, so that after a crash no address is out that the
 // restarted server does not know of.
-func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) (reply, error) {
+func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k macKey, now time.Time, log reqLog) (reply, error) {
 	if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(h.serverID) {
 		// Selecting another server's offer: free ours at once.
 		h.leases.dropOffer(k)
@@ -315,13 +387,17 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	if !ok {
 		return reply{}, errors.New("request names no address (neither option 50 nor ciaddr)")
 	}
-	host, s, reserved, skip, err := h.locate(ctx, req, log)
+	loc, skip, err := h.locate(ctx, req, from, log)
 	if skip || err != nil {
 		return reply{}, err
 	}
+	host, s, reserved := loc.host, loc.s, loc.reserved
 	if !s.cidr.Contains(ip) {
 		log.Info("nak: address on the wrong network", "ip", ip, "subnet", s.cidr)
 		return reply{resp: h.nak(req, "wrong network")}, nil
+	}
+	if !h.newBinding(loc, k, now, log) {
+		return reply{}, nil
 	}
 	name := hostname(host)
 	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
@@ -397,7 +473,7 @@ func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	return h.leases.persist(ctx)
 }
 
-func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log reqLog) (*dhcpv4.DHCPv4, error) {
+func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, from From, log reqLog) (*dhcpv4.DHCPv4, error) {
 	host, known, err := h.lookup(ctx, req.ClientHWAddr)
 	if err != nil {
 		return nil, err
@@ -405,7 +481,11 @@ func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, log reqLog) (*
 	if !known && h.cfg.IgnoreUnknown {
 		return nil, nil
 	}
-	s, err := h.subnetFor(req)
+	s, err := h.subnetFor(req, from)
+	if errors.Is(err, errRelayRefused) {
+		h.refused(log, from, err)
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -650,6 +730,7 @@ type subnet struct {
 	domain             string
 	poolStart, poolEnd netip.Addr
 	leaseTime          time.Duration
+	relays             []netip.Addr
 	// never handed out: network, broadcast and the addresses of servers
 	excluded []netip.Addr
 	// netOpts (mask, router, DNS, domain) and leaseOpts (lease time, T1,
@@ -665,6 +746,7 @@ func newSubnet(s Subnet, cfg Config) *subnet {
 		poolStart: s.PoolStart,
 		poolEnd:   s.PoolEnd,
 		leaseTime: s.LeaseTime,
+		relays:    s.Relays,
 	}
 	if s.Gateway.IsValid() {
 		sn.router = net.IP(s.Gateway.AsSlice())

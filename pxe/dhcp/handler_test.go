@@ -49,6 +49,9 @@ func unitConfig() Config {
 		PoolStart: netip.MustParseAddr("198.51.100.100"),
 		PoolEnd:   netip.MustParseAddr("198.51.100.109"),
 		LeaseTime: time.Hour,
+		// The relay's address in the subnet (giaddr) and the one it
+		// forwards from (TestRelay's relay is 192.0.2.2).
+		Relays: []netip.Addr{netip.MustParseAddr("198.51.100.1"), netip.MustParseAddr("192.0.2.2")},
 	})
 	c.RateLimit.Disabled = true
 	return c
@@ -266,9 +269,8 @@ func TestHandle(t *testing.T) {
 				Options: map[string]string{"1": "255.255.255.0", "3": "198.51.100.1", "51": "1h0m0s", "58": "30m0s", "59": "52m30s", "54": "192.0.2.1",
 					"12": "db-01.lab.example", "60": "PXEClient", "67": "ipxe.efi", "43": "060108ff", "97": guidOpt}},
 		},
-		"relay from an unknown network": {
-			req:     discover(macUnknown, dhcpv4.WithRelay(net.IPv4(203, 0, 113, 1))),
-			wantErr: "no configured subnet",
+		"relay from an unknown network: dropped": {
+			req: discover(macUnknown, dhcpv4.WithRelay(net.IPv4(203, 0, 113, 1))),
 		},
 		"reservation outside the network asked from": {
 			req:     discover(macKnown, dhcpv4.WithRelay(relayIP)),

@@ -97,3 +97,38 @@ func (r *rateLimiter) size() int {
 	defer r.mu.Unlock()
 	return len(r.buckets)
 }
+
+// poolBudget is the token bucket of new pool bindings for unknown MACs,
+// one for the whole server (see RateLimit.PoolBurst).
+type poolBudget struct {
+	burst float64
+	every time.Duration
+
+	mu sync.Mutex
+	b  bucket
+}
+
+func newPoolBudget(c RateLimit) *poolBudget {
+	if c.Disabled {
+		return nil
+	}
+	return &poolBudget{burst: float64(c.PoolBurst), every: c.PoolEvery, b: bucket{tokens: float64(c.PoolBurst)}}
+}
+
+// take takes a token, if there is one. A nil budget allows everything.
+func (p *poolBudget) take(now time.Time) bool {
+	if p == nil {
+		return true
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.b.last.IsZero() {
+		p.b.tokens = min(p.burst, p.b.tokens+float64(now.Sub(p.b.last))/float64(p.every))
+	}
+	p.b.last = now
+	if p.b.tokens < 1 {
+		return false
+	}
+	p.b.tokens--
+	return true
+}
