@@ -30,7 +30,17 @@ TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitoo
 	iproute2 iputils-ping etcd-server openssh-server openssh-client \
 	redfishtool python3-sushy zstd xz-utils gzip util-linux kmod \
 	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables \
-	python3-flask python3-tenacity python3-bcrypt python3-webob python3-pbr
+	python3-flask python3-tenacity python3-bcrypt python3-webob python3-pbr \
+	isc-dhcp-relay kea-admin
+# isc-dhcp-relay's package enables a relay service; the tests start their
+# own dhcrelay in namespaces, so the host's is kept stopped and disabled.
+define no_relay_service
+	@if [ -e /etc/init.d/isc-dhcp-relay ]; then \
+		SUDO=$$( [ $$(id -u) -eq 0 ] || echo sudo ); \
+		$$SUDO systemctl disable --now isc-dhcp-relay >/dev/null 2>&1 || \
+		{ $$SUDO /etc/init.d/isc-dhcp-relay stop >/dev/null 2>&1; $$SUDO update-rc.d isc-dhcp-relay disable >/dev/null 2>&1; true; }; \
+	fi
+endef
 # The peers `make bench` measures metal against.
 BENCH_PACKAGES := dnsmasq-base tftpd-hpa nginx-light kea-admin kea-dhcp4-server atftp \
 	iproute2 valgrind time
@@ -58,9 +68,11 @@ deps:
 
 test-deps: deps
 	$(call apt_install,$(TEST_PACKAGES))
+	$(call no_relay_service)
 
 bench-deps: deps
 	$(call apt_install,$(TEST_PACKAGES) $(BENCH_PACKAGES))
+	$(call no_relay_service)
 
 vet:
 	$(GO) vet ./...

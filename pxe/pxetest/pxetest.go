@@ -110,20 +110,40 @@ func (l *Lab) ID() string { return l.id }
 // into the lab's bridge. eth0 is up with no IPv4 address; lo is up.
 func (l *Lab) AddHost(name string, mac net.HardwareAddr) *Netns {
 	l.t.Helper()
+	return l.AddHostTo(name, mac, l.ns, BridgeName)
+}
+
+// AddHostTo is AddHost with the host plugged into another bridge: bridge
+// in namespace sw (a rack's switch behind a relay, say, which the test
+// made with AddBridge).
+func (l *Lab) AddHostTo(name string, mac net.HardwareAddr, sw *Netns, bridge string) *Netns {
+	l.t.Helper()
 	n := l.newNetns("mtl-" + l.id + "-" + name)
 	l.mu.Lock()
 	l.links++
-	port := fmt.Sprintf("p%d", l.links) // inside the lab namespace: short and unique there
+	port := fmt.Sprintf("p%d", l.links) // inside the switch's namespace: short and unique there
 	l.mu.Unlock()
-	l.ns.MustIP("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.Name)
-	l.ns.MustIP("link", "set", port, "master", BridgeName, "up")
+	sw.MustIP("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", n.Name)
+	sw.MustIP("link", "set", port, "master", bridge, "up")
 	if mac == nil {
 		mac = RandomMAC()
 	}
 	n.MustIP("link", "set", "eth0", "address", mac.String())
 	n.MustIP("link", "set", "eth0", "up")
-	l.waitLinkReady(n, port)
+	l.waitLinkReady(n, sw, port)
 	return n
+}
+
+// AddBridge makes a bridge named name in namespace n, up, with addr (a
+// prefix, "" for none) on it, forwarding at once as the lab's own does.
+func (l *Lab) AddBridge(n *Netns, name, addr string) {
+	l.t.Helper()
+	n.MustIP("link", "add", name, "type", "bridge")
+	n.MustIP("link", "set", name, "type", "bridge", "stp_state", "0", "forward_delay", "0")
+	if addr != "" {
+		n.MustIP("addr", "add", addr, "dev", name)
+	}
+	n.MustIP("link", "set", name, "up")
 }
 
 // waitLinkReady waits until the host's eth0 is up with its carrier and its
@@ -131,12 +151,12 @@ func (l *Lab) AddHost(name string, mac net.HardwareAddr) *Netns {
 // carrier (it batches such events, up to a second apart, and later while
 // another namespace is being torn down) the link has no queue yet and
 // drops what is sent: a test's first DHCP packet would be lost.
-func (l *Lab) waitLinkReady(n *Netns, port string) {
+func (l *Lab) waitLinkReady(n, sw *Netns, port string) {
 	l.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		host, herr := n.IP("-o", "link", "show", "eth0")
-		br, berr := l.ns.IP("-d", "-o", "link", "show", port)
+		br, berr := sw.IP("-d", "-o", "link", "show", port)
 		if herr == nil && berr == nil && bytes.Contains(host, []byte("state UP")) &&
 			bytes.Contains(br, []byte("state UP")) && bytes.Contains(br, []byte("bridge_slave state forwarding")) {
 			return
