@@ -260,7 +260,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.timeline = newTimeline(d.Store, d.policy, d.leases, d.log)
-	agent, err := agentapi.New(agentapi.Config{Store: d.Store, Leases: d.leases, TokenKey: key, Logger: d.log})
+	agent, err := agentapi.New(agentapi.Config{Store: d.Store, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}
@@ -291,8 +291,9 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
-		Agent: agent,
-		Extra: extra,
+		Agent:    agent,
+		Extra:    extra,
+		Security: (&securityEvents{store: d.Store, policy: d.policy, log: d.log}).record,
 		Observe: func(r pxehttp.Request) {
 			d.timeline.observe(r)
 			d.metrics.ObserveHTTP(r.Path, r.Status, r.Bytes)

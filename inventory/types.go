@@ -1,6 +1,8 @@
 package inventory
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -134,6 +136,22 @@ type AgentTask struct {
 	// cloud-init's phone_home module to post to once the installed OS
 	// booted; empty when the image's readiness is checked otherwise.
 	PhoneHome string `json:"phone_home,omitempty"`
+	// Secret is the task's one-time agent credential (NewTaskSecret): the
+	// netboot server puts it in the agent's kernel command line
+	// (metal.token=) and the agent API wants it on every call about this
+	// task. It dies with the task: a new task has a new secret. It never
+	// leaves the server otherwise (the API and the agent's copy of the
+	// task leave it out).
+	Secret string `json:"secret,omitempty"`
+}
+
+// NewTaskSecret returns a fresh random task secret: 256 bits, hex.
+func NewTaskSecret() string {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("inventory: no randomness for a task secret: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
 }
 
 // Readiness is what the converge engine waits for after an install: the
@@ -390,6 +408,10 @@ const (
 	EventState        EventKind = "state"
 	EventPower        EventKind = "power"
 	EventApply        EventKind = "apply"
+	// EventSecurity records a refused attempt on a machine's credentials:
+	// an agent call without its task's secret, a boot script fetched again
+	// after its agent started.
+	EventSecurity EventKind = "security"
 )
 
 // Event is one entry of the append-only event log. Seq is assigned by the

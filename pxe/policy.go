@@ -58,6 +58,13 @@ type Intent struct {
 	// Token authorises fetching this machine's script from an address other
 	// than its lease (e.g. a relayed or statically addressed machine).
 	Token string
+	// AgentSecret is the one-time credential of the agent task this intent
+	// boots (empty when it boots no agent task): the script passes it to
+	// the agent on the kernel command line as metal.token=.
+	AgentSecret string
+	// Spent says the agent of that task has already started: the script
+	// carrying AgentSecret was used once, and is not served again.
+	Spent bool
 }
 
 // BootPolicy answers the netboot servers' questions about a MAC. The site

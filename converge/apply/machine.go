@@ -200,6 +200,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 				Checksum: im.Disk.Checksum, Format: im.Format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
 				PhoneHome: phoneHome,
+				Secret:    inventory.NewTaskSecret(),
 			},
 		}
 	}
@@ -372,7 +373,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		if _, err := inventory.UpdateMachine(ctx, m.r.store, m.name, func(rec *inventory.Machine) error {
 			rec.Intent = inventory.BootIntent{
 				Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
-				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: m.r.opts.Wipe},
+				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: m.r.opts.Wipe, Secret: inventory.NewTaskSecret()},
 			}
 			return nil
 		}); err != nil {

@@ -239,8 +239,8 @@ func (s *server) machine(w http.ResponseWriter, r *http.Request) {
 }
 
 // Redact drops what must not leave the server: the machine's boot token
-// (it authorises fetching the machine's script) and its user data (which
-// often carries secrets).
+// (it authorises fetching the machine's script), its agent task's one-time
+// secret and its user data (which often carries secrets).
 func Redact(m inventory.Machine) inventory.Machine {
 	m.Intent.Token = ""
 	if m.Intent.Task != nil {
@@ -248,6 +248,7 @@ func Redact(m inventory.Machine) inventory.Machine {
 		if t.UserData != "" {
 			t.UserData = "(redacted)"
 		}
+		t.Secret = ""
 		m.Intent.Task = &t
 	}
 	return m

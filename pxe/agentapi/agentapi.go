@@ -27,11 +27,19 @@
 // current one is refused with 409 Conflict: the agent then asks for its
 // task again.
 //
-// Only the machine itself may speak for its MAC: the request must come from
-// the address DHCP leased to that MAC, or carry the machine's token in the
-// X-Metal-Token header (its boot intent's token, or pxe.Token under the
-// server's key). Others get 403. Bodies are capped (facts 1 MiB, status
-// 64 KiB) and validated; malformed JSON gets 400 with the reason.
+// Only the agent booted for a machine's current task may speak for it: every
+// call about a machine with a task carries the task's one-time secret
+// (inventory.AgentTask.Secret, which the boot script passes on the kernel
+// command line as metal.token=) in the X-Metal-Token header, compared in
+// constant time. The source address proves nothing: on the boot network an
+// address, and a MAC, are easily taken. The first call with the secret
+// marks the task started, and the netboot server then refuses the script
+// that carries it; a call without the secret gets 403 and a security event
+// in the machine's timeline. Without a task there is nothing secret to
+// reveal: task answers "none", facts are taken only about a MAC the store
+// does not know or a discovered machine, and status is a conflict. Bodies
+// are capped (facts 1 MiB, status 64 KiB) and validated; malformed JSON
+// gets 400 with the reason.
 package agentapi
 
 import (
@@ -46,8 +54,7 @@ import (
 // Prefix is where the agent protocol is mounted on metal's HTTP server.
 const Prefix = "/agent/"
 
-// TokenHeader carries a machine's token when the agent cannot be
-// recognised by its leased address (a static address, a relay with NAT).
+// TokenHeader carries the task's secret on every agent call.
 const TokenHeader = "X-Metal-Token"
 
 // Body size limits: generous for a machine with hundreds of disks and

@@ -19,29 +19,13 @@ import (
 	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
-// leases is the DHCP server's answer to "which address does this MAC hold".
-type leases map[string]net.IP
-
-func (l leases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
-	ip, ok := l[mac.String()]
-	return ip, ok
-}
-
-func (l leases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
-	for m, v := range l {
-		if v.Equal(ip) {
-			hw, _ := net.ParseMAC(m)
-			return hw, true
-		}
-	}
-	return nil, false
-}
-
 var (
 	known   = mustMAC("52:54:00:00:00:01")
 	unknown = mustMAC("52:54:00:aa:bb:cc")
 	other   = mustMAC("52:54:00:00:00:09")
 	now     = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	// secret is web-01's task's one-time credential.
+	secret = strings.Repeat("5e", 32)
 )
 
 func mustMAC(s string) net.HardwareAddr {
@@ -53,8 +37,8 @@ func mustMAC(s string) net.HardwareAddr {
 }
 
 // setup serves the protocol over real HTTP on loopback, over a real store
-// holding one machine with an install task. Both test MACs are leased to
-// 127.0.0.1 (where the test client comes from); other is leased elsewhere.
+// holding one machine (web-01, MAC known) with an install task whose
+// secret is secret, and a provisioned machine (db-01, MAC other) with none.
 func setup(t *testing.T) (inventory.Store, *httptest.Server) {
 	t.Helper()
 	ctx := context.Background()
@@ -66,15 +50,18 @@ func setup(t *testing.T) (inventory.Store, *httptest.Server) {
 	m := inventory.Machine{Name: "web-01", MAC: known.String(), State: inventory.StateProvisioning,
 		Intent: inventory.BootIntent{Action: inventory.BootInstall, Token: "tok-web-01", Task: &inventory.AgentTask{
 			ID: "t1", Kind: inventory.TaskInstall, ImageURL: "http://192.0.2.1/images/x.raw.gz", Format: "gz",
-			Checksum: "sha256:00", Hostname: "web-01",
+			Checksum: "sha256:00", Hostname: "web-01", UserData: "#cloud-config\npassword: hunter2", Secret: secret,
 		}}}
 	if _, err := store.PutMachine(ctx, m); err != nil {
 		t.Fatal(err)
 	}
+	db := inventory.Machine{Name: "db-01", MAC: other.String(), State: inventory.StateProvisioned,
+		Intent: inventory.BootIntent{Action: inventory.BootLocal}}
+	if _, err := store.PutMachine(ctx, db); err != nil {
+		t.Fatal(err)
+	}
 	srv, err := agentapi.New(agentapi.Config{
-		Store: store, TokenKey: []byte("key"), PollSeconds: 1,
-		Leases: leases{known.String(): net.IPv4(127, 0, 0, 1), unknown.String(): net.IPv4(127, 0, 0, 1),
-			other.String(): net.IPv4(192, 0, 2, 9)},
+		Store: store, PollSeconds: 1,
 		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
 	})
 	if err != nil {
@@ -122,8 +109,8 @@ func TestUnknownMachineIsDiscovered(t *testing.T) {
 		t.Fatal(err)
 	}
 	ms, _, _ := store.Machines(ctx)
-	if len(ms) != 2 {
-		t.Errorf("%d machines after two reports, want 2", len(ms))
+	if len(ms) != 3 {
+		t.Errorf("%d machines after two reports, want 3", len(ms))
 	}
 	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "m-525400aabbcc"})
 	if len(evs) != 2 || evs[0].Kind != inventory.EventAgent || !strings.HasPrefix(evs[0].Message, "discovered;") {
@@ -134,10 +121,13 @@ func TestUnknownMachineIsDiscovered(t *testing.T) {
 func TestInstallReports(t *testing.T) {
 	store, hs := setup(t)
 	ctx := context.Background()
-	c := &agentapi.Client{BaseURL: hs.URL, MAC: known}
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: known, Token: secret}
 	resp, err := c.Task(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if resp.Task != nil && resp.Task.Secret != "" {
+		t.Errorf("the task answer carries the secret")
 	}
 	if resp.Task == nil || resp.Task.ID != "t1" || resp.Task.Kind != inventory.TaskInstall || resp.Task.Format != "gz" {
 		t.Fatalf("task: %+v, want install t1", resp.Task)
@@ -165,6 +155,7 @@ func TestInstallReports(t *testing.T) {
 		msgs = append(msgs, e.Message)
 	}
 	wantMsgs := []string{
+		"agent task t1: started; its boot script is not served again",
 		"agent task t1: running (writing)",
 		"agent task t1: failed (verifying): checksum mismatch: want sha256:00, got sha256:11",
 	}
@@ -178,48 +169,71 @@ func TestInstallReports(t *testing.T) {
 	}
 }
 
+// TestAuthorisation: a machine with a task is spoken for only with its
+// task's secret, from any address; without a task, nothing secret is
+// handed out and a declared machine's record does not change.
 func TestAuthorisation(t *testing.T) {
-	_, hs := setup(t)
+	store, hs := setup(t)
 	ctx := context.Background()
 	cases := map[string]struct {
 		mac   net.HardwareAddr
 		token string
-		ok    bool
+		task  bool // GET task allowed
+		facts bool // POST facts allowed
 	}{
-		"leased address":                 {mac: known, ok: true},
-		"leased to another address":      {mac: other},
-		"no lease":                       {mac: mustMAC("52:54:00:00:00:77")},
-		"no lease, key token":            {mac: mustMAC("52:54:00:00:00:77"), token: pxe.Token([]byte("key"), mustMAC("52:54:00:00:00:77")), ok: true},
-		"leased elsewhere, intent token": {mac: other, token: "tok-web-01"},
-		"wrong token":                    {mac: other, token: "nope"},
-		"token of another machine":       {mac: other, token: pxe.Token([]byte("key"), known)},
+		"task secret":                  {mac: known, token: secret, task: true, facts: true},
+		"no secret":                    {mac: known},
+		"wrong secret":                 {mac: known, token: strings.Repeat("00", 32)},
+		"secret's prefix":              {mac: known, token: secret[:32]},
+		"script token of the machine":  {mac: known, token: pxe.Token([]byte("key"), known)},
+		"no task, no secret":           {mac: other, task: true},
+		"no task, another's secret":    {mac: other, token: secret, task: true},
+		"unknown MAC: discovery":       {mac: unknown, task: true, facts: true},
+		"unknown MAC with a bad token": {mac: unknown, token: "nope", task: true, facts: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			c := &agentapi.Client{BaseURL: hs.URL, MAC: tc.mac, Token: tc.token}
-			_, err := c.Task(ctx)
-			if tc.ok != (err == nil) {
-				t.Errorf("task: %v, want allowed=%v", err, tc.ok)
+			resp, err := c.Task(ctx)
+			if tc.task != (err == nil) {
+				t.Errorf("task: %v, want allowed=%v", err, tc.task)
 			}
 			if err != nil && !strings.Contains(err.Error(), "403") {
 				t.Errorf("refusal: %v, want 403", err)
 			}
+			if tc.mac.String() != known.String() || tc.token != secret {
+				if resp.Task != nil {
+					t.Errorf("task handed out: %+v", resp.Task)
+				}
+			}
+			err = c.Facts(ctx, inventory.Hardware{CPU: inventory.CPU{Model: "rogue " + name}})
+			if tc.facts != (err == nil) {
+				t.Errorf("facts: %v, want allowed=%v", err, tc.facts)
+			}
+			err = c.Status(ctx, agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone})
+			if want := tc.mac.String() == known.String() && tc.token == secret; want != (err == nil) {
+				t.Errorf("status: %v, want allowed=%v", err, want)
+			}
+			if err == nil {
+				// Put the task back for the next case.
+				inventory.UpdateMachine(ctx, store, "web-01", func(m *inventory.Machine) error { m.Agent = nil; return nil })
+			}
 		})
 	}
-}
-
-func TestIntentToken(t *testing.T) {
-	store, hs := setup(t)
-	ctx := context.Background()
-	// web-01 moves off its lease; its intent's token still proves it.
-	m, _ := store.Machine(ctx, "web-01")
-	m.MAC = other.String()
-	if _, err := store.PutMachine(ctx, m); err != nil {
-		t.Fatal(err)
+	db, _ := store.Machine(ctx, "db-01")
+	if db.Hardware != nil || db.Agent != nil {
+		t.Errorf("db-01 (no task) was changed: hardware %+v agent %+v", db.Hardware, db.Agent)
 	}
-	c := &agentapi.Client{BaseURL: hs.URL, MAC: other, Token: "tok-web-01"}
-	if _, err := c.Task(ctx); err != nil {
-		t.Errorf("intent token: %v", err)
+	evs, _ := store.Events(ctx, inventory.EventQuery{Machine: "web-01"})
+	security := 0
+	for _, e := range evs {
+		if e.Kind == inventory.EventSecurity {
+			security++
+		}
+	}
+	// Refusals about web-01 within 10 s make one event, not one each.
+	if security != 1 {
+		t.Errorf("%d security events about web-01, want 1 (rate limited): %+v", security, evs)
 	}
 }
 
@@ -249,7 +263,9 @@ func TestHostileBodies(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			resp, err := http.Post(base+tc.path, "application/json", strings.NewReader(tc.body))
+			req, _ := http.NewRequest(http.MethodPost, base+tc.path, strings.NewReader(tc.body))
+			req.Header.Set(agentapi.TokenHeader, secret)
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -276,7 +292,7 @@ func TestHostileBodies(t *testing.T) {
 func TestDoneTaskNotOfferedAgain(t *testing.T) {
 	_, hs := setup(t)
 	ctx := context.Background()
-	c := &agentapi.Client{BaseURL: hs.URL, MAC: known}
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: known, Token: secret}
 	if resp, err := c.Task(ctx); err != nil || resp.Task == nil {
 		t.Fatalf("first ask: %+v %v, want the install task", resp, err)
 	}

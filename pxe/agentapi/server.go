@@ -13,22 +13,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/pxe"
 )
 
 // Config is the server side's configuration.
 type Config struct {
 	// Store is where facts and reports are written. Required.
 	Store inventory.Store
-	// Leases tells which address DHCP leased to a MAC: an agent is
-	// recognised by it. Nil: only tokens authorise.
-	Leases pxe.Leases
-	// TokenKey signs per-machine tokens (pxe.Token), the other way an
-	// agent proves which machine it is.
-	TokenKey []byte
 	// PollSeconds is how long an agent without a task waits before asking
 	// again (default 5).
 	PollSeconds int
@@ -43,7 +37,15 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 	mux *http.ServeMux
+
+	// alarms bounds security events to one per MAC per alarmEvery, so a
+	// host hammering the API with bad secrets cannot flood the event log.
+	alarmMu sync.Mutex
+	alarms  map[string]time.Time
 }
+
+// alarmEvery is the least time between two security events of one MAC.
+const alarmEvery = 10 * time.Second
 
 // errStale marks a report about a task that is no longer current.
 var errStale = errors.New("stale task")
@@ -63,9 +65,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "agentapi"), mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/facts", s.machine(s.facts))
-	s.mux.HandleFunc("GET "+Prefix+"v1/{mac}/task", s.machine(s.task))
-	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/status", s.machine(s.status))
+	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/facts", s.machine(verbFacts, s.facts))
+	s.mux.HandleFunc("GET "+Prefix+"v1/{mac}/task", s.machine(verbTask, s.task))
+	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/status", s.machine(verbStatus, s.status))
 	// The installed OS's phone-home: cloud-init cannot send a header, and
 	// the machine may have left its lease for a static address, so the
 	// per-task secret in the path is what authorises it.
@@ -90,48 +92,127 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type machineHandler func(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr)
 
-// machine parses the MAC of the path and lets only that machine through.
-func (s *Server) machine(h machineHandler) http.HandlerFunc {
+// verb names what a request does, for the checks in machine.
+type verb int
+
+const (
+	verbFacts verb = iota
+	verbTask
+	verbStatus
+)
+
+// machine parses the MAC of the path and lets only that machine's agent
+// through. A machine with an agent task is spoken for only with the task's
+// one-time secret (X-Metal-Token), whatever the request's source address:
+// an address, and even a MAC, is easily taken on the boot network. The
+// first call with the secret marks the task started, after which the boot
+// script carrying it is not served again. Without a task there is nothing
+// secret to reveal: anyone may ask for the (empty) task, and facts are
+// taken only about a MAC the store does not know or a discovered machine
+// (discovery is open by nature; see SECURITY.md). Status reports always
+// need a task and its secret.
+func (s *Server) machine(v verb, h machineHandler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		mac, err := net.ParseMAC(r.PathValue("mac"))
 		if err != nil || len(mac) != 6 {
 			http.Error(w, "metal: not a MAC address: "+r.PathValue("mac"), http.StatusNotFound)
 			return
 		}
-		if !s.authorised(r, mac) {
-			s.log.Warn("agent request refused", "mac", mac.String(), "client", r.RemoteAddr, "path", r.URL.Path)
-			http.Error(w, "metal: only the machine with MAC "+mac.String()+
-				" may report for it: from the address DHCP leased to it, or with its token in "+TokenHeader,
-				http.StatusForbidden)
+		ctx := r.Context()
+		m, err := s.cfg.Store.MachineByMAC(ctx, mac.String())
+		known := err == nil
+		if err != nil && !errors.Is(err, inventory.ErrNotFound) {
+			s.log.Error("agent request: machine lookup", "mac", mac.String(), "error", err)
+			http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		token := r.Header.Get(TokenHeader)
+		if known && m.Intent.Task != nil {
+			t := m.Intent.Task
+			if t.Secret == "" || subtle.ConstantTimeCompare([]byte(token), []byte(t.Secret)) != 1 {
+				s.refuse(ctx, w, r, m.Name, mac, token != "")
+				return
+			}
+			if m.Agent == nil || m.Agent.TaskID != t.ID {
+				s.started(ctx, m.Name, mac, t.ID)
+			}
+			h(w, r, mac)
+			return
+		}
+		switch {
+		case v == verbTask:
+		case v == verbFacts && (!known || m.State == inventory.StateDiscovered):
+		case v == verbStatus:
+			// No task: whatever this reports about is not current.
+			http.Error(w, "metal: this machine has no agent task now: ask for the task again", http.StatusConflict)
+			return
+		default:
+			s.log.Warn("agent facts refused: the machine has no agent task", "mac", mac.String(), "client", r.RemoteAddr)
+			http.Error(w, "metal: machine "+m.Name+" has no agent task, so no agent may report for it", http.StatusForbidden)
 			return
 		}
 		h(w, r, mac)
 	}
 }
 
-func (s *Server) authorised(r *http.Request, mac net.HardwareAddr) bool {
-	if s.cfg.Leases != nil {
-		if ip, ok := s.cfg.Leases.LeasedIP(mac); ok && ip.Equal(clientIP(r)) {
-			return true
-		}
+// refuse answers a request about a machine's task without its secret, and
+// records it as a security event.
+func (s *Server) refuse(ctx context.Context, w http.ResponseWriter, r *http.Request, name string, mac net.HardwareAddr, hadToken bool) {
+	why := "without the task's secret"
+	if hadToken {
+		why = "with a wrong secret"
 	}
-	token := r.Header.Get(TokenHeader)
-	if token == "" {
-		return false
+	s.log.Warn("agent request refused "+why, "mac", mac.String(), "machine", name, "client", r.RemoteAddr, "path", r.URL.Path)
+	if s.alarm(mac) {
+		s.securityEvent(ctx, name, mac, fmt.Sprintf("agent call %s %s refused: %s, from %s", r.Method, r.URL.Path, why, r.RemoteAddr))
 	}
-	if want := pxe.Token(s.cfg.TokenKey, mac); want != "" && subtle.ConstantTimeCompare([]byte(token), []byte(want)) == 1 {
-		return true
-	}
-	m, err := s.cfg.Store.MachineByMAC(r.Context(), mac.String())
-	return err == nil && m.Intent.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(m.Intent.Token)) == 1
+	http.Error(w, "metal: only the agent booted for machine "+mac.String()+"'s current task may speak for it: "+
+		"send the task's secret (metal.token= on the agent's kernel command line) in "+TokenHeader,
+		http.StatusForbidden)
 }
 
-func clientIP(r *http.Request) net.IP {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return nil
+// alarm says whether a security event about mac may be recorded now.
+func (s *Server) alarm(mac net.HardwareAddr) bool {
+	now := s.cfg.Now()
+	s.alarmMu.Lock()
+	defer s.alarmMu.Unlock()
+	if s.alarms == nil || len(s.alarms) > 4096 {
+		s.alarms = map[string]time.Time{}
 	}
-	return net.ParseIP(host)
+	if last, ok := s.alarms[string(mac)]; ok && now.Sub(last) < alarmEvery {
+		return false
+	}
+	s.alarms[string(mac)] = now
+	return true
+}
+
+// started marks the machine's task as taken by its agent: from now on the
+// boot script that carries the secret is refused.
+func (s *Server) started(ctx context.Context, name string, mac net.HardwareAddr, taskID string) {
+	_, err := inventory.UpdateMachine(ctx, s.cfg.Store, name, func(m *inventory.Machine) error {
+		if m.Intent.Task == nil || m.Intent.Task.ID != taskID || (m.Agent != nil && m.Agent.TaskID == taskID) {
+			return errStale
+		}
+		m.Agent = &inventory.AgentStatus{TaskID: taskID, Phase: inventory.AgentRunning, Step: "started", UpdatedAt: s.cfg.Now().UTC()}
+		return nil
+	})
+	if errors.Is(err, errStale) {
+		return
+	}
+	if err != nil {
+		s.log.Warn("mark agent task started", "machine", name, "error", err)
+		return
+	}
+	s.event(ctx, name, mac, "agent task "+taskID+": started; its boot script is not served again")
+}
+
+func (s *Server) securityEvent(ctx context.Context, name string, mac net.HardwareAddr, msg string) {
+	_, err := s.cfg.Store.AppendEvent(ctx, inventory.Event{
+		Time: s.cfg.Now().UTC(), Machine: name, MAC: mac.String(), Kind: inventory.EventSecurity, Message: msg,
+	})
+	if err != nil {
+		s.log.Warn("append security event", "machine", name, "error", err)
+	}
 }
 
 // decode reads one JSON value of at most limit bytes into v; anything after
@@ -230,7 +311,12 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAd
 		// the local-disk intent). Doing it again would write the disk twice:
 		// the agent waits, and the engine boots the machine from its disk.
 	default:
-		resp.Task = m.Intent.Task
+		if t := m.Intent.Task; t != nil {
+			// The agent has the secret already; the answer need not carry it.
+			cp := *t
+			cp.Secret = ""
+			resp.Task = &cp
+		}
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -358,4 +444,12 @@ func (s *Server) event(ctx context.Context, name string, mac net.HardwareAddr, m
 	if err != nil {
 		s.log.Warn("append agent event", "machine", name, "error", err)
 	}
+}
+
+func clientIP(r *http.Request) net.IP {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return nil
+	}
+	return net.ParseIP(host)
 }

@@ -190,9 +190,9 @@ func (h *Handler) answer(ctx context.Context, req *dhcpv4.DHCPv4, from From) (re
 	case mt == dhcpv4.MessageTypeRequest:
 		return h.request(ctx, req, from, k, now, log)
 	case mt == dhcpv4.MessageTypeRelease:
-		err = h.release(ctx, req, k, now, log)
+		err = h.release(ctx, req, from, k, now, log)
 	case mt == dhcpv4.MessageTypeDecline:
-		err = h.decline(ctx, req, k, now, log)
+		err = h.decline(ctx, req, from, k, now, log)
 	case mt == dhcpv4.MessageTypeInform:
 		resp, err = h.inform(ctx, req, from, log)
 	default:
@@ -429,9 +429,31 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 	return reply{resp: resp, durable: true, sent: sent}, nil
 }
 
-func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) error {
+// heldBy says whether a RELEASE or DECLINE about ip may come from where it
+// came: a client sends RELEASE unicast from the address it holds, and
+// DECLINE before it configured the address, so from 0.0.0.0. A packet from
+// any other source address is a host speaking for someone else's lease
+// (the MAC in the packet proves nothing): it changes nothing. Relayed
+// packets come from the relay, whose trust is the relay's business; a
+// zero From (no socket) is not checked.
+func heldBy(req *dhcpv4.DHCPv4, from From, ip netip.Addr, decline bool) bool {
+	if !from.Peer.IsValid() {
+		return true
+	}
+	if g, ok := addr4(req.GatewayIPAddr); ok && !g.IsUnspecified() {
+		return true
+	}
+	src := from.Peer.Addr().Unmap()
+	return src == ip || (decline && src.IsUnspecified())
+}
+
+func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, from From, k macKey, now time.Time, log reqLog) error {
 	ip, ok := addr4(req.ClientIPAddr)
 	if !ok {
+		return nil
+	}
+	if !heldBy(req, from, ip, false) {
+		log.Warn("release ignored: it came from another address than the one released", "ip", ip, "source", from.Peer.Addr())
 		return nil
 	}
 	if h.subnetContaining(ip) == nil {
@@ -452,9 +474,13 @@ func (h *Handler) release(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now
 	return h.leases.persist(ctx)
 }
 
-func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, k macKey, now time.Time, log reqLog) error {
+func (h *Handler) decline(ctx context.Context, req *dhcpv4.DHCPv4, from From, k macKey, now time.Time, log reqLog) error {
 	ip, ok := addr4(req.RequestedIPAddress())
 	if !ok {
+		return nil
+	}
+	if !heldBy(req, from, ip, true) {
+		log.Warn("decline ignored: it came from a configured address other than the one declined", "ip", ip, "source", from.Peer.Addr())
 		return nil
 	}
 	if h.subnetContaining(ip) == nil {

@@ -453,9 +453,26 @@ func TestLeaseLife(t *testing.T) {
 		t.Fatalf("addresses %v %v %v not distinct", a, b, c)
 	}
 
-	// RELEASE frees the address: no longer leased, and the fourth MAC
-	// gets it.
-	rel, err := h.Handle(ctx, msg(dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(net.IP(b.AsSlice()))), From{})
+	// A RELEASE or DECLINE of b from another address (a host speaking for
+	// mac(2), its MAC in the packet) changes nothing; nor does a release
+	// of b naming another MAC.
+	rogue := From{Peer: netip.AddrPortFrom(a, 68)}
+	if _, err := h.Handle(ctx, msg(dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(net.IP(b.AsSlice()))), rogue); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Handle(ctx, msg(dhcpv4.MessageTypeDecline, mac(2), dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IP(b.AsSlice())))), rogue); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Handle(ctx, msg(dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(net.IP(b.AsSlice()))), From{Peer: netip.AddrPortFrom(b, 68)}); err != nil {
+		t.Fatal(err)
+	}
+	if ip, ok := h.LeasedIP(mac(2)); !ok || ip.String() != b.String() {
+		t.Fatalf("after spoofed releases and declines mac(2) holds %v %v, want %v", ip, ok, b)
+	}
+
+	// RELEASE from the holder frees the address: no longer leased, and the
+	// fourth MAC gets it.
+	rel, err := h.Handle(ctx, msg(dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(net.IP(b.AsSlice()))), From{Peer: netip.AddrPortFrom(b, 68)})
 	if err != nil || rel != nil {
 		t.Fatalf("release: %v %v", rel, err)
 	}

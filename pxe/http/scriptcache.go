@@ -44,7 +44,8 @@ func newScript(body []byte) script {
 // fails when pxe.Intent gains a field this does not compare).
 func sameIntent(a, b pxe.Intent) bool {
 	return a.Action == b.Action && a.Kernel == b.Kernel && a.Cmdline == b.Cmdline &&
-		a.Token == b.Token && slices.Equal(a.Initrd, b.Initrd)
+		a.Token == b.Token && a.AgentSecret == b.AgentSecret && a.Spent == b.Spent &&
+		slices.Equal(a.Initrd, b.Initrd)
 }
 
 func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string) (script, bool) {

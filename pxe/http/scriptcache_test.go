@@ -26,11 +26,13 @@ import (
 func TestSameIntentSeesEveryField(t *testing.T) {
 	base := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}, Cmdline: "quiet", Token: "t"}
 	changes := map[string]func(*pxe.Intent){
-		"Action":  func(in *pxe.Intent) { in.Action = pxe.ActionLocal },
-		"Kernel":  func(in *pxe.Intent) { in.Kernel = "/k2" },
-		"Initrd":  func(in *pxe.Intent) { in.Initrd = []string{"/i", "/j"} },
-		"Cmdline": func(in *pxe.Intent) { in.Cmdline = "" },
-		"Token":   func(in *pxe.Intent) { in.Token = "u" },
+		"Action":      func(in *pxe.Intent) { in.Action = pxe.ActionLocal },
+		"Kernel":      func(in *pxe.Intent) { in.Kernel = "/k2" },
+		"Initrd":      func(in *pxe.Intent) { in.Initrd = []string{"/i", "/j"} },
+		"Cmdline":     func(in *pxe.Intent) { in.Cmdline = "" },
+		"Token":       func(in *pxe.Intent) { in.Token = "u" },
+		"AgentSecret": func(in *pxe.Intent) { in.AgentSecret = "s" },
+		"Spent":       func(in *pxe.Intent) { in.Spent = true },
 	}
 	typ := reflect.TypeOf(pxe.Intent{})
 	for i := range typ.NumField() {

@@ -68,6 +68,11 @@ type Config struct {
 	// boot timeline, and metrics count bytes. It runs on the request's
 	// goroutine, so it must be quick.
 	Observe func(Request)
+	// Security, when set, is told of a refusal that looks like an attack
+	// on a machine's credentials: a script carrying a one-time agent
+	// secret asked for again after its agent started. The daemon records
+	// it as a security event. It runs on the request's goroutine.
+	Security func(mac net.HardwareAddr, client net.IP, what string)
 }
 
 // Request is what Observe learns about one answered request.
@@ -195,6 +200,21 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if !s.authorised(r, mac, intent) {
 		nethttp.Error(w, "metal: the boot script of "+mac.String()+
 			" is served only to the address leased to that MAC, or with its token",
+			nethttp.StatusForbidden)
+		return
+	}
+	if intent.Spent {
+		// The script carries the task's one-time agent secret, and the
+		// agent already used it: whoever asks again (a replayed URL, a
+		// host that took the machine's address) gets nothing. A machine
+		// that really rebooted mid-task is given a new task by the engine.
+		what := "boot script asked for again after the agent of its task started (replay refused) from " + r.RemoteAddr
+		setLogAttr(w, slog.String("refused", "one-time script already used"))
+		if s.cfg.Security != nil {
+			s.cfg.Security(mac, clientIP(r), what)
+		}
+		nethttp.Error(w, "metal: the boot script of "+mac.String()+
+			" carries a one-time agent credential that was already used; a new task gives a new one",
 			nethttp.StatusForbidden)
 		return
 	}

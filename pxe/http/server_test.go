@@ -78,6 +78,9 @@ const (
 	macNoToken = "52:54:00:00:00:03" // leased to 127.0.0.3; no token
 	macBad     = "52:54:00:00:00:04" // hostile intent
 	macPanic   = "52:54:00:00:00:05"
+	macAgent   = "52:54:00:00:00:06" // an agent task, not started
+	macSpent   = "52:54:00:00:00:07" // an agent task whose agent started
+	taskSecret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 
 type testServer struct {
@@ -86,6 +89,8 @@ type testServer struct {
 	logs   *logBuffer
 	files  string
 	secret string
+	// alarms are what the server told Config.Security.
+	alarms chan string
 }
 
 func startServer(t testing.TB) *testServer {
@@ -101,7 +106,7 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 		t.Fatal(err)
 	}
 	base := t.TempDir()
-	ts := &testServer{logs: &logBuffer{}, files: filepath.Join(base, "files"), secret: filepath.Join(base, "secret")}
+	ts := &testServer{alarms: make(chan string, 16), logs: &logBuffer{}, files: filepath.Join(base, "files"), secret: filepath.Join(base, "secret")}
 	must(t, os.MkdirAll(filepath.Join(ts.files, "sub"), 0o755))
 	must(t, os.WriteFile(ts.secret, []byte("secret"), 0o644))
 	must(t, os.WriteFile(filepath.Join(ts.files, "sub", "kernel"), bytes.Repeat([]byte("0123456789"), 1000), 0o644))
@@ -123,6 +128,8 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 			macNoToken: kernel,
 			macBad:     {Action: pxe.ActionInstall, Kernel: "/k", Cmdline: "quiet ; shell"},
 			macPanic:   kernel,
+			macAgent:   {Action: pxe.ActionInstall, Kernel: "/k", Cmdline: "quiet metal.token=forged", AgentSecret: taskSecret},
+			macSpent:   {Action: pxe.ActionInstall, Kernel: "/k", AgentSecret: taskSecret, Spent: true},
 		},
 		panics: macPanic,
 	}
@@ -132,9 +139,14 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 		macNoToken: net.IPv4(127, 0, 0, 3),
 		macBad:     net.IPv4(127, 0, 0, 1),
 		macPanic:   net.IPv4(127, 0, 0, 1),
+		macAgent:   net.IPv4(127, 0, 0, 1),
+		macSpent:   net.IPv4(127, 0, 0, 1),
 	}
 	srv, err := New(Config{
 		Policy: p, Leases: l, IPXE: ipxeBins, Files: files,
+		Security: func(mac net.HardwareAddr, client net.IP, what string) {
+			ts.alarms <- mac.String() + " " + client.String() + ": " + what
+		},
 		Logger: slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
@@ -240,6 +252,36 @@ func TestScripts(t *testing.T) {
 	for _, r := range ts.logs.records("http request") {
 		if strings.Contains(fmt.Sprint(r), "s3cret") {
 			t.Errorf("access log holds a token: %v", r)
+		}
+	}
+}
+
+// TestOneTimeScript: a script for an agent task carries the task's secret
+// on the kernel line, after anything the intent's cmdline said; once the
+// agent started, the script is refused, even to the machine's own leased
+// address, and the refusal is reported as a security matter.
+func TestOneTimeScript(t *testing.T) {
+	ts := startServer(t)
+	got, _ := get(t, clientFrom("127.0.0.1"), ts.url+"/ipxe/"+macAgent, nil)
+	want := "#!ipxe\necho metal: " + macAgent + " install\nkernel /k quiet metal.token=forged metal.token=" + taskSecret + "\nboot\n"
+	if diff := cmp.Diff(response{200, want}, got); diff != "" {
+		t.Errorf("script with a task (-want +got):\n%s", diff)
+	}
+	got, _ = get(t, clientFrom("127.0.0.1"), ts.url+"/ipxe/"+macSpent, nil)
+	if got.Status != 403 || strings.Contains(got.Body, taskSecret) {
+		t.Errorf("spent script: %+v, want 403 without the secret", got)
+	}
+	select {
+	case a := <-ts.alarms:
+		if !strings.HasPrefix(a, macSpent+" 127.0.0.1: ") || !strings.Contains(a, "replay") {
+			t.Errorf("security report %q", a)
+		}
+	default:
+		t.Error("a replayed script was not reported")
+	}
+	for _, r := range ts.logs.records("http request") {
+		if strings.Contains(fmt.Sprint(r), taskSecret) {
+			t.Errorf("access log holds the secret: %v", r)
 		}
 	}
 }

@@ -107,6 +107,15 @@ func renderBoot(b *strings.Builder, in pxe.Intent, p Params, who string) error {
 	if err != nil {
 		return err
 	}
+	if in.AgentSecret != "" {
+		if !isSecret(in.AgentSecret) {
+			return fmt.Errorf("%w: agent secret: want 32-128 hex digits", ErrInvalid)
+		}
+		// Whatever the cmdline said about metal.token, the task's own
+		// secret is the one the agent uses: the kernel hands the last
+		// duplicate to the agent's parser, which keeps the last.
+		args = append(args, "metal.token="+in.AgentSecret)
+	}
 
 	fmt.Fprintf(b, "echo metal: %s %s\n", who, in.Action)
 	// UEFI: the kernel's EFI stub finds an initrd only when the command line
@@ -142,6 +151,19 @@ func cmdline(s string) ([]string, error) {
 		}
 	}
 	return args, nil
+}
+
+// isSecret accepts an agent secret as inventory.NewTaskSecret makes them.
+func isSecret(s string) bool {
+	if len(s) < 32 || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // isSpace is C's isspace in iPXE: the bytes that separate tokens.

@@ -231,13 +231,18 @@ func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, er
 		}
 		return pxe.Intent{Action: pxe.ActionNone, Token: e.token}, nil
 	}
-	return pxe.Intent{
+	out := pxe.Intent{
 		Action:  pxe.Action(in.Action),
 		Kernel:  in.Kernel,
 		Initrd:  append([]string(nil), in.Initrds...),
 		Cmdline: in.Cmdline,
 		Token:   cmp.Or(in.Token, e.token),
-	}, nil
+	}
+	if t := in.Task; t != nil && t.Secret != "" {
+		out.AgentSecret = t.Secret
+		out.Spent = m.Agent != nil && m.Agent.TaskID == t.ID
+	}
+	return out, nil
 }
 
 // MACOf returns the MAC of the machine declared with ip, for callers that

@@ -139,3 +139,39 @@ func TestAppendMACIsString(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskSecret: an intent with an agent task carries the task's secret,
+// and is spent once the agent reported about that task.
+func TestTaskSecret(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := stores(t)["memory"]
+	secret := inventory.NewTaskSecret()
+	if _, err := store.PutMachine(ctx, inventory.Machine{
+		Name: "web-01", MAC: macWeb.String(), State: inventory.StateProvisioning,
+		Intent: inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/k",
+			Task: &inventory.AgentTask{ID: "t1", Kind: inventory.TaskInstall, Secret: secret}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(ctx, store, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Run(ctx)
+	<-p.Synced()
+	in, _ := p.Intent(ctx, macWeb)
+	if in.AgentSecret != secret || in.Spent {
+		t.Fatalf("intent before the agent: secret %q spent %v, want the task's, not spent", in.AgentSecret, in.Spent)
+	}
+	if _, err := inventory.UpdateMachine(ctx, store, "web-01", func(m *inventory.Machine) error {
+		m.Agent = &inventory.AgentStatus{TaskID: "t1", Phase: inventory.AgentRunning}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, func() bool {
+		in, _ := p.Intent(ctx, macWeb)
+		return in.Spent
+	})
+}

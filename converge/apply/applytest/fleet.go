@@ -8,6 +8,7 @@
 package applytest
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -300,7 +301,7 @@ func (f *Fleet) SiteHCL(state, rollout string) []byte {
 // port, as metal's daemon does, for tests that run no daemon.
 func (f *Fleet) serveAgentAPI(ctx context.Context) error {
 	f.key = []byte("applytest-token-key")
-	srv, err := agentapi.New(agentapi.Config{Store: f.opts.Store, TokenKey: f.key, Logger: f.opts.Logger})
+	srv, err := agentapi.New(agentapi.Config{Store: f.opts.Store, Logger: f.opts.Logger})
 	if err != nil {
 		return err
 	}
@@ -337,6 +338,62 @@ func (f *Fleet) tokenKey() []byte {
 	return b
 }
 
+// taskSecret is what a real machine reads on its kernel command line: the
+// one-time secret of its agent task. With the store at hand it is read
+// there; without, the machine fetches its boot script from metal as iPXE
+// would (with the machine's script token, since the simulated machine
+// does not hold its lease) and takes metal.token= from the kernel line.
+func (f *Fleet) taskSecret(ctx context.Context, name string, mac net.HardwareAddr) (string, error) {
+	if st := f.opts.Store; st != nil {
+		rec, err := st.Machine(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		if rec.Intent.Task == nil {
+			return "", nil
+		}
+		return rec.Intent.Task.Secret, nil
+	}
+	u := f.agentURL + "/ipxe/" + mac.String() + "?token=" + pxe.Token(f.tokenKey(), mac)
+	var body []byte
+	refused := false
+	err := retry(ctx, func() error {
+		if refused {
+			return nil
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, err = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if resp.StatusCode == http.StatusForbidden {
+			// A one-time script already used: as iPXE, give up on it.
+			refused = true
+		}
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = fmt.Errorf("boot script: %s: %s", resp.Status, bytes.TrimSpace(body))
+		}
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if refused {
+		return "", fmt.Errorf("boot script refused: %s", bytes.TrimSpace(body))
+	}
+	for _, f := range strings.Fields(string(body)) {
+		if v, ok := strings.CutPrefix(f, "metal.token="); ok {
+			return v, nil
+		}
+	}
+	return "", nil
+}
+
 // boot is every simulated start: from the network, with an agent task in
 // the intent, the agent runs it; a diskless image (no task) fetches its
 // kernel, which the daemon would record as an event.
@@ -367,7 +424,12 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	if err != nil {
 		return
 	}
-	c := &agentapi.Client{BaseURL: f.agentURL, MAC: mac, Token: pxe.Token(f.tokenKey(), mac)}
+	secret, err := f.taskSecret(ctx, b.Machine, mac)
+	if err != nil {
+		f.opts.Logger.Debug("simulated agent: no boot script", "machine", b.Machine, "err", err)
+		return
+	}
+	c := &agentapi.Client{BaseURL: f.agentURL, MAC: mac, Token: secret}
 	var task *inventory.AgentTask
 	err = retry(ctx, func() error {
 		resp, err := c.Task(ctx)
