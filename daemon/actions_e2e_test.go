@@ -79,6 +79,10 @@ func newFleetLab(t *testing.T, lo labOptions) *fleetLab {
 	opts := daemon.Options{
 		Site: loadSite(t, dir, string(fleet.SiteHCL("file://"+dbPath, ""))), SiteDir: dir, StateDir: l.stateDir, Listen: listen, TFTPAddr: "127.0.0.1:0",
 		PowerPoll: -1, Agent: daemon.AgentOptions{Disabled: true}, Store: store, Logger: log,
+		// These tests are about the daemon's actions, not its listeners:
+		// one address serves everything (TestAPIOffBootListener checks
+		// the default).
+		API: daemon.APIListen{Shared: true},
 	}
 	if lo.edit != nil {
 		lo.edit(&opts)

@@ -128,7 +128,9 @@ type Daemon struct {
 	power    *apply.PowerPoller
 	operator *operator
 	apiSrv   *apiServer
-	applies  submitted
+	// sharedAPI: the console, API and metrics are on the netboot listener.
+	sharedAPI bool
+	applies   submitted
 	// ready is closed once every listener is up (Ready).
 	ready latch.Latch
 }
@@ -281,13 +283,17 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if d.apiSrv != nil {
+	switch {
+	case d.apiSrv != nil:
 		// Their own listener serves them; boot traffic stays apart, and
 		// the root here says where they are.
 		extra = map[string]http.Handler{"GET /{$}": elsewhere(d.apiSrv.URL(opts.API.Addr))}
-	} else {
+	case opts.API.Shared:
 		extra["GET /{$}"] = http.RedirectHandler(console.Prefix, http.StatusSeeOther)
+	default:
+		extra = map[string]http.Handler{"GET /{$}": elsewhere("")}
 	}
+	d.sharedAPI = opts.API.Shared
 	d.http, err = pxehttp.New(pxehttp.Config{
 		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
@@ -329,10 +335,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	g.Go(func() error { return d.tftp.Serve(ctx) })
 	g.Go(func() error { return d.http.Serve(ctx) })
-	consoleURL := d.BaseURL + console.Prefix
-	if d.apiSrv != nil {
+	consoleURL := "none (no --api-listen)"
+	switch {
+	case d.apiSrv != nil:
 		g.Go(func() error { return d.apiSrv.Serve(ctx) })
 		consoleURL = d.apiSrv.URL(d.apiSrv.cfg.Addr) + console.Prefix
+	case d.sharedAPI:
+		consoleURL = d.BaseURL + console.Prefix
+		d.log.Warn("the console, API and metrics share the netboot listener (--api-on-boot-network): " +
+			"API tokens and console cookies cross the boot network in clear, where any machine can read them; " +
+			"give them a listener of their own with --api-listen (see SECURITY.md)")
 	}
 	s := d.Site()
 	d.log.Info("metal serving", "site", s.Name, "machines", len(s.Machines),
@@ -513,11 +525,16 @@ func (m multiLeases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
 }
 
 // elsewhere answers the boot listener's root when the console, API and
-// metrics have a listener of their own: a person who opens the boot URL in
-// a browser learns where to go.
+// metrics are not on it: a person who opens the boot URL in a browser
+// learns where to go (url, empty when no TCP listener serves them).
 func elsewhere(url string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if url == "" {
+			fmt.Fprintf(w, "metal: this listener serves network boots only; the console, API and metrics are "+
+				"not on the boot network (metal serve --api-listen ADDR gives them a listener).\n")
+			return
+		}
 		fmt.Fprintf(w, "metal: this listener serves network boots.\nConsole: %s%s\nAPI:     %s%s\nMetrics: %s/metrics\n",
 			url, console.Prefix, url, api.Prefix, url)
 	})

@@ -16,19 +16,33 @@ import (
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 )
 
-// APIListen says where the console, the JSON API and the metrics listen
-// when they are not to share the netboot HTTP listener: on a management
-// interface or loopback, and with TLS. Machines' boot traffic stays plain
-// HTTP on the netboot listener whatever this says (iPXE and firmware
-// cannot be given a private certificate authority).
+// APIListen says where the console, the JSON API and the metrics listen:
+// on a listener of their own, on a management interface or loopback (metal
+// serve's default is DefaultAPIListen), optionally with TLS. They are kept
+// off the netboot listener because the boot network is where untrusted
+// machines live: a bearer token or a console cookie sent there in clear
+// is anyone's (SECURITY.md). Machines' boot traffic stays plain HTTP on
+// the netboot listener whatever this says (iPXE and firmware cannot be
+// given a private certificate authority).
 type APIListen struct {
-	// Addr is the listen address ("127.0.0.1:9090", "10.0.9.2:443");
-	// empty: the netboot listener serves them, as it does by default.
+	// Addr is the listen address ("127.0.0.1:9090", "10.0.9.2:443").
+	// Empty and not Shared: no TCP listener serves them; local commands
+	// still read the state through the state directory's socket.
 	Addr string
+	// Shared serves them on the netboot listener as well, as metal did
+	// before it had a management listener (metal serve
+	// --api-on-boot-network). The daemon warns at start: tokens and
+	// cookies then cross the boot network.
+	Shared bool
 	// TLSCert and TLSKey are PEM files of the certificate (its chain
 	// after it) and its key; both or neither, and only with Addr.
 	TLSCert, TLSKey string
 }
+
+// DefaultAPIListen is where metal serve puts the console, API and metrics
+// unless told otherwise: loopback, reached on the server itself or through
+// an SSH tunnel.
+const DefaultAPIListen = "127.0.0.1:9090"
 
 // TLS says whether the listener speaks HTTPS.
 func (a APIListen) TLS() bool { return a.TLSCert != "" }
@@ -51,10 +65,14 @@ func newAPIServer(cfg APIListen, handlers map[string]http.Handler, log *slog.Log
 	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
 		return nil, errors.New("TLS needs both a certificate and its key (--tls-cert FILE --tls-key FILE)")
 	}
+	if cfg.Shared && cfg.Addr != "" {
+		return nil, fmt.Errorf("the console and API either share the netboot listener (--api-on-boot-network) "+
+			"or have their own (--api-listen %s), not both", cfg.Addr)
+	}
 	if cfg.Addr == "" {
 		if cfg.TLSCert != "" {
-			return nil, errors.New("TLS is for the console and API listener only, and they share the netboot listener, " +
-				"whose boot traffic must stay plain HTTP: give them their own with --api-listen ADDR")
+			return nil, errors.New("TLS is for the console and API listener only, and they have none " +
+				"(the netboot listener's boot traffic must stay plain HTTP): give them their own with --api-listen ADDR")
 		}
 		return nil, nil
 	}

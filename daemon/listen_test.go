@@ -175,6 +175,39 @@ func TestAPIListenPlain(t *testing.T) {
 	}
 }
 
+// TestAPIOffBootListener: by default (no --api-listen, no
+// --api-on-boot-network) the netboot listener serves no API, console or
+// metrics, so no token or cookie is ever sent to it; its root says so.
+func TestAPIOffBootListener(t *testing.T) {
+	l := newFleetLab(t, labOptions{edit: func(o *daemon.Options) { o.API = daemon.APIListen{} }})
+	l.waitHTTP(l.base + "/ipxe/boot.ipxe")
+	for _, path := range []string{"/api/v1/whoami", "/api/v1/machines", "/console/", "/console/login", "/metrics"} {
+		if code, _ := l.call(http.DefaultClient, l.base, http.MethodGet, path, l.token, nil); code != http.StatusNotFound {
+			t.Errorf("netboot listener GET %s: HTTP %d, want 404", path, code)
+		}
+	}
+	if s := get(t, http.DefaultClient, l.base+"/"); !strings.Contains(s, "not on the boot network") {
+		t.Errorf("netboot listener root: %q", s)
+	}
+	if strings.Contains(l.logs.String(), "share the netboot listener") {
+		t.Error("warned of a shared listener that is not shared")
+	}
+}
+
+// TestAPIOnBootNetworkWarns: the old shared listener is still there on
+// request, with a warning at start.
+func TestAPIOnBootNetworkWarns(t *testing.T) {
+	l := newFleetLab(t, labOptions{})
+	l.waitHTTP(l.base + "/api/v1/openapi.yaml")
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(l.logs.String(), "share the netboot listener (--api-on-boot-network)") {
+		if time.Now().After(deadline) {
+			t.Fatal("no warning that the API shares the boot listener")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestAPIListenRefusesBadTLS: a daemon whose TLS settings cannot work
 // does not start, and says what to change.
 func TestAPIListenRefusesBadTLS(t *testing.T) {
@@ -190,6 +223,7 @@ func TestAPIListenRefusesBadTLS(t *testing.T) {
 		"missing certificate":         {daemon.APIListen{Addr: "127.0.0.1:0", TLSCert: certPath + ".gone", TLSKey: keyPath}, "no such file"},
 		"key of another certificate":  {daemon.APIListen{Addr: "127.0.0.1:0", TLSCert: otherCert, TLSKey: keyPath}, "does not match"},
 		"address without port":        {daemon.APIListen{Addr: "127.0.0.1"}, "HOST:PORT"},
+		"shared and apart":            {daemon.APIListen{Addr: "127.0.0.1:0", Shared: true}, "not both"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			_, err := newFailingDaemon(t, func(o *daemon.Options) { o.API = tc.api })

@@ -239,11 +239,13 @@ func storeMachine(t *testing.T, ctx context.Context, url, name string) inventory
 	return m
 }
 
-// postAction posts an operator action to the daemon's API inside the lab.
+// postAction posts an operator action to the daemon's API inside the lab:
+// on the namespace's loopback, where metal serve's management listener is,
+// never across the lab's boot network.
 func postAction(t *testing.T, ctx context.Context, st *lab.State, token, body string) {
 	t.Helper()
 	client := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(st.Netns)}, Timeout: 30 * time.Second}
-	req, err := http.NewRequestWithContext(ctx, "POST", st.HTTPURL()+"/api/v1/actions", strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, "POST", st.APIURL()+"/api/v1/actions", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

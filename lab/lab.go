@@ -45,6 +45,9 @@ const (
 	poolStart = "192.0.2.200"
 	poolEnd   = "192.0.2.240"
 	httpPort  = 8080
+	// apiAddr is where metal serve's console, API and metrics listen: its
+	// default, loopback inside the lab's namespace, off the boot network.
+	apiAddr = "127.0.0.1:9090"
 	// bridge is the lab's switch; its name is local to the namespace.
 	bridge = "br0"
 	// firstHost is the last octet of the first VM's address.
@@ -143,8 +146,13 @@ type VM struct {
 	QMP        string `json:"qmp,omitempty"`
 }
 
-// HTTPURL is metal's HTTP server inside the lab.
+// HTTPURL is metal's HTTP boot server inside the lab.
 func (st *State) HTTPURL() string { return "http://" + serverIP + ":" + strconv.Itoa(httpPort) }
+
+// APIURL is metal's console, API and metrics listener: loopback inside the
+// lab's namespace (reach it with `metal lab exec -- curl`, or a dialer
+// into the namespace), never the lab's boot network.
+func (st *State) APIURL() string { return "http://" + apiAddr }
 
 // Proc returns the lab process called name, if it has one.
 func (st *State) Proc(name string) (Proc, bool) {

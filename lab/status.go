@@ -29,6 +29,8 @@ type Status struct {
 	NetnsUp bool   `json:"netns_up"`
 	Site    string `json:"site"`
 	HTTPURL string `json:"http_url"`
+	// APIURL is the console's, API's and metrics' (inside the namespace).
+	APIURL string `json:"api_url"`
 	// Accel is the accelerator the VMs run under, and why.
 	Accel qemu.Choice  `json:"accel"`
 	Procs []ProcStatus `json:"processes"`
@@ -61,7 +63,7 @@ type VMStatus struct {
 // the lab's metal serve while it runs, else from its store.
 func (st *State) Status(ctx context.Context) Status {
 	s := Status{
-		Dir: st.Dir, Netns: st.Netns, NetnsUp: netns.Exists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(),
+		Dir: st.Dir, Netns: st.Netns, NetnsUp: netns.Exists(st.Netns), Site: st.Site, HTTPURL: st.HTTPURL(), APIURL: st.APIURL(),
 		Accel: st.Accel,
 	}
 	for _, p := range st.Procs {

@@ -129,6 +129,7 @@ func renderLabUp(w io.Writer, st *lab.State) {
 	fmt.Fprintf(w, "\nSite file: %s", st.Site)
 	if p, ok := st.Proc("serve"); ok {
 		fmt.Fprintf(w, "\nmetal serve: %s (pid %d, log %s)", st.HTTPURL(), p.PID, p.Log)
+		fmt.Fprintf(w, "\nconsole, API, metrics: %s inside the lab's namespace (metal lab exec -- curl %s/metrics)", st.APIURL(), st.APIURL())
 	}
 	fmt.Fprintf(w, `
 

@@ -52,13 +52,16 @@ not in the site gets a pool address; with unknown_machines = "discover" it
 boots the install agent, which reports it; with "ignore", nothing at all.
 Leases survive restarts.
 
-The same HTTP listener serves the web console (/console/), the JSON API
-(/api/v1/, documented at /api/v1/openapi.yaml) and Prometheus metrics
-(/metrics). The API and console need a token: create one with
-` + "`metal token create --site FILE`" + `. With --api-listen they move to
-their own listener (loopback, a management interface), and with
---tls-cert and --tls-key it speaks HTTPS; boot traffic stays plain HTTP on
-the netboot listener, which then serves boot files only.
+The web console (/console/), the JSON API (/api/v1/, documented at
+/api/v1/openapi.yaml) and Prometheus metrics (/metrics) have a listener of
+their own, --api-listen, on loopback (127.0.0.1:9090) unless told
+otherwise: the boot network is where untrusted machines live, and API
+tokens and console cookies must not cross it (SECURITY.md). Give it a
+management interface's address to reach it from elsewhere, and --tls-cert
+and --tls-key to speak HTTPS. The API and console need a token: create
+one with ` + "`metal token create --site FILE`" + `. --api-on-boot-network
+puts them back on the netboot listener, as metal once did, with a warning
+at start.
 
 Serving DHCP and TFTP needs root, or just the capability to bind ports
 below 1024 (CAP_NET_BIND_SERVICE), as the packaged systemd unit gives it.
@@ -70,8 +73,8 @@ restart (networks, listen, state) is refused and logged. Under systemd
   sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
   # console, API and metrics on the management network only, over HTTPS:
   sudo metal serve --api-listen 10.9.0.2:8443 --tls-cert /etc/metal/tls.crt --tls-key /etc/metal/tls.key site.hcl
-  # ... or on loopback only (reach them through an SSH tunnel):
-  sudo metal serve --api-listen 127.0.0.1:9090 site.hcl
+  # ... or on loopback only, the default (reach them through an SSH tunnel):
+  ssh -L 9090:127.0.0.1:9090 metal-server   # then http://127.0.0.1:9090/console/
   # a lab or benchmark whose clients ask more often than a real boot does:
   sudo metal serve --dhcp-rate-limit 100/10ms site.hcl
   sudo metal serve --dhcp-rate-limit off site.hcl
@@ -84,6 +87,12 @@ restart (networks, listen, state) is refused and logged. Under systemd
 			writeDiags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
+			}
+			if f.api.Shared {
+				if cmd.Flags().Changed("api-listen") {
+					return usageError("--api-on-boot-network and --api-listen: the console and API either share the netboot listener or have their own, not both")
+				}
+				f.api.Addr = ""
 			}
 			limit, err := parseRateLimit(f.dhcpRate, f.dhcpPool)
 			if err != nil {
@@ -103,8 +112,10 @@ restart (networks, listen, state) is refused and logged. Under systemd
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
 	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
-	cmd.Flags().StringVar(&f.api.Addr, "api-listen", "",
-		"listen address of the console, API and metrics, apart from netboot (default: they share the HTTP listen address)")
+	cmd.Flags().StringVar(&f.api.Addr, "api-listen", daemon.DefaultAPIListen,
+		"listen address of the console, API and metrics, apart from netboot (empty: none)")
+	cmd.Flags().BoolVar(&f.api.Shared, "api-on-boot-network", false,
+		"serve the console, API and metrics on the netboot listener too (tokens and cookies then cross the boot network in clear)")
 	cmd.Flags().StringVar(&f.api.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
 	cmd.Flags().StringVar(&f.api.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.agent.register(cmd)

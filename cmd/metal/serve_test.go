@@ -126,19 +126,26 @@ machine "m1" {
 		t.Errorf("kernel over HTTP = %q", body)
 	}
 
-	// The console, API and metrics share the listener: the API wants a
-	// token, metrics count what just happened.
-	if code := httpCode(t, known, "http://192.0.2.1:8080/api/v1/machines"); code != "401" {
+	// The console, API and metrics are not on the boot network: a machine
+	// there finds none of them; on the server's loopback (the default
+	// --api-listen) the API wants a token and metrics count what just
+	// happened.
+	for _, path := range []string{"/api/v1/machines", "/console/", "/metrics"} {
+		if code := httpCode(t, known, "http://192.0.2.1:8080"+path); code != "404" {
+			t.Errorf("boot network GET %s: HTTP %s, want 404", path, code)
+		}
+	}
+	if code := httpCode(t, lab.NS(), "http://127.0.0.1:9090/api/v1/machines"); code != "401" {
 		t.Errorf("API without a token: HTTP %s, want 401", code)
 	}
-	if code := httpCode(t, known, "http://192.0.2.1:8080/console/"); code != "200" && code != "303" {
+	if code := httpCode(t, lab.NS(), "http://127.0.0.1:9090/console/"); code != "200" && code != "303" {
 		t.Errorf("console: HTTP %s, want the page or a redirect to its login", code)
 	}
-	if m := curl(t, known, "http://192.0.2.1:8080/metrics"); !strings.Contains(m, "metal_dhcp_packets_total") ||
+	if m := curl(t, lab.NS(), "http://127.0.0.1:9090/metrics"); !strings.Contains(m, "metal_dhcp_packets_total") ||
 		!strings.Contains(m, "metal_tftp_transfers_total") {
 		t.Errorf("metrics lack DHCP and TFTP counters:\n%s", m)
-	} else if !strings.Contains(m, `metal_http_requests_total{code="4xx",route="api"} 1`+"\n") {
-		t.Errorf("the one refused API request is not counted exactly once:\n%s", m)
+	} else if !strings.Contains(m, `metal_http_requests_total{code="4xx",route="api"} 2`+"\n") {
+		t.Errorf("the refused API requests (one on each listener) are not counted exactly once:\n%s", m)
 	}
 
 	// While serve holds the embedded store, the read verbs ask it over

@@ -185,8 +185,8 @@ var siteTemplate = template.Must(template.New("site").Parse(`# A site for metal{
 
 # state is the state store: one embedded file, or etcd for several metal
 # servers ("etcd://10.0.0.5:2379,10.0.0.6:2379/metal"). listen is where
-# machines fetch iPXE scripts, kernels and images (and where the console,
-# API and /metrics answer, unless metal serve --api-listen moves them).
+# machines fetch iPXE scripts, kernels and images; the console, API and
+# /metrics are on metal serve --api-listen (127.0.0.1:9090 by default).
 # Machines not in this file get a pool address and nothing to boot;
 # unknown_machines = "discover" boots metal's agent on them, which reports
 # their hardware (MACs included) to metal machines.
