@@ -130,7 +130,8 @@ func TestInstallInQEMU(t *testing.T) {
 		intent := agentBoot
 		intent.Task = &inventory.AgentTask{ID: id, Kind: inventory.TaskInstall, Image: "test",
 			ImageURL: "/files/" + image, Format: "gz", Checksum: checksum, Hostname: "vm-1",
-			SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest metal@test"}}
+			SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest metal@test"},
+			Secret:            inventory.NewTaskSecret()}
 		_, err := inventory.UpdateMachine(ctx, store, "vm-1", func(m *inventory.Machine) error {
 			m.Intent = intent
 			return nil
@@ -150,7 +151,7 @@ func TestInstallInQEMU(t *testing.T) {
 		HTTPBaseURL: httpBase,
 	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
 	must(t, err)
-	api, err := agentapi.New(agentapi.Config{Store: store, Leases: dhcpSrv.Leases(), PollSeconds: 2, Logger: log})
+	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
 	must(t, err)
 	base, _ := url.Parse(httpBase)
 	httpSrv, err := pxehttp.New(pxehttp.Config{

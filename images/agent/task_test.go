@@ -28,13 +28,6 @@ func mustMAC(s string) net.HardwareAddr {
 	return hw
 }
 
-type loopback struct{ mac net.HardwareAddr }
-
-func (l loopback) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
-	return net.IPv4(127, 0, 0, 1), bytes.Equal(mac, l.mac)
-}
-func (l loopback) MACOf(net.IP) (net.HardwareAddr, bool) { return l.mac, true }
-
 // rig is metal's side (a real store behind the real agent protocol, and an
 // image server) and a machine whose one disk, vda, is a 4 MiB file.
 type rig struct {
@@ -59,7 +52,7 @@ func newRig(t *testing.T) *rig {
 	if _, err := store.PutMachine(ctx, inventory.Machine{Name: "web-01", MAC: mac.String()}); err != nil {
 		t.Fatal(err)
 	}
-	api, err := agentapi.New(agentapi.Config{Store: store, Leases: loopback{mac}, Logger: slog.New(slog.DiscardHandler)})
+	api, err := agentapi.New(agentapi.Config{Store: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +74,7 @@ func newRig(t *testing.T) *rig {
 	must(t, os.WriteFile(r.disk, bytes.Repeat([]byte{0xAA}, diskSize), 0o644))
 	r.seed = filepath.Join(root, "seed-root")
 	r.worker = &Worker{
-		Client:  &agentapi.Client{BaseURL: hs.URL, MAC: mac},
+		Client:  &agentapi.Client{BaseURL: hs.URL, MAC: mac, Token: rigSecret},
 		Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		SysRoot: root, DevDir: dev, ProgressEvery: 10 * time.Millisecond,
 		Seed: func(_ context.Context, _ string, task inventory.AgentTask, _ *slog.Logger) (string, error) {
@@ -98,9 +91,14 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// rigSecret is every task's secret in the rig, as the agent read it on
+// its kernel command line.
+var rigSecret = strings.Repeat("ab", 32)
+
 // give writes task into web-01's intent, as the converge engine does.
 func (r *rig) give(t *testing.T, task inventory.AgentTask) {
 	t.Helper()
+	task.Secret = rigSecret
 	_, err := inventory.UpdateMachine(context.Background(), r.store, "web-01", func(m *inventory.Machine) error {
 		m.Intent = inventory.BootIntent{Action: inventory.BootInstall, Task: &task}
 		return nil
