@@ -240,7 +240,8 @@ func (s *server) machine(w http.ResponseWriter, r *http.Request) {
 
 // Redact drops what must not leave the server: the machine's boot token
 // (it authorises fetching the machine's script), its agent task's one-time
-// secret and its user data (which often carries secrets).
+// secret and phone-home URL (which holds another) and its user data (which
+// often carries secrets).
 func Redact(m inventory.Machine) inventory.Machine {
 	m.Intent.Token = ""
 	if m.Intent.Task != nil {
@@ -249,6 +250,10 @@ func Redact(m inventory.Machine) inventory.Machine {
 			t.UserData = "(redacted)"
 		}
 		t.Secret = ""
+		if t.PhoneHome != "" {
+			// Its path holds the task's phone-home secret.
+			t.PhoneHome = "(redacted)"
+		}
 		m.Intent.Task = &t
 	}
 	return m
