@@ -76,6 +76,8 @@ bench-deps: deps
 
 vet:
 	$(GO) vet ./...
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.git/*')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt: these files need formatting (gofmt -w them):"; echo "$$unformatted"; exit 1; fi
 
 # Everything, internal/layering's import check among it.
 test: test-deps build vet test-packaging

@@ -272,4 +272,3 @@ func minTime(a, b time.Time) time.Time {
 	}
 	return b
 }
-

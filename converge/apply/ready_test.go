@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/inventory"
 )
 
 // readyTimeout sets the image os's ready_timeout to the shortest allowed.
