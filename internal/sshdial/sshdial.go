@@ -41,6 +41,9 @@ type Options struct {
 	// disables the agent).
 	AgentSocket string
 	Timeout     time.Duration // dial and handshake (default 15s)
+	// DialContext opens the TCP connection (default net.Dialer): tests
+	// dial into a network namespace with it.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 	Logger      *slog.Logger
 }
 
@@ -90,8 +93,13 @@ func Dial(ctx context.Context, s Server, opts Options) (*ssh.Client, error) {
 		Timeout:           opts.Timeout,
 	}
 	addr := net.JoinHostPort(s.Host, strconv.Itoa(s.Port))
-	d := net.Dialer{Timeout: opts.Timeout}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	dial := opts.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	dctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	nc, err := dial(dctx, "tcp", addr)
+	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
 	}

@@ -386,8 +386,8 @@ func TestStandbyPromote(t *testing.T) {
 		t.Fatalf("forced promote: %v", err)
 	}
 	advance(5 * time.Minute)
-	if hb, err := backup.Promote(ctx, r, standby); err != nil || hb.Site != "ams1" {
-		t.Fatalf("promote after primary went stale: %+v, %v", hb, err)
+	if p, err := backup.Promote(ctx, r, standby); err != nil || p.Heartbeat.Site != "ams1" || p.Fence.Epoch != 2 {
+		t.Fatalf("promote after primary went stale: %+v, %v", p, err)
 	}
 	// The old primary, back, is fenced; the promoted one beats fine.
 	if err := primary.Beat(ctx); !errors.Is(err, backup.ErrFenced) {

@@ -8,49 +8,91 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
 )
 
-// Fencing. Beside the snapshots, the primary keeps a heartbeat file
-// (metal-<site>.heartbeat) fresh, and a promoted standby writes a fence file
-// (metal-<site>.promoted):
+// Fencing. Beside the snapshots, the active instance keeps a heartbeat
+// file (metal-<site>.heartbeat) fresh, and each promotion claims the next
+// fence file (metal-<site>.fence-000001, -000002, ...); the claim of the
+// highest number names the site's owner.
 //
-//   - Promote refuses while the heartbeat is younger than StaleAfter
-//     intervals (unless forced), so a standby does not take over from a
-//     primary that is merely slow to back up.
-//   - The primary checks for the fence file before every heartbeat and at
-//     start (Primary.Beat); once it is there, Beat returns ErrFenced and
-//     `metal serve` must stop answering DHCP and driving BMCs. So a promoted
-//     site and a returning primary do not both hand out leases.
+// The guarantee (the overlap of two serving instances is at most 0 s):
 //
-// The limit: a primary cut off from the SFTP server cannot see the fence;
-// `metal serve` should treat a heartbeat it cannot write for StaleAfter
-// intervals as fenced too (Primary.Run does).
+//   - The primary holds a lease of length L: it serves only while the last
+//     heartbeat it confirmed is younger than L, measured on its own
+//     monotonic clock from the moment before that heartbeat was written,
+//     by a timer that no SFTP call can block (Primary.Run). A heartbeat is
+//     confirmed when it was written and no fence was found after writing
+//     it. Every SFTP call has a deadline (Remote.OpTimeout).
+//   - Promote claims the next fence file atomically (Remote.Create: of two
+//     promotes exactly one wins), then reads the heartbeat again and
+//     succeeds only once its own clock is at least T + L + M, with T the
+//     time in the newest heartbeat and M the clock-skew margin.
+//   - The SFTP server orders the two: a heartbeat the primary confirmed
+//     was written before its fence check, and the check came before the
+//     claim (else it sees the fence and stops), so the standby's read
+//     after the claim sees that heartbeat or a newer one.
 //
-// Times in the heartbeat are the primary's clock, compared with the
-// standby's: the two must agree to well within one interval (NTP).
+// With the standby's clock at most S ahead of the primary's and the
+// primary taking at most D to stop serving once its lease ends:
+//
+//	primary stops    <= T + L + D          (primary's clock)
+//	standby serves   >= T + L + M - S      (the same instant, primary's clock)
+//	overlap          <= D + S - M          <= 0 s whenever M >= S + D
+//
+// By default L = 3 intervals and M = DefaultMargin (60 s): NTP keeps S in
+// milliseconds, D is milliseconds (cancelling the servers).
 
 var (
-	// ErrFenced: a standby was promoted; this primary must stop serving.
+	// ErrFenced: a standby was promoted, or may have been; this primary
+	// must stop serving.
 	ErrFenced = errors.New("site was promoted elsewhere (fenced)")
+	// ErrLeaseExpired: the primary could not confirm a heartbeat within
+	// its lease; it is fenced as well (errors.Is ErrFenced too).
+	ErrLeaseExpired = errors.New("lease expired")
 	// ErrPrimaryAlive: promote refused, the primary's heartbeat is fresh.
 	ErrPrimaryAlive = errors.New("primary is alive")
+	// ErrPromotedElsewhere: a concurrent promote claimed the site first.
+	ErrPromotedElsewhere = errors.New("another instance was promoted first")
 )
+
+// DefaultMargin is the clock-skew margin M a standby waits beyond the
+// primary's lease before it serves.
+const DefaultMargin = 60 * time.Second
 
 // Heartbeat is the content of the heartbeat file.
 type Heartbeat struct {
 	Site     string        `json:"site"`
+	Owner    string        `json:"owner,omitempty"`
 	Host     string        `json:"host"`
 	PID      int           `json:"pid"`
 	Time     time.Time     `json:"time"`
 	Interval time.Duration `json:"interval"`
+	// Lease is L: the writer serves no longer than L after Time.
+	Lease time.Duration `json:"lease,omitempty"`
+	// Revision is the store revision the writer holds.
+	Revision int64 `json:"revision,omitempty"`
 }
 
-// Fence is the content of the fence file.
+// LeaseLength is L of the heartbeat (3 intervals for a heartbeat that
+// names none).
+func (h Heartbeat) LeaseLength() time.Duration {
+	if h.Lease > 0 {
+		return h.Lease
+	}
+	return 3 * h.Interval
+}
+
+// Fence is the content of a fence file: one promotion.
 type Fence struct {
 	Site string `json:"site"`
+	// Epoch numbers the promotions of the site; the highest is in force.
+	Epoch int `json:"epoch"`
 	// Owner is the site instance that is active now; every other primary
 	// of the site is fenced.
 	Owner  string    `json:"owner"`
@@ -60,11 +102,13 @@ type Fence struct {
 }
 
 func heartbeatName(site string) string { return "metal-" + site + ".heartbeat" }
-func fenceName(site string) string     { return "metal-" + site + ".promoted" }
+func fenceName(site string, epoch int) string {
+	return fmt.Sprintf("metal-%s.fence-%06d", site, epoch)
+}
 
 func readJSON[T any](ctx context.Context, r *Remote, name string) (T, bool, error) {
 	var v T
-	ok, err := r.exists(name)
+	ok, err := r.exists(ctx, name)
 	if err != nil || !ok {
 		return v, false, err
 	}
@@ -78,10 +122,36 @@ func readJSON[T any](ctx context.Context, r *Remote, name string) (T, bool, erro
 	return v, true, nil
 }
 
+// CurrentFence is the fence in force (the highest epoch); ok is false when
+// the site was never promoted.
+func CurrentFence(ctx context.Context, r *Remote, site string) (Fence, bool, error) {
+	files, err := r.Files(ctx)
+	if err != nil {
+		return Fence{}, false, err
+	}
+	prefix := "metal-" + site + ".fence-"
+	best := ""
+	for _, f := range files {
+		if strings.HasPrefix(f.Name, prefix) && f.Name > best {
+			if _, err := strconv.Atoi(strings.TrimPrefix(f.Name, prefix)); err == nil {
+				best = f.Name
+			}
+		}
+	}
+	if best == "" {
+		return Fence{}, false, nil
+	}
+	f, ok, err := readJSON[Fence](ctx, r, best)
+	if err != nil || !ok {
+		return Fence{}, false, err
+	}
+	return f, true, nil
+}
+
 // CheckFenced returns ErrFenced (with who promoted, and when) if the site was
 // promoted to an owner other than owner.
 func CheckFenced(ctx context.Context, r *Remote, site, owner string) error {
-	f, ok, err := readJSON[Fence](ctx, r, fenceName(site))
+	f, ok, err := CurrentFence(ctx, r, site)
 	if err != nil {
 		return fmt.Errorf("check fence: %w", err)
 	}
@@ -91,28 +161,46 @@ func CheckFenced(ctx context.Context, r *Remote, site, owner string) error {
 	return nil
 }
 
+// DefaultOwner names this host's instance of a site: the hostname and the
+// start of /etc/machine-id, so two hosts with one name (clones, a rebuilt
+// host) are two owners.
+func DefaultOwner() string {
+	host, _ := os.Hostname()
+	b, err := os.ReadFile("/etc/machine-id")
+	if id := strings.TrimSpace(string(b)); err == nil && len(id) >= 12 {
+		return host + "/" + id[:12]
+	}
+	return host
+}
+
 func defaultOwner(owner string) string {
 	if owner != "" {
 		return owner
 	}
-	host, _ := os.Hostname()
-	return host
+	return DefaultOwner()
 }
 
-// Primary keeps the heartbeat of the active site.
+// Primary keeps the heartbeat of the active site, and its lease.
 type Primary struct {
 	Remote *Remote
 	Site   string
-	// Owner names this instance of the site (default: the hostname). After
+	// Owner names this instance of the site (default DefaultOwner). After
 	// a promotion, only the promoted owner's Beat succeeds.
 	Owner    string
 	Interval time.Duration
-	// StaleAfter: Run gives up (ErrFenced) after this many intervals without
-	// a successful heartbeat, since a promotion could have happened unseen
-	// (default 3, matching PromoteOptions).
+	// Lease is L (default StaleAfter intervals): Run returns
+	// ErrLeaseExpired once no heartbeat was confirmed for that long.
+	Lease time.Duration
+	// StaleAfter is L in intervals when Lease is 0 (default 3).
 	StaleAfter int
-	Now        func() time.Time
-	Logger     *slog.Logger
+	// Now is the clock written into heartbeats (tests offset it to
+	// simulate skew); the lease is measured on the monotonic clock.
+	Now    func() time.Time
+	Logger *slog.Logger
+
+	mu       sync.Mutex
+	until    time.Time // monotonic: the lease ends
+	revision int64
 }
 
 func (p *Primary) now() time.Time {
@@ -122,49 +210,108 @@ func (p *Primary) now() time.Time {
 	return time.Now()
 }
 
-// Beat checks the fence and writes one heartbeat.
+// LeaseLength is L.
+func (p *Primary) LeaseLength() time.Duration {
+	if p.Lease > 0 {
+		return p.Lease
+	}
+	n := p.StaleAfter
+	if n <= 0 {
+		n = 3
+	}
+	return time.Duration(n) * p.Interval
+}
+
+// Until is when the lease ends (zero before the first confirmed beat).
+func (p *Primary) Until() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.until
+}
+
+// SetRevision is the store revision the next heartbeats carry.
+func (p *Primary) SetRevision(rev int64) {
+	p.mu.Lock()
+	p.revision = rev
+	p.mu.Unlock()
+}
+
+// Beat checks the fence, writes one heartbeat and checks the fence again;
+// only then is the lease extended to L after the moment the beat started.
 func (p *Primary) Beat(ctx context.Context) error {
-	if err := CheckFenced(ctx, p.Remote, p.Site, defaultOwner(p.Owner)); err != nil {
+	owner := defaultOwner(p.Owner)
+	if err := CheckFenced(ctx, p.Remote, p.Site, owner); err != nil {
 		return err
 	}
+	started := time.Now()
+	p.mu.Lock()
+	rev := p.revision
+	p.mu.Unlock()
 	host, _ := os.Hostname()
-	b, _ := json.Marshal(Heartbeat{Site: p.Site, Host: host, PID: os.Getpid(), Time: p.now().UTC(), Interval: p.Interval})
+	b, _ := json.Marshal(Heartbeat{Site: p.Site, Owner: owner, Host: host, PID: os.Getpid(), Time: p.now().UTC(),
+		Interval: p.Interval, Lease: p.LeaseLength(), Revision: rev})
 	if err := p.Remote.Put(ctx, heartbeatName(p.Site), bytes.NewReader(b)); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
+	if err := CheckFenced(ctx, p.Remote, p.Site, owner); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	if until := started.Add(p.LeaseLength()); until.After(p.until) {
+		p.until = until
+	}
+	p.mu.Unlock()
 	return nil
 }
 
-// Run beats every Interval until ctx ends (nil) or the site is fenced.
+// Run beats every Interval until ctx ends (nil), the site is fenced
+// (ErrFenced), or the lease ends with no heartbeat confirmed (an error
+// that is both ErrLeaseExpired and ErrFenced). The lease is watched by a
+// timer of its own: a beat blocked on a dead link does not delay it. Call
+// Beat once before Run: without a confirmed beat there is no lease.
 func (p *Primary) Run(ctx context.Context) error {
 	log := p.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	stale := p.StaleAfter
-	if stale <= 0 {
-		stale = 3
-	}
-	last := p.now()
-	t := time.NewTicker(p.Interval)
-	defer t.Stop()
-	for {
-		err := p.Beat(ctx)
-		switch {
-		case errors.Is(err, ErrFenced):
-			return err
-		case err != nil:
-			log.Warn("heartbeat failed", "err", err)
-			if p.now().Sub(last) > time.Duration(stale)*p.Interval {
-				return fmt.Errorf("no heartbeat for %v, a standby may have been promoted: %w", p.now().Sub(last), ErrFenced)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fenced := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(p.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
 			}
-		default:
-			last = p.now()
+			err := p.Beat(ctx)
+			switch {
+			case errors.Is(err, ErrFenced):
+				fenced <- err
+				return
+			case err != nil && ctx.Err() == nil:
+				log.Warn("heartbeat failed", "err", err, "lease_left", time.Until(p.Until()).Round(time.Millisecond))
+			}
 		}
+	}()
+	expiry := time.NewTimer(time.Until(p.Until()))
+	defer expiry.Stop()
+	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case err := <-fenced:
+			return err
+		case <-expiry.C:
+			left := time.Until(p.Until())
+			if left > 0 {
+				expiry.Reset(left)
+				continue
+			}
+			return fmt.Errorf("no heartbeat confirmed within the lease (%v): a standby may be promoted after it: %w: %w",
+				p.LeaseLength(), ErrLeaseExpired, ErrFenced)
 		}
 	}
 }
@@ -227,44 +374,150 @@ func (r *Replicator) Run(ctx context.Context) error {
 // PromoteOptions are what `metal promote` passes.
 type PromoteOptions struct {
 	Site string
-	// Owner names the promoted instance (default: this hostname); its
+	// Owner names the promoted instance (default DefaultOwner); its
 	// Primary must use the same Owner.
 	Owner string
-	// StaleAfter is how many of the primary's heartbeat intervals must pass
-	// without a heartbeat before promotion is allowed (default 3).
-	StaleAfter int
-	// Force promotes even while the primary looks alive.
+	// Margin is M, the clock-skew margin waited beyond the primary's lease
+	// (default DefaultMargin); it must exceed the skew between the hosts'
+	// clocks.
+	Margin time.Duration
+	// Force claims the site even while the primary's heartbeat is fresh,
+	// and does not wait out its lease: for a primary known to be off.
 	Force bool
 	Now   func() time.Time
+	// Sleep waits d (default: a timer, ended by ctx).
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
-// Promote makes the standby the active site: it refuses while the primary's
-// heartbeat is fresh (unless Force), then writes the fence file that stops
-// the primary. It returns the last heartbeat seen (zero if none).
-func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Heartbeat, error) {
+// Promotion says what Promote did.
+type Promotion struct {
+	Fence Fence
+	// Heartbeat is the newest heartbeat seen (zero if none).
+	Heartbeat Heartbeat
+	// Waited is how long Promote waited, after its claim, for the lease
+	// of a heartbeat written meanwhile to run out.
+	Waited time.Duration
+	// Already: this owner held the site already; nothing was claimed.
+	Already bool
+}
+
+// PrimaryAliveError is ErrPrimaryAlive with how long to wait.
+type PrimaryAliveError struct {
+	Heartbeat Heartbeat
+	Age, Wait time.Duration
+	Margin    time.Duration
+}
+
+func (e *PrimaryAliveError) Error() string {
+	return fmt.Sprintf("primary %s on %s (pid %d) wrote a heartbeat %v ago; it may serve until its lease (%v) ends, "+
+		"and this standby waits the clock margin (%v) beyond it: promote is possible in %v (or stop it and force): %v",
+		e.Heartbeat.Owner, e.Heartbeat.Host, e.Heartbeat.PID, e.Age.Round(time.Millisecond), e.Heartbeat.LeaseLength(), e.Margin,
+		e.Wait.Round(time.Millisecond), ErrPrimaryAlive)
+}
+
+func (e *PrimaryAliveError) Unwrap() error { return ErrPrimaryAlive }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Promote makes the standby the active site. Unless forced it refuses
+// while the newest heartbeat's lease plus the margin has not run out
+// (PrimaryAliveError). It then claims the next fence file atomically (of
+// concurrent promotes one wins; the others get ErrPromotedElsewhere naming
+// the winner), reads the heartbeat again, and waits out the lease of one
+// written meanwhile: when it returns, the old primary has stopped serving
+// (see the guarantee above).
+func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, error) {
 	now := time.Now
 	if opts.Now != nil {
 		now = opts.Now
 	}
-	stale := opts.StaleAfter
-	if stale <= 0 {
-		stale = 3
+	sleep := opts.Sleep
+	if sleep == nil {
+		sleep = sleepCtx
 	}
-	hb, ok, err := readJSON[Heartbeat](ctx, r, heartbeatName(opts.Site))
+	margin := opts.Margin
+	if margin <= 0 {
+		margin = DefaultMargin
+	}
+	owner := defaultOwner(opts.Owner)
+	var res Promotion
+	cur, promoted, err := CurrentFence(ctx, r, opts.Site)
 	if err != nil {
-		return Heartbeat{}, fmt.Errorf("promote: read heartbeat: %w", err)
+		return res, fmt.Errorf("promote: %w", err)
 	}
-	if ok {
+	if promoted && cur.Owner == owner {
+		res.Fence, res.Already = cur, true
+		return res, nil
+	}
+	wait := func() (time.Duration, error) {
+		hb, ok, err := readJSON[Heartbeat](ctx, r, heartbeatName(opts.Site))
+		if err != nil {
+			return 0, fmt.Errorf("promote: read heartbeat: %w", err)
+		}
+		if !ok || hb.Owner == owner && hb.Owner != "" {
+			return 0, nil
+		}
+		res.Heartbeat = hb
 		age := now().Sub(hb.Time)
-		if limit := time.Duration(stale) * hb.Interval; age < limit && !opts.Force {
-			return hb, fmt.Errorf("promote %s: primary %s (pid %d) wrote a heartbeat %v ago, less than %d intervals (%v); "+
-				"stop it first, wait, or force: %w", opts.Site, hb.Host, hb.PID, age.Round(time.Second), stale, limit, ErrPrimaryAlive)
+		return hb.LeaseLength() + margin - age, nil
+	}
+	if !opts.Force {
+		w, err := wait()
+		if err != nil {
+			return res, err
+		}
+		// An instance promoted a moment ago serves before its first
+		// heartbeat: its claim counts as one.
+		if promoted && cur.Owner != owner {
+			if fw := res.Heartbeat.LeaseLength() + margin - now().Sub(cur.Time); fw > 0 {
+				return res, fmt.Errorf("promote %s: %s (on host %s) claimed the site %v ago; promote is possible in %v unless it beats: %w",
+					opts.Site, cur.Owner, cur.Host, now().Sub(cur.Time).Round(time.Millisecond), fw.Round(time.Millisecond), ErrPromotedElsewhere)
+			}
+		}
+		if w > 0 {
+			return res, &PrimaryAliveError{Heartbeat: res.Heartbeat, Age: now().Sub(res.Heartbeat.Time), Wait: w, Margin: margin}
 		}
 	}
 	host, _ := os.Hostname()
-	b, _ := json.Marshal(Fence{Site: opts.Site, Owner: defaultOwner(opts.Owner), Host: host, Time: now().UTC(), Forced: opts.Force})
-	if err := r.Put(ctx, fenceName(opts.Site), bytes.NewReader(b)); err != nil {
-		return hb, fmt.Errorf("promote: write fence: %w", err)
+	f := Fence{Site: opts.Site, Epoch: cur.Epoch + 1, Owner: owner, Host: host, Time: now().UTC(), Forced: opts.Force}
+	b, _ := json.Marshal(f)
+	if err := r.Create(ctx, fenceName(opts.Site, f.Epoch), bytes.NewReader(b)); err != nil {
+		if !errors.Is(err, ErrExists) {
+			return res, fmt.Errorf("promote: claim: %w", err)
+		}
+		won, _, rerr := readJSON[Fence](ctx, r, fenceName(opts.Site, f.Epoch))
+		if rerr != nil {
+			return res, fmt.Errorf("promote: claim %d taken, and reading it: %w", f.Epoch, rerr)
+		}
+		return res, fmt.Errorf("promote %s: %s (on host %s) claimed the site at %s: %w",
+			opts.Site, won.Owner, won.Host, won.Time.Format(time.RFC3339), ErrPromotedElsewhere)
 	}
-	return hb, nil
+	res.Fence = f
+	if opts.Force {
+		// Not waited for: only to say whom the force may leave serving.
+		wait()
+		return res, nil
+	}
+	// A heartbeat confirmed before the claim may have been written after
+	// the first read: wait out its lease too.
+	w, err := wait()
+	if err != nil {
+		return res, err
+	}
+	if w > 0 {
+		res.Waited = w
+		if err := sleep(ctx, w); err != nil {
+			return res, fmt.Errorf("promote: claimed the site, waiting %v for the old primary's lease: %w", w, err)
+		}
+	}
+	return res, nil
 }
