@@ -472,12 +472,17 @@ func (p *primaryRun) run(ctx context.Context, store inventory.Store) error {
 	go func() { beats <- p.primary.Run(ctx) }()
 	t := time.NewTicker(p.primary.Interval)
 	defer t.Stop()
+	var written int64 // the store revision of the last snapshot written
 	for {
-		res, err := backup.Backup(ctx, store, p.primary.Remote, backup.Options{Site: p.primary.Site, Keep: p.keep})
+		res, err := backup.Backup(ctx, store, p.primary.Remote, backup.Options{Site: p.primary.Site, Keep: p.keep, Unless: written})
 		switch {
 		case err != nil && ctx.Err() == nil:
 			p.log.Warn("snapshot to the backup directory failed; trying again next interval", "to", p.primary.Remote.Target(), "error", err)
+		case err == nil && res.Unchanged:
+			p.log.Debug("store unchanged; no snapshot", "revision", res.Header.Revision)
 		case err == nil:
+			written = res.Header.Revision
+			p.primary.SetRevision(written)
 			p.log.Debug("snapshot written", "name", res.Name, "revision", res.Header.Revision)
 		}
 		select {

@@ -240,11 +240,24 @@ func TestServePrimary(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() { ran <- p.run(ctx, s) }()
 	dir := filepath.Join(d.Dir, "ams1")
-	for deadline := time.Now().Add(30 * time.Second); len(snapshotsIn(t, dir)) < 2; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the primary wrote %v in 30 s, want 2 snapshots (one a second)", snapshotsIn(t, dir))
+	waitSnapshots := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); len(snapshotsIn(t, dir)) < n; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the primary wrote %v in 30 s, want %d snapshots", snapshotsIn(t, dir), n)
+			}
 		}
 	}
+	waitSnapshots(1)
+	// Three intervals of an unchanged store: no new snapshot.
+	time.Sleep(3 * f.every)
+	if got := snapshotsIn(t, dir); len(got) != 1 {
+		t.Errorf("snapshots of an unchanged store: %v, want the first alone", got)
+	}
+	if _, err := s.AppendEvent(ctx, inventory.Event{Machine: "web-01", Kind: inventory.EventAgent}); err != nil {
+		t.Fatal(err)
+	}
+	waitSnapshots(2)
 
 	standby := stateSite(t)
 	if code, _, stderr := metal(t, noAgent, append([]string{"standby", "--site", standby, "--from", target, "--once"}, sshArgs(d)...)...); code != 0 {

@@ -20,7 +20,10 @@ type Options struct {
 	// Keep is how many snapshots of the site to keep; older ones are
 	// deleted after a successful upload (0: keep all).
 	Keep int
-	Now  func() time.Time
+	// Unless is the store revision of the last snapshot written: when the
+	// store is still at it, nothing is uploaded (Result.Unchanged).
+	Unless int64
+	Now    func() time.Time
 }
 
 // Result says what a backup did.
@@ -29,6 +32,8 @@ type Result struct {
 	Header  Header
 	Size    int
 	Deleted []string
+	// Unchanged: the store was at Options.Unless; no snapshot was written.
+	Unchanged bool
 }
 
 // Backup snapshots store and uploads it to r, then applies retention.
@@ -41,6 +46,9 @@ func Backup(ctx context.Context, store inventory.Store, r *Remote, opts Options)
 	h, err := Snapshot(ctx, store, &buf, opts.Site, now())
 	if err != nil {
 		return Result{}, err
+	}
+	if opts.Unless > 0 && h.Revision == opts.Unless {
+		return Result{Header: h, Unchanged: true}, nil
 	}
 	res := Result{Name: Name(h), Header: h, Size: buf.Len()}
 	if err := r.Put(ctx, res.Name, &buf); err != nil {

@@ -423,3 +423,30 @@ func TestParseTarget(t *testing.T) {
 		})
 	}
 }
+
+// A backup of a store still at the revision of the last snapshot writes
+// nothing; one change, and the next backup writes again.
+func TestBackupOnlyWhenChanged(t *testing.T) {
+	ctx := ctxT(t)
+	d := startSSHD(t)
+	r := dial(t, d)
+	s := newStore(t)
+	fill(t, s, 2)
+	first, err := backup.Backup(ctx, s, r, backup.Options{Site: "ams1"})
+	if err != nil || first.Unchanged {
+		t.Fatalf("first backup: %+v %v", first, err)
+	}
+	again, err := backup.Backup(ctx, s, r, backup.Options{Site: "ams1", Unless: first.Header.Revision, Now: func() time.Time { return time.Now().Add(time.Minute) }})
+	if err != nil || !again.Unchanged || again.Name != "" {
+		t.Fatalf("backup of an unchanged store: %+v %v, want Unchanged", again, err)
+	}
+	fill(t, s, 3)
+	changed, err := backup.Backup(ctx, s, r, backup.Options{Site: "ams1", Unless: first.Header.Revision, Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
+	if err != nil || changed.Unchanged || changed.Header.Revision <= first.Header.Revision {
+		t.Fatalf("backup after a change: %+v %v", changed, err)
+	}
+	snaps, err := backup.Snapshots(ctx, r, "ams1")
+	if err != nil || len(snaps) != 2 {
+		t.Errorf("snapshots %v (%v), want 2", snaps, err)
+	}
+}
