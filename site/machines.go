@@ -16,7 +16,7 @@ var machineSchema = &hcl.BodySchema{
 		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
 		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
-		{Name: "ssh_authorized_keys"}, {Name: "user_data"},
+		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "bmc"}},
 }
@@ -222,6 +222,8 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 	m.Disk, _, _ = e.str(attrs["disk"])
 	m.SSHAuthorizedKeys = e.strList(attrs["ssh_authorized_keys"])
 	m.UserData, _, _ = e.str(attrs["user_data"])
+	m.BootMode, _, _ = e.str(attrs["boot_mode"])
+	m.BIOS = e.strMap(attrs["bios"])
 	return m
 }
 

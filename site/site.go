@@ -232,6 +232,13 @@ type Machine struct {
 	SSHAuthorizedKeys []string
 	UserData          string
 	BMC               *BMC // nil when the machine has no BMC
+	// BootMode is the firmware boot mode the BMC must set: BootModeUEFI,
+	// BootModeLegacy, or "" to leave it as it is.
+	BootMode string
+	// BIOS are BIOS attributes in the BMC's own names (Redfish Bios
+	// Attributes) with the values they must have, as text: numbers and
+	// booleans are converted to the attribute's type when applied.
+	BIOS map[string]string
 
 	// DeclRange is the machine block's header; ranges locate each attribute
 	// for diagnostics (instances of one block share them).
@@ -242,6 +249,12 @@ type Machine struct {
 // Range returns the source range of one of the machine's attributes, or its
 // block header if the attribute was not written.
 func (m *Machine) Range(attr string) hcl.Range { return rangeOr(m.ranges, attr, m.DeclRange) }
+
+// Boot modes (Machine.BootMode).
+const (
+	BootModeUEFI   = "uefi"
+	BootModeLegacy = "legacy"
+)
 
 // BMC protocols.
 const (

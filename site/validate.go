@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -211,6 +212,54 @@ func validateMachines(s *Site) hcl.Diagnostics {
 		if m.BMC != nil {
 			diags = append(diags, validateBMC(m)...)
 		}
+		diags = append(diags, validateHardware(m)...)
+	}
+	return diags
+}
+
+// biosNameRe is what a BIOS attribute name may be: Redfish AttributeNames
+// are identifiers (letters, digits, underscores; some vendors use dots).
+var biosNameRe = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.]{0,127}$`)
+
+// validateHardware checks the shapes of boot_mode and bios; whether the
+// BMC knows an attribute and allows its value is for plan to ask the BMC.
+func validateHardware(m *Machine) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	switch m.BootMode {
+	case "", BootModeUEFI, BootModeLegacy:
+	default:
+		diags = append(diags, errorAt(m.Range("boot_mode"), "Invalid boot mode",
+			`Machine %q: boot_mode must be "uefi" or "legacy", got %q.`, m.Name, m.BootMode))
+	}
+	names := make([]string, 0, len(m.BIOS))
+	for k := range m.BIOS {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !biosNameRe.MatchString(k) {
+			diags = append(diags, errorAt(m.Range("bios"), "Invalid BIOS attribute name",
+				"Machine %q: %q is not a BIOS attribute name; use the BMC's own AttributeName, such as ProcVirtualization.", m.Name, k))
+		}
+	}
+	if _, ok := m.BIOS["BootMode"]; ok && m.BootMode != "" {
+		diags = append(diags, errorAt(m.Range("bios"), "Boot mode given twice",
+			"Machine %q sets both boot_mode and bios.BootMode; keep one.", m.Name))
+	}
+	if m.BootMode == "" && len(m.BIOS) == 0 {
+		return diags
+	}
+	attr := "bios"
+	if m.BootMode != "" {
+		attr = "boot_mode"
+	}
+	switch {
+	case m.BMC == nil:
+		diags = append(diags, errorAt(m.Range(attr), "BIOS settings without a BMC",
+			"Machine %q declares %s, which metal sets through the machine's BMC; add a bmc block with protocol = \"redfish\".", m.Name, attr))
+	case m.BMC.Protocol == ProtocolIPMI:
+		diags = append(diags, errorAt(m.Range(attr), "BIOS settings need Redfish",
+			"Machine %q declares %s, but IPMI has no standard way to change BIOS settings; use protocol = \"redfish\" (or \"auto\") if the BMC speaks it.", m.Name, attr))
 	}
 	return diags
 }

@@ -1,0 +1,52 @@
+package site
+
+import (
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/hashicorp/hcl/v2"
+)
+
+// TestBIOSForARack sets BIOS attributes for a whole rack through locals
+// and for_each, with one machine overriding one; numbers and booleans are
+// kept as text.
+func TestBIOSForARack(t *testing.T) {
+	src := `site "t" {}
+network "lan" {
+  subnet = "192.0.2.0/24"
+  mode   = "off"
+}
+locals {
+  rack_bios = { ProcVirtualization = "Enabled", PxeRetries = 3, UsbPortsEnabled = false }
+}
+machine "web" {
+  for_each  = { "web-1" = {}, "web-2" = { WorkloadProfile = "Performance" } }
+  mac       = each.key == "web-1" ? "52:54:00:00:00:01" : "52:54:00:00:00:02"
+  boot_mode = "uefi"
+  bios      = merge(local.rack_bios, each.value)
+  bmc {
+    address  = "http://192.0.2.100"
+    username = "admin"
+    password = "x"
+  }
+}
+`
+	res, diags := Load("site.hcl", []byte(src), Options{})
+	if diags.HasErrors() {
+		t.Fatal(hcl.Diagnostics(diags).Error())
+	}
+	got := map[string]map[string]string{}
+	for _, m := range res.Site.Machines {
+		if m.BootMode != BootModeUEFI {
+			t.Errorf("%s: boot_mode %q", m.Name, m.BootMode)
+		}
+		got[m.Name] = m.BIOS
+	}
+	want := map[string]map[string]string{
+		"web-1": {"ProcVirtualization": "Enabled", "PxeRetries": "3", "UsbPortsEnabled": "false"},
+		"web-2": {"ProcVirtualization": "Enabled", "PxeRetries": "3", "UsbPortsEnabled": "false", "WorkloadProfile": "Performance"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("bios (-want +got):\n%s", d)
+	}
+}
