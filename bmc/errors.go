@@ -107,6 +107,10 @@ func classify(err error, elapsed time.Duration, protocol, addr string) failure {
 		f.kind = ErrUnreachable
 		f.hint = fmt.Sprintf("is the BMC reachable at %s?", addr)
 		f.retry = true
+	case errors.Is(err, ErrUnsupported):
+		f.kind = ErrUnsupported
+		f.cause = errors.New(strings.TrimPrefix(err.Error(), ErrUnsupported.Error()+": "))
+		f.hint = "change this setting by hand on the machine, or remove it from the site file"
 	case status == http.StatusNotFound || status == http.StatusMethodNotAllowed || status == http.StatusNotImplemented:
 		f.kind = ErrUnsupported
 		f.hint = "the BMC does not offer this operation"

@@ -36,32 +36,11 @@ func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 }
 
 func (c *Client) redfishInventory(ctx context.Context, inv *Inventory) error {
-	api, err := gofish.ConnectContext(ctx, gofish.ClientConfig{
-		Endpoint:   c.redfish.scheme + "://" + c.redfish.hostPort(),
-		Username:   c.cfg.Username,
-		Password:   c.cfg.Password.reveal(),
-		HTTPClient: c.http,
-		BasicAuth:  c.Auth() == AuthBasic,
-		DumpWriter: c.dumpWriter(),
-	})
+	api, sys, err := c.redfishSystem(ctx)
 	if err != nil {
 		return err
 	}
 	defer api.Logout()
-	systems, err := api.Service.Systems()
-	if err != nil {
-		return err
-	}
-	var sys *redfish.ComputerSystem
-	for _, s := range systems {
-		if c.cfg.System == "" || s.Name == c.cfg.System || s.ID == c.cfg.System {
-			sys = s
-			break
-		}
-	}
-	if sys == nil {
-		return errors.New("no Redfish ComputerSystem named " + c.cfg.System)
-	}
 	inv.Manufacturer = sys.Manufacturer
 	inv.Model = sys.Model
 	inv.Serial = sys.SerialNumber
@@ -84,4 +63,33 @@ func (c *Client) redfishInventory(ctx context.Context, inv *Inventory) error {
 	}
 	sort.Strings(inv.MACs)
 	return nil
+}
+
+// redfishSystem connects with gofish and finds the configured
+// ComputerSystem (the first, when none is configured). The caller logs
+// out of the returned client.
+func (c *Client) redfishSystem(ctx context.Context) (*gofish.APIClient, *redfish.ComputerSystem, error) {
+	api, err := gofish.ConnectContext(ctx, gofish.ClientConfig{
+		Endpoint:   c.redfish.scheme + "://" + c.redfish.hostPort(),
+		Username:   c.cfg.Username,
+		Password:   c.cfg.Password.reveal(),
+		HTTPClient: c.http,
+		BasicAuth:  c.Auth() == AuthBasic,
+		DumpWriter: c.dumpWriter(),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	systems, err := api.Service.Systems()
+	if err != nil {
+		api.Logout()
+		return nil, nil, err
+	}
+	for _, s := range systems {
+		if c.cfg.System == "" || s.Name == c.cfg.System || s.ID == c.cfg.System {
+			return api, s, nil
+		}
+	}
+	api.Logout()
+	return nil, nil, errors.New("no Redfish ComputerSystem named " + c.cfg.System)
 }

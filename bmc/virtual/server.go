@@ -30,6 +30,10 @@ type MachineSpec struct {
 	Serial       string
 	BIOSVersion  string
 	MACs         []string
+	// BIOS overrides the virtual BIOS's default attribute values.
+	BIOS map[string]any
+	// NoBIOS leaves the Bios resource out, as some BMCs do.
+	NoBIOS bool
 }
 
 // How a Server authenticates clients (Options.Auth). Real services differ,
@@ -82,6 +86,11 @@ type system struct {
 	boot Boot
 	// media is what Redfish reports as inserted.
 	media string
+	// bios holds the BIOS attributes in effect; biosPending those staged
+	// in the settings object, applied at the next reset or power on.
+	bios        map[string]any
+	biosPending map[string]any
+	biosPatches int
 }
 
 type session struct {
@@ -121,7 +130,7 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 		if m.Machine == nil {
 			return nil, fmt.Errorf("virtual bmc: machine %q has no implementation", m.Name)
 		}
-		s.systems[m.Name] = &system{spec: m, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}}
+		s.systems[m.Name] = &system{spec: m, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
 		s.order = append(s.order, m.Name)
 	}
 	s.routes()
@@ -178,6 +187,7 @@ func (s *Server) routes() {
 	auth("GET /redfish/v1/Systems/{id}/ResetActionInfo", s.withSystem(s.resetActionInfo))
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces", s.withSystem(s.listNICs))
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces/{nic}", s.withSystem(s.getNIC))
+	s.biosRoutes(auth)
 
 	auth("GET /redfish/v1/Managers", s.collection("/redfish/v1/Managers", "#ManagerCollection.ManagerCollection", "Manager Collection"))
 	auth("GET /redfish/v1/Managers/{id}", s.withSystem(s.getManager))
@@ -442,7 +452,7 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 	}
 	id := sys.spec.Name
 	base := "/redfish/v1/Systems/" + id
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"@odata.type":  "#ComputerSystem.v1_13_0.ComputerSystem",
 		"@odata.id":    base,
 		"Id":           id,
@@ -472,7 +482,11 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 				"@Redfish.ActionInfo":               base + "/ResetActionInfo",
 			},
 		},
-	})
+	}
+	if !sys.spec.NoBIOS {
+		out["Bios"] = link(base + "/Bios")
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) resetActionInfo(w http.ResponseWriter, _ *http.Request, sys *system) {
@@ -556,7 +570,11 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request, sys *system) {
 	defer sys.mu.Unlock()
 	m := sys.spec.Machine
 	ctx := r.Context()
-	var err error
+	was, err := m.PowerState(ctx)
+	if err != nil {
+		s.machineError(w, sys, "read power state", err)
+		return
+	}
 	switch body.ResetType {
 	case "On":
 		err = m.PowerOn(ctx)
@@ -573,8 +591,14 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request, sys *system) {
 		s.machineError(w, sys, "reset "+body.ResetType, err)
 		return
 	}
-	if body.ResetType != "ForceOff" && body.ResetType != "GracefulShutdown" && sys.boot.Enabled == "Once" {
+	starts := body.ResetType != "ForceOff" && body.ResetType != "GracefulShutdown"
+	if starts && sys.boot.Enabled == "Once" {
 		sys.boot.Enabled, sys.boot.Target = "Disabled", "None"
+	}
+	// The firmware starts anew (a reset, or power on from off): staged
+	// BIOS settings take effect, as on real machines.
+	if starts && (body.ResetType != "On" || was != PowerOn) {
+		s.applyPendingBIOS(sys)
 	}
 	s.log.Info("reset done", "machine", sys.spec.Name, "type", body.ResetType)
 	w.WriteHeader(http.StatusNoContent)
