@@ -187,7 +187,8 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		if p, err = showPlan(a, f, res.Site, obs, saved, path, color); p == nil || err != nil {
+		hw := &observedHW{findings: apply.RefreshHardware(ctx, res.Site, obs, hardwareBMCs(a))}
+		if p, err = showPlan(a, f, res.Site, obs, hw, saved, path, color); p == nil || err != nil {
 			return err
 		}
 	}
@@ -252,15 +253,23 @@ func onInterrupt(a *app, drain, abandon func()) (stop func()) {
 	return func() { signal.Stop(sigs) }
 }
 
+// observedHW says the observed attributes carry the hardware settings the
+// BMCs reported (apply.RefreshHardware), with what that found.
+type observedHW struct{ findings []plan.Finding }
+
 // showPlan computes the plan of s against what was observed, limited to
 // the targets, checks it against a saved plan, prints it, and refuses
 // destruction that was not allowed. A nil plan and nil error: nothing to do.
-func showPlan(a *app, f *applyFlags, s *site.Site, obs map[string]plan.Attributes, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
+func showPlan(a *app, f *applyFlags, s *site.Site, obs map[string]plan.Attributes, hw *observedHW, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
 	targets := f.targets
 	if saved != nil {
 		targets = saved.Targets
 	}
-	p, err := plan.Compute(s, obs).Only(targets)
+	full := plan.Compute(s, obs)
+	if hw != nil {
+		full.Findings, full.HardwareRefreshed = hw.findings, true
+	}
+	p, err := full.Only(targets)
 	if err != nil {
 		return nil, &exitError{code: exitFailed, err: err}
 	}

@@ -76,7 +76,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		p, err := showPlan(a, f, res.Site, apply.ObservedFrom(machines, res.Site), saved, sitePath, color)
+		p, err := showPlan(a, f, res.Site, apply.ObservedFrom(machines, res.Site), nil, saved, sitePath, color)
 		if p == nil || err != nil {
 			return err
 		}

@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/inventory/bolt"
@@ -37,6 +39,11 @@ of each machine, then prints the changes apply would make:
   -/+  reprovision: the disk is rewritten (image, disk or MAC changed)
   -    deprovision: the machine left the file (power off, wipe)
 
+A machine's boot_mode and bios settings are compared with what its BMC
+reports (Redfish Bios: in effect, and staged for the next reset), not only
+with what metal last applied; a BMC that cannot be read, or that does not
+allow a declared attribute or value, is reported as a finding.
+
 What metal observed is read from the site's state store (its state
 setting): what was last applied to each machine. An empty or missing store
 means nothing was ever applied. A file store held by a running daemon is
@@ -59,13 +66,17 @@ or the inventory changed since.`,
 				return silentExit(exitFailed)
 			}
 			var obs map[string]plan.Attributes
+			var findings []plan.Finding
 			if refresh {
 				var err error
 				if obs, err = observedAttributes(cmd.Context(), a, res.Site, filepath.Dir(args[0])); err != nil {
 					return &exitError{code: exitFailed, err: err}
 				}
+				findings = apply.RefreshHardware(cmd.Context(), res.Site, obs, hardwareBMCs(a))
 			}
-			p, err := plan.Compute(res.Site, obs).Only(targets)
+			full := plan.Compute(res.Site, obs)
+			full.Findings, full.HardwareRefreshed = findings, refresh
+			p, err := full.Only(targets)
 			if err != nil {
 				return usageError("--target: %v", err)
 			}
@@ -102,6 +113,12 @@ or the inventory changed since.`,
 	cmd.Flags().StringArrayVar(&targets, "target", nil, "plan only this machine (repeatable)")
 	cmd.Flags().BoolVar(&refresh, "refresh", true, "read what metal observed from the state store; false plans as if nothing was ever applied")
 	return cmd
+}
+
+// hardwareBMCs are the BMCs plan and apply read hardware settings from:
+// one try of 10 s each, so a dead BMC slows a plan by seconds, not minutes.
+func hardwareBMCs(a *app) apply.BMCFunc {
+	return apply.DriverBMCs(a.logger(), func(c *bmc.Config) { c.Timeout, c.Retries = 10*time.Second, 1 })
 }
 
 // observedAttributes reads what metal last applied to each machine from

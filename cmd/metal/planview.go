@@ -70,9 +70,18 @@ func renderPlan(w io.Writer, p *plan.Plan, color bool) {
 			if a.ForcesReplace {
 				line += paint(red, " # forces reprovision")
 			}
+			if a.Before != nil && a.Before.Pending != "" {
+				line += fmt.Sprintf(" # %s pending at the BMC's next reset", strconv.Quote(a.Before.Pending))
+			}
+			if plan.IsHardware(a.Name) && a.After != nil && a.Before != nil {
+				line += " # set through the BMC, then a reset"
+			}
 			fmt.Fprintf(w, "      %s\n", line)
 		}
 		fmt.Fprintln(w, "    }")
+	}
+	for _, f := range p.Findings {
+		fmt.Fprintf(w, "\n%s machine %q: %s\n", paint(yellow, "Finding:"), f.Machine, f.Message)
 	}
 	s := p.Summary
 	fmt.Fprintf(w, "\n%s %d to provision, %d to update, %d to reprovision, %d to deprovision.\n",

@@ -71,8 +71,37 @@ func BMCConfig(m *site.Machine) bmc.Config {
 	}
 }
 
-// FromDriver adapts a bmc.Driver to the engine's BMC.
-func FromDriver(d bmc.Driver) BMC { return driverBMC{d} }
+// FromDriver adapts a bmc.Driver to the engine's BMC; a driver that can
+// change BIOS settings gives a HardwareBMC.
+func FromDriver(d bmc.Driver) BMC {
+	if bd, ok := d.(bmc.BIOSDriver); ok {
+		return biosBMC{driverBMC{d}, bd}
+	}
+	return driverBMC{d}
+}
+
+// HardwareBMC is a BMC that can also read and stage BIOS settings.
+type HardwareBMC interface {
+	BMC
+	// BIOS reads the settings in effect, those pending and the registry.
+	BIOS(ctx context.Context) (bmc.BIOS, error)
+	// SetBIOS stages settings for the next reset.
+	SetBIOS(ctx context.Context, attrs map[string]string) error
+	// Reset restarts the machine (powers it on if it is off), which
+	// applies staged settings.
+	Reset(ctx context.Context) error
+}
+
+type biosBMC struct {
+	driverBMC
+	bd bmc.BIOSDriver
+}
+
+func (b biosBMC) BIOS(ctx context.Context) (bmc.BIOS, error) { return b.bd.BIOS(ctx) }
+func (b biosBMC) SetBIOS(ctx context.Context, attrs map[string]string) error {
+	return b.bd.SetBIOS(ctx, attrs)
+}
+func (b biosBMC) Reset(ctx context.Context) error { return b.d.Power(ctx, bmc.ActionReset) }
 
 type driverBMC struct{ d bmc.Driver }
 

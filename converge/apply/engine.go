@@ -256,7 +256,12 @@ func (e *Engine) current(ctx context.Context, p *plan.Plan) error {
 	if len(inFlight) > 0 {
 		return fmt.Errorf("%w: %s; `metal apply --resume` continues that run and waits for them (a new apply would install them again)", ErrInFlight, strings.Join(inFlight, ", "))
 	}
-	now, err := Plan(ctx, e.store, e.site)
+	var now *plan.Plan
+	if p.HardwareRefreshed {
+		now, err = PlanHardware(ctx, e.store, e.site, e.opts.BMC)
+	} else {
+		now, err = Plan(ctx, e.store, e.site)
+	}
 	if err == nil {
 		now, err = now.Only(p.Targets)
 	}

@@ -80,6 +80,10 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 	var since int64
 	resumeAt := m.resumePoint(rec)
 	if resumeAt == "" {
+		// The BIOS first: boot mode and settings apply to the install.
+		if _, err := m.hardware(ctx); err != nil {
+			return err
+		}
 		on, err := m.checkBMC(ctx)
 		if err != nil {
 			return err
@@ -264,15 +268,27 @@ func moveTo(rec *inventory.Machine, to inventory.State, cause string, now time.T
 	return rec.SetState(to, cause, now)
 }
 
-// update changes what needs no reinstall: the power state through the BMC;
-// the declared identity (labels, address, BMC settings) was recorded by
-// Sync already.
+// update changes what needs no reinstall: BIOS settings and the power
+// state through the BMC; the declared identity (labels, address, BMC
+// settings) was recorded by Sync already.
 func (m *machineRun) update(ctx context.Context) error {
+	powerChanged, hw := false, false
 	for _, a := range m.change.Attrs {
-		if a.Name == "power" {
-			if err := m.power(ctx); err != nil {
-				return err
-			}
+		powerChanged = powerChanged || a.Name == "power"
+		hw = hw || plan.IsHardware(a.Name)
+	}
+	if hw {
+		reset, err := m.hardware(ctx)
+		if err != nil {
+			return err
+		}
+		// The reset started the machine: bring it back to the site's
+		// power state.
+		powerChanged = powerChanged || (reset && m.decl.Power == site.PowerOff)
+	}
+	if powerChanged {
+		if err := m.power(ctx); err != nil {
+			return err
 		}
 	}
 	m.recordStep(ctx, StepUpdate, "")

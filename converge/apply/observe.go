@@ -67,6 +67,19 @@ func recordAttributes(m inventory.Machine) plan.Attributes {
 	return a
 }
 
+// PlanHardware is Plan with each machine's hardware settings as its BMC
+// reports them (RefreshHardware), and what that found.
+func PlanHardware(ctx context.Context, store inventory.Store, s *site.Site, bmcs BMCFunc) (*plan.Plan, error) {
+	obs, err := Observed(ctx, store, s)
+	if err != nil {
+		return nil, err
+	}
+	findings := RefreshHardware(ctx, s, obs, bmcs)
+	p := plan.Compute(s, obs)
+	p.Findings, p.HardwareRefreshed = findings, true
+	return p, nil
+}
+
 // Plan computes the plan of site s against the machines in store.
 func Plan(ctx context.Context, store inventory.Store, s *site.Site) (*plan.Plan, error) {
 	obs, err := Observed(ctx, store, s)

@@ -42,6 +42,10 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 	if m.UserData != "" {
 		set("user_data", short(m.UserData))
 	}
+	set("boot_mode", m.BootMode)
+	for k, v := range m.BIOS {
+		a[BIOSPrefix+k] = Value{Text: v}
+	}
 	if b := m.BMC; b != nil {
 		set("bmc.protocol", b.Protocol)
 		set("bmc.address", b.Address)
@@ -58,6 +62,15 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 		set("bmc.ca_file", b.CAFile)
 	}
 	return a
+}
+
+// BIOSPrefix starts the names of BIOS attributes ("bios.ProcVirtualization").
+const BIOSPrefix = "bios."
+
+// IsHardware reports whether attribute name is a hardware setting that
+// its BMC applies (boot_mode, bios.*).
+func IsHardware(name string) bool {
+	return name == "boot_mode" || strings.HasPrefix(name, BIOSPrefix)
 }
 
 // imageDigest names the exact content of an image: its sources and

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -31,6 +32,17 @@ const (
 type Value struct {
 	Text      string `json:"value,omitempty"`
 	Sensitive bool   `json:"sensitive,omitempty"`
+	// Pending, on an observed hardware setting, is the value its BMC has
+	// staged for the next reset ("" when none).
+	Pending string `json:"pending,omitempty"`
+}
+
+// Finding is something a plan noticed about a machine that is not a
+// change: a BMC whose settings could not be read, an attribute its BMC
+// does not know, hardware that drifted.
+type Finding struct {
+	Machine string `json:"machine"`
+	Message string `json:"message"`
 }
 
 // Attributes are a machine's declared attributes, flattened to names such
@@ -78,6 +90,13 @@ type Plan struct {
 	SiteDigest string `json:"site_digest,omitempty"`
 	// Targets, when set, are the machines the plan was limited to.
 	Targets []string `json:"targets,omitempty"`
+	// Findings are what the plan's caller noticed while observing the
+	// machines. They are not part of the digest.
+	Findings []Finding `json:"findings,omitempty"`
+	// HardwareRefreshed says the hardware settings were observed from
+	// each machine's BMC rather than from what metal last applied; a plan
+	// is checked against one recomputed the same way.
+	HardwareRefreshed bool `json:"hardware_refreshed,omitempty"`
 }
 
 // HasChanges reports whether applying the plan would do anything.
@@ -158,7 +177,7 @@ func (p *Plan) Only(names []string) (*Plan, error) {
 	for _, n := range names {
 		want[n] = true
 	}
-	out := &Plan{Site: p.Site, SiteFile: p.SiteFile, SiteDigest: p.SiteDigest}
+	out := &Plan{Site: p.Site, SiteFile: p.SiteFile, SiteDigest: p.SiteDigest, HardwareRefreshed: p.HardwareRefreshed}
 	for _, c := range p.Changes {
 		if want[c.Machine] {
 			out.Changes = append(out.Changes, c)
@@ -172,6 +191,11 @@ func (p *Plan) Only(names []string) (*Plan, error) {
 		}
 		sort.Strings(missing)
 		return nil, fmt.Errorf("no machine %s in site %q or its inventory", strings.Join(missing, ", "), p.Site)
+	}
+	for _, f := range p.Findings {
+		if slices.Contains(names, f.Machine) {
+			out.Findings = append(out.Findings, f)
+		}
 	}
 	out.Targets = append([]string(nil), names...)
 	sort.Strings(out.Targets)

@@ -64,6 +64,7 @@ type Fleet struct {
 	opts  Options
 	names []string
 	sims  map[string]*virtual.Sim
+	bmcs  map[string]*virtual.Server
 	addrs map[string]string
 	macs  map[string]string
 	stop  context.CancelFunc
@@ -103,7 +104,7 @@ func Start(opts Options) (*Fleet, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
-		opts: opts, sims: map[string]*virtual.Sim{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
+		opts: opts, sims: map[string]*virtual.Sim{}, bmcs: map[string]*virtual.Server{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
 		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, phoneHomes: map[string]string{},
 	}
 	if err := f.makeImages(); err != nil {
@@ -137,6 +138,7 @@ func Start(opts Options) (*Fleet, error) {
 		}
 		f.names = append(f.names, name)
 		f.sims[name] = sim
+		f.bmcs[name] = srv
 		f.addrs[name] = "http://" + ln.Addr().String()
 		f.macs[name] = fmt.Sprintf("02:00:00:00:%02x:%02x", i/256, i%256)
 		f.wg.Add(1)
@@ -188,6 +190,12 @@ func (f *Fleet) Names() []string { return append([]string(nil), f.names...) }
 
 // Sim returns a machine's simulation (its power, boots, failures).
 func (f *Fleet) Sim(name string) *virtual.Sim { return f.sims[name] }
+
+// BMC is machine name's virtual BMC.
+func (f *Fleet) BMC(name string) *virtual.Server { return f.bmcs[name] }
+
+// Addr is the URL of machine name's BMC.
+func (f *Fleet) Addr(name string) string { return f.addrs[name] }
 
 // Rack is the rack label of machine i.
 func (f *Fleet) Rack(i int) string {

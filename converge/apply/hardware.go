@@ -1,0 +1,239 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+)
+
+// Hardware steps of a machine's run.
+const (
+	StepBIOS       Step = "bios"        // stage the BIOS settings that differ
+	StepBIOSReset  Step = "bios-reset"  // the reset that applies them
+	StepBIOSVerify Step = "bios-verify" // read back: in effect, nothing left pending
+)
+
+// biosModeAttr is the BIOS attribute boot_mode sets, as DMTF's mockups,
+// Dell and HPE name it.
+const biosModeAttr = "BootMode"
+
+// wantsHardware reports whether the site sets hardware for m.
+func wantsHardware(m *site.Machine) bool { return m != nil && (m.BootMode != "" || len(m.BIOS) > 0) }
+
+// desiredBIOS is what m's BIOS attributes must be on this BMC: its bios
+// map, and boot_mode as the BMC's own BootMode value (the registry's, or
+// the common Uefi / LegacyBios).
+func desiredBIOS(m *site.Machine, cur bmc.BIOS) map[string]string {
+	out := maps.Clone(m.BIOS)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if m.BootMode != "" {
+		out[biosModeAttr] = bootModeValue(m.BootMode, cur)
+	}
+	return out
+}
+
+func bootModeValue(mode string, cur bmc.BIOS) string {
+	if mode == site.BootModeUEFI {
+		return "Uefi"
+	}
+	allowed := cur.Registry[biosModeAttr].Values
+	for _, v := range []string{"LegacyBios", "Bios", "Legacy"} {
+		if slices.Contains(allowed, v) {
+			return v
+		}
+	}
+	return "LegacyBios"
+}
+
+// siteBootMode maps a BMC's BootMode value back to the site's words.
+func siteBootMode(v string) string {
+	switch strings.ToLower(v) {
+	case "":
+		return ""
+	case "uefi":
+		return site.BootModeUEFI
+	case "legacybios", "bios", "legacy":
+		return site.BootModeLegacy
+	}
+	return v
+}
+
+// RefreshHardware replaces the last-applied hardware settings in obs with
+// what each machine's BMC reports (in effect, and pending), for the
+// machines of s that declare boot_mode or bios and were applied before.
+// A BMC that cannot be read, or that does not know an attribute or value,
+// becomes a finding; its machine keeps the last-applied values.
+func RefreshHardware(ctx context.Context, s *site.Site, obs map[string]plan.Attributes, bmcs BMCFunc) []plan.Finding {
+	var todo []*site.Machine
+	for _, m := range s.Machines {
+		if _, ok := obs[m.Name]; ok && wantsHardware(m) && m.BMC != nil {
+			todo = append(todo, m)
+		}
+	}
+	results := make([]hwResult, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, m := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			results[i] = readHardware(ctx, m, bmcs)
+		}()
+	}
+	wg.Wait()
+	var out []plan.Finding
+	for _, r := range results {
+		for _, f := range r.findings {
+			out = append(out, plan.Finding{Machine: r.name, Message: f})
+		}
+		for k, v := range r.attrs {
+			obs[r.name][k] = v
+		}
+	}
+	return out
+}
+
+// hwResult is what one BMC reported of a machine's hardware settings.
+type hwResult struct {
+	name     string
+	attrs    plan.Attributes
+	findings []string
+}
+
+func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResult) {
+	r.name = m.Name
+	b, err := bmcs(inventory.Machine{Name: m.Name}, m)
+	if err != nil || b == nil {
+		r.findings = append(r.findings, fmt.Sprintf("BIOS settings not read (no usable BMC: %v); the plan compares with what metal last applied", err))
+		return r
+	}
+	hb, ok := b.(HardwareBMC)
+	if !ok {
+		r.findings = append(r.findings, "this BMC cannot report BIOS settings; the plan compares with what metal last applied")
+		return r
+	}
+	cur, err := hb.BIOS(ctx)
+	if err != nil {
+		r.findings = append(r.findings, fmt.Sprintf("BIOS settings not read: %v; the plan compares with what metal last applied", err))
+		return r
+	}
+	want := desiredBIOS(m, cur)
+	r.attrs = plan.Attributes{}
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		if msg := cur.Check(k, want[k]); msg != "" {
+			r.findings = append(r.findings, msg)
+		}
+		name, now, pending := plan.BIOSPrefix+k, cur.Attributes[k], cur.Pending[k]
+		if k == biosModeAttr && m.BootMode != "" {
+			name, now, pending = "boot_mode", siteBootMode(now), siteBootMode(pending)
+		}
+		if _, ok := cur.Attributes[k]; !ok {
+			now = "(absent)"
+		}
+		r.attrs[name] = plan.Value{Text: now, Pending: pending}
+	}
+	return r
+}
+
+// hardware brings the machine's BIOS settings to what the site declares:
+// stage those that differ (unless the BMC already holds them pending, as
+// after a run stopped between the PATCH and the reset), reset the machine
+// to apply them, and read back. It returns whether the machine was reset.
+func (m *machineRun) hardware(ctx context.Context) (bool, error) {
+	if !wantsHardware(m.decl) {
+		return false, nil
+	}
+	if m.bmc == nil {
+		return false, &stepError{StepBIOS, fmt.Errorf("boot_mode and bios are set through the machine's BMC, and it has none")}
+	}
+	hb, ok := m.bmc.(HardwareBMC)
+	if !ok {
+		return false, &stepError{StepBIOS, fmt.Errorf("this machine's BMC cannot change BIOS settings (metal sets them over Redfish)")}
+	}
+	var cur bmc.BIOS
+	if err := m.bmcStep(ctx, StepBIOS, "", func(ctx context.Context) error {
+		var err error
+		cur, err = hb.BIOS(ctx)
+		return err
+	}); err != nil {
+		return false, err
+	}
+	want := desiredBIOS(m.decl, cur)
+	need := map[string]string{}
+	for k, v := range want {
+		if cur.Attributes[k] != v {
+			need[k] = v
+		}
+	}
+	if len(need) == 0 {
+		m.r.opts.Hook.MachineStep(m.name, StepBIOS, "BIOS settings already in effect")
+		return false, nil
+	}
+	stage := map[string]string{}
+	for k, v := range need {
+		if p, ok := cur.Pending[k]; !ok || p != v {
+			stage[k] = v
+		}
+	}
+	if len(stage) > 0 {
+		if err := m.bmcStep(ctx, StepBIOS, "stage "+listAttrs(stage), func(ctx context.Context) error {
+			return hb.SetBIOS(ctx, stage)
+		}); err != nil {
+			return false, err
+		}
+		m.event(ctx, "bios: staged "+listAttrs(stage))
+	} else {
+		m.r.opts.Hook.MachineStep(m.name, StepBIOS, "already pending at the BMC: not staged again")
+	}
+	if err := m.bmcStep(ctx, StepBIOSReset, "reset to apply the BIOS settings", hb.Reset); err != nil {
+		return true, err
+	}
+	var after bmc.BIOS
+	if err := m.bmcStep(ctx, StepBIOSVerify, "", func(ctx context.Context) error {
+		var err error
+		after, err = hb.BIOS(ctx)
+		return err
+	}); err != nil {
+		return true, err
+	}
+	var wrong []string
+	for _, k := range slices.Sorted(maps.Keys(need)) {
+		if got := after.Attributes[k]; got != need[k] {
+			w := fmt.Sprintf("%s is %q, want %q", k, got, need[k])
+			if p, ok := after.Pending[k]; ok {
+				w += fmt.Sprintf(" (%q still pending)", p)
+			}
+			wrong = append(wrong, w)
+		}
+	}
+	if len(wrong) > 0 {
+		return true, &stepError{StepBIOSVerify, fmt.Errorf("after the reset the BMC reports %s: the BIOS did not take the settings", strings.Join(wrong, "; "))}
+	}
+	m.event(ctx, "bios: in effect after reset: "+listAttrs(need))
+	return true, nil
+}
+
+func listAttrs(a map[string]string) string {
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + a[k]
+	}
+	return strings.Join(keys, ", ")
+}
