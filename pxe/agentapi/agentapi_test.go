@@ -312,3 +312,49 @@ func TestDoneTaskNotOfferedAgain(t *testing.T) {
 		t.Errorf("after done, the agent was given %+v again, want no task", resp.Task)
 	}
 }
+
+// TestFinalReportRepeatedAfterMoveOn: an agent whose final report reached
+// metal but whose answer was lost (metal killed in between) sends it again
+// after metal has moved the machine on (task cleared). The repeat is
+// acknowledged, since it counted; anything else about that task is stale,
+// and the record does not change.
+func TestFinalReportRepeatedAfterMoveOn(t *testing.T) {
+	store, hs := setup(t)
+	ctx := context.Background()
+	c := &agentapi.Client{BaseURL: hs.URL, MAC: known, Token: secret}
+	final := agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone, Step: "rebooting"}
+	if err := c.Status(ctx, final); err != nil {
+		t.Fatal(err)
+	}
+	// The engine moves on: boot from the local disk, no task.
+	if _, err := inventory.UpdateMachine(ctx, store, "web-01", func(m *inventory.Machine) error {
+		m.Intent = inventory.BootIntent{Action: inventory.BootLocal}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := store.Machine(ctx, "web-01")
+
+	tests := map[string]struct {
+		st        agentapi.Status
+		wantStale bool
+	}{
+		"the same final report":       {st: final},
+		"the same, without its step":  {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone}},
+		"another phase":               {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentFailed, Error: "late"}, wantStale: true},
+		"progress after the end":      {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing"}, wantStale: true},
+		"a final report of some task": {st: agentapi.Status{TaskID: "t0", Phase: inventory.AgentDone}, wantStale: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			err := c.Status(ctx, tc.st)
+			if tc.wantStale != errors.Is(err, agentapi.ErrStaleTask) || (!tc.wantStale && err != nil) {
+				t.Errorf("Status = %v, want stale %v", err, tc.wantStale)
+			}
+		})
+	}
+	after, _ := store.Machine(ctx, "web-01")
+	if diff := cmp.Diff(before.Agent, after.Agent); diff != "" {
+		t.Errorf("the record changed (-before +after):\n%s", diff)
+	}
+}

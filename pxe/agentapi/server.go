@@ -50,6 +50,17 @@ const alarmEvery = 10 * time.Second
 // errStale marks a report about a task that is no longer current.
 var errStale = errors.New("stale task")
 
+// errRepeat is a status that repeats the final report already recorded for
+// a task metal has since moved on from.
+var errRepeat = errors.New("repeated final report")
+
+// repeatsFinal says whether st is the final report (done or failed) that
+// rec already holds for the same task.
+func repeatsFinal(rec *inventory.AgentStatus, st Status) bool {
+	return rec != nil && rec.TaskID == st.TaskID && rec.Phase == st.Phase &&
+		(st.Phase == inventory.AgentDone || st.Phase == inventory.AgentFailed)
+}
+
 // New returns the protocol's handler; mount it at Prefix.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
@@ -143,9 +154,8 @@ func (s *Server) machine(v verb, h machineHandler) http.HandlerFunc {
 		case v == verbTask:
 		case v == verbFacts && (!known || m.State == inventory.StateDiscovered):
 		case v == verbStatus:
-			// No task: whatever this reports about is not current.
-			http.Error(w, "metal: this machine has no agent task now: ask for the task again", http.StatusConflict)
-			return
+			// No task: the status handler answers 409, unless the report
+			// repeats the final one already recorded (changing nothing).
 		default:
 			s.log.Warn("agent facts refused: the machine has no agent task", "mac", mac.String(), "client", r.RemoteAddr)
 			http.Error(w, "metal: machine "+m.Name+" has no agent task, so no agent may report for it", http.StatusForbidden)
@@ -345,6 +355,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 	var changed bool
 	_, err = inventory.UpdateMachine(ctx, s.cfg.Store, m.Name, func(m *inventory.Machine) error {
 		if m.Intent.Task == nil || m.Intent.Task.ID != st.TaskID {
+			if repeatsFinal(m.Agent, st) {
+				return errRepeat
+			}
 			return errStale
 		}
 		prev := m.Agent
@@ -355,6 +368,22 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 		}
 		return nil
 	})
+	if errors.Is(err, errRepeat) {
+		// The agent sent its final report again because the answer to the
+		// first was lost (metal restarted in between), and metal has moved
+		// the machine on since. Saying 409 would tell the agent the report
+		// never counted; it did.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if errors.Is(err, errRepeat) {
+		// The agent sent its final report again because the answer to the
+		// first was lost (metal restarted in between), and metal has moved
+		// the machine on since. Saying 409 would tell the agent the report
+		// never counted; it did.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if errors.Is(err, errStale) {
 		http.Error(w, "metal: task "+st.TaskID+" is not this machine's current task: ask for the task again", http.StatusConflict)
 		return
@@ -422,6 +451,14 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	if errors.Is(err, errRepeat) {
+		// The agent sent its final report again because the answer to the
+		// first was lost (metal restarted in between), and metal has moved
+		// the machine on since. Saying 409 would tell the agent the report
+		// never counted; it did.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	if errors.Is(err, errStale) {
 		refuse()
 		return
