@@ -442,10 +442,15 @@ func (d *Daemon) Close() error {
 }
 
 func dhcpSubnet(n *site.Network) dhcp.Subnet {
+	var opts []dhcp.Option
+	for _, o := range n.Options {
+		opts = append(opts, dhcp.Option{Code: o.Code, Value: o.Value})
+	}
 	return dhcp.Subnet{
 		CIDR: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Domain: n.Domain,
 		PoolStart: n.PoolStart, PoolEnd: n.PoolEnd, LeaseTime: n.LeaseTime,
 		Relays: n.RelayAgents,
+		NTP:    n.NTP, MTU: n.MTU, Routes: n.Routes, Options: opts,
 	}
 }
 

@@ -2,11 +2,15 @@ package site
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/metal-dev/metal/internal/dhcpopt"
 )
 
 var siteSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -58,6 +62,7 @@ func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 var networkSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "interface"}, {Name: "subnet", Required: true}, {Name: "gateway"}, {Name: "dns"},
 	{Name: "domain"}, {Name: "pool"}, {Name: "mode"}, {Name: "lease_time"}, {Name: "relay_agents"},
+	{Name: "ntp"}, {Name: "mtu"}, {Name: "routes"}, {Name: "options"},
 }}
 
 func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
@@ -98,6 +103,12 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		}
 		n.DNS = e.addrList(content.Attributes["dns"], "Invalid DNS server")
 		n.RelayAgents = e.addrList(content.Attributes["relay_agents"], "Invalid relay agent")
+		n.NTP = e.addrList(content.Attributes["ntp"], "Invalid NTP server")
+		if a := content.Attributes["mtu"]; a != nil {
+			n.MTU, _ = e.integer(a, 68, 65535)
+		}
+		n.Routes = e.routes(content.Attributes["routes"])
+		n.Options = e.options(content.Attributes["options"])
 		if a := content.Attributes["pool"]; a != nil {
 			if v, _, ok := e.str(a); ok {
 				start, end, err := parsePool(v)
@@ -157,6 +168,58 @@ func (e *evaluator) addr(a *hcl.Attribute) netip.Addr {
 		return netip.Addr{}
 	}
 	return addr
+}
+
+// routes evaluates classless static routes: a map of destination
+// network to router, { "10.30.0.0/16" = "10.21.1.1" }.
+func (e *evaluator) routes(a *hcl.Attribute) []dhcpopt.Route {
+	m := e.strMap(a)
+	var out []dhcpopt.Route
+	for _, dest := range slices.Sorted(maps.Keys(m)) {
+		p, err := netip.ParsePrefix(dest)
+		if err != nil || !p.Addr().Is4() || p.Masked() != p {
+			e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid route",
+				"%q is not an IPv4 network such as 10.30.0.0/16 (host bits clear).", dest))
+			continue
+		}
+		via, err := netip.ParseAddr(m[dest])
+		if err != nil || !via.Is4() {
+			e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid route",
+				"route %s: %q is not an IPv4 router address.", dest, m[dest]))
+			continue
+		}
+		out = append(out, dhcpopt.Route{Dest: p, Via: via})
+	}
+	return out
+}
+
+// options evaluates a network's or machine's options map: option name or
+// code to value, each value checked against the option's type (lists as
+// comma-separated strings).
+func (e *evaluator) options(a *hcl.Attribute) []Option {
+	m := e.strMap(a)
+	var out []Option
+	seen := map[uint8]string{}
+	for _, key := range slices.Sorted(maps.Keys(m)) {
+		d, err := dhcpopt.Lookup(key)
+		if err == nil {
+			if prev, ok := seen[d.Code]; ok {
+				err = fmt.Errorf("option %q is option %d, as %q is", key, d.Code, prev)
+			}
+		}
+		var v []byte
+		if err == nil {
+			v, err = dhcpopt.Encode(d, m[key])
+		}
+		if err != nil {
+			e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid DHCP option", "%s.", err))
+			continue
+		}
+		seen[d.Code] = key
+		out = append(out, Option{Code: d.Code, Name: key, Value: v})
+	}
+	slices.SortFunc(out, func(x, y Option) int { return int(x.Code) - int(y.Code) })
+	return out
 }
 
 // addrList evaluates a list of IPv4 addresses, reporting each bad one.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/metal-dev/metal/internal/dhcpopt"
 )
 
 // Site is the desired state of one site, as declared in its HCL file.
@@ -82,12 +84,30 @@ type Network struct {
 	PoolStart, PoolEnd netip.Addr
 	Mode               string
 	LeaseTime          time.Duration
-	// RelayAgents are the giaddr addresses of DHCP relays forwarding this
-	// subnet's requests to metal.
+	// RelayAgents are the DHCP relays forwarding this subnet's requests
+	// to metal: their addresses in the subnet (giaddr) and, when they
+	// forward from another address, that one too. Relayed requests from
+	// anything else are dropped.
 	RelayAgents []netip.Addr
+	// NTP servers (option 42), MTU (26, 0: none) and classless static
+	// routes (121) given to the network's machines.
+	NTP    []netip.Addr
+	MTU    int
+	Routes []dhcpopt.Route
+	// Options are more DHCP options, checked against their type and
+	// encoded, in code order.
+	Options []Option
 
 	DeclRange hcl.Range
 	ranges    map[string]hcl.Range
+}
+
+// Option is a DHCP option a network sets: its code, the name or code it
+// was written as, and its value encoded.
+type Option struct {
+	Code  uint8
+	Name  string
+	Value []byte
 }
 
 // InPool reports whether addr lies inside the network's dynamic pool.

@@ -46,6 +46,12 @@ func validateNetworks(s *Site) hcl.Diagnostics {
 					"Network %q: gateway %s lies inside the pool %s-%s; shrink the pool.", n.Name, n.Gateway, n.PoolStart, n.PoolEnd))
 			}
 		}
+		for _, r := range n.Routes {
+			if !n.Subnet.Contains(r.Via) {
+				diags = append(diags, errorAt(rangeOr(n.ranges, "routes", n.DeclRange), "Route's router outside subnet",
+					"Network %q: route %s goes by %s, which is not inside the subnet %s; a machine can only use a router on its own network.", n.Name, r.Dest, r.Via, n.Subnet))
+			}
+		}
 		if n.Mode != ModeOff && n.Interface == "" && len(n.RelayAgents) == 0 {
 			diags = append(diags, errorAt(n.DeclRange, "Network has no interface",
 				"Network %q: set interface = \"NAME\" (the NIC metal serves DHCP on) or relay_agents = [...] when requests arrive through a relay; or mode = \"off\".", n.Name))

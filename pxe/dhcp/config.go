@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/metal-dev/metal/internal/dhcpopt"
 )
 
 // Mode says whether the server hands out addresses.
@@ -46,6 +48,20 @@ type Subnet struct {
 	// giaddr itself (a relay often forwards from its upstream address).
 	// None: the subnet's clients must be on the server's own link.
 	Relays []netip.Addr
+	// NTP servers (option 42), the MTU (26; 0: none), classless static
+	// routes (121; with a gateway, a default route by it is added, as
+	// clients given option 121 ignore option 3) and more options.
+	NTP     []netip.Addr
+	MTU     int
+	Routes  []dhcpopt.Route
+	Options []Option
+}
+
+// Option is a DHCP option a subnet's replies carry: its code and value,
+// already encoded (internal/dhcpopt checks and encodes site options).
+type Option struct {
+	Code  uint8
+	Value []byte
 }
 
 // RateLimit bounds how many packets one MAC gets answered: a token bucket
@@ -236,6 +252,14 @@ func (s Subnet) withDefaults() (Subnet, error) {
 		case addrDiff(s.PoolStart, s.PoolEnd) >= maxPool:
 			// Allocation scans the pool; keep that scan short.
 			errs = append(errs, fmt.Errorf("pool %v-%v: more than %d addresses", s.PoolStart, s.PoolEnd, maxPool))
+		}
+	}
+	if s.MTU != 0 && (s.MTU < 68 || s.MTU > 65535) {
+		errs = append(errs, fmt.Errorf("mtu %d: want 68-65535", s.MTU))
+	}
+	for _, o := range s.Options {
+		if o.Code == 0 || o.Code == 255 || len(o.Value) > 255 {
+			errs = append(errs, fmt.Errorf("option %d: want a code 1-254 and at most 255 bytes", o.Code))
 		}
 	}
 	for _, r := range s.Relays {

@@ -15,6 +15,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/metal-dev/metal/internal/dhcpopt"
 	"github.com/metal-dev/metal/pxe"
 )
 
@@ -790,6 +791,26 @@ func newSubnet(s Subnet, cfg Config) *subnet {
 	}
 	if sn.domain != "" {
 		sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptDomainName(sn.domain)))
+	}
+	if len(s.NTP) > 0 {
+		var ntp []net.IP
+		for _, a := range s.NTP {
+			ntp = append(ntp, net.IP(a.AsSlice()))
+		}
+		sn.netOpts = append(sn.netOpts, encoded(dhcpv4.OptNTPServers(ntp...)))
+	}
+	if s.MTU > 0 {
+		sn.netOpts = append(sn.netOpts, dhcpv4.OptGeneric(dhcpv4.OptionInterfaceMTU, []byte{byte(s.MTU >> 8), byte(s.MTU)}))
+	}
+	if len(s.Routes) > 0 {
+		routes := s.Routes
+		if s.Gateway.IsValid() && !slices.ContainsFunc(routes, func(r dhcpopt.Route) bool { return r.Dest.Bits() == 0 }) {
+			routes = append(slices.Clip(routes), dhcpopt.Route{Dest: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Via: s.Gateway})
+		}
+		sn.netOpts = append(sn.netOpts, dhcpv4.OptGeneric(dhcpv4.OptionClasslessStaticRoute, dhcpopt.EncodeRoutes(routes)))
+	}
+	for _, o := range s.Options {
+		sn.netOpts = append(sn.netOpts, dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(o.Code), o.Value))
 	}
 	sn.leaseOpts = []dhcpv4.Option{
 		encoded(dhcpv4.OptIPAddressLeaseTime(sn.leaseTime)),

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
+	"github.com/metal-dev/metal/internal/dhcpopt"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
@@ -103,6 +105,11 @@ func TestRoutedRacks(t *testing.T) {
 			Relays:    relays,
 		})
 	}
+	// Rack 2's options beyond the usual ones.
+	cfg.Subnets[2].NTP = []netip.Addr{netip.MustParseAddr("203.0.113.123")}
+	cfg.Subnets[2].MTU = 9000
+	cfg.Subnets[2].Routes = []dhcpopt.Route{{Dest: netip.MustParsePrefix("10.30.0.0/16"), Via: netip.MustParseAddr("203.0.113.2")}}
+	cfg.Subnets[2].Options = []Option{{Code: 66, Value: []byte("tftp.r2.example")}}
 	cfg.Subnets = append(cfg.Subnets, Subnet{CIDR: rogue.cidr, Relays: []netip.Addr{netip.MustParseAddr("198.51.100.130")}})
 	reserved := pxetest.MAC(80)
 	policy := newTestPolicy(pxe.Host{Name: "db-r2", MAC: reserved, IP: net.ParseIP("203.0.113.12")})
@@ -154,10 +161,15 @@ func TestRoutedRacks(t *testing.T) {
 			t.Errorf("rack 1 dhclient: %v", pick(env, "new_ip_address", "new_routers", "new_domain_name"))
 		}
 	})
-	run("rack 2 udhcpc: its reservation", func(t *testing.T) {
-		env := udhcpc(t, r2udhcpc)
-		if env["ip"] != "203.0.113.12" || env["router"] != "203.0.113.1" || env["hostname"] != "db-r2" || env["lease"] != "660" {
-			t.Errorf("rack 2 reserved: %v", pick(env, "ip", "router", "hostname", "lease"))
+	run("rack 2 udhcpc: its reservation and options", func(t *testing.T) {
+		env := udhcpc(t, r2udhcpc, "-O", "ntpsrv", "-O", "mtu", "-O", "staticroutes", "-O", "tftp")
+		want := map[string]string{"ip": "203.0.113.12", "router": "203.0.113.1", "hostname": "db-r2", "lease": "660",
+			"ntpsrv": "203.0.113.123", "mtu": "9000", "tftp": "tftp.r2.example",
+			// The default route by the gateway is added: clients given
+			// option 121 ignore option 3.
+			"staticroutes": "10.30.0.0/16 203.0.113.2 0.0.0.0/0 203.0.113.1"}
+		if diff := cmp.Diff(want, pick(env, "ip", "router", "hostname", "lease", "ntpsrv", "mtu", "staticroutes", "tftp")); diff != "" {
+			t.Errorf("rack 2 reserved (-want +got):\n%s", diff)
 		}
 	})
 	run("rack 2 dhclient", func(t *testing.T) {
