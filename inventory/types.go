@@ -209,6 +209,10 @@ type Identity struct {
 	// hostname (empty: the machine's name).
 	Network  string `json:"network,omitempty"`
 	Hostname string `json:"hostname,omitempty"`
+	// SwitchPortRelay and SwitchPortCircuit are the switch port the site
+	// declares the machine at (DHCP relay and option 82 circuit-id).
+	SwitchPortRelay   netip.Addr `json:"switch_port_relay,omitzero"`
+	SwitchPortCircuit string     `json:"switch_port_circuit,omitempty"`
 }
 
 // CPU, Disk, NIC and DMI are the hardware facts the agent reports. They are

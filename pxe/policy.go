@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 )
 
 // ErrUnknownHost is returned by BootPolicy.Host for a MAC that no machine
@@ -33,6 +34,17 @@ type Host struct {
 	IP       net.IP           // reserved IPv4 address; nil means "from the pool"
 	Hostname string           // DHCP option 12; defaults to Name
 	Network  string           // name of the site network the host belongs to
+	// SwitchPort, when set, is where the host is plugged: DHCP answers
+	// it only when its request is relayed by that relay with that
+	// circuit-id (option 82).
+	SwitchPort *SwitchPort
+}
+
+// SwitchPort is a switch port: the DHCP relay serving it (giaddr) and the
+// circuit-id that relay sends for it.
+type SwitchPort struct {
+	Relay     netip.Addr
+	CircuitID string
 }
 
 // Action is what a machine should do on its next netboot.

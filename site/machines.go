@@ -14,7 +14,7 @@ import (
 var machineSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
-		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"},
+		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
 		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"},
 	},
@@ -224,7 +224,35 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 	m.UserData, _, _ = e.str(attrs["user_data"])
 	m.BootMode, _, _ = e.str(attrs["boot_mode"])
 	m.BIOS = e.strMap(attrs["bios"])
+	if a := attrs["switch_port"]; a != nil {
+		m.SwitchPort = e.switchPort(a, m.Name)
+	}
 	return m
+}
+
+// switchPort evaluates switch_port = { relay = "ADDRESS", circuit_id = "..." }.
+func (e *evaluator) switchPort(a *hcl.Attribute, machine string) *SwitchPort {
+	m := e.strMap(a)
+	if m == nil {
+		return nil
+	}
+	bad := func(format string, args ...any) *SwitchPort {
+		e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid switch port", "Machine %q: "+format, append([]any{machine}, args...)...))
+		return nil
+	}
+	for k := range m {
+		if k != "relay" && k != "circuit_id" {
+			return bad("switch_port takes relay and circuit_id, not %q.", k)
+		}
+	}
+	relay, err := netip.ParseAddr(m["relay"])
+	if err != nil || !relay.Is4() {
+		return bad("switch_port's relay must be the IPv4 address of a relay in the network's relay_agents, got %q.", m["relay"])
+	}
+	if m["circuit_id"] == "" || len(m["circuit_id"]) > 255 {
+		return bad("switch_port's circuit_id must be the 1-255 byte circuit-id (option 82) the relay sends for the port.")
+	}
+	return &SwitchPort{Relay: relay, CircuitID: m["circuit_id"]}
 }
 
 func decodeBMC(e *evaluator, b *hcl.Block, content *hcl.BodyContent) *BMC {

@@ -259,11 +259,23 @@ type Machine struct {
 	// Attributes) with the values they must have, as text: numbers and
 	// booleans are converted to the attribute's type when applied.
 	BIOS map[string]string
+	// SwitchPort, when set, is where the machine is plugged: its DHCP
+	// requests are answered only when relayed by that relay with that
+	// circuit-id (option 82).
+	SwitchPort *SwitchPort
 
 	// DeclRange is the machine block's header; ranges locate each attribute
 	// for diagnostics (instances of one block share them).
 	DeclRange hcl.Range
 	ranges    map[string]hcl.Range
+}
+
+// SwitchPort is a switch port a machine is declared at: the DHCP relay
+// serving it (one of its network's relay_agents) and the circuit-id that
+// relay puts in option 82 for the port.
+type SwitchPort struct {
+	Relay     netip.Addr
+	CircuitID string
 }
 
 // Range returns the source range of one of the machine's attributes, or its

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -68,6 +69,17 @@ func validateNetworks(s *Site) hcl.Diagnostics {
 		}
 	}
 	return diags
+}
+
+func addrsOrNone(as []netip.Addr) string {
+	if len(as) == 0 {
+		return "none"
+	}
+	var out []string
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return strings.Join(out, ", ")
 }
 
 func broadcast(p netip.Prefix) netip.Addr {
@@ -166,6 +178,7 @@ func validateMachines(s *Site) hcl.Diagnostics {
 	macs := make(map[string]*Machine, len(s.Machines))
 	ips := make(map[netip.Addr]*Machine, len(s.Machines))
 	hostnames := make(map[string]*Machine, len(s.Machines))
+	ports := map[string]*Machine{}
 	dup := func(first *Machine, m *Machine, attr, what, value string) {
 		diags = append(diags, errorAt(m.Range(attr), "Duplicate "+what,
 			"Machine %q has %s %s, already used by machine %q (%s).", m.Name, what, value, first.Name, where(first.Range(attr))))
@@ -207,6 +220,19 @@ func validateMachines(s *Site) hcl.Diagnostics {
 			hostnames[strings.ToLower(m.Hostname)] = m
 		}
 		diags = append(diags, validateMachineNetwork(s, m)...)
+		if p := m.SwitchPort; p != nil {
+			if n := s.Network(m.Network); n != nil && !slices.Contains(n.RelayAgents, p.Relay) {
+				diags = append(diags, errorAt(m.Range("switch_port"), "Switch port behind an undeclared relay",
+					"Machine %q: its switch port is on relay %s, which is not one of network %q's relay_agents (%s); metal drops what undeclared relays forward.",
+					m.Name, p.Relay, n.Name, addrsOrNone(n.RelayAgents)))
+			}
+			key := p.Relay.String() + " " + p.CircuitID
+			if first, ok := ports[key]; ok {
+				dup(first, m, "switch_port", "switch port", fmt.Sprintf("%s circuit %q", p.Relay, p.CircuitID))
+			} else {
+				ports[key] = m
+			}
+		}
 		if m.Image != "" && s.Image(m.Image) == nil {
 			diags = append(diags, errorAt(m.Range("image"), "Unknown image",
 				"Machine %q refers to image %q, which is not declared. Declared images: %s.", m.Name, m.Image, listNames(s.imageByName)))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
@@ -71,6 +72,10 @@ func declare(rec *inventory.Machine, m *site.Machine) {
 	id.IP = m.IP
 	id.Network = m.Network
 	id.Hostname = m.Hostname
+	id.SwitchPortRelay, id.SwitchPortCircuit = netip.Addr{}, ""
+	if p := m.SwitchPort; p != nil {
+		id.SwitchPortRelay, id.SwitchPortCircuit = p.Relay, p.CircuitID
+	}
 	id.Labels = maps.Clone(m.Labels)
 	id.BMCAddress = ""
 	if m.BMC != nil {

@@ -309,10 +309,42 @@ func (h *Handler) locate(ctx context.Context, req *dhcpv4.DHCPv4, from From, log
 		}
 		return located{}, false, err
 	}
+	if p := loc.host.SwitchPort; p != nil {
+		if err := atPort(req, *p); err != nil {
+			// The machine's MAC, elsewhere: a moved cable, or someone
+			// claiming the machine's identity. Either way, not its lease.
+			h.refused(log, from, fmt.Errorf("machine %s: %w", loc.host.Name, err))
+			return located{}, true, nil
+		}
+	}
 	if loc.reserved, err = reservation(loc.host, loc.s); err != nil {
 		return located{}, false, err
 	}
 	return loc, false, nil
+}
+
+// atPort checks that req was relayed from port p: by p's relay (giaddr;
+// subnetFor has checked the relay is declared and sent it) with p's
+// circuit-id in option 82.
+func atPort(req *dhcpv4.DHCPv4, p pxe.SwitchPort) error {
+	gi, _ := addr4(req.GatewayIPAddr)
+	if gi != p.Relay {
+		return fmt.Errorf("declared at relay %s circuit %q, asked through relay %v", p.Relay, p.CircuitID, gi)
+	}
+	circuit, _ := relayIDs(req)
+	if circuit != p.CircuitID {
+		return fmt.Errorf("declared at relay %s circuit %q, asked through circuit %q", p.Relay, p.CircuitID, circuit)
+	}
+	return nil
+}
+
+// relayIDs returns option 82's circuit-id and remote-id, if any.
+func relayIDs(req *dhcpv4.DHCPv4) (circuit, remote string) {
+	ri := req.RelayAgentInfo()
+	if ri == nil {
+		return "", ""
+	}
+	return string(ri.Get(dhcpv4.AgentCircuitIDSubOption)), string(ri.Get(dhcpv4.AgentRemoteIDSubOption))
 }
 
 // refused logs a relayed packet dropped: a warning now and then, else at

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/metal-dev/metal/pxe"
 )
 
 // TestRelayEnforced: a relayed request is answered only when its giaddr
@@ -110,5 +112,59 @@ func TestPoolBudget(t *testing.T) {
 	*now = now.Add(time.Minute)
 	if ip := dora(t, h, late); ip != netip.MustParseAddr("192.0.2.121") {
 		t.Errorf("late unknown machine got %v, want the last free address 192.0.2.121", ip)
+	}
+}
+
+// TestSwitchPort: a machine declared at a switch port gets its
+// reservation only when relayed by that port's relay with its circuit-id;
+// through another declared relay, with another circuit-id, without
+// option 82 or on the server's own link it gets nothing.
+func TestSwitchPort(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0, 7, 7}
+	port := &pxe.SwitchPort{Relay: netip.MustParseAddr("198.51.100.1"), CircuitID: "Ethernet1/7"}
+	circuit := func(id string) dhcpv4.Modifier {
+		return dhcpv4.WithOption(dhcpv4.OptRelayAgentInfo(dhcpv4.OptGeneric(dhcpv4.AgentCircuitIDSubOption, []byte(id)),
+			dhcpv4.OptGeneric(dhcpv4.AgentRemoteIDSubOption, []byte("tor-7"))))
+	}
+	other := net.IPv4(198, 51, 100, 2) // a second declared relay of the subnet
+	tests := map[string]struct {
+		mods   []dhcpv4.Modifier
+		peer   string
+		answer bool
+	}{
+		"its relay and circuit":          {[]dhcpv4.Modifier{dhcpv4.WithRelay(relayIP), circuit("Ethernet1/7")}, "192.0.2.2:67", true},
+		"its relay, another circuit":     {[]dhcpv4.Modifier{dhcpv4.WithRelay(relayIP), circuit("Ethernet1/8")}, "192.0.2.2:67", false},
+		"its relay, no option 82":        {[]dhcpv4.Modifier{dhcpv4.WithRelay(relayIP)}, "192.0.2.2:67", false},
+		"another relay, its circuit":     {[]dhcpv4.Modifier{dhcpv4.WithRelay(other), circuit("Ethernet1/7")}, "198.51.100.2:67", false},
+		"the server's link, not relayed": {nil, "0.0.0.0:68", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := unitConfig()
+			cfg.Subnets[1].Relays = append(cfg.Subnets[1].Relays, netip.AddrFrom4([4]byte(other.To4())))
+			policy := newTestPolicy(pxe.Host{Name: "r7", MAC: mac, IP: net.ParseIP("198.51.100.17"), SwitchPort: port})
+			h, _ := newUnitHandler(t, cfg, policy, nil)
+			from := From{Peer: netip.MustParseAddrPort(tc.peer)}
+			offer, err := h.Handle(context.Background(), discover(mac, tc.mods...), from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (offer != nil) != tc.answer {
+				t.Fatalf("offer %v, want an answer: %v", offer, tc.answer)
+			}
+			if offer == nil {
+				return
+			}
+			if !offer.YourIPAddr.Equal(net.IPv4(198, 51, 100, 17)) {
+				t.Errorf("offered %v, want the reservation 198.51.100.17", offer.YourIPAddr)
+			}
+			req, err := dhcpv4.NewRequestFromOffer(offer, tc.mods...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ack, err := h.Handle(context.Background(), req, from); err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+				t.Fatalf("request: %v, %v", ack, err)
+			}
+		})
 	}
 }

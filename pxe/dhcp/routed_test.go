@@ -29,6 +29,9 @@ type rack struct {
 	upstream netip.Addr // the relay's address on the server's link
 	perf     netip.Addr // perfdhcp's address in the rack (0: none)
 	relay    *pxetest.Netns
+	// second: a second relay of a rack that has one already; the server
+	// routes only to its gateway address through it.
+	second bool
 }
 
 // addRack builds a rack: a relay namespace on the lab's link with a
@@ -45,7 +48,11 @@ func addRack(t *testing.T, lab *pxetest.Lab, dhcrelay string, r *rack) {
 	if out, err := r.relay.Command(ctx, "sysctl", "-qw", "net.ipv4.ip_forward=1").CombinedOutput(); err != nil {
 		t.Fatalf("ip_forward in %s: %v: %s", r.relay.Name, err, out)
 	}
-	lab.NS().MustIP("route", "add", r.cidr.String(), "via", r.upstream.String())
+	dest := r.cidr.String()
+	if r.second {
+		dest = r.gateway.String() + "/32"
+	}
+	lab.NS().MustIP("route", "add", dest, "via", r.upstream.String())
 	r.relay.Start(dhcrelay, "-4", "-d", "-a", "-id", "rack", "-iu", "eth0", pxetest.ServerIP.String())
 	deadline := time.Now().Add(5 * time.Second)
 	for !udpBound(t, r.relay, serverPort) {
@@ -82,6 +89,9 @@ func TestRoutedRacks(t *testing.T) {
 		{name: "r2", cidr: netip.MustParsePrefix("203.0.113.0/24"), gateway: netip.MustParseAddr("203.0.113.1"),
 			upstream: netip.MustParseAddr("192.0.2.3")},
 	}
+	// A second relay in rack 1 (another switch of the rack), declared.
+	r1b := &rack{name: "r1b", cidr: racks[0].cidr, gateway: netip.MustParseAddr("198.51.100.2"),
+		upstream: netip.MustParseAddr("192.0.2.5"), second: true}
 	// The rogue relay's subnet is one metal serves, but without it.
 	rogue := &rack{name: "x", cidr: netip.MustParsePrefix("198.51.100.128/25"), gateway: netip.MustParseAddr("198.51.100.129"),
 		upstream: netip.MustParseAddr("192.0.2.4")}
@@ -91,7 +101,7 @@ func TestRoutedRacks(t *testing.T) {
 	for i, r := range racks {
 		relays := []netip.Addr{r.gateway, r.upstream}
 		if r.perf.IsValid() {
-			relays = append(relays, r.perf)
+			relays = append(relays, r.perf, r1b.gateway, r1b.upstream)
 		}
 		base := r.cidr.Addr().As4()
 		cfg.Subnets = append(cfg.Subnets, Subnet{
@@ -111,12 +121,16 @@ func TestRoutedRacks(t *testing.T) {
 	cfg.Subnets[2].Routes = []dhcpopt.Route{{Dest: netip.MustParsePrefix("10.30.0.0/16"), Via: netip.MustParseAddr("203.0.113.2")}}
 	cfg.Subnets[2].Options = []Option{{Code: 66, Value: []byte("tftp.r2.example")}}
 	cfg.Subnets = append(cfg.Subnets, Subnet{CIDR: rogue.cidr, Relays: []netip.Addr{netip.MustParseAddr("198.51.100.130")}})
-	reserved := pxetest.MAC(80)
-	policy := newTestPolicy(pxe.Host{Name: "db-r2", MAC: reserved, IP: net.ParseIP("203.0.113.12")})
+	reserved, ported := pxetest.MAC(80), pxetest.MAC(87)
+	// dhcrelay -a sends the downstream interface's name as circuit-id.
+	port := &pxe.SwitchPort{Relay: racks[0].gateway, CircuitID: "rack"}
+	policy := newTestPolicy(pxe.Host{Name: "db-r2", MAC: reserved, IP: net.ParseIP("203.0.113.12")},
+		pxe.Host{Name: "r1-port", MAC: ported, IP: net.ParseIP("198.51.100.17"), SwitchPort: port})
 	startServer(t, lab, cfg, policy, nil)
 	for _, r := range racks {
 		addRack(t, lab, dhcrelay, r)
 	}
+	addRack(t, lab, dhcrelay, r1b)
 	addRack(t, lab, dhcrelay, rogue)
 
 	// The hosts, made before any client runs so the clients run at once.
@@ -129,6 +143,8 @@ func TestRoutedRacks(t *testing.T) {
 	r2udhcpc := rackHost(lab, racks[1], "r2u", reserved)
 	r2dhclient := rackHost(lab, racks[1], "r2d", pxetest.MAC(84))
 	victim := rackHost(lab, rogue, "xu", pxetest.MAC(85))
+	portAtR1 := rackHost(lab, racks[0], "r1port", ported)
+	portAtR1b := rackHost(lab, r1b, "r1bport", ported)
 
 	inPool := func(ip string, lo, hi string) bool {
 		a, err := netip.ParseAddr(ip)
@@ -200,6 +216,20 @@ func TestRoutedRacks(t *testing.T) {
 		}
 		if stats["RELEASE"][0] == 0 {
 			t.Errorf("perfdhcp sent no RELEASE\n%s", out)
+		}
+	})
+	run("switch port: its reservation through its relay only", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		// The same MAC behind rack 1's other relay (declared, with the
+		// same circuit-id) first: nothing.
+		out, err := portAtR1b.Command(ctx, "busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s", "/bin/true").CombinedOutput()
+		if err == nil {
+			t.Errorf("a switch-port machine got a lease through another relay:\n%s", out)
+		}
+		env := udhcpc(t, portAtR1)
+		if env["ip"] != "198.51.100.17" || env["hostname"] != "r1-port" {
+			t.Errorf("at its port: %v, want 198.51.100.17 r1-port", pick(env, "ip", "hostname"))
 		}
 	})
 	run("rogue relay: its client gets nothing", func(t *testing.T) {

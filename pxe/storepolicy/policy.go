@@ -212,6 +212,9 @@ func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error)
 	if m.Identity.IP.IsValid() {
 		h.IP = net.IP(m.Identity.IP.AsSlice())
 	}
+	if m.Identity.SwitchPortRelay.IsValid() {
+		h.SwitchPort = &pxe.SwitchPort{Relay: m.Identity.SwitchPortRelay, CircuitID: m.Identity.SwitchPortCircuit}
+	}
 	return h, nil
 }
 
