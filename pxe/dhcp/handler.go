@@ -433,7 +433,12 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 		return reply{}, nil
 	}
 	name := hostname(host)
-	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, now)
+	var at port
+	if gi, ok := addr4(req.GatewayIPAddr); ok {
+		at.relay = gi
+		at.circuit, at.remote = relayIDs(req)
+	}
+	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, at, now)
 	if errors.Is(err, ErrLeaseStore) {
 		return reply{}, err // no answer: the client asks again, maybe of a server that can reach the store
 	}
@@ -456,7 +461,11 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 			level = slog.LevelDebug
 		}
 		if log.enabled(level) {
-			log.log(level, "lease", []any{"ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption(), "renewed", renewed})
+			args := []any{"ip", ip, "host", host.Name, "until", expiry.Format(time.RFC3339), "boot", resp.BootFileNameOption(), "renewed", renewed}
+			if at.relay.IsValid() {
+				args = append(args, "relay", at.relay, "circuit_id", at.circuit, "remote_id", at.remote)
+			}
+			log.log(level, "lease", args)
 		}
 	}
 	return reply{resp: resp, durable: true, sent: sent}, nil

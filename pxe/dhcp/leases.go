@@ -51,8 +51,16 @@ type binding struct {
 	mac      macKey
 	ip       netip.Addr
 	hostname string
+	port     port      // where the lease was asked from, if relayed
 	expiry   time.Time // end of the acknowledged lease; zero if only offered
 	hold     time.Time // end of an outstanding offer
+}
+
+// port is where a relayed request came from: its relay (giaddr) and
+// option 82's circuit-id and remote-id.
+type port struct {
+	relay           netip.Addr
+	circuit, remote string
 }
 
 func (b *binding) held(now time.Time) bool { return now.Before(b.expiry) || now.Before(b.hold) }
@@ -160,7 +168,8 @@ func (t *leaseTable) load(ctx context.Context) error {
 			t.log.Warn("dropping conflicting stored lease", "mac", l.MAC, "ip", l.IP)
 			continue
 		}
-		b := &binding{mac: k, ip: l.IP, hostname: l.Hostname, expiry: l.Expiry}
+		b := &binding{mac: k, ip: l.IP, hostname: l.Hostname, expiry: l.Expiry,
+			port: port{relay: l.Relay, circuit: l.CircuitID, remote: l.RemoteID}}
 		t.byMAC[k] = b
 		t.byIP[l.IP] = b
 	}
@@ -178,7 +187,8 @@ func (t *leaseTable) snapshot() ([]Lease, uint64) {
 	out := make([]Lease, 0, len(t.byIP)+len(t.declined))
 	for _, b := range t.byIP {
 		if !b.expiry.IsZero() {
-			out = append(out, Lease{MAC: b.mac.hw(), IP: b.ip, Hostname: b.hostname, Expiry: b.expiry})
+			out = append(out, Lease{MAC: b.mac.hw(), IP: b.ip, Hostname: b.hostname, Expiry: b.expiry,
+				Relay: b.port.relay, CircuitID: b.port.circuit, RemoteID: b.port.remote})
 		}
 	}
 	for ip, d := range t.declined {
@@ -410,9 +420,9 @@ func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr,
 // reservation, or the one the MAC holds, or a free pool address (a client
 // that kept its lease while the table was lost gets it back). renewed
 // says the MAC held a running lease of ip already.
-func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (expiry time.Time, renewed bool, err error) {
+func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, at port, now time.Time) (expiry time.Time, renewed bool, err error) {
 	if t.shared != nil {
-		return t.commitShared(ctx, k, s, reserved, ip, hostname, now)
+		return t.commitShared(ctx, k, s, reserved, ip, hostname, at, now)
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -433,6 +443,10 @@ func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, 
 	renewed = t.running(k, ip, now)
 	b := t.place(k, ip)
 	b.hostname = hostname
+	if at.relay.IsValid() {
+		// A renewal unicast straight to us (no relay) keeps the port.
+		b.port = at
+	}
 	b.expiry = now.Add(s.leaseTime)
 	b.hold = time.Time{}
 	t.gen++
@@ -604,7 +618,7 @@ func (t *leaseTable) offerShared(ctx context.Context, k macKey, s *subnet, reque
 
 // commitShared acknowledges ip to mac once the shared store has given it
 // (a reservation is recorded there too, so every server knows it).
-func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, now time.Time) (time.Time, bool, error) {
+func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, at port, now time.Time) (time.Time, bool, error) {
 	switch {
 	case reserved.IsValid() && ip != reserved:
 		return time.Time{}, false, errNotOurs
@@ -626,6 +640,10 @@ func (t *leaseTable) commitShared(ctx context.Context, k macKey, s *subnet, rese
 	renewed := t.running(k, ip, now)
 	b := t.place(k, ip)
 	b.hostname = hostname
+	if at.relay.IsValid() {
+		// A renewal unicast straight to us (no relay) keeps the port.
+		b.port = at
+	}
 	b.expiry = expiry
 	b.hold = time.Time{}
 	t.gen++

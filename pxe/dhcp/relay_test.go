@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -143,7 +144,8 @@ func TestSwitchPort(t *testing.T) {
 			cfg := unitConfig()
 			cfg.Subnets[1].Relays = append(cfg.Subnets[1].Relays, netip.AddrFrom4([4]byte(other.To4())))
 			policy := newTestPolicy(pxe.Host{Name: "r7", MAC: mac, IP: net.ParseIP("198.51.100.17"), SwitchPort: port})
-			h, _ := newUnitHandler(t, cfg, policy, nil)
+			path := filepath.Join(t.TempDir(), "leases.json")
+			h, _ := newUnitHandler(t, cfg, policy, NewFileStore(path))
 			from := From{Peer: netip.MustParseAddrPort(tc.peer)}
 			offer, err := h.Handle(context.Background(), discover(mac, tc.mods...), from)
 			if err != nil {
@@ -164,6 +166,15 @@ func TestSwitchPort(t *testing.T) {
 			}
 			if ack, err := h.Handle(context.Background(), req, from); err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 				t.Fatalf("request: %v, %v", ack, err)
+			}
+			// The lease records its port, and keeps it across a restart.
+			leases, err := NewFileStore(path).Load(context.Background())
+			if err != nil || len(leases) != 1 {
+				t.Fatalf("stored leases %v, %v", leases, err)
+			}
+			l := leases[0]
+			if l.Relay != port.Relay || l.CircuitID != "Ethernet1/7" || l.RemoteID != "tor-7" {
+				t.Errorf("stored lease's port: relay %v circuit %q remote %q", l.Relay, l.CircuitID, l.RemoteID)
 			}
 		})
 	}

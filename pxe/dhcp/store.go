@@ -31,6 +31,11 @@ type Lease struct {
 	// Declined: the MAC reported IP in use by someone else; the address
 	// stays out of the pool until Expiry.
 	Declined bool
+	// Relay, CircuitID and RemoteID say where a relayed lease was asked
+	// from: the relay (giaddr) and its option 82 sub-options, the switch
+	// port. Empty for a client on the server's own link.
+	Relay               netip.Addr
+	CircuitID, RemoteID string
 }
 
 // LeaseStore keeps the lease table across restarts. Save gets the whole
@@ -102,6 +107,9 @@ type fileLease struct {
 	Hostname string    `json:"hostname,omitempty"`
 	Expiry   time.Time `json:"expiry"`
 	Declined bool      `json:"declined,omitempty"`
+	Relay    string    `json:"relay,omitempty"`
+	Circuit  string    `json:"circuit_id,omitempty"`
+	Remote   string    `json:"remote_id,omitempty"`
 }
 
 // journalRecord is one line of the journal: the state of one address from
@@ -235,15 +243,27 @@ func (fl fileLease) lease() (Lease, error) {
 	if err != nil {
 		return Lease{}, err
 	}
-	return Lease{MAC: mac, IP: ip, Hostname: fl.Hostname, Expiry: fl.Expiry, Declined: fl.Declined}, nil
+	l := Lease{MAC: mac, IP: ip, Hostname: fl.Hostname, Expiry: fl.Expiry, Declined: fl.Declined, CircuitID: fl.Circuit, RemoteID: fl.Remote}
+	if fl.Relay != "" {
+		if l.Relay, err = netip.ParseAddr(fl.Relay); err != nil {
+			return Lease{}, err
+		}
+	}
+	return l, nil
 }
 
 func fileLeaseOf(l Lease) fileLease {
-	return fileLease{MAC: l.MAC.String(), IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry.UTC(), Declined: l.Declined}
+	fl := fileLease{MAC: l.MAC.String(), IP: l.IP.String(), Hostname: l.Hostname, Expiry: l.Expiry.UTC(), Declined: l.Declined,
+		Circuit: l.CircuitID, Remote: l.RemoteID}
+	if l.Relay.IsValid() {
+		fl.Relay = l.Relay.String()
+	}
+	return fl
 }
 
 func sameLease(a, b Lease) bool {
-	return a.IP == b.IP && bytes.Equal(a.MAC, b.MAC) && a.Hostname == b.Hostname && a.Expiry.Equal(b.Expiry) && a.Declined == b.Declined
+	return a.IP == b.IP && bytes.Equal(a.MAC, b.MAC) && a.Hostname == b.Hostname && a.Expiry.Equal(b.Expiry) && a.Declined == b.Declined &&
+		a.Relay == b.Relay && a.CircuitID == b.CircuitID && a.RemoteID == b.RemoteID
 }
 
 // Save makes leases the stored table: it appends what differs from the
