@@ -1,6 +1,8 @@
-# A colo cage: four racks of 60 compute nodes and two storage nodes each,
-# 248 machines from two blocks. Addresses, MACs and BMC addresses follow the
-# rack and slot, so adding a rack is one line in local.racks.
+# A routed colo cage: four racks of 60 compute nodes and two storage nodes
+# each, 248 machines from two blocks. Each rack is its own /24 behind its
+# top-of-rack switch, which relays DHCP to metal on the provisioning
+# network. Addresses, MACs, switch ports and BMC addresses follow the rack
+# and slot, so adding a rack is one line in local.racks and one network.
 
 site "ams1" {
   state  = "file:///var/lib/metal/ams1.db"
@@ -45,15 +47,74 @@ locals {
   ]...)
 }
 
+# The provisioning network on the server's own link (bond0.100, where
+# metal has 10.20.0.2): the top-of-rack switches' uplinks, the DNS and NTP
+# servers, and any machine patched straight into it.
 network "prov" {
+  interface  = "bond0.100"
+  subnet     = "10.20.0.0/24"
+  gateway    = "10.20.0.1"
+  dns        = ["10.20.0.53", "10.20.0.54"]
+  domain     = "ams1.example.net"
+  lease_time = "24h"
+}
+
+# One routed /24 per rack behind its top-of-rack switch, which relays DHCP
+# to 10.20.0.2 (ip helper-address) from its own address in the rack: the
+# rack's gateway and its relay agent. metal needs no address in the racks,
+# only a route back to the relays (metal doctor checks it); it answers a
+# relayed request only from a declared relay. A relay that forwards from
+# another address (its uplink, a loopback) lists that one too.
+network "r01" {
   interface    = "bond0.100"
-  subnet       = "10.20.0.0/16"
-  gateway      = "10.20.0.1"
+  subnet       = "10.20.1.0/24"
+  gateway      = "10.20.1.1"
   dns          = ["10.20.0.53", "10.20.0.54"]
   domain       = "ams1.example.net"
-  pool         = "10.20.250.1-10.20.250.250"
+  pool         = "10.20.1.100-10.20.1.199"
   lease_time   = "24h"
-  relay_agents = ["10.20.1.1", "10.20.2.1", "10.20.3.1", "10.20.4.1"]
+  relay_agents = ["10.20.1.1"]
+  ntp          = ["10.20.0.123"]
+  mtu          = 9000
+}
+
+network "r02" {
+  interface    = "bond0.100"
+  subnet       = "10.20.2.0/24"
+  gateway      = "10.20.2.1"
+  dns          = ["10.20.0.53", "10.20.0.54"]
+  domain       = "ams1.example.net"
+  pool         = "10.20.2.100-10.20.2.199"
+  lease_time   = "24h"
+  relay_agents = ["10.20.2.1"]
+  ntp          = ["10.20.0.123"]
+  mtu          = 9000
+}
+
+network "r03" {
+  interface    = "bond0.100"
+  subnet       = "10.20.3.0/24"
+  gateway      = "10.20.3.1"
+  dns          = ["10.20.0.53", "10.20.0.54"]
+  domain       = "ams1.example.net"
+  pool         = "10.20.3.100-10.20.3.199"
+  lease_time   = "24h"
+  relay_agents = ["10.20.3.1"]
+  ntp          = ["10.20.0.123"]
+  mtu          = 9000
+}
+
+network "r04" {
+  interface    = "bond0.100"
+  subnet       = "10.20.4.0/24"
+  gateway      = "10.20.4.1"
+  dns          = ["10.20.0.53", "10.20.0.54"]
+  domain       = "ams1.example.net"
+  pool         = "10.20.4.100-10.20.4.199"
+  lease_time   = "24h"
+  relay_agents = ["10.20.4.1"]
+  ntp          = ["10.20.0.123"]
+  mtu          = 9000
 }
 
 image "debian-12" {
@@ -74,9 +135,12 @@ machine "compute" {
   for_each = local.compute
   mac      = format("b8:59:9f:%02x:00:%02x", each.value.ri, each.value.slot)
   ip       = format("10.20.%d.%d", each.value.ri, 10 + each.value.slot)
-  image    = image.debian-12
-  disk     = "/dev/nvme0n1"
-  labels   = { rack = each.value.rack, role = "compute" }
+  # Cabled by slot: node n is on port Ethernet1/n of its rack's switch,
+  # and answered only through that port.
+  switch_port = { relay = format("10.20.%d.1", each.value.ri), circuit_id = format("Ethernet1/%d", each.value.slot) }
+  image       = image.debian-12
+  disk        = "/dev/nvme0n1"
+  labels      = { rack = each.value.rack, role = "compute" }
   bmc {
     protocol = "redfish"
     address  = format("https://10.21.%d.%d", each.value.ri, 10 + each.value.slot)
