@@ -231,10 +231,12 @@ func TestMachineExpansion(t *testing.T) {
 	got := map[string]string{
 		"mac": n01.MAC.String(), "ip": n01.IP.String(), "network": n01.Network,
 		"rack": n01.Labels["rack"], "image": n01.Image, "bmc": n01.BMC.Address,
+		"switch_port": n01.SwitchPort.Relay.String() + " " + n01.SwitchPort.CircuitID,
 	}
 	want := map[string]string{
-		"mac": "b8:59:9f:02:00:01", "ip": "10.20.2.11", "network": "prov",
+		"mac": "b8:59:9f:02:00:01", "ip": "10.20.2.11", "network": "r02",
 		"rack": "r02", "image": "debian-12", "bmc": "https://10.21.2.11",
+		"switch_port": "10.20.2.1 Ethernet1/1",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("r02-n01 (-want +got):\n%s", diff)
