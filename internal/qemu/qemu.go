@@ -25,6 +25,14 @@ const (
 	VirtioROM = "/usr/lib/ipxe/qemu/efi-virtio.rom"
 )
 
+// Debian's Secure Boot build of OVMF and a variable store with Microsoft's
+// keys enrolled (db holds the UEFI CA that signs Debian's shim). The
+// firmware needs SMM: see SecureBootArgs.
+const (
+	OVMFCodeSecure = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+	OVMFVarsMS     = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
+)
+
 // Tool is a program or file a QEMU machine needs, and the Debian package
 // that provides it.
 type Tool struct {
@@ -80,6 +88,29 @@ func UEFIArgs(vars string) []string {
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + OVMFCode,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
 	}
+}
+
+// SecureBootArgs load OVMF's Secure Boot build with the machine's own
+// variable store, vars (a copy of OVMFVarsMS, see NewOVMFVarsMS). They
+// follow BaseArgs, whose "-machine pc" they override: the firmware keeps
+// its variables in SMM, so the machine is a q35 with SMM on and the flash
+// writable only from SMM, or OVMF stops before it prints anything.
+func SecureBootArgs(vars string) []string {
+	return []string{
+		"-machine", "q35,smm=on",
+		"-global", "driver=cfi.pflash01,property=secure,value=on",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + OVMFCodeSecure,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
+	}
+}
+
+// NewOVMFVarsMS writes a fresh copy of the variable store with Microsoft's
+// keys enrolled, which turns Secure Boot on, to path.
+func NewOVMFVarsMS(path string) error {
+	if err := copyFile(OVMFVarsMS, path); err != nil {
+		return fmt.Errorf("%w (install the Debian package ovmf)", err)
+	}
+	return nil
 }
 
 // NewOVMFVars writes a fresh copy of OVMF's variable store to path: each

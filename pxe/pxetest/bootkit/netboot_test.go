@@ -84,10 +84,7 @@ func TestNetboot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]struct {
-		fw    bootkit.Firmware
-		noROM bool
-	}{
+	cases := map[string]bootCase{
 		"bios":     {fw: bootkit.BIOS},
 		"uefi":     {fw: bootkit.UEFI},
 		"uefi-pxe": {fw: bootkit.UEFI, noROM: true},
@@ -97,13 +94,60 @@ func TestNetboot(t *testing.T) {
 			// A TCG boot is CPU-bound in the emulator: the machines share
 			// the two cores well enough, and wall time halves.
 			t.Parallel()
-			netboot(t, tc.fw, tc.noROM, kernel, ipxeBins)
+			netboot(t, tc, kernel, ipxeBins)
 		})
 	}
 }
 
-func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeBins *bootfiles.IPXE) {
+// TestHTTPBoot is UEFI HTTP boot with no TFTP server at all: OVMF's own
+// HTTP boot client (no NIC ROM; its PXE options turned off, so HTTP boot
+// is the first it tries) sends vendor class HTTPClient, gets a URL from
+// metal's DHCP, fetches ipxe.efi over HTTP, and iPXE goes on to its script,
+// the kernel and the initrd, as in TestNetboot.
+//
+//   - full: metal is the network's DHCP server.
+//   - proxy: another DHCP server (a second metal, knowing nothing of the
+//     machine, in a namespace of its own on the same bridge) hands out the
+//     address; metal in proxy mode adds the boot URL, which OVMF takes
+//     from a proxy offer that says HTTPClient.
+func TestHTTPBoot(t *testing.T) {
+	if err := bootkit.CheckQEMU(bootkit.UEFI); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipxeBins, err := bootfiles.FindIPXE("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]bootCase{
+		"full":  {fw: bootkit.UEFI, httpBoot: true},
+		"proxy": {fw: bootkit.UEFI, httpBoot: true, proxy: true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			netboot(t, tc, kernel, ipxeBins)
+		})
+	}
+}
+
+// bootCase is one way a test machine boots.
+type bootCase struct {
+	fw    bootkit.Firmware
+	noROM bool // OVMF's own PXE client: iPXE over TFTP
+	// httpBoot: OVMF's own HTTP boot client, and no TFTP server runs.
+	httpBoot bool
+	// proxy: metal's DHCP in proxy mode beside another DHCP server.
+	proxy bool
+}
+
+func netboot(t *testing.T, tc bootCase, kernel string, ipxeBins *bootfiles.IPXE) {
 	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	fw := tc.fw
 	lab := pxetest.NewLab(t)
 	dir := t.TempDir()
 	mac := pxetest.RandomMAC()
@@ -125,8 +169,9 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 
 	logs := &jsonLog{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	wantIP := net.IPv4(192, 0, 2, 50)
 	policy := onePolicy{
-		host: pxe.Host{Name: "vm-" + string(fw), MAC: mac, IP: net.IPv4(192, 0, 2, 50)},
+		host: pxe.Host{Name: "vm-" + string(fw), MAC: mac, IP: wantIP},
 		intent: pxe.Intent{
 			Action:  pxe.ActionInstall,
 			Kernel:  "/files/vmlinuz",
@@ -135,31 +180,55 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 		},
 	}
 	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
-	dhcpSrv, err := dhcp.NewServer(dhcp.Config{
+	dhcpCfg := dhcp.Config{
 		Interface:   pxetest.BridgeName,
 		ServerIP:    pxetest.ServerIP,
 		Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
 		HTTPBaseURL: httpBase,
-	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
+	}
+	services := map[string]service{}
+	var leases pxe.Leases
+	if tc.proxy {
+		// The site's DHCP server, which knows nothing of netbooting: a
+		// second metal in full mode whose policy knows no machine.
+		other := lab.AddHost("dhcp", nil)
+		other.MustIP("addr", "add", "192.0.2.3/24", "dev", "eth0")
+		otherSrv, err := dhcp.NewServer(dhcp.Config{
+			Interface: "eth0", ServerIP: netip.MustParseAddr("192.0.2.3"),
+			Subnets:     dhcpCfg.Subnets,
+			HTTPBaseURL: "http://192.0.2.3", // never sent: it boots no one
+		}, onePolicy{}, dhcp.NewFileStore(filepath.Join(dir, "other-leases.json")), log.With("test", "other-dhcp"))
+		must(t, err)
+		services["other dhcp"] = service{other, otherSrv.Serve}
+		leases, wantIP = otherSrv.Leases(), nil
+		dhcpCfg.Mode, dhcpCfg.Subnets = dhcp.ModeProxy, nil
+	}
+	dhcpSrv, err := dhcp.NewServer(dhcpCfg, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
 	must(t, err)
-	tftpSrv, err := tftp.New(tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: ipxeBins, Logger: log})
-	must(t, err)
+	services["dhcp"] = service{lab.NS(), dhcpSrv.Serve}
+	if leases == nil {
+		leases = dhcpSrv.Leases()
+	}
+	if !tc.httpBoot {
+		tftpSrv, err := tftp.New(tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: ipxeBins, Logger: log})
+		must(t, err)
+		services["tftp"] = service{lab.NS(), tftpSrv.Serve}
+	}
 	base, _ := url.Parse(httpBase)
 	httpSrv, err := pxehttp.New(pxehttp.Config{
-		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: dhcpSrv.Leases(),
+		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: leases,
 		IPXE: ipxeBins, Files: root, BaseURL: base, Logger: log,
 	})
 	must(t, err)
+	services["http"] = service{lab.NS(), httpSrv.Serve}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	for name, serve := range map[string]func(context.Context) error{
-		"dhcp": dhcpSrv.Serve, "tftp": tftpSrv.Serve, "http": httpSrv.Serve,
-	} {
+	for name, s := range services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := lab.NS().Do(func() error { return serve(ctx) }); err != nil {
+			if err := s.ns.Do(func() error { return s.serve(ctx) }); err != nil {
 				t.Errorf("%s server: %v", name, err)
 			}
 		}()
@@ -179,14 +248,14 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 	vm := bootkit.VM{
 		Firmware: fw, MAC: mac, Serial: serial, Dir: dir,
 		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no",
-		NoROM:  noROM, Accel: qemutest.Accel(t),
+		NoROM:  tc.noROM, HTTPBoot: tc.httpBoot, Accel: qemutest.Accel(t),
 	}
 	args, err := vm.Args()
 	must(t, err)
 	start := time.Now()
 	qemu := lab.NS().Start("qemu-system-x86_64", args...)
 
-	wait, stop := context.WithTimeout(context.Background(), 4*time.Minute)
+	wait, stop := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer stop()
 	if err := bootkit.WaitForMarker(wait, serial, marker, qemu.Done()); err != nil {
 		out, _ := os.ReadFile(serial)
@@ -207,9 +276,21 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 			return m["msg"] == "http request" && m["path"] == "/files/initrd.cpio" && m["status"] == float64(200)
 		},
 	}
-	if noROM {
+	if tc.noROM {
 		steps["iPXE over TFTP"] = func(m map[string]any) bool {
 			return m["msg"] == "tftp transfer" && m["file"] == bootfiles.UEFI && m["result"] == "ok"
+		}
+	}
+	if tc.httpBoot {
+		steps["iPXE over HTTP"] = func(m map[string]any) bool {
+			return m["msg"] == "http request" && m["path"] == "/boot/"+bootfiles.UEFI && m["status"] == float64(200)
+		}
+	}
+	if tc.proxy {
+		steps["a proxy offer to HTTPClient"] = func(m map[string]any) bool {
+			// (the request's "msg" follows the line's in the JSON: match
+			// the fields only a proxy boot line has)
+			return m["port4011"] == false && m["boot"] == httpBase+"/boot/"+bootfiles.UEFI
 		}
 	}
 	for step, match := range steps {
@@ -221,9 +302,15 @@ func netboot(t *testing.T, fw bootkit.Firmware, noROM bool, kernel string, ipxeB
 		out, _ := os.ReadFile(serial)
 		t.Logf("serial console:\n%s", out)
 	}
-	if ip, ok := dhcpSrv.Leases().LeasedIP(mac); !ok || !ip.Equal(net.IPv4(192, 0, 2, 50)) {
-		t.Errorf("lease of %s: %v %v, want its reservation 192.0.2.50", mac, ip, ok)
+	if ip, ok := leases.LeasedIP(mac); !ok || (wantIP != nil && !ip.Equal(wantIP)) {
+		t.Errorf("lease of %s: %v %v, want %v", mac, ip, ok, wantIP)
 	}
+}
+
+// service is a server and the namespace it runs in.
+type service struct {
+	ns    *pxetest.Netns
+	serve func(context.Context) error
 }
 
 func must(t *testing.T, err error) {

@@ -30,6 +30,13 @@ type VM struct {
 	// which fetches iPXE by TFTP as a real UEFI machine's firmware would.
 	// SeaBIOS cannot netboot without the ROM.
 	NoROM bool
+	// HTTPBoot (UEFI only, implies NoROM) turns off OVMF's PXE boot
+	// options through fw_cfg, so its HTTP boot client is the one that
+	// boots: over IPv4 first, then IPv6. No TFTP is involved.
+	HTTPBoot bool
+	// SecureBoot (UEFI only) boots OVMF's Secure Boot build with
+	// Microsoft's keys enrolled: only signed boot programs run.
+	SecureBoot bool
 	// Serial is the file the serial console is written to.
 	Serial string
 	// Dir holds the VM's writable files (OVMF's variable store).
@@ -55,14 +62,35 @@ func (vm VM) Args() ([]string, error) {
 		"-serial", "file:"+vm.Serial,
 		"-netdev", vm.Netdev)
 	nic := "virtio-net-pci,netdev=n0,mac=" + vm.MAC.String() + ",bootindex=1"
-	if vm.NoROM {
+	if vm.NoROM || vm.HTTPBoot {
 		nic += ",romfile="
 	}
 	args = append(args, "-device", nic)
-	if vm.Firmware == BIOS && vm.NoROM {
-		return nil, errors.New("bootkit: SeaBIOS cannot netboot without the NIC's iPXE ROM")
+	if vm.Firmware != UEFI && (vm.NoROM || vm.HTTPBoot || vm.SecureBoot) {
+		return nil, errors.New("bootkit: only a UEFI VM boots without the NIC's iPXE ROM, over HTTP or with Secure Boot")
+	}
+	if vm.HTTPBoot {
+		args = append(args,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	}
+	if vm.SecureBoot {
+		return secureBootArgs(args, vm.Dir)
 	}
 	return firmwareArgs(args, vm.Firmware, vm.Dir)
+}
+
+// secureBootArgs appends OVMF's Secure Boot build with a fresh variable
+// store (Microsoft's keys enrolled) in dir.
+func secureBootArgs(args []string, dir string) ([]string, error) {
+	if dir == "" {
+		return nil, errors.New("bootkit: a UEFI VM needs Dir for its variable store")
+	}
+	vars := filepath.Join(dir, "OVMF_VARS.ms.fd")
+	if err := qemu.NewOVMFVarsMS(vars); err != nil {
+		return nil, fmt.Errorf("bootkit: %w", err)
+	}
+	return append(args, qemu.SecureBootArgs(vars)...), nil
 }
 
 // firmwareArgs appends what fw needs to args: nothing for SeaBIOS, OVMF
