@@ -213,6 +213,9 @@ type Identity struct {
 	// declares the machine at (DHCP relay and option 82 circuit-id).
 	SwitchPortRelay   netip.Addr `json:"switch_port_relay,omitzero"`
 	SwitchPortCircuit string     `json:"switch_port_circuit,omitempty"`
+	// Boot is the machine's boot path ("ipxe", "http", "secureboot"; empty
+	// is "ipxe").
+	Boot string `json:"boot,omitempty"`
 }
 
 // CPU, Disk, NIC and DMI are the hardware facts the agent reports. They are

@@ -38,6 +38,8 @@ type Host struct {
 	// it only when its request is relayed by that relay with that
 	// circuit-id (option 82).
 	SwitchPort *SwitchPort
+	// Boot is the chain the machine boots through; "" is BootIPXE.
+	Boot BootPath
 }
 
 // SwitchPort is a switch port: the DHCP relay serving it (giaddr) and the
@@ -46,6 +48,24 @@ type SwitchPort struct {
 	Relay     netip.Addr
 	CircuitID string
 }
+
+// BootPath is the chain of boot programs a machine's firmware is sent
+// through.
+type BootPath string
+
+const (
+	// BootIPXE: iPXE (over TFTP to PXE clients, over HTTP to UEFI HTTP
+	// boot clients), then its script. Debian's iPXE is unsigned: a
+	// machine with Secure Boot on refuses it.
+	BootIPXE BootPath = "ipxe"
+	// BootSecure: Debian's signed shim, then its signed GRUB (and, still
+	// to come, a GRUB config and a signed kernel over TFTP). Such a
+	// machine is never offered iPXE.
+	BootSecure BootPath = "secureboot"
+	// BootHTTP: UEFI HTTP boot clients get iPXE over HTTP; PXE clients
+	// get no boot file (no TFTP), iPXE its script.
+	BootHTTP BootPath = "http"
+)
 
 // Action is what a machine should do on its next netboot.
 type Action string

@@ -1,6 +1,8 @@
 package site
 
 import (
+	"slices"
+
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,7 +18,7 @@ var machineSchema = &hcl.BodySchema{
 		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
 		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
-		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"},
+		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{{Type: "bmc"}},
 }
@@ -216,6 +218,15 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid power state", `power must be "on" or "off", got %q.`, v))
 			}
 			m.Power = v
+		}
+	}
+	m.Boot = BootIPXE
+	if a := attrs["boot"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			if !slices.Contains(BootPaths, v) {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid boot path", `boot must be one of %q, got %q.`, BootPaths, v))
+			}
+			m.Boot = v
 		}
 	}
 	m.Labels = e.strMap(attrs["labels"])

@@ -236,6 +236,22 @@ const (
 	PowerOff = "off"
 )
 
+// Boot paths of a machine: the chain its firmware is sent through.
+const (
+	// BootIPXE (the default): iPXE, over TFTP to PXE firmware or over
+	// HTTP to UEFI HTTP boot firmware, then its script.
+	BootIPXE = "ipxe"
+	// BootHTTP: UEFI HTTP boot only; PXE requests get no boot file, so
+	// the machine needs no TFTP.
+	BootHTTP = "http"
+	// BootSecure: Secure Boot on; Debian's signed shim, signed GRUB and
+	// a signed kernel, never iPXE.
+	BootSecure = "secureboot"
+)
+
+// BootPaths are the values of a machine's boot attribute.
+var BootPaths = []string{BootIPXE, BootHTTP, BootSecure}
+
 // Machine is one declared machine (one instance, after for_each or count).
 type Machine struct {
 	Name     string
@@ -245,6 +261,7 @@ type Machine struct {
 	Network  string // name of the network the machine boots on
 	Image    string // name of the image, "" for none
 	Power    string
+	Boot     string // BootIPXE, BootHTTP or BootSecure
 	Labels   map[string]string
 	// Disk is the device the agent installs onto ("" lets the agent pick the
 	// first non-removable disk).

@@ -76,6 +76,7 @@ func declare(rec *inventory.Machine, m *site.Machine) {
 	if p := m.SwitchPort; p != nil {
 		id.SwitchPortRelay, id.SwitchPortCircuit = p.Relay, p.CircuitID
 	}
+	id.Boot = m.Boot
 	id.Labels = maps.Clone(m.Labels)
 	id.BMCAddress = ""
 	if m.BMC != nil {

@@ -99,6 +99,11 @@ type BootFiles struct {
 	// fetch; default HTTPBaseURL + "/boot/" + UEFI, where pxe/http serves
 	// the iPXE binaries.
 	HTTPBoot string
+	// SecureBoot is the first signed program (shim) of machines whose boot
+	// path is pxe.BootSecure: a name on the TFTP server for PXE clients,
+	// and HTTPBaseURL + "/boot/" + it for HTTP boot clients; default
+	// "shimx64.efi" (bootfiles.Shim, from shim-signed). Shim then fetches GRUB beside it.
+	SecureBoot string
 }
 
 // Config is the DHCP server's configuration.
@@ -182,6 +187,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.BootFiles.HTTPBoot == "" {
 		c.BootFiles.HTTPBoot = c.HTTPBaseURL + "/boot/" + strings.TrimPrefix(c.BootFiles.UEFI, "/")
+	}
+	if c.BootFiles.SecureBoot == "" {
+		c.BootFiles.SecureBoot = "shimx64.efi"
 	}
 	if c.DeclineTime <= 0 {
 		c.DeclineTime = defaultDeclineTime

@@ -690,7 +690,28 @@ func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log req
 		return false
 	}
 	var file string
+	host, herr := h.policy.Host(ctx, req.ClientHWAddr)
+	if herr == nil && host.Boot == pxe.BootHTTP && c.vendor == "PXEClient" && !c.ipxe {
+		log.Info("http boot machine: no boot file for a PXE client (no TFTP)", "arch", c.arch)
+		return false
+	}
+	if herr == nil && host.Boot == pxe.BootSecure {
+		// Secure Boot: the signed chain only, never iPXE (unsigned, which
+		// the firmware would refuse), and nothing to a BIOS client.
+		switch {
+		case c.ipxe:
+		case c.vendor == "HTTPClient" || c.arch == pxe.ArchUEFIx64HTTP:
+			file = h.cfg.HTTPBaseURL + "/boot/" + h.cfg.BootFiles.SecureBoot
+		case c.arch == pxe.ArchUEFIx64:
+			file = h.cfg.BootFiles.SecureBoot
+		}
+		if file == "" {
+			log.Info("secure boot machine: no signed boot file for this client", "arch", c.arch, "vendor", c.vendor, "ipxe", c.ipxe)
+			return false
+		}
+	}
 	switch {
+	case file != "":
 	case c.ipxe:
 		// iPXE asks again once chainloaded; its script ends the loop.
 		file = h.cfg.HTTPBaseURL + "/ipxe/" + req.ClientHWAddr.String()

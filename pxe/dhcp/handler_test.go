@@ -29,6 +29,15 @@ var (
 	t0         = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 )
 
+// bootPathPolicy is unitPolicy with web-01 (macKnown) on the boot path b.
+func bootPathPolicy(b pxe.BootPath) *testPolicy {
+	p := unitPolicy()
+	h := p.hosts[macKnown.String()]
+	h.Boot = b
+	p.hosts[macKnown.String()] = h
+	return p
+}
+
 func unitPolicy() *testPolicy {
 	p := newTestPolicy(
 		pxe.Host{Name: "web-01", MAC: macKnown, IP: net.ParseIP("192.0.2.11")},
@@ -215,6 +224,36 @@ func TestHandle(t *testing.T) {
 		},
 		"UEFI HTTP boot gets a URL and HTTPClient echoed": {
 			req: discover(macKnown, httpClient),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/boot/ipxe.efi",
+				Options: netOpts("web-01", map[string]string{"60": "HTTPClient", "67": "http://192.0.2.1:8080/boot/ipxe.efi"})},
+		},
+		"secure boot, UEFI PXE: shim over TFTP, never iPXE": {
+			policy: bootPathPolicy(pxe.BootSecure),
+			req:    discover(macKnown, pxeClient(iana.EFI_X86_64)),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "shimx64.efi",
+				Options: netOpts("web-01", map[string]string{"60": "PXEClient", "67": "shimx64.efi", "43": "060108ff", "97": guidOpt})},
+		},
+		"secure boot, UEFI HTTP boot: shim's URL": {
+			policy: bootPathPolicy(pxe.BootSecure),
+			req:    discover(macKnown, httpClient),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/boot/shimx64.efi",
+				Options: netOpts("web-01", map[string]string{"60": "HTTPClient", "67": "http://192.0.2.1:8080/boot/shimx64.efi"})},
+		},
+		"secure boot, BIOS PXE: an address, no boot file": {
+			policy: bootPathPolicy(pxe.BootSecure),
+			req:    discover(macKnown, pxeClient(iana.INTEL_X86PC)),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "0.0.0.0", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0",
+				Options: netOpts("web-01", nil)},
+		},
+		"http boot machine, UEFI PXE: an address, no boot file (no TFTP)": {
+			policy: bootPathPolicy(pxe.BootHTTP),
+			req:    discover(macKnown, pxeClient(iana.EFI_X86_64)),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "0.0.0.0", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0",
+				Options: netOpts("web-01", nil)},
+		},
+		"http boot machine, UEFI HTTP boot: ipxe.efi's URL": {
+			policy: bootPathPolicy(pxe.BootHTTP),
+			req:    discover(macKnown, httpClient),
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/boot/ipxe.efi",
 				Options: netOpts("web-01", map[string]string{"60": "HTTPClient", "67": "http://192.0.2.1:8080/boot/ipxe.efi"})},
 		},

@@ -208,7 +208,8 @@ func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error)
 		return pxe.Host{}, pxe.ErrUnknownHost
 	}
 	m := e.m
-	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network}
+	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network,
+		Boot: pxe.BootPath(m.Identity.Boot)}
 	if m.Identity.IP.IsValid() {
 		h.IP = net.IP(m.Identity.IP.AsSlice())
 	}
