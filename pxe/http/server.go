@@ -131,8 +131,28 @@ func New(cfg Config) (*Server, error) {
 	for pattern, h := range cfg.Extra {
 		mux.Handle(pattern, h)
 	}
-	s.handler = Logged(mux, s.log, cfg.Observe)
+	s.handler = Logged(squashSlashes(mux), s.log, cfg.Observe)
 	return s, nil
+}
+
+// squashSlashes serves a path with repeated slashes as if they were one,
+// where ServeMux would answer with a redirect: shim asks for GRUB over HTTP
+// boot as "/boot//grubx64.efi" and takes the redirect for a failure.
+func squashSlashes(h nethttp.Handler) nethttp.Handler {
+	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		if strings.Contains(r.URL.Path, "//") {
+			p := r.URL.Path
+			for strings.Contains(p, "//") {
+				p = strings.ReplaceAll(p, "//", "/")
+			}
+			r2 := *r
+			u := *r.URL
+			u.Path, u.RawPath = p, ""
+			r2.URL = &u
+			r = &r2
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Handler is the server's handler, access log and panic recovery included.

@@ -17,6 +17,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -232,6 +233,11 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 // openFile maps a requested name to a file: an iPXE binary by its exact
 // name, else a file under Root.
 func (s *Server) openFile(name string) (*os.File, fs.FileInfo, error) {
+	// Debian's signed network GRUB asks for its prefix as an absolute
+	// path ("/grub/grub.cfg"): that folder is taken from the root.
+	if strings.HasPrefix(name, "/grub/") {
+		name = name[1:]
+	}
 	if err := bootfiles.CheckName(name); err != nil {
 		return nil, nil, err
 	}

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/cavaliergopher/cpio"
+
+	"github.com/metal-dev/metal/pxe/bootfiles"
 )
 
 // KernelMeta is the Debian metapackage whose dependency is the kernel
@@ -79,22 +81,13 @@ func Kernel(ctx context.Context, cacheDir string) (string, error) {
 		return "", fmt.Errorf("bootkit: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	get := exec.CommandContext(ctx, "apt-get", "download", pkg)
-	get.Dir = tmp
-	if out, err := get.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bootkit: apt-get download %s: %w: %s (try apt-get update)", pkg, err, bytes.TrimSpace(out))
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("bootkit: apt-get download %s left %d .deb files", pkg, len(debs))
-	}
-	root := filepath.Join(tmp, "root")
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bootkit: dpkg-deb -x: %w: %s", err, bytes.TrimSpace(out))
+	root, err := aptExtract(ctx, tmp, pkg)
+	if err != nil {
+		return "", err
 	}
 	images, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if len(images) != 1 {
-		return "", fmt.Errorf("bootkit: %s holds %d boot/vmlinuz-* files", debs[0], len(images))
+		return "", fmt.Errorf("bootkit: %s holds %d boot/vmlinuz-* files", pkg, len(images))
 	}
 	// Keep only the kernel: the package's modules are of no use to a test
 	// initramfs that needs none, and are most of its size.
@@ -105,6 +98,79 @@ func Kernel(ctx context.Context, cacheDir string) (string, error) {
 		return "", fmt.Errorf("bootkit: %w", err)
 	}
 	return vmlinuz, nil
+}
+
+// aptExtract downloads a Debian package into dir with `apt-get download`
+// and unpacks it with `dpkg-deb -x` (nothing is installed, no maintainer
+// script runs), returning the root it was unpacked into.
+func aptExtract(ctx context.Context, dir, pkg string) (string, error) {
+	get := exec.CommandContext(ctx, "apt-get", "download", pkg)
+	get.Dir = dir
+	if out, err := get.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bootkit: apt-get download %s: %w: %s (try apt-get update)", pkg, err, bytes.TrimSpace(out))
+	}
+	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
+	if len(debs) != 1 {
+		return "", fmt.Errorf("bootkit: apt-get download %s left %d .deb files", pkg, len(debs))
+	}
+	root := filepath.Join(dir, "root")
+	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("bootkit: dpkg-deb -x %s: %w: %s", debs[0], err, bytes.TrimSpace(out))
+	}
+	return root, nil
+}
+
+// SecureBootDir returns a directory holding Debian's signed shim and
+// network GRUB under the names metal serves them by (bootfiles.Shim,
+// bootfiles.GRUB), for bootfiles.FindSecureBoot. $METAL_SECUREBOOT_DIR,
+// when set, is returned as it is. Else the packages shim-signed and
+// grub-efi-amd64-signed are downloaded into cacheDir and unpacked, not
+// installed: installing them runs grub-install on this host.
+func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
+	if d := os.Getenv(bootfiles.EnvSecureBootDir); d != "" {
+		return d, nil
+	}
+	dir := filepath.Join(cacheDir, "secureboot")
+	if _, err := os.Stat(filepath.Join(dir, bootfiles.GRUB)); err == nil {
+		return dir, nil
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("bootkit: secure boot cache: %w", err)
+	}
+	unlock, err := lock(filepath.Join(cacheDir, "secureboot.lock"))
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	if _, err := os.Stat(filepath.Join(dir, bootfiles.GRUB)); err == nil {
+		return dir, nil
+	}
+	tmp, err := os.MkdirTemp(cacheDir, "fetch-")
+	if err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	out := filepath.Join(tmp, "secureboot")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	for pkg, name := range map[string]string{"shim-signed": bootfiles.Shim, "grub-efi-amd64-signed": bootfiles.GRUB} {
+		pdir := filepath.Join(tmp, pkg)
+		if err := os.Mkdir(pdir, 0o755); err != nil {
+			return "", fmt.Errorf("bootkit: %w", err)
+		}
+		root, err := aptExtract(ctx, pdir, pkg)
+		if err != nil {
+			return "", err
+		}
+		if err := os.Rename(filepath.Join(root, bootfiles.DebianSigned[name]), filepath.Join(out, name)); err != nil {
+			return "", fmt.Errorf("bootkit: %s: %w", pkg, err)
+		}
+	}
+	if err := os.Rename(out, dir); err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
+	}
+	return dir, nil
 }
 
 // kernelPackage asks apt which versioned package the metapackage stands for
