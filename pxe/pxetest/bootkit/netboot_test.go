@@ -218,9 +218,9 @@ func netboot(t *testing.T, tc bootCase, kernel string, ipxeBins *bootfiles.IPXE)
 	policy := onePolicy{
 		host: pxe.Host{Name: "vm-" + string(fw), MAC: mac, IP: wantIP, Boot: pxe.BootIPXE},
 		intent: pxe.Intent{
-			Action:  pxe.ActionInstall,
-			Kernel:  "/files/vmlinuz",
-			Initrd:  []string{"/files/initrd.cpio"},
+			Action: pxe.ActionInstall,
+			Kernel: "/files/vmlinuz",
+			Initrd: []string{"/files/initrd.cpio"},
 			// no_timer_check: a starved TCG guest otherwise may panic
 			// "IO-APIC + timer doesn't work" before it reaches /init.
 			Cmdline: "console=ttyS0 panic=-1 no_timer_check",
