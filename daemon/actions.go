@@ -123,6 +123,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 	eng := apply.New(o.d.Site(), o.d.Store, apply.Options{
 		AgentBoot:    apply.AgentBoot(o.d.Agent),
 		ImageURL:     o.d.ImageURL,
+		ImageStream:  o.d.ImageStream,
 		ImagePath:    o.d.ImagePath,
 		ReadyURL:     o.d.ReadyURL,
 		BMC:          o.bmcs,

@@ -220,7 +220,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 	defer release()
 
 	eng := apply.New(s, d.Store, apply.Options{
-		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImagePath: d.ImagePath,
+		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImageStream: d.ImageStream, ImagePath: d.ImagePath,
 		ReadyURL:    d.ReadyURL,
 		BMC:         d.operator.bmcs,
 		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,

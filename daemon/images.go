@@ -45,11 +45,13 @@ func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.
 // their catalog.
 func ensureImages(ctx context.Context, cache *images.Cache, s *site.Site) (*images.Catalog, error) {
 	catalog := images.NewCatalog(s)
-	for _, f := range catalog.Files {
-		if _, err := cache.Ensure(ctx, f); err != nil {
+	for i, f := range catalog.Files {
+		served, err := cache.EnsureServed(ctx, f)
+		if err != nil {
 			return nil, fmt.Errorf("image %q %s %s: %w (`metal images fetch` or `metal images import` put it in the cache)",
 				f.Image, f.Kind, f.Source.URL, err)
 		}
+		catalog.Files[i].Served = served
 	}
 	return catalog, nil
 }
@@ -71,6 +73,18 @@ func (d *Daemon) ImagePath(image string, src site.Source) string {
 // home to, with its install's secret.
 func (d *Daemon) ReadyURL(mac, secret string) string {
 	return d.BaseURL + agentapi.ReadyPath(mac, secret)
+}
+
+// ImageStream is the checksum and format of what the agent streams of a
+// site image's disk: the site's, or for a qcow2 those of the zstd stream
+// the cache converted it to. ok is false when the image has no disk.
+func (d *Daemon) ImageStream(image string) (checksum, format string, ok bool) {
+	d.siteMu.RLock()
+	defer d.siteMu.RUnlock()
+	if f, ok := d.catalog.Lookup(image, images.KindDisk, 0); ok && f.Served.Checksum != "" {
+		return f.Served.Checksum, f.Served.Format, true
+	}
+	return "", "", false
 }
 
 // ImageURL is the URL the agent streams the disk image of a site image

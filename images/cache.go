@@ -27,14 +27,17 @@ import (
 //	sha256/HEX, sha512/HEX   verified content, named by its digest (0444)
 //	partial/ALG-HEX          downloads in progress, resumed where they stopped
 //	local/KEY.json           digests of local files the site gives no checksum
+//	converted/ALG-HEX.json   what a qcow2 blob was converted into (a raw
+//	                         disk as zstd, itself a blob under sha256/)
 //	serve/IMAGE/NAME         hard links to blobs: the tree served at /images/
 //
 // Nothing reaches sha256/, sha512/ or serve/ before its digest is checked,
 // so a partial, corrupt or mismatched file is never served.
 const (
-	partialDir = "partial"
-	localDir   = "local"
-	serveDir   = "serve"
+	partialDir   = "partial"
+	localDir     = "local"
+	convertedDir = "converted"
+	serveDir     = "serve"
 )
 
 // Options configure a Cache.
@@ -109,7 +112,7 @@ func Open(stateDir string, opts Options) (*Cache, error) {
 		dir: filepath.Join(stateDir, "images"), opts: opts, fetch: fetch, log: opts.Logger,
 		hashed: map[string]fileStamp{}, locks: map[string]*sync.Mutex{},
 	}
-	for _, d := range []string{"sha256", "sha512", partialDir, localDir, serveDir} {
+	for _, d := range []string{"sha256", "sha512", partialDir, localDir, convertedDir, serveDir} {
 		if err := os.MkdirAll(filepath.Join(c.dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("image cache: %w", err)
 		}
@@ -171,29 +174,75 @@ func (c *Cache) lock(key string) func() {
 
 // Ensure makes f ready to serve: fetched (resuming a partial download),
 // verified against its checksum, and linked at ServedFile(f). It returns
-// the verified blob's path. A local file without a checksum is hashed and
+// the served blob's path. A local file without a checksum is hashed and
 // copied in, so what is served cannot change under a machine mid-install.
+// A qcow2 disk is converted (see EnsureServed).
 func (c *Cache) Ensure(ctx context.Context, f File) (string, error) {
+	s, err := c.EnsureServed(ctx, f)
+	return s.Path, err
+}
+
+// Served is what the cache serves of a file and how an agent reads it.
+type Served struct {
+	// Path is the blob linked at ServedFile.
+	Path string
+	// Checksum and Format are those of the served bytes: the file's own,
+	// or, for a qcow2 disk, those of the zstd stream it was converted to.
+	Checksum, Format string
+	// Published is the checksum of the file as published (the site's, or
+	// the local file's sha256) when it differs from Checksum.
+	Published string
+}
+
+// EnsureServed is Ensure, saying what is served. A disk that is a qcow2
+// image (format qcow2, or a raw disk whose content begins with qcow2's
+// magic) is verified as published, then converted once into a zstd stream
+// of its raw disk with its own sha256, which is what is served; a qcow2
+// that names a backing file is refused (ErrQcow2Refused).
+func (c *Cache) EnsureServed(ctx context.Context, f File) (Served, error) {
 	d, err := c.digest(ctx, f)
 	if err != nil {
-		return "", err
+		return Served{}, err
 	}
 	unlock := c.lock(d.String())
 	defer unlock()
 	blob := c.BlobPath(d)
 	ok, err := c.checkBlob(d)
 	if err != nil {
-		return "", fmt.Errorf("image %q %s: %w", f.Image, f.Kind, err)
+		return Served{}, fmt.Errorf("image %q %s: %w", f.Image, f.Kind, err)
 	}
 	if !ok {
 		if err := c.download(ctx, f, d); err != nil {
-			return "", fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.URL, err)
+			return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.URL, err)
 		}
 	}
-	if err := c.link(blob, c.ServedFile(f)); err != nil {
-		return "", fmt.Errorf("image %q %s: serve: %w", f.Image, f.Kind, err)
+	s := Served{Path: blob, Checksum: d.String(), Format: f.Format}
+	if f.Kind == KindDisk && (f.Format == "" || f.Format == FormatRaw || f.Format == FormatQcow2) {
+		if s.Format == "" {
+			s.Format = FormatRaw
+		}
+		isQcow2, err := IsQcow2(blob)
+		switch {
+		case err != nil:
+			return Served{}, fmt.Errorf("image %q %s: %w", f.Image, f.Kind, err)
+		case !isQcow2 && f.Format == FormatQcow2:
+			return Served{}, fmt.Errorf("image %q %s %s: format is qcow2 but the file does not begin with qcow2's magic (QFI\\xfb)", f.Image, f.Kind, f.Source.URL)
+		case isQcow2:
+			cv, ok, err := c.converted(d)
+			if err == nil && !ok {
+				cv, err = c.convertQcow2(ctx, d)
+			}
+			if err != nil {
+				return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.URL, err)
+			}
+			to, _ := ParseChecksum(cv.To)
+			s = Served{Path: c.BlobPath(to), Checksum: cv.To, Format: cv.Format, Published: d.String()}
+		}
 	}
-	return blob, nil
+	if err := c.link(s.Path, c.ServedFile(f)); err != nil {
+		return Served{}, fmt.Errorf("image %q %s: serve: %w", f.Image, f.Kind, err)
+	}
+	return s, nil
 }
 
 // digest is the content address of f: its checksum, or for a local file

@@ -30,8 +30,13 @@ type File struct {
 	// Name is the file's name under its image in the served tree (the
 	// source's base name unless two files of the image share one).
 	Name string
-	// Format is the disk image's compression (disks only).
+	// Format is the disk image's format as the site gives it (disks only):
+	// its compression, or qcow2.
 	Format string
+	// Served is what the cache serves of the file, once a caller set it
+	// from Cache.EnsureServed (an agent needs the served stream's checksum
+	// and format, which for a qcow2 are not the site's).
+	Served Served
 }
 
 // ServedPath is the URL path the HTTP boot server serves the file at once
@@ -66,6 +71,10 @@ func NewCatalog(s *site.Site) *Catalog {
 				if b := source.BaseName(src.URL); b != "" {
 					name += "-" + b
 				}
+			}
+			if format == FormatQcow2 {
+				// Served as what the cache converts it to.
+				name = strings.TrimSuffix(name, ".qcow2") + ".raw.zst"
 			}
 			used[name] = true
 			c.Files = append(c.Files, File{Image: im.Name, Kind: kind, Index: index, Source: src, Name: name, Format: format})

@@ -49,6 +49,13 @@ func (c *Cache) Status(f File) Status {
 		s.State, s.Size, s.Blob = StateCached, fi.Size(), c.BlobPath(d)
 		if si, err := os.Stat(c.ServedFile(f)); err == nil && os.SameFile(fi, si) {
 			s.Served = true
+		} else if err == nil {
+			// A qcow2 disk is served as what it was converted to.
+			if _, to, ok := c.readConversion(d); ok {
+				if ti, err := os.Stat(c.BlobPath(to)); err == nil && os.SameFile(ti, si) {
+					s.Served = true
+				}
+			}
 		}
 		return s
 	}

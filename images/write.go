@@ -144,6 +144,8 @@ func decoderFor(format string) (decoder, error) {
 			}
 			return xr, func() {}, nil
 		}, nil
+	case FormatQcow2:
+		return nil, errors.New("a qcow2 image is not streamed: metal's image cache converts it and serves the result as zst")
 	}
 	return nil, fmt.Errorf("unknown image format %q: use raw, gz, zst or xz", format)
 }

@@ -340,6 +340,8 @@ func formatFromName(name string) string {
 		return "zst"
 	case strings.HasSuffix(name, ".xz"):
 		return "xz"
+	case strings.HasSuffix(name, ".qcow2"):
+		return "qcow2"
 	}
 	return "raw"
 }

@@ -125,8 +125,10 @@ type Image struct {
 	Initrd  []Source
 	Cmdline string
 	Disk    Source
-	// Format of the disk image: raw, gz, zst or xz (from the file name when
-	// not given).
+	// Format of the disk image: raw, gz, zst, xz or qcow2 (from the file
+	// name when not given; a raw disk that is a qcow2 by its content is
+	// taken as one). A qcow2 is converted once, in the image cache, into
+	// the zstd stream of its raw disk that agents are given.
 	Format string
 	// Ready is how metal learns that the installed OS came up (see
 	// Readiness); ReadyTimeout bounds the wait (DefaultReadyTimeout when

@@ -136,10 +136,10 @@ func validateImages(s *Site) hcl.Diagnostics {
 			check("initrd", "initrd_checksums", src)
 		}
 		switch im.Format {
-		case "", "raw", "gz", "zst", "xz":
+		case "", "raw", "gz", "zst", "xz", "qcow2":
 		default:
 			diags = append(diags, errorAt(rangeOr(im.ranges, "format", im.DeclRange), "Unknown image format",
-				"Image %q: format must be raw, gz, zst or xz, got %q.", im.Name, im.Format))
+				"Image %q: format must be raw, gz, zst, xz or qcow2, got %q.", im.Name, im.Format))
 		}
 	}
 	return diags

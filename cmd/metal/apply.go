@@ -216,7 +216,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 
 	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
 	engine := apply.New(res.Site, rt.store, apply.Options{
-		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
+		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImageStream: rt.imageStream, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
 		BMC:         apply.DriverBMCs(log, nil),
 		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 		BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
@@ -371,10 +371,12 @@ func stdinIsTerminal(r io.Reader) bool {
 // apply when no metal serve runs for the site (else runSubmitted hands the
 // run to that one).
 type applyRuntime struct {
-	store     inventory.Store
-	agent     apply.AgentBoot
-	imageURL  func(image string) string
-	imagePath func(image string, src site.Source) string
+	store    inventory.Store
+	agent    apply.AgentBoot
+	imageURL func(image string) string
+	// imageStream: see apply.Options.ImageStream.
+	imageStream func(image string) (checksum, format string, ok bool)
+	imagePath   func(image string, src site.Source) string
 	// readyURL is the daemon's (apply.Options.ReadyURL).
 	readyURL func(mac, secret string) string
 	// start serves netboot until the returned stop is called; failed is
@@ -395,12 +397,13 @@ func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir st
 		return nil, err
 	}
 	rt := &applyRuntime{
-		store:     d.Store,
-		agent:     apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
-		imageURL:  d.ImageURL,
-		imagePath: d.ImagePath,
-		readyURL:  d.ReadyURL,
-		close:     func() { _ = d.Close() },
+		store:       d.Store,
+		agent:       apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
+		imageURL:    d.ImageURL,
+		imageStream: d.ImageStream,
+		imagePath:   d.ImagePath,
+		readyURL:    d.ReadyURL,
+		close:       func() { _ = d.Close() },
 	}
 	rt.start = func(ctx context.Context, failed func(error)) func() {
 		ctx, cancel := context.WithCancel(ctx)

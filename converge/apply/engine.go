@@ -52,6 +52,10 @@ type Options struct {
 	AgentBoot AgentBoot
 	// ImageURL is the URL the agent streams a site image's disk from.
 	ImageURL func(image string) string
+	// ImageStream, when set, gives the checksum and format of the stream
+	// the agent reads at ImageURL when they are not the site's (a qcow2
+	// disk is served converted); ok false means the site's.
+	ImageStream func(image string) (checksum, format string, ok bool)
 	// ImagePath maps a kernel or initrd of a diskless image to the path
 	// metal's HTTP server serves it at (the daemon's image cache serves
 	// remote files too). Default: remote URLs as they are, local files at

@@ -197,11 +197,17 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		if ready, phoneHome, err = m.readiness(im, taskID); err != nil {
 			return "", 0, err
 		}
+		checksum, format := im.Disk.Checksum, im.Format
+		if m.r.opts.ImageStream != nil {
+			if sum, f, ok := m.r.opts.ImageStream(im.Name); ok {
+				checksum, format = sum, f
+			}
+		}
 		in = inventory.BootIntent{
 			Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
 			Task: &inventory.AgentTask{
 				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.r.opts.ImageURL(im.Name),
-				Checksum: im.Disk.Checksum, Format: im.Format, Disk: m.decl.Disk,
+				Checksum: checksum, Format: format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
 				PhoneHome: phoneHome,
 				Secret:    inventory.NewTaskSecret(),
