@@ -24,14 +24,18 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 # OpenSSH, the Redfish clients the virtual BMC is checked with, the tools
 # that build the bootable test disk, and Chromium for the web console; the
 # Python modules sushy-tools runs on (sushy-tools itself is not packaged:
-# its test runs when METAL_SUSHY_TOOLS names a source tree of it).
+# its test runs when METAL_SUSHY_TOOLS names a source tree of it), and
+# those Debian's cloud-init imports (its test fetches cloud-init itself with
+# apt-get download and runs it unpacked, never installed).
 TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitool \
 	busybox-static udhcpc isc-dhcp-client dhcpcd5 tftp-hpa atftp curl cpio \
 	iproute2 iputils-ping etcd-server openssh-server openssh-client \
 	redfishtool python3-sushy zstd xz-utils gzip util-linux kmod \
 	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables \
 	python3-flask python3-tenacity python3-bcrypt python3-webob python3-pbr \
-	isc-dhcp-relay kea-admin
+	isc-dhcp-relay kea-admin \
+	python3-yaml python3-jinja2 python3-configobj python3-jsonpatch python3-jsonschema \
+	python3-netifaces python3-oauthlib python3-requests python3-serial
 # isc-dhcp-relay's package enables a relay service; the tests start their
 # own dhcrelay in namespaces, so the host's is kept stopped and disabled.
 define no_relay_service

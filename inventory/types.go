@@ -143,6 +143,9 @@ type AgentTask struct {
 	// leaves the server otherwise (the API and the agent's copy of the
 	// task leave it out).
 	Secret string `json:"secret,omitempty"`
+	// NetworkConfig is the NoCloud network-config (version 2, as JSON)
+	// the seed gives the installed OS; empty for DHCP.
+	NetworkConfig string `json:"network_config,omitempty"`
 }
 
 // NewTaskSecret returns a fresh random task secret: 256 bits, hex.

@@ -19,8 +19,12 @@ var machineSchema = &hcl.BodySchema{
 		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
 		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"},
+		{Name: "interface"},
 	},
-	Blocks: []hcl.BlockHeaderSchema{{Type: "bmc"}},
+	Blocks: []hcl.BlockHeaderSchema{
+		{Type: "bmc"}, {Type: "bond", LabelNames: []string{"name"}},
+		{Type: "vlan", LabelNames: []string{"name"}}, {Type: "route"},
+	},
 }
 
 var bmcSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
@@ -52,8 +56,13 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 				"The site declares more than %d machines (the limit) by this block; check its for_each or count.", l.opts.Limits.MaxMachines))
 		}
 		var bmcBlock *hcl.Block
-		for i, bb := range content.Blocks {
-			if i > 0 {
+		nets, moreDiags := netBlocks(content)
+		diags = append(diags, moreDiags...)
+		for _, bb := range content.Blocks {
+			if bb.Type != "bmc" {
+				continue
+			}
+			if bmcBlock != nil {
 				diags = append(diags, errorAt(bb.DefRange, "Duplicate bmc block", "A machine has one bmc block."))
 				continue
 			}
@@ -82,6 +91,7 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 				if bmcContent != nil {
 					m.BMC = decodeBMC(e, bmcBlock, bmcContent)
 				}
+				decodeNet(e, m, nets)
 				machines[i], instDiags[i] = m, e.diags
 			}
 		})
@@ -238,6 +248,7 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 	if a := attrs["switch_port"]; a != nil {
 		m.SwitchPort = e.switchPort(a, m.Name)
 	}
+	m.Interface, _, _ = e.str(attrs["interface"])
 	return m
 }
 

@@ -282,6 +282,13 @@ type Machine struct {
 	// requests are answered only when relayed by that relay with that
 	// circuit-id (option 82).
 	SwitchPort *SwitchPort
+	// Interface is the name of the boot NIC (the one with MAC) in the
+	// installed OS, "" when the site does not say; Bonds, VLANs and
+	// Routes are the rest of its network config (see NetworkConfig).
+	Interface string
+	Bonds     []Bond
+	VLANs     []VLAN
+	Routes    []Route
 
 	// DeclRange is the machine block's header; ranges locate each attribute
 	// for diagnostics (instances of one block share them).

@@ -2,6 +2,7 @@ package apply
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -197,6 +198,10 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		if ready, phoneHome, err = m.readiness(im, taskID); err != nil {
 			return "", 0, err
 		}
+		netConfig, err := m.networkConfig()
+		if err != nil {
+			return "", 0, err
+		}
 		checksum, format := im.Disk.Checksum, im.Format
 		if m.r.opts.ImageStream != nil {
 			if sum, f, ok := m.r.opts.ImageStream(im.Name); ok {
@@ -209,8 +214,8 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.r.opts.ImageURL(im.Name),
 				Checksum: checksum, Format: format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
-				PhoneHome: phoneHome,
-				Secret:    inventory.NewTaskSecret(),
+				PhoneHome: phoneHome, NetworkConfig: netConfig,
+				Secret: inventory.NewTaskSecret(),
 			},
 		}
 	}
@@ -230,6 +235,20 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		return "", 0, err
 	}
 	return taskID, ev.Seq, nil
+}
+
+// networkConfig renders the machine's NoCloud network-config from the
+// site (JSON), "" when its installed OS takes DHCP.
+func (m *machineRun) networkConfig() (string, error) {
+	nc := m.decl.NetworkConfig(m.r.e.site.Network(m.decl.Network))
+	if nc == nil {
+		return "", nil
+	}
+	b, err := json.Marshal(nc)
+	if err != nil {
+		return "", fmt.Errorf("network config of %s: %w", m.name, err)
+	}
+	return string(b), nil
 }
 
 func taskNote(id string) string {

@@ -81,6 +81,16 @@ func VendorData(t inventory.AgentTask) ([]byte, error) {
 	return append(append([]byte("#cloud-config\n"), b...), '\n'), nil
 }
 
+// NetworkConfig returns the NoCloud network-config of t (version 2,
+// rendered from the site: see site.Machine.NetworkConfig), or nil when the
+// installed OS takes its address by DHCP. It is JSON, which is YAML too.
+func NetworkConfig(t inventory.AgentTask) []byte {
+	if t.NetworkConfig == "" {
+		return nil
+	}
+	return []byte(t.NetworkConfig + "\n")
+}
+
 // WriteToRoot writes the seed under a mounted root filesystem.
 func WriteToRoot(root string, t inventory.AgentTask) error {
 	meta, user, err := SeedFiles(t)
@@ -98,6 +108,11 @@ func WriteToRoot(root string, t inventory.AgentTask) error {
 	if vendor != nil {
 		// Holds the phone-home secret: root only.
 		if err := os.WriteFile(filepath.Join(dir, "vendor-data"), vendor, 0o600); err != nil {
+			return err
+		}
+	}
+	if net := NetworkConfig(t); net != nil {
+		if err := os.WriteFile(filepath.Join(dir, "network-config"), net, 0o644); err != nil {
 			return err
 		}
 	}

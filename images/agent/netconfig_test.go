@@ -1,0 +1,206 @@
+package agent_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/metal-dev/metal/images/agent"
+	"github.com/metal-dev/metal/internal/testenv"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
+)
+
+const netSite = `
+network "rack1" {
+  interface = "eth0"
+  subnet    = "10.10.0.0/24"
+  gateway   = "10.10.0.1"
+  dns       = ["10.10.0.2"]
+  domain    = "ams1.example"
+}
+machine "db-1" {
+  mac       = "52:54:00:00:00:01"
+  ip        = "10.10.0.21"
+  interface = "eno1"
+  bond "bond0" {
+    interfaces = ["eno1", "eno2"]
+    mode       = "802.3ad"
+  }
+  vlan "bond0.20" {
+    id        = 20
+    link      = "bond0"
+    addresses = ["10.20.0.21/24"]
+  }
+  route {
+    to  = "192.168.0.0/16"
+    via = "10.20.0.254"
+  }
+}
+`
+
+// seedNetworkConfig writes the seed of the site's machine db-1 as the
+// agent does and returns the path of its network-config.
+func seedNetworkConfig(t *testing.T, src string) string {
+	t.Helper()
+	res, diags := site.Load("site.hcl", []byte("site \"t\" {}\n"+src), site.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	m := res.Site.Machines[0]
+	var nc []byte
+	if cfg := m.NetworkConfig(res.Site.Network(m.Network)); cfg != nil {
+		var err error
+		if nc, err = json.Marshal(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := t.TempDir()
+	if err := agent.WriteToRoot(root, inventory.AgentTask{ID: "t1", Hostname: "db-1", NetworkConfig: string(nc)}); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "var/lib/cloud/seed/nocloud/network-config")
+}
+
+var cloudInitOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// cloudInit returns a tree holding Debian's cloud-init package unpacked
+// (apt-get download and dpkg-deb -x, cached in the user's cache
+// directory), so cloud-init runs from it with the host's python3 and is
+// never installed, nor its services enabled, on this host. Its python
+// dependencies are in the Makefile's TEST_PACKAGES.
+func cloudInit(t *testing.T) string {
+	t.Helper()
+	testenv.Integration(t, "Debian's cloud-init package (apt-get download)")
+	cloudInitOnce.Do(func() {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			cache = os.TempDir()
+		}
+		dir := filepath.Join(cache, "metal-test", "cloud-init")
+		if _, err := os.Stat(filepath.Join(dir, "usr/bin/cloud-init")); err == nil {
+			cloudInitOnce.dir = dir
+			return
+		}
+		dl, err := os.MkdirTemp("", "cloud-init-deb-")
+		if err != nil {
+			cloudInitOnce.err = err
+			return
+		}
+		defer os.RemoveAll(dl)
+		cmd := exec.Command("apt-get", "download", "cloud-init")
+		cmd.Dir = dl
+		if out, err := cmd.CombinedOutput(); err != nil {
+			cloudInitOnce.err = &exec.Error{Name: "apt-get download cloud-init: " + string(out), Err: err}
+			return
+		}
+		debs, _ := filepath.Glob(filepath.Join(dl, "cloud-init_*.deb"))
+		if len(debs) != 1 {
+			cloudInitOnce.err = os.ErrNotExist
+			return
+		}
+		os.MkdirAll(filepath.Dir(dir), 0o755)
+		tmp := dir + ".tmp"
+		os.RemoveAll(tmp)
+		if out, err := exec.Command("dpkg-deb", "-x", debs[0], tmp).CombinedOutput(); err != nil {
+			cloudInitOnce.err = &exec.Error{Name: "dpkg-deb -x: " + string(out), Err: err}
+			return
+		}
+		os.RemoveAll(dir)
+		cloudInitOnce.err = os.Rename(tmp, dir)
+		cloudInitOnce.dir = dir
+	})
+	if cloudInitOnce.err != nil {
+		t.Fatalf("cloud-init from Debian's package: %v", cloudInitOnce.err)
+	}
+	return cloudInitOnce.dir
+}
+
+// netConvert runs `cloud-init devel net-convert` on a NoCloud
+// network-config and returns the files it rendered, by path.
+func netConvert(t *testing.T, cfg, distro, output string) map[string]string {
+	t.Helper()
+	ci := cloudInit(t)
+	out := t.TempDir()
+	// Debian's python3, not one a PATH may put first: the python
+	// packages cloud-init needs are Debian's.
+	cmd := exec.Command("/usr/bin/python3", filepath.Join(ci, "usr/bin/cloud-init"),
+		"devel", "net-convert", "-p", cfg, "-k", "yaml", "-d", out, "-D", distro, "-O", output)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+filepath.Join(ci, "usr/lib/python3/dist-packages"))
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("cloud-init net-convert: %v\n%s", err, b)
+	}
+	t.Logf("cloud-init net-convert -O %s:\n%s", output, b)
+	files := map[string]string{}
+	filepath.WalkDir(out, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			c, _ := os.ReadFile(p)
+			files[strings.TrimPrefix(p, out)] = string(c)
+		}
+		return nil
+	})
+	return files
+}
+
+func TestNetworkConfigCloudInit(t *testing.T) {
+	cfg := seedNetworkConfig(t, netSite)
+
+	eni := netConvert(t, cfg, "debian", "eni")["/etc/network/interfaces.d/50-cloud-init"]
+	t.Logf("ENI:\n%s", eni)
+	for _, want := range []string{
+		"iface eno1 inet manual\n    bond-master bond0\n    bond-mode 802.3ad",
+		"iface eno2 inet manual\n    bond-master bond0",
+		"iface bond0 inet static\n    address 10.10.0.21/24",
+		"dns-nameservers 10.10.0.2",
+		"dns-search ams1.example",
+		"post-up route add default gw 10.10.0.1",
+		"iface bond0.20 inet static\n    address 10.20.0.21/24",
+		"vlan-raw-device bond0",
+		"vlan_id 20",
+		"route add -net 192.168.0.0/16 gw 10.20.0.254",
+	} {
+		if !strings.Contains(eni, want) {
+			t.Errorf("ENI lacks %q", want)
+		}
+	}
+
+	netplan := netConvert(t, cfg, "ubuntu", "netplan")["/etc/netplan/50-cloud-init.yaml"]
+	t.Logf("netplan:\n%s", netplan)
+	for _, want := range []string{
+		"bond0:\n            addresses:\n            - 10.10.0.21/24",
+		"mode: 802.3ad",
+		"- eno1\n            - eno2",
+		"bond0.20:\n            addresses:\n            - 10.20.0.21/24\n            id: 20\n            link: bond0",
+		"macaddress: '52:54:00:00:00:01'",
+		"to: 192.168.0.0/16\n                via: 10.20.0.254",
+	} {
+		if !strings.Contains(netplan, want) {
+			t.Errorf("netplan lacks %q", want)
+		}
+	}
+}
+
+func TestNoNetworkConfigForDHCP(t *testing.T) {
+	cfg := seedNetworkConfig(t, `
+network "rack1" {
+  interface = "eth0"
+  subnet    = "10.10.0.0/24"
+  pool      = "10.10.0.100-10.10.0.199"
+}
+machine "db-1" {
+  mac = "52:54:00:00:00:01"
+}
+`)
+	if _, err := os.Stat(cfg); !os.IsNotExist(err) {
+		t.Errorf("a machine taking DHCP has a network-config: %v", err)
+	}
+}

@@ -1,0 +1,25 @@
+site "t" {}
+
+network "lan" {
+  interface = "eth0"
+  subnet    = "192.0.2.0/24"
+  gateway   = "192.0.2.1"
+  pool      = "192.0.2.200-192.0.2.250"
+}
+
+image "os" {
+  disk = "file:///images/os.raw"
+}
+
+machine "a" {
+  mac       = "52:54:00:00:00:01"
+  ip        = "192.0.2.10"
+  interface = "eno1"
+  bond "bond0" {
+    interfaces = ["eno1", "eno2"]
+  }
+  vlan "eno3.20" {
+    id   = 20
+    link = "eno3"
+  }
+}
