@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
 )
@@ -165,81 +167,98 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 		localError(w, http.StatusConflict, err)
 		return
 	}
-	var p *plan.Plan
-	if !req.Resume {
-		if p, err = apply.Plan(r.Context(), d.Store, s); err == nil {
-			p, err = p.Only(req.Targets)
-		}
-		if err != nil {
-			localError(w, http.StatusInternalServerError, err)
-			return
-		}
-		if p.Digest != req.PlanDigest {
-			localError(w, http.StatusConflict, errors.New("the inventory changed since metal apply computed the plan it showed (machines were applied, failed or removed meanwhile); run metal apply again and review the new plan"))
-			return
-		}
-	}
-
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	var wmu sync.Mutex
-	emit := func(e apply.Event) {
-		if e.Time.IsZero() {
-			e.Time = time.Now().UTC()
-		}
-		b, _ := json.Marshal(e)
-		wmu.Lock()
-		defer wmu.Unlock()
-		// A caller that went away misses the rest; the run goes on.
-		if _, err := w.Write(append(b, '\n')); err == nil {
-			_ = rc.Flush()
-		}
-	}
-	finished := make(chan struct{})
-	defer close(finished)
-	go func() {
-		select {
-		case <-r.Context().Done():
-			d.log.Warn("the metal apply that submitted the run went away; the run starts no more machines, those in flight finish (metal apply --resume continues)")
-			drain()
-		case <-finished:
-		}
-	}()
-
-	release, err := apply.Lead(runCtx, d.Store, func() {
-		emit(apply.Event{Type: apply.EventNotice, Note: "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up)."})
-	}, func() {
-		d.log.Error("lost the site's apply leadership (the state store's session ended); abandoning the submitted run: metal apply --resume carries on")
-		abandon()
-	})
-	if err != nil {
-		emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+	v := &submittedView{w: w, rc: http.NewResponseController(w), r: r, req: &req,
+		setID: d.applies.setID, drain: drain, log: d.log, finished: make(chan struct{})}
+	defer close(v.finished)
+	_, err = runner.Run(runCtx, runner.Operation{
+		Site: s, Store: d.Store, Resume: req.Resume, Targets: req.Targets,
+		Engine: apply.Options{
+			AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImageStream: d.ImageStream, ImagePath: d.ImagePath,
+			ReadyURL:    d.ReadyURL,
+			BMC:         d.operator.bmcs,
+			StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
+			BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
+			AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drainCh, Logger: d.log.With("component", "apply"),
+		},
+	}, v)
+	if err == nil {
 		return
 	}
-	defer release()
-
-	eng := apply.New(s, d.Store, apply.Options{
-		AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImageStream: d.ImageStream, ImagePath: d.ImagePath,
-		ReadyURL:    d.ReadyURL,
-		BMC:         d.operator.bmcs,
-		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
-		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
-		AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drainCh, Logger: d.log.With("component", "apply"),
-		Hook: runIDHook{EventHook: apply.EventHook{Emit: emit}, set: d.applies.setID},
-	})
-	if req.Resume {
-		_, err = eng.Resume(runCtx)
-	} else {
-		_, err = eng.Apply(runCtx, p)
+	if !v.streaming {
+		status := http.StatusInternalServerError
+		if errors.Is(err, errPlanChanged) {
+			status = http.StatusConflict
+		}
+		localError(w, status, err)
+		return
 	}
-	switch {
-	case errors.Is(err, apply.ErrNothingToResume):
-		emit(apply.Event{Type: apply.EventError, Error: "no interrupted apply run to resume; `metal apply` starts a new one"})
-	case errors.Is(err, apply.ErrDestroyNotAllowed):
-		emit(apply.Event{Type: apply.EventError, Error: err.Error() + ": rerun with --allow-destroy"})
-	case err != nil:
-		emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+	v.emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+}
+
+var errPlanChanged = errors.New("the inventory changed since metal apply computed the plan it showed (machines were applied, failed or removed meanwhile); run metal apply again and review the new plan")
+
+// submittedView is runner.View for a run submitted over the local socket:
+// the caller showed and confirmed the plan, so the daemon's own plan must
+// be the same; progress streams back as apply.Events, one per line. If the
+// caller goes away, the run drains.
+type submittedView struct {
+	w         http.ResponseWriter
+	rc        *http.ResponseController
+	r         *http.Request
+	req       *ApplyRequest
+	setID     func(string)
+	drain     func()
+	log       *slog.Logger
+	mu        sync.Mutex
+	streaming bool
+	finished  chan struct{}
+}
+
+func (v *submittedView) Plan(p *plan.Plan) (bool, error) {
+	if p.Digest != v.req.PlanDigest {
+		return false, errPlanChanged
+	}
+	return true, nil
+}
+
+// Approve starts the stream (the caller approved before submitting) and
+// drains the run if the caller goes away.
+func (v *submittedView) Approve() error {
+	if err := v.r.Context().Err(); err != nil {
+		return err
+	}
+	v.w.Header().Set("Content-Type", "application/x-ndjson")
+	v.w.WriteHeader(http.StatusOK)
+	v.streaming = true
+	go func() {
+		select {
+		case <-v.r.Context().Done():
+			v.log.Warn("the metal apply that submitted the run went away; the run starts no more machines, those in flight finish (metal apply --resume continues)")
+			v.drain()
+		case <-v.finished:
+		}
+	}()
+	return nil
+}
+
+func (v *submittedView) Waiting() {
+	v.emit(apply.Event{Type: apply.EventNotice, Note: "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up)."})
+}
+
+func (v *submittedView) Start() apply.Hook {
+	return runIDHook{EventHook: apply.EventHook{Emit: v.emit}, set: v.setID}
+}
+
+func (v *submittedView) emit(e apply.Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	b, _ := json.Marshal(e)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	// A caller that went away misses the rest; the run goes on.
+	if _, err := v.w.Write(append(b, '\n')); err == nil {
+		_ = v.rc.Flush()
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
@@ -179,57 +180,55 @@ func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	defer rt.close()
-	color := !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
-
-	var p *plan.Plan
-	if !f.resume {
-		obs, err := apply.Observed(ctx, rt.store, res.Site)
-		if err != nil {
-			return &exitError{code: exitFailed, err: err}
-		}
-		hw := &observedHW{findings: apply.RefreshHardware(ctx, res.Site, obs, hardwareBMCs(a))}
-		if p, err = showPlan(a, f, res.Site, obs, hw, saved, path, color); p == nil || err != nil {
-			return err
-		}
+	v := &localApplyView{a: a, f: f, saved: saved, path: path,
+		color: !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""}
+	targets := f.targets
+	if saved != nil {
+		targets = saved.Targets
 	}
-	if err := confirmApply(a, f, saved); err != nil {
-		return err
+	result, err := runner.Run(ctx, runner.Operation{
+		Site: res.Site, Store: rt.store, Resume: f.resume, Targets: targets,
+		Hardware: hardwareBMCs(a),
+		Engine: apply.Options{
+			AgentBoot: rt.agent, ImageURL: rt.imageURL, ImageStream: rt.imageStream, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
+			BMC:         apply.DriverBMCs(log, nil),
+			StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
+			BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
+			AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), Drain: drain, Logger: log,
+		},
+		Serve: rt.start,
+	}, v)
+	if v.progress != nil {
+		v.progress.close()
 	}
-
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	release, err := apply.Lead(runCtx, rt.store, func() {
-		fmt.Fprintln(a.stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
-	}, func() {
-		log.Error("lost the site's apply leadership (the state store's session ended); stopping: `metal apply --resume` carries on")
-		stopRun()
-	})
-	if err != nil {
-		return &exitError{code: exitFailed, err: err}
-	}
-	defer release()
-	served := rt.start(runCtx, func(err error) {
-		log.Error("netboot servers failed; stopping the apply", "err", err)
-		stopRun()
-	})
-	defer served()
-
-	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
-	engine := apply.New(res.Site, rt.store, apply.Options{
-		AgentBoot: rt.agent, ImageURL: rt.imageURL, ImageStream: rt.imageStream, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
-		BMC:         apply.DriverBMCs(log, nil),
-		StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
-		BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
-		AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), Drain: drain, Logger: log, Hook: view,
-	})
-	var result apply.Result
-	if f.resume {
-		result, err = engine.Resume(runCtx)
-	} else {
-		result, err = engine.Apply(runCtx, p)
-	}
-	view.close()
 	return applyResult(result, err)
+}
+
+// localApplyView is runner.View for an apply run in this process: the plan
+// and the question on this terminal, the progress in an applyView.
+type localApplyView struct {
+	a        *app
+	f        *applyFlags
+	saved    *plan.Plan
+	path     string
+	color    bool
+	progress *applyView
+}
+
+func (v *localApplyView) Plan(p *plan.Plan) (bool, error) {
+	p, err := showPlan(v.a, v.f, p, v.saved, v.path, v.color)
+	return p != nil, err
+}
+
+func (v *localApplyView) Approve() error { return confirmApply(v.a, v.f, v.saved) }
+
+func (v *localApplyView) Waiting() {
+	fmt.Fprintln(v.a.stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
+}
+
+func (v *localApplyView) Start() apply.Hook {
+	v.progress = newApplyView(v.a.stdout, v.f.asJSON, isTerminal(v.a.stdout), v.color)
+	return v.progress
 }
 
 // onInterrupt calls drain on the first Ctrl-C (or SIGTERM) and abandon on
@@ -253,26 +252,10 @@ func onInterrupt(a *app, drain, abandon func()) (stop func()) {
 	return func() { signal.Stop(sigs) }
 }
 
-// observedHW says the observed attributes carry the hardware settings the
-// BMCs reported (apply.RefreshHardware), with what that found.
-type observedHW struct{ findings []plan.Finding }
-
-// showPlan computes the plan of s against what was observed, limited to
-// the targets, checks it against a saved plan, prints it, and refuses
-// destruction that was not allowed. A nil plan and nil error: nothing to do.
-func showPlan(a *app, f *applyFlags, s *site.Site, obs map[string]plan.Attributes, hw *observedHW, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
-	targets := f.targets
-	if saved != nil {
-		targets = saved.Targets
-	}
-	full := plan.Compute(s, obs)
-	if hw != nil {
-		full.Findings, full.HardwareRefreshed = hw.findings, true
-	}
-	p, err := full.Only(targets)
-	if err != nil {
-		return nil, &exitError{code: exitFailed, err: err}
-	}
+// showPlan checks p, the plan computed for the run, against a saved plan,
+// prints it, and refuses destruction that was not allowed. A nil plan and
+// nil error: nothing to do.
+func showPlan(a *app, f *applyFlags, p *plan.Plan, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
 	if saved != nil && p.Digest != saved.Digest {
 		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
 	}
@@ -315,12 +298,6 @@ func confirmApply(a *app, f *applyFlags, saved *plan.Plan) error {
 
 // applyResult turns how a run ended into the verb's error.
 func applyResult(result apply.Result, err error) error {
-	if errors.Is(err, apply.ErrNothingToResume) {
-		return &exitError{code: exitFailed, err: errors.New("no interrupted apply run to resume; `metal apply` starts a new one")}
-	}
-	if errors.Is(err, apply.ErrDestroyNotAllowed) {
-		return &exitError{code: exitFailed, err: fmt.Errorf("%w: rerun with --allow-destroy", err)}
-	}
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -380,7 +357,7 @@ type applyRuntime struct {
 	// readyURL is the daemon's (apply.Options.ReadyURL).
 	readyURL func(mac, secret string) string
 	// start serves netboot until the returned stop is called; failed is
-	// told if the servers fail.
+	// told if the servers fail (runner.Operation.Serve).
 	start func(ctx context.Context, failed func(error)) (stop func())
 	close func()
 }

@@ -76,8 +76,11 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		p, err := showPlan(a, f, res.Site, apply.ObservedFrom(machines, res.Site), nil, saved, sitePath, color)
-		if p == nil || err != nil {
+		p, err := plan.Compute(res.Site, apply.ObservedFrom(machines, res.Site)).Only(req.Targets)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		if p, err = showPlan(a, f, p, saved, sitePath, color); p == nil || err != nil {
 			return err
 		}
 		req.PlanDigest = p.Digest
