@@ -134,72 +134,9 @@ func (r storeReader) Events(ctx context.Context, q inventory.EventQuery) ([]inve
 	return r.s.Events(ctx, q)
 }
 
-// Follow watches before it lists, so an event appended in between is seen
-// by one or the other; Seq drops the duplicates. A lagging watch (the
-// reader fell behind) lists again from the last event seen.
+// Follow is inventory.Follow over the store.
 func (r storeReader) Follow(ctx context.Context, q inventory.EventQuery, fn func(inventory.Event) error) error {
-	for {
-		wctx, cancel := context.WithCancel(ctx)
-		changes, err := r.s.Watch(wctx, inventory.WatchOptions{Kinds: []inventory.Kind{inventory.KindEvent}})
-		if err != nil {
-			cancel()
-			return err
-		}
-		evs, err := r.s.Events(ctx, q)
-		if err != nil {
-			cancel()
-			return err
-		}
-		for _, e := range evs {
-			if err := fn(e); err != nil {
-				cancel()
-				return err
-			}
-			q.AfterSeq = e.Seq
-		}
-		lagged, err := followChanges(ctx, changes, &q, fn)
-		cancel()
-		if !lagged {
-			return err
-		}
-	}
-}
-
-// followChanges passes on the watched events matching q until the watch
-// ends; lagged says it broke and must be restarted.
-func followChanges(ctx context.Context, changes <-chan inventory.Change, q *inventory.EventQuery, fn func(inventory.Event) error) (lagged bool, err error) {
-	for {
-		select {
-		case <-ctx.Done():
-			return false, nil
-		case c, ok := <-changes:
-			if !ok {
-				return false, ctx.Err()
-			}
-			if c.Err != nil {
-				if errors.Is(c.Err, inventory.ErrWatchLagged) {
-					return true, nil
-				}
-				return false, c.Err
-			}
-			e := c.Event
-			if e == nil || e.Seq <= q.AfterSeq || !eventMatches(*e, *q) {
-				continue
-			}
-			if err := fn(*e); err != nil {
-				return false, err
-			}
-			q.AfterSeq = e.Seq
-		}
-	}
-}
-
-// eventMatches is EventQuery's filter: by machine name, or by MAC.
-func eventMatches(e inventory.Event, q inventory.EventQuery) bool {
-	if q.Machine == "" && q.MAC == "" {
-		return true
-	}
-	return (q.Machine != "" && e.Machine == q.Machine) || (q.MAC != "" && e.MAC == q.MAC)
+	return inventory.Follow(ctx, r.s, q, fn)
 }
 
 // openReader opens the reader the read verbs use.

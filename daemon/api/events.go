@@ -1,10 +1,13 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/daemon/internal/sse"
@@ -65,77 +68,52 @@ func (s *server) serveEvents(w http.ResponseWriter, r *http.Request, q inventory
 	s.follow(w, r, q)
 }
 
-// follow streams events. It watches before it lists, so an event appended
-// in between is seen by one or the other (duplicates are dropped by Seq).
+// follow streams events (inventory.Follow), with a keep-alive comment
+// every heartbeat while none comes. A failed store or watch ends the
+// stream with an "error" event; the client reconnects with Last-Event-ID
+// and misses nothing.
 func (s *server) follow(w http.ResponseWriter, r *http.Request, q inventory.EventQuery) {
-	ctx := r.Context()
-	changes, err := s.opts.Store.Watch(ctx, inventory.WatchOptions{Kinds: []inventory.Kind{inventory.KindEvent}})
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	st := sse.Start(w)
-	last := q.AfterSeq
-	send := func(e inventory.Event) bool {
-		if err := st.Event(strconv.FormatInt(e.Seq, 10), "event", e); err != nil {
-			return false
-		}
-		last = e.Seq
-		return true
-	}
-	for {
-		backlog, err := s.opts.Store.Events(ctx, inventory.EventQuery{Machine: q.Machine, MAC: q.MAC, AfterSeq: last, Limit: maxEvents})
-		if err != nil {
-			st.Send("", "error", Error{Error: "list events: " + err.Error()})
-			return
-		}
-		for _, e := range backlog {
-			if !send(e) {
-				return
-			}
-		}
-		if len(backlog) < maxEvents {
-			break
-		}
-	}
+	var mu sync.Mutex // st is written by the follower and the heartbeat
 	if st.Flush() != nil {
 		return
 	}
-	beat := time.NewTicker(s.opts.Heartbeat)
-	defer beat.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-beat.C:
-			if st.KeepAlive() != nil {
+	go func() {
+		beat := time.NewTicker(s.opts.Heartbeat)
+		defer beat.Stop()
+		for {
+			select {
+			case <-ctx.Done():
 				return
-			}
-		case c, ok := <-changes:
-			if !ok {
-				return
-			}
-			if c.Err != nil {
-				// The client reconnects with Last-Event-ID and misses nothing.
-				st.Send("", "error", Error{Error: "event watch ended: " + c.Err.Error()})
-				return
-			}
-			e := c.Event
-			if e == nil || c.Deleted || e.Seq <= last || !eventMatches(q, *e) {
-				continue
-			}
-			if !send(*e) || st.Flush() != nil {
-				return
+			case <-beat.C:
+				mu.Lock()
+				err := st.KeepAlive()
+				mu.Unlock()
+				if err != nil {
+					cancel()
+					return
+				}
 			}
 		}
+	}()
+	err := inventory.Follow(ctx, s.opts.Store, q, func(e inventory.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if err := st.Event(strconv.FormatInt(e.Seq, 10), "event", e); err != nil {
+			return errClientGone
+		}
+		if err := st.Flush(); err != nil {
+			return errClientGone
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errClientGone) && ctx.Err() == nil {
+		mu.Lock()
+		st.Send("", "error", Error{Error: err.Error()})
+		mu.Unlock()
 	}
 }
 
-// eventMatches applies an EventQuery's machine filter to one event, as
-// the store does: by name, or by MAC for events not yet named.
-func eventMatches(q inventory.EventQuery, e inventory.Event) bool {
-	if q.Machine == "" && q.MAC == "" {
-		return true
-	}
-	return (q.Machine != "" && e.Machine == q.Machine) || (q.MAC != "" && strings.EqualFold(e.MAC, q.MAC))
-}
+var errClientGone = errors.New("the client went away")
