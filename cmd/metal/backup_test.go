@@ -238,7 +238,7 @@ func TestServePrimary(t *testing.T) {
 		t.Fatalf("start the primary: %v", err)
 	}
 	ran := make(chan error, 1)
-	go func() { ran <- p.run(ctx, s) }()
+	go func() { ran <- p.Serve(ctx, s) }()
 	dir := filepath.Join(d.Dir, "ams1")
 	waitSnapshots := func(n int) {
 		t.Helper()
@@ -292,5 +292,5 @@ func TestServePrimary(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the promoted owner starting: %v", err)
 	}
-	p.close()
+	p.Remote.Close()
 }

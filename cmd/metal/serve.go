@@ -143,7 +143,7 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	})
 	if err != nil {
 		if primary != nil {
-			primary.close()
+			primary.Remote.Close()
 		}
 		return err
 	}
@@ -152,7 +152,7 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	g.Go(func() error { return d.Serve(ctx) })
 	g.Go(func() error { d.Supervise(ctx); return nil })
 	if primary != nil {
-		g.Go(func() error { return primary.run(ctx, d.Store) })
+		g.Go(func() error { return primary.Serve(ctx, d.Store) })
 	}
 	return g.Wait()
 }

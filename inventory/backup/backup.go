@@ -137,9 +137,16 @@ func Fetch(ctx context.Context, r *Remote, name string) (Header, []inventory.Rec
 	return h, recs, nil
 }
 
-// Restore downloads snapshot name (Latest if empty), verifies it and loads
-// it into store, which must be empty (a new store).
-func Restore(ctx context.Context, r *Remote, site, name string, store inventory.Store) (Header, error) {
+// RestoreOptions say how Restore loads a snapshot.
+type RestoreOptions struct {
+	// Replace drops what the store holds first; without it the store must
+	// be empty (a new store), so a restore never mixes two states.
+	Replace bool
+}
+
+// Restore downloads snapshot name (Latest if empty), verifies it is of
+// site (when given) and loads it into store.
+func Restore(ctx context.Context, r *Remote, site, name string, store inventory.Store, opts RestoreOptions) (Header, error) {
 	if name == "" {
 		latest, err := Latest(ctx, r, site)
 		if err != nil {
@@ -154,7 +161,7 @@ func Restore(ctx context.Context, r *Remote, site, name string, store inventory.
 	if site != "" && h.Site != site {
 		return Header{}, fmt.Errorf("snapshot %s is of site %s, not %s", name, h.Site, site)
 	}
-	if err := store.Restore(ctx, recs, inventory.RestoreOptions{}); err != nil {
+	if err := store.Restore(ctx, recs, inventory.RestoreOptions{Replace: opts.Replace}); err != nil {
 		return Header{}, fmt.Errorf("restore %s: %w", name, err)
 	}
 	return h, nil

@@ -145,7 +145,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := newStore(t)
-	h, err := backup.Restore(ctx, r, "ams1", "", dst)
+	h, err := backup.Restore(ctx, r, "ams1", "", dst, backup.RestoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,10 +155,10 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if d := cmp.Diff(machines(t, src), machines(t, dst), cmpopts.IgnoreFields(inventory.Machine{}, "Revision"), cmpopts.EquateComparable(netip.Addr{})); d != "" {
 		t.Errorf("machines (-src +dst):\n%s", d)
 	}
-	if _, err := backup.Restore(ctx, r, "ams1", "", dst); !errors.Is(err, inventory.ErrNotEmpty) {
+	if _, err := backup.Restore(ctx, r, "ams1", "", dst, backup.RestoreOptions{}); !errors.Is(err, inventory.ErrNotEmpty) {
 		t.Errorf("restore into a used store: got %v, want ErrNotEmpty", err)
 	}
-	if _, err := backup.Restore(ctx, r, "other-site", "", newStore(t)); !errors.Is(err, backup.ErrNoSnapshot) {
+	if _, err := backup.Restore(ctx, r, "other-site", "", newStore(t), backup.RestoreOptions{}); !errors.Is(err, backup.ErrNoSnapshot) {
 		t.Errorf("restore of another site: got %v, want ErrNoSnapshot", err)
 	}
 }

@@ -197,10 +197,71 @@ type Primary struct {
 	// simulate skew); the lease is measured on the monotonic clock.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Keep is how many of the site's newest snapshots Serve keeps (0: all).
+	Keep int
 
 	mu       sync.Mutex
 	until    time.Time // monotonic: the lease ends
 	revision int64
+}
+
+// Open connects p to the backup directory t and writes a first heartbeat,
+// which checks the fence: a primary that comes back after a standby was
+// promoted learns it here (ErrFenced), before it serves a single lease.
+func (p *Primary) Open(ctx context.Context, t Target, ssh SSHOptions) error {
+	r, err := Dial(ctx, t, ssh)
+	if err != nil {
+		return fmt.Errorf("backup directory: %w", err)
+	}
+	p.Remote = r
+	if err := p.Beat(ctx); err != nil {
+		r.Close()
+		if errors.Is(err, ErrFenced) {
+			return fmt.Errorf("%w\nThis instance no longer owns the site: the promoted standby serves it. "+
+				"Run metal standby here to follow it, or promote this one back (metal promote) once that one is stopped", err)
+		}
+		return fmt.Errorf("first heartbeat: %w", err)
+	}
+	return nil
+}
+
+// Serve is the primary of a disaster-recovery pair while it serves the
+// site: it beats (Run) and writes a snapshot of store every Interval when
+// the store changed, keeping Keep, until ctx ends (nil) or Run ends (an
+// error wrapping ErrFenced or ErrLeaseExpired: the caller must stop
+// serving). A failed snapshot is logged and tried again next interval.
+// It closes the Remote.
+func (p *Primary) Serve(ctx context.Context, store inventory.Store) error {
+	defer p.Remote.Close()
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	beats := make(chan error, 1)
+	go func() { beats <- p.Run(ctx) }()
+	t := time.NewTicker(p.Interval)
+	defer t.Stop()
+	var written int64 // the store revision of the last snapshot written
+	for {
+		res, err := Backup(ctx, store, p.Remote, Options{Site: p.Site, Keep: p.Keep, Unless: written})
+		switch {
+		case err != nil && ctx.Err() == nil:
+			log.Warn("snapshot to the backup directory failed; trying again next interval", "to", p.Remote.Target(), "err", err)
+		case err == nil && res.Unchanged:
+			log.Debug("store unchanged; no snapshot", "revision", res.Header.Revision)
+		case err == nil:
+			written = res.Header.Revision
+			p.SetRevision(written)
+			log.Debug("snapshot written", "name", res.Name, "revision", res.Header.Revision)
+		}
+		select {
+		case err := <-beats:
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 func (p *Primary) now() time.Time {

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backup"
+)
+
+type promoteFlags struct {
+	state  stateFlags
+	ssh    sshFlags
+	from   string
+	owner  string
+	force  bool
+	margin time.Duration
+}
+
+func newPromoteCmd(a *app) *cobra.Command {
+	f := &promoteFlags{}
+	cmd := &cobra.Command{
+		Use:   "promote --site FILE --from sftp://USER@HOST/PATH [--force]",
+		Short: "Make this standby the active site, fencing the old primary",
+		Long: `Promote makes this standby the site's active instance, so that the old
+primary and this one never serve at the same time:
+
+  - The primary holds a lease of L (3 of its --backup-every intervals): it
+    stops serving once it could not confirm a heartbeat for L, on a timer of
+    its own, whatever its link to the SFTP server does.
+  - Promote refuses until the newest heartbeat is older than L plus
+    --margin (M, for clock skew); then it claims the site with a fence file
+    that only one promote can create (a concurrent one is refused and told
+    who won), reads the heartbeat again and waits out the lease of one
+    written meanwhile. When it returns, the old primary has stopped, as long
+    as the hosts' clocks differ by less than M.
+
+--force claims at once without waiting, for a primary known to be off:
+metal cannot then guarantee that it stopped, and says so. A primary that
+comes back sees the claim and refuses to serve. This standby's store must
+hold a replica (from ` + "`metal standby`" + ` or ` + "`metal restore`" + `): stop
+` + "`metal standby`" + ` first, then promote, then run ` + "`metal serve`" + ` here
+with --owner's name as its owner.`,
+		Example: `  metal promote --site dr.hcl --from sftp://metal@backup.example/ams1
+  metal promote --site dr.hcl --from sftp://metal@backup.example/ams1 --force --owner ams1-dr`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.from == "" {
+				return usageError("--from: name the site's SFTP directory, like sftp://metal@backup.example/ams1")
+			}
+			ctx := cmd.Context()
+			st, store, err := openSiteState(ctx, a, &f.state)
+			if err != nil {
+				return err
+			}
+			info, err := store.Dump(ctx, func(inventory.Record) error { return nil })
+			store.Close()
+			if err != nil {
+				return err
+			}
+			// The schema version alone: nothing was ever replicated here.
+			if info.Records <= 1 && !f.force {
+				return fmt.Errorf("the state store %s is empty: this standby holds no replica to serve from. "+
+					"Run `metal standby --once` or `metal restore` first (or --force to start empty)", st.State)
+			}
+			r, err := f.ssh.dial(ctx, a, f.from)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			if !f.force {
+				fmt.Fprintf(a.stdout, "Claiming site %s; once claimed, waiting out the lease of a primary heard from meanwhile (plus a margin of %v for clock skew).\n", st.Name, f.margin)
+			}
+			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin})
+			if err != nil {
+				return err
+			}
+			if p.Already {
+				fmt.Fprintf(a.stdout, "Site %s is already active here (%s, claim %d of %s).\n", st.Name, p.Fence.Owner, p.Fence.Epoch, p.Fence.Time.Local().Format(time.DateTime))
+				return nil
+			}
+			fmt.Fprintf(a.stdout, "Site %s promoted: %s is now its active instance (claim %d, %d records in its store).\n", st.Name, p.Fence.Owner, p.Fence.Epoch, info.Records)
+			hb := p.Heartbeat
+			switch {
+			case hb.Time.IsZero():
+			case f.force:
+				fmt.Fprintf(a.stdout, "Forced: the primary %s on %s (pid %d, last heartbeat %s ago) may still be serving: metal cannot guarantee it stopped. "+
+					"It stops once its lease (%v after its last heartbeat) ends or it sees the claim; power it off to be sure.\n",
+					hb.Owner, hb.Host, hb.PID, time.Since(hb.Time).Round(time.Second), hb.LeaseLength())
+			default:
+				fmt.Fprintf(a.stdout, "The primary %s on %s (pid %d, last heartbeat %s ago) is fenced: its lease (%v) ended %v before this promote (margin %v).\n",
+					hb.Owner, hb.Host, hb.PID, time.Since(hb.Time).Round(time.Second), hb.LeaseLength(), f.margin, f.margin)
+			}
+			return nil
+		},
+	}
+	f.state.register(cmd, false)
+	f.ssh.register(cmd)
+	cmd.Flags().StringVar(&f.from, "from", "", "the site's SFTP directory (where the primary backs up and beats): sftp://USER@HOST[:PORT]/PATH")
+	cmd.Flags().StringVar(&f.owner, "owner", "", "name of the promoted instance (default this host's name and machine-id)")
+	cmd.Flags().BoolVar(&f.force, "force", false, "promote even while the primary's heartbeat is fresh, or with an empty store; no wait for its lease")
+	cmd.Flags().DurationVar(&f.margin, "margin", backup.DefaultMargin, "clock-skew margin M waited beyond the primary's lease; must exceed the skew between the hosts' clocks")
+	return cmd
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backup"
+)
+
+// splitSnapshot splits sftp://…/DIR/NAME into the directory and the
+// snapshot name: NAME is a snapshot file name, or "latest" (returned as
+// ""). A URL ending in a directory means its latest snapshot.
+func splitSnapshot(raw string) (dir, name string) {
+	trimmed := strings.TrimRight(raw, "/")
+	base := path.Base(trimmed)
+	if base == "latest" {
+		return strings.TrimSuffix(trimmed, "/latest"), ""
+	}
+	if _, ok := backup.ParseName(base); ok {
+		return strings.TrimSuffix(trimmed, "/"+base), base
+	}
+	return raw, ""
+}
+
+type restoreFlags struct {
+	state   stateFlags
+	ssh     sshFlags
+	from    string
+	replace bool
+}
+
+func newRestoreCmd(a *app) *cobra.Command {
+	f := &restoreFlags{}
+	cmd := &cobra.Command{
+		Use:   "restore --site FILE --from sftp://USER@HOST/PATH/SNAPSHOT|latest",
+		Short: "Load a snapshot from an SFTP server into the site's state store",
+		Long: `Restore downloads a snapshot written by ` + "`metal backup`" + `, checks its checksum and
+that it is of this site, and loads it into the site's state store. Name a
+snapshot file, or end the URL in "latest" (or the directory) for the newest.
+
+The store must be new and empty (a fresh file://, an unused etcd prefix), so
+a restore never mixes two states; --replace drops what the store holds
+first. Stop ` + "`metal serve`" + ` before restoring: it holds an embedded store.
+A snapshot from an older metal is migrated; one from a newer metal is
+refused (upgrade this binary).`,
+		Example: `  metal restore --site site.hcl --from sftp://metal@backup.example/ams1/latest
+  metal restore --site site.hcl --from sftp://metal@backup.example/ams1/metal-ams1-20300102T030405Z-000000000042.snap
+  metal restore --site site.hcl --state file:///var/lib/metal/new.db --from sftp://metal@backup.example/ams1`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.from == "" {
+				return usageError("--from: name the snapshot, like sftp://metal@backup.example/ams1/latest")
+			}
+			ctx := cmd.Context()
+			st, store, err := openSiteState(ctx, a, &f.state)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			dir, name := splitSnapshot(f.from)
+			r, err := f.ssh.dial(ctx, a, dir)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			h, err := backup.Restore(ctx, r, st.Name, name, store, backup.RestoreOptions{Replace: f.replace})
+			if errors.Is(err, inventory.ErrNotEmpty) {
+				return fmt.Errorf("%w\nThe store %s already holds state. Restore into a new one (--state URL), or drop what it holds with --replace", err, st.State)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "Restored snapshot of site %s taken %s (revision %d, %d records) into %s.\n",
+				h.Site, h.Created.Local().Format(time.DateTime), h.Revision, h.Records, st.State)
+			return nil
+		},
+	}
+	f.state.register(cmd, false)
+	f.ssh.register(cmd)
+	cmd.Flags().StringVar(&f.from, "from", "", "the snapshot: sftp://USER@HOST[:PORT]/PATH/NAME, or .../latest")
+	cmd.Flags().BoolVar(&f.replace, "replace", false, "drop what the store holds before loading the snapshot")
+	return cmd
+}

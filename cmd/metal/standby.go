@@ -1,0 +1,98 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/metal-dev/metal/inventory/backup"
+)
+
+type standbyFlags struct {
+	state stateFlags
+	ssh   sshFlags
+	from  string
+	every time.Duration
+	once  bool
+}
+
+func newStandbyCmd(a *app) *cobra.Command {
+	f := &standbyFlags{}
+	cmd := &cobra.Command{
+		Use:   "standby --site FILE --from sftp://USER@HOST/PATH --every 5m",
+		Short: "Keep this site's state store a replica of the primary's newest snapshot",
+		Long: `Standby runs on a disaster-recovery site: every --every it looks for a newer
+snapshot of the site in the SFTP directory the primary backs up to, and
+replaces the local state store with it in one step. A failed pull is logged
+and retried; the replica keeps the last good snapshot meanwhile. It runs
+until interrupted (--once: one pull, then exit).
+
+When the primary is lost, stop standby and run ` + "`metal promote`" + `, then
+` + "`metal serve`" + ` on this site.`,
+		Example: `  metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --every 5m
+  metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --once`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.from == "" {
+				return usageError("--from: name the primary's SFTP directory, like sftp://metal@backup.example/ams1")
+			}
+			if f.every < time.Second {
+				return usageError("--every %v: want at least 1s", f.every)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, store, err := openSiteState(ctx, a, &f.state)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			r, err := f.ssh.dial(ctx, a, f.from)
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			rep := &backup.Replicator{Remote: r, Site: st.Name, Replica: store, Interval: f.every, Logger: a.logger()}
+			return runStandby(ctx, a.stdout, rep, f.every, f.once)
+		},
+	}
+	f.state.register(cmd, false)
+	f.ssh.register(cmd)
+	cmd.Flags().StringVar(&f.from, "from", "", "the primary's SFTP directory: sftp://USER@HOST[:PORT]/PATH")
+	cmd.Flags().DurationVar(&f.every, "every", 5*time.Minute, "how often to look for a newer snapshot")
+	cmd.Flags().BoolVar(&f.once, "once", false, "pull the newest snapshot once, then exit")
+	return cmd
+}
+
+// runStandby syncs now and then every interval, saying what changed. With
+// once, a failed pull is the command's failure; else it is retried.
+func runStandby(ctx context.Context, w io.Writer, rep *backup.Replicator, every time.Duration, once bool) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		name, changed, err := rep.Sync(ctx)
+		switch {
+		case err != nil && once:
+			return err
+		case err != nil && ctx.Err() == nil:
+			rep.Logger.Warn("replica sync failed; keeping the last good snapshot", "err", err)
+		case changed:
+			fmt.Fprintf(w, "%s  replica now holds %s\n", time.Now().Format(time.DateTime), name)
+		case once:
+			fmt.Fprintf(w, "replica already holds %s\n", name)
+		}
+		if once {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
