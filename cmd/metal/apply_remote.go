@@ -18,6 +18,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -56,7 +57,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		}
 	}
 	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
-	client := unixClient(sock)
+	client := apiclient.HTTP(sock)
 	color := !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
 
 	abs, err := filepath.Abs(sitePath)
@@ -72,7 +73,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		req.Targets = saved.Targets
 	}
 	if !f.resume {
-		machines, err := (&apiReader{client: client}).Machines(ctx)
+		machines, err := apiclient.New(sock).Machines(ctx)
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}

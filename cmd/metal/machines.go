@@ -16,6 +16,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/metal-dev/metal/daemon"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/internal/humanize"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
@@ -137,6 +139,21 @@ func (r storeReader) Events(ctx context.Context, q inventory.EventQuery) ([]inve
 // Follow is inventory.Follow over the store.
 func (r storeReader) Follow(ctx context.Context, q inventory.EventQuery, fn func(inventory.Event) error) error {
 	return inventory.Follow(ctx, r.s, q, fn)
+}
+
+// localAPI returns a reader over the API of the daemon serving the
+// embedded store at stateURL (its socket, daemon.LocalSocket, beside the
+// store's file), if one answers there.
+func localAPI(stateURL string) (*apiclient.Client, bool) {
+	path, ok := strings.CutPrefix(stateURL, "file://")
+	if !ok {
+		return nil, false
+	}
+	sock := filepath.Join(filepath.Dir(path), daemon.LocalSocket)
+	if _, err := os.Stat(sock); err != nil {
+		return nil, false
+	}
+	return apiclient.New(sock), true
 }
 
 // openReader opens the reader the read verbs use.

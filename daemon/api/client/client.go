@@ -1,4 +1,7 @@
-package main
+// Package client is a client of the daemon's JSON API (daemon/api) over
+// its local Unix socket: how `metal machines`, `metal events` and a
+// submitted `metal apply` see the store while `metal serve` holds it.
+package client
 
 import (
 	"context"
@@ -8,40 +11,24 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 )
 
-// apiReader is an inventoryReader over a running daemon's local API socket
-// (daemon.LocalSocket in its state directory): how the read verbs see the
-// store while `metal serve` holds it.
-type apiReader struct {
+// Client reads the inventory through a running daemon's API.
+type Client struct {
 	client *http.Client
 }
 
-// localAPI returns a reader over the socket of the daemon serving the
-// embedded store at stateURL, if one answers there.
-func localAPI(stateURL string) (*apiReader, bool) {
-	path, ok := strings.CutPrefix(stateURL, "file://")
-	if !ok {
-		return nil, false
-	}
-	sock := filepath.Join(filepath.Dir(path), daemon.LocalSocket)
-	if _, err := os.Stat(sock); err != nil {
-		return nil, false
-	}
-	return &apiReader{client: unixClient(sock)}, true
-}
+// New returns a client of the daemon whose local socket is sock.
+func New(sock string) *Client { return &Client{client: HTTP(sock)} }
 
-// unixClient is an HTTP client of the daemon's local socket.
-func unixClient(sock string) *http.Client {
+// HTTP is an HTTP client of the daemon's local socket at sock; its
+// requests go to any host (http://metal/...).
+func HTTP(sock string) *http.Client {
 	dial := func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
@@ -49,7 +36,7 @@ func unixClient(sock string) *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: dial}}
 }
 
-func (r *apiReader) get(ctx context.Context, path string, q url.Values, out any) error {
+func (r *Client) get(ctx context.Context, path string, q url.Values, out any) error {
 	u := "http://metal" + path
 	if len(q) > 0 {
 		u += "?" + q.Encode()
@@ -76,7 +63,7 @@ func (r *apiReader) get(ctx context.Context, path string, q url.Values, out any)
 	return json.NewDecoder(resp.Body).Decode(out)
 }
 
-func (r *apiReader) Machines(ctx context.Context) ([]inventory.Machine, error) {
+func (r *Client) Machines(ctx context.Context) ([]inventory.Machine, error) {
 	var l api.MachineList
 	if err := r.get(ctx, api.Prefix+"machines", nil, &l); err != nil {
 		return nil, err
@@ -85,7 +72,7 @@ func (r *apiReader) Machines(ctx context.Context) ([]inventory.Machine, error) {
 }
 
 // Machine finds ref by name, then by MAC.
-func (r *apiReader) Machine(ctx context.Context, ref string) (inventory.Machine, error) {
+func (r *Client) Machine(ctx context.Context, ref string) (inventory.Machine, error) {
 	var m inventory.Machine
 	err := r.get(ctx, api.Prefix+"machines/"+url.PathEscape(ref), nil, &m)
 	if !errors.Is(err, inventory.ErrNotFound) {
@@ -108,9 +95,9 @@ func (r *apiReader) Machine(ctx context.Context, ref string) (inventory.Machine,
 }
 
 // Leases are not in the API: the table shows declared addresses only.
-func (r *apiReader) Leases(context.Context) ([]inventory.Lease, error) { return nil, nil }
+func (r *Client) Leases(context.Context) ([]inventory.Lease, error) { return nil, nil }
 
-func (r *apiReader) Events(ctx context.Context, q inventory.EventQuery) ([]inventory.Event, error) {
+func (r *Client) Events(ctx context.Context, q inventory.EventQuery) ([]inventory.Event, error) {
 	v := url.Values{}
 	if q.Machine != "" {
 		v.Set("machine", q.Machine)
@@ -131,7 +118,7 @@ func (r *apiReader) Events(ctx context.Context, q inventory.EventQuery) ([]inven
 }
 
 // Follow polls for new events once a second.
-func (r *apiReader) Follow(ctx context.Context, q inventory.EventQuery, fn func(inventory.Event) error) error {
+func (r *Client) Follow(ctx context.Context, q inventory.EventQuery, fn func(inventory.Event) error) error {
 	for {
 		evs, err := r.Events(ctx, q)
 		if err != nil {
@@ -154,4 +141,4 @@ func (r *apiReader) Follow(ctx context.Context, q inventory.EventQuery, fn func(
 	}
 }
 
-func (r *apiReader) Close() error { r.client.CloseIdleConnections(); return nil }
+func (r *Client) Close() error { r.client.CloseIdleConnections(); return nil }
