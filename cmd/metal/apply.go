@@ -28,6 +28,7 @@ import (
 
 type applyFlags struct {
 	vars         varFlags
+	site         siteFlag
 	autoApprove  bool
 	allowDestroy bool
 	wipe         string
@@ -48,7 +49,7 @@ type applyFlags struct {
 func newApplyCmd(a *app) *cobra.Command {
 	var f applyFlags
 	cmd := &cobra.Command{
-		Use:   "apply [FILE|PLANFILE]",
+		Use:   "apply [--site FILE] [PLANFILE]",
 		Short: "Make the machines what the site file says, in batches that halt on failure",
 		Long: `Apply validates the site file, plans against what metal observed (see
 ` + "`metal plan`" + `), shows the plan and, once confirmed, carries it out:
@@ -100,20 +101,25 @@ the dead run with ` + "`metal apply --resume`" + `, which takes over once the de
 one's session expires (about 10 s).
 
 Exit status: 0 when every machine converged (or nothing had to change), 1
-when one failed, the run halted, or apply refused.`,
-		Example: `  metal apply site.hcl                       # plan, confirm, apply
-  metal apply --auto-approve site.hcl        # in scripts and CI
-  metal apply --target web-01 site.hcl       # one machine only
-  metal apply --allow-destroy site.hcl       # reprovision / deprovision too
-  metal plan --out tonight.plan site.hcl && metal apply tonight.plan
-  metal apply --resume --auto-approve site.hcl   # after an interruption
-  metal apply --json --auto-approve site.hcl | jq .   # progress as JSON lines`,
-		Args: cobra.ExactArgs(1),
+when one failed, the run halted, or apply refused.
+
+The site file is --site FILE (default: $METAL_SITE, else ./site.hcl, else
+` + etcSite + `); a saved plan names its own. Naming the site file as the
+argument instead of a plan still works but is deprecated.`,
+		Example: `  metal apply --site site.hcl                # plan, confirm, apply
+  metal apply --site site.hcl --auto-approve        # in scripts and CI
+  metal apply --site site.hcl --target web-01       # one machine only
+  metal apply --site site.hcl --allow-destroy       # reprovision / deprovision too
+  metal plan --site site.hcl --out tonight.plan && metal apply tonight.plan
+  metal apply --site site.hcl --resume --auto-approve   # after an interruption
+  metal apply --site site.hcl --json --auto-approve | jq .   # progress as JSON lines`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runApply(cmd.Context(), a, &f, args[0])
+			return runApply(cmd.Context(), a, &f, args)
 		},
 	}
 	f.vars.register(cmd)
+	f.site.register(cmd.Flags())
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
 	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk) and deprovisions (the disks are wiped as --wipe says)")
@@ -134,20 +140,34 @@ when one failed, the run halted, or apply refused.`,
 }
 
 // runApply is the whole verb: load, open the runtime, plan, confirm, apply.
-func runApply(ctx context.Context, a *app, f *applyFlags, path string) error {
+// The argument is a plan saved by metal plan --out, or (deprecated) the
+// site file.
+func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	if !inventory.WipeMethod(f.wipe).Valid() {
 		return usageError("--wipe %q: use quick, zero or secure", f.wipe)
 	}
-	saved, err := readSavedPlan(path)
-	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+	var saved *plan.Plan
+	if len(args) > 0 {
+		var err error
+		if saved, err = readSavedPlan(args[0]); err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
 	}
-	sitePath := path
+	var path, sitePath string
 	if saved != nil {
 		if f.resume || len(f.targets) > 0 {
 			return usageError("a saved plan is applied as saved: --resume and --target go with a site file")
 		}
-		sitePath = saved.SiteFile
+		if f.site.path != "" {
+			return usageError("a saved plan names its site file (%s): drop --site", saved.SiteFile)
+		}
+		path, sitePath = args[0], saved.SiteFile
+	} else {
+		var err error
+		if sitePath, err = f.site.file(args); err != nil {
+			return err
+		}
+		path = sitePath
 	}
 	res, diags := f.vars.load(sitePath)
 	writeDiags(a.stderr, res.Files, diags)

@@ -18,7 +18,7 @@ import (
 
 type bmcFlags struct {
 	vars        varFlags
-	sitePath    string
+	site        siteFlag
 	asJSON      bool
 	concurrency int
 	timeout     time.Duration
@@ -40,7 +40,7 @@ Name machines to act on some; with none, every machine with a bmc block.`,
   metal bmc bootdev pxe --site site.hcl --uefi web-01
   metal bmc inventory --site site.hcl --json`,
 	}
-	cmd.PersistentFlags().StringVar(&f.sitePath, "site", "site.hcl", "the site file declaring the machines and their BMCs")
+	f.site.register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
 	cmd.PersistentFlags().IntVar(&f.concurrency, "concurrency", 16, "machines worked on at once")
 	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
@@ -109,7 +109,7 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 // runBMC loads the site, builds a driver per selected machine, runs op on
 // all of them and reports each result.
 func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op) error {
-	res, diags := f.vars.load(f.sitePath)
+	res, diags := f.vars.load(f.site.name())
 	writeDiags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
 		return silentExit(exitFailed)

@@ -13,6 +13,7 @@ import (
 
 type doctorFlags struct {
 	vars        varFlags
+	site        siteFlag
 	asJSON      bool
 	stateDir    string
 	listen      string
@@ -24,7 +25,7 @@ type doctorFlags struct {
 func newDoctorCmd(a *app) *cobra.Command {
 	var f doctorFlags
 	cmd := &cobra.Command{
-		Use:   "doctor FILE",
+		Use:   "doctor [--site FILE]",
 		Short: "Check that this host can serve the site: interfaces, ports, files, BMCs, state",
 		Long: `Doctor preflights a site on this host before metal serve or metal apply
 touch anything. One line per check:
@@ -46,16 +47,21 @@ Doctor binds each port for an instant and writes a small probe file in the
 state directory; it powers nothing and changes no machine. Run it as the
 user metal serve runs as (root, for ports 67 and 69).
 
-The exit status is 1 if any check fails.`,
-		Example: `  sudo metal doctor site.hcl
-  sudo metal doctor --json site.hcl | jq '.checks[] | select(.status=="fail")'
+The exit status is 1 if any check fails.` + deprecatedFileArg,
+		Example: `  sudo metal doctor --site site.hcl
+  sudo metal doctor                    # the site file: $METAL_SITE, ./site.hcl or /etc/metal/site.hcl
+  sudo metal doctor --site site.hcl --json | jq '.checks[] | select(.status=="fail")'
   # check as metal serve will run, with its flags:
-  sudo metal doctor --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
+  sudo metal doctor --site site.hcl --state-dir /var/lib/metal --listen 10.0.0.2:8080
   # BMCs on a slow management network:
-  metal doctor --bmc-timeout 30s site.hcl`,
-		Args: cobra.ExactArgs(1),
+  metal doctor --site site.hcl --bmc-timeout 30s`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, diags := f.vars.load(args[0])
+			path, err := f.site.file(args)
+			if err != nil {
+				return err
+			}
+			res, diags := f.vars.load(path)
 			writeDiags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
@@ -63,7 +69,7 @@ The exit status is 1 if any check fails.`,
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
 			checks := doctor.Run(ctx, doctor.Options{
-				Site: res.Site, SitePath: args[0], StateDir: f.stateDir, Listen: f.listen,
+				Site: res.Site, SitePath: path, StateDir: f.stateDir, Listen: f.listen,
 				TFTPAddr: f.tftpAddr, BMCTimeout: f.bmcTimeout, Concurrency: f.concurrency,
 				Logger: a.logger(),
 			})
@@ -81,6 +87,7 @@ The exit status is 1 if any check fails.`,
 		},
 	}
 	f.vars.register(cmd)
+	f.site.register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the checks as JSON for scripts")
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "the HTTP listen address metal serve will use (default: the site's listen)")

@@ -18,7 +18,7 @@ import (
 
 // imagesFlags are the flags every `metal images` cache verb shares.
 type imagesFlags struct {
-	sitePath string
+	site     siteFlag
 	vars     varFlags
 	stateDir string
 	asJSON   bool
@@ -26,7 +26,7 @@ type imagesFlags struct {
 }
 
 func (f *imagesFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.sitePath, "site", "site.hcl", "the site file declaring the images")
+	f.site.register(cmd.Flags())
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory holding the cache in images/ (default: beside the site's file:// state, as metal serve)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
 	f.vars.register(cmd)
@@ -45,12 +45,13 @@ func (e *imagesEnv) Close() { e.fetch.Close() }
 // openImages loads the site and opens the cache in its state directory.
 // progress, when set, renders downloads on w.
 func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) {
-	res, diags := f.vars.load(f.sitePath)
+	sitePath := f.site.name()
+	res, diags := f.vars.load(sitePath)
 	writeDiags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
 		return nil, silentExit(exitFailed)
 	}
-	siteDir := filepath.Dir(f.sitePath)
+	siteDir := filepath.Dir(sitePath)
 	stateDir := f.stateDir
 	if stateDir == "" {
 		stateDir = site.DefaultStateDir(res.Site.Settings.State, siteDir)

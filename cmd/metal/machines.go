@@ -28,9 +28,9 @@ import (
 // stateFlags say which state store a verb works on: the one the site file
 // names, or --state.
 type stateFlags struct {
-	vars     varFlags
-	sitePath string
-	state    string
+	vars  varFlags
+	site  siteFlag
+	state string
 }
 
 func (f *stateFlags) register(cmd *cobra.Command, persistent bool) {
@@ -38,7 +38,7 @@ func (f *stateFlags) register(cmd *cobra.Command, persistent bool) {
 	if persistent {
 		fs = cmd.PersistentFlags()
 	}
-	fs.StringVar(&f.sitePath, "site", "site.hcl", "the site file; its site block's state setting names the store")
+	f.site.register(fs)
 	fs.StringVar(&f.state, "state", "", "the state store URL, instead of the site's (file://PATH, etcd://HOST:PORT/PREFIX)")
 	fs.StringArrayVar(&f.vars.vars, "var", nil, "set a variable of the site file: -var NAME=VALUE (repeatable)")
 	fs.StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables of the site file from an HCL file (repeatable)")
@@ -59,16 +59,17 @@ func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
 		out.State = f.state
 		return out, nil
 	}
-	res, diags := f.vars.load(f.sitePath)
+	sitePath := f.site.name()
+	res, diags := f.vars.load(sitePath)
 	writeDiags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
-		if _, err := os.Stat(f.sitePath); errors.Is(err, os.ErrNotExist) {
-			return out, usageError("site file %s not found: name it with --site FILE, or the store with --state URL", f.sitePath)
+		if _, err := os.Stat(sitePath); errors.Is(err, os.ErrNotExist) {
+			return out, usageError("site file %s not found: name it with --site FILE, or the store with --state URL", sitePath)
 		}
 		return out, silentExit(exitFailed)
 	}
 	out.Name = res.Site.Name
-	out.State = site.ResolveState(res.Site.Settings.State, filepath.Dir(f.sitePath))
+	out.State = site.ResolveState(res.Site.Settings.State, filepath.Dir(sitePath))
 	if f.state != "" {
 		out.State = f.state
 	}

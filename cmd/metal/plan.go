@@ -28,8 +28,9 @@ func newPlanCmd(a *app) *cobra.Command {
 	var out string
 	var targets []string
 	refresh := true
+	var sf siteFlag
 	cmd := &cobra.Command{
-		Use:   "plan FILE",
+		Use:   "plan [--site FILE]",
 		Short: "Show what apply would change, machine by machine",
 		Long: `Plan validates the site file and compares it with what metal has observed
 of each machine, then prints the changes apply would make:
@@ -52,15 +53,19 @@ locked: plan says so; stop the daemon or plan with --refresh=false.
 Sensitive values (variables declared sensitive = true, BMC passwords) are
 shown as (sensitive). Nothing is changed by plan. A plan saved with --out
 is applied with ` + "`metal apply PLANFILE`" + `, which refuses it if the site file
-or the inventory changed since.`,
-		Example: `  metal plan hcl-examples/homelab.hcl
-  metal plan --json site.hcl > plan.json
-  metal plan --detailed-exitcode site.hcl   # exit 2 when there are changes
-  metal plan -var nodes_per_rack=40 --out tonight.plan site.hcl
-  metal plan --target web-01 --target web-02 site.hcl`,
-		Args: cobra.ExactArgs(1),
+or the inventory changed since.` + deprecatedFileArg,
+		Example: `  metal plan --site hcl-examples/homelab.hcl
+  metal plan --site site.hcl --json > plan.json
+  metal plan --site site.hcl --detailed-exitcode   # exit 2 when there are changes
+  metal plan --site site.hcl -var nodes_per_rack=40 --out tonight.plan
+  metal plan --site site.hcl --target web-01 --target web-02`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, diags := vf.load(args[0])
+			path, err := sf.file(args)
+			if err != nil {
+				return err
+			}
+			res, diags := vf.load(path)
 			writeDiags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
@@ -69,7 +74,7 @@ or the inventory changed since.`,
 			var findings []plan.Finding
 			if refresh {
 				var err error
-				if obs, err = observedAttributes(cmd.Context(), a, res.Site, filepath.Dir(args[0])); err != nil {
+				if obs, err = observedAttributes(cmd.Context(), a, res.Site, filepath.Dir(path)); err != nil {
 					return &exitError{code: exitFailed, err: err}
 				}
 				findings = apply.RefreshHardware(cmd.Context(), res.Site, obs, hardwareBMCs(a))
@@ -81,7 +86,7 @@ or the inventory changed since.`,
 				return usageError("--target: %v", err)
 			}
 			if out != "" {
-				if err := stampPlan(p, args[0], res); err != nil {
+				if err := stampPlan(p, path, res); err != nil {
 					return err
 				}
 				if err := savePlan(out, p); err != nil {
@@ -106,6 +111,7 @@ or the inventory changed since.`,
 		},
 	}
 	vf.register(cmd)
+	sf.register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON for scripts")
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when nothing would change, 2 when something would, 1 on error")
 	cmd.Flags().StringVar(&out, "out", "", "also save the plan as JSON to this file")

@@ -22,6 +22,7 @@ import (
 
 type serveFlags struct {
 	vars      varFlags
+	site      siteFlag
 	stateDir  string
 	listen    string
 	tftpAddr  string
@@ -36,7 +37,7 @@ type serveFlags struct {
 func newServeCmd(a *app) *cobra.Command {
 	var f serveFlags
 	cmd := &cobra.Command{
-		Use:   "serve FILE",
+		Use:   "serve [--site FILE]",
 		Short: "Run metal's daemon: DHCP, TFTP and HTTP boot for the site",
 		Long: `Serve runs metal's netboot services for a site until it is interrupted:
 
@@ -68,22 +69,26 @@ below 1024 (CAP_NET_BIND_SERVICE), as the packaged systemd unit gives it.
 SIGHUP (systemctl reload metal) reads the site file again and serves
 what it says now, as an apply of an edited file does; a change that needs a
 restart (networks, listen, state) is refused and logged. Under systemd
-(Type=notify) metal says it is ready once every listener is up.`,
-		Example: `  sudo metal serve hcl-examples/qemu-lab.hcl
-  sudo metal serve --state-dir /var/lib/metal --listen 10.0.0.2:8080 site.hcl
+(Type=notify) metal says it is ready once every listener is up.` + deprecatedFileArg,
+		Example: `  sudo metal serve --site hcl-examples/qemu-lab.hcl
+  sudo metal serve --site site.hcl --state-dir /var/lib/metal --listen 10.0.0.2:8080
   # console, API and metrics on the management network only, over HTTPS:
-  sudo metal serve --api-listen 10.9.0.2:8443 --tls-cert /etc/metal/tls.crt --tls-key /etc/metal/tls.key site.hcl
+  sudo metal serve --site site.hcl --api-listen 10.9.0.2:8443 --tls-cert /etc/metal/tls.crt --tls-key /etc/metal/tls.key
   # ... or on loopback only, the default (reach them through an SSH tunnel):
   ssh -L 9090:127.0.0.1:9090 metal-server   # then http://127.0.0.1:9090/console/
   # a lab or benchmark whose clients ask more often than a real boot does:
-  sudo metal serve --dhcp-rate-limit 100/10ms site.hcl
-  sudo metal serve --dhcp-rate-limit off site.hcl
+  sudo metal serve --site site.hcl --dhcp-rate-limit 100/10ms
+  sudo metal serve --site site.hcl --dhcp-rate-limit off
   # the primary of a disaster-recovery pair: snapshots and a heartbeat
   # every minute for a standby (metal standby), fenced by metal promote:
-  sudo metal serve --backup-to sftp://metal@backup.example/ams1 --backup-every 1m site.hcl`,
-		Args: cobra.ExactArgs(1),
+  sudo metal serve --site site.hcl --backup-to sftp://metal@backup.example/ams1 --backup-every 1m`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, diags := f.vars.load(args[0])
+			path, err := f.site.file(args)
+			if err != nil {
+				return err
+			}
+			res, diags := f.vars.load(path)
 			writeDiags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
@@ -100,14 +105,15 @@ restart (networks, listen, state) is refused and logged. Under systemd
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			src, err := siteSource(args[0], res, f.vars)
+			src, err := siteSource(path, res, f.vars)
 			if err != nil {
 				return err
 			}
-			return serve(ctx, a.logger(), res.Site, filepath.Dir(args[0]), src, f, limit)
+			return serve(ctx, a.logger(), res.Site, filepath.Dir(path), src, f, limit)
 		},
 	}
 	f.vars.register(cmd)
+	f.site.register(cmd.Flags())
 	f.primary.register(cmd)
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")

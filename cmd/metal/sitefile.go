@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/daemon"
@@ -139,3 +140,61 @@ func (f *agentBootFlags) boot() *daemon.AgentBoot {
 	}
 	return &daemon.AgentBoot{Kernel: f.kernel, Initrds: f.initrds, Cmdline: f.cmdline}
 }
+
+// etcSite is the site file of an installed metal (the Debian package's
+// conffile).
+const etcSite = "/etc/metal/site.hcl"
+
+// siteFlag is --site FILE: the site file of every verb that works on a
+// site, named and defaulted the same way everywhere.
+type siteFlag struct{ path string }
+
+func (f *siteFlag) register(fs *pflag.FlagSet) {
+	fs.StringVar(&f.path, "site", "", `the site file (default: $METAL_SITE, else ./site.hcl, else `+etcSite+`)`)
+}
+
+// file returns the site file: --site, else the positional FILE that plan,
+// apply, serve and doctor still take (deprecated for --site), else
+// defaultSiteFile.
+func (f *siteFlag) file(args []string) (string, error) {
+	switch {
+	case len(args) > 0 && f.path != "" && args[0] != f.path:
+		return "", usageError("two site files, --site %s and %s: name it once, with --site", f.path, args[0])
+	case f.path != "":
+		return f.path, nil
+	case len(args) > 0:
+		return args[0], nil
+	}
+	return defaultSiteFile(), nil
+}
+
+// name is the site file of a verb without a positional one.
+func (f *siteFlag) name() string {
+	if f.path != "" {
+		return f.path
+	}
+	return defaultSiteFile()
+}
+
+// defaultSiteFile is $METAL_SITE, else ./site.hcl if it exists, else
+// /etc/metal/site.hcl if it exists; else ./site.hcl, so that what is
+// reported missing is the file in the working directory.
+func defaultSiteFile() string {
+	if p := os.Getenv("METAL_SITE"); p != "" {
+		return p
+	}
+	for _, p := range []string{"site.hcl", etcSite} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "site.hcl"
+}
+
+// deprecatedFileArg is the line of a verb's help about its positional
+// site file.
+const deprecatedFileArg = `
+
+The site file is --site FILE (default: $METAL_SITE, else ./site.hcl, else
+` + etcSite + `). Naming it as the argument instead still works but is
+deprecated.`

@@ -14,32 +14,33 @@ import (
 // tokenFlags say where the token file is: in --state-dir, or in the state
 // directory of --site's daemon.
 type tokenFlags struct {
-	site, stateDir string
-	vf             varFlags
+	site     siteFlag
+	stateDir string
+	vf       varFlags
 }
 
 func (f *tokenFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.site, "site", "", "site file whose daemon's state directory holds the tokens")
+	f.site.register(cmd.Flags())
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory holding the tokens (instead of --site)")
 	f.vf.register(cmd)
 }
 
 func (f *tokenFlags) path(a *app) (string, error) {
 	switch {
-	case f.stateDir != "" && f.site != "":
+	case f.stateDir != "" && f.site.path != "":
 		return "", &exitError{code: exitUsage, err: errors.New("give --site or --state-dir, not both")}
 	case f.stateDir != "":
 		return filepath.Join(f.stateDir, api.TokenFile), nil
-	case f.site != "":
-		res, diags := f.vf.load(f.site)
+	default:
+		path := f.site.name()
+		res, diags := f.vf.load(path)
 		writeDiags(a.stderr, res.Files, diags)
 		if diags.HasErrors() {
 			return "", silentExit(exitFailed)
 		}
-		dir := site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site))
+		dir := site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(path))
 		return filepath.Join(dir, api.TokenFile), nil
 	}
-	return "", &exitError{code: exitUsage, err: errors.New("say where the tokens are: --site site.hcl or --state-dir DIR")}
 }
 
 func newTokenCmd(a *app) *cobra.Command {
