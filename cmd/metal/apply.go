@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -170,7 +172,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		path = sitePath
 	}
 	res, diags := f.vars.load(sitePath)
-	writeDiags(a.stderr, res.Files, diags)
+	view.Diags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
 		return silentExit(exitFailed)
 	}
@@ -219,20 +221,20 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		Serve: rt.start,
 	}, v)
 	if v.progress != nil {
-		v.progress.close()
+		v.progress.Close()
 	}
 	return applyResult(result, err)
 }
 
 // localApplyView is runner.View for an apply run in this process: the plan
-// and the question on this terminal, the progress in an applyView.
+// and the question on this terminal, the progress in a view.Apply.
 type localApplyView struct {
 	a        *app
 	f        *applyFlags
 	saved    *plan.Plan
 	path     string
 	color    bool
-	progress *applyView
+	progress *view.Apply
 }
 
 func (v *localApplyView) Plan(p *plan.Plan) (bool, error) {
@@ -247,7 +249,7 @@ func (v *localApplyView) Waiting() {
 }
 
 func (v *localApplyView) Start() apply.Hook {
-	v.progress = newApplyView(v.a.stdout, v.f.asJSON, isTerminal(v.a.stdout), v.color)
+	v.progress = view.NewApply(v.a.stdout, v.f.asJSON, isTerminal(v.a.stdout), v.color)
 	return v.progress
 }
 
@@ -280,7 +282,7 @@ func showPlan(a *app, f *applyFlags, p *plan.Plan, saved *plan.Plan, path string
 		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
 	}
 	if !f.asJSON {
-		renderPlan(a.stdout, p, color)
+		view.Plan(a.stdout, p, color)
 	}
 	if !p.HasChanges() {
 		return nil, nil

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon"
@@ -121,9 +123,9 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		return &exitError{code: exitFailed, err: errors.New(e.Error)}
 	}
 
-	view := newApplyView(a.stdout, f.asJSON, isTerminal(a.stdout), color)
-	result, runErr := followRun(resp.Body, view)
-	view.close()
+	progress := view.NewApply(a.stdout, f.asJSON, isTerminal(a.stdout), color)
+	result, runErr := followRun(resp.Body, progress)
+	progress.Close()
 	if result == nil && runErr == nil {
 		runErr = errors.New("metal serve stopped before the run ended (`metal events` shows how far it got; `metal apply --resume` continues it once metal serve runs again)")
 	}
@@ -133,9 +135,9 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	return applyResult(*result, runErr)
 }
 
-// followRun replays a submitted run's event stream into view until the run
+// followRun replays a submitted run's event stream into progress until the run
 // finishes, fails, or the stream ends.
-func followRun(r io.Reader, view *applyView) (*apply.Result, error) {
+func followRun(r io.Reader, progress *view.Apply) (*apply.Result, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 64<<20)
 	var result *apply.Result
@@ -146,12 +148,12 @@ func followRun(r io.Reader, view *applyView) (*apply.Result, error) {
 		}
 		switch e.Type {
 		case apply.EventNotice:
-			view.emit(e, e.Note)
+			progress.Emit(e, e.Note)
 		case apply.EventError:
-			view.emit(e, "Error: "+e.Error)
+			progress.Emit(e, "Error: "+e.Error)
 			return result, errors.New(e.Error)
 		default:
-			if _, err := e.Replay(view); err != nil {
+			if _, err := e.Replay(progress); err != nil {
 				return result, fmt.Errorf("metal serve: %w", err)
 			}
 			if e.Type == "finished" {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 )
@@ -98,10 +99,10 @@ for an absolute one (sftp://metal@backup//srv/metal).`,
 				return err
 			}
 			if f.asJSON {
-				return writeJSON(a.stdout, res)
+				return view.JSON(a.stdout, res)
 			}
 			fmt.Fprintf(a.stdout, "Snapshot %s written to %s: %d records at revision %d, %s.\n",
-				res.Name, r.Target(), res.Header.Records, res.Header.Revision, bytesText(uint64(res.Size)))
+				res.Name, r.Target(), res.Header.Records, res.Header.Revision, view.Bytes(uint64(res.Size)))
 			if len(res.Deleted) > 0 {
 				fmt.Fprintf(a.stdout, "Deleted %d older: %s\n", len(res.Deleted), strings.Join(res.Deleted, ", "))
 			}

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
-	"text/tabwriter"
 	"time"
+
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
 
@@ -110,7 +110,7 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 // all of them and reports each result.
 func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op) error {
 	res, diags := f.vars.load(f.site.name())
-	writeDiags(a.stderr, res.Files, diags)
+	view.Diags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
 		return silentExit(exitFailed)
 	}
@@ -131,11 +131,11 @@ func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op)
 	defer stop()
 	results := bmc.RunFleet(ctx, targets, bmc.FleetOptions{Concurrency: f.concurrency, MachineTimeout: f.timeout}, op)
 	if f.asJSON {
-		if err := writeJSON(a.stdout, results); err != nil {
+		if err := view.JSON(a.stdout, results); err != nil {
 			return err
 		}
 	} else {
-		renderBMCResults(a, results)
+		view.BMCResults(a.stdout, a.stderr, results)
 	}
 	if bmc.Failed(results) {
 		return silentExit(exitFailed)
@@ -171,43 +171,4 @@ func selectMachines(s *site.Site, names []string) ([]*site.Machine, error) {
 		out = append(out, m)
 	}
 	return out, nil
-}
-
-func renderBMCResults(a *app, results []bmc.Result) {
-	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MACHINE\tBMC\tPROTOCOL\tPOWER\tRESULT")
-	failed := 0
-	for _, r := range results {
-		result := "ok"
-		if r.Error != "" {
-			result = "FAILED: " + r.Error
-			failed++
-		} else if r.Inventory != nil {
-			inv := r.Inventory
-			result = strings.TrimSpace(fmt.Sprintf("%s %s serial %s BIOS %s NICs %s", inv.Manufacturer, inv.Model, inv.Serial, inv.BIOSVersion, strings.Join(inv.MACs, ",")))
-		}
-		proto := r.Protocol
-		var via []string
-		if r.Provider != "" {
-			via = append(via, r.Provider)
-		}
-		if r.Auth != "" {
-			via = append(via, r.Auth+" auth")
-		}
-		if len(via) > 0 {
-			proto += " (" + strings.Join(via, ", ") + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Machine, r.Address, proto, dash(string(r.Power)), result)
-	}
-	tw.Flush()
-	if failed > 0 {
-		fmt.Fprintf(a.stderr, "%d of %d machines failed.\n", failed, len(results))
-	}
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/images/initramfs"
@@ -51,7 +53,7 @@ This binary must be statically linked (CGO_ENABLED=0; make build does).`,
 			}
 			if f.sitePath != "" {
 				res, diags := f.vars.load(f.sitePath)
-				writeDiags(a.stderr, res.Files, diags)
+				view.Diags(a.stderr, res.Files, diags)
 				if diags.HasErrors() {
 					return silentExit(exitFailed)
 				}
@@ -77,7 +79,7 @@ This binary must be statically linked (CGO_ENABLED=0; make build does).`,
 				return &exitError{code: exitFailed, err: err}
 			}
 			if f.json {
-				return writeJSON(a.stdout, res)
+				return view.JSON(a.stdout, res)
 			}
 			fmt.Fprintf(a.stdout, "initrd:  %s\nkernel:  %s\nrelease: %s\nmodules: %d\n", res.Initrd, res.Kernel, res.Release, len(res.Modules))
 			return nil

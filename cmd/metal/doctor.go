@@ -1,10 +1,11 @@
 package main
 
 import (
-	"fmt"
 	"os"
 	"os/signal"
 	"time"
+
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
 
@@ -62,7 +63,7 @@ The exit status is 1 if any check fails.` + deprecatedFileArg,
 				return err
 			}
 			res, diags := f.vars.load(path)
-			writeDiags(a.stderr, res.Files, diags)
+			view.Diags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}
@@ -74,11 +75,11 @@ The exit status is 1 if any check fails.` + deprecatedFileArg,
 				Logger: a.logger(),
 			})
 			if f.asJSON {
-				if err := writeJSON(a.stdout, doctorReport{OK: !doctor.Failed(checks), Checks: checks}); err != nil {
+				if err := view.JSON(a.stdout, doctorReport{OK: !doctor.Failed(checks), Checks: checks}); err != nil {
 					return err
 				}
 			} else {
-				renderChecks(a, checks)
+				view.Checks(a.stdout, a.stderr, checks)
 			}
 			if doctor.Failed(checks) {
 				return silentExit(exitFailed)
@@ -101,30 +102,4 @@ The exit status is 1 if any check fails.` + deprecatedFileArg,
 type doctorReport struct {
 	OK     bool           `json:"ok"`
 	Checks []doctor.Check `json:"checks"`
-}
-
-var checkMarks = map[doctor.Status]string{doctor.OK: "✓", doctor.Warn: "!", doctor.Fail: "✗", doctor.Skip: "-"}
-
-func renderChecks(a *app, checks []doctor.Check) {
-	failed, warned := 0, 0
-	for _, c := range checks {
-		fmt.Fprintf(a.stdout, "%s %s: %s\n", checkMarks[c.Status], c.Subject, c.Detail)
-		if c.Fix != "" {
-			fmt.Fprintf(a.stdout, "    → %s\n", c.Fix)
-		}
-		switch c.Status {
-		case doctor.Fail:
-			failed++
-		case doctor.Warn:
-			warned++
-		}
-	}
-	switch {
-	case failed > 0:
-		fmt.Fprintf(a.stderr, "%d of %d checks failed; fix them before metal serve or metal apply.\n", failed, len(checks))
-	case warned > 0:
-		fmt.Fprintf(a.stdout, "All checks passed, %d with warnings.\n", warned)
-	default:
-		fmt.Fprintln(a.stdout, "All checks passed.")
-	}
 }

@@ -10,6 +10,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/inventory"
@@ -71,7 +73,7 @@ func runEvents(ctx context.Context, w io.Writer, r inventoryReader, f *eventsFla
 		return err
 	}
 	if f.last > 0 {
-		if q.AfterSeq, err = tailStart(ctx, r, q, f.last); err != nil {
+		if q.AfterSeq, err = inventory.TailStart(ctx, r, q, f.last); err != nil {
 			return err
 		}
 	}
@@ -80,7 +82,7 @@ func runEvents(ctx context.Context, w io.Writer, r inventoryReader, f *eventsFla
 		if f.asJSON {
 			return enc.Encode(e)
 		}
-		_, err := fmt.Fprintln(w, eventLine(e))
+		_, err := fmt.Fprintln(w, view.Event(e))
 		return err
 	}
 	if f.follow {
@@ -119,64 +121,4 @@ func eventQuery(ctx context.Context, r inventoryReader, ref string) (inventory.E
 		return inventory.EventQuery{MAC: mac}, nil
 	}
 	return inventory.EventQuery{}, fmt.Errorf("--machine %q: no machine of that name in the store, and not a MAC: `metal machines` lists them", ref)
-}
-
-// tailStart returns the AfterSeq from which q yields its last n events.
-// The whole log is gap-free, so it is the last Seq minus n, and the last
-// Seq is found with a few one-event reads (a doubling search, then halving)
-// rather than by reading the log. A filtered query reads its matches,
-// which are one machine's: few.
-func tailStart(ctx context.Context, r inventoryReader, q inventory.EventQuery, n int) (int64, error) {
-	if q.Machine != "" || q.MAC != "" {
-		evs, err := r.Events(ctx, q)
-		if err != nil || len(evs) <= n {
-			return 0, err
-		}
-		return evs[len(evs)-n-1].Seq, nil
-	}
-	after := func(seq int64) (bool, error) {
-		evs, err := r.Events(ctx, inventory.EventQuery{AfterSeq: seq, Limit: 1})
-		return len(evs) > 0, err
-	}
-	// Invariant: some event is after lo, none after hi.
-	lo, hi := int64(0), int64(1)
-	for {
-		ok, err := after(hi)
-		if err != nil {
-			return 0, err
-		}
-		if !ok {
-			break
-		}
-		lo, hi = hi, hi*2
-	}
-	if ok, err := after(lo); err != nil || !ok {
-		return 0, err // empty log
-	}
-	for hi-lo > 1 {
-		mid := lo + (hi-lo)/2
-		ok, err := after(mid)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			lo = mid
-		} else {
-			hi = mid
-		}
-	}
-	// hi is the last Seq.
-	return max(0, hi-int64(n)), nil
-}
-
-// eventLine is one event for people: local time, kind, machine, message.
-func eventLine(e inventory.Event) string {
-	who := e.Machine
-	if who == "" {
-		who = e.MAC
-	}
-	if who == "" {
-		who = "-"
-	}
-	return fmt.Sprintf("%s  %-13s %-20s %s", e.Time.Local().Format("2006-01-02 15:04:05.000"), e.Kind, who, e.Message)
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/hashicorp/hcl/v2/hclwrite"
@@ -41,7 +43,7 @@ and exits 1 if there are any (for CI).`,
 				}
 				if _, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos); diags.HasErrors() {
 					files := map[string]*hcl.File{path: {Bytes: src}}
-					writeDiags(a.stderr, files, diags)
+					view.Diags(a.stderr, files, diags)
 					failed = true
 					continue
 				}

@@ -6,6 +6,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 )
 
@@ -46,7 +48,7 @@ refused.`,
 			if err != nil {
 				return err
 			}
-			var rows []fileRow
+			var rows []view.FileRow
 			failed := 0
 			for _, file := range files {
 				_, err := env.cache.Ensure(ctx, file)
@@ -57,12 +59,12 @@ refused.`,
 						err = fmt.Errorf("interrupted; the next fetch resumes the download: %w", ctx.Err())
 					}
 				}
-				rows = append(rows, newFileRow(st, err))
+				rows = append(rows, view.NewFileRow(st, err))
 				if !f.asJSON {
 					if err != nil {
 						fmt.Fprintf(a.stdout, "%-12s %-7s %s: FAILED: %v\n", file.Image, file.Kind, file.Name, err)
 					} else {
-						fmt.Fprintf(a.stdout, "%-12s %-7s %s: %s, %s\n", file.Image, file.Kind, file.Name, humanBytes(st.Size), st.Digest)
+						fmt.Fprintf(a.stdout, "%-12s %-7s %s: %s, %s\n", file.Image, file.Kind, file.Name, view.Size(st.Size), st.Digest)
 					}
 				}
 				if ctx.Err() != nil {
@@ -70,7 +72,7 @@ refused.`,
 				}
 			}
 			if f.asJSON {
-				if err := writeJSON(a.stdout, rows); err != nil {
+				if err := view.JSON(a.stdout, rows); err != nil {
 					return err
 				}
 			} else {

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/images"
@@ -34,7 +36,7 @@ references would be removed.`,
 				if removed == nil {
 					removed = []images.Removed{}
 				}
-				if jerr := writeJSON(a.stdout, removed); jerr != nil {
+				if jerr := view.JSON(a.stdout, removed); jerr != nil {
 					return jerr
 				}
 			} else {
@@ -47,7 +49,7 @@ references would be removed.`,
 					fmt.Fprintf(a.stdout, "%s %s\n", verb, r.Path)
 					total += r.Size
 				}
-				fmt.Fprintf(a.stdout, "%s %d files, %s\n", verb, len(removed), humanBytes(total))
+				fmt.Fprintf(a.stdout, "%s %d files, %s\n", verb, len(removed), view.Size(total))
 			}
 			return err
 		},

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 )
 
@@ -74,10 +76,10 @@ metal images gc.`,
 				if len(row.Matches) > 0 {
 					what = "serves " + strings.Join(row.Matches, ", ")
 				}
-				fmt.Fprintf(a.stdout, "%s: %s, %s: %s\n", p, humanBytes(im.Size), im.SHA256, what)
+				fmt.Fprintf(a.stdout, "%s: %s, %s: %s\n", p, view.Size(im.Size), im.SHA256, what)
 			}
 			if f.asJSON {
-				if err := writeJSON(a.stdout, rows); err != nil {
+				if err := view.JSON(a.stdout, rows); err != nil {
 					return err
 				}
 			}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -47,20 +49,20 @@ image "deb" {
 	return p
 }
 
-func imageRows(t *testing.T, stdout string) map[string]fileRow {
+func imageRows(t *testing.T, stdout string) map[string]view.FileRow {
 	t.Helper()
-	var rows []fileRow
+	var rows []view.FileRow
 	if err := json.Unmarshal([]byte(stdout), &rows); err != nil {
 		t.Fatalf("%v in %s", err, stdout)
 	}
-	out := map[string]fileRow{}
+	out := map[string]view.FileRow{}
 	for _, r := range rows {
 		out[r.Image+" "+r.Kind] = r
 	}
 	return out
 }
 
-func states(rows map[string]fileRow) map[string]string {
+func states(rows map[string]view.FileRow) map[string]string {
 	out := map[string]string{}
 	for k, r := range rows {
 		out[k] = r.State

@@ -5,6 +5,8 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/images"
@@ -35,24 +37,24 @@ The exit status is 1 if any file is corrupt or not in the cache.`,
 			if err != nil {
 				return err
 			}
-			var rows []fileRow
+			var rows []view.FileRow
 			bad := 0
 			for _, file := range files {
 				st, err := env.cache.Verify(ctx, file)
 				if err != nil || st.State != images.StateVerified {
 					bad++
 				}
-				rows = append(rows, newFileRow(st, err))
+				rows = append(rows, view.NewFileRow(st, err))
 				if ctx.Err() != nil {
 					break
 				}
 			}
 			if f.asJSON {
-				if err := writeJSON(a.stdout, rows); err != nil {
+				if err := view.JSON(a.stdout, rows); err != nil {
 					return err
 				}
 			} else {
-				printFileTable(a.stdout, rows, termWidth(a.stdout))
+				view.FileTable(a.stdout, rows, termWidth(a.stdout))
 				for _, r := range rows {
 					if r.Error != "" {
 						a.logger().Error("verify failed", "image", r.Image, "file", r.Name, "err", r.Error)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -81,7 +83,7 @@ package makes it), else in .metal beside the site file.`,
 				return err
 			}
 			res, diags := site.LoadFile(f.output, site.Options{})
-			writeDiags(a.stderr, res.Files, diags)
+			view.Diags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}

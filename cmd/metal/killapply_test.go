@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.etcd.io/bbolt"
 
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
@@ -208,7 +209,7 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 			out.Write(sc.Bytes())
 			out.WriteByte('\n')
 			a.lines++
-			var e event
+			var e apply.Event
 			if json.Unmarshal(sc.Bytes(), &e) == nil && e.Type == "done" {
 				a.done++
 			}

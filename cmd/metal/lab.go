@@ -1,18 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
-	"text/tabwriter"
+
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -100,9 +98,9 @@ guest. Otherwise the VMs run under TCG, which works everywhere and is slower
 				return err
 			}
 			if f.asJSON {
-				return writeJSON(a.stdout, st)
+				return view.JSON(a.stdout, st)
 			}
-			renderLabUp(a.stdout, st)
+			view.LabUp(a.stdout, st)
 			return nil
 		},
 	}
@@ -112,38 +110,6 @@ guest. Otherwise the VMs run under TCG, which works everywhere and is slower
 	cmd.Flags().IntVar(&f.memory, "memory", 1024, "memory of each VM, in MiB")
 	cmd.Flags().StringVar(&f.accel, "accel", "auto", "QEMU accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg")
 	return cmd
-}
-
-func renderLabUp(w io.Writer, st *lab.State) {
-	fmt.Fprintf(w, "Lab up in %s (network namespace %s)\nVMs run under %s: %s\n\n", st.Dir, st.Netns, strings.ToUpper(st.Accel.Accel), st.Accel.Reason)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFIRMWARE\tMAC\tIP\tBMC\tSERIAL LOG")
-	for _, vm := range st.VMs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", vm.Name, vm.Firmware, vm.MAC, vm.IP, vm.Protocol, vm.BMCAddress, vm.Serial)
-	}
-	tw.Flush()
-	dirFlag := ""
-	if rel, err := filepath.Rel(mustGetwd(), st.Dir); err != nil || rel != ".metal-lab" {
-		dirFlag = " --dir " + st.Dir
-	}
-	fmt.Fprintf(w, "\nSite file: %s", st.Site)
-	if p, ok := st.Proc("serve"); ok {
-		fmt.Fprintf(w, "\nmetal serve: %s (pid %d, log %s)", st.HTTPURL(), p.PID, p.Log)
-		fmt.Fprintf(w, "\nconsole, API, metrics: %s inside the lab's namespace (metal lab exec -- curl %s/metrics)", st.APIURL(), st.APIURL())
-	}
-	fmt.Fprintf(w, `
-
-Next:
-  metal lab apply%[1]s            provision every VM
-  metal lab status%[1]s           VMs, BMCs, last serial line
-  metal lab console%[1]s vm-1     serial console (Ctrl-] leaves)
-  metal lab down%[1]s             remove the lab
-`, dirFlag)
-}
-
-func mustGetwd() string {
-	wd, _ := os.Getwd()
-	return wd
 }
 
 func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
@@ -164,66 +130,12 @@ read from the store when none runs) and the last line on its serial console.`,
 			}
 			s := st.Status(cmd.Context())
 			if f.asJSON {
-				return writeJSON(a.stdout, s)
+				return view.JSON(a.stdout, s)
 			}
-			renderLabStatus(a.stdout, s, termWidth(a.stdout))
+			view.LabStatus(a.stdout, s, termWidth(a.stdout))
 			return nil
 		},
 	}
-}
-
-func renderLabStatus(w io.Writer, s lab.Status, width int) {
-	ns := "up"
-	if !s.NetnsUp {
-		ns = "missing"
-	}
-	fmt.Fprintf(w, "Lab %s (network namespace %s: %s)\n", s.Dir, s.Netns, ns)
-	if s.Accel.Accel != "" {
-		fmt.Fprintf(w, "VMs run under %s: %s\n", strings.ToUpper(s.Accel.Accel), s.Accel.Reason)
-	}
-	fmt.Fprintln(w)
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PROCESS\tPID\tRUNNING\tLOG")
-	for _, p := range s.Procs {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", p.Name, p.PID, yesNo(p.Running), p.Log)
-	}
-	tw.Flush()
-	fmt.Fprintln(w)
-	var table bytes.Buffer
-	tw = tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFIRMWARE\tBMC\tQEMU\tSTATE\tLAST SERIAL LINE")
-	for _, vm := range s.VMs {
-		qemu := "off"
-		if vm.Running {
-			qemu = fmt.Sprintf("pid %d", vm.PID)
-		}
-		state := vm.State
-		if state == "" {
-			state = "-"
-		}
-		if vm.AgentStep != "" {
-			state += " (" + vm.AgentStep + ")"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", vm.Name, vm.Firmware, vm.Protocol, vm.BMCAddress, qemu, state, vm.LastLine)
-	}
-	tw.Flush()
-	// The serial line is last and may be long: cut lines to the terminal.
-	for _, line := range strings.SplitAfter(table.String(), "\n") {
-		if r := []rune(strings.TrimSuffix(line, "\n")); width > 0 && len(r) > width {
-			line = string(r[:width-1]) + "…\n"
-		}
-		io.WriteString(w, line)
-	}
-	if s.StoreError != "" {
-		fmt.Fprintf(w, "\nMachine state: %s\n", s.StoreError)
-	}
-}
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
 }
 
 func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {

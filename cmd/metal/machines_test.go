@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 )
@@ -142,27 +143,6 @@ web-01             52:54:00:00:01:01  192.0.2.11   provisioned  on     3h
 	}
 }
 
-func TestWriteTableFitsWidth(t *testing.T) {
-	rows := [][]string{{"NAME", "MAC", "STATE"}, {"a-rather-long-machine-name-in-rack-07", "52:54:00:00:01:01", "ready"}}
-	tests := map[string]struct {
-		width int
-		want  string
-	}{
-		"no limit":                {0, "NAME                                   MAC                STATE\na-rather-long-machine-name-in-rack-07  52:54:00:00:01:01  ready\n"},
-		"narrow":                  {40, "NAME            MAC                STATE\na-rather-long…  52:54:00:00:01:01  ready\n"},
-		"too narrow for the rest": {10, "NAME      MAC                STATE\na-rathe…  52:54:00:00:01:01  ready\n"},
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			var b strings.Builder
-			writeTable(&b, rows, tc.width)
-			if d := cmp.Diff(tc.want, b.String()); d != "" {
-				t.Errorf("(-want +got):\n%s", d)
-			}
-		})
-	}
-}
-
 func TestMachineShow(t *testing.T) {
 	sitePath := stateSite(t)
 	s := openSiteStore(t, sitePath)
@@ -212,7 +192,7 @@ func TestMachineShow(t *testing.T) {
 	if code != 0 {
 		t.Fatal(stdout)
 	}
-	var d machineDetail
+	var d view.MachineDetail
 	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
@@ -66,7 +68,7 @@ or the inventory changed since.` + deprecatedFileArg,
 				return err
 			}
 			res, diags := vf.load(path)
-			writeDiags(a.stderr, res.Files, diags)
+			view.Diags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}
@@ -99,7 +101,7 @@ or the inventory changed since.` + deprecatedFileArg,
 				}
 			} else {
 				useColor := !noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
-				renderPlan(a.stdout, p, useColor)
+				view.Plan(a.stdout, p, useColor)
 				if out != "" {
 					fmt.Fprintf(a.stdout, "\nSaved the plan to %s.\n", out)
 				}

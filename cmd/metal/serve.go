@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
@@ -89,7 +91,7 @@ restart (networks, listen, state) is refused and logged. Under systemd
 				return err
 			}
 			res, diags := f.vars.load(path)
-			writeDiags(a.stderr, res.Files, diags)
+			view.Diags(a.stderr, res.Files, diags)
 			if diags.HasErrors() {
 				return silentExit(exitFailed)
 			}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/daemon/api"
@@ -34,7 +36,7 @@ func (f *tokenFlags) path(a *app) (string, error) {
 	default:
 		path := f.site.name()
 		res, diags := f.vf.load(path)
-		writeDiags(a.stderr, res.Files, diags)
+		view.Diags(a.stderr, res.Files, diags)
 		if diags.HasErrors() {
 			return "", silentExit(exitFailed)
 		}

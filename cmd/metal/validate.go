@@ -3,17 +3,19 @@ package main
 import (
 	"fmt"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/spf13/cobra"
 )
 
 type validateFileResult struct {
-	File         string     `json:"file"`
-	Valid        bool       `json:"valid"`
-	Machines     int        `json:"machines"`
-	ErrorCount   int        `json:"error_count"`
-	WarningCount int        `json:"warning_count"`
-	Diagnostics  []jsonDiag `json:"diagnostics"`
+	File         string          `json:"file"`
+	Valid        bool            `json:"valid"`
+	Machines     int             `json:"machines"`
+	ErrorCount   int             `json:"error_count"`
+	WarningCount int             `json:"warning_count"`
+	Diagnostics  []view.JSONDiag `json:"diagnostics"`
 }
 
 func newValidateCmd(a *app) *cobra.Command {
@@ -40,7 +42,7 @@ Exit status is 0 when every file is valid, 1 otherwise.`,
 			failed := false
 			for _, path := range files {
 				res, diags := vf.load(path)
-				r := validateFileResult{File: path, Valid: !diags.HasErrors(), Diagnostics: toJSONDiags(diags)}
+				r := validateFileResult{File: path, Valid: !diags.HasErrors(), Diagnostics: view.JSONDiags(diags)}
 				if res.Site != nil {
 					r.Machines = len(res.Site.Machines)
 				}
@@ -54,7 +56,7 @@ Exit status is 0 when every file is valid, 1 otherwise.`,
 				failed = failed || !r.Valid
 				results = append(results, r)
 				if !asJSON {
-					writeDiags(a.stderr, res.Files, diags)
+					view.Diags(a.stderr, res.Files, diags)
 					if r.Valid {
 						fmt.Fprintf(a.stdout, "%s: valid (%d machines)\n", path, r.Machines)
 					} else {
@@ -63,7 +65,7 @@ Exit status is 0 when every file is valid, 1 otherwise.`,
 				}
 			}
 			if asJSON {
-				if err := writeJSON(a.stdout, results); err != nil {
+				if err := view.JSON(a.stdout, results); err != nil {
 					return err
 				}
 			}
