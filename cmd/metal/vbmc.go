@@ -2,16 +2,14 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
+	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-dev/metal/bmc/virtual"
 )
@@ -81,89 +79,18 @@ func runVBMC(ctx context.Context, a *app, v vbmcArgs) error {
 	if pass == "" {
 		return usageError("no password: use --password-file or METAL_VBMC_PASSWORD")
 	}
-	log := a.logger()
-	groups := map[string][]virtual.MachineSpec{}
-	var order []string
-	var qemus []*virtual.QEMU
-	defer func() {
-		for _, q := range qemus {
-			if err := q.Close(); err != nil {
-				log.Error("stop qemu", "error", err)
-			}
-		}
-	}()
-	for _, s := range v.machines {
-		spec, err := virtual.ParseQEMUSpec(s)
-		if err != nil {
-			return usageError("--machine: %v", err)
-		}
-		q, err := virtual.NewQEMU(virtual.QEMUConfig{Name: spec.Name, QMPSocket: spec.QMP, Command: spec.Command, CDROMDrive: spec.CDROM, Log: log})
-		if err != nil {
-			return usageError("--machine: %v", err)
-		}
-		qemus = append(qemus, q)
-		addr := spec.Listen
-		if addr == "" {
-			addr = v.listen
-		}
-		if _, seen := groups[addr]; !seen {
-			order = append(order, addr)
-		}
-		groups[addr] = append(groups[addr], virtual.MachineSpec{Name: spec.Name, Machine: q, Serial: spec.Serial, MACs: spec.MACs})
-	}
-
-	var cert *tls.Certificate
-	scheme := "http"
-	if v.tls {
-		var hosts []string
-		for _, addr := range order {
-			if h, _, err := net.SplitHostPort(addr); err == nil {
-				hosts = append(hosts, h)
-			}
-		}
-		c, pem, err := virtual.SelfSignedCert(hosts...)
-		if err != nil {
-			return err
-		}
-		if v.certOut != "" {
-			if err := os.WriteFile(v.certOut, pem, 0o644); err != nil {
-				return fmt.Errorf("write certificate: %w", err)
-			}
-		}
-		cert, scheme = &c, "https"
-	}
-
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	// Listen on every address before serving any, so a taken port fails
-	// the command cleanly.
-	type listener struct {
-		srv *virtual.Server
-		ln  net.Listener
+	err := virtual.ServeQEMU(ctx, virtual.QEMUOptions{
+		Machines: v.machines, Listen: v.listen, TLS: v.tls, CertOut: v.certOut,
+		Username: v.user, Password: pass, Log: a.logger(),
+		Serving: func(url string, machines []string) {
+			fmt.Fprintf(a.stdout, "vbmc: Redfish at %s for %s\n", url, strings.Join(machines, ", "))
+		},
+	})
+	var spec virtual.ErrSpec
+	if errors.As(err, &spec) {
+		return usageError("--machine: %v", spec.Err)
 	}
-	var lns []listener
-	for _, addr := range order {
-		srv, err := virtual.NewServer(virtual.Options{Username: v.user, Password: pass, Log: log}, groups[addr]...)
-		if err != nil {
-			return err
-		}
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			for _, l := range lns {
-				l.ln.Close()
-			}
-			return fmt.Errorf("listen: %w", err)
-		}
-		var names []string
-		for _, m := range groups[addr] {
-			names = append(names, m.Name)
-		}
-		fmt.Fprintf(a.stdout, "vbmc: Redfish at %s://%s for %s\n", scheme, ln.Addr(), strings.Join(names, ", "))
-		lns = append(lns, listener{srv, ln})
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	for _, l := range lns {
-		g.Go(func() error { return l.srv.Serve(ctx, l.ln, cert) })
-	}
-	return g.Wait()
+	return err
 }
