@@ -326,7 +326,7 @@ func (c *Client) call(ctx context.Context, op string, safeToRetry bool, fn opFun
 		if !safeToRetry && last.kind != ErrUnreachable {
 			break
 		}
-		c.log.Debug("bmc call failed, retrying", "op", op, "attempt", attempt, "error", c.redact.scrub(last.cause.Error()))
+		c.log.Debug("bmc call failed, retrying", "op", op, "attempt", attempt, "err", c.redact.scrub(last.cause.Error()))
 		select {
 		case <-ctx.Done():
 			return c.fail(op, ErrTimeout, ctx.Err(), "the operation was cancelled")

@@ -83,7 +83,7 @@ func (o *operator) PowerCycle(ctx context.Context, name string) error {
 		m.Power, m.PowerAt = inventory.PowerOn, now
 		return nil
 	}); err != nil {
-		o.log.Warn("record power after a power cycle", "machine", name, "error", err)
+		o.log.Warn("record power after a power cycle", "machine", name, "err", err)
 	}
 	return nil
 }
@@ -154,7 +154,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 			err = res.Err()
 		}
 		if err != nil {
-			o.log.Error("reprovision failed", "machine", name, "error", err)
+			o.log.Error("reprovision failed", "machine", name, "err", err)
 			return
 		}
 		o.log.Info("reprovisioned", "machine", name)

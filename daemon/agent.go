@@ -74,7 +74,7 @@ func (d *Daemon) prepareAgent(ctx context.Context, dir string, opts AgentOptions
 	}
 	boot, err := d.buildAgent(ctx, dir, opts)
 	if err != nil && !required {
-		d.log.Warn("no install agent: unknown machines will not be discovered", "error", err)
+		d.log.Warn("no install agent: unknown machines will not be discovered", "err", err)
 		return AgentBoot{}, nil
 	}
 	return boot, err
@@ -127,7 +127,7 @@ func (d *Daemon) buildAgent(ctx context.Context, dir string, opts AgentOptions) 
 	want.Kernel = res.Kernel
 	if b, err := json.Marshal(want); err == nil {
 		if err := os.WriteFile(stampPath, b, 0o644); err != nil {
-			d.log.Warn("install agent stamp", "error", err)
+			d.log.Warn("install agent stamp", "err", err)
 		}
 	}
 	return d.agentBoot(opts), nil

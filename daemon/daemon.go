@@ -325,7 +325,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		// Local commands lose their view of a running daemon without it,
 		// but machines keep booting: not a reason to stop serving.
 		if err := d.serveLocal(ctx, d.tokens); err != nil {
-			d.log.Warn("local API socket not served; metal machines and events cannot read the store while serve runs", "error", err)
+			d.log.Warn("local API socket not served; metal machines and events cannot read the store while serve runs", "err", err)
 		}
 		return nil
 	})

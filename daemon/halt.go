@@ -79,7 +79,7 @@ func (o *operator) recordHalt(runID, machine, reason string) {
 		errs = append(errs, fmt.Errorf("event: %w", err))
 	}
 	if err := errors.Join(errs...); err != nil {
-		o.log.Error("record the halt of a reprovision", "machine", machine, "run", runID, "error", err)
+		o.log.Error("record the halt of a reprovision", "machine", machine, "run", runID, "err", err)
 		return
 	}
 	o.log.Warn("reprovision halted", "machine", machine, "run", runID, "reason", reason)

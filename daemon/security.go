@@ -49,6 +49,6 @@ func (s *securityEvents) record(mac net.HardwareAddr, client net.IP, what string
 	if _, err := s.store.AppendEvent(ctx, inventory.Event{
 		Time: now.UTC(), Machine: name, MAC: mac.String(), Kind: inventory.EventSecurity, Message: what,
 	}); err != nil {
-		s.log.Warn("append security event", "mac", mac.String(), "error", err)
+		s.log.Warn("append security event", "mac", mac.String(), "err", err)
 	}
 }

@@ -26,7 +26,7 @@ func (d *Daemon) Supervise(ctx context.Context) {
 	log := d.log.With("component", "supervise")
 	notify := func(state string) {
 		if _, err := sd.SdNotify(false, state); err != nil {
-			log.Warn("sd_notify", "state", state, "error", err)
+			log.Warn("sd_notify", "state", state, "err", err)
 		}
 	}
 	hup := make(chan os.Signal, 1)
@@ -52,7 +52,7 @@ func (d *Daemon) Supervise(ctx context.Context) {
 		case <-hup:
 			notify("RELOADING=1\nMONOTONIC_USEC=" + monotonicUsec())
 			if err := d.Reload(ctx); err != nil {
-				log.Error("site reload refused; still serving the site as before", "file", d.siteFile, "error", err)
+				log.Error("site reload refused; still serving the site as before", "file", d.siteFile, "err", err)
 				notify("READY=1\nSTATUS=reload refused: " + oneLine(err.Error()))
 			} else {
 				notify("READY=1\nSTATUS=serving site " + d.Site().Name)
@@ -64,7 +64,7 @@ func (d *Daemon) Supervise(ctx context.Context) {
 			_, err := d.Store.Machine(cctx, "metal-watchdog-probe")
 			cancel()
 			if err != nil && !errors.Is(err, inventory.ErrNotFound) {
-				log.Warn("watchdog: the store does not answer; not pinging", "error", err)
+				log.Warn("watchdog: the store does not answer; not pinging", "err", err)
 				continue
 			}
 			notify("WATCHDOG=1")

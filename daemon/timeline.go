@@ -252,7 +252,7 @@ func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.Hardwa
 	}
 	_, err = t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg})
 	if err != nil {
-		t.log.Warn("record boot event", "machine", m.Name, "error", err)
+		t.log.Warn("record boot event", "machine", m.Name, "err", err)
 	}
 }
 

@@ -329,7 +329,7 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	}
 	defer func() {
 		if err != nil {
-			log.Error("lab up failed; removing what it made (logs stay)", "dir", c.Dir, "error", err)
+			log.Error("lab up failed; removing what it made (logs stay)", "dir", c.Dir, "err", err)
 			_ = st.save()
 			if derr := Down(context.WithoutCancel(ctx), c.Dir, log); derr != nil {
 				err = errors.Join(err, derr)

@@ -769,7 +769,7 @@ func (s *Server) getChassis(w http.ResponseWriter, r *http.Request, sys *system)
 }
 
 func (s *Server) machineError(w http.ResponseWriter, sys *system, what string, err error) {
-	s.log.Error("machine operation failed", "machine", sys.spec.Name, "op", what, "error", err)
+	s.log.Error("machine operation failed", "machine", sys.spec.Name, "op", what, "err", err)
 	status := http.StatusInternalServerError
 	if errors.Is(err, ErrNotConfigured) {
 		status = http.StatusConflict

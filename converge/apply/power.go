@@ -90,7 +90,7 @@ func (p *PowerPoller) poll(ctx context.Context, decl *site.Machine, timeout time
 	cancel()
 	if err != nil {
 		if ctx.Err() == nil {
-			p.Logger.Debug("power poll", "machine", decl.Name, "error", err)
+			p.Logger.Debug("power poll", "machine", decl.Name, "err", err)
 		}
 		return
 	}
@@ -106,6 +106,6 @@ func (p *PowerPoller) poll(ctx context.Context, decl *site.Machine, timeout time
 		return nil
 	})
 	if err != nil && ctx.Err() == nil {
-		p.Logger.Warn("record observed power", "machine", decl.Name, "error", err)
+		p.Logger.Warn("record observed power", "machine", decl.Name, "err", err)
 	}
 }

@@ -65,10 +65,10 @@ func Init(log *slog.Logger) {
 	}
 	for _, m := range mounts {
 		if err := os.MkdirAll(m.dir, 0o755); err != nil {
-			log.Warn("mkdir", "dir", m.dir, "error", err)
+			log.Warn("mkdir", "dir", m.dir, "err", err)
 		}
 		if err := unix.Mount(m.src, m.dir, m.fs, unix.MS_NOSUID, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			log.Warn("mount", "dir", m.dir, "fs", m.fs, "error", err)
+			log.Warn("mount", "dir", m.dir, "fs", m.fs, "err", err)
 		}
 	}
 	// The kernel opened /dev/console for us only if the initramfs had
@@ -81,14 +81,14 @@ func Init(log *slog.Logger) {
 	}
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
-		log.Warn("uname", "error", err)
+		log.Warn("uname", "err", err)
 		return
 	}
 	release := unix.ByteSliceToString(uts.Release[:])
 	dir := filepath.Join("/lib/modules", release)
 	n, err := LoadModules(dir, log)
 	if err != nil {
-		log.Warn("kernel modules", "dir", dir, "error", err)
+		log.Warn("kernel modules", "dir", dir, "err", err)
 		return
 	}
 	log.Info("kernel modules loaded", "release", release, "count", n)
@@ -151,7 +151,7 @@ func Serve(ctx context.Context, opts Options) {
 		if err == nil {
 			break
 		}
-		log.Error("cannot start: the agent does not know where metal is", "error", err)
+		log.Error("cannot start: the agent does not know where metal is", "err", err)
 		if !sleep(30 * time.Second) {
 			return
 		}
@@ -176,7 +176,7 @@ func Serve(ctx context.Context, opts Options) {
 		if link == nil || time.Now().After(link.RenewAt) {
 			l, err := NetUp(ctx, cmd.BootIF, opts.NetWait, log)
 			if err != nil {
-				log.Error("no network; trying again", "error", err)
+				log.Error("no network; trying again", "err", err)
 				link = nil
 				sleep(5 * time.Second)
 				continue
@@ -187,7 +187,7 @@ func Serve(ctx context.Context, opts Options) {
 		client := &agentapi.Client{BaseURL: cmd.URL, MAC: link.MAC, Token: cmd.Token, HTTP: api}
 		offline := func(what string, err error) {
 			failures++
-			log.Error(what+"; trying again", "error", err, "failures", failures)
+			log.Error(what+"; trying again", "err", err, "failures", failures)
 			// Several failures in a row: the link or the lease may be
 			// gone, so start from DHCP again.
 			if failures >= 3 {
@@ -223,7 +223,7 @@ func Serve(ctx context.Context, opts Options) {
 		if err == nil && t.Kind == inventory.TaskInstall {
 			log.Info("install done; rebooting")
 			if err := opts.Reboot(); err != nil {
-				log.Error("reboot failed", "error", err)
+				log.Error("reboot failed", "err", err)
 			}
 			return
 		}

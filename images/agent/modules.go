@@ -101,7 +101,7 @@ func LoadModules(dir string, log *slog.Logger) (int, error) {
 			loaded++
 		case errors.Is(err, unix.EEXIST):
 		default:
-			log.Warn("kernel module not loaded", "module", m, "error", err)
+			log.Warn("kernel module not loaded", "module", m, "err", err)
 		}
 	}
 	return loaded, nil

@@ -63,7 +63,7 @@ func NetUp(ctx context.Context, bootIF net.HardwareAddr, wait time.Duration, log
 			l, err := dhcpLease(ctx, name)
 			if err != nil {
 				lastErr = fmt.Errorf("%s: %w", name, err)
-				log.Warn("dhcp failed", "nic", name, "error", err)
+				log.Warn("dhcp failed", "nic", name, "err", err)
 				continue
 			}
 			if err := configure(l); err != nil {

@@ -190,7 +190,7 @@ func WriteSeed(ctx context.Context, disk string, t inventory.AgentTask, log *slo
 				werr = WriteToRoot(mnt, t)
 			}
 			if uerr := unix.Unmount(mnt, 0); uerr != nil {
-				log.Warn("unmount seed target", "dev", dev, "error", uerr)
+				log.Warn("unmount seed target", "dev", dev, "err", uerr)
 			}
 			if err != nil || !fi.IsDir() {
 				break // mounted, but not a cloud-init root

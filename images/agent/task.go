@@ -84,7 +84,7 @@ func (w *Worker) Run(ctx context.Context, t inventory.AgentTask) error {
 		if len(final.Error) > 4000 {
 			final.Error = final.Error[:4000]
 		}
-		w.Log.Error("task failed", "task", t.ID, "kind", t.Kind, "error", err)
+		w.Log.Error("task failed", "task", t.ID, "kind", t.Kind, "err", err)
 	} else {
 		w.Log.Info("task done", "task", t.ID, "kind", t.Kind)
 	}
@@ -100,7 +100,7 @@ func (w *Worker) report(ctx context.Context, st agentapi.Status, tries int) {
 		if err == nil || errors.Is(err, agentapi.ErrStaleTask) || ctx.Err() != nil {
 			return
 		}
-		w.Log.Warn("status report failed", "task", st.TaskID, "error", err)
+		w.Log.Warn("status report failed", "task", st.TaskID, "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -174,7 +174,7 @@ func (w *Worker) reportProgress(ctx context.Context, taskID string, p *progress)
 				st.Total = 0
 			}
 			if err := w.Client.Status(ctx, st); err != nil && ctx.Err() == nil {
-				w.Log.Warn("progress report failed", "error", err)
+				w.Log.Warn("progress report failed", "err", err)
 			}
 		}
 	}()
@@ -238,7 +238,7 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 		// A half-written or unverified image must not boot: clear its
 		// partition table so the firmware goes on to the network.
 		if zerr := zeroRange(f, 0, wipeBytes); zerr != nil {
-			w.Log.Warn("clearing the disk after a failed write", "error", zerr)
+			w.Log.Warn("clearing the disk after a failed write", "err", zerr)
 		}
 		f.Sync()
 		if errors.Is(werr, images.ErrChecksum) {
@@ -255,7 +255,7 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 	switch {
 	case errors.Is(err, ErrNoSeedTarget):
 		// Not every image runs cloud-init; the timeline says it got none.
-		w.Log.Warn("no cloud-init seed written", "error", err)
+		w.Log.Warn("no cloud-init seed written", "err", err)
 		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "seed-skipped"}, 3)
 	case err != nil:
 		return fmt.Errorf("cloud-init seed: %w", err)
@@ -384,6 +384,6 @@ func rereadPartitions(f *os.File, log *slog.Logger) {
 		time.Sleep(300 * time.Millisecond)
 	}
 	if rerr != nil && log != nil {
-		log.Warn("re-reading the partition table", "disk", f.Name(), "error", rerr)
+		log.Warn("re-reading the partition table", "disk", f.Name(), "err", rerr)
 	}
 }

@@ -133,7 +133,7 @@ func (s *Server) machine(v verb, h machineHandler) http.HandlerFunc {
 		m, err := s.cfg.Store.MachineByMAC(ctx, mac.String())
 		known := err == nil
 		if err != nil && !errors.Is(err, inventory.ErrNotFound) {
-			s.log.Error("agent request: machine lookup", "mac", mac.String(), "error", err)
+			s.log.Error("agent request: machine lookup", "mac", mac.String(), "err", err)
 			http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -210,7 +210,7 @@ func (s *Server) started(ctx context.Context, name string, mac net.HardwareAddr,
 		return
 	}
 	if err != nil {
-		s.log.Warn("mark agent task started", "machine", name, "error", err)
+		s.log.Warn("mark agent task started", "machine", name, "err", err)
 		return
 	}
 	s.event(ctx, name, mac, "agent task "+taskID+": started; its boot script is not served again")
@@ -221,7 +221,7 @@ func (s *Server) securityEvent(ctx context.Context, name string, mac net.Hardwar
 		Time: s.cfg.Now().UTC(), Machine: name, MAC: mac.String(), Kind: inventory.EventSecurity, Message: msg,
 	})
 	if err != nil {
-		s.log.Warn("append security event", "machine", name, "error", err)
+		s.log.Warn("append security event", "machine", name, "err", err)
 	}
 }
 
@@ -263,7 +263,7 @@ func (s *Server) facts(w http.ResponseWriter, r *http.Request, mac net.HardwareA
 	ctx := r.Context()
 	name, created, err := s.recordFacts(ctx, mac, hw)
 	if err != nil {
-		s.log.Error("record facts", "mac", mac.String(), "error", err)
+		s.log.Error("record facts", "mac", mac.String(), "err", err)
 		http.Error(w, "metal: cannot record facts: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -312,7 +312,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAd
 	case errors.Is(err, inventory.ErrNotFound):
 		// Not reported yet: the agent reports facts, then asks again.
 	case err != nil:
-		s.log.Error("task lookup", "mac", mac.String(), "error", err)
+		s.log.Error("task lookup", "mac", mac.String(), "err", err)
 		http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
 		return
 	case m.Intent.Task != nil && m.Agent != nil && m.Agent.TaskID == m.Intent.Task.ID && m.Agent.Phase == inventory.AgentDone:
@@ -389,7 +389,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 		return
 	}
 	if err != nil {
-		s.log.Error("record status", "mac", mac.String(), "error", err)
+		s.log.Error("record status", "mac", mac.String(), "err", err)
 		http.Error(w, "metal: cannot record status: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
@@ -479,7 +479,7 @@ func (s *Server) event(ctx context.Context, name string, mac net.HardwareAddr, m
 		Time: s.cfg.Now().UTC(), Machine: name, MAC: mac.String(), Kind: inventory.EventAgent, Message: msg,
 	})
 	if err != nil {
-		s.log.Warn("append agent event", "machine", name, "error", err)
+		s.log.Warn("append agent event", "machine", name, "err", err)
 	}
 }
 

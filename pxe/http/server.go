@@ -213,7 +213,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 		return
 	}
 	if err != nil {
-		s.log.Error("boot policy", "mac", mac.String(), "error", err)
+		s.log.Error("boot policy", "mac", mac.String(), "err", err)
 		nethttp.Error(w, "metal: boot policy failed", nethttp.StatusInternalServerError)
 		return
 	}
@@ -246,7 +246,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if !ok {
 		body, err := ipxe.Render(intent, params)
 		if err != nil {
-			s.log.Error("render ipxe script", "mac", mac.String(), "error", err)
+			s.log.Error("render ipxe script", "mac", mac.String(), "err", err)
 			nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
 			return
 		}
@@ -355,7 +355,7 @@ func (s *Server) files(root *bootfiles.Root) nethttp.Handler {
 			nethttp.NotFound(w, r)
 			return
 		case err != nil:
-			s.log.Error("open file", "path", name, "error", err)
+			s.log.Error("open file", "path", name, "err", err)
 			nethttp.Error(w, "metal: cannot open file", nethttp.StatusInternalServerError)
 			return
 		}

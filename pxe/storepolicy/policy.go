@@ -105,14 +105,14 @@ func (p *Policy) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		p.log.Warn("watching the store failed; reloading", "error", err)
+		p.log.Warn("watching the store failed; reloading", "err", err)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(p.opts.RetryEvery):
 		}
 		if err := p.reload(ctx); err != nil {
-			p.log.Warn("reload failed; answering from the last known machines", "error", err)
+			p.log.Warn("reload failed; answering from the last known machines", "err", err)
 		}
 	}
 }

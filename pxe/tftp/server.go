@@ -156,7 +156,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		ns, err := threadNetns()
 		if err != nil {
 			wconn.Close()
-			s.log.Warn("tftp windowsize disabled", "error", err)
+			s.log.Warn("tftp windowsize disabled", "err", err)
 			wconn = nil
 		} else {
 			windows.Add(1)
@@ -219,12 +219,12 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 	}
 	uc, ok := conn.(*net.UDPConn)
 	if !ok {
-		s.log.Warn("tftp windowsize disabled", "error", fmt.Sprintf("cannot share a %T's port", conn))
+		s.log.Warn("tftp windowsize disabled", "err", fmt.Sprintf("cannot share a %T's port", conn))
 		return nil, 0
 	}
 	wconn, scan, err := listenWindowSocket(uc)
 	if err != nil {
-		s.log.Warn("tftp windowsize disabled", "error", err)
+		s.log.Warn("tftp windowsize disabled", "err", err)
 		return nil, 0
 	}
 	return wconn, scan
@@ -361,5 +361,5 @@ func (h hook) OnFailure(st tftplib.TransferStats, err error) {
 	if st.Filename != "" {
 		return // a transfer: already logged with its result
 	}
-	h.log.Debug("tftp bad request", "error", err)
+	h.log.Debug("tftp bad request", "err", err)
 }

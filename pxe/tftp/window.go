@@ -150,7 +150,7 @@ func (s *Server) serveWindows(conn *net.UDPConn, ns *os.File, transfers *sync.Wa
 		// With the window socket closed, the steering program's answer
 		// names no socket and the kernel hands every request to pin/tftp:
 		// clients get lockstep transfers instead of none.
-		s.log.Error("tftp windowsize disabled", "error", err)
+		s.log.Error("tftp windowsize disabled", "err", err)
 		conn.Close()
 		return
 	}
@@ -162,7 +162,7 @@ func (s *Server) serveWindows(conn *net.UDPConn, ns *os.File, transfers *sync.Wa
 			return
 		}
 		if err != nil {
-			s.log.Debug("tftp read", "error", err)
+			s.log.Debug("tftp read", "err", err)
 			continue
 		}
 		s.startWindowed(buf[:n], oob[:oobn], from, conn, transfers)
@@ -187,7 +187,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	}
 	req, err := parseRequest(pkt)
 	if err != nil {
-		s.log.Debug("tftp bad request", "client", from.String(), "error", err)
+		s.log.Debug("tftp bad request", "client", from.String(), "err", err)
 		return
 	}
 	maxBlock := s.mtuBlockSize(listener, ifindex)
@@ -196,7 +196,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	}
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: local.AsSlice()})
 	if err != nil {
-		s.log.Warn("tftp transfer socket", "client", from.String(), "error", err)
+		s.log.Warn("tftp transfer socket", "client", from.String(), "err", err)
 		return
 	}
 	t := &windowTransfer{
@@ -479,7 +479,7 @@ func (t *windowTransfer) sendWindow(w *window) error {
 		if err != nil {
 			// EIO or EINVAL: a route or device without the offload.
 			// Plain sends from here on.
-			t.s.log.Debug("tftp segmentation offload off", "client", t.peer.String(), "error", err)
+			t.s.log.Debug("tftp segmentation offload off", "client", t.peer.String(), "err", err)
 			t.gso = false
 			continue
 		}
