@@ -297,3 +297,33 @@ func TestConcurrentPromote(t *testing.T) {
 		t.Errorf("old primary: %v, want ErrFenced", err)
 	}
 }
+
+// TestRunBeatsAtOnce: metal serve confirms a first beat when it opens the
+// backup directory (Primary.Open), then may take most of a lease before it
+// starts Run (it builds the agent's initramfs in between). Run beats at
+// once, so the lease that first beat began does not run out under it.
+func TestRunBeatsAtOnce(t *testing.T) {
+	t.Parallel()
+	d := startSSHD(t)
+	const interval = time.Second
+	p := &backup.Primary{Remote: dial(t, d), Site: "ams1", Owner: "ams1-a", Interval: interval, Lease: 3 * interval}
+	if err := p.Beat(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until less than one interval of the lease is left: a Run
+	// whose first beat waited an Interval would see the lease end.
+	time.Sleep(time.Until(p.Until()) - interval/2)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	// Run for a whole lease past the first one's end.
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended: %v", err)
+	case <-time.After(p.LeaseLength() + interval):
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+}

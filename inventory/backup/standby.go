@@ -341,11 +341,17 @@ func (p *Primary) Run(ctx context.Context) error {
 	go func() {
 		t := time.NewTicker(p.Interval)
 		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
+		// The first beat goes at once: the lease the caller's Beat began
+		// may be nearly spent by the time Run starts (metal serve builds
+		// the agent's initramfs between Open and Serve), and waiting an
+		// Interval first would let it run out.
+		for first := true; ; first = false {
+			if !first {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
 			}
 			err := p.Beat(ctx)
 			switch {
