@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/net/bpf"
@@ -69,7 +70,7 @@ var (
 // port is first bound alone, without SO_REUSEPORT, and only then shared
 // by our two sockets (the program never steers to a third).
 func listenSteered(ctx context.Context, iface string, port int) ([]net.PacketConn, error) {
-	probe, err := listen(ctx, iface, port, false)
+	probe, err := listenRetrying(ctx, iface, port)
 	if err != nil {
 		return nil, err
 	}
@@ -122,4 +123,28 @@ func attach(c net.PacketConn, opt int, program []bpf.Instruction) error {
 		return fmt.Errorf("attach BPF program (option %d): %w", opt, serr)
 	}
 	return nil
+}
+
+// bindRetryFor is how long listenRetrying keeps trying a port in use.
+const bindRetryFor = 5 * time.Second
+
+// listenRetrying is listen without SO_REUSEPORT, tried again for up to
+// bindRetryFor while the port is in use: a server that replaces another on
+// the same interface (a reload, a restart in a test) was seen, rarely and
+// only under load, to find the port still held for a moment after the old
+// sockets were closed. A port held for longer is another server, and the
+// error says so as before.
+func listenRetrying(ctx context.Context, iface string, port int) (net.PacketConn, error) {
+	deadline := time.Now().Add(bindRetryFor)
+	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 500*time.Millisecond) {
+		c, err := listen(ctx, iface, port, false)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().Add(pause).After(deadline) {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+	}
 }
