@@ -70,14 +70,28 @@ var (
 // port is first bound alone, without SO_REUSEPORT, and only then shared
 // by our two sockets (the program never steers to a third).
 func listenSteered(ctx context.Context, iface string, port int) ([]net.PacketConn, error) {
-	probe, err := listenRetrying(ctx, iface, port)
-	if err != nil {
-		return nil, err
-	}
-	probe.Close()
-	first, err := listen(ctx, iface, port, true)
-	if err != nil {
-		return nil, err
+	var first net.PacketConn
+	for deadline := time.Now().Add(bindRetryFor); ; {
+		probe, err := listenRetrying(ctx, iface, port)
+		if err != nil {
+			return nil, err
+		}
+		probe.Close()
+		// A closed socket stays bound while a child process forked at
+		// that moment (any exec in this process) still shares it, until
+		// the child execs: the probe can hold the port a moment longer.
+		first, err = listen(ctx, iface, port, true)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	second, err := listen(ctx, iface, port, true)
 	if err != nil {
@@ -129,10 +143,10 @@ func attach(c net.PacketConn, opt int, program []bpf.Instruction) error {
 const bindRetryFor = 5 * time.Second
 
 // listenRetrying is listen without SO_REUSEPORT, tried again for up to
-// bindRetryFor while the port is in use: a server that replaces another on
-// the same interface (a reload, a restart in a test) was seen, rarely and
-// only under load, to find the port still held for a moment after the old
-// sockets were closed. A port held for longer is another server, and the
+// bindRetryFor while the port is in use: a socket closed a moment ago
+// stays bound while a child process forked at that moment (any exec in
+// this process, as tests and the lab do all the time) still shares it,
+// until the child execs. A port held for longer is another server, and the
 // error says so as before.
 func listenRetrying(ctx context.Context, iface string, port int) (net.PacketConn, error) {
 	deadline := time.Now().Add(bindRetryFor)
