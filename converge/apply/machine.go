@@ -497,64 +497,65 @@ func (m *machineRun) bmcStep(ctx context.Context, step Step, note string, fn fun
 // waitAgent waits until the agent reports task done (nil) or failed, or
 // the machine shows no sign of booting after event since (stallTimer).
 func (m *machineRun) waitAgent(ctx context.Context, taskID string, since int64) error {
-	sub := m.r.watch.subscribe(m.name)
-	defer m.r.watch.unsubscribe(m.name, sub)
-	deadline := m.r.opts.Clock.After(m.r.opts.AgentTimeout)
-	stall := m.stallTimer(since)
 	var last inventory.AgentStatus
-	for {
+	return m.waitFor(ctx, since, "no report from the install agent", func() (bool, error) {
 		rec, err := m.r.store.Machine(ctx, m.name)
-		if err != nil && ctx.Err() == nil {
-			m.log.Warn("read machine while waiting for the agent", "err", err)
-		}
-		if err == nil {
-			if rec.Intent.Task == nil || rec.Intent.Task.ID != taskID {
-				return fmt.Errorf("the boot intent was changed by someone else while waiting for agent task %s", taskID)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Warn("read machine while waiting for the agent", "err", err)
 			}
-			if a := rec.Agent; a != nil && a.TaskID == taskID {
-				if *a != last {
-					last = *a
-					m.r.opts.Hook.AgentReport(m.name, *a)
-				}
-				switch a.Phase {
-				case inventory.AgentDone:
-					return nil
-				case inventory.AgentFailed:
-					return fmt.Errorf("install agent failed: %s", a.Error)
-				}
-			}
+			return false, nil
 		}
-		select {
-		case <-sub:
-		case <-m.r.opts.Clock.After(m.r.opts.PollInterval):
-		case <-stall:
-			stall = nil
-			if err := m.checkContact(ctx, since); err != nil {
-				return err
-			}
-		case <-deadline:
-			return fmt.Errorf("no report from the install agent within %s (is the machine netbooting? see `metal machines show %s`)", m.r.opts.AgentTimeout, m.name)
-		case <-ctx.Done():
-			return ctx.Err()
+		if rec.Intent.Task == nil || rec.Intent.Task.ID != taskID {
+			return false, fmt.Errorf("the boot intent was changed by someone else while waiting for agent task %s", taskID)
 		}
-	}
+		a := rec.Agent
+		if a == nil || a.TaskID != taskID {
+			return false, nil
+		}
+		if *a != last {
+			last = *a
+			m.r.opts.Hook.AgentReport(m.name, *a)
+		}
+		switch a.Phase {
+		case inventory.AgentDone:
+			return true, nil
+		case inventory.AgentFailed:
+			return false, fmt.Errorf("install agent failed: %s", a.Error)
+		}
+		return false, nil
+	})
 }
 
 // waitNetboot waits until the machine fetched its kernel or initrd after
 // event sequence number since: a diskless image is running.
 func (m *machineRun) waitNetboot(ctx context.Context, since int64) error {
+	return m.waitFor(ctx, since, "the machine did not fetch its kernel", func() (bool, error) {
+		evs, err := m.r.store.Events(ctx, inventory.EventQuery{Machine: m.name, AfterSeq: since})
+		if err != nil {
+			return false, nil
+		}
+		for _, ev := range evs {
+			if ev.Kind == inventory.EventKernel || ev.Kind == inventory.EventInitrd {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+}
+
+// waitFor calls check each time the machine's record changes (and every
+// PollInterval) until it says done or fails. It gives up, saying what,
+// after AgentTimeout, and earlier when the machine shows no sign of
+// booting after event since (stallTimer, checkContact).
+func (m *machineRun) waitFor(ctx context.Context, since int64, what string, check func() (done bool, err error)) error {
 	sub := m.r.watch.subscribe(m.name)
 	defer m.r.watch.unsubscribe(m.name, sub)
 	deadline := m.r.opts.Clock.After(m.r.opts.AgentTimeout)
 	stall := m.stallTimer(since)
 	for {
-		evs, err := m.r.store.Events(ctx, inventory.EventQuery{Machine: m.name, AfterSeq: since})
-		if err == nil {
-			for _, ev := range evs {
-				if ev.Kind == inventory.EventKernel || ev.Kind == inventory.EventInitrd {
-					return nil
-				}
-			}
+		if done, err := check(); done || err != nil {
+			return err
 		}
 		select {
 		case <-sub:
@@ -565,7 +566,7 @@ func (m *machineRun) waitNetboot(ctx context.Context, since int64) error {
 				return err
 			}
 		case <-deadline:
-			return fmt.Errorf("the machine did not fetch its kernel within %s (is it netbooting? see `metal machines show %s`)", m.r.opts.AgentTimeout, m.name)
+			return fmt.Errorf("%s within %s (is the machine netbooting? see `metal machines show %s`)", what, m.r.opts.AgentTimeout, m.name)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
