@@ -69,34 +69,12 @@ func (l *jsonLog) find(match func(map[string]any) bool) bool {
 //     offer for a "BINL" offer, asks port 4011, and says "PXE-E16: No
 //     valid offer received".
 func TestNetboot(t *testing.T) {
-	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI} {
-		if err := bootkit.CheckQEMU(fw); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipxeBins, err := bootfiles.FindIPXE("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := map[string]bootCase{
+	kernel, ipxeBins := bootFiles(t, bootkit.BIOS, bootkit.UEFI)
+	bootAll(t, map[string]bootCase{
 		"bios":     {fw: bootkit.BIOS},
 		"uefi":     {fw: bootkit.UEFI},
 		"uefi-pxe": {fw: bootkit.UEFI, noROM: true},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			// A TCG boot is CPU-bound in the emulator: the machines share
-			// the two cores well enough, and wall time halves.
-			t.Parallel()
-			netboot(t, tc, kernel, ipxeBins)
-		})
-	}
+	}, kernel, ipxeBins)
 }
 
 // TestHTTPBoot is UEFI HTTP boot with no TFTP server at all: OVMF's own
@@ -111,28 +89,11 @@ func TestNetboot(t *testing.T) {
 //     address; metal in proxy mode adds the boot URL, which OVMF takes
 //     from a proxy offer that says HTTPClient.
 func TestHTTPBoot(t *testing.T) {
-	if err := bootkit.CheckQEMU(bootkit.UEFI); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipxeBins, err := bootfiles.FindIPXE("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, tc := range map[string]bootCase{
+	kernel, ipxeBins := bootFiles(t, bootkit.UEFI)
+	bootAll(t, map[string]bootCase{
 		"full":  {fw: bootkit.UEFI, httpBoot: true},
 		"proxy": {fw: bootkit.UEFI, httpBoot: true, proxy: true},
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			netboot(t, tc, kernel, ipxeBins)
-		})
-	}
+	}, kernel, ipxeBins)
 }
 
 // TestSecureBoot: OVMF's Secure Boot build with Microsoft's keys enrolled
@@ -142,20 +103,10 @@ func TestHTTPBoot(t *testing.T) {
 // into the test cache, never installed) is found here too, for the boot
 // through shim and GRUB that is still to land.
 func TestSecureBoot(t *testing.T) {
-	if err := bootkit.CheckQEMU(bootkit.UEFI); err != nil {
-		t.Fatal(err)
-	}
+	kernel, ipxeBins := bootFiles(t, bootkit.UEFI)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
-	if err != nil {
-		t.Fatal(err)
-	}
 	signedDir, err := bootkit.SecureBootDir(ctx, bootkit.CacheDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ipxeBins, err := bootfiles.FindIPXE("")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,10 +114,37 @@ func TestSecureBoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bins := bootfiles.Join(ipxeBins, signed)
-	for name, tc := range map[string]bootCase{
+	bootAll(t, map[string]bootCase{
 		"ipxe-refused": {fw: bootkit.UEFI, noROM: true, secureBoot: true, refused: true},
-	} {
+	}, kernel, bootfiles.Join(ipxeBins, signed))
+}
+
+// bootFiles checks that QEMU boots each firmware and returns the test
+// kernel and the iPXE binaries every boot case serves.
+func bootFiles(t *testing.T, fws ...bootkit.Firmware) (kernel string, ipxeBins *bootfiles.IPXE) {
+	t.Helper()
+	for _, fw := range fws {
+		if err := bootkit.CheckQEMU(fw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ipxeBins, err = bootfiles.FindIPXE(""); err != nil {
+		t.Fatal(err)
+	}
+	return kernel, ipxeBins
+}
+
+// bootAll boots each case in a lab of its own, in parallel: a TCG boot is
+// CPU-bound in the emulator, the machines share the cores well enough,
+// and wall time halves.
+func bootAll(t *testing.T, cases map[string]bootCase, kernel string, bins *bootfiles.IPXE) {
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			netboot(t, tc, kernel, bins)
