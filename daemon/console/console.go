@@ -38,6 +38,9 @@ type Options struct {
 	Actions api.Actions
 	// Planner computes the plan page; nil shows "no site loaded".
 	Planner api.Planner
+	// RolloutBy returns the site's rollout by label, which groups
+	// machines into racks where they have no rack label; nil: none.
+	RolloutBy func() string
 	// Tokens verifies the API token operators log in with.
 	Tokens api.TokenVerifier
 	// OpenReads shows the pages without logging in; actions always need
@@ -108,6 +111,7 @@ func New(opts Options) http.Handler {
 	read := func(h http.HandlerFunc) http.Handler { return c.readable(h) }
 	mux.Handle("GET "+Prefix+"{$}", read(c.machinesPage))
 	mux.Handle("GET "+Prefix+"machines/{name}", read(c.machinePage))
+	mux.Handle("GET "+Prefix+"racks", read(c.racksPage))
 	mux.Handle("GET "+Prefix+"rollout", read(c.rolloutPage))
 	mux.Handle("GET "+Prefix+"rollout/{id}", read(c.rolloutPage))
 	mux.Handle("GET "+Prefix+"plan", read(c.planPage))

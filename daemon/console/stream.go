@@ -115,6 +115,14 @@ func (c *console) fragment(q url.Values) (func(context.Context) ([]byte, error),
 			}
 			return exec("machine-live", v)
 		}, nil
+	case "racks":
+		return func(ctx context.Context) ([]byte, error) {
+			v, err := c.racksView(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return exec("racks-live", v)
+		}, nil
 	case "rollout":
 		id := q.Get("run")
 		return func(ctx context.Context) ([]byte, error) {
@@ -125,5 +133,5 @@ func (c *console) fragment(q url.Values) (func(context.Context) ([]byte, error),
 			return exec("rollout-live", v)
 		}, nil
 	}
-	return nil, errors.New("view: want machines, machine or rollout")
+	return nil, errors.New("view: want machines, machine, racks or rollout")
 }
