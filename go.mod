@@ -3,6 +3,7 @@ module github.com/metal-dev/metal
 go 1.26.8
 
 require (
+	filippo.io/age v1.3.2
 	github.com/bmc-toolbox/bmclib/v2 v2.3.4
 	github.com/cavaliergopher/cpio v1.0.1
 	github.com/chromedp/cdproto v0.0.0-20250724212937-08a3db8b4327
@@ -40,6 +41,7 @@ require (
 
 require (
 	dario.cat/mergo v1.0.0 // indirect
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/Jeffail/gabs/v2 v2.7.0 // indirect
 	github.com/VictorLowther/simplexml v0.0.0-20180716164440-0bff93621230 // indirect
 	github.com/VictorLowther/soap v0.0.0-20150314151524-8e36fca84b22 // indirect

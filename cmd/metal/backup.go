@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -13,17 +14,35 @@ import (
 	"github.com/metal-dev/metal/inventory/backup"
 )
 
-// sshFlags say how the backup verbs reach the SFTP server.
+// sshFlags say how the backup verbs reach the SFTP server, and with which
+// backup key they sign and check what is there.
 type sshFlags struct {
 	knownHosts string
 	identities []string
 	timeout    time.Duration
+	keyFile    string
 }
 
 func (f *sshFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file checked for the server's host key (default ~/.ssh/known_hosts); an unknown or changed key is refused")
 	cmd.Flags().StringArrayVarP(&f.identities, "identity", "i", nil, "private key file to offer (repeatable; default the ssh-agent and ~/.ssh/id_*)")
 	cmd.Flags().DurationVar(&f.timeout, "ssh-timeout", 15*time.Second, "bound on connecting to the SFTP server")
+	cmd.Flags().StringVar(&f.keyFile, "key", "", "backup key file (metal backup keygen): sign snapshots, heartbeats and fences, and refuse those "+
+		"not signed with it; the same file on the primary and the standby, never on the SFTP server")
+}
+
+// key loads --key; without one it warns that nothing is authenticated.
+func (f *sshFlags) key(log *slog.Logger) (*backup.Key, error) {
+	if f.keyFile == "" {
+		log.Warn("no backup key (--key): snapshots, heartbeats and fences are not authenticated; " +
+			"whoever can write the SFTP directory can forge them. Make one with metal backup keygen")
+		return nil, nil
+	}
+	k, err := backup.LoadKey(f.keyFile)
+	if err != nil {
+		return nil, usageError("--key: %v", err)
+	}
+	return k, nil
 }
 
 // dial connects to the directory of raw (sftp://user@host[:port]/path).
@@ -32,7 +51,16 @@ func (f *sshFlags) dial(ctx context.Context, a *app, raw string) (*backup.Remote
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	return backup.Dial(ctx, t, backup.SSHOptions{KnownHosts: f.knownHosts, KeyFiles: f.identities, Timeout: f.timeout, Logger: a.logger()})
+	key, err := f.key(a.logger())
+	if err != nil {
+		return nil, err
+	}
+	r, err := backup.Dial(ctx, t, backup.SSHOptions{KnownHosts: f.knownHosts, KeyFiles: f.identities, Timeout: f.timeout, Logger: a.logger()})
+	if err != nil {
+		return nil, err
+	}
+	r.Key = key
+	return r, nil
 }
 
 // openSiteState resolves the site (its name names the snapshots) and opens
@@ -47,11 +75,12 @@ func openSiteState(ctx context.Context, a *app, f *stateFlags) (siteState, inven
 }
 
 type backupFlags struct {
-	state  stateFlags
-	ssh    sshFlags
-	to     string
-	keep   int
-	asJSON bool
+	state   stateFlags
+	ssh     sshFlags
+	to      string
+	keep    int
+	encrypt bool
+	asJSON  bool
 }
 
 func newBackupCmd(a *app) *cobra.Command {
@@ -94,7 +123,10 @@ for an absolute one (sftp://metal@backup//srv/metal).`,
 				return err
 			}
 			defer r.Close()
-			res, err := backup.Backup(ctx, store, r, backup.Options{Site: st.Name, Keep: f.keep})
+			if f.encrypt && r.Key == nil {
+				return usageError("--encrypt: name the backup key to seal with (--key)")
+			}
+			res, err := backup.Backup(ctx, store, r, backup.Options{Site: st.Name, Keep: f.keep, Encrypt: f.encrypt})
 			if err != nil {
 				return err
 			}
@@ -113,6 +145,33 @@ for an absolute one (sftp://metal@backup//srv/metal).`,
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.to, "to", "", "the SFTP directory: sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().IntVar(&f.keep, "keep", 0, "keep the newest N snapshots of the site, delete older ones (0: keep all)")
+	cmd.Flags().BoolVar(&f.encrypt, "encrypt", false, "seal the snapshot with age to the backup key (--key): nothing of it, user_data included, is readable on the server")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the result as JSON")
+	cmd.AddCommand(newBackupKeygenCmd(a))
 	return cmd
+}
+
+func newBackupKeygenCmd(a *app) *cobra.Command {
+	return &cobra.Command{
+		Use:   "keygen FILE",
+		Short: "Make a backup key: signs snapshots, heartbeats and fences, and seals snapshots",
+		Long: `Keygen writes a new backup key to FILE (mode 0600; an existing file is never
+replaced). Give the same file to the primary (metal serve --backup-to, metal
+backup) and the standby (metal standby, promote, restore) with --key: each
+then signs what it writes to the SFTP directory and refuses, and logs,
+anything not signed with it. With --encrypt, snapshots are sealed to it
+(age). Keep it off the SFTP server, and keep a copy: without it encrypted
+snapshots cannot be read.`,
+		Example: `  metal backup keygen /etc/metal/backup.key
+  scp -p /etc/metal/backup.key dr-host:/etc/metal/backup.key`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			k, err := backup.WriteKeyFile(args[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "Backup key %s written to %s. Copy it to the standby; keep it off the SFTP server.\n", k.ID(), args[0])
+			return nil
+		},
+	}
 }

@@ -294,3 +294,46 @@ func TestServePrimary(t *testing.T) {
 	}
 	p.Remote.Close()
 }
+
+// TestBackupKeyEncrypt: keygen, an encrypted and signed backup, a restore
+// without the key refused, one with it whole.
+func TestBackupKeyEncrypt(t *testing.T) {
+	d := sshdtest.Start(t)
+	target := d.URL("ams1")
+	sitePath := stateSite(t)
+	s := openSiteStore(t, sitePath)
+	fillStore(t, s, time.Now())
+	want := machineSummary(t, s)
+	s.Close()
+	key := filepath.Join(t.TempDir(), "backup.key")
+	if code, stdout, stderr := metal(t, nil, "backup", "keygen", key); code != 0 || !strings.Contains(stdout, "Backup key") {
+		t.Fatalf("keygen: exit %d: %s%s", code, stdout, stderr)
+	}
+	if code, _, stderr := metal(t, nil, "backup", "keygen", key); code == 0 {
+		t.Errorf("keygen over an existing key succeeded: %s", stderr)
+	}
+	if code, _, stderr := metal(t, noAgent, append([]string{"backup", "--site", sitePath, "--to", target, "--encrypt"}, sshArgs(d)...)...); code != 2 || !strings.Contains(stderr, "--key") {
+		t.Errorf("--encrypt without --key: exit %d: %s", code, stderr)
+	}
+	code, _, stderr := metal(t, noAgent, append([]string{"backup", "--site", sitePath, "--to", target, "--encrypt", "--key", key}, sshArgs(d)...)...)
+	if code != 0 {
+		t.Fatalf("backup: exit %d: %s", code, stderr)
+	}
+	snaps := snapshotsIn(t, filepath.Join(d.Dir, "ams1"))
+	b, err := os.ReadFile(filepath.Join(d.Dir, "ams1", snaps[0]))
+	if err != nil || !strings.HasPrefix(string(b), "age-encryption.org/v1") {
+		t.Fatalf("the snapshot is not sealed: %v %.40q", err, b)
+	}
+	restored := stateSite(t)
+	if code, _, stderr := metal(t, noAgent, append([]string{"restore", "--site", restored, "--from", target}, sshArgs(d)...)...); code == 0 || !strings.Contains(stderr, "--key") {
+		t.Errorf("restore without the key: exit %d: %s", code, stderr)
+	}
+	if code, _, stderr := metal(t, noAgent, append([]string{"restore", "--site", restored, "--from", target, "--key", key}, sshArgs(d)...)...); code != 0 {
+		t.Fatalf("restore with the key: exit %d: %s", code, stderr)
+	}
+	s = openSiteStore(t, restored)
+	defer s.Close()
+	if d := cmp.Diff(want, machineSummary(t, s)); d != "" {
+		t.Errorf("restored machines (-want +got):\n%s", d)
+	}
+}

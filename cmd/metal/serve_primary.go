@@ -16,11 +16,12 @@ import (
 // standby was promoted there (`metal promote` writes the fence). Only serve
 // can snapshot an embedded store while it runs: it holds the file.
 type primaryFlags struct {
-	ssh   sshFlags
-	to    string
-	every time.Duration
-	keep  int
-	owner string
+	ssh     sshFlags
+	to      string
+	every   time.Duration
+	keep    int
+	owner   string
+	encrypt bool
 }
 
 func (f *primaryFlags) register(cmd *cobra.Command) {
@@ -31,6 +32,7 @@ func (f *primaryFlags) register(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&f.keep, "backup-keep", 48, "keep the newest N snapshots in the SFTP directory (0: keep all)")
 	cmd.Flags().StringVar(&f.owner, "owner", "", "name of this instance of the site for the fence (default this host's name and machine-id); "+
 		"a promoted standby serves with the --owner it was promoted as")
+	cmd.Flags().BoolVar(&f.encrypt, "backup-encrypt", false, "seal the snapshots with age to the backup key (--key)")
 }
 
 // startPrimary connects to the backup directory and checks the fence
@@ -47,7 +49,14 @@ func (f *primaryFlags) startPrimary(ctx context.Context, log *slog.Logger, siteN
 	if err != nil {
 		return nil, usageError("--backup-to: %v", err)
 	}
-	p := &backup.Primary{Site: siteName, Owner: f.owner, Interval: f.every, Keep: f.keep, Logger: log}
+	key, err := f.ssh.key(log)
+	if err != nil {
+		return nil, err
+	}
+	if f.encrypt && key == nil {
+		return nil, usageError("--backup-encrypt: name the backup key to seal with (--key)")
+	}
+	p := &backup.Primary{Site: siteName, Owner: f.owner, Interval: f.every, Keep: f.keep, Logger: log, Key: key, Encrypt: f.encrypt}
 	if err := p.Open(ctx, t, backup.SSHOptions{KnownHosts: f.ssh.knownHosts, KeyFiles: f.ssh.identities, Timeout: f.ssh.timeout, Logger: log}); err != nil {
 		return nil, err
 	}

@@ -23,7 +23,9 @@ type Options struct {
 	// Unless is the store revision of the last snapshot written: when the
 	// store is still at it, nothing is uploaded (Result.Unchanged).
 	Unless int64
-	Now    func() time.Time
+	// Encrypt seals the snapshot with age to the Remote's Key.
+	Encrypt bool
+	Now     func() time.Time
 }
 
 // Result says what a backup did.
@@ -51,10 +53,11 @@ func Backup(ctx context.Context, store inventory.Store, r *Remote, opts Options)
 		return Result{Header: h, Unchanged: true}, nil
 	}
 	res := Result{Name: Name(h), Header: h, Size: buf.Len()}
-	if err := r.Put(ctx, res.Name, &buf); err != nil {
+	if err := r.writeSigned(ctx, res.Name, buf.Bytes(), opts.Encrypt, false); err != nil {
 		return Result{}, err
 	}
-	r.log.Info("snapshot uploaded", "name", res.Name, "bytes", res.Size, "revision", h.Revision, "target", r.target.String())
+	r.log.Info("snapshot uploaded", "name", res.Name, "bytes", res.Size, "revision", h.Revision, "target", r.target.String(),
+		"signed", r.Key != nil, "encrypted", opts.Encrypt)
 	if opts.Keep > 0 {
 		if res.Deleted, err = Prune(ctx, r, opts.Site, opts.Keep); err != nil {
 			return res, err
@@ -78,6 +81,41 @@ func Snapshots(ctx context.Context, r *Remote, site string) ([]SnapshotName, err
 	// Names sort by time then revision already; equal times (two backups in
 	// one second) fall back to the revision.
 	return out, nil
+}
+
+// fetchNewest fetches the newest snapshot of site that is not forged,
+// skipping (and adding to refused, when given) those that are; names in
+// refused are not downloaded again. When that snapshot is have, it
+// returns its name alone, downloading nothing.
+func fetchNewest(ctx context.Context, r *Remote, site, have string, refused map[string]bool) (string, Header, []inventory.Record, error) {
+	snaps, err := Snapshots(ctx, r, site)
+	if err != nil {
+		return "", Header{}, nil, err
+	}
+	skipped := 0
+	for i := len(snaps) - 1; i >= 0; i-- {
+		name := snaps[i].Name
+		if refused[name] {
+			skipped++
+			continue
+		}
+		if name == have {
+			return name, Header{}, nil, nil
+		}
+		h, recs, err := Fetch(ctx, r, name)
+		if errors.Is(err, ErrForged) {
+			if refused != nil {
+				refused[name] = true
+			}
+			skipped++
+			continue
+		}
+		return name, h, recs, err
+	}
+	if skipped > 0 {
+		return "", Header{}, nil, fmt.Errorf("%s: site %s: all %d snapshots refused: %w", r.target, site, skipped, ErrForged)
+	}
+	return "", Header{}, nil, fmt.Errorf("%s: site %s: %w", r.target, site, ErrNoSnapshot)
 }
 
 // Latest is the newest snapshot of the site on r.
@@ -124,13 +162,14 @@ func Prune(ctx context.Context, r *Remote, site string, keep int) ([]string, err
 	return deleted, nil
 }
 
-// Fetch downloads snapshot name and verifies it.
+// Fetch downloads snapshot name, decrypts it if sealed, and verifies its
+// signature (with r.Key: ErrForged when missing or wrong) and checksum.
 func Fetch(ctx context.Context, r *Remote, name string) (Header, []inventory.Record, error) {
-	var buf bytes.Buffer
-	if err := r.Get(ctx, name, &buf); err != nil {
+	data, err := r.readSigned(ctx, name)
+	if err != nil {
 		return Header{}, nil, err
 	}
-	h, recs, err := Read(&buf)
+	h, recs, err := Read(bytes.NewReader(data))
 	if err != nil {
 		return Header{}, nil, fmt.Errorf("%s: %s: %w", r.target, name, err)
 	}
@@ -144,17 +183,20 @@ type RestoreOptions struct {
 	Replace bool
 }
 
-// Restore downloads snapshot name (Latest if empty), verifies it is of
-// site (when given) and loads it into store.
+// Restore downloads snapshot name (if empty, the newest that is not
+// forged: a refused one is logged and the one before it tried), verifies
+// it is of site (when given) and loads it into store.
 func Restore(ctx context.Context, r *Remote, site, name string, store inventory.Store, opts RestoreOptions) (Header, error) {
+	var (
+		h    Header
+		recs []inventory.Record
+		err  error
+	)
 	if name == "" {
-		latest, err := Latest(ctx, r, site)
-		if err != nil {
-			return Header{}, err
-		}
-		name = latest.Name
+		name, h, recs, err = fetchNewest(ctx, r, site, "", nil)
+	} else {
+		h, recs, err = Fetch(ctx, r, name)
 	}
-	h, recs, err := Fetch(ctx, r, name)
 	if err != nil {
 		return Header{}, err
 	}

@@ -90,6 +90,9 @@ type Remote struct {
 	log    *slog.Logger
 	// OpTimeout is the deadline of one operation (DefaultOpTimeout if 0).
 	OpTimeout time.Duration
+	// Key signs the snapshots, heartbeats and fences written through r
+	// and authenticates those read (nil: none are; see Key).
+	Key *Key
 
 	mu   sync.Mutex
 	conn *ssh.Client

@@ -1,13 +1,13 @@
 package backup
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,40 +112,55 @@ func readJSON[T any](ctx context.Context, r *Remote, name string) (T, bool, erro
 	if err != nil || !ok {
 		return v, false, err
 	}
-	var buf bytes.Buffer
-	if err := r.Get(ctx, name, &buf); err != nil {
+	data, err := r.readSigned(ctx, name)
+	if err != nil {
 		return v, false, err
 	}
-	if err := json.Unmarshal(buf.Bytes(), &v); err != nil {
+	if err := json.Unmarshal(data, &v); err != nil {
 		return v, false, fmt.Errorf("%s: %s: %w", r.target, name, err)
 	}
 	return v, true, nil
 }
 
-// CurrentFence is the fence in force (the highest epoch); ok is false when
-// the site was never promoted.
+// CurrentFence is the fence in force (the highest epoch not forged); ok
+// is false when the site was never promoted.
 func CurrentFence(ctx context.Context, r *Remote, site string) (Fence, bool, error) {
+	f, ok, _, err := fences(ctx, r, site)
+	return f, ok, err
+}
+
+// fences finds the fence in force and the highest epoch any fence file
+// takes (forged ones too: the next claim must be above them all). A
+// forged fence is logged (readSigned) and passed over: it neither stops a
+// primary nor names an owner.
+func fences(ctx context.Context, r *Remote, site string) (cur Fence, ok bool, top int, err error) {
 	files, err := r.Files(ctx)
 	if err != nil {
-		return Fence{}, false, err
+		return Fence{}, false, 0, err
 	}
 	prefix := "metal-" + site + ".fence-"
-	best := ""
+	var epochs []int
 	for _, f := range files {
-		if strings.HasPrefix(f.Name, prefix) && f.Name > best {
-			if _, err := strconv.Atoi(strings.TrimPrefix(f.Name, prefix)); err == nil {
-				best = f.Name
+		if rest, found := strings.CutPrefix(f.Name, prefix); found {
+			if n, err := strconv.Atoi(rest); err == nil && n > 0 {
+				epochs = append(epochs, n)
 			}
 		}
 	}
-	if best == "" {
-		return Fence{}, false, nil
+	// Numerically: names sort as strings only up to six digits.
+	slices.Sort(epochs)
+	for i := len(epochs) - 1; i >= 0; i-- {
+		top = max(top, epochs[i])
+		f, found, err := readJSON[Fence](ctx, r, fenceName(site, epochs[i]))
+		if errors.Is(err, ErrForged) || err == nil && !found {
+			continue
+		}
+		if err != nil {
+			return Fence{}, false, top, err
+		}
+		return f, true, top, nil
 	}
-	f, ok, err := readJSON[Fence](ctx, r, best)
-	if err != nil || !ok {
-		return Fence{}, false, err
-	}
-	return f, true, nil
+	return Fence{}, false, top, nil
 }
 
 // CheckFenced returns ErrFenced (with who promoted, and when) if the site was
@@ -199,6 +214,10 @@ type Primary struct {
 	Logger *slog.Logger
 	// Keep is how many of the site's newest snapshots Serve keeps (0: all).
 	Keep int
+	// Key signs what Open's Remote writes and checks what it reads (nil:
+	// nothing is authenticated); Encrypt seals the snapshots with it.
+	Key     *Key
+	Encrypt bool
 
 	mu       sync.Mutex
 	until    time.Time // monotonic: the lease ends
@@ -213,6 +232,7 @@ func (p *Primary) Open(ctx context.Context, t Target, ssh SSHOptions) error {
 	if err != nil {
 		return fmt.Errorf("backup directory: %w", err)
 	}
+	r.Key = p.Key
 	p.Remote = r
 	if err := p.Beat(ctx); err != nil {
 		r.Close()
@@ -245,7 +265,7 @@ func (p *Primary) Serve(ctx context.Context, store inventory.Store) error {
 	defer t.Stop()
 	var written int64 // the store revision of the last snapshot written
 	for {
-		res, err := Backup(ctx, store, p.Remote, Options{Site: p.Site, Keep: p.Keep, Unless: written})
+		res, err := Backup(ctx, store, p.Remote, Options{Site: p.Site, Keep: p.Keep, Unless: written, Encrypt: p.Encrypt})
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("snapshot to the backup directory failed; trying again next interval", "to", p.Remote.Target(), "err", err)
@@ -311,7 +331,7 @@ func (p *Primary) Beat(ctx context.Context) error {
 	host, _ := os.Hostname()
 	b, _ := json.Marshal(Heartbeat{Site: p.Site, Owner: owner, Host: host, PID: os.Getpid(), Time: p.now().UTC(),
 		Interval: p.Interval, Lease: p.LeaseLength(), Revision: rev})
-	if err := p.Remote.Put(ctx, heartbeatName(p.Site), bytes.NewReader(b)); err != nil {
+	if err := p.Remote.writeSigned(ctx, heartbeatName(p.Site), append(b, '\n'), false, false); err != nil {
 		return fmt.Errorf("heartbeat: %w", err)
 	}
 	if err := CheckFenced(ctx, p.Remote, p.Site, owner); err != nil {
@@ -391,34 +411,36 @@ type Replicator struct {
 	Interval time.Duration
 	Logger   *slog.Logger
 
-	applied string // name of the snapshot the replica holds
+	applied string          // name of the snapshot the replica holds
+	refused map[string]bool // forged snapshots, not downloaded again
 }
 
-// Sync pulls the newest snapshot into the replica if it is not there yet.
-// The replica is replaced in one step (atomic on bbolt).
+// Sync pulls the newest snapshot that is not forged into the replica if it
+// is not there yet. A forged one (see Key) is logged and passed over for
+// good: the replica keeps the newest genuine state. The replica is
+// replaced in one step (atomic on bbolt).
 func (r *Replicator) Sync(ctx context.Context) (name string, changed bool, err error) {
-	latest, err := Latest(ctx, r.Remote, r.Site)
+	if r.refused == nil {
+		r.refused = map[string]bool{}
+	}
+	name, h, recs, err := fetchNewest(ctx, r.Remote, r.Site, r.applied, r.refused)
 	if err != nil {
 		return "", false, err
 	}
-	if latest.Name == r.applied {
-		return latest.Name, false, nil
-	}
-	h, recs, err := Fetch(ctx, r.Remote, latest.Name)
-	if err != nil {
-		return "", false, err
+	if name == r.applied {
+		return name, false, nil
 	}
 	if h.Site != r.Site {
-		return "", false, fmt.Errorf("snapshot %s is of site %s, not %s", latest.Name, h.Site, r.Site)
+		return "", false, fmt.Errorf("snapshot %s is of site %s, not %s", name, h.Site, r.Site)
 	}
 	if err := r.Replica.Restore(ctx, recs, inventory.RestoreOptions{Replace: true}); err != nil {
-		return "", false, fmt.Errorf("replicate %s: %w", latest.Name, err)
+		return "", false, fmt.Errorf("replicate %s: %w", name, err)
 	}
-	r.applied = latest.Name
+	r.applied = name
 	if r.Logger != nil {
-		r.Logger.Info("replica updated", "snapshot", latest.Name, "revision", h.Revision, "records", h.Records)
+		r.Logger.Info("replica updated", "snapshot", name, "revision", h.Revision, "records", h.Records)
 	}
-	return latest.Name, true, nil
+	return name, true, nil
 }
 
 // Run syncs every Interval until ctx ends. Failed pulls are logged and
@@ -517,7 +539,7 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 	}
 	owner := defaultOwner(opts.Owner)
 	var res Promotion
-	cur, promoted, err := CurrentFence(ctx, r, opts.Site)
+	cur, promoted, top, err := fences(ctx, r, opts.Site)
 	if err != nil {
 		return res, fmt.Errorf("promote: %w", err)
 	}
@@ -527,6 +549,12 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 	}
 	wait := func() (time.Duration, error) {
 		hb, ok, err := readJSON[Heartbeat](ctx, r, heartbeatName(opts.Site))
+		if errors.Is(err, ErrForged) {
+			// Neither a sign of life nor of death: the primary's real
+			// last beat is unknown, so its lease end is too.
+			return 0, fmt.Errorf("promote: the heartbeat is refused (%w): when the primary last beat is unknown. "+
+				"Check that both hosts hold the same --key; if the primary is known to be off (or a fence block powers it off), promote with --force", err)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("promote: read heartbeat: %w", err)
 		}
@@ -555,9 +583,9 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 		}
 	}
 	host, _ := os.Hostname()
-	f := Fence{Site: opts.Site, Epoch: cur.Epoch + 1, Owner: owner, Host: host, Time: now().UTC(), Forced: opts.Force}
+	f := Fence{Site: opts.Site, Epoch: max(cur.Epoch, top) + 1, Owner: owner, Host: host, Time: now().UTC(), Forced: opts.Force}
 	b, _ := json.Marshal(f)
-	if err := r.Create(ctx, fenceName(opts.Site, f.Epoch), bytes.NewReader(b)); err != nil {
+	if err := r.writeSigned(ctx, fenceName(opts.Site, f.Epoch), append(b, '\n'), false, true); err != nil {
 		if !errors.Is(err, ErrExists) {
 			return res, fmt.Errorf("promote: claim: %w", err)
 		}
