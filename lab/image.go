@@ -11,7 +11,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/metal-dev/metal/images/initramfs"
-	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+	"github.com/metal-dev/metal/internal/bootdisk"
 )
 
 // Marker is what the lab's disk image prints on the serial console when a
@@ -85,7 +85,7 @@ esac
 // its modules (the install agent's, fetched with apt-get download and
 // cached, never installed) and an initramfs whose /init prints Marker,
 // phones home to metal with the seed's URL and powers off, bootable by
-// SeaBIOS and by OVMF (bootkit.DiskImageWith).
+// SeaBIOS and by OVMF (bootdisk.Write).
 func BuildTestImage(ctx context.Context, path string) error {
 	return buildImage(ctx, path, osInit)
 }
@@ -106,7 +106,7 @@ func buildImage(ctx context.Context, path, init string) error {
 	if err != nil {
 		return fmt.Errorf("test disk image: %w", err)
 	}
-	bb, err := os.ReadFile(bootkit.Busybox)
+	bb, err := os.ReadFile(bootdisk.Busybox)
 	if err != nil {
 		return fmt.Errorf("test disk image: %w (install the Debian package busybox-static)", err)
 	}
@@ -161,7 +161,7 @@ func buildImage(ctx context.Context, path, init string) error {
 		return fmt.Errorf("test disk image: cpio: %w", err)
 	}
 	tmp := path + ".tmp"
-	if err := bootkit.DiskImageWith(ctx, k.Vmlinuz, buf.Bytes(), tmp); err != nil {
+	if err := bootdisk.Write(ctx, k.Vmlinuz, buf.Bytes(), tmp); err != nil {
 		os.Remove(tmp)
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
@@ -69,7 +70,7 @@ func TestInstallInQEMU(t *testing.T) {
 	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
 		t.Skip(err)
 	}
-	if err := bootkit.CheckDiskTools(); err != nil {
+	if err := bootdisk.CheckTools(); err != nil {
 		t.Skip(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

@@ -44,7 +44,6 @@ var known = map[string]bool{
 	"images -> site":                            true, // the cache takes the HCL model
 	"pxe/agentapi -> inventory":                 true, // inventory types as the agent's wire format
 	"images/agent -> inventory":                 true, // the same
-	"lab -> pxe/pxetest/bootkit":                true, // shipped code on a test helper
 	"daemon/console/consoletest -> pxe/pxetest": true,
 }
 

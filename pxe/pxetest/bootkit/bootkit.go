@@ -24,6 +24,7 @@ import (
 
 	"github.com/cavaliergopher/cpio"
 
+	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
 
@@ -201,7 +202,7 @@ func lock(path string) (func(), error) {
 }
 
 // Busybox is where Debian's busybox-static installs its binary.
-const Busybox = "/bin/busybox"
+const Busybox = bootdisk.Busybox
 
 var markerRE = regexp.MustCompile(`^[A-Za-z0-9_.:=-]{8,128}$`)
 

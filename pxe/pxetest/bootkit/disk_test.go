@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/pxe/pxetest"
@@ -18,7 +19,7 @@ import (
 // disk, on SeaBIOS (SYSLINUX) and on OVMF (systemd-boot), to its marker.
 func TestDiskImageBoots(t *testing.T) {
 	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	if err := bootkit.CheckDiskTools(); err != nil {
+	if err := bootdisk.CheckTools(); err != nil {
 		t.Fatal(err)
 	}
 	// Parallel subtests run after this function returns: cancel at cleanup.
