@@ -48,6 +48,7 @@ func (c *console) funcs() template.FuncMap {
 		},
 		"join":    strings.Join,
 		"running": func(s inventory.RunState) bool { return s == inventory.RunRunning || s == inventory.RunPending },
+		"short":   short,
 		"sym":     planSymbol,
 		"show":    planValue,
 	}

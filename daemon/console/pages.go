@@ -82,31 +82,45 @@ func (c *console) machinesPage(w http.ResponseWriter, r *http.Request) {
 type badRequest struct{ error }
 
 type machineView struct {
-	M       inventory.Machine
-	Rack    string
-	Events  []inventory.Event
-	Actions bool
-	Stream  string
+	M         inventory.Machine
+	Rack      string
+	Events    []inventory.Event
+	Waterfall *waterfall
+	Histogram *histogram
+	Actions   bool
+	Stream    string
 }
 
-// timelineLen is how many of a machine's latest events its page shows.
-const timelineLen = 50
+// timelineLen is how many of a machine's latest events its page shows;
+// bootEvents how many its boot waterfall looks back through for the
+// start of the last provision.
+const (
+	timelineLen = 50
+	bootEvents  = 1000
+)
 
 func (c *console) machineView(ctx context.Context, name string) (machineView, error) {
 	m, err := c.opts.Store.Machine(ctx, name)
 	if err != nil {
 		return machineView{}, err
 	}
-	evs, err := latestEvents(ctx, c.opts.Store, inventory.EventQuery{Machine: m.Name, MAC: m.MAC}, timelineLen)
+	evs, err := latestEvents(ctx, c.opts.Store, inventory.EventQuery{Machine: m.Name, MAC: m.MAC}, bootEvents)
 	if err != nil {
 		return machineView{}, err
 	}
+	wf := newWaterfall(evs, c.opts.Now())
+	fleet, _, err := c.opts.Store.Machines(ctx)
+	if err != nil {
+		return machineView{}, err
+	}
+	evs = evs[max(0, len(evs)-timelineLen):]
 	// Newest first: the timeline reads from what just happened.
 	for i, j := 0, len(evs)-1; i < j; i, j = i+1, j-1 {
 		evs[i], evs[j] = evs[j], evs[i]
 	}
 	return machineView{
 		M: api.Redact(m), Rack: api.Rack(m), Events: evs, Actions: c.opts.Actions != nil,
+		Waterfall: wf, Histogram: newHistogram(fleet, m.Name),
 		Stream: Prefix + "stream?" + url.Values{"view": {"machine"}, "name": {m.Name}}.Encode(),
 	}, nil
 }
