@@ -8,7 +8,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,20 +119,20 @@ func startServer(t *testing.T, lab *pxetest.Lab, cfg Config, policy pxe.BootPoli
 		}
 	}
 	t.Cleanup(stop)
-	// Wait until the lab namespace has a socket on port 67. (Not by trying
-	// to bind it: that would race the server for the port.)
-	deadline := time.Now().Add(5 * time.Second)
-	for !udpBound(t, lab.NS(), serverPort) {
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("server stopped at once: %v", err)
-		default:
+	// Wait until the server has its sockets. (Not by looking for a socket
+	// on port 67 in the namespace: one a server closed can linger there a
+	// moment, kept by a child process forked before the close.)
+	select {
+	case <-srv.Listening():
+	case err := <-done:
+		stopped = true
+		if errors.Is(err, syscall.EADDRINUSE) { // say who holds the port
+			out, _ := exec.Command("ip", "netns", "exec", lab.NS().Name, "ss", "-uapn").CombinedOutput()
+			t.Fatalf("server stopped at once: %v\n%s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("server did not bind port 67 within 5s")
-		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatalf("server stopped at once: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not bind port 67 within 10s")
 	}
 	return srv, stop
 }

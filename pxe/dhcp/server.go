@@ -545,7 +545,7 @@ const recvBuffer = 4 << 20
 // interface can share the port, and replies leave by that interface),
 // allowed to broadcast, with a receive buffer of recvBuffer. Unlike
 // server4.NewIPv4UDPConn it sets SO_REUSEPORT only when asked (for
-// listenSteered's pair): a second server on the same interface fails to
+// listenSteered's second socket): a second server on the same interface fails to
 // start instead of silently getting half the packets.
 func listen(ctx context.Context, iface string, port int, reusePort bool) (net.PacketConn, error) {
 	lc := net.ListenConfig{Control: func(network, address string, rc syscall.RawConn) error {

@@ -66,54 +66,73 @@ var (
 // listenSteered opens port on iface as two sockets steered by
 // steerProgram: DISCOVERs to the first, the rest to the second. Where the
 // kernel refuses (no SO_REUSEPORT or BPF steering) it returns one plain
-// socket. As with listen, a second server on the same interface fails: the
-// port is first bound alone, without SO_REUSEPORT, and only then shared
-// by our two sockets (the program never steers to a third).
+// socket. As with listen, a second server on the same interface fails:
+// the first socket binds the port alone, without SO_REUSEPORT, and only
+// once bound joins the group the second one then makes with it (Linux
+// forms a reuseport group when a second socket binds beside one that has
+// SO_REUSEPORT set, however late it was set). No socket of ours is closed
+// and bound again on the way: a closed socket stays bound while any child
+// process forked meanwhile keeps its copy, until that child's exec ends,
+// and this process forks at any moment (tests, the lab, hooks).
 func listenSteered(ctx context.Context, iface string, port int) ([]net.PacketConn, error) {
-	var first net.PacketConn
-	for deadline := time.Now().Add(bindRetryFor); ; {
-		probe, err := listenRetrying(ctx, iface, port)
-		if err != nil {
-			return nil, err
-		}
-		probe.Close()
-		// A closed socket stays bound while a child process forked at
-		// that moment (any exec in this process) still shares it, until
-		// the child execs: the probe can hold the port a moment longer.
-		first, err = listen(ctx, iface, port, true)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(20 * time.Millisecond):
-		}
+	first, err := listenRetrying(ctx, iface, port)
+	if err != nil {
+		return nil, err
+	}
+	return steer(ctx, first, iface, port)
+}
+
+// steer makes first, bound alone to port on iface, the bulk socket of a
+// steered pair; on failure it returns first alone, unfiltered.
+func steer(ctx context.Context, first net.PacketConn, iface string, port int) ([]net.PacketConn, error) {
+	if err := control(first, func(fd int) error {
+		return unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return []net.PacketConn{first}, nil
 	}
 	second, err := listen(ctx, iface, port, true)
 	if err != nil {
-		first.Close()
-		return nil, err
+		return []net.PacketConn{first}, nil
 	}
-	err = errors.Join(
-		attach(first, unix.SO_ATTACH_REUSEPORT_CBPF, steerProgram),
-		attach(first, unix.SO_ATTACH_FILTER, bulkFilter),
-		attach(second, unix.SO_ATTACH_FILTER, firstFilter))
+	err = attach(first, unix.SO_ATTACH_REUSEPORT_CBPF, steerProgram)
+	if err == nil {
+		err = attach(first, unix.SO_ATTACH_FILTER, bulkFilter)
+	}
+	if err == nil {
+		err = attach(second, unix.SO_ATTACH_FILTER, firstFilter)
+	}
 	if err != nil {
+		// Some kernels or sandboxes refuse the programs: one socket, as
+		// before; the readers still put known machines first. Alone in
+		// its group, a reuseport program's choice of the second socket
+		// falls back to the first.
 		second.Close()
-		first.Close()
-		// Some kernels or sandboxes refuse the program: one socket, as
-		// before; the readers still put known machines first.
-		c, lerr := listen(ctx, iface, port, false)
-		if lerr != nil {
-			return nil, errors.Join(err, lerr)
+		if derr := control(first, func(fd int) error {
+			err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+			if errors.Is(err, unix.ENOENT) { // none was attached
+				return nil
+			}
+			return err
+		}); derr != nil {
+			first.Close()
+			return nil, fmt.Errorf("dhcp: steering on %s port %d: %w", iface, port, errors.Join(err, derr))
 		}
-		return []net.PacketConn{c}, nil
+		return []net.PacketConn{first}, nil
 	}
 	return []net.PacketConn{first, second}, nil
+}
+
+// control runs f on c's file descriptor.
+func control(c net.PacketConn, f func(fd int) error) error {
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 // attach sets a classic BPF program as c's socket option opt.
@@ -123,18 +142,10 @@ func attach(c net.PacketConn, opt int, program []bpf.Instruction) error {
 		return fmt.Errorf("assemble BPF program: %w", err)
 	}
 	prog := unix.SockFprog{Len: uint16(len(raw)), Filter: (*unix.SockFilter)(unsafe.Pointer(&raw[0]))}
-	rc, err := c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, opt, &prog)
+	if err := control(c, func(fd int) error {
+		return unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, opt, &prog)
 	}); err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("attach BPF program (option %d): %w", opt, serr)
+		return fmt.Errorf("attach BPF program (option %d): %w", opt, err)
 	}
 	return nil
 }
@@ -143,17 +154,20 @@ func attach(c net.PacketConn, opt int, program []bpf.Instruction) error {
 const bindRetryFor = 5 * time.Second
 
 // listenRetrying is listen without SO_REUSEPORT, tried again for up to
-// bindRetryFor while the port is in use: a socket closed a moment ago
-// stays bound while a child process forked at that moment (any exec in
-// this process, as tests and the lab do all the time) still shares it,
-// until the child execs. A port held for longer is another server, and the
-// error says so as before.
+// bindRetryFor while the port is in use. A server that has just stopped
+// (a restart, in this process or another) may still hold it a moment: a
+// closed socket stays bound while a child process forked before the close
+// still has its copy, until that child's exec ends. A port held for longer
+// is another server's, and the error says so.
 func listenRetrying(ctx context.Context, iface string, port int) (net.PacketConn, error) {
 	deadline := time.Now().Add(bindRetryFor)
-	for pause := 20 * time.Millisecond; ; pause = min(2*pause, 500*time.Millisecond) {
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, 500*time.Millisecond) {
 		c, err := listen(ctx, iface, port, false)
-		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().Add(pause).After(deadline) {
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
 			return c, err
+		}
+		if time.Now().Add(pause).After(deadline) {
+			return nil, fmt.Errorf("%w (held for %s: is another DHCP server running on %s?)", err, bindRetryFor, iface)
 		}
 		select {
 		case <-ctx.Done():

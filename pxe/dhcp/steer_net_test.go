@@ -2,7 +2,9 @@ package dhcp
 
 import (
 	"context"
+	"errors"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,12 +18,8 @@ import (
 // a renewing client sends it) the second only.
 func TestSteeredSockets(t *testing.T) {
 	lab := pxetest.NewLab(t)
-	var conns []net.PacketConn
-	if err := lab.NS().Do(func() error {
-		var err error
-		conns, err = listenSteered(context.Background(), pxetest.BridgeName, serverPort)
-		return err
-	}); err != nil {
+	conns, err := listenSteeredIn(lab)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range conns {
@@ -62,4 +60,33 @@ func TestSteeredSockets(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSecondServerRefused: a second server on an interface whose port 67
+// a steered pair holds fails to start (once bindRetryFor is spent),
+// rather than sharing the port: the first socket of each pair binds it
+// alone, and the pair's first socket joins its group only once bound.
+func TestSecondServerRefused(t *testing.T) {
+	t.Parallel()
+	lab := pxetest.NewLab(t)
+	for _, want := range []error{nil, syscall.EADDRINUSE} {
+		conns, err := listenSteeredIn(lab)
+		for _, c := range conns {
+			defer c.Close()
+		}
+		if !errors.Is(err, want) {
+			t.Fatalf("listenSteered: %v, want %v", err, want)
+		}
+	}
+}
+
+// listenSteeredIn opens port 67 of the lab's bridge as listenSteered does.
+func listenSteeredIn(lab *pxetest.Lab) ([]net.PacketConn, error) {
+	var conns []net.PacketConn
+	err := lab.NS().Do(func() error {
+		var err error
+		conns, err = listenSteered(context.Background(), pxetest.BridgeName, serverPort)
+		return err
+	})
+	return conns, err
 }
