@@ -51,7 +51,9 @@ func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string) *
 	l.site = filepath.Join(l.dir, "site.hcl")
 	l.writeSite(rollout, nil)
 
-	l.serve = exec.Command(l.bin, "serve", "--listen", listen, "--tftp-addr", "127.0.0.1:0",
+	// The API on a port of its own: the default 127.0.0.1:9090 is the host's,
+	// shared with every other test package running at the same time.
+	l.serve = exec.Command(l.bin, "serve", "--api-listen", "127.0.0.1:0", "--listen", listen, "--tftp-addr", "127.0.0.1:0",
 		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", l.site)
 	l.serve.Stdout, l.serve.Stderr = l.out, l.out
 	l.serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

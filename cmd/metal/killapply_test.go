@@ -289,7 +289,9 @@ func (s *serveProc) start() {
 		}
 	}
 	s.out = syncbuf.Buffer{}
-	s.cmd = exec.Command(s.r.bin, "serve", "--listen", s.r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", s.r.state,
+	// The API on a port of its own: the default 127.0.0.1:9090 is the host's,
+	// shared with every other test package running at the same time.
+	s.cmd = exec.Command(s.r.bin, "serve", "--api-listen", "127.0.0.1:0", "--listen", s.r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", s.r.state,
 		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", s.r.site)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
