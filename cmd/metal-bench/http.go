@@ -110,8 +110,10 @@ func benchHTTP(cfg *config) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// No API listener: its default port may be taken by another program
+	// on this host, and nginx answers no such thing either.
 	mp, err := startProc("metal serve", filepath.Join(metalDir, "metal.log"), nil, metalBin, "serve",
-		"--state-dir", metalDir, "--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftpPort), site)
+		"--api-listen", "", "--state-dir", metalDir, "--tftp-addr", fmt.Sprintf("127.0.0.1:%d", tftpPort), site)
 	if err != nil {
 		return nil, err
 	}
