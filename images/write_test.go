@@ -243,16 +243,21 @@ func TestWriteChecksumMismatch(t *testing.T) {
 func TestWriteErrors(t *testing.T) {
 	raw := diskImage(1<<20, 4)
 	gz := compressTool(t, "gzip", "gzip", raw)
+	// A byte of the image's data flipped: without a sum, only the frame's
+	// own checksum tells.
+	zst := compressTool(t, "zstd", "zstd", raw, "-q")
+	zst[len(zst)/2] ^= 0x01
 	cases := map[string]struct {
 		format, sum string
 		src         io.Reader
 		want        string
 	}{
-		"unknown format":      {"bz2", "", bytes.NewReader(raw), "unknown image format"},
-		"unsupported sum":     {"raw", "md5:00", bytes.NewReader(raw), "unsupported checksum"},
-		"not gzip":            {"gz", "", bytes.NewReader(raw), "gzip"},
-		"truncated, no sum":   {"gz", "", bytes.NewReader(gz[:len(gz)-100]), "decompress image"},
-		"source fails midway": {"raw", sha256Of(raw), io.MultiReader(bytes.NewReader(raw[:1000]), failingReader{}), "connection reset"},
+		"unknown format":       {"bz2", "", bytes.NewReader(raw), "unknown image format"},
+		"unsupported sum":      {"raw", "md5:00", bytes.NewReader(raw), "unsupported checksum"},
+		"not gzip":             {"gz", "", bytes.NewReader(raw), "gzip"},
+		"truncated, no sum":    {"gz", "", bytes.NewReader(gz[:len(gz)-100]), "decompress image"},
+		"zstd flipped, no sum": {"zst", "", bytes.NewReader(zst), "decompress image"},
+		"source fails midway":  {"raw", sha256Of(raw), io.MultiReader(bytes.NewReader(raw[:1000]), failingReader{}), "connection reset"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
