@@ -470,6 +470,9 @@ type ApplyRun struct {
 	// (the site's rollout block), so the console can show the batches.
 	Canary    int `json:"canary,omitempty"`
 	BatchSize int `json:"batch_size,omitempty"`
+	// MaxFailures is the halt rule the run was started with: it stops
+	// once more machines than this have failed.
+	MaxFailures int `json:"max_failures"`
 	// HaltReason says why a run stopped before finishing (too many
 	// failures, an operator's halt); empty while it runs or when it ended
 	// on its own.

@@ -336,7 +336,7 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 	// machines, and resuming it would skip the others (see Resume).
 	run := inventory.ApplyRun{
 		ID: newRunID(now), PlanDigest: p.Digest, State: inventory.RunPending, StartedAt: now,
-		BatchSize: size,
+		BatchSize: size, MaxFailures: e.site.Rollout.MaxFailures,
 	}
 	if e.site.Rollout.Canary > 0 && len(batches) > 0 {
 		run.Canary = len(batches[0])

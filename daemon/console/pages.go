@@ -138,6 +138,7 @@ type rolloutView struct {
 	Runs    []inventory.ApplyRun // newest first, without steps
 	Run     *api.Run
 	Batches []api.Batch
+	Picture *picture
 	Actions bool
 	Stream  string
 }
@@ -154,6 +155,7 @@ func (c *console) rolloutView(ctx context.Context, id string) (rolloutView, erro
 			run := api.NewRun(r)
 			v.Run = &run
 			v.Batches = run.Batches()
+			v.Picture = newPicture(run, v.Batches, c.opts.Now())
 		}
 		r.Steps = nil
 		v.Runs = append(v.Runs, r)
