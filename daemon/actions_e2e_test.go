@@ -17,6 +17,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/daemon/api/apitest"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
@@ -25,14 +26,13 @@ import (
 // fleetLab is a real daemon (daemon.New and Serve, on loopback ports) for a
 // site of machines behind simulated Redfish BMCs, whose simulated install
 // agents talk to the daemon's own agent protocol. Operators reach it over
-// the real API and console with a token from the real token file.
+// the real API and console with a token kept in the daemon's store.
 type fleetLab struct {
 	t        *testing.T
 	d        *daemon.Daemon
 	store    inventory.Store
 	fleet    *applytest.Fleet
 	base     string // the HTTP listener's URL, "http://127.0.0.1:PORT"
-	tokens   string // the token file
 	token    string // the secret of token "ops"
 	stateDir string
 	logs     *syncbuf.Buffer
@@ -97,10 +97,7 @@ func newFleetLab(t *testing.T, lo labOptions) *fleetLab {
 	d.Agent = daemon.AgentBoot{Kernel: "/files/agent/vmlinuz", Initrds: []string{"/files/agent/initrd.img"}, Cmdline: "console=ttyS0"}
 	l.d = d
 
-	l.tokens = filepath.Join(l.stateDir, api.TokenFile)
-	if l.token, err = api.AddToken(l.tokens, "ops"); err != nil {
-		t.Fatal(err)
-	}
+	l.token = apitest.Token(t, d.Store, "ops", api.RoleOperate)
 
 	sctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -435,15 +432,15 @@ func TestActionsEndToEnd(t *testing.T) {
 func TestActionsRefusedWithoutToken(t *testing.T) {
 	l := newFleetLab(t, labOptions{})
 	m0 := applytest.Name(0)
-	revoked, err := api.AddToken(l.tokens, "leaver")
-	if err != nil {
-		t.Fatal(err)
-	}
+	revoked := apitest.Token(t, l.d.Store, "leaver", api.RoleOperate)
+	reader := apitest.Token(t, l.d.Store, "viewer", api.RoleRead)
 	// Used once while valid, so the refusal below is the revocation's.
 	if code, body := l.call(http.DefaultClient, l.base, http.MethodGet, "/api/v1/whoami", revoked, nil); code != http.StatusOK {
 		t.Fatalf("whoami with the token before revoking it: HTTP %d %v", code, body)
 	}
-	revokeToken(t, l.tokens, "leaver")
+	if err := l.d.Store.DeleteAPIToken(context.Background(), "leaver"); err != nil {
+		t.Fatal(err)
+	}
 
 	sim := l.fleet.Sim(m0)
 	boots, power := len(sim.Boots()), sim.Power()
@@ -455,6 +452,7 @@ func TestActionsRefusedWithoutToken(t *testing.T) {
 		"revoked":       revoked,
 		"token's name":  "ops",
 		"with a suffix": l.token + "x",
+		"role read":     reader,
 	} {
 		for _, req := range []api.ActionRequest{
 			{Action: api.ActionPowerCycle, Machine: m0},
@@ -477,7 +475,7 @@ func TestActionsRefusedWithoutToken(t *testing.T) {
 	// The token secrets are nowhere in the state directory (the token
 	// file holds hashes; the store, keys and staged files no secret) nor
 	// in the daemon's log, though both were used.
-	for _, secret := range []string{l.token, revoked} {
+	for _, secret := range []string{l.token, revoked, reader} {
 		random := strings.TrimPrefix(secret, "metal_")
 		err := filepath.WalkDir(l.stateDir, func(path string, de os.DirEntry, err error) error {
 			if err != nil || !de.Type().IsRegular() {
@@ -498,24 +496,5 @@ func TestActionsRefusedWithoutToken(t *testing.T) {
 		if strings.Contains(l.logs.String(), random) {
 			t.Errorf("the daemon's log holds a token secret")
 		}
-	}
-}
-
-// revokeToken deletes the token's line from the token file, as the docs
-// tell operators to.
-func revokeToken(t *testing.T, path, name string) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keep []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if !strings.HasPrefix(line, name+" ") {
-			keep = append(keep, line)
-		}
-	}
-	if err := os.WriteFile(path, []byte(strings.Join(keep, "\n")), 0o600); err != nil {
-		t.Fatal(err)
 	}
 }

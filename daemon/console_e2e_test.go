@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -94,7 +95,9 @@ func TestConsoleActionsInChromium(t *testing.T) {
 		chromedp.Navigate(l.base+console.Prefix+"confirm?action=power-cycle&machine="+m0),
 		chromedp.WaitVisible(`#confirm`),
 	)
-	revokeToken(t, l.tokens, "ops")
+	if err := l.d.Store.DeleteAPIToken(context.Background(), "ops"); err != nil {
+		t.Fatal(err)
+	}
 	boots = len(sim.Boots())
 	var refused string
 	consoletest.Run(t, ctx, "confirm after revoking",

@@ -270,7 +270,11 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if opts.PowerPoll >= 0 {
 		d.power = &apply.PowerPoller{Current: d.Site, Store: d.Store, BMC: d.operator.bmcs, Every: opts.PowerPoll, Logger: d.log}
 	}
-	tokens := api.OpenTokens(filepath.Join(d.StateDir, api.TokenFile))
+	// Tokens live in the store; an older metal kept them in a file here.
+	if _, err := api.MigrateTokenFile(ctx, d.Store, filepath.Join(d.StateDir, api.TokenFile), d.log); err != nil {
+		return nil, err
+	}
+	tokens := api.NewTokens(d.Store, nil, d.log)
 	d.tokens = tokens
 	extra := map[string]http.Handler{
 		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator,

@@ -14,11 +14,15 @@ import (
 	"github.com/metal-dev/metal/internal/httpserve"
 )
 
+// LocalTokensPath is where the local socket serves token administration
+// (api.TokensHandler) for `metal token` while the daemon holds the store.
+const LocalTokensPath = "/local/v1/tokens"
+
 // LocalSocket is the name, in the state directory, of the Unix socket on
 // which a running daemon answers the read-only API for local commands
 // (`metal machines`, `metal events`, `metal lab status`) while it holds the
 // embedded store, and takes the applies `metal apply` submits to it
-// (LocalApplyPath). Who may open the socket is decided by its file mode
+// (LocalApplyPath), and manages API tokens (LocalTokensPath). Who may open the socket is decided by its file mode
 // (0600, the daemon's user): reads and submitted applies need no token
 // there; the console's actions still do.
 const LocalSocket = "api.sock"
@@ -46,6 +50,9 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 	mux := http.NewServeMux()
 	mux.Handle("/", api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}))
 	d.localApplyHandlers(ctx, mux)
+	admin := api.TokensHandler(tokens, LocalTokensPath)
+	mux.Handle(LocalTokensPath, admin)
+	mux.Handle(LocalTokensPath+"/", admin)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

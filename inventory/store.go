@@ -69,6 +69,14 @@ type Store interface {
 	// s.Revision). The run must exist.
 	PutApplyStep(ctx context.Context, id string, s ApplyStep) (ApplyStep, error)
 
+	// APITokens returns every API token (hashes, never secrets), sorted
+	// by name.
+	APITokens(ctx context.Context) ([]APIToken, error)
+	// PutAPIToken creates (t.Revision 0) or updates (CAS) a token.
+	PutAPIToken(ctx context.Context, t APIToken) (APIToken, error)
+	// DeleteAPIToken removes a token (revoke).
+	DeleteAPIToken(ctx context.Context, name string) error
+
 	// Watch streams changes of the given kinds (all if none) after
 	// opts.FromRevision (0: from now). The channel closes when ctx ends; a
 	// broken watch sends a last Change with Err set (ErrWatchLagged: list

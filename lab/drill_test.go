@@ -126,7 +126,7 @@ func TestDisasterRecoveryDrill(t *testing.T) {
 	if !strings.Contains(out, "fenced") {
 		t.Errorf("promote does not say the old primary is fenced:\n%s", out)
 	}
-	token := strings.TrimSpace(run(t, ctx, metal, "token", "create", "--site", drSite, "drill"))
+	token := strings.TrimSpace(run(t, ctx, metal, "token", "create", "--site", drSite, "--role", "operate", "drill"))
 	drServe := append([]string{"--owner", "dr", "--backup-to", to, "--backup-every", drillEvery}, ssh...)
 	if _, err := st.StartServeAs(ctx, "serve-dr", metal, append(drServe, drSite), 5*time.Minute); err != nil {
 		t.Fatalf("the promoted standby's metal serve: %v", err)

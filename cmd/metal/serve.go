@@ -62,7 +62,7 @@ otherwise: the boot network is where untrusted machines live, and API
 tokens and console cookies must not cross it (SECURITY.md). Give it a
 management interface's address to reach it from elsewhere, and --tls-cert
 and --tls-key to speak HTTPS. The API and console need a token: create
-one with ` + "`metal token create --site FILE`" + `. --api-on-boot-network
+one with ` + "`metal token create --site FILE --role ROLE`" + `. --api-on-boot-network
 puts them back on the netboot listener, as metal once did, with a warning
 at start.
 

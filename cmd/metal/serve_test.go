@@ -159,6 +159,39 @@ machine "m1" {
 		t.Errorf("metal events while serve runs: exit %d\n%s%s", code, stdout, stderr)
 	}
 
+	// Tokens while serve holds the store: made, listed and revoked over
+	// its socket; a read token reads but cannot act; a revoked one is
+	// refused at its next request.
+	code, secret, stderr := metal(t, nil, "token", "create", "--site", sitePath, "--role", "read", "--name", "viewer")
+	secret = strings.TrimSpace(secret)
+	if code != 0 || !strings.HasPrefix(secret, "metal_") {
+		t.Fatalf("metal token create while serve runs: exit %d\n%s%s", code, secret, stderr)
+	}
+	bearer := func(method, path string) string {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, _ := lab.NS().Command(ctx, "curl", "-s", "-X", method, "-H", "Authorization: Bearer "+secret,
+			"-H", "Content-Type: application/json", "--data-binary", `{"action":"power-cycle","machine":"m1"}`,
+			"-w", " %{http_code}", "http://127.0.0.1:9090"+path).Output()
+		return string(out)
+	}
+	if got := bearer("GET", "/api/v1/whoami"); !strings.HasSuffix(got, " 200") {
+		t.Errorf("whoami with a read token: %s", got)
+	}
+	if got := bearer("POST", "/api/v1/actions"); !strings.HasSuffix(got, " 403") || !strings.Contains(got, "needs role operate") {
+		t.Errorf("action with a read token: %s, want 403 naming role operate", got)
+	}
+	if code, stdout, stderr := metal(t, nil, "token", "list", "--site", sitePath); code != 0 ||
+		!strings.Contains(stdout, "viewer") || !strings.Contains(stdout, "read") || strings.Contains(stdout, secret) {
+		t.Errorf("metal token list while serve runs: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, stderr := metal(t, nil, "token", "revoke", "--site", sitePath, "viewer"); code != 0 {
+		t.Errorf("metal token revoke while serve runs: exit %d\n%s%s", code, stdout, stderr)
+	}
+	if got := bearer("GET", "/api/v1/whoami"); !strings.HasSuffix(got, " 401") {
+		t.Errorf("whoami with a revoked token: %s, want 401", got)
+	}
+
 	// An undeclared machine: a pool address, and no access to m1's script.
 	env = leaseWithRetry(t, stranger, srv)
 	if env["boot_file"] != "" {

@@ -1,114 +1,236 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
-
-	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"strings"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
-	"github.com/metal-dev/metal/site"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/bolt"
 )
 
-// tokenFlags say where the token file is: in --state-dir, or in the state
-// directory of --site's daemon.
+// tokenFlags say which store's tokens a verb manages: the site's, --state,
+// or the embedded store in --state-dir.
 type tokenFlags struct {
-	site     siteFlag
+	state    stateFlags
 	stateDir string
-	vf       varFlags
 }
 
 func (f *tokenFlags) register(cmd *cobra.Command) {
-	f.site.register(cmd.Flags())
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory holding the tokens (instead of --site)")
-	f.vf.register(cmd)
+	f.state.register(cmd, false)
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory of an embedded store (file://DIR/state.db), instead of --site")
 }
 
-func (f *tokenFlags) path(a *app) (string, error) {
-	switch {
-	case f.stateDir != "" && f.site.path != "":
-		return "", &exitError{code: exitUsage, err: errors.New("give --site or --state-dir, not both")}
-	case f.stateDir != "":
-		return filepath.Join(f.stateDir, api.TokenFile), nil
-	default:
-		path := f.site.name()
-		res, diags := f.vf.load(path)
-		view.Diags(a.stderr, res.Files, diags)
-		if diags.HasErrors() {
-			return "", silentExit(exitFailed)
+// open returns the token admin of the store: the store itself, or the
+// running daemon that holds an embedded one, over its local socket. The
+// token file of an older metal is moved into the store first.
+func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), error) {
+	if f.stateDir != "" {
+		if f.state.state != "" || f.state.site.path != "" {
+			return nil, nil, usageError("give --state-dir, or --site/--state, not both")
 		}
-		dir := site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(path))
-		return filepath.Join(dir, api.TokenFile), nil
+		f.state.state = "file://" + filepath.Join(f.stateDir, "state.db")
 	}
+	st, err := f.state.resolve(a, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := openState(ctx, a, st.State)
+	if errors.Is(err, bolt.ErrLocked) {
+		if c, ok := localAPI(st.State); ok {
+			return c.Tokens(daemon.LocalTokensPath), func() {}, nil
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if p, ok := strings.CutPrefix(st.State, "file://"); ok {
+		if _, err := api.MigrateTokenFile(ctx, s, filepath.Join(filepath.Dir(p), api.TokenFile), a.logger()); err != nil {
+			s.Close()
+			return nil, nil, err
+		}
+	}
+	return api.NewTokens(s, nil, a.logger()), func() { s.Close() }, nil
 }
 
 func newTokenCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "token",
-		Short: "Create and list API tokens for the console and the JSON API",
+		Short: "Create, list and revoke API tokens for the console and the JSON API",
 		Long: `API tokens let people and scripts use metal serve's JSON API and log in to
-its web console. Every request that changes something needs one; reads need
-one too unless the daemon opens them.
+its web console. Each has a role:
 
-Tokens are kept hashed (salted SHA-256) in the file api-tokens of the
-daemon's state directory, one line per token; the secret is printed once,
-when it is created. To revoke a token, delete its line. The daemon reads
-the file again when it changes.`,
-		Example: `  metal token create --site site.hcl alice
-  metal token create --state-dir /var/lib/metal ci-pipeline
+  read     machines, events, the plan, apply runs
+  operate  read, and act: power cycle, reprovision, halt a rollout
+  admin    operate, and manage tokens (GET/POST/DELETE /api/v1/tokens)
+
+and may expire (--expires). Tokens live in the site's state store, so every
+metal server of an etcd site honours the same set, and a revoked or expired
+token is refused at once by all of them. The store keeps a salted SHA-256 of
+each secret, never the secret: it is printed once, when created.
+
+An embedded store (file://) is held by a running metal serve; then these
+verbs ask that daemon over the socket in its state directory. A token file
+of an older metal (api-tokens in the state directory) is moved into the
+store as admin tokens the first time the store is opened.`,
+		Example: `  metal token create --site site.hcl --role operate --name alice --expires 720h
+  TOKEN=$(metal token create --site site.hcl --role read --name dashboard)
   metal token list --site site.hcl
-  curl -H "Authorization: Bearer $TOKEN" http://metal:8080/api/v1/machines`,
+  metal token revoke --site site.hcl alice
+  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9090/api/v1/machines`,
 	}
-	var cf tokenFlags
-	create := &cobra.Command{
-		Use:   "create NAME",
+	cmd.AddCommand(newTokenCreateCmd(a), newTokenListCmd(a), newTokenRevokeCmd(a))
+	return cmd
+}
+
+func newTokenCreateCmd(a *app) *cobra.Command {
+	var f tokenFlags
+	var role, name string
+	var expires time.Duration
+	cmd := &cobra.Command{
+		Use:   "create [NAME]",
 		Short: "Create a token and print its secret (shown only once)",
-		Example: `  metal token create --site site.hcl alice
-  TOKEN=$(metal token create --state-dir .metal ci)`,
-		Args: cobra.ExactArgs(1),
+		Example: `  metal token create --site site.hcl --role read --name grafana
+  metal token create --state-dir /var/lib/metal --role operate --expires 24h ci`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := cf.path(a)
+			if len(args) == 1 {
+				if name != "" && name != args[0] {
+					return usageError("give the name once: --name or NAME")
+				}
+				name = args[0]
+			}
+			r, err := api.ParseRole(role)
+			if err != nil {
+				return usageError("--role: %v", err)
+			}
+			if expires < 0 {
+				return usageError("--expires must be positive (e.g. 24h)")
+			}
+			admin, done, err := f.open(cmd.Context(), a)
 			if err != nil {
 				return err
 			}
-			secret, err := api.AddToken(path, args[0])
+			defer done()
+			created, err := admin.Create(cmd.Context(), api.NewToken{Name: name, Role: r, TTL: expires})
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, secret)
-			fmt.Fprintf(a.stderr, "Created token %q in %s. Keep the secret above: it is not stored and cannot be shown again.\n", args[0], path)
+			fmt.Fprintln(a.stdout, created.Secret)
+			until := "it does not expire"
+			if !created.Token.Expires.IsZero() {
+				until = "it expires at " + created.Token.Expires.Local().Format(time.RFC3339)
+			}
+			fmt.Fprintf(a.stderr, "Created token %q with role %s; %s. Keep the secret above: it is not stored and cannot be shown again.\n",
+				created.Token.Name, created.Token.Role, until)
 			return nil
 		},
 	}
-	cf.register(create)
-	var lf tokenFlags
-	list := &cobra.Command{
+	f.register(cmd)
+	cmd.Flags().StringVar(&role, "role", "", "what the token may do: read, operate or admin (required)")
+	cmd.Flags().StringVar(&name, "name", "", "the token's name, shown in lists and events (default: a random one)")
+	cmd.Flags().DurationVar(&expires, "expires", 0, "how long the token works, e.g. 24h (default: until revoked)")
+	_ = cmd.MarkFlagRequired("role")
+	return cmd
+}
+
+func newTokenListCmd(a *app) *cobra.Command {
+	var f tokenFlags
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:     "list",
-		Short:   "List token names (secrets are never stored)",
+		Short:   "List tokens: name, role, expiry, last use (secrets are never stored)",
 		Example: `  metal token list --site site.hcl`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := lf.path(a)
+			admin, done, err := f.open(cmd.Context(), a)
 			if err != nil {
 				return err
 			}
-			names, err := api.OpenTokens(path).Names()
+			defer done()
+			list, err := admin.List(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if len(names) == 0 {
-				fmt.Fprintf(a.stderr, "No tokens in %s; create one with metal token create NAME.\n", path)
+			if asJSON {
+				if list == nil {
+					list = []api.TokenInfo{}
+				}
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(api.TokenList{Tokens: list})
 			}
-			for _, n := range names {
-				fmt.Fprintln(a.stdout, n)
+			if len(list) == 0 {
+				fmt.Fprintln(a.stderr, "No tokens; create one with metal token create --role ROLE.")
+				return nil
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tEXPIRES\tLAST USED")
+			for _, t := range list {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.Created.Local().Format(time.DateTime),
+					tokenExpiry(t.Expires, now), tokenLastUse(t.LastUsed, now))
+			}
+			return tw.Flush()
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func tokenExpiry(at, now time.Time) string {
+	switch {
+	case at.IsZero():
+		return "never"
+	case !now.Before(at):
+		return "expired " + at.Local().Format(time.DateTime)
+	}
+	return at.Local().Format(time.DateTime)
+}
+
+func tokenLastUse(at, now time.Time) string {
+	if at.IsZero() {
+		return "never"
+	}
+	return at.Local().Format(time.DateTime) + " (" + now.Sub(at).Round(time.Minute).String() + " ago)"
+}
+
+func newTokenRevokeCmd(a *app) *cobra.Command {
+	var f tokenFlags
+	cmd := &cobra.Command{
+		Use:     "revoke NAME...",
+		Short:   "Revoke tokens: every request with them is refused from now on",
+		Example: `  metal token revoke --site site.hcl alice`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			admin, done, err := f.open(cmd.Context(), a)
+			if err != nil {
+				return err
+			}
+			defer done()
+			for _, name := range args {
+				err := admin.Revoke(cmd.Context(), name)
+				if errors.Is(err, inventory.ErrNotFound) {
+					return fmt.Errorf("no token called %q (metal token list shows them)", name)
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stderr, "Revoked token %q.\n", name)
 			}
 			return nil
 		},
 	}
-	lf.register(list)
-	cmd.AddCommand(create, list)
+	f.register(cmd)
 	return cmd
 }

@@ -56,28 +56,31 @@ var openAPI []byte
 // OpenAPI returns the OpenAPI document describing the API.
 func OpenAPI() []byte { return append([]byte(nil), openAPI...) }
 
-// Route is one documented route: method, net/http pattern, and whether it
-// needs a token even when reads are open.
+// Route is one documented route: method, net/http pattern, and the role
+// a token needs for it. Read routes need no token when reads are open.
 type Route struct {
 	Method  string
 	Pattern string
-	Write   bool
+	Role    Role
 }
 
 // Routes lists every route the handler serves, for the documentation test
 // and for callers that print them.
 func Routes() []Route {
 	return []Route{
-		{"GET", "/api/v1/whoami", false},
-		{"GET", "/api/v1/machines", false},
-		{"GET", "/api/v1/machines/{name}", false},
-		{"GET", "/api/v1/machines/{name}/events", false},
-		{"GET", "/api/v1/events", false},
-		{"GET", "/api/v1/plan", false},
-		{"GET", "/api/v1/runs", false},
-		{"GET", "/api/v1/runs/{id}", false},
-		{"POST", "/api/v1/actions", true},
-		{"GET", "/api/v1/openapi.yaml", false},
+		{"GET", "/api/v1/whoami", RoleRead},
+		{"GET", "/api/v1/machines", RoleRead},
+		{"GET", "/api/v1/machines/{name}", RoleRead},
+		{"GET", "/api/v1/machines/{name}/events", RoleRead},
+		{"GET", "/api/v1/events", RoleRead},
+		{"GET", "/api/v1/plan", RoleRead},
+		{"GET", "/api/v1/runs", RoleRead},
+		{"GET", "/api/v1/runs/{id}", RoleRead},
+		{"POST", "/api/v1/actions", RoleOperate},
+		{"GET", "/api/v1/tokens", RoleAdmin},
+		{"POST", "/api/v1/tokens", RoleAdmin},
+		{"DELETE", "/api/v1/tokens/{name}", RoleAdmin},
+		{"GET", "/api/v1/openapi.yaml", RoleRead},
 	}
 }
 
@@ -96,6 +99,7 @@ func New(opts Options) http.Handler {
 		opts.Heartbeat = 15 * time.Second
 	}
 	s := &server{opts: opts, log: opts.Logger.With("server", "api"), act: Performer{Store: opts.Store, Actions: opts.Actions}}
+	admin := TokensHandler(opts.Tokens, Prefix+"tokens")
 	handlers := map[string]http.HandlerFunc{
 		"/api/v1/whoami":                 s.whoami,
 		"/api/v1/machines":               s.machines,
@@ -107,11 +111,13 @@ func New(opts Options) http.Handler {
 		"/api/v1/runs/{id}":              s.run,
 		"/api/v1/actions":                s.action,
 		"/api/v1/openapi.yaml":           s.openapi,
+		"/api/v1/tokens":                 admin.ServeHTTP,
+		"/api/v1/tokens/{name}":          admin.ServeHTTP,
 	}
 	mux := http.NewServeMux()
 	allow := map[string][]string{}
 	for _, r := range Routes() {
-		mux.Handle(r.Method+" "+r.Pattern, s.authorized(r.Write, handlers[r.Pattern]))
+		mux.Handle(r.Method+" "+r.Pattern, s.authorized(r.Role, handlers[r.Pattern]))
 		allow[r.Pattern] = append(allow[r.Pattern], r.Method)
 	}
 	// A known path asked with another method gets a JSON 405, not the
@@ -158,8 +164,8 @@ type whoKey struct{}
 
 // who is the name of the token the request came with ("" if none).
 func who(r *http.Request) string {
-	name, _ := r.Context().Value(whoKey{}).(string)
-	return name
+	id, _ := r.Context().Value(whoKey{}).(Identity)
+	return id.Name
 }
 
 // BearerToken returns the token of an "Authorization: Bearer" header.
@@ -173,33 +179,52 @@ func BearerToken(r *http.Request) (string, bool) {
 	return tok, tok != ""
 }
 
-// authorized checks the token: always for writes, for reads unless they
-// are open. A valid token on an open read still names who asked.
-func (s *server) authorized(write bool, h http.HandlerFunc) http.Handler {
+// authorized checks the token and its role: always for what needs more
+// than reading, for reads unless they are open. A valid token on an open
+// read still names who asked. A token refused for its role gets 403 and
+// the role it would need; one that is unknown, revoked or expired gets
+// 401.
+func (s *server) authorized(need Role, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, has := BearerToken(r)
-		if has && s.opts.Tokens != nil {
-			if name, ok := s.opts.Tokens.Verify(tok); ok {
-				h(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, name)))
-				return
-			}
-		}
-		if !write && s.opts.OpenReads && !has {
+		if !has && need == RoleRead && s.opts.OpenReads {
 			h(w, r)
 			return
 		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="metal"`)
-		msg := "this request needs an API token: send \"Authorization: Bearer <token>\"; create one with `metal token create NAME`"
-		if has {
-			msg = "the API token is not valid: check it, or create a new one with `metal token create NAME`"
-			s.log.Warn("api token refused", "method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr)
+		if !has {
+			writeError(w, http.StatusUnauthorized, "this request needs an API token with role "+string(need)+
+				": send \"Authorization: Bearer <token>\"; create one with `metal token create --role "+string(need)+"`")
+			return
 		}
-		writeError(w, http.StatusUnauthorized, msg)
+		var ident Identity
+		var err error
+		if s.opts.Tokens != nil {
+			ident, err = s.opts.Tokens.Verify(r.Context(), tok)
+		}
+		switch {
+		case s.opts.Tokens == nil:
+			writeError(w, http.StatusUnauthorized, "this server checks no API tokens")
+		case errors.Is(err, ErrTokenInvalid) || errors.Is(err, ErrTokenExpired):
+			s.log.Warn("api token refused", "method", r.Method, "path", r.URL.Path, "client", r.RemoteAddr, "err", err)
+			writeError(w, http.StatusUnauthorized, err.Error()+": create a new one with `metal token create --role ROLE`")
+		case err != nil:
+			s.log.Error("api token check", "method", r.Method, "path", r.URL.Path, "err", err)
+			writeError(w, http.StatusServiceUnavailable, "cannot check the API token: "+err.Error())
+		case !ident.Role.Allows(need):
+			s.log.Warn("api token lacks the role", "token", ident.Name, "role", ident.Role, "need", need, "method", r.Method, "path", r.URL.Path)
+			writeError(w, http.StatusForbidden, fmt.Sprintf("token %q has role %s; %s %s needs role %s (or higher): ask an admin for such a token",
+				ident.Name, ident.Role, r.Method, r.URL.Path, need))
+		default:
+			w.Header().Del("WWW-Authenticate")
+			h(w, r.WithContext(context.WithValue(r.Context(), whoKey{}, ident)))
+		}
 	})
 }
 
 func (s *server) whoami(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"token": who(r), "open_reads": s.opts.OpenReads})
+	id, _ := r.Context().Value(whoKey{}).(Identity)
+	writeJSON(w, http.StatusOK, map[string]any{"token": id.Name, "role": id.Role, "open_reads": s.opts.OpenReads})
 }
 
 // MachineList is the body of GET /api/v1/machines.

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,15 +33,11 @@ func serve(t *testing.T, openReads bool) *fixture {
 	t.Helper()
 	lab := apitest.New(t, "testdata/site.hcl")
 	lab.Seed(t)
-	tokens := filepath.Join(t.TempDir(), api.TokenFile)
-	secret, err := api.AddToken(tokens, "ops")
-	if err != nil {
-		t.Fatal(err)
-	}
+	secret := apitest.Token(t, lab.Store, "ops", api.RoleOperate)
 	acts := &apitest.Actions{Store: lab.Store}
 	h := api.New(api.Options{
 		Store: lab.Store, Actions: acts, Planner: apitest.Planner{Site: lab.Site},
-		Tokens: api.OpenTokens(tokens), OpenReads: openReads, Heartbeat: time.Second,
+		Tokens: api.NewTokens(lab.Store, nil, nil), OpenReads: openReads, Heartbeat: time.Second,
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)

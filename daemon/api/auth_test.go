@@ -1,17 +1,18 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -30,7 +31,6 @@ func documentedWrites(t *testing.T, runID string) []call {
 	if err := yaml.Unmarshal(api.OpenAPI(), &doc); err != nil {
 		t.Fatalf("openapi.yaml: %v", err)
 	}
-	fill := strings.NewReplacer("{name}", "web-01", "{id}", runID)
 	var out []call
 	for path, methods := range doc.Paths {
 		for method := range methods {
@@ -38,7 +38,7 @@ func documentedWrites(t *testing.T, runID string) []call {
 			if m == http.MethodGet || m == http.MethodHead || m == http.MethodOptions || method == "parameters" {
 				continue
 			}
-			out = append(out, call{method: m, path: fill.Replace(path), body: writeBody(path)})
+			out = append(out, call{method: m, path: fillPath(path, runID), body: writeBody(path)})
 		}
 	}
 	if len(out) == 0 {
@@ -50,42 +50,51 @@ func documentedWrites(t *testing.T, runID string) []call {
 // writeBody is a request body the route would carry out with a valid
 // token, so a refusal is the token's doing and not the body's.
 func writeBody(path string) string {
-	if path == "/api/v1/actions" {
+	switch path {
+	case "/api/v1/actions":
 		return `{"action":"power-cycle","machine":"web-01","reason":"auth test"}`
+	case "/api/v1/tokens":
+		return `{"role":"read"}`
 	}
 	return `{}`
+}
+
+// fillPath puts names that exist into a route's pattern: the machine
+// web-01, the lab's run, the token "spare".
+func fillPath(pattern, runID string) string {
+	name := "web-01"
+	if strings.HasPrefix(pattern, "/api/v1/tokens/") {
+		name = "spare"
+	}
+	return strings.NewReplacer("{name}", name, "{id}", runID).Replace(pattern)
 }
 
 // TestEveryWriteNeedsAValidToken: every state-changing route of
 // openapi.yaml, and every other method on every documented path, is
 // refused without a valid token, whether reads are open or not, however
 // the credential is sent; nothing is carried out and the store does not
-// change. With the valid token, the documented ones succeed.
+// change. With a valid admin token, the documented ones succeed.
 func TestEveryWriteNeedsAValidToken(t *testing.T) {
 	for _, openReads := range []bool{false, true} {
-		tokensPath := filepath.Join(t.TempDir(), api.TokenFile)
-		f2 := serveWithTokens(t, tokensPath, openReads)
-		live, err := api.AddToken(tokensPath, "ops")
-		if err != nil {
-			t.Fatal(err)
-		}
-		revoked, err := api.AddToken(tokensPath, "leaver")
-		if err != nil {
-			t.Fatal(err)
-		}
+		f2 := serveWithTokens(t, openReads, nil)
+		live := apitest.Token(t, f2.lab.Store, "ops", api.RoleAdmin)
+		apitest.Token(t, f2.lab.Store, "spare", api.RoleRead)
+		revoked := apitest.Token(t, f2.lab.Store, "leaver", api.RoleAdmin)
 		// Known to work before it is revoked, so its refusal below is the
 		// revocation's doing.
 		if code, body := f2.do(t, call{method: http.MethodGet, path: "/api/v1/whoami", token: revoked}); code != http.StatusOK {
 			t.Fatalf("whoami with the token before revoking it: %d %s", code, body)
 		}
-		removeTokenLine(t, tokensPath, "leaver")
+		if err := f2.lab.Store.DeleteAPIToken(context.Background(), "leaver"); err != nil {
+			t.Fatal(err)
+		}
 
 		writes := documentedWrites(t, f2.lab.RunID)
 		var undocumented []call
 		for _, r := range api.Routes() {
-			path := strings.NewReplacer("{name}", "web-01", "{id}", f2.lab.RunID).Replace(r.Pattern)
+			path := fillPath(r.Pattern, f2.lab.RunID)
 			for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
-				if m != r.Method {
+				if !slices.ContainsFunc(api.Routes(), func(o api.Route) bool { return o.Pattern == r.Pattern && o.Method == m }) {
 					undocumented = append(undocumented, call{method: m, path: path, body: writeBody(r.Pattern)})
 				}
 			}
@@ -144,14 +153,88 @@ func TestEveryWriteNeedsAValidToken(t *testing.T) {
 	}
 }
 
-// serveWithTokens serves the API over a seeded store with the tokens at
-// path, which the test writes.
-func serveWithTokens(t *testing.T, path string, openReads bool) *fixture {
+// TestRoles: every route answers a token whose role is too weak with 403
+// and a message naming the role it needs, carrying nothing out; a token
+// with the role gets through.
+func TestRoles(t *testing.T) {
+	f := serveWithTokens(t, false, nil)
+	secrets := map[api.Role]string{}
+	for _, r := range api.Roles() {
+		secrets[r] = apitest.Token(t, f.lab.Store, string(r)+"-token", r)
+	}
+	for _, route := range api.Routes() {
+		for _, role := range api.Roles() {
+			f.lab.Store.DeleteAPIToken(context.Background(), "spare")
+			apitest.Token(t, f.lab.Store, "spare", api.RoleRead) // what DELETE revokes
+			c := call{method: route.Method, path: fillPath(route.Pattern, f.lab.RunID), token: secrets[role], body: writeBody(route.Pattern)}
+			if route.Method == http.MethodGet {
+				c.body = ""
+			}
+			before := storeDigest(t, f)
+			calls := len(f.actions.Calls())
+			code, body := f.do(t, c)
+			if !role.Allows(route.Role) {
+				if code != http.StatusForbidden || !strings.Contains(string(body), "needs role "+string(route.Role)) {
+					t.Errorf("%s %s with a %s token: %d %s; want 403 naming role %s", c.method, c.path, role, code, body, route.Role)
+				}
+				if storeDigest(t, f) != before || len(f.actions.Calls()) != calls {
+					t.Errorf("%s %s with a %s token changed something", c.method, c.path, role)
+				}
+				continue
+			}
+			if code/100 != 2 {
+				t.Errorf("%s %s with a %s token: %d %s; want it carried out", c.method, c.path, role, code, body)
+			}
+		}
+	}
+}
+
+// TestTokenExpiresAndRevokes: an expired token is refused from the first
+// request after its expiry, a revoked one from the first after the revoke,
+// with 401 saying which.
+func TestTokenExpiresAndRevokes(t *testing.T) {
+	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	f := serveWithTokens(t, false, clock)
+	tokens := api.NewTokens(f.lab.Store, clock, nil)
+	short, err := tokens.Create(context.Background(), api.NewToken{Name: "short", Role: api.RoleOperate, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := apitest.Token(t, f.lab.Store, "long", api.RoleOperate)
+	whoami := func(secret string) (int, string) {
+		code, body := f.do(t, call{method: http.MethodGet, path: "/api/v1/whoami", token: secret})
+		return code, string(body)
+	}
+	if code, body := whoami(short.Secret); code != http.StatusOK {
+		t.Fatalf("fresh token: %d %s", code, body)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	if code, body := whoami(short.Secret); code != http.StatusUnauthorized || !strings.Contains(body, "expired") {
+		t.Errorf("expired token: %d %s; want 401 saying it expired", code, body)
+	}
+	if code, body := whoami(long); code != http.StatusOK {
+		t.Fatalf("token without expiry: %d %s", code, body)
+	}
+	if err := tokens.Revoke(context.Background(), "long"); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := whoami(long); code != http.StatusUnauthorized || !strings.Contains(body, "not valid") {
+		t.Errorf("revoked token: %d %s; want 401", code, body)
+	}
+}
+
+// serveWithTokens serves the API over a seeded store, checking tokens of
+// that store with clock (nil: time.Now).
+func serveWithTokens(t *testing.T, openReads bool, clock func() time.Time) *fixture {
 	t.Helper()
 	lab := apitest.New(t, "testdata/site.hcl")
 	lab.Seed(t)
 	acts := &apitest.Actions{Store: lab.Store}
-	h := api.New(api.Options{Store: lab.Store, Actions: acts, Tokens: api.OpenTokens(path), OpenReads: openReads})
+	h := api.New(api.Options{Store: lab.Store, Actions: acts, Planner: apitest.Planner{Site: lab.Site}, Tokens: api.NewTokens(lab.Store, clock, nil), OpenReads: openReads})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return &fixture{lab: lab, actions: acts, url: srv.URL}
@@ -177,76 +260,55 @@ func storeDigest(t *testing.T, f *fixture) string {
 	return string(b)
 }
 
-func removeTokenLine(t *testing.T, path, name string) {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var keep []string
-	for _, line := range strings.SplitAfter(string(data), "\n") {
-		if !strings.HasPrefix(line, name+" ") {
-			keep = append(keep, line)
-		}
-	}
-	if err := os.WriteFile(path, []byte(strings.Join(keep, "")), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// TestTokensStoredHashed: the token file holds, for each token, a salt
-// and SHA-256 of salt and secret, and neither the secret nor any part of
-// its random text.
+// TestTokensStoredHashed: the store holds, for each token, a salt and
+// SHA-256 of salt and secret, and neither the secret nor any part of its
+// random text.
 func TestTokensStoredHashed(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), api.TokenFile)
+	lab := apitest.New(t, "testdata/site.hcl")
 	secrets := map[string]string{}
 	for _, name := range []string{"alice", "bob", "ci"} {
-		s, err := api.AddToken(path, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		secrets[name] = s
+		secrets[name] = apitest.Token(t, lab.Store, name, api.RoleRead)
 	}
-	data, err := os.ReadFile(path)
+	all, err := lab.Store.APITokens(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	seen := map[string]bool{}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
-			continue
-		}
-		if len(f) != 4 || f[1] != "sha256" {
-			t.Fatalf("token line %q: want name sha256 salt hash", line)
-		}
-		secret, ok := secrets[f[0]]
+	for _, tok := range all {
+		secret, ok := secrets[tok.Name]
 		if !ok {
-			t.Fatalf("token line for unknown name %q", f[0])
+			t.Fatalf("token for unknown name %q", tok.Name)
 		}
-		salt, err := hex.DecodeString(f[2])
-		if err != nil || len(salt) < 16 {
-			t.Errorf("%s: salt %q is not 16+ bytes of hex", f[0], f[2])
+		if len(tok.Salt) < 16 {
+			t.Errorf("%s: salt of %d bytes", tok.Name, len(tok.Salt))
 		}
-		sum := sha256.Sum256(append(salt, secret...))
-		if f[3] != hex.EncodeToString(sum[:]) {
-			t.Errorf("%s: stored hash is not sha256(salt + secret)", f[0])
+		sum := sha256.Sum256(append(append([]byte(nil), tok.Salt...), secret...))
+		if !bytes.Equal(tok.Hash, sum[:]) {
+			t.Errorf("%s: stored hash is not sha256(salt + secret)", tok.Name)
 		}
-		if seen[f[2]] {
-			t.Errorf("%s: salt reused", f[0])
+		if seen[string(tok.Salt)] {
+			t.Errorf("%s: salt reused", tok.Name)
 		}
-		seen[f[2]] = true
+		seen[string(tok.Salt)] = true
 	}
 	if len(seen) != len(secrets) {
-		t.Errorf("%d token lines, want %d", len(seen), len(secrets))
+		t.Errorf("%d tokens stored, want %d", len(seen), len(secrets))
+	}
+	var dump bytes.Buffer
+	if _, err := lab.Store.Dump(context.Background(), func(r inventory.Record) error {
+		dump.WriteString(r.Key)
+		dump.Write(r.Value)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 	for name, s := range secrets {
 		random := strings.TrimPrefix(s, "metal_")
 		// Any 12 characters of the secret's random part would be a leak.
 		for i := 0; i+12 <= len(random); i += 6 {
-			if strings.Contains(string(data), random[i:i+12]) {
-				t.Errorf("the token file holds part of %s's secret", name)
+			if strings.Contains(dump.String(), random[i:i+12]) {
+				t.Errorf("the store holds part of %s's secret", name)
 				break
 			}
 		}

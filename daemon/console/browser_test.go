@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,13 +32,9 @@ func serve(t *testing.T, openReads bool) *lab {
 	t.Helper()
 	l := apitest.New(t, "../api/testdata/site.hcl")
 	l.Seed(t)
-	tokens := filepath.Join(t.TempDir(), api.TokenFile)
-	secret, err := api.AddToken(tokens, "ops")
-	if err != nil {
-		t.Fatal(err)
-	}
+	secret := apitest.Token(t, l.Store, "ops", api.RoleOperate)
 	acts := &apitest.Actions{Store: l.Store}
-	verifier := api.OpenTokens(tokens)
+	verifier := api.NewTokens(l.Store, nil, nil)
 	mux := http.NewServeMux()
 	mux.Handle(console.Prefix, console.New(console.Options{
 		Store: l.Store, Actions: acts, Planner: apitest.Planner{Site: l.Site}, Tokens: verifier,

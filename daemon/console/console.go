@@ -189,8 +189,8 @@ func (c *console) readable(h http.HandlerFunc) http.Handler {
 }
 
 // session returns the request's session while the token it logged in
-// with is still valid: revoking a token (deleting its line) ends the
-// sessions it opened at their next request, not hours later.
+// with is still valid: revoking a token, or its expiry, ends the sessions
+// it opened at their next request, not hours later.
 func (c *console) session(r *http.Request) *session {
 	x := c.sessions.get(r)
 	if x == nil {
@@ -200,11 +200,13 @@ func (c *console) session(r *http.Request) *session {
 		c.sessions.remove(x.id)
 		return nil
 	}
-	if name, ok := c.opts.Tokens.Verify(x.secret); !ok || name != x.who {
+	id, err := c.opts.Tokens.Verify(r.Context(), x.secret)
+	if err != nil || id.Name != x.who {
 		c.sessions.remove(x.id)
-		c.log.Info("console session ended: its token was revoked", "token", x.who, "client", r.RemoteAddr)
+		c.log.Info("console session ended: its token was revoked or expired", "token", x.who, "client", r.RemoteAddr, "err", err)
 		return nil
 	}
+	x.role = id.Role
 	return x
 }
 

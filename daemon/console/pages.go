@@ -213,18 +213,23 @@ func (c *console) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	next := safeNext(r.PostForm.Get("next"))
-	name, ok := "", false
 	secret := strings.TrimSpace(r.PostForm.Get("token"))
+	err := api.ErrTokenInvalid
+	var id api.Identity
 	if c.opts.Tokens != nil {
-		name, ok = c.opts.Tokens.Verify(secret)
+		id, err = c.opts.Tokens.Verify(r.Context(), secret)
 	}
-	if !ok {
-		c.log.Warn("console login refused", "client", r.RemoteAddr)
-		c.render(w, r, http.StatusUnauthorized, "login.html", "Log in", "login",
-			loginView{Next: next, Error: "That token is not valid. Paste an API token (metal token create NAME makes one)."})
+	if err != nil {
+		c.log.Warn("console login refused", "client", r.RemoteAddr, "err", err)
+		msg := "That token is not valid. Paste an API token (metal token create --role read makes one)."
+		if errors.Is(err, api.ErrTokenExpired) {
+			msg = "That token has expired. Ask for a new one (metal token create)."
+		}
+		c.render(w, r, http.StatusUnauthorized, "login.html", "Log in", "login", loginView{Next: next, Error: msg})
 		return
 	}
-	s := c.sessions.create(name, secret)
+	name := id.Name
+	s := c.sessions.create(id, secret)
 	http.SetCookie(w, &http.Cookie{
 		Name: cookieName, Value: s.id, Path: Prefix, HttpOnly: true, Secure: c.opts.SecureCookie,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(c.opts.SessionTTL.Seconds()),
@@ -285,6 +290,11 @@ func (c *console) action(w http.ResponseWriter, r *http.Request) {
 	s := c.session(r)
 	if s == nil {
 		c.fail(w, r, http.StatusForbidden, "Actions need a login: log in with an API token, then try again.")
+		return
+	}
+	if !s.CanOperate() {
+		c.log.Warn("console action refused: the token lacks the role", "token", s.who, "role", s.role, "need", api.RoleOperate)
+		c.fail(w, r, http.StatusForbidden, fmt.Sprintf("Token %q has role %s; actions need role %s (or admin). Log in with such a token.", s.who, s.role, api.RoleOperate))
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/metal-dev/metal/daemon/api"
 )
 
 // cookieName is the console's session cookie.
@@ -21,6 +23,7 @@ const maxSessions = 1000
 type session struct {
 	id      string
 	who     string // the API token's name
+	role    api.Role
 	secret  string // the token itself, checked again at every request
 	csrf    string // the form token every POST must carry
 	expires time.Time
@@ -43,7 +46,7 @@ func newSessions(ttl time.Duration, now func() time.Time) *sessions {
 func randomID() string { return rand.Text() + rand.Text() }
 
 // create starts a session for who, logged in with secret.
-func (s *sessions) create(who, secret string) *session {
+func (s *sessions) create(id api.Identity, secret string) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
@@ -61,7 +64,7 @@ func (s *sessions) create(who, secret string) *session {
 		}
 		delete(s.byID, oldest.id)
 	}
-	x := &session{id: randomID(), who: who, secret: secret, csrf: randomID(), expires: now.Add(s.ttl)}
+	x := &session{id: randomID(), who: id.Name, role: id.Role, secret: secret, csrf: randomID(), expires: now.Add(s.ttl)}
 	s.byID[x.id] = x
 	return x
 }
@@ -123,3 +126,7 @@ func (x *session) CSRF() string { return x.csrf }
 
 // Who is the name of the token the operator logged in with.
 func (x *session) Who() string { return x.who }
+
+// CanOperate reports whether the session's token may act (role operate
+// or admin), so pages offer actions only to those who may take them.
+func (x *session) CanOperate() bool { return x.role.Allows(api.RoleOperate) }

@@ -64,6 +64,7 @@ func Run(t *testing.T, b Backend) {
 		"Schema":           testSchema,
 		"DumpRestore":      testDumpRestore,
 		"Election":         testElection,
+		"APITokens":        testAPITokens,
 	}
 	for name, fn := range tests {
 		t.Run(name, func(t *testing.T) { fn(t, b) })

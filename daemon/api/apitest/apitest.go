@@ -16,6 +16,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
@@ -173,4 +174,15 @@ func (a *Actions) update(ctx context.Context, name string, fn func(*inventory.Ma
 	}
 	_, err = a.Store.PutMachine(ctx, m)
 	return err
+}
+
+// Token creates an API token called name with role in store and returns
+// its secret.
+func Token(t testing.TB, store inventory.Store, name string, role api.Role) string {
+	t.Helper()
+	c, err := api.NewTokens(store, nil, nil).Create(context.Background(), api.NewToken{Name: name, Role: role})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Secret
 }
