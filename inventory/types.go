@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"time"
+
+	"github.com/metal-dev/metal/internal/humanize"
 )
 
 // PowerState is the last observed power state of a machine, as its BMC
@@ -219,6 +221,10 @@ type Identity struct {
 	// Boot is the machine's boot path ("ipxe", "http", "secureboot"; empty
 	// is "ipxe").
 	Boot string `json:"boot,omitempty"`
+	// Wipe is how the site says the machine's disks are erased when it is
+	// deprovisioned; kept here because by then the site no longer
+	// declares it.
+	Wipe WipeMethod `json:"wipe,omitempty"`
 }
 
 // CPU, Disk, NIC and DMI are the hardware facts the agent reports. They are
@@ -241,16 +247,27 @@ const (
 	// WipeZero overwrites every byte with zeros, then reads back samples
 	// across the whole disk to verify.
 	WipeZero WipeMethod = "zero"
-	// WipeSecure asks the device to erase itself (BLKSECDISCARD); a
-	// device that cannot is overwritten as by WipeZero instead, and the
-	// erase record says so. Either way it is verified.
+	// WipeDiscard tells the device every block is unused (BLKDISCARD,
+	// TRIM/UNMAP/Deallocate): fast on SSDs and thin volumes, but whether
+	// the old data is gone is the device's choice, so the read-back
+	// decides; a device that still returns data is overwritten with zeros
+	// and the erase record says so.
+	WipeDiscard WipeMethod = "discard"
+	// WipeSecure asks the drive's own erase: NVMe Sanitize (block or
+	// crypto erase) or Format NVM with user-data erase, ATA SECURITY
+	// ERASE UNIT, else BLKSECDISCARD; a drive that can do none of them
+	// (or is frozen or locked) is overwritten as by WipeZero instead, and
+	// the erase record says why. Either way it is verified.
 	WipeSecure WipeMethod = "secure"
 )
+
+// WipeMethods are the methods a site file or --wipe may name.
+var WipeMethods = []WipeMethod{WipeQuick, WipeDiscard, WipeZero, WipeSecure}
 
 // Valid reports whether m is a known method ("" counts as quick).
 func (m WipeMethod) Valid() bool {
 	switch m {
-	case "", WipeQuick, WipeZero, WipeSecure:
+	case "", WipeQuick, WipeDiscard, WipeZero, WipeSecure:
 		return true
 	}
 	return false
@@ -261,8 +278,12 @@ type EraseRecord struct {
 	Disk   string `json:"disk"`
 	Serial string `json:"serial,omitempty"`
 	// Method is what erased it: the method asked for, or "zero" when a
-	// secure erase was not possible (Note says why).
+	// secure erase or a discard was not possible (Note says why).
 	Method WipeMethod `json:"method"`
+	// Mechanism is how the method was carried out: "nvme-sanitize-block",
+	// "nvme-sanitize-crypto", "nvme-format-user-data", "ata-security-erase",
+	// "blksecdiscard", "blkdiscard", "overwrite", "ends".
+	Mechanism string `json:"mechanism,omitempty"`
 	// Bytes is how many bytes were erased (the whole disk but for quick).
 	Bytes    uint64        `json:"bytes"`
 	Duration time.Duration `json:"duration_ns"`
@@ -271,6 +292,29 @@ type EraseRecord struct {
 	Verified      bool   `json:"verified"`
 	VerifiedBytes uint64 `json:"verified_bytes,omitempty"`
 	Note          string `json:"note,omitempty"`
+}
+
+// String is the record on one line, as events and the command line show
+// it: "sda (serial S1): zero by overwrite, 64.0 GiB in 3m2s, verified
+// (18.0 MiB read back)".
+func (r EraseRecord) String() string {
+	disk := r.Disk
+	if r.Serial != "" {
+		disk += " (serial " + r.Serial + ")"
+	}
+	how := string(r.Method)
+	if r.Mechanism != "" {
+		how += " by " + r.Mechanism
+	}
+	v := "NOT verified"
+	if r.Verified {
+		v = fmt.Sprintf("verified (%s read back)", humanize.Bytes(r.VerifiedBytes))
+	}
+	s := fmt.Sprintf("%s: %s, %s in %s, %s", disk, how, humanize.Bytes(r.Bytes), r.Duration.Round(time.Millisecond), v)
+	if r.Note != "" {
+		s += ": " + r.Note
+	}
+	return s
 }
 
 type Disk struct {
@@ -422,6 +466,9 @@ const (
 	// an agent call without its task's secret, a boot script fetched again
 	// after its agent started.
 	EventSecurity EventKind = "security"
+	// EventErase is the erase record of one disk of a wipe (Event.Erase):
+	// kept after the machine leaves the store, as its proof of erasure.
+	EventErase EventKind = "erase"
 )
 
 // Event is one entry of the append-only event log. Seq is assigned by the
@@ -433,6 +480,8 @@ type Event struct {
 	MAC     string    `json:"mac,omitempty"`
 	Kind    EventKind `json:"kind"`
 	Message string    `json:"message,omitempty"`
+	// Erase is set on EventErase events.
+	Erase *EraseRecord `json:"erase,omitempty"`
 }
 
 // EventQuery selects events. With Machine set, only that machine's events

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -30,13 +32,20 @@ var ErrNotErased = errors.New("the disk still holds data after the wipe")
 
 // EraseDisk erases the block device (or file) at path by method and
 // verifies the result. progress, when set, is told of bytes erased.
+//
+// The verification reads back the first and last MiB and verifySamples
+// regions spread over the disk. After an overwrite every byte read must
+// be zero. After the device erased itself (discard, a secure erase) the
+// device may return zeros or anything else (a crypto erase returns
+// noise), so every sampled sector must be zero or differ from what it
+// held before the erase: old data read back fails it.
 func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, progress func(done, total uint64)) (inventory.EraseRecord, error) {
 	if method == "" {
 		method = inventory.WipeQuick
 	}
 	rec := inventory.EraseRecord{Disk: path, Method: method}
 	if !method.Valid() {
-		return rec, fmt.Errorf("unknown wipe method %q (want quick, zero or secure)", method)
+		return rec, fmt.Errorf("unknown wipe method %q (want quick, discard, zero or secure)", method)
 	}
 	start := time.Now()
 	defer func() { rec.Duration = time.Since(start) }()
@@ -50,35 +59,76 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 	if err != nil {
 		return rec, err
 	}
+	regions := sampleRegions(size, method == inventory.WipeQuick)
+	overwriteAll := func(why string) error {
+		rec.Method, rec.Mechanism = inventory.WipeZero, "overwrite"
+		if why != "" {
+			rec.Note = why + "; overwritten with zeros instead"
+		}
+		rec.Bytes = size
+		if err := overwrite(ctx, f, direct, size, progress); err != nil {
+			return err
+		}
+		return f.Sync()
+	}
 
 	switch method {
 	case inventory.WipeQuick:
 		if err := wipeEnds(f, size); err != nil {
 			return rec, err
 		}
-		rec.Bytes = min(size, 2*wipeBytes)
-	case inventory.WipeSecure:
-		if err := ioctlRange(f, unix.BLKSECDISCARD, size); err != nil {
-			rec.Method = inventory.WipeZero
-			rec.Note = fmt.Sprintf("the device cannot erase itself (BLKSECDISCARD: %v); overwritten with zeros instead", err)
-			if err := overwrite(ctx, f, direct, size, progress); err != nil {
-				return rec, err
-			}
-		} else {
-			rec.Note = "erased by the device (BLKSECDISCARD)"
-		}
-		rec.Bytes = size
+		rec.Mechanism, rec.Bytes = "ends", min(size, 2*wipeBytes)
 	case inventory.WipeZero:
-		if err := overwrite(ctx, f, direct, size, progress); err != nil {
+		if err := overwriteAll(""); err != nil {
 			return rec, err
 		}
-		rec.Bytes = size
+	case inventory.WipeDiscard, inventory.WipeSecure:
+		before, err := snapshot(f, regions)
+		if err != nil {
+			return rec, err
+		}
+		var mech, note string
+		if method == inventory.WipeDiscard {
+			mech, note, err = discard(f, size)
+		} else {
+			mech, note, err = deviceErase(ctx, f, size)
+		}
+		if errors.Is(err, errUnsupported) {
+			if err := overwriteAll(err.Error()); err != nil {
+				return rec, err
+			}
+			break
+		}
+		if err != nil {
+			return rec, err
+		}
+		rec.Mechanism, rec.Note, rec.Bytes = mech, note, size
+		dropCache(f)
+		n, changed, err := verifyGone(f, regions, before)
+		if errors.Is(err, ErrNotErased) && method == inventory.WipeDiscard {
+			// The device kept (some of) the data it was told is unused:
+			// its choice, which a discard allows.
+			if err := overwriteAll(fmt.Sprintf("the device still returned old data after %s (%v)", mech, err)); err != nil {
+				return rec, err
+			}
+			break
+		}
+		rec.VerifiedBytes = n
+		if err != nil {
+			return rec, err
+		}
+		if changed > 0 {
+			rec.Note += fmt.Sprintf("; %d sampled sectors read back as other data than zeros (the drive does not promise zeros), none as their old content", changed)
+		}
+		rec.Verified = true
+		rereadPartitions(f, nil)
+		return rec, nil
 	}
 	if err := f.Sync(); err != nil {
 		return rec, fmt.Errorf("sync: %w", err)
 	}
 	dropCache(f)
-	n, err := verifyZero(f, size, method == inventory.WipeQuick)
+	n, err := verifyZero(f, regions)
 	rec.VerifiedBytes = n
 	if err != nil {
 		return rec, err
@@ -86,6 +136,41 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 	rec.Verified = true
 	rereadPartitions(f, nil)
 	return rec, nil
+}
+
+// discard tells the device the whole of it is unused (BLKDISCARD).
+func discard(f *os.File, size uint64) (mechanism, note string, err error) {
+	if err := ioctlRange(f, unix.BLKDISCARD, size); err != nil {
+		return "", "", fmt.Errorf("%w: the device cannot discard (BLKDISCARD: %v)", errUnsupported, err)
+	}
+	return "blkdiscard", "discarded (BLKDISCARD)", nil
+}
+
+// deviceErase asks the drive to erase itself: NVMe first, then ATA, then
+// the kernel's secure discard. When none is possible the error wraps
+// errUnsupported and says, for each, why.
+func deviceErase(ctx context.Context, f *os.File, size uint64) (mechanism, note string, err error) {
+	var why []string
+	for _, try := range []func() (string, string, error){
+		func() (string, string, error) { return nvmeErase(ctx, f) },
+		func() (string, string, error) { return ataErase(f) },
+		func() (string, string, error) {
+			if err := ioctlRange(f, unix.BLKSECDISCARD, size); err != nil {
+				return "", "", fmt.Errorf("%w: BLKSECDISCARD: %v", errUnsupported, err)
+			}
+			return "blksecdiscard", "erased by the device (BLKSECDISCARD)", nil
+		},
+	} {
+		mech, note, err := try()
+		if err == nil {
+			return mech, note, nil
+		}
+		if !errors.Is(err, errUnsupported) {
+			return "", "", err
+		}
+		why = append(why, strings.TrimPrefix(err.Error(), errUnsupported.Error()+": "))
+	}
+	return "", "", fmt.Errorf("%w: the device cannot erase itself (%s)", errUnsupported, strings.Join(why, "; "))
 }
 
 // openDirect opens path for writing and reading around the page cache
@@ -185,11 +270,12 @@ func dropCache(f *os.File) {
 	_, _, _ = unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKFLSBUF, 0)
 }
 
-// verifyZero reads back the first and last MiB and, unless endsOnly,
-// verifySamples regions spread over the whole disk, and fails if any byte
-// is not zero. It returns how many bytes it read.
-func verifyZero(f *os.File, size uint64, endsOnly bool) (uint64, error) {
-	type region struct{ off, n uint64 }
+// region is a stretch of the disk the verification reads.
+type region struct{ off, n uint64 }
+
+// sampleRegions are the first and last MiB and, unless endsOnly,
+// verifySamples regions spread over the whole disk.
+func sampleRegions(size uint64, endsOnly bool) []region {
 	regions := []region{{0, min(size, wipeBytes)}}
 	if size > wipeBytes {
 		regions = append(regions, region{size - min(size, wipeBytes), min(size, wipeBytes)})
@@ -201,6 +287,12 @@ func verifyZero(f *os.File, size uint64, endsOnly bool) (uint64, error) {
 			regions = append(regions, region{off, min(verifySample, size-off)})
 		}
 	}
+	return regions
+}
+
+// readRegions reads each region through an aligned buffer and hands it
+// to fn; it returns how many bytes it read.
+func readRegions(f *os.File, regions []region, fn func(off uint64, b []byte) error) (uint64, error) {
 	buf, free, err := alignedBuffer(wipeBytes)
 	if err != nil {
 		return 0, err
@@ -213,11 +305,68 @@ func verifyZero(f *os.File, size uint64, endsOnly bool) (uint64, error) {
 			return read, fmt.Errorf("read back at %d: %w", r.off, err)
 		}
 		read += uint64(n)
-		if i := nonZero(buf[:n]); i >= 0 {
-			return read, fmt.Errorf("%w: byte %d is not zero", ErrNotErased, r.off+uint64(i))
+		if err := fn(r.off, buf[:n]); err != nil {
+			return read, err
 		}
 	}
 	return read, nil
+}
+
+// verifyZero fails if any byte of the regions is not zero. It returns how
+// many bytes it read.
+func verifyZero(f *os.File, regions []region) (uint64, error) {
+	return readRegions(f, regions, func(off uint64, b []byte) error {
+		if i := nonZero(b); i >= 0 {
+			return fmt.Errorf("%w: byte %d is not zero", ErrNotErased, off+uint64(i))
+		}
+		return nil
+	})
+}
+
+// sector is the unit a device erase is checked in.
+const sector = 512
+
+// sectorSums are the hashes of the sampled sectors before an erase, by
+// offset; sectors of zeros are left out (nothing to find again).
+type sectorSums struct {
+	seed maphash.Seed
+	sums map[uint64]uint64
+}
+
+// snapshot hashes every sector of the regions.
+func snapshot(f *os.File, regions []region) (sectorSums, error) {
+	s := sectorSums{seed: maphash.MakeSeed(), sums: map[uint64]uint64{}}
+	_, err := readRegions(f, regions, func(off uint64, b []byte) error {
+		for i := 0; i < len(b); i += sector {
+			sec := b[i:min(i+sector, len(b))]
+			if nonZero(sec) >= 0 {
+				s.sums[off+uint64(i)] = maphash.Bytes(s.seed, sec)
+			}
+		}
+		return nil
+	})
+	return s, err
+}
+
+// verifyGone fails if any sampled sector reads back as what it held
+// before; it returns the bytes read and how many sectors read back as
+// neither zeros nor their old content.
+func verifyGone(f *os.File, regions []region, before sectorSums) (read uint64, changed int, err error) {
+	read, err = readRegions(f, regions, func(off uint64, b []byte) error {
+		for i := 0; i < len(b); i += sector {
+			sec := b[i:min(i+sector, len(b))]
+			if nonZero(sec) < 0 {
+				continue
+			}
+			at := off + uint64(i)
+			if sum, ok := before.sums[at]; ok && sum == maphash.Bytes(before.seed, sec) {
+				return fmt.Errorf("%w: sector at byte %d still holds its old content", ErrNotErased, at)
+			}
+			changed++
+		}
+		return nil
+	})
+	return read, changed, err
 }
 
 // nonZero is the index of the first byte of b that is not zero, or -1.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,16 +57,21 @@ func loopDevice(t *testing.T, size int) (dev, backing string) {
 func TestEraseLoopDevice(t *testing.T) {
 	const size = 48 << 20
 	tests := map[inventory.WipeMethod]struct {
-		wantMethod inventory.WipeMethod
-		wantBytes  uint64
-		wholeDisk  bool
-		note       string
+		wantMethod  inventory.WipeMethod
+		mechanism   string
+		wantBytes   uint64
+		wholeDisk   bool
+		note, note2 string
 	}{
-		inventory.WipeZero: {wantMethod: inventory.WipeZero, wantBytes: size, wholeDisk: true},
-		// A loop device cannot erase itself: the agent overwrites it and
-		// says so.
-		inventory.WipeSecure: {wantMethod: inventory.WipeZero, wantBytes: size, wholeDisk: true, note: "BLKSECDISCARD"},
-		inventory.WipeQuick:  {wantMethod: inventory.WipeQuick, wantBytes: 2 * wipeBytes},
+		inventory.WipeZero: {wantMethod: inventory.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true},
+		// A loop device is no NVMe or ATA drive and cannot erase itself:
+		// the agent overwrites it and says why, for each way it tried.
+		inventory.WipeSecure: {wantMethod: inventory.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true,
+			note: "not an NVMe namespace", note2: "BLKSECDISCARD"},
+		// A loop device discards by punching holes in its file, which
+		// read back as zeros.
+		inventory.WipeDiscard: {wantMethod: inventory.WipeDiscard, mechanism: "blkdiscard", wantBytes: size, wholeDisk: true, note: "BLKDISCARD"},
+		inventory.WipeQuick:   {wantMethod: inventory.WipeQuick, mechanism: "ends", wantBytes: 2 * wipeBytes},
 	}
 	for method, tc := range tests {
 		t.Run(string(method), func(t *testing.T) {
@@ -75,11 +81,15 @@ func TestEraseLoopDevice(t *testing.T) {
 			if err != nil {
 				t.Fatalf("erase: %v (record %+v)", err, rec)
 			}
-			if rec.Method != tc.wantMethod || rec.Bytes != tc.wantBytes || !rec.Verified || !strings.Contains(rec.Note, tc.note) {
-				t.Errorf("record = %+v; want method %s, %d bytes, verified, note with %q", rec, tc.wantMethod, tc.wantBytes, tc.note)
+			if rec.Method != tc.wantMethod || rec.Mechanism != tc.mechanism || rec.Bytes != tc.wantBytes || !rec.Verified ||
+				!strings.Contains(rec.Note, tc.note) || !strings.Contains(rec.Note, tc.note2) {
+				t.Errorf("record = %+v; want method %s by %s, %d bytes, verified, note with %q and %q", rec, tc.wantMethod, tc.mechanism, tc.wantBytes, tc.note, tc.note2)
 			}
-			if tc.wholeDisk && (last != size || rec.VerifiedBytes < 2*wipeBytes+verifySamples*verifySample/2) {
-				t.Errorf("progress ended at %d, verified %d bytes", last, rec.VerifiedBytes)
+			if tc.mechanism == "overwrite" && last != size {
+				t.Errorf("progress ended at %d", last)
+			}
+			if tc.wholeDisk && rec.VerifiedBytes < 2*wipeBytes+verifySamples*verifySample/2 {
+				t.Errorf("verified %d bytes", rec.VerifiedBytes)
 			}
 			for _, path := range []string{dev, backing} {
 				f, _, err := openDirect(path)
@@ -124,10 +134,50 @@ func TestVerifyCatchesLyingDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := verifyZero(f, size, false); !errors.Is(err, ErrNotErased) {
+	if _, err := verifyZero(f, sampleRegions(size, false)); !errors.Is(err, ErrNotErased) {
 		t.Errorf("verify = %v, want ErrNotErased", err)
 	}
 	if _, err := EraseDisk(context.Background(), path, "shred", nil); err == nil {
 		t.Error("an unknown method was accepted")
+	}
+}
+
+// TestVerifyGone: after a device erase, sectors that read back as zeros
+// or as other data (a crypto erase) pass; one sector still holding its
+// old content fails.
+func TestVerifyGone(t *testing.T) {
+	const size = 8 << 20
+	path := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(path, oldImage(size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	regions := sampleRegions(size, false)
+	before, err := snapshot(f, regions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Noise where the old image was, as a crypto erase leaves, but for
+	// one sector in the middle of a sample.
+	noise := bytes.Repeat([]byte{0x5a, 0xa5, 0x3c}, size/3+1)[:size]
+	keep := regions[len(regions)/2].off + 1024
+	copy(noise[keep:keep+sector], oldImage(size)[keep:keep+sector])
+	if _, err := f.WriteAt(noise, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := verifyGone(f, regions, before); !errors.Is(err, ErrNotErased) || !strings.Contains(err.Error(), fmt.Sprint(keep)) {
+		t.Errorf("one old sector left: verify = %v, want ErrNotErased at byte %d", err, keep)
+	}
+	copy(noise[keep:keep+sector], make([]byte, sector))
+	if _, err := f.WriteAt(noise, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, changed, err := verifyGone(f, regions, before)
+	if err != nil || changed == 0 {
+		t.Errorf("noise and zeros: verify = %v with %d changed sectors, want nil and some", err, changed)
 	}
 }

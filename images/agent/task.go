@@ -306,14 +306,17 @@ func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
 			Done: uint64(i), Total: uint64(len(disks))}, 3)
 		rec, err := EraseDisk(ctx, filepath.Join(w.DevDir, d.Name), t.Wipe, nil)
 		rec.Disk, rec.Serial = d.Name, d.Serial
+		w.Log.Info("erased", "disk", d.Name, "serial", d.Serial, "method", string(rec.Method), "mechanism", rec.Mechanism,
+			"bytes", rec.Bytes, "duration", rec.Duration, "verified", rec.Verified, "verified_bytes", rec.VerifiedBytes, "note", rec.Note)
+		// Each disk's erase record is a step of the task's timeline and,
+		// through the server, an event that outlives the machine's
+		// record; a failed one too, unverified, so the log says what was
+		// and was not done.
+		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning,
+			Step: eraseStep(rec), Done: uint64(i + 1), Total: uint64(len(disks)), Erase: &rec}, 3)
 		if err != nil {
 			return fmt.Errorf("wipe %s (%s): %w", d.Name, rec.Method, err)
 		}
-		w.Log.Info("erased", "disk", d.Name, "serial", d.Serial, "method", string(rec.Method), "bytes", rec.Bytes,
-			"duration", rec.Duration, "verified", rec.Verified, "verified_bytes", rec.VerifiedBytes, "note", rec.Note)
-		// The timeline keeps each disk's erase as a step of the task.
-		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning,
-			Step: eraseStep(rec), Done: uint64(i + 1), Total: uint64(len(disks))}, 3)
 	}
 	unix.Sync()
 	return nil

@@ -254,4 +254,16 @@ func TestWipe(t *testing.T) {
 	if st := r.status(t); st.Phase != inventory.AgentDone {
 		t.Errorf("status %+v, want done", st)
 	}
+	// The erase record reached metal's server as an event.
+	evs, err := r.store.Events(context.Background(), inventory.EventQuery{})
+	must(t, err)
+	var erased []inventory.EraseRecord
+	for _, e := range evs {
+		if e.Kind == inventory.EventErase && e.Erase != nil {
+			erased = append(erased, *e.Erase)
+		}
+	}
+	if len(erased) != 1 || erased[0].Method != inventory.WipeQuick || !erased[0].Verified || erased[0].Bytes != 2*wipeBytes {
+		t.Errorf("erase events %+v, want one verified quick erase of %d bytes", erased, 2*wipeBytes)
+	}
 }

@@ -81,6 +81,9 @@ type Status struct {
 	Done   uint64               `json:"done,omitempty"`
 	Total  uint64               `json:"total,omitempty"`
 	Error  string               `json:"error,omitempty"`
+	// Erase is the record of one disk a wipe task erased; the server
+	// keeps it as an event, which outlives the machine's record.
+	Erase *inventory.EraseRecord `json:"erase,omitempty"`
 }
 
 // Validate checks a report before it is stored.
@@ -98,6 +101,14 @@ func (s Status) Validate() error {
 		return fmt.Errorf("a failed report must say why (error is empty)")
 	case s.Total > 0 && s.Done > s.Total:
 		return fmt.Errorf("done %d exceeds total %d", s.Done, s.Total)
+	}
+	if e := s.Erase; e != nil {
+		if !e.Method.Valid() || len(e.Mechanism) > 64 {
+			return fmt.Errorf("erase: method %q, mechanism of %d bytes", e.Method, len(e.Mechanism))
+		}
+		if err := checkText(map[string]string{"erase.disk": e.Disk, "erase.serial": e.Serial, "erase.mechanism": e.Mechanism, "erase.note": e.Note}); err != nil {
+			return err
+		}
 	}
 	return checkText(map[string]string{"task_id": s.TaskID, "step": s.Step, "error": s.Error})
 }

@@ -393,6 +393,17 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 		http.Error(w, "metal: cannot record status: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
+	if st.Erase != nil && changed {
+		if _, err := s.cfg.Store.AppendEvent(ctx, inventory.Event{
+			Time: s.cfg.Now().UTC(), Machine: m.Name, MAC: mac.String(), Kind: inventory.EventErase,
+			Message: "erased " + st.Erase.String(), Erase: st.Erase,
+		}); err != nil {
+			// The agent sends it again: its report is not acknowledged.
+			s.log.Error("record erase", "machine", m.Name, "err", err)
+			http.Error(w, "metal: cannot record the erase: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
 	if changed {
 		msg := fmt.Sprintf("agent task %s: %s", st.TaskID, st.Phase)
 		if st.Step != "" {
