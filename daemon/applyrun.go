@@ -53,7 +53,8 @@ type ApplyRequest struct {
 	Targets      []string `json:"targets,omitempty"`
 	Resume       bool     `json:"resume,omitempty"`
 	AllowDestroy bool     `json:"allow_destroy,omitempty"`
-	// Wipe is how deprovisions erase disks: quick, zero or secure.
+	// Wipe is how deprovisions erase disks: quick, discard, zero or
+	// secure; empty takes each machine's wipe from the site.
 	Wipe         inventory.WipeMethod `json:"wipe,omitempty"`
 	StepTimeout  time.Duration        `json:"step_timeout,omitempty"`
 	AgentTimeout time.Duration        `json:"agent_timeout,omitempty"`

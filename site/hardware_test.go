@@ -24,6 +24,7 @@ machine "web" {
   mac       = each.key == "web-1" ? "52:54:00:00:00:01" : "52:54:00:00:00:02"
   boot_mode = "uefi"
   bios      = merge(local.rack_bios, each.value)
+  wipe      = each.key == "web-1" ? "secure" : "zero"
   bmc {
     address  = "http://192.0.2.100"
     username = "admin"
@@ -39,6 +40,9 @@ machine "web" {
 	for _, m := range res.Site.Machines {
 		if m.BootMode != BootModeUEFI {
 			t.Errorf("%s: boot_mode %q", m.Name, m.BootMode)
+		}
+		if want := map[string]string{"web-1": "secure", "web-2": "zero"}[m.Name]; m.Wipe != want {
+			t.Errorf("%s: wipe %q, want %q", m.Name, m.Wipe, want)
 		}
 		got[m.Name] = m.BIOS
 	}

@@ -19,7 +19,7 @@ var machineSchema = &hcl.BodySchema{
 		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
 		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"},
-		{Name: "interface"},
+		{Name: "interface"}, {Name: "wipe"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "bmc"}, {Type: "bond", LabelNames: []string{"name"}},
@@ -237,6 +237,14 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid boot path", `boot must be one of %q, got %q.`, BootPaths, v))
 			}
 			m.Boot = v
+		}
+	}
+	if a := attrs["wipe"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			if !slices.Contains(WipeMethods, v) {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid wipe method", `wipe must be one of %q, got %q.`, WipeMethods, v))
+			}
+			m.Wipe = v
 		}
 	}
 	m.Labels = e.strMap(attrs["labels"])

@@ -254,6 +254,16 @@ const (
 // BootPaths are the values of a machine's boot attribute.
 var BootPaths = []string{BootIPXE, BootHTTP, BootSecure}
 
+// WipeMethods are the values of a machine's wipe attribute: how its disks
+// are erased when it is deprovisioned. quick zeroes the first and last
+// MiB (labels and partition tables; the data stays); discard tells the
+// device every block is unused (BLKDISCARD), overwriting where it then
+// still returns data; zero overwrites every byte; secure asks the drive
+// to erase itself (NVMe Sanitize or Format, ATA Secure Erase), or
+// overwrites when it cannot. All but quick are verified by sampled reads
+// across the whole disk.
+var WipeMethods = []string{"quick", "discard", "zero", "secure"}
+
 // Machine is one declared machine (one instance, after for_each or count).
 type Machine struct {
 	Name     string
@@ -267,7 +277,11 @@ type Machine struct {
 	Labels   map[string]string
 	// Disk is the device the agent installs onto ("" lets the agent pick the
 	// first non-removable disk).
-	Disk              string
+	Disk string
+	// Wipe is how the agent erases the machine's disks when it leaves the
+	// site (one of WipeMethods; "" leaves it to metal apply --wipe,
+	// whose default is quick).
+	Wipe              string
 	SSHAuthorizedKeys []string
 	UserData          string
 	BMC               *BMC // nil when the machine has no BMC

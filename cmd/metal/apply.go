@@ -61,8 +61,10 @@ func newApplyCmd(a *app) *cobra.Command {
                 write the image, next boot from disk: provisioned
   update        power state and labels, no reinstall
   reprovision   as provision, over a disk that held an image (destructive)
-  deprovision   the agent wipes the disks (--wipe), power off, removed from the store
-                (destructive)
+  deprovision   the agent wipes the disks (the machine's wipe in the site, or
+                --wipe), power off, removed from the store (destructive);
+                each disk's erase record is kept as an event
+                (metal machines show NAME, metal events)
 
 Destructive actions are carried out only with --allow-destroy.
 
@@ -125,7 +127,7 @@ argument instead of a plan still works but is deprecated.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
 	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk) and deprovisions (the disks are wiped as --wipe says)")
-	fl.StringVar(&f.wipe, "wipe", "quick", `how a deprovision erases each disk: "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable), "zero" overwrites every byte, "secure" asks the device to erase itself (BLKSECDISCARD) and overwrites it if it cannot; zero and secure then read back samples across the disk to verify`)
+	fl.StringVar(&f.wipe, "wipe", "", `how a deprovision erases each disk, for this run (default: the machine's wipe in the site file while it was declared, else quick): "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable); "discard" tells the device every block is unused (BLKDISCARD: fast on SSDs, but the device decides what reads return) and overwrites when old data still reads back; "zero" overwrites every byte; "secure" asks the drive to erase itself (NVMe Sanitize, else Format NVM with secure erase; ATA SECURITY ERASE UNIT unless the drive is frozen or locked; else BLKSECDISCARD) and overwrites when it cannot, saying why; all but quick then read back samples across the whole disk: no sampled sector may still hold its old content`)
 	fl.BoolVar(&f.resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
 	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
@@ -146,7 +148,7 @@ argument instead of a plan still works but is deprecated.`,
 // site file.
 func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	if !inventory.WipeMethod(f.wipe).Valid() {
-		return usageError("--wipe %q: use quick, zero or secure", f.wipe)
+		return usageError("--wipe %q: use quick, discard, zero or secure", f.wipe)
 	}
 	var saved *plan.Plan
 	if len(args) > 0 {

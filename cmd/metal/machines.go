@@ -288,25 +288,37 @@ const showEvents = 20
 
 func showMachine(ctx context.Context, w io.Writer, r inventoryReader, ref string, asJSON bool) error {
 	m, err := r.Machine(ctx, ref)
+	removed := false
 	if errors.Is(err, inventory.ErrNotFound) {
-		return fmt.Errorf("no machine called %q or with that MAC in the store: `metal machines` lists them", ref)
+		// A deprovisioned machine is gone from the store, but its events
+		// (its erase records first of all) are not.
+		evs, eerr := r.Events(ctx, inventory.EventQuery{Machine: ref})
+		if eerr != nil || len(evs) == 0 {
+			return fmt.Errorf("no machine called %q or with that MAC in the store: `metal machines` lists them", ref)
+		}
+		m, removed, err = inventory.Machine{Name: ref}, true, nil
 	}
 	if err != nil {
 		return err
 	}
-	d := view.MachineDetail{Machine: m}
+	d := view.MachineDetail{Machine: m, Removed: removed}
 	leases, err := r.Leases(ctx)
 	if err != nil {
 		return err
 	}
 	for _, l := range leases {
-		if l.MAC == m.MAC {
+		if l.MAC == m.MAC && !removed {
 			d.Lease = &l
 		}
 	}
 	evs, err := r.Events(ctx, inventory.EventQuery{Machine: m.Name, MAC: m.MAC})
 	if err != nil {
 		return err
+	}
+	for _, e := range evs {
+		if e.Kind == inventory.EventErase && e.Erase != nil {
+			d.Erasures = append(d.Erasures, e)
+		}
 	}
 	if len(evs) > showEvents {
 		evs = evs[len(evs)-showEvents:]

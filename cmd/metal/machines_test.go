@@ -95,6 +95,18 @@ func fillStore(t *testing.T, s inventory.Store, now time.Time) {
 	if _, err := s.AllocateLease(ctx, inventory.AllocateRequest{MAC: disc.MAC, Start: netip.MustParseAddr("192.0.2.200"), End: netip.MustParseAddr("192.0.2.200"), TTL: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
+	// A machine deprovisioned earlier: gone from the store, its erase
+	// records kept as events.
+	for _, rec := range []inventory.EraseRecord{
+		{Disk: "nvme0n1", Serial: "S6-NV-1", Method: inventory.WipeSecure, Mechanism: "nvme-format-user-data", Bytes: 960 << 30, Duration: 42 * time.Second, Verified: true, VerifiedBytes: 18 << 20},
+		{Disk: "sda", Serial: "WD-7", Method: inventory.WipeZero, Mechanism: "overwrite", Bytes: 4 << 40, Duration: 7 * time.Hour, Verified: true, VerifiedBytes: 18 << 20,
+			Note: "ATA drive WD is security frozen; overwritten with zeros instead"},
+	} {
+		if _, err := s.AppendEvent(ctx, inventory.Event{Time: now.Add(-6 * time.Hour), Kind: inventory.EventErase, Machine: "old-07", MAC: "52:54:00:00:07:07",
+			Message: "erased " + rec.String(), Erase: &rec}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range 120 {
 		e := inventory.Event{Time: now.Add(time.Duration(i-120) * time.Second), Kind: inventory.EventScript, Machine: "web-01", MAC: web.MAC, Message: fmt.Sprintf("fetch %d", i+1)}
 		if i%2 == 1 {
@@ -163,6 +175,11 @@ func TestMachineShow(t *testing.T) {
 		}},
 		"discovered by MAC": {ref: "52-54-00-AA-BB-CC", wantAdopt: true, want: []string{
 			"Machine disc-525400aabbcc", "192.0.2.200 until", "QEMU Virtual CPU, 1 sockets, 2 cores", "Disk sda", "offer 120",
+		}},
+		"deprovisioned, with its erase records": {ref: "old-07", want: []string{
+			"Machine old-07: removed from the store", "Erase records",
+			"nvme0n1 (serial S6-NV-1): secure by nvme-format-user-data, 960.0 GiB in 42s, verified (18.0 MiB read back)",
+			"sda (serial WD-7): zero by overwrite, 4.0 TiB in 7h0m0s, verified (18.0 MiB read back): ATA drive WD is security frozen",
 		}},
 		"unknown": {ref: "nope-01", code: 1, wantErr: "`metal machines` lists them"},
 	}

@@ -93,8 +93,10 @@ type Options struct {
 	// AllowDestroy permits reprovisions and deprovisions; a plan with one
 	// is refused without it.
 	AllowDestroy bool
-	// Wipe is how a deprovision erases the machine's disks (default
-	// inventory.WipeQuick: partition tables and labels only).
+	// Wipe is how a deprovision erases the machine's disks; empty takes
+	// the machine's own wipe from the site (kept in its identity), and
+	// without one the agent's default, inventory.WipeQuick (partition
+	// tables and labels only).
 	Wipe inventory.WipeMethod
 	// Drain, once closed, stops the run from starting any more machines;
 	// those in flight finish (cancel the context to abort them).

@@ -366,7 +366,10 @@ func TestBrokenBMCFailsOnlyItsMachine(t *testing.T) {
 func TestReprovisionAndDeprovision(t *testing.T) {
 	l := newLab(t, 3, 1, 0)
 	ctx := ctxT(t, 30*time.Second)
-	s := l.site("", nil)
+	s := l.site("", func(src string) string {
+		i := strings.Index(src, `machine "m0002" {`) + len(`machine "m0002" {`)
+		return src[:i] + "\n  wipe = \"secure\"" + src[i:]
+	})
 	if res := l.apply(ctx, l.engine(s, nil), s); res.State != inventory.RunDone {
 		t.Fatalf("first apply: %+v", res)
 	}
@@ -408,6 +411,21 @@ func TestReprovisionAndDeprovision(t *testing.T) {
 	}
 	if d := cmp.Diff(map[string]int{"m0002": 1}, l.fleet.Wipes()); d != "" {
 		t.Errorf("wipes (-want +got):\n%s", d)
+	}
+	// The wipe went by the site's wipe for m0002 while it declared it
+	// (no --wipe given), and its erase record outlives its record.
+	evs, err := l.store.Events(ctx, inventory.EventQuery{Machine: "m0002"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var erased []inventory.WipeMethod
+	for _, e := range evs {
+		if e.Kind == inventory.EventErase && e.Erase != nil {
+			erased = append(erased, e.Erase.Method)
+		}
+	}
+	if d := cmp.Diff([]inventory.WipeMethod{inventory.WipeSecure}, erased); d != "" {
+		t.Errorf("erase events of m0002 (-want +got):\n%s", d)
 	}
 	if _, err := l.store.Machine(ctx, "m0002"); !errors.Is(err, inventory.ErrNotFound) {
 		t.Errorf("deprovisioned machine still in the store: %v", err)

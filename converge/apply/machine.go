@@ -367,7 +367,14 @@ func (m *machineRun) deprovision(ctx context.Context, rec inventory.Machine) err
 	}
 	installed := rec.Applied["image"] != "" || rec.Identity.Image != ""
 	if installed {
-		if err := m.wipe(ctx); err != nil {
+		// The run's --wipe, when given, is the operator's word for this
+		// run; else what the site said of the machine while it declared
+		// it.
+		method := m.r.opts.Wipe
+		if method == "" {
+			method = rec.Identity.Wipe
+		}
+		if err := m.wipe(ctx, method); err != nil {
 			return err
 		}
 	}
@@ -388,8 +395,9 @@ func (m *machineRun) deprovision(ctx context.Context, rec inventory.Machine) err
 	return nil
 }
 
-// wipe boots the agent with a wipe task and waits for it.
-func (m *machineRun) wipe(ctx context.Context) error {
+// wipe boots the agent with a task to erase the disks by method and
+// waits for it.
+func (m *machineRun) wipe(ctx context.Context, method inventory.WipeMethod) error {
 	ab := m.r.opts.AgentBoot
 	if ab.Kernel == "" {
 		return &stepError{StepWipe, errors.New("metal has no install agent to boot for the wipe; build it with `metal images build-agent`")}
@@ -414,7 +422,7 @@ func (m *machineRun) wipe(ctx context.Context) error {
 		if _, err := inventory.UpdateMachine(ctx, m.r.store, m.name, func(rec *inventory.Machine) error {
 			rec.Intent = inventory.BootIntent{
 				Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
-				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: m.r.opts.Wipe, Secret: inventory.NewTaskSecret()},
+				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: method, Secret: inventory.NewTaskSecret()},
 			}
 			return nil
 		}); err != nil {

@@ -77,6 +77,7 @@ func declare(rec *inventory.Machine, m *site.Machine) {
 		id.SwitchPortRelay, id.SwitchPortCircuit = p.Relay, p.CircuitID
 	}
 	id.Boot = m.Boot
+	id.Wipe = inventory.WipeMethod(m.Wipe)
 	id.Labels = maps.Clone(m.Labels)
 	id.BMCAddress = ""
 	if m.BMC != nil {

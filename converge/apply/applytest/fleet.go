@@ -456,6 +456,18 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "writing"}) != nil {
 		return
 	}
+	if task.Kind == inventory.TaskWipe && cause == "" {
+		// The erase record of the simulated disk, by the method asked.
+		method := task.Wipe
+		if method == "" {
+			method = inventory.WipeQuick
+		}
+		rec := inventory.EraseRecord{Disk: "vda", Serial: "sim-" + b.Machine, Method: method, Mechanism: "simulated",
+			Bytes: 64 << 20, Verified: true, VerifiedBytes: 2 << 20}
+		if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "erased vda", Erase: &rec}) != nil {
+			return
+		}
+	}
 	if f.opts.AgentTime > 0 {
 		select {
 		case <-time.After(f.opts.AgentTime):

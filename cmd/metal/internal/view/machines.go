@@ -110,6 +110,12 @@ type MachineDetail struct {
 	Events  []inventory.Event `json:"events"`
 	// Adopt is the machine block that declares a discovered machine.
 	Adopt string `json:"adopt_hcl,omitempty"`
+	// Erasures are the machine's erase events (one per disk of each
+	// wipe), all of them, oldest first.
+	Erasures []inventory.Event `json:"erasures,omitempty"`
+	// Removed says the machine is no longer in the store (deprovisioned):
+	// only its events are left.
+	Removed bool `json:"removed,omitempty"`
 }
 
 // Machine prints everything known of one machine for people.
@@ -119,6 +125,12 @@ func Machine(w io.Writer, d MachineDetail, now time.Time) {
 		if v != "" {
 			fmt.Fprintf(w, "  %-14s %s\n", k+":", v)
 		}
+	}
+	if d.Removed {
+		fmt.Fprintf(w, "Machine %s: removed from the store (deprovisioned); its events remain\n", m.Name)
+		erasures(w, d.Erasures)
+		lastEvents(w, d.Events)
+		return
 	}
 	fmt.Fprintf(w, "Machine %s\n", m.Name)
 	kv("MAC", m.MAC)
@@ -206,15 +218,34 @@ func Machine(w io.Writer, d MachineDetail, now time.Time) {
 			fmt.Fprintf(w, "  %s  %s → %s  %s\n", t.At.Local().Format(time.DateTime), t.From, t.To, t.Cause)
 		}
 	}
-	fmt.Fprintf(w, "\nLast events\n")
-	if len(d.Events) == 0 {
-		fmt.Fprintln(w, "  (none)")
-	}
-	for _, e := range d.Events {
-		fmt.Fprintf(w, "  %s\n", Event(e))
-	}
+	erasures(w, d.Erasures)
+	lastEvents(w, d.Events)
 	if d.Adopt != "" {
 		fmt.Fprintf(w, "\nThis machine was discovered, not declared. To adopt it, add to the site file\n(pick its name, address and image), then run `metal apply`:\n\n%s", d.Adopt)
+	}
+}
+
+// erasures prints the erase records of a machine's wipes, one line per
+// disk.
+func erasures(w io.Writer, evs []inventory.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nErase records\n")
+	for _, e := range evs {
+		if e.Erase != nil {
+			fmt.Fprintf(w, "  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Erase)
+		}
+	}
+}
+
+func lastEvents(w io.Writer, evs []inventory.Event) {
+	fmt.Fprintf(w, "\nLast events\n")
+	if len(evs) == 0 {
+		fmt.Fprintln(w, "  (none)")
+	}
+	for _, e := range evs {
+		fmt.Fprintf(w, "  %s\n", Event(e))
 	}
 }
 
