@@ -186,6 +186,9 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
 	}
 
+	if err := refuseFenced(res.Site, filepath.Dir(sitePath), f.stateDir); err != nil {
+		return err
+	}
 	// With a metal serve running for this site, it holds the ports (and an
 	// embedded store): the run is handed to it.
 	if sock, ok := runningDaemon(res.Site, filepath.Dir(sitePath), f.stateDir); ok {

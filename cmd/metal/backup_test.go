@@ -233,7 +233,8 @@ func TestServePrimary(t *testing.T) {
 	f := primaryFlags{to: target, every: time.Second, keep: 2, owner: "ams1-a",
 		ssh: sshFlags{knownHosts: d.KnownHosts, identities: []string{d.ClientKey}, timeout: 5 * time.Second}}
 	t.Setenv("SSH_AUTH_SOCK", "")
-	p, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1")
+	stateDir := filepath.Dir(sitePath)
+	p, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
 	if err != nil {
 		t.Fatalf("start the primary: %v", err)
 	}
@@ -282,17 +283,36 @@ func TestServePrimary(t *testing.T) {
 		t.Errorf("%d snapshots kept, want at most --backup-keep 2", got)
 	}
 
+	// The fenced instance is marked: the verbs that serve or change
+	// machines refuse, naming the mark and how to clear it.
+	s.Close()
+	mark := backup.MarkPath(stateDir, "ams1")
+	for _, args := range [][]string{
+		{"apply", "--auto-approve", "--site", sitePath},
+		{"serve", "--site", sitePath},
+		{"bmc", "off", "--site", sitePath},
+		{"bmc", "bootdev", "pxe", "--site", sitePath},
+	} {
+		code, _, stderr := metal(t, noAgent, args...)
+		if code != 1 || !strings.Contains(stderr, mark) || !strings.Contains(stderr, "metal promote") || !strings.Contains(stderr, "ams1-b") {
+			t.Errorf("metal %s on the fenced instance: exit %d: %s", strings.Join(args, " "), code, stderr)
+		}
+	}
+
 	// Back again: the old owner is refused before it serves; the promoted
-	// one starts.
-	if _, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1"); !errors.Is(err, backup.ErrFenced) {
+	// one starts, and clears the mark.
+	if _, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir); !errors.Is(err, backup.ErrFenced) {
 		t.Errorf("the old primary starting again: %v, want ErrFenced", err)
 	}
 	f.owner = "ams1-b"
-	p, err = f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1")
+	p, err = f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
 	if err != nil {
 		t.Fatalf("the promoted owner starting: %v", err)
 	}
 	p.Remote.Close()
+	if err := backup.CheckMark(stateDir, "ams1"); err != nil {
+		t.Errorf("the mark after the owner's heartbeat was confirmed: %v", err)
+	}
 }
 
 // TestBackupKeyEncrypt: keygen, an encrypted and signed backup, a restore

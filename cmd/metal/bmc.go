@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -56,7 +57,7 @@ Name machines to act on some; with none, every machine with a bmc block.`,
 				if soft && action == bmc.ActionOff {
 					act = bmc.ActionSoft
 				}
-				return runBMC(cmd.Context(), a, f, names, bmc.OpPower(act))
+				return runBMC(cmd.Context(), a, f, names, bmc.OpPower(act), true)
 			},
 		}
 		if action == bmc.ActionOff {
@@ -68,7 +69,7 @@ Name machines to act on some; with none, every machine with a bmc block.`,
 		&cobra.Command{
 			Use: "status [MACHINE...]", Short: "Show each machine's power state",
 			RunE: func(cmd *cobra.Command, names []string) error {
-				return runBMC(cmd.Context(), a, f, names, bmc.OpStatus)
+				return runBMC(cmd.Context(), a, f, names, bmc.OpStatus, false)
 			},
 		},
 		power("on", "Power machines on (and wait until they are)", bmc.ActionOn),
@@ -77,7 +78,7 @@ Name machines to act on some; with none, every machine with a bmc block.`,
 		&cobra.Command{
 			Use: "inventory [MACHINE...]", Short: "Show what each BMC reports: maker, model, serial, BIOS, NICs",
 			RunE: func(cmd *cobra.Command, names []string) error {
-				return runBMC(cmd.Context(), a, f, names, bmc.OpInventory)
+				return runBMC(cmd.Context(), a, f, names, bmc.OpInventory, false)
 			},
 		},
 		newBootdevCmd(a, f),
@@ -98,7 +99,7 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 			default:
 				return usageError("boot device %q: use pxe, disk, cdrom or bios", args[0])
 			}
-			return runBMC(cmd.Context(), a, f, args[1:], bmc.OpBootDevice(dev, opts))
+			return runBMC(cmd.Context(), a, f, args[1:], bmc.OpBootDevice(dev, opts), true)
 		},
 	}
 	c.Flags().BoolVar(&opts.Persistent, "persistent", false, "keep the device for every boot, not only the next")
@@ -107,12 +108,18 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 }
 
 // runBMC loads the site, builds a driver per selected machine, runs op on
-// all of them and reports each result.
-func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op) error {
+// all of them and reports each result. An op that changes machines is
+// refused on an instance marked fenced.
+func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op, changes bool) error {
 	res, diags := f.vars.load(f.site.name())
 	view.Diags(a.stderr, res.Files, diags)
 	if diags.HasErrors() {
 		return silentExit(exitFailed)
+	}
+	if changes {
+		if err := refuseFenced(res.Site, filepath.Dir(f.site.name()), ""); err != nil {
+			return err
+		}
 	}
 	machines, err := selectMachines(res.Site, names)
 	if err != nil {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
+	"github.com/metal-dev/metal/site"
 )
 
 type promoteFlags struct {
@@ -75,6 +77,10 @@ with --owner's name as its owner.`,
 			}
 			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin})
 			if err != nil {
+				return err
+			}
+			// This instance owns the site now: verbs may change machines here.
+			if err := backup.ClearMark(site.DefaultStateDir(st.State, filepath.Dir(f.state.site.name())), st.Name); err != nil {
 				return err
 			}
 			if p.Already {

@@ -139,7 +139,7 @@ restart (networks, listen, state) is refused and logged. Under systemd
 // serve runs the site's daemon until ctx ends or a service fails.
 func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, src loadedSite, f serveFlags, limit dhcp.RateLimit) error {
 	// A fenced primary stops here, before it answers anything.
-	primary, err := f.primary.startPrimary(ctx, log, s.Name)
+	primary, err := f.primary.startPrimary(ctx, log, s.Name, stateDir(s, siteDir, f.stateDir))
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/inventory/backup"
+	"github.com/metal-dev/metal/site"
 )
 
 // primaryFlags make `metal serve` the primary of a disaster-recovery pair:
@@ -37,10 +38,11 @@ func (f *primaryFlags) register(cmd *cobra.Command) {
 
 // startPrimary connects to the backup directory and checks the fence
 // before anything is served (backup.Primary.Open). It returns nil when no
-// --backup-to was given; the primary's Serve runs beside the daemon.
-func (f *primaryFlags) startPrimary(ctx context.Context, log *slog.Logger, siteName string) (*backup.Primary, error) {
+// --backup-to was given (and refuses if this instance is marked fenced);
+// the primary's Serve runs beside the daemon.
+func (f *primaryFlags) startPrimary(ctx context.Context, log *slog.Logger, siteName, stateDir string) (*backup.Primary, error) {
 	if f.to == "" {
-		return nil, nil
+		return nil, backup.CheckMark(stateDir, siteName)
 	}
 	if f.every < time.Second {
 		return nil, usageError("--backup-every %v: want at least 1s", f.every)
@@ -56,9 +58,27 @@ func (f *primaryFlags) startPrimary(ctx context.Context, log *slog.Logger, siteN
 	if f.encrypt && key == nil {
 		return nil, usageError("--backup-encrypt: name the backup key to seal with (--key)")
 	}
-	p := &backup.Primary{Site: siteName, Owner: f.owner, Interval: f.every, Keep: f.keep, Logger: log, Key: key, Encrypt: f.encrypt}
+	p := &backup.Primary{Site: siteName, Owner: f.owner, Interval: f.every, Keep: f.keep, Logger: log, Key: key, Encrypt: f.encrypt, StateDir: stateDir}
 	if err := p.Open(ctx, t, backup.SSHOptions{KnownHosts: f.ssh.knownHosts, KeyFiles: f.ssh.identities, Timeout: f.ssh.timeout, Logger: log}); err != nil {
 		return nil, err
 	}
 	return p, nil
+}
+
+// stateDir is the state directory of s as metal serve uses it: flag, or
+// beside the site's file:// store (where the fence mark is).
+func stateDir(s *site.Site, siteDir, flag string) string {
+	if flag != "" {
+		return flag
+	}
+	return site.DefaultStateDir(s.Settings.State, siteDir)
+}
+
+// refuseFenced stops a verb that serves or changes machines on an instance
+// marked fenced (backup.CheckMark says why and how to clear it).
+func refuseFenced(s *site.Site, siteDir, stateDirFlag string) error {
+	if err := backup.CheckMark(stateDir(s, siteDir, stateDirFlag), s.Name); err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	return nil
 }

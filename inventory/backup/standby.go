@@ -218,6 +218,10 @@ type Primary struct {
 	// nothing is authenticated); Encrypt seals the snapshots with it.
 	Key     *Key
 	Encrypt bool
+	// StateDir holds the local fence mark (see SetMark; empty: no mark):
+	// set when this primary is fenced or its lease runs out, cleared when
+	// Open confirms a heartbeat with no fence against it.
+	StateDir string
 
 	mu       sync.Mutex
 	until    time.Time // monotonic: the lease ends
@@ -237,12 +241,29 @@ func (p *Primary) Open(ctx context.Context, t Target, ssh SSHOptions) error {
 	if err := p.Beat(ctx); err != nil {
 		r.Close()
 		if errors.Is(err, ErrFenced) {
+			p.mark(err)
 			return fmt.Errorf("%w\nThis instance no longer owns the site: the promoted standby serves it. "+
 				"Run metal standby here to follow it, or promote this one back (metal promote) once that one is stopped", err)
 		}
 		return fmt.Errorf("first heartbeat: %w", err)
 	}
+	if p.StateDir != "" {
+		if err := ClearMark(p.StateDir, p.Site); err != nil {
+			r.Close()
+			return err
+		}
+	}
 	return nil
+}
+
+// mark leaves the local fence mark, if p has a StateDir.
+func (p *Primary) mark(cause error) {
+	if p.StateDir == "" {
+		return
+	}
+	if err := SetMark(p.StateDir, p.Site, cause); err != nil && p.Logger != nil {
+		p.Logger.Error("could not leave the fence mark; verbs on this host will not know it is fenced", "err", err)
+	}
 }
 
 // Serve is the primary of a disaster-recovery pair while it serves the
@@ -278,6 +299,9 @@ func (p *Primary) Serve(ctx context.Context, store inventory.Store) error {
 		}
 		select {
 		case err := <-beats:
+			if err != nil {
+				p.mark(err)
+			}
 			return err
 		case <-t.C:
 		}
