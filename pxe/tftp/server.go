@@ -46,14 +46,16 @@ type Config struct {
 	Retries int
 	// MaxWindowSize caps the windowsize option (RFC 7440) a client may
 	// negotiate; default DefaultMaxWindowSize. pin/tftp does not
-	// negotiate windowsize, so read requests that ask for it are served
-	// by metal's own sender (window.go) from a second socket on the same
-	// port; everything else is pin/tftp's. 1 turns windowsize off: every
-	// request goes to pin/tftp and is answered without it (lockstep).
+	// negotiate windowsize, so read requests are served by metal's own
+	// sender (window.go) from a second socket on the same port, lockstep
+	// ones too unless Anticipate is on; write requests go to pin/tftp,
+	// which refuses them. 1 turns windowsize off: every request goes to
+	// pin/tftp and is answered without it (lockstep).
 	MaxWindowSize int
 	// Anticipate, when > 1, sends that many blocks before waiting for
 	// their ACKs: pin/tftp's non-standard "sender anticipate", for
-	// clients that ask for no windowsize. Off by default: it is the
+	// clients that ask for no windowsize (their requests then stay with
+	// pin/tftp). Off by default: it is the
 	// library's experimental path, and it resends the whole window when
 	// one block is lost.
 	Anticipate uint
@@ -168,11 +170,15 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		}
 	}
 
-	window := "off"
+	window, lockstep := "off", "pin/tftp"
 	if wconn != nil {
 		window = strconv.Itoa(s.cfg.MaxWindowSize)
+		if scan == 0 {
+			lockstep = "metal"
+		}
 	}
-	s.log.Info("tftp serving", "addr", conn.LocalAddr().String(), "max_windowsize", window, "windowsize_scan", scan)
+	s.log.Info("tftp serving", "addr", conn.LocalAddr().String(), "max_windowsize", window,
+		"windowsize_scan", scan, "lockstep_sender", lockstep)
 
 	// The library's loop runs on this goroutine, not a new one: it opens a
 	// socket per transfer, and a caller that put this goroutine's thread
@@ -222,7 +228,7 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 		s.log.Warn("tftp windowsize disabled", "err", fmt.Sprintf("cannot share a %T's port", conn))
 		return nil, 0
 	}
-	wconn, scan, err := listenWindowSocket(uc)
+	wconn, scan, err := listenWindowSocket(uc, s.cfg.Anticipate <= 1)
 	if err != nil {
 		s.log.Warn("tftp windowsize disabled", "err", err)
 		return nil, 0
@@ -352,7 +358,7 @@ type hook struct{ log *slog.Logger }
 // OnSuccess records the negotiated options, at debug level: useful when
 // a ROM misbehaves with one blksize, and how the tests see what was agreed.
 func (h hook) OnSuccess(st tftplib.TransferStats) {
-	h.log.Debug("tftp transfer options", "client", st.RemoteAddr.String(),
+	h.log.Debug("tftp transfer options", "sender", "pin/tftp", "client", st.RemoteAddr.String(),
 		"file", st.Filename, "mode", st.Mode, "blksize", st.Opts["blksize"],
 		"tsize", st.Opts["tsize"], "datagrams", st.DatagramsSent)
 }

@@ -15,10 +15,15 @@ import (
 // The listening port is shared by two sockets in one SO_REUSEPORT group:
 // pin/tftp reads the first (it needs a *net.UDPConn of its own, so it can
 // learn each request's local address and interface MTU, and a wrapper
-// around it would cap every transfer at 512-byte blocks), and metal's
-// windowed sender reads the second. A classic BPF program attached to the
-// group tells the kernel which socket a datagram goes to, so neither
-// reader ever sees the other's requests.
+// around it would cap every transfer at 512-byte blocks), and metal's own
+// sender (window.go) reads the second. A classic BPF program attached to
+// the group tells the kernel which socket a datagram goes to, so neither
+// reader ever sees the other's requests. Every read request goes to
+// metal's sender (readFilter), lockstep ones too: its blocking transfer
+// socket answers a lockstep ACK sooner than pin/tftp's. Only when
+// pin/tftp's sender anticipation is asked for do lockstep requests stay
+// with pin/tftp, and then the program picks the requests that name
+// windowsize (windowFilter).
 
 // Indexes in the reuseport group, in the order the sockets were bound.
 const (
@@ -88,6 +93,18 @@ func windowFilter(n int) []unix.SockFilter {
 	)
 }
 
+// readFilter returns the program that sends every read request to the
+// window socket and anything else (write requests, which pin/tftp
+// refuses) to the lockstep socket.
+func readFilter() []unix.SockFilter {
+	return []unix.SockFilter{
+		{Code: unix.BPF_LD | unix.BPF_H | unix.BPF_ABS, K: 0},
+		{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, K: opRRQ, Jf: 1},
+		{Code: unix.BPF_RET | unix.BPF_K, K: windowSocket},
+		{Code: unix.BPF_RET | unix.BPF_K, K: lockstepSocket},
+	}
+}
+
 // setReusePort marks a socket as a member of a SO_REUSEPORT group. On a
 // socket bound already (ServeConn's), Linux still lets a second socket
 // join: the group is formed when that second one binds.
@@ -109,8 +126,12 @@ func setReusePort(c syscall.RawConn) error {
 // windowsize that lands on the window socket is served there with a
 // window of 1, a write request there is dropped and its client asks
 // again.
-// It returns how many positions the kernel's program scans.
-func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, int, error) {
+//
+// With allReads, every read request goes to the window socket
+// (readFilter); else only those naming windowsize do. It returns how
+// many positions the kernel's program scans for windowsize (0 with
+// allReads).
+func listenWindowSocket(lockstep *net.UDPConn, allReads bool) (*net.UDPConn, int, error) {
 	rc, err := lockstep.SyscallConn()
 	if err != nil {
 		return nil, 0, err
@@ -140,6 +161,12 @@ func listenWindowSocket(lockstep *net.UDPConn) (*net.UDPConn, int, error) {
 	var serr error
 	scan := 0
 	err = wrc.Control(func(fd uintptr) {
+		if allReads {
+			prog := readFilter()
+			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,
+				&unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]})
+			return
+		}
 		for scan = steerScan; ; scan = scan * 3 / 4 {
 			prog := windowFilter(scan)
 			serr = unix.SetsockoptSockFprog(int(fd), unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF,

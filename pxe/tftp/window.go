@@ -194,7 +194,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	if s.cfg.MaxBlockSize > 0 {
 		maxBlock = min(maxBlock, s.cfg.MaxBlockSize)
 	}
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: local.AsSlice()})
+	conn, err := openTransferSocket(local)
 	if err != nil {
 		s.log.Warn("tftp transfer socket", "client", from.String(), "err", err)
 		return
@@ -209,7 +209,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	transfers.Add(1)
 	go func() {
 		defer transfers.Done()
-		defer conn.Close()
+		defer conn.close()
 		t.serve()
 	}()
 }
@@ -269,7 +269,7 @@ func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int) int {
 // windowTransfer is one windowed read transfer, on its own socket.
 type windowTransfer struct {
 	s        *Server
-	conn     *net.UDPConn
+	conn     *transferSocket
 	peer     netip.AddrPort
 	req      request
 	maxBlock int
@@ -325,8 +325,8 @@ func (t *windowTransfer) serve() {
 	// Only ACKs and ERRORs matter here: a longer datagram is cut short.
 	t.rcv = make([]byte, 1024)
 	n, err = t.run(r)
-	s.log.Debug("tftp transfer options", "client", client, "file", t.req.name,
-		"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", strconv.Itoa(t.p.window),
+	s.log.Debug("tftp transfer options", "sender", "metal", "client", client, "file", t.req.name,
+		"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", t.p.oack.get("windowsize"),
 		"tsize", t.p.oack.get("tsize"), "timeout", t.p.timeout.String(), "datagrams", t.sent)
 	if err != nil {
 		result, reason = "failed", err.Error()
@@ -475,8 +475,7 @@ func (t *windowTransfer) sendWindow(w *window) error {
 			k++
 			continue
 		}
-		_, _, err := t.conn.WriteMsgUDPAddrPort(batch, gsoCmsg(4+t.p.blksize), t.peer)
-		if err != nil {
+		if err := t.conn.sendMsg(batch, gsoCmsg(4+t.p.blksize), t.peer); err != nil {
 			// EIO or EINVAL: a route or device without the offload.
 			// Plain sends from here on.
 			t.s.log.Debug("tftp segmentation offload off", "client", t.peer.String(), "err", err)
@@ -509,7 +508,7 @@ func gsoCmsg(size int) []byte {
 
 func (t *windowTransfer) send(p []byte) error {
 	t.sent++
-	if _, err := t.conn.WriteToUDPAddrPort(p, t.peer); err != nil {
+	if err := t.conn.sendTo(p, t.peer); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
 	return nil
@@ -517,7 +516,7 @@ func (t *windowTransfer) send(p []byte) error {
 
 // sendError tells the client why the transfer ends; best effort.
 func (t *windowTransfer) sendError(code uint16, msg string) {
-	_, _ = t.conn.WriteToUDPAddrPort(errorPacket(code, msg), t.peer)
+	_ = t.conn.sendTo(errorPacket(code, msg), t.peer)
 }
 
 func errorPacket(code uint16, msg string) []byte {
@@ -531,16 +530,13 @@ func errorPacket(code uint16, msg string) []byte {
 // answered with ERROR 5 and otherwise ignored (RFC 1350): it must not end
 // or slow the transfer.
 func (t *windowTransfer) await(deadline time.Time) (op, block uint16, msg string, err error) {
-	if err := t.conn.SetReadDeadline(deadline); err != nil {
-		return 0, 0, "", err
-	}
 	for {
-		n, from, err := t.conn.ReadFromUDPAddrPort(t.rcv)
+		n, from, err := t.conn.recvFrom(t.rcv, deadline)
 		if err != nil {
 			return 0, 0, "", err
 		}
-		if netip.AddrPortFrom(from.Addr().Unmap(), from.Port()) != t.peer {
-			_, _ = t.conn.WriteToUDPAddrPort(errorPacket(codeUnknownTID, "unknown transfer ID"), from)
+		if from != t.peer {
+			_ = t.conn.sendTo(errorPacket(codeUnknownTID, "unknown transfer ID"), from)
 			continue
 		}
 		if n < 4 {

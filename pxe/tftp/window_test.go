@@ -226,7 +226,9 @@ func TestSteerSmallOptmem(t *testing.T) {
 	want := patterned(100 << 10)
 	root := rootWith(t, "f", want)
 	logs := &logBuffer{}
-	srv, err := New(Config{Addr: pxetest.ServerIP.String() + ":69", Root: root, Logger: slogJSON(logs)})
+	// Anticipation keeps lockstep requests with pin/tftp: the program then
+	// scans for windowsize.
+	srv, err := New(Config{Addr: pxetest.ServerIP.String() + ":69", Root: root, Logger: slogJSON(logs), Anticipate: 2})
 	mustT(t, err)
 	serveUntilCleanup(t, logs, func(ctx context.Context) error {
 		return lab.NS().Do(func() error { return srv.Serve(ctx) })
@@ -502,12 +504,15 @@ func TestWindowMechanics(t *testing.T) {
 	}
 }
 
-// TestSteerScan: a request whose windowsize option starts within the
-// steering program's scan goes to the windowed sender, even after a file
-// name of 200 bytes; one past it (a name of 255 and options of 200 more)
-// goes to pin/tftp, which answers it lockstep without windowsize.
+// TestSteerScan: with sender anticipation on, a request whose windowsize
+// option starts within the steering program's scan goes to the windowed
+// sender, even after a file name of 200 bytes; one past it (a name of 255
+// and options of 200 more) goes to pin/tftp, which answers it lockstep
+// without windowsize.
 func TestSteerScan(t *testing.T) {
-	ts := startServer(t, nil)
+	// Anticipation keeps lockstep requests with pin/tftp: the program then
+	// scans for windowsize.
+	ts := startServer(t, func(c *Config) { c.Anticipate = 2 })
 	long := strings.Repeat("d/", 100) + "x"
 	longest := strings.Repeat("e/", 127) + "x"
 	for _, name := range []string{long, longest} {
@@ -574,4 +579,41 @@ func FuzzParseRequest(f *testing.F) {
 			seen[o.name] = true
 		}
 	})
+}
+
+// TestLockstepSender: a read request without windowsize (curl asks for
+// blksize only) is served by metal's own sender, unless pin/tftp's sender
+// anticipation is on; both answer byte for byte.
+func TestLockstepSender(t *testing.T) {
+	needTool(t, "curl", "curl")
+	want := patterned(3<<20 + 17)
+	for name, tc := range map[string]struct {
+		anticipate uint
+		sender     string
+	}{
+		"default":      {0, "metal"},
+		"anticipation": {4, "pin/tftp"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) { c.Anticipate = tc.anticipate })
+			mustT(t, os.WriteFile(filepath.Join(ts.root, "f"), want, 0o644))
+			out := filepath.Join(t.TempDir(), "f")
+			if b, err := exec.Command("curl", "-sS", "--tftp-blksize", "1468", "-o", out,
+				fmt.Sprintf("tftp://%s/f", ts.addr)).CombinedOutput(); err != nil {
+				t.Fatalf("curl: %v\n%s", err, b)
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+				t.Fatalf("fetched %d bytes, not the %d served", len(got), len(want))
+			}
+			if got := ts.logs.records("tftp serving")[0]["lockstep_sender"]; got != tc.sender {
+				t.Errorf("lockstep sender %v, want %s", got, tc.sender)
+			}
+			ts.logs.waitRecord(t, "tftp transfer", "f")
+			for _, opts := range ts.logs.records("tftp transfer options") {
+				if opts["sender"] != tc.sender || opts["blksize"] != "1468" {
+					t.Errorf("options %v, want sender %s and blksize 1468", opts, tc.sender)
+				}
+			}
+		})
+	}
 }
