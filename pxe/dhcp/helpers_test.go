@@ -54,6 +54,15 @@ func (p *testPolicy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent
 	return p.unknownIntent, nil
 }
 
+// DeclaredMACs lists the declared hosts' MACs, which never change.
+func (p *testPolicy) DeclaredMACs() ([]net.HardwareAddr, <-chan struct{}) {
+	var macs []net.HardwareAddr
+	for _, h := range p.hosts {
+		macs = append(macs, h.MAC)
+	}
+	return macs, nil
+}
+
 // errPolicy fails every question, as a broken inventory would.
 type errPolicy struct{}
 

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,6 +109,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	pair := conns // the steered pair, or one socket
 	pxeConn := -1 // the index of port 4011's socket, if any
 	if s.cfg.Mode == ModeProxy {
 		c, err := listen(ctx, s.cfg.Interface, pxePort, false)
@@ -118,6 +121,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		pxeConn = len(conns)
 		conns = append(conns, c)
+	}
+	steerCtx, stopSteering := context.WithCancel(ctx)
+	defer stopSteering()
+	var steering sync.WaitGroup
+	if d, ok := s.h.policy.(DeclaredLister); ok && len(pair) == 2 {
+		ready := make(chan struct{})
+		steering.Go(func() { s.steerDeclared(steerCtx, pair, d, ready) })
+		<-ready
 	}
 	s.log.Info("serving", "mode", s.cfg.Mode, "server_ip", s.cfg.ServerIP)
 	s.listening.Close()
@@ -157,6 +168,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	case first = <-errc:
 		cancel()
 	}
+	stopSteering()
+	steering.Wait()
 	for _, c := range conns {
 		c.Close() // unblocks the readers
 	}
@@ -167,6 +180,34 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.h.leases.wait() // ACKs waiting for a Save (their sends fail: the sockets are closed)
 	s.log.Info("stopped")
 	return first
+}
+
+// steerDeclared has the kernel steer the DISCOVERs of d's declared MACs
+// to the second of the steered pair, and follows d's changes until ctx
+// ends. ready is closed once the first list is in place.
+func (s *Server) steerDeclared(ctx context.Context, pair []net.PacketConn, d DeclaredLister, ready chan<- struct{}) {
+	var was []net.HardwareAddr
+	for {
+		macs, changed := d.DeclaredMACs()
+		macs = sortMACs(macs)
+		if !slices.EqualFunc(was, macs, func(a, b net.HardwareAddr) bool { return bytes.Equal(a, b) }) {
+			if err := declare(pair, was, macs); err != nil {
+				s.log.Warn("declared machines' DISCOVERs are not told apart in the kernel; the server still answers them first", "machines", len(macs), "err", err)
+				was = nil
+			} else {
+				was = macs
+			}
+		}
+		if ready != nil {
+			close(ready)
+			ready = nil
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
 }
 
 // queues holds the packets waiting for a worker: those of known machines

@@ -15,7 +15,8 @@ import (
 
 // TestSteeredSockets: in a lab, a broadcast DISCOVER reaches the first
 // of listenSteered's sockets only, a REQUEST (broadcast, and unicast as
-// a renewing client sends it) the second only.
+// a renewing client sends it) the second only, and so does a declared
+// machine's DISCOVER once its MAC is declared (then undeclared again).
 func TestSteeredSockets(t *testing.T) {
 	lab := pxetest.NewLab(t)
 	conns, err := listenSteeredIn(lab)
@@ -31,17 +32,36 @@ func TestSteeredSockets(t *testing.T) {
 	host := lab.AddHost("c", pxetest.MAC(70))
 	host.MustIP("addr", "add", "192.0.2.70/24", "dev", "eth0")
 	client := udpIn(t, host, "eth0", clientPort)
-	mac := pxetest.MAC(70)
-	tests := map[string]struct {
-		pkt  *dhcpv4.DHCPv4
-		dst  string
-		want int
-	}{
-		"broadcast DISCOVER": {discover(mac), "255.255.255.255:67", 0},
-		"broadcast REQUEST":  {request(mac), "255.255.255.255:67", 1},
-		"unicast REQUEST":    {request(mac, dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 70))), "192.0.2.1:67", 1},
-		"unicast DISCOVER":   {discover(mac), "192.0.2.1:67", 0},
+	mac, declared := pxetest.MAC(70), pxetest.MAC(71)
+	if err := declare(conns, nil, []net.HardwareAddr{pxetest.MAC(3), declared}); err != nil {
+		t.Fatal(err)
 	}
+	tests := map[string]steerCase{
+		"broadcast DISCOVER":                    {discover(mac), "255.255.255.255:67", 0},
+		"broadcast REQUEST":                     {request(mac), "255.255.255.255:67", 1},
+		"unicast REQUEST":                       {request(mac, dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 70))), "192.0.2.1:67", 1},
+		"unicast DISCOVER":                      {discover(mac), "192.0.2.1:67", 0},
+		"declared machine's broadcast DISCOVER": {discover(declared), "255.255.255.255:67", 1},
+		"declared machine's unicast DISCOVER":   {discover(declared), "192.0.2.1:67", 1},
+	}
+	check(t, conns, client, tests)
+	if err := declare(conns, []net.HardwareAddr{pxetest.MAC(3), declared}, []net.HardwareAddr{pxetest.MAC(3)}); err != nil {
+		t.Fatal(err)
+	}
+	check(t, conns, client, map[string]steerCase{"DISCOVER of a machine no longer declared": {discover(declared), "255.255.255.255:67", 0}})
+}
+
+// steerCase is a packet sent to dst, and the socket it must reach.
+type steerCase struct {
+	pkt  *dhcpv4.DHCPv4
+	dst  string
+	want int
+}
+
+// check sends each test's packet from client and fails unless it reaches
+// the socket of conns the test wants, and only that one.
+func check(t *testing.T, conns []net.PacketConn, client net.PacketConn, tests map[string]steerCase) {
+	t.Helper()
 	for name, tc := range tests {
 		ua, err := net.ResolveUDPAddr("udp4", tc.dst)
 		if err != nil {

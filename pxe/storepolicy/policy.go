@@ -46,8 +46,11 @@ type Policy struct {
 	byName map[string]string     // name → MAC, for deletions (which carry no MAC)
 	byIP   map[netip.Addr]string // declared address → MAC
 	rev    int64
-	synced chan struct{}
-	once   sync.Once
+	// macsChanged is closed, and replaced, when a machine is added,
+	// removed or gets another MAC (DeclaredMACs).
+	macsChanged chan struct{}
+	synced      chan struct{}
+	once        sync.Once
 }
 
 // entry is a machine as the policy answers for it.
@@ -71,7 +74,8 @@ func New(ctx context.Context, store inventory.Store, opts Options) (*Policy, err
 	if opts.Unknown.Action == "" {
 		opts.Unknown.Action = pxe.ActionNone
 	}
-	p := &Policy{store: store, opts: opts, log: opts.Logger.With("component", "boot-policy"), synced: make(chan struct{})}
+	p := &Policy{store: store, opts: opts, log: opts.Logger.With("component", "boot-policy"),
+		macsChanged: make(chan struct{}), synced: make(chan struct{})}
 	if err := p.reload(ctx); err != nil {
 		return nil, err
 	}
@@ -93,6 +97,7 @@ func (p *Policy) reload(ctx context.Context) error {
 		p.put(&ms[i])
 	}
 	p.rev = rev
+	p.macsMoved()
 	return nil
 }
 
@@ -144,7 +149,8 @@ func (p *Policy) apply(c inventory.Change) {
 		p.rev = c.Revision
 	}
 	m := c.Machine
-	if old, ok := p.byName[m.Name]; ok {
+	old, had := p.byName[m.Name]
+	if had {
 		if prev, ok := p.byMAC[old]; ok && p.byIP[prev.m.Identity.IP] == old {
 			delete(p.byIP, prev.m.Identity.IP)
 		}
@@ -152,10 +158,38 @@ func (p *Policy) apply(c inventory.Change) {
 		delete(p.byName, m.Name)
 	}
 	if c.Deleted {
+		if had {
+			p.macsMoved()
+		}
 		return
 	}
 	cp := *m
 	p.put(&cp)
+	if !had || old != m.MAC {
+		p.macsMoved()
+	}
+}
+
+// macsMoved tells DeclaredMACs's callers the MACs changed; p.mu is held.
+func (p *Policy) macsMoved() {
+	close(p.macsChanged)
+	p.macsChanged = make(chan struct{})
+}
+
+// DeclaredMACs returns the MACs of the machines Host knows, and a channel
+// closed once a machine is added, removed or gets another MAC: the DHCP
+// server has the kernel tell their packets apart from a flood's
+// (dhcp.DeclaredLister).
+func (p *Policy) DeclaredMACs() ([]net.HardwareAddr, <-chan struct{}) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	macs := make([]net.HardwareAddr, 0, len(p.byMAC))
+	for mac := range p.byMAC {
+		if hw, err := net.ParseMAC(mac); err == nil {
+			macs = append(macs, hw)
+		}
+	}
+	return macs, p.macsChanged
 }
 
 // put indexes m; p.mu is held.

@@ -90,6 +90,11 @@ func TestPolicyFollowsStore(t *testing.T) {
 				t.Errorf("unknown intent = %+v, want discover", in)
 			}
 
+			macs, changed := p.DeclaredMACs()
+			if d := cmp.Diff([]string{macWeb.String()}, macStrings(macs)); d != "" {
+				t.Errorf("declared MACs (-want +got):\n%s", d)
+			}
+
 			// The engine writes an intent: the policy sees it without a reload.
 			m.Intent = inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/agent/vmlinuz",
 				Initrds: []string{"/agent/initrd"}, Cmdline: "console=ttyS0", Token: "t0k"}
@@ -99,6 +104,11 @@ func TestPolicyFollowsStore(t *testing.T) {
 			wantIntent := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/agent/vmlinuz",
 				Initrd: []string{"/agent/initrd"}, Cmdline: "console=ttyS0", Token: "t0k"}
 			eventually(t, func() bool { in, _ := p.Intent(ctx, macWeb); return cmp.Equal(in, wantIntent) })
+			select {
+			case <-changed:
+				t.Error("declared MACs said to change on an intent")
+			default:
+			}
 
 			// Deleted from the store: unknown again.
 			cur, _ := store.Machine(ctx, "web-01")
@@ -106,11 +116,24 @@ func TestPolicyFollowsStore(t *testing.T) {
 				t.Fatal(err)
 			}
 			eventually(t, func() bool { _, err := p.Host(ctx, macWeb); return errors.Is(err, pxe.ErrUnknownHost) })
+			// Only then do the declared MACs change (not on the intent).
+			<-changed
+			if macs, _ := p.DeclaredMACs(); len(macs) != 0 {
+				t.Errorf("declared MACs after the delete: %v", macs)
+			}
 			if mac, ok := p.MACOf(netip.MustParseAddr("192.0.2.10")); ok {
 				t.Errorf("MACOf a deleted machine's address = %v", mac)
 			}
 		})
 	}
+}
+
+func macStrings(macs []net.HardwareAddr) []string {
+	var s []string
+	for _, m := range macs {
+		s = append(s, m.String())
+	}
+	return s
 }
 
 func eventually(t *testing.T, ok func() bool) {
