@@ -74,6 +74,14 @@ func pick(env map[string]string, keys ...string) map[string]string {
 // at "bound".
 func udhcpc(t *testing.T, ns *pxetest.Netns, args ...string) map[string]string {
 	t.Helper()
+	env, _ := udhcpcOut(t, ns, args...)
+	return env
+}
+
+// udhcpcOut is udhcpc that also returns udhcpc's output (a line for each
+// DISCOVER and REQUEST it broadcast).
+func udhcpcOut(t *testing.T, ns *pxetest.Netns, args ...string) (map[string]string, string) {
+	t.Helper()
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -83,7 +91,7 @@ func udhcpc(t *testing.T, ns *pxetest.Netns, args ...string) map[string]string {
 	if err != nil {
 		t.Fatalf("udhcpc: %v\n%s", err, out)
 	}
-	return readEnv(t, filepath.Join(dir, "bound"))
+	return readEnv(t, filepath.Join(dir, "bound")), string(out)
 }
 
 // dhclient gets a lease with ISC dhclient (in the foreground, stopped once

@@ -184,7 +184,7 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 
 	acked := make(chan *dhcpv4.DHCPv4, 1)
 	go func() { acked <- requestOffered(t, offeredConn, offer) }()
-	env := udhcpc(t, knownNS)
+	env, out := udhcpcOut(t, knownNS)
 	took, during := time.Since(start), sent.Load()-sent0
 	ack := <-acked
 	drops, cpu := udpRcvbufErrors(t, lab.NS())-drops0, cpuTicks(t, srv.Pid())-cpu0
@@ -199,8 +199,9 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 	// The CPU the server had, of what it was allowed: on a busy host
 	// other processes share its CPU, and the kernel drops what the
 	// server has no time to read.
-	t.Logf("server on CPU %s: known machine leased in %v while %d flood packets were sent (%.0f/s); meanwhile the server used %.0f%% of its CPUs and its socket dropped %d packets for want of buffer",
-		cpuList, took.Round(time.Millisecond), during, float64(during)/took.Seconds(),
+	t.Logf("server on CPU %s: known machine leased in %v (%d DISCOVERs, %d REQUESTs) while %d flood packets were sent (%.0f/s); meanwhile the server used %.0f%% of its CPUs and its socket dropped %d packets for want of buffer",
+		cpuList, took.Round(time.Millisecond), strings.Count(out, "broadcasting discover"), strings.Count(out, "broadcasting select"),
+		during, float64(during)/took.Seconds(),
 		100*float64(cpu)/100/took.Seconds()/float64(len(serverCPUs)), drops)
 
 	// And after it, too.
