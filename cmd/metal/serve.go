@@ -156,6 +156,16 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 		return err
 	}
 	defer d.Close()
+	if primary != nil {
+		// Open's beat began a lease that daemon.New (which builds the
+		// agent's initramfs, seconds or minutes under load) may have
+		// outlived: renew it before the first packet is answered, so
+		// nothing is ever served outside a confirmed lease.
+		if err := primary.Beat(ctx); err != nil {
+			primary.Remote.Close()
+			return fmt.Errorf("heartbeat before serving: %w", err)
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx) })
 	g.Go(func() error { d.Supervise(ctx); return nil })
