@@ -173,14 +173,12 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 	defer close(v.finished)
 	_, err = runner.Run(runCtx, runner.Operation{
 		Site: s, Store: d.Store, Resume: req.Resume, Targets: req.Targets,
-		Engine: apply.Options{
-			AgentBoot: apply.AgentBoot(d.Agent), ImageURL: d.ImageURL, ImageStream: d.ImageStream, ImagePath: d.ImagePath,
-			ReadyURL:    d.ReadyURL,
+		Engine: d.Engine(apply.Options{
 			BMC:         d.operator.bmcs,
 			StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
 			BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
 			AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drainCh, Logger: d.log.With("component", "apply"),
-		},
+		}),
 	}, v)
 	if err == nil {
 		return
@@ -194,6 +192,39 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 		return
 	}
 	v.emit(apply.Event{Type: apply.EventError, Error: err.Error()})
+}
+
+// Engine returns o with what reaches this daemon's netboot filled in: the
+// install agent it boots, where it serves images, and the readiness URL
+// machines call.
+func (d *Daemon) Engine(o apply.Options) apply.Options {
+	o.AgentBoot = apply.AgentBoot(d.Agent)
+	o.ImageURL, o.ImageStream, o.ImagePath, o.ReadyURL = d.ImageURL, d.ImageStream, d.ImagePath, d.ReadyURL
+	return o
+}
+
+// ServeWhile serves netboot until the returned stop is called; failed is
+// told if the servers fail (runner.Operation.Serve: an apply that runs its
+// own servers for its length). It returns once the boot intents written
+// from then on are what the next netboot gets.
+func (d *Daemon) ServeWhile(ctx context.Context, failed func(error)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := d.Serve(ctx); err != nil {
+			failed(err)
+		}
+	}()
+	select {
+	case <-d.Synced():
+	case <-done:
+	case <-ctx.Done():
+	}
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 var errPlanChanged = errors.New("the inventory changed since metal apply computed the plan it showed (machines were applied, failed or removed meanwhile); run metal apply again and review the new plan")

@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,16 +12,16 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"github.com/metal-dev/metal/site"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/daemon"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site"
 )
 
 type applyFlags struct {
@@ -153,7 +149,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	var saved *plan.Plan
 	if len(args) > 0 {
 		var err error
-		if saved, err = readSavedPlan(args[0]); err != nil {
+		if saved, err = plan.ReadSaved(args[0]); err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
 	}
@@ -182,7 +178,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath)}
 	}
 	// Refuse before touching anything when nobody can confirm.
-	if saved == nil && !f.autoApprove && !stdinIsTerminal(a.stdin) {
+	if saved == nil && !f.autoApprove && !view.IsTerminal(a.stdin) {
 		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
 	}
 
@@ -191,7 +187,11 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	}
 	// With a metal serve running for this site, it holds the ports (and an
 	// embedded store): the run is handed to it.
-	if sock, ok := runningDaemon(res.Site, filepath.Dir(sitePath), f.stateDir); ok {
+	stateDir := f.stateDir
+	if stateDir == "" {
+		stateDir = site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(sitePath))
+	}
+	if sock, ok := apiclient.Running(stateDir); ok {
 		return runSubmitted(ctx, a, f, sock, res, sitePath, saved)
 	}
 
@@ -202,28 +202,34 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	stopSignals := onInterrupt(a, func() { close(drain) }, cancel)
 	defer stopSignals()
 
-	rt, err := openRuntime(ctx, log, res.Site, filepath.Dir(sitePath), f)
+	// No metal serve: this process serves the netboot for the run.
+	d, err := daemon.New(ctx, daemon.Options{
+		Site: res.Site, SiteDir: filepath.Dir(sitePath), StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
+		// An agent given on the command line is used instead of building one.
+		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
+		// The engine itself asks the BMCs of the machines it changes.
+		PowerPoll: -1,
+	})
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	defer rt.close()
+	defer d.Close()
 	v := &localApplyView{a: a, f: f, saved: saved, path: path,
-		color: !f.noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""}
+		color: !f.noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""}
 	targets := f.targets
 	if saved != nil {
 		targets = saved.Targets
 	}
 	result, err := runner.Run(ctx, runner.Operation{
-		Site: res.Site, Store: rt.store, Resume: f.resume, Targets: targets,
+		Site: res.Site, Store: d.Store, Resume: f.resume, Targets: targets,
 		Hardware: hardwareBMCs(a),
-		Engine: apply.Options{
-			AgentBoot: rt.agent, ImageURL: rt.imageURL, ImageStream: rt.imageStream, ImagePath: rt.imagePath, ReadyURL: rt.readyURL,
+		Engine: d.Engine(apply.Options{
 			BMC:         apply.DriverBMCs(log, nil),
 			StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
 			BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
 			AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), Drain: drain, Logger: log,
-		},
-		Serve: rt.start,
+		}),
+		Serve: d.ServeWhile,
 	}, v)
 	if v.progress != nil {
 		v.progress.Close()
@@ -254,7 +260,7 @@ func (v *localApplyView) Waiting() {
 }
 
 func (v *localApplyView) Start() apply.Hook {
-	v.progress = view.NewApply(v.a.stdout, v.f.asJSON, isTerminal(v.a.stdout), v.color)
+	v.progress = view.NewApply(v.a.stdout, v.f.asJSON, view.IsTerminal(v.a.stdout), v.color)
 	return v.progress
 }
 
@@ -312,7 +318,7 @@ func confirmApply(a *app, f *applyFlags, saved *plan.Plan) error {
 	if f.resume {
 		what = "resume the interrupted apply run"
 	}
-	ok, err := confirm(a, what)
+	ok, err := view.Confirm(a.stdin, a.stdout, what)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -332,102 +338,4 @@ func applyResult(result apply.Result, err error) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	return nil
-}
-
-// readSavedPlan returns the plan saved at path by `metal plan --out`, or
-// nil when path is a site file.
-func readSavedPlan(path string) (*plan.Plan, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if trimmed := strings.TrimSpace(string(b)); !strings.HasPrefix(trimmed, "{") {
-		return nil, nil
-	}
-	var p plan.Plan
-	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("%s looks like a saved plan but is not one: %w", path, err)
-	}
-	if p.SiteFile == "" || p.Digest == "" {
-		return nil, fmt.Errorf("%s is not a plan saved by `metal plan --out` (no site file or digest in it)", path)
-	}
-	return &p, nil
-}
-
-// confirm asks on the terminal; only "yes" approves.
-func confirm(a *app, what string) (bool, error) {
-	fmt.Fprintf(a.stdout, "\nDo you want to %s?\n  Only 'yes' will be accepted.\n\n  Enter a value: ", what)
-	line, err := bufio.NewReader(a.stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return false, fmt.Errorf("read the answer: %w", err)
-	}
-	return strings.TrimSpace(line) == "yes", nil
-}
-
-func stdinIsTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// applyRuntime is what an apply runs against: the state store, the netboot
-// servers the machines boot from while it runs, and how they boot the
-// install agent: metal's daemon, run in-process for the length of the
-// apply when no metal serve runs for the site (else runSubmitted hands the
-// run to that one).
-type applyRuntime struct {
-	store    inventory.Store
-	agent    apply.AgentBoot
-	imageURL func(image string) string
-	// imageStream: see apply.Options.ImageStream.
-	imageStream func(image string) (checksum, format string, ok bool)
-	imagePath   func(image string, src site.Source) string
-	// readyURL is the daemon's (apply.Options.ReadyURL).
-	readyURL func(mac, secret string) string
-	// start serves netboot until the returned stop is called; failed is
-	// told if the servers fail (runner.Operation.Serve).
-	start func(ctx context.Context, failed func(error)) (stop func())
-	close func()
-}
-
-func openRuntime(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, f *applyFlags) (*applyRuntime, error) {
-	d, err := daemon.New(ctx, daemon.Options{
-		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
-		// An agent given on the command line is used instead of building one.
-		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
-		// The engine itself asks the BMCs of the machines it changes.
-		PowerPoll: -1,
-	})
-	if err != nil {
-		return nil, err
-	}
-	rt := &applyRuntime{
-		store:       d.Store,
-		agent:       apply.AgentBoot{Kernel: d.Agent.Kernel, Initrds: d.Agent.Initrds, Cmdline: d.Agent.Cmdline},
-		imageURL:    d.ImageURL,
-		imageStream: d.ImageStream,
-		imagePath:   d.ImagePath,
-		readyURL:    d.ReadyURL,
-		close:       func() { _ = d.Close() },
-	}
-	rt.start = func(ctx context.Context, failed func(error)) func() {
-		ctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			if err := d.Serve(ctx); err != nil {
-				failed(err)
-			}
-		}()
-		// Intents written from now on are what the next netboot gets.
-		select {
-		case <-d.Synced():
-		case <-done:
-		case <-ctx.Done():
-		}
-		return func() {
-			cancel()
-			<-done
-		}
-	}
-	return rt, nil
 }

@@ -67,8 +67,8 @@ The store is the one the site file's state setting names, or --state.`,
 	return cmd
 }
 
-func runEvents(ctx context.Context, w io.Writer, r inventoryReader, f *eventsFlags) error {
-	q, err := eventQuery(ctx, r, f.machine)
+func runEvents(ctx context.Context, w io.Writer, r inventory.Reader, f *eventsFlags) error {
+	q, err := inventory.QueryFor(ctx, r, f.machine)
 	if err != nil {
 		return err
 	}
@@ -102,23 +102,4 @@ func runEvents(ctx context.Context, w io.Writer, r inventoryReader, f *eventsFla
 		}
 	}
 	return nil
-}
-
-// eventQuery turns --machine into a query: a machine in the store is
-// matched by name and MAC; an unknown MAC by MAC alone.
-func eventQuery(ctx context.Context, r inventoryReader, ref string) (inventory.EventQuery, error) {
-	if ref == "" {
-		return inventory.EventQuery{}, nil
-	}
-	m, err := r.Machine(ctx, ref)
-	if err == nil {
-		return inventory.EventQuery{Machine: m.Name, MAC: m.MAC}, nil
-	}
-	if !errors.Is(err, inventory.ErrNotFound) {
-		return inventory.EventQuery{}, err
-	}
-	if mac, merr := inventory.NormalizeMAC(ref); merr == nil {
-		return inventory.EventQuery{MAC: mac}, nil
-	}
-	return inventory.EventQuery{}, fmt.Errorf("--machine %q: no machine of that name in the store, and not a MAC: `metal machines` lists them", ref)
 }

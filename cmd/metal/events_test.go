@@ -133,7 +133,7 @@ func TestEventsFollow(t *testing.T) {
 	fctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- runEvents(fctx, pw, storeReader{s: reader}, &eventsFlags{machine: "web-01", follow: true, last: 50})
+		done <- runEvents(fctx, pw, inventory.ReaderOf(reader), &eventsFlags{machine: "web-01", follow: true, last: 50})
 		pw.Close()
 	}()
 	lines := bufio.NewScanner(pr)

@@ -59,7 +59,7 @@ func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) 
 		opts.Retries = -1
 	}
 	if progress != nil {
-		opts.Progress = view.NewProgress(progress, isTerminal(progress), log).Update
+		opts.Progress = view.NewProgress(progress, view.IsTerminal(progress), log).Update
 	}
 	c, err := images.Open(stateDir, opts)
 	if err != nil {

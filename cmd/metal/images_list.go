@@ -37,7 +37,7 @@ checksum, copied in at the next fetch or serve).`,
 			if f.asJSON {
 				return view.JSON(a.stdout, rows)
 			}
-			view.FileTable(a.stdout, rows, termWidth(a.stdout))
+			view.FileTable(a.stdout, rows, view.Width(a.stdout))
 			return nil
 		},
 	}

@@ -54,7 +54,7 @@ The exit status is 1 if any file is corrupt or not in the cache.`,
 					return err
 				}
 			} else {
-				view.FileTable(a.stdout, rows, termWidth(a.stdout))
+				view.FileTable(a.stdout, rows, view.Width(a.stdout))
 				for _, r := range rows {
 					if r.Error != "" {
 						a.logger().Error("verify failed", "image", r.Image, "file", r.Name, "err", r.Error)

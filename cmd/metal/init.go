@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/bmc/scan"
 	"github.com/metal-dev/metal/site"
@@ -115,9 +112,9 @@ package makes it), else in .metal beside the site file.`,
 // complete turns the flags into scaffold options, finding what the host's
 // interfaces say and asking on a terminal for what is still missing.
 func (f *initFlags) complete(a *app) error {
-	if f.opts.Interface == "" && f.subnet == "" && stdinTerminal(a.stdin) {
+	if f.opts.Interface == "" && f.subnet == "" && view.IsTerminal(a.stdin) {
 		fmt.Fprintln(a.stderr, "metal serves DHCP, TFTP and HTTP on one interface of the boot network.")
-		f.opts.Interface = ask(a, "Interface (ip -br addr lists them)", "")
+		f.opts.Interface = view.Ask(a.stdin, a.stderr, "Interface (ip -br addr lists them)", "")
 	}
 	if f.subnet != "" {
 		p, err := netip.ParsePrefix(f.subnet)
@@ -248,23 +245,4 @@ func hostAddrs() (map[string][]netip.Prefix, error) {
 		}
 	}
 	return out, nil
-}
-
-// stdinTerminal says whether r is a terminal a person answers on.
-func stdinTerminal(r io.Reader) bool {
-	f, ok := r.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-func ask(a *app, question, def string) string {
-	if def != "" {
-		fmt.Fprintf(a.stderr, "%s [%s]: ", question, def)
-	} else {
-		fmt.Fprintf(a.stderr, "%s: ", question)
-	}
-	line, _ := bufio.NewReader(a.stdin).ReadString('\n')
-	if line = strings.TrimSpace(line); line != "" {
-		return line
-	}
-	return def
 }

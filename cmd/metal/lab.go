@@ -132,7 +132,7 @@ read from the store when none runs) and the last line on its serial console.`,
 			if f.asJSON {
 				return view.JSON(a.stdout, s)
 			}
-			view.LabStatus(a.stdout, s, termWidth(a.stdout))
+			view.LabStatus(a.stdout, s, view.Width(a.stdout))
 			return nil
 		},
 	}

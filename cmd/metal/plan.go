@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -13,9 +11,9 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
@@ -88,10 +86,7 @@ or the inventory changed since.` + deprecatedFileArg,
 				return usageError("--target: %v", err)
 			}
 			if out != "" {
-				if err := stampPlan(p, path, res); err != nil {
-					return err
-				}
-				if err := savePlan(out, p); err != nil {
+				if err := plan.Save(out, p, path, res.Digest()); err != nil {
 					return err
 				}
 			}
@@ -100,7 +95,7 @@ or the inventory changed since.` + deprecatedFileArg,
 					return err
 				}
 			} else {
-				useColor := !noColor && isTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
+				useColor := !noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
 				view.Plan(a.stdout, p, useColor)
 				if out != "" {
 					fmt.Fprintf(a.stdout, "\nSaved the plan to %s.\n", out)
@@ -142,7 +137,7 @@ func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir strin
 	store, err := openState(ctx, a, state)
 	if errors.Is(err, bolt.ErrLocked) {
 		// metal serve holds the store: ask it what the store holds.
-		if r, ok := localAPI(state); ok {
+		if r, ok := apiclient.Beside(state); ok {
 			machines, err := r.Machines(ctx)
 			if err != nil {
 				return nil, err
@@ -156,30 +151,4 @@ func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir strin
 	}
 	defer store.Close()
 	return apply.Observed(ctx, store, s)
-}
-
-// stampPlan records in a plan to be saved which site file it is of and a
-// digest of that file's content, so applying it later can tell whether the
-// site changed.
-func stampPlan(p *plan.Plan, sitePath string, res *site.Result) error {
-	abs, err := filepath.Abs(sitePath)
-	if err != nil {
-		return fmt.Errorf("save plan: %w", err)
-	}
-	p.SiteFile = abs
-	p.SiteDigest = res.Digest()
-	return nil
-}
-
-func savePlan(path string, p *plan.Plan) error {
-	data, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		return fmt.Errorf("save plan: %w", err)
-	}
-	return writeFileAtomic(path, append(data, '\n'), 0o644)
-}
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,7 +11,12 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/daemon"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -133,3 +139,86 @@ const deprecatedFileArg = `
 The site file is --site FILE (default: $METAL_SITE, else ./site.hcl, else
 ` + etcSite + `). Naming it as the argument instead still works but is
 deprecated.`
+
+// stateFlags say which state store a verb works on: the one the site file
+// names, or --state.
+type stateFlags struct {
+	vars  varFlags
+	site  siteFlag
+	state string
+}
+
+func (f *stateFlags) register(cmd *cobra.Command, persistent bool) {
+	fs := cmd.Flags()
+	if persistent {
+		fs = cmd.PersistentFlags()
+	}
+	f.site.register(fs)
+	fs.StringVar(&f.state, "state", "", "the state store URL, instead of the site's (file://PATH, etcd://HOST:PORT/PREFIX)")
+	fs.StringArrayVar(&f.vars.vars, "var", nil, "set a variable of the site file: -var NAME=VALUE (repeatable)")
+	fs.StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables of the site file from an HCL file (repeatable)")
+}
+
+// siteState is what a verb learns from the site file: the site's name and
+// its state URL, resolved against the file's directory.
+type siteState struct {
+	Name  string
+	State string
+}
+
+// resolve loads the site file (unless --state makes it unneeded and
+// needSite is false) and returns the site's name and state URL.
+func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
+	var out siteState
+	if f.state != "" && !needSite {
+		out.State = f.state
+		return out, nil
+	}
+	sitePath := f.site.name()
+	res, diags := f.vars.load(sitePath)
+	view.Diags(a.stderr, res.Files, diags)
+	if diags.HasErrors() {
+		if _, err := os.Stat(sitePath); errors.Is(err, os.ErrNotExist) {
+			return out, usageError("site file %s not found: name it with --site FILE, or the store with --state URL", sitePath)
+		}
+		return out, silentExit(exitFailed)
+	}
+	out.Name = res.Site.Name
+	out.State = site.ResolveState(res.Site.Settings.State, filepath.Dir(sitePath))
+	if f.state != "" {
+		out.State = f.state
+	}
+	return out, nil
+}
+
+// openState opens the store at url, explaining the usual failure: a
+// running `metal serve` holds an embedded store's file.
+func openState(ctx context.Context, a *app, url string) (inventory.Store, error) {
+	s, err := backend.Open(ctx, url, backend.Options{Logger: a.logger()})
+	if errors.Is(err, bolt.ErrLocked) {
+		return nil, fmt.Errorf("%w\n"+
+			"A running `metal serve` holds the embedded store while it runs. Stop it, then run this\n"+
+			"again; or keep the site's state in etcd (state = \"etcd://HOST:2379/PREFIX\"), which\n"+
+			"metal serve and these verbs can use at once", err)
+	}
+	return s, err
+}
+
+// openReader opens the reader the read verbs use.
+func openReader(ctx context.Context, a *app, f *stateFlags) (inventory.Reader, error) {
+	st, err := f.resolve(a, false)
+	if err != nil {
+		return nil, err
+	}
+	s, err := openState(ctx, a, st.State)
+	if errors.Is(err, bolt.ErrLocked) {
+		// metal serve holds the store: ask it instead.
+		if r, ok := apiclient.Beside(st.State); ok {
+			return r, nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return inventory.ReaderOf(s), nil
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/bolt"
 )
@@ -46,7 +47,7 @@ func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), 
 	}
 	s, err := openState(ctx, a, st.State)
 	if errors.Is(err, bolt.ErrLocked) {
-		if c, ok := localAPI(st.State); ok {
+		if c, ok := apiclient.Beside(st.State); ok {
 			return c.Tokens(daemon.LocalTokensPath), func() {}, nil
 		}
 	}
