@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -123,38 +121,12 @@ func (f *initFlags) complete(a *app) error {
 		}
 		f.opts.Subnet = p.Masked()
 	}
-	host, err := hostAddrs()
+	host, err := scaffold.HostAddrs()
 	if err != nil {
 		return err
 	}
-	switch {
-	case f.opts.Interface != "" && !f.opts.Subnet.IsValid():
-		for _, h := range host[f.opts.Interface] {
-			f.opts.Subnet, f.opts.ServerIP = h.Masked(), h.Addr()
-			break
-		}
-		if !f.opts.Subnet.IsValid() {
-			return usageError("interface %q has no IPv4 address here: give the boot network with --subnet", f.opts.Interface)
-		}
-	case f.opts.Interface == "" && f.opts.Subnet.IsValid():
-		for name, ps := range host {
-			for _, h := range ps {
-				if f.opts.Subnet.Contains(h.Addr()) {
-					f.opts.Interface, f.opts.ServerIP = name, h.Addr()
-				}
-			}
-		}
-		if f.opts.Interface == "" {
-			return usageError("no interface here has an address in %s: name it with --interface", f.opts.Subnet)
-		}
-	case f.opts.Interface != "" && f.opts.Subnet.IsValid():
-		for _, h := range host[f.opts.Interface] {
-			if f.opts.Subnet.Contains(h.Addr()) {
-				f.opts.ServerIP = h.Addr()
-			}
-		}
-	default:
-		return usageError("give the boot network: --interface NAME, --subnet CIDR, or both")
+	if err := f.opts.Locate(host); err != nil {
+		return usageError("%v", err)
 	}
 	for _, v := range []struct {
 		flag, val string
@@ -180,18 +152,12 @@ func (f *initFlags) complete(a *app) error {
 		f.opts.DNS = append(f.opts.DNS, ip)
 	}
 	if f.pool != "" {
-		s, e, ok := strings.Cut(f.pool, "-")
-		start, err1 := netip.ParseAddr(s)
-		end, err2 := netip.ParseAddr(e)
-		if !ok || err1 != nil || err2 != nil {
-			return usageError("--pool %q: want START-END, like 10.0.0.100-10.0.0.199", f.pool)
+		if f.opts.PoolStart, f.opts.PoolEnd, err = scaffold.ParsePool(f.pool); err != nil {
+			return usageError("%v", err)
 		}
-		f.opts.PoolStart, f.opts.PoolEnd = start, end
 	}
 	if f.opts.State == "" {
-		if fi, err := os.Stat("/var/lib/metal"); err == nil && fi.IsDir() {
-			f.opts.State = "file:///var/lib/metal/state.db"
-		}
+		f.opts.State = scaffold.DefaultState()
 	}
 	f.opts.BMCSubnet = f.opts.Subnet
 	if f.bmcSubnet != "" {
@@ -222,27 +188,4 @@ func (f *initFlags) scanBMCs(ctx context.Context, a *app) ([]scan.Found, error) 
 		fmt.Fprintf(a.stderr, "  %-8s %s %s\n", b.Protocol, b.Address, b.Product)
 	}
 	return found, nil
-}
-
-// hostAddrs are the IPv4 addresses of this host's interfaces, by name.
-func hostAddrs() (map[string][]netip.Prefix, error) {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil, fmt.Errorf("interfaces: %w", err)
-	}
-	out := map[string][]netip.Prefix{}
-	for _, ifi := range ifs {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil {
-				ip, _ := netip.AddrFromSlice(ipn.IP.To4())
-				ones, _ := ipn.Mask.Size()
-				out[ifi.Name] = append(out[ifi.Name], netip.PrefixFrom(ip, ones))
-			}
-		}
-	}
-	return out, nil
 }
