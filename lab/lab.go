@@ -164,6 +164,27 @@ func (st *State) Proc(name string) (Proc, bool) {
 	return Proc{}, false
 }
 
+// VM returns the lab's VM called name, if it has one.
+func (st *State) VM(name string) (*VM, bool) {
+	for i := range st.VMs {
+		if st.VMs[i].Name == name {
+			return &st.VMs[i], true
+		}
+	}
+	return nil, false
+}
+
+// ConsoleLog is where the VMs' serial logs are, {machine} standing for the
+// name (metal apply --console-log).
+func (st *State) ConsoleLog() string {
+	return filepath.Join(st.Dir, "vms", "{machine}", "serial.log")
+}
+
+// Command is argv to run inside the lab's network namespace.
+func (st *State) Command(ctx context.Context, argv ...string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", st.Netns}, argv...)...)
+}
+
 // ErrNoLab is returned by Load when the directory holds no lab.
 var ErrNoLab = errors.New("no lab here")
 

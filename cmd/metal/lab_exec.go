@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/lab"
+)
+
+// The lab verbs that run something inside the lab: console, apply, exec.
+
+func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "console NAME",
+		Short: "Attach to a VM's serial console (Ctrl-] leaves)",
+		Long: `Console connects the terminal to a VM's serial console, as a serial cable
+would: what the VM prints appears, what you type reaches it. Ctrl-] leaves.
+The console exists while the VM runs; everything it printed is also in
+vms/NAME/serial.log in the lab's directory.`,
+		Example: `  sudo metal lab console vm-1
+  sudo tail -f .metal-lab/vms/vm-1/serial.log   # read-only`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			vm, ok := st.VM(args[0])
+			if !ok {
+				return usageError("no VM %q in the lab (metal lab status lists them)", args[0])
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+				old, err := term.MakeRaw(int(f.Fd()))
+				if err != nil {
+					return fmt.Errorf("console: %w", err)
+				}
+				defer term.Restore(int(f.Fd()), old)
+			}
+			fmt.Fprintf(a.stderr, "Connected to %s's serial console. Ctrl-] leaves.\r\n", vm.Name)
+			err = lab.Attach(ctx, vm.Console, a.stdin, a.stdout)
+			switch {
+			case errors.Is(err, lab.ErrEscaped), errors.Is(err, context.Canceled):
+				fmt.Fprint(a.stderr, "\r\nDetached.\r\n")
+				return nil
+			case err == nil:
+				fmt.Fprintf(a.stderr, "\r\n%s closed its console (powered off or restarting).\r\n", vm.Name)
+				return nil
+			}
+			return err
+		},
+	}
+}
+
+func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply [-- APPLY FLAGS...]",
+		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
+		Long: `Apply runs ` + "`metal apply --auto-approve DIR/site.hcl`" + ` inside the lab's network
+namespace, where the VMs' BMCs and network are. Flags after -- go to apply.
+With the lab's metal serve running (lab up starts it), apply hands the run
+to it and shows its progress; without, apply serves the site itself for
+the length of the run.`,
+		Example: `  sudo metal lab apply
+  sudo metal lab apply -- --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			return labExec(cmd.Context(), a, st, append([]string{self, "apply", "--auto-approve",
+				"--console-log", st.ConsoleLog(), st.Site}, args...))
+		},
+	}
+}
+
+func newLabExecCmd(a *app, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec -- COMMAND [ARGS...]",
+		Short: "Run a command inside the lab's network namespace",
+		Long: `Exec runs a command inside the lab's network namespace, where 192.0.2.0/24
+is: to ask a BMC, curl metal's HTTP server, or ping a VM.`,
+		Example: `  sudo metal lab exec -- metal bmc status --site .metal-lab/site.hcl
+  sudo metal lab exec -- curl -s http://192.0.2.1:8080/ipxe/52:54:00:6d:6c:02
+  sudo metal lab exec -- ipmitool -I lanplus -C 3 -H 192.0.2.3 -U admin -f .metal-lab/bmc-password power status`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := lab.Load(f.dir)
+			if err != nil {
+				return err
+			}
+			return labExec(cmd.Context(), a, st, args)
+		},
+	}
+}
+
+// labExec runs argv inside the lab's namespace with the terminal attached,
+// and passes its exit status on.
+func labExec(ctx context.Context, a *app, st *lab.State, argv []string) error {
+	c := st.Command(ctx, argv...)
+	c.Stdin, c.Stdout, c.Stderr = a.stdin, a.stdout, a.stderr
+	if err := c.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return silentExit(ee.ExitCode())
+		}
+		return fmt.Errorf("run %s in the lab: %w", argv[0], err)
+	}
+	return nil
+}
