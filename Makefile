@@ -169,7 +169,7 @@ lab: deps
 	echo "  $$SUDO bin/metal lab down --dir $(LAB_DIR)"
 
 bench: bench-deps build
-	$(GO) run ./cmd/metal-bench --metal bin/metal --out bench-results
+	$(GO) run ./cmd/metal-bench --metal bin/metal --out bench-results --readme README.md
 
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -81,6 +82,7 @@ func TestPrintTable(t *testing.T) {
 		{Measure: "TFTP windowsize", Note: "n/a: not negotiated"},
 		{Measure: "plan", Unit: "s", Metal: statsOf([]float64{0.5}), Target: "< 1 s", Met: true},
 	}
+	results[1].Limit = &Limit{What: "round trips", Value: statsOf([]float64{40, 44, 48})}
 	var b bytes.Buffer
 	printTable(&b, results)
 	var got [][]string
@@ -88,11 +90,11 @@ func TestPrintTable(t *testing.T) {
 		got = append(got, strings.Fields(line))
 	}
 	want := [][]string{
-		{"MEASURE", "METAL", "(min/median/max)", "PEER", "PEER", "(min/median/max)", "RATIO", "TARGET", "MET"},
-		{"DHCP", "vs", "dnsmasq", "2900/3000/3100", "leases/s", "dnsmasq", "900/1000/1100", "leases/s", "3.00×", "≥", "1.5×", "yes"},
-		{"TFTP", "vs", "tftpd-hpa", "20.0/22.0/24.0", "MiB/s", "tftpd-hpa", "30.0/30.0/30.0", "MiB/s", "0.73×", "≥", "1.0×", "NO", "(short", "of", "target)"},
+		{"MEASURE", "METAL", "(min/median/max)", "PEER", "PEER", "(min/median/max)", "RATIO", "OF", "LIMIT", "TARGET", "MET"},
+		{"DHCP", "vs", "dnsmasq", "2900/3000/3100", "leases/s", "dnsmasq", "900/1000/1100", "leases/s", "3.00×", "-", "≥", "1.5×", "yes"},
+		{"TFTP", "vs", "tftpd-hpa", "20.0/22.0/24.0", "MiB/s", "tftpd-hpa", "30.0/30.0/30.0", "MiB/s", "0.73×", "50%", "≥", "1.0×", "NO", "(short", "of", "target)"},
 		{"TFTP", "windowsize", "n/a:", "not", "negotiated"},
-		{"plan", "0.5/0.5/0.5", "s", "-", "-", "-", "<", "1", "s", "yes"},
+		{"plan", "0.5/0.5/0.5", "s", "-", "-", "-", "-", "<", "1", "s", "yes"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("table (-want +got):\n%s\n%s", diff, b.String())
@@ -397,5 +399,62 @@ func TestTreeCPUSeconds(t *testing.T) {
 			t.Fatalf("tree %.2f CPU-s, the waiting shell alone %.2f: the spinning child is not counted", tree, float64(own)/clockTicks)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestMarkdownReport: the report names the machine and has a row per
+// result; the README's table between its markers becomes the report, the
+// rest of the README unchanged.
+func TestMarkdownReport(t *testing.T) {
+	results := []Result{
+		compare("TFTP", "MiB/s", statsOf([]float64{20, 22, 24}), "tftpd-hpa", statsOf([]float64{30, 30, 30}), 1.0),
+		{Measure: "http", Note: "FAILED: nginx | exited"},
+	}
+	results[0].Limit = &Limit{What: "round trips", Value: statsOf([]float64{44})}
+	h := host{Machine: "QEMU Standard PC", CPU: "2 × AMD EPYC", Memory: "3.8 GiB", Kernel: "Linux 6.1.0", OS: "Debian GNU/Linux 12 (bookworm)",
+		Date: time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)}
+	var b bytes.Buffer
+	writeMarkdown(&b, h, 5, results)
+	want := `Run of 6 Dec 2026 12:00 UTC, 5 runs of each measure, medians.
+
+| machine | CPU | memory | kernel | OS |
+|---|---|---|---|---|
+| QEMU Standard PC | 2 × AMD EPYC | 3.8 GiB | Linux 6.1.0 | Debian GNU/Linux 12 (bookworm) |
+
+| measure | metal | peer | ratio | % of limit | target | met |
+|---|---|---|---|---|---|---|
+| TFTP vs tftpd-hpa | 22.0 MiB/s | tftpd-hpa 30.0 | 0.73× | 50% of round trips 44.0 | ≥ 1.0× | **no** (short of target) |
+| http | FAILED: nginx \| exited | | | | | |
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("report (-want +got):\n%s", diff)
+	}
+
+	readme := "# metal\n\n## Benchmarks\n\n" + readmeBegin + "\nold table\n" + readmeEnd + "\n\n## Layout\n"
+	got, err := replaceBetweenMarkers([]byte(readme), b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "# metal\n\n## Benchmarks\n\n" + readmeBegin + "\n" + b.String() + readmeEnd + "\n\n## Layout\n"; string(got) != want {
+		t.Errorf("README:\n%s", got)
+	}
+	if _, err := replaceBetweenMarkers([]byte("# metal\n"), b.Bytes()); !errors.Is(err, errNoMarkers) {
+		t.Errorf("README without markers: err %v", err)
+	}
+}
+
+// TestLimits: the limits measure something on this machine.
+func TestLimits(t *testing.T) {
+	rt, err := udpRoundTrips(1468, 200)
+	if err != nil || rt <= 0 {
+		t.Errorf("udpRoundTrips: %v, %v", rt, err)
+	}
+	f := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(f, make([]byte, 3<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sf, err := sendfileRate(context.Background(), f, 3<<20)
+	if err != nil || sf <= 0 {
+		t.Errorf("sendfileRate: %v, %v", sf, err)
 	}
 }

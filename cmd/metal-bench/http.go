@@ -167,8 +167,10 @@ func benchHTTP(cfg *config) ([]Result, error) {
 		img, req, eff *[]float64
 	}
 	servers := []server{{"metal", metalAddr, mp, &mImg, &mReq, &mEff}, {"nginx", nginxAddr, np, &nImg, &nReq, &nEff}}
+	var limit []float64
 	for run := range cfg.runs {
 		var dl [2][]float64
+		var lim []float64
 		for range httpDownloads {
 			for i, s := range servers {
 				if err := s.p.exited(); err != nil {
@@ -180,7 +182,13 @@ func benchHTTP(cfg *config) ([]Result, error) {
 				}
 				dl[i] = append(dl[i], mib)
 			}
+			mib, err := sendfileRate(ctx, image, httpImageSize)
+			if err != nil {
+				return nil, fmt.Errorf("loopback sendfile: %w", err)
+			}
+			lim = append(lim, mib)
 		}
+		limit = append(limit, statsOf(lim).Median)
 		for i, s := range servers {
 			if err := s.p.exited(); err != nil {
 				return nil, err
@@ -212,6 +220,7 @@ func benchHTTP(cfg *config) ([]Result, error) {
 	}
 	img := compare("HTTP 1 GiB image download", "MiB/s", statsOf(mImg), "nginx", statsOf(nImg), 0.9)
 	img.Note = strings.TrimPrefix(img.Note+fmt.Sprintf("; each run the median of %d downloads, alternating servers", httpDownloads), "; ")
+	img.Limit = &Limit{What: "loopback sendfile", Value: statsOf(limit)}
 	return []Result{
 		img,
 		compare(fmt.Sprintf("HTTP iPXE scripts, %d concurrent", httpConcurrency), "req/s", statsOf(mReq), "nginx", statsOf(nReq), 0.9),
@@ -399,4 +408,49 @@ func drain(r io.Reader, buf []byte) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// sendfileRate is the limit of an HTTP download on this machine: the file
+// sent with sendfile(2) over a loopback TCP connection, with no HTTP at
+// all, to the same reader as download's (1 MiB reads). MiB/s.
+func sendfileRate(ctx context.Context, path string, want int64) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	sent := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer c.Close()
+		f, err := os.Open(path)
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer f.Close()
+		// TCPConn.ReadFrom of an *os.File is sendfile.
+		_, err = c.(*net.TCPConn).ReadFrom(f)
+		sent <- err
+	}()
+	var d net.Dialer
+	start := time.Now()
+	c, err := d.DialContext(ctx, "tcp", ln.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	n, err := drain(c, make([]byte, 1<<20))
+	secs := time.Since(start).Seconds()
+	if err := errors.Join(err, <-sent); err != nil {
+		return 0, err
+	}
+	if n != want {
+		return 0, fmt.Errorf("%d bytes, want %d", n, want)
+	}
+	return float64(n) / (1 << 20) / secs, nil
 }

@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -27,16 +28,35 @@ import (
 
 // Result is one row of the table.
 type Result struct {
-	Measure string    `json:"measure"`
-	Unit    string    `json:"unit"`
-	Metal   Stats     `json:"metal"`
-	Peer    string    `json:"peer,omitempty"`
-	PeerVal *Stats    `json:"peer_value,omitempty"`
-	Ratio   float64   `json:"ratio,omitempty"` // metal ÷ peer, of medians
-	Target  string    `json:"target"`
-	Met     bool      `json:"met"`
-	Note    string    `json:"note,omitempty"`
-	When    time.Time `json:"when"`
+	Measure string  `json:"measure"`
+	Unit    string  `json:"unit"`
+	Metal   Stats   `json:"metal"`
+	Peer    string  `json:"peer,omitempty"`
+	PeerVal *Stats  `json:"peer_value,omitempty"`
+	Ratio   float64 `json:"ratio,omitempty"` // metal ÷ peer, of medians
+	Target  string  `json:"target"`
+	Met     bool    `json:"met"`
+	Note    string  `json:"note,omitempty"`
+	// Limit, when known, is what the hardware does alone in the row's
+	// unit, the most metal could reach (the slower of the disk and the
+	// hash for a verified write, a loopback sendfile for an HTTP
+	// download): the table prints metal's median as a percentage of it.
+	Limit *Limit    `json:"limit,omitempty"`
+	When  time.Time `json:"when"`
+}
+
+// Limit is a row's physical ceiling and how it was measured.
+type Limit struct {
+	What  string `json:"what"`
+	Value Stats  `json:"value"`
+}
+
+// pctOfLimit is metal's median as a percentage of the limit's median.
+func (r Result) pctOfLimit() string {
+	if r.Limit == nil || r.Limit.Value.Median <= 0 || r.Metal.Runs == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*r.Metal.Median/r.Limit.Value.Median, 'f', 0, 64) + "%"
 }
 
 // Stats are min, median and max of repeated runs.
@@ -112,11 +132,12 @@ type config struct {
 
 func main() {
 	cfg := &config{}
-	var out, only string
+	var out, only, readme string
 	flag.StringVar(&cfg.metal, "metal", "bin/metal", "metal binary to measure")
 	flag.IntVar(&cfg.runs, "runs", 5, "repetitions of each measure (at least 3)")
-	flag.StringVar(&out, "out", "bench-results", "directory for the JSON results")
+	flag.StringVar(&out, "out", "bench-results", "directory for the results (JSON and markdown)")
 	flag.StringVar(&only, "only", "", "run only measures whose name contains this")
+	flag.StringVar(&readme, "readme", "", "after a run of every measure, put its markdown table between this file's benchmark markers")
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
 	if _, err := os.Stat(cfg.metal); err != nil {
@@ -161,17 +182,48 @@ func main() {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		fatal(err)
 	}
-	path := filepath.Join(out, "bench-"+time.Now().UTC().Format("20060102T150405Z")+".json")
+	now := time.Now()
+	base := filepath.Join(out, "bench-"+now.UTC().Format("20060102T150405Z"))
 	data, _ := json.MarshalIndent(results, "", "  ")
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	if err := os.WriteFile(base+".json", data, 0o644); err != nil {
 		fatal(err)
 	}
-	fmt.Printf("\nResults written to %s\n", path)
+	var md bytes.Buffer
+	writeMarkdown(&md, thisHost(now), cfg.runs, results)
+	if err := os.WriteFile(base+".md", md.Bytes(), 0o644); err != nil {
+		fatal(err)
+	}
+	// latest.md is always the last run, whatever it measured.
+	if err := os.WriteFile(filepath.Join(out, "latest.md"), md.Bytes(), 0o644); err != nil {
+		fatal(err)
+	}
+	fmt.Printf("\nResults written to %s.json and %[1]s.md\n", base)
+	if readme == "" {
+		return
+	}
+	// The README shows a whole run only: a table of some measures would
+	// drop the others' rows.
+	if only != "" || ctx.Err() != nil {
+		fmt.Printf("%s not updated: this run did not measure everything\n", readme)
+		return
+	}
+	old, err := os.ReadFile(readme)
+	if err != nil {
+		fatal(err)
+	}
+	updated, err := replaceBetweenMarkers(old, md.Bytes())
+	if err != nil {
+		fatal(fmt.Errorf("%s: %w", readme, err))
+	}
+	if err := os.WriteFile(readme, updated, 0o644); err != nil {
+		fatal(err)
+	}
+	fmt.Printf("%s: its benchmark table is now this run's\n", readme)
 }
 
 func printTable(w io.Writer, results []Result) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEASURE\tMETAL (min/median/max)\tPEER\tPEER (min/median/max)\tRATIO\tTARGET\tMET")
+	fmt.Fprintln(tw, "MEASURE\tMETAL (min/median/max)\tPEER\tPEER (min/median/max)\tRATIO\tOF LIMIT\tTARGET\tMET")
 	for _, r := range results {
 		if r.Metal.Runs == 0 {
 			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\n", r.Measure, r.Note)
@@ -189,7 +241,7 @@ func printTable(w io.Writer, results []Result) {
 		if r.Note != "" {
 			met += " (" + r.Note + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Measure, fmtStats(r.Metal, r.Unit), dash(r.Peer), peer, ratio, r.Target, met)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Measure, fmtStats(r.Metal, r.Unit), dash(r.Peer), peer, ratio, r.pctOfLimit(), r.Target, met)
 	}
 	tw.Flush()
 }
