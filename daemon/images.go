@@ -6,6 +6,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images"
+	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
@@ -41,10 +42,23 @@ func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.
 	return bootfiles.OpenRoot(cache.ServeDir())
 }
 
+// Catalog lists the files of the site's images (images.NewCatalog): the
+// site's image blocks translated into what the image cache knows.
+func Catalog(s *site.Site) *images.Catalog {
+	ims := make([]images.Image, len(s.Images))
+	for i, im := range s.Images {
+		ims[i] = images.Image{Name: im.Name, Kernel: source.Spec(im.Kernel), Disk: source.Spec(im.Disk), Format: im.Format}
+		for _, src := range im.Initrd {
+			ims[i].Initrd = append(ims[i].Initrd, source.Spec(src))
+		}
+	}
+	return images.NewCatalog(ims)
+}
+
 // ensureImages brings every file of s's images into the cache and returns
 // their catalog.
 func ensureImages(ctx context.Context, cache *images.Cache, s *site.Site) (*images.Catalog, error) {
-	catalog := images.NewCatalog(s)
+	catalog := Catalog(s)
 	for i, f := range catalog.Files {
 		served, err := cache.EnsureServed(ctx, f)
 		if err != nil {

@@ -87,7 +87,7 @@ func cachedStatus(stateDir, siteDir string, f imageFile) (Status, string, string
 	if err != nil {
 		return Fail, err.Error(), "check the state directory"
 	}
-	st := cache.Status(images.SourceFile(f.image, f.role, f.src))
+	st := cache.Status(images.SourceFile(f.image, f.role, source.Spec(f.src)))
 	switch st.State {
 	case images.StateCached, images.StateVerified:
 		return OK, fmt.Sprintf("%s is cached (%s, %d bytes)", f.src.URL, st.Digest, st.Size), ""

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/images/source"
-	"github.com/metal-dev/metal/site"
 )
 
 // The cache's layout under its directory (STATE/images):
@@ -692,9 +691,9 @@ func (r *ctxReader) Read(p []byte) (int, error) {
 	return r.r.Read(p)
 }
 
-// Source is a convenience for callers holding a site.Source rather than a
+// SourceFile is a convenience for callers holding a source rather than a
 // catalog entry: the file it names for image, served under its base name.
-func SourceFile(image string, kind Kind, src site.Source) File {
+func SourceFile(image string, kind Kind, src source.Spec) File {
 	name := source.BaseName(src.URL)
 	if name == "" {
 		name = string(kind)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/internal/sshdial"
@@ -100,7 +101,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func diskFile(url, sum string) images.File {
-	return images.SourceFile("deb", images.KindDisk, site.Source{URL: url, Checksum: sum})
+	return images.SourceFile("deb", images.KindDisk, source.Spec{URL: url, Checksum: sum})
 }
 
 // served reads f from the served tree, as the HTTP boot server would.
@@ -311,7 +312,7 @@ func TestLocalWithoutChecksum(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := openCache(t, t.TempDir(), images.Options{SiteDir: dir})
-	f := images.SourceFile("deb", images.KindKernel, site.Source{URL: "vmlinuz"})
+	f := images.SourceFile("deb", images.KindKernel, source.Spec{URL: "vmlinuz"})
 	if st := c.Status(f); st.State != images.StateLocal {
 		t.Errorf("before: %q", st.State)
 	}
@@ -346,9 +347,9 @@ func TestGCKeepsReferenced(t *testing.T) {
 	write("vmlinuz", "local kernel")
 	state := t.TempDir()
 	c := openCache(t, state, images.Options{SiteDir: dir})
-	keep := images.SourceFile("a", images.KindDisk, site.Source{URL: "keep.raw", Checksum: sha256Of([]byte("kept image"))})
-	kernel := images.SourceFile("a", images.KindKernel, site.Source{URL: "vmlinuz"})
-	drop := images.SourceFile("b", images.KindDisk, site.Source{URL: "drop.raw", Checksum: sha256Of([]byte("dropped image"))})
+	keep := images.SourceFile("a", images.KindDisk, source.Spec{URL: "keep.raw", Checksum: sha256Of([]byte("kept image"))})
+	kernel := images.SourceFile("a", images.KindKernel, source.Spec{URL: "vmlinuz"})
+	drop := images.SourceFile("b", images.KindDisk, source.Spec{URL: "drop.raw", Checksum: sha256Of([]byte("dropped image"))})
 	for _, f := range []images.File{keep, kernel, drop} {
 		if _, err := c.Ensure(context.Background(), f); err != nil {
 			t.Fatal(err)
@@ -462,7 +463,7 @@ image "local only" {
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
-	cat := images.NewCatalog(res.Site)
+	cat := daemon.Catalog(res.Site)
 	type row struct{ Image, Kind, Name, Path, Format string }
 	var got []row
 	for _, f := range cat.Files {

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/metal-dev/metal/images/source"
-	"github.com/metal-dev/metal/site"
 )
 
 // Kind is the role of a file in an image.
@@ -26,7 +25,7 @@ type File struct {
 	// Index is the initrd's position in the image's initrd list (0 for
 	// kernels and disks).
 	Index  int
-	Source site.Source
+	Source source.Spec
 	// Name is the file's name under its image in the served tree (the
 	// source's base name unless two files of the image share one).
 	Name string
@@ -50,13 +49,24 @@ type Catalog struct {
 	Files []File
 }
 
-// NewCatalog lists the kernels, initrds and disks of the site's images, in
-// the order the site declares them.
-func NewCatalog(s *site.Site) *Catalog {
+// Image is one of a site's images as the catalog needs it.
+type Image struct {
+	Name   string
+	Kernel source.Spec
+	Initrd []source.Spec
+	Disk   source.Spec
+	// Format is the disk's format as the site gives it: its compression,
+	// or qcow2.
+	Format string
+}
+
+// NewCatalog lists the kernels, initrds and disks of the images, in their
+// order.
+func NewCatalog(ims []Image) *Catalog {
 	c := &Catalog{}
-	for _, im := range s.Images {
+	for _, im := range ims {
 		used := map[string]bool{}
-		add := func(kind Kind, index int, src site.Source, format string) {
+		add := func(kind Kind, index int, src source.Spec, format string) {
 			if src.URL == "" {
 				return
 			}

@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"github.com/metal-dev/metal/images"
+	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/internal/testenv"
-	"github.com/metal-dev/metal/site"
 )
 
 // qemuImg runs Debian's qemu-img (qemu-utils) as an operator would.
@@ -80,8 +80,8 @@ func TestEnsureConvertsQcow2(t *testing.T) {
 					format = images.FormatQcow2
 				}
 			}
-			f := images.NewCatalog(&site.Site{Images: []*site.Image{{Name: "deb",
-				Disk: site.Source{URL: srv.URL + "/" + tc.name, Checksum: sha256Of(q)}, Format: format}}}).Files[0]
+			f := images.NewCatalog([]images.Image{{Name: "deb",
+				Disk: source.Spec{URL: srv.URL + "/" + tc.name, Checksum: sha256Of(q)}, Format: format}}).Files[0]
 			c := openCache(t, state, images.Options{})
 			s, err := c.EnsureServed(context.Background(), f)
 			if err != nil {
@@ -143,7 +143,7 @@ func TestEnsureRefusesQcow2(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			srv := newImageServer(t, tc.content)
-			f := images.SourceFile("deb", images.KindDisk, site.Source{URL: srv.URL + "/deb.qcow2", Checksum: sha256Of(tc.content)})
+			f := images.SourceFile("deb", images.KindDisk, source.Spec{URL: srv.URL + "/deb.qcow2", Checksum: sha256Of(tc.content)})
 			f.Format = tc.format
 			c := openCache(t, t.TempDir(), images.Options{})
 			_, err := c.EnsureServed(context.Background(), f)

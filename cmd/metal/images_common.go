@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/images/source"
 	"github.com/metal-dev/metal/site"
@@ -65,7 +66,7 @@ func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &imagesEnv{site: res.Site, cat: images.NewCatalog(res.Site), cache: c, fetch: fetch}, nil
+	return &imagesEnv{site: res.Site, cat: daemon.Catalog(res.Site), cache: c, fetch: fetch}, nil
 }
 
 // selectFiles is the catalog's files of the named images (all with none).

@@ -334,3 +334,12 @@ func (f *Fetcher) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Spec is a file as a site names it: where it is and, for a file fetched
+// over the network, what it must hash to ("sha256:<hex>" or
+// "sha512:<hex>"; empty if not given). The caller translates its own model
+// into it, so the images know nothing of the site's language.
+type Spec struct {
+	URL      string
+	Checksum string
+}

@@ -41,7 +41,6 @@ var allowed = map[string][]string{
 // known are the arrows issue 23 names that still run the wrong way, each
 // to be removed here when it is mended; a new one fails the test.
 var known = map[string]bool{
-	"images -> site":                            true, // the cache takes the HCL model
 	"pxe/agentapi -> inventory":                 true, // inventory types as the agent's wire format
 	"images/agent -> inventory":                 true, // the same
 	"daemon/console/consoletest -> pxe/pxetest": true,
