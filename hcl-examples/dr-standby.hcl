@@ -47,6 +47,18 @@ machine "spare" {
   }
 }
 
+# The primary metal's own host, by its BMC: metal promote powers it off
+# through it, and confirms it is off, before this site serves, so an old
+# primary cut off from the backup directory is stopped anyway.
+fence {
+  bmc {
+    protocol = "ipmi"
+    address  = "10.20.2.2"
+    username = "ADMIN"
+    password = var.bmc_password
+  }
+}
+
 rollout {
   canary       = 1
   batch_size   = 2

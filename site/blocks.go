@@ -394,3 +394,35 @@ func (l *loader) decodeRollout(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 	}
 	return append(diags, e.diags...)
 }
+
+var fenceSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{{Type: "bmc"}}}
+
+func (l *loader) decodeFence(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
+	if len(blocks) == 0 {
+		return nil
+	}
+	var diags hcl.Diagnostics
+	for _, extra := range blocks[1:] {
+		diags = append(diags, errorAt(extra.DefRange, "Duplicate fence block",
+			"A site has one fence block (the primary's host); the first is at %s.", where(blocks[0].DefRange)))
+	}
+	b := blocks[0]
+	content, moreDiags := b.Body.Content(fenceSchema)
+	diags = append(diags, moreDiags...)
+	if moreDiags.HasErrors() {
+		return diags
+	}
+	if len(content.Blocks) != 1 {
+		return append(diags, errorAt(b.DefRange, "Fence without one bmc block",
+			"The fence block names the primary host's BMC in one bmc block, as a machine names its own (protocol, address, username, password)."))
+	}
+	bb := content.Blocks[0]
+	bmcContent, moreDiags := bb.Body.Content(bmcSchema)
+	diags = append(diags, moreDiags...)
+	if moreDiags.HasErrors() {
+		return diags
+	}
+	e := &evaluator{ctx: l.ctx}
+	s.Fence = &Fence{BMC: decodeBMC(e, bb, bmcContent), DeclRange: b.DefRange}
+	return append(diags, e.diags...)
+}

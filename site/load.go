@@ -101,6 +101,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "image", LabelNames: []string{"name"}},
 		{Type: "machine", LabelNames: []string{"name"}},
 		{Type: "rollout"},
+		{Type: "fence"},
 	},
 }
 
@@ -151,6 +152,7 @@ func (l *loader) load(filename string, src []byte) (*Site, hcl.Diagnostics) {
 	diags = append(diags, l.decodeNetworks(byType["network"], s)...)
 	diags = append(diags, l.decodeImages(byType["image"], s)...)
 	diags = append(diags, l.decodeRollout(byType["rollout"], s)...)
+	diags = append(diags, l.decodeFence(byType["fence"], s)...)
 	// Machines may refer to networks and images (network.rack1.subnet).
 	l.ctx.Variables["network"] = networkObjects(s.Networks)
 	l.ctx.Variables["image"] = imageObjects(s.Images)

@@ -28,6 +28,9 @@ type Site struct {
 	Images    []*Image
 	Machines  []*Machine
 	Rollout   Rollout
+	// Fence is the site's fence device (nil: none): how a promoted
+	// standby stops the old primary's host before it serves.
+	Fence *Fence
 
 	networkByName map[string]*Network
 	imageByName   map[string]*Image
@@ -350,6 +353,15 @@ type BMC struct {
 // Range returns the source range of one of the bmc block's attributes, or the
 // block header if the attribute was not written.
 func (b *BMC) Range(attr string) hcl.Range { return rangeOr(b.ranges, attr, b.DeclRange) }
+
+// Fence is the fence block: the BMC of the host the primary metal runs on.
+// metal promote powers that host off through it, and confirms it is off,
+// before the standby serves: a primary cut off from the backup directory
+// never learns it was fenced, but it stops when its power does.
+type Fence struct {
+	BMC       *BMC
+	DeclRange hcl.Range
+}
 
 // Rollout is how a change reaches the fleet: a canary alone, then batches.
 type Rollout struct {

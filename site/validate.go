@@ -20,6 +20,9 @@ func validate(s *Site) hcl.Diagnostics {
 	diags = append(diags, validateImages(s)...)
 	diags = append(diags, validateMachines(s)...)
 	diags = append(diags, validateRollout(s)...)
+	if s.Fence != nil && s.Fence.BMC != nil {
+		diags = append(diags, validateBMC("The fence", s.Fence.BMC)...)
+	}
 	return diags
 }
 
@@ -242,7 +245,7 @@ func validateMachines(s *Site) hcl.Diagnostics {
 				"Machine %q takes a pool address, but image %q is checked with ready = %q, which metal probes at the machine's address: declare its ip.", m.Name, im.Name, im.Ready.String()))
 		}
 		if m.BMC != nil {
-			diags = append(diags, validateBMC(m)...)
+			diags = append(diags, validateBMC(fmt.Sprintf("Machine %q", m.Name), m.BMC)...)
 		}
 		diags = append(diags, validateHardware(m)...)
 	}
@@ -352,19 +355,20 @@ func checkAddrInNetwork(m *Machine, n *Network) hcl.Diagnostics {
 	return nil
 }
 
-func validateBMC(m *Machine) hcl.Diagnostics {
+// validateBMC checks a bmc block of owner ("Machine \"web-01\"", "The
+// fence").
+func validateBMC(owner string, b *BMC) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	b := m.BMC
 	switch b.Protocol {
 	case ProtocolRedfish, ProtocolIPMI, ProtocolAuto:
 	default:
 		diags = append(diags, errorAt(b.Range("protocol"), "Unknown BMC protocol",
-			"Machine %q: protocol must be \"redfish\", \"ipmi\" or \"auto\", got %q.", m.Name, b.Protocol))
+			"%s: protocol must be \"redfish\", \"ipmi\" or \"auto\", got %q.", owner, b.Protocol))
 	}
 	if b.Address == "" {
-		diags = append(diags, errorAt(b.Range("address"), "Missing BMC address", "Machine %q: the bmc block needs an address.", m.Name))
+		diags = append(diags, errorAt(b.Range("address"), "Missing BMC address", "%s: the bmc block needs an address.", owner))
 	} else if msg := checkBMCAddress(b.Address); msg != "" {
-		diags = append(diags, errorAt(b.Range("address"), "Invalid BMC address", "Machine %q: %s", m.Name, msg))
+		diags = append(diags, errorAt(b.Range("address"), "Invalid BMC address", "%s: %s", owner, msg))
 	}
 	if b.Username == "" || b.Password == "" {
 		missing := "username"
@@ -375,7 +379,7 @@ func validateBMC(m *Machine) hcl.Diagnostics {
 			missing = "username and password"
 		}
 		diags = append(diags, errorAt(b.DeclRange, "BMC without credentials",
-			"Machine %q: the bmc block has no %s. Declare a sensitive variable (variable \"bmc_password\" { sensitive = true }), use password = var.bmc_password, and set METAL_VAR_bmc_password.", m.Name, missing))
+			"%s: the bmc block has no %s. Declare a sensitive variable (variable \"bmc_password\" { sensitive = true }), use password = var.bmc_password, and set METAL_VAR_bmc_password.", owner, missing))
 	}
 	return diags
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 	"github.com/metal-dev/metal/site"
@@ -39,8 +42,16 @@ primary and this one never serve at the same time:
     written meanwhile. When it returns, the old primary has stopped, as long
     as the hosts' clocks differ by less than M.
 
---force claims at once without waiting, for a primary known to be off:
-metal cannot then guarantee that it stopped, and says so. A primary that
+With a fence block in the site file (the BMC of the primary's host, named
+as a machine's bmc block is), promote powers that host off once it has
+claimed the site, and returns only when the BMC confirms it is off: a
+primary cut off from the SFTP server, which never reads the claim, is
+stopped anyway, and promote need not wait out its lease. Without one,
+promote says what it cannot guarantee.
+
+--force claims at once without waiting, for a primary known to be off
+(or with a fence block, to power off one that still runs): without a
+fence block metal cannot then guarantee that it stopped, and says so. A primary that
 comes back sees the claim and refuses to serve. This standby's store must
 hold a replica (from ` + "`metal standby`" + ` or ` + "`metal restore`" + `): stop
 ` + "`metal standby`" + ` first, then promote, then run ` + "`metal serve`" + ` here
@@ -72,10 +83,17 @@ with --owner's name as its owner.`,
 				return err
 			}
 			defer r.Close()
-			if !f.force {
+			powerOff, fenceDev, err := fenceDevice(a, st.Site)
+			if err != nil {
+				return err
+			}
+			switch {
+			case powerOff != nil:
+				fmt.Fprintf(a.stdout, "Claiming site %s; once claimed, powering the old primary's host off through its BMC (%s).\n", st.Name, fenceDev)
+			case !f.force:
 				fmt.Fprintf(a.stdout, "Claiming site %s; once claimed, waiting out the lease of a primary heard from meanwhile (plus a margin of %v for clock skew).\n", st.Name, f.margin)
 			}
-			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin})
+			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin, PowerOff: powerOff})
 			if err != nil {
 				return err
 			}
@@ -89,6 +107,16 @@ with --owner's name as its owner.`,
 			}
 			fmt.Fprintf(a.stdout, "Site %s promoted: %s is now its active instance (claim %d, %d records in its store).\n", st.Name, p.Fence.Owner, p.Fence.Epoch, info.Records)
 			hb := p.Heartbeat
+			switch {
+			case p.PoweredOff:
+				fmt.Fprintf(a.stdout, "The old primary's host was powered off through its BMC (%s), which confirms it is off: it serves nothing, whatever it saw of the claim.\n", fenceDev)
+				return nil
+			case p.PowerOffErr != nil:
+				fmt.Fprintf(a.stdout, "The fence device (BMC %s) did not confirm the old primary's host off: %v\n", fenceDev, p.PowerOffErr)
+			case powerOff == nil:
+				fmt.Fprintf(a.stdout, "No fence block in the site file: metal did not power the old primary's host off. It relies on the primary stopping itself "+
+					"when its lease ends, which needs its clock and timers to work. A fence block naming that host's BMC makes promote power it off and confirm.\n")
+			}
 			switch {
 			case hb.Time.IsZero():
 			case f.force:
@@ -109,4 +137,17 @@ with --owner's name as its owner.`,
 	cmd.Flags().BoolVar(&f.force, "force", false, "promote even while the primary's heartbeat is fresh, or with an empty store; no wait for its lease")
 	cmd.Flags().DurationVar(&f.margin, "margin", backup.DefaultMargin, "clock-skew margin M waited beyond the primary's lease; must exceed the skew between the hosts' clocks")
 	return cmd
+}
+
+// fenceDevice is the power-off of the site's fence block (nil without
+// one), and the BMC's address to name it.
+func fenceDevice(a *app, s *site.Site) (func(context.Context) error, string, error) {
+	if s == nil || s.Fence == nil {
+		return nil, "", nil
+	}
+	d, err := bmc.New(apply.BMCConfigOf("fence", s.Fence.BMC), a.logger())
+	if err != nil {
+		return nil, "", fmt.Errorf("fence block: %w", err)
+	}
+	return func(ctx context.Context) error { return bmc.Fence(ctx, d) }, s.Fence.BMC.Address, nil
 }

@@ -164,6 +164,7 @@ func (f *stateFlags) register(cmd *cobra.Command, persistent bool) {
 type siteState struct {
 	Name  string
 	State string
+	Site  *site.Site // nil when --state alone named the store
 }
 
 // resolve loads the site file (unless --state makes it unneeded and
@@ -183,7 +184,7 @@ func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
 		}
 		return out, silentExit(exitFailed)
 	}
-	out.Name = res.Site.Name
+	out.Name, out.Site = res.Site.Name, res.Site
 	out.State = site.ResolveState(res.Site.Settings.State, filepath.Dir(sitePath))
 	if f.state != "" {
 		out.State = f.state

@@ -62,10 +62,13 @@ func DriverBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
 // (which must be set), with the package's default timeouts and retries:
 // the one place a site's BMC becomes a driver's config, for the engine,
 // `metal bmc` and `metal doctor` alike.
-func BMCConfig(m *site.Machine) bmc.Config {
-	b := m.BMC
+func BMCConfig(m *site.Machine) bmc.Config { return BMCConfigOf(m.Name, m.BMC) }
+
+// BMCConfigOf is the driver configuration of a bmc block (a machine's, or
+// the fence's), name naming it in logs.
+func BMCConfigOf(name string, b *site.BMC) bmc.Config {
 	return bmc.Config{
-		Machine: m.Name, Protocol: b.Protocol, Address: b.Address,
+		Machine: name, Protocol: b.Protocol, Address: b.Address,
 		Username: b.Username, Password: bmc.Secret(b.Password),
 		InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
 	}

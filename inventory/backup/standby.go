@@ -497,7 +497,14 @@ type PromoteOptions struct {
 	// Force claims the site even while the primary's heartbeat is fresh,
 	// and does not wait out its lease: for a primary known to be off.
 	Force bool
-	Now   func() time.Time
+	// PowerOff, when set, powers the old primary's host off through its
+	// BMC (the site's fence block) and returns nil only once the BMC
+	// confirms it is off. It is called once the claim is made: then the
+	// old primary is stopped whatever it saw of the fence, and Promote
+	// does not wait out its lease. If it fails, an unforced Promote waits
+	// as without it.
+	PowerOff func(ctx context.Context) error
+	Now      func() time.Time
 	// Sleep waits d (default: a timer, ended by ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -512,6 +519,10 @@ type Promotion struct {
 	Waited time.Duration
 	// Already: this owner held the site already; nothing was claimed.
 	Already bool
+	// PoweredOff: PowerOff confirmed the old primary's host off.
+	// PowerOffErr is why it did not, if it was tried.
+	PoweredOff  bool
+	PowerOffErr error
 }
 
 // PrimaryAliveError is ErrPrimaryAlive with how long to wait.
@@ -621,6 +632,13 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 			opts.Site, won.Owner, won.Host, won.Time.Format(time.RFC3339), ErrPromotedElsewhere)
 	}
 	res.Fence = f
+	if opts.PowerOff != nil {
+		if res.PowerOffErr = opts.PowerOff(ctx); res.PowerOffErr == nil {
+			res.PoweredOff = true
+			wait() // only to say whom it stopped
+			return res, nil
+		}
+	}
 	if opts.Force {
 		// Not waited for: only to say whom the force may leave serving.
 		wait()
