@@ -10,15 +10,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
 
 // buildMetal builds the metal binary once per test run, for tests that
-// must run it as a process (inside a network namespace).
+// must run it as a process (inside a network namespace). Such a test runs
+// long: a -short run skips it here.
 func buildMetal(t *testing.T) string {
 	t.Helper()
+	testenv.Long(t, "metal as a process")
 	bin := filepath.Join(t.TempDir(), "metal")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
 	// Static, as `make build` makes it: the install agent runs it as /init.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -25,9 +26,7 @@ func oldImage(size int) []byte {
 // device, detached when the test ends.
 func loopDevice(t *testing.T, size int) (dev, backing string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("attaching a loop device needs root")
-	}
+	testenv.Root(t, "a loop device")
 	losetup, err := exec.LookPath("losetup")
 	if err != nil {
 		t.Fatal("losetup is needed: apt-get install -y util-linux")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/metal-dev/metal/images/agent"
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 )
 
@@ -25,6 +26,7 @@ import (
 // linux-image-amd64.
 func cloudKernel(t *testing.T) string {
 	t.Helper()
+	testenv.Integration(t, "a Debian kernel package (apt-get download)")
 	root, err := initramfs.FetchPackage(context.Background(), bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
 	if err != nil {
 		t.Skipf("no Debian kernel package: %v", err)

@@ -27,3 +27,13 @@ func Root(t testing.TB, what string) {
 		t.Skipf("needs root for %s: run as root (make test does)", what)
 	}
 }
+
+// Long skips t in a -short run: it needs nothing of the host but runs for
+// long (whole metal processes started, killed and started again, a binary
+// built for them). make test runs it.
+func Long(t testing.TB, what string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skipf("runs %s: not in a -short run (make unit)", what)
+	}
+}
