@@ -33,8 +33,8 @@ type timeline struct {
 	log    *slog.Logger
 	queue  chan fetched
 	// dropped counts events lost to a full queue since the last warning;
-	// a flood of fetches warns once a second, not once per request (which
-	// doubled the log and its cost under load).
+	// a flood of fetches warns once a second, not once per request: the
+	// warning must not add load to a daemon already behind.
 	dropped  atomic.Int64
 	lastWarn atomic.Int64 // unix nanoseconds
 

@@ -48,7 +48,7 @@ const killPoints = 50
 // points, the seed is logged) in two kinds: after the Nth progress line
 // of the engine (--json, one line per machine step, agent report, batch)
 // plus a few milliseconds, and in the first second of a process (start,
-// store sync, recording the run, before any line). With -short, 10 kills.
+// store sync, recording the run, before any line).
 func TestApplyKillPoints(t *testing.T) {
 	t.Parallel()
 	killPointsTest(t, false)
@@ -76,11 +76,7 @@ func killPointsTest(t *testing.T, serve bool) {
 	t.Logf("kill points seeded with METAL_KILL_SEED=%d", seed)
 	rng := rand.New(rand.NewPCG(uint64(seed), 0))
 
-	// 50 kills take about 1.5 minutes on an idle 2-core machine.
 	points := killPoints
-	if testing.Short() {
-		points = 10
-	}
 	kills := 0
 	for round := 1; kills < points; round++ {
 		want := min(1+rng.IntN(6), points-kills)

@@ -7,9 +7,9 @@ import (
 )
 
 // WriteJSON writes the plan as indented JSON, the bytes json.Encoder with
-// SetIndent("", "  ") would write, a change at a time: a 10,000-machine
-// plan is tens of megabytes, and encoding it whole first doubled the time
-// `metal plan --json` took.
+// SetIndent("", "  ") would write, a change at a time: the plan of a large
+// site is tens of megabytes, and no more than one change of it is held
+// encoded at once.
 func (p *Plan) WriteJSON(w io.Writer) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	site, err := json.Marshal(p.Site)

@@ -140,9 +140,9 @@ func bootFiles(t *testing.T, fws ...bootkit.Firmware) (kernel string, ipxeBins *
 	return kernel, ipxeBins
 }
 
-// bootAll boots each case in a lab of its own, in parallel: a TCG boot is
-// CPU-bound in the emulator, the machines share the cores well enough,
-// and wall time halves.
+// bootAll boots each case in a lab of its own, in parallel: each case is
+// independent of the others (its own namespace, servers and machine), and
+// a boot spends much of its time waiting on firmware and the network.
 func bootAll(t *testing.T, cases map[string]bootCase, kernel string, bins *bootfiles.IPXE) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
