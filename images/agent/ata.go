@@ -151,7 +151,11 @@ func ataCommand(f *os.File, cmd, features, count uint8, data []byte, in bool, ti
 		return fmt.Errorf("ATA command 0x%02x aborted by the drive (error 0x%02x)", cmd, sense[11])
 	}
 	if h.Status != 0 && !(h.Status == 0x02 && h.SbLenWr >= 22 && sense[8] == 0x09) {
-		return fmt.Errorf("ATA command 0x%02x: SCSI status 0x%02x (sense key 0x%x)", cmd, h.Status, sense[1]&0x0f)
+		key := sense[2] & 0x0f // fixed format sense
+		if sense[0]&0x7f >= 0x72 {
+			key = sense[1] & 0x0f // descriptor format
+		}
+		return fmt.Errorf("ATA command 0x%02x: SCSI status 0x%02x (sense key 0x%x)", cmd, h.Status, key)
 	}
 	return nil
 }

@@ -63,35 +63,11 @@ func sha256sum(b []byte) string {
 // second install of a corrupted copy ends in failed with the checksum
 // error.
 func TestInstallInQEMU(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the QEMU install test needs root for its network namespace")
-	}
-	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
-		t.Skip(err)
-	}
 	if err := bootdisk.CheckTools(); err != nil {
 		t.Skip(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	files := filepath.Join(dir, "files")
-	must(t, os.MkdirAll(files, 0o755))
-
-	// The agent: this tree's metal, with the cloud kernel's drivers.
-	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
-	if err != nil {
-		t.Skipf("no Debian kernel package: %v", err)
-	}
-	res, err := initramfs.BuildAgent(ctx, initramfs.Options{
-		Binary: buildMetal(t, dir), KernelDir: kroot, Out: filepath.Join(files, "agent.cpio.gz"),
-		Modules: []string{"virtio_net", "virtio_pci", "virtio_blk", "virtio_rng", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"},
-	})
-	must(t, err)
-	kb, err := os.ReadFile(res.Kernel)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
+	al := newAgentLab(t, 8*time.Minute, "virtio_blk", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8")
+	ctx, store, policy, mac, dir, res, files := al.ctx, al.store, al.policy, al.mac, al.dir, al.res, al.files
 
 	// The image: the test disk, gzip'd, and a corrupted copy.
 	marker := "metal-installed-disk-boots"
@@ -108,107 +84,20 @@ func TestInstallInQEMU(t *testing.T) {
 	bad[len(bad)/3] ^= 0x55
 	must(t, os.WriteFile(filepath.Join(files, "disk.raw.gz"), good, 0o644))
 	must(t, os.WriteFile(filepath.Join(files, "corrupt.raw.gz"), bad, 0o644))
-	root, err := bootfiles.OpenRoot(files)
-	must(t, err)
-	t.Cleanup(func() { root.Close() })
-
-	// metal: store, store-backed boot policy, DHCP and HTTP with the agent
-	// protocol, in the lab namespace.
-	lab := pxetest.NewLab(t)
-	logs := &syncbuf.Buffer{}
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := inventory.Open(ctx, inventory.NewMemoryKV(), inventory.Options{Logger: log})
-	must(t, err)
-	t.Cleanup(func() { store.Close() })
-	mac := pxetest.RandomMAC()
-	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
-	agentBoot := inventory.BootIntent{
-		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
-		Cmdline: "console=ttyS0 panic=-1 metal.url=" + httpBase,
-	}
 	install := func(id, image, checksum string) {
 		t.Helper()
-		intent := agentBoot
-		intent.Task = &inventory.AgentTask{ID: id, Kind: inventory.TaskInstall, Image: "test",
+		al.give(inventory.AgentTask{ID: id, Kind: inventory.TaskInstall, Image: "test",
 			ImageURL: "/files/" + image, Format: "gz", Checksum: checksum, Hostname: "vm-1",
 			SSHAuthorizedKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAItest metal@test"},
-			Secret:            inventory.NewTaskSecret()}
-		_, err := inventory.UpdateMachine(ctx, store, "vm-1", func(m *inventory.Machine) error {
-			m.Intent = intent
-			return nil
-		})
-		must(t, err)
+			Secret:            inventory.NewTaskSecret()})
 	}
-	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: mac.String(), State: inventory.StateReady,
-		Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}})
-	must(t, err)
 	install("t1", "disk.raw.gz", sha256sum(good))
 
-	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: log})
-	must(t, err)
-	dhcpSrv, err := dhcp.NewServer(dhcp.Config{
-		Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP,
-		Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
-		HTTPBaseURL: httpBase,
-	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
-	must(t, err)
-	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
-	must(t, err)
-	base, _ := url.Parse(httpBase)
-	httpSrv, err := pxehttp.New(pxehttp.Config{
-		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: dhcpSrv.Leases(),
-		Files: root, BaseURL: base, Agent: api, Logger: log,
-	})
-	must(t, err)
-	srvCtx, stopServers := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); policy.Run(srvCtx) }()
-	for name, serve := range map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
-				t.Errorf("%s server: %v", name, err)
-			}
-		}()
-	}
-	t.Cleanup(func() {
-		stopServers()
-		wg.Wait()
-		if t.Failed() {
-			t.Logf("metal's log:\n%s", logs.String())
-		}
-	})
-	select {
-	case <-policy.Synced():
-	case <-ctx.Done():
-		t.Fatal("boot policy never watched the store")
-	}
-
-	lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
-	lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
 	disk := filepath.Join(dir, "vda.raw")
 	must(t, os.WriteFile(disk, nil, 0o644))
 	must(t, os.Truncate(disk, 64<<20))
-	boot := func(serial string) *pxetest.Process {
-		t.Helper()
-		vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: mac, Serial: serial, Dir: dir, MemoryMiB: 768, Accel: qemutest.Accel(t),
-			Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
-		args, err := vm.Args()
-		must(t, err)
-		// A virtio RNG, as most VMs have: under TCG the kernel's own
-		// entropy takes minutes, and the DHCP client's transaction ID
-		// waits for it.
-		args = append(args, "-device", "virtio-rng-pci")
-		return lab.NS().Start("qemu-system-x86_64", append(args, bootkit.DiskArgs(disk)...)...)
-	}
-	fail := func(serial string, q *pxetest.Process, format string, args ...any) {
-		t.Helper()
-		out, _ := os.ReadFile(serial)
-		m, _ := store.Machine(ctx, "vm-1")
-		t.Fatalf(format+"\nmachine: agent %+v\nserial console:\n%s\nqemu:\n%s", append(args, m.Agent, out, q.Log())...)
-	}
+	boot := func(serial string) *pxetest.Process { return al.boot(serial, bootkit.DiskArgs(disk)...) }
+	fail := al.fail
 
 	// 1. Install: the agent writes the image and reboots (QEMU runs with
 	// -no-reboot, so the reboot ends the process).
@@ -286,23 +175,184 @@ func TestInstallInQEMU(t *testing.T) {
 	serial3 := filepath.Join(dir, "corrupt.log")
 	q = boot(serial3)
 	defer q.Stop()
-	deadline := time.Now().Add(4 * time.Minute)
+	ag := al.waitAgent("t2", serial3, q, 4*time.Minute)
+	q.Stop()
+	if ag.Phase != inventory.AgentFailed || !strings.Contains(ag.Error, "checksum mismatch") ||
+		!strings.Contains(ag.Error, sha256sum(good)) || !strings.Contains(ag.Error, sha256sum(bad)) {
+		t.Errorf("corrupted image: agent %+v, want failed with a checksum mismatch naming both sums", ag)
+	}
+}
+
+// agentLab is metal's netboot side (store, store-backed policy, DHCP and
+// HTTP with the agent protocol) in a lab namespace, with the agent's
+// initramfs built from this tree's metal, for one QEMU machine "vm-1".
+type agentLab struct {
+	t      *testing.T
+	ctx    context.Context
+	dir    string
+	files  string
+	res    initramfs.Result
+	store  inventory.Store
+	policy *storepolicy.Policy
+	lab    *pxetest.Lab
+	mac    net.HardwareAddr
+	intent inventory.BootIntent
+}
+
+// newAgentLab skips the test unless it runs as root with QEMU and the
+// Debian kernel at hand. modules are the agent's disk drivers, beside
+// its NIC's.
+func newAgentLab(t *testing.T, timeout time.Duration, modules ...string) *agentLab {
+	if os.Geteuid() != 0 {
+		t.Skip("the QEMU agent tests need root for their network namespace")
+	}
+	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
+		t.Skip(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	dir := t.TempDir()
+	files := filepath.Join(dir, "files")
+	must(t, os.MkdirAll(files, 0o755))
+
+	// The agent: this tree's metal, with the cloud kernel's drivers.
+	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
+	if err != nil {
+		t.Skipf("no Debian kernel package: %v", err)
+	}
+	res, err := initramfs.BuildAgent(ctx, initramfs.Options{
+		Binary: buildMetal(t, dir), KernelDir: kroot, Out: filepath.Join(files, "agent.cpio.gz"),
+		Modules: append([]string{"virtio_net", "virtio_pci", "virtio_rng"}, modules...),
+	})
+	must(t, err)
+	kb, err := os.ReadFile(res.Kernel)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
+	al := &agentLab{t: t, ctx: ctx, dir: dir, files: files, res: res, mac: pxetest.RandomMAC()}
+	al.start()
+	return al
+}
+
+// start serves metal's side; files written under al.files later are
+// served too.
+func (al *agentLab) start() {
+	t, ctx, dir := al.t, al.ctx, al.dir
+	root, err := bootfiles.OpenRoot(al.files)
+	must(t, err)
+	t.Cleanup(func() { root.Close() })
+	al.lab = pxetest.NewLab(t)
+	logs := &syncbuf.Buffer{}
+	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store, err := inventory.Open(ctx, inventory.NewMemoryKV(), inventory.Options{Logger: log})
+	must(t, err)
+	t.Cleanup(func() { store.Close() })
+	al.store = store
+	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
+	al.intent = inventory.BootIntent{
+		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
+		Cmdline: "console=ttyS0 panic=-1 metal.url=" + httpBase,
+	}
+	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady,
+		Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}})
+	must(t, err)
+
+	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: log})
+	must(t, err)
+	al.policy = policy
+	dhcpSrv, err := dhcp.NewServer(dhcp.Config{
+		Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP,
+		Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
+		HTTPBaseURL: httpBase,
+	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
+	must(t, err)
+	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
+	must(t, err)
+	base, _ := url.Parse(httpBase)
+	httpSrv, err := pxehttp.New(pxehttp.Config{
+		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: dhcpSrv.Leases(),
+		Files: root, BaseURL: base, Agent: api, Logger: log,
+	})
+	must(t, err)
+	srvCtx, stopServers := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); policy.Run(srvCtx) }()
+	for name, serve := range map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := al.lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
+				t.Errorf("%s server: %v", name, err)
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		stopServers()
+		wg.Wait()
+		if t.Failed() {
+			t.Logf("metal's log:\n%s", logs.String())
+		}
+	})
+	select {
+	case <-policy.Synced():
+	case <-ctx.Done():
+		t.Fatal("boot policy never watched the store")
+	}
+	al.lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
+	al.lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
+}
+
+// give makes task vm-1's next agent task.
+func (al *agentLab) give(task inventory.AgentTask) {
+	al.t.Helper()
+	intent := al.intent
+	intent.Task = &task
+	_, err := inventory.UpdateMachine(al.ctx, al.store, "vm-1", func(m *inventory.Machine) error {
+		m.Intent = intent
+		return nil
+	})
+	must(al.t, err)
+}
+
+// boot starts vm-1 (SeaBIOS, network first) with its disks in diskArgs,
+// its console to the file serial.
+func (al *agentLab) boot(serial string, diskArgs ...string) *pxetest.Process {
+	al.t.Helper()
+	vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: al.mac, Serial: serial, Dir: al.dir, MemoryMiB: 768, Accel: qemutest.Accel(al.t),
+		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	args, err := vm.Args()
+	must(al.t, err)
+	// A virtio RNG, as most VMs have: under TCG the kernel's own
+	// entropy takes minutes, and the DHCP client's transaction ID
+	// waits for it.
+	args = append(args, "-device", "virtio-rng-pci")
+	return al.lab.NS().Start("qemu-system-x86_64", append(args, diskArgs...)...)
+}
+
+// fail ends the test with what vm-1's console, QEMU and the store say.
+func (al *agentLab) fail(serial string, q *pxetest.Process, format string, args ...any) {
+	al.t.Helper()
+	out, _ := os.ReadFile(serial)
+	m, _ := al.store.Machine(al.ctx, "vm-1")
+	al.t.Fatalf(format+"\nmachine: agent %+v\nserial console:\n%s\nqemu:\n%s", append(args, m.Agent, out, q.Log())...)
+}
+
+// waitAgent waits until vm-1's agent reports task id ended.
+func (al *agentLab) waitAgent(id, serial string, q *pxetest.Process, within time.Duration) inventory.AgentStatus {
+	al.t.Helper()
+	deadline := time.Now().Add(within)
 	for {
-		m, err = store.Machine(ctx, "vm-1")
-		must(t, err)
-		if m.Agent != nil && m.Agent.TaskID == "t2" && m.Agent.Phase != inventory.AgentRunning {
-			break
+		m, err := al.store.Machine(al.ctx, "vm-1")
+		must(al.t, err)
+		if m.Agent != nil && m.Agent.TaskID == id && m.Agent.Phase != inventory.AgentRunning {
+			return *m.Agent
 		}
 		if time.Now().After(deadline) {
 			q.Stop()
-			fail(serial3, q, "the corrupted install did not end within 4 minutes")
+			al.fail(serial, q, "task %s did not end within %v", id, within)
 		}
 		time.Sleep(time.Second)
-	}
-	q.Stop()
-	if m.Agent.Phase != inventory.AgentFailed || !strings.Contains(m.Agent.Error, "checksum mismatch") ||
-		!strings.Contains(m.Agent.Error, sha256sum(good)) || !strings.Contains(m.Agent.Error, sha256sum(bad)) {
-		t.Errorf("corrupted image: agent %+v, want failed with a checksum mismatch naming both sums", m.Agent)
 	}
 }
 
@@ -323,5 +373,69 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWipeInQEMU erases the disks of a QEMU machine that hold an old
+// image, by wipe = secure: an NVMe drive (QEMU's emulated controller,
+// which does Format NVM but not Sanitize) and a SCSI disk on virtio-scsi,
+// which answers the agent's ATA PASS-THROUGH (SG_IO) as no ATA drive and
+// cannot discard securely. (The Debian cloud kernel the tests boot has
+// no AHCI driver, and QEMU's IDE has no ATA security feature set.) The
+// NVMe drive erases itself; the SCSI disk is overwritten and the record
+// says why. Read back whole from the host afterwards, neither holds one
+// byte of the old image, and both erase records reached metal as events.
+func TestWipeInQEMU(t *testing.T) {
+	al := newAgentLab(t, 6*time.Minute, "nvme", "virtio_scsi", "sd_mod")
+	const size = 64 << 20
+	old := bytes.Repeat([]byte("OLD-IMAGE-metal-"), size/16)
+	nvme, scsi := filepath.Join(al.dir, "nvme.raw"), filepath.Join(al.dir, "scsi.raw")
+	must(t, os.WriteFile(nvme, old, 0o644))
+	must(t, os.WriteFile(scsi, old, 0o644))
+	al.give(inventory.AgentTask{ID: "w1", Kind: inventory.TaskWipe, Wipe: inventory.WipeSecure, Secret: inventory.NewTaskSecret()})
+	serial := filepath.Join(al.dir, "wipe.log")
+	q := al.boot(serial,
+		"-drive", "file="+nvme+",format=raw,if=none,id=nv0,cache=writethrough",
+		"-device", "nvme,drive=nv0,serial=metal-nvme-0",
+		"-drive", "file="+scsi+",format=raw,if=none,id=sd0,cache=writethrough",
+		"-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=sd0,bus=scsi0.0,serial=metal-scsi-0")
+	defer q.Stop()
+	defer func() {
+		if t.Failed() {
+			out, _ := os.ReadFile(serial)
+			t.Logf("serial console:\n%s", out)
+		}
+	}()
+	ag := al.waitAgent("w1", serial, q, 5*time.Minute)
+	q.Stop()
+	if ag.Phase != inventory.AgentDone {
+		al.fail(serial, q, "wipe: agent %+v, want done", ag)
+	}
+	evs, err := al.store.Events(al.ctx, inventory.EventQuery{Machine: "vm-1"})
+	must(t, err)
+	recs := map[string]inventory.EraseRecord{}
+	for _, e := range evs {
+		if e.Kind == inventory.EventErase && e.Erase != nil {
+			recs[e.Erase.Serial] = *e.Erase
+			t.Logf("erase record: %s", e.Erase)
+		}
+	}
+	nv, sd := recs["metal-nvme-0"], recs["metal-scsi-0"]
+	if nv.Method != inventory.WipeSecure || !strings.HasPrefix(nv.Mechanism, "nvme-format") || !nv.Verified || nv.Bytes != size {
+		t.Errorf("NVMe erase record %+v: want secure by NVMe Format NVM, verified, %d bytes", nv, size)
+	}
+	if sd.Method != inventory.WipeZero || sd.Mechanism != "overwrite" || !sd.Verified || sd.Bytes != size ||
+		!strings.Contains(sd.Note, "not an ATA drive") || !strings.Contains(sd.Note, "BLKSECDISCARD") {
+		t.Errorf("SCSI erase record %+v: want zero by overwrite, verified, %d bytes, a note saying why not by the drive", sd, size)
+	}
+	for _, path := range []string{nvme, scsi} {
+		b, err := os.ReadFile(path)
+		must(t, err)
+		for i, c := range b {
+			if c != 0 {
+				t.Errorf("%s: byte %d of the old image is still there after the wipe", filepath.Base(path), i)
+				break
+			}
+		}
 	}
 }

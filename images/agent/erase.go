@@ -39,11 +39,11 @@ var ErrNotErased = errors.New("the disk still holds data after the wipe")
 // device may return zeros or anything else (a crypto erase returns
 // noise), so every sampled sector must be zero or differ from what it
 // held before the erase: old data read back fails it.
-func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, progress func(done, total uint64)) (inventory.EraseRecord, error) {
+func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, progress func(done, total uint64)) (rec inventory.EraseRecord, err error) {
 	if method == "" {
 		method = inventory.WipeQuick
 	}
-	rec := inventory.EraseRecord{Disk: path, Method: method}
+	rec = inventory.EraseRecord{Disk: path, Method: method}
 	if !method.Valid() {
 		return rec, fmt.Errorf("unknown wipe method %q (want quick, discard, zero or secure)", method)
 	}
@@ -94,7 +94,7 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 			mech, note, err = deviceErase(ctx, f, size)
 		}
 		if errors.Is(err, errUnsupported) {
-			if err := overwriteAll(err.Error()); err != nil {
+			if err := overwriteAll(strings.TrimPrefix(err.Error(), errUnsupported.Error()+": ")); err != nil {
 				return rec, err
 			}
 			break

@@ -80,7 +80,7 @@ func TestEraseLoopDevice(t *testing.T) {
 			if err != nil {
 				t.Fatalf("erase: %v (record %+v)", err, rec)
 			}
-			if rec.Method != tc.wantMethod || rec.Mechanism != tc.mechanism || rec.Bytes != tc.wantBytes || !rec.Verified ||
+			if rec.Duration <= 0 || rec.Method != tc.wantMethod || rec.Mechanism != tc.mechanism || rec.Bytes != tc.wantBytes || !rec.Verified ||
 				!strings.Contains(rec.Note, tc.note) || !strings.Contains(rec.Note, tc.note2) {
 				t.Errorf("record = %+v; want method %s by %s, %d bytes, verified, note with %q and %q", rec, tc.wantMethod, tc.mechanism, tc.wantBytes, tc.note, tc.note2)
 			}
