@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/metal-dev/metal/internal/hwinv"
 )
 
 // Driver is what the converge engine needs from one machine's BMC.
@@ -114,6 +116,12 @@ type Inventory struct {
 	BIOSVersion  string   `json:"bios_version,omitempty"`
 	MACs         []string `json:"macs,omitempty"`
 	Power        Power    `json:"power"`
+	// Hardware is the deep inventory (CPUs, memory, disks, NICs, PSUs,
+	// fans and temperatures, firmware versions); nil when the protocol
+	// has none.
+	Hardware *hwinv.Report `json:"hardware,omitempty"`
+	// Gaps name the parts of the deep inventory the BMC did not give.
+	Gaps []string `json:"gaps,omitempty"`
 }
 
 // Protocols a Config may name.

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
+	"time"
 
 	bmclib "github.com/bmc-toolbox/bmclib/v2"
 	"github.com/stmcginnis/gofish"
@@ -48,17 +48,12 @@ func (c *Client) redfishInventory(ctx context.Context, inv *Inventory) error {
 	if p := parsePower(string(sys.PowerState)); p != PowerUnknown {
 		inv.Power = p
 	}
-	nics, err := sys.EthernetInterfaces()
-	if err != nil {
-		return err
-	}
-	for _, n := range nics {
-		mac := n.PermanentMACAddress
-		if mac == "" {
-			mac = n.MACAddress
-		}
-		if mac != "" {
-			inv.MACs = append(inv.MACs, strings.ToLower(mac))
+	hw, gaps := redfishHardware(api, sys)
+	hw.ReadAt = time.Now().UTC()
+	inv.Hardware, inv.Gaps = &hw, gaps
+	for _, n := range hw.NICs {
+		if n.MAC != "" {
+			inv.MACs = append(inv.MACs, n.MAC)
 		}
 	}
 	sort.Strings(inv.MACs)

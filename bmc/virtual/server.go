@@ -34,6 +34,9 @@ type MachineSpec struct {
 	BIOS map[string]any
 	// NoBIOS leaves the Bios resource out, as some BMCs do.
 	NoBIOS bool
+	// Hardware is what the BMC reports of the machine's parts (nil: a
+	// small default server, defaultHardware).
+	Hardware *Hardware
 }
 
 // How a Server authenticates clients (Options.Auth). Real services differ,
@@ -82,6 +85,7 @@ type Server struct {
 
 type system struct {
 	spec MachineSpec
+	hw   Hardware
 	mu   sync.Mutex // held across a machine operation; one at a time
 	boot Boot
 	// media is what Redfish reports as inserted.
@@ -130,7 +134,11 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 		if m.Machine == nil {
 			return nil, fmt.Errorf("virtual bmc: machine %q has no implementation", m.Name)
 		}
-		s.systems[m.Name] = &system{spec: m, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
+		hw := defaultHardware(m)
+		if m.Hardware != nil {
+			hw = *m.Hardware
+		}
+		s.systems[m.Name] = &system{spec: m, hw: hw, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
 		s.order = append(s.order, m.Name)
 	}
 	s.routes()
@@ -188,6 +196,7 @@ func (s *Server) routes() {
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces", s.withSystem(s.listNICs))
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces/{nic}", s.withSystem(s.getNIC))
 	s.biosRoutes(auth)
+	s.hardwareRoutes(auth)
 
 	auth("GET /redfish/v1/Managers", s.collection("/redfish/v1/Managers", "#ManagerCollection.ManagerCollection", "Manager Collection"))
 	auth("GET /redfish/v1/Managers/{id}", s.withSystem(s.getManager))
@@ -280,6 +289,7 @@ func (s *Server) serviceRoot(w http.ResponseWriter, _ *http.Request) {
 		"Systems":        link("/redfish/v1/Systems"),
 		"Managers":       link("/redfish/v1/Managers"),
 		"Chassis":        link("/redfish/v1/Chassis"),
+		"UpdateService":  link("/redfish/v1/UpdateService"),
 		"SessionService": link("/redfish/v1/SessionService"),
 		"Links":          map[string]any{"Sessions": link("/redfish/v1/SessionService/Sessions")},
 		"ProtocolFeaturesSupported": map[string]any{
@@ -461,7 +471,7 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 		"Manufacturer": orDefault(sys.spec.Manufacturer, "QEMU"),
 		"Model":        orDefault(sys.spec.Model, "Standard PC"),
 		"SerialNumber": sys.spec.Serial,
-		"BiosVersion":  sys.spec.BIOSVersion,
+		"BiosVersion":  sys.biosVersion(),
 		"PowerState":   string(power),
 		"Status":       map[string]string{"State": "Enabled", "Health": "OK"},
 		"Boot": map[string]any{
@@ -471,6 +481,11 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 			"BootSourceOverrideTarget@Redfish.AllowableValues": bootTargets,
 		},
 		"EthernetInterfaces": link(base + "/EthernetInterfaces"),
+		"Processors":         link(base + "/Processors"),
+		"Memory":             link(base + "/Memory"),
+		"Storage":            link(base + "/Storage"),
+		"ProcessorSummary":   sys.hw.processorSummary(),
+		"MemorySummary":      sys.hw.memorySummary(),
 		"Links": map[string]any{
 			"Chassis":   []map[string]string{link("/redfish/v1/Chassis/" + id)},
 			"ManagedBy": []map[string]string{link("/redfish/v1/Managers/" + id)},
@@ -628,6 +643,8 @@ func (s *Server) getNIC(w http.ResponseWriter, r *http.Request, sys *system) {
 				"Name":                "NIC " + n,
 				"MACAddress":          mac,
 				"PermanentMACAddress": mac,
+				"LinkStatus":          "LinkUp",
+				"SpeedMbps":           sys.hw.NICMbps,
 				"Status":              map[string]string{"State": "Enabled", "Health": "OK"},
 			})
 			return
@@ -761,6 +778,8 @@ func (s *Server) getChassis(w http.ResponseWriter, r *http.Request, sys *system)
 		"SerialNumber": sys.spec.Serial,
 		"PowerState":   string(power),
 		"Status":       map[string]string{"State": "Enabled", "Health": "OK"},
+		"Power":        link("/redfish/v1/Chassis/" + id + "/Power"),
+		"Thermal":      link("/redfish/v1/Chassis/" + id + "/Thermal"),
 		"Links": map[string]any{
 			"ComputerSystems": []map[string]string{link("/redfish/v1/Systems/" + id)},
 			"ManagedBy":       []map[string]string{link("/redfish/v1/Managers/" + id)},

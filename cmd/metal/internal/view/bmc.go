@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/internal/hwinv"
 )
 
 // BMCResults prints what each machine's BMC answered, and how many failed
@@ -23,6 +24,12 @@ func BMCResults(stdout, stderr io.Writer, results []bmc.Result) {
 		} else if r.Inventory != nil {
 			inv := r.Inventory
 			result = strings.TrimSpace(fmt.Sprintf("%s %s serial %s BIOS %s NICs %s", inv.Manufacturer, inv.Model, inv.Serial, inv.BIOSVersion, strings.Join(inv.MACs, ",")))
+			if inv.Hardware != nil {
+				result += "; " + HardwareSummary(*inv.Hardware)
+			}
+			if len(inv.Gaps) > 0 {
+				result += "; not read: " + strings.Join(inv.Gaps, "; ")
+			}
 		}
 		proto := r.Protocol
 		var via []string
@@ -41,6 +48,44 @@ func BMCResults(stdout, stderr io.Writer, results []bmc.Result) {
 	if failed > 0 {
 		fmt.Fprintf(stderr, "%d of %d machines failed.\n", failed, len(results))
 	}
+}
+
+// HardwareSummary is a deep inventory on one line: "2 CPUs (56 cores),
+// 64.0 GiB, 2 disks (4.9 TiB), 1 NIC, 2 PSUs, firmware BIOS 2.1.0;
+// unhealthy: disk Drive 1: Critical".
+func HardwareSummary(r hwinv.Report) string {
+	cores := 0
+	for _, c := range r.CPUs {
+		cores += c.Cores
+	}
+	var disk uint64
+	for _, d := range r.Disks {
+		disk += d.Bytes
+	}
+	parts := []string{fmt.Sprintf("%s (%d cores)", plural(len(r.CPUs), "CPU"), cores)}
+	if r.MemoryBytes > 0 {
+		parts = append(parts, Bytes(r.MemoryBytes))
+	}
+	parts = append(parts, fmt.Sprintf("%s (%s)", plural(len(r.Disks), "disk"), Bytes(disk)), plural(len(r.NICs), "NIC"), plural(len(r.PSUs), "PSU"))
+	var fw []string
+	for _, f := range r.Firmware {
+		fw = append(fw, f.ID+" "+f.Version)
+	}
+	if len(fw) > 0 {
+		parts = append(parts, "firmware "+strings.Join(fw, ", "))
+	}
+	s := strings.Join(parts, ", ")
+	if bad := r.Unhealthy(); len(bad) > 0 {
+		s += "; unhealthy: " + strings.Join(bad, "; ")
+	}
+	return s
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func dash(s string) string {
