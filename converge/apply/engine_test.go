@@ -19,6 +19,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/site"
@@ -184,6 +185,7 @@ func ones(names []string) map[string]int {
 // spans two racks, the canary finishes before anything else starts, and
 // afterwards the plan has nothing left to do.
 func TestRollout200(t *testing.T) {
+	testenv.Long(t, "a rollout of 200 simulated machines")
 	l := newLab(t, 200, 4, 0)
 	s := l.site(`  canary = 1
   batch_size = 20

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -20,6 +21,7 @@ func readyTimeout(src string) string {
 // once ready_timeout passes, with the cause; the rollout halts before
 // batch 2, and the machine is not provisioned.
 func TestCanaryOSNeverComesUp(t *testing.T) {
+	testenv.Long(t, "a 10 s ready_timeout waited out")
 	l := newLab(t, 3, 1, 0)
 	for _, n := range l.fleet.Names() {
 		l.fleet.FailOS(n)
