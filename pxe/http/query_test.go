@@ -1,6 +1,7 @@
 package http
 
 import (
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -34,5 +35,29 @@ func TestQueryValueIsQueryGet(t *testing.T) {
 		if diff := cmp.Diff(u.Query().Get("token"), queryValue(q, "token")); diff != "" {
 			t.Errorf("%s: %q (-Query().Get +queryValue):\n%s", name, q, diff)
 		}
+	}
+}
+
+func TestSameIP(t *testing.T) {
+	tests := map[string]struct {
+		ip     net.IP
+		remote string
+		want   bool
+	}{
+		"ipv4":                {net.ParseIP("192.0.2.9"), "192.0.2.9:1234", true},
+		"ipv4, 4-byte form":   {net.IPv4(192, 0, 2, 9).To4(), "192.0.2.9:1234", true},
+		"another address":     {net.ParseIP("192.0.2.9"), "192.0.2.10:1234", false},
+		"ipv4-mapped remote":  {net.ParseIP("192.0.2.9"), "[::ffff:192.0.2.9]:1234", true},
+		"ipv6":                {net.ParseIP("2001:db8::9"), "[2001:db8::9]:80", true},
+		"no port":             {net.ParseIP("192.0.2.9"), "192.0.2.9", false},
+		"no leased address":   {nil, "192.0.2.9:1234", false},
+		"a zone never equals": {net.ParseIP("fe80::1"), "[fe80::1%eth0]:80", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := sameIP(tc.ip, tc.remote); got != tc.want {
+				t.Errorf("sameIP(%v, %q) = %v, want %v", tc.ip, tc.remote, got, tc.want)
+			}
+		})
 	}
 }

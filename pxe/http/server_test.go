@@ -226,6 +226,8 @@ func TestScripts(t *testing.T) {
 	}{
 		"lease matches":       {from: "127.0.0.1", path: "/ipxe/" + macLocal, want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
 		"hyphenated MAC":      {from: "127.0.0.1", path: "/ipxe/52-54-00-00-00-01", want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
+		"escaped colons":      {from: "127.0.0.1", path: "/ipxe/52%3A54%3A00%3A00%3A00%3A01", want: response{200, fmt.Sprintf(install, "web-01 "+macLocal)}},
+		"two segments":        {from: "127.0.0.1", path: "/ipxe/" + macLocal + "/x", want: response{404, "404 page not found\n"}},
 		"another's address":   {from: "127.0.0.1", path: "/ipxe/" + macOther, want: response{403, fmt.Sprintf(forbidden, macOther)}},
 		"token":               {from: "127.0.0.1", path: "/ipxe/" + macOther + "?token=s3cret-token", want: response{200, fmt.Sprintf(install, macOther)}},
 		"wrong token":         {from: "127.0.0.1", path: "/ipxe/" + macOther + "?token=s3cret-tokem", want: response{403, fmt.Sprintf(forbidden, macOther)}},
