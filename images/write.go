@@ -132,9 +132,10 @@ func decoderFor(format string, verified bool) (decoder, error) {
 			// 1.4x the CPU on an image half zeros, whose RLE blocks it
 			// fills a byte at a time, and 1.2x on packed binaries).
 			//
-			// Not low-memory: its history buffer is the window and half a
-			// block, so the decoder moves the whole window down every
-			// half block; twice the window moves it once a window.
+			// Not low-memory: in that mode the history buffer is the
+			// window and half a block, so the decoder moves the whole
+			// window down every half block; at twice the window (this
+			// mode) it moves it once a window.
 			//
 			// The frame's xxhash64 is not checked when the compressed
 			// stream is: its digest, checked as it is read, already proves

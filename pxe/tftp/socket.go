@@ -12,11 +12,11 @@ import (
 
 // transferSocket is one transfer's UDP socket, in blocking mode: its
 // goroutine sends a block and then sleeps in the kernel until the ACK
-// comes or the receive timeout runs out. Through the runtime's poller a
-// lockstep block took a failed read, a park of the goroutine, an epoll
-// wake-up and a second read, on top of a timer reset per block; blocking
-// it takes one send and one receive. The cost is an OS thread per
-// transfer in flight, which the runtime creates as needed.
+// comes or the receive timeout runs out. A lockstep block then costs one
+// send and one receive; through the runtime's poller it would cost a
+// failed read, a park of the goroutine, an epoll wake-up, a second read
+// and a timer reset. The price is an OS thread per transfer in flight,
+// which the runtime creates as needed.
 //
 // The receive timeout (SO_RCVTIMEO) is always set: a receive never
 // blocks for longer, so a transfer ends on its own even when nothing is
