@@ -6,7 +6,9 @@
 // kernel modules the initramfs carries (NIC and disk drivers, in
 // modules.dep order, with finit_module), brings the boot NIC up (BOOTIF
 // from the command line, else every NIC with a link) and takes a DHCP lease
-// with insomniacslk/dhcp's nclient4. It learns metal's URL from the kernel
+// with insomniacslk/dhcp's nclient4, or, booted from virtual media where
+// no DHCP server answers, sets the static address and gateway the command
+// line gives (metal.ip=ADDR/PREFIX metal.gw=ADDR). It learns metal's URL from the kernel
 // command line (metal.url=http://HOST:PORT), reports the machine's hardware
 // and asks for its task over the protocol of pxe/agentapi:
 //
@@ -174,7 +176,7 @@ func Serve(ctx context.Context, opts Options) {
 	)
 	for ctx.Err() == nil {
 		if link == nil || time.Now().After(link.RenewAt) {
-			l, err := NetUp(ctx, cmd.BootIF, opts.NetWait, log)
+			l, err := NetUp(ctx, cmd, opts.NetWait, log)
 			if err != nil {
 				log.Error("no network; trying again", "err", err)
 				link = nil

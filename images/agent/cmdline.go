@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 )
@@ -17,6 +18,12 @@ type Cmdline struct {
 	// Token is metal.token=..., the machine's token, for networks where
 	// metal cannot recognise it by its leased address.
 	Token string
+	// Addr and Gateway are a static address (metal.ip=ADDR/PREFIX) and
+	// the router towards metal (metal.gw=ADDR), for a machine booted from
+	// virtual media whose NIC has no DHCP server to ask: it takes no
+	// lease. Zero: DHCP.
+	Addr    netip.Prefix
+	Gateway netip.Addr
 }
 
 // ParseCmdline reads the parameters the agent needs from /proc/cmdline's
@@ -43,10 +50,28 @@ func ParseCmdline(s string) (Cmdline, error) {
 				return c, fmt.Errorf("kernel command line: BOOTIF=%q: want 01-aa-bb-cc-dd-ee-ff", v)
 			}
 			c.BootIF = hw
+		case "metal.ip":
+			p, err := netip.ParsePrefix(v)
+			if err != nil || !p.Addr().Is4() {
+				return c, fmt.Errorf("kernel command line: metal.ip=%q: want an IPv4 ADDR/PREFIX", v)
+			}
+			c.Addr = p
+		case "metal.gw":
+			a, err := netip.ParseAddr(v)
+			if err != nil || !a.Is4() {
+				return c, fmt.Errorf("kernel command line: metal.gw=%q: want an IPv4 address", v)
+			}
+			c.Gateway = a
 		}
 	}
 	if c.URL == "" {
 		return c, fmt.Errorf("kernel command line has no metal.url=http://HOST:PORT: the boot intent's cmdline must carry it")
+	}
+	if c.Gateway.IsValid() && !c.Addr.IsValid() {
+		return c, fmt.Errorf("kernel command line: metal.gw= without metal.ip=ADDR/PREFIX")
+	}
+	if c.Gateway.IsValid() && !c.Addr.Masked().Contains(c.Gateway) {
+		return c, fmt.Errorf("kernel command line: metal.gw=%s is not in metal.ip=%s's subnet", c.Gateway, c.Addr)
 	}
 	return c, nil
 }

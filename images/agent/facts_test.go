@@ -1,10 +1,12 @@
 package agent
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/metal-dev/metal/inventory"
 )
@@ -99,9 +101,14 @@ func TestCmdline(t *testing.T) {
 			want: Cmdline{URL: "http://192.0.2.1:8080"}},
 		"bootif and token": {in: "initrd=agent.cpio metal.url=http://192.0.2.1:8080 BOOTIF=01-52-54-00-aa-bb-cc metal.token=abc",
 			want: Cmdline{URL: "http://192.0.2.1:8080", BootIF: mustMAC("52:54:00:aa:bb:cc"), Token: "abc"}},
-		"no url":     {in: "console=ttyS0", wantErr: "no metal.url"},
-		"bad url":    {in: "metal.url=ftp://x", wantErr: "want http://HOST:PORT"},
-		"bad bootif": {in: "metal.url=http://x BOOTIF=01-zz", wantErr: "BOOTIF"},
+		"static": {in: "metal.url=http://203.0.113.1:8080 metal.ip=198.51.100.50/24 metal.gw=198.51.100.1",
+			want: Cmdline{URL: "http://203.0.113.1:8080", Addr: netip.MustParsePrefix("198.51.100.50/24"), Gateway: netip.MustParseAddr("198.51.100.1")}},
+		"gw outside":     {in: "metal.url=http://x metal.ip=198.51.100.50/24 metal.gw=192.0.2.1", wantErr: "not in"},
+		"gw without ip":  {in: "metal.url=http://x metal.gw=192.0.2.1", wantErr: "without metal.ip"},
+		"ip without len": {in: "metal.url=http://x metal.ip=198.51.100.50", wantErr: "ADDR/PREFIX"},
+		"no url":         {in: "console=ttyS0", wantErr: "no metal.url"},
+		"bad url":        {in: "metal.url=ftp://x", wantErr: "want http://HOST:PORT"},
+		"bad bootif":     {in: "metal.url=http://x BOOTIF=01-zz", wantErr: "BOOTIF"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -115,7 +122,7 @@ func TestCmdline(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if diff := cmp.Diff(tc.want, got); diff != "" {
+			if diff := cmp.Diff(tc.want, got, cmpopts.EquateComparable(netip.Addr{}, netip.Prefix{})); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})

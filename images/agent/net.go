@@ -42,9 +42,12 @@ func candidates(root string, bootIF net.HardwareAddr) []string {
 
 // NetUp brings the NICs up and configures the first that gets a DHCP lease
 // (insomniacslk/dhcp's nclient4 over a raw socket, since the NIC has no
-// address yet). NICs appear some time after their driver loads, and a
-// link takes a few seconds to negotiate, so it waits up to wait for them.
-func NetUp(ctx context.Context, bootIF net.HardwareAddr, wait time.Duration, log *slog.Logger) (Link, error) {
+// address yet), or, when the command line gives a static address, the
+// first with a link (BOOTIF's, when named) with that address and no DHCP
+// at all. NICs appear some time after their driver loads, and a link takes
+// a few seconds to negotiate, so it waits up to wait for them.
+func NetUp(ctx context.Context, cmd Cmdline, wait time.Duration, log *slog.Logger) (Link, error) {
+	bootIF := cmd.BootIF
 	deadline := time.Now().Add(wait)
 	var lastErr error
 	for {
@@ -59,6 +62,16 @@ func NetUp(ctx context.Context, bootIF net.HardwareAddr, wait time.Duration, log
 			if readTrim(filepath.Join("/sys/class/net", name, "carrier")) != "1" {
 				lastErr = fmt.Errorf("%s: no link", name)
 				continue
+			}
+			if cmd.Addr.IsValid() {
+				l, err := staticLink(name, cmd)
+				if err == nil {
+					err = configure(l)
+				}
+				if err != nil {
+					return Link{}, fmt.Errorf("%s: %w", name, err)
+				}
+				return l, nil
 			}
 			l, err := dhcpLease(ctx, name)
 			if err != nil {
@@ -108,6 +121,22 @@ func dhcpLease(ctx context.Context, name string) (Link, error) {
 		l.Gateway = r[0]
 	}
 	l.RenewAt = time.Now().Add(ack.IPAddressLeaseTime(time.Hour) / 2)
+	return l, nil
+}
+
+// staticLink is the command line's address on NIC name. It never expires:
+// there is no lease to renew.
+func staticLink(name string, cmd Cmdline) (Link, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return Link{}, err
+	}
+	l := Link{Name: name, MAC: ifi.HardwareAddr, IP: net.IP(cmd.Addr.Addr().AsSlice()),
+		Mask:    net.CIDRMask(cmd.Addr.Bits(), 32),
+		RenewAt: time.Now().AddDate(100, 0, 0)}
+	if cmd.Gateway.IsValid() {
+		l.Gateway = net.IP(cmd.Gateway.AsSlice())
+	}
 	return l, nil
 }
 
