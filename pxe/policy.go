@@ -65,6 +65,9 @@ const (
 	// BootHTTP: UEFI HTTP boot clients get iPXE over HTTP; PXE clients
 	// get no boot file (no TFTP), iPXE its script.
 	BootHTTP BootPath = "http"
+	// BootVirtualMedia: the machine boots the agent from a CD its BMC
+	// attaches; a netboot request of its is given no boot file.
+	BootVirtualMedia BootPath = "virtual-media"
 )
 
 // Action is what a machine should do on its next netboot.

@@ -252,10 +252,15 @@ const (
 	// BootSecure: Secure Boot on; Debian's signed shim, signed GRUB and
 	// a signed kernel, never iPXE.
 	BootSecure = "secureboot"
+	// BootVirtualMedia: no netboot at all; metal builds a CD holding the
+	// install agent with the machine's static address, gateway and
+	// metal's URL, and its BMC (Redfish) attaches it, for a machine whose
+	// NIC has no DHCP path to metal but a routed one.
+	BootVirtualMedia = "virtual-media"
 )
 
 // BootPaths are the values of a machine's boot attribute.
-var BootPaths = []string{BootIPXE, BootHTTP, BootSecure}
+var BootPaths = []string{BootIPXE, BootHTTP, BootSecure, BootVirtualMedia}
 
 // WipeMethods are the values of a machine's wipe attribute: how its disks
 // are erased when it is deprovisioned. quick zeroes the first and last
@@ -276,7 +281,7 @@ type Machine struct {
 	Network  string // name of the network the machine boots on
 	Image    string // name of the image, "" for none
 	Power    string
-	Boot     string // BootIPXE, BootHTTP or BootSecure
+	Boot     string // one of BootPaths
 	Labels   map[string]string
 	// Disk is the device the agent installs onto ("" lets the agent pick the
 	// first non-removable disk).

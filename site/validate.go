@@ -248,6 +248,29 @@ func validateMachines(s *Site) hcl.Diagnostics {
 			diags = append(diags, validateBMC(fmt.Sprintf("Machine %q", m.Name), m.BMC)...)
 		}
 		diags = append(diags, validateHardware(m)...)
+		if m.Boot == BootVirtualMedia {
+			diags = append(diags, validateVirtualMedia(m)...)
+		}
+	}
+	return diags
+}
+
+// validateVirtualMedia: a machine booted from virtual media takes no DHCP
+// lease, so its address is declared, and its BMC speaks Redfish, which
+// has the virtual media actions.
+func validateVirtualMedia(m *Machine) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if !m.IP.IsValid() {
+		diags = append(diags, errorAt(m.Range("boot"), "Virtual media without an address",
+			"Machine %q boots from virtual media, where no DHCP server answers it: declare its ip (its network's gateway is its route to metal).", m.Name))
+	}
+	switch {
+	case m.BMC == nil:
+		diags = append(diags, errorAt(m.Range("boot"), "Virtual media without a BMC",
+			"Machine %q boots from virtual media, which its BMC attaches: add a bmc block with protocol = \"redfish\".", m.Name))
+	case m.BMC.Protocol == ProtocolIPMI:
+		diags = append(diags, errorAt(m.Range("boot"), "Virtual media needs Redfish",
+			"Machine %q boots from virtual media, but IPMI has no standard way to attach it; use protocol = \"redfish\" (or \"auto\") if the BMC speaks it.", m.Name))
 	}
 	return diags
 }

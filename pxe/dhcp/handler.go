@@ -695,6 +695,10 @@ func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log req
 		log.Info("http boot machine: no boot file for a PXE client (no TFTP)", "arch", c.arch)
 		return false
 	}
+	if herr == nil && host.Boot == pxe.BootVirtualMedia {
+		log.Info("virtual media machine: no boot file (it boots from the CD its BMC attaches)", "arch", c.arch)
+		return false
+	}
 	if herr == nil && host.Boot == pxe.BootSecure {
 		// Secure Boot: the signed chain only, never iPXE (unsigned, which
 		// the firmware would refuse), and nothing to a BIOS client.

@@ -257,6 +257,12 @@ func TestHandle(t *testing.T) {
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/boot/ipxe.efi",
 				Options: netOpts("web-01", map[string]string{"60": "HTTPClient", "67": "http://192.0.2.1:8080/boot/ipxe.efi"})},
 		},
+		"virtual media machine, UEFI HTTP boot: an address, no boot file": {
+			policy: bootPathPolicy(pxe.BootVirtualMedia),
+			req:    discover(macKnown, httpClient),
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "0.0.0.0", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0",
+				Options: netOpts("web-01", nil)},
+		},
 		"iPXE (user class) gets its script URL": {
 			req: discover(macKnown, pxeClient(iana.INTEL_X86PC), ipxeUserClass),
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/ipxe/52:54:00:00:01:01",
