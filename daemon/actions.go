@@ -127,6 +127,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 		ImagePath:    o.d.ImagePath,
 		ReadyURL:     o.d.ReadyURL,
 		BMC:          o.bmcs,
+		Media:        o.d.BootMedia,
 		AllowDestroy: true,
 		Logger:       o.log,
 	})

@@ -8,8 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/images/iso"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -179,4 +181,40 @@ func copyFile(src, dst string) (err error) {
 		return errors.Join(err, os.Remove(tmp))
 	}
 	return nil
+}
+
+// BootMedia builds the boot CD of a machine with boot = "virtual-media"
+// (apply.MediaFunc): the agent this daemon built, booted with cmdline,
+// under /files/media/ for the machine's BMC to fetch.
+func (d *Daemon) BootMedia(ctx context.Context, machine, cmdline string) (string, error) {
+	files := filepath.Join(d.StateDir, "files")
+	kernel, err := servedFile(files, d.Agent.Kernel)
+	if err != nil {
+		return "", err
+	}
+	var initrds []string
+	for _, p := range d.Agent.Initrds {
+		f, err := servedFile(files, p)
+		if err != nil {
+			return "", err
+		}
+		initrds = append(initrds, f)
+	}
+	tools, err := iso.FindTools()
+	if err != nil {
+		return "", err
+	}
+	m := iso.Media{Tools: tools, Dir: filepath.Join(files, "media"), URL: d.BaseURL + "/files/media",
+		Kernel: kernel, Initrds: initrds}
+	return m.Build(ctx, machine, cmdline)
+}
+
+// servedFile is the file under files that the HTTP server serves at p
+// (/files/...): an agent given as a URL cannot be put on a CD here.
+func servedFile(files, p string) (string, error) {
+	rel, ok := strings.CutPrefix(p, "/files/")
+	if !ok || rel == "" || strings.Contains(rel, "..") {
+		return "", fmt.Errorf("the install agent's file %q is not one metal serves from its state directory, so it cannot go on a boot CD; let metal build the agent", p)
+	}
+	return filepath.Join(files, filepath.FromSlash(rel)), nil
 }

@@ -200,6 +200,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 func (d *Daemon) Engine(o apply.Options) apply.Options {
 	o.AgentBoot = apply.AgentBoot(d.Agent)
 	o.ImageURL, o.ImageStream, o.ImagePath, o.ReadyURL = d.ImageURL, d.ImageStream, d.ImagePath, d.ReadyURL
+	o.Media = d.BootMedia
 	return o
 }
 

@@ -28,6 +28,7 @@ type BootDevice string
 const (
 	BootPXE  BootDevice = "pxe"
 	BootDisk BootDevice = "disk"
+	BootCD   BootDevice = "cd" // virtual media
 )
 
 // BMCFunc returns the BMC of a machine: rec is its inventory record, decl
@@ -128,8 +129,11 @@ func (b driverBMC) SetPower(ctx context.Context, on bool) error {
 
 func (b driverBMC) SetNextBoot(ctx context.Context, dev BootDevice, persistent bool) error {
 	d := bmc.BootPXE
-	if dev == BootDisk {
+	switch dev {
+	case BootDisk:
 		d = bmc.BootDisk
+	case BootCD:
+		d = bmc.BootCDROM
 	}
 	return b.d.SetBootDevice(ctx, d, bmc.BootOptions{Persistent: persistent})
 }

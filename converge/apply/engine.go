@@ -63,6 +63,9 @@ type Options struct {
 	ImagePath func(image string, src site.Source) string
 	// BMC gives each machine's BMC (see DriverBMCs).
 	BMC BMCFunc
+	// Media builds the boot CD of a machine with boot = "virtual-media".
+	// Nil: such machines fail their media step.
+	Media MediaFunc
 	// ReadyURL is the URL the installed OS of the machine with mac posts
 	// its phone-home to, with secret (the daemon's agent protocol,
 	// agentapi.ReadyPath). Nil: images checked by cloud-init's

@@ -71,6 +71,9 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		return m.finish(ctx, false)
 	}
 	diskless := im.Disk.URL == ""
+	if diskless && m.virtualMedia() {
+		return &stepError{StepIntent, fmt.Errorf("image %q is diskless (a kernel booted over the network), but machine %s boots from virtual media, which carries the install agent only", im.Name, m.name)}
+	}
 	if !diskless && m.r.opts.AgentBoot.Kernel == "" {
 		return &stepError{StepIntent, fmt.Errorf("image %q has a disk to write but metal has no install agent to boot; build it with `metal images build-agent`", im.Name)}
 	}
@@ -92,10 +95,15 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		if err := m.powerOff(ctx, on); err != nil {
 			return err
 		}
-		if taskID, since, err = m.writeInstallIntent(ctx, im); err != nil {
+		var in inventory.BootIntent
+		if taskID, since, in, err = m.writeInstallIntent(ctx, im); err != nil {
 			return &stepError{StepIntent, err}
 		}
-		if err := m.bmcStep(ctx, StepBootPXE, "", func(ctx context.Context) error {
+		if m.virtualMedia() {
+			if err := m.bootMedia(ctx, in); err != nil {
+				return err
+			}
+		} else if err := m.bmcStep(ctx, StepBootPXE, "", func(ctx context.Context) error {
 			return m.bmc.SetNextBoot(ctx, BootPXE, diskless)
 		}); err != nil {
 			return err
@@ -132,6 +140,11 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 			return nil
 		}); err != nil {
 			return &stepError{StepLocal, err}
+		}
+		if m.virtualMedia() {
+			if err := m.ejectMedia(ctx); err != nil {
+				return err
+			}
 		}
 		if err := m.bmcStep(ctx, StepLocal, "", func(ctx context.Context) error {
 			return m.bmc.SetNextBoot(ctx, BootDisk, false)
@@ -178,10 +191,16 @@ func (m *machineRun) resumePoint(rec inventory.Machine) Step {
 	return ""
 }
 
+// virtualMedia says the machine boots the agent from a CD its BMC attaches.
+func (m *machineRun) virtualMedia() bool {
+	return m.decl != nil && m.decl.Boot == site.BootVirtualMedia
+}
+
 // writeInstallIntent moves the machine to provisioning with a fresh boot
-// intent and returns the agent task's ID (disk images) and the event
-// sequence number after which the machine's netboot counts (diskless).
-func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (string, int64, error) {
+// intent and returns the agent task's ID (disk images), the event
+// sequence number after which the machine's netboot counts (diskless) and
+// the intent.
+func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (string, int64, inventory.BootIntent, error) {
 	m.recordStep(ctx, StepIntent, "")
 	var in inventory.BootIntent
 	var ready *inventory.Readiness
@@ -196,11 +215,11 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		ab := m.r.opts.AgentBoot
 		var err error
 		if ready, phoneHome, err = m.readiness(im, taskID); err != nil {
-			return "", 0, err
+			return "", 0, in, err
 		}
 		netConfig, err := m.networkConfig()
 		if err != nil {
-			return "", 0, err
+			return "", 0, in, err
 		}
 		checksum, format := im.Disk.Checksum, im.Format
 		if m.r.opts.ImageStream != nil {
@@ -225,16 +244,16 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		rec.Ready = ready
 		return moveTo(rec, inventory.StateProvisioning, "apply run "+m.r.run.ID+": install image "+im.Name, now)
 	}); err != nil {
-		return "", 0, err
+		return "", 0, in, err
 	}
 	ev, err := m.r.store.AppendEvent(ctx, inventory.Event{
 		Time: now, Machine: m.name, MAC: m.decl.MAC.String(), Kind: inventory.EventApply,
 		Message: fmt.Sprintf("run %s: boot intent install %s%s", m.r.run.ID, im.Name, taskNote(taskID)),
 	})
 	if err != nil {
-		return "", 0, err
+		return "", 0, in, err
 	}
-	return taskID, ev.Seq, nil
+	return taskID, ev.Seq, in, nil
 }
 
 // networkConfig renders the machine's NoCloud network-config from the
@@ -591,7 +610,7 @@ func (m *machineRun) recordStep(ctx context.Context, step Step, note string) {
 	m.log.Debug("step", "step", step)
 	st := m.r.steps[m.name]
 	switch {
-	case step == StepCheckBMC || step == StepPowerOff || step == StepBootPXE || step == StepInstall || step == StepPower:
+	case step == StepCheckBMC || step == StepPowerOff || step == StepBootPXE || step == StepMedia || step == StepInstall || step == StepPower:
 	case st.Step == string(step) && st.State == inventory.RunRunning:
 	default:
 		m.record(ctx, step, inventory.RunRunning, "")
