@@ -33,7 +33,7 @@ TEST_PACKAGES := qemu-system-x86 qemu-utils ipxe ipxe-qemu ovmf openipmi ipmitoo
 	redfishtool python3-sushy zstd xz-utils gzip util-linux kmod \
 	mtools dosfstools syslinux syslinux-common systemd-boot-efi chromium nftables \
 	python3-flask python3-tenacity python3-bcrypt python3-webob python3-pbr \
-	isc-dhcp-relay kea-admin xorriso isolinux \
+	isc-dhcp-relay kea-admin xorriso isolinux qemu-block-extra \
 	python3-yaml python3-jinja2 python3-configobj python3-jsonpatch python3-jsonschema \
 	python3-netifaces python3-oauthlib python3-requests python3-serial
 # isc-dhcp-relay's package enables a relay service; the tests start their
