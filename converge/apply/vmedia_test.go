@@ -25,6 +25,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images/initramfs"
 	"github.com/metal-dev/metal/images/iso"
+	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
@@ -56,7 +57,7 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
 		t.Fatal(err)
 	}
-	if err := bootkit.CheckDiskTools(); err != nil {
+	if err := bootdisk.CheckTools(); err != nil {
 		t.Fatal(err)
 	}
 	tools, err := iso.FindTools()
