@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -214,8 +213,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		return &exitError{code: exitFailed, err: err}
 	}
 	defer d.Close()
-	v := &localApplyView{a: a, f: f, saved: saved, path: path,
-		color: !f.noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""}
+	v := f.view(a, saved, path)
 	targets := f.targets
 	if saved != nil {
 		targets = saved.Targets
@@ -231,37 +229,15 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		}),
 		Serve: d.ServeWhile,
 	}, v)
-	if v.progress != nil {
-		v.progress.Close()
-	}
+	v.Close()
 	return applyResult(result, err)
 }
 
-// localApplyView is runner.View for an apply run in this process: the plan
-// and the question on this terminal, the progress in a view.Apply.
-type localApplyView struct {
-	a        *app
-	f        *applyFlags
-	saved    *plan.Plan
-	path     string
-	color    bool
-	progress *view.Apply
-}
-
-func (v *localApplyView) Plan(p *plan.Plan) (bool, error) {
-	p, err := showPlan(v.a, v.f, p, v.saved, v.path, v.color)
-	return p != nil, err
-}
-
-func (v *localApplyView) Approve() error { return confirmApply(v.a, v.f, v.saved) }
-
-func (v *localApplyView) Waiting() {
-	fmt.Fprintln(v.a.stderr, "Another metal apply is changing this site's machines; waiting for it to finish (Ctrl-C gives up).")
-}
-
-func (v *localApplyView) Start() apply.Hook {
-	v.progress = view.NewApply(v.a.stdout, v.f.asJSON, view.IsTerminal(v.a.stdout), v.color)
-	return v.progress
+// view is how the run shows on this terminal.
+func (f *applyFlags) view(a *app, saved *plan.Plan, path string) *view.ApplyRun {
+	return &view.ApplyRun{In: a.stdin, Out: a.stdout, Err: a.stderr, JSON: f.asJSON,
+		Color:        !f.noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == "",
+		AllowDestroy: f.allowDestroy, AutoApprove: f.autoApprove, Resume: f.resume, Saved: saved, Path: path}
 }
 
 // onInterrupt calls drain on the first Ctrl-C (or SIGTERM) and abandon on
@@ -285,57 +261,25 @@ func onInterrupt(a *app, drain, abandon func()) (stop func()) {
 	return func() { signal.Stop(sigs) }
 }
 
-// showPlan checks p, the plan computed for the run, against a saved plan,
-// prints it, and refuses destruction that was not allowed. A nil plan and
-// nil error: nothing to do.
-func showPlan(a *app, f *applyFlags, p *plan.Plan, saved *plan.Plan, path string, color bool) (*plan.Plan, error) {
-	if saved != nil && p.Digest != saved.Digest {
-		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", path)}
-	}
-	if !f.asJSON {
-		view.Plan(a.stdout, p, color)
-	}
-	if !p.HasChanges() {
-		return nil, nil
-	}
-	if d := p.Destructive(); len(d) > 0 && !f.allowDestroy {
-		names := make([]string, len(d))
-		for i, c := range d {
-			names[i] = c.Machine
-		}
-		return nil, &exitError{code: exitFailed, err: fmt.Errorf("the plan erases the disks of %s (reprovision or deprovision); rerun with --allow-destroy if that is meant, or leave them out with --target", strings.Join(names, ", "))}
-	}
-	return p, nil
-}
-
-// confirmApply asks on the terminal unless --auto-approve or a saved plan
-// says the operator already agreed.
-func confirmApply(a *app, f *applyFlags, saved *plan.Plan) error {
-	if saved != nil || f.autoApprove {
-		return nil
-	}
-	what := "apply these changes"
-	if f.resume {
-		what = "resume the interrupted apply run"
-	}
-	ok, err := view.Confirm(a.stdin, a.stdout, what)
-	if err != nil {
-		return &exitError{code: exitFailed, err: err}
-	}
-	if !ok {
-		fmt.Fprintln(a.stdout, "Apply cancelled; nothing was changed.")
-		return silentExit(exitFailed)
-	}
-	return nil
-}
-
 // applyResult turns how a run ended into the verb's error.
 func applyResult(result apply.Result, err error) error {
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return refused(err)
 	}
 	if err := result.Err(); err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
 	return nil
+}
+
+// refused is the verb's error for a run that did not start or ended in
+// err (nil: nothing to do); a cancel was already said.
+func refused(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, view.ErrCancelled):
+		return silentExit(exitFailed)
+	}
+	return &exitError{code: exitFailed, err: err}
 }

@@ -4,12 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/metal-dev/metal/inventory"
-
-	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
@@ -36,7 +33,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	}
 	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
 	client := apiclient.New(sock)
-	color := !f.noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
+	v := f.view(a, saved, sitePath)
 
 	abs, err := filepath.Abs(sitePath)
 	if err != nil {
@@ -59,21 +56,20 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		if err != nil {
 			return &exitError{code: exitFailed, err: err}
 		}
-		if p, err = showPlan(a, f, p, saved, sitePath, color); p == nil || err != nil {
-			return err
+		if ok, err := v.Plan(p); !ok || err != nil {
+			return refused(err)
 		}
 		req.PlanDigest = p.Digest
 	}
-	if err := confirmApply(a, f, saved); err != nil {
-		return err
+	if err := v.Approve(); err != nil {
+		return refused(err)
 	}
 
 	stop := onInterrupt(a, func() { stopSubmitted(a, client, false) }, func() { stopSubmitted(a, client, true) })
 	defer stop()
 
-	progress := view.NewApply(a.stdout, f.asJSON, view.IsTerminal(a.stdout), color)
-	result, runErr := client.Apply(req, progress)
-	progress.Close()
+	result, runErr := client.Apply(req, v.Progress())
+	v.Close()
 	if result == nil && runErr == nil {
 		runErr = errors.New("metal serve stopped before the run ended (`metal events` shows how far it got; `metal apply --resume` continues it once metal serve runs again)")
 	}
