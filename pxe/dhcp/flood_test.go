@@ -4,11 +4,13 @@ package dhcp
 // two: the known machines' packets must still be answered.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -17,10 +19,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
-	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
 	"github.com/metal-dev/metal/internal/procstat"
@@ -106,7 +108,9 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 	// Before the flood: an offer to a machine the server does not know.
 	offeredNS := lab.AddHost("offered", floodOfferedMAC)
 	offeredConn := udpIn(t, offeredNS, "eth0", clientPort)
-	disc := discover(floodOfferedMAC)
+	// A UDP socket on an interface without an address hears only
+	// broadcasts: the broadcast flag asks for them.
+	disc := discover(floodOfferedMAC, dhcpv4.WithBroadcast(true))
 	offer := parseReply(t, exchange(t, offeredConn, disc.ToBytes(), disc.TransactionID, "255.255.255.255:67", 3*time.Second))
 	if offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
 		t.Fatalf("no offer before the flood: %v", offer)
@@ -114,8 +118,7 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 	knownNS := lab.AddHost("known", floodKnownMAC)
 
 	flooder := lab.AddHost("flood", nil)
-	flooder.MustIP("addr", "add", "192.0.2.250/24", "dev", "eth0")
-	conn := udpIn(t, flooder, "eth0", clientPort)
+	fd := floodSocket(t, flooder)
 	var sent atomic.Int64
 	stop := make(chan struct{})
 	flooded := make(chan error, 1)
@@ -134,15 +137,21 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 				return
 			}
 		}
-		// Batches of floodBatch packets per system call (sendmmsg): a
-		// flood cheaper to send than to read.
-		dst := &net.UDPAddr{IP: net.IPv4bcast, Port: serverPort}
-		msgs := make([]ipv4.Message, floodMACs)
-		for i := range msgs {
+		// Each DISCOVER in a frame from its own MAC, as a rack's machines
+		// send them: the lab's bridge learns where each MAC is, as a
+		// switch does, and the replies to the flood go to the flooder's
+		// port only. Without the broadcast flag, as Linux clients send
+		// them.
+		frames := make([]mmsghdr, floodMACs)
+		iovs := make([]unix.Iovec, floodMACs)
+		for i := range frames {
 			mac := net.HardwareAddr{0x02, 0xff, 0, byte(i >> 16), byte(i >> 8), byte(i)}
-			msgs[i] = ipv4.Message{Buffers: [][]byte{discover(mac, pxeClient(iana.INTEL_X86PC)).ToBytes()}, Addr: dst}
+			b := floodFrame(mac, discover(mac, pxeClient(iana.INTEL_X86PC)).ToBytes())
+			iovs[i].Base = &b[0]
+			iovs[i].SetLen(len(b))
+			frames[i].hdr.Iov = &iovs[i]
+			frames[i].hdr.SetIovlen(1)
 		}
-		pc := ipv4.NewPacketConn(conn)
 		for i := 0; ; {
 			select {
 			case <-stop:
@@ -150,13 +159,20 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 				return
 			default:
 			}
-			n, err := pc.WriteBatch(msgs[i:min(i+floodBatch, len(msgs))], 0)
-			if err != nil {
-				flooded <- fmt.Errorf("flood: %w", err)
+			// Batches of floodBatch frames per system call (sendmmsg):
+			// a flood cheaper to send than to read.
+			batch := frames[i:min(i+floodBatch, len(frames))]
+			r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&batch[0])), uintptr(len(batch)), 0, 0, 0)
+			n := int(r)
+			switch {
+			case errno == unix.ENOBUFS:
+				n = 0
+			case errno != 0:
+				flooded <- fmt.Errorf("flood: %w", errno)
 				return
 			}
 			sent.Add(int64(n))
-			i = (i + n) % len(msgs)
+			i = (i + n) % len(frames)
 		}
 	}()
 	stopped := false
@@ -231,6 +247,44 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 	if st.HeapGrowth > 32<<20 {
 		t.Errorf("heap grew by %d MiB during the flood", st.HeapGrowth>>20)
 	}
+}
+
+// floodSocket returns a packet socket that sends whole Ethernet frames
+// on ns's eth0; it is closed when the test ends.
+func floodSocket(t *testing.T, ns *pxetest.Netns) int {
+	fd := -1
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName("eth0")
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
+			return fmt.Errorf("packet socket: %w", err)
+		}
+		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_IP), Ifindex: ifi.Index})
+	})
+	if fd >= 0 {
+		t.Cleanup(func() { unix.Close(fd) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+// mmsghdr is struct mmsghdr (sendmmsg(2)), which x/sys/unix does not
+// name.
+type mmsghdr struct {
+	hdr unix.Msghdr
+	len uint32
+	_   [4]byte
+}
+
+// floodFrame returns a client's broadcast of payload from port 68 to 67,
+// in an Ethernet frame from mac.
+func floodFrame(mac net.HardwareAddr, payload []byte) []byte {
+	eth := append(append(bytes.Repeat([]byte{0xff}, 6), mac...), 0x08, 0x00) // to all, from mac, IPv4
+	return append(eth, ipv4UDP(netip.AddrPortFrom(netip.IPv4Unspecified(), clientPort), netip.AddrPortFrom(broadcast.Addr(), serverPort), payload)...)
 }
 
 // requestOffered sends the REQUEST for offer as a client in SELECTING

@@ -648,13 +648,15 @@ func TestConfigErrors(t *testing.T) {
 func TestReplyAddr(t *testing.T) {
 	ack := msg(dhcpv4.MessageTypeAck, macKnown)
 	nak := msg(dhcpv4.MessageTypeNak, macKnown)
+	offer := msg(dhcpv4.MessageTypeOffer, macKnown, dhcpv4.WithYourIP(net.IPv4(192, 0, 2, 10)))
 	tests := map[string]struct {
 		req, resp *dhcpv4.DHCPv4
 		from      From
 		want      string
 	}{
-		"no address: broadcast":           {discover(macKnown), ack, From{}, "255.255.255.255:68"},
-		"broadcast flag":                  {discover(macKnown, dhcpv4.WithBroadcast(true)), ack, From{}, "255.255.255.255:68"},
+		"no address: to yiaddr at chaddr": {discover(macKnown), offer, From{}, "192.0.2.10:68 at " + macKnown.String()},
+		"broadcast flag":                  {discover(macKnown, dhcpv4.WithBroadcast(true)), offer, From{}, "255.255.255.255:68"},
+		"no yiaddr: broadcast":            {discover(macKnown), ack, From{}, "255.255.255.255:68"},
 		"renewing: unicast to ciaddr":     {request(macKnown, dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 11))), ack, From{}, "192.0.2.11:68"},
 		"NAK to a client: broadcast":      {request(macKnown, dhcpv4.WithClientIP(net.IPv4(192, 0, 2, 11))), nak, From{}, "255.255.255.255:68"},
 		"relayed: to the relay's port 67": {discover(macKnown, dhcpv4.WithRelay(relayIP)), nak, From{}, "198.51.100.1:67"},

@@ -150,7 +150,9 @@ func TestAckWaitsForSave(t *testing.T) {
 	client := lab.AddHost("c", pxetest.MAC(60))
 	conn := udpIn(t, client, "eth0", clientPort)
 
-	disc := discover(pxetest.MAC(60))
+	// A UDP socket on an interface without an address hears only
+	// broadcasts: the broadcast flag asks for them.
+	disc := discover(pxetest.MAC(60), dhcpv4.WithBroadcast(true))
 	offer := parseReply(t, exchange(t, conn, disc.ToBytes(), disc.TransactionID, "255.255.255.255:67", 3*time.Second))
 	if offer == nil || offer.MessageType() != dhcpv4.MessageTypeOffer {
 		t.Fatalf("no offer while saves are held: %v", offer)

@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/iana"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/sys/unix"
 
@@ -62,6 +63,9 @@ type Server struct {
 	// listening is closed once the leases are loaded and the sockets
 	// bound (Listening).
 	listening latch.Latch
+	// link sends replies to clients that have no address yet; nil when
+	// the server cannot open it, and then they are broadcast.
+	link *linkSender
 }
 
 // NewServer checks cfg and returns a server; Serve loads the leases from
@@ -121,6 +125,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		pxeConn = len(conns)
 		conns = append(conns, c)
+	}
+	if s.link, err = openLinkSender(s.cfg.Interface, s.cfg.ServerIP); err != nil {
+		s.log.Warn("replies to clients without an address are broadcast", "err", err)
+	} else {
+		defer s.link.Close()
 	}
 	steerCtx, stopSteering := context.WithCancel(ctx)
 	defer stopSteering()
@@ -480,9 +489,23 @@ func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	}
 	s.observe(msgType, observedName(a.resp.MessageType()))
 	dst := replyAddr(req, a.resp, From{Peer: p.peer, PXEPort: p.pxe})
-	if _, err := p.conn.WriteTo(a.resp.ToBytes(), net.UDPAddrFromAddrPort(dst)); err != nil {
+	if err := s.write(p.conn, dst, a.resp.ToBytes()); err != nil {
 		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
 	}
+}
+
+// write sends b to dst: in a frame to its hardware address if it has one
+// and the server can (else broadcast, which every client without an
+// address hears), otherwise through the UDP socket c.
+func (s *Server) write(c net.PacketConn, dst replyTo, b []byte) error {
+	if dst.hw != nil {
+		if s.link != nil && len(b) <= maxUDPPayload {
+			return s.link.send(dst.hw, dst.addr, b)
+		}
+		dst.addr = broadcast
+	}
+	_, err := c.WriteTo(b, net.UDPAddrFromAddrPort(dst.addr))
+	return err
 }
 
 // logBudget lets through at most logPerSecond records a second and
@@ -551,26 +574,48 @@ func (s *Server) observe(msgType, result string) {
 
 var broadcast = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), clientPort)
 
+// replyTo is where a reply goes: to addr, and when hw is set, in a frame
+// to that hardware address (the client has no address for the IP stack
+// to resolve yet).
+type replyTo struct {
+	addr netip.AddrPort
+	hw   net.HardwareAddr
+}
+
+func (r replyTo) String() string {
+	if r.hw != nil {
+		return r.addr.String() + " at " + r.hw.String()
+	}
+	return r.addr.String()
+}
+
 // replyAddr is where a reply goes (RFC 2131 4.1): back to the sender on
-// port 4011; to a relay's port 67; to a client that has an address
-// (renewing, INFORM) at that address; else broadcast. Unicast to yiaddr
-// would need an ARP entry for an address the client does not have yet, and
-// every client listens for broadcasts while it has none, so a client
-// without an address always gets a broadcast, whatever its broadcast flag.
-func replyAddr(req, resp *dhcpv4.DHCPv4, from From) netip.AddrPort {
+// port 4011; to a relay's port 67; a NAK, broadcast; to a client that has
+// an address (renewing, INFORM) at that address; to a client that asked
+// for a broadcast (its broadcast flag: it cannot receive a unicast before
+// it has its address), or that is given no address, broadcast; else to
+// yiaddr at its hardware address. Broadcasts reach every client on the
+// link and under a flood of DISCOVERs fill the buffers of those waiting
+// for their own reply: a unicast reaches one port of a switch that has
+// learned the MAC.
+func replyAddr(req, resp *dhcpv4.DHCPv4, from From) replyTo {
 	if from.PXEPort {
-		return from.Peer
+		return replyTo{addr: from.Peer}
 	}
 	if gi, ok := addr4(req.GatewayIPAddr); ok {
-		return netip.AddrPortFrom(gi, serverPort)
+		return replyTo{addr: netip.AddrPortFrom(gi, serverPort)}
 	}
 	if resp.MessageType() == dhcpv4.MessageTypeNak {
-		return broadcast
+		return replyTo{addr: broadcast}
 	}
 	if ci, ok := addr4(req.ClientIPAddr); ok {
-		return netip.AddrPortFrom(ci, clientPort)
+		return replyTo{addr: netip.AddrPortFrom(ci, clientPort)}
 	}
-	return broadcast
+	yi, ok := addr4(resp.YourIPAddr)
+	if !ok || req.IsBroadcast() || req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
+		return replyTo{addr: broadcast}
+	}
+	return replyTo{addr: netip.AddrPortFrom(yi, clientPort), hw: req.ClientHWAddr}
 }
 
 // recvBuffer is the receive buffer asked for the server's sockets. The
