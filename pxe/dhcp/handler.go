@@ -98,6 +98,9 @@ func NewHandler(cfg Config, policy pxe.BootPolicy, store LeaseStore, log *slog.L
 		reservedFor = r.MACOf
 	}
 	h.leases = newLeaseTable(store, nets, reservedFor, log)
+	if h.limit != nil {
+		h.limit.holds = h.leases.has
+	}
 	return h, nil
 }
 

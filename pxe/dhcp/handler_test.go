@@ -611,6 +611,23 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestRateLimitSparesHolders: a MAC that holds an address keeps its
+// (spent) bucket while MACs that hold none come and go.
+func TestRateLimitSparesHolders(t *testing.T) {
+	holder := macKey{1}
+	r := newRateLimiter(RateLimit{Burst: 1, Every: time.Hour, MaxTracked: 4})
+	r.holds = func(k macKey) bool { return k == holder }
+	if !r.allow(holder, t0) {
+		t.Fatal("first packet limited")
+	}
+	for i := range 100 {
+		r.allow(macKey{2, byte(i)}, t0)
+	}
+	if r.allow(holder, t0) {
+		t.Error("the holder's bucket was forgotten: it got a fresh burst")
+	}
+}
+
 func TestConfigErrors(t *testing.T) {
 	tests := map[string]struct {
 		edit func(*Config)

@@ -11,6 +11,10 @@ type rateLimiter struct {
 	every time.Duration
 	max   int
 
+	// holds reports whether a MAC holds an address (offered or leased);
+	// eviction spares those it can. Nil: none does. Called with mu held.
+	holds func(macKey) bool
+
 	mu      sync.Mutex
 	buckets map[macKey]bucket
 }
@@ -66,30 +70,39 @@ func (r *rateLimiter) refill(b bucket, now time.Time) float64 {
 	return t
 }
 
-// evict forgets one MAC: an idle one (its bucket full again, so forgetting
-// it changes nothing) among a few looked at, else the first looked at.
-// Map iteration starts at a random place, so under a flood of fresh MACs
-// this is random eviction, and a MAC that is forgotten only gets a fresh
-// burst: the limit can be diluted by a flood of many MACs, never turned
-// against a well-behaved one.
+// evict forgets one MAC among a few looked at: an idle one (its bucket
+// full again, so forgetting it changes nothing), else one that holds no
+// address, else the first looked at. Map iteration starts at a random
+// place, so under a flood of fresh MACs this is random eviction, and a MAC
+// that is forgotten only gets a fresh burst: the limit can be diluted by a
+// flood of many MACs, never turned against a well-behaved one. The MACs
+// that hold an address are spared because they are the ones a server
+// answers once its pool is spent: a fresh burst for each of them is a
+// burst of OFFERs on the link.
 func (r *rateLimiter) evict(now time.Time) {
 	const look = 16
-	var victim macKey
-	n := 0
+	var first, free macKey
+	n, haveFree := 0, false
 	for k, b := range r.buckets {
 		if n == 0 {
-			victim = k
+			first = k
 		}
 		if r.refill(b, now) >= r.burst {
-			victim = k
-			break
+			delete(r.buckets, k)
+			return
+		}
+		if !haveFree && (r.holds == nil || !r.holds(k)) {
+			free, haveFree = k, true
 		}
 		n++
 		if n == look {
 			break
 		}
 	}
-	delete(r.buckets, victim)
+	if haveFree {
+		first = free
+	}
+	delete(r.buckets, first)
 }
 
 func (r *rateLimiter) size() int {
