@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/internal/humanize"
+	"github.com/metal-dev/metal/internal/hwinv"
 )
 
 // PowerState is the last observed power state of a machine, as its BMC
@@ -360,11 +361,15 @@ type Machine struct {
 	Identity Identity   `json:"identity"`
 	Power    PowerState `json:"power,omitempty"`
 	// PowerAt is when Power was observed.
-	PowerAt  time.Time    `json:"power_at,omitzero"`
-	Hardware *Hardware    `json:"hardware,omitempty"`
-	State    State        `json:"state"`
-	History  []Transition `json:"history,omitempty"`
-	Intent   BootIntent   `json:"intent"`
+	PowerAt  time.Time `json:"power_at,omitzero"`
+	Hardware *Hardware `json:"hardware,omitempty"`
+	// BMCHardware is the deep inventory the machine's BMC last reported
+	// (read by the apply that provisioned it); a plan compares the BMC's
+	// current one with it (a swapped disk or NIC is a finding).
+	BMCHardware *hwinv.Report `json:"bmc_hardware,omitempty"`
+	State       State         `json:"state"`
+	History     []Transition  `json:"history,omitempty"`
+	Intent      BootIntent    `json:"intent"`
 	// Agent is the install agent's last report about Intent.Task.
 	Agent *AgentStatus `json:"agent,omitempty"`
 	// Ready is the last install's readiness: what it waits for, and when

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"github.com/metal-dev/metal/internal/hwinv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 )
@@ -74,6 +75,10 @@ func fillStore(t *testing.T, s inventory.Store, now time.Time) {
 		}
 	}
 	web.Intent = inventory.BootIntent{Action: inventory.BootLocal}
+	web.BMCHardware = &hwinv.Report{Source: "redfish", ReadAt: now.Add(-time.Hour),
+		CPUs:     []hwinv.CPU{{Socket: "CPU 1", Model: "Xeon 6330", Cores: 28, Threads: 56, Health: "OK"}},
+		Disks:    []hwinv.Disk{{Name: "Drive 1", Model: "ST4000", Serial: "S-HD-2", Bytes: 4 << 40, Media: "HDD", Protocol: "SATA", Health: "Critical"}},
+		Firmware: []hwinv.Firmware{{ID: "BIOS", Version: "2.1.0"}}}
 	disc := inventory.Machine{Name: "disc-525400aabbcc", MAC: "52:54:00:aa:bb:cc", Hardware: &inventory.Hardware{
 		CPU:         inventory.CPU{Model: "QEMU Virtual CPU", Sockets: 1, Cores: 2, Threads: 2},
 		MemoryBytes: 2 << 30,
@@ -172,6 +177,7 @@ func TestMachineShow(t *testing.T) {
 			"Machine web-01", "192.0.2.11", "provisioned", "rack=r01",
 			"ready → provisioning  apply run-1", "provisioning → provisioned  agent: image written",
 			"fetch 119", "Action:        local",
+			"BMC inventory (redfish, read", "unhealthy: disk Drive 1: Critical", "Disk Drive 1:", "serial S-HD-2 [Critical]", "Firmware:      BIOS 2.1.0",
 		}},
 		"discovered by MAC": {ref: "52-54-00-AA-BB-CC", wantAdopt: true, want: []string{
 			"Machine disc-525400aabbcc", "192.0.2.200 until", "QEMU Virtual CPU, 1 sockets, 2 cores", "Disk sda", "offer 120",

@@ -18,6 +18,7 @@ import (
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
 )
@@ -73,11 +74,13 @@ or the inventory changed since.` + deprecatedFileArg,
 			var obs map[string]plan.Attributes
 			var findings []plan.Finding
 			if refresh {
-				var err error
-				if obs, err = observedAttributes(cmd.Context(), a, res.Site, filepath.Dir(path)); err != nil {
+				machines, err := observedMachines(cmd.Context(), a, res.Site, filepath.Dir(path))
+				if err != nil {
 					return &exitError{code: exitFailed, err: err}
 				}
+				obs = apply.ObservedFrom(machines, res.Site)
 				findings = apply.RefreshHardware(cmd.Context(), res.Site, obs, hardwareBMCs(a))
+				findings = append(findings, apply.InventoryDrift(cmd.Context(), res.Site, machines, hardwareBMCs(a))...)
 			}
 			full := plan.Compute(res.Site, obs)
 			full.Findings, full.HardwareRefreshed = findings, refresh
@@ -124,10 +127,11 @@ func hardwareBMCs(a *app) apply.BMCFunc {
 	return apply.DriverBMCs(a.logger(), func(c *bmc.Config) { c.Timeout, c.Retries = 10*time.Second, 1 })
 }
 
-// observedAttributes reads what metal last applied to each machine from
+// observedMachines reads the machines (what metal last applied to each,
+// the deep inventory their BMCs last reported) from
 // the site's state store. A file store that does not exist yet has
 // observed nothing (and is not created: plan changes nothing).
-func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir string) (map[string]plan.Attributes, error) {
+func observedMachines(ctx context.Context, a *app, s *site.Site, siteDir string) ([]inventory.Machine, error) {
 	state := site.ResolveState(s.Settings.State, siteDir)
 	if p, ok := strings.CutPrefix(state, "file://"); ok {
 		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
@@ -138,11 +142,7 @@ func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir strin
 	if errors.Is(err, bolt.ErrLocked) {
 		// metal serve holds the store: ask it what the store holds.
 		if r, ok := apiclient.Beside(state); ok {
-			machines, err := r.Machines(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return apply.ObservedFrom(machines, s), nil
+			return r.Machines(ctx)
 		}
 		return nil, fmt.Errorf("%w; or plan without reading it: --refresh=false", err)
 	}
@@ -150,5 +150,9 @@ func observedAttributes(ctx context.Context, a *app, s *site.Site, siteDir strin
 		return nil, err
 	}
 	defer store.Close()
-	return apply.Observed(ctx, store, s)
+	machines, _, err := store.Machines(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read machines from the state store: %w", err)
+	}
+	return machines, nil
 }

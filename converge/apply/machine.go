@@ -92,6 +92,7 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		if err != nil {
 			return err
 		}
+		m.recordHardware(ctx)
 		if err := m.powerOff(ctx, on); err != nil {
 			return err
 		}

@@ -75,6 +75,11 @@ func PlanHardware(ctx context.Context, store inventory.Store, s *site.Site, bmcs
 		return nil, err
 	}
 	findings := RefreshHardware(ctx, s, obs, bmcs)
+	machines, _, err := store.Machines(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read machines from the state store: %w", err)
+	}
+	findings = append(findings, InventoryDrift(ctx, s, machines, bmcs)...)
 	p := plan.Compute(s, obs)
 	p.Findings, p.HardwareRefreshed = findings, true
 	return p, nil

@@ -3,13 +3,16 @@ package view
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/metal-dev/metal/internal/humanize"
+	"github.com/metal-dev/metal/internal/hwinv"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -185,6 +188,10 @@ func Machine(w io.Writer, d MachineDetail, now time.Time) {
 		}
 	}
 
+	if hw := m.BMCHardware; hw != nil {
+		bmcHardware(w, *hw, now)
+	}
+
 	in := m.Intent
 	fmt.Fprintf(w, "\nBoot intent\n")
 	kv("Action", string(orNone(in.Action)))
@@ -222,6 +229,46 @@ func Machine(w io.Writer, d MachineDetail, now time.Time) {
 	lastEvents(w, d.Events)
 	if d.Adopt != "" {
 		fmt.Fprintf(w, "\nThis machine was discovered, not declared. To adopt it, add to the site file\n(pick its name, address and image), then run `metal apply`:\n\n%s", d.Adopt)
+	}
+}
+
+// bmcHardware prints the deep inventory the machine's BMC last reported.
+func bmcHardware(w io.Writer, r hwinv.Report, now time.Time) {
+	fmt.Fprintf(w, "\nBMC inventory (%s, read %s)\n", r.Source, when(r.ReadAt, now))
+	line := func(k, v string) { fmt.Fprintf(w, "  %-14s %s\n", k+":", v) }
+	health := func(h string) string {
+		if h == "" || strings.EqualFold(h, "OK") {
+			return ""
+		}
+		return " [" + h + "]"
+	}
+	line("Summary", HardwareSummary(r))
+	for _, c := range r.CPUs {
+		line("CPU "+c.Socket, fmt.Sprintf("%s, %d cores, %d threads%s", orDash(c.Model), c.Cores, c.Threads, health(c.Health)))
+	}
+	for _, d := range r.DIMMs {
+		line("DIMM "+d.Name, strings.TrimSpace(fmt.Sprintf("%s %s %d MHz serial %s%s", Bytes(d.Bytes), d.Type, d.SpeedMHz, orDash(d.Serial), health(d.Health))))
+	}
+	for _, d := range r.Disks {
+		line("Disk "+d.Name, strings.TrimSpace(fmt.Sprintf("%s %s %s %s serial %s%s", Bytes(d.Bytes), d.Media, d.Protocol, d.Model, orDash(d.Serial), health(d.Health))))
+	}
+	for _, n := range r.NICs {
+		line("NIC "+n.Name, strings.TrimSpace(fmt.Sprintf("%s %s %d Mb/s%s", n.MAC, n.Link, n.SpeedMbps, health(n.Health))))
+	}
+	for _, p := range r.PSUs {
+		line("PSU "+p.Name, strings.TrimSpace(fmt.Sprintf("%s %d W serial %s%s", p.Model, p.Watts, orDash(p.Serial), health(p.Health))))
+	}
+	for _, f := range r.Fans {
+		line("Fan "+f.Name, fmt.Sprintf("%.0f %s%s", f.Reading, f.Units, health(f.Health)))
+	}
+	for _, t := range r.Temperatures {
+		line("Temp "+t.Name, fmt.Sprintf("%.1f °C%s", t.Reading, health(t.Health)))
+	}
+	for _, f := range r.Firmware {
+		line("Firmware", strings.TrimSpace(fmt.Sprintf("%s %s %s", f.ID, f.Version, f.Name)))
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.FRU)) {
+		line("FRU "+k, r.FRU[k])
 	}
 }
 
