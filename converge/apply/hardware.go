@@ -82,18 +82,7 @@ func RefreshHardware(ctx context.Context, s *site.Site, obs map[string]plan.Attr
 		}
 	}
 	results := make([]hwResult, len(todo))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, m := range todo {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i] = readHardware(ctx, m, bmcs)
-		}()
-	}
-	wg.Wait()
+	eachBMC(len(todo), func(i int) { results[i] = readHardware(ctx, todo[i], bmcs) })
 	var out []plan.Finding
 	for _, r := range results {
 		for _, f := range r.findings {
@@ -236,4 +225,22 @@ func listAttrs(a map[string]string) string {
 		keys[i] = k + "=" + a[k]
 	}
 	return strings.Join(keys, ", ")
+}
+
+// eachBMC runs fn(0..n-1), at most 16 at a time: one slow BMC must not
+// hold up a plan of a rack, and a rack's worth must not all be asked at
+// once.
+func eachBMC(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }

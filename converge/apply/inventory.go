@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 
 	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/internal/hwinv"
@@ -78,37 +77,29 @@ func InventoryDrift(ctx context.Context, s *site.Site, machines []inventory.Mach
 		}
 	}
 	found := make([][]string, len(todo))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
-	for i, m := range todo {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			rec := kept[m.Name]
-			b, err := bmcs(rec, m)
-			if err != nil || b == nil {
-				return // RefreshHardware and the run itself say so
-			}
-			hr, ok := b.(HardwareReader)
-			if !ok {
-				return
-			}
-			now, err := hr.Hardware(ctx)
-			if err != nil {
-				found[i] = []string{fmt.Sprintf("hardware inventory not read: %v", err)}
-				return
-			}
-			for _, d := range hwinv.Drift(*rec.BMCHardware, *now) {
-				found[i] = append(found[i], "hardware drift since "+rec.BMCHardware.ReadAt.Format("2006-01-02 15:04")+": "+d)
-			}
-			for _, u := range now.Unhealthy() {
-				found[i] = append(found[i], "unhealthy: "+u)
-			}
-		}()
-	}
-	wg.Wait()
+	eachBMC(len(todo), func(i int) {
+		m := todo[i]
+		rec := kept[m.Name]
+		b, err := bmcs(rec, m)
+		if err != nil || b == nil {
+			return // RefreshHardware and the run itself say so
+		}
+		hr, ok := b.(HardwareReader)
+		if !ok {
+			return
+		}
+		now, err := hr.Hardware(ctx)
+		if err != nil {
+			found[i] = []string{fmt.Sprintf("hardware inventory not read: %v", err)}
+			return
+		}
+		for _, d := range hwinv.Drift(*rec.BMCHardware, *now) {
+			found[i] = append(found[i], "hardware drift since "+rec.BMCHardware.ReadAt.Format("2006-01-02 15:04")+": "+d)
+		}
+		for _, u := range now.Unhealthy() {
+			found[i] = append(found[i], "unhealthy: "+u)
+		}
+	})
 	var out []plan.Finding
 	for i, m := range todo {
 		for _, f := range found[i] {
