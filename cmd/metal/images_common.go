@@ -83,3 +83,18 @@ func (e *imagesEnv) selectFiles(names []string) ([]images.File, error) {
 	}
 	return out, nil
 }
+
+// openFiles opens the images' environment and selects the files of the
+// named images (all with none); close the environment when done.
+func openFiles(a *app, f *imagesFlags, progress io.Writer, names []string) (*imagesEnv, []images.File, error) {
+	env, err := openImages(a, f, progress)
+	if err != nil {
+		return nil, nil, err
+	}
+	files, err := env.selectFiles(names)
+	if err != nil {
+		env.Close()
+		return nil, nil, err
+	}
+	return env, files, nil
+}

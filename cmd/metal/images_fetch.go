@@ -39,15 +39,11 @@ refused.`,
 			if f.asJSON {
 				progress = nil
 			}
-			env, err := openImages(a, &f, progress)
+			env, files, err := openFiles(a, &f, progress, names)
 			if err != nil {
 				return err
 			}
 			defer env.Close()
-			files, err := env.selectFiles(names)
-			if err != nil {
-				return err
-			}
 			var rows []view.FileRow
 			failed := 0
 			for _, file := range files {

@@ -21,15 +21,11 @@ checksum, copied in at the next fetch or serve).`,
 		Example: `  metal images list --site site.hcl
   metal images list --site site.hcl debian-12 --json`,
 		RunE: func(cmd *cobra.Command, names []string) error {
-			env, err := openImages(a, &f, nil)
+			env, files, err := openFiles(a, &f, nil, names)
 			if err != nil {
 				return err
 			}
 			defer env.Close()
-			files, err := env.selectFiles(names)
-			if err != nil {
-				return err
-			}
 			var rows []view.FileRow
 			for _, file := range files {
 				rows = append(rows, view.NewFileRow(env.cache.Status(file), nil))

@@ -28,15 +28,11 @@ The exit status is 1 if any file is corrupt or not in the cache.`,
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			env, err := openImages(a, &f, nil)
+			env, files, err := openFiles(a, &f, nil, names)
 			if err != nil {
 				return err
 			}
 			defer env.Close()
-			files, err := env.selectFiles(names)
-			if err != nil {
-				return err
-			}
 			var rows []view.FileRow
 			bad := 0
 			for _, file := range files {
