@@ -177,7 +177,10 @@ type Config struct {
 	// 443 (80 for http), IPMI 623.
 	Address  string `json:"address"`
 	Username string `json:"username"`
-	Password Secret `json:"password"`
+	// UsernameSecret: the username is secret too (it came from a
+	// sensitive variable); it is redacted as the password is.
+	UsernameSecret bool   `json:"-"`
+	Password       Secret `json:"password"`
 	// RedfishAuth is AuthAuto (default), AuthSession or AuthBasic.
 	RedfishAuth string `json:"redfish_auth,omitempty"`
 	// InsecureTLS skips certificate verification; off by default.

@@ -61,7 +61,12 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, redact: newRedactor(cfg.Username, cfg.Password.reveal())}
+	secrets := []string{cfg.Password.reveal()}
+	user := cfg.Username
+	if cfg.UsernameSecret {
+		secrets, user = append(secrets, cfg.Username), ""
+	}
+	c := &Client{cfg: cfg, redact: newRedactor(user, secrets...)}
 	c.log = slog.New(redactHandler{next: log.Handler(), r: c.redact}).With("machine", cfg.Machine, "bmc", cfg.Address)
 
 	switch cfg.Protocol {

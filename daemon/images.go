@@ -63,7 +63,7 @@ func ensureImages(ctx context.Context, cache *images.Cache, s *site.Site) (*imag
 		served, err := cache.EnsureServed(ctx, f)
 		if err != nil {
 			return nil, fmt.Errorf("image %q %s %s: %w (`metal images fetch` or `metal images import` put it in the cache)",
-				f.Image, f.Kind, f.Source.URL, err)
+				f.Image, f.Kind, f.Source.Display(), err)
 		}
 		catalog.Files[i].Served = served
 	}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -212,7 +213,7 @@ func (c *Cache) EnsureServed(ctx context.Context, f File) (Served, error) {
 	}
 	if !ok {
 		if err := c.download(ctx, f, d); err != nil {
-			return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.URL, err)
+			return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.Display(), err)
 		}
 	}
 	s := Served{Path: blob, Checksum: d.String(), Format: f.Format}
@@ -225,14 +226,14 @@ func (c *Cache) EnsureServed(ctx context.Context, f File) (Served, error) {
 		case err != nil:
 			return Served{}, fmt.Errorf("image %q %s: %w", f.Image, f.Kind, err)
 		case !isQcow2 && f.Format == FormatQcow2:
-			return Served{}, fmt.Errorf("image %q %s %s: format is qcow2 but the file does not begin with qcow2's magic (QFI\\xfb)", f.Image, f.Kind, f.Source.URL)
+			return Served{}, fmt.Errorf("image %q %s %s: format is qcow2 but the file does not begin with qcow2's magic (QFI\\xfb)", f.Image, f.Kind, f.Source.Display())
 		case isQcow2:
 			cv, ok, err := c.converted(d)
 			if err == nil && !ok {
 				cv, err = c.convertQcow2(ctx, d)
 			}
 			if err != nil {
-				return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.URL, err)
+				return Served{}, fmt.Errorf("image %q %s %s: %w", f.Image, f.Kind, f.Source.Display(), err)
 			}
 			to, _ := ParseChecksum(cv.To)
 			s = Served{Path: c.BlobPath(to), Checksum: cv.To, Format: cv.Format, Published: d.String()}
@@ -256,7 +257,7 @@ func (c *Cache) digest(ctx context.Context, f File) (Digest, error) {
 	}
 	p := source.LocalPath(c.opts.SiteDir, f.Source.URL)
 	if p == "" {
-		return Digest{}, fmt.Errorf("image %q %s: %s is fetched over the network and has no checksum; add one (sha256sum prints it)", f.Image, f.Kind, f.Source.URL)
+		return Digest{}, fmt.Errorf("image %q %s: %s is fetched over the network and has no checksum; add one (sha256sum prints it)", f.Image, f.Kind, f.Source.Display())
 	}
 	if d, ok := c.localDigest(p); ok {
 		return d, nil
@@ -449,7 +450,7 @@ func (c *Cache) download(ctx context.Context, f File, d Digest) error {
 		case errors.As(err, &mismatch) && resumedAt > 0 && !restarted:
 			// The part fetched earlier may be of an older file at the same
 			// URL: start over once before calling the source wrong.
-			c.log.Warn("resumed download does not match its checksum; downloading again from the start", "url", f.Source.URL)
+			c.log.Warn("resumed download does not match its checksum; downloading again from the start", "url", f.Source.Display())
 			restarted = true
 			if err := pf.Truncate(0); err != nil {
 				return err
@@ -462,14 +463,14 @@ func (c *Cache) download(ctx context.Context, f File, d Digest) error {
 		case errors.Is(err, errProgress):
 			failures = 0 // it moved: resume at once, retries start afresh
 			wait = c.opts.RetryWait
-			c.log.Warn("download interrupted; resuming", "url", f.Source.URL, "err", err)
+			c.log.Warn("download interrupted; resuming", "url", f.Source.Display(), "err", err)
 			continue
 		}
 		failures++
 		if failures > c.opts.Retries {
 			return fmt.Errorf("giving up after %d attempts: %w", failures, err)
 		}
-		c.log.Warn("download failed; retrying", "url", f.Source.URL, "err", err, "in", wait)
+		c.log.Warn("download failed; retrying", "url", f.Source.Display(), "err", err, "in", wait)
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -496,6 +497,22 @@ func (c *Cache) download(ctx context.Context, f File, d Digest) error {
 	return nil
 }
 
+// hideURL keeps a sensitive source's URL, whole or redacted, out of err's
+// text, which is logged and shown.
+func hideURL(err error, src source.Spec) error {
+	if !src.Sensitive {
+		return err
+	}
+	msg := err.Error()
+	if u, perr := url.Parse(src.URL); perr == nil {
+		msg = strings.ReplaceAll(msg, u.Redacted(), "(sensitive)")
+		if u.User != nil {
+			msg = strings.ReplaceAll(msg, u.User.Username(), "(sensitive)")
+		}
+	}
+	return errors.New(strings.ReplaceAll(msg, src.URL, "(sensitive)"))
+}
+
 // errProgress marks a failed attempt that still got bytes.
 var errProgress = errors.New("interrupted after progress")
 
@@ -513,11 +530,11 @@ func (c *Cache) fetchInto(ctx context.Context, f File, d Digest, pf *os.File) (i
 	off := fi.Size()
 	st, err := c.fetch.Open(ctx, f.Source.URL, off)
 	if err != nil {
-		return off, err
+		return off, hideURL(err, f.Source)
 	}
 	defer st.Close()
 	if st.Offset != off {
-		c.log.Info("source cannot resume; downloading from the start", "url", f.Source.URL, "had", off)
+		c.log.Info("source cannot resume; downloading from the start", "url", f.Source.Display(), "had", off)
 		if err := pf.Truncate(st.Offset); err != nil {
 			return off, err
 		}
@@ -533,7 +550,7 @@ func (c *Cache) fetchInto(ctx context.Context, f File, d Digest, pf *os.File) (i
 		return off, fmt.Errorf("read partial download: %w", err)
 	}
 	if off > 0 {
-		c.log.Info("resuming download", "url", f.Source.URL, "at", off, "of", st.Size)
+		c.log.Info("resuming download", "url", f.Source.Display(), "at", off, "of", st.Size)
 	}
 	pw := &progressWriter{f: f, done: off, total: st.Size, fn: c.opts.Progress}
 	n, err := io.CopyBuffer(io.MultiWriter(pf, h, pw), st, make([]byte, 1<<20))

@@ -87,6 +87,11 @@ const (
 	BootLocal    BootAction = "local"
 )
 
+// Hidden stands for a value computed from a sensitive variable wherever
+// metal would otherwise show it (a label in the store, an intent's cmdline
+// in the API).
+const Hidden = "(sensitive)"
+
 // BootIntent is written by the converge engine and read by the netboot
 // servers; it mirrors pxe.Intent field for field.
 type BootIntent struct {
@@ -95,6 +100,10 @@ type BootIntent struct {
 	Initrds []string   `json:"initrds,omitempty"`
 	Cmdline string     `json:"cmdline,omitempty"`
 	Token   string     `json:"token,omitempty"`
+	// Sensitive: the cmdline or a file URL was computed from a sensitive
+	// variable. The netboot servers use them as they are; whatever shows
+	// the intent (API, console) shows them as Hidden.
+	Sensitive bool `json:"sensitive,omitempty"`
 	// Task is what the install agent does once the machine boots it
 	// (Action install or discover with the agent's kernel and initrd). Nil
 	// when the intent boots something other than the agent.

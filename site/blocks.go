@@ -275,19 +275,20 @@ func (l *loader) decodeImages(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		for name, a := range content.Attributes {
 			im.ranges[name] = a.Expr.Range()
 		}
-		im.Kernel.URL, _, _ = e.str(content.Attributes["kernel"])
+		im.Kernel.URL, im.Kernel.Sensitive = e.secretStr(content.Attributes["kernel"])
 		im.Kernel.Checksum, _, _ = e.str(content.Attributes["kernel_checksum"])
-		im.Cmdline, _, _ = e.str(content.Attributes["cmdline"])
-		im.Disk.URL, _, _ = e.str(content.Attributes["disk"])
+		im.Cmdline, im.CmdlineSensitive = e.secretStr(content.Attributes["cmdline"])
+		im.Disk.URL, im.Disk.Sensitive = e.secretStr(content.Attributes["disk"])
 		im.Disk.Checksum, _, _ = e.str(content.Attributes["checksum"])
 		im.Format, _, _ = e.str(content.Attributes["format"])
 		if a := content.Attributes["initrd"]; a != nil {
 			// A single initrd may be written as a string.
-			if s, _, ok := (&evaluator{ctx: l.ctx}).str(a); ok {
-				im.Initrd = []Source{{URL: s}}
+			if s, sensitive, ok := (&evaluator{ctx: l.ctx, secretOK: true}).str(a); ok {
+				im.Initrd = []Source{{URL: s, Sensitive: sensitive}}
 			} else {
-				for _, u := range e.strList(a) {
-					im.Initrd = append(im.Initrd, Source{URL: u})
+				list, sensitive := e.secretStrList(a)
+				for _, u := range list {
+					im.Initrd = append(im.Initrd, Source{URL: u, Sensitive: sensitive})
 				}
 			}
 		}

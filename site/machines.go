@@ -90,6 +90,11 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 				m := decodeMachine(e, b, content, insts[i].name, ranges)
 				if bmcContent != nil {
 					m.BMC = decodeBMC(e, bmcBlock, bmcContent)
+					for _, k := range []string{"username", "password"} {
+						if m.BMC.sensitive[k] {
+							m.markSensitive("bmc." + k)
+						}
+					}
 				}
 				decodeNet(e, m, nets)
 				machines[i], instDiags[i] = m, e.diags
@@ -159,7 +164,10 @@ func (l *loader) expand(b *hcl.Block, content *hcl.BodyContent) ([]instance, hcl
 		if diags.HasErrors() {
 			return nil, diags
 		}
-		v, _ = v.UnmarkDeep()
+		if v.ContainsMarked() {
+			return nil, hcl.Diagnostics{errorAt(fe.Expr.Range(), "Sensitive value cannot be hidden",
+				"for_each is computed from a sensitive variable, but metal cannot keep it secret: %s. Use a value that is not sensitive for for_each, and feed secrets to the attributes that can hide them.", cannotHide["for_each"])}
+		}
 		ty := v.Type()
 		if v.IsNull() || !v.IsWhollyKnown() || !(ty.IsMapType() || ty.IsObjectType() || (ty.IsSetType() && ty.ElementType() == cty.String)) {
 			return nil, hcl.Diagnostics{errorAt(fe.Expr.Range(), "Invalid for_each argument",
@@ -247,10 +255,19 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 			m.Wipe = v
 		}
 	}
-	m.Labels = e.strMap(attrs["labels"])
+	var secret map[string]bool
+	m.Labels, secret = e.secretStrMap(attrs["labels"])
+	for k := range secret {
+		m.markSensitive("labels." + k)
+	}
 	m.Disk, _, _ = e.str(attrs["disk"])
-	m.SSHAuthorizedKeys = e.strList(attrs["ssh_authorized_keys"])
-	m.UserData, _, _ = e.str(attrs["user_data"])
+	var sensitive bool
+	if m.SSHAuthorizedKeys, sensitive = e.secretStrList(attrs["ssh_authorized_keys"]); sensitive {
+		m.markSensitive("ssh_authorized_keys")
+	}
+	if m.UserData, sensitive = e.secretStr(attrs["user_data"]); sensitive {
+		m.markSensitive("user_data")
+	}
 	m.BootMode, _, _ = e.str(attrs["boot_mode"])
 	m.BIOS = e.strMap(attrs["bios"])
 	if a := attrs["switch_port"]; a != nil {
@@ -297,8 +314,9 @@ func decodeBMC(e *evaluator, b *hcl.Block, content *hcl.BodyContent) *BMC {
 		}
 	}
 	c.Address, _, _ = e.str(attrs["address"])
-	c.Username, _, _ = e.str(attrs["username"])
-	c.Password, _, _ = e.str(attrs["password"])
+	c.sensitive = map[string]bool{}
+	c.Username, c.sensitive["username"] = e.secretStr(attrs["username"])
+	c.Password, c.sensitive["password"] = e.secretStr(attrs["password"])
 	c.InsecureTLS, _ = e.boolean(attrs["insecure_tls"])
 	c.CAFile, _, _ = e.str(attrs["ca_file"])
 	return c

@@ -138,8 +138,12 @@ type Image struct {
 	// not given).
 	Ready        Readiness
 	ReadyTimeout time.Duration
-	DeclRange    hcl.Range
-	ranges       map[string]hcl.Range
+	// CmdlineSensitive: Cmdline came from a sensitive variable. Such a
+	// cmdline reaches the machine's boot script and nothing else metal
+	// shows (Source.Sensitive says the same of a file's URL).
+	CmdlineSensitive bool
+	DeclRange        hcl.Range
+	ranges           map[string]hcl.Range
 }
 
 // DefaultReadyTimeout bounds the wait for an installed OS to report in:
@@ -229,6 +233,18 @@ type Source struct {
 	URL string
 	// Checksum is "sha256:<hex>" or "sha512:<hex>"; empty if not given.
 	Checksum string
+	// Sensitive: the URL came from a sensitive variable (it holds a
+	// credential); nothing shows it.
+	Sensitive bool
+}
+
+// markSensitive records that attribute name came from a sensitive
+// variable.
+func (m *Machine) markSensitive(name string) {
+	if m.Sensitive == nil {
+		m.Sensitive = map[string]bool{}
+	}
+	m.Sensitive[name] = true
 }
 
 // Remote reports whether the source is fetched over the network, in which
@@ -311,6 +327,11 @@ type Machine struct {
 	Bonds     []Bond
 	VLANs     []VLAN
 	Routes    []Route
+	// Sensitive names the attributes whose value came from a sensitive
+	// variable, as a plan names them ("labels.owner", "bmc.username",
+	// "user_data"): nothing prints them. The attributes that cannot be
+	// hidden (mac, ip, name, ...) are refused when sensitive.
+	Sensitive map[string]bool
 
 	// DeclRange is the machine block's header; ranges locate each attribute
 	// for diagnostics (instances of one block share them).
@@ -353,7 +374,12 @@ type BMC struct {
 	CAFile      string
 	DeclRange   hcl.Range
 	ranges      map[string]hcl.Range
+	sensitive   map[string]bool // username, password: from a sensitive variable
 }
+
+// UsernameSensitive reports whether the username came from a sensitive
+// variable: then it is kept out of logs as the password is.
+func (b *BMC) UsernameSensitive() bool { return b.sensitive["username"] }
 
 // Range returns the source range of one of the bmc block's attributes, or the
 // block header if the attribute was not written.

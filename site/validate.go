@@ -23,6 +23,7 @@ func validate(s *Site) hcl.Diagnostics {
 	if s.Fence != nil && s.Fence.BMC != nil {
 		diags = append(diags, validateBMC("The fence", s.Fence.BMC)...)
 	}
+	diags = append(diags, validateSensitiveLabels(s)...)
 	return diags
 }
 
@@ -420,6 +421,27 @@ func checkBMCAddress(a string) string {
 		return fmt.Sprintf("%q is not a BMC address; use HOST, HOST:PORT, or an http(s):// URL.", a)
 	}
 	return ""
+}
+
+// validateSensitiveLabels refuses a sensitive value in a label that picks
+// machines: the rack label (the console's racks) and the rollout's by
+// label (its batches are named by it). Other labels may be sensitive.
+func validateSensitiveLabels(s *Site) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	picking := []string{"rack"}
+	if s.Rollout.By != "" && s.Rollout.By != "rack" {
+		picking = append(picking, s.Rollout.By)
+	}
+	for _, m := range s.Machines {
+		for _, k := range picking {
+			if m.Sensitive["labels."+k] {
+				diags = append(diags, errorAt(m.Range("labels"), "Sensitive value cannot be hidden",
+					"Machine %q: label %q is computed from a sensitive variable, but metal cannot keep it secret: it picks machines "+
+						"(racks in the console, the rollout's batches) and is shown wherever they are. Use a value that is not sensitive for it.", m.Name, k))
+			}
+		}
+	}
+	return diags
 }
 
 func validateRollout(s *Site) hcl.Diagnostics {

@@ -224,13 +224,14 @@ func (d *variableDecl) check(v cty.Value, funcs map[string]function.Function) hc
 		if cond == nil || msg == nil {
 			continue
 		}
-		e := &evaluator{ctx: ctx}
+		// A variable's validation reads its own value, sensitive or not.
+		e := &evaluator{ctx: ctx, secretOK: true}
 		ok, valid := e.boolean(cond)
 		diags = append(diags, e.diags...)
 		if !valid || ok {
 			continue
 		}
-		text, _, _ := (&evaluator{ctx: ctx}).str(msg)
+		text, _, _ := (&evaluator{ctx: ctx, secretOK: true}).str(msg)
 		diags = append(diags, errorAt(cond.Expr.Range(), "Invalid value for variable",
 			"%s (variable %q, declared at %s)", text, d.v.Name, where(d.v.DeclRange)))
 	}

@@ -221,5 +221,5 @@ func openReader(ctx context.Context, a *app, f *stateFlags) (inventory.Reader, e
 	if err != nil {
 		return nil, err
 	}
-	return inventory.ReaderOf(s), nil
+	return redactedReader{inventory.ReaderOf(s)}, nil
 }

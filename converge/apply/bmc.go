@@ -70,7 +70,7 @@ func BMCConfig(m *site.Machine) bmc.Config { return BMCConfigOf(m.Name, m.BMC) }
 func BMCConfigOf(name string, b *site.BMC) bmc.Config {
 	return bmc.Config{
 		Machine: name, Protocol: b.Protocol, Address: b.Address,
-		Username: b.Username, Password: bmc.Secret(b.Password),
+		Username: b.Username, UsernameSecret: b.UsernameSensitive(), Password: bmc.Secret(b.Password),
 		InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
 	}
 }

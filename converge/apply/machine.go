@@ -207,9 +207,11 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 	var ready *inventory.Readiness
 	taskID, phoneHome := "", ""
 	if im.Disk.URL == "" {
-		in = inventory.BootIntent{Action: inventory.BootInstall, Kernel: m.source(im.Name, im.Kernel), Cmdline: im.Cmdline}
+		in = inventory.BootIntent{Action: inventory.BootInstall, Kernel: m.source(im.Name, im.Kernel), Cmdline: im.Cmdline,
+			Sensitive: im.CmdlineSensitive || im.Kernel.Sensitive}
 		for _, src := range im.Initrd {
 			in.Initrds = append(in.Initrds, m.source(im.Name, src))
+			in.Sensitive = in.Sensitive || src.Sensitive
 		}
 	} else {
 		taskID = randomHex(8)

@@ -79,6 +79,13 @@ func declare(rec *inventory.Machine, m *site.Machine) {
 	id.Boot = m.Boot
 	id.Wipe = inventory.WipeMethod(m.Wipe)
 	id.Labels = maps.Clone(m.Labels)
+	for k := range id.Labels {
+		// The store's copy is what lists, the API and the console show;
+		// the site keeps the value for whatever needs it.
+		if m.Sensitive["labels."+k] {
+			id.Labels[k] = inventory.Hidden
+		}
+	}
 	id.BMCAddress = ""
 	if m.BMC != nil {
 		id.BMCAddress = m.BMC.Address

@@ -61,8 +61,20 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 		}
 		set("bmc.ca_file", b.CAFile)
 	}
+	for name := range m.Sensitive {
+		if v, ok := a[name]; ok && !v.Sensitive {
+			a[name] = Value{Text: hidden(v.Text), Sensitive: true}
+		}
+	}
 	return a
 }
+
+// hiddenPrefix starts the text of a value computed from a sensitive
+// variable: a digest, so a change is still seen, and the mark, so the
+// inventory's copy (Strings, FromStrings) stays marked.
+const hiddenPrefix = "(sensitive "
+
+func hidden(v string) string { return hiddenPrefix + short(v) + ")" }
 
 // BIOSPrefix starts the names of BIOS attributes ("bios.ProcVirtualization").
 const BIOSPrefix = "bios."
@@ -98,7 +110,8 @@ var sensitiveAttrs = map[string]bool{"bmc.password": true}
 
 // Strings returns the attributes as the inventory keeps them
 // (inventory.Machine.Applied): names to text. Sensitive values are only
-// ever placeholders such as "(set)", so nothing secret is stored.
+// ever placeholders such as "(set)" or digests, so nothing secret is
+// stored.
 func (a Attributes) Strings() map[string]string {
 	out := make(map[string]string, len(a))
 	for k, v := range a {
@@ -111,7 +124,7 @@ func (a Attributes) Strings() map[string]string {
 func FromStrings(m map[string]string) Attributes {
 	out := make(Attributes, len(m))
 	for k, v := range m {
-		out[k] = Value{Text: v, Sensitive: sensitiveAttrs[k]}
+		out[k] = Value{Text: v, Sensitive: sensitiveAttrs[k] || strings.HasPrefix(v, hiddenPrefix)}
 	}
 	return out
 }

@@ -265,10 +265,29 @@ func (s *server) machine(w http.ResponseWriter, r *http.Request) {
 
 // Redact drops what must not leave the server: the machine's boot token
 // (it authorises fetching the machine's script), its agent task's one-time
-// secret and phone-home URL (which holds another) and its user data (which
-// often carries secrets).
+// secret and phone-home URL (which holds another), its user data (which
+// often carries secrets), and a boot cmdline or file URL computed from a
+// sensitive variable.
 func Redact(m inventory.Machine) inventory.Machine {
 	m.Intent.Token = ""
+	if m.Intent.Sensitive {
+		// Its cmdline or a file's URL came from a sensitive variable.
+		hide := func(s string) string {
+			if s == "" || strings.HasPrefix(s, "/") {
+				return s // metal's own path, no secret in it
+			}
+			return inventory.Hidden
+		}
+		if m.Intent.Cmdline != "" {
+			m.Intent.Cmdline = inventory.Hidden
+		}
+		m.Intent.Kernel = hide(m.Intent.Kernel)
+		initrds := make([]string, len(m.Intent.Initrds))
+		for i, s := range m.Intent.Initrds {
+			initrds[i] = hide(s)
+		}
+		m.Intent.Initrds = initrds
+	}
 	if m.Intent.Task != nil {
 		t := *m.Intent.Task
 		if t.UserData != "" {

@@ -178,7 +178,8 @@ func (f *Fetcher) openHTTP(ctx context.Context, rawURL string, offset int64) (*S
 		return &Stream{ReadCloser: io.NopCloser(strings.NewReader("")), Offset: 0, Size: -1}, nil
 	}
 	resp.Body.Close()
-	return nil, fmt.Errorf("GET %s: %s", rawURL, resp.Status)
+	// As net/http's own errors do: no password in the message.
+	return nil, fmt.Errorf("GET %s: %s", req.URL.Redacted(), resp.Status)
 }
 
 // parseContentRange reads "bytes START-END/SIZE" or "bytes */SIZE"; size is
@@ -342,4 +343,19 @@ func (f *Fetcher) Close() error {
 type Spec struct {
 	URL      string
 	Checksum string
+	// Sensitive: the URL holds a secret (the site computed it from a
+	// sensitive variable); Display hides it.
+	Sensitive bool
+}
+
+// Display is the URL as metal may show it: "(sensitive)" for a sensitive
+// one, and any password in it replaced by "xxxxx".
+func (s Spec) Display() string {
+	if s.Sensitive {
+		return "(sensitive)"
+	}
+	if u, err := url.Parse(s.URL); err == nil && u.User != nil {
+		return u.Redacted()
+	}
+	return s.URL
 }

@@ -81,7 +81,7 @@ type FileRow struct {
 // NewFileRow is the row of a file in the state st (err: what failed).
 func NewFileRow(st images.Status, err error) FileRow {
 	f := st.File
-	r := FileRow{Image: f.Image, Kind: string(f.Kind), Name: f.Name, Source: f.Source.URL, Checksum: f.Source.Checksum, Path: f.ServedPath(), Status: st}
+	r := FileRow{Image: f.Image, Kind: string(f.Kind), Name: f.Name, Source: f.Source.Display(), Checksum: f.Source.Checksum, Path: f.ServedPath(), Status: st}
 	if err != nil {
 		r.Error = err.Error()
 	}
