@@ -81,7 +81,7 @@ func checkImages(ctx context.Context, s *site.Site, siteDir, stateDir string) []
 func cachedStatus(stateDir, siteDir string, f imageFile) (Status, string, string) {
 	fetch := fmt.Sprintf("fetch it ahead of the rollout: metal images fetch --site SITE %s (or let serve fetch it when first needed)", f.image)
 	if _, err := os.Stat(filepath.Join(stateDir, "images")); err != nil {
-		return Warn, fmt.Sprintf("%s is not cached yet (no image cache in %s)", f.src.URL, stateDir), fetch
+		return Warn, fmt.Sprintf("%s is not cached yet (no image cache in %s)", source.Spec(f.src).Display(), stateDir), fetch
 	}
 	cache, err := images.Open(stateDir, images.Options{SiteDir: siteDir})
 	if err != nil {
@@ -90,11 +90,11 @@ func cachedStatus(stateDir, siteDir string, f imageFile) (Status, string, string
 	st := cache.Status(images.SourceFile(f.image, f.role, source.Spec(f.src)))
 	switch st.State {
 	case images.StateCached, images.StateVerified:
-		return OK, fmt.Sprintf("%s is cached (%s, %d bytes)", f.src.URL, st.Digest, st.Size), ""
+		return OK, fmt.Sprintf("%s is cached (%s, %d bytes)", source.Spec(f.src).Display(), st.Digest, st.Size), ""
 	case images.StatePartial:
-		return Warn, fmt.Sprintf("%s is partly downloaded (%d bytes)", f.src.URL, st.Size), "finish it: " + fetch
+		return Warn, fmt.Sprintf("%s is partly downloaded (%d bytes)", source.Spec(f.src).Display(), st.Size), "finish it: " + fetch
 	}
-	return Warn, fmt.Sprintf("%s is not cached yet", f.src.URL), fetch
+	return Warn, fmt.Sprintf("%s is not cached yet", source.Spec(f.src).Display()), fetch
 }
 
 // verifyFile checks that path is a readable regular file matching checksum

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -49,13 +50,37 @@ func echoingBMC(t *testing.T, ns *pxetest.Netns) string {
 	return "http://" + ln.Addr().String()
 }
 
+// authImageServer serves file at /vmlinuz to requests that log in as
+// metal with password pass, as a private mirror would.
+func authImageServer(t *testing.T, ns *pxetest.Netns, pass, file string) string {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "metal" || p != pass || r.URL.Path != "/vmlinuz" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		io.WriteString(w, file)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // TestSecretsNeverLeak runs the real binary's verbs on a site whose BMC
 // passwords come from sensitive variables (one from the environment, one
 // from a var file): validate, plan (human, JSON, saved), bmc status
 // against BMCs that refuse (one echoes the password back), doctor, and a
 // short `metal serve` at debug level, then machines and events over the
-// store it wrote. It greps every output, every log, the saved plan and
-// every byte of the state directory for the secret values.
+// store it wrote, the API (with a read token) and the console's pages.
+// A third sensitive variable feeds a label, a BMC username, the image's
+// kernel URL (its password, against a mirror that needs it) and the
+// kernel's cmdline. It greps every output, every log, the saved plan,
+// every answer and every byte of the state directory for the secret
+// values.
 func TestSecretsNeverLeak(t *testing.T) {
 	bin := buildMetal(t)
 	lab := pxetest.NewLab(t)
@@ -65,11 +90,14 @@ func TestSecretsNeverLeak(t *testing.T) {
 	secrets := map[string]string{
 		"bmc_password":  "Sx7-env-secret-81aa",
 		"ipmi_password": "Sx7-file-secret-92bb",
+		"mirror_token":  "Sx7-mirror-secret-73cc",
 	}
 	refusing := startLabBMC(t, lab.NS(), "web-01", "admin", "the-bmc's-own-pw")
 	echo := echoingBMC(t, lab.NS())
 	writeFile(t, filepath.Join(dir, "vault.vars"), fmt.Sprintf("ipmi_password = %q\n", secrets["ipmi_password"]))
-	writeFile(t, filepath.Join(dir, "vmlinuz"), "a kernel\n")
+	const kernel = "a kernel\n"
+	mirror := authImageServer(t, lab.NS(), secrets["mirror_token"], kernel)
+	kernelSum := sha256.Sum256([]byte(kernel))
 	sitePath := filepath.Join(dir, "site.hcl")
 	writeFile(t, sitePath, fmt.Sprintf(`
 site "secrets" {
@@ -80,21 +108,25 @@ site "secrets" {
 }
 variable "bmc_password" { sensitive = true }
 variable "ipmi_password" { sensitive = true }
+variable "mirror_token" { sensitive = true }
 network "lab" {
   interface = %q
   subnet    = "192.0.2.0/24"
   pool      = "192.0.2.100-192.0.2.150"
 }
 image "live" {
-  kernel = "vmlinuz"
+  kernel          = "http://metal:${var.mirror_token}@%s/vmlinuz"
+  kernel_checksum = "sha256:%x"
+  cmdline         = "console=ttyS0 mirror_key=${var.mirror_token}"
 }
 machine "web-01" {
-  mac   = "02:00:00:00:00:01"
-  ip    = "192.0.2.11"
-  image = image.live
+  mac    = "02:00:00:00:00:01"
+  ip     = "192.0.2.11"
+  image  = image.live
+  labels = { rack = "r1", owner = "team-${var.mirror_token}" }
   bmc {
     address  = %q
-    username = "admin"
+    username = var.mirror_token
     password = var.bmc_password
   }
 }
@@ -108,9 +140,9 @@ machine "web-02" {
     password = var.ipmi_password
   }
 }
-`, pxetest.BridgeName, refusing, echo))
+`, pxetest.BridgeName, mirror, kernelSum, refusing, echo))
 
-	env := append(os.Environ(), "METAL_VAR_bmc_password="+secrets["bmc_password"], "METAL_LOG_LEVEL=debug")
+	env := append(os.Environ(), "METAL_VAR_bmc_password="+secrets["bmc_password"], "METAL_VAR_mirror_token="+secrets["mirror_token"], "METAL_LOG_LEVEL=debug")
 	varFile := []string{"--var-file", filepath.Join(dir, "vault.vars")}
 	planFile := filepath.Join(dir, "tonight.plan")
 	var seen []string // every output, named
@@ -148,9 +180,46 @@ machine "web-02" {
 	// A short serve at debug level, its whole log kept. Start passes this
 	// process's environment on.
 	t.Setenv("METAL_VAR_bmc_password", secrets["bmc_password"])
+	t.Setenv("METAL_VAR_mirror_token", secrets["mirror_token"])
 	proc := lab.NS().Start("sh", "-c", fmt.Sprintf("cd %s && exec %s serve --log-level debug %s site.hcl", dir, bin, strings.Join(varFile, " ")))
 	waitListening(t, lab.NS(), "192.0.2.1:8080", proc)
-	time.Sleep(time.Second)
+	waitListening(t, lab.NS(), "127.0.0.1:9090", proc)
+
+	// The API and the console, read with a read token while serve runs.
+	token, _, _ := strings.Cut(run(0, "token", "create", "--site", sitePath, "--role", "read", "--name", "auditor"), "\n")
+	if !strings.HasPrefix(token, "metal_") {
+		t.Fatalf("no token: %q", token)
+	}
+	get := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := lab.NS().Command(ctx, "curl", append([]string{"-sS", "--fail-with-body"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Errorf("curl %v: %v\n%s", args, err, out)
+		}
+		seen = append(seen, fmt.Sprintf("curl %s:\n%s", strings.Join(args, " "), out))
+		return string(out)
+	}
+	api := "http://127.0.0.1:9090/api/v1/"
+	bearer := "Authorization: Bearer " + token
+	for _, path := range []string{"machines", "machines/web-01", "plan", "events", "runs"} {
+		get("-H", bearer, api+path)
+	}
+	if m := get("-H", bearer, api+"machines/web-01"); !strings.Contains(m, `"owner": "(sensitive)"`) {
+		t.Errorf("the API does not show the sensitive label as hidden:\n%s", m)
+	}
+	if p := get("-H", bearer, api+"plan"); !strings.Contains(p, `"sensitive": true`) {
+		t.Errorf("the API's plan marks nothing sensitive:\n%s", p)
+	}
+	jar := filepath.Join(dir, "cookies")
+	get("-c", jar, "-d", "token="+token, "-d", "next=/console/", "http://127.0.0.1:9090/console/login")
+	for _, page := range []string{"", "plan", "rollout"} {
+		get("-b", jar, "http://127.0.0.1:9090/console/"+page)
+	}
+	if page := get("-b", jar, "http://127.0.0.1:9090/console/machines/web-01"); !strings.Contains(page, "(sensitive)") {
+		t.Errorf("the console's machine page does not show the sensitive label hidden (logged in?):\n%s", page)
+	}
 	if err := proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
