@@ -73,7 +73,7 @@ func TestEvents(t *testing.T) {
 		}
 		got = append(got, e)
 	}
-	if len(got) != 2 || got[0].Seq != 119 || got[1].Kind != inventory.EventDHCPOffer || got[1].MAC != "52:54:00:aa:bb:cc" {
+	if len(got) != 2 || got[0].Message != "fetch 119" || got[0].Seq >= got[1].Seq || got[1].Kind != inventory.EventDHCPOffer || got[1].MAC != "52:54:00:aa:bb:cc" {
 		t.Errorf("json lines: %+v", got)
 	}
 
