@@ -251,7 +251,7 @@ func (al *agentLab) start() {
 	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
 	al.intent = inventory.BootIntent{
 		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
-		Cmdline: "console=ttyS0 panic=-1 metal.url=" + httpBase,
+		Cmdline: "console=ttyS0 panic=-1 no_timer_check metal.url=" + httpBase,
 	}
 	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady,
 		Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}})
