@@ -58,6 +58,20 @@ func redfishHardware(api *gofish.APIClient, sys *redfish.ComputerSystem) (hwinv.
 				Bytes: uint64(max(d.CapacityBytes, 0)), Media: string(d.MediaType), Protocol: string(d.Protocol), Health: string(d.Status.Health)})
 		}
 	}
+	if len(r.Disks) == 0 {
+		// Older services (and DMTF's rackmount mockup) list disks only in
+		// SimpleStorage, without serials.
+		simple, err := sys.SimpleStorages()
+		gap("simple storage", err)
+		for _, st := range simple {
+			for _, d := range st.Devices {
+				if d.Status.State == "Absent" {
+					continue
+				}
+				r.Disks = append(r.Disks, hwinv.Disk{Name: d.Name, Model: strings.TrimSpace(d.Model), Bytes: uint64(max(d.CapacityBytes, 0)), Health: string(d.Status.Health)})
+			}
+		}
+	}
 	nics, err := sys.EthernetInterfaces()
 	gap("ethernet interfaces", err)
 	for _, n := range nics {
