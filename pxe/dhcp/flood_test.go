@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -51,6 +52,10 @@ type floodStats struct {
 	CPUs       int // in its affinity mask
 	Leases     int
 	RateTable  int
+	// Answers counts the packets read by type and outcome ("request
+	// ack": 3): a failure's log says whether REQUESTs reached the server
+	// and were answered.
+	Answers    map[string]int
 	HeapGrowth int64
 }
 
@@ -316,7 +321,15 @@ func TestFloodServer(t *testing.T) {
 	policy := newTestPolicy(pxe.Host{Name: "known", MAC: floodKnownMAC, IP: net.ParseIP("192.0.2.50")})
 	// Every flood packet is a failed offer once the pool is full: a
 	// warning each, too many to print.
-	srv, err := NewServer(labConfig(), policy, nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
+	var mu sync.Mutex
+	answers := map[string]int{}
+	cfg := labConfig()
+	cfg.Observe = func(msgType, result string) {
+		mu.Lock()
+		answers[msgType+" "+result]++
+		mu.Unlock()
+	}
+	srv, err := NewServer(cfg, policy, nil, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,6 +359,7 @@ func TestFloodServer(t *testing.T) {
 		CPUs:       set.Count(),
 		Leases:     srv.h.leases.size(),
 		RateTable:  srv.h.limit.size(),
+		Answers:    answers,
 		HeapGrowth: int64(after.HeapAlloc) - int64(before.HeapAlloc),
 	}
 	b, _ := json.Marshal(st)
