@@ -27,6 +27,7 @@ import (
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/daemon/metrics"
+	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/images"
 	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/inventory"
@@ -63,6 +64,11 @@ type Options struct {
 	// OpenReads lets the API and console be read without a token;
 	// actions always need one (`metal token create`).
 	OpenReads bool
+	// ConsoleSocket is where machines' serial consoles are served, a
+	// unix socket path with {machine} for the name (the lab's QEMU
+	// VMs); the console's terminal and the API's console route read
+	// them. Empty: no serial consoles.
+	ConsoleSocket string
 	// API, when its address is set, moves the console, API and metrics
 	// off the netboot listener to their own, optionally with TLS.
 	API APIListen
@@ -276,10 +282,14 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	tokens := api.NewTokens(d.Store, nil, d.log)
 	d.tokens = tokens
+	var consoles *serial.Hub
+	if opts.ConsoleSocket != "" {
+		consoles = serial.NewHub(serial.UnixSockets(opts.ConsoleSocket))
+	}
 	extra := map[string]http.Handler{
-		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator,
+		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
 			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
-		console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator,
+		console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
 			Planner: d.operator, RolloutBy: d.rolloutBy, Tokens: tokens, OpenReads: opts.OpenReads, SecureCookie: opts.API.TLS(), Logger: d.log}),
 		"GET /metrics": d.metrics.Handler(),
 	}

@@ -16,7 +16,8 @@ const serveProc = "serve"
 // ServeArgs) inside its namespace and waits (up to timeout) until its HTTP
 // server answers. metal is the binary to run.
 func (st *State) StartServe(ctx context.Context, metal string, timeout time.Duration) (Proc, error) {
-	return st.StartServeAs(ctx, serveProc, metal, append(slices.Clone(st.ServeArgs), st.Site), timeout)
+	args := append([]string{"--console-socket", filepath.Join(st.Dir, "vms", "{machine}", "console.sock")}, st.ServeArgs...)
+	return st.StartServeAs(ctx, serveProc, metal, append(args, st.Site), timeout)
 }
 
 // StartServeAs starts `metal serve ARGS...` inside the lab's namespace,

@@ -31,6 +31,7 @@ type serveFlags struct {
 	dhcpRate  string
 	dhcpPool  string
 	openReads bool
+	consoles  string
 	api       daemon.APIListen
 	agent     agentBootFlags
 	primary   primaryFlags
@@ -129,6 +130,8 @@ restart (networks, listen, state) is refused and logged. Under systemd
 	f.agent.register(cmd)
 	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
+	cmd.Flags().StringVar(&f.consoles, "console-socket", "",
+		"unix socket of each machine's serial console, {machine} for its name (QEMU -chardev socket; the lab sets it): the console's terminal and the API read it")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
 		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off (the pool budget too)")
 	cmd.Flags().StringVar(&f.dhcpPool, "dhcp-pool-budget", "64/1s",
@@ -147,7 +150,7 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
 		SiteFile: src.path, SiteDigest: src.digest, Reload: src.reload,
 		Agent:         daemon.AgentOptions{Boot: f.agent.boot()},
-		DHCPRateLimit: limit, OpenReads: f.openReads, API: f.api, Logger: log,
+		DHCPRateLimit: limit, OpenReads: f.openReads, ConsoleSocket: f.consoles, API: f.api, Logger: log,
 	})
 	if err != nil {
 		if primary != nil {

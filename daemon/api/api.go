@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -38,7 +39,9 @@ type Options struct {
 	Tokens TokenVerifier
 	// OpenReads lets GET requests through without a token.
 	OpenReads bool
-	Logger    *slog.Logger
+	// Serial shares machines' serial consoles; nil: none.
+	Serial *serial.Hub
+	Logger *slog.Logger
 	// Heartbeat is how often an idle event stream sends a comment, so
 	// proxies keep it open; default 15 s.
 	Heartbeat time.Duration
@@ -72,6 +75,7 @@ func Routes() []Route {
 		{"GET", "/api/v1/machines", RoleRead},
 		{"GET", "/api/v1/machines/{name}", RoleRead},
 		{"GET", "/api/v1/machines/{name}/events", RoleRead},
+		{"GET", "/api/v1/machines/{name}/console", RoleRead},
 		{"GET", "/api/v1/events", RoleRead},
 		{"GET", "/api/v1/plan", RoleRead},
 		{"GET", "/api/v1/runs", RoleRead},
@@ -101,18 +105,19 @@ func New(opts Options) http.Handler {
 	s := &server{opts: opts, log: opts.Logger.With("server", "api"), act: Performer{Store: opts.Store, Actions: opts.Actions}}
 	admin := TokensHandler(opts.Tokens, Prefix+"tokens")
 	handlers := map[string]http.HandlerFunc{
-		"/api/v1/whoami":                 s.whoami,
-		"/api/v1/machines":               s.machines,
-		"/api/v1/machines/{name}":        s.machine,
-		"/api/v1/machines/{name}/events": s.machineEvents,
-		"/api/v1/events":                 s.events,
-		"/api/v1/plan":                   s.plan,
-		"/api/v1/runs":                   s.runs,
-		"/api/v1/runs/{id}":              s.run,
-		"/api/v1/actions":                s.action,
-		"/api/v1/openapi.yaml":           s.openapi,
-		"/api/v1/tokens":                 admin.ServeHTTP,
-		"/api/v1/tokens/{name}":          admin.ServeHTTP,
+		"/api/v1/whoami":                  s.whoami,
+		"/api/v1/machines":                s.machines,
+		"/api/v1/machines/{name}":         s.machine,
+		"/api/v1/machines/{name}/events":  s.machineEvents,
+		"/api/v1/machines/{name}/console": s.console,
+		"/api/v1/events":                  s.events,
+		"/api/v1/plan":                    s.plan,
+		"/api/v1/runs":                    s.runs,
+		"/api/v1/runs/{id}":               s.run,
+		"/api/v1/actions":                 s.action,
+		"/api/v1/openapi.yaml":            s.openapi,
+		"/api/v1/tokens":                  admin.ServeHTTP,
+		"/api/v1/tokens/{name}":           admin.ServeHTTP,
 	}
 	mux := http.NewServeMux()
 	allow := map[string][]string{}

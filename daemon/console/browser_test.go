@@ -28,7 +28,7 @@ type lab struct {
 
 // serve runs the console (and the API beside it, as the daemon mounts
 // them) on a loopback port over a seeded bbolt store.
-func serve(t *testing.T, openReads bool) *lab {
+func serve(t *testing.T, openReads bool, tweak ...func(*console.Options)) *lab {
 	t.Helper()
 	l := apitest.New(t, "../api/testdata/site.hcl")
 	l.Seed(t)
@@ -36,10 +36,14 @@ func serve(t *testing.T, openReads bool) *lab {
 	acts := &apitest.Actions{Store: l.Store}
 	verifier := api.NewTokens(l.Store, nil, nil)
 	mux := http.NewServeMux()
-	mux.Handle(console.Prefix, console.New(console.Options{
+	opts := console.Options{
 		Store: l.Store, Actions: acts, Planner: apitest.Planner{Site: l.Site}, Tokens: verifier,
 		OpenReads: openReads, Debounce: 50 * time.Millisecond,
-	}))
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	mux.Handle(console.Prefix, console.New(opts))
 	mux.Handle(api.Prefix, api.New(api.Options{Store: l.Store, Actions: acts, Tokens: verifier, OpenReads: openReads}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/inventory"
 )
 
@@ -41,6 +42,9 @@ type Options struct {
 	// RolloutBy returns the site's rollout by label, which groups
 	// machines into racks where they have no rack label; nil: none.
 	RolloutBy func() string
+	// Serial shares machines' serial consoles for the browser terminal;
+	// nil: the machine pages offer none.
+	Serial *serial.Hub
 	// Tokens verifies the API token operators log in with.
 	Tokens api.TokenVerifier
 	// OpenReads shows the pages without logging in; actions always need
@@ -112,6 +116,8 @@ func New(opts Options) http.Handler {
 	mux.Handle("GET "+Prefix+"{$}", read(c.machinesPage))
 	mux.Handle("GET "+Prefix+"machines/{name}", read(c.machinePage))
 	mux.Handle("GET "+Prefix+"racks", read(c.racksPage))
+	mux.Handle("GET "+Prefix+"machines/{name}/terminal", read(c.terminalPage))
+	mux.Handle("GET "+Prefix+"machines/{name}/serial", read(c.serialSocket))
 	mux.Handle("GET "+Prefix+"rollout", read(c.rolloutPage))
 	mux.Handle("GET "+Prefix+"rollout/{id}", read(c.rolloutPage))
 	mux.Handle("GET "+Prefix+"plan", read(c.planPage))
@@ -142,13 +148,15 @@ func cached(h http.Handler) http.Handler {
 	})
 }
 
+const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+
 // securityHeaders: no inline script or style (so injected markup cannot
 // run), no framing (clickjacking of the action buttons), no referrer
 // leaking machine names elsewhere.
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		hd.Set("Content-Security-Policy", "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+		hd.Set("Content-Security-Policy", csp)
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "same-origin")
@@ -180,7 +188,7 @@ func (c *console) readable(h http.HandlerFunc) http.Handler {
 			h(w, r)
 			return
 		}
-		if r.URL.Path == Prefix+"stream" {
+		if r.URL.Path == Prefix+"stream" || strings.HasSuffix(r.URL.Path, "/serial") {
 			http.Error(w, "log in first", http.StatusUnauthorized)
 			return
 		}

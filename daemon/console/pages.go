@@ -88,6 +88,7 @@ type machineView struct {
 	Waterfall *waterfall
 	Histogram *histogram
 	Actions   bool
+	Serial    bool
 	Stream    string
 }
 
@@ -120,7 +121,7 @@ func (c *console) machineView(ctx context.Context, name string) (machineView, er
 	}
 	return machineView{
 		M: api.Redact(m), Rack: api.Rack(m), Events: evs, Actions: c.opts.Actions != nil,
-		Waterfall: wf, Histogram: newHistogram(fleet, m.Name),
+		Waterfall: wf, Histogram: newHistogram(fleet, m.Name), Serial: c.opts.Serial != nil,
 		Stream: Prefix + "stream?" + url.Values{"view": {"machine"}, "name": {m.Name}}.Encode(),
 	}, nil
 }
