@@ -92,6 +92,9 @@ func TestConsoleInChromium(t *testing.T) {
 	consoletest.Run(t, ctx, "live update",
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] .state-failed`),
 		chromedp.WaitVisible(`#machine-rows tr[data-machine="db-01"] td.power-off`),
+		// The event is a write of its own after the machine's: a render
+		// may come between the two.
+		chromedp.Poll(`(() => { const e = document.querySelector('#machine-rows tr[data-machine="db-01"] td.last'); return e && e.innerText.includes("checksum mismatch") })()`, nil, chromedp.WithPollingTimeout(10*time.Second)),
 		consoletest.LiveText(`#machine-rows tr[data-machine="db-01"] td.last`, &last),
 		chromedp.Evaluate(`window.notReloaded === true`, &notReloaded),
 	)
