@@ -290,7 +290,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
 			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
 		console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
-			Planner: d.operator, RolloutBy: d.rolloutBy, Tokens: tokens, OpenReads: opts.OpenReads, SecureCookie: opts.API.TLS(), Logger: d.log}),
+			Planner: d.operator, Site: d.Site, Tokens: tokens, OpenReads: opts.OpenReads, SecureCookie: opts.API.TLS(), Logger: d.log}),
 		"GET /metrics": d.metrics.Handler(),
 	}
 	d.apiSrv, err = newAPIServer(opts.API, extra, d.log, func(r pxehttp.Request) { d.metrics.ObserveHTTP(r.Path, r.Status, r.Bytes) })
@@ -403,15 +403,6 @@ func (d *Daemon) Site() *site.Site {
 	d.siteMu.RLock()
 	defer d.siteMu.RUnlock()
 	return d.site
-}
-
-// rolloutBy is the served site's rollout by label, the console's racks
-// where machines have no rack label.
-func (d *Daemon) rolloutBy() string {
-	if s := d.Site(); s != nil {
-		return s.Rollout.By
-	}
-	return ""
 }
 
 // Synced is closed once the boot policy follows the store, so a boot

@@ -17,6 +17,7 @@ import (
 	"github.com/metal-dev/metal/daemon/console"
 	"github.com/metal-dev/metal/daemon/console/consoletest"
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
 )
 
 type lab struct {
@@ -38,7 +39,7 @@ func serve(t *testing.T, openReads bool, tweak ...func(*console.Options)) *lab {
 	mux := http.NewServeMux()
 	opts := console.Options{
 		Store: l.Store, Actions: acts, Planner: apitest.Planner{Site: l.Site}, Tokens: verifier,
-		OpenReads: openReads, Debounce: 50 * time.Millisecond,
+		OpenReads: openReads, Debounce: 50 * time.Millisecond, Site: func() *site.Site { return l.Site },
 	}
 	for _, f := range tweak {
 		f(&opts)

@@ -25,6 +25,7 @@ import (
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
 )
 
 // Prefix is where the console lives; the daemon mounts New's handler
@@ -39,9 +40,10 @@ type Options struct {
 	Actions api.Actions
 	// Planner computes the plan page; nil shows "no site loaded".
 	Planner api.Planner
-	// RolloutBy returns the site's rollout by label, which groups
-	// machines into racks where they have no rack label; nil: none.
-	RolloutBy func() string
+	// Site returns the site being served (nil: none): its rollout's by
+	// label groups machines into racks where they have no rack label, its
+	// networks and images fill in an adopted machine's block.
+	Site func() *site.Site
 	// Serial shares machines' serial consoles for the browser terminal;
 	// nil: the machine pages offer none.
 	Serial *serial.Hub
@@ -117,6 +119,7 @@ func New(opts Options) http.Handler {
 	mux.Handle("GET "+Prefix+"machines/{name}", read(c.machinePage))
 	mux.Handle("GET "+Prefix+"racks", read(c.racksPage))
 	mux.Handle("GET "+Prefix+"machines/{name}/terminal", read(c.terminalPage))
+	mux.Handle("GET "+Prefix+"machines/{name}/adopt", read(c.adoptPage))
 	mux.Handle("GET "+Prefix+"machines/{name}/serial", read(c.serialSocket))
 	mux.Handle("GET "+Prefix+"rollout", read(c.rolloutPage))
 	mux.Handle("GET "+Prefix+"rollout/{id}", read(c.rolloutPage))

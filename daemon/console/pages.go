@@ -184,6 +184,9 @@ func (c *console) rolloutPage(w http.ResponseWriter, r *http.Request) {
 type planView struct {
 	Plan *plan.Plan
 	Err  string
+	// Discovered are the machines metal found that the site does not
+	// declare, each with an adopt view.
+	Discovered []inventory.Machine
 }
 
 func (c *console) planPage(w http.ResponseWriter, r *http.Request) {
@@ -194,6 +197,16 @@ func (c *console) planPage(w http.ResponseWriter, r *http.Request) {
 		v.Err = "The plan could not be computed: " + err.Error()
 	} else {
 		v.Plan = p
+	}
+	ms, _, err := c.opts.Store.Machines(r.Context())
+	if err != nil {
+		c.storeFail(w, r, err)
+		return
+	}
+	for _, m := range ms {
+		if m.State == inventory.StateDiscovered {
+			v.Discovered = append(v.Discovered, m)
+		}
 	}
 	c.render(w, r, http.StatusOK, "plan.html", "Plan", "plan", v)
 }

@@ -92,8 +92,8 @@ func (c *console) rackLabel(ms []inventory.Machine) string {
 			return "rack"
 		}
 	}
-	if c.opts.RolloutBy != nil {
-		if by := c.opts.RolloutBy(); by != "" {
+	if s := c.site(); s != nil {
+		if by := s.Rollout.By; by != "" {
 			for _, m := range ms {
 				if m.Identity.Labels[by] != "" {
 					return by
@@ -128,8 +128,8 @@ func (c *console) racksView(ctx context.Context) (racksView, error) {
 		return racksView{}, err
 	}
 	v := racksView{By: c.rackLabel(ms), States: allStates, Stream: Prefix + "stream?view=racks"}
-	if c.opts.RolloutBy != nil {
-		v.RolloutBy = c.opts.RolloutBy()
+	if s := c.site(); s != nil {
+		v.RolloutBy = s.Rollout.By
 	}
 	if v.By == "" {
 		g := gridOf(ms, last)

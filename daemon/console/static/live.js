@@ -35,3 +35,27 @@
   }
   if (filter) filter.addEventListener("input", applyFilter);
 })();
+
+// Copy buttons (the adopt view's HCL block): the clipboard where the
+// browser allows it, else the text is selected for Ctrl-C.
+(function () {
+  "use strict";
+  document.querySelectorAll("[data-copy]").forEach(function (btn) {
+    btn.addEventListener("click", function () {
+      var el = document.getElementById(btn.getAttribute("data-copy"));
+      var status = document.getElementById("copy-status");
+      if (!el) return;
+      var range = document.createRange();
+      range.selectNodeContents(el);
+      var sel = window.getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+      function said(t) { if (status) status.textContent = t; }
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(el.textContent).then(function () { said("Copied."); }, function () { said("Selected: press Ctrl-C to copy."); });
+      } else {
+        said("Selected: press Ctrl-C to copy.");
+      }
+    });
+  });
+})();
