@@ -29,11 +29,14 @@ const (
 
 // Host is what metal knows of one MAC address.
 type Host struct {
-	Name     string           // machine name in the site ("web-01")
-	MAC      net.HardwareAddr // the MAC the machine boots from
-	IP       net.IP           // reserved IPv4 address; nil means "from the pool"
-	Hostname string           // DHCP option 12; defaults to Name
-	Network  string           // name of the site network the host belongs to
+	Name string           // machine name in the site ("web-01")
+	MAC  net.HardwareAddr // the MAC the machine boots from
+	IP   net.IP           // reserved IPv4 address; nil means "from the pool"
+	// IP6 is the host's reserved IPv6 address (DHCPv6 IA_NA); nil:
+	// DHCPv6 gives it none.
+	IP6      net.IP
+	Hostname string // DHCP option 12; defaults to Name
+	Network  string // name of the site network the host belongs to
 	// SwitchPort, when set, is where the host is plugged: DHCP answers
 	// it only when its request is relayed by that relay with that
 	// circuit-id (option 82).

@@ -1,0 +1,163 @@
+package dhcp6
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/metal-dev/metal/pxe"
+)
+
+type onePolicy struct {
+	host   pxe.Host
+	intent pxe.Intent
+}
+
+func (p onePolicy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error) {
+	if !bytes.Equal(mac, p.host.MAC) {
+		return pxe.Host{}, pxe.ErrUnknownHost
+	}
+	return p.host, nil
+}
+
+func (p onePolicy) Intent(context.Context, net.HardwareAddr) (pxe.Intent, error) {
+	return p.intent, nil
+}
+
+// summary is what a test compares of a reply.
+type summary struct {
+	Type    string
+	Addr    string
+	BootURL string
+	Vendor  bool // the HTTPClient vendor class echoed
+}
+
+func summarise(m *dhcpv6.Message) *summary {
+	if m == nil {
+		return nil
+	}
+	s := &summary{Type: m.Type().String(), BootURL: m.Options.BootFileURL()}
+	if ia := m.Options.OneIANA(); ia != nil {
+		if a := ia.Options.OneAddress(); a != nil {
+			s.Addr = a.IPv6Addr.String()
+		}
+	}
+	s.Vendor = len(m.Options.VendorClasses()) > 0
+	return s
+}
+
+func TestAnswer(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x06, 0x01}
+	other := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x06, 0x02}
+	host := pxe.Host{Name: "v6", MAC: mac, IP6: net.ParseIP("2001:db8::50")}
+	install := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k"}
+	serverID := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}
+	// EUI-64 link-local of mac (firmware and iPXE form theirs so).
+	peer := &net.UDPAddr{IP: net.ParseIP("fe80::5054:ff:fe00:601"), Port: 546}
+	solicit := func(mods ...dhcpv6.Modifier) *dhcpv6.Message {
+		m, err := dhcpv6.NewMessage(append([]dhcpv6.Modifier{
+			dhcpv6.WithClientID(&dhcpv6.DUIDUUID{UUID: [16]byte{1}}),
+			dhcpv6.WithIAID([4]byte{0, 0, 0, 1}),
+			dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL),
+		}, mods...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.MessageType = dhcpv6.MessageTypeSolicit
+		return m
+	}
+	httpClient := dhcpv6.WithOption(&dhcpv6.OptVendorClass{EnterpriseNumber: 343, Data: [][]byte{[]byte("HTTPClient:Arch:00016:UNDI:003001")}})
+	cases := map[string]struct {
+		policy onePolicy
+		req    *dhcpv6.Message
+		peer   net.Addr
+		want   *summary
+	}{
+		"UEFI HTTP boot: ipxe.efi's URL, the vendor class echoed": {
+			policy: onePolicy{host, install}, req: solicit(httpClient, dhcpv6.WithArchType(iana.EFI_X86_64_HTTP)), peer: peer,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8::50", BootURL: "http://[2001:db8::1]:8080/boot/ipxe.efi", Vendor: true},
+		},
+		"UEFI PXE over IPv6: a tftp URL": {
+			policy: onePolicy{host, install}, req: solicit(dhcpv6.WithArchType(iana.EFI_X86_64)), peer: peer,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8::50", BootURL: "tftp://[2001:db8::1]/ipxe.efi"},
+		},
+		"iPXE: its script": {
+			policy: onePolicy{host, install}, req: solicit(dhcpv6.WithUserClass([]byte("iPXE"))), peer: peer,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8::50", BootURL: "http://[2001:db8::1]:8080/ipxe/52:54:00:00:06:01"},
+		},
+		"rapid commit: a reply": {
+			policy: onePolicy{host, install}, req: solicit(dhcpv6.WithUserClass([]byte("iPXE")), dhcpv6.WithRapidCommit), peer: peer,
+			want: &summary{Type: "REPLY", Addr: "2001:db8::50", BootURL: "http://[2001:db8::1]:8080/ipxe/52:54:00:00:06:01"},
+		},
+		"intent none: an address, no boot URL": {
+			policy: onePolicy{host, pxe.Intent{Action: pxe.ActionNone}}, req: solicit(httpClient), peer: peer,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8::50"},
+		},
+		"http boot machine asking as PXE: no tftp URL": {
+			policy: onePolicy{pxe.Host{Name: "v6", MAC: mac, IP6: host.IP6, Boot: pxe.BootHTTP}, install},
+			req:    solicit(dhcpv6.WithArchType(iana.EFI_X86_64)), peer: peer,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8::50"},
+		},
+		"MAC from a DUID-LL": {
+			policy: onePolicy{host, install},
+			req:    solicit(dhcpv6.WithClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac}), dhcpv6.WithUserClass([]byte("iPXE"))),
+			peer:   &net.UDPAddr{IP: net.ParseIP("fe80::1"), Port: 546},
+			want:   &summary{Type: "ADVERTISE", Addr: "2001:db8::50", BootURL: "http://[2001:db8::1]:8080/ipxe/52:54:00:00:06:01"},
+		},
+		"unknown machine: silence": {
+			policy: onePolicy{pxe.Host{MAC: other}, install}, req: solicit(httpClient), peer: peer,
+		},
+		"no IPv6 address reserved: silence": {
+			policy: onePolicy{pxe.Host{Name: "v4only", MAC: mac}, install}, req: solicit(httpClient), peer: peer,
+		},
+		"for another server: silence": {
+			policy: onePolicy{host, install}, peer: peer,
+			req: solicit(dhcpv6.WithServerID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 9, 9, 9, 9, 9}})),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(Config{Interface: "br0", ServerIP: netip.MustParseAddr("2001:db8::1"), HTTPBaseURL: "http://[2001:db8::1]:8080"}, tc.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := summarise(s.Answer(context.Background(), serverID, tc.peer, tc.req))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("reply (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A Request answered with an address binds it: pxe/http serves the
+// machine's script to that address.
+func TestLeases(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x06, 0x01}
+	s, err := New(Config{Interface: "br0", ServerIP: netip.MustParseAddr("2001:db8::1"), HTTPBaseURL: "http://[2001:db8::1]:8080"},
+		onePolicy{pxe.Host{Name: "v6", MAC: mac, IP6: net.ParseIP("2001:db8::50")}, pxe.Intent{Action: pxe.ActionNone}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := dhcpv6.NewMessage(dhcpv6.WithClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac}), dhcpv6.WithIAID([4]byte{1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.MessageType = dhcpv6.MessageTypeRequest
+	if _, ok := s.Leases().LeasedIP(mac); ok {
+		t.Fatal("leased before any reply")
+	}
+	s.Answer(context.Background(), &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, &net.UDPAddr{IP: net.ParseIP("fe80::1")}, req)
+	ip, ok := s.Leases().LeasedIP(mac)
+	if !ok || ip.String() != "2001:db8::50" {
+		t.Errorf("LeasedIP: %v %v", ip, ok)
+	}
+	if m, ok := s.Leases().MACOf(net.ParseIP("2001:db8::50")); !ok || m.String() != mac.String() {
+		t.Errorf("MACOf: %v %v", m, ok)
+	}
+}
