@@ -216,6 +216,7 @@ type AgentStatus struct {
 // and MAC.
 type Identity struct {
 	IP         netip.Addr        `json:"ip,omitzero"`
+	IP6        netip.Addr        `json:"ip6,omitzero"` // reserved IPv6 address (DHCPv6)
 	Image      string            `json:"image,omitempty"`
 	BMCAddress string            `json:"bmc_address,omitempty"`
 	Serial     string            `json:"serial,omitempty"`

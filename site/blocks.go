@@ -60,7 +60,7 @@ func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 }
 
 var networkSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "interface"}, {Name: "subnet", Required: true}, {Name: "gateway"}, {Name: "dns"},
+	{Name: "interface"}, {Name: "subnet", Required: true}, {Name: "subnet6"}, {Name: "gateway"}, {Name: "dns"},
 	{Name: "domain"}, {Name: "pool"}, {Name: "mode"}, {Name: "lease_time"}, {Name: "relay_agents"},
 	{Name: "ntp"}, {Name: "mtu"}, {Name: "routes"}, {Name: "options"},
 }}
@@ -83,6 +83,21 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		}
 		n.Interface, _, _ = e.str(content.Attributes["interface"])
 		n.Domain, _, _ = e.str(content.Attributes["domain"])
+		if a := content.Attributes["subnet6"]; a != nil {
+			if v, _, ok := e.str(a); ok {
+				p, err := netip.ParsePrefix(v)
+				switch {
+				case err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Addr().Zone() != "":
+					diags = append(diags, errorAt(a.Expr.Range(), "Invalid IPv6 subnet",
+						"subnet6 must be an IPv6 network in CIDR notation such as 2001:db8:0:1::/64, got %q.", v))
+				case p.Masked() != p:
+					diags = append(diags, errorAt(a.Expr.Range(), "Invalid IPv6 subnet",
+						"%q has host bits set; did you mean %s?", v, p.Masked()))
+				default:
+					n.Subnet6 = p
+				}
+			}
+		}
 		if a := content.Attributes["subnet"]; a != nil {
 			if v, _, ok := e.str(a); ok {
 				p, err := netip.ParsePrefix(v)

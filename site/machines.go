@@ -16,7 +16,7 @@ import (
 var machineSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
-		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
+		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "ip6"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
 		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"},
 		{Name: "interface"}, {Name: "wipe"},
@@ -221,6 +221,17 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 					"Machine %q: %q is not an IPv4 address such as 10.10.0.11.", m.Name, v))
 			} else {
 				m.IP = addr
+			}
+		}
+	}
+	if a := attrs["ip6"]; a != nil {
+		if v, _, ok := e.str(a); ok {
+			addr, err := netip.ParseAddr(v)
+			if err != nil || !addr.Is6() || addr.Is4In6() || addr.Zone() != "" {
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid IPv6 address",
+					"Machine %q: %q is not an IPv6 address such as 2001:db8:0:1::11.", m.Name, v))
+			} else {
+				m.IP6 = addr
 			}
 		}
 	}

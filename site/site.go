@@ -79,9 +79,13 @@ type Network struct {
 	Name      string
 	Interface string
 	Subnet    netip.Prefix
-	Gateway   netip.Addr // invalid when none
-	DNS       []netip.Addr
-	Domain    string
+	// Subnet6 is the network's IPv6 prefix, invalid when it has none: its
+	// machines' ip6 addresses are in it, and metal advertises it on the
+	// link (router advertisements) and answers DHCPv6 there.
+	Subnet6 netip.Prefix
+	Gateway netip.Addr // invalid when none
+	DNS     []netip.Addr
+	Domain  string
 	// PoolStart and PoolEnd bound the dynamic pool for undeclared machines;
 	// both invalid when the network has no pool.
 	PoolStart, PoolEnd netip.Addr
@@ -293,6 +297,7 @@ type Machine struct {
 	Name     string
 	MAC      net.HardwareAddr
 	IP       netip.Addr // invalid when the machine takes a pool address
+	IP6      netip.Addr // reserved IPv6 address (DHCPv6), invalid when none
 	Hostname string
 	Network  string // name of the network the machine boots on
 	Image    string // name of the image, "" for none

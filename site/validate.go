@@ -214,6 +214,13 @@ func validateMachines(s *Site) hcl.Diagnostics {
 				ips[m.IP] = m
 			}
 		}
+		if m.IP6.IsValid() {
+			if first, ok := ips[m.IP6]; ok {
+				dup(first, m, "ip6", "IPv6 address", m.IP6.String())
+			} else {
+				ips[m.IP6] = m
+			}
+		}
 		if !hostnameRe.MatchString(m.Hostname) || len(m.Hostname) > 253 {
 			diags = append(diags, errorAt(m.Range("hostname"), "Invalid hostname",
 				"Machine %q: %q is not a valid hostname (letters, digits and dashes, dot-separated); set hostname = \"...\".", m.Name, m.Hostname))
@@ -357,6 +364,24 @@ func validateMachineNetwork(s *Site, m *Machine) hcl.Diagnostics {
 }
 
 func checkAddrInNetwork(m *Machine, n *Network) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if m.IP6.IsValid() {
+		switch {
+		case !n.Subnet6.IsValid():
+			diags = append(diags, errorAt(m.Range("ip6"), "IPv6 address on a network without subnet6",
+				"Machine %q has ip6 %s, but its network %q declares no subnet6.", m.Name, m.IP6, n.Name))
+		case !n.Subnet6.Contains(m.IP6):
+			diags = append(diags, errorAt(m.Range("ip6"), "IPv6 address outside its network",
+				"Machine %q has ip6 %s, outside the subnet6 %s of network %q.", m.Name, m.IP6, n.Subnet6, n.Name))
+		case m.IP6 == n.Subnet6.Addr():
+			diags = append(diags, errorAt(m.Range("ip6"), "Reserved IPv6 address",
+				"Machine %q has ip6 %s, the subnet-router anycast address of %s; pick another.", m.Name, m.IP6, n.Subnet6))
+		}
+	}
+	return append(diags, checkAddr4InNetwork(m, n)...)
+}
+
+func checkAddr4InNetwork(m *Machine, n *Network) hcl.Diagnostics {
 	if !m.IP.IsValid() || !n.Subnet.IsValid() {
 		return nil
 	}

@@ -69,7 +69,7 @@ func syncMachine(ctx context.Context, store inventory.Store, m *site.Machine, no
 // declare writes the site's declaration of m into rec's identity.
 func declare(rec *inventory.Machine, m *site.Machine) {
 	id := &rec.Identity
-	id.IP = m.IP
+	id.IP, id.IP6 = m.IP, m.IP6
 	id.Network = m.Network
 	id.Hostname = m.Hostname
 	id.SwitchPortRelay, id.SwitchPortCircuit = netip.Addr{}, ""

@@ -25,6 +25,9 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 	} else {
 		set("ip", "(from pool)")
 	}
+	if m.IP6.IsValid() {
+		set("ip6", m.IP6.String())
+	}
 	set("hostname", m.Hostname)
 	set("network", m.Network)
 	set("power", m.Power)

@@ -244,6 +244,9 @@ func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error)
 	m := e.m
 	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network,
 		Boot: pxe.BootPath(m.Identity.Boot)}
+	if m.Identity.IP6.IsValid() {
+		h.IP6 = m.Identity.IP6.AsSlice()
+	}
 	if m.Identity.IP.IsValid() {
 		h.IP = net.IP(m.Identity.IP.AsSlice())
 	}
