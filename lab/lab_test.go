@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/lab"
 	"github.com/metal-dev/metal/pxe/pxetest"
@@ -27,6 +28,7 @@ import (
 // machine without its tools fails with what to install.
 func requireLab(t *testing.T) {
 	t.Helper()
+	testenv.Root(t, "the lab (network namespaces, QEMU)")
 	if os.Geteuid() != 0 {
 		t.Fatal("the lab needs root (network namespaces); run the tests as root (make test does)")
 	}

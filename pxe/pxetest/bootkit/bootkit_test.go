@@ -16,9 +16,11 @@ import (
 
 	"github.com/metal-dev/metal/internal/qemu"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 func TestKernel(t *testing.T) {
+	testenv.Integration(t, "a Debian kernel package (apt-get download)")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p, err := Kernel(ctx, CacheDir())
@@ -98,6 +100,7 @@ func TestInitramfs(t *testing.T) {
 // TestDirectBoot boots the kit without a network (QEMU -kernel/-initrd),
 // so a netboot test failing later is not the kit's fault.
 func TestDirectBoot(t *testing.T) {
+	testenv.Integration(t, "QEMU")
 	if err := CheckQEMU(BIOS); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
@@ -123,6 +124,7 @@ func TestSecureBoot(t *testing.T) {
 // kernel and the iPXE binaries every boot case serves.
 func bootFiles(t *testing.T, fws ...bootkit.Firmware) (kernel string, ipxeBins *bootfiles.IPXE) {
 	t.Helper()
+	testenv.Root(t, "QEMU in a network namespace")
 	for _, fw := range fws {
 		if err := bootkit.CheckQEMU(fw); err != nil {
 			t.Fatal(err)
