@@ -46,17 +46,7 @@ func TestHTTPBootIPv6(t *testing.T) {
 	dir := t.TempDir()
 	mac := pxetest.RandomMAC()
 	marker := "metal-netboot-ipv6-" + lab.ID()
-	files := filepath.Join(dir, "files")
-	must(t, os.MkdirAll(files, 0o755))
-	kb, err := os.ReadFile(kernel)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
-	img, err := bootkit.Initramfs(marker)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(files, "initrd.cpio"), img, 0o644))
-	root, err := bootfiles.OpenRoot(files)
-	must(t, err)
-	t.Cleanup(func() { root.Close() })
+	root := servedRoot(t, dir, kernel, marker)
 
 	// IPv6 only: the bridge's IPv4 address goes, metal's IPv6 one comes
 	// (nodad: usable at once).

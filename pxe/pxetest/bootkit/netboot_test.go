@@ -178,19 +178,7 @@ func netboot(t *testing.T, tc bootCase, kernel string, ipxeBins *bootfiles.IPXE)
 	mac := pxetest.RandomMAC()
 	marker := "metal-netboot-" + string(fw) + "-" + lab.ID()
 
-	// What metal serves: the Debian kernel and an initramfs printing the
-	// marker. Copied into the served root, as os.Root refuses links out.
-	files := filepath.Join(dir, "files")
-	must(t, os.MkdirAll(files, 0o755))
-	kb, err := os.ReadFile(kernel)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
-	img, err := bootkit.Initramfs(marker)
-	must(t, err)
-	must(t, os.WriteFile(filepath.Join(files, "initrd.cpio"), img, 0o644))
-	root, err := bootfiles.OpenRoot(files)
-	must(t, err)
-	t.Cleanup(func() { root.Close() })
+	root := servedRoot(t, dir, kernel, marker)
 
 	logs := &jsonLog{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -382,4 +370,23 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// servedRoot is what metal serves in a netboot test: the Debian kernel and
+// an initramfs printing marker, under dir/files. Copied into the served
+// root, as os.Root refuses links out.
+func servedRoot(t *testing.T, dir, kernel, marker string) *bootfiles.Root {
+	t.Helper()
+	files := filepath.Join(dir, "files")
+	must(t, os.MkdirAll(files, 0o755))
+	kb, err := os.ReadFile(kernel)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
+	img, err := bootkit.Initramfs(marker)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(files, "initrd.cpio"), img, 0o644))
+	root, err := bootfiles.OpenRoot(files)
+	must(t, err)
+	t.Cleanup(func() { root.Close() })
+	return root
 }
