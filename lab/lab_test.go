@@ -65,13 +65,7 @@ func buildMetal(t *testing.T) string {
 		if metalBuild.err != nil {
 			return
 		}
-		metalBuild.path = filepath.Join(metalBuild.dir, "metal")
-		cmd := exec.Command("go", "build", "-o", metalBuild.path, "./cmd/metal")
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			metalBuild.err = fmt.Errorf("build metal: %w\n%s", err, out)
-		}
+		metalBuild.path, metalBuild.err = testenv.BuildMetal(metalBuild.dir)
 	})
 	if metalBuild.err != nil {
 		t.Fatal(metalBuild.err)

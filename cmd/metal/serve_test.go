@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,13 +21,9 @@ import (
 func buildMetal(t *testing.T) string {
 	t.Helper()
 	testenv.Long(t, "metal as a process")
-	bin := filepath.Join(t.TempDir(), "metal")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	// Static, as `make build` makes it: the install agent runs it as /init.
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := cmd.CombinedOutput()
+	bin, err := testenv.BuildMetal(t.TempDir())
 	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		t.Fatal(err)
 	}
 	return bin
 }

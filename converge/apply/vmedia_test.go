@@ -74,7 +74,7 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 	// The agent: this tree's metal with the cloud kernel's drivers.
 	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
 	must(t, err)
-	bin, err := bootkit.BuildMetal(dir)
+	bin, err := testenv.BuildMetal(dir)
 	must(t, err)
 	agentInitrd := filepath.Join(files, "agent", "initrd.img")
 	res, err := initramfs.BuildAgent(ctx, initramfs.Options{

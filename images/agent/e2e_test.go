@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +22,7 @@ import (
 	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/agentapi"
@@ -33,19 +33,6 @@ import (
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 )
-
-// buildMetal builds this tree's metal statically, as make build does.
-func buildMetal(t *testing.T, dir string) string {
-	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	out := filepath.Join(dir, "metal")
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "../../cmd/metal")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build metal: %v\n%s", err, b)
-	}
-	return out
-}
 
 func sha256sum(b []byte) string {
 	s := sha256.Sum256(b)
@@ -221,8 +208,10 @@ func newAgentLab(t *testing.T, timeout time.Duration, modules ...string) *agentL
 	if err != nil {
 		t.Skipf("no Debian kernel package: %v", err)
 	}
+	bin, err := testenv.BuildMetal(dir)
+	must(t, err)
 	res, err := initramfs.BuildAgent(ctx, initramfs.Options{
-		Binary: buildMetal(t, dir), KernelDir: kroot, Out: filepath.Join(files, "agent.cpio.gz"),
+		Binary: bin, KernelDir: kroot, Out: filepath.Join(files, "agent.cpio.gz"),
 		Modules: append([]string{"virtio_net", "virtio_pci", "virtio_rng"}, modules...),
 	})
 	must(t, err)
