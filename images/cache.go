@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/images/source"
+	"github.com/metal-dev/metal/internal/atomicfile"
 )
 
 // The cache's layout under its directory (STATE/images):
@@ -319,7 +320,7 @@ func (c *Cache) writeLocal(p string, r localRecord) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(c.localRecordPath(p), b)
+	return atomicfile.Write(c.localRecordPath(p), b, 0o600)
 }
 
 // checkBlob reports whether the blob of d is present and intact, hashing it
@@ -616,23 +617,6 @@ func syncDir(dir string) {
 		d.Sync()
 		d.Close()
 	}
-}
-
-// writeFileAtomic writes b to p through a temporary file and a rename.
-func writeFileAtomic(p string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), p)
 }
 
 // Imported is what Import added to the cache.

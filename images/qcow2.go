@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/metal-dev/metal/internal/atomicfile"
 )
 
 // FormatQcow2 is QEMU's copy-on-write disk format, as distributions publish
@@ -261,7 +263,7 @@ func (c *Cache) convertQcow2(ctx context.Context, d Digest) (conversion, error) 
 	if err != nil {
 		return conversion{}, err
 	}
-	if err := writeFileAtomic(c.conversionPath(d), b); err != nil {
+	if err := atomicfile.Write(c.conversionPath(d), b, 0o600); err != nil {
 		return conversion{}, err
 	}
 	c.log.Info("qcow2 image converted", "from", d.String(), "to", cv.To, "disk_bytes", size)

@@ -22,6 +22,7 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
+	"github.com/metal-dev/metal/internal/atomicfile"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/internal/hub"
 )
@@ -109,9 +110,9 @@ func Open(path string, opts Options) (*KV, error) {
 	// The flock is the lock; the pid file only names its holder in the
 	// error above. It is written after the lock is taken, so it is never
 	// stale while the lock is held.
-	if err := writeFileAtomic(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n")); err != nil {
+	if err := atomicfile.Write(pidPath, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("state store %s: write pid file: %w", path, err)
+		return nil, fmt.Errorf("state store %s: pid file: %w", path, err)
 	}
 	var rev int64
 	err = db.Update(func(tx *bbolt.Tx) error {
@@ -133,14 +134,6 @@ func Open(path string, opts Options) (*KV, error) {
 		wake: make(chan struct{}, 1), committed: make(chan struct{})}
 	go s.committer()
 	return s, nil
-}
-
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func readRev(meta *bbolt.Bucket) int64 {
