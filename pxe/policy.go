@@ -61,9 +61,9 @@ const (
 	// boot clients), then its script. Debian's iPXE is unsigned: a
 	// machine with Secure Boot on refuses it.
 	BootIPXE BootPath = "ipxe"
-	// BootSecure: Debian's signed shim, then its signed GRUB (and, still
-	// to come, a GRUB config and a signed kernel over TFTP). Such a
-	// machine is never offered iPXE.
+	// BootSecure: Debian's signed shim, then its signed GRUB, then the
+	// GRUB config metal makes for the machine (pxe/grub) and a signed
+	// kernel, all over TFTP. Such a machine is never offered iPXE.
 	BootSecure BootPath = "secureboot"
 	// BootHTTP: UEFI HTTP boot clients get iPXE over HTTP; PXE clients
 	// get no boot file (no TFTP), iPXE its script.

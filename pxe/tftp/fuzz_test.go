@@ -3,6 +3,7 @@ package tftp
 import (
 	"bytes"
 	"io"
+	"net/netip"
 	"os"
 	"testing"
 )
@@ -17,7 +18,7 @@ func FuzzOpen(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
-		file, fi, err := ts.srv.openFile(name)
+		file, fi, err := ts.srv.openFile(netip.Addr{}, name)
 		if err != nil {
 			return
 		}

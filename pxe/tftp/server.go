@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"runtime/debug"
 	"strconv"
@@ -24,6 +25,7 @@ import (
 	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	tftplib "github.com/pin/tftp/v3"
+	"golang.org/x/sys/unix"
 )
 
 // Config is the TFTP server's configuration. Zero values are the defaults.
@@ -36,6 +38,14 @@ type Config struct {
 	IPXE *bootfiles.IPXE
 	// Root is an optional directory of further files (per-machine files).
 	Root *bootfiles.Root
+	// Mounts serve more directories, each under a first path element
+	// ("files" serves files/x from its Root), as metal's HTTP server
+	// serves /files/ and /images/: a boot program that cannot speak
+	// HTTP (Debian's signed GRUB) fetches the same paths over TFTP.
+	Mounts map[string]*bootfiles.Root
+	// Generated, when set, is asked first for every name: files made per
+	// request for the client asking (a machine's GRUB config).
+	Generated Generator
 	// MaxBlockSize caps the blksize option a client may negotiate (RFC
 	// 2348). The library also caps it at the interface MTU less 28 bytes,
 	// so the default (0, no cap of our own) never fragments.
@@ -67,13 +77,22 @@ type Config struct {
 	Observe func(result string, bytes int64)
 }
 
+// Generator makes files that exist only when a client asks: their content
+// may depend on who asks. It is the policy's side of per-machine files.
+type Generator interface {
+	// Generate returns the content of name (a clean relative path) for
+	// the client at client, or an error wrapping fs.ErrNotExist when it
+	// makes no such file, so the name is looked for elsewhere.
+	Generate(ctx context.Context, client netip.Addr, name string) ([]byte, error)
+}
+
 // Server is a read-only TFTP server.
 type Server struct {
 	cfg Config
 	log *slog.Logger
 	// open resolves a requested name; a field so tests can make it fail in
 	// ways a file system will not (a panic).
-	open func(name string) (*os.File, fs.FileInfo, error)
+	open func(client netip.Addr, name string) (*os.File, fs.FileInfo, error)
 	// noGSO sends windows a datagram per system call, as on a kernel
 	// without UDP segmentation offload; for tests of that path.
 	noGSO bool
@@ -93,7 +112,7 @@ var (
 
 // New checks cfg and returns a server; it does not listen yet.
 func New(cfg Config) (*Server, error) {
-	if cfg.IPXE == nil && cfg.Root == nil {
+	if cfg.IPXE == nil && cfg.Root == nil && len(cfg.Mounts) == 0 && cfg.Generated == nil {
 		return nil, errNoSources
 	}
 	if cfg.Addr == "" {
@@ -236,19 +255,30 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 	return wconn, scan
 }
 
-// openFile maps a requested name to a file: an iPXE binary by its exact
-// name, else a file under Root.
-func (s *Server) openFile(name string) (*os.File, fs.FileInfo, error) {
-	// Debian's signed network GRUB asks for its prefix as an absolute
-	// path ("/grub/grub.cfg"): that folder is taken from the root.
-	if strings.HasPrefix(name, "/grub/") {
-		name = name[1:]
-	}
+// openFile maps a requested name to a file: a generated file for this
+// client, an iPXE binary by its exact name, a file of the mount named by
+// its first element, else a file under Root. A leading slash is dropped:
+// GRUB asks for absolute paths ("/grub/grub.cfg", "/files/vmlinuz"),
+// which are taken from what is served, as tftpd -s does.
+func (s *Server) openFile(client netip.Addr, name string) (*os.File, fs.FileInfo, error) {
+	name = strings.TrimPrefix(name, "/")
 	if err := bootfiles.CheckName(name); err != nil {
 		return nil, nil, err
 	}
+	if s.cfg.Generated != nil {
+		b, err := s.cfg.Generated.Generate(context.Background(), client, name)
+		switch {
+		case err == nil:
+			return memFile(name, b)
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, nil, fmt.Errorf("generate %q: %w", name, err)
+		}
+	}
 	if s.cfg.IPXE != nil && s.cfg.IPXE.Has(name) {
 		return s.cfg.IPXE.Open(name)
+	}
+	if first, rest, ok := strings.Cut(name, "/"); ok && s.cfg.Mounts[first] != nil {
+		return s.cfg.Mounts[first].Open(rest)
 	}
 	if s.cfg.Root != nil {
 		return s.cfg.Root.Open(name)
@@ -256,14 +286,49 @@ func (s *Server) openFile(name string) (*os.File, fs.FileInfo, error) {
 	return nil, nil, fmt.Errorf("open %q: %w", name, fs.ErrNotExist)
 }
 
+// memFile holds b in an anonymous in-memory file, so a generated file is
+// sent by the same senders (sendfile, seeks for tsize) as any other.
+func memFile(name string, b []byte) (*os.File, fs.FileInfo, error) {
+	fd, err := unix.MemfdCreate("tftp", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generated %q: memfd: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("generated %q: %w", name, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("generated %q: %w", name, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("generated %q: %w", name, err)
+	}
+	return f, fi, nil
+}
+
+// clientAddr is the IP address of a transfer's peer.
+func clientAddr(a net.Addr) netip.Addr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(u.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
 // read is the library's read handler: one call per read request, in its own
 // goroutine. An error returned here goes to the client in an error packet.
 func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
 	start := time.Now()
 	var client string
+	var from netip.Addr
 	if ot, ok := rf.(tftplib.OutgoingTransfer); ok {
 		addr := ot.RemoteAddr()
-		client = addr.String()
+		client, from = addr.String(), clientAddr(&addr)
 	}
 	var n int64
 	result, reason := "ok", ""
@@ -278,7 +343,7 @@ func (s *Server) read(name string, rf io.ReaderFrom) (err error) {
 		s.logTransfer(client, name, n, time.Since(start), result, reason)
 	}()
 
-	f, _, err := s.open(name)
+	f, _, err := s.open(from, name)
 	if err != nil {
 		reason = err.Error()
 		result, _, err = refusal(err)

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -255,8 +256,11 @@ func TestClientsRefused(t *testing.T) {
 	names := map[string]struct {
 		remote, reason string
 	}{
-		"traversal":    {remote: "../../etc/passwd", reason: "parent directory"},
-		"absolute":     {remote: "/etc/passwd", reason: "absolute"},
+		"traversal": {remote: "../../etc/passwd", reason: "parent directory"},
+		// A leading slash is the root's (as tftpd -s): /etc/passwd is
+		// looked for there; a second one is an absolute path.
+		"rooted":       {remote: "/etc/passwd", reason: "no such file"},
+		"absolute":     {remote: "//etc/passwd", reason: "absolute"},
 		"symlink out":  {remote: "escape", reason: "escapes"},
 		"link to ..":   {remote: "up/secret", reason: "escapes"},
 		"backslash":    {remote: `..\..\etc\passwd`, reason: "backslash"},
@@ -407,11 +411,11 @@ func TestRawRequests(t *testing.T) {
 func TestHandlerPanicRecovered(t *testing.T) {
 	ts := startServer(t, nil, func(ts *testServer) {
 		real := ts.srv.open
-		ts.srv.open = func(name string) (*os.File, fs.FileInfo, error) {
+		ts.srv.open = func(client netip.Addr, name string) (*os.File, fs.FileInfo, error) {
 			if name == "boom" {
 				panic("boom")
 			}
-			return real(name)
+			return real(client, name)
 		}
 	})
 	reply := exchange(t, ts.addr, rrq("boom"))
@@ -485,6 +489,53 @@ func TestBlockReader(t *testing.T) {
 			}
 			if !bytes.Equal(got, data[tc.seekTo:]) {
 				t.Errorf("read %d bytes after the seeks, want the %d from offset %d", len(got), len(data)-int(tc.seekTo), tc.seekTo)
+			}
+		})
+	}
+}
+
+// clientConfigs generates grub/grub.cfg naming the client that asks, as
+// a machine's GRUB config depends on who asks.
+type clientConfigs struct{}
+
+func (clientConfigs) Generate(_ context.Context, client netip.Addr, name string) ([]byte, error) {
+	if name != "grub/grub.cfg" {
+		return nil, fs.ErrNotExist
+	}
+	return []byte("for " + client.String() + "\n"), nil
+}
+
+// TestMountsAndGenerated: GRUB's absolute paths reach a mount (as
+// metal's HTTP serves /files/), and a generated file is made for the
+// client asking, by every client and sender.
+func TestMountsAndGenerated(t *testing.T) {
+	for cname, c := range clients {
+		t.Run(cname, func(t *testing.T) {
+			t.Parallel()
+			needTool(t, c.tool, c.pkg)
+			files := t.TempDir()
+			kernel := bytes.Repeat([]byte("kernel "), 3000)
+			mustT(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kernel, 0o644))
+			root, err := bootfiles.OpenRoot(files)
+			mustT(t, err)
+			t.Cleanup(func() { root.Close() })
+			ts := startServer(t, func(cfg *Config) {
+				cfg.Mounts = map[string]*bootfiles.Root{"files": root}
+				cfg.Generated = clientConfigs{}
+			})
+			for remote, want := range map[string][]byte{
+				"/files/vmlinuz":                      kernel,
+				"/grub/grub.cfg":                      []byte("for 127.0.0.1\n"),
+				"machines/52-54-00-00-00-01/boot.cfg": []byte("per-machine\n"),
+			} {
+				out := filepath.Join(t.TempDir(), "out")
+				if b, err := c.get(ts.addr, remote, out).CombinedOutput(); err != nil {
+					t.Fatalf("%s get %s: %v: %s", c.tool, remote, err, b)
+				}
+				got, _ := os.ReadFile(out)
+				if !bytes.Equal(got, want) {
+					t.Errorf("%s: %d bytes, want %d", remote, len(got), len(want))
+				}
 			}
 		})
 	}

@@ -305,7 +305,7 @@ func (t *windowTransfer) serve() {
 		s.logTransfer(client, t.req.name, n, time.Since(start), result, reason)
 	}()
 
-	f, fi, err := s.open(t.req.name)
+	f, fi, err := s.open(t.peer.Addr().Unmap(), t.req.name)
 	if err != nil {
 		reason = err.Error()
 		var code uint16
@@ -341,6 +341,9 @@ func refusal(err error) (result string, code uint16, clientErr error) {
 		return "refused", codeAccess, errRefused
 	case errors.Is(err, os.ErrNotExist):
 		return "not found", codeNotFound, errNotFound
+	case errors.Is(err, os.ErrPermission):
+		// A generated file this client may not have.
+		return "refused", codeAccess, errRefused
 	default:
 		return "error", codeUndefined, errInternal
 	}

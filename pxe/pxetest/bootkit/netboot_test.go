@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
+	"github.com/metal-dev/metal/pxe/grub"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
@@ -98,11 +100,16 @@ func TestHTTPBoot(t *testing.T) {
 }
 
 // TestSecureBoot: OVMF's Secure Boot build with Microsoft's keys enrolled
-// (OVMF_VARS_4M.ms.fd) refuses Debian's unsigned iPXE (Access Denied),
-// which proves a test machine really has Secure Boot on. The signed chain
-// (Debian's shim-signed and grub-efi-amd64-signed, downloaded and unpacked
-// into the test cache, never installed) is found here too, for the boot
-// through shim and GRUB that is still to land.
+// (OVMF_VARS_4M.ms.fd).
+//
+//   - ipxe-refused: the firmware refuses Debian's unsigned iPXE (Access
+//     Denied), which proves a test machine really has Secure Boot on.
+//   - signed: the machine boots the signed chain (Debian's shim-signed and
+//     grub-efi-amd64-signed, downloaded and unpacked into the test cache,
+//     never installed), all over TFTP: shim, GRUB, the GRUB config metal
+//     makes for this machine (grub.Configs), then Debian's signed kernel
+//     (which shim checks) and the initrd; the kernel says "Secure boot
+//     enabled" and the initrd prints the marker.
 func TestSecureBoot(t *testing.T) {
 	kernel, ipxeBins := bootFiles(t, bootkit.UEFI)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -117,6 +124,7 @@ func TestSecureBoot(t *testing.T) {
 	}
 	bootAll(t, map[string]bootCase{
 		"ipxe-refused": {fw: bootkit.UEFI, noROM: true, secureBoot: true, refused: true},
+		"signed":       {fw: bootkit.UEFI, noROM: true, secureBoot: true, signed: true},
 	}, kernel, bootfiles.Join(ipxeBins, signed))
 }
 
@@ -229,7 +237,14 @@ func netboot(t *testing.T, tc bootCase, kernel string, ipxeBins *bootfiles.IPXE)
 		leases = dhcpSrv.Leases()
 	}
 	if !tc.httpBoot {
-		tftpSrv, err := tftp.New(tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: ipxeBins, Root: root, Logger: log})
+		tftpCfg := tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: ipxeBins, Root: root, Logger: log}
+		if tc.signed {
+			// GRUB's config, kernel and initrd come over TFTP too, by
+			// the paths HTTP serves them under.
+			tftpCfg.Mounts = map[string]*bootfiles.Root{"files": root}
+			tftpCfg.Generated = grub.Configs{Policy: policy, Leases: leases}
+		}
+		tftpSrv, err := tftp.New(tftpCfg)
 		must(t, err)
 		services["tftp"] = service{lab.NS(), tftpSrv.Serve}
 	}
@@ -316,18 +331,20 @@ func netboot(t *testing.T, tc bootCase, kernel string, ipxeBins *bootfiles.IPXE)
 		if !bytes.Contains(out, []byte("Secure boot enabled")) {
 			t.Errorf("the kernel did not say \"Secure boot enabled\"")
 		}
-		for _, f := range []string{bootfiles.Shim, bootfiles.GRUB} {
+		for _, f := range []string{bootfiles.Shim, bootfiles.GRUB, "grub/grub.cfg", "files/vmlinuz", "files/initrd.cpio"} {
 			if tc.httpBoot {
 				steps[f+" over HTTP"] = func(m map[string]any) bool {
 					return m["msg"] == "http request" && m["path"] == "/boot/"+f && m["status"] == float64(200)
 				}
 			} else {
 				steps[f+" over TFTP"] = func(m map[string]any) bool {
-					return m["msg"] == "tftp transfer" && m["file"] == f && m["result"] == "ok"
+					return m["msg"] == "tftp transfer" && strings.TrimPrefix(m["file"].(string), "/") == f && m["result"] == "ok"
 				}
 			}
 		}
-		delete(steps, "script over HTTP")
+		for _, s := range []string{"script", "kernel", "initrd"} {
+			delete(steps, s+" over HTTP")
+		}
 	case tc.noROM:
 		steps["iPXE over TFTP"] = func(m map[string]any) bool {
 			return m["msg"] == "tftp transfer" && m["file"] == bootfiles.UEFI && m["result"] == "ok"
