@@ -69,8 +69,11 @@ func TestPlanAndAdoptInChromium(t *testing.T) {
 		chromedp.Click(`#discovered a.button`, chromedp.NodeVisible),
 		chromedp.WaitVisible(`#adopt-hcl`),
 		chromedp.Text(`#adopt-hcl`, &hcl),
+		// The copy button's handler is attached by live.js; a click before
+		// the page has loaded it does nothing, so wait for the load first.
+		chromedp.Poll(`document.readyState === "complete"`, nil, chromedp.WithPollingTimeout(30*time.Second)),
 		chromedp.Click(`#copy`),
-		chromedp.Poll(`document.getElementById("copy-status").textContent !== ""`, nil, chromedp.WithPollingTimeout(5*time.Second)),
+		chromedp.Poll(`document.getElementById("copy-status").textContent !== ""`, nil, chromedp.WithPollingTimeout(30*time.Second)),
 	)
 	consoletest.Screenshot(t, ctx, "adopt.png")
 	for _, s := range []string{`machine "m-525400aabb01" {`, `mac     = "52:54:00:aa:bb:01"`, "PowerEdge R650", "serial 7XK2Q53", "image   = image.debian-12"} {
