@@ -131,6 +131,10 @@ type config struct {
 }
 
 func main() {
+	if os.Getenv(stormClientEnv) == "1" {
+		stormClientMain()
+		return
+	}
 	cfg := &config{}
 	var out, only, readme string
 	flag.StringVar(&cfg.metal, "metal", "bin/metal", "metal binary to measure")

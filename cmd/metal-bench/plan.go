@@ -19,6 +19,7 @@ var benches = []bench{
 	{name: "dhcp flood", run: benchFlood},
 	{name: "tftp", run: benchTFTP},
 	{name: "http", run: benchHTTP},
+	{name: "boot storm", run: benchStorm},
 	{name: "store", run: benchStore},
 	{name: "image write", run: benchImageWrite}, {name: "image fetch", run: benchImageFetch},
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/internal/testenv"
+	"github.com/metal-dev/metal/site"
+)
+
+// TestMain lets the test binary be the storm's client process, as
+// metal-bench itself is in a run.
+func TestMain(m *testing.M) {
+	if os.Getenv(stormClientEnv) == "1" {
+		stormClientMain()
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestStormSmall runs a storm of a few machines once against metal serve
+// and once against dnsmasq with nginx: every machine must get through
+// DHCP, TFTP, DHCP as iPXE, its script, kernel and initrd on both.
+func TestStormSmall(t *testing.T) {
+	testenv.Root(t, "network namespaces")
+	requirePeer(t, "dnsmasq", "dnsmasq-base")
+	requirePeer(t, "nginx", "nginx-light")
+	metal, err := testenv.BuildMetal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// nginx's workers run as nobody and read the files from here, as in
+	// a run (main makes its scratch directory readable the same way).
+	work, err := os.MkdirTemp("", "metal-bench-storm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(work) })
+	if err := os.Chmod(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config{ctx: ctx, metal: metal, work: work, logger: slog.New(slog.NewTextHandler(os.Stderr, nil))}
+	got, err := runStorms(cfg, 5, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"metal", stormPeer} {
+		if len(got[s]) != 1 {
+			t.Fatalf("%s: %d runs, want 1", s, len(got[s]))
+		}
+		if r := got[s][0]; r.lost > 0 {
+			t.Errorf("%s: %d of 5 machines lost; the first: %s", s, r.lost, r.firstErr)
+		}
+	}
+}
+
+func TestStormSiteValid(t *testing.T) {
+	hosts := append(stormHosts(stormMachines), stormProbe)
+	res, diags := site.Load("storm.hcl", stormSite(t.TempDir(), "mbs1", hosts), site.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if diff := cmp.Diff(len(hosts), len(res.Site.Machines)); diff != "" {
+		t.Errorf("machines (-want +got):\n%s", diff)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	tests := map[string]struct {
+		p    float64
+		want float64
+	}{
+		"p50":  {50, 5},
+		"p99":  {99, 10},
+		"p10":  {10, 1},
+		"p100": {100, 10},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := percentile(xs, tc.p); got != tc.want {
+				t.Errorf("percentile(%v) = %v, want %v", tc.p, got, tc.want)
+			}
+		})
+	}
+}
