@@ -154,17 +154,32 @@ func crashRound(t *testing.T, url string, round int, during func()) acked {
 	}
 	w.Close()
 	lines := make(chan []string, 1)
+	first := make(chan struct{}) // closed at the first ack line, or at EOF
 	go func() {
 		var out []string
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
-			out = append(out, sc.Text())
+			if out = append(out, sc.Text()); len(out) == 1 {
+				close(first)
+			}
+		}
+		if len(out) == 0 {
+			close(first)
 		}
 		lines <- out
 	}()
-	// Kill at a random point once writing is under way: the open and the
-	// first writes take a few tens of milliseconds.
-	time.Sleep(time.Duration(80+rand.IntN(400)) * time.Millisecond)
+	// Kill at a random point once writing is under way: after the first
+	// acknowledged write, however long the start took on this host (on a
+	// loaded one, starting the child and opening the store alone can take
+	// longer than the whole random window).
+	select {
+	case <-first:
+	case <-time.After(2 * time.Minute):
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("the writer acknowledged nothing in 2 minutes:\n%s", stderr.String())
+	}
+	time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
 	if during != nil {
 		during()
 	}
