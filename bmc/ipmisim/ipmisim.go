@@ -39,6 +39,12 @@ type Config struct {
 	QEMU []string
 	// IPMISim overrides the ipmi_sim found on PATH.
 	IPMISim string
+	// SOL is the serial device the BMC offers as the machine's
+	// Serial-over-LAN console: a path (a pty, /dev/ttyS1), or
+	// "tcp:HOST:PORT" to connect to QEMU's "-serial tcp:HOST:PORT,server".
+	// ipmi_sim keeps trying to connect until the device is there. Empty:
+	// the BMC has no SOL, as some real ones have not.
+	SOL string
 	// Log receives progress; nil discards. It never sees the password.
 	Log *slog.Logger
 }
@@ -79,6 +85,9 @@ func Write(dir string, cfg Config) (Files, error) {
 	// wrong without echoing it.
 	if cfg.Password == "" || len(cfg.Password) > maxPassword || strings.ContainsAny(cfg.Password, "\"\n\\") {
 		return Files{}, fmt.Errorf("ipmisim: password must be 1-%d bytes without quotes, backslashes or newlines", maxPassword)
+	}
+	if strings.ContainsAny(cfg.SOL, "\"\n") {
+		return Files{}, errors.New("ipmisim: SOL device must not hold quotes or newlines")
 	}
 	if cfg.Name == "" {
 		cfg.Name = "metal"
@@ -136,6 +145,9 @@ set_working_mc 0x20
   chassis_control "%s 0x20"
   user 2 true "%s" "%s" admin 10 md5 straight
 `, cfg.Name, host, port, f.Script, cfg.Username, cfg.Password)
+	if cfg.SOL != "" {
+		lan += fmt.Sprintf("  sol \"%s\" 115200\n", cfg.SOL)
+	}
 	cmds := "mc_setbmc 0x20\n" +
 		"mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n" +
 		"sel_enable 0x20 1000 0x0a\n" +

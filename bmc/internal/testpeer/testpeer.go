@@ -173,8 +173,21 @@ func (s *IPMISim) Calls(t testing.TB) []string {
 // stops both at cleanup.
 func StartIPMISim(t testing.TB, user, pass string) *IPMISim {
 	t.Helper()
+	return StartIPMISimWith(t, ipmisim.Config{Username: user, Password: pass})
+}
+
+// StartIPMISimWith is StartIPMISim with more of the BMC configured (its
+// serial-over-LAN device, FRU, sensors); name and QEMU are filled in.
+func StartIPMISimWith(t testing.TB, cfg ipmisim.Config) *IPMISim {
+	t.Helper()
 	Need(t, "ipmitool", "ipmitool")
-	files, p := RunIPMISim(t, ipmisim.Config{Name: "metaltest", Username: user, Password: pass, QEMU: QEMUCommand(t)})
+	if cfg.Name == "" {
+		cfg.Name = "metaltest"
+	}
+	if len(cfg.QEMU) == 0 {
+		cfg.QEMU = QEMUCommand(t)
+	}
+	files, p := RunIPMISim(t, cfg)
 	return &IPMISim{Addr: p.Addr(), files: files, proc: p}
 }
 
