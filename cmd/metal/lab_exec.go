@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/lab"
 )
@@ -39,24 +39,10 @@ vms/NAME/serial.log in the lab's directory.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				old, err := term.MakeRaw(int(f.Fd()))
-				if err != nil {
-					return fmt.Errorf("console: %w", err)
-				}
-				defer term.Restore(int(f.Fd()), old)
-			}
-			fmt.Fprintf(a.stderr, "Connected to %s's serial console. Ctrl-] leaves.\r\n", vm.Name)
-			err = lab.Attach(ctx, vm.Console, a.stdin, a.stdout)
-			switch {
-			case errors.Is(err, lab.ErrEscaped), errors.Is(err, context.Canceled):
-				fmt.Fprint(a.stderr, "\r\nDetached.\r\n")
-				return nil
-			case err == nil:
-				fmt.Fprintf(a.stderr, "\r\n%s closed its console (powered off or restarting).\r\n", vm.Name)
-				return nil
-			}
-			return err
+			return terminalSession(ctx, a, vm.Name, vm.Name+" closed its console (powered off or restarting)",
+				func(ctx context.Context, in io.Reader, out io.Writer) error {
+					return lab.Attach(ctx, vm.Console, in, out)
+				})
 		},
 	}
 }

@@ -42,6 +42,7 @@ var verbs = []func(*app) *cobra.Command{
 	newApplyCmd,
 	newBackupCmd,
 	newBMCCmd,
+	newConsoleCmd,
 	newDocsCmd,
 	newDoctorCmd,
 	newEventsCmd,

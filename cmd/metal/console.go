@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/internal/serialterm"
+)
+
+type consoleFlags struct {
+	vars    varFlags
+	site    siteFlag
+	steal   bool
+	timeout time.Duration
+}
+
+func newConsoleCmd(a *app) *cobra.Command {
+	f := &consoleFlags{}
+	cmd := &cobra.Command{
+		Use:   "console MACHINE",
+		Short: "Attach to a machine's serial console through its BMC (IPMI Serial-over-LAN; Ctrl-] leaves)",
+		Long: `Console connects the terminal to a machine's serial console through its BMC's
+IPMI Serial-over-LAN, as a serial cable would: what the machine prints
+appears, what you type reaches it, byte for byte. Ctrl-] leaves; the BMC
+is told, so the console is free for the next session at once.
+
+The machine's bmc block must speak IPMI ("ipmi" or "auto"), and the BMC
+must have SOL enabled. The machine's own firmware and OS must write to the
+serial port SOL carries (for Linux, console=ttyS0,115200 or ttyS1).
+
+IPMI allows one SOL session per machine. While someone else holds it (an
+ipmitool, another metal console, metal serve's web terminal) console says
+so; --steal ends their session and takes it. For the lab's QEMU machines,
+metal lab console attaches to the VM's serial port directly.`,
+		Example: `  metal console --site site.hcl web-01
+  metal console --site site.hcl --steal web-01   # take it from another session`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConsole(cmd.Context(), a, f, args[0])
+		},
+	}
+	f.site.register(cmd.Flags())
+	cmd.Flags().BoolVar(&f.steal, "steal", false, "end another session holding the console first")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on reaching the BMC and starting the session")
+	cmd.Flags().StringArrayVar(&f.vars.vars, "var", nil, "set a variable: -var NAME=VALUE (repeatable)")
+	cmd.Flags().StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables from an HCL file (repeatable)")
+	return cmd
+}
+
+func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error {
+	res, diags := f.vars.load(f.site.name())
+	view.Diags(a.stderr, res.Files, diags)
+	if diags.HasErrors() {
+		return silentExit(exitFailed)
+	}
+	machines, err := selectMachines(res.Site, []string{name})
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	cfg := apply.BMCConfig(machines[0])
+	cfg.Timeout = f.timeout
+	c, err := bmc.New(cfg, a.logger())
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	conn, err := c.SerialConsole(ctx, bmc.ConsoleOptions{Steal: f.steal})
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
+	}
+	return terminalSession(ctx, a, name, "The BMC of "+name+" ended the serial-over-LAN session",
+		func(ctx context.Context, in io.Reader, out io.Writer) error {
+			return serialterm.Attach(ctx, conn, in, out)
+		})
+}
+
+// terminalSession puts the user's terminal (if it is one) in raw mode, so
+// that every key reaches the machine, runs attach, and says how the
+// session ended: closed is the sentence for a far end that closed it.
+func terminalSession(ctx context.Context, a *app, name, closed string, attach func(ctx context.Context, in io.Reader, out io.Writer) error) error {
+	if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		old, err := term.MakeRaw(int(f.Fd()))
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		defer term.Restore(int(f.Fd()), old)
+	}
+	fmt.Fprintf(a.stderr, "Connected to %s's serial console. Ctrl-] leaves.\r\n", name)
+	err := attach(ctx, a.stdin, a.stdout)
+	switch {
+	case errors.Is(err, serialterm.ErrEscaped), errors.Is(err, context.Canceled):
+		fmt.Fprint(a.stderr, "\r\nDetached.\r\n")
+		return nil
+	case err == nil:
+		fmt.Fprintf(a.stderr, "\r\n%s.\r\n", closed)
+		return nil
+	}
+	return err
+}
