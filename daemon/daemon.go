@@ -67,7 +67,8 @@ type Options struct {
 	// ConsoleSocket is where machines' serial consoles are served, a
 	// unix socket path with {machine} for the name (the lab's QEMU
 	// VMs); the console's terminal and the API's console route read
-	// them. Empty: no serial consoles.
+	// them. Machines without one whose BMC speaks IPMI are reached over
+	// Serial-over-LAN.
 	ConsoleSocket string
 	// API, when its address is set, moves the console, API and metrics
 	// off the netboot listener to their own, optionally with TLS.
@@ -283,8 +284,8 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	tokens := api.NewTokens(d.Store, nil, d.log)
 	d.tokens = tokens
 	var consoles *serial.Hub
-	if opts.ConsoleSocket != "" {
-		consoles = serial.NewHub(serial.UnixSockets(opts.ConsoleSocket))
+	if opener := (consoleOpener{sockets: serial.UnixSockets(opts.ConsoleSocket), site: d.Site, log: d.log}); opener.any() {
+		consoles = serial.NewHub(opener)
 	}
 	extra := map[string]http.Handler{
 		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
