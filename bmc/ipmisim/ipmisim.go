@@ -2,7 +2,8 @@
 // IPMI BMC of one QEMU machine: it writes the LAN configuration, the
 // command file and a chassis_control script whose power on, off, cycle and
 // reset start and stop a QEMU process, and whose boot device choice is
-// applied (once) the next time QEMU starts.
+// applied (once) the next time QEMU starts. The machine may also be a
+// plain process group (Config.Host), for tests whose host is a program.
 package ipmisim
 
 import (
@@ -37,6 +38,11 @@ type Config struct {
 	// -daemonize and -pidfile, so that the chassis script returns once QEMU
 	// is up and a later power off can find it; it must not use stdio.
 	QEMU []string
+	// Host, in place of QEMU, is a command line that stands for the whole
+	// host: power on starts it in a session of its own, power off kills
+	// that session at once (SIGKILL, as pulling the power does). Tests of
+	// metal's own failover run a metal process behind a real BMC with it.
+	Host []string
 	// IPMISim overrides the ipmi_sim found on PATH.
 	IPMISim string
 	// SOL is the serial device the BMC offers as the machine's
@@ -64,6 +70,9 @@ type Files struct {
 	ChassisLog   string // every chassis_control call, and QEMU's start errors
 	IPMISim      string // program to run
 	Log          *slog.Logger
+	// Host: the machine is Config.Host's session, whose leader's pid is
+	// in PIDFile (else a QEMU).
+	Host bool
 }
 
 // Limits IPMI 2.0 puts on user names and passwords.
@@ -75,8 +84,11 @@ const (
 // Write creates dir (if needed) and writes ipmi_sim's configuration for cfg
 // into it. It does not start anything.
 func Write(dir string, cfg Config) (Files, error) {
-	if len(cfg.QEMU) == 0 {
+	if len(cfg.QEMU) == 0 && len(cfg.Host) == 0 {
 		return Files{}, errors.New("ipmisim: no QEMU command line")
+	}
+	if len(cfg.QEMU) > 0 && len(cfg.Host) > 0 {
+		return Files{}, errors.New("ipmisim: both a QEMU and a host command line; the BMC powers one machine")
 	}
 	if cfg.Username == "" || len(cfg.Username) > maxUsername || strings.ContainsAny(cfg.Username, "\"\n\\ ") {
 		return Files{}, fmt.Errorf("ipmisim: user name must be 1-%d bytes without quotes, spaces or newlines", maxUsername)
@@ -123,6 +135,7 @@ func Write(dir string, cfg Config) (Files, error) {
 		ChassisLog:   filepath.Join(dir, "chassis.log"),
 		IPMISim:      sim,
 		Log:          cfg.Log,
+		Host:         len(cfg.Host) > 0,
 	}
 	if err := os.MkdirAll(f.StateDir, 0o700); err != nil {
 		return Files{}, fmt.Errorf("ipmisim: %w", err)
@@ -152,7 +165,10 @@ set_working_mc 0x20
 		"mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n" +
 		"sel_enable 0x20 1000 0x0a\n" +
 		"mc_enable 0x20\n"
-	qemu := append(append([]string{}, cfg.QEMU...), "-daemonize", "-pidfile", f.PIDFile)
+	script := chassisScript(f, cfg.Host)
+	if !f.Host {
+		script = chassisScript(f, append(append([]string{}, cfg.QEMU...), "-daemonize", "-pidfile", f.PIDFile))
+	}
 	writes := []struct {
 		path string
 		data string
@@ -161,7 +177,7 @@ set_working_mc 0x20
 		{f.LanConf, lan, 0o600},
 		{f.PasswordFile, cfg.Password, 0o600},
 		{f.Commands, cmds, 0o600},
-		{f.Script, chassisScript(f, qemu), 0o700},
+		{f.Script, script, 0o700},
 	}
 	for _, w := range writes {
 		if err := writeFile(w.path, []byte(w.data), w.mode); err != nil {
@@ -217,11 +233,29 @@ func shellQuote(s string) string {
 // "<script> 0x20 get power boot" or "<script> 0x20 set power 1 [boot pxe]".
 // Power is whether the pid in the pid file is alive (not a zombie); a boot device is kept
 // in a file and turned into -boot once=... at the next start, because
-// IPMI's boot device applies to the next boot only.
-func chassisScript(f Files, qemu []string) string {
-	q := make([]string, len(qemu))
-	for i, a := range qemu {
+// IPMI's boot device applies to the next boot only. For a QEMU, machine
+// is its command line with -daemonize and -pidfile; for a host
+// (f.Host), the command line of the host's program.
+func chassisScript(f Files, machine []string) string {
+	q := make([]string, len(machine))
+	for i, a := range machine {
 		q[i] = shellQuote(a)
+	}
+	// A QEMU daemonizes and writes its pid itself; it gets SIGTERM, then
+	// SIGKILL after 5 s. A host's program runs under a shell in a session
+	// of its own (the shell's $0 is the pid file, so that its command line
+	// names it, as QEMU's does) and its whole session is killed at once.
+	launch := strings.Join(q, " ") + ` $bootopt </dev/null >>"$log" 2>&1`
+	kill := `kill "$pid" 2>/dev/null
+	i=0
+	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+	kill -9 "$pid" 2>/dev/null`
+	if f.Host {
+		launch = `setsid sh -c '"$@"; exit $?' "$pidfile" ` + strings.Join(q, " ") + ` </dev/null >>"$log" 2>&1 &
+	echo $! > "$pidfile"`
+		kill = `kill -9 -- "-$pid" 2>/dev/null
+	i=0
+	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`
 	}
 	return `#!/bin/sh
 # Written by metal (bmc/ipmisim): chassis_control for ipmi_sim.
@@ -258,18 +292,16 @@ start() {
 		rm -f "$bootfile"
 	fi
 	rm -f "$pidfile"
-	# -daemonize: QEMU returns once it runs, with stdio on /dev/null, so
-	# ipmi_sim is not left waiting on this script's output.
-	` + strings.Join(q, " ") + ` $bootopt </dev/null >>"$log" 2>&1
+	# QEMU's -daemonize (or a host's &) returns once it runs, with stdio
+	# away from this script's, so ipmi_sim is not left waiting on its
+	# output.
+	` + launch + `
 }
 
 stop() {
 	running || { rm -f "$pidfile"; return 0; }
 	pid=$(cat "$pidfile")
-	kill "$pid" 2>/dev/null
-	i=0
-	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-	kill -9 "$pid" 2>/dev/null
+	` + kill + `
 	rm -f "$pidfile"
 	return 0
 }
@@ -363,7 +395,8 @@ func (p *Process) Addr() string { return p.files.Addr }
 // Output is the tail of ipmi_sim's stdout and stderr.
 func (p *Process) Output() string { return p.out.String() }
 
-// QEMUPID is the pid of the QEMU the BMC started, or 0 when it is off.
+// QEMUPID is the pid of the QEMU the BMC started, or 0 when it is off;
+// for a Host, the pid of the shell that leads the host's session.
 func (p *Process) QEMUPID() int { return qemuPID(p.files.PIDFile) }
 
 // Stop kills ipmi_sim (by its pid) and the QEMU it started, and waits for
@@ -377,7 +410,11 @@ func (p *Process) Stop() error {
 	// pid still names a process started with our pid file, in case the pid
 	// was reused.
 	if pid := qemuPID(p.files.PIDFile); pid > 0 {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		target := pid
+		if p.files.Host {
+			target = -pid // the host's session, its program included
+		}
+		if err := syscall.Kill(target, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("ipmisim: kill qemu %d: %w", pid, err)
 		}
 		os.Remove(p.files.PIDFile)

@@ -39,18 +39,7 @@ func TestPartitionDHCP(t *testing.T) {
 
 	dir := t.TempDir()
 	sitePath := filepath.Join(dir, "site.hcl")
-	if err := os.WriteFile(sitePath, fmt.Appendf(nil, `
-site "ams1" {
-  state  = "file://state/state.db"
-  listen = "192.0.2.1:8080"
-}
-network "lab" {
-  interface = %q
-  subnet    = "192.0.2.0/24"
-  gateway   = "192.0.2.1"
-  pool      = "192.0.2.100-192.0.2.150"
-}
-`, pxetest.BridgeName), 0o644); err != nil {
+	if err := os.WriteFile(sitePath, []byte(labSite("file://state/state.db")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The primary reaches the sshd from 127.0.0.1 (the kernel's choice),
@@ -174,4 +163,21 @@ network "lab" {
 	if err := backup.CheckMark(filepath.Join(dir, "state"), "ams1"); !errors.Is(err, backup.ErrFenced) {
 		t.Errorf("the stopped primary left no fence mark: %v", err)
 	}
+}
+
+// labSite is the site of the failover tests that serve DHCP on a lab's
+// bridge: site ams1, its store at state.
+func labSite(state string) string {
+	return fmt.Sprintf(`
+site "ams1" {
+  state  = %q
+  listen = "192.0.2.1:8080"
+}
+network "lab" {
+  interface = %q
+  subnet    = "192.0.2.0/24"
+  gateway   = "192.0.2.1"
+  pool      = "192.0.2.100-192.0.2.150"
+}
+`, state, pxetest.BridgeName)
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -22,6 +23,10 @@ type promoteFlags struct {
 	owner  string
 	force  bool
 	margin time.Duration
+	// acceptUnfenced serves even when the fence device does not confirm
+	// the old primary's host off; fenceTimeout bounds that confirmation.
+	acceptUnfenced bool
+	fenceTimeout   time.Duration
 }
 
 func newPromoteCmd(a *app) *cobra.Command {
@@ -47,7 +52,12 @@ as a machine's bmc block is), promote powers that host off once it has
 claimed the site, and returns only when the BMC confirms it is off: a
 primary cut off from the SFTP server, which never reads the claim, is
 stopped anyway, and promote need not wait out its lease. Without one,
-promote says what it cannot guarantee.
+promote says what it cannot guarantee. A BMC that does not answer within
+--fence-timeout, or still reports the host on after powering it off,
+makes promote fail: the site stays claimed (an old primary that reads the
+claim stops) but this instance refuses to serve until a promote here
+confirms the fence; --accept-unfenced serves without the confirmation,
+as without a fence block.
 
 --force claims at once without waiting, for a primary known to be off
 (or with a fence block, to power off one that still runs): without a
@@ -83,25 +93,39 @@ with --owner's name as its owner.`,
 				return err
 			}
 			defer r.Close()
-			powerOff, fenceDev, err := fenceDevice(a, st.Site)
+			powerOff, fenceDev, err := fenceDevice(a, st.Site, f.fenceTimeout)
 			if err != nil {
 				return err
 			}
+			dir := site.DefaultStateDir(st.State, filepath.Dir(f.state.site.name()))
+			unfenced := backup.UnfencedClaim(dir, st.Name)
 			switch {
 			case powerOff != nil:
 				fmt.Fprintf(a.stdout, "Claiming site %s; once claimed, powering the old primary's host off through its BMC (%s).\n", st.Name, fenceDev)
 			case !f.force:
 				fmt.Fprintf(a.stdout, "Claiming site %s; once claimed, waiting out the lease of a primary heard from meanwhile (plus a margin of %v for clock skew).\n", st.Name, f.margin)
 			}
-			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin, PowerOff: powerOff})
+			p, err := backup.Promote(ctx, r, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin,
+				PowerOff: powerOff, FenceRequired: !f.acceptUnfenced, Refence: unfenced > 0})
+			var ue *backup.UnfencedError
+			if errors.As(err, &ue) {
+				if merr := backup.SetUnfencedMark(dir, st.Name, ue.Claim, err); merr != nil {
+					return fmt.Errorf("%w; and leaving the mark that stops this instance from serving: %w", err, merr)
+				}
+				return &exitError{code: exitFailed, err: fmt.Errorf("promote %s: %w\n"+
+					"This instance will not serve (metal serve, apply and the power verbs refuse here) while the old primary's host may still run. "+
+					"The old primary stops by itself once it reads the claim or its lease ends; until then, or until a promote here confirms the fence, "+
+					"no instance may be serving the site. Check the fence BMC (%s) and that the host is off, then run metal promote here again "+
+					"(it powers the host off again), or with --accept-unfenced to serve without the confirmation", st.Name, err, fenceDev)}
+			}
 			if err != nil {
 				return err
 			}
 			// This instance owns the site now: verbs may change machines here.
-			if err := backup.ClearMark(site.DefaultStateDir(st.State, filepath.Dir(f.state.site.name())), st.Name); err != nil {
+			if err := backup.ClearMark(dir, st.Name); err != nil {
 				return err
 			}
-			if p.Already {
+			if p.Already && !p.PoweredOff && p.PowerOffErr == nil {
 				fmt.Fprintf(a.stdout, "Site %s is already active here (%s, claim %d of %s).\n", st.Name, p.Fence.Owner, p.Fence.Epoch, p.Fence.Time.Local().Format(time.DateTime))
 				return nil
 			}
@@ -136,18 +160,39 @@ with --owner's name as its owner.`,
 	cmd.Flags().StringVar(&f.owner, "owner", "", "name of the promoted instance (default this host's name and machine-id)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "promote even while the primary's heartbeat is fresh, or with an empty store; no wait for its lease")
 	cmd.Flags().DurationVar(&f.margin, "margin", backup.DefaultMargin, "clock-skew margin M waited beyond the primary's lease; must exceed the skew between the hosts' clocks")
+	cmd.Flags().BoolVar(&f.acceptUnfenced, "accept-unfenced", false,
+		"serve even if the fence block's BMC does not confirm the old primary's host off (metal then relies on the primary's lease, as without a fence block)")
+	cmd.Flags().DurationVar(&f.fenceTimeout, "fence-timeout", 2*time.Minute, "how long the fence block's BMC may take to power the old primary's host off and confirm it")
 	return cmd
 }
 
 // fenceDevice is the power-off of the site's fence block (nil without
-// one), and the BMC's address to name it.
-func fenceDevice(a *app, s *site.Site) (func(context.Context) error, string, error) {
+// one), bounded by timeout, and the BMC's address to name it. Half the
+// bound goes to waiting for the power state, so a BMC that keeps
+// reporting the host on is named as such before the bound cuts it off.
+func fenceDevice(a *app, s *site.Site, timeout time.Duration) (func(context.Context) error, string, error) {
 	if s == nil || s.Fence == nil {
 		return nil, "", nil
 	}
-	d, err := bmc.New(apply.BMCConfigOf("fence", s.Fence.BMC), a.logger())
+	if timeout <= 0 {
+		return nil, "", usageError("--fence-timeout %v: want a positive duration", timeout)
+	}
+	cfg := apply.BMCConfigOf("fence", s.Fence.BMC)
+	cfg.PowerWait = timeout / 2
+	cfg.Timeout = min(bmc.DefaultTimeout, timeout/4)
+	d, err := bmc.New(cfg, a.logger())
 	if err != nil {
 		return nil, "", fmt.Errorf("fence block: %w", err)
 	}
-	return func(ctx context.Context) error { return bmc.Fence(ctx, d) }, s.Fence.BMC.Address, nil
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := bmc.Fence(ctx, d); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("no confirmation within --fence-timeout %v: %w", timeout, err)
+			}
+			return err
+		}
+		return nil
+	}, s.Fence.BMC.Address, nil
 }

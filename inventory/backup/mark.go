@@ -17,12 +17,21 @@ import (
 // while it is there. `metal serve --backup-to` clears it once its first
 // heartbeat is confirmed with no fence against it, and `metal promote`
 // here clears it: in both cases this instance owns the site again.
+//
+// A promote that claimed the site but whose fence device did not confirm
+// the old primary's host off leaves a mark too, naming its claim: this
+// instance owns the site but must not serve while the old primary may.
+// Only a promote that confirms the fence (or is told to do without)
+// clears that one; a heartbeat confirms nothing about the old host.
 
 // Mark is the content of the local fence mark.
 type Mark struct {
 	Site   string    `json:"site"`
 	Time   time.Time `json:"time"`
 	Reason string    `json:"reason"`
+	// Claim is the claim (fence epoch) this instance made without its
+	// fence confirmed; 0 for a fenced primary's mark.
+	Claim int `json:"claim,omitempty"`
 }
 
 // MarkPath is the file of the mark of site in stateDir.
@@ -32,11 +41,31 @@ func MarkPath(stateDir, site string) string {
 
 // SetMark leaves the mark of site in stateDir, saying why.
 func SetMark(stateDir, site string, cause error) error {
-	b, _ := json.MarshalIndent(Mark{Site: site, Time: time.Now().UTC(), Reason: cause.Error()}, "", "  ")
+	return writeMark(stateDir, Mark{Site: site, Time: time.Now().UTC(), Reason: cause.Error()})
+}
+
+// SetUnfencedMark leaves the mark of an instance that made claim but
+// whose fence device did not confirm the old primary's host off (cause).
+func SetUnfencedMark(stateDir, site string, claim int, cause error) error {
+	return writeMark(stateDir, Mark{Site: site, Time: time.Now().UTC(), Reason: cause.Error(), Claim: claim})
+}
+
+// UnfencedClaim is the claim of site's unfenced mark in stateDir (see
+// SetUnfencedMark), 0 if there is none.
+func UnfencedClaim(stateDir, site string) int {
+	var m *MarkedError
+	if errors.As(CheckMark(stateDir, site), &m) {
+		return m.Mark.Claim
+	}
+	return 0
+}
+
+func writeMark(stateDir string, m Mark) error {
+	b, _ := json.MarshalIndent(m, "", "  ")
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return fmt.Errorf("fence mark: %w", err)
 	}
-	if err := os.WriteFile(MarkPath(stateDir, site), append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(MarkPath(stateDir, m.Site), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("fence mark: %w", err)
 	}
 	return nil
@@ -57,6 +86,12 @@ type MarkedError struct {
 }
 
 func (e *MarkedError) Error() string {
+	if e.Mark.Claim > 0 {
+		return fmt.Sprintf("this instance of site %s claimed the site (claim %d) at %s, but must not serve yet: %s (%s says so).\n"+
+			"The old primary's host may still run. Check that it is off, then run metal promote here again: it powers that host off again through the fence block's BMC "+
+			"and serves once the BMC confirms it off; --accept-unfenced serves without that confirmation, trusting the old primary's lease",
+			e.Mark.Site, e.Mark.Claim, e.Mark.Time.Local().Format(time.DateTime), e.Mark.Reason, e.Path)
+	}
 	return fmt.Sprintf("this instance of site %s is fenced since %s (%s): %s says so.\n"+
 		"It must not serve or change machines: a standby may be serving the site. To follow that one, run metal standby here; "+
 		"to take the site back, stop the other instance, then run metal promote here or metal serve --backup-to "+

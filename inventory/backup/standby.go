@@ -59,6 +59,9 @@ var (
 	ErrPrimaryAlive = errors.New("primary is alive")
 	// ErrPromotedElsewhere: a concurrent promote claimed the site first.
 	ErrPromotedElsewhere = errors.New("another instance was promoted first")
+	// ErrFenceUnconfirmed: promote claimed the site, but the fence device
+	// did not confirm the old primary's host off.
+	ErrFenceUnconfirmed = errors.New("the fence device did not confirm the old primary's host off")
 )
 
 // DefaultMargin is the clock-skew margin M a standby waits beyond the
@@ -232,6 +235,11 @@ type Primary struct {
 // which checks the fence: a primary that comes back after a standby was
 // promoted learns it here (ErrFenced), before it serves a single lease.
 func (p *Primary) Open(ctx context.Context, t Target, ssh SSHOptions) error {
+	// A claim whose fence was not confirmed: the heartbeat would succeed
+	// (the claim is this owner's), but says nothing of the old host.
+	if p.StateDir != "" && UnfencedClaim(p.StateDir, p.Site) > 0 {
+		return CheckMark(p.StateDir, p.Site)
+	}
 	r, err := Dial(ctx, t, ssh)
 	if err != nil {
 		return fmt.Errorf("backup directory: %w", err)
@@ -501,10 +509,18 @@ type PromoteOptions struct {
 	// BMC (the site's fence block) and returns nil only once the BMC
 	// confirms it is off. It is called once the claim is made: then the
 	// old primary is stopped whatever it saw of the fence, and Promote
-	// does not wait out its lease. If it fails, an unforced Promote waits
-	// as without it.
+	// does not wait out its lease. If it fails, Promote returns an
+	// UnfencedError when FenceRequired; otherwise an unforced Promote
+	// waits as without it.
 	PowerOff func(ctx context.Context) error
-	Now      func() time.Time
+	// FenceRequired: serving needs PowerOff's confirmation (the site has
+	// a fence device and the operator did not waive it).
+	FenceRequired bool
+	// Refence: this owner's claim was made but its fence not confirmed
+	// (an earlier Promote's UnfencedError): an Already promotion powers
+	// the old primary off again, and waits as a fresh one does.
+	Refence bool
+	Now     func() time.Time
 	// Sleep waits d (default: a timer, ended by ctx).
 	Sleep func(ctx context.Context, d time.Duration) error
 }
@@ -540,6 +556,20 @@ func (e *PrimaryAliveError) Error() string {
 }
 
 func (e *PrimaryAliveError) Unwrap() error { return ErrPrimaryAlive }
+
+// UnfencedError: Promote claimed the site (Claim) but PowerOff failed,
+// and FenceRequired: the promoted instance must not serve yet, since the
+// old primary's host may still run. It is ErrFenceUnconfirmed.
+type UnfencedError struct {
+	Claim int
+	Err   error
+}
+
+func (e *UnfencedError) Error() string {
+	return fmt.Sprintf("claimed the site (claim %d), but %v: %v", e.Claim, ErrFenceUnconfirmed, e.Err)
+}
+
+func (e *UnfencedError) Unwrap() []error { return []error{ErrFenceUnconfirmed, e.Err} }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -580,7 +610,9 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 	}
 	if promoted && cur.Owner == owner {
 		res.Fence, res.Already = cur, true
-		return res, nil
+		if !opts.Refence || opts.PowerOff == nil {
+			return res, nil
+		}
 	}
 	wait := func() (time.Duration, error) {
 		hb, ok, err := readJSON[Heartbeat](ctx, r, heartbeatName(opts.Site))
@@ -600,7 +632,7 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 		age := now().Sub(hb.Time)
 		return hb.LeaseLength() + margin - age, nil
 	}
-	if !opts.Force {
+	if !opts.Force && !res.Already {
 		w, err := wait()
 		if err != nil {
 			return res, err
@@ -617,26 +649,32 @@ func Promote(ctx context.Context, r *Remote, opts PromoteOptions) (Promotion, er
 			return res, &PrimaryAliveError{Heartbeat: res.Heartbeat, Age: now().Sub(res.Heartbeat.Time), Wait: w, Margin: margin}
 		}
 	}
-	host, _ := os.Hostname()
-	f := Fence{Site: opts.Site, Epoch: max(cur.Epoch, top) + 1, Owner: owner, Host: host, Time: now().UTC(), Forced: opts.Force}
-	b, _ := json.Marshal(f)
-	if err := r.writeSigned(ctx, fenceName(opts.Site, f.Epoch), append(b, '\n'), false, true); err != nil {
-		if !errors.Is(err, ErrExists) {
-			return res, fmt.Errorf("promote: claim: %w", err)
+	if !res.Already {
+		host, _ := os.Hostname()
+		f := Fence{Site: opts.Site, Epoch: max(cur.Epoch, top) + 1, Owner: owner, Host: host, Time: now().UTC(), Forced: opts.Force}
+		b, _ := json.Marshal(f)
+		if err := r.writeSigned(ctx, fenceName(opts.Site, f.Epoch), append(b, '\n'), false, true); err != nil {
+			if !errors.Is(err, ErrExists) {
+				return res, fmt.Errorf("promote: claim: %w", err)
+			}
+			won, _, rerr := readJSON[Fence](ctx, r, fenceName(opts.Site, f.Epoch))
+			if rerr != nil {
+				return res, fmt.Errorf("promote: claim %d taken, and reading it: %w", f.Epoch, rerr)
+			}
+			return res, fmt.Errorf("promote %s: %s (on host %s) claimed the site at %s: %w",
+				opts.Site, won.Owner, won.Host, won.Time.Format(time.RFC3339), ErrPromotedElsewhere)
 		}
-		won, _, rerr := readJSON[Fence](ctx, r, fenceName(opts.Site, f.Epoch))
-		if rerr != nil {
-			return res, fmt.Errorf("promote: claim %d taken, and reading it: %w", f.Epoch, rerr)
-		}
-		return res, fmt.Errorf("promote %s: %s (on host %s) claimed the site at %s: %w",
-			opts.Site, won.Owner, won.Host, won.Time.Format(time.RFC3339), ErrPromotedElsewhere)
+		res.Fence = f
 	}
-	res.Fence = f
 	if opts.PowerOff != nil {
 		if res.PowerOffErr = opts.PowerOff(ctx); res.PowerOffErr == nil {
 			res.PoweredOff = true
 			wait() // only to say whom it stopped
 			return res, nil
+		}
+		if opts.FenceRequired {
+			wait() // only to say whom it may leave running
+			return res, &UnfencedError{Claim: res.Fence.Epoch, Err: res.PowerOffErr}
 		}
 	}
 	if opts.Force {
