@@ -2,6 +2,7 @@ package http
 
 import (
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"sync"
@@ -26,6 +27,7 @@ type scriptCache struct {
 type cachedScript struct {
 	intent pxe.Intent
 	name   string
+	base   *url.URL
 	script script
 }
 
@@ -48,18 +50,24 @@ func sameIntent(a, b pxe.Intent) bool {
 		slices.Equal(a.Initrd, b.Initrd)
 }
 
-func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string) (script, bool) {
+// sameBase: the server's own BaseURL (the same pointer, on the common
+// path) or an equal one built for a request over IPv6.
+func sameBase(a, b *url.URL) bool {
+	return a == b || (a != nil && b != nil && *a == *b)
+}
+
+func (c *scriptCache) get(mac net.HardwareAddr, in pxe.Intent, name string, base *url.URL) (script, bool) {
 	c.mu.RLock()
 	e, ok := c.m[string(mac)]
 	c.mu.RUnlock()
-	if !ok || e.name != name || !sameIntent(e.intent, in) {
+	if !ok || e.name != name || !sameBase(e.base, base) || !sameIntent(e.intent, in) {
 		return script{}, false
 	}
 	return e.script, true
 }
 
 // put caches body as mac's script and returns it ready to serve.
-func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body []byte) script {
+func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, base *url.URL, body []byte) script {
 	sc := newScript(body)
 	in.Initrd = slices.Clone(in.Initrd)
 	c.mu.Lock()
@@ -70,6 +78,6 @@ func (c *scriptCache) put(mac net.HardwareAddr, in pxe.Intent, name string, body
 		// bookkeeping.
 		c.m = make(map[string]cachedScript)
 	}
-	c.m[string(mac)] = cachedScript{intent: in, name: name, script: sc}
+	c.m[string(mac)] = cachedScript{intent: in, name: name, base: base, script: sc}
 	return sc
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -57,24 +58,29 @@ func TestSameIntentSeesEveryField(t *testing.T) {
 func TestScriptCache(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
 	in := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}
+	base, _ := url.Parse("http://192.0.2.1:8080")
 	var c scriptCache
-	if _, ok := c.get(mac, in, "web-01"); ok {
+	if _, ok := c.get(mac, in, "web-01", base); ok {
 		t.Fatal("hit in an empty cache")
 	}
-	c.put(mac, in, "web-01", []byte("script"))
+	c.put(mac, in, "web-01", base, []byte("script"))
 	in.Initrd[0] = "/changed-by-the-caller" // the cache keeps its own copy
+	v6, _ := url.Parse("http://[2001:db8::1]:8080")
 	tests := map[string]struct {
 		intent pxe.Intent
 		name   string
+		base   *url.URL
 		want   string
 	}{
-		"same":          {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-01", want: "script"},
-		"renamed":       {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-02"},
-		"intent change": {intent: pxe.Intent{Action: pxe.ActionLocal}, name: "web-01"},
+		"same":          {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-01", base: base, want: "script"},
+		"equal base":    {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-01", base: &url.URL{Scheme: "http", Host: "192.0.2.1:8080"}, want: "script"},
+		"renamed":       {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-02", base: base},
+		"over IPv6":     {intent: pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k", Initrd: []string{"/i"}}, name: "web-01", base: v6},
+		"intent change": {intent: pxe.Intent{Action: pxe.ActionLocal}, name: "web-01", base: base},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, _ := c.get(mac, tc.intent, tc.name)
+			got, _ := c.get(mac, tc.intent, tc.name, tc.base)
 			if diff := cmp.Diff(tc.want, string(got.body)); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
@@ -82,7 +88,7 @@ func TestScriptCache(t *testing.T) {
 	}
 	// Invented MACs never grow it past its bound.
 	for i := range maxCachedScripts + 10 {
-		c.put(net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}, in, fmt.Sprint(i), nil)
+		c.put(net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}, in, fmt.Sprint(i), base, nil)
 	}
 	if n := len(c.m); n > maxCachedScripts {
 		t.Errorf("%d cached scripts, bound %d", n, maxCachedScripts)

@@ -34,6 +34,9 @@ import (
 type Config struct {
 	// Addr is the TCP listen address; default ":80".
 	Addr string
+	// MoreAddrs are more listen addresses, served alike: the daemon's
+	// IPv6 links beside an IPv4 Addr.
+	MoreAddrs []string
 	// Policy answers which machine a MAC is and what it should boot.
 	// Required.
 	Policy pxe.BootPolicy
@@ -47,7 +50,10 @@ type Config struct {
 	Images *bootfiles.Root
 	// BaseURL resolves the kernel and initrd paths of intents in scripts
 	// ("/images/x" becomes BaseURL + "/images/x"). Nil keeps paths, which
-	// iPXE resolves against the URL it fetched the script from.
+	// iPXE resolves against the URL it fetched the script from. A script
+	// fetched over IPv6 while BaseURL names an IPv4 host resolves them
+	// against the address it was fetched from instead: a machine of an
+	// IPv6-only link has no route to BaseURL.
 	BaseURL *url.URL
 	// ReadHeaderTimeout (default 10 s) bounds a slow client's headers;
 	// IdleTimeout (default 2 min) a kept-alive connection. There is no
@@ -183,22 +189,51 @@ func squashSlashes(h nethttp.Handler) nethttp.Handler {
 // Handler is the server's handler, access log and panic recovery included.
 func (s *Server) Handler() nethttp.Handler { return s.handler }
 
-// Serve listens on cfg.Addr and serves until ctx is done.
+// Serve listens on cfg.Addr and cfg.MoreAddrs and serves until ctx is
+// done.
 func (s *Server) Serve(ctx context.Context) error {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("http listen: %w", err)
+	var lns []net.Listener
+	for _, addr := range append([]string{s.cfg.Addr}, s.cfg.MoreAddrs...) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("http listen: %w", err)
+		}
+		lns = append(lns, ln)
 	}
-	return s.ServeListener(ctx, ln)
+	return s.ServeListener(ctx, lns...)
 }
 
-// Listening is closed once Serve or ServeListener has its listener.
+// Listening is closed once Serve or ServeListener has its listeners.
 func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
 
-// ServeListener serves on ln (tests use 127.0.0.1:0) until ctx is done;
+// ServeListener serves on lns (tests use 127.0.0.1:0) until ctx is done;
 // then it lets requests in flight finish for a few seconds and closes.
-func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+// It returns the first listener's failure, once every one has stopped.
+func (s *Server) ServeListener(ctx context.Context, lns ...net.Listener) error {
 	s.listening.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() {
+			err := s.serveOne(ctx, ln)
+			cancel()
+			errs <- err
+		}()
+	}
+	var first error
+	for range lns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (s *Server) serveOne(ctx context.Context, ln net.Listener) error {
 	srv := &nethttp.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -263,11 +298,11 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, name strin
 			nethttp.StatusForbidden)
 		return
 	}
-	params := ipxe.Params{MAC: mac, BaseURL: s.cfg.BaseURL}
+	params := ipxe.Params{MAC: mac, BaseURL: s.baseURL(r)}
 	if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
 		params.Name = h.Name
 	}
-	sc, ok := s.scripts.get(mac, intent, params.Name)
+	sc, ok := s.scripts.get(mac, intent, params.Name, params.BaseURL)
 	if !ok {
 		body, err := ipxe.Render(intent, params)
 		if err != nil {
@@ -275,10 +310,34 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, name strin
 			nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
 			return
 		}
-		sc = s.scripts.put(mac, intent, params.Name, body)
+		sc = s.scripts.put(mac, intent, params.Name, params.BaseURL, body)
 	}
 	quietLog(w)
 	writeScript(w, sc)
+}
+
+// baseURL is what r's script resolves paths against: cfg.BaseURL, or the
+// address r came to when it came over IPv6 and cfg.BaseURL is no IPv6
+// host.
+func (s *Server) baseURL(r *nethttp.Request) *url.URL {
+	base := s.cfg.BaseURL
+	if base == nil {
+		return nil
+	}
+	local, ok := r.Context().Value(nethttp.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return base
+	}
+	ap, err := netip.ParseAddrPort(local.String())
+	if err != nil || !ap.Addr().Is6() || ap.Addr().Is4In6() {
+		return base
+	}
+	if h, err := netip.ParseAddr(base.Hostname()); err == nil && h.Is6() && !h.Is4In6() {
+		return base
+	}
+	u := *base
+	u.Host = netip.AddrPortFrom(ap.Addr().WithZone(""), ap.Port()).String()
+	return &u
 }
 
 func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe.Intent) bool {
