@@ -2,9 +2,12 @@
 // agent from through its BMC's virtual media, where its NIC has no DHCP
 // path to metal. The image is made by xorriso (Debian's xorriso package)
 // and boots a BIOS machine through isolinux (Debian's isolinux and
-// syslinux-common); what the agent needs to reach metal (its address,
-// gateway, metal's URL, the task's secret) is on the kernel command line in
-// isolinux's config, so one image serves one machine's one task.
+// syslinux-common) and a UEFI machine through systemd-boot (Debian's
+// systemd-boot-efi) in an EFI system partition image on the CD (El Torito
+// for EFI, made with dosfstools and mtools: nothing is mounted). What the
+// agent needs to reach metal (its address, gateway, metal's URL, the
+// task's secret) is on the kernel command line of both loaders' configs,
+// so one image serves one machine's one task.
 package iso
 
 import (
@@ -36,18 +39,23 @@ type Tools struct {
 	// Isolinux is isolinux.bin, the El Torito boot image; LDLinux is the
 	// ldlinux.c32 it loads its config with.
 	Isolinux, LDLinux string
+	// SystemdBoot is systemd-bootx64.efi, the UEFI loader; MkfsVfat and
+	// Mcopy, Mmd make the FAT image it boots from.
+	SystemdBoot, MkfsVfat, Mcopy, Mmd string
 }
 
 // Debian's paths of isolinux's files.
 var (
 	isolinuxPaths = []string{"/usr/lib/ISOLINUX/isolinux.bin"}
 	ldlinuxPaths  = []string{"/usr/lib/syslinux/modules/bios/ldlinux.c32"}
+	sdbootPaths   = []string{"/usr/lib/systemd/boot/efi/systemd-bootx64.efi"}
 )
 
 // ErrNoTools says xorriso or isolinux is not installed.
 var ErrNoTools = errors.New("iso: the tools to build a boot CD are missing")
 
-// FindTools finds xorriso and isolinux where Debian installs them.
+// FindTools finds xorriso, isolinux, systemd-boot and the FAT tools where
+// Debian installs them.
 func FindTools() (Tools, error) {
 	var t Tools
 	var err error
@@ -59,6 +67,17 @@ func FindTools() (Tools, error) {
 	}
 	if t.LDLinux = firstFile(ldlinuxPaths); t.LDLinux == "" {
 		return t, fmt.Errorf("%w: no ldlinux.c32 in %s: install the Debian package syslinux-common", ErrNoTools, strings.Join(ldlinuxPaths, ", "))
+	}
+	if t.SystemdBoot = firstFile(sdbootPaths); t.SystemdBoot == "" {
+		return t, fmt.Errorf("%w: no systemd-bootx64.efi in %s: install the Debian package systemd-boot-efi", ErrNoTools, strings.Join(sdbootPaths, ", "))
+	}
+	for _, tool := range []struct {
+		path     *string
+		name, pk string
+	}{{&t.MkfsVfat, "mkfs.vfat", "dosfstools"}, {&t.Mcopy, "mcopy", "mtools"}, {&t.Mmd, "mmd", "mtools"}} {
+		if *tool.path, err = exec.LookPath(tool.name); err != nil {
+			return t, fmt.Errorf("%w: %s not found: install the Debian package %s", ErrNoTools, tool.name, tool.pk)
+		}
 	}
 	return t, nil
 }
@@ -109,6 +128,11 @@ func (t Tools) Build(ctx context.Context, s Spec, out string) error {
 		return fmt.Errorf("iso: %w", err)
 	}
 	grafts = append(grafts, "isolinux/isolinux.cfg="+cfg)
+	esp := filepath.Join(tmp, "efiboot.img")
+	if err := t.efiImage(ctx, tmp, esp, s); err != nil {
+		return err
+	}
+	grafts = append(grafts, "boot/efiboot.img="+esp)
 	for _, g := range grafts {
 		// xorriso reads '=' and '\' in a graft point's source as syntax.
 		if _, src, _ := strings.Cut(g, "="); strings.ContainsAny(src, "=\\") {
@@ -120,6 +144,7 @@ func (t Tools) Build(ctx context.Context, s Spec, out string) error {
 	args := []string{"-as", "mkisofs", "-quiet", "-o", img, "-V", label, "-J", "-R",
 		"-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat",
 		"-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
+		"-eltorito-alt-boot", "-e", "boot/efiboot.img", "-no-emul-boot",
 		"-graft-points"}
 	cmd := exec.CommandContext(ctx, t.Xorriso, append(args, grafts...)...)
 	var stderr bytes.Buffer
@@ -136,6 +161,62 @@ func (t Tools) Build(ctx context.Context, s Spec, out string) error {
 // isolinuxConfig boots the kernel at once, with no menu to wait at. Its
 // messages go to the first serial port too, where a BMC's serial console
 // shows why a boot stopped.
+// efiImage writes to out the FAT image UEFI firmware boots the CD from:
+// systemd-boot as the removable-media loader (EFI/BOOT/BOOTX64.EFI) and
+// one loader entry, with the kernel and initrds beside it, since
+// systemd-boot reads only its own partition.
+func (t Tools) efiImage(ctx context.Context, tmp, out string, s Spec) error {
+	files := map[string]string{"/EFI/BOOT/BOOTX64.EFI": t.SystemdBoot, "/vmlinuz": s.Kernel}
+	entry := "title metal install agent\nlinux /vmlinuz\n"
+	for i, f := range s.Initrds {
+		name := fmt.Sprintf("/initrd%d", i)
+		files[name] = f
+		entry += "initrd " + name + "\n"
+	}
+	if s.Cmdline != "" {
+		entry += "options " + s.Cmdline + "\n"
+	}
+	for dst, body := range map[string]string{"/loader/loader.conf": "default agent.conf\ntimeout 0\n", "/loader/entries/agent.conf": entry} {
+		p := filepath.Join(tmp, filepath.Base(dst))
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			return fmt.Errorf("iso: %w", err)
+		}
+		files[dst] = p
+	}
+	var size int64
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			return fmt.Errorf("iso: %w", err)
+		}
+		size += fi.Size()
+	}
+	// FAT's own tables and the clusters' slack: a tenth more, and a MiB.
+	kib := size/1024 + size/10240 + 1024
+	run := func(prog string, args ...string) error {
+		cmd := exec.CommandContext(ctx, prog, args...)
+		// mtools refuses images whose geometry it finds odd unless told
+		// to skip the check.
+		cmd.Env = append(os.Environ(), "MTOOLS_SKIP_CHECK=1")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("iso: %s: %w: %s", filepath.Base(prog), err, bytes.TrimSpace(b))
+		}
+		return nil
+	}
+	if err := run(t.MkfsVfat, "-C", "-n", "METALEFI", out, fmt.Sprint(kib)); err != nil {
+		return err
+	}
+	if err := run(t.Mmd, "-i", out, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries"); err != nil {
+		return err
+	}
+	for dst, src := range files {
+		if err := run(t.Mcopy, "-i", out, src, "::"+dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func isolinuxConfig(initrds []string, cmdline string) []byte {
 	var b strings.Builder
 	b.WriteString("serial 0 115200\ndefault agent\nprompt 0\ntimeout 0\nlabel agent\n  kernel /boot/vmlinuz\n  append")

@@ -26,16 +26,17 @@ func tools(t *testing.T) iso.Tools {
 	return tl
 }
 
-// TestBootsInQEMU: a BIOS machine with the image in its CD drive and no
-// disk or NIC boots the kernel with the image's command line and its two
-// initrds, whose /init prints the marker.
+// TestBootsInQEMU: a BIOS machine (isolinux) and a UEFI one (OVMF,
+// systemd-boot from the CD's EFI image) with the image in their CD drive
+// and no disk or NIC boot the kernel with the image's command line and
+// its two initrds, whose /init prints the marker.
 func TestBootsInQEMU(t *testing.T) {
 	tl := tools(t)
 	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	t.Cleanup(cancel) // after the parallel subtests
 	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +56,29 @@ func TestBootsInQEMU(t *testing.T) {
 	cmdline := "console=ttyS0 panic=-1 no_timer_check metal.check=iso-cmdline"
 	must(t, tl.Build(ctx, iso.Spec{Kernel: kernel, Initrds: []string{initrd, second}, Cmdline: cmdline}, out))
 
+	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI} {
+		t.Run(string(fw), func(t *testing.T) {
+			t.Parallel()
+			bootCD(t, ctx, fw, out, marker)
+		})
+	}
+}
+
+// bootCD boots a QEMU machine of firmware fw from the CD img until its
+// console shows marker and the image's command line.
+func bootCD(t *testing.T, ctx context.Context, fw bootkit.Firmware, img, marker string) {
+	dir := t.TempDir()
 	serial := filepath.Join(dir, "serial.log")
 	args := append(qemu.BaseArgs(qemutest.Accel(t), 512), "-no-reboot", "-serial", "file:"+serial,
-		"-drive", "file="+out+",media=cdrom,if=ide,readonly=on", "-boot", "order=d")
+		"-drive", "file="+img+",media=cdrom,if=none,id=cd0,readonly=on", "-device", "ide-cd,drive=cd0,bootindex=0")
+	if fw == bootkit.UEFI {
+		if err := bootkit.CheckQEMU(bootkit.UEFI); err != nil {
+			t.Fatal(err)
+		}
+		vars := filepath.Join(dir, "OVMF_VARS.fd")
+		must(t, qemu.NewOVMFVars(vars))
+		args = append(args, qemu.UEFIArgs(vars)...)
+	}
 	q := exec.Command("qemu-system-x86_64", args...)
 	qout := &strings.Builder{}
 	q.Stdout, q.Stderr = qout, qout
@@ -69,7 +90,7 @@ func TestBootsInQEMU(t *testing.T) {
 	defer stop()
 	if err := bootkit.WaitForMarker(wait, serial, marker, done); err != nil {
 		b, _ := os.ReadFile(serial)
-		t.Fatalf("booting the CD: %v\nserial:\n%s\nqemu: %s", err, b, qout)
+		t.Fatalf("booting the CD (%s): %v\nserial:\n%s\nqemu: %s", fw, err, b, qout)
 	}
 	b, _ := os.ReadFile(serial)
 	if !strings.Contains(string(b), "metal.check=iso-cmdline") {
