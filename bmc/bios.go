@@ -3,7 +3,6 @@ package bmc
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	bmclib "github.com/bmc-toolbox/bmclib/v2"
 	"github.com/stmcginnis/gofish"
 	"github.com/stmcginnis/gofish/redfish"
 )
@@ -112,19 +110,9 @@ var errNoBIOS = fmt.Errorf("%w: the Redfish ComputerSystem has no Bios resource"
 
 // BIOS reads the machine's BIOS attributes, pending settings and registry.
 func (c *Client) BIOS(ctx context.Context) (BIOS, error) {
-	if c.cfg.Protocol == ProtocolIPMI {
-		return BIOS{}, c.fail("bios", ErrUnsupported, errors.New("BIOS settings need Redfish"), "IPMI has no standard BIOS attribute interface; set the bmc protocol to redfish if the BMC speaks it")
-	}
 	var out BIOS
-	err := c.call(ctx, "bios", true, func(ctx context.Context, _ *bmclib.Client, protocol string) error {
-		if protocol != ProtocolRedfish {
-			return fmt.Errorf("%w: BIOS settings need Redfish; this BMC answered only IPMI", ErrUnsupported)
-		}
-		api, sys, err := c.redfishSystem(ctx)
-		if err != nil {
-			return err
-		}
-		defer api.Logout()
+	err := c.redfishCall(ctx, "bios", "BIOS settings", true, func(api *gofish.APIClient, sys *redfish.ComputerSystem) error {
+		var err error
 		out, _, err = readBIOS(api, sys)
 		return err
 	})
@@ -133,22 +121,11 @@ func (c *Client) BIOS(ctx context.Context) (BIOS, error) {
 
 // SetBIOS stages attrs in the BIOS settings object.
 func (c *Client) SetBIOS(ctx context.Context, attrs map[string]string) error {
-	if c.cfg.Protocol == ProtocolIPMI {
-		return c.fail("bios settings", ErrUnsupported, errors.New("BIOS settings need Redfish"), "IPMI has no standard BIOS attribute interface; set the bmc protocol to redfish if the BMC speaks it")
-	}
-	if len(attrs) == 0 {
+	if len(attrs) == 0 && c.cfg.Protocol != ProtocolIPMI {
 		return nil
 	}
 	// A PATCH of the same values is harmless: retrying is safe.
-	return c.call(ctx, "bios settings", true, func(ctx context.Context, _ *bmclib.Client, protocol string) error {
-		if protocol != ProtocolRedfish {
-			return fmt.Errorf("%w: BIOS settings need Redfish; this BMC answered only IPMI", ErrUnsupported)
-		}
-		api, sys, err := c.redfishSystem(ctx)
-		if err != nil {
-			return err
-		}
-		defer api.Logout()
+	return c.redfishCall(ctx, "bios settings", "BIOS settings", true, func(api *gofish.APIClient, sys *redfish.ComputerSystem) error {
 		cur, target, err := readBIOS(api, sys)
 		if err != nil {
 			return err

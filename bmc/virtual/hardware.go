@@ -3,6 +3,7 @@ package virtual
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 )
 
@@ -94,7 +95,6 @@ func (s *Server) hardwareRoutes(auth func(string, http.HandlerFunc)) {
 	auth("GET /redfish/v1/Systems/{id}/Storage/1/Drives/{n}", s.withSystem(s.member(func(h *Hardware) int { return len(h.Drives) }, s.drive)))
 	auth("GET /redfish/v1/Chassis/{id}/Power", s.withSystem(s.power))
 	auth("GET /redfish/v1/Chassis/{id}/Thermal", s.withSystem(s.thermal))
-	auth("GET /redfish/v1/UpdateService", s.updateService)
 	auth("GET /redfish/v1/UpdateService/FirmwareInventory", s.firmwareCollection)
 	auth("GET /redfish/v1/UpdateService/FirmwareInventory/{fw}", s.firmware)
 }
@@ -215,14 +215,6 @@ func (s *Server) thermal(w http.ResponseWriter, r *http.Request, sys *system) {
 	})
 }
 
-func (s *Server) updateService(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"@odata.type": "#UpdateService.v1_8_0.UpdateService", "@odata.id": "/redfish/v1/UpdateService",
-		"Id": "UpdateService", "Name": "Update Service", "ServiceEnabled": true, "Status": status("OK"),
-		"FirmwareInventory": link("/redfish/v1/UpdateService/FirmwareInventory"),
-	})
-}
-
 // firmwareID names a system's firmware entry in the one FirmwareInventory
 // of the service: the system's name, a dash, the component.
 func firmwareID(sys *system, fw Firmware) string { return sys.spec.Name + "-" + fw.ID }
@@ -232,9 +224,11 @@ func (s *Server) firmwareCollection(w http.ResponseWriter, _ *http.Request) {
 	members := []map[string]string{}
 	for _, id := range s.order {
 		sys := s.systems[id]
+		sys.mu.Lock()
 		for _, fw := range sys.hw.Firmware {
 			members = append(members, link(base+"/"+firmwareID(sys, fw)))
 		}
+		sys.mu.Unlock()
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
 		"@odata.type": "#SoftwareInventoryCollection.SoftwareInventoryCollection", "@odata.id": base,
@@ -245,13 +239,19 @@ func (s *Server) firmwareCollection(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) firmware(w http.ResponseWriter, r *http.Request) {
 	for _, id := range s.order {
 		sys := s.systems[id]
-		for _, fw := range sys.hw.Firmware {
+		sys.mu.Lock()
+		fws := slices.Clone(sys.hw.Firmware)
+		sys.mu.Unlock()
+		for _, fw := range fws {
 			if firmwareID(sys, fw) != r.PathValue("fw") {
 				continue
 			}
+			// SoftwareId is the component as the site names it; the Id
+			// carries the system's name, the inventory being the
+			// service's, shared by its systems.
 			writeJSON(w, http.StatusOK, map[string]any{
 				"@odata.type": "#SoftwareInventory.v1_5_0.SoftwareInventory", "@odata.id": r.URL.Path,
-				"Id": r.PathValue("fw"), "Name": fw.Name, "Version": fw.Version, "Updateable": fw.Updateable,
+				"Id": r.PathValue("fw"), "Name": fw.Name, "SoftwareId": fw.ID, "Version": fw.Version, "Updateable": fw.Updateable,
 				"Status":      status("OK"),
 				"RelatedItem": []map[string]string{link("/redfish/v1/Systems/" + sys.spec.Name)},
 			})
@@ -262,7 +262,7 @@ func (s *Server) firmware(w http.ResponseWriter, r *http.Request) {
 }
 
 // biosVersion is the BIOS entry of the firmware inventory, which the
-// ComputerSystem's BiosVersion repeats.
+// ComputerSystem's BiosVersion repeats; sys.mu is held.
 func (sys *system) biosVersion() string {
 	for _, fw := range sys.hw.Firmware {
 		if fw.ID == "BIOS" {

@@ -24,6 +24,9 @@ type QEMUOptions struct {
 	CertOut  string
 	Username string
 	Password string
+	// StateDir keeps what the BMCs must remember across restarts (the
+	// machines' firmware versions); "" forgets it.
+	StateDir string
 	Log      *slog.Logger
 	// Serving is told each service's URL and machines once every address
 	// is bound.
@@ -101,7 +104,7 @@ func ServeQEMU(ctx context.Context, opts QEMUOptions) error {
 	}
 	var lns []listener
 	for _, addr := range order {
-		srv, err := NewServer(Options{Username: opts.Username, Password: opts.Password, Log: log}, groups[addr]...)
+		srv, err := NewServer(Options{Username: opts.Username, Password: opts.Password, Log: log, StateDir: opts.StateDir}, groups[addr]...)
 		if err != nil {
 			return err
 		}

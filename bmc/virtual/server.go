@@ -66,6 +66,15 @@ type Options struct {
 	// AuthSessionsRefused.
 	Auth string
 	Log  *slog.Logger
+	// StateDir, when set, keeps each machine's firmware versions across
+	// restarts of the server (NAME.firmware.json).
+	StateDir string
+	// FlashTime is how long a firmware update takes once its image is
+	// checked (default 2 s).
+	FlashTime time.Duration
+	// NoSimpleUpdate leaves SimpleUpdate out of the UpdateService: only
+	// the multipart push is offered, as on some BMCs.
+	NoSimpleUpdate bool
 }
 
 // Server is a Redfish service for a set of machines. It is an
@@ -79,8 +88,14 @@ type Server struct {
 	systems map[string]*system
 	order   []string
 
+	stateDir       string
+	flashTime      time.Duration
+	noSimpleUpdate bool
+
 	mu       sync.Mutex
 	sessions map[string]session // by token
+	tasks    map[string]*task   // by Id
+	taskSeq  int
 }
 
 type system struct {
@@ -95,6 +110,8 @@ type system struct {
 	bios        map[string]any
 	biosPending map[string]any
 	biosPatches int
+	// flashes counts the firmware updates completed.
+	flashes int
 }
 
 type session struct {
@@ -122,7 +139,11 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 	}
 	s := &Server{
 		user: opts.Username, pass: opts.Password, authMode: opts.Auth, log: log,
-		systems: map[string]*system{}, sessions: map[string]session{},
+		systems: map[string]*system{}, sessions: map[string]session{}, tasks: map[string]*task{},
+		stateDir: opts.StateDir, flashTime: opts.FlashTime, noSimpleUpdate: opts.NoSimpleUpdate,
+	}
+	if s.flashTime <= 0 {
+		s.flashTime = 2 * time.Second
 	}
 	for _, m := range machines {
 		if m.Name == "" || strings.ContainsAny(m.Name, "/?#% ") {
@@ -138,7 +159,13 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 		if m.Hardware != nil {
 			hw = *m.Hardware
 		}
-		s.systems[m.Name] = &system{spec: m, hw: hw, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
+		// Updates change the versions: the spec's list stays the caller's.
+		hw.Firmware = slices.Clone(hw.Firmware)
+		sys := &system{spec: m, hw: hw, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
+		if err := s.loadFirmware(sys); err != nil {
+			return nil, fmt.Errorf("virtual bmc: machine %q: firmware versions: %w", m.Name, err)
+		}
+		s.systems[m.Name] = sys
 		s.order = append(s.order, m.Name)
 	}
 	s.routes()
@@ -197,6 +224,7 @@ func (s *Server) routes() {
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces/{nic}", s.withSystem(s.getNIC))
 	s.biosRoutes(auth)
 	s.hardwareRoutes(auth)
+	s.updateRoutes(auth)
 
 	auth("GET /redfish/v1/Managers", s.collection("/redfish/v1/Managers", "#ManagerCollection.ManagerCollection", "Manager Collection"))
 	auth("GET /redfish/v1/Managers/{id}", s.withSystem(s.getManager))
@@ -291,6 +319,7 @@ func (s *Server) serviceRoot(w http.ResponseWriter, _ *http.Request) {
 		"Chassis":        link("/redfish/v1/Chassis"),
 		"UpdateService":  link("/redfish/v1/UpdateService"),
 		"SessionService": link("/redfish/v1/SessionService"),
+		"Tasks":          link("/redfish/v1/TaskService"),
 		"Links":          map[string]any{"Sessions": link("/redfish/v1/SessionService/Sessions")},
 		"ProtocolFeaturesSupported": map[string]any{
 			"ExcerptQuery": false, "ExpandQuery": map[string]any{"ExpandAll": false},
@@ -455,6 +484,7 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 	sys.mu.Lock()
 	power, err := sys.spec.Machine.PowerState(r.Context())
 	boot := sys.currentBoot()
+	biosVersion := sys.biosVersion()
 	sys.mu.Unlock()
 	if err != nil {
 		s.machineError(w, sys, "read power state", err)
@@ -471,7 +501,7 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 		"Manufacturer": orDefault(sys.spec.Manufacturer, "QEMU"),
 		"Model":        orDefault(sys.spec.Model, "Standard PC"),
 		"SerialNumber": sys.spec.Serial,
-		"BiosVersion":  sys.biosVersion(),
+		"BiosVersion":  biosVersion,
 		"PowerState":   string(power),
 		"Status":       map[string]string{"State": "Enabled", "Health": "OK"},
 		"Boot": map[string]any{

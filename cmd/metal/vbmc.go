@@ -21,6 +21,7 @@ type vbmcArgs struct {
 	certOut      string
 	user         string
 	passwordFile string
+	stateDir     string
 }
 
 func newVBMCCmd(a *app) *cobra.Command {
@@ -44,7 +45,9 @@ and takes the rest of the value:
   qemu-cmd=CMD...  how to start the VM; omit to control a running QEMU
 
 The password is read from --password-file (or METAL_VBMC_PASSWORD) and
-never printed. With --tls a self-signed certificate is generated at start;
+never printed. Firmware updates (Redfish SimpleUpdate or a multipart push)
+install images built for the virtual BMC; --state-dir keeps the versions
+they install. With --tls a self-signed certificate is generated at start;
 --cert-out writes it for clients' ca_file.`,
 		Example: `  metal vbmc --listen 127.0.0.1:8443 --tls --cert-out vbmc-ca.pem \
     --user admin --password-file bmc.pw \
@@ -61,6 +64,7 @@ never printed. With --tls a self-signed certificate is generated at start;
 	f.StringVar(&v.certOut, "cert-out", "", "write the generated certificate (PEM) here, for clients' ca_file")
 	f.StringVar(&v.user, "user", "admin", "Redfish username")
 	f.StringVar(&v.passwordFile, "password-file", "", "file holding the Redfish password (or set METAL_VBMC_PASSWORD)")
+	f.StringVar(&v.stateDir, "state-dir", "", "keep the machines' firmware versions here across restarts (a firmware update outlives the BMC, as a flash does)")
 	return cmd
 }
 
@@ -83,7 +87,7 @@ func runVBMC(ctx context.Context, a *app, v vbmcArgs) error {
 	defer stop()
 	err := virtual.ServeQEMU(ctx, virtual.QEMUOptions{
 		Machines: v.machines, Listen: v.listen, TLS: v.tls, CertOut: v.certOut,
-		Username: v.user, Password: pass, Log: a.logger(),
+		Username: v.user, Password: pass, StateDir: v.stateDir, Log: a.logger(),
 		Serving: func(url string, machines []string) {
 			fmt.Fprintf(a.stdout, "vbmc: Redfish at %s for %s\n", url, strings.Join(machines, ", "))
 		},
