@@ -116,7 +116,7 @@ func TestFirmwareUpdateFoundRunning(t *testing.T) {
 	log := testpeer.NewLog(t)
 	dir := t.TempDir()
 	spec := virtual.MachineSpec{Name: "fw-02", Machine: virtual.NewSim(virtual.SimOptions{Name: "fw-02"})}
-	opts := virtual.Options{Username: "admin", Password: testPassword, Log: log.Logger, StateDir: dir, FlashTime: time.Second}
+	opts := virtual.Options{Username: "admin", Password: testPassword, Log: log.Logger, StateDir: dir, FlashTime: 3 * time.Second}
 	srv, err := virtual.NewServer(opts, spec)
 	if err != nil {
 		t.Fatal(err)

@@ -125,6 +125,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 		ImageURL:     o.d.ImageURL,
 		ImageStream:  o.d.ImageStream,
 		ImagePath:    o.d.ImagePath,
+		FirmwareURL:  o.d.FirmwareURL,
 		ReadyURL:     o.d.ReadyURL,
 		BMC:          o.bmcs,
 		Media:        o.d.BootMedia,

@@ -195,12 +195,13 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 }
 
 // Engine returns o with what reaches this daemon's netboot filled in: the
-// install agent it boots, where it serves images, the readiness URL
-// machines call, and the boot CDs of virtual-media machines.
+// install agent it boots, where it serves images and firmware, the
+// readiness URL machines call, and the boot CDs of virtual-media machines.
 func (d *Daemon) Engine(o apply.Options) apply.Options {
 	o.AgentBoot = apply.AgentBoot(d.Agent)
 	o.ImageURL, o.ImageStream, o.ImagePath, o.ReadyURL = d.ImageURL, d.ImageStream, d.ImagePath, d.ReadyURL
 	o.Media = d.BootMedia
+	o.FirmwareURL = d.FirmwareURL
 	return o
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images"
@@ -43,7 +44,10 @@ func (d *Daemon) prepareImages(ctx context.Context, siteDir string) (*bootfiles.
 }
 
 // Catalog lists the files of the site's images (images.NewCatalog): the
-// site's image blocks translated into what the image cache knows.
+// site's image blocks translated into what the image cache knows, and
+// the machines' firmware images, each as an image of its own named by
+// its checksum (firmwareImage), so BMCs fetch them from metal's HTTP
+// server, verified, as machines fetch their boot files.
 func Catalog(s *site.Site) *images.Catalog {
 	ims := make([]images.Image, len(s.Images))
 	for i, im := range s.Images {
@@ -52,7 +56,35 @@ func Catalog(s *site.Site) *images.Catalog {
 			ims[i].Initrd = append(ims[i].Initrd, source.Spec(src))
 		}
 	}
+	seen := map[string]bool{}
+	for _, m := range s.Machines {
+		for _, f := range m.Firmware {
+			name := firmwareImage(f.Image)
+			if !seen[name] {
+				seen[name] = true
+				ims = append(ims, images.Image{Name: name, Firmware: source.Spec(f.Image)})
+			}
+		}
+	}
 	return images.NewCatalog(ims)
+}
+
+// firmwareImage names the catalog image of a firmware file: one per
+// content, however many machines install it.
+func firmwareImage(src site.Source) string {
+	_, hex, _ := strings.Cut(src.Checksum, ":")
+	return "firmware-" + hex[:min(len(hex), 16)]
+}
+
+// FirmwareURL is the URL of metal's HTTP server a BMC fetches a firmware
+// image from ("" when the cache does not hold it).
+func (d *Daemon) FirmwareURL(src site.Source) string {
+	d.siteMu.RLock()
+	defer d.siteMu.RUnlock()
+	if f, ok := d.catalog.Lookup(firmwareImage(src), images.KindFirmware, 0); ok {
+		return d.BaseURL + f.ServedPath()
+	}
+	return ""
 }
 
 // ensureImages brings every file of s's images into the cache and returns

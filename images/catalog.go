@@ -15,6 +15,8 @@ const (
 	KindKernel Kind = "kernel"
 	KindInitrd Kind = "initrd"
 	KindDisk   Kind = "disk"
+	// KindFirmware is a firmware image a BMC fetches from metal.
+	KindFirmware Kind = "firmware"
 )
 
 // File is one file of a site's image: what it is, where it comes from and
@@ -58,10 +60,12 @@ type Image struct {
 	// Format is the disk's format as the site gives it: its compression,
 	// or qcow2.
 	Format string
+	// Firmware is a firmware image, served as it is.
+	Firmware source.Spec
 }
 
-// NewCatalog lists the kernels, initrds and disks of the images, in their
-// order.
+// NewCatalog lists the kernels, initrds, disks and firmware of the
+// images, in their order.
 func NewCatalog(ims []Image) *Catalog {
 	c := &Catalog{}
 	for _, im := range ims {
@@ -94,6 +98,7 @@ func NewCatalog(ims []Image) *Catalog {
 			add(KindInitrd, i, src, "")
 		}
 		add(KindDisk, 0, im.Disk, im.Format)
+		add(KindFirmware, 0, im.Firmware, "")
 	}
 	return c
 }

@@ -24,6 +24,7 @@ var machineSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "bmc"}, {Type: "bond", LabelNames: []string{"name"}},
 		{Type: "vlan", LabelNames: []string{"name"}}, {Type: "route"},
+		{Type: "firmware", LabelNames: []string{"component"}},
 	},
 }
 
@@ -56,7 +57,9 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 				"The site declares more than %d machines (the limit) by this block; check its for_each or count.", l.opts.Limits.MaxMachines))
 		}
 		var bmcBlock *hcl.Block
-		nets, moreDiags := netBlocks(content)
+		nets, moreDiags := subBlocks(content, netSchemas)
+		diags = append(diags, moreDiags...)
+		fws, moreDiags := subBlocks(content, map[string]*hcl.BodySchema{"firmware": firmwareSchema})
 		diags = append(diags, moreDiags...)
 		for _, bb := range content.Blocks {
 			if bb.Type != "bmc" {
@@ -97,6 +100,7 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 					}
 				}
 				decodeNet(e, m, nets)
+				decodeFirmware(e, m, fws)
 				machines[i], instDiags[i] = m, e.diags
 			}
 		})

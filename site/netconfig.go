@@ -69,34 +69,37 @@ var (
 	}}
 )
 
-// netBlock is a bond, vlan or route block of a machine, its content read
-// once for all the block's instances.
-type netBlock struct {
+// subBlock is a block inside a machine block (bond, vlan, route,
+// firmware), its content read once for all the machine block's instances.
+type subBlock struct {
 	block   *hcl.Block
 	content *hcl.BodyContent
 }
 
-func netBlocks(content *hcl.BodyContent) ([]netBlock, hcl.Diagnostics) {
-	var out []netBlock
+// subBlocks reads the blocks of content whose type has a schema.
+func subBlocks(content *hcl.BodyContent, schemas map[string]*hcl.BodySchema) ([]subBlock, hcl.Diagnostics) {
+	var out []subBlock
 	var diags hcl.Diagnostics
 	for _, b := range content.Blocks {
-		schema := map[string]*hcl.BodySchema{"bond": bondSchema, "vlan": vlanSchema, "route": routeSchema}[b.Type]
+		schema := schemas[b.Type]
 		if schema == nil {
 			continue
 		}
 		c, d := b.Body.Content(schema)
 		diags = append(diags, d...)
 		if !d.HasErrors() {
-			out = append(out, netBlock{b, c})
+			out = append(out, subBlock{b, c})
 		}
 	}
 	return out, diags
 }
 
+var netSchemas = map[string]*hcl.BodySchema{"bond": bondSchema, "vlan": vlanSchema, "route": routeSchema}
+
 // decodeNet reads m's bonds, vlans and routes for one instance and checks
 // that they fit together: every VLAN's link and every interface named is
 // declared (the boot interface, a bond, a bond's member or another VLAN).
-func decodeNet(e *evaluator, m *Machine, blocks []netBlock) {
+func decodeNet(e *evaluator, m *Machine, blocks []subBlock) {
 	bad := func(r hcl.Range, summary, format string, args ...any) {
 		e.diags = append(e.diags, errorAt(r, summary, "Machine %q: %s", m.Name, fmt.Sprintf(format, args...)))
 	}

@@ -321,6 +321,9 @@ type Machine struct {
 	// Attributes) with the values they must have, as text: numbers and
 	// booleans are converted to the attribute's type when applied.
 	BIOS map[string]string
+	// Firmware are the firmware components the machine must run, each
+	// with the image that installs it, in the site's order.
+	Firmware []Firmware
 	// SwitchPort, when set, is where the machine is plugged: its DHCP
 	// requests are answered only when relayed by that relay with that
 	// circuit-id (option 82).

@@ -256,6 +256,7 @@ func validateMachines(s *Site) hcl.Diagnostics {
 			diags = append(diags, validateBMC(fmt.Sprintf("Machine %q", m.Name), m.BMC)...)
 		}
 		diags = append(diags, validateHardware(m)...)
+		diags = append(diags, validateFirmware(m)...)
 		if m.Boot == BootVirtualMedia {
 			diags = append(diags, validateVirtualMedia(m)...)
 		}

@@ -121,7 +121,7 @@ argument instead of a plan still works but is deprecated.`,
 	f.site.register(cmd.Flags())
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
-	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk) and deprovisions (the disks are wiped as --wipe says)")
+	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk), deprovisions (the disks are wiped as --wipe says), and firmware downgrades")
 	fl.StringVar(&f.wipe, "wipe", "", `how a deprovision erases each disk, for this run (default: the machine's wipe in the site file while it was declared, else quick): "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable); "discard" tells the device every block is unused (BLKDISCARD: fast on SSDs, but the device decides what reads return) and overwrites when old data still reads back; "zero" overwrites every byte; "secure" asks the drive to erase itself (NVMe Sanitize, else Format NVM with secure erase; ATA SECURITY ERASE UNIT unless the drive is frozen or locked; else BLKSECDISCARD) and overwrites when it cannot, saying why; all but quick then read back samples across the whole disk: no sampled sector may still hold its old content`)
 	fl.BoolVar(&f.resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")

@@ -76,12 +76,44 @@ func BMCConfigOf(name string, b *site.BMC) bmc.Config {
 }
 
 // FromDriver adapts a bmc.Driver to the engine's BMC; a driver that can
-// change BIOS settings gives a HardwareBMC.
+// change BIOS settings gives a HardwareBMC, one that can also update
+// firmware a FirmwareBMC.
 func FromDriver(d bmc.Driver) BMC {
-	if bd, ok := d.(bmc.BIOSDriver); ok {
-		return biosBMC{driverBMC{d}, bd}
+	bd, ok := d.(bmc.BIOSDriver)
+	if !ok {
+		return driverBMC{d}
 	}
-	return driverBMC{d}
+	if fd, ok := d.(bmc.FirmwareDriver); ok {
+		return firmwareBMC{biosBMC{driverBMC{d}, bd}, fd}
+	}
+	return biosBMC{driverBMC{d}, bd}
+}
+
+// FirmwareBMC is a HardwareBMC that can also update firmware.
+type FirmwareBMC interface {
+	HardwareBMC
+	// Firmware reads one component's version.
+	Firmware(ctx context.Context, component string) (bmc.FirmwareComponent, error)
+	// UpdateFirmware has the BMC install the image at url on component
+	// (or returns the update of it the BMC still runs).
+	UpdateFirmware(ctx context.Context, component, url string) (bmc.Task, error)
+	// Task reads an update's task.
+	Task(ctx context.Context, uri string) (bmc.Task, error)
+}
+
+type firmwareBMC struct {
+	biosBMC
+	fd bmc.FirmwareDriver
+}
+
+func (b firmwareBMC) Firmware(ctx context.Context, component string) (bmc.FirmwareComponent, error) {
+	return b.fd.Firmware(ctx, component)
+}
+func (b firmwareBMC) UpdateFirmware(ctx context.Context, component, url string) (bmc.Task, error) {
+	return b.fd.UpdateFirmware(ctx, component, url)
+}
+func (b firmwareBMC) Task(ctx context.Context, uri string) (bmc.Task, error) {
+	return b.fd.Task(ctx, uri)
 }
 
 // HardwareBMC is a BMC that can also read and stage BIOS settings.

@@ -61,6 +61,11 @@ type Options struct {
 	// remote files too). Default: remote URLs as they are, local files at
 	// /images/IMAGE/BASENAME.
 	ImagePath func(image string, src site.Source) string
+	// FirmwareURL is the URL on metal's HTTP server a BMC fetches a
+	// firmware image from (the daemon serves it from its image cache).
+	// Default: an http(s) image's own URL; a local file cannot be
+	// served without it.
+	FirmwareURL func(src site.Source) string
 	// BMC gives each machine's BMC (see DriverBMCs).
 	BMC BMCFunc
 	// Media builds the boot CD of a machine with boot = "virtual-media".
@@ -134,6 +139,14 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ImagePath == nil {
 		o.ImagePath = defaultImagePath
+	}
+	if o.FirmwareURL == nil {
+		o.FirmwareURL = func(src site.Source) string {
+			if src.Remote() {
+				return src.URL
+			}
+			return ""
+		}
 	}
 	if o.BMC == nil {
 		o.BMC = func(inventory.Machine, *site.Machine) (BMC, error) { return nil, nil }

@@ -35,6 +35,12 @@ type lab struct {
 
 func newLab(t *testing.T, n, racks int, agentTime time.Duration) *lab {
 	t.Helper()
+	return newLabWith(t, applytest.Options{Machines: n, Racks: racks, AgentTime: agentTime, RebootAfter: 5 * time.Millisecond})
+}
+
+// newLabWith is newLab with the fleet's every option; its Store is the lab's.
+func newLabWith(t *testing.T, opts applytest.Options) *lab {
+	t.Helper()
 	url := "file://" + t.TempDir() + "/state.db"
 	if os.Getenv("APPLY_MEM") != "" {
 		url = "memory://"
@@ -44,7 +50,8 @@ func newLab(t *testing.T, n, racks int, agentTime time.Duration) *lab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	f, err := applytest.Start(applytest.Options{Machines: n, Racks: racks, Store: store, AgentTime: agentTime, RebootAfter: 5 * time.Millisecond})
+	opts.Store = store
+	f, err := applytest.Start(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

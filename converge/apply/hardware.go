@@ -17,9 +17,12 @@ import (
 
 // Hardware steps of a machine's run.
 const (
-	StepBIOS       Step = "bios"        // stage the BIOS settings that differ
-	StepBIOSReset  Step = "bios-reset"  // the reset that applies them
-	StepBIOSVerify Step = "bios-verify" // read back: in effect, nothing left pending
+	StepBIOS       Step = "bios"            // stage the BIOS settings that differ
+	StepBIOSReset  Step = "bios-reset"      // the reset that applies them
+	StepBIOSVerify Step = "bios-verify"     // read back: in effect, nothing left pending
+	StepFirmware   Step = "firmware"        // read the version; have the BMC install the image
+	StepFlash      Step = "firmware-flash"  // the BMC's update task, followed to its end
+	StepFlashCheck Step = "firmware-verify" // read back the new version
 )
 
 // biosModeAttr is the BIOS attribute boot_mode sets, as DMTF's mockups,
@@ -27,7 +30,10 @@ const (
 const biosModeAttr = "BootMode"
 
 // wantsHardware reports whether the site sets hardware for m.
-func wantsHardware(m *site.Machine) bool { return m != nil && (m.BootMode != "" || len(m.BIOS) > 0) }
+func wantsHardware(m *site.Machine) bool { return wantsBIOS(m) || (m != nil && len(m.Firmware) > 0) }
+
+// wantsBIOS reports whether the site sets BIOS settings for m.
+func wantsBIOS(m *site.Machine) bool { return m != nil && (m.BootMode != "" || len(m.BIOS) > 0) }
 
 // desiredBIOS is what m's BIOS attributes must be on this BMC: its bios
 // map, and boot_mode as the BMC's own BootMode value (the registry's, or
@@ -106,21 +112,31 @@ func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResul
 	r.name = m.Name
 	b, err := bmcs(inventory.Machine{Name: m.Name}, m)
 	if err != nil || b == nil {
-		r.findings = append(r.findings, fmt.Sprintf("BIOS settings not read (no usable BMC: %v); the plan compares with what metal last applied", err))
+		r.findings = append(r.findings, fmt.Sprintf("hardware settings not read (no usable BMC: %v); the plan compares with what metal last applied", err))
 		return r
 	}
+	r.attrs = plan.Attributes{}
+	if wantsBIOS(m) {
+		readBIOSSettings(ctx, m, b, &r)
+	}
+	if len(m.Firmware) > 0 {
+		readFirmware(ctx, m, b, &r)
+	}
+	return r
+}
+
+func readBIOSSettings(ctx context.Context, m *site.Machine, b BMC, r *hwResult) {
 	hb, ok := b.(HardwareBMC)
 	if !ok {
 		r.findings = append(r.findings, "this BMC cannot report BIOS settings; the plan compares with what metal last applied")
-		return r
+		return
 	}
 	cur, err := hb.BIOS(ctx)
 	if err != nil {
 		r.findings = append(r.findings, fmt.Sprintf("BIOS settings not read: %v; the plan compares with what metal last applied", err))
-		return r
+		return
 	}
 	want := desiredBIOS(m, cur)
-	r.attrs = plan.Attributes{}
 	for _, k := range slices.Sorted(maps.Keys(want)) {
 		if msg := cur.Check(k, want[k]); msg != "" {
 			r.findings = append(r.findings, msg)
@@ -134,7 +150,27 @@ func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResul
 		}
 		r.attrs[name] = plan.Value{Text: now, Pending: pending}
 	}
-	return r
+}
+
+// readFirmware reads the version of each firmware component m declares;
+// a component the BMC does not list, or cannot update, is a finding.
+func readFirmware(ctx context.Context, m *site.Machine, b BMC, r *hwResult) {
+	fb, ok := b.(FirmwareBMC)
+	if !ok {
+		r.findings = append(r.findings, "this BMC cannot report firmware versions; the plan compares with what metal last applied")
+		return
+	}
+	for _, f := range m.Firmware {
+		cur, err := fb.Firmware(ctx, f.Component)
+		if err != nil {
+			r.findings = append(r.findings, fmt.Sprintf("firmware %s not read: %v", f.Component, err))
+			continue
+		}
+		if !cur.Updateable && cur.Version != f.Version {
+			r.findings = append(r.findings, fmt.Sprintf("firmware %s is not updateable on this BMC", f.Component))
+		}
+		r.attrs[plan.FirmwarePrefix+f.Component] = plan.Value{Text: cur.Version}
+	}
 }
 
 // hardware brings the machine's BIOS settings to what the site declares:
@@ -143,6 +179,14 @@ func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResul
 // to apply them, and read back. It returns whether the machine was reset.
 func (m *machineRun) hardware(ctx context.Context) (bool, error) {
 	if !wantsHardware(m.decl) {
+		return false, nil
+	}
+	// Firmware first: a new BIOS may come up with its defaults, which
+	// the settings then correct.
+	if err := m.firmware(ctx); err != nil {
+		return false, err
+	}
+	if !wantsBIOS(m.decl) {
 		return false, nil
 	}
 	if m.bmc == nil {

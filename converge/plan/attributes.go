@@ -49,6 +49,9 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 	for k, v := range m.BIOS {
 		a[BIOSPrefix+k] = Value{Text: v}
 	}
+	for _, f := range m.Firmware {
+		a[FirmwarePrefix+f.Component] = Value{Text: f.Version}
+	}
 	if b := m.BMC; b != nil {
 		set("bmc.protocol", b.Protocol)
 		set("bmc.address", b.Address)
@@ -82,10 +85,13 @@ func hidden(v string) string { return hiddenPrefix + short(v) + ")" }
 // BIOSPrefix starts the names of BIOS attributes ("bios.ProcVirtualization").
 const BIOSPrefix = "bios."
 
+// FirmwarePrefix starts the names of firmware versions ("firmware.BIOS").
+const FirmwarePrefix = "firmware."
+
 // IsHardware reports whether attribute name is a hardware setting that
-// its BMC applies (boot_mode, bios.*).
+// its BMC applies (boot_mode, bios.*, firmware.*).
 func IsHardware(name string) bool {
-	return name == "boot_mode" || strings.HasPrefix(name, BIOSPrefix)
+	return name == "boot_mode" || strings.HasPrefix(name, BIOSPrefix) || strings.HasPrefix(name, FirmwarePrefix)
 }
 
 // imageDigest names the exact content of an image: its sources and

@@ -56,6 +56,9 @@ type AttrChange struct {
 	Before        *Value `json:"before"`
 	After         *Value `json:"after"`
 	ForcesReplace bool   `json:"forces_replace,omitempty"`
+	// Destroys marks an in-place change that cannot be undone safely
+	// (a firmware downgrade): apply needs --allow-destroy for it.
+	Destroys bool `json:"destroys,omitempty"`
 }
 
 // Change is the plan for one machine.
@@ -204,12 +207,13 @@ func (p *Plan) Only(names []string) (*Plan, error) {
 }
 
 // Destructive returns the changes that rewrite or erase a disk
-// (reprovision and deprovision), which apply carries out only when told
-// so explicitly.
+// (reprovision and deprovision) or change hardware in a way that cannot
+// be undone safely (a firmware downgrade), which apply carries out only
+// when told so explicitly.
 func (p *Plan) Destructive() []Change {
 	var out []Change
 	for _, c := range p.Changes {
-		if c.Action == Replace || c.Action == Delete {
+		if c.Action == Replace || c.Action == Delete || slices.ContainsFunc(c.Attrs, func(a AttrChange) bool { return a.Destroys }) {
 			out = append(out, c)
 		}
 	}
@@ -245,6 +249,7 @@ func diff(before, after Attributes) []AttrChange {
 		}
 		// Creating or deleting a whole machine replaces nothing.
 		c.ForcesReplace = before != nil && after != nil && replaceAttrs[n]
+		c.Destroys = bok && aok && strings.HasPrefix(n, FirmwarePrefix) && VersionLess(a.Text, b.Text)
 		out = append(out, c)
 	}
 	return out

@@ -9,6 +9,7 @@ package applytest
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -56,7 +57,10 @@ type Options struct {
 	// the machine, as the real agent does (0: it does not).
 	AgentTime   time.Duration
 	RebootAfter time.Duration
-	Logger      *slog.Logger
+	// FlashTime is how long a BMC takes to install firmware once it has
+	// the image (0: 200 ms).
+	FlashTime time.Duration
+	Logger    *slog.Logger
 }
 
 // Fleet is a running simulated rack. Its BMCs serve until Close.
@@ -125,7 +129,7 @@ func Start(opts Options) (*Fleet, error) {
 	for i := range opts.Machines {
 		name := Name(i)
 		sim := virtual.NewSim(virtual.SimOptions{Name: name, OnBoot: f.boot})
-		srv, err := virtual.NewServer(virtual.Options{Username: User, Password: Password, Log: opts.Logger},
+		srv, err := virtual.NewServer(virtual.Options{Username: User, Password: Password, Log: opts.Logger, FlashTime: cmp.Or(opts.FlashTime, 200*time.Millisecond)},
 			virtual.MachineSpec{Name: name, Machine: sim, Manufacturer: "metal-sim"})
 		if err != nil {
 			f.Close()

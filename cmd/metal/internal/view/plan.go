@@ -72,7 +72,12 @@ func Plan(w io.Writer, p *plan.Plan, color bool) {
 			if a.Before != nil && a.Before.Pending != "" {
 				line += fmt.Sprintf(" # %s pending at the BMC's next reset", strconv.Quote(a.Before.Pending))
 			}
-			if plan.IsHardware(a.Name) && a.After != nil && a.Before != nil {
+			switch {
+			case a.Destroys:
+				line += paint(red, " # a downgrade: needs --allow-destroy")
+			case strings.HasPrefix(a.Name, plan.FirmwarePrefix) && a.After != nil && a.Before != nil:
+				line += " # installed by the BMC from metal's HTTP server"
+			case plan.IsHardware(a.Name) && a.After != nil && a.Before != nil:
 				line += " # set through the BMC, then a reset"
 			}
 			fmt.Fprintf(w, "      %s\n", line)
