@@ -58,6 +58,26 @@ func CheckTools() error {
 // Everything is built in files with mtools and syslinux's mtools
 // installer: nothing is mounted, no loop device is needed.
 func Write(ctx context.Context, kernel string, initrd []byte, path string) error {
+	return write(ctx, kernel, initrd, path, nil)
+}
+
+// Signed is the Secure Boot chain of a disk: Debian's signed shim and its
+// signed GRUB (the disk build, grub-efi-amd64-signed's grubx64.efi.signed,
+// not the network one), so that a machine with Secure Boot on boots the
+// disk's (signed) kernel as an installed Debian does.
+type Signed struct {
+	Shim, GRUB string
+}
+
+// WriteSigned is Write for a machine with Secure Boot on: UEFI boots shim
+// as EFI/BOOT/BOOTX64.EFI, shim the GRUB beside it, and GRUB reads
+// EFI/debian/grub.cfg (its prefix) or, failing that, the grub.cfg beside
+// it. kernel must be signed by a key shim trusts.
+func WriteSigned(ctx context.Context, kernel string, initrd []byte, path string, chain Signed) error {
+	return write(ctx, kernel, initrd, path, &chain)
+}
+
+func write(ctx context.Context, kernel string, initrd []byte, path string, signed *Signed) error {
 	if err := CheckTools(); err != nil {
 		return err
 	}
@@ -88,6 +108,13 @@ func Write(ctx context.Context, kernel string, initrd []byte, path string) error
 		"/vmlinuz":              kernel,
 		"/EFI/BOOT/BOOTX64.EFI": SystemdBoot,
 	}
+	if signed != nil {
+		grubCfg := write("grub.cfg", []byte("set timeout=0\nlinux /vmlinuz "+cmdline+"\ninitrd /initrd.img\nboot\n"))
+		files["/EFI/BOOT/BOOTX64.EFI"] = signed.Shim
+		files["/EFI/BOOT/grubx64.efi"] = signed.GRUB
+		files["/EFI/BOOT/grub.cfg"] = grubCfg
+		files["/EFI/debian/grub.cfg"] = grubCfg
+	}
 	if err != nil {
 		return fmt.Errorf("bootdisk: %w", err)
 	}
@@ -109,7 +136,7 @@ func Write(ctx context.Context, kernel string, initrd []byte, path string) error
 	// -h: the filesystem's hidden sectors are the partition's offset, which
 	// SYSLINUX's boot sector adds to find its files.
 	run("mkfs.vfat", "-C", "-n", "METALBOOT", "-h", fmt.Sprint(partStartLBA), part, fmt.Sprint(partSectors/2))
-	run("mmd", "-i", part, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries", "::/etc", "::/etc/cloud")
+	run("mmd", "-i", part, "::/EFI", "::/EFI/BOOT", "::/EFI/debian", "::/loader", "::/loader/entries", "::/etc", "::/etc/cloud")
 	for dst, src := range files {
 		run("mcopy", "-i", part, src, "::"+dst)
 	}

@@ -121,18 +121,28 @@ func aptExtract(ctx context.Context, dir, pkg string) (string, error) {
 	return root, nil
 }
 
+// DiskGRUB is the name, in SecureBootDir, of Debian's signed GRUB for
+// booting from disk (grub-efi-amd64-signed's grubx64.efi.signed), which
+// an installed test image boots through (bootdisk.WriteSigned).
+const DiskGRUB = "disk-grubx64.efi"
+
+// debianDiskGRUB is where grub-efi-amd64-signed puts DiskGRUB.
+const debianDiskGRUB = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+
 // SecureBootDir returns a directory holding Debian's signed shim and
 // network GRUB under the names metal serves them by (bootfiles.Shim,
-// bootfiles.GRUB), for bootfiles.FindSecureBoot. $METAL_SECUREBOOT_DIR,
-// when set, is returned as it is. Else the packages shim-signed and
-// grub-efi-amd64-signed are downloaded into cacheDir and unpacked, not
-// installed: installing them runs grub-install on this host.
+// bootfiles.GRUB), for bootfiles.FindSecureBoot, and the disk GRUB as
+// DiskGRUB. $METAL_SECUREBOOT_DIR, when set, is returned as it is. Else
+// the packages shim-signed and grub-efi-amd64-signed are downloaded into
+// cacheDir and unpacked, not installed: installing them runs grub-install
+// on this host.
 func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
 	if d := os.Getenv(bootfiles.EnvSecureBootDir); d != "" {
 		return d, nil
 	}
 	dir := filepath.Join(cacheDir, "secureboot")
-	if _, err := os.Stat(filepath.Join(dir, bootfiles.GRUB)); err == nil {
+	// DiskGRUB is unpacked last: with it, the directory is whole.
+	if _, err := os.Stat(filepath.Join(dir, DiskGRUB)); err == nil {
 		return dir, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -143,7 +153,7 @@ func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	if _, err := os.Stat(filepath.Join(dir, bootfiles.GRUB)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, DiskGRUB)); err == nil {
 		return dir, nil
 	}
 	tmp, err := os.MkdirTemp(cacheDir, "fetch-")
@@ -155,7 +165,11 @@ func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return "", fmt.Errorf("bootkit: %w", err)
 	}
-	for pkg, name := range map[string]string{"shim-signed": bootfiles.Shim, "grub-efi-amd64-signed": bootfiles.GRUB} {
+	wanted := map[string]map[string]string{
+		"shim-signed":           {bootfiles.Shim: bootfiles.DebianSigned[bootfiles.Shim]},
+		"grub-efi-amd64-signed": {bootfiles.GRUB: bootfiles.DebianSigned[bootfiles.GRUB], DiskGRUB: debianDiskGRUB},
+	}
+	for pkg, names := range wanted {
 		pdir := filepath.Join(tmp, pkg)
 		if err := os.Mkdir(pdir, 0o755); err != nil {
 			return "", fmt.Errorf("bootkit: %w", err)
@@ -164,9 +178,15 @@ func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := os.Rename(filepath.Join(root, bootfiles.DebianSigned[name]), filepath.Join(out, name)); err != nil {
-			return "", fmt.Errorf("bootkit: %s: %w", pkg, err)
+		for name, p := range names {
+			if err := os.Rename(filepath.Join(root, p), filepath.Join(out, name)); err != nil {
+				return "", fmt.Errorf("bootkit: %s: %w", pkg, err)
+			}
 		}
+	}
+	// An older cache (without DiskGRUB) is replaced whole.
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("bootkit: %w", err)
 	}
 	if err := os.Rename(out, dir); err != nil {
 		return "", fmt.Errorf("bootkit: %w", err)

@@ -2,9 +2,11 @@ package bootkit
 
 import (
 	"context"
+	"path/filepath"
 
 	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu"
+	"github.com/metal-dev/metal/pxe/bootfiles"
 )
 
 // DiskImage writes to path a raw disk image (bootdisk.Write) that boots,
@@ -17,6 +19,18 @@ func DiskImage(ctx context.Context, kernel, marker, path string) error {
 		return err
 	}
 	return bootdisk.Write(ctx, kernel, initrd, path)
+}
+
+// SignedDiskImage is DiskImage for a machine with Secure Boot on: it
+// boots through the signed shim and disk GRUB in signedDir
+// (SecureBootDir), and kernel must be signed.
+func SignedDiskImage(ctx context.Context, kernel, marker, path, signedDir string) error {
+	initrd, err := Initramfs(marker)
+	if err != nil {
+		return err
+	}
+	return bootdisk.WriteSigned(ctx, kernel, initrd, path, bootdisk.Signed{
+		Shim: filepath.Join(signedDir, bootfiles.Shim), GRUB: filepath.Join(signedDir, DiskGRUB)})
 }
 
 // DiskArgs are QEMU arguments adding path as the machine's virtio disk,
@@ -33,6 +47,8 @@ func DiskArgs(path string) []string {
 // disk under accel: the direct proof that a disk image boots, without a
 // netboot first.
 func DiskBootArgs(fw Firmware, accel, disk, serial, dir string) ([]string, error) {
-	args := append(qemu.BaseArgs(accel, 256), "-no-reboot", "-serial", "file:"+serial)
+	// 512 MiB: in 256, Debian's kernel behind shim and GRUB on the
+	// Secure Boot firmware dies before its console starts.
+	args := append(qemu.BaseArgs(accel, 512), "-no-reboot", "-serial", "file:"+serial)
 	return firmwareArgs(append(args, DiskArgs(disk)...), fw, dir)
 }

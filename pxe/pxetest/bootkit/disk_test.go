@@ -1,6 +1,7 @@
 package bootkit_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -16,7 +17,9 @@ import (
 )
 
 // TestDiskImageBoots boots the test disk image straight from a virtio
-// disk, on SeaBIOS (SYSLINUX) and on OVMF (systemd-boot), to its marker.
+// disk, on SeaBIOS (SYSLINUX) and on OVMF (systemd-boot), to its marker;
+// and its signed build on OVMF with Secure Boot on (shim, GRUB, Debian's
+// signed kernel), whose kernel says Secure Boot is on.
 func TestDiskImageBoots(t *testing.T) {
 	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	if err := bootdisk.CheckTools(); err != nil {
@@ -29,7 +32,11 @@ func TestDiskImageBoots(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI} {
+	signedDir, err := bootkit.SecureBootDir(ctx, bootkit.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fw := range []bootkit.Firmware{bootkit.BIOS, bootkit.UEFI, bootkit.UEFISecure} {
 		t.Run(string(fw), func(t *testing.T) {
 			t.Parallel()
 			if err := bootkit.CheckQEMU(fw); err != nil {
@@ -38,7 +45,13 @@ func TestDiskImageBoots(t *testing.T) {
 			dir := t.TempDir()
 			marker := "metal-disk-boot-" + string(fw) + "-ok"
 			disk := filepath.Join(dir, "disk.raw")
-			if err := bootkit.DiskImage(ctx, kernel, marker, disk); err != nil {
+			write := bootkit.DiskImage
+			if fw == bootkit.UEFISecure {
+				write = func(ctx context.Context, kernel, marker, disk string) error {
+					return bootkit.SignedDiskImage(ctx, kernel, marker, disk, signedDir)
+				}
+			}
+			if err := write(ctx, kernel, marker, disk); err != nil {
 				t.Fatal(err)
 			}
 			serial := filepath.Join(dir, "serial.log")
@@ -60,6 +73,9 @@ func TestDiskImageBoots(t *testing.T) {
 			if err := bootkit.WaitForMarker(wait, serial, marker, done); err != nil {
 				log, _ := os.ReadFile(serial)
 				t.Fatalf("%v\nserial:\n%s\nqemu: %s", err, log, out.String())
+			}
+			if log, _ := os.ReadFile(serial); fw == bootkit.UEFISecure && !bytes.Contains(log, []byte("Secure boot enabled")) {
+				t.Errorf("the kernel did not say \"Secure boot enabled\":\n%s", log)
 			}
 		})
 	}

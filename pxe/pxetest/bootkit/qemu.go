@@ -16,6 +16,9 @@ type Firmware string
 const (
 	BIOS Firmware = "bios" // SeaBIOS, QEMU's default
 	UEFI Firmware = "uefi" // OVMF
+	// UEFISecure is OVMF's Secure Boot build with Microsoft's keys
+	// enrolled, for DiskBootArgs (a netbooting VM says VM.SecureBoot).
+	UEFISecure Firmware = "uefi-secureboot"
 )
 
 // VM describes a diskless QEMU machine that boots from its one NIC.
@@ -99,6 +102,8 @@ func firmwareArgs(args []string, fw Firmware, dir string) ([]string, error) {
 	switch fw {
 	case BIOS, "":
 		return args, nil
+	case UEFISecure:
+		return secureBootArgs(args, dir)
 	case UEFI:
 		if dir == "" {
 			return nil, errors.New("bootkit: a UEFI VM needs Dir for its variable store")
@@ -118,7 +123,7 @@ func firmwareArgs(args []string, fw Firmware, dir string) ([]string, error) {
 // CheckQEMU returns an error naming the Debian package for each missing
 // piece of a QEMU netboot: the emulator, the NIC ROMs, OVMF, busybox.
 func CheckQEMU(fw Firmware) error {
-	tools := append(qemu.Tools(fw == UEFI), qemu.Tool{Path: Busybox, Package: "busybox-static", File: true})
+	tools := append(qemu.Tools(fw == UEFI || fw == UEFISecure), qemu.Tool{Path: Busybox, Package: "busybox-static", File: true})
 	if err := qemu.CheckTools(tools...); err != nil {
 		return fmt.Errorf("bootkit: %w", err)
 	}
