@@ -28,11 +28,25 @@ import (
 	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
+	"github.com/metal-dev/metal/pxe/grub"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 	"github.com/metal-dev/metal/pxe/storepolicy"
+	"github.com/metal-dev/metal/pxe/tftp"
 )
+
+// gzipFile returns the file at path and its gzip'd bytes.
+func gzipFile(t *testing.T, path string) (raw, gz []byte) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	must(t, err)
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write(raw)
+	must(t, zw.Close())
+	return raw, b.Bytes()
+}
 
 func sha256sum(b []byte) string {
 	s := sha256.Sum256(b)
@@ -60,13 +74,7 @@ func TestInstallInQEMU(t *testing.T) {
 	marker := "metal-installed-disk-boots"
 	raw := filepath.Join(dir, "image.raw")
 	must(t, bootkit.DiskImage(ctx, res.Kernel, marker, raw))
-	rb, err := os.ReadFile(raw)
-	must(t, err)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(rb)
-	must(t, zw.Close())
-	good := gz.Bytes()
+	rb, good := gzipFile(t, raw)
 	bad := append([]byte(nil), good...)
 	bad[len(bad)/3] ^= 0x55
 	must(t, os.WriteFile(filepath.Join(files, "disk.raw.gz"), good, 0o644))
@@ -170,6 +178,74 @@ func TestInstallInQEMU(t *testing.T) {
 	}
 }
 
+// TestSecureBootInstallInQEMU is the Secure Boot chain end to end: a
+// machine declared boot = "secureboot" with OVMF's Secure Boot build and
+// Microsoft's keys enrolled netboots, all over TFTP, Debian's signed shim,
+// its signed network GRUB, the GRUB config metal makes for it (with the
+// task's one-time secret) and Debian's signed kernel with the agent's
+// initramfs; the agent writes a disk image that boots through the same
+// signed chain (shim, disk GRUB, kernel) and reboots. Told to boot
+// locally, GRUB hands back to the firmware, which boots the disk: its
+// kernel says Secure Boot is still on and the image prints its marker.
+func TestSecureBootInstallInQEMU(t *testing.T) {
+	testenv.Long(t, "netboots and installs under Secure Boot in QEMU")
+	if err := bootdisk.CheckTools(); err != nil {
+		t.Skip(err)
+	}
+	al := newAgentLabSigned(t, 20*time.Minute, true, "virtio_blk", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8")
+	ctx, dir := al.ctx, al.dir
+	marker := "metal-secure-boot-installed"
+	raw := filepath.Join(dir, "image.raw")
+	must(t, bootkit.SignedDiskImage(ctx, al.res.Kernel, marker, raw, al.signed))
+	_, gz := gzipFile(t, raw)
+	must(t, os.WriteFile(filepath.Join(al.files, "disk.raw.gz"), gz, 0o644))
+	al.give(inventory.AgentTask{ID: "s1", Kind: inventory.TaskInstall, Image: "test",
+		ImageURL: "/files/disk.raw.gz", Format: "gz", Checksum: sha256sum(gz), Hostname: "vm-1",
+		Secret: inventory.NewTaskSecret()})
+	disk := filepath.Join(dir, "vda.raw")
+	must(t, os.WriteFile(disk, nil, 0o644))
+	must(t, os.Truncate(disk, 64<<20))
+
+	serial1 := filepath.Join(dir, "install.log")
+	start := time.Now()
+	q := al.boot(serial1, bootkit.DiskArgs(disk)...)
+	ag := al.waitAgent("s1", serial1, q, 12*time.Minute)
+	select {
+	case <-q.Done():
+	case <-time.After(time.Minute):
+		al.fail(serial1, q, "the agent did not reboot")
+	}
+	if ag.Phase != inventory.AgentDone {
+		al.fail(serial1, q, "install: agent %+v, want done", ag)
+	}
+	t.Logf("install under Secure Boot: power-on to reboot in %v", time.Since(start))
+	if out, _ := os.ReadFile(serial1); !bytes.Contains(out, []byte("Secure boot enabled")) {
+		al.fail(serial1, q, "the agent's kernel did not say \"Secure boot enabled\"")
+	}
+
+	_, err := inventory.UpdateMachine(ctx, al.store, "vm-1", func(m *inventory.Machine) error {
+		m.Intent = inventory.BootIntent{Action: inventory.BootLocal}
+		return nil
+	})
+	must(t, err)
+	waitPolicy(t, ctx, al.policy, al.mac, pxe.ActionLocal)
+	serial2 := filepath.Join(dir, "local.log")
+	q = al.boot(serial2, bootkit.DiskArgs(disk)...)
+	defer q.Stop()
+	wait, stop := context.WithTimeout(ctx, 5*time.Minute)
+	defer stop()
+	if err := bootkit.WaitForMarker(wait, serial2, marker, q.Done()); err != nil {
+		q.Stop()
+		al.fail(serial2, q, "booting the installed disk under Secure Boot: %v", err)
+	}
+	q.Stop()
+	out, _ := os.ReadFile(serial2)
+	if !bytes.Contains(out, []byte("Secure boot enabled")) {
+		al.fail(serial2, q, "the installed OS's kernel did not say \"Secure boot enabled\"")
+	}
+	t.Logf("installed disk under Secure Boot: marker after %v", time.Since(start))
+}
+
 // agentLab is metal's netboot side (store, store-backed policy, DHCP and
 // HTTP with the agent protocol) in a lab namespace, with the agent's
 // initramfs built from this tree's metal, for one QEMU machine "vm-1".
@@ -184,12 +260,22 @@ type agentLab struct {
 	lab    *pxetest.Lab
 	mac    net.HardwareAddr
 	intent inventory.BootIntent
+	// signed is the directory of Debian's signed boot chain
+	// (bootkit.SecureBootDir) when vm-1 has Secure Boot on: it netboots
+	// shim, GRUB, its GRUB config and the agent over TFTP.
+	signed string
 }
 
 // newAgentLab skips the test unless it runs as root with QEMU and the
 // Debian kernel at hand. modules are the agent's disk drivers, beside
 // its NIC's.
 func newAgentLab(t *testing.T, timeout time.Duration, modules ...string) *agentLab {
+	return newAgentLabSigned(t, timeout, false, modules...)
+}
+
+// newAgentLabSigned is newAgentLab for a vm-1 with Secure Boot on when
+// secure is true (boot = "secureboot").
+func newAgentLabSigned(t *testing.T, timeout time.Duration, secure bool, modules ...string) *agentLab {
 	if os.Geteuid() != 0 {
 		t.Skip("the QEMU agent tests need root for their network namespace")
 	}
@@ -219,6 +305,14 @@ func newAgentLab(t *testing.T, timeout time.Duration, modules ...string) *agentL
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
 	al := &agentLab{t: t, ctx: ctx, dir: dir, files: files, res: res, mac: pxetest.RandomMAC()}
+	if secure {
+		if err := bootkit.CheckQEMU(bootkit.UEFISecure); err != nil {
+			t.Skip(err)
+		}
+		if al.signed, err = bootkit.SecureBootDir(ctx, bootkit.CacheDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	al.start()
 	return al
 }
@@ -242,8 +336,11 @@ func (al *agentLab) start() {
 		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
 		Cmdline: "console=ttyS0 panic=-1 no_timer_check metal.url=" + httpBase,
 	}
-	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady,
-		Identity: inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}})
+	id := inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}
+	if al.signed != "" {
+		id.Boot = string(pxe.BootSecure)
+	}
+	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady, Identity: id})
 	must(t, err)
 
 	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: log})
@@ -263,11 +360,21 @@ func (al *agentLab) start() {
 		Files: root, BaseURL: base, Agent: api, Logger: log,
 	})
 	must(t, err)
+	services := map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve}
+	if al.signed != "" {
+		chain, err := bootfiles.FindSecureBoot(al.signed)
+		must(t, err)
+		tftpSrv, err := tftp.New(tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: chain,
+			Mounts:    map[string]*bootfiles.Root{"files": root},
+			Generated: grub.Configs{Policy: policy, Leases: dhcpSrv.Leases()}, Logger: log})
+		must(t, err)
+		services["tftp"] = tftpSrv.Serve
+	}
 	srvCtx, stopServers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); policy.Run(srvCtx) }()
-	for name, serve := range map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve} {
+	for name, serve := range services {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -304,12 +411,16 @@ func (al *agentLab) give(task inventory.AgentTask) {
 	must(al.t, err)
 }
 
-// boot starts vm-1 (SeaBIOS, network first) with its disks in diskArgs,
+// boot starts vm-1 (SeaBIOS, network first; OVMF with Secure Boot and
+// its own PXE client when the lab is signed) with its disks in diskArgs,
 // its console to the file serial.
 func (al *agentLab) boot(serial string, diskArgs ...string) *pxetest.Process {
 	al.t.Helper()
 	vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: al.mac, Serial: serial, Dir: al.dir, MemoryMiB: 768, Accel: qemutest.Accel(al.t),
 		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	if al.signed != "" {
+		vm.Firmware, vm.NoROM, vm.SecureBoot = bootkit.UEFI, true, true
+	}
 	args, err := vm.Args()
 	must(al.t, err)
 	// A virtio RNG, as most VMs have: under TCG the kernel's own

@@ -73,13 +73,28 @@ func Render(in pxe.Intent) ([]byte, error) {
 			b.WriteString("\n")
 		}
 		b.WriteString("boot\n")
-	case pxe.ActionLocal, pxe.ActionNone, "":
+	case pxe.ActionLocal:
+		// GRUB's exit returns success to the firmware, whose boot
+		// manager then shows its menu rather than trying the next
+		// option: chainload the disk's loader instead, as an installed
+		// system's NVRAM entry would (the removable path, else Debian's
+		// shim), under the same Secure Boot checks.
+		b.WriteString("echo 'metal: local'\n")
+		for _, loader := range localLoaders {
+			fmt.Fprintf(&b, "if search --no-floppy --file --set=root %s; then\n  chainloader %s\n  boot\nfi\n", loader, loader)
+		}
+		b.WriteString("exit\n")
+	case pxe.ActionNone, "":
 		b.WriteString("exit\n")
 	default:
 		return nil, fmt.Errorf("%w: unknown action %q", ErrInvalid, in.Action)
 	}
 	return []byte(b.String()), nil
 }
+
+// localLoaders are the boot loaders a local boot looks for on the disks,
+// in order: the removable-media path, then where Debian installs shim.
+var localLoaders = []string{"/EFI/BOOT/BOOTX64.EFI", "/EFI/debian/shimx64.efi"}
 
 // path accepts a path on metal's own servers ("/images/x/linux"): GRUB
 // has no HTTP here, so a URL elsewhere cannot be fetched.

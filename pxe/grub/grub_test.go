@@ -28,7 +28,10 @@ func TestRender(t *testing.T) {
 				"linux /files/vmlinuz console=ttyS0 metal.server=http://192.0.2.1:8080 metal.token=" + secret + "\n" +
 				"initrd /files/agent.cpio /files/modules.cpio\nboot\n",
 		},
-		"local":           {in: pxe.Intent{Action: pxe.ActionLocal}, want: "set timeout=0\nexit\n"},
+		"local": {in: pxe.Intent{Action: pxe.ActionLocal}, want: "set timeout=0\necho 'metal: local'\n" +
+			"if search --no-floppy --file --set=root /EFI/BOOT/BOOTX64.EFI; then\n  chainloader /EFI/BOOT/BOOTX64.EFI\n  boot\nfi\n" +
+			"if search --no-floppy --file --set=root /EFI/debian/shimx64.efi; then\n  chainloader /EFI/debian/shimx64.efi\n  boot\nfi\n" +
+			"exit\n"},
 		"none":            {in: pxe.Intent{Action: pxe.ActionNone}, want: "set timeout=0\nexit\n"},
 		"url kernel":      {in: pxe.Intent{Action: pxe.ActionInstall, Kernel: "http://mirror/linux"}, wantErr: true},
 		"no kernel":       {in: pxe.Intent{Action: pxe.ActionDiscover}, wantErr: true},
