@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -257,21 +256,20 @@ func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.Hardwa
 }
 
 // macOf names the machine behind a request: scripts carry their MAC in the
-// path; everything else is matched by the client's leased address.
+// path (which the server parsed: r.MAC); everything else is matched by the
+// client's leased address.
 func (t *timeline) macOf(r pxehttp.Request) net.HardwareAddr {
-	if rest, ok := strings.CutPrefix(r.Path, pxehttp.ScriptPrefix); ok {
-		if mac, err := net.ParseMAC(rest); err == nil {
-			return mac
-		}
+	if strings.HasPrefix(r.Path, pxehttp.ScriptPrefix) {
+		return r.MAC
+	}
+	if !r.Client.Is4() {
 		return nil
 	}
-	if mac, ok := t.leases.MACOf(r.Client); ok {
+	if mac, ok := t.leases.MACOf(net.IP(r.Client.AsSlice())); ok {
 		return mac
 	}
-	if ip, ok := netip.AddrFromSlice(r.Client.To4()); ok {
-		if mac, ok := t.policy.MACOf(ip); ok {
-			return mac
-		}
+	if mac, ok := t.policy.MACOf(r.Client); ok {
+		return mac
 	}
 	return nil
 }

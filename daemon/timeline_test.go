@@ -125,7 +125,7 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 					_, _ = contacts.Host(ctx, mac)
 					continue
 				}
-				tl.observe(pxehttp.Request{Method: "GET", Path: s.path, Client: net.ParseIP(s.client), Status: s.status})
+				tl.observe(pxehttp.Request{Method: "GET", Path: s.path, Client: netip.MustParseAddr(s.client), MAC: scriptMAC(s.path), Status: s.status})
 			}
 			// Wait for the events wanted, then a while longer for any
 			// that should not come.
@@ -186,4 +186,15 @@ func TestTimelineCoalescesAFleet(t *testing.T) {
 	if n := len(tl.seen); n > 2*machines {
 		t.Errorf("coalescing map holds %d entries for %d machines", n, machines)
 	}
+}
+
+// scriptMAC is the MAC a script request's path names, as the HTTP server
+// parses it into pxehttp.Request.MAC; nil for any other path.
+func scriptMAC(path string) net.HardwareAddr {
+	rest, ok := strings.CutPrefix(path, pxehttp.ScriptPrefix)
+	if !ok {
+		return nil
+	}
+	mac, _ := net.ParseMAC(rest)
+	return mac
 }

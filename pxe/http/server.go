@@ -21,6 +21,7 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/internal/httpserve"
@@ -86,9 +87,15 @@ type Config struct {
 
 // Request is what Observe learns about one answered request.
 type Request struct {
-	Method   string
-	Path     string
-	Client   net.IP
+	Method string
+	Path   string
+	// Client is the client's address; invalid if it sent none that
+	// parses. A netip.Addr: parsing it into a net.IP was an allocation
+	// on every request.
+	Client netip.Addr
+	// MAC is the machine the request named, when the handler parsed one
+	// (a script's path): observers need not parse the path again.
+	MAC      net.HardwareAddr
 	Status   int
 	Bytes    int64
 	Duration time.Duration
@@ -395,6 +402,15 @@ func sameIP(ip net.IP, remote string) bool {
 	return ok && a.Unmap() == ap.Addr().Unmap()
 }
 
+// clientAddr is the client's address without its port, or the zero Addr.
+func clientAddr(r *nethttp.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
 func clientIP(r *nethttp.Request) net.IP {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -504,11 +520,12 @@ func setLogAttr(w nethttp.ResponseWriter, a slog.Attr) {
 func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.Handler {
 	return nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := statusWriters.Get().(*statusWriter)
+		sw.ResponseWriter = w
 		defer func() {
 			if p := recover(); p != nil {
 				if p == nethttp.ErrAbortHandler {
-					panic(p)
+					panic(p) // sw is not reused: whatever holds it may still run
 				}
 				log.Error("http handler panic", "method", r.Method, "path", r.URL.Path,
 					"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
@@ -533,12 +550,25 @@ func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.
 				log.LogAttrs(r.Context(), level, "http request", append(attrs, sw.attrs...)...)
 			}
 			if observe != nil {
-				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientIP(r),
+				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientAddr(r), MAC: sw.mac,
 					Status: sw.code(), Bytes: sw.bytes, Duration: took})
 			}
+			sw.reset()
+			statusWriters.Put(sw)
 		}()
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// statusWriters are reused from request to request: one fewer allocation
+// on every request. net/http forbids using a ResponseWriter once its
+// handler returned, so nothing holds one when it goes back.
+var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
+
+// reset readies w for the next request, keeping its attrs' array.
+func (w *statusWriter) reset() {
+	clear(w.attrs)
+	*w = statusWriter{attrs: w.attrs[:0]}
 }
 
 // statusWriter records the status and body size for the access log, and
