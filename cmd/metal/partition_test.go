@@ -167,7 +167,11 @@ func TestPartitionDHCP(t *testing.T) {
 
 // labSite is the site of the failover tests that serve DHCP on a lab's
 // bridge: site ams1, its store at state.
-func labSite(state string) string {
+func labSite(state string) string { return labSiteOn(state, pxetest.BridgeName, "") }
+
+// labSiteOn is labSite served on iface, with more attributes of the
+// network.
+func labSiteOn(state, iface, network string) string {
 	return fmt.Sprintf(`
 site "ams1" {
   state  = %q
@@ -178,6 +182,6 @@ network "lab" {
   subnet    = "192.0.2.0/24"
   gateway   = "192.0.2.1"
   pool      = "192.0.2.100-192.0.2.150"
-}
-`, state, pxetest.BridgeName)
+%s}
+`, state, iface, network)
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -32,6 +33,8 @@ type Options struct {
 	// DialTimeout bounds reaching etcd, LockTimeout waiting for a bbolt lock.
 	DialTimeout time.Duration
 	LockTimeout time.Duration
+	// EtcdDial connects to an etcd endpoint (default TCP from this host).
+	EtcdDial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Location is a parsed state URL.
@@ -101,7 +104,7 @@ func Open(ctx context.Context, raw string, opts Options) (inventory.Store, error
 		e, err := etcd.Open(ctx, etcd.Config{
 			Endpoints: loc.Endpoints, Prefix: loc.Prefix, TLS: opts.EtcdTLS,
 			Username: opts.EtcdUsername, Password: opts.EtcdPassword,
-			DialTimeout: opts.DialTimeout, Logger: opts.Logger,
+			DialTimeout: opts.DialTimeout, Logger: opts.Logger, Dial: opts.EtcdDial,
 		})
 		if err != nil {
 			return nil, err

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/metal-dev/metal/inventory"
 )
@@ -47,6 +49,10 @@ type Config struct {
 	// (default 10).
 	SessionTTL int
 	Logger     *slog.Logger
+	// Dial connects to an endpoint's host:port (default TCP from this
+	// host): for a cluster reached through a network namespace or a
+	// tunnel.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // maxTxnOps stays under etcd's default --max-txn-ops (128).
@@ -101,6 +107,9 @@ func Open(ctx context.Context, cfg Config) (*KV, error) {
 		// client's chatter (reconnects) is dropped and errors surface as
 		// returned errors instead.
 		Logger: zap.NewNop(),
+	}
+	if cfg.Dial != nil {
+		cc.DialOptions = append(cc.DialOptions, grpc.WithContextDialer(cfg.Dial))
 	}
 	if cfg.TLS != nil {
 		tc, err := tlsConfig(*cfg.TLS)

@@ -1,6 +1,8 @@
 // Package etcdtest runs a real etcd cluster (Debian's etcd-server binary) on
 // loopback ports for tests and benchmarks: started, killed and restarted by
-// PID, with its data in a directory the caller owns.
+// PID, with its data in a directory the caller owns. A cluster may also run
+// inside a test's network namespace (Options.Netns), on an address of its
+// own there, for servers in other namespaces of the same lab.
 package etcdtest
 
 import (
@@ -13,13 +15,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
 
+	"github.com/metal-dev/metal/internal/netns"
 	"github.com/metal-dev/metal/internal/testenv"
 )
 
@@ -34,10 +39,29 @@ func Binary() (string, error) {
 	return "", errors.New("etcd server binary not found: install the Debian package etcd-server (apt-get install etcd-server)")
 }
 
+// Options say where a cluster runs.
+type Options struct {
+	// Netns is a network namespace (ip netns) the members run in; the
+	// caller created it and removes it. Default: this process's.
+	Netns string
+	// Host is the address the members listen on (default 127.0.0.1).
+	Host string
+}
+
 // Cluster is a running etcd cluster.
 type Cluster struct {
 	bin     string
+	opts    Options
 	members []*member
+}
+
+// Dial connects to the cluster from where its members run (inside
+// Options.Netns when set).
+func (c *Cluster) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if c.opts.Netns != "" {
+		return netns.Dialer(c.opts.Netns)(ctx, network, addr)
+	}
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
 }
 
 type member struct {
@@ -50,12 +74,18 @@ type member struct {
 
 // Start runs an n-member cluster with its data and logs under dir and waits
 // until every member is healthy. Close (or Kill of each member) ends it.
-func Start(dir string, n int) (*Cluster, error) {
+func Start(dir string, n int) (*Cluster, error) { return StartWith(dir, n, Options{}) }
+
+// StartWith is Start placed as opts say.
+func StartWith(dir string, n int, opts Options) (*Cluster, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{bin: bin}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	c := &Cluster{bin: bin, opts: opts}
 	for i := range n {
 		cp, err := freePort()
 		if err != nil {
@@ -68,8 +98,8 @@ func Start(dir string, n int) (*Cluster, error) {
 		c.members = append(c.members, &member{
 			name:      fmt.Sprintf("m%d", i),
 			dir:       filepath.Join(dir, fmt.Sprintf("m%d", i)),
-			clientURL: fmt.Sprintf("http://127.0.0.1:%d", cp),
-			peerURL:   fmt.Sprintf("http://127.0.0.1:%d", pp),
+			clientURL: "http://" + net.JoinHostPort(opts.Host, strconv.Itoa(cp)),
+			peerURL:   "http://" + net.JoinHostPort(opts.Host, strconv.Itoa(pp)),
 			log:       filepath.Join(dir, fmt.Sprintf("m%d.log", i)),
 		})
 	}
@@ -90,10 +120,13 @@ func Start(dir string, n int) (*Cluster, error) {
 
 // New starts an n-member cluster for a test, in the test's temp dir, and
 // kills it at cleanup (logging the members' logs if the test failed).
-func New(t testing.TB, n int) *Cluster {
+func New(t testing.TB, n int) *Cluster { t.Helper(); return NewWith(t, n, Options{}) }
+
+// NewWith is New placed as opts say.
+func NewWith(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
 	testenv.Integration(t, "etcd (Debian etcd-server)")
-	c, err := Start(t.TempDir(), n)
+	c, err := StartWith(t.TempDir(), n, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +176,7 @@ func (c *Cluster) Restart(i int) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(c.bin,
+	args := []string{c.bin,
 		"--name", m.name, "--data-dir", m.dir,
 		"--listen-client-urls", m.clientURL, "--advertise-client-urls", m.clientURL,
 		"--listen-peer-urls", m.peerURL, "--initial-advertise-peer-urls", m.peerURL,
@@ -151,7 +184,12 @@ func (c *Cluster) Restart(i int) error {
 		"--initial-cluster", c.initialCluster(),
 		// Fast elections: loopback has no latency to allow for.
 		"--heartbeat-interval", "50", "--election-timeout", "500",
-		"--logger", "zap", "--log-level", "warn")
+		"--logger", "zap", "--log-level", "warn"}
+	if c.opts.Netns != "" {
+		// ip netns exec execs etcd: the pid stays etcd's.
+		args = append([]string{"ip", "netns", "exec", c.opts.Netns}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test binary dies (a panic skips cleanup), etcd dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -167,7 +205,7 @@ func (c *Cluster) Restart(i int) error {
 // WaitHealthy waits (up to 20s) until member i answers its health check.
 func (c *Cluster) WaitHealthy(i int) error {
 	m := c.members[i]
-	client := &http.Client{Timeout: time.Second}
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: c.Dial}}
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -255,7 +293,8 @@ func (c *Cluster) StateURL(prefix string) string {
 // lose).
 func (c *Cluster) Leader() (int, error) {
 	eps := c.Endpoints()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 5 * time.Second, DialOptions: []grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return c.Dial(ctx, "tcp", addr) })}})
 	if err != nil {
 		return 0, err
 	}

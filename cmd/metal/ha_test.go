@@ -1,0 +1,268 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/inventory/etcdtest"
+	"github.com/metal-dev/metal/pxe/pxetest"
+)
+
+// haClient is one DHCP client of TestHAServeEtcd: busybox udhcpc left
+// running (it renews, rebinds and starts over as a real client does), its
+// hook appending each lease it takes to a file.
+type haClient struct {
+	ns     *pxetest.Netns
+	mac    string
+	events string
+}
+
+// haLease is one lease a client took: its hook's event (bound, renew),
+// the address, and the server that gave it.
+type haLease struct{ event, ip, server string }
+
+// leases are the leases the client took so far, in order.
+func (c *haClient) leases() []haLease {
+	b, _ := os.ReadFile(c.events)
+	var ls []haLease
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 {
+			ls = append(ls, haLease{f[0], f[1], f[2]})
+		}
+	}
+	return ls
+}
+
+// TestHAServeEtcd is HA with real processes: three `metal serve`, each in a
+// namespace of its own plugged into one bridge, share a three-member etcd
+// cluster (in the bridge's namespace); DHCP leases last a minute. Ten
+// clients (udhcpc) get leases; then one serve is SIGKILLed, ten more
+// clients start, and the raft leader of etcd is SIGKILLed while they ask.
+// Every client must get a lease and, for the first ten, take one again
+// (renew, rebind or start over) after the kills, whichever server gave it;
+// no address is ever held by two MACs; and the store, read through the
+// etcd members that are left, holds each client's lease, the one it
+// holds, with no address twice.
+func TestHAServeEtcd(t *testing.T) {
+	pxetest.RequireTool(t, "busybox", "busybox-static")
+	if _, err := etcdtest.Binary(); err != nil {
+		t.Skip(err)
+	}
+	metalBin := buildMetal(t)
+	lab := pxetest.NewLab(t)
+	c := etcdtest.NewWith(t, 3, etcdtest.Options{Netns: lab.NS().Name, Host: pxetest.ServerIP.String()})
+	state := c.StateURL("ams1")
+	dir := t.TempDir()
+	sitePath := filepath.Join(dir, "site.hcl")
+	writeFile(t, sitePath, labSiteOn(state, "eth0", "  lease_time = \"1m\"\n"))
+
+	type server struct {
+		name, ip string
+		proc     *pxetest.Process
+	}
+	var servers []*server
+	for i := range 3 {
+		s := &server{name: fmt.Sprintf("s%d", i+1), ip: fmt.Sprintf("192.0.2.%d", 11+i)}
+		ns := lab.AddHost(s.name, pxetest.MAC(0x100+i))
+		ns.MustIP("addr", "add", s.ip+"/24", "dev", "eth0")
+		stateDir := filepath.Join(dir, s.name)
+		// No install agent to build: DHCP is what is tested.
+		s.proc = ns.Start(metalBin, "serve", "--site", sitePath, "--state-dir", stateDir,
+			"--listen", s.ip+":8080", "--tftp-addr", s.ip+":69", "--api-listen", "127.0.0.1:0",
+			"--agent-kernel", "http://"+s.ip+":8080/agent/vmlinuz")
+		servers = append(servers, s)
+	}
+
+	var (
+		clients []*haClient
+		dead    *server // the server the test killed
+	)
+	startClient := func(i int) {
+		mac := pxetest.MAC(i + 1)
+		cl := &haClient{ns: lab.AddHost(fmt.Sprintf("c%d", i+1), mac), mac: mac.String(), events: filepath.Join(dir, fmt.Sprintf("c%d.leases", i+1))}
+		hook := filepath.Join(dir, fmt.Sprintf("c%d.hook", i+1))
+		writeFile(t, hook, "#!/bin/sh\ncase \"$1\" in\n"+
+			"deconfig) ip -4 addr flush dev \"$interface\" ;;\n"+
+			"bound|renew) ip -4 addr flush dev \"$interface\"; ip addr add \"$ip/$mask\" dev \"$interface\"\n"+
+			"  echo \"$1 $ip $serverid\" >> "+cl.events+" ;;\n"+
+			"esac\n")
+		if err := os.Chmod(hook, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cl.ns.Start("busybox", "udhcpc", "-i", "eth0", "-f", "-t", "5", "-T", "1", "-A", "1", "-s", hook)
+		clients = append(clients, cl)
+	}
+	logs := func() string {
+		var b strings.Builder
+		for _, s := range servers {
+			fmt.Fprintf(&b, "--- metal serve %s (%s):\n%s\n", s.name, s.ip, tailString(s.proc.Log(), 3000))
+		}
+		return b.String()
+	}
+	// waitAll waits (a bounded time, not a speed) until every client
+	// passes ok.
+	waitAll := func(what string, d time.Duration, ok func(*haClient) bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			var missing []string
+			for _, cl := range clients {
+				if !ok(cl) {
+					missing = append(missing, cl.mac)
+				}
+			}
+			if len(missing) == 0 {
+				return time.Since(start)
+			}
+			if time.Since(start) > d {
+				t.Fatalf("%s: not within %v for %v\n%s", what, d, missing, logs())
+			}
+			for _, s := range servers {
+				if s == dead {
+					continue
+				}
+				select {
+				case <-s.proc.Done():
+					t.Fatalf("metal serve %s exited: %v\n%s", s.name, s.proc.Err(), logs())
+				default:
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	hasLease := func(cl *haClient) bool { return len(cl.leases()) > 0 }
+
+	for i := range 10 {
+		startClient(i)
+	}
+	took := waitAll("the first ten clients' leases", 3*time.Minute, hasLease)
+	t.Logf("ten clients bound in %v", took.Round(time.Millisecond))
+	before := map[string]int{}
+	gave := map[string]int{}
+	for _, cl := range clients {
+		ls := cl.leases()
+		before[cl.mac] = len(ls)
+		gave[ls[len(ls)-1].server]++
+	}
+	// The server that gave the most of the leases dies: its clients
+	// must find another (they unicast their renewal to it, then
+	// broadcast).
+	slices.SortStableFunc(servers, func(a, b *server) int { return gave[b.ip] - gave[a.ip] })
+	dead = servers[0]
+	t.Logf("leases given by server: %v; killing %s", gave, dead.name)
+
+	// One server dies, ten more clients ask, and etcd's raft leader dies
+	// while they do.
+	if err := syscall.Kill(dead.proc.Pid(), syscall.SIGKILL); err != nil { // the test's own metal serve
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	<-dead.proc.Done()
+	for i := 10; i < 20; i++ {
+		startClient(i)
+	}
+	leader, err := c.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(leader, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed metal serve %s and etcd member %s (the raft leader)", dead.name, c.Name(leader))
+
+	// Every client holds a lease; the first ten took one again after the
+	// kills: within two lease times, whatever the server that gave theirs.
+	var takeover time.Duration // until the last of the dead server's clients took a lease elsewhere
+	waitAll("leases after the kills", 3*time.Minute, func(cl *haClient) bool {
+		ls := cl.leases()
+		n, was := before[cl.mac]
+		if !was {
+			return len(ls) > 0
+		}
+		if len(ls) <= n {
+			return false
+		}
+		if ls[n-1].server == dead.ip {
+			takeover = max(takeover, time.Since(killed))
+		}
+		return true
+	})
+	// The clients ask again when their lease says (renewal at 30 s): the
+	// times are the clients' schedule more than the servers' takeover.
+	t.Logf("every client took a lease after the kills, within %v of them (lease time 1m); "+
+		"the dead server's clients, from another server, within %v (to the 200 ms of polling)", time.Since(killed).Round(time.Millisecond), takeover.Round(time.Millisecond))
+
+	// No address was ever held by two MACs, and no lease came from the
+	// dead server after its death.
+	holders := map[string]map[string]bool{}
+	last := map[string]string{}
+	for _, cl := range clients {
+		ls := cl.leases()
+		for i, l := range ls {
+			if holders[l.ip] == nil {
+				holders[l.ip] = map[string]bool{}
+			}
+			holders[l.ip][cl.mac] = true
+			last[cl.mac] = l.ip
+			if n, was := before[cl.mac]; (!was || i >= n) && l.server == dead.ip {
+				t.Errorf("client %s took a lease from the dead server %s: %+v", cl.mac, dead.ip, l)
+			}
+		}
+	}
+	for ip, macs := range holders {
+		if len(macs) > 1 {
+			t.Errorf("address %s was given to %d MACs: %v", ip, len(macs), macs)
+		}
+	}
+
+	// The store, through the members left: each client's lease is the one
+	// it holds, and no address is in it twice.
+	ctx := testCtx(t)
+	s, err := backend.Open(ctx, state, backend.Options{EtcdDial: func(ctx context.Context, addr string) (net.Conn, error) {
+		return c.Dial(ctx, "tcp", addr)
+	}})
+	if err != nil {
+		t.Fatalf("the store after the kills: %v", err)
+	}
+	defer s.Close()
+	leases, _, err := s.Leases(ctx)
+	if err != nil {
+		t.Fatalf("the store's leases: %v", err)
+	}
+	byIP := map[string]string{}
+	stored := map[string]string{}
+	for _, l := range leases {
+		if other, dup := byIP[l.IP.String()]; dup {
+			t.Errorf("the store holds %s for %s and %s", l.IP, other, l.MAC)
+		}
+		byIP[l.IP.String()] = l.MAC
+		stored[l.MAC] = l.IP.String()
+	}
+	for _, cl := range clients {
+		if stored[cl.mac] != last[cl.mac] {
+			t.Errorf("client %s holds %s, the store says %q", cl.mac, last[cl.mac], stored[cl.mac])
+		}
+	}
+	ips := make([]string, 0, len(byIP))
+	for ip := range byIP {
+		ips = append(ips, ip)
+	}
+	slices.Sort(ips)
+	t.Logf("the store holds %d leases: %v", len(leases), ips)
+}
+
+func tailString(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
