@@ -36,6 +36,7 @@ import (
 	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
+	"github.com/metal-dev/metal/pxe/grub"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/storeleases"
 	"github.com/metal-dev/metal/pxe/storepolicy"
@@ -184,6 +185,15 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	signed, err := bootfiles.FindSecureBoot(s.Settings.SecureBootDir)
+	switch {
+	case err == nil:
+		ipxeFiles = bootfiles.Join(ipxeFiles, signed)
+	case needsSecureBoot(s):
+		return nil, fmt.Errorf("a machine boots by %q: %w", site.BootSecure, err)
+	default:
+		d.log.Debug("no signed boot chain: machines boot = \"secureboot\" cannot netboot", "err", err)
+	}
 	imageRoot, err := d.prepareImages(ctx, opts.SiteDir)
 	if err != nil {
 		return nil, err
@@ -264,7 +274,11 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		d.leases = append(d.leases, srv.Leases())
 	}
 
-	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log, Observe: d.metrics.ObserveTFTP})
+	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log, Observe: d.metrics.ObserveTFTP,
+		// Signed GRUB has no HTTP: its config, kernels and initrds come
+		// over TFTP, by the paths HTTP serves them under.
+		Mounts:    map[string]*bootfiles.Root{"files": filesRoot, "images": imageRoot},
+		Generated: grub.Configs{Policy: d.policy, Leases: d.leases}})
 	if err != nil {
 		return nil, err
 	}
@@ -409,6 +423,16 @@ func (d *Daemon) Site() *site.Site {
 // Synced is closed once the boot policy follows the store, so a boot
 // intent written afterwards is what the next netboot gets.
 func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
+
+// needsSecureBoot says whether a machine of s boots the signed chain.
+func needsSecureBoot(s *site.Site) bool {
+	for _, m := range s.Machines {
+		if m.Boot == site.BootSecure {
+			return true
+		}
+	}
+	return false
+}
 
 // leaseStore is where a network's leases are kept. With etcd, several
 // metal servers answer DHCP for one site, so every address is allocated

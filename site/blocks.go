@@ -14,7 +14,7 @@ import (
 )
 
 var siteSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "state"}, {Name: "listen"}, {Name: "ipxe_dir"}, {Name: "unknown_machines"},
+	{Name: "state"}, {Name: "listen"}, {Name: "ipxe_dir"}, {Name: "secureboot_dir"}, {Name: "unknown_machines"},
 }}
 
 func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
@@ -46,6 +46,9 @@ func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 	}
 	if v, _, ok := e.str(content.Attributes["ipxe_dir"]); ok {
 		s.Settings.IPXEDir = v
+	}
+	if v, _, ok := e.str(content.Attributes["secureboot_dir"]); ok {
+		s.Settings.SecureBootDir = v
 	}
 	if a := content.Attributes["unknown_machines"]; a != nil {
 		if v, _, ok := e.str(a); ok {

@@ -51,6 +51,11 @@ type Settings struct {
 	Listen string
 	// IPXEDir overrides where iPXE binaries are found (default /usr/lib/ipxe).
 	IPXEDir string
+	// SecureBootDir overrides where the signed boot chain of boot =
+	// "secureboot" machines is found (shimx64.efi and grubx64.efi; default
+	// $METAL_SECUREBOOT_DIR, else Debian's shim-signed and
+	// grub-efi-amd64-signed).
+	SecureBootDir string
 	// UnknownMachines says what unknown MACs get: "discover" boots them into
 	// the discovery agent, "ignore" makes metal silent towards them so it can
 	// share a network with another DHCP server.
