@@ -517,8 +517,8 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 	if len(vbmcArgs) == 0 {
 		return nil
 	}
-	// The BMCs keep their machines' firmware versions in the lab's directory,
-	// so an update outlives a restart of vbmc.
+	// The BMCs keep their machines' firmware versions and RAID volumes in the lab's
+	// directory, so they outlive a restart of vbmc.
 	args := append([]string{"vbmc", "--user", username, "--password-file", pwFile, "--state-dir", filepath.Join(c.Dir, "vbmc")}, vbmcArgs...)
 	p, err := startDetached(st.Netns, "vbmc", filepath.Join(c.Dir, "logs", "vbmc.log"), os.Environ(), c.Metal, args...)
 	if err != nil {

@@ -24,7 +24,7 @@ var machineSchema = &hcl.BodySchema{
 	Blocks: []hcl.BlockHeaderSchema{
 		{Type: "bmc"}, {Type: "bond", LabelNames: []string{"name"}},
 		{Type: "vlan", LabelNames: []string{"name"}}, {Type: "route"},
-		{Type: "firmware", LabelNames: []string{"component"}},
+		{Type: "firmware", LabelNames: []string{"component"}}, {Type: "raid", LabelNames: []string{"name"}},
 	},
 }
 
@@ -60,6 +60,8 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 		nets, moreDiags := subBlocks(content, netSchemas)
 		diags = append(diags, moreDiags...)
 		fws, moreDiags := subBlocks(content, map[string]*hcl.BodySchema{"firmware": firmwareSchema})
+		diags = append(diags, moreDiags...)
+		raids, moreDiags := subBlocks(content, map[string]*hcl.BodySchema{"raid": raidSchema})
 		diags = append(diags, moreDiags...)
 		for _, bb := range content.Blocks {
 			if bb.Type != "bmc" {
@@ -101,6 +103,7 @@ func (l *loader) decodeMachines(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 				}
 				decodeNet(e, m, nets)
 				decodeFirmware(e, m, fws)
+				decodeRAID(e, m, raids)
 				machines[i], instDiags[i] = m, e.diags
 			}
 		})

@@ -329,6 +329,9 @@ type Machine struct {
 	// Firmware are the firmware components the machine must run, each
 	// with the image that installs it, in the site's order.
 	Firmware []Firmware
+	// RAID is the layout of the machine's RAID controller (nil: metal
+	// leaves it as it is).
+	RAID []Volume
 	// SwitchPort, when set, is where the machine is plugged: its DHCP
 	// requests are answered only when relayed by that relay with that
 	// circuit-id (option 82).

@@ -257,6 +257,7 @@ func validateMachines(s *Site) hcl.Diagnostics {
 		}
 		diags = append(diags, validateHardware(m)...)
 		diags = append(diags, validateFirmware(m)...)
+		diags = append(diags, validateRAID(m)...)
 		if m.Boot == BootVirtualMedia {
 			diags = append(diags, validateVirtualMedia(m)...)
 		}

@@ -66,9 +66,9 @@ type Firmware struct {
 	Updateable        bool
 }
 
-// defaultHardware is a small server, enough for the lab to exercise every
+// DefaultHardware is a small server, enough for the lab to exercise every
 // inventory read: what a QEMU VM would be if it had a BMC of its own.
-func defaultHardware(spec MachineSpec) Hardware {
+func DefaultHardware(spec MachineSpec) Hardware {
 	bios := orDefault(spec.BIOSVersion, "1.16.2")
 	return Hardware{
 		CPUs:    []CPU{{Model: "QEMU Virtual CPU version 2.5+", Cores: 2, Threads: 2}},
@@ -168,6 +168,11 @@ func (s *Server) storage(w http.ResponseWriter, r *http.Request, sys *system) {
 		"@odata.type": "#Storage.v1_10_0.Storage", "@odata.id": r.URL.Path,
 		"Id": "1", "Name": "Local Storage Controller", "Status": status("OK"),
 		"Drives": drives, "Drives@odata.count": len(drives),
+		"Volumes": link(r.URL.Path + "/Volumes"),
+		"StorageControllers": []map[string]any{{
+			"@odata.id": r.URL.Path + "#/StorageControllers/0", "MemberId": "0", "Name": "RAID controller",
+			"SupportedRAIDTypes": raidTypes, "Status": status("OK"),
+		}},
 	})
 }
 

@@ -35,7 +35,7 @@ type MachineSpec struct {
 	// NoBIOS leaves the Bios resource out, as some BMCs do.
 	NoBIOS bool
 	// Hardware is what the BMC reports of the machine's parts (nil: a
-	// small default server, defaultHardware).
+	// small default server, DefaultHardware).
 	Hardware *Hardware
 }
 
@@ -66,8 +66,8 @@ type Options struct {
 	// AuthSessionsRefused.
 	Auth string
 	Log  *slog.Logger
-	// StateDir, when set, keeps each machine's firmware versions across
-	// restarts of the server (NAME.firmware.json).
+	// StateDir, when set, keeps each machine's firmware versions and RAID
+	// volumes across restarts of the server (NAME.json).
 	StateDir string
 	// FlashTime is how long a firmware update takes once its image is
 	// checked (default 2 s).
@@ -112,6 +112,9 @@ type system struct {
 	biosPatches int
 	// flashes counts the firmware updates completed.
 	flashes int
+	// volumes are the RAID volumes of its storage controller.
+	volumes   []Volume
+	volumeSeq int
 }
 
 type session struct {
@@ -155,15 +158,15 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 		if m.Machine == nil {
 			return nil, fmt.Errorf("virtual bmc: machine %q has no implementation", m.Name)
 		}
-		hw := defaultHardware(m)
+		hw := DefaultHardware(m)
 		if m.Hardware != nil {
 			hw = *m.Hardware
 		}
 		// Updates change the versions: the spec's list stays the caller's.
 		hw.Firmware = slices.Clone(hw.Firmware)
 		sys := &system{spec: m, hw: hw, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
-		if err := s.loadFirmware(sys); err != nil {
-			return nil, fmt.Errorf("virtual bmc: machine %q: firmware versions: %w", m.Name, err)
+		if err := s.loadState(sys); err != nil {
+			return nil, fmt.Errorf("virtual bmc: machine %q: %w", m.Name, err)
 		}
 		s.systems[m.Name] = sys
 		s.order = append(s.order, m.Name)
@@ -225,6 +228,7 @@ func (s *Server) routes() {
 	s.biosRoutes(auth)
 	s.hardwareRoutes(auth)
 	s.updateRoutes(auth)
+	s.raidRoutes(auth)
 
 	auth("GET /redfish/v1/Managers", s.collection("/redfish/v1/Managers", "#ManagerCollection.ManagerCollection", "Manager Collection"))
 	auth("GET /redfish/v1/Managers/{id}", s.withSystem(s.getManager))

@@ -12,14 +12,10 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/metal-dev/metal/internal/atomicfile"
 )
 
 // A virtual firmware image is a header and a payload:
@@ -292,7 +288,7 @@ func (s *Server) startFlash(t *task, targets []firmwareTarget, image func(contex
 			sys.mu.Lock()
 			sys.hw.Firmware[ft.i].Version = version
 			sys.flashes++
-			err := s.saveFirmware(sys)
+			err := s.saveState(sys)
 			sys.mu.Unlock()
 			if err != nil {
 				fail("keep the new version: " + err.Error())
@@ -385,54 +381,6 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, body)
-}
-
-// firmwareFile is where a system's firmware versions are kept, so that
-// an update outlives the BMC's restart as a flash outlives a real one.
-func (s *Server) firmwareFile(sys *system) string {
-	if s.stateDir == "" {
-		return ""
-	}
-	return filepath.Join(s.stateDir, sys.spec.Name+".firmware.json")
-}
-
-// saveFirmware writes sys's versions; sys.mu is held.
-func (s *Server) saveFirmware(sys *system) error {
-	path := s.firmwareFile(sys)
-	if path == "" {
-		return nil
-	}
-	versions := map[string]string{}
-	for _, fw := range sys.hw.Firmware {
-		versions[fw.ID] = fw.Version
-	}
-	b, _ := json.MarshalIndent(versions, "", "  ")
-	return atomicfile.Write(path, b, 0o644)
-}
-
-// loadFirmware reads the versions a previous run of the BMC kept.
-func (s *Server) loadFirmware(sys *system) error {
-	path := s.firmwareFile(sys)
-	if path == "" {
-		return nil
-	}
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var versions map[string]string
-	if err := json.Unmarshal(b, &versions); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	for i, fw := range sys.hw.Firmware {
-		if v, ok := versions[fw.ID]; ok {
-			sys.hw.Firmware[i].Version = v
-		}
-	}
-	return nil
 }
 
 // Firmware returns machine name's firmware versions by component, and how

@@ -46,8 +46,8 @@ and takes the rest of the value:
 
 The password is read from --password-file (or METAL_VBMC_PASSWORD) and
 never printed. Firmware updates (Redfish SimpleUpdate or a multipart push)
-install images built for the virtual BMC; --state-dir keeps the versions
-they install. With --tls a self-signed certificate is generated at start;
+install images built for the virtual BMC, and Storage Volumes build RAID;
+--state-dir keeps both. With --tls a self-signed certificate is generated at start;
 --cert-out writes it for clients' ca_file.`,
 		Example: `  metal vbmc --listen 127.0.0.1:8443 --tls --cert-out vbmc-ca.pem \
     --user admin --password-file bmc.pw \
@@ -64,7 +64,7 @@ they install. With --tls a self-signed certificate is generated at start;
 	f.StringVar(&v.certOut, "cert-out", "", "write the generated certificate (PEM) here, for clients' ca_file")
 	f.StringVar(&v.user, "user", "admin", "Redfish username")
 	f.StringVar(&v.passwordFile, "password-file", "", "file holding the Redfish password (or set METAL_VBMC_PASSWORD)")
-	f.StringVar(&v.stateDir, "state-dir", "", "keep the machines' firmware versions here across restarts (a firmware update outlives the BMC, as a flash does)")
+	f.StringVar(&v.stateDir, "state-dir", "", "keep the machines' firmware versions and RAID volumes here across restarts, as a real machine keeps them")
 	return cmd
 }
 

@@ -30,7 +30,9 @@ const (
 const biosModeAttr = "BootMode"
 
 // wantsHardware reports whether the site sets hardware for m.
-func wantsHardware(m *site.Machine) bool { return wantsBIOS(m) || (m != nil && len(m.Firmware) > 0) }
+func wantsHardware(m *site.Machine) bool {
+	return wantsBIOS(m) || (m != nil && (len(m.Firmware) > 0 || len(m.RAID) > 0))
+}
 
 // wantsBIOS reports whether the site sets BIOS settings for m.
 func wantsBIOS(m *site.Machine) bool { return m != nil && (m.BootMode != "" || len(m.BIOS) > 0) }
@@ -122,6 +124,9 @@ func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResul
 	if len(m.Firmware) > 0 {
 		readFirmware(ctx, m, b, &r)
 	}
+	if len(m.RAID) > 0 {
+		readRAID(ctx, m, b, &r)
+	}
 	return r
 }
 
@@ -184,6 +189,9 @@ func (m *machineRun) hardware(ctx context.Context) (bool, error) {
 	// Firmware first: a new BIOS may come up with its defaults, which
 	// the settings then correct.
 	if err := m.firmware(ctx); err != nil {
+		return false, err
+	}
+	if err := m.raid(ctx); err != nil {
 		return false, err
 	}
 	if !wantsBIOS(m.decl) {

@@ -52,6 +52,9 @@ func MachineAttributes(s *site.Site, m *site.Machine) Attributes {
 	for _, f := range m.Firmware {
 		a[FirmwarePrefix+f.Component] = Value{Text: f.Version}
 	}
+	for i := range m.RAID {
+		a[RAIDPrefix+m.RAID[i].Name] = Value{Text: m.RAID[i].Layout()}
+	}
 	if b := m.BMC; b != nil {
 		set("bmc.protocol", b.Protocol)
 		set("bmc.address", b.Address)
@@ -88,10 +91,13 @@ const BIOSPrefix = "bios."
 // FirmwarePrefix starts the names of firmware versions ("firmware.BIOS").
 const FirmwarePrefix = "firmware."
 
+// RAIDPrefix starts the names of RAID volumes ("raid.system").
+const RAIDPrefix = "raid."
+
 // IsHardware reports whether attribute name is a hardware setting that
-// its BMC applies (boot_mode, bios.*, firmware.*).
+// its BMC applies (boot_mode, bios.*, firmware.*, raid.*).
 func IsHardware(name string) bool {
-	return name == "boot_mode" || strings.HasPrefix(name, BIOSPrefix) || strings.HasPrefix(name, FirmwarePrefix)
+	return name == "boot_mode" || strings.HasPrefix(name, BIOSPrefix) || strings.HasPrefix(name, FirmwarePrefix) || strings.HasPrefix(name, RAIDPrefix)
 }
 
 // imageDigest names the exact content of an image: its sources and

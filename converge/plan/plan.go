@@ -56,8 +56,9 @@ type AttrChange struct {
 	Before        *Value `json:"before"`
 	After         *Value `json:"after"`
 	ForcesReplace bool   `json:"forces_replace,omitempty"`
-	// Destroys marks an in-place change that cannot be undone safely
-	// (a firmware downgrade): apply needs --allow-destroy for it.
+	// Destroys marks an in-place change that cannot be undone safely (a
+	// firmware downgrade, a RAID volume rebuilt or deleted): apply needs
+	// --allow-destroy for it.
 	Destroys bool `json:"destroys,omitempty"`
 }
 
@@ -249,10 +250,26 @@ func diff(before, after Attributes) []AttrChange {
 		}
 		// Creating or deleting a whole machine replaces nothing.
 		c.ForcesReplace = before != nil && after != nil && replaceAttrs[n]
-		c.Destroys = bok && aok && strings.HasPrefix(n, FirmwarePrefix) && VersionLess(a.Text, b.Text)
+		c.Destroys = destroys(n, before, after, c.Before, c.After)
 		out = append(out, c)
 	}
 	return out
+}
+
+// destroys says whether an in-place change of attribute n loses what
+// cannot be had back: a firmware downgrade, a RAID volume rebuilt or
+// deleted (its data goes with it).
+func destroys(n string, before, after Attributes, b, a *Value) bool {
+	if before == nil || after == nil || b == nil {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(n, FirmwarePrefix):
+		return a != nil && VersionLess(a.Text, b.Text)
+	case strings.HasPrefix(n, RAIDPrefix):
+		return a == nil || a.Text != b.Text
+	}
+	return false
 }
 
 // digest hashes what the plan would do, a change at a time: encoding a

@@ -60,7 +60,10 @@ type Options struct {
 	// FlashTime is how long a BMC takes to install firmware once it has
 	// the image (0: 200 ms).
 	FlashTime time.Duration
-	Logger    *slog.Logger
+	// Drives is how many 64 GiB drives each machine's RAID controller
+	// has (0: the virtual BMC's one).
+	Drives int
+	Logger *slog.Logger
 }
 
 // Fleet is a running simulated rack. Its BMCs serve until Close.
@@ -129,8 +132,16 @@ func Start(opts Options) (*Fleet, error) {
 	for i := range opts.Machines {
 		name := Name(i)
 		sim := virtual.NewSim(virtual.SimOptions{Name: name, OnBoot: f.boot})
-		srv, err := virtual.NewServer(virtual.Options{Username: User, Password: Password, Log: opts.Logger, FlashTime: cmp.Or(opts.FlashTime, 200*time.Millisecond)},
-			virtual.MachineSpec{Name: name, Machine: sim, Manufacturer: "metal-sim"})
+		spec := virtual.MachineSpec{Name: name, Machine: sim, Manufacturer: "metal-sim"}
+		if opts.Drives > 0 {
+			hw := virtual.DefaultHardware(spec)
+			hw.Drives = nil
+			for d := range opts.Drives {
+				hw.Drives = append(hw.Drives, virtual.Drive{Model: "QEMU HARDDISK", Serial: fmt.Sprintf("%s-disk-%d", name, d), Bytes: 64 << 30, Media: "SSD", Protocol: "SATA", Health: "OK"})
+			}
+			spec.Hardware = &hw
+		}
+		srv, err := virtual.NewServer(virtual.Options{Username: User, Password: Password, Log: opts.Logger, FlashTime: cmp.Or(opts.FlashTime, 200*time.Millisecond)}, spec)
 		if err != nil {
 			f.Close()
 			return nil, err

@@ -73,6 +73,8 @@ func Plan(w io.Writer, p *plan.Plan, color bool) {
 				line += fmt.Sprintf(" # %s pending at the BMC's next reset", strconv.Quote(a.Before.Pending))
 			}
 			switch {
+			case a.Destroys && strings.HasPrefix(a.Name, plan.RAIDPrefix):
+				line += paint(red, " # the volume is deleted, and its data: needs --allow-destroy")
 			case a.Destroys:
 				line += paint(red, " # a downgrade: needs --allow-destroy")
 			case strings.HasPrefix(a.Name, plan.FirmwarePrefix) && a.After != nil && a.Before != nil:
