@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,11 +142,30 @@ func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
 	// remote consoles read what the agent prints. no_timer_check: a
 	// virtual machine whose host is busy (QEMU TCG under a loaded CI)
 	// fails the kernel's IO-APIC timer check and panics at boot.
-	cmdline := "console=tty0 console=ttyS0,115200 no_timer_check metal.url=" + d.BaseURL
+	// softlockup_panic and panic: a kernel stuck in a driver restarts
+	// instead of holding the machine in the agent forever; it then boots
+	// what metal serves it.
+	cmdline := "console=tty0 console=ttyS0,115200 no_timer_check softlockup_panic=1 panic=10"
+	if agentIPv4(d.BaseURL) {
+		// The agent speaks IPv4 only. Without IPv6 the kernel sends
+		// nothing of its own (no DAD, no MLD reports) beside the agent.
+		cmdline += " ipv6.disable=1"
+	}
+	cmdline += " metal.url=" + d.BaseURL
 	if opts.Cmdline != "" {
 		cmdline += " " + opts.Cmdline
 	}
 	return AgentBoot{Kernel: agentKernelPath, Initrds: []string{agentInitrdPath}, Cmdline: cmdline}
+}
+
+// agentIPv4 says whether the agent reaches metal at base over IPv4.
+func agentIPv4(base string) bool {
+	u, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(u.Hostname())
+	return err == nil && a.Unmap().Is4()
 }
 
 func fileExists(p string) bool {

@@ -45,8 +45,8 @@ import (
 // Options tune the agent's main loop.
 type Options struct {
 	Logger *slog.Logger
-	// Reboot restarts the machine after an install (default: sync and
-	// reboot(2)).
+	// Reboot restarts the machine after an install (default: restart,
+	// which no hung driver can stop).
 	Reboot func() error
 	// NetWait is how long NICs get to come up and answer DHCP before the
 	// agent logs the failure and tries again (default 60 s).
@@ -127,10 +127,7 @@ func Serve(ctx context.Context, opts Options) {
 		log = slog.Default()
 	}
 	if opts.Reboot == nil {
-		opts.Reboot = func() error {
-			unix.Sync()
-			return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
-		}
+		opts.Reboot = func() error { return restart(log) }
 	}
 	if opts.NetWait <= 0 {
 		opts.NetWait = time.Minute

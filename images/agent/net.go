@@ -144,7 +144,11 @@ func ioctlSocket() (int, error) {
 	return unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 }
 
-func linkUp(name string) error {
+func linkUp(name string) error { return setLink(name, true) }
+
+func linkDown(name string) error { return setLink(name, false) }
+
+func setLink(name string, up bool) error {
 	fd, err := ioctlSocket()
 	if err != nil {
 		return err
@@ -157,7 +161,11 @@ func linkUp(name string) error {
 	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return err
 	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if up {
+		ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	} else {
+		ifr.SetUint16(ifr.Uint16() &^ unix.IFF_UP)
+	}
 	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }
 
