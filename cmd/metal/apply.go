@@ -133,7 +133,7 @@ argument instead of a plan still works but is deprecated.`,
 	f.agent.register(cmd)
 	fl.DurationVar(&f.stepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
 	fl.DurationVar(&f.agentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
-	fl.DurationVar(&f.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
+	fl.DurationVar(&f.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on and after the install agent's reboot, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
 	fl.StringVar(&f.consoleLog, "console-log", "", "where machines' console logs are, with {machine} for the name, for the report of a machine that does not boot (metal lab apply sets it)")
 	return cmd
 }

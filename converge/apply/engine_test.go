@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -620,4 +621,92 @@ func TestStalledMachineNamedWithinBootTimeout(t *testing.T) {
 		t.Errorf("state %s, history %+v", m.State, m.History)
 	}
 	t.Logf("%s: %s", dead, msg)
+}
+
+// doneHook calls at (once) when machine finishes.
+type doneHook struct {
+	apply.Hook
+	machine string
+	once    sync.Once
+	at      func()
+}
+
+func (h *doneHook) MachineDone(m string, err error) {
+	h.Hook.MachineDone(m, err)
+	if m == h.machine {
+		h.once.Do(h.at)
+	}
+}
+
+// TestHungRebootNamedWithinBootTimeout: on a network metal serves DHCP
+// to, a machine whose agent reported its install done and rebooting, and
+// of which nothing is seen since (its agent's kernel hung on the way
+// down), fails once BootTimeout has passed, long before ready_timeout,
+// naming the report, what was last seen and its console log's last
+// lines. A machine whose OS came up (it asked for its address) but has
+// not phoned home yet is not failed by that bound; it completes when it
+// phones home later. On a network without metal's DHCP no OS sign is
+// expected before the phone-home, so a hung machine there is left to
+// ready_timeout.
+func TestHungRebootNamedWithinBootTimeout(t *testing.T) {
+	l := newLab(t, 3, 1, 0)
+	hung, slow := applytest.Name(0), applytest.Name(1)
+	l.fleet.HangReboot(hung)
+	l.fleet.FailOS(slow)
+	console := filepath.Join(t.TempDir(), "serial.log")
+	if err := os.WriteFile(console, []byte("install done; rebooting\r\n[   36.596240] watchdog: BUG: soft lockup - CPU#0 stuck for 26s!\r\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := l.site("  batch_size = 3\n  max_failures = 1", func(src string) string {
+		return strings.Replace(src, `mode   = "off"`, `mode   = "dhcp"
+  relay_agents = ["192.0.2.254"]`, 1)
+	})
+	e := l.engine(s, func(o *apply.Options) {
+		o.BootTimeout = 2 * time.Second
+		o.ConsoleLog = func(string) string { return console }
+		// The slow machine phones home only once the hung one was named:
+		// had the bound failed it, it would not be done.
+		o.Hook = &doneHook{Hook: o.Hook, machine: hung, at: func() {
+			go l.fleet.PhoneHomeNow(slow)
+		}}
+	})
+	start := time.Now()
+	res := l.apply(ctxT(t, 2*time.Minute), e, s)
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("the run took %v; the hung machine should be named after about 2 s", took)
+	}
+	if d := cmp.Diff([]string{hung}, res.Failed); d != "" {
+		t.Fatalf("failed (-want +got):\n%s\nerrors: %v", d, res.Errors)
+	}
+	if len(res.Done) != 2 {
+		t.Errorf("done %v; want the slow and the healthy machine", res.Done)
+	}
+	msg := res.Errors[hung]
+	for _, want := range []string{
+		"ready: the install agent reported its install done and rebooting",
+		"not heard from since: no DHCP request from " + l.machine(hung).MAC,
+		"BMC power on", "agent task", "done (rebooting)",
+		"its console log: " + console, "soft lockup",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if n := l.fleet.Written()[hung]; n != 1 {
+		t.Errorf("hung machine's image written %d times, want 1", n)
+	}
+	t.Logf("%s: %s", hung, msg)
+
+	t.Run("no DHCP from metal", func(t *testing.T) {
+		testenv.Long(t, "a 10 s ready_timeout waited out")
+		l := newLab(t, 1, 1, 0)
+		hung := applytest.Name(0)
+		l.fleet.HangReboot(hung)
+		s := l.site("  batch_size = 1", readyTimeout)
+		e := l.engine(s, func(o *apply.Options) { o.BootTimeout = time.Second })
+		res := l.apply(ctxT(t, time.Minute), e, s)
+		if msg := res.Errors[hung]; !strings.Contains(msg, "did not phone home within 10s") {
+			t.Errorf("error %q, want ready_timeout's", msg)
+		}
+	})
 }

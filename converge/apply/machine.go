@@ -154,7 +154,10 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 		}
 		// Provisioned means the installed OS came up, not only that its
 		// image was written.
-		if err := m.waitReady(ctx, im); err != nil {
+		// A resumed run may have missed the OS's first DHCP request
+		// while no metal ran, so only a reboot this run saw is watched.
+		fresh := resumeAt == "" || resumeAt == StepPowerOn || resumeAt == StepInstall
+		if err := m.waitReady(ctx, im, fresh); err != nil {
 			return &stepError{StepReady, err}
 		}
 	}

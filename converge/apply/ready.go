@@ -47,7 +47,11 @@ func (m *machineRun) readiness(im *site.Image, taskID string) (*inventory.Readin
 //
 // A resumed run waits again for its full ready_timeout: while no metal
 // ran, nothing listened for the phone-home or probed.
-func (m *machineRun) waitReady(ctx context.Context, im *site.Image) error {
+//
+// A machine whose agent reboots it in this run and then shows no sign of
+// its installed OS within BootTimeout fails early (rebootTimer,
+// checkRebooted).
+func (m *machineRun) waitReady(ctx context.Context, im *site.Image, watchReboot bool) error {
 	check := im.Ready
 	if check.Kind == "" {
 		check.Kind = site.ReadyCloudInit
@@ -69,13 +73,21 @@ func (m *machineRun) waitReady(ctx context.Context, im *site.Image) error {
 	if check.Kind != site.ReadyCloudInit {
 		poll = min(poll, 2*time.Second)
 	}
-	var lastProbe error
+	var stall <-chan time.Time
+	if watchReboot {
+		stall = m.rebootTimer()
+	}
+	var (
+		lastProbe error
+		taskID    string
+	)
 	for {
 		rec, err := m.r.store.Machine(ctx, m.name)
 		if err == nil {
 			if rec.Ready == nil {
 				return errors.New("the machine's readiness record is gone (someone changed the machine meanwhile)")
 			}
+			taskID = rec.Ready.TaskID
 			if !rec.Ready.ReadyAt.IsZero() {
 				m.r.opts.Hook.MachineStep(m.name, StepReady, "the installed OS reported in from "+rec.Ready.From)
 				return nil
@@ -92,6 +104,11 @@ func (m *machineRun) waitReady(ctx context.Context, im *site.Image) error {
 		select {
 		case <-sub:
 		case <-m.r.opts.Clock.After(poll):
+		case <-stall:
+			stall = nil
+			if err := m.checkRebooted(ctx, taskID); err != nil {
+				return err
+			}
 		case <-deadline:
 			return m.notReady(ctx, check, timeout, started, lastProbe)
 		case <-ctx.Done():

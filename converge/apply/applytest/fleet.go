@@ -90,8 +90,10 @@ type Fleet struct {
 	started   map[string]int // agent tasks started
 	failAgent map[string]string
 	dead      map[string]bool
-	// silent are machines whose installed OS never comes up.
+	// silent are machines whose installed OS never phones home; hung
+	// those whose OS never starts.
 	silent map[string]bool
+	hung   map[string]bool
 	// phoneHomes are the phone-home URLs of the last installs.
 	phoneHomes map[string]string
 	order      []string // machines in the order their agent started
@@ -112,7 +114,7 @@ func Start(opts Options) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, bmcs: map[string]*virtual.Server{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
-		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, phoneHomes: map[string]string{},
+		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, hung: map[string]bool{}, phoneHomes: map[string]string{},
 	}
 	if err := f.makeImages(); err != nil {
 		f.Close()
@@ -234,12 +236,22 @@ func (f *Fleet) Dead(name string) {
 	f.dead[name] = true
 }
 
-// FailOS makes the installed OS of machine name never come up: its
-// image is written, but it never phones home.
+// FailOS makes the installed OS of machine name never report in: its
+// image is written and it starts (asks for its address), but it never
+// phones home.
 func (f *Fleet) FailOS(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.silent[name] = true
+}
+
+// HangReboot makes machine name stop once its agent reported the install
+// done, as an agent whose kernel hangs on the way down: the image is
+// written, and nothing of its OS is ever seen.
+func (f *Fleet) HangReboot(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hung[name] = true
 }
 
 // ReadyURL is the phone-home URL of the machine with mac, as metal's
@@ -518,10 +530,10 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 		}
 		return
 	}
-	if cause == "" && task.Kind == inventory.TaskInstall && task.PhoneHome != "" {
-		// The installed OS comes up (after the reboot) and cloud-init
-		// phones home.
-		defer f.phoneHome(b.Machine, task.PhoneHome)
+	if cause == "" && task.Kind == inventory.TaskInstall {
+		// The installed OS comes up (after the reboot), asks for its
+		// address and cloud-init phones home.
+		defer f.osUp(ctx, b.Machine, task.PhoneHome)
 	}
 	if cause == "" {
 		if f.opts.RebootAfter > 0 {
@@ -534,14 +546,25 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	}
 }
 
-// phoneHome posts to url as cloud-init's phone_home does, retrying for a
-// while, unless the machine's OS was made to fail.
-func (f *Fleet) phoneHome(name, url string) {
+// osUp is the installed OS of machine name starting: unless its reboot
+// hangs, it asks for its address (recorded as metal's DHCP server would,
+// when the fleet has the store) and, unless it was made to fail, posts to
+// url as cloud-init's phone_home does, retrying for a while.
+func (f *Fleet) osUp(ctx context.Context, name, url string) {
 	f.mu.Lock()
-	silent := f.silent[name]
-	f.phoneHomes[name] = url
+	silent, hung := f.silent[name], f.hung[name]
+	if url != "" {
+		f.phoneHomes[name] = url
+	}
 	f.mu.Unlock()
-	if silent {
+	if hung {
+		return
+	}
+	if st := f.opts.Store; st != nil {
+		_, _ = st.AppendEvent(context.WithoutCancel(ctx), inventory.Event{Time: time.Now(), Machine: name, MAC: f.macs[name],
+			Kind: inventory.EventDHCPDiscover, Message: "DHCP from " + f.macs[name]})
+	}
+	if silent || url == "" {
 		return
 	}
 	f.post(name, url)
