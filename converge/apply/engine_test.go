@@ -651,6 +651,7 @@ func (h *doneHook) MachineDone(m string, err error) {
 func TestHungRebootNamedWithinBootTimeout(t *testing.T) {
 	l := newLab(t, 3, 1, 0)
 	hung, slow := applytest.Name(0), applytest.Name(1)
+	l.fleet.OSAsksDHCP()
 	l.fleet.HangReboot(hung)
 	l.fleet.FailOS(slow)
 	console := filepath.Join(t.TempDir(), "serial.log")

@@ -94,6 +94,7 @@ type Fleet struct {
 	// those whose OS never starts.
 	silent map[string]bool
 	hung   map[string]bool
+	osDHCP bool
 	// phoneHomes are the phone-home URLs of the last installs.
 	phoneHomes map[string]string
 	order      []string // machines in the order their agent started
@@ -243,6 +244,16 @@ func (f *Fleet) FailOS(name string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.silent[name] = true
+}
+
+// OSAsksDHCP makes the installed OSes ask metal's DHCP server for their
+// address as they come up: each such request is recorded in the store, as
+// the daemon records it (a synced write each, so only tests that look for
+// them ask).
+func (f *Fleet) OSAsksDHCP() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.osDHCP = true
 }
 
 // HangReboot makes machine name stop once its agent reported the install
@@ -548,11 +559,11 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 
 // osUp is the installed OS of machine name starting: unless its reboot
 // hangs, it asks for its address (recorded as metal's DHCP server would,
-// when the fleet has the store) and, unless it was made to fail, posts to
-// url as cloud-init's phone_home does, retrying for a while.
+// after OSAsksDHCP) and, unless it was made to fail, posts to url as
+// cloud-init's phone_home does, retrying for a while.
 func (f *Fleet) osUp(ctx context.Context, name, url string) {
 	f.mu.Lock()
-	silent, hung := f.silent[name], f.hung[name]
+	silent, hung, dhcp := f.silent[name], f.hung[name], f.osDHCP
 	if url != "" {
 		f.phoneHomes[name] = url
 	}
@@ -560,7 +571,7 @@ func (f *Fleet) osUp(ctx context.Context, name, url string) {
 	if hung {
 		return
 	}
-	if st := f.opts.Store; st != nil {
+	if st := f.opts.Store; st != nil && dhcp {
 		_, _ = st.AppendEvent(context.WithoutCancel(ctx), inventory.Event{Time: time.Now(), Machine: name, MAC: f.macs[name],
 			Kind: inventory.EventDHCPDiscover, Message: "DHCP from " + f.macs[name]})
 	}
