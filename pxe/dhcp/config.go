@@ -135,7 +135,9 @@ type Config struct {
 	OfferHold time.Duration
 	// Observe, when set, is told of every packet the server read: its
 	// message type ("discover", "request", ...; "malformed") and the
-	// result ("offer", "ack", "nak", "ignored", "error"). Metrics count
+	// result ("offer", "ack", "nak", "ignored", "error"); a reply the
+	// kernel then refuses to send is told again as "unsent", and each
+	// copy of an ACK sent again during a flood as "ack-repeat". Metrics count
 	// them; it runs on the packet's worker, so it must be quick.
 	Observe func(msgType, result string)
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -60,6 +61,14 @@ type Server struct {
 	// a flood that exhausts the pool every DISCOVER is one, and writing
 	// each took the CPU the server needs to read.
 	unanswered logBudget
+	// unsent bounds the warnings about replies the kernel refused.
+	unsent logBudget
+	// stormAt is when a reader last found packets queued behind each
+	// other (unix nanoseconds): the segment is flooded. repeatCtx ends
+	// and repeats counts the ACKs' repeats (see repeatAck).
+	stormAt   atomic.Int64
+	repeatCtx context.Context
+	repeats   sync.WaitGroup
 	// listening is closed once the leases are loaded and the sockets
 	// bound (Listening).
 	listening latch.Latch
@@ -162,6 +171,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	var stopRepeats context.CancelFunc
+	s.repeatCtx, stopRepeats = context.WithCancel(ctx)
 	errc := make(chan error, len(conns))
 	var readers sync.WaitGroup
 	for i, c := range conns {
@@ -187,6 +198,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	close(queues.other)
 	wg.Wait()
 	s.h.leases.wait() // ACKs waiting for a Save (their sends fail: the sockets are closed)
+	stopRepeats()
+	s.repeats.Wait() // before the link sender closes
 	s.log.Info("stopped")
 	return first
 }
@@ -355,6 +368,9 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 			} else {
 				streak = 0
 			}
+			if streak == inlineStreak {
+				s.stormAt.Store(time.Now().UnixNano())
+			}
 			ua, ok := m.Addr.(*net.UDPAddr)
 			if !ok || m.N > maxPacket {
 				continue
@@ -489,9 +505,73 @@ func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	}
 	s.observe(msgType, observedName(a.resp.MessageType()))
 	dst := replyAddr(req, a.resp, From{Peer: p.peer, PXEPort: p.pxe})
-	if err := s.write(p.conn, dst, a.resp.ToBytes()); err != nil {
-		s.log.Warn("send reply", "to", dst, "mac", req.ClientHWAddr.String(), "err", err)
+	b := a.resp.ToBytes()
+	if !s.writeReply(p.conn, dst, b, msgType, req.ClientHWAddr) {
+		return
 	}
+	if dst.hw != nil && a.resp.MessageType() == dhcpv4.MessageTypeAck && s.stormy(time.Now()) {
+		s.repeatAck(p.conn, dst, b, msgType, req.ClientHWAddr)
+	}
+}
+
+// writeReply writes a reply and reports whether the kernel took it.
+func (s *Server) writeReply(c net.PacketConn, dst replyTo, b []byte, msgType string, mac net.HardwareAddr) bool {
+	err := s.write(c, dst, b)
+	if err == nil {
+		return true
+	}
+	s.observe(msgType, "unsent")
+	if s.unsent.allow(time.Now(), func(n int) { s.log.Warn("more replies not sent, not logged one by one", "count", n) }) {
+		s.log.Warn("send reply", "to", dst, "mac", mac.String(), "err", err)
+	}
+	return false
+}
+
+// ackRepeats are when an ACK to a client without an address is sent again
+// while the segment is flooded, after the first.
+//
+// Such a client listens on a packet socket (it has no address to receive
+// on), and busybox's udhcpc filters nothing there: every frame of a
+// broadcast storm lands in that socket's buffer, which overflows while the
+// client waits for a CPU, and the kernel then drops the ACK with the rest.
+// The client asks again only a few times (udhcpc: three REQUESTs), so one
+// copy of each ACK, arriving while the buffer is full, could fail a
+// machine that holds an offer. Copies spread over the client's wait find
+// room once it reads; a client that has its lease ignores them (their xid
+// is done with).
+var ackRepeats = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond}
+
+// stormWindow is how long after the last sign of a flood the segment is
+// taken for flooded.
+const stormWindow = 5 * time.Second
+
+// stormy reports whether a reader saw a flood within stormWindow of now.
+func (s *Server) stormy(now time.Time) bool {
+	at := s.stormAt.Load()
+	return at != 0 && now.Sub(time.Unix(0, at)) < stormWindow
+}
+
+// repeatAck sends b to dst again at each of ackRepeats, until the server
+// stops.
+func (s *Server) repeatAck(c net.PacketConn, dst replyTo, b []byte, msgType string, mac net.HardwareAddr) {
+	ctx := s.repeatCtx
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	s.repeats.Go(func() {
+		start := time.Now()
+		for _, d := range ackRepeats {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(start.Add(d))):
+			}
+			if !s.writeReply(c, dst, b, msgType, mac) {
+				return
+			}
+			s.observe(msgType, "ack-repeat")
+		}
+	})
 }
 
 // write sends b to dst: in a frame to its hardware address if it has one
