@@ -47,6 +47,11 @@ func (u rackUnit) Title() string {
 		power = "unknown"
 	}
 	b.WriteString(", power " + power)
+	if !u.M.PowerAt.IsZero() {
+		// A reading, not a live view: the BMC was asked then (a VM whose
+		// guest shut down is off, though its QEMU still runs).
+		b.WriteString(" (seen " + u.M.PowerAt.UTC().Format("15:04:05 UTC") + ")")
+	}
 	if u.Slot > 0 {
 		b.WriteString(", U" + strconv.Itoa(u.Slot))
 	}

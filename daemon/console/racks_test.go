@@ -97,7 +97,7 @@ func TestRackElevationInChromium(t *testing.T) {
 	if !notReloaded {
 		t.Error("the page was reloaded; the change should arrive over the stream")
 	}
-	for _, s := range []string{"db-01: failed", "power on", "U3", "input/output error"} {
+	for _, s := range []string{"db-01: failed", "power on (seen ", "U3", "input/output error"} {
 		if !strings.Contains(title, s) {
 			t.Errorf("hover of db-01 = %q, lacks %q", title, s)
 		}
