@@ -256,3 +256,32 @@ func TestFileTooLarge(t *testing.T) {
 		t.Fatalf("got %v", diags)
 	}
 }
+
+// TestBootPath: a machine's boot path from boot, or from secure_boot
+// alone (Secure Boot on means the signed chain).
+func TestBootPath(t *testing.T) {
+	for name, tc := range map[string]struct{ attrs, want string }{
+		"default":           {attrs: ``, want: site.BootIPXE},
+		"boot":              {attrs: `boot = "http"`, want: site.BootHTTP},
+		"secure_boot":       {attrs: `secure_boot = true`, want: site.BootSecure},
+		"secure_boot off":   {attrs: `secure_boot = false`, want: site.BootIPXE},
+		"both, agreeing":    {attrs: "secure_boot = true\n  boot = \"secureboot\"", want: site.BootSecure},
+		"boot = secureboot": {attrs: `boot = "secureboot"`, want: site.BootSecure},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "site.hcl")
+			src := "site \"t\" {}\nnetwork \"lan\" {\n  subnet = \"192.0.2.0/24\"\n  mode = \"off\"\n}\n" +
+				"machine \"a\" {\n  mac = \"52:54:00:00:00:01\"\n  " + tc.attrs + "\n}\n"
+			if err := os.WriteFile(p, []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			res, diags := site.LoadFile(p, site.Options{})
+			if diags.HasErrors() {
+				t.Fatal(diags)
+			}
+			if got := res.Site.Machines[0].Boot; got != tc.want {
+				t.Errorf("boot = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

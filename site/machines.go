@@ -18,7 +18,7 @@ var machineSchema = &hcl.BodySchema{
 		{Name: "for_each"}, {Name: "count"}, {Name: "name"},
 		{Name: "mac", Required: true}, {Name: "ip"}, {Name: "ip6"}, {Name: "hostname"}, {Name: "network"}, {Name: "switch_port"},
 		{Name: "image"}, {Name: "power"}, {Name: "labels"}, {Name: "disk"},
-		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"},
+		{Name: "ssh_authorized_keys"}, {Name: "user_data"}, {Name: "boot_mode"}, {Name: "bios"}, {Name: "boot"}, {Name: "secure_boot"},
 		{Name: "interface"}, {Name: "wipe"},
 	},
 	Blocks: []hcl.BlockHeaderSchema{
@@ -263,6 +263,22 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Invalid boot path", `boot must be one of %q, got %q.`, BootPaths, v))
 			}
 			m.Boot = v
+		}
+	}
+	// secure_boot = true says the machine's firmware has Secure Boot on:
+	// its boot path is the signed chain, whatever boot would default to.
+	if a := attrs["secure_boot"]; a != nil {
+		if on, ok := e.boolean(a); ok {
+			switch b := attrs["boot"]; {
+			case on && b != nil && m.Boot != BootSecure:
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Contradictory boot path",
+					`secure_boot = true boots the signed chain (boot = %q), but boot = %q: Secure Boot refuses iPXE. Drop one of the two.`, BootSecure, m.Boot))
+			case !on && m.Boot == BootSecure:
+				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Contradictory boot path",
+					`secure_boot = false, but boot = %q boots the signed chain. Drop one of the two.`, BootSecure))
+			case on:
+				m.Boot = BootSecure
+			}
 		}
 	}
 	if a := attrs["wipe"]; a != nil {
