@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -125,4 +126,24 @@ func TestDMTFMockup(t *testing.T) {
 		t.Fatalf("BIOS of the DMTF mockup has no attributes: %+v", b)
 	}
 	t.Logf("BIOS: %d attributes, %d pending, registry of %d", len(b.Attributes), len(b.Pending), len(b.Registry))
+
+	// The mockup publishes no attribute registry: values are staged
+	// unchecked (typed as the values in effect), names are checked
+	// against the attributes it reports.
+	if b.Registry != nil {
+		t.Fatalf("the DMTF mockup has an attribute registry now: %d attributes; test its checks", len(b.Registry))
+	}
+	if err := c.SetBIOS(ctx, map[string]string{"PowerProfile": "PowerSaving", "ProcCoreDisable": "2"}); err != nil {
+		t.Fatalf("stage BIOS settings on the DMTF mockup: %v", err)
+	}
+	after, err := c.BIOS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Pending["PowerProfile"] != "PowerSaving" || after.Pending["ProcCoreDisable"] != "2" {
+		t.Errorf("pending after staging: %v", after.Pending)
+	}
+	if err := c.SetBIOS(ctx, map[string]string{"NoSuchAttribute": "x"}); err == nil || !strings.Contains(err.Error(), "reports no BIOS attribute NoSuchAttribute") {
+		t.Errorf("an attribute the mockup does not report: %v", err)
+	}
 }

@@ -48,9 +48,22 @@ func (o *operator) declared(name string) (*site.Machine, error) {
 }
 
 // Plan implements api.Planner: the site against the store, as `metal plan`
-// computes it.
+// computes it: the hardware settings (BIOS, firmware, RAID) of machines
+// that declare them as their BMCs report them, so the API and the console
+// show drift from what metal last applied as findings.
 func (o *operator) Plan(ctx context.Context) (*plan.Plan, error) {
-	return apply.Plan(ctx, o.d.Store, o.d.Site())
+	s := o.d.Site()
+	obs, err := apply.Observed(ctx, o.d.Store, s)
+	if err != nil {
+		return nil, err
+	}
+	var findings []plan.Finding
+	if o.bmcs != nil {
+		findings = apply.RefreshHardware(ctx, s, obs, o.bmcs)
+	}
+	p := plan.Compute(s, obs)
+	p.Findings, p.HardwareRefreshed = findings, o.bmcs != nil
+	return p, nil
 }
 
 // PowerCycle implements api.Actions through the machine's BMC.

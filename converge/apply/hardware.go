@@ -79,9 +79,12 @@ func siteBootMode(v string) string {
 
 // RefreshHardware replaces the last-applied hardware settings in obs with
 // what each machine's BMC reports (in effect, and pending), for the
-// machines of s that declare boot_mode or bios and were applied before.
-// A BMC that cannot be read, or that does not know an attribute or value,
-// becomes a finding; its machine keeps the last-applied values.
+// machines of s that declare boot_mode, bios, firmware or raid and were
+// applied before. A BMC that cannot be read, or that does not know an
+// attribute or value, becomes a finding; its machine keeps the
+// last-applied values. So does drift: a setting the BMC reports other
+// than metal last applied it, changed outside metal (by hand, a vendor
+// tool, a BIOS reset), which the plan then sets back.
 func RefreshHardware(ctx context.Context, s *site.Site, obs map[string]plan.Attributes, bmcs BMCFunc) []plan.Finding {
 	var todo []*site.Machine
 	for _, m := range s.Machines {
@@ -93,11 +96,42 @@ func RefreshHardware(ctx context.Context, s *site.Site, obs map[string]plan.Attr
 	eachBMC(len(todo), func(i int) { results[i] = readHardware(ctx, todo[i], bmcs) })
 	var out []plan.Finding
 	for _, r := range results {
-		for _, f := range r.findings {
+		applied := obs[r.name]
+		for _, f := range append(r.findings, drift(applied, r)...) {
 			out = append(out, plan.Finding{Machine: r.name, Message: f})
 		}
+		if r.raidRead {
+			// The controller's volumes are the whole truth: one metal
+			// built that is gone is gone.
+			for k := range applied {
+				if _, ok := r.attrs[k]; !ok && strings.HasPrefix(k, plan.RAIDPrefix) {
+					delete(applied, k)
+				}
+			}
+		}
 		for k, v := range r.attrs {
-			obs[r.name][k] = v
+			applied[k] = v
+		}
+	}
+	return out
+}
+
+// drift lists the hardware settings the BMC reports other than metal
+// last applied them (a value metal staged and the BMC holds pending is
+// not drift).
+func drift(applied plan.Attributes, r hwResult) []string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(applied)) {
+		if !plan.IsHardware(k) || applied[k].Sensitive {
+			continue
+		}
+		was := applied[k].Text
+		now, ok := r.attrs[k]
+		switch {
+		case ok && now.Text != was && now.Pending != was:
+			out = append(out, fmt.Sprintf("drift: %s is %q on the BMC; metal applied %q (changed outside metal; apply sets it back)", k, now.Text, was))
+		case !ok && r.raidRead && strings.HasPrefix(k, plan.RAIDPrefix):
+			out = append(out, fmt.Sprintf("drift: volume %s (%s) that metal built is gone from the controller (apply builds it again)", strings.TrimPrefix(k, plan.RAIDPrefix), was))
 		}
 	}
 	return out
@@ -108,6 +142,8 @@ type hwResult struct {
 	name     string
 	attrs    plan.Attributes
 	findings []string
+	// raidRead: attrs hold every volume of the controller.
+	raidRead bool
 }
 
 func readHardware(ctx context.Context, m *site.Machine, bmcs BMCFunc) (r hwResult) {
@@ -140,6 +176,9 @@ func readBIOSSettings(ctx context.Context, m *site.Machine, b BMC, r *hwResult) 
 	if err != nil {
 		r.findings = append(r.findings, fmt.Sprintf("BIOS settings not read: %v; the plan compares with what metal last applied", err))
 		return
+	}
+	if cur.Registry == nil {
+		r.findings = append(r.findings, "note: the BMC publishes no BIOS attribute registry, so BIOS values are not checked before apply (names are checked against the attributes it reports)")
 	}
 	want := desiredBIOS(m, cur)
 	for _, k := range slices.Sorted(maps.Keys(want)) {

@@ -98,6 +98,11 @@ func TestBIOSPlanApplyPlan(t *testing.T) {
 	if p.Summary != (plan.Summary{Update: 2}) {
 		t.Fatalf("plan of the change: %+v", p)
 	}
+	// The hand change is drift (metal applied 3); m0001's staged value
+	// is not.
+	if len(p.Findings) != 1 || p.Findings[0].Machine != "m0000" || !strings.Contains(p.Findings[0].Message, `drift: bios.PxeRetries is "7" on the BMC; metal applied "3"`) {
+		t.Errorf("findings: %+v", p.Findings)
+	}
 	got := map[string]string{}
 	for _, c := range p.Changes {
 		for _, a := range c.Attrs {

@@ -101,6 +101,7 @@ func readRAID(ctx context.Context, m *site.Machine, b BMC, r *hwResult) {
 		r.findings = append(r.findings, fmt.Sprintf("RAID volumes not read: %v", err))
 		return
 	}
+	r.raidRead = true
 	for _, v := range st.Volumes {
 		decl := declaredVolume(m, v.Name)
 		name := v.Name

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/inventory"
@@ -76,5 +78,27 @@ func TestRAIDPlanApplyPlan(t *testing.T) {
 	}
 	if p := l.planHW(ctx, s2); p.HasChanges() || len(p.Findings) > 0 {
 		t.Fatalf("plan after the rebuild: %+v", p)
+	}
+
+	// Someone deletes the mirror by hand: drift, and the plan builds it
+	// again (a create, not destructive).
+	hand, err := bmc.New(bmc.Config{Machine: "m0000", Protocol: "redfish", Address: l.fleet.Addr("m0000"), Username: applytest.User, Password: applytest.Password}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := hand.Storage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.Volumes {
+		if v.Name == "system" {
+			if err := hand.DeleteVolume(ctx, v.URI); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p = l.planHW(ctx, s2)
+	if p.Summary.Update != 1 || len(p.Destructive()) != 0 || len(p.Findings) != 1 || !strings.Contains(p.Findings[0].Message, "drift: volume system (RAID1 on 2 drives) that metal built is gone") {
+		t.Fatalf("plan after the mirror was deleted by hand: %+v", p)
 	}
 }
