@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/internal/hwinv"
 )
 
 func TestParseAddress(t *testing.T) {
@@ -105,5 +107,37 @@ func TestRedactHandler(t *testing.T) {
 	l.With("pre", "x hunter2").Info("pass=hunter2", "err", errors.New("login hunter2 failed"), slog.Group("g", "k", "hunter2"))
 	if strings.Contains(buf.String(), "hunter2") || !strings.Contains(buf.String(), redacted) {
 		t.Errorf("log not scrubbed: %s", buf.String())
+	}
+}
+
+// TestParseSDR reads `ipmitool sdr elist` lines as BMCs print them: the
+// BMC's verdict per threshold sensor, a supply's states, sensors without
+// a reading and sensors metal does not keep (voltages).
+func TestParseSDR(t *testing.T) {
+	out := `Inlet Temp       | 04h | ok  |  7.1 | 23 degrees C
+CPU Temp         | 01h | ucr |  3.1 | 96 degrees C
+Exhaust Temp     | 05h | unc |  7.1 | 113 degrees F
+Temp             | 0Eh | ns  |  3.1 | Disabled
+Fan1 RPM         | 30h | ok  |  7.1 | 5880 RPM
+Fan2 RPM         | 31h | lcr |  7.1 | 240 RPM
+Fan3 Duty        | 32h | ok  | 29.3 | 40 percent
+PS1 Status       | 62h | ok  | 10.1 | Presence detected
+PS2 Status       | 63h | ok  | 10.2 | Presence detected, Power Supply AC lost
+PS3 Status       | 64h | ok  | 10.3 | 
+Voltage 1        | 6Ch | ok  | 10.1 | 230 Volts
+`
+	var r hwinv.Report
+	parseSDR(out, &r)
+	want := hwinv.Report{
+		Temperatures: []hwinv.Sensor{{Name: "Inlet Temp", Reading: 23, Units: "Cel", Health: "OK"},
+			{Name: "CPU Temp", Reading: 96, Units: "Cel", Health: "Critical"},
+			{Name: "Exhaust Temp", Reading: 45, Units: "Cel", Health: "Warning"}},
+		Fans: []hwinv.Sensor{{Name: "Fan1 RPM", Reading: 5880, Units: "RPM", Health: "OK"},
+			{Name: "Fan2 RPM", Reading: 240, Units: "RPM", Health: "Critical"},
+			{Name: "Fan3 Duty", Reading: 40, Units: "Percent", Health: "OK"}},
+		PSUs: []hwinv.PSU{{Name: "PS1 Status", Health: "OK"}, {Name: "PS2 Status", Health: "Critical"}},
+	}
+	if d := cmp.Diff(want, r); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
 	}
 }

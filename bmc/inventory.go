@@ -18,7 +18,8 @@ import (
 // Inventory only recognises the resource IDs of a handful of vendors
 // (Systems/1, System.Embedded.1, ...) and finds MACs only through
 // NetworkAdapters, so it returns nothing for most other BMCs. Over IPMI
-// bmclib has no inventory; only the power state is filled in.
+// bmclib has no inventory; the FRU and the SDR sensors are read with
+// ipmitool (ipmiHardware).
 func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 	var inv Inventory
 	err := c.call(ctx, "inventory", true, func(ctx context.Context, bc *bmclib.Client, protocol string) error {
@@ -28,6 +29,7 @@ func (c *Client) Inventory(ctx context.Context) (Inventory, error) {
 		}
 		inv = Inventory{Power: parsePower(s)}
 		if protocol != ProtocolRedfish {
+			c.ipmiHardware(ctx, &inv)
 			return nil
 		}
 		return c.redfishInventory(ctx, &inv)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/internal/testpeer"
+	"github.com/metal-dev/metal/bmc/ipmisim"
+	"github.com/metal-dev/metal/internal/hwinv"
 )
 
 const testPassword = "pw-Zq8#never-logged"
@@ -55,8 +57,8 @@ func TestIPMIAgainstIPMISim(t *testing.T) {
 	if err != nil {
 		t.Fatalf("inventory: %v", err)
 	}
-	if diff := cmp.Diff(bmc.Inventory{Power: bmc.PowerOff}, inv); diff != "" {
-		t.Errorf("inventory over IPMI (-want +got):\n%s", diff)
+	if inv.Power != bmc.PowerOff || inv.Hardware == nil || inv.Hardware.Source != "ipmi" {
+		t.Errorf("inventory over IPMI = %+v, want power off and an IPMI hardware reading", inv)
 	}
 	if c.Provider() != "ipmitool" || c.Protocol() != "ipmi" {
 		t.Errorf("provider, protocol = %q, %q; want ipmitool, ipmi", c.Provider(), c.Protocol())
@@ -121,6 +123,69 @@ func TestAutoFallsBackToIPMI(t *testing.T) {
 	if diff := cmp.Diff([]string{"off", "ipmi", "ipmitool"}, []string{string(p), c.Protocol(), c.Provider()}); diff != "" {
 		t.Errorf("power, protocol, provider (-want +got):\n%s", diff)
 	}
+}
+
+// TestIPMIInventory reads the FRU and the SDR sensors of ipmi_sim
+// programmed as a real BMC is: the FRU's maker, name and serials become
+// the machine's identity, temperatures, fans and power supplies come with
+// the BMC's own verdict (a temperature over its critical threshold, a
+// supply reporting a failure), and the unhealthy ones are named.
+func TestIPMIInventory(t *testing.T) {
+	t.Parallel()
+	sim := testpeer.StartIPMISimWith(t, ipmisim.Config{Username: "admin", Password: testPassword,
+		FRU: &ipmisim.FRU{ChassisSerial: "CH-7781", BoardManufacturer: "Acme Boards", BoardProduct: "X11-DPi",
+			BoardSerial: "BRD-0042", BoardPart: "X11DPI-NT", ProductManufacturer: "Acme Servers", ProductName: "R1-1U",
+			ProductPart: "R1-1U-A", ProductVersion: "2", ProductSerial: "SRV-000123"},
+		Sensors: []ipmisim.Sensor{
+			{Number: 0x30, Name: "CPU1 Temp", Kind: ipmisim.Temperature, Reading: 45, UpperCritical: 90},
+			{Number: 0x31, Name: "Inlet Temp", Kind: ipmisim.Temperature, Reading: 41, UpperCritical: 38},
+			{Number: 0x40, Name: "FAN1", Kind: ipmisim.Fan, Reading: 4500},
+			{Number: 0x41, Name: "FAN2", Kind: ipmisim.Fan, Reading: 300, UpperCritical: 200},
+			{Number: 0x50, Name: "PSU1 Status", Kind: ipmisim.PowerSupply},
+			{Number: 0x51, Name: "PSU2 Status", Kind: ipmisim.PowerSupply, Failed: true},
+		}})
+	log := testpeer.NewLog(t)
+	c, err := bmc.New(bmc.Config{Machine: "ipmi-inv", Protocol: "ipmi", Address: sim.Addr,
+		Username: "admin", Password: testPassword, Timeout: 20 * time.Second}, log.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := c.Inventory(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Hardware == nil {
+		t.Fatalf("no hardware in %+v", inv)
+	}
+	if inv.Hardware.ReadAt.IsZero() {
+		t.Error("the reading has no time")
+	}
+	inv.Hardware.ReadAt = time.Time{}
+	want := bmc.Inventory{
+		Manufacturer: "Acme Servers", Model: "R1-1U", Serial: "SRV-000123", Power: bmc.PowerOff,
+		Hardware: &hwinv.Report{
+			Source: "ipmi",
+			PSUs:   []hwinv.PSU{{Name: "PSU1 Status", Health: "OK"}, {Name: "PSU2 Status", Health: "Critical"}},
+			Fans: []hwinv.Sensor{{Name: "FAN1", Reading: 4500, Units: "RPM", Health: "OK"},
+				{Name: "FAN2", Reading: 300, Units: "RPM", Health: "Critical"}},
+			Temperatures: []hwinv.Sensor{{Name: "CPU1 Temp", Reading: 45, Units: "Cel", Health: "OK"},
+				{Name: "Inlet Temp", Reading: 41, Units: "Cel", Health: "Critical"}},
+			FRU: map[string]string{
+				"Chassis Type": "Rack Mount Chassis", "Chassis Serial": "CH-7781", "Board Mfg Date": "Unspecified",
+				"Board Mfg": "Acme Boards", "Board Product": "X11-DPi", "Board Serial": "BRD-0042", "Board Part Number": "X11DPI-NT",
+				"Product Manufacturer": "Acme Servers", "Product Name": "R1-1U", "Product Part Number": "R1-1U-A",
+				"Product Version": "2", "Product Serial": "SRV-000123",
+			},
+		},
+	}
+	if diff := cmp.Diff(want, inv); diff != "" {
+		t.Errorf("inventory over IPMI (-want +got):\n%s", diff)
+	}
+	wantBad := []string{"PSU PSU2 Status: Critical", "fan FAN2: Critical", "temperature Inlet Temp: Critical"}
+	if diff := cmp.Diff(wantBad, inv.Hardware.Unhealthy()); diff != "" {
+		t.Errorf("unhealthy (-want +got):\n%s", diff)
+	}
+	assertNoSecret(t, log.String())
 }
 
 func assertNoSecret(t *testing.T, texts ...string) {

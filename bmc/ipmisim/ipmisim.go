@@ -51,6 +51,10 @@ type Config struct {
 	// ipmi_sim keeps trying to connect until the device is there. Empty:
 	// the BMC has no SOL, as some real ones have not.
 	SOL string
+	// FRU, when set, is the BMC's FRU inventory (device 0).
+	FRU *FRU
+	// Sensors are the BMC's SDR repository, with their readings.
+	Sensors []Sensor
 	// Log receives progress; nil discards. It never sees the password.
 	Log *slog.Logger
 }
@@ -161,10 +165,22 @@ set_working_mc 0x20
 	if cfg.SOL != "" {
 		lan += fmt.Sprintf("  sol \"%s\" 115200\n", cfg.SOL)
 	}
+	// No persist_sdr: the SDR repository is the configured sensors on
+	// every start, not those of earlier starts as well.
 	cmds := "mc_setbmc 0x20\n" +
-		"mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr\n" +
-		"sel_enable 0x20 1000 0x0a\n" +
-		"mc_enable 0x20\n"
+		"mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02\n"
+	if cfg.FRU != nil {
+		fru, err := fruCommand(*cfg.FRU)
+		if err != nil {
+			return Files{}, err
+		}
+		cmds += fru
+	}
+	sensors, err := sensorCommands(cfg.Sensors)
+	if err != nil {
+		return Files{}, err
+	}
+	cmds += sensors + "sel_enable 0x20 1000 0x0a\n" + "mc_enable 0x20\n"
 	script := chassisScript(f, cfg.Host)
 	if !f.Host {
 		script = chassisScript(f, append(append([]string{}, cfg.QEMU...), "-daemonize", "-pidfile", f.PIDFile))

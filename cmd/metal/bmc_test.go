@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/bmc/virtual"
 	qemuhost "github.com/metal-dev/metal/internal/qemu"
@@ -158,6 +159,9 @@ func TestBMCStatusAgainstIPMISimAndVBMC(t *testing.T) {
 	files, err := ipmisim.Write(filepath.Join(dir, "sim"), ipmisim.Config{
 		Name: "vm-ipmi", Username: "admin", Password: password,
 		QEMU: append([]string{qemu}, qemuhost.BaseArgs(qemutest.Accel(t), 32)...),
+		FRU:  &ipmisim.FRU{ProductManufacturer: "Acme Servers", ProductName: "R1-1U", ProductSerial: "SRV-000123", BoardSerial: "BRD-0042"},
+		Sensors: []ipmisim.Sensor{{Number: 0x30, Name: "Inlet Temp", Kind: ipmisim.Temperature, Reading: 41, UpperCritical: 38},
+			{Number: 0x50, Name: "PSU1 Status", Kind: ipmisim.PowerSupply}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -266,6 +270,26 @@ machine "vm-vbmc" {
 	}
 	if got := status("status"); got["vm-ipmi"] != "on" || got["vm-vbmc"] != "off" {
 		t.Errorf("status after on = %v, want vm-ipmi on, vm-vbmc off", got)
+	}
+
+	// The IPMI machine's FRU and sensors, for scripts and for people.
+	code, stdout, stderr := metal(t, env, "bmc", "inventory", "--site", sitePath, "--json", "vm-ipmi")
+	var inv []struct {
+		Inventory bmc.Inventory `json:"inventory"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &inv); code != 0 || err != nil || len(inv) != 1 {
+		t.Fatalf("bmc inventory --json: exit %d, %v: %s\n%s", code, err, stdout, stderr)
+	}
+	got := inv[0].Inventory
+	if got.Serial != "SRV-000123" || got.Hardware == nil || got.Hardware.FRU["Board Serial"] != "BRD-0042" ||
+		len(got.Hardware.Temperatures) != 1 || got.Hardware.Temperatures[0].Health != "Critical" || len(got.Hardware.PSUs) != 1 {
+		t.Errorf("bmc inventory --json of vm-ipmi: %s", stdout)
+	}
+	code, stdout, stderr = metal(t, env, "bmc", "inventory", "--site", sitePath, "vm-ipmi")
+	for _, want := range []string{"Acme Servers R1-1U serial SRV-000123", "board serial BRD-0042, 1 PSU, 0 fans, 1 temperature", "unhealthy: temperature Inlet Temp: Critical"} {
+		if code != 0 || !strings.Contains(stdout, want) {
+			t.Errorf("bmc inventory of vm-ipmi lacks %q: exit %d\n%s%s", want, code, stdout, stderr)
+		}
 	}
 }
 

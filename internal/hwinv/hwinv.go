@@ -122,7 +122,8 @@ func (r Report) Unhealthy() []string {
 
 // Drift lists what changed between the last reading (was) and this one
 // in the parts that identify a machine: disks by serial, NICs by MAC,
-// DIMMs by serial, PSUs by serial. A swapped disk is one serial gone and
+// DIMMs by serial, PSUs by serial, and the FRU's chassis, board and
+// product serials. A swapped disk is one serial gone and
 // another come.
 func Drift(was, now Report) []string {
 	var out []string
@@ -141,6 +142,13 @@ func Drift(was, now Report) []string {
 	diff("NIC", keys(was.NICs, func(n NIC) string { return strings.ToLower(n.MAC) }), keys(now.NICs, func(n NIC) string { return strings.ToLower(n.MAC) }))
 	diff("DIMM", keys(was.DIMMs, func(d DIMM) string { return d.Serial }), keys(now.DIMMs, func(d DIMM) string { return d.Serial }))
 	diff("PSU", keys(was.PSUs, func(p PSU) string { return p.Serial }), keys(now.PSUs, func(p PSU) string { return p.Serial }))
+	// An IPMI-only machine tells its parts by the FRU's serials: a new
+	// board serial is a board swapped.
+	for _, k := range []string{"Chassis Serial", "Board Serial", "Product Serial"} {
+		if a, b := was.FRU[k], now.FRU[k]; a != "" && b != "" && a != b {
+			out = append(out, fmt.Sprintf("FRU %s was %s, is %s", k, a, b))
+		}
+	}
 	return out
 }
 

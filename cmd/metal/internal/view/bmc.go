@@ -54,6 +54,9 @@ func BMCResults(stdout, stderr io.Writer, results []bmc.Result) {
 // 64.0 GiB, 2 disks (4.9 TiB), 1 NIC, 2 PSUs, firmware BIOS 2.1.0;
 // unhealthy: disk Drive 1: Critical".
 func HardwareSummary(r hwinv.Report) string {
+	if r.Source == bmc.ProtocolIPMI {
+		return ipmiSummary(r)
+	}
 	cores := 0
 	for _, c := range r.CPUs {
 		cores += c.Cores
@@ -74,7 +77,25 @@ func HardwareSummary(r hwinv.Report) string {
 	if len(fw) > 0 {
 		parts = append(parts, "firmware "+strings.Join(fw, ", "))
 	}
-	s := strings.Join(parts, ", ")
+	return withUnhealthy(strings.Join(parts, ", "), r)
+}
+
+// ipmiSummary is an IPMI reading on one line: IPMI sees no CPUs, disks
+// or NICs, so it names only what the FRU and the sensors hold: "board
+// X11-DPi serial BRD-0042, 2 PSUs, 2 fans, 2 temperatures; unhealthy:
+// PSU PSU2 Status: Critical".
+func ipmiSummary(r hwinv.Report) string {
+	var parts []string
+	if r.FRU["Board Serial"] != "" {
+		parts = append(parts, strings.Join(strings.Fields("board "+r.FRU["Board Product"]+" serial "+r.FRU["Board Serial"]), " "))
+	}
+	parts = append(parts, plural(len(r.PSUs), "PSU"), plural(len(r.Fans), "fan"), plural(len(r.Temperatures), "temperature"))
+	return withUnhealthy(strings.Join(parts, ", "), r)
+}
+
+// withUnhealthy adds to a summary the parts whose BMC says they are not
+// well.
+func withUnhealthy(s string, r hwinv.Report) string {
 	if bad := r.Unhealthy(); len(bad) > 0 {
 		s += "; unhealthy: " + strings.Join(bad, "; ")
 	}

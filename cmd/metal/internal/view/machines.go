@@ -256,7 +256,23 @@ func bmcHardware(w io.Writer, r hwinv.Report, now time.Time) {
 		line("NIC "+n.Name, strings.TrimSpace(fmt.Sprintf("%s %s %d Mb/s%s", n.MAC, n.Link, n.SpeedMbps, health(n.Health))))
 	}
 	for _, p := range r.PSUs {
-		line("PSU "+p.Name, strings.TrimSpace(fmt.Sprintf("%s %d W serial %s%s", p.Model, p.Watts, orDash(p.Serial), health(p.Health))))
+		// IPMI knows a supply only by its status sensor: no model, watts
+		// or serial, only its health.
+		var parts []string
+		if p.Model != "" {
+			parts = append(parts, p.Model)
+		}
+		if p.Watts > 0 {
+			parts = append(parts, fmt.Sprintf("%d W", p.Watts))
+		}
+		if p.Serial != "" {
+			parts = append(parts, "serial "+p.Serial)
+		}
+		v := strings.TrimSpace(strings.Join(parts, " ") + health(p.Health))
+		if v == "" {
+			v = orDash(p.Health)
+		}
+		line("PSU "+p.Name, v)
 	}
 	for _, f := range r.Fans {
 		line("Fan "+f.Name, fmt.Sprintf("%.0f %s%s", f.Reading, f.Units, health(f.Health)))
