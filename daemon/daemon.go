@@ -189,7 +189,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	switch {
 	case err == nil:
 		ipxeFiles = bootfiles.Join(ipxeFiles, signed)
-	case needsSecureBoot(s):
+	case s.NeedsSecureBoot():
 		return nil, fmt.Errorf("a machine boots by %q: %w", site.BootSecure, err)
 	default:
 		d.log.Debug("no signed boot chain: machines boot = \"secureboot\" cannot netboot", "err", err)
@@ -423,16 +423,6 @@ func (d *Daemon) Site() *site.Site {
 // Synced is closed once the boot policy follows the store, so a boot
 // intent written afterwards is what the next netboot gets.
 func (d *Daemon) Synced() <-chan struct{} { return d.policy.Synced() }
-
-// needsSecureBoot says whether a machine of s boots the signed chain.
-func needsSecureBoot(s *site.Site) bool {
-	for _, m := range s.Machines {
-		if m.Boot == site.BootSecure {
-			return true
-		}
-	}
-	return false
-}
 
 // leaseStore is where a network's leases are kept. With etcd, several
 // metal servers answer DHCP for one site, so every address is allocated

@@ -28,7 +28,17 @@ func checkIPXE(s *site.Site) []Check {
 		return []Check{c}
 	}
 	c.Status, c.Detail = OK, fmt.Sprintf("%s in %s", strings.Join(x.Names(), ", "), x.Dir())
-	return []Check{c}
+	if !s.NeedsSecureBoot() {
+		return []Check{c}
+	}
+	sc := Check{Kind: KindIPXE, Subject: "signed boot chain (secureboot machines)"}
+	if signed, err := bootfiles.FindSecureBoot(s.Settings.SecureBootDir); err != nil {
+		sc.Status, sc.Detail = Fail, err.Error()
+		sc.Fix = "install Debian's shim-signed and grub-efi-amd64-signed, or set the site's secureboot_dir (or " + bootfiles.EnvSecureBootDir + ") to a directory holding " + bootfiles.Shim + " and " + bootfiles.GRUB
+	} else {
+		sc.Status, sc.Detail = OK, fmt.Sprintf("%s in %s", strings.Join(signed.Names(), ", "), signed.Dir())
+	}
+	return []Check{c, sc}
 }
 
 // imageFile is one file of an image: a kernel, an initrd or its disk.

@@ -42,6 +42,17 @@ func (s *Site) Network(name string) *Network { return s.networkByName[name] }
 // Image returns the image with the given name, or nil.
 func (s *Site) Image(name string) *Image { return s.imageByName[name] }
 
+// NeedsSecureBoot says whether a machine boots the signed chain (boot =
+// "secureboot"), which metal must then find.
+func (s *Site) NeedsSecureBoot() bool {
+	for _, m := range s.Machines {
+		if m.Boot == BootSecure {
+			return true
+		}
+	}
+	return false
+}
+
 // Settings is the `site` block: where state lives and how the daemon serves.
 type Settings struct {
 	// State is the state store URL: file://PATH (embedded, default) or
