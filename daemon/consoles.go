@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
@@ -26,6 +27,9 @@ type consoleOpener struct {
 	log     *slog.Logger
 }
 
+// solOpenTimeout bounds starting one SOL session from the hub.
+const solOpenTimeout = 10 * time.Second
+
 func (c consoleOpener) OpenSerial(ctx context.Context, machine string) (io.ReadWriteCloser, error) {
 	if c.sockets != "" {
 		path := strings.ReplaceAll(string(c.sockets), "{machine}", machine)
@@ -37,7 +41,12 @@ func (c consoleOpener) OpenSerial(ctx context.Context, machine string) (io.ReadW
 	if decl == nil {
 		return nil, fmt.Errorf("console of %s: %w (its bmc block does not speak IPMI Serial-over-LAN)", machine, serial.ErrNoConsole)
 	}
-	b, err := bmc.New(apply.BMCConfig(decl), c.log)
+	// The hub opens streams one at a time, so a BMC that does not
+	// answer holds up other consoles' opening: give it less time than
+	// a BMC action gets.
+	cfg := apply.BMCConfig(decl)
+	cfg.Timeout = solOpenTimeout
+	b, err := bmc.New(cfg, c.log)
 	if err != nil {
 		return nil, err
 	}
