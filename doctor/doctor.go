@@ -113,6 +113,7 @@ func Run(ctx context.Context, opts Options) []Check {
 		func() []Check { return checkIPXE(opts.Site) },
 		func() []Check { return checkImages(ctx, opts.Site, siteDir, stateDir(opts, siteDir)) },
 		func() []Check { return checkBMCs(ctx, opts) },
+		func() []Check { return checkHardware(ctx, opts) },
 		func() []Check { return checkState(ctx, opts, siteDir, self) },
 		func() []Check { return checkAgent(opts.Site, stateDir(opts, siteDir)) },
 	}

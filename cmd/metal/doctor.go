@@ -40,7 +40,9 @@ It checks that each network's interface exists, is up and has an address
 in its subnet; that ports 67/udp (and 4011/udp in proxy mode), the TFTP port
 and the HTTP listen port are free, or held by a running metal serve of this
 same site; that the iPXE binaries are there; that each image's local files
-exist and match their checksums; that each BMC answers with its credentials;
+exist and match their checksums; that each BMC answers with its credentials,
+and knows the BIOS settings (by its attribute registry, when it has one),
+firmware components and RAID drives the site declares for its machine;
 that the state store opens and is writable (or is held by this site's
 metal serve) and the state directory has room.
 
