@@ -48,22 +48,26 @@ type Server struct {
 // returns its public key.
 func WriteKey(t testing.TB, path string) ssh.PublicKey {
 	t.Helper()
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	k, err := writeKey(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return k
+}
+
+func writeKey(path string) (ssh.PublicKey, error) {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	block, err := ssh.MarshalPrivateKey(priv, "")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	sp, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sp
+	return ssh.NewPublicKey(pub)
 }
 
 // Options place sshd in another network namespace than the test's.
@@ -82,33 +86,64 @@ func Start(t testing.TB) *Server { return StartWith(t, Options{}) }
 // StartWith runs sshd for the test as opts say; it is killed at cleanup.
 func StartWith(t testing.TB, opts Options) *Server {
 	t.Helper()
+	testenv.Integration(t, "sshd (Debian openssh-server)")
+	s, err := setup(t.TempDir(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.t = t
+	s.Restart()
+	return s
+}
+
+// Run runs sshd with its files in dir, for a program that is not a test
+// (the benchmarks); the caller ends it with Kill.
+func Run(dir string, opts Options) (*Server, error) {
+	s, err := setup(dir, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.restart(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// setup writes sshd's keys and configuration into dir.
+func setup(dir string, opts Options) (*Server, error) {
 	if opts.Dial == nil {
 		opts.Dial = (&net.Dialer{}).DialContext
 	}
-	testenv.Integration(t, "sshd (Debian openssh-server)")
 	const bin = "/usr/sbin/sshd"
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatal("sshd not found: install the Debian package openssh-server (apt-get install openssh-server)")
+		return nil, fmt.Errorf("sshd not found: install the Debian package openssh-server (apt-get install openssh-server)")
 	}
 	// sshd refuses to start without its privilege separation directory
 	// (systemd creates it on a normal install).
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatalf("sshd needs /run/sshd: %v", err)
+		return nil, fmt.Errorf("sshd needs /run/sshd: %w", err)
 	}
-	dir := t.TempDir()
-	s := &Server{t: t, Dir: dir, ClientKey: filepath.Join(dir, "id_ed25519"), KnownHosts: filepath.Join(dir, "known_hosts"), config: filepath.Join(dir, "sshd_config"), opts: opts}
-	s.HostKey = WriteKey(t, filepath.Join(dir, "host_ed25519"))
-	clientPub := WriteKey(t, s.ClientKey)
+	s := &Server{Dir: dir, ClientKey: filepath.Join(dir, "id_ed25519"), KnownHosts: filepath.Join(dir, "known_hosts"), config: filepath.Join(dir, "sshd_config"), opts: opts}
+	var err error
+	if s.HostKey, err = writeKey(filepath.Join(dir, "host_ed25519")); err != nil {
+		return nil, err
+	}
+	clientPub, err := writeKey(s.ClientKey)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), ssh.MarshalAuthorizedKey(clientPub), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s.Port = l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	s.Trust(s.HostKey)
+	if err := s.trust(s.HostKey); err != nil {
+		return nil, err
+	}
 	cfg := fmt.Sprintf(`Port %d
 ListenAddress 127.0.0.1
 HostKey %s
@@ -123,31 +158,45 @@ Subsystem sftp internal-sftp
 LogLevel ERROR
 `, s.Port, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	s.Restart()
-	return s
+	return s, nil
 }
 
 // Trust writes known_hosts with key for the server's [127.0.0.1]:port.
 // A nil key leaves known_hosts empty.
 func (s *Server) Trust(key ssh.PublicKey) {
+	if err := s.trust(key); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *Server) trust(key ssh.PublicKey) error {
 	var line string
 	if key != nil {
 		line = knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("127.0.0.1:%d", s.Port))}, key) + "\n"
 	}
-	if err := os.WriteFile(s.KnownHosts, []byte(line), 0o600); err != nil {
-		s.t.Fatal(err)
-	}
+	return os.WriteFile(s.KnownHosts, []byte(line), 0o600)
 }
 
 // Restart starts sshd (again, after Kill: same port, keys and files) and
 // waits until it accepts connections.
 func (s *Server) Restart() {
 	s.t.Helper()
-	logf, err := os.OpenFile(filepath.Join(s.Dir, "sshd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	err := s.restart()
+	// Registered even after a failed start: sshd may run all the same.
+	if cmd, exited := s.cmd, s.exited; cmd != nil {
+		s.t.Cleanup(func() { kill(cmd, exited) })
+	}
 	if err != nil {
 		s.t.Fatal(err)
+	}
+}
+
+func (s *Server) restart() error {
+	logf, err := os.OpenFile(filepath.Join(s.Dir, "sshd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
 	}
 	defer logf.Close()
 	argv := []string{"/usr/sbin/sshd", "-D", "-e", "-f", s.config}
@@ -160,18 +209,17 @@ func (s *Server) Restart() {
 	// If the test binary dies (a panic skips Cleanup), sshd dies with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("start sshd: %v", err)
+		return fmt.Errorf("start sshd: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	s.cmd, s.exited = cmd, exited
-	s.t.Cleanup(func() { kill(cmd, exited) })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
 			b, _ := os.ReadFile(filepath.Join(s.Dir, "sshd.log"))
-			s.t.Fatalf("sshd exited at start:\n%s", b)
+			return fmt.Errorf("sshd exited at start:\n%s", b)
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -179,11 +227,12 @@ func (s *Server) Restart() {
 		cancel()
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.t.Fatal("sshd not listening after 10s")
+	kill(cmd, exited)
+	return fmt.Errorf("sshd not listening after 10s")
 }
 
 // Kill SIGKILLs sshd and its session processes, as a crashing server host
@@ -248,7 +297,7 @@ func descendants(pid int) []int {
 func (s *Server) User() string {
 	u, err := user.Current()
 	if err != nil {
-		s.t.Fatal(err)
+		return "root" // the benchmarks run as root
 	}
 	return u.Username
 }
