@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	"github.com/metal-dev/metal/internal/gcheadroom"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -172,11 +173,19 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx) })
 	g.Go(func() error { d.Supervise(ctx); return nil })
+	// A few MiB live and a few KiB allocated per request: without a
+	// floor the collector would run many times a second under a boot
+	// storm, for more CPU than the requests themselves.
+	g.Go(func() error { gcheadroom.Keep(ctx, serveGCHeadroom, time.Second); return nil })
 	if primary != nil {
 		g.Go(func() error { return primary.Serve(ctx, d.Store) })
 	}
 	return g.Wait()
 }
+
+// serveGCHeadroom is the heap growth metal serve allows between garbage
+// collections (internal/gcheadroom): at most that much more memory.
+const serveGCHeadroom = 64 << 20
 
 // parseRateLimit reads --dhcp-rate-limit ("off", or BURST/INTERVAL) and
 // --dhcp-pool-budget (BURST/INTERVAL).
