@@ -137,7 +137,8 @@ type Config struct {
 	// message type ("discover", "request", ...; "malformed") and the
 	// result ("offer", "ack", "nak", "ignored", "error"); a reply the
 	// kernel then refuses to send is told again as "unsent", and each
-	// copy of an ACK sent again during a flood as "ack-repeat". Metrics count
+	// copy of a reply sent again during a flood as "ack-repeat" or
+	// "offer-repeat". Metrics count
 	// them; it runs on the packet's worker, so it must be quick.
 	Observe func(msgType, result string)
 }

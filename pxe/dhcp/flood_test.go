@@ -257,7 +257,7 @@ func flood(t *testing.T, serverCPUs, spare []int) {
 	t.Logf("after a flood of %d MACs: lease table %d, rate table %d, heap growth %d KiB; packets by type and answer: %v", floodMACs, st.Leases, st.RateTable, st.HeapGrowth>>10, st.Answers)
 	// The known machine's udhcpc listens on a packet socket that takes in
 	// every frame of the flood: the server sends its ACK again while it
-	// sees the flood (ackRepeats).
+	// sees the flood (replyRepeats).
 	if st.Answers["request ack-repeat"] == 0 {
 		t.Errorf("no ACK was sent again during the flood: the server did not take the segment for flooded")
 	}

@@ -65,7 +65,7 @@ type Server struct {
 	unsent logBudget
 	// stormAt is when a reader last found packets queued behind each
 	// other (unix nanoseconds): the segment is flooded. repeatCtx ends
-	// and repeats counts the ACKs' repeats (see repeatAck).
+	// and repeats counts the replies' repeats (see repeatReply).
 	stormAt   atomic.Int64
 	repeatCtx context.Context
 	repeats   sync.WaitGroup
@@ -108,6 +108,9 @@ type packet struct {
 	peer netip.AddrPort
 	conn net.PacketConn
 	pxe  bool
+	// first: from a machine that goes first (a declared MAC, or one
+	// holding an offer), as the reader found when it queued the packet.
+	first bool
 }
 
 // Serve loads the leases, binds port 67 (and 4011 in proxy mode) on the
@@ -385,7 +388,7 @@ func (s *Server) read(ctx context.Context, c net.PacketConn, pxe bool, q queues)
 			}
 			queue := q.other
 			if s.first(ctx, data) {
-				queue = q.known
+				queue, p.first = q.known, true
 			} else if behind || len(q.other) == cap(q.other) {
 				s.dropped(p)
 				continue
@@ -448,6 +451,9 @@ func (s *Server) handleHere(ctx context.Context, p packet) (handled bool) {
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest:
 		handled = true // even if answering panics: it would again on a worker
+		// The declared machines' own socket is read here even during a
+		// flood; only then does it matter whether this one goes first.
+		p.first = s.stormy(time.Now()) && s.first(ctx, p.data)
 		s.answer(ctx, p, req, true)
 	}
 	return handled
@@ -509,8 +515,9 @@ func (s *Server) send(p packet, req *dhcpv4.DHCPv4, a reply, err error) {
 	if !s.writeReply(p.conn, dst, b, msgType, req.ClientHWAddr) {
 		return
 	}
-	if dst.hw != nil && a.resp.MessageType() == dhcpv4.MessageTypeAck && s.stormy(time.Now()) {
-		s.repeatAck(p.conn, dst, b, msgType, req.ClientHWAddr)
+	mt := a.resp.MessageType()
+	if dst.hw != nil && (mt == dhcpv4.MessageTypeAck || mt == dhcpv4.MessageTypeOffer && p.first) && s.stormy(time.Now()) {
+		s.repeatReply(p.conn, dst, b, msgType, observedName(mt)+"-repeat", req.ClientHWAddr)
 	}
 }
 
@@ -527,19 +534,21 @@ func (s *Server) writeReply(c net.PacketConn, dst replyTo, b []byte, msgType str
 	return false
 }
 
-// ackRepeats are when an ACK to a client without an address is sent again
-// while the segment is flooded, after the first.
+// replyRepeats are when an ACK to a client without an address, or an
+// OFFER to a machine that goes first, is sent again while the segment is
+// flooded, after the first. (The flood's own OFFERs are not: they would
+// add to it.)
 //
 // Such a client listens on a packet socket (it has no address to receive
 // on), and busybox's udhcpc filters nothing there: every frame of a
 // broadcast storm lands in that socket's buffer, which overflows while the
 // client waits for a CPU, and the kernel then drops the ACK with the rest.
 // The client asks again only a few times (udhcpc: three REQUESTs), so one
-// copy of each ACK, arriving while the buffer is full, could fail a
+// copy of each reply, arriving while the buffer is full, could fail a
 // machine that holds an offer. Copies spread over the client's wait find
 // room once it reads; a client that has its lease ignores them (their xid
 // is done with).
-var ackRepeats = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond}
+var replyRepeats = []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, 500 * time.Millisecond}
 
 // stormWindow is how long after the last sign of a flood the segment is
 // taken for flooded.
@@ -551,16 +560,16 @@ func (s *Server) stormy(now time.Time) bool {
 	return at != 0 && now.Sub(time.Unix(0, at)) < stormWindow
 }
 
-// repeatAck sends b to dst again at each of ackRepeats, until the server
-// stops.
-func (s *Server) repeatAck(c net.PacketConn, dst replyTo, b []byte, msgType string, mac net.HardwareAddr) {
+// repeatReply sends b to dst again at each of replyRepeats, until the
+// server stops, telling Observe of each copy as result.
+func (s *Server) repeatReply(c net.PacketConn, dst replyTo, b []byte, msgType, result string, mac net.HardwareAddr) {
 	ctx := s.repeatCtx
 	if ctx == nil || ctx.Err() != nil {
 		return
 	}
 	s.repeats.Go(func() {
 		start := time.Now()
-		for _, d := range ackRepeats {
+		for _, d := range replyRepeats {
 			select {
 			case <-ctx.Done():
 				return
@@ -569,7 +578,7 @@ func (s *Server) repeatAck(c net.PacketConn, dst replyTo, b []byte, msgType stri
 			if !s.writeReply(c, dst, b, msgType, mac) {
 				return
 			}
-			s.observe(msgType, "ack-repeat")
+			s.observe(msgType, result)
 		}
 	})
 }
