@@ -68,6 +68,9 @@ func TestConsoleActionsInChromium(t *testing.T) {
 		// The engine, the BMC and the simulated agent take it from here;
 		// the page follows the store over its event stream.
 		chromedp.WaitVisible(`#state .state-provisioned`),
+		// The state can show before the event that says so is in the
+		// timeline (the store writes the two one after the other).
+		chromedp.Poll(`document.querySelector("#timeline").innerText.includes("provisioned with os")`, nil, chromedp.WithPollingTimeout(time.Minute)),
 		consoletest.LiveText(`#timeline`, &timeline),
 	)
 	if !strings.Contains(flash, `Done: reprovision of machine `+m0+` by "ops"`) {

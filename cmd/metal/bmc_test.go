@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/metal-dev/metal/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -293,12 +294,4 @@ machine "vm-vbmc" {
 	}
 }
 
-func freeTCPAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeTCPAddr(t *testing.T) string { return testenv.FreeAddr(t) }

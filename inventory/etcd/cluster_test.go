@@ -2,7 +2,7 @@ package etcd_test
 
 import (
 	"context"
-	"net"
+	"github.com/metal-dev/metal/internal/testenv"
 	"testing"
 	"time"
 
@@ -42,12 +42,11 @@ func (c *cluster) endpoints(idx ...int) []string { return c.Endpoints(idx...) }
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

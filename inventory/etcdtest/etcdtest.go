@@ -87,11 +87,11 @@ func StartWith(dir string, n int, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{bin: bin, opts: opts}
 	for i := range n {
-		cp, err := freePort()
+		cp, err := testenv.FreePort("127.0.0.1")
 		if err != nil {
 			return nil, err
 		}
-		pp, err := freePort()
+		pp, err := testenv.FreePort("127.0.0.1")
 		if err != nil {
 			return nil, err
 		}
@@ -143,14 +143,6 @@ func NewWith(t testing.TB, n int, opts Options) *Cluster {
 	return c
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
 
 func (c *Cluster) initialCluster() string {
 	var parts []string
