@@ -143,7 +143,6 @@ func NewWith(t testing.TB, n int, opts Options) *Cluster {
 	return c
 }
 
-
 func (c *Cluster) initialCluster() string {
 	var parts []string
 	for _, m := range c.members {
