@@ -127,6 +127,7 @@ type Daemon struct {
 	ownStore bool
 	policy   *storepolicy.Policy
 	dhcp     []*dhcp.Server
+	v6       []v6Servers // router advertisements and DHCPv6 of IPv6 links
 	leases   multiLeases
 	tftp     *tftp.Server
 	http     *pxehttp.Server
@@ -221,9 +222,17 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
+	links, err := v6Links(s)
+	if err != nil {
+		return nil, err
+	}
 	first := netip.Addr{}
-	if len(groups) > 0 {
+	switch {
+	case len(groups) > 0:
 		first = groups[0].serverIP
+	case len(links) > 0:
+		// An IPv6-only site: machines reach metal over IPv6 alone.
+		first = links[0].serverIP
 	}
 	if d.BaseURL, err = httpBaseURL(listen, first); err != nil {
 		return nil, err
@@ -272,6 +281,24 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		}
 		d.dhcp = append(d.dhcp, srv)
 		d.leases = append(d.leases, srv.Leases())
+	}
+
+	var moreHTTP []string
+	for _, l := range links {
+		base, more, err := l.httpOn6(listen)
+		if err != nil {
+			return nil, err
+		}
+		if more != "" {
+			moreHTTP = append(moreHTTP, more)
+		}
+		contacts := dhcpContacts{Policy: d.policy, timeline: func() *timeline { return d.timeline }}
+		v6, err := newV6Servers(l, base, contacts, d.log)
+		if err != nil {
+			return nil, err
+		}
+		d.v6 = append(d.v6, v6)
+		d.leases = append(d.leases, v6.dhcp6.Leases())
 	}
 
 	d.tftp, err = tftp.New(tftp.Config{Addr: opts.TFTPAddr, IPXE: ipxeFiles, Logger: d.log, Observe: d.metrics.ObserveTFTP,
@@ -324,7 +351,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	d.sharedAPI = opts.API.Shared
 	d.http, err = pxehttp.New(pxehttp.Config{
-		Addr: listen, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
+		Addr: listen, MoreAddrs: moreHTTP, Policy: d.policy, Leases: d.leases, IPXE: ipxeFiles,
 		Files: filesRoot, Images: imageRoot, BaseURL: base, Logger: d.log,
 		Agent:    agent,
 		Extra:    extra,
@@ -362,6 +389,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	for _, srv := range d.dhcp {
 		g.Go(func() error { return srv.Serve(ctx) })
 	}
+	for _, v6 := range d.v6 {
+		g.Go(func() error { return v6.dhcp6.Serve(ctx) })
+		g.Go(func() error { return v6.ra.Serve(ctx) })
+	}
 	g.Go(func() error { return d.tftp.Serve(ctx) })
 	g.Go(func() error { return d.http.Serve(ctx) })
 	consoleURL := "none (no --api-listen)"
@@ -387,7 +418,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 }
 
 // Ready is closed once Serve has every listener up (DHCP on each
-// network, TFTP, HTTP, the API's own listener) and the boot policy follows
+// network, DHCPv6 and router advertisements on each IPv6 link, TFTP, HTTP, the API's own listener) and the boot policy follows
 // the store: from then on a machine that boots gets its answer. metal
 // serve tells systemd then (Type=notify).
 func (d *Daemon) Ready() <-chan struct{} { return d.ready.Done() }
@@ -398,6 +429,9 @@ func (d *Daemon) signalReady(ctx context.Context) {
 	waits := []<-chan struct{}{d.policy.Synced(), d.tftp.Listening(), d.http.Listening()}
 	for _, srv := range d.dhcp {
 		waits = append(waits, srv.Listening())
+	}
+	for _, v6 := range d.v6 {
+		waits = append(waits, v6.dhcp6.Listening(), v6.ra.Listening())
 	}
 	if d.apiSrv != nil {
 		waits = append(waits, d.apiSrv.listening.Done())
@@ -483,8 +517,9 @@ func dhcpSubnet(n *site.Network) dhcp.Subnet {
 	}
 }
 
-// interfaceAddr returns the interface's IPv4 address inside subnet: the
-// address DHCP identifies itself with and machines reach TFTP and HTTP on.
+// interfaceAddr returns the interface's address inside subnet (IPv4 or
+// IPv6, as subnet is): the address DHCP identifies itself with and
+// machines reach TFTP and HTTP on.
 func interfaceAddr(name string, subnet netip.Prefix) (netip.Addr, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
@@ -496,7 +531,11 @@ func interfaceAddr(name string, subnet netip.Prefix) (netip.Addr, error) {
 	}
 	for _, a := range addrs {
 		if ipn, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(ipn.IP.To4()); ok && subnet.Contains(ip) {
+			ip, ok := netip.AddrFromSlice(ipn.IP.To4())
+			if subnet.Addr().Is6() {
+				ip, ok = netip.AddrFromSlice(ipn.IP)
+			}
+			if ok && subnet.Contains(ip) {
 				return ip, nil
 			}
 		}

@@ -34,8 +34,8 @@ func dhcpGroups(s *site.Site) ([]*dhcpGroup, error) {
 	byIface := map[string]*dhcpGroup{}
 	var floating []*site.Network
 	for _, n := range s.Networks {
-		if n.Mode == site.ModeOff {
-			continue
+		if n.Mode == site.ModeOff || !n.Subnet.IsValid() {
+			continue // no DHCP, or IPv6 only (v6Links)
 		}
 		if n.Interface == "" {
 			if len(n.RelayAgents) > 0 {

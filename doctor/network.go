@@ -11,8 +11,8 @@ import (
 )
 
 // checkInterfaces checks each served network's interface: it exists, is
-// up, and has an IPv4 address inside the network's subnet (the address
-// DHCP names itself with and machines fetch from).
+// up, and has an address inside the network's subnet and subnet6 (the
+// addresses DHCP and DHCPv6 name and machines fetch from).
 func checkInterfaces(s *site.Site) []Check {
 	var out []Check
 	for _, n := range s.Networks {
@@ -30,7 +30,17 @@ func checkInterfaces(s *site.Site) []Check {
 		case n.Interface == "":
 			c.Status, c.Detail = Skip, "no interface: reached through DHCP relays"
 		default:
-			c.Status, c.Detail, c.Fix = interfaceStatus(n.Interface, n.Subnet)
+			// Each family the network declares needs its address.
+			for _, p := range []netip.Prefix{n.Subnet, n.Subnet6} {
+				if !p.IsValid() || (c.Status != "" && c.Status != OK) {
+					continue
+				}
+				st, detail, fix := interfaceStatus(n.Interface, p)
+				if c.Status == OK {
+					detail = c.Detail + "; " + detail
+				}
+				c.Status, c.Detail, c.Fix = st, detail, fix
+			}
 		}
 		out = append(out, c)
 	}
@@ -109,6 +119,10 @@ func interfaceStatus(name string, subnet netip.Prefix) (Status, string, string) 
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(ipn.IP.To4())
+		if subnet.Addr().Is6() {
+			ip, ok = netip.AddrFromSlice(ipn.IP)
+			ok = ok && ipn.IP.To4() == nil && !ip.IsLinkLocalUnicast()
+		}
 		if !ok {
 			continue
 		}
@@ -121,7 +135,11 @@ func interfaceStatus(name string, subnet netip.Prefix) (Status, string, string) 
 		}
 		others = append(others, ip.String())
 	}
-	detail := fmt.Sprintf("interface %s has no IPv4 address in %s", name, subnet)
+	family := "IPv4"
+	if subnet.Addr().Is6() {
+		family = "IPv6"
+	}
+	detail := fmt.Sprintf("interface %s has no %s address in %s", name, family, subnet)
 	if len(others) > 0 {
 		detail += " (it has " + strings.Join(others, ", ") + ")"
 	}

@@ -63,7 +63,7 @@ func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 }
 
 var networkSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
-	{Name: "interface"}, {Name: "subnet", Required: true}, {Name: "subnet6"}, {Name: "gateway"}, {Name: "dns"},
+	{Name: "interface"}, {Name: "subnet"}, {Name: "subnet6"}, {Name: "gateway"}, {Name: "dns"},
 	{Name: "domain"}, {Name: "pool"}, {Name: "mode"}, {Name: "lease_time"}, {Name: "relay_agents"},
 	{Name: "ntp"}, {Name: "mtu"}, {Name: "routes"}, {Name: "options"},
 }}
@@ -115,6 +115,10 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 					n.Subnet = p
 				}
 			}
+		}
+		if content.Attributes["subnet"] == nil && content.Attributes["subnet6"] == nil {
+			diags = append(diags, errorAt(b.DefRange, "Network without a subnet",
+				"Network %q needs subnet (IPv4), subnet6 (IPv6) or both.", n.Name))
 		}
 		if a := content.Attributes["gateway"]; a != nil {
 			n.Gateway = e.addr(a)

@@ -229,12 +229,12 @@ func (m *Machine) CheckNICs(have []string) []string {
 // HasNetworkConfig reports whether m's installed OS is given a network
 // config: it has a fixed address, or declares bonds, VLANs or routes.
 func (m *Machine) HasNetworkConfig() bool {
-	return m.IP.IsValid() || len(m.Bonds) > 0 || len(m.VLANs) > 0 || len(m.Routes) > 0
+	return m.IP.IsValid() || m.IP6.IsValid() || len(m.Bonds) > 0 || len(m.VLANs) > 0 || len(m.Routes) > 0
 }
 
 // NetworkConfig renders m's NoCloud network-config (version 2, the
 // netplan schema cloud-init reads) on network n: the machine's address
-// with n's prefix, gateway, DNS and search domain on its first bond, or
+// (and IPv6 address) with n's prefix (and subnet6's), gateway, DNS and search domain on its first bond, or
 // else on the NIC with its MAC; each VLAN with its addresses; each static
 // route on the interface whose addresses hold its gateway. It returns nil
 // when m has no network config (see HasNetworkConfig): the OS takes DHCP.
@@ -291,7 +291,14 @@ func (m *Machine) NetworkConfig(n *Network) map[string]any {
 			p["nameservers"] = ns
 		}
 	} else {
-		p["dhcp4"] = true
+		// An IPv6-only network has no DHCPv4 server to ask.
+		p["dhcp4"] = n == nil || n.Subnet.IsValid()
+	}
+	if m.IP6.IsValid() && n != nil && n.Subnet6.IsValid() {
+		pfx := netip.PrefixFrom(m.IP6, n.Subnet6.Bits())
+		as, _ := p["addresses"].([]string)
+		p["addresses"] = append(as, pfx.String())
+		nets[primary] = append(nets[primary], pfx)
 	}
 	vlans := map[string]any{}
 	for _, v := range m.VLANs {

@@ -30,8 +30,20 @@ func validate(s *Site) hcl.Diagnostics {
 func validateNetworks(s *Site) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for i, n := range s.Networks {
+		if n.Mode != ModeOff && n.Interface == "" && len(n.RelayAgents) == 0 {
+			diags = append(diags, errorAt(n.DeclRange, "Network has no interface",
+				"Network %q: set interface = \"NAME\" (the NIC metal serves DHCP on) or relay_agents = [...] when requests arrive through a relay; or mode = \"off\".", n.Name))
+		}
 		if !n.Subnet.IsValid() {
-			continue // already reported
+			// Reported, or an IPv6-only network, where IPv4's settings
+			// have nothing to apply to.
+			for _, attr := range []string{"gateway", "pool", "routes", "relay_agents"} {
+				if _, set := n.ranges[attr]; set && n.Subnet6.IsValid() {
+					diags = append(diags, errorAt(n.ranges[attr], "IPv4 setting on an IPv6-only network",
+						"Network %q has no subnet (IPv4), only subnet6 %s: %s is an IPv4 setting; declare subnet too, or drop it.", n.Name, n.Subnet6, attr))
+				}
+			}
+			continue
 		}
 		if n.Gateway.IsValid() && !n.Subnet.Contains(n.Gateway) {
 			diags = append(diags, errorAt(rangeOr(n.ranges, "gateway", n.DeclRange), "Gateway outside subnet",
@@ -56,10 +68,6 @@ func validateNetworks(s *Site) hcl.Diagnostics {
 				diags = append(diags, errorAt(rangeOr(n.ranges, "routes", n.DeclRange), "Route's router outside subnet",
 					"Network %q: route %s goes by %s, which is not inside the subnet %s; a machine can only use a router on its own network.", n.Name, r.Dest, r.Via, n.Subnet))
 			}
-		}
-		if n.Mode != ModeOff && n.Interface == "" && len(n.RelayAgents) == 0 {
-			diags = append(diags, errorAt(n.DeclRange, "Network has no interface",
-				"Network %q: set interface = \"NAME\" (the NIC metal serves DHCP on) or relay_agents = [...] when requests arrive through a relay; or mode = \"off\".", n.Name))
 		}
 		for _, o := range s.Networks[:i] {
 			if !o.Subnet.IsValid() || o.Interface != n.Interface || n.Interface == "" {
@@ -353,6 +361,15 @@ func validateMachineNetwork(s *Site, m *Machine) hcl.Diagnostics {
 		return hcl.Diagnostics{errorAt(m.Range("ip"), "IP address outside every network",
 			"Machine %q has IP %s, which is in no declared network's subnet (%s).", m.Name, m.IP, subnetList(s.Networks))}
 	}
+	if m.IP6.IsValid() {
+		// A machine of an IPv6-only network has no ip to place it by.
+		for _, n := range s.Networks {
+			if n.Subnet6.IsValid() && n.Subnet6.Contains(m.IP6) {
+				m.Network = n.Name
+				return checkAddrInNetwork(m, n)
+			}
+		}
+	}
 	switch len(s.Networks) {
 	case 0:
 		return hcl.Diagnostics{errorAt(m.DeclRange, "No network",
@@ -384,6 +401,10 @@ func checkAddrInNetwork(m *Machine, n *Network) hcl.Diagnostics {
 }
 
 func checkAddr4InNetwork(m *Machine, n *Network) hcl.Diagnostics {
+	if m.IP.IsValid() && !n.Subnet.IsValid() && n.Subnet6.IsValid() {
+		return hcl.Diagnostics{errorAt(m.Range("ip"), "IPv4 address on an IPv6-only network",
+			"Machine %q has ip %s, but its network %q declares no subnet, only subnet6 %s; give it an ip6.", m.Name, m.IP, n.Name, n.Subnet6)}
+	}
 	if !m.IP.IsValid() || !n.Subnet.IsValid() {
 		return nil
 	}

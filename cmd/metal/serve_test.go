@@ -215,8 +215,15 @@ machine "m1" {
 
 	// The boot timeline: m1's script and kernel fetches are events.
 	srv.Stop()
+	wantBootFetches(t, statePath, "m1")
+}
+
+// wantBootFetches checks that machine's boot timeline in the store at
+// statePath (metal serve stopped) holds its script and kernel fetches.
+func wantBootFetches(t *testing.T, statePath, machine string) {
+	t.Helper()
 	withStore(t, statePath, func(ctx context.Context, store inventory.Store) {
-		evs, err := store.Events(ctx, inventory.EventQuery{Machine: "m1"})
+		evs, err := store.Events(ctx, inventory.EventQuery{Machine: machine})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -225,7 +232,7 @@ machine "m1" {
 			kinds[e.Kind] = true
 		}
 		if !kinds[inventory.EventScript] || !kinds[inventory.EventKernel] {
-			t.Errorf("m1's events %+v lack the script and kernel fetches", evs)
+			t.Errorf("%s's events %+v lack the script and kernel fetches", machine, evs)
 		}
 	})
 }

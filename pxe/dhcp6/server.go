@@ -32,6 +32,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv6/server6"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
@@ -57,6 +58,8 @@ type Server struct {
 	policy pxe.BootPolicy
 	log    *slog.Logger
 	leases *leases
+	// listening is closed once the server's socket is bound (Listening).
+	listening latch.Latch
 }
 
 // New checks cfg.
@@ -99,6 +102,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dhcp6: listen on %s: %w", s.cfg.Interface, err)
 	}
+	s.listening.Close()
 	s.log.Info("dhcp6 serving")
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve() }()
@@ -111,6 +115,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("dhcp6: %w", err)
 	}
 }
+
+// Listening is closed once Serve has its socket.
+func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
 
 // Answer is the reply to m from peer (nil: none), with serverID as the
 // server's DUID.

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/ndp"
+
+	"github.com/metal-dev/metal/internal/latch"
 )
 
 // Config says what to advertise where.
@@ -36,6 +38,9 @@ type Config struct {
 type Server struct {
 	cfg Config
 	log *slog.Logger
+	// listening is closed once the first advertisement went out
+	// (Listening).
+	listening latch.Latch
 }
 
 // New checks cfg.
@@ -55,6 +60,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	return &Server{cfg: cfg, log: log.With("interface", cfg.Interface)}, nil
 }
+
+// Listening is closed once Serve advertises.
+func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
 
 // Serve advertises until ctx ends. The interface's link-local address may
 // still be tentative (duplicate address detection) when Serve starts: it
@@ -124,6 +132,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	s.log.Info("advertising", "prefix", s.cfg.Prefix.String(), "router_lifetime", s.cfg.RouterLifetime)
 	send("start")
+	s.listening.Close()
 	tick := time.NewTicker(s.cfg.Interval)
 	defer tick.Stop()
 	for {
