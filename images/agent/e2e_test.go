@@ -28,10 +28,12 @@ import (
 	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
+	"github.com/metal-dev/metal/pxe/dhcp6"
 	"github.com/metal-dev/metal/pxe/grub"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+	"github.com/metal-dev/metal/pxe/ra"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
 )
@@ -264,18 +266,39 @@ type agentLab struct {
 	// (bootkit.SecureBootDir) when vm-1 has Secure Boot on: it netboots
 	// shim, GRUB, its GRUB config and the agent over TFTP.
 	signed string
+	// ipv6 makes the lab IPv6-only: metal advertises the link's prefix
+	// and answers DHCPv6, and its HTTP server is on IPv6 alone.
+	ipv6 bool
 }
+
+// Addresses of the IPv6-only agent lab.
+var (
+	lab6Prefix  = netip.MustParsePrefix("2001:db8:0:1::/64")
+	lab6Server  = netip.MustParseAddr("2001:db8:0:1::1")
+	lab6Machine = netip.MustParseAddr("2001:db8:0:1::50")
+)
 
 // newAgentLab skips the test unless it runs as root with QEMU and the
 // Debian kernel at hand. modules are the agent's disk drivers, beside
 // its NIC's.
 func newAgentLab(t *testing.T, timeout time.Duration, modules ...string) *agentLab {
-	return newAgentLabSigned(t, timeout, false, modules...)
+	return newAgentLabWith(t, timeout, false, false, modules...)
 }
 
 // newAgentLabSigned is newAgentLab for a vm-1 with Secure Boot on when
 // secure is true (boot = "secureboot").
 func newAgentLabSigned(t *testing.T, timeout time.Duration, secure bool, modules ...string) *agentLab {
+	return newAgentLabWith(t, timeout, secure, false, modules...)
+}
+
+// newAgentLabOn is newAgentLab on an IPv6-only link when ipv6 is set.
+func newAgentLabOn(t *testing.T, ipv6 bool, timeout time.Duration, modules ...string) *agentLab {
+	return newAgentLabWith(t, timeout, false, ipv6, modules...)
+}
+
+// newAgentLabWith is the lab of vm-1 with Secure Boot on (secure) or on an
+// IPv6-only link (ipv6).
+func newAgentLabWith(t *testing.T, timeout time.Duration, secure, ipv6 bool, modules ...string) *agentLab {
 	if os.Geteuid() != 0 {
 		t.Skip("the QEMU agent tests need root for their network namespace")
 	}
@@ -304,7 +327,7 @@ func newAgentLabSigned(t *testing.T, timeout time.Duration, secure bool, modules
 	kb, err := os.ReadFile(res.Kernel)
 	must(t, err)
 	must(t, os.WriteFile(filepath.Join(files, "vmlinuz"), kb, 0o644))
-	al := &agentLab{t: t, ctx: ctx, dir: dir, files: files, res: res, mac: pxetest.RandomMAC()}
+	al := &agentLab{t: t, ctx: ctx, dir: dir, files: files, res: res, mac: pxetest.RandomMAC(), ipv6: ipv6}
 	if secure {
 		if err := bootkit.CheckQEMU(bootkit.UEFISecure); err != nil {
 			t.Skip(err)
@@ -331,50 +354,70 @@ func (al *agentLab) start() {
 	must(t, err)
 	t.Cleanup(func() { store.Close() })
 	al.store = store
-	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
+	listen := pxetest.ServerIP.String() + ":8080"
+	identity := inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}
+	if al.ipv6 {
+		listen = netip.AddrPortFrom(lab6Server, 8080).String()
+		identity = inventory.Identity{IP6: lab6Machine}
+		al.lab.NS().MustIP("-4", "addr", "flush", "dev", pxetest.BridgeName)
+		al.lab.NS().MustIP("addr", "add", netip.PrefixFrom(lab6Server, 64).String(), "dev", pxetest.BridgeName, "nodad")
+	}
+	httpBase := "http://" + listen
 	al.intent = inventory.BootIntent{
 		Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/agent.cpio.gz"},
 		Cmdline: "console=ttyS0 panic=-1 no_timer_check metal.url=" + httpBase,
 	}
-	id := inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}
 	if al.signed != "" {
-		id.Boot = string(pxe.BootSecure)
+		identity.Boot = string(pxe.BootSecure)
 	}
-	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady, Identity: id})
+	_, err = store.PutMachine(ctx, inventory.Machine{Name: "vm-1", MAC: al.mac.String(), State: inventory.StateReady, Identity: identity})
 	must(t, err)
 
 	policy, err := storepolicy.New(ctx, store, storepolicy.Options{Logger: log})
 	must(t, err)
 	al.policy = policy
-	dhcpSrv, err := dhcp.NewServer(dhcp.Config{
-		Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP,
-		Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
-		HTTPBaseURL: httpBase,
-	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
-	must(t, err)
+	servers := map[string]func(context.Context) error{}
+	var leases pxe.Leases
+	if al.ipv6 {
+		d6, err := dhcp6.New(dhcp6.Config{Interface: pxetest.BridgeName, ServerIP: lab6Server, HTTPBaseURL: httpBase,
+			Logger: log.With("test", "dhcp6")}, policy)
+		must(t, err)
+		adv, err := ra.New(ra.Config{Interface: pxetest.BridgeName, Prefix: lab6Prefix, Interval: 3 * time.Second,
+			Logger: log.With("test", "ra")})
+		must(t, err)
+		servers["dhcp6"], servers["ra"], leases = d6.Serve, adv.Serve, d6.Leases()
+	} else {
+		dhcpSrv, err := dhcp.NewServer(dhcp.Config{
+			Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP,
+			Subnets:     []dhcp.Subnet{{CIDR: pxetest.LabSubnet, PoolStart: netip.MustParseAddr("192.0.2.100"), PoolEnd: netip.MustParseAddr("192.0.2.199")}},
+			HTTPBaseURL: httpBase,
+		}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
+		must(t, err)
+		servers["dhcp"], leases = dhcpSrv.Serve, dhcpSrv.Leases()
+	}
 	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
 	must(t, err)
 	base, _ := url.Parse(httpBase)
 	httpSrv, err := pxehttp.New(pxehttp.Config{
-		Addr: pxetest.ServerIP.String() + ":8080", Policy: policy, Leases: dhcpSrv.Leases(),
+		Addr: listen, Policy: policy, Leases: leases,
 		Files: root, BaseURL: base, Agent: api, Logger: log,
 	})
 	must(t, err)
-	services := map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve}
+	servers["http"] = httpSrv.Serve
 	if al.signed != "" {
 		chain, err := bootfiles.FindSecureBoot(al.signed)
 		must(t, err)
 		tftpSrv, err := tftp.New(tftp.Config{Addr: pxetest.ServerIP.String() + ":69", IPXE: chain,
 			Mounts:    map[string]*bootfiles.Root{"files": root},
-			Generated: grub.Configs{Policy: policy, Leases: dhcpSrv.Leases()}, Logger: log})
+			Generated: grub.Configs{Policy: policy, Leases: leases}, Logger: log})
 		must(t, err)
-		services["tftp"] = tftpSrv.Serve
+		servers["tftp"] = tftpSrv.Serve
 	}
 	srvCtx, stopServers := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); policy.Run(srvCtx) }()
-	for name, serve := range services {
+	for name, serve := range servers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -537,5 +580,73 @@ func TestWipeInQEMU(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestInstallIPv6InQEMU: the agent on an IPv6-only link. The machine
+// boots the agent's kernel (directly: TestServeHTTPBootIPv6 proves the
+// firmware's part over IPv6) with metal's URL on IPv6; the agent takes
+// its reserved address by DHCPv6, reaches metal's HTTP server on the
+// link's advertised prefix, reports its facts, writes the image and
+// seeds the NoCloud network-config holding its IPv6 address. Nothing on
+// the link has an IPv4 address.
+func TestInstallIPv6InQEMU(t *testing.T) {
+	if err := bootdisk.CheckTools(); err != nil {
+		t.Skip(err)
+	}
+	al := newAgentLabOn(t, true, 8*time.Minute, "virtio_blk", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8")
+	ctx, store, dir, files := al.ctx, al.store, al.dir, al.files
+
+	raw := filepath.Join(dir, "image.raw")
+	must(t, bootkit.DiskImage(ctx, al.res.Kernel, "metal-installed-over-ipv6", raw))
+	rb, err := os.ReadFile(raw)
+	must(t, err)
+	must(t, os.WriteFile(filepath.Join(files, "disk.raw"), rb, 0o644))
+	nc := networkConfig(t, `
+network "v6" {
+  interface = "eth0"
+  subnet6   = "2001:db8:0:1::/64"
+}
+machine "vm-1" {
+  mac = "`+al.mac.String()+`"
+  ip6 = "`+lab6Machine.String()+`"
+}
+`)
+	secret := inventory.NewTaskSecret()
+	al.give(inventory.AgentTask{ID: "t6", Kind: inventory.TaskInstall, Image: "test", ImageURL: "/files/disk.raw",
+		Format: "raw", Checksum: sha256sum(rb), Hostname: "vm-1", NetworkConfig: string(nc), Secret: secret})
+
+	disk := filepath.Join(dir, "vda.raw")
+	must(t, os.WriteFile(disk, nil, 0o644))
+	must(t, os.Truncate(disk, 64<<20))
+	serial := filepath.Join(dir, "install6.log")
+	// What the machine's boot script would carry (pxe/ipxe): metal's
+	// URL, the NIC and the task's secret.
+	cmdline := al.intent.Cmdline + " BOOTIF=01-" + strings.ReplaceAll(al.mac.String(), ":", "-") + " metal.token=" + secret
+	start := time.Now()
+	q := al.boot(serial, append(bootkit.DiskArgs(disk),
+		"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "agent.cpio.gz"), "-append", cmdline)...)
+	select {
+	case <-q.Done():
+	case <-time.After(5 * time.Minute):
+		q.Stop()
+		al.fail(serial, q, "install over IPv6 did not end within 5 minutes")
+	}
+	t.Logf("install over IPv6: power-on to reboot in %v", time.Since(start))
+	m, err := store.Machine(ctx, "vm-1")
+	must(t, err)
+	if m.Agent == nil || m.Agent.TaskID != "t6" || m.Agent.Phase != inventory.AgentDone || m.Hardware == nil {
+		al.fail(serial, q, "after the install the agent status is %+v (facts %v), want t6 done with facts", m.Agent, m.Hardware != nil)
+	}
+	out, _ := os.ReadFile(serial)
+	if !strings.Contains(string(out), lab6Machine.String()) {
+		t.Errorf("the agent's console never shows its DHCPv6 address %s:\n%s", lab6Machine, out)
+	}
+	netcfg, err := exec.Command("mtype", "-i", disk+"@@1M", "::/var/lib/cloud/seed/nocloud/network-config").CombinedOutput()
+	if err != nil || !strings.Contains(string(netcfg), lab6Machine.String()+"/64") {
+		t.Errorf("cloud-init network-config on the disk: %v\n%s", err, netcfg)
+	}
+	if out, err := al.lab.NS().IP("-4", "addr", "show", "scope", "global"); err != nil || strings.Contains(string(out), "inet ") {
+		t.Errorf("an IPv4 address in the lab: %v\n%s", err, out)
 	}
 }

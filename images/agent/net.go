@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/dhcpv6"
+	"github.com/insomniacslk/dhcp/dhcpv6/nclient6"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +46,7 @@ func candidates(root string, bootIF net.HardwareAddr) []string {
 
 // NetUp brings the NICs up and configures the first that gets a DHCP lease
 // (insomniacslk/dhcp's nclient4 over a raw socket, since the NIC has no
-// address yet), or, when the command line gives a static address, the
+// address yet; its nclient6 when metal's URL is on IPv6), or, when the command line gives a static address, the
 // first with a link (BOOTIF's, when named) with that address and no DHCP
 // at all. NICs appear some time after their driver loads, and a link takes
 // a few seconds to negotiate, so it waits up to wait for them.
@@ -73,7 +77,11 @@ func NetUp(ctx context.Context, cmd Cmdline, wait time.Duration, log *slog.Logge
 				}
 				return l, nil
 			}
-			l, err := dhcpLease(ctx, name)
+			lease := dhcpLease
+			if metalOn6(cmd.URL) {
+				lease = dhcp6Lease
+			}
+			l, err := lease(ctx, name)
 			if err != nil {
 				lastErr = fmt.Errorf("%s: %w", name, err)
 				log.Warn("dhcp failed", "nic", name, "err", err)
@@ -124,6 +132,61 @@ func dhcpLease(ctx context.Context, name string) (Link, error) {
 	return l, nil
 }
 
+// metalOn6 says whether metal's URL names an IPv6 host: the agent then
+// asks DHCPv6 for its address, as the firmware and iPXE did before it on
+// the same link.
+func metalOn6(raw string) bool {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return false
+	}
+	a, err := netip.ParseAddr(u.Hostname())
+	return err == nil && a.Is6() && !a.Is4In6()
+}
+
+// dhcp6Lease asks DHCPv6 for the NIC's address (IA_NA, rapid commit when
+// the server allows it). The address comes with no prefix length: the
+// router advertisement's on-link prefix is how the kernel reaches metal
+// (RFC 4861), so it is configured alone (/128).
+func dhcp6Lease(ctx context.Context, name string) (Link, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	// The client binds the NIC's link-local address, which the kernel
+	// forms, and checks for duplicates, a moment after the link is up.
+	var c *nclient6.Client
+	for {
+		var err error
+		c, err = nclient6.New(name, nclient6.WithTimeout(4*time.Second), nclient6.WithRetry(3))
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return Link{}, fmt.Errorf("dhcpv6 client: %w", err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	defer c.Close()
+	reply, err := c.RapidSolicit(ctx, dhcpv6.WithRequestedOptions(dhcpv6.OptionDNSRecursiveNameServer))
+	if err != nil {
+		return Link{}, fmt.Errorf("dhcpv6: %w", err)
+	}
+	ia := reply.Options.OneIANA()
+	if ia == nil || ia.Options.OneAddress() == nil {
+		return Link{}, fmt.Errorf("dhcpv6: the reply from %s holds no address", reply.Options.ServerID())
+	}
+	addr := ia.Options.OneAddress()
+	renew := ia.T1
+	if renew <= 0 {
+		renew = addr.PreferredLifetime
+	}
+	if renew <= 0 {
+		renew = 30 * time.Minute
+	}
+	return Link{Name: name, MAC: c.InterfaceAddr(), IP: addr.IPv6Addr, Mask: net.CIDRMask(128, 128),
+		RenewAt: time.Now().Add(renew)}, nil
+}
+
 // staticLink is the command line's address on NIC name. It never expires:
 // there is no lease to renew.
 func staticLink(name string, cmd Cmdline) (Link, error) {
@@ -172,6 +235,9 @@ func setLink(name string, up bool) error {
 // configure gives the NIC its address and netmask, and the default route
 // through the lease's router.
 func configure(l Link) error {
+	if l.IP.To4() == nil {
+		return configure6(l)
+	}
 	fd, err := ioctlSocket()
 	if err != nil {
 		return err
@@ -205,28 +271,42 @@ func configure(l Link) error {
 	return nil
 }
 
+// configure6 gives the NIC its IPv6 address, usable at once (no
+// duplicate address detection: DHCPv6 reserved it for this machine).
+func configure6(l Link) error {
+	ifi, err := net.InterfaceByName(l.Name)
+	if err != nil {
+		return err
+	}
+	ones, _ := l.Mask.Size()
+	ne := binary.NativeEndian
+	body := make([]byte, unix.SizeofIfAddrmsg+20+8)
+	body[0] = unix.AF_INET6
+	body[1] = byte(ones)
+	body[3] = unix.RT_SCOPE_UNIVERSE
+	ne.PutUint32(body[4:], uint32(ifi.Index))
+	attr := body[unix.SizeofIfAddrmsg:]
+	ne.PutUint16(attr[0:], 20)
+	ne.PutUint16(attr[2:], unix.IFA_LOCAL)
+	copy(attr[4:20], l.IP.To16())
+	ne.PutUint16(attr[20:], 8)
+	ne.PutUint16(attr[22:], unix.IFA_FLAGS)
+	ne.PutUint32(attr[24:], unix.IFA_F_NODAD)
+	if err := netlinkDo(unix.RTM_NEWADDR, body); err != nil {
+		return fmt.Errorf("set address %s/%d: %w", l.IP, ones, err)
+	}
+	return nil
+}
+
 // addDefaultRoute sends one RTM_NEWROUTE over rtnetlink: the standard
-// library has no route API, and one message does not warrant a netlink
+// library has no route API, and two messages do not warrant a netlink
 // library.
 func addDefaultRoute(ifindex int, gw net.IP) error {
 	if gw == nil {
 		return fmt.Errorf("not an IPv4 gateway")
 	}
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return err
-	}
 	ne := binary.NativeEndian
-	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofRtMsg+8+8)
-	ne.PutUint32(msg[0:], uint32(len(msg)))
-	ne.PutUint16(msg[4:], unix.RTM_NEWROUTE)
-	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
-	ne.PutUint32(msg[8:], 1)
-	rt := msg[unix.SizeofNlMsghdr:]
+	rt := make([]byte, unix.SizeofRtMsg+8+8)
 	rt[0] = unix.AF_INET
 	rt[4] = unix.RT_TABLE_MAIN
 	rt[5] = unix.RTPROT_BOOT
@@ -239,6 +319,27 @@ func addDefaultRoute(ifindex int, gw net.IP) error {
 	ne.PutUint16(attr[8:], 8)
 	ne.PutUint16(attr[10:], unix.RTA_OIF)
 	ne.PutUint32(attr[12:], uint32(ifindex))
+	return netlinkDo(unix.RTM_NEWROUTE, rt)
+}
+
+// netlinkDo sends one rtnetlink request (create or replace) of type typ
+// and waits for its acknowledgement.
+func netlinkDo(typ uint16, body []byte) error {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	ne := binary.NativeEndian
+	msg := make([]byte, unix.SizeofNlMsghdr+len(body))
+	ne.PutUint32(msg[0:], uint32(len(msg)))
+	ne.PutUint16(msg[4:], typ)
+	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_ACK|unix.NLM_F_CREATE|unix.NLM_F_REPLACE)
+	ne.PutUint32(msg[8:], 1)
+	copy(msg[unix.SizeofNlMsghdr:], body)
 	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return err
 	}

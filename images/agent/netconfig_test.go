@@ -47,23 +47,32 @@ machine "db-1" {
 // agent does and returns the path of its network-config.
 func seedNetworkConfig(t *testing.T, src string) string {
 	t.Helper()
-	res, diags := site.Load("site.hcl", []byte("site \"t\" {}\n"+src), site.Options{})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	m := res.Site.Machines[0]
-	var nc []byte
-	if cfg := m.NetworkConfig(res.Site.Network(m.Network)); cfg != nil {
-		var err error
-		if nc, err = json.Marshal(cfg); err != nil {
-			t.Fatal(err)
-		}
-	}
+	nc := networkConfig(t, src)
 	root := t.TempDir()
 	if err := agent.WriteToRoot(root, inventory.AgentTask{ID: "t1", Hostname: "db-1", NetworkConfig: string(nc)}); err != nil {
 		t.Fatal(err)
 	}
 	return filepath.Join(root, "var/lib/cloud/seed/nocloud/network-config")
+}
+
+// networkConfig is the NoCloud network-config of the site's first
+// machine, as the engine gives it to the agent.
+func networkConfig(t *testing.T, src string) []byte {
+	t.Helper()
+	res, diags := site.Load("site.hcl", []byte("site \"t\" {}\n"+src), site.Options{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	m := res.Site.Machines[0]
+	cfg := m.NetworkConfig(res.Site.Network(m.Network))
+	if cfg == nil {
+		return nil
+	}
+	nc, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }
 
 var cloudInitOnce struct {
@@ -202,5 +211,71 @@ machine "db-1" {
 `)
 	if _, err := os.Stat(cfg); !os.IsNotExist(err) {
 		t.Errorf("a machine taking DHCP has a network-config: %v", err)
+	}
+}
+
+// TestNetworkConfigIPv6CloudInit: a machine of an IPv6-only network
+// gets its ip6 with the subnet6's prefix and no DHCPv4; one of a
+// dual-stack network gets both addresses. cloud-init renders them as
+// Debian's and Ubuntu's network configuration.
+func TestNetworkConfigIPv6CloudInit(t *testing.T) {
+	tests := map[string]struct {
+		src          string
+		eni, netplan []string
+		notENI       []string
+	}{
+		"IPv6 only": {
+			src: `
+network "v6" {
+  interface = "eth0"
+  subnet6   = "2001:db8:0:1::/64"
+}
+machine "db-1" {
+  mac = "52:54:00:00:00:01"
+  ip6 = "2001:db8:0:1::21"
+}
+`,
+			eni:     []string{"inet6 static\n    address 2001:db8:0:1::21/64"},
+			notENI:  []string{"inet dhcp"},
+			netplan: []string{"addresses:\n            - 2001:db8:0:1::21/64", "dhcp4: false"},
+		},
+		"dual stack": {
+			src: `
+network "rack1" {
+  interface = "eth0"
+  subnet    = "10.10.0.0/24"
+  subnet6   = "2001:db8:0:1::/64"
+}
+machine "db-1" {
+  mac = "52:54:00:00:00:01"
+  ip  = "10.10.0.21"
+  ip6 = "2001:db8:0:1::21"
+}
+`,
+			eni:     []string{"inet static\n    address 10.10.0.21/24", "inet6 static\n    address 2001:db8:0:1::21/64"},
+			netplan: []string{"addresses:\n            - 10.10.0.21/24\n            - 2001:db8:0:1::21/64"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			cfg := seedNetworkConfig(t, tc.src)
+			eni := netConvert(t, cfg, "debian", "eni")["/etc/network/interfaces.d/50-cloud-init"]
+			for _, want := range tc.eni {
+				if !strings.Contains(eni, want) {
+					t.Errorf("ENI lacks %q:\n%s", want, eni)
+				}
+			}
+			for _, bad := range tc.notENI {
+				if strings.Contains(eni, bad) {
+					t.Errorf("ENI has %q:\n%s", bad, eni)
+				}
+			}
+			netplan := netConvert(t, cfg, "ubuntu", "netplan")["/etc/netplan/50-cloud-init.yaml"]
+			for _, want := range tc.netplan {
+				if !strings.Contains(netplan, want) {
+					t.Errorf("netplan lacks %q:\n%s", want, netplan)
+				}
+			}
+		})
 	}
 }
