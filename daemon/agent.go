@@ -145,17 +145,25 @@ func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
 	// softlockup_panic and panic: a kernel stuck in a driver restarts
 	// instead of holding the machine in the agent forever; it then boots
 	// what metal serves it.
-	cmdline := "console=tty0 console=ttyS0,115200 no_timer_check softlockup_panic=1 panic=10"
-	if agentIPv4(d.BaseURL) {
-		// The agent speaks IPv4 only. Without IPv6 the kernel sends
-		// nothing of its own (no DAD, no MLD reports) beside the agent.
-		cmdline += " ipv6.disable=1"
+	cmdline := func(base string) string {
+		c := "console=tty0 console=ttyS0,115200 no_timer_check softlockup_panic=1 panic=10"
+		if agentIPv4(base) {
+			// The agent reaches metal over IPv4. Without IPv6 the kernel
+			// sends nothing of its own (no DAD, no MLD reports) beside
+			// the agent.
+			c += " ipv6.disable=1"
+		}
+		c += " metal.url=" + base
+		if opts.Cmdline != "" {
+			c += " " + opts.Cmdline
+		}
+		return c
 	}
-	cmdline += " metal.url=" + d.BaseURL
-	if opts.Cmdline != "" {
-		cmdline += " " + opts.Cmdline
+	ab := AgentBoot{Kernel: agentKernelPath, Initrds: []string{agentInitrdPath}, Cmdline: cmdline(d.BaseURL)}
+	if d.baseURL6 != "" {
+		ab.Cmdline6 = cmdline(d.baseURL6)
 	}
-	return AgentBoot{Kernel: agentKernelPath, Initrds: []string{agentInitrdPath}, Cmdline: cmdline}
+	return ab
 }
 
 // agentIPv4 says whether the agent reaches metal at base over IPv4.

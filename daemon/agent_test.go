@@ -35,3 +35,20 @@ func TestAgentCmdline(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentCmdline6: beside IPv4 networks, the machines of IPv6-only
+// ones get a command line of their own, with metal's IPv6 URL and IPv6
+// on; a site without IPv6 links gets none.
+func TestAgentCmdline6(t *testing.T) {
+	d := &Daemon{BaseURL: "http://192.0.2.1:8080", baseURL6: "http://[2001:db8::1]:8080"}
+	ab := d.agentBoot(AgentOptions{})
+	if args := strings.Fields(ab.Cmdline6); !slices.Contains(args, "metal.url=http://[2001:db8::1]:8080") || slices.Contains(args, "ipv6.disable=1") {
+		t.Errorf("Cmdline6 %q: want metal's IPv6 URL and IPv6 on", ab.Cmdline6)
+	}
+	if !strings.Contains(ab.Cmdline, "metal.url=http://192.0.2.1:8080") {
+		t.Errorf("Cmdline %q: want metal's IPv4 URL", ab.Cmdline)
+	}
+	if ab := (&Daemon{BaseURL: "http://192.0.2.1:8080"}).agentBoot(AgentOptions{}); ab.Cmdline6 != "" {
+		t.Errorf("Cmdline6 %q without IPv6 links", ab.Cmdline6)
+	}
+}

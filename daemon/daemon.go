@@ -97,6 +97,9 @@ type AgentBoot struct {
 	Kernel  string
 	Initrds []string
 	Cmdline string
+	// Cmdline6 is Cmdline with metal's URL on IPv6, for machines of
+	// IPv6-only networks when BaseURL is on IPv4; empty otherwise.
+	Cmdline6 string
 }
 
 // Daemon is one site's running services. Exported fields are set by New
@@ -108,6 +111,9 @@ type Daemon struct {
 	Store inventory.Store
 	// BaseURL is where machines reach the HTTP server ("http://192.0.2.1:8080").
 	BaseURL string
+	// baseURL6 is where machines of IPv6-only networks reach it, when
+	// BaseURL is on IPv4 (the first IPv6 link's address); else empty.
+	baseURL6 string
 	// Agent is the install agent's boot, zero when no agent could be built.
 	Agent AgentBoot
 	// StateDir is the directory of leases, staged files and keys.
@@ -240,6 +246,11 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	base, err := url.Parse(d.BaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("http base URL: %w", err)
+	}
+	if h, err := netip.ParseAddr(base.Hostname()); len(links) > 0 && (err != nil || h.Is4()) {
+		if d.baseURL6, _, err = links[0].httpOn6(listen); err != nil {
+			return nil, err
+		}
 	}
 	d.Agent, err = d.prepareAgent(ctx, filesDir, opts.Agent)
 	if err != nil {

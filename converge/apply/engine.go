@@ -32,6 +32,10 @@ type AgentBoot struct {
 	Kernel  string
 	Initrds []string
 	Cmdline string
+	// Cmdline6, when set, is the command line of a machine on an
+	// IPv6-only network (subnet6 and no subnet): metal's URL there is on
+	// IPv6, the only one its agent can reach.
+	Cmdline6 string
 }
 
 // Clock is the engine's time source; tests may pin it.

@@ -711,3 +711,49 @@ func TestHungRebootNamedWithinBootTimeout(t *testing.T) {
 		}
 	})
 }
+
+// TestAgentCmdlineOnIPv6OnlyNetwork: a machine of an IPv6-only network
+// (subnet6, no subnet) boots the agent with AgentBoot.Cmdline6, where
+// metal's URL is on IPv6; a machine of an IPv4 network with Cmdline.
+func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
+	l := newLab(t, 2, 1, 500*time.Millisecond)
+	ctx := ctxT(t, 60*time.Second)
+	s := l.site("", func(src string) string {
+		src = strings.Replace(src, `network = "lan"`, `network = "v6"`+"\n  ip6     = \"2001:db8:0:1::10\"", 1)
+		return src + "\nnetwork \"v6\" {\n  subnet6 = \"2001:db8:0:1::/64\"\n  mode    = \"off\"\n}\n"
+	})
+	const v4, v6 = "metal.url=http://192.0.2.1:8080", "metal.url=http://[2001:db8:0:1::1]:8080"
+	e := l.engine(s, func(o *apply.Options) { o.AgentBoot.Cmdline, o.AgentBoot.Cmdline6 = v4, v6 })
+	p, err := apply.Plan(ctx, l.store, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan apply.Result, 1)
+	go func() {
+		res, err := e.Apply(ctx, p)
+		if err != nil {
+			res.State = inventory.RunState("error: " + err.Error())
+		}
+		done <- res
+	}()
+	// The install intent lasts while the agent works: read it then.
+	got := map[string]string{}
+	for len(got) < 2 {
+		select {
+		case res := <-done:
+			t.Fatalf("apply ended (%+v) before both install intents were seen: %v", res.State, got)
+		case <-time.After(5 * time.Millisecond):
+		}
+		for _, m := range s.Machines {
+			if rec, err := l.store.Machine(ctx, m.Name); err == nil && rec.Intent.Task != nil {
+				got[m.Network] = rec.Intent.Cmdline
+			}
+		}
+	}
+	if res := <-done; res.State != inventory.RunDone {
+		t.Fatalf("apply: %+v", res)
+	}
+	if d := cmp.Diff(map[string]string{"lan": v4, "v6": v6}, got); d != "" {
+		t.Errorf("agent command lines by network (-want +got):\n%s", d)
+	}
+}

@@ -234,7 +234,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 			}
 		}
 		in = inventory.BootIntent{
-			Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
+			Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: m.agentCmdline(ab),
 			Task: &inventory.AgentTask{
 				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.r.opts.ImageURL(im.Name),
 				Checksum: checksum, Format: format, Disk: m.decl.Disk,
@@ -420,6 +420,19 @@ func (m *machineRun) deprovision(ctx context.Context, rec inventory.Machine) err
 	return nil
 }
 
+// agentCmdline is the agent's kernel command line for this machine:
+// ab.Cmdline6 on an IPv6-only network, where metal's IPv4 URL cannot be
+// reached.
+func (m *machineRun) agentCmdline(ab AgentBoot) string {
+	if ab.Cmdline6 == "" || m.decl == nil {
+		return ab.Cmdline
+	}
+	if n := m.r.e.site.Network(m.decl.Network); n != nil && !n.Subnet.IsValid() && n.Subnet6.IsValid() {
+		return ab.Cmdline6
+	}
+	return ab.Cmdline
+}
+
 // wipe boots the agent with a task to erase the disks by method and
 // waits for it.
 func (m *machineRun) wipe(ctx context.Context, method inventory.WipeMethod) error {
@@ -446,7 +459,7 @@ func (m *machineRun) wipe(ctx context.Context, method inventory.WipeMethod) erro
 		m.recordStep(ctx, StepIntent, "")
 		if _, err := inventory.UpdateMachine(ctx, m.r.store, m.name, func(rec *inventory.Machine) error {
 			rec.Intent = inventory.BootIntent{
-				Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: ab.Cmdline,
+				Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: m.agentCmdline(ab),
 				Task: &inventory.AgentTask{ID: taskID, Kind: inventory.TaskWipe, Wipe: method, Secret: inventory.NewTaskSecret()},
 			}
 			return nil
