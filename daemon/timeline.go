@@ -262,9 +262,10 @@ func (t *timeline) macOf(r pxehttp.Request) net.HardwareAddr {
 	if strings.HasPrefix(r.Path, pxehttp.ScriptPrefix) {
 		return r.MAC
 	}
-	if !r.Client.Is4() {
+	if !r.Client.IsValid() {
 		return nil
 	}
+	// IPv4 or IPv6: DHCPv6's leases are among them.
 	if mac, ok := t.leases.MACOf(net.IP(r.Client.AsSlice())); ok {
 		return mac
 	}

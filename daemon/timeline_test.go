@@ -42,6 +42,12 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 		steps []step
 		want  []event
 	}{
+		"a boot over IPv6": {
+			steps: []step{
+				{"/files/vmlinuz", "2001:db8::11", 200},
+			},
+			want: []event{{"a", inventory.EventKernel, "fetched /files/vmlinuz"}},
+		},
 		"a boot": {
 			steps: []step{
 				{"/ipxe/" + macA, "198.51.100.7", 200},
@@ -115,7 +121,9 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tl := newTimeline(store, policy, nil, slog.New(slog.DiscardHandler))
+			// A DHCPv6 lease: a's IPv6 address (IPv4 ones are in its identity).
+			v6 := fixedLeases{macA: net.ParseIP("2001:db8::11")}
+			tl := newTimeline(store, policy, multiLeases{v6}, slog.New(slog.DiscardHandler))
 			done := make(chan error, 1)
 			go func() { done <- tl.run(ctx) }()
 			contacts := dhcpContacts{Policy: policy, timeline: func() *timeline { return tl }}
@@ -197,4 +205,22 @@ func scriptMAC(path string) net.HardwareAddr {
 	}
 	mac, _ := net.ParseMAC(rest)
 	return mac
+}
+
+// fixedLeases is a lease table of MAC to address.
+type fixedLeases map[string]net.IP
+
+func (l fixedLeases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {
+	ip, ok := l[mac.String()]
+	return ip, ok
+}
+
+func (l fixedLeases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
+	for m, have := range l {
+		if have.Equal(ip) {
+			mac, err := net.ParseMAC(m)
+			return mac, err == nil
+		}
+	}
+	return nil, false
 }
