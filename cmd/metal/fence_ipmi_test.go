@@ -95,13 +95,13 @@ func TestPromoteFenceIPMI(t *testing.T) {
 	}
 
 	siteFile := func(name, fenceAddr string) string {
-		p := filepath.Join(dir, name, "site.hcl")
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		siteDir := filepath.Join(dir, name)
+		if err := os.MkdirAll(siteDir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		s := labSite("file://state/state.db")
+		fence := ""
 		if fenceAddr != "" {
-			s += fmt.Sprintf(`
+			fence = fmt.Sprintf(`
 variable "fence_pw" { sensitive = true }
 fence {
   bmc {
@@ -113,8 +113,7 @@ fence {
 }
 `, fenceAddr)
 		}
-		writeFile(t, p, s)
-		return p
+		return labSite(t, siteDir, "ams1", fence)
 	}
 	serveArgs := func(sitePath, owner, every string) []string {
 		return append([]string{"serve", "--tftp-addr", "192.0.2.1:69", "--api-listen", "127.0.0.1:0", "--owner", owner,

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -38,10 +37,7 @@ func TestPartitionDHCP(t *testing.T) {
 	d := sshdtest.StartWith(t, sshdtest.Options{Netns: ns, Dial: netns.Dialer(ns)})
 
 	dir := t.TempDir()
-	sitePath := filepath.Join(dir, "site.hcl")
-	if err := os.WriteFile(sitePath, []byte(labSite("file://state/state.db")), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	sitePath := labSite(t, dir, "ams1", "")
 	// The primary reaches the sshd from 127.0.0.1 (the kernel's choice),
 	// the standby from 127.0.0.2: the cut drops the first alone.
 	srv := lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", "--api-listen", "127.0.0.1:0", "--owner", "ams1-a",
@@ -165,11 +161,8 @@ func TestPartitionDHCP(t *testing.T) {
 	}
 }
 
-// labSite is the site of the failover tests that serve DHCP on a lab's
-// bridge: site ams1, its store at state.
-func labSite(state string) string { return labSiteOn(state, pxetest.BridgeName, "") }
-
-// labSiteOn is labSite served on iface, with more attributes of the
+// labSiteOn is the site of the failover tests that serve DHCP: site ams1,
+// its store at state, served on iface, with more attributes of the
 // network.
 func labSiteOn(state, iface, network string) string {
 	return fmt.Sprintf(`

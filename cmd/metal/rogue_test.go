@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,26 +29,12 @@ func TestRogueOnBootNetwork(t *testing.T) {
 	rogueMAC.MustIP("link", "set", "eth0", "down")
 
 	dir := t.TempDir()
-	sitePath := filepath.Join(dir, "site.hcl")
-	siteHCL := fmt.Sprintf(`
-site "rogue" {
-  state  = "file://state/state.db"
-  listen = "192.0.2.1:8080"
-}
-network "lab" {
-  interface = %q
-  subnet    = "192.0.2.0/24"
-  gateway   = "192.0.2.1"
-  pool      = "192.0.2.100-192.0.2.150"
-}
+	sitePath := labSite(t, dir, "rogue", fmt.Sprintf(`
 machine "m1" {
   mac = %q
   ip  = "192.0.2.11"
 }
-`, pxetest.BridgeName, pxetest.MAC(1).String())
-	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, pxetest.MAC(1).String()))
 	const userData = "#cloud-config\npassword: victim-only-hunter2\n"
 	secret := inventory.NewTaskSecret()
 	statePath := filepath.Join(dir, "state", "state.db")

@@ -49,20 +49,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "vmlinuz"), kernel, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sitePath := filepath.Join(dir, "site.hcl")
-	siteHCL := fmt.Sprintf(`
-site "e2e" {
-  state  = "file://state/state.db"
-  listen = "192.0.2.1:8080"
-}
-network "lab" {
-  interface = %q
-  subnet    = "192.0.2.0/24"
-  gateway   = "192.0.2.1"
-  dns       = ["192.0.2.1"]
-  domain    = "lab.test"
-  pool      = "192.0.2.100-192.0.2.150"
-}
+	sitePath := labSite(t, dir, "e2e", fmt.Sprintf(`
 image "live" {
   kernel  = "vmlinuz"
   cmdline = "console=ttyS0 metal.marker=e2e"
@@ -72,10 +59,7 @@ machine "m1" {
   ip    = "192.0.2.11"
   image = image.live
 }
-`, pxetest.BridgeName, pxetest.MAC(1).String())
-	if err := os.WriteFile(sitePath, []byte(siteHCL), 0o644); err != nil {
-		t.Fatal(err)
-	}
+`, pxetest.MAC(1).String()))
 	// The boot intent the converge engine would write: the servers answer
 	// from the store, never from the site file.
 	statePath := filepath.Join(dir, "state", "state.db")
@@ -235,6 +219,31 @@ func wantBootFetches(t *testing.T, statePath, machine string) {
 			t.Errorf("%s's events %+v lack the script and kernel fetches", machine, evs)
 		}
 	})
+}
+
+// labSite writes dir/site.hcl for a `metal serve` in the test lab: the
+// site name with its state under dir/state and its HTTP on the bridge, the
+// lab network with a pool, and the blocks in more.
+func labSite(t *testing.T, dir, name, more string) string {
+	t.Helper()
+	p := filepath.Join(dir, "site.hcl")
+	if err := os.WriteFile(p, fmt.Appendf(nil, `
+site %q {
+  state  = "file://state/state.db"
+  listen = "192.0.2.1:8080"
+}
+network "lab" {
+  interface = %q
+  subnet    = "192.0.2.0/24"
+  gateway   = "192.0.2.1"
+  dns       = ["192.0.2.1"]
+  domain    = "lab.test"
+  pool      = "192.0.2.100-192.0.2.150"
+}
+%s`, name, pxetest.BridgeName, more), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // withStore opens the bbolt state store at path (metal serve must not be
