@@ -2,7 +2,6 @@ package apply_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -87,15 +86,11 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 	marker := "metal-vmedia-installed"
 	raw := filepath.Join(dir, "image.raw")
 	must(t, bootkit.DiskImage(ctx, res.Kernel, marker, raw))
-	rb, err := os.ReadFile(raw)
+	_, gz, err := bootkit.GzipFile(raw)
 	must(t, err)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(rb)
-	must(t, zw.Close())
 	diskGz := filepath.Join(files, "disk.raw.gz")
-	must(t, os.WriteFile(diskGz, gz.Bytes(), 0o644))
-	sum := sha256.Sum256(gz.Bytes())
+	must(t, os.WriteFile(diskGz, gz, 0o644))
+	sum := sha256.Sum256(gz)
 	root, err := bootfiles.OpenRoot(files)
 	must(t, err)
 	t.Cleanup(func() { root.Close() })
@@ -172,15 +167,7 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 			t.Errorf("virtual bmc: %v", err)
 		}
 	}()
-	for name, serve := range map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
-				t.Errorf("%s server: %v", name, err)
-			}
-		}()
-	}
+	stopLab := lab.NS().Serve(t, srvCtx, map[string]func(context.Context) error{"dhcp": dhcpSrv.Serve, "http": httpSrv.Serve})
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
@@ -188,6 +175,7 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 			t.Logf("power off the vm: %v", err)
 		}
 		stopServers()
+		stopLab()
 		wg.Wait()
 		if t.Failed() {
 			out, _ := os.ReadFile(serial)

@@ -2,7 +2,6 @@ package agent_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,18 +37,6 @@ import (
 	"github.com/metal-dev/metal/pxe/tftp"
 )
 
-// gzipFile returns the file at path and its gzip'd bytes.
-func gzipFile(t *testing.T, path string) (raw, gz []byte) {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	must(t, err)
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write(raw)
-	must(t, zw.Close())
-	return raw, b.Bytes()
-}
-
 func sha256sum(b []byte) string {
 	s := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(s[:])
@@ -76,7 +63,8 @@ func TestInstallInQEMU(t *testing.T) {
 	marker := "metal-installed-disk-boots"
 	raw := filepath.Join(dir, "image.raw")
 	must(t, bootkit.DiskImage(ctx, res.Kernel, marker, raw))
-	rb, good := gzipFile(t, raw)
+	rb, good, err := bootkit.GzipFile(raw)
+	must(t, err)
 	bad := append([]byte(nil), good...)
 	bad[len(bad)/3] ^= 0x55
 	must(t, os.WriteFile(filepath.Join(files, "disk.raw.gz"), good, 0o644))
@@ -199,7 +187,8 @@ func TestSecureBootInstallInQEMU(t *testing.T) {
 	marker := "metal-secure-boot-installed"
 	raw := filepath.Join(dir, "image.raw")
 	must(t, bootkit.SignedDiskImage(ctx, al.res.Kernel, marker, raw, al.signed))
-	_, gz := gzipFile(t, raw)
+	_, gz, err := bootkit.GzipFile(raw)
+	must(t, err)
 	must(t, os.WriteFile(filepath.Join(al.files, "disk.raw.gz"), gz, 0o644))
 	al.give(inventory.AgentTask{ID: "s1", Kind: inventory.TaskInstall, Image: "test",
 		ImageURL: "/files/disk.raw.gz", Format: "gz", Checksum: sha256sum(gz), Hostname: "vm-1",
@@ -225,7 +214,7 @@ func TestSecureBootInstallInQEMU(t *testing.T) {
 		al.fail(serial1, q, "the agent's kernel did not say \"Secure boot enabled\"")
 	}
 
-	_, err := inventory.UpdateMachine(ctx, al.store, "vm-1", func(m *inventory.Machine) error {
+	_, err = inventory.UpdateMachine(ctx, al.store, "vm-1", func(m *inventory.Machine) error {
 		m.Intent = inventory.BootIntent{Action: inventory.BootLocal}
 		return nil
 	})
@@ -417,17 +406,10 @@ func (al *agentLab) start() {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); policy.Run(srvCtx) }()
-	for name, serve := range servers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := al.lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
-				t.Errorf("%s server: %v", name, err)
-			}
-		}()
-	}
+	stopLab := al.lab.NS().Serve(t, srvCtx, servers)
 	t.Cleanup(func() {
 		stopServers()
+		stopLab()
 		wg.Wait()
 		if t.Failed() {
 			t.Logf("metal's log:\n%s", logs.String())

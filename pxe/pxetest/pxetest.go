@@ -321,6 +321,24 @@ func (p *Process) Stop() {
 // (goroutines fn starts run on other threads, in the root namespace).
 func (n *Netns) Do(fn func() error) error { return netns.Do(n.Name, fn) }
 
+// Serve runs each of servers inside n, on a context of ctx, until stop is
+// called: stop cancels them and waits until every one has returned. A
+// server that fails is a test error naming it.
+func (n *Netns) Serve(t testing.TB, ctx context.Context, servers map[string]func(context.Context) error) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for name, serve := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Do(func() error { return serve(ctx) }); err != nil {
+				t.Errorf("%s server: %v", name, err)
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
 // RequireTool returns the path of the named program, or fails the test
 // saying which Debian package provides it.
 func RequireTool(t testing.TB, program, debianPackage string) string {

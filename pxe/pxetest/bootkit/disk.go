@@ -1,7 +1,10 @@
 package bootkit
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
+	"os"
 	"path/filepath"
 
 	"github.com/metal-dev/metal/internal/bootdisk"
@@ -31,6 +34,24 @@ func SignedDiskImage(ctx context.Context, kernel, marker, path, signedDir string
 	}
 	return bootdisk.WriteSigned(ctx, kernel, initrd, path, bootdisk.Signed{
 		Shim: filepath.Join(signedDir, bootfiles.Shim), GRUB: filepath.Join(signedDir, DiskGRUB)})
+}
+
+// GzipFile returns the file at path, a disk image, and its gzip, as an
+// install test serves it.
+func GzipFile(path string) (raw, gz []byte, err error) {
+	raw, err = os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, nil, err
+	}
+	return raw, b.Bytes(), nil
 }
 
 // DiskArgs are QEMU arguments adding path as the machine's virtio disk,

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,20 +77,9 @@ func TestHTTPBootIPv6(t *testing.T) {
 		IPXE: ipxeBins, Files: root, BaseURL: base, Logger: log,
 	})
 	must(t, err)
-	srvCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for name, serve := range map[string]func(context.Context) error{"dhcp6": d6.Serve, "ra": adv.Serve, "http": httpSrv.Serve} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := lab.NS().Do(func() error { return serve(srvCtx) }); err != nil {
-				t.Errorf("%s server: %v", name, err)
-			}
-		}()
-	}
+	stop := lab.NS().Serve(t, context.Background(), map[string]func(context.Context) error{"dhcp6": d6.Serve, "ra": adv.Serve, "http": httpSrv.Serve})
 	t.Cleanup(func() {
 		stop()
-		wg.Wait()
 		if t.Failed() {
 			t.Logf("metal's log:\n%s", logs.String())
 		}
