@@ -2,21 +2,15 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
-	"github.com/metal-dev/metal/internal/gcheadroom"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/pxe/dhcp"
@@ -103,9 +97,9 @@ restart (networks, listen, state) is refused and logged. Under systemd
 				}
 				f.api.Addr = ""
 			}
-			limit, err := parseRateLimit(f.dhcpRate, f.dhcpPool)
+			limit, err := dhcp.ParseRateLimit(f.dhcpRate, f.dhcpPool)
 			if err != nil {
-				return usageError("%v", err)
+				return usageError("--dhcp-rate-limit, --dhcp-pool-budget: %v", err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -147,73 +141,10 @@ func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, 
 	if err != nil {
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Options{
+	return daemon.Run(ctx, daemon.Options{
 		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
 		SiteFile: src.path, SiteDigest: src.digest, Reload: src.reload,
 		Agent:         daemon.AgentOptions{Boot: f.agent.boot()},
 		DHCPRateLimit: limit, OpenReads: f.openReads, ConsoleSocket: f.consoles, API: f.api, Logger: log,
-	})
-	if err != nil {
-		if primary != nil {
-			primary.Remote.Close()
-		}
-		return err
-	}
-	defer d.Close()
-	if primary != nil {
-		// Open's beat began a lease that daemon.New (which builds the
-		// agent's initramfs, seconds or minutes under load) may have
-		// outlived: renew it before the first packet is answered, so
-		// nothing is ever served outside a confirmed lease.
-		if err := primary.Beat(ctx); err != nil {
-			primary.Remote.Close()
-			return fmt.Errorf("heartbeat before serving: %w", err)
-		}
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return d.Serve(ctx) })
-	g.Go(func() error { d.Supervise(ctx); return nil })
-	// A few MiB live and a few KiB allocated per request: without a
-	// floor the collector would run many times a second under a boot
-	// storm, for more CPU than the requests themselves.
-	g.Go(func() error { gcheadroom.Keep(ctx, serveGCHeadroom, time.Second); return nil })
-	if primary != nil {
-		g.Go(func() error { return primary.Serve(ctx, d.Store) })
-	}
-	return g.Wait()
-}
-
-// serveGCHeadroom is the heap growth metal serve allows between garbage
-// collections (internal/gcheadroom): at most that much more memory.
-const serveGCHeadroom = 64 << 20
-
-// parseRateLimit reads --dhcp-rate-limit ("off", or BURST/INTERVAL) and
-// --dhcp-pool-budget (BURST/INTERVAL).
-func parseRateLimit(v, pool string) (dhcp.RateLimit, error) {
-	if v == "off" {
-		return dhcp.RateLimit{Disabled: true}, nil
-	}
-	burst, every, err := parseBurst("--dhcp-rate-limit", v, "10/500ms")
-	if err != nil {
-		return dhcp.RateLimit{}, err
-	}
-	poolBurst, poolEvery, err := parseBurst("--dhcp-pool-budget", pool, "64/1s")
-	if err != nil {
-		return dhcp.RateLimit{}, err
-	}
-	return dhcp.RateLimit{Burst: burst, Every: every, PoolBurst: poolBurst, PoolEvery: poolEvery}, nil
-}
-
-// parseBurst reads a flag's BURST/INTERVAL.
-func parseBurst(flag, v, example string) (int, time.Duration, error) {
-	b, e, ok := strings.Cut(v, "/")
-	burst, err := strconv.Atoi(b)
-	if !ok || err != nil || burst < 1 {
-		return 0, 0, fmt.Errorf("%s %q: want BURST/INTERVAL (like %s)", flag, v, example)
-	}
-	every, err := time.ParseDuration(e)
-	if err != nil || every <= 0 {
-		return 0, 0, fmt.Errorf("%s %q: the interval must be a positive duration (like 500ms)", flag, v)
-	}
-	return burst, every, nil
+	}, primary)
 }
