@@ -46,73 +46,11 @@ type applyFlags struct {
 func newApplyCmd(a *app) *cobra.Command {
 	var f applyFlags
 	cmd := &cobra.Command{
-		Use:   "apply [--site FILE] [PLANFILE]",
-		Short: "Make the machines what the site file says, in batches that halt on failure",
-		Long: `Apply validates the site file, plans against what metal observed (see
-` + "`metal plan`" + `), shows the plan and, once confirmed, carries it out:
-
-  provision     BMC check, power off, boot intent in the store, next boot
-                from the network, power on, wait for the install agent to
-                write the image, next boot from disk: provisioned
-  update        power state and labels, no reinstall
-  reprovision   as provision, over a disk that held an image (destructive)
-  deprovision   the agent wipes the disks (the machine's wipe in the site, or
-                --wipe), power off, removed from the store (destructive);
-                each disk's erase record is kept as an event
-                (metal machines show NAME, metal events)
-
-Destructive actions are carried out only with --allow-destroy.
-
-The rollout follows the site's rollout block: the canary machines alone
-first (they must succeed), then batches of batch_size machines (or a
-percentage), never spanning two values of the label named by "by" (one rack
-at a time), with power-ons spaced by stagger; max_failures failed machines
-halt the rest. A machine that fails is marked failed with its cause; it
-never stops the others in its batch.
-
-Where the run happens: when a ` + "`metal serve`" + ` runs for the site on this
-host (its socket in the state directory answers), apply computes and shows
-the plan here, then hands the run to that daemon, which already serves the
-netboot the machines need, and streams its progress back. The daemon
-applies the site file it serves; if the file changed since it started, it
-reloads it first (changes to networks, listen, state or ipxe_dir need a
-restart of metal serve, and apply says so). Without a running daemon, apply
-serves DHCP, TFTP and HTTP itself for the length of the run.
-
-Confirmation: on a terminal apply asks before changing anything;
---auto-approve skips the question; without a terminal and without
---auto-approve it refuses. A plan saved with ` + "`metal plan --out`" + ` is applied as it
-was shown, without a question, and only if neither the site file nor the
-inventory changed since.
-
-Ctrl-C once: no machine starts any more, those in flight finish. Twice:
-in-flight machines are abandoned where they are. (A run handed to metal
-serve is drained the same way if this process goes away.) Either way, and after a
-crash or kill -9, ` + "`metal apply --resume`" + ` continues the run without redoing
-machines that finished (a machine whose install was under way is waited
-for, not reinstalled).
-
-One apply at a time changes a site's machines: with an etcd store shared
-by several metal servers, a second apply waits for the first. If the plan
-it showed went out of date meanwhile, or machines are still mid-install in
-a run whose metal died, it refuses and says so: run it again, or continue
-the dead run with ` + "`metal apply --resume`" + `, which takes over once the dead
-one's session expires (about 10 s).
-
-Exit status: 0 when every machine converged (or nothing had to change), 1
-when one failed, the run halted, or apply refused.
-
-The site file is --site FILE (default: $METAL_SITE, else ./site.hcl, else
-` + etcSite + `); a saved plan names its own. Naming the site file as the
-argument instead of a plan still works but is deprecated.`,
-		Example: `  metal apply --site site.hcl                # plan, confirm, apply
-  metal apply --site site.hcl --auto-approve        # in scripts and CI
-  metal apply --site site.hcl --target web-01       # one machine only
-  metal apply --site site.hcl --allow-destroy       # reprovision / deprovision too
-  metal plan --site site.hcl --out tonight.plan && metal apply tonight.plan
-  metal apply --site site.hcl --resume --auto-approve   # after an interruption
-  metal apply --site site.hcl --json --auto-approve | jq .   # progress as JSON lines`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "apply [--site FILE] [PLANFILE]",
+		Short:   "Make the machines what the site file says, in batches that halt on failure",
+		Long:    helpText("apply"),
+		Example: helpText("apply.examples"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runApply(cmd.Context(), a, &f, args)
 		},

@@ -86,25 +86,11 @@ type backupFlags struct {
 func newBackupCmd(a *app) *cobra.Command {
 	f := &backupFlags{}
 	cmd := &cobra.Command{
-		Use:   "backup --site FILE --to sftp://USER@HOST[:PORT]/PATH",
-		Short: "Write a snapshot of the site's state store to an SFTP server",
-		Long: `Backup writes one consistent snapshot of the site's state store (machines,
-leases, events, apply runs) to a directory on an SFTP server. The file is
-named metal-<site>-<time>-<revision>.snap, carries a checksum, and appears
-only once it is complete (uploaded under a temporary name, then renamed).
-With --keep N the site's older snapshots beyond the newest N are deleted.
-
-SSH works as ssh(1) does: keys from the ssh-agent or ~/.ssh/id_*, and the
-server's host key must be in known_hosts (add it with ssh-keyscan after
-checking it); an unknown or changed host key is refused.
-
-PATH is relative to the user's home directory; start it with a second slash
-for an absolute one (sftp://metal@backup//srv/metal).`,
-		Example: `  metal backup --site site.hcl --to sftp://metal@backup.example/ams1 --keep 48
-  metal backup --site site.hcl --to sftp://metal@10.0.0.9:2222//srv/metal -i ~/.ssh/metal_backup
-  # every hour, from cron:
-  0 * * * *  metal backup --site /etc/metal/site.hcl --to sftp://metal@backup/ams1 --keep 72`,
-		Args: cobra.NoArgs,
+		Use:     "backup --site FILE --to sftp://USER@HOST[:PORT]/PATH",
+		Short:   "Write a snapshot of the site's state store to an SFTP server",
+		Long:    helpText("backup"),
+		Example: helpText("backup.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.to == "" {
 				return usageError("--to: name the SFTP directory, like sftp://metal@backup.example/ams1")
@@ -155,13 +141,7 @@ func newBackupKeygenCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:   "keygen FILE",
 		Short: "Make a backup key: signs snapshots, heartbeats and fences, and seals snapshots",
-		Long: `Keygen writes a new backup key to FILE (mode 0600; an existing file is never
-replaced). Give the same file to the primary (metal serve --backup-to, metal
-backup) and the standby (metal standby, promote, restore) with --key: each
-then signs what it writes to the SFTP directory and refuses, and logs,
-anything not signed with it. With --encrypt, snapshots are sealed to it
-(age). Keep it off the SFTP server, and keep a copy: without it encrypted
-snapshots cannot be read.`,
+		Long:  helpText("backup-keygen"),
 		Example: `  metal backup keygen /etc/metal/backup.key
   scp -p /etc/metal/backup.key dr-host:/etc/metal/backup.key`,
 		Args: cobra.ExactArgs(1),

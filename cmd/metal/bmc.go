@@ -28,18 +28,10 @@ type bmcFlags struct {
 func newBMCCmd(a *app) *cobra.Command {
 	f := &bmcFlags{}
 	cmd := &cobra.Command{
-		Use:   "bmc",
-		Short: "Power and boot machines through their BMCs (Redfish, IPMI)",
-		Long: `The bmc verbs act on the machines of a site through the bmc blocks the site
-declares, many at once. Each machine's result is reported on its own line: a
-BMC that hangs, refuses the password or answers with an error fails only its
-machine. The exit status is 1 if any machine failed.
-
-Name machines to act on some; with none, every machine with a bmc block.`,
-		Example: `  metal bmc status --site site.hcl
-  metal bmc on --site site.hcl web-01 web-02
-  metal bmc bootdev pxe --site site.hcl --uefi web-01
-  metal bmc inventory --site site.hcl --json`,
+		Use:     "bmc",
+		Short:   "Power and boot machines through their BMCs (Redfish, IPMI)",
+		Long:    helpText("bmc"),
+		Example: helpText("bmc.examples"),
 	}
 	f.site.register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")

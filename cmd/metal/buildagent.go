@@ -28,25 +28,11 @@ type buildAgentFlags struct {
 func newBuildAgentCmd(a *app) *cobra.Command {
 	var f buildAgentFlags
 	cmd := &cobra.Command{
-		Use:   "build-agent",
-		Short: "Build the install agent's initramfs (metal as /init, with NIC and disk drivers)",
-		Long: `Build-agent packs this metal binary as /init of an initramfs, with the kernel
-modules for common NICs, disk controllers and filesystems (and what they
-depend on), taken from a Debian kernel, which is the kernel the agent boots.
-Machines net-boot it to report their hardware and have their disks written.
-
-The kernel is, in order: --kernel-dir (an unpacked kernel package, holding
-boot/vmlinuz-REL and lib/modules/REL), this host's own kernel if Debian's
-linux-image-amd64 is installed, or that package fetched with apt-get download
-into --cache-dir. The command prints where the kernel is: serve it with the
-initramfs, and put metal.url=http://HOST:PORT on the kernel command line.
-
-This binary must be statically linked (CGO_ENABLED=0; make build does).`,
-		Example: `  metal images build-agent --site site.hcl -o /var/lib/metal/agent.cpio.gz
-  metal images build-agent -o agent.cpio.gz --kernel-dir /srv/kernel/linux-image-6.1.0-27-amd64
-  metal images build-agent -o agent.cpio.gz --package linux-image-cloud-amd64 --json
-  metal images build-agent -o agent.cpio.gz --extra-module bnx2x --extra-module qede`,
-		Args: cobra.NoArgs,
+		Use:     "build-agent",
+		Short:   "Build the install agent's initramfs (metal as /init, with NIC and disk drivers)",
+		Long:    helpText("images-build-agent"),
+		Example: helpText("images-build-agent.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.out == "" {
 				return usageError("build-agent needs -o FILE: where to write the initramfs")

@@ -31,19 +31,7 @@ func newConsoleCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "console MACHINE",
 		Short: "Attach to a machine's serial console through its BMC (IPMI Serial-over-LAN; Ctrl-] leaves)",
-		Long: `Console connects the terminal to a machine's serial console through its BMC's
-IPMI Serial-over-LAN, as a serial cable would: what the machine prints
-appears, what you type reaches it, byte for byte. Ctrl-] leaves; the BMC
-is told, so the console is free for the next session at once.
-
-The machine's bmc block must speak IPMI ("ipmi" or "auto"), and the BMC
-must have SOL enabled. The machine's own firmware and OS must write to the
-serial port SOL carries (for Linux, console=ttyS0,115200 or ttyS1).
-
-IPMI allows one SOL session per machine. While someone else holds it (an
-ipmitool, another metal console, metal serve's web terminal) console says
-so; --steal ends their session and takes it. For the lab's QEMU machines,
-metal lab console attaches to the VM's serial port directly.`,
+		Long:  helpText("console"),
 		Example: `  metal console --site site.hcl web-01
   metal console --site site.hcl --steal web-01   # take it from another session`,
 		Args: cobra.ExactArgs(1),

@@ -26,39 +26,11 @@ type doctorFlags struct {
 func newDoctorCmd(a *app) *cobra.Command {
 	var f doctorFlags
 	cmd := &cobra.Command{
-		Use:   "doctor [--site FILE]",
-		Short: "Check that this host can serve the site: interfaces, ports, files, BMCs, state",
-		Long: `Doctor preflights a site on this host before metal serve or metal apply
-touch anything. One line per check:
-
-  ✓  fine
-  !  works, but look at it (no carrier yet, no checksum, little room)
-  ✗  will fail; the line below it says what to do
-  -  does not apply here (a remote file, a network behind relays)
-
-It checks that each network's interface exists, is up and has an address
-in its subnet; that ports 67/udp (and 4011/udp in proxy mode), the TFTP port
-and the HTTP listen port are free, or held by a running metal serve of this
-same site; that the iPXE binaries are there; that each image's local files
-exist and match their checksums; that each BMC answers with its credentials,
-and knows the BIOS settings (by its attribute registry, when it has one),
-firmware components and RAID drives the site declares for its machine;
-that the state store opens and is writable (or is held by this site's
-metal serve) and the state directory has room.
-
-Doctor binds each port for an instant and writes a small probe file in the
-state directory; it powers nothing and changes no machine. Run it as the
-user metal serve runs as (root, for ports 67 and 69).
-
-The exit status is 1 if any check fails.` + deprecatedFileArg,
-		Example: `  sudo metal doctor --site site.hcl
-  sudo metal doctor                    # the site file: $METAL_SITE, ./site.hcl or /etc/metal/site.hcl
-  sudo metal doctor --site site.hcl --json | jq '.checks[] | select(.status=="fail")'
-  # check as metal serve will run, with its flags:
-  sudo metal doctor --site site.hcl --state-dir /var/lib/metal --listen 10.0.0.2:8080
-  # BMCs on a slow management network:
-  metal doctor --site site.hcl --bmc-timeout 30s`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "doctor [--site FILE]",
+		Short:   "Check that this host can serve the site: interfaces, ports, files, BMCs, state",
+		Long:    helpText("doctor") + deprecatedFileArg,
+		Example: helpText("doctor.examples"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, err := f.site.file(args)
 			if err != nil {

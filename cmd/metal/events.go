@@ -28,23 +28,11 @@ type eventsFlags struct {
 func newEventsCmd(a *app) *cobra.Command {
 	f := &eventsFlags{}
 	cmd := &cobra.Command{
-		Use:   "events",
-		Short: "Show the event log: each machine's boot timeline, state changes, applies",
-		Long: `Events prints the newest events of the site's event log, oldest first: DHCP
-discover/offer/ack, TFTP and HTTP fetches (script, kernel, initrd, image),
-agent reports, lifecycle and power changes, applies. --follow keeps printing
-new events as they are appended, until interrupted.
-
---machine narrows to one machine, by name or MAC (events logged before the
-machine had a name are matched by its MAC). --json prints one JSON object per
-line (JSON Lines), so it can be piped while following.
-
-The store is the one the site file's state setting names, or --state.`,
-		Example: `  metal events --site site.hcl
-  metal events --site site.hcl --machine web-01 --last 100
-  metal events --site site.hcl --follow
-  metal events --state etcd://10.0.0.5:2379/metal --follow --json | jq -c 'select(.kind=="agent")'`,
-		Args: cobra.NoArgs,
+		Use:     "events",
+		Short:   "Show the event log: each machine's boot timeline, state changes, applies",
+		Long:    helpText("events"),
+		Example: helpText("events.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.last < 0 {
 				return usageError("--last %d: want 0 (all) or more", f.last)

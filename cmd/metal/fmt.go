@@ -21,13 +21,7 @@ func newFmtCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fmt [-check] [-diff] FILE...",
 		Short: "Rewrite site files in the canonical HCL style",
-		Long: `Fmt rewrites each file in the canonical style (indentation, aligned equals
-signs) and prints the names of the files it changed. A file with a syntax
-error is reported and left untouched. Use - to read standard input and
-write the result to standard output.
-
-With -check nothing is written: fmt lists the files that are not formatted
-and exits 1 if there are any (for CI).`,
+		Long:  helpText("fmt"),
 		Example: `  metal fmt site.hcl
   metal fmt -check -diff hcl-examples/*.hcl
   cat site.hcl | metal fmt -`,

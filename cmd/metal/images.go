@@ -17,12 +17,9 @@ func newImagesCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "images",
 		Short: "Fetch, verify and cache a site's images; build the install agent",
-		Long: `Images manages the operating system images a site declares: it fetches them
-into a content-addressed cache in the state directory, verifies their
-checksums, and builds the initramfs that carries metal's install agent.
-After a fetch or import, provisioning needs nothing outside this machine.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		Long:  helpText("images"),
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	for _, newSub := range imageVerbs {
 		cmd.AddCommand(newSub(a))

@@ -16,19 +16,7 @@ func newImagesFetchCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fetch [IMAGE...]",
 		Short: "Download the site's images into the cache and verify them",
-		Long: `Fetch downloads every kernel, initrd and disk image of the site's images (or
-of the images named) into the content-addressed cache in the state
-directory, and checks each against its checksum before it can be served.
-
-An interrupted download resumes where it stopped, here or at the next run
-(http and https with Range, sftp by offset). A file that does not match its
-checksum is deleted, never served. Files already in the cache are hashed
-again, not downloaded. After a fetch, provisioning needs no network beyond
-the site's own: copy the state directory, or use metal images import.
-
-sftp:// sources log in with your ssh-agent or ~/.ssh/id_* keys and check
-the server against ~/.ssh/known_hosts; an unknown or changed host key is
-refused.`,
+		Long:  helpText("images-fetch"),
 		Example: `  metal images fetch --site site.hcl
   metal images fetch --site site.hcl debian-12
   metal images fetch --site site.hcl --state-dir /var/lib/metal --json`,

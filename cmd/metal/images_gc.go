@@ -16,12 +16,7 @@ func newImagesGCCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "gc",
 		Short: "Remove cached image files no image of the site references",
-		Long: `Gc deletes from the image cache what the site no longer names: files of
-removed images or of older checksums, abandoned partial downloads, and
-imports nothing references. Files of every image in the site are kept.
-
-Run it against the site file the daemon serves: a file only another site
-references would be removed.`,
+		Long:  helpText("images-gc"),
 		Example: `  metal images gc --site site.hcl --dry-run
   metal images gc --site site.hcl`,
 		Args: cobra.NoArgs,

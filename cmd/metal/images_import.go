@@ -27,15 +27,7 @@ func newImagesImportCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "import FILE...",
 		Short: "Add local files to the image cache (for air-gapped sites)",
-		Long: `Import copies files into the image cache under their sha256 and sha512, so
-an image whose source cannot be reached from here (an air-gapped site, a
-mirror that is gone) is served from the copy. Carry the files from a
-connected machine, import them, and metal images fetch and metal serve find
-them in the cache: nothing is fetched from outside.
-
-Each file is matched against the site's checksums and made ready to serve
-for every image file it is. A file no image references is kept until
-metal images gc.`,
+		Long:  helpText("images-import"),
 		Example: `  metal images import --site site.hcl debian-12.raw.zst vmlinuz initrd.gz
   metal images import --site site.hcl --json /media/usb/*.zst`,
 		Args: cobra.MinimumNArgs(1),

@@ -11,13 +11,7 @@ func newImagesListCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "list [IMAGE...]",
 		Short: "Show the site's image files and whether the cache holds them",
-		Long: `List shows every kernel, initrd and disk image of the site's images: its
-size and state in the cache, and where it comes from. It reads no file's
-content (metal images verify hashes them again) and touches no network.
-
-States: cached (held, verified when stored), partial (a download stopped;
-fetch resumes it), missing (not fetched), local (a local file without a
-checksum, copied in at the next fetch or serve).`,
+		Long:  helpText("images-list"),
 		Example: `  metal images list --site site.hcl
   metal images list --site site.hcl debian-12 --json`,
 		RunE: func(cmd *cobra.Command, names []string) error {

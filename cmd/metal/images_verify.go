@@ -17,12 +17,7 @@ func newImagesVerifyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify [IMAGE...]",
 		Short: "Hash the cached image files again and check them against their checksums",
-		Long: `Verify reads every cached file of the site's images (or of the images named)
-and compares it with its checksum, to catch a disk that corrupted what it
-stored. A file that no longer matches is removed from the cache and from
-what is served; metal images fetch downloads it again.
-
-The exit status is 1 if any file is corrupt or not in the cache.`,
+		Long:  helpText("images-verify"),
 		Example: `  metal images verify --site site.hcl
   metal images verify --site site.hcl debian-12 --json`,
 		RunE: func(cmd *cobra.Command, names []string) error {

@@ -29,28 +29,11 @@ type initFlags struct {
 func newInitCmd(a *app) *cobra.Command {
 	var f initFlags
 	cmd := &cobra.Command{
-		Use:   "init [flags]",
-		Short: "Write a first site file for a network, with the BMCs a scan finds",
-		Long: `Init writes a site file for the boot network metal is to serve: the site,
-the network (interface, subnet, gateway, DNS, a DHCP pool) and a rollout.
-It validates as written, so metal plan and metal serve take it at once.
-
-Give the interface, the subnet, or both: an interface's own address gives
-the subnet (and metal's address on it), and a subnet finds the interface
-that has an address in it. Asked on a terminal when neither is given.
-
-With --scan, init probes every address of --bmc-subnet (default: the boot
-subnet) for BMCs: a Redfish service root over https and http, and the RMCP
-presence ping IPMI BMCs answer on UDP 623. Each BMC found is written as a
-commented machine block: uncomment it and give it its boot NIC's MAC.
-
-The state store goes in /var/lib/metal when that exists (the Debian
-package makes it), else in .metal beside the site file.`,
-		Example: `  metal init --interface eno1
-  metal init --interface mtl-br0 --subnet 192.0.2.0/24 -o lab.hcl
-  sudo metal init --interface eno1 --scan --bmc-subnet 10.0.1.0/24 -o /etc/metal/site.hcl --force
-  metal init --subnet 10.0.0.0/24 --interface eno1 --pool 10.0.0.100-10.0.0.199 -o -`,
-		Args: cobra.NoArgs,
+		Use:     "init [flags]",
+		Short:   "Write a first site file for a network, with the BMCs a scan finds",
+		Long:    helpText("init"),
+		Example: helpText("init.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			if err := f.complete(a); err != nil {

@@ -21,10 +21,7 @@ func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "console NAME",
 		Short: "Attach to a VM's serial console (Ctrl-] leaves)",
-		Long: `Console connects the terminal to a VM's serial console, as a serial cable
-would: what the VM prints appears, what you type reaches it. Ctrl-] leaves.
-The console exists while the VM runs; everything it printed is also in
-vms/NAME/serial.log in the lab's directory.`,
+		Long:  helpText("lab-console"),
 		Example: `  sudo metal lab console vm-1
   sudo tail -f .metal-lab/vms/vm-1/serial.log   # read-only`,
 		Args: cobra.ExactArgs(1),
@@ -51,11 +48,7 @@ func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
 		Use:   "apply [-- APPLY FLAGS...]",
 		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
-		Long: `Apply runs ` + "`metal apply --auto-approve DIR/site.hcl`" + ` inside the lab's network
-namespace, where the VMs' BMCs and network are. Flags after -- go to apply.
-With the lab's metal serve running (lab up starts it), apply hands the run
-to it and shows its progress; without, apply serves the site itself for
-the length of the run.`,
+		Long:  helpText("lab-apply"),
 		Example: `  sudo metal lab apply
   sudo metal lab apply -- --json`,
 		RunE: func(cmd *cobra.Command, args []string) error {

@@ -22,25 +22,11 @@ type machinesFlags struct {
 func newMachinesCmd(a *app) *cobra.Command {
 	f := &machinesFlags{}
 	cmd := &cobra.Command{
-		Use:   "machines",
-		Short: "List the site's machines: address, lifecycle state, power, since when",
-		Long: `Machines lists every machine in the site's state store, sorted by name: the
-ones the site declares and the ones the discovery agent found. STATE is where
-the machine is in its life (unknown, discovered, ready, provisioning,
-provisioned, failed, deprovisioning) and SINCE how long it has been there;
-POWER is what its BMC last reported. IP is the declared address, or the one
-leased from the pool.
-
-The store is the one the site file's state setting names (relative file://
-paths are relative to the site file), or --state. An embedded store (file://)
-is held by a running ` + "`metal serve`" + `; then the verb asks that daemon instead,
-over the socket in its state directory.`,
-		Example: `  metal machines --site site.hcl
-  metal machines --site site.hcl --json | jq -r '.machines[] | select(.state=="failed") | .name'
-  metal machines --state file:///var/lib/metal/ams1.db
-  metal machines show --site site.hcl web-01
-  metal machines show --site site.hcl 52:54:00:00:01:01`,
-		Args: cobra.NoArgs,
+		Use:     "machines",
+		Short:   "List the site's machines: address, lifecycle state, power, since when",
+		Long:    helpText("machines"),
+		Example: helpText("machines.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := openReader(cmd.Context(), a, &f.state)
 			if err != nil {
@@ -55,11 +41,7 @@ over the socket in its state directory.`,
 	cmd.AddCommand(&cobra.Command{
 		Use:   "show NAME|MAC",
 		Short: "Show one machine: identity, hardware, boot intent, agent, history, recent events",
-		Long: `Show prints everything the store knows of one machine: what the site
-declares, the hardware facts the agent reported, what it boots next and the
-agent's progress, every lifecycle transition with its cause, and its last
-events. A machine the agent discovered but the site does not declare comes
-with a machine block to paste into the site file to adopt it.`,
+		Long:  helpText("machines-show"),
 		Example: `  metal machines show --site site.hcl web-01
   metal machines show --site site.hcl 52:54:00:00:01:01 --json`,
 		Args: cobra.ExactArgs(1),

@@ -31,36 +31,11 @@ func newPlanCmd(a *app) *cobra.Command {
 	refresh := true
 	var sf siteFlag
 	cmd := &cobra.Command{
-		Use:   "plan [--site FILE]",
-		Short: "Show what apply would change, machine by machine",
-		Long: `Plan validates the site file and compares it with what metal has observed
-of each machine, then prints the changes apply would make:
-
-  +    provision a machine new to metal
-  ~    update in place (power, labels, BMC settings)
-  -/+  reprovision: the disk is rewritten (image, disk or MAC changed)
-  -    deprovision: the machine left the file (power off, wipe)
-
-A machine's boot_mode and bios settings are compared with what its BMC
-reports (Redfish Bios: in effect, and staged for the next reset), not only
-with what metal last applied; a BMC that cannot be read, or that does not
-allow a declared attribute or value, is reported as a finding.
-
-What metal observed is read from the site's state store (its state
-setting): what was last applied to each machine. An empty or missing store
-means nothing was ever applied. A file store held by a running daemon is
-locked: plan says so; stop the daemon or plan with --refresh=false.
-
-Sensitive values (variables declared sensitive = true, BMC passwords) are
-shown as (sensitive). Nothing is changed by plan. A plan saved with --out
-is applied with ` + "`metal apply PLANFILE`" + `, which refuses it if the site file
-or the inventory changed since.` + deprecatedFileArg,
-		Example: `  metal plan --site hcl-examples/homelab.hcl
-  metal plan --site site.hcl --json > plan.json
-  metal plan --site site.hcl --detailed-exitcode   # exit 2 when there are changes
-  metal plan --site site.hcl -var nodes_per_rack=40 --out tonight.plan
-  metal plan --site site.hcl --target web-01 --target web-02`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "plan [--site FILE]",
+		Short:   "Show what apply would change, machine by machine",
+		Long:    helpText("plan") + deprecatedFileArg,
+		Example: helpText("plan.examples"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, err := sf.file(args)
 			if err != nil {

@@ -34,38 +34,7 @@ func newPromoteCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "promote --site FILE --from sftp://USER@HOST/PATH [--force]",
 		Short: "Make this standby the active site, fencing the old primary",
-		Long: `Promote makes this standby the site's active instance, so that the old
-primary and this one never serve at the same time:
-
-  - The primary holds a lease of L (3 of its --backup-every intervals): it
-    stops serving once it could not confirm a heartbeat for L, on a timer of
-    its own, whatever its link to the SFTP server does.
-  - Promote refuses until the newest heartbeat is older than L plus
-    --margin (M, for clock skew); then it claims the site with a fence file
-    that only one promote can create (a concurrent one is refused and told
-    who won), reads the heartbeat again and waits out the lease of one
-    written meanwhile. When it returns, the old primary has stopped, as long
-    as the hosts' clocks differ by less than M.
-
-With a fence block in the site file (the BMC of the primary's host, named
-as a machine's bmc block is), promote powers that host off once it has
-claimed the site, and returns only when the BMC confirms it is off: a
-primary cut off from the SFTP server, which never reads the claim, is
-stopped anyway, and promote need not wait out its lease. Without one,
-promote says what it cannot guarantee. A BMC that does not answer within
---fence-timeout, or still reports the host on after powering it off,
-makes promote fail: the site stays claimed (an old primary that reads the
-claim stops) but this instance refuses to serve until a promote here
-confirms the fence; --accept-unfenced serves without the confirmation,
-as without a fence block.
-
---force claims at once without waiting, for a primary known to be off
-(or with a fence block, to power off one that still runs): without a
-fence block metal cannot then guarantee that it stopped, and says so. A primary that
-comes back sees the claim and refuses to serve. This standby's store must
-hold a replica (from ` + "`metal standby`" + ` or ` + "`metal restore`" + `): stop
-` + "`metal standby`" + ` first, then promote, then run ` + "`metal serve`" + ` here
-with --owner's name as its owner.`,
+		Long:  helpText("promote"),
 		Example: `  metal promote --site dr.hcl --from sftp://metal@backup.example/ams1
   metal promote --site dr.hcl --from sftp://metal@backup.example/ams1 --force --owner ams1-dr`,
 		Args: cobra.NoArgs,

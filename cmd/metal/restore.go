@@ -40,15 +40,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "restore --site FILE --from sftp://USER@HOST/PATH/SNAPSHOT|latest",
 		Short: "Load a snapshot from an SFTP server into the site's state store",
-		Long: `Restore downloads a snapshot written by ` + "`metal backup`" + `, checks its checksum and
-that it is of this site, and loads it into the site's state store. Name a
-snapshot file, or end the URL in "latest" (or the directory) for the newest.
-
-The store must be new and empty (a fresh file://, an unused etcd prefix), so
-a restore never mixes two states; --replace drops what the store holds
-first. Stop ` + "`metal serve`" + ` before restoring: it holds an embedded store.
-A snapshot from an older metal is migrated; one from a newer metal is
-refused (upgrade this binary).`,
+		Long:  helpText("restore"),
 		Example: `  metal restore --site site.hcl --from sftp://metal@backup.example/ams1/latest
   metal restore --site site.hcl --from sftp://metal@backup.example/ams1/metal-ams1-20300102T030405Z-000000000042.snap
   metal restore --site site.hcl --state file:///var/lib/metal/new.db --from sftp://metal@backup.example/ams1`,

@@ -87,19 +87,9 @@ func usageError(format string, args ...any) error {
 
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "metal",
-		Short: "Own your servers: netboot, provision and converge a site from one HCL file",
-		Long: `metal turns a rack of servers into capacity you own. Describe the site in
-HCL (networks, images, machines and their BMCs, how to roll out), then:
-
-  metal validate site.hcl     check the file; touches nothing
-  metal plan site.hcl         show what would change
-  metal apply site.hcl        make it so, in small batches that halt on failure
-
-metal needs no other service: it brings its own DHCP, TFTP and HTTP servers,
-speaks Redfish and IPMI to BMCs, and keeps its state in one file (or etcd).
-
-Exit codes: 0 success, 1 invalid input or a failed operation, 2 usage error.`,
+		Use:           "metal",
+		Short:         "Own your servers: netboot, provision and converge a site from one HCL file",
+		Long:          helpText("metal"),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}

@@ -35,52 +35,11 @@ type serveFlags struct {
 func newServeCmd(a *app) *cobra.Command {
 	var f serveFlags
 	cmd := &cobra.Command{
-		Use:   "serve [--site FILE]",
-		Short: "Run metal's daemon: DHCP, TFTP and HTTP boot for the site",
-		Long: `Serve runs metal's netboot services for a site until it is interrupted:
-
-  DHCP   on each network's interface (mode "dhcp" or "proxy"), with
-         reservations for declared machines and the pool for others
-  TFTP   the iPXE binaries (from Debian's ipxe package, or ipxe_dir)
-  HTTP   per-machine iPXE scripts, kernels and initrds (listen address)
-
-The site's machines are recorded in the state store (the site's state
-setting) and the servers answer from it: each machine's address and the
-boot intent the converge engine wrote for it (` + "`metal apply`" + `). A machine
-not in the site gets a pool address; with unknown_machines = "discover" it
-boots the install agent, which reports it; with "ignore", nothing at all.
-Leases survive restarts.
-
-The web console (/console/), the JSON API (/api/v1/, documented at
-/api/v1/openapi.yaml) and Prometheus metrics (/metrics) have a listener of
-their own, --api-listen, on loopback (127.0.0.1:9090) unless told
-otherwise: the boot network is where untrusted machines live, and API
-tokens and console cookies must not cross it (SECURITY.md). Give it a
-management interface's address to reach it from elsewhere, and --tls-cert
-and --tls-key to speak HTTPS. The API and console need a token: create
-one with ` + "`metal token create --site FILE --role ROLE`" + `. --api-on-boot-network
-puts them back on the netboot listener, as metal once did, with a warning
-at start.
-
-Serving DHCP and TFTP needs root, or just the capability to bind ports
-below 1024 (CAP_NET_BIND_SERVICE), as the packaged systemd unit gives it.
-SIGHUP (systemctl reload metal) reads the site file again and serves
-what it says now, as an apply of an edited file does; a change that needs a
-restart (networks, listen, state) is refused and logged. Under systemd
-(Type=notify) metal says it is ready once every listener is up.` + deprecatedFileArg,
-		Example: `  sudo metal serve --site hcl-examples/qemu-lab.hcl
-  sudo metal serve --site site.hcl --state-dir /var/lib/metal --listen 10.0.0.2:8080
-  # console, API and metrics on the management network only, over HTTPS:
-  sudo metal serve --site site.hcl --api-listen 10.9.0.2:8443 --tls-cert /etc/metal/tls.crt --tls-key /etc/metal/tls.key
-  # ... or on loopback only, the default (reach them through an SSH tunnel):
-  ssh -L 9090:127.0.0.1:9090 metal-server   # then http://127.0.0.1:9090/console/
-  # a lab or benchmark whose clients ask more often than a real boot does:
-  sudo metal serve --site site.hcl --dhcp-rate-limit 100/10ms
-  sudo metal serve --site site.hcl --dhcp-rate-limit off
-  # the primary of a disaster-recovery pair: snapshots and a heartbeat
-  # every minute for a standby (metal standby), fenced by metal promote:
-  sudo metal serve --site site.hcl --backup-to sftp://metal@backup.example/ams1 --backup-every 1m`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "serve [--site FILE]",
+		Short:   "Run metal's daemon: DHCP, TFTP and HTTP boot for the site",
+		Long:    helpText("serve") + deprecatedFileArg,
+		Example: helpText("serve.examples"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path, err := f.site.file(args)
 			if err != nil {

@@ -27,14 +27,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "standby --site FILE --from sftp://USER@HOST/PATH --every 5m",
 		Short: "Keep this site's state store a replica of the primary's newest snapshot",
-		Long: `Standby runs on a disaster-recovery site: every --every it looks for a newer
-snapshot of the site in the SFTP directory the primary backs up to, and
-replaces the local state store with it in one step. A failed pull is logged
-and retried; the replica keeps the last good snapshot meanwhile. It runs
-until interrupted (--once: one pull, then exit).
-
-When the primary is lost, stop standby and run ` + "`metal promote`" + `, then
-` + "`metal serve`" + ` on this site.`,
+		Long:  helpText("standby"),
 		Example: `  metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --every 5m
   metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --once`,
 		Args: cobra.NoArgs,

@@ -65,29 +65,10 @@ func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), 
 
 func newTokenCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "token",
-		Short: "Create, list and revoke API tokens for the console and the JSON API",
-		Long: `API tokens let people and scripts use metal serve's JSON API and log in to
-its web console. Each has a role:
-
-  read     machines, events, the plan, apply runs
-  operate  read, and act: power cycle, reprovision, halt a rollout
-  admin    operate, and manage tokens (GET/POST/DELETE /api/v1/tokens)
-
-and may expire (--expires). Tokens live in the site's state store, so every
-metal server of an etcd site honours the same set, and a revoked or expired
-token is refused at once by all of them. The store keeps a salted SHA-256 of
-each secret, never the secret: it is printed once, when created.
-
-An embedded store (file://) is held by a running metal serve; then these
-verbs ask that daemon over the socket in its state directory. A token file
-of an older metal (api-tokens in the state directory) is moved into the
-store as admin tokens the first time the store is opened.`,
-		Example: `  metal token create --site site.hcl --role operate --name alice --expires 720h
-  TOKEN=$(metal token create --site site.hcl --role read --name dashboard)
-  metal token list --site site.hcl
-  metal token revoke --site site.hcl alice
-  curl -H "Authorization: Bearer $TOKEN" http://127.0.0.1:9090/api/v1/machines`,
+		Use:     "token",
+		Short:   "Create, list and revoke API tokens for the console and the JSON API",
+		Long:    helpText("token"),
+		Example: helpText("token.examples"),
 	}
 	cmd.AddCommand(newTokenCreateCmd(a), newTokenListCmd(a), newTokenRevokeCmd(a))
 	return cmd

@@ -22,21 +22,11 @@ func newValidateCmd(a *app) *cobra.Command {
 	var vf varFlags
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "validate FILE...",
-		Short: "Check site files for errors; touches nothing",
-		Long: `Validate loads each site file, evaluates its variables, locals and for_each
-expansions, and checks it as a whole: duplicate names, MACs, IPs and
-hostnames; addresses outside their network or inside its dynamic pool;
-unknown images and networks; BMCs without credentials; remote images
-without checksums. Every problem is reported at once, with its file, line
-and column. Nothing is contacted and nothing is written.
-
-Exit status is 0 when every file is valid, 1 otherwise.`,
-		Example: `  metal validate site.hcl
-  metal validate hcl-examples/*.hcl
-  METAL_VAR_bmc_password=... metal validate -var-file prod.vars site.hcl
-  metal validate --json site.hcl | jq '.[0].diagnostics'`,
-		Args: cobra.MinimumNArgs(1),
+		Use:     "validate FILE...",
+		Short:   "Check site files for errors; touches nothing",
+		Long:    helpText("validate"),
+		Example: helpText("validate.examples"),
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			var results []validateFileResult
 			failed := false

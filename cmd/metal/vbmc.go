@@ -29,26 +29,7 @@ func newVBMCCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vbmc --machine SPEC [--machine SPEC...]",
 		Short: "Run a virtual Redfish BMC for QEMU machines (lab and CI)",
-		Long: `vbmc serves Redfish for QEMU machines, so a lab or CI run drives them with
-the same code paths as a rack of real servers. It controls each VM over its
-QMP socket: power on (re)starts QEMU with the machine's command line and
-the pending boot device, power off quits it, reset restarts it.
-
-A --machine SPEC is comma-separated key=value pairs; qemu-cmd comes last
-and takes the rest of the value:
-  name=NAME        the Redfish system (bmc "system" in the site file)
-  qmp=PATH         QMP socket path (vbmc adds -qmp to the command)
-  mac=MAC          a NIC MAC reported in the inventory (repeatable)
-  serial=S         serial number reported in the inventory
-  cdrom=DRIVE      QEMU drive id that virtual media goes into
-  listen=ADDR      this machine on its own port instead of --listen
-  qemu-cmd=CMD...  how to start the VM; omit to control a running QEMU
-
-The password is read from --password-file (or METAL_VBMC_PASSWORD) and
-never printed. Firmware updates (Redfish SimpleUpdate or a multipart push)
-install images built for the virtual BMC, and Storage Volumes build RAID;
---state-dir keeps both. With --tls a self-signed certificate is generated at start;
---cert-out writes it for clients' ca_file.`,
+		Long:  helpText("vbmc"),
 		Example: `  metal vbmc --listen 127.0.0.1:8443 --tls --cert-out vbmc-ca.pem \
     --user admin --password-file bmc.pw \
     --machine 'name=vm-01,qmp=/tmp/vm-01.qmp,mac=52:54:00:00:01:01,qemu-cmd=qemu-system-x86_64 -m 512 -display none -nic bridge,br=br0,mac=52:54:00:00:01:01'`,
