@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -108,5 +109,25 @@ func TestSiteFileLoads(t *testing.T) {
 	}
 	if r := res.Site.Rollout; r.Canary != 0 || r.BatchSize != 3 {
 		t.Errorf("rollout = canary %d batch %d, want every VM at once", r.Canary, r.BatchSize)
+	}
+}
+
+// TestAgentStep: lab status shows the agent's step beside a machine only
+// while it tells where a provision is, or where one failed.
+func TestAgentStep(t *testing.T) {
+	for state, want := range map[inventory.State]string{
+		inventory.StateProvisioning:   "writing",
+		inventory.StateDeprovisioning: "writing",
+		inventory.StateFailed:         "writing",
+		inventory.StateProvisioned:    "",
+		inventory.StateReady:          "",
+	} {
+		m := inventory.Machine{State: state, Agent: &inventory.AgentStatus{Step: "writing"}}
+		if got := agentStep(m); got != want {
+			t.Errorf("%s: step %q, want %q", state, got, want)
+		}
+	}
+	if got := agentStep(inventory.Machine{State: inventory.StateProvisioning}); got != "" {
+		t.Errorf("no agent: step %q", got)
 	}
 }

@@ -80,9 +80,7 @@ func (st *State) Status(ctx context.Context) Status {
 		}
 		if m, ok := machines[vm.Name]; ok {
 			vs.State, vs.Power = string(m.State), string(m.Power)
-			if m.Agent != nil {
-				vs.AgentStep = m.Agent.Step
-			}
+			vs.AgentStep = agentStep(m)
 		}
 		s.VMs = append(s.VMs, vs)
 	}
@@ -184,6 +182,21 @@ func LastLine(path string) string {
 				return s
 			}
 		}
+	}
+	return ""
+}
+
+// agentStep is the agent's last step while it says where a provision is,
+// or where one failed. Once the machine is provisioned (or ready) the step
+// is only the past ("rebooting" after a finished install) and would read as
+// if the machine were still at it.
+func agentStep(m inventory.Machine) string {
+	if m.Agent == nil {
+		return ""
+	}
+	switch m.State {
+	case inventory.StateProvisioning, inventory.StateDeprovisioning, inventory.StateFailed:
+		return m.Agent.Step
 	}
 	return ""
 }
