@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metal-dev/metal/internal/testenv"
 	"net"
 	"os"
 	"os/exec"
@@ -238,7 +239,7 @@ func TestNginxAcceptsConfig(t *testing.T) {
 	nginx := requirePeer(t, "nginx", "nginx-light")
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, nginxConfig(dir, dir, "127.0.0.1:1"), 0o644); err != nil {
+	if err := os.WriteFile(conf, nginxConfig(dir, dir, testenv.FreeAddr(t)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(nginx, "-t", "-p", dir, "-c", conf, "-g", "daemon off;").CombinedOutput(); err != nil {
@@ -259,6 +260,8 @@ func TestDnsmasqAcceptsArgs(t *testing.T) {
 // TestTftpdAcceptsArgs starts tftpd-hpa with the benchmark's arguments
 // and fetches a file from it with curl, as the TFTP row does.
 func TestTftpdAcceptsArgs(t *testing.T) {
+	// tftpd-hpa chroots and drops to --user: as the bench runs it, as root.
+	testenv.Root(t, "tftpd-hpa's chroot")
 	tftpd := requirePeer(t, "in.tftpd", "tftpd-hpa")
 	curl := requirePeer(t, "curl", "curl")
 	root := t.TempDir()
@@ -278,7 +281,7 @@ func TestTftpdAcceptsArgs(t *testing.T) {
 	defer p.stop()
 	var got []byte
 	for range 50 { // until it listens
-		got, err = exec.Command(curl, "-sS", "--tftp-blksize", "1468", "tftp://"+addr+"/f").Output()
+		got, err = exec.Command(curl, "-sS", "--max-time", "10", "--tftp-blksize", "1468", "tftp://"+addr+"/f").Output()
 		if err == nil || p.exited() != nil {
 			break
 		}
@@ -297,6 +300,8 @@ func TestTftpdAcceptsArgs(t *testing.T) {
 // asking for windowsize: atftpd must agree to it, or the row compares
 // metal's windows with lockstep.
 func TestAtftpdWindowed(t *testing.T) {
+	// atftpd drops to --user root.root: as the bench runs it, as root.
+	testenv.Root(t, "atftpd's --user")
 	atftp := requirePeer(t, "atftp", "atftp")
 	root := t.TempDir()
 	want := bytes.Repeat([]byte("a file for atftpd\n"), 10000)
