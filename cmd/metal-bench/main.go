@@ -157,7 +157,13 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	defer os.RemoveAll(work)
+	// METAL_BENCH_KEEP=1 keeps the servers' logs and sites to read why a
+	// measure failed.
+	defer func() {
+		if os.Getenv("METAL_BENCH_KEEP") == "" {
+			os.RemoveAll(work)
+		}
+	}()
 	// Peers drop root for unprivileged users (nginx's workers run as
 	// nobody) and must still read the files served from here.
 	if err := os.Chmod(work, 0o755); err != nil {

@@ -41,8 +41,11 @@ network "bench" {
   gateway    = %q
   pool       = "%s-%s"
   lease_time = "%ds"
+  # perfdhcp sends as a relay agent would (giaddr its own address): metal
+  # answers relayed requests only from relays a network declares.
+  relay_agents = [%q]
 }
-%s`, dir, labServerIP, iface, dhcpSubnet, labServerIP, dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs, machines.String())
+%s`, dir, labServerIP, iface, dhcpSubnet, labServerIP, dhcpPoolStart, dhcpPoolEnd, dhcpLeaseSecs, labClientIP, machines.String())
 }
 
 // keaConfig is kea-dhcp4's configuration for the same pool: memfile with

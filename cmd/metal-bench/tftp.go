@@ -358,6 +358,11 @@ func udpRoundTrips(blksize, n int) (float64, error) {
 			return 0, err
 		}
 		_, _, err := unix.Recvfrom(sender, ack, 0)
+		// A receive with SO_RCVTIMEO is not restarted after a signal, and
+		// Go's runtime sends them (preemption): wait on for the same ack.
+		for errors.Is(err, unix.EINTR) {
+			_, _, err = unix.Recvfrom(sender, ack, 0)
+		}
 		switch {
 		case errors.Is(err, unix.EAGAIN) && resent < 100:
 			resent++
