@@ -94,6 +94,7 @@ func applyOnce(cfg *config, be string, run int) (secs, goroutines, heapMiB float
 	engine := apply.New(res.Site, store, apply.Options{
 		AgentBoot: apply.AgentBoot{Kernel: "/files/agent/vmlinuz", Initrds: []string{"/files/agent/initrd.img"}},
 		ImageURL:  func(image string) string { return "http://127.0.0.1/images/" + image },
+		ReadyURL:  fleet.ReadyURL,
 		BMC:       apply.DriverBMCs(cfg.quiet, nil),
 		Logger:    cfg.quiet, PollInterval: time.Second,
 	})
