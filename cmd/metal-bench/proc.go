@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/metal-dev/metal/internal/freeport"
 	"net"
 	"os"
 	"os/exec"
@@ -111,24 +112,7 @@ func tail(path string, n int) string {
 }
 
 // freePort returns a loopback port free right now (for UDP or TCP).
-func freePort(network string) (int, error) {
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port, nil
-	default:
-		l, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port, nil
-	}
-}
+func freePort(network string) (int, error) { return freeport.Get(network, "127.0.0.1") }
 
 // waitTCP waits until addr accepts connections or p exits.
 func waitTCP(ctx context.Context, p *proc, addr string) error {
