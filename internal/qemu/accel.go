@@ -19,6 +19,13 @@ const (
 	TCG  = "tcg"
 )
 
+// EnvDevice names the KVM device when Options.Device is empty: the lab
+// and every test that starts QEMU read it. On a host without KVM,
+// METAL_KVM_DEVICE=/dev/null stands in for a /dev/kvm that opens but runs
+// no guest (nested, paravirtualised clouds): the probe then really starts
+// QEMU under KVM, sees it fail, and falls back to TCG.
+const EnvDevice = "METAL_KVM_DEVICE"
+
 // ProbeMarker is what the probe guest prints on its serial port.
 const ProbeMarker = "metal-accel-probe-ok"
 
@@ -27,8 +34,8 @@ type Options struct {
 	// Mode is Auto (the default), KVM (fail unless KVM runs a guest) or
 	// TCG (no probe).
 	Mode string
-	// Device is the KVM device (default /dev/kvm); a device that does
-	// not open means TCG without a probe.
+	// Device is the KVM device (default $METAL_KVM_DEVICE, else
+	// /dev/kvm); a device that does not open means TCG without a probe.
 	Device string
 	// QEMU is the emulator the probe runs (default Program).
 	QEMU string
@@ -64,6 +71,9 @@ func Choose(ctx context.Context, o Options) (Choice, error) {
 	mode, err := ParseMode(o.Mode)
 	if err != nil {
 		return Choice{}, err
+	}
+	if o.Device == "" {
+		o.Device = os.Getenv(EnvDevice)
 	}
 	if o.Device == "" {
 		o.Device = "/dev/kvm"
