@@ -30,8 +30,8 @@ import (
 
 // Config is the TFTP server's configuration. Zero values are the defaults.
 type Config struct {
-	// Addr is the UDP listen address; default ":69". IPv4 only: PXE ROMs
-	// boot over IPv4.
+	// Addr is the UDP listen address; default ":69", IPv4's and IPv6's
+	// (Serve).
 	Addr string
 	// IPXE holds the iPXE binaries (bootfiles.BIOS etc.). Their names are
 	// served first, whatever Root holds. Nil serves none.
@@ -143,12 +143,79 @@ func New(cfg Config) (*Server, error) {
 
 // Serve listens on cfg.Addr and serves until ctx is done. It returns nil
 // after a cancel, once transfers in flight have finished or timed out.
+//
+// An address without a host (":69") is both IPv4's and IPv6's: UEFI's
+// PXE over IPv6 fetches its boot program by TFTP too. IPv6 transfers are
+// lockstep (pin/tftp's sender): metal's windowed sender speaks IPv4.
 func (s *Server) Serve(ctx context.Context) error {
-	conn, err := net.ListenPacket("udp4", s.cfg.Addr)
+	conns, err := s.listen()
 	if err != nil {
-		return fmt.Errorf("tftp listen: %w", err)
+		return err
 	}
-	return s.ServeConn(ctx, conn)
+	if len(conns) == 1 {
+		return s.ServeConn(ctx, conns[0])
+	}
+	// The IPv6 socket's loop opens a socket per transfer, so its goroutine
+	// joins this one's network namespace first (see ServeConn).
+	ns, err := threadNetns()
+	if err != nil {
+		conns[0].Close()
+		conns[1].Close()
+		return fmt.Errorf("tftp: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done6 := make(chan error, 1)
+	go func() {
+		defer ns.Close()
+		defer cancel()
+		if err := enterNetns(ns); err != nil {
+			conns[1].Close()
+			done6 <- fmt.Errorf("tftp over IPv6: %w", err)
+			return
+		}
+		done6 <- s.ServeConn(ctx, conns[1])
+	}()
+	err = s.ServeConn(ctx, conns[0])
+	cancel()
+	return errors.Join(err, <-done6)
+}
+
+// listen opens the server's sockets: one for an address with a host, an
+// IPv4 and an IPv6 one on the same port for an address without. A host
+// without IPv6 (ipv6.disable=1) is served on IPv4 alone.
+func (s *Server) listen() ([]net.PacketConn, error) {
+	host, _, err := net.SplitHostPort(s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("tftp listen: %w", err)
+	}
+	if host != "" {
+		network := "udp4"
+		if a, err := netip.ParseAddr(host); err == nil && a.Is6() && !a.Is4In6() {
+			network = "udp6"
+		}
+		conn, err := net.ListenPacket(network, s.cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("tftp listen: %w", err)
+		}
+		return []net.PacketConn{conn}, nil
+	}
+	conn4, err := net.ListenPacket("udp4", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("tftp listen: %w", err)
+	}
+	// The port IPv4 got, so that ":0" is one port on both.
+	port := conn4.LocalAddr().(*net.UDPAddr).Port
+	conn6, err := net.ListenPacket("udp6", net.JoinHostPort("::", strconv.Itoa(port)))
+	switch {
+	case errors.Is(err, unix.EAFNOSUPPORT):
+		s.log.Warn("tftp: no IPv6 on this host; serving IPv4 only", "err", err)
+		return []net.PacketConn{conn4}, nil
+	case err != nil:
+		conn4.Close()
+		return nil, fmt.Errorf("tftp listen on IPv6: %w", err)
+	}
+	return []net.PacketConn{conn4, conn6}, nil
 }
 
 // Listening is closed once Serve or ServeConn has its socket.
@@ -246,6 +313,9 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 	if !ok {
 		s.log.Warn("tftp windowsize disabled", "err", fmt.Sprintf("cannot share a %T's port", conn))
 		return nil, 0
+	}
+	if la, ok := uc.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		return nil, 0 // the windowed sender's sockets are IPv4
 	}
 	wconn, scan, err := listenWindowSocket(uc, s.cfg.Anticipate <= 1)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -538,5 +539,53 @@ func TestMountsAndGenerated(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestServeIPv4AndIPv6 is Serve on an address without a host: one port,
+// answered on IPv4 and on IPv6 (UEFI's PXE over IPv6 fetches its boot
+// program by TFTP), by real clients over each.
+func TestServeIPv4AndIPv6(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join(bootfiles.DefaultDir, bootfiles.UEFI))
+	if err != nil {
+		t.Fatalf("%v (install the Debian package ipxe)", err)
+	}
+	ipxe, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
+	mustT(t, err)
+	logs := &logBuffer{}
+	srv, err := New(Config{Addr: ":0", IPXE: ipxe, Timeout: time.Second,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	mustT(t, err)
+	serveUntilCleanup(t, logs, srv.Serve)
+	var port string
+	deadline := time.Now().Add(5 * time.Second)
+	for port == "" || len(logs.records("tftp serving")) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not log serving on two sockets:\n%s", logs.String())
+		}
+		for _, r := range logs.records("tftp serving") {
+			if a, err := netip.ParseAddrPort(r["addr"].(string)); err == nil {
+				port = strconv.Itoa(int(a.Port()))
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for name, c := range map[string]client{"curl": clients["curl"], "atftp": clients["atftp"]} {
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			t.Run(name+" "+host, func(t *testing.T) {
+				needTool(t, c.tool, c.pkg)
+				addr, err := net.ResolveUDPAddr("udp", net.JoinHostPort(host, port))
+				mustT(t, err)
+				out := filepath.Join(t.TempDir(), "out")
+				if b, err := c.get(addr, bootfiles.UEFI, out).CombinedOutput(); err != nil {
+					t.Fatalf("%s: %v\n%s", c.tool, err, b)
+				}
+				got, err := os.ReadFile(out)
+				mustT(t, err)
+				if !bytes.Equal(got, want) {
+					t.Fatalf("%s fetched %d bytes over %s, not byte-identical to %d bytes of %s", c.tool, len(got), host, len(want), bootfiles.UEFI)
+				}
+			})
+		}
 	}
 }
