@@ -523,7 +523,7 @@ func dhcpSubnet(n *site.Network) dhcp.Subnet {
 	return dhcp.Subnet{
 		CIDR: n.Subnet, Gateway: n.Gateway, DNS: n.DNS, Domain: n.Domain,
 		PoolStart: n.PoolStart, PoolEnd: n.PoolEnd, LeaseTime: n.LeaseTime,
-		Relays: n.RelayAgents,
+		Relays: relayAgents(n, false),
 		NTP:    n.NTP, MTU: n.MTU, Routes: n.Routes, Options: opts,
 	}
 }

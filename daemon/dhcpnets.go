@@ -38,7 +38,7 @@ func dhcpGroups(s *site.Site) ([]*dhcpGroup, error) {
 			continue // no DHCP, or IPv6 only (v6Links)
 		}
 		if n.Interface == "" {
-			if len(n.RelayAgents) > 0 {
+			if len(relayAgents(n, false)) > 0 {
 				floating = append(floating, n)
 			}
 			continue
@@ -57,7 +57,7 @@ func dhcpGroups(s *site.Site) ([]*dhcpGroup, error) {
 		switch {
 		case err == nil && !g.serverIP.IsValid():
 			g.serverIP = ip
-		case err != nil && len(n.RelayAgents) == 0:
+		case err != nil && len(relayAgents(n, false)) == 0:
 			return nil, fmt.Errorf("network %q: %w (or, if its machines are behind a DHCP relay, list the relay in relay_agents)", n.Name, err)
 		}
 		g.nets = append(g.nets, n)

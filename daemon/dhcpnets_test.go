@@ -49,3 +49,23 @@ func TestDHCPGroups(t *testing.T) {
 		t.Errorf("proxy and dhcp on one interface: %v, want an error", err)
 	}
 }
+
+// TestV6Links: a network with IPv6 relay agents is no link of its own
+// (metal advertises nothing there) but is answered, relayed, on the
+// first IPv6 link when it names no interface; without any IPv6 link to
+// arrive on it is refused. (lo holds ::1 where IPv6 is on.)
+func TestV6Links(t *testing.T) {
+	direct := &site.Network{Name: "v6", Interface: "lo", Subnet6: netip.MustParsePrefix("::1/128"), Mode: site.ModeDHCP}
+	rack := &site.Network{Name: "r6", Subnet6: netip.MustParsePrefix("2001:db8:0:2::/64"), Mode: site.ModeDHCP,
+		RelayAgents: []netip.Addr{netip.MustParseAddr("2001:db8:0:1::2")}}
+	links, err := v6Links(&site.Site{Networks: []*site.Network{rack, direct}})
+	if err != nil {
+		t.Skipf("no IPv6 on lo: %v", err)
+	}
+	if len(links) != 1 || links[0].net != direct || len(links[0].relayed) != 1 || links[0].relayed[0] != rack {
+		t.Fatalf("links %+v, want v6 on lo with r6 relayed to it", links)
+	}
+	if _, err := v6Links(&site.Site{Networks: []*site.Network{rack}}); err == nil || !strings.Contains(err.Error(), "relayed over IPv6") {
+		t.Errorf("a relayed IPv6 network with no IPv6 link: %v, want an error", err)
+	}
+}

@@ -17,35 +17,74 @@ import (
 type v6Link struct {
 	net *site.Network
 	// serverIP is the interface's address in the network's subnet6:
-	// where machines reach HTTP (and TFTP) on the link.
+	// where machines reach HTTP (and TFTP) on the link, and relays send.
 	serverIP netip.Addr
+	// relayed are the networks behind DHCPv6 relays whose requests arrive
+	// on this link's interface.
+	relayed []*site.Network
 }
 
 // v6Links are the site's IPv6 links, one per interface: router
-// advertisements and DHCPv6 on an interface speak for one prefix.
+// advertisements and DHCPv6 on an interface speak for one prefix. A
+// network with IPv6 relay_agents is behind those relays, which are its
+// routers: metal advertises nothing there and answers its relayed
+// DHCPv6 on the link of its interface (or the first link, when it names
+// none).
 func v6Links(s *site.Site) ([]*v6Link, error) {
 	var links []*v6Link
-	byIface := map[string]*site.Network{}
+	byIface := map[string]*v6Link{}
+	var relayed []*site.Network
 	for _, n := range s.Networks {
-		if !n.Subnet6.IsValid() || n.Mode == site.ModeOff || n.Interface == "" {
+		if !n.Subnet6.IsValid() || n.Mode == site.ModeOff {
 			continue
 		}
 		if n.Mode == site.ModeProxy {
 			return nil, fmt.Errorf("network %q: subnet6 on a network in mode %q: metal's DHCPv6 answers with the addresses it reserves, beside no other server; use mode = %q or drop subnet6",
 				n.Name, n.Mode, site.ModeDHCP)
 		}
+		if len(relayAgents(n, true)) > 0 {
+			relayed = append(relayed, n)
+			continue
+		}
+		if n.Interface == "" {
+			continue
+		}
 		if o, ok := byIface[n.Interface]; ok {
 			return nil, fmt.Errorf("network %q: interface %q already serves subnet6 %s of network %q; metal advertises one IPv6 prefix per interface",
-				n.Name, n.Interface, o.Subnet6, o.Name)
+				n.Name, n.Interface, o.net.Subnet6, o.net.Name)
 		}
-		byIface[n.Interface] = n
 		ip, err := interfaceAddr(n.Interface, n.Subnet6)
 		if err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
-		links = append(links, &v6Link{net: n, serverIP: ip})
+		l := &v6Link{net: n, serverIP: ip}
+		byIface[n.Interface] = l
+		links = append(links, l)
+	}
+	for _, n := range relayed {
+		l := byIface[n.Interface]
+		if n.Interface == "" && len(links) > 0 {
+			l = links[0]
+		}
+		if l == nil {
+			return nil, fmt.Errorf("network %q is relayed over IPv6, but no network with subnet6 is served on the interface its relays' packets arrive on (%q): metal needs an IPv6 address there for relays to send to and machines to fetch from",
+				n.Name, n.Interface)
+		}
+		l.relayed = append(l.relayed, n)
 	}
 	return links, nil
+}
+
+// relayAgents are the network's relay agents of one family: DHCPv4's
+// (v6 false) or DHCPv6's.
+func relayAgents(n *site.Network, v6 bool) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.RelayAgents {
+		if is6 := a.Is6() && !a.Is4In6(); is6 == v6 {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // httpOn6 is where machines of the link reach the HTTP server, and the
@@ -81,8 +120,12 @@ func newV6Servers(l *v6Link, httpBase string, policy pxe.BootPolicy, log *slog.L
 			dns = append(dns, a)
 		}
 	}
+	var relayed []dhcp6.RelayedLink
+	for _, r := range l.relayed {
+		relayed = append(relayed, dhcp6.RelayedLink{Prefix: r.Subnet6, Agents: relayAgents(r, true)})
+	}
 	d6, err := dhcp6.New(dhcp6.Config{Interface: n.Interface, ServerIP: l.serverIP, HTTPBaseURL: httpBase,
-		DNS: dns, Lifetime: n.LeaseTime, Logger: log}, policy)
+		DNS: dns, Lifetime: n.LeaseTime, Relayed: relayed, Logger: log}, policy)
 	if err != nil {
 		return v6Servers{}, fmt.Errorf("network %q: %w", n.Name, err)
 	}

@@ -61,26 +61,31 @@ func relayStatus(n *site.Network) (Status, string, string) {
 		addrs, _ := ifi.Addrs()
 		for _, a := range addrs {
 			if ipn, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(ipn.IP.To4()); ok {
-					own = append(own, ip)
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && ip.Unmap().IsGlobalUnicast() {
+					own = append(own, ip.Unmap())
 				}
 			}
 		}
 		if len(own) == 0 {
-			return Fail, fmt.Sprintf("interface %s has no IPv4 address for relays to send to", n.Interface),
+			return Fail, fmt.Sprintf("interface %s has no address for relays to send to", n.Interface),
 				fmt.Sprintf("give it one: ip addr add ADDRESS/PREFIX dev %s", n.Interface)
 		}
 	}
 	var routed []string
 	for _, r := range n.RelayAgents {
+		// An IPv6 relay (DHCPv6) relays the network's subnet6.
+		subnet := n.Subnet
+		if r.Is6() && !r.Is4In6() {
+			subnet = n.Subnet6
+		}
 		src, err := routeSource(r)
 		if err != nil {
 			return Fail, fmt.Sprintf("no route to relay %s: %v", r, err),
-				fmt.Sprintf("add one: ip route add %s via ROUTER", n.Subnet)
+				fmt.Sprintf("add one: ip route add %s via ROUTER", subnet)
 		}
 		if len(own) > 0 && !slices.Contains(own, src) {
 			return Warn, fmt.Sprintf("the route to relay %s leaves from %s, not by %s", r, src, n.Interface),
-				fmt.Sprintf("route %s by %s: ip route add %s via ROUTER dev %s", n.Subnet, n.Interface, n.Subnet, n.Interface)
+				fmt.Sprintf("route %s by %s: ip route add %s via ROUTER dev %s", subnet, n.Interface, subnet, n.Interface)
 		}
 		routed = append(routed, fmt.Sprintf("%s (from %s)", r, src))
 	}
@@ -90,7 +95,7 @@ func relayStatus(n *site.Network) (Status, string, string) {
 // routeSource asks the kernel which address it would send to dst from:
 // a UDP socket's connect looks the route up and sends nothing.
 func routeSource(dst netip.Addr) (netip.Addr, error) {
-	c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 67)))
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 67)))
 	if err != nil {
 		return netip.Addr{}, err
 	}

@@ -124,7 +124,8 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 			n.Gateway = e.addr(a)
 		}
 		n.DNS = e.addrList(content.Attributes["dns"], "Invalid DNS server")
-		n.RelayAgents = e.addrList(content.Attributes["relay_agents"], "Invalid relay agent")
+		// DHCPv6 relays (of subnet6) by their IPv6 addresses.
+		n.RelayAgents = e.addrListOf(content.Attributes["relay_agents"], "Invalid relay agent", true)
 		n.NTP = e.addrList(content.Attributes["ntp"], "Invalid NTP server")
 		if a := content.Attributes["mtu"]; a != nil {
 			n.MTU, _ = e.integer(a, 68, 65535)
@@ -246,10 +247,19 @@ func (e *evaluator) options(a *hcl.Attribute) []Option {
 
 // addrList evaluates a list of IPv4 addresses, reporting each bad one.
 func (e *evaluator) addrList(a *hcl.Attribute, summary string) []netip.Addr {
+	return e.addrListOf(a, summary, false)
+}
+
+// addrListOf is addrList taking IPv6 addresses too when v6 is set.
+func (e *evaluator) addrListOf(a *hcl.Attribute, summary string, v6 bool) []netip.Addr {
 	var out []netip.Addr
 	for _, v := range e.strList(a) {
 		addr, err := netip.ParseAddr(v)
-		if err != nil || !addr.Is4() {
+		switch {
+		case v6 && (err != nil || addr.Zone() != "" || addr.Is4In6()):
+			e.diags = append(e.diags, errorAt(a.Expr.Range(), summary, "%q is not an IPv4 or IPv6 address.", v))
+			continue
+		case !v6 && (err != nil || !addr.Is4()):
 			e.diags = append(e.diags, errorAt(a.Expr.Range(), summary, "%q is not an IPv4 address.", v))
 			continue
 		}

@@ -37,10 +37,16 @@ func validateNetworks(s *Site) hcl.Diagnostics {
 		if !n.Subnet.IsValid() {
 			// Reported, or an IPv6-only network, where IPv4's settings
 			// have nothing to apply to.
-			for _, attr := range []string{"gateway", "pool", "routes", "relay_agents"} {
+			for _, attr := range []string{"gateway", "pool", "routes"} {
 				if _, set := n.ranges[attr]; set && n.Subnet6.IsValid() {
 					diags = append(diags, errorAt(n.ranges[attr], "IPv4 setting on an IPv6-only network",
 						"Network %q has no subnet (IPv4), only subnet6 %s: %s is an IPv4 setting; declare subnet too, or drop it.", n.Name, n.Subnet6, attr))
+				}
+			}
+			for _, r := range n.RelayAgents {
+				if r.Is4() && n.Subnet6.IsValid() {
+					diags = append(diags, errorAt(rangeOr(n.ranges, "relay_agents", n.DeclRange), "IPv4 relay agent on an IPv6-only network",
+						"Network %q has no subnet (IPv4), only subnet6 %s: relay agent %s is an IPv4 address; list its DHCPv6 relays by their IPv6 addresses, or declare subnet too.", n.Name, n.Subnet6, r))
 				}
 			}
 			continue

@@ -12,8 +12,14 @@
 //   - iPXE (user class "iPXE"): its per-machine script's URL.
 //
 // Machines are known by MAC: from the client's DUID when it carries one
-// (DUID-LL, DUID-LLT), else from the EUI-64 of its link-local source
-// address (firmware and iPXE both form theirs from the MAC).
+// (DUID-LL, DUID-LLT), or the client link-layer address a relay adds
+// (option 79), else from the EUI-64 of its link-local address (firmware
+// and iPXE both form theirs from the MAC).
+//
+// Requests relayed from other links (Relay-Forward, RFC 8415 §19) are
+// answered only from a declared relay agent, for the link its
+// link-address lies in, and only with a reservation on that link; the
+// Relay-Reply carries the relay's interface-id back.
 package dhcp6
 
 import (
@@ -24,6 +30,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -49,7 +56,22 @@ type Config struct {
 	DNS []netip.Addr
 	// Lifetime of an address (valid; preferred is half of it). Default 1 h.
 	Lifetime time.Duration
-	Logger   *slog.Logger
+	// Relayed are the links behind DHCPv6 relays that this server
+	// answers for.
+	Relayed []RelayedLink
+	Logger  *slog.Logger
+}
+
+// RelayedLink is a link whose machines' requests reach metal through
+// DHCPv6 relays.
+type RelayedLink struct {
+	// Prefix is the link's: a relay's link-address (an address of its
+	// own on the machine's link) lies in it, and so must a machine's
+	// reservation.
+	Prefix netip.Prefix
+	// Agents are the relays' addresses that forward to metal. Relayed
+	// requests from anything else are ignored.
+	Agents []netip.Addr
 }
 
 // Server answers DHCPv6 on Config.Interface.
@@ -75,6 +97,11 @@ func New(cfg Config, policy pxe.BootPolicy) (*Server, error) {
 	}
 	if cfg.Lifetime <= 0 {
 		cfg.Lifetime = time.Hour
+	}
+	for _, l := range cfg.Relayed {
+		if !l.Prefix.Addr().Is6() || l.Prefix.Addr().Is4In6() || len(l.Agents) == 0 {
+			return nil, fmt.Errorf("dhcp6: relayed link %s: want an IPv6 prefix and its relay agents", l.Prefix)
+		}
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -120,18 +147,88 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) Listening() <-chan struct{} { return s.listening.Done() }
 
 // Answer is the reply to m from peer (nil: none), with serverID as the
-// server's DUID.
-func (s *Server) Answer(ctx context.Context, serverID dhcpv6.DUID, peer net.Addr, m dhcpv6.DHCPv6) *dhcpv6.Message {
-	msg, ok := m.(*dhcpv6.Message)
-	if !ok {
-		s.log.Debug("dhcp6: relayed message: not served yet", "peer", addrString(peer))
+// server's DUID: a Message to a client on the link, a Relay-Reply to a
+// relay.
+func (s *Server) Answer(ctx context.Context, serverID dhcpv6.DUID, peer net.Addr, m dhcpv6.DHCPv6) dhcpv6.DHCPv6 {
+	switch m := m.(type) {
+	case *dhcpv6.Message:
+		log := s.log.With("type", m.Type().String(), "xid", m.TransactionID.String(), "peer", addrString(peer))
+		if reply := s.answer(ctx, serverID, m, clientMAC(nil, m, peer), netip.Prefix{}, log); reply != nil {
+			return reply
+		}
+	case *dhcpv6.RelayMessage:
+		if reply := s.answerRelayed(ctx, serverID, peer, m); reply != nil {
+			return reply
+		}
+	}
+	return nil
+}
+
+// answerRelayed answers a Relay-Forward from a declared relay agent for
+// the link of its innermost relay's link-address.
+func (s *Server) answerRelayed(ctx context.Context, serverID dhcpv6.DUID, peer net.Addr, m *dhcpv6.RelayMessage) dhcpv6.DHCPv6 {
+	log := s.log.With("peer", addrString(peer))
+	if m.Type() != dhcpv6.MessageTypeRelayForward {
 		return nil
 	}
+	// The relay nearest the client says which link the client is on.
+	first := m
+	for {
+		inner, ok := first.Options.RelayMessage().(*dhcpv6.RelayMessage)
+		if !ok {
+			break
+		}
+		first = inner
+	}
+	msg, err := m.GetInnerMessage()
+	if err != nil {
+		log.Info("dhcp6: relayed message without a client message; ignored", "err", err)
+		return nil
+	}
+	log = log.With("type", msg.Type().String(), "xid", msg.TransactionID.String(), "link", first.LinkAddr.String())
+	link, ok := s.relayedLink(peer, first.LinkAddr)
+	if !ok {
+		log.Info("dhcp6: relayed by an undeclared relay agent or for an undeclared link; ignored")
+		return nil
+	}
+	reply := s.answer(ctx, serverID, msg, clientMAC(first, msg, peer), link, log)
+	if reply == nil {
+		return nil
+	}
+	rr, err := dhcpv6.NewRelayReplFromRelayForw(m, reply)
+	if err != nil {
+		log.Warn("dhcp6: relay reply", "err", err)
+		return nil
+	}
+	return rr
+}
+
+// relayedLink is the declared link holding linkAddr, when peer is one of
+// its relay agents.
+func (s *Server) relayedLink(peer net.Addr, linkAddr net.IP) (netip.Prefix, bool) {
+	u, ok := peer.(*net.UDPAddr)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	from, ok := netip.AddrFromSlice(u.IP)
+	la, ok2 := netip.AddrFromSlice(linkAddr)
+	if !ok || !ok2 {
+		return netip.Prefix{}, false
+	}
+	for _, l := range s.cfg.Relayed {
+		if l.Prefix.Contains(la.Unmap()) && slices.Contains(l.Agents, from.Unmap()) {
+			return l.Prefix, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// answer is the reply to the client message msg from mac; a valid link
+// is the relayed link the client is on, which its reservation must be in.
+func (s *Server) answer(ctx context.Context, serverID dhcpv6.DUID, msg *dhcpv6.Message, mac net.HardwareAddr, link netip.Prefix, log *slog.Logger) *dhcpv6.Message {
 	if sid := msg.Options.ServerID(); sid != nil && !sid.Equal(serverID) {
 		return nil // for another server
 	}
-	mac := clientMAC(msg, peer)
-	log := s.log.With("type", msg.Type().String(), "xid", msg.TransactionID.String(), "peer", addrString(peer))
 	if mac == nil {
 		log.Info("dhcp6: no MAC in the client's DUID or address; ignored")
 		return nil
@@ -145,6 +242,10 @@ func (s *Server) Answer(ctx context.Context, serverID dhcpv6.DUID, peer net.Addr
 	ip6, ok := netip.AddrFromSlice(host.IP6)
 	if !ok || !ip6.Is6() || ip6.Is4In6() {
 		log.Info("dhcp6: host has no IPv6 address; ignored", "machine", host.Name)
+		return nil
+	}
+	if link.IsValid() && !link.Contains(ip6) {
+		log.Info("dhcp6: host's IPv6 address is not on the relayed link; ignored", "machine", host.Name, "ip6", ip6.String())
 		return nil
 	}
 	mods := []dhcpv6.Modifier{dhcpv6.WithServerID(serverID)}
@@ -263,9 +364,17 @@ func iaID(msg *dhcpv6.Message) ([4]byte, bool) {
 	return [4]byte{}, false
 }
 
-// clientMAC is the MAC in the client's DUID, else the one its link-local
-// EUI-64 address was formed from.
-func clientMAC(msg *dhcpv6.Message, peer net.Addr) net.HardwareAddr {
+// clientMAC is the MAC of msg's client: the client link-layer address
+// its nearest relay (first, nil when not relayed) adds, else the one in
+// the client's DUID, else the one the EUI-64 of its link-local address
+// was formed from (the source peer, or what first saw).
+func clientMAC(first *dhcpv6.RelayMessage, msg *dhcpv6.Message, peer net.Addr) net.HardwareAddr {
+	if first != nil {
+		if _, mac := first.Options.ClientLinkLayerAddress(); mac != nil {
+			return mac
+		}
+		peer = &net.UDPAddr{IP: first.PeerAddr}
+	}
 	if mac, err := dhcpv6.ExtractMAC(msg); err == nil {
 		return mac
 	}

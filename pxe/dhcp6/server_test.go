@@ -3,6 +3,7 @@ package dhcp6
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -36,13 +37,29 @@ type summary struct {
 	Addr    string
 	BootURL string
 	Vendor  bool // the HTTPClient vendor class echoed
+	// Relay is the Relay-Reply around the reply: how many relays deep,
+	// and the type, link-address and interface-id of the innermost one
+	// (to the relay nearest the client).
+	Relay string
 }
 
-func summarise(m *dhcpv6.Message) *summary {
-	if m == nil {
+func summarise(d dhcpv6.DHCPv6) *summary {
+	if d == nil {
 		return nil
 	}
-	s := &summary{Type: m.Type().String(), BootURL: m.Options.BootFileURL()}
+	relay := ""
+	for depth := 1; ; depth++ {
+		r, ok := d.(*dhcpv6.RelayMessage)
+		if !ok {
+			break
+		}
+		relay = fmt.Sprintf("%d %s %s %q", depth, r.Type(), r.LinkAddr, r.Options.InterfaceID())
+		if d = r.Options.RelayMessage(); d == nil {
+			return &summary{Relay: relay}
+		}
+	}
+	m := d.(*dhcpv6.Message)
+	s := &summary{Type: m.Type().String(), BootURL: m.Options.BootFileURL(), Relay: relay}
 	if ia := m.Options.OneIANA(); ia != nil {
 		if a := ia.Options.OneAddress(); a != nil {
 			s.Addr = a.IPv6Addr.String()
@@ -159,5 +176,80 @@ func TestLeases(t *testing.T) {
 	}
 	if m, ok := s.Leases().MACOf(net.ParseIP("2001:db8::50")); !ok || m.String() != mac.String() {
 		t.Errorf("MACOf: %v %v", m, ok)
+	}
+}
+
+// TestAnswerRelayed: a Relay-Forward (built as a relay would, with an
+// interface-id) is answered in a Relay-Reply only when its relay is
+// declared, its link-address lies in a declared link, and the machine's
+// reservation is on that link.
+func TestAnswerRelayed(t *testing.T) {
+	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x06, 0x01}
+	onLink := pxe.Host{Name: "r6", MAC: mac, IP6: net.ParseIP("2001:db8:0:2::50")}
+	offLink := pxe.Host{Name: "r6", MAC: mac, IP6: net.ParseIP("2001:db8:0:1::50")}
+	install := pxe.Intent{Action: pxe.ActionInstall, Kernel: "/k"}
+	serverID := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}
+	relayAgent := &net.UDPAddr{IP: net.ParseIP("2001:db8:0:1::2"), Port: 547}
+	forward := func(link string, nested bool) dhcpv6.DHCPv6 {
+		m, err := dhcpv6.NewMessage(dhcpv6.WithClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac}),
+			dhcpv6.WithIAID([4]byte{0, 0, 0, 1}), dhcpv6.WithRequestedOptions(dhcpv6.OptionBootfileURL), dhcpv6.WithUserClass([]byte("iPXE")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.MessageType = dhcpv6.MessageTypeSolicit
+		r, err := dhcpv6.EncapsulateRelay(m, dhcpv6.MessageTypeRelayForward, net.ParseIP(link), net.ParseIP("fe80::5054:ff:fe00:601"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.AddOption(dhcpv6.OptInterfaceID([]byte("rack")))
+		if !nested {
+			return r
+		}
+		// A second relay between the first and metal: the first one's
+		// link-address still says where the client is.
+		outer, err := dhcpv6.EncapsulateRelay(r, dhcpv6.MessageTypeRelayForward, net.ParseIP("2001:db8:0:9::1"), net.ParseIP("2001:db8:0:9::2"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return outer
+	}
+	relayed := []RelayedLink{{Prefix: netip.MustParsePrefix("2001:db8:0:2::/64"), Agents: []netip.Addr{netip.MustParseAddr("2001:db8:0:1::2")}}}
+	script := "http://[2001:db8::1]:8080/ipxe/52:54:00:00:06:01"
+	cases := map[string]struct {
+		host pxe.Host
+		req  dhcpv6.DHCPv6
+		peer net.Addr
+		want *summary
+	}{
+		"declared relay, declared link: a relay reply with the interface-id": {
+			host: onLink, req: forward("2001:db8:0:2::1", false), peer: relayAgent,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8:0:2::50", BootURL: script, Relay: `1 RELAY-REPL 2001:db8:0:2::1 "rack"`},
+		},
+		"two relays: the one nearest the client picks the link": {
+			host: onLink, req: forward("2001:db8:0:2::1", true), peer: relayAgent,
+			want: &summary{Type: "ADVERTISE", Addr: "2001:db8:0:2::50", BootURL: script, Relay: `2 RELAY-REPL 2001:db8:0:2::1 "rack"`},
+		},
+		"undeclared relay: silence": {
+			host: onLink, req: forward("2001:db8:0:2::1", false), peer: &net.UDPAddr{IP: net.ParseIP("2001:db8:0:1::66"), Port: 547},
+		},
+		"link-address outside every declared link: silence": {
+			host: onLink, req: forward("2001:db8:0:3::1", false), peer: relayAgent,
+		},
+		"reservation on another link: silence": {
+			host: offLink, req: forward("2001:db8:0:2::1", false), peer: relayAgent,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(Config{Interface: "br0", ServerIP: netip.MustParseAddr("2001:db8::1"), HTTPBaseURL: "http://[2001:db8::1]:8080",
+				Relayed: relayed}, onePolicy{tc.host, install})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := summarise(s.Answer(context.Background(), serverID, tc.peer, tc.req))
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("reply (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

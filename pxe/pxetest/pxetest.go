@@ -47,6 +47,12 @@ var (
 	// relay; nothing in a fresh lab uses them.
 	RelaySubnetA = netip.MustParsePrefix("198.51.100.0/24")
 	RelaySubnetB = netip.MustParsePrefix("203.0.113.0/24")
+	// LabSubnet6 and ServerIP6 are an IPv6-only lab's link (IPv6Only),
+	// from the documentation prefix 2001:db8::/32; RelaySubnet6 is for a
+	// relayed IPv6 link.
+	LabSubnet6   = netip.MustParsePrefix("2001:db8:0:1::/64")
+	ServerIP6    = netip.MustParseAddr("2001:db8:0:1::1")
+	RelaySubnet6 = netip.MustParsePrefix("2001:db8:0:2::/64")
 )
 
 // BridgeName is the name of the bridge inside the lab namespace; servers
@@ -104,6 +110,61 @@ func (l *Lab) NS() *Netns { return l.ns }
 
 // ID returns the lab's random id, part of every name it creates.
 func (l *Lab) ID() string { return l.id }
+
+// IPv6Only makes the lab's link IPv6 only: the bridge loses ServerIP
+// and gains ServerIP6 (nodad: usable at once, as a DHCPv6 server or a
+// router advertisement needs it before a client asks). CheckIPv6Only
+// then proves that nothing the lab made has an IPv4 address.
+func (l *Lab) IPv6Only() {
+	l.t.Helper()
+	l.ns.MustIP("-4", "addr", "flush", "dev", BridgeName)
+	l.ns.MustIP("addr", "add", netip.PrefixFrom(ServerIP6, LabSubnet6.Bits()).String(), "dev", BridgeName, "nodad")
+}
+
+// CheckIPv6Only fails the test if any namespace of the lab holds a
+// global IPv4 address.
+func (l *Lab) CheckIPv6Only() {
+	l.t.Helper()
+	l.mu.Lock()
+	nss := append([]*Netns(nil), l.nsAll...)
+	l.mu.Unlock()
+	for _, n := range nss {
+		out, err := n.IP("-4", "addr", "show", "scope", "global")
+		if err != nil || bytes.Contains(out, []byte("inet ")) {
+			l.t.Errorf("pxetest: an IPv4 address in %s: %v\n%s", n.Name, err, out)
+		}
+	}
+}
+
+// WaitIPv6 waits until dev in n has its IPv6 link-local address and no
+// address still tentative (in duplicate address detection, a second or
+// so after the link comes up): until then a DHCPv6 client or relay
+// cannot bind to it.
+func (n *Netns) WaitIPv6(dev string) {
+	t := n.lab.t
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := n.IP("-6", "addr", "show", "dev", dev)
+		if err == nil && bytes.Contains(out, []byte("scope link")) && !bytes.Contains(out, []byte("tentative")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pxetest: %s in %s has no usable IPv6 link-local address within 10s: %v\n%s", dev, n.Name, err, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// AddTap makes a tap device in the lab namespace, plugged into the
+// bridge, for a QEMU VM's NIC, and returns QEMU's -netdev value for it
+// (id n0).
+func (l *Lab) AddTap(name string) string {
+	l.t.Helper()
+	l.ns.MustIP("tuntap", "add", name, "mode", "tap")
+	l.ns.MustIP("link", "set", name, "master", BridgeName, "up")
+	return "tap,id=n0,ifname=" + name + ",script=no,downscript=no"
+}
 
 // AddHost creates a client namespace "mtl-<id>-<name>" whose eth0 (with the
 // given MAC, or a random locally administered one if mac is nil) is plugged
