@@ -2,7 +2,8 @@
 // unix socket, the way QEMU serves a VM's serial console in the lab, for
 // tests of the browser terminal: what the process prints is the
 // console's output, and the terminal's line discipline echoes what is
-// typed, as a machine's getty would.
+// typed, as a machine's getty would. QEMU starts a real VM behind such a
+// socket, booting a small kernel and initramfs.
 package serialtest
 
 import (

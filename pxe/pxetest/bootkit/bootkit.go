@@ -231,6 +231,28 @@ var markerRE = regexp.MustCompile(`^[A-Za-z0-9_.:=-]{8,128}$`)
 // of [A-Za-z0-9_.:=-]: it goes into a shell script, and a test looks for it
 // on the serial console, where a short one could occur by chance.
 func Initramfs(marker string) ([]byte, error) {
+	return initramfs(marker,
+		"/bin/busybox sleep 1",
+		"/bin/busybox poweroff -f",
+	)
+}
+
+// EchoPrefix starts each line EchoInitramfs's machine answers.
+const EchoPrefix = "echo> "
+
+// EchoInitramfs builds an initramfs whose /init prints marker on the
+// console, then answers every line typed there with EchoPrefix and the
+// line, until the machine is stopped: a serial console that shows what
+// it received. The console's line discipline also echoes each key as it
+// is typed, as a getty's would.
+func EchoInitramfs(marker string) ([]byte, error) {
+	return initramfs(marker,
+		"while IFS= read -r line; do /bin/busybox echo \""+EchoPrefix+"$line\"; done",
+		"/bin/busybox poweroff -f",
+	)
+}
+
+func initramfs(marker string, then ...string) ([]byte, error) {
 	if !markerRE.MatchString(marker) {
 		return nil, fmt.Errorf("bootkit: marker %q: want 8-128 bytes of [A-Za-z0-9_.:=-]", marker)
 	}
@@ -244,17 +266,14 @@ func Initramfs(marker string) ([]byte, error) {
 	// The kernel's built-in initramfs provides /dev/console, so this
 	// script's output reaches console=ttyS0. devtmpfs is mounted as well,
 	// in case a kernel was built without that default.
-	init := strings.Join([]string{
+	init := strings.Join(append([]string{
 		"#!/bin/busybox sh",
 		"/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null",
 		"/bin/busybox mount -t proc proc /proc",
-		"exec >/dev/console 2>&1",
+		"exec </dev/console >/dev/console 2>&1",
 		"/bin/busybox echo",
 		"/bin/busybox echo " + marker,
-		"/bin/busybox sleep 1",
-		"/bin/busybox poweroff -f",
-		"",
-	}, "\n")
+	}, append(then, "")...), "\n")
 
 	var buf bytes.Buffer
 	w := cpio.NewWriter(&buf)

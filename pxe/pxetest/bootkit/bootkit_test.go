@@ -14,7 +14,6 @@ import (
 	"github.com/cavaliergopher/cpio"
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/metal-dev/metal/internal/qemu"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/testenv"
 )
@@ -121,9 +120,8 @@ func TestDirectBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	serial := filepath.Join(dir, "serial.log")
-	cmd := exec.CommandContext(ctx, qemu.Program, append(qemu.BaseArgs(qemutest.Accel(t), 512),
-		"-no-reboot", "-serial", "file:"+serial,
-		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 no_timer_check")...)
+	argv := DirectBoot(qemutest.Accel(t), 512, kernel, initrd, "file,id=ser0,path="+serial)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
