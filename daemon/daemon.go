@@ -140,6 +140,9 @@ type Daemon struct {
 	timeline *timeline
 	metrics  *metrics.Metrics
 	tokens   *api.Tokens
+	// consoles is the serial console hub the browser terminal, the API
+	// and the local socket share; nil when no machine has a console.
+	consoles *serial.Hub
 	power    *apply.PowerPoller
 	operator *operator
 	apiSrv   *apiServer
@@ -335,10 +338,10 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	tokens := api.NewTokens(d.Store, nil, d.log)
 	d.tokens = tokens
-	var consoles *serial.Hub
 	if opener := (consoleOpener{sockets: serial.UnixSockets(opts.ConsoleSocket), site: d.Site, log: d.log}); opener.any() {
-		consoles = serial.NewHub(opener)
+		d.consoles = serial.NewHub(opener)
 	}
+	consoles := d.consoles
 	extra := map[string]http.Handler{
 		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
 			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),

@@ -7,12 +7,23 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/internal/httpserve"
 )
+
+// LocalConsolePath is where the local socket serves a machine's serial
+// console: the API's console WebSocket (api.Console), from the same hub
+// as the browser terminals, so that `metal lab console` and a browser
+// watch one stream. It is interactive: whoever can open the socket is the
+// daemon's own user.
+const LocalConsolePath = "/local/v1/machines/{name}/console"
 
 // LocalTokensPath is where the local socket serves token administration
 // (api.TokensHandler) for `metal token` while the daemon holds the store.
@@ -50,6 +61,7 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 	mux := http.NewServeMux()
 	mux.Handle("/", api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}))
 	d.localApplyHandlers(ctx, mux)
+	mux.HandleFunc("GET "+LocalConsolePath, d.localConsole)
 	admin := api.TokensHandler(tokens, LocalTokensPath)
 	mux.Handle(LocalTokensPath, admin)
 	mux.Handle(LocalTokensPath+"/", admin)
@@ -57,10 +69,51 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ConnContext:       localPeer,
 	}
 	if err := httpserve.Serve(ctx, srv, 2*time.Second, func() error { return srv.Serve(ln) }); err != nil {
 		return fmt.Errorf("local API socket: %w", err)
 	}
 	os.Remove(path)
 	return nil
+}
+
+// localConsole joins the local user to a machine's serial console.
+func (d *Daemon) localConsole(w http.ResponseWriter, r *http.Request) {
+	if d.consoles == nil {
+		http.Error(w, "this metal serve knows no serial consoles: no --console-socket, and no machine's BMC speaks IPMI", http.StatusNotFound)
+		return
+	}
+	who, _ := r.Context().Value(peerKey{}).(string)
+	if who == "" {
+		who = "a local user"
+	}
+	api.SerialConsole{Hub: d.consoles, Store: d.Store, Logger: d.log}.Serve(w, r, r.PathValue("name"), who, true)
+}
+
+type peerKey struct{}
+
+// localPeer names the user at the other end of a local socket connection
+// (SO_PEERCRED), so that a console session's events say who typed.
+func localPeer(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return ctx
+	}
+	var cred *unix.Ucred
+	_ = raw.Control(func(fd uintptr) {
+		cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if cred == nil {
+		return ctx
+	}
+	name := "uid " + strconv.Itoa(int(cred.Uid))
+	if u, err := user.LookupId(strconv.Itoa(int(cred.Uid))); err == nil {
+		name = u.Username
+	}
+	return context.WithValue(ctx, peerKey{}, name+" on the local socket")
 }

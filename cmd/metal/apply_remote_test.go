@@ -33,7 +33,9 @@ type serveLab struct {
 	out   *syncbuf.Buffer
 }
 
-func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string) *serveLab {
+// newServeLab starts the fleet and metal serve, with serveArgs before the
+// site file, and returns once serve answers on its local socket.
+func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string, serveArgs ...string) *serveLab {
 	t.Helper()
 	l := &serveLab{t: t, bin: buildMetal(t), dir: t.TempDir(), out: &syncbuf.Buffer{}}
 	listen := freeTCPAddr(t)
@@ -53,8 +55,9 @@ func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string) *
 
 	// The API on a port of its own: the default 127.0.0.1:9090 is the host's,
 	// shared with every other test package running at the same time.
-	l.serve = exec.Command(l.bin, "serve", "--api-listen", "127.0.0.1:0", "--listen", listen, "--tftp-addr", "127.0.0.1:0",
-		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", l.site)
+	args := append([]string{"serve", "--api-listen", "127.0.0.1:0", "--listen", listen, "--tftp-addr", "127.0.0.1:0",
+		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img"}, serveArgs...)
+	l.serve = exec.Command(l.bin, append(args, l.site)...)
 	l.serve.Stdout, l.serve.Stderr = l.out, l.out
 	l.serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := l.serve.Start(); err != nil {

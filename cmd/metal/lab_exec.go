@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/internal/serialterm"
 	"github.com/metal-dev/metal/lab"
 )
 
@@ -36,9 +37,24 @@ func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return terminalSession(ctx, a, vm.Name, vm.Name+" closed its console (powered off or restarting)",
+			conn, via, err := st.Console(ctx, vm)
+			if errors.Is(err, lab.ErrSOLOnly) {
+				// The BMC is inside the lab's namespace: metal console
+				// opens its SOL from there.
+				self, xerr := os.Executable()
+				if xerr != nil {
+					return xerr
+				}
+				fmt.Fprintf(a.stderr, "No metal serve runs for the lab: %s's console is its BMC's Serial-over-LAN; opening it with metal console inside the lab.\n", vm.Name)
+				return labExec(ctx, a, st, []string{self, "console", "--site", st.Site, vm.Name})
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stderr, "Console of %s %s.\r\n", vm.Name, via)
+			return terminalSession(ctx, a, vm.Name, vm.Name+"'s console ended (powered off or restarting, or metal serve stopped)",
 				func(ctx context.Context, in io.Reader, out io.Writer) error {
-					return lab.Attach(ctx, vm.Console, in, out)
+					return serialterm.Attach(ctx, conn, in, out)
 				})
 		},
 	}
