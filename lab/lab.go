@@ -48,6 +48,10 @@ const (
 	// apiAddr is where metal serve's console, API and metrics listen: its
 	// default, loopback inside the lab's namespace, off the boot network.
 	apiAddr = "127.0.0.1:9090"
+	// solAddr is where the IPMI VM's QEMU serves its serial line for
+	// ipmi_sim's Serial-over-LAN to connect to: loopback inside the lab's
+	// namespace.
+	solAddr = "127.0.0.1:9623"
 	// bridge is the lab's switch; its name is local to the namespace.
 	bridge = "br0"
 	// firstHost is the last octet of the first VM's address.
@@ -139,11 +143,16 @@ type VM struct {
 	BMCAddress string `json:"bmc_address"`
 	Tap        string `json:"tap"`
 	Disk       string `json:"disk"`
-	Serial     string `json:"serial"`  // serial console log
-	Console    string `json:"console"` // serial console socket
-	PIDFile    string `json:"pid_file"`
-	OVMFVars   string `json:"ovmf_vars,omitempty"`
-	QMP        string `json:"qmp,omitempty"`
+	Serial     string `json:"serial"`            // serial console log
+	Console    string `json:"console,omitempty"` // serial console socket
+	// SOL is the TCP address where QEMU serves the serial line of a VM
+	// whose console is its BMC's Serial-over-LAN (the IPMI VM): only
+	// ipmi_sim connects to it, as a real BMC is the only one on a
+	// server's serial port. Console is then empty.
+	SOL      string `json:"sol,omitempty"`
+	PIDFile  string `json:"pid_file"`
+	OVMFVars string `json:"ovmf_vars,omitempty"`
+	QMP      string `json:"qmp,omitempty"`
 }
 
 // HTTPURL is metal's HTTP boot server inside the lab.
@@ -298,6 +307,7 @@ func plan(c Config) *State {
 		}
 		if i == 1 && c.Machines >= 2 {
 			vm.Protocol, vm.BMCAddress, vm.QMP = IPMI, ipmiIP+":623", ""
+			vm.Console, vm.SOL = "", solAddr
 			// ipmisim.Write names the pid file it gives QEMU.
 			vm.PIDFile = filepath.Join(vmDir, "ipmi", "qemu.pid")
 		}
@@ -491,7 +501,7 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 		case IPMI:
 			files, err := ipmisim.Write(filepath.Dir(vm.PIDFile), ipmisim.Config{
 				Name: vm.Name, Address: vm.BMCAddress, Username: username, Password: password,
-				QEMU: cmd, Log: log,
+				QEMU: cmd, SOL: "tcp:" + vm.SOL, Log: log,
 			})
 			if err != nil {
 				return err

@@ -1,6 +1,10 @@
 package lab
 
-import "github.com/metal-dev/metal/internal/qemu"
+import (
+	"strings"
+
+	"github.com/metal-dev/metal/internal/qemu"
+)
 
 // Firmware of a lab VM.
 const (
@@ -22,7 +26,9 @@ const (
 // option for it behind the NIC's), so a UEFI VM boots its disk first: a
 // blank disk falls through to the NIC, an installed one boots. The serial
 // console goes to a socket (lab console) and is logged to a file either
-// way. No argument holds a space: metal vbmc splits its qemu-cmd on spaces.
+// way (on the IPMI VM, the socket is TCP, and its BMC's Serial-over-LAN
+// the one client). No argument holds a space: metal vbmc splits its
+// qemu-cmd on spaces.
 func qemuCommand(vm VM, memMiB int, acc string) []string {
 	nicBoot, diskBoot := "1", "2"
 	if vm.Firmware == UEFI {
@@ -30,7 +36,7 @@ func qemuCommand(vm VM, memMiB int, acc string) []string {
 	}
 	args := append([]string{qemu.Program, "-name", vm.Name}, qemu.BaseArgs(acc, memMiB)...)
 	args = append(args,
-		"-chardev", "socket,id=ser0,path="+vm.Console+",server=on,wait=off,logfile="+vm.Serial+",logappend=on",
+		"-chardev", serialChardev(vm),
 		"-serial", "chardev:ser0",
 		"-netdev", "tap,id=n0,ifname="+vm.Tap+",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac="+vm.MAC+",bootindex="+nicBoot,
@@ -44,4 +50,18 @@ func qemuCommand(vm VM, memMiB int, acc string) []string {
 		args = append(args, qemu.UEFIArgs(vm.OVMFVars)...)
 	}
 	return args
+}
+
+// serialChardev is the VM's serial line: a socket QEMU serves, which
+// drops what the VM prints while no one is connected, and a log of
+// everything. ipmi_sim connects to the IPMI VM's SOL address every 10 s
+// until it is there, so SOL shows that VM's console from at most 10 s
+// after power-on; its log has it all.
+func serialChardev(vm VM) string {
+	sock := "path=" + vm.Console
+	if vm.SOL != "" {
+		host, port, _ := strings.Cut(vm.SOL, ":")
+		sock = "host=" + host + ",port=" + port
+	}
+	return "socket,id=ser0," + sock + ",server=on,wait=off,logfile=" + vm.Serial + ",logappend=on"
 }

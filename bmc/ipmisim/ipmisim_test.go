@@ -2,8 +2,10 @@ package ipmisim_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -13,6 +15,10 @@ import (
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/internal/testpeer"
 	"github.com/metal-dev/metal/bmc/ipmisim"
+	"github.com/metal-dev/metal/internal/qemu/qemutest"
+	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
+	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 )
 
 const password = "sim-pw-Xy7!secret"
@@ -160,5 +166,82 @@ func TestWriteRejectsBadCredentials(t *testing.T) {
 	_, err := ipmisim.Write(t.TempDir(), ipmisim.Config{Username: "admin", Password: bad, QEMU: []string{"true"}, IPMISim: "/bin/true"})
 	if err == nil || strings.Contains(err.Error(), bad) {
 		t.Errorf("Write with a quoted password = %v; want an error that does not show it", err)
+	}
+}
+
+// TestSOLToQEMUSerial: the machine's serial line wired as the lab wires
+// its IPMI VM's: QEMU serves its serial port on a loopback TCP socket and
+// ipmi_sim's Serial-over-LAN connects to it. A VM powered on through the
+// BMC boots a kernel whose console answers each line it reads; over SOL
+// its answers arrive, so keys typed at the BMC reach the machine and its
+// output comes back. ipmi_sim connects to the line every 10 s until it
+// is there, so the test types until the machine answers.
+func TestSOLToQEMUSerial(t *testing.T) {
+	testenv.Integration(t, "QEMU")
+	if err := bootkit.CheckQEMU(bootkit.BIOS); err != nil {
+		t.Fatal(err)
+	}
+	log := testpeer.NewLog(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	defer cancel()
+	kernel, err := bootkit.Kernel(ctx, bootkit.CacheDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const marker = "metal-sol-qemu-serial-up"
+	img, err := bootkit.EchoInitramfs(marker)
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(dir, "initrd")
+	if err := os.WriteFile(initrd, img, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := filepath.Join(dir, "serial.log")
+	line := "127.0.0.1:" + strconv.Itoa(port)
+	_, sim := testpeer.RunIPMISim(t, ipmisim.Config{
+		Name: "sol-vm", Username: "admin", Password: password, SOL: "tcp:" + line,
+		QEMU: bootkit.DirectBoot(qemutest.Accel(t), 256, kernel, initrd,
+			"socket,id=ser0,host=127.0.0.1,port="+strconv.Itoa(port)+",server=on,wait=off,logfile="+serial),
+		Log: log.Logger,
+	})
+	c, err := bmc.New(bmc.Config{
+		Machine: "sol-vm", Protocol: bmc.ProtocolIPMI, Address: sim.Addr(),
+		Username: "admin", Password: password, Timeout: 20 * time.Second, PowerWait: 10 * time.Second,
+	}, log.Logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Power(ctx, bmc.ActionOn); err != nil {
+		t.Fatalf("power on: %v", err)
+	}
+	if err := bootkit.WaitForMarker(ctx, serial, marker, nil); err != nil {
+		b, _ := os.ReadFile(serial)
+		t.Fatalf("%v; serial:\n%s", err, b)
+	}
+	con, err := c.SerialConsole(ctx, bmc.ConsoleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer con.Close()
+	out := &syncbuf.Buffer{}
+	go func() { _, _ = io.Copy(out, con) }()
+	want := bootkit.EchoPrefix + "typed-over-sol"
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), want); time.Sleep(2 * time.Second) {
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(serial)
+			t.Fatalf("no %q over SOL in a minute; SOL showed %q; the serial log:\n%s", want, out.String(), b)
+		}
+		if _, err := con.Write([]byte("typed-over-sol\r")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b, _ := os.ReadFile(serial); !strings.Contains(string(b), want) {
+		t.Errorf("the VM's own serial log lacks %q", want)
 	}
 }
