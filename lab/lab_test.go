@@ -2,7 +2,6 @@ package lab_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -194,8 +193,10 @@ func serialLogs(st *lab.State) string {
 // (vm-1 BIOS behind ipmi_sim, vm-2 UEFI behind Redfish), `metal lab apply`
 // provisions both at once (power on through the BMC, PXE, install agent,
 // image written, reboot), both reach provisioned in the store and boot
-// their disk (the image's marker on their serial consoles); a console
-// attaches; a lab whose BMCs crashed is cleaned by the next up; down
+// their disk (the image's marker on their serial consoles); powered on
+// again, both consoles show the marker through metal serve's console hub
+// (vm-1's over its BMC's Serial-over-LAN); a lab whose BMCs crashed is
+// cleaned by the next up; down
 // leaves no namespace, tap or process.
 func TestLab(t *testing.T) {
 	requireLab(t)
@@ -241,64 +242,22 @@ func TestLab(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The console: power vm-2 on again through Redfish; it boots its
-	// disk, and the marker comes through the console socket. (Not vm-1:
-	// ipmi_sim's chassis script counts a daemonized QEMU that exited as on
-	// until init reaps it, which some containers' init never does.)
-	// The image powers the VM off after printing its marker: wait until
-	// the BMC sees it off, or the power-on below finds it still on, does
-	// nothing, and the VM then goes off by itself.
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
-		out, err := inLab(ctx, st, metal, "bmc", "status", "--site", st.Site, "vm-2")
-		if err == nil && vmPowerOff(out, "vm-2") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("vm-2 never powered off after booting its disk: %v\n%s\nvbmc log:\n%s", err, out, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
+	// The consoles, as metal lab console opens them while serve runs:
+	// through serve's console hub, vm-1's over its BMC's Serial-over-LAN
+	// (ipmi_sim's SOL is the one client of its serial line), vm-2's over
+	// its console socket. Each VM is powered on again through its BMC,
+	// boots its disk, and its marker comes through.
+	consoles := make(chan error, len(st.VMs))
+	for _, vm := range st.VMs {
+		go func() { consoles <- consoleShowsMarker(ctx, st, metal, &vm) }()
+	}
+	for range st.VMs {
+		if err := <-consoles; err != nil {
+			t.Error(err)
 		}
 	}
-	powered := make(chan error, 1)
-	go func() {
-		out, err := inLab(ctx, st, metal, "bmc", "on", "--site", st.Site, "vm-2")
-		if err != nil {
-			err = fmt.Errorf("%w\n%s", err, out)
-		}
-		powered <- err
-	}()
-	// Attach as soon as QEMU opens the console socket, before the
-	// firmware is through, so nothing the VM prints is missed.
-	console := &syncbuf.Buffer{}
-	keys, typed := io.Pipe()
-	attached := make(chan error, 1)
-	for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
-		go func() { attached <- lab.Attach(ctx, st.VMs[1].Console, keys, console) }()
-		select {
-		case err := <-attached:
-			if time.Since(start) > time.Minute {
-				// Say why the VM is not on, if the power-on failed.
-				select {
-				case perr := <-powered:
-					t.Fatalf("console of vm-2: %v; metal bmc on vm-2: %v\nvbmc log:\n%s", err, perr, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
-				default:
-				}
-				t.Fatalf("console of vm-2: %v; metal bmc on vm-2 still runs\nvbmc log:\n%s", err, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
-			}
-			continue
-		case <-time.After(time.Second):
-		}
-		break
-	}
-	if err := <-powered; err != nil {
-		t.Fatalf("metal bmc on vm-2: %v", err)
-	}
-	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(console.String(), lab.Marker); time.Sleep(time.Second) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the console of vm-2 never showed %s:\n%s", lab.Marker, console)
-		}
-	}
-	typed.Write([]byte{lab.EscapeByte})
-	if err := <-attached; err != nil && !errors.Is(err, lab.ErrEscaped) {
-		t.Errorf("console of vm-2: %v", err)
+	if t.Failed() {
+		t.FailNow()
 	}
 
 	// A crash: the BMCs and serve die without stopping anything. The next
@@ -321,4 +280,61 @@ func TestLab(t *testing.T) {
 	if out, err := inLab(ctx, st2, metal, "bmc", "status", "--site", st2.Site); err != nil || strings.Count(out, " off ") != 2 {
 		t.Errorf("the second lab's BMCs: %v\n%s", err, out)
 	}
+}
+
+// consoleShowsMarker powers vm on again through its BMC once it is off
+// (the lab's image powers its VM off after phoning home) and watches its
+// console through the lab's metal serve until the image's marker shows.
+func consoleShowsMarker(ctx context.Context, st *lab.State, metal string, vm *lab.VM) error {
+	bmcLog := filepath.Join(st.Dir, "logs", "vbmc.log")
+	if vm.Protocol == lab.IPMI {
+		bmcLog = filepath.Join(st.Dir, "logs", "ipmi_sim-"+vm.Name+".log")
+	}
+	// Not before it is off: a power-on would find it still on, do
+	// nothing, and the VM would then go off by itself.
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		out, err := inLab(ctx, st, metal, "bmc", "status", "--site", st.Site, vm.Name)
+		if err == nil && vmPowerOff(out, vm.Name) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s never powered off after booting its disk: %v\n%s\nBMC log:\n%s", vm.Name, err, out, tailFile(bmcLog))
+		}
+	}
+	powered := make(chan error, 1)
+	go func() {
+		out, err := inLab(ctx, st, metal, "bmc", "on", "--site", st.Site, vm.Name)
+		if err != nil {
+			err = fmt.Errorf("metal bmc on %s: %w\n%s", vm.Name, err, out)
+		}
+		powered <- err
+	}()
+	// Attach as soon as the console is there, before the firmware is
+	// through, so that the marker is not missed.
+	var conn io.ReadWriteCloser
+	for start := time.Now(); conn == nil; time.Sleep(20 * time.Millisecond) {
+		c, via, err := st.Console(ctx, vm)
+		switch {
+		case err == nil && !strings.Contains(via, "metal serve"):
+			c.Close()
+			return fmt.Errorf("console of %s %s, not through the lab's metal serve", vm.Name, via)
+		case err == nil:
+			conn = c
+		case time.Since(start) > time.Minute:
+			return fmt.Errorf("console of %s: %w\nBMC log:\n%s", vm.Name, err, tailFile(bmcLog))
+		}
+	}
+	defer conn.Close()
+	console := &syncbuf.Buffer{}
+	go func() { _, _ = io.Copy(console, conn) }()
+	if err := <-powered; err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(3 * time.Minute); !strings.Contains(console.String(), lab.Marker); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			serial, _ := os.ReadFile(vm.Serial)
+			return fmt.Errorf("the console of %s never showed %s through metal serve:\n%s\nits serial log:\n%s", vm.Name, lab.Marker, console, serial)
+		}
+	}
+	return nil
 }
