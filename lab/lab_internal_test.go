@@ -1,6 +1,9 @@
 package lab
 
 import (
+	"context"
+	"errors"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -149,5 +152,35 @@ func TestSerialLines(t *testing.T) {
 		if (vm.Protocol == IPMI) != (vm.Console == "") || (vm.Protocol == IPMI) != (vm.SOL != "") {
 			t.Errorf("%s (%s): console socket %q, SOL line %q", vm.Name, vm.Protocol, vm.Console, vm.SOL)
 		}
+	}
+}
+
+// TestConsoleWithoutServe: with no metal serve for the lab, a VM's console
+// is its socket, and a VM whose serial line only its BMC's SOL reaches
+// says so (metal lab console then runs metal console inside the lab).
+func TestConsoleWithoutServe(t *testing.T) {
+	st := plan(Config{Dir: t.TempDir(), Machines: 2, UEFI: 1})
+	ctx := context.Background()
+	if _, _, err := st.Console(ctx, &st.VMs[0]); !errors.Is(err, ErrSOLOnly) {
+		t.Errorf("console of the IPMI VM without serve: %v, want ErrSOLOnly", err)
+	}
+	if _, _, err := st.Console(ctx, &st.VMs[1]); err == nil || !strings.Contains(err.Error(), "is the VM powered on?") {
+		t.Errorf("console of a VM that is off: %v, want one asking whether it is on", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(st.VMs[1].Console), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("unix", st.VMs[1].Console)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, via, err := st.Console(ctx, &st.VMs[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if !strings.Contains(via, "straight to QEMU's console socket") {
+		t.Errorf("way to the console: %q", via)
 	}
 }
