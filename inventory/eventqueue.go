@@ -10,11 +10,32 @@ import (
 // maxEventBatch bounds the events one Txn appends, and maxEventTxnOps the
 // operations of that Txn (each event is up to three puts, each trimmed
 // event up to three deletes): etcd refuses a Txn of more than 128
-// operations by default.
+// operations by default. A KV that takes larger Txns (TxnLimiter: bbolt)
+// gets batches of up to maxLargeEventBatch: a rack booting at once
+// records four events per machine, and at 16 a commit each batch was a
+// commit, two flushes, per 16 of them.
 const (
-	maxEventBatch  = 16
-	maxEventTxnOps = 120
+	maxEventBatch      = 16
+	maxEventTxnOps     = 120
+	maxLargeEventBatch = 256
 )
+
+// eventLimits are the largest batch of events one Txn appends on kv, and
+// the operations that Txn may carry.
+func eventLimits(kv KV) (batch, ops int) {
+	l, ok := kv.(TxnLimiter)
+	if !ok {
+		return maxEventBatch, maxEventTxnOps
+	}
+	ops = l.MaxTxnOps()
+	// Room for the counter and each event's three puts, and a trim of as
+	// many as the batch appends.
+	batch = min(maxLargeEventBatch, (ops-1)/6)
+	if batch <= maxEventBatch {
+		return maxEventBatch, maxEventTxnOps
+	}
+	return batch, ops
+}
 
 // eventQueue gathers the events appended at the same time in this process
 // so that one Txn writes them all: under the engine's many machines, DHCP
@@ -25,6 +46,8 @@ const (
 // writes batch after batch until the queue is empty, then ends. Nothing
 // waits for a batch to fill.
 type eventQueue struct {
+	// batch is the most events one Txn appends (eventLimits).
+	batch    int
 	mu       sync.Mutex
 	pending  []*eventReq
 	draining bool
@@ -57,7 +80,7 @@ func (q *eventQueue) append(ctx context.Context, s *store, e Event) (Event, erro
 func (q *eventQueue) drain(s *store) {
 	for {
 		q.mu.Lock()
-		n := min(len(q.pending), maxEventBatch)
+		n := min(len(q.pending), q.batch)
 		if n == 0 {
 			q.draining = false
 			q.mu.Unlock()

@@ -59,6 +59,12 @@ type KV interface {
 	Close() error
 }
 
+// TxnLimiter is a KV that says how many operations one Txn may carry. A
+// KV without it is taken to have etcd's default cap (128).
+type TxnLimiter interface {
+	MaxTxnOps() int
+}
+
 // KeyValue is one key with its value and the revision it was last written at.
 type KeyValue struct {
 	Key    string

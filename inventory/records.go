@@ -254,7 +254,7 @@ func (s *store) appendEvents(ctx context.Context, evs []Event) error {
 		}
 		// Each trimmed event costs up to three deletes; what is left of the
 		// operation budget bounds how many go in this Txn.
-		trim, err := s.trimOps(ctx, last+int64(len(evs)), max(1, (maxEventTxnOps-len(ops))/3))
+		trim, err := s.trimOps(ctx, last+int64(len(evs)), max(1, (s.txnOps-len(ops))/3))
 		if err != nil {
 			return err
 		}

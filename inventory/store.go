@@ -193,6 +193,10 @@ func openWith(ctx context.Context, kv KV, opts Options, current int, migs []Migr
 		opts.Now = time.Now
 	}
 	s := &store{kv: kv, opts: opts, log: opts.Logger, current: current, migs: migs}
+	s.events.batch, s.txnOps = eventLimits(kv)
+	// A Txn trims only events stored before it: a batch longer than the
+	// retention would leave its own first events past it.
+	s.events.batch = min(s.events.batch, opts.EventRetention)
 	if err := s.prepareSchema(ctx); err != nil {
 		return nil, err
 	}
@@ -206,6 +210,8 @@ type store struct {
 	current int
 	migs    []Migration
 	events  eventQueue
+	// txnOps is the most operations an events Txn carries (eventLimits).
+	txnOps int
 }
 
 func (s *store) SchemaVersion() int { return s.current }

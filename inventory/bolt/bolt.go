@@ -212,6 +212,10 @@ func scan(tx *bbolt.Tx, r inventory.KeyRange) []inventory.KeyValue {
 // Txn queues t for the committer and waits until it is on disk (or
 // refused). Its conditions are checked inside the shared transaction, after
 // the writes queued before it, so compare-and-swap stays exact.
+// MaxTxnOps: bbolt caps no transaction; this bounds one commit's dirty
+// pages, as maxBatch does.
+func (s *KV) MaxTxnOps() int { return 2048 }
+
 func (s *KV) Txn(ctx context.Context, t inventory.Txn) (int64, bool, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, false, err

@@ -60,6 +60,7 @@ func Run(t *testing.T, b Backend) {
 		"LeaseConcurrent":  testLeaseConcurrent,
 		"Events":           testEvents,
 		"EventsConcurrent": testEventsConcurrent,
+		"EventsBurst":      testEventsBurst,
 		"ApplyResume":      testApplyResume,
 		"Schema":           testSchema,
 		"DumpRestore":      testDumpRestore,
@@ -646,6 +647,53 @@ func testEventsConcurrent(t *testing.T, b Backend) {
 	var want []inventory.Event
 	for seq := int64(total - keep + 1); seq <= total; seq++ {
 		want = append(want, bySeq[seq])
+	}
+	if d := diff(want, got); d != "" {
+		t.Errorf("stored events (-acknowledged +stored):\n%s", d)
+	}
+}
+
+// testEventsBurst appends one event from each of many goroutines at once,
+// as a rack booting together does (more than one Txn of etcd's size
+// holds, so a backend that takes larger Txns writes them in fewer): every
+// event is acknowledged with its own Seq, without gaps, and retention
+// trims the store to the last ones.
+func testEventsBurst(t *testing.T, b Backend) {
+	ctx := ctxT(t)
+	const appenders, keep = 400, 50
+	s, _ := open(t, b, inventory.Options{EventRetention: keep})
+	acked := make([]inventory.Event, appenders)
+	var wg sync.WaitGroup
+	for a := range appenders {
+		wg.Go(func() {
+			e, err := s.AppendEvent(ctx, inventory.Event{Machine: fmt.Sprintf("m%d", a), Kind: inventory.EventAgent, Message: "up"})
+			if err != nil {
+				t.Error(err)
+			}
+			acked[a] = e
+		})
+	}
+	wg.Wait()
+	bySeq := map[int64]inventory.Event{}
+	for _, e := range acked {
+		if prev, dup := bySeq[e.Seq]; dup {
+			t.Fatalf("seq %d given to %+v and %+v", e.Seq, prev, e)
+		}
+		bySeq[e.Seq] = e
+	}
+	var want []inventory.Event
+	for seq := int64(1); seq <= appenders; seq++ {
+		e, ok := bySeq[seq]
+		if !ok {
+			t.Fatalf("no event acknowledged with seq %d of 1..%d", seq, appenders)
+		}
+		if seq > appenders-keep {
+			want = append(want, e)
+		}
+	}
+	got, err := s.Events(ctx, inventory.EventQuery{})
+	if err != nil {
+		t.Fatal(err)
 	}
 	if d := diff(want, got); d != "" {
 		t.Errorf("stored events (-acknowledged +stored):\n%s", d)
