@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/serialterm"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
@@ -238,6 +239,7 @@ func TestLab(t *testing.T) {
 			t.Errorf("%s is %q in the store, want provisioned", vm.Name, vm.State)
 		}
 	}
+	labConsoleWithoutServe(t, ctx, metal, dir)
 	if _, err := st.StartServe(ctx, metal, 5*time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -337,4 +339,39 @@ func consoleShowsMarker(ctx context.Context, st *lab.State, metal string, vm *la
 		}
 	}
 	return nil
+}
+
+// labConsoleWithoutServe: with no metal serve, metal lab console opens
+// vm-1's console, whose serial line only its BMC reaches, over SOL with
+// metal console inside the lab's namespace, and Ctrl-] leaves it.
+func labConsoleWithoutServe(t *testing.T, ctx context.Context, metal, dir string) {
+	t.Helper()
+	cmd := groupCommand(ctx, metal, "lab", "console", "--dir", dir, "vm-1")
+	keys, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &syncbuf.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), "Connected to vm-1's serial console"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = cmd.Cancel()
+			_ = cmd.Wait()
+			t.Fatalf("metal lab console vm-1 without serve did not connect in a minute:\n%s", out)
+		}
+	}
+	if _, err := keys.Write([]byte{serialterm.EscapeByte}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("metal lab console vm-1 without serve: %v\n%s", err, out)
+	}
+	for _, want := range []string{"opening it with metal console inside the lab", "Detached."} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metal lab console vm-1 without serve lacks %q:\n%s", want, out)
+		}
+	}
 }
