@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -119,11 +118,7 @@ func newBackupCmd(a *app) *cobra.Command {
 			if f.asJSON {
 				return view.JSON(a.stdout, res)
 			}
-			fmt.Fprintf(a.stdout, "Snapshot %s written to %s: %d records at revision %d, %s.\n",
-				res.Name, r.Target(), res.Header.Records, res.Header.Revision, view.Bytes(uint64(res.Size)))
-			if len(res.Deleted) > 0 {
-				fmt.Fprintf(a.stdout, "Deleted %d older: %s\n", len(res.Deleted), strings.Join(res.Deleted, ", "))
-			}
+			view.Backup(a.stdout, r.Target().String(), res)
 			return nil
 		},
 	}
@@ -139,12 +134,11 @@ func newBackupCmd(a *app) *cobra.Command {
 
 func newBackupKeygenCmd(a *app) *cobra.Command {
 	return &cobra.Command{
-		Use:   "keygen FILE",
-		Short: "Make a backup key: signs snapshots, heartbeats and fences, and seals snapshots",
-		Long:  helpText("backup-keygen"),
-		Example: `  metal backup keygen /etc/metal/backup.key
-  scp -p /etc/metal/backup.key dr-host:/etc/metal/backup.key`,
-		Args: cobra.ExactArgs(1),
+		Use:     "keygen FILE",
+		Short:   "Make a backup key: signs snapshots, heartbeats and fences, and seals snapshots",
+		Long:    helpText("backup-keygen"),
+		Example: helpText("backup-keygen.examples"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			k, err := backup.WriteKeyFile(args[0])
 			if err != nil {

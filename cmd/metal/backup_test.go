@@ -207,21 +207,6 @@ func TestStandbyPromote(t *testing.T) {
 	}
 }
 
-func TestSplitSnapshot(t *testing.T) {
-	tests := map[string]struct{ dir, name string }{
-		"sftp://u@h/ams1/latest":  {"sftp://u@h/ams1", ""},
-		"sftp://u@h/ams1/latest/": {"sftp://u@h/ams1", ""},
-		"sftp://u@h/ams1":         {"sftp://u@h/ams1", ""},
-		"sftp://u@h//srv/ams1/metal-ams1-20300102T030405Z-000000000042.snap": {"sftp://u@h//srv/ams1", "metal-ams1-20300102T030405Z-000000000042.snap"},
-	}
-	for raw, want := range tests {
-		dir, name := splitSnapshot(raw)
-		if dir != want.dir || name != want.name {
-			t.Errorf("splitSnapshot(%q) = %q, %q; want %q, %q", raw, dir, name, want.dir, want.name)
-		}
-	}
-}
-
 // TestServePrimary is the primary side that `metal serve --backup-to`
 // runs: it refuses to start once fenced, ships snapshots and heartbeats
 // while it runs, keeps a standby's unforced promote out, and stops

@@ -3,8 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,21 +10,6 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 )
-
-// splitSnapshot splits sftp://…/DIR/NAME into the directory and the
-// snapshot name: NAME is a snapshot file name, or "latest" (returned as
-// ""). A URL ending in a directory means its latest snapshot.
-func splitSnapshot(raw string) (dir, name string) {
-	trimmed := strings.TrimRight(raw, "/")
-	base := path.Base(trimmed)
-	if base == "latest" {
-		return strings.TrimSuffix(trimmed, "/latest"), ""
-	}
-	if _, ok := backup.ParseName(base); ok {
-		return strings.TrimSuffix(trimmed, "/"+base), base
-	}
-	return raw, ""
-}
 
 type restoreFlags struct {
 	state   stateFlags
@@ -38,13 +21,11 @@ type restoreFlags struct {
 func newRestoreCmd(a *app) *cobra.Command {
 	f := &restoreFlags{}
 	cmd := &cobra.Command{
-		Use:   "restore --site FILE --from sftp://USER@HOST/PATH/SNAPSHOT|latest",
-		Short: "Load a snapshot from an SFTP server into the site's state store",
-		Long:  helpText("restore"),
-		Example: `  metal restore --site site.hcl --from sftp://metal@backup.example/ams1/latest
-  metal restore --site site.hcl --from sftp://metal@backup.example/ams1/metal-ams1-20300102T030405Z-000000000042.snap
-  metal restore --site site.hcl --state file:///var/lib/metal/new.db --from sftp://metal@backup.example/ams1`,
-		Args: cobra.NoArgs,
+		Use:     "restore --site FILE --from sftp://USER@HOST/PATH/SNAPSHOT|latest",
+		Short:   "Load a snapshot from an SFTP server into the site's state store",
+		Long:    helpText("restore"),
+		Example: helpText("restore.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.from == "" {
 				return usageError("--from: name the snapshot, like sftp://metal@backup.example/ams1/latest")
@@ -55,7 +36,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			dir, name := splitSnapshot(f.from)
+			dir, name := backup.SplitURL(f.from)
 			r, err := f.ssh.dial(ctx, a, dir)
 			if err != nil {
 				return err

@@ -25,12 +25,11 @@ type standbyFlags struct {
 func newStandbyCmd(a *app) *cobra.Command {
 	f := &standbyFlags{}
 	cmd := &cobra.Command{
-		Use:   "standby --site FILE --from sftp://USER@HOST/PATH --every 5m",
-		Short: "Keep this site's state store a replica of the primary's newest snapshot",
-		Long:  helpText("standby"),
-		Example: `  metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --every 5m
-  metal standby --site dr.hcl --from sftp://metal@backup.example/ams1 --once`,
-		Args: cobra.NoArgs,
+		Use:     "standby --site FILE --from sftp://USER@HOST/PATH --every 5m",
+		Short:   "Keep this site's state store a replica of the primary's newest snapshot",
+		Long:    helpText("standby"),
+		Example: helpText("standby.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.from == "" {
 				return usageError("--from: name the primary's SFTP directory, like sftp://metal@backup.example/ams1")
@@ -51,7 +50,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 			}
 			defer r.Close()
 			rep := &backup.Replicator{Remote: r, Site: st.Name, Replica: store, Interval: f.every, Logger: a.logger()}
-			return runStandby(ctx, a.stdout, rep, f.every, f.once)
+			return runStandby(ctx, a.stdout, rep, f.once)
 		},
 	}
 	f.state.register(cmd, false)
@@ -62,30 +61,23 @@ func newStandbyCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// runStandby syncs now and then every interval, saying what changed. With
-// once, a failed pull is the command's failure; else it is retried.
-func runStandby(ctx context.Context, w io.Writer, rep *backup.Replicator, every time.Duration, once bool) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		name, changed, err := rep.Sync(ctx)
-		switch {
-		case err != nil && once:
-			return err
-		case err != nil && ctx.Err() == nil:
-			rep.Logger.Warn("replica sync failed; keeping the last good snapshot", "err", err)
-		case changed:
+// runStandby pulls once, or syncs until interrupted, saying what changed.
+// With once, a failed pull is the command's failure; else it is retried.
+func runStandby(ctx context.Context, w io.Writer, rep *backup.Replicator, once bool) error {
+	if !once {
+		rep.Synced = func(name string) {
 			fmt.Fprintf(w, "%s  replica now holds %s\n", time.Now().Format(time.DateTime), name)
-		case once:
-			fmt.Fprintf(w, "replica already holds %s\n", name)
 		}
-		if once {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+		return rep.Run(ctx)
 	}
+	name, changed, err := rep.Sync(ctx)
+	switch {
+	case err != nil:
+		return err
+	case changed:
+		fmt.Fprintf(w, "%s  replica now holds %s\n", time.Now().Format(time.DateTime), name)
+	default:
+		fmt.Fprintf(w, "replica already holds %s\n", name)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/inventory"
@@ -73,6 +74,46 @@ func BMCConfigOf(name string, b *site.BMC) bmc.Config {
 		Username: b.Username, UsernameSecret: b.UsernameSensitive(), Password: bmc.Secret(b.Password),
 		InsecureTLS: b.InsecureTLS, CAFile: b.CAFile,
 	}
+}
+
+// FleetTargets are the drivers of the machines' bmc blocks, for
+// bmc.RunFleet.
+func FleetTargets(machines []*site.Machine, log *slog.Logger) ([]bmc.Target, error) {
+	var targets []bmc.Target
+	for _, m := range machines {
+		d, err := bmc.New(BMCConfig(m), log)
+		if err != nil {
+			return nil, fmt.Errorf("machine %q: %w", m.Name, err)
+		}
+		targets = append(targets, bmc.Target{Name: m.Name, Driver: d})
+	}
+	return targets, nil
+}
+
+// FencePowerOff is the power-off of a site's fence block, for a promote
+// (backup.PromoteOptions.PowerOff): it powers the old primary's host off
+// and returns nil once its BMC confirms it off, within timeout. Half the
+// bound goes to waiting for the power state, so a BMC that keeps reporting
+// the host on is named as such before the bound cuts it off.
+func FencePowerOff(f *site.Fence, timeout time.Duration, log *slog.Logger) (func(context.Context) error, error) {
+	cfg := BMCConfigOf("fence", f.BMC)
+	cfg.PowerWait = timeout / 2
+	cfg.Timeout = min(bmc.DefaultTimeout, timeout/4)
+	d, err := bmc.New(cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("fence block: %w", err)
+	}
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := bmc.Fence(ctx, d); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("no confirmation within --fence-timeout %v: %w", timeout, err)
+			}
+			return err
+		}
+		return nil
+	}, nil
 }
 
 // FromDriver adapts a bmc.Driver to the engine's BMC; a driver that can

@@ -399,6 +399,21 @@ func TestStandbyPromote(t *testing.T) {
 	}
 }
 
+func TestSplitURL(t *testing.T) {
+	tests := map[string]struct{ dir, name string }{
+		"sftp://u@h/ams1/latest":  {"sftp://u@h/ams1", ""},
+		"sftp://u@h/ams1/latest/": {"sftp://u@h/ams1", ""},
+		"sftp://u@h/ams1":         {"sftp://u@h/ams1", ""},
+		"sftp://u@h//srv/ams1/metal-ams1-20300102T030405Z-000000000042.snap": {"sftp://u@h//srv/ams1", "metal-ams1-20300102T030405Z-000000000042.snap"},
+	}
+	for raw, want := range tests {
+		dir, name := backup.SplitURL(raw)
+		if dir != want.dir || name != want.name {
+			t.Errorf("SplitURL(%q) = %q, %q; want %q, %q", raw, dir, name, want.dir, want.name)
+		}
+	}
+}
+
 func TestParseTarget(t *testing.T) {
 	tests := map[string]struct {
 		raw     string

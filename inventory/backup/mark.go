@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,4 +118,25 @@ func CheckMark(stateDir, site string) error {
 		m = Mark{Site: site, Reason: "unreadable mark: " + err.Error()}
 	}
 	return &MarkedError{Path: path, Mark: m}
+}
+
+// PromoteHere promotes the instance whose state directory is stateDir and
+// keeps its mark in step: a claim whose fence was not confirmed leaves the
+// mark that stops this instance's verbs (and makes the next promote here
+// power the old primary off again); a promotion clears it, since this
+// instance owns the site now.
+func PromoteHere(ctx context.Context, r *Remote, stateDir string, opts PromoteOptions) (Promotion, error) {
+	opts.Refence = UnfencedClaim(stateDir, opts.Site) > 0
+	p, err := Promote(ctx, r, opts)
+	var ue *UnfencedError
+	if errors.As(err, &ue) {
+		if merr := SetUnfencedMark(stateDir, opts.Site, ue.Claim, err); merr != nil {
+			return p, fmt.Errorf("%w; and leaving the mark that stops this instance from serving: %w", err, merr)
+		}
+		return p, err
+	}
+	if err != nil {
+		return p, err
+	}
+	return p, ClearMark(stateDir, opts.Site)
 }

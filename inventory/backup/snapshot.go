@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -167,4 +168,19 @@ func ParseName(name string) (SnapshotName, bool) {
 		return SnapshotName{}, false
 	}
 	return SnapshotName{Name: name, Site: m[1], Created: t, Revision: rev}, true
+}
+
+// SplitURL splits sftp://…/DIR/NAME into the directory and the snapshot
+// name: NAME is a snapshot file name, or "latest" (returned as ""). A URL
+// ending in a directory means its latest snapshot.
+func SplitURL(raw string) (dir, name string) {
+	trimmed := strings.TrimRight(raw, "/")
+	base := path.Base(trimmed)
+	if base == "latest" {
+		return strings.TrimSuffix(trimmed, "/latest"), ""
+	}
+	if _, ok := ParseName(base); ok {
+		return strings.TrimSuffix(trimmed, "/"+base), base
+	}
+	return raw, ""
 }

@@ -442,6 +442,8 @@ type Replicator struct {
 	Replica  inventory.Store
 	Interval time.Duration
 	Logger   *slog.Logger
+	// Synced, when set, is told each snapshot Run brings into the replica.
+	Synced func(name string)
 
 	applied string          // name of the snapshot the replica holds
 	refused map[string]bool // forged snapshots, not downloaded again
@@ -475,14 +477,18 @@ func (r *Replicator) Sync(ctx context.Context) (name string, changed bool, err e
 	return name, true, nil
 }
 
-// Run syncs every Interval until ctx ends. Failed pulls are logged and
-// retried: the replica keeps the last good snapshot meanwhile.
+// Run syncs now and then every Interval until ctx ends. Failed pulls are
+// logged and retried: the replica keeps the last good snapshot meanwhile.
 func (r *Replicator) Run(ctx context.Context) error {
 	t := time.NewTicker(r.Interval)
 	defer t.Stop()
 	for {
-		if _, _, err := r.Sync(ctx); err != nil && r.Logger != nil && ctx.Err() == nil {
-			r.Logger.Warn("replica sync failed", "err", err)
+		name, changed, err := r.Sync(ctx)
+		switch {
+		case err != nil && r.Logger != nil && ctx.Err() == nil:
+			r.Logger.Warn("replica sync failed; keeping the last good snapshot", "err", err)
+		case changed && r.Synced != nil:
+			r.Synced(name)
 		}
 		select {
 		case <-ctx.Done():
