@@ -38,7 +38,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
@@ -219,7 +218,7 @@ func Serve(ctx context.Context, opts Options) {
 		w := &Worker{Client: client, HTTP: fetch, Log: log}
 		err = w.Run(ctx, *t)
 		finished[t.ID] = true
-		if err == nil && t.Kind == inventory.TaskInstall {
+		if err == nil && t.Kind == agentapi.TaskInstall {
 			log.Info("install done; rebooting")
 			if err := opts.Reboot(); err != nil {
 				log.Error("reboot failed", "err", err)

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // eraseChunk is how much one write of an overwrite covers; verifySamples
@@ -39,11 +39,11 @@ var ErrNotErased = errors.New("the disk still holds data after the wipe")
 // device may return zeros or anything else (a crypto erase returns
 // noise), so every sampled sector must be zero or differ from what it
 // held before the erase: old data read back fails it.
-func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, progress func(done, total uint64)) (rec inventory.EraseRecord, err error) {
+func EraseDisk(ctx context.Context, path string, method agentapi.WipeMethod, progress func(done, total uint64)) (rec agentapi.EraseRecord, err error) {
 	if method == "" {
-		method = inventory.WipeQuick
+		method = agentapi.WipeQuick
 	}
-	rec = inventory.EraseRecord{Disk: path, Method: method}
+	rec = agentapi.EraseRecord{Disk: path, Method: method}
 	if !method.Valid() {
 		return rec, fmt.Errorf("unknown wipe method %q (want quick, discard, zero or secure)", method)
 	}
@@ -59,9 +59,9 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 	if err != nil {
 		return rec, err
 	}
-	regions := sampleRegions(size, method == inventory.WipeQuick)
+	regions := sampleRegions(size, method == agentapi.WipeQuick)
 	overwriteAll := func(why string) error {
-		rec.Method, rec.Mechanism = inventory.WipeZero, "overwrite"
+		rec.Method, rec.Mechanism = agentapi.WipeZero, "overwrite"
 		if why != "" {
 			rec.Note = why + "; overwritten with zeros instead"
 		}
@@ -73,22 +73,22 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 	}
 
 	switch method {
-	case inventory.WipeQuick:
+	case agentapi.WipeQuick:
 		if err := wipeEnds(f, size); err != nil {
 			return rec, err
 		}
 		rec.Mechanism, rec.Bytes = "ends", min(size, 2*wipeBytes)
-	case inventory.WipeZero:
+	case agentapi.WipeZero:
 		if err := overwriteAll(""); err != nil {
 			return rec, err
 		}
-	case inventory.WipeDiscard, inventory.WipeSecure:
+	case agentapi.WipeDiscard, agentapi.WipeSecure:
 		before, err := snapshot(f, regions)
 		if err != nil {
 			return rec, err
 		}
 		var mech, note string
-		if method == inventory.WipeDiscard {
+		if method == agentapi.WipeDiscard {
 			mech, note, err = discard(f, size)
 		} else {
 			mech, note, err = deviceErase(ctx, f, size)
@@ -105,7 +105,7 @@ func EraseDisk(ctx context.Context, path string, method inventory.WipeMethod, pr
 		rec.Mechanism, rec.Note, rec.Bytes = mech, note, size
 		dropCache(f)
 		n, changed, err := verifyGone(f, regions, before)
-		if errors.Is(err, ErrNotErased) && method == inventory.WipeDiscard {
+		if errors.Is(err, ErrNotErased) && method == agentapi.WipeDiscard {
 			// The device kept (some of) the data it was told is unused:
 			// its choice, which a discard allows.
 			if err := overwriteAll(fmt.Sprintf("the device still returned old data after %s (%v)", mech, err)); err != nil {

@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/metal-dev/metal/internal/testenv"
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // oldImage is what the disk held before the wipe: a pattern no zero
@@ -55,22 +55,22 @@ func loopDevice(t *testing.T, size int) (dev, backing string) {
 // its help says.
 func TestEraseLoopDevice(t *testing.T) {
 	const size = 48 << 20
-	tests := map[inventory.WipeMethod]struct {
-		wantMethod  inventory.WipeMethod
+	tests := map[agentapi.WipeMethod]struct {
+		wantMethod  agentapi.WipeMethod
 		mechanism   string
 		wantBytes   uint64
 		wholeDisk   bool
 		note, note2 string
 	}{
-		inventory.WipeZero: {wantMethod: inventory.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true},
+		agentapi.WipeZero: {wantMethod: agentapi.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true},
 		// A loop device is no NVMe or ATA drive and cannot erase itself:
 		// the agent overwrites it and says why, for each way it tried.
-		inventory.WipeSecure: {wantMethod: inventory.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true,
+		agentapi.WipeSecure: {wantMethod: agentapi.WipeZero, mechanism: "overwrite", wantBytes: size, wholeDisk: true,
 			note: "not an NVMe namespace", note2: "BLKSECDISCARD"},
 		// A loop device discards by punching holes in its file, which
 		// read back as zeros.
-		inventory.WipeDiscard: {wantMethod: inventory.WipeDiscard, mechanism: "blkdiscard", wantBytes: size, wholeDisk: true, note: "BLKDISCARD"},
-		inventory.WipeQuick:   {wantMethod: inventory.WipeQuick, mechanism: "ends", wantBytes: 2 * wipeBytes},
+		agentapi.WipeDiscard: {wantMethod: agentapi.WipeDiscard, mechanism: "blkdiscard", wantBytes: size, wholeDisk: true, note: "BLKDISCARD"},
+		agentapi.WipeQuick:   {wantMethod: agentapi.WipeQuick, mechanism: "ends", wantBytes: 2 * wipeBytes},
 	}
 	for method, tc := range tests {
 		t.Run(string(method), func(t *testing.T) {

@@ -9,14 +9,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // Facts reads the machine's hardware from the /proc and /sys under root
 // ("/" on the machine; a testdata copy in tests). Missing files leave their
 // fact empty: a machine without DMI still reports its disks.
-func Facts(root string) inventory.Hardware {
-	return inventory.Hardware{
+func Facts(root string) agentapi.Hardware {
+	return agentapi.Hardware{
 		CPU:         cpuFacts(root),
 		MemoryBytes: memTotal(root),
 		Disks:       Disks(root),
@@ -35,13 +35,13 @@ func readTrim(path string) string {
 
 // cpuFacts counts /proc/cpuinfo's processors (threads), distinct physical
 // ids (sockets) and cores per socket.
-func cpuFacts(root string) inventory.CPU {
+func cpuFacts(root string) agentapi.CPU {
 	f, err := os.Open(filepath.Join(root, "proc/cpuinfo"))
 	if err != nil {
-		return inventory.CPU{}
+		return agentapi.CPU{}
 	}
 	defer f.Close()
-	var c inventory.CPU
+	var c agentapi.CPU
 	sockets := map[string]bool{}
 	coresPerSocket := 0
 	sc := bufio.NewScanner(f)
@@ -107,13 +107,13 @@ func virtualDisk(name string) bool {
 // Disks lists the machine's disks from /sys/block, sorted by name, with
 // their size (the sysfs size is always in 512-byte sectors), model and
 // serial. Removable media are left out.
-func Disks(root string) []inventory.Disk {
+func Disks(root string) []agentapi.Disk {
 	dir := filepath.Join(root, "sys/block")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
-	var out []inventory.Disk
+	var out []agentapi.Disk
 	for _, e := range entries {
 		name := e.Name()
 		if virtualDisk(name) {
@@ -124,7 +124,7 @@ func Disks(root string) []inventory.Disk {
 			continue
 		}
 		sectors, _ := strconv.ParseUint(readTrim(filepath.Join(p, "size")), 10, 64)
-		d := inventory.Disk{
+		d := agentapi.Disk{
 			Name:       name,
 			SizeBytes:  sectors * 512,
 			Model:      readTrim(filepath.Join(p, "device/model")),
@@ -154,13 +154,13 @@ func diskSerial(p string) string {
 
 // NICs lists the machine's Ethernet interfaces from /sys/class/net: those
 // backed by a device (so not lo, bridges or tunnels), sorted by name.
-func NICs(root string) []inventory.NIC {
+func NICs(root string) []agentapi.NIC {
 	dir := filepath.Join(root, "sys/class/net")
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
-	var out []inventory.NIC
+	var out []agentapi.NIC
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		if readTrim(filepath.Join(p, "type")) != "1" { // ARPHRD_ETHER
@@ -169,7 +169,7 @@ func NICs(root string) []inventory.NIC {
 		if _, err := os.Stat(filepath.Join(p, "device")); err != nil {
 			continue
 		}
-		n := inventory.NIC{Name: e.Name(), MAC: readTrim(filepath.Join(p, "address"))}
+		n := agentapi.NIC{Name: e.Name(), MAC: readTrim(filepath.Join(p, "address"))}
 		if speed, err := strconv.Atoi(readTrim(filepath.Join(p, "speed"))); err == nil && speed > 0 {
 			n.SpeedMbps = speed
 		}
@@ -182,9 +182,9 @@ func NICs(root string) []inventory.NIC {
 	return out
 }
 
-func dmiFacts(root string) inventory.DMI {
+func dmiFacts(root string) agentapi.DMI {
 	id := filepath.Join(root, "sys/class/dmi/id")
-	return inventory.DMI{
+	return agentapi.DMI{
 		Vendor:      readTrim(filepath.Join(id, "sys_vendor")),
 		Product:     readTrim(filepath.Join(id, "product_name")),
 		Serial:      readTrim(filepath.Join(id, "product_serial")),

@@ -8,7 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // testdata/qemu is a copy of the /proc and /sys files the agent reads, as
@@ -16,19 +16,19 @@ import (
 // two NICs and a bridge shows them.
 func TestFacts(t *testing.T) {
 	got := Facts("testdata/qemu")
-	want := inventory.Hardware{
-		CPU:         inventory.CPU{Model: "QEMU Virtual CPU version 2.5+", Sockets: 1, Cores: 2, Threads: 2},
+	want := agentapi.Hardware{
+		CPU:         agentapi.CPU{Model: "QEMU Virtual CPU version 2.5+", Sockets: 1, Cores: 2, Threads: 2},
 		MemoryBytes: 1013568 * 1024,
-		Disks: []inventory.Disk{
+		Disks: []agentapi.Disk{
 			{Name: "nvme0n1", Model: "Samsung SSD 980", Serial: "S64ANS0T1234", SizeBytes: 4194304 * 512},
 			{Name: "sda", Model: "QEMU HARDDISK", Serial: "scsi0001", SizeBytes: 2097152 * 512},
 			{Name: "vda", Serial: "metal-disk-0", SizeBytes: 131072 * 512, Rotational: true},
 		},
-		NICs: []inventory.NIC{
+		NICs: []agentapi.NIC{
 			{Name: "eth0", MAC: "52:54:00:12:34:56", Driver: "virtio_net"},
 			{Name: "eth1", MAC: "52:54:00:12:34:57", Driver: "e1000e", SpeedMbps: 1000},
 		},
-		DMI: inventory.DMI{Vendor: "QEMU", Product: "Standard PC (i440FX + PIIX, 1996)", Serial: "SN-0042",
+		DMI: agentapi.DMI{Vendor: "QEMU", Product: "Standard PC (i440FX + PIIX, 1996)", Serial: "SN-0042",
 			UUID: "5d7e0c9a-8a1c-4e0e-9d3f-1f2e3d4c5b6a", BIOSVersion: "1.16.2-debian-1.16.2-1"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -37,7 +37,7 @@ func TestFacts(t *testing.T) {
 }
 
 func TestFactsOfNothing(t *testing.T) {
-	if diff := cmp.Diff(inventory.Hardware{}, Facts(t.TempDir())); diff != "" {
+	if diff := cmp.Diff(agentapi.Hardware{}, Facts(t.TempDir())); diff != "" {
 		t.Errorf("facts of an empty root (-want +got):\n%s", diff)
 	}
 }

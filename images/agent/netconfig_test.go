@@ -11,7 +11,7 @@ import (
 
 	"github.com/metal-dev/metal/images/agent"
 	"github.com/metal-dev/metal/internal/testenv"
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -49,7 +49,7 @@ func seedNetworkConfig(t *testing.T, src string) string {
 	t.Helper()
 	nc := networkConfig(t, src)
 	root := t.TempDir()
-	if err := agent.WriteToRoot(root, inventory.AgentTask{ID: "t1", Hostname: "db-1", NetworkConfig: string(nc)}); err != nil {
+	if err := agent.WriteToRoot(root, agentapi.Task{ID: "t1", Hostname: "db-1", NetworkConfig: string(nc)}); err != nil {
 		t.Fatal(err)
 	}
 	return filepath.Join(root, "var/lib/cloud/seed/nocloud/network-config")

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // Where the seed goes, and why there.
@@ -38,7 +38,7 @@ var ErrNoSeedTarget = errors.New("no partition with /etc/cloud")
 // written as JSON, which is YAML too, so no value (a hostname, a key) can
 // break its quoting. The instance-id is the task's ID: a reinstall is a new
 // instance, so cloud-init runs its first-boot modules again.
-func SeedFiles(t inventory.AgentTask) (metaData, userData []byte, err error) {
+func SeedFiles(t agentapi.Task) (metaData, userData []byte, err error) {
 	meta := map[string]any{"instance-id": "metal-" + t.ID}
 	if t.Hostname != "" {
 		meta["local-hostname"] = t.Hostname
@@ -64,7 +64,7 @@ func SeedFiles(t inventory.AgentTask) (metaData, userData []byte, err error) {
 // script, a MIME multipart) is written as given; cloud-init runs both.
 // Written as JSON under the #cloud-config line: YAML, with no quoting to
 // get wrong.
-func VendorData(t inventory.AgentTask) ([]byte, error) {
+func VendorData(t agentapi.Task) ([]byte, error) {
 	if t.PhoneHome == "" {
 		return nil, nil
 	}
@@ -84,7 +84,7 @@ func VendorData(t inventory.AgentTask) ([]byte, error) {
 // NetworkConfig returns the NoCloud network-config of t (version 2,
 // rendered from the site: see site.Machine.NetworkConfig), or nil when the
 // installed OS takes its address by DHCP. It is JSON, which is YAML too.
-func NetworkConfig(t inventory.AgentTask) []byte {
+func NetworkConfig(t agentapi.Task) []byte {
 	if t.NetworkConfig == "" {
 		return nil
 	}
@@ -92,7 +92,7 @@ func NetworkConfig(t inventory.AgentTask) []byte {
 }
 
 // WriteToRoot writes the seed under a mounted root filesystem.
-func WriteToRoot(root string, t inventory.AgentTask) error {
+func WriteToRoot(root string, t agentapi.Task) error {
 	meta, user, err := SeedFiles(t)
 	if err != nil {
 		return err
@@ -169,7 +169,7 @@ func filesystems() []string {
 // disk, and returns where it went. ErrNoSeedTarget means the image has no
 // cloud-init root; a task that asks for nothing (no hostname, keys or
 // user-data) writes nothing.
-func WriteSeed(ctx context.Context, disk string, t inventory.AgentTask, log *slog.Logger) (string, error) {
+func WriteSeed(ctx context.Context, disk string, t agentapi.Task, log *slog.Logger) (string, error) {
 	if t.Hostname == "" && len(t.SSHAuthorizedKeys) == 0 && t.UserData == "" && t.PhoneHome == "" {
 		return "nothing to seed", nil
 	}

@@ -5,14 +5,14 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // The phone-home goes to vendor-data, readable by root only, and leaves
 // the site's user-data as given.
 func TestSeedPhoneHome(t *testing.T) {
 	root := t.TempDir()
-	task := inventory.AgentTask{ID: "t1", Hostname: "web-01", UserData: "#!/bin/sh\necho hi\n",
+	task := agentapi.Task{ID: "t1", Hostname: "web-01", UserData: "#!/bin/sh\necho hi\n",
 		PhoneHome: "http://192.0.2.1:8080/agent/v1/52:54:00:00:00:01/ready/s3cret"}
 	if err := WriteToRoot(root, task); err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metal-dev/metal/images"
-	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
@@ -34,7 +33,7 @@ type Worker struct {
 	ProgressEvery time.Duration
 	// Seed writes the cloud-init seed after an install; default
 	// WriteSeed. Tests that write to a plain file replace it.
-	Seed func(ctx context.Context, disk string, t inventory.AgentTask, log *slog.Logger) (string, error)
+	Seed func(ctx context.Context, disk string, t agentapi.Task, log *slog.Logger) (string, error)
 }
 
 func (w *Worker) defaults() {
@@ -62,25 +61,25 @@ func (w *Worker) defaults() {
 // report itself is retried for a while, since a machine that installed its
 // OS but could not say so would be installed again. It returns the task's
 // error, if any.
-func (w *Worker) Run(ctx context.Context, t inventory.AgentTask) error {
+func (w *Worker) Run(ctx context.Context, t agentapi.Task) error {
 	w.defaults()
 	var err error
 	switch t.Kind {
-	case inventory.TaskInstall:
+	case agentapi.TaskInstall:
 		err = w.install(ctx, t)
-	case inventory.TaskWipe:
+	case agentapi.TaskWipe:
 		err = w.wipe(ctx, t)
-	case inventory.TaskDiscover:
+	case agentapi.TaskDiscover:
 		// The facts were reported before the task was asked for.
 	default:
 		err = fmt.Errorf("unknown task kind %q: this agent knows discover, install and wipe", t.Kind)
 	}
-	final := agentapi.Status{TaskID: t.ID, Phase: inventory.AgentDone}
-	if t.Kind == inventory.TaskInstall {
+	final := agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseDone}
+	if t.Kind == agentapi.TaskInstall {
 		final.Step = "rebooting"
 	}
 	if err != nil {
-		final = agentapi.Status{TaskID: t.ID, Phase: inventory.AgentFailed, Error: err.Error()}
+		final = agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseFailed, Error: err.Error()}
 		if len(final.Error) > 4000 {
 			final.Error = final.Error[:4000]
 		}
@@ -168,7 +167,7 @@ func (w *Worker) reportProgress(ctx context.Context, taskID string, p *progress)
 			case <-tick.C:
 			}
 			p.mu.Lock()
-			st := agentapi.Status{TaskID: taskID, Phase: inventory.AgentRunning, Step: p.step, Done: p.done, Total: p.total}
+			st := agentapi.Status{TaskID: taskID, Phase: agentapi.PhaseRunning, Step: p.step, Done: p.done, Total: p.total}
 			p.mu.Unlock()
 			if st.Total > 0 && st.Done > st.Total {
 				st.Total = 0
@@ -181,7 +180,7 @@ func (w *Worker) reportProgress(ctx context.Context, taskID string, p *progress)
 	return func() { cancel(); wg.Wait() }
 }
 
-func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
+func (w *Worker) install(ctx context.Context, t agentapi.Task) error {
 	if t.ImageURL == "" {
 		return errors.New("install task without an image URL")
 	}
@@ -197,7 +196,7 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 		return err
 	}
 	w.Log.Info("installing", "task", t.ID, "image", t.Image, "url", src, "disk", disk, "format", t.Format)
-	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "fetching"}, 3)
+	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning, Step: "fetching"}, 3)
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
@@ -223,7 +222,7 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 	defer f.Close()
 	// The step changes now, not at the first tick, so the timeline shows
 	// the write starting however fast it goes.
-	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "writing", Total: total}, 3)
+	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning, Step: "writing", Total: total}, 3)
 	p := &progress{step: "writing", total: total}
 	stop := w.reportProgress(ctx, t.ID, p)
 	n, werr := images.Write(ctx, f, resp.Body, images.WriteOptions{
@@ -250,13 +249,13 @@ func (w *Worker) install(ctx context.Context, t inventory.AgentTask) error {
 	rereadPartitions(f, w.Log)
 	f.Close()
 
-	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "seeding"}, 3)
+	w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning, Step: "seeding"}, 3)
 	where, err := w.Seed(ctx, disk, t, w.Log)
 	switch {
 	case errors.Is(err, ErrNoSeedTarget):
 		// Not every image runs cloud-init; the timeline says it got none.
 		w.Log.Warn("no cloud-init seed written", "err", err)
-		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "seed-skipped"}, 3)
+		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning, Step: "seed-skipped"}, 3)
 	case err != nil:
 		return fmt.Errorf("cloud-init seed: %w", err)
 	default:
@@ -284,14 +283,14 @@ func (w *Worker) resolve(ref string) (string, error) {
 // labels all live in the first or last MiB.
 const wipeBytes = 1 << 20
 
-func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
+func (w *Worker) wipe(ctx context.Context, t agentapi.Task) error {
 	disks := Disks(w.SysRoot)
 	if t.Disk != "" {
 		d, err := w.pickDisk(t.Disk)
 		if err != nil {
 			return err
 		}
-		disks = []inventory.Disk{{Name: filepath.Base(d)}}
+		disks = []agentapi.Disk{{Name: filepath.Base(d)}}
 		for _, x := range Disks(w.SysRoot) {
 			if x.Name == disks[0].Name {
 				disks[0] = x
@@ -302,7 +301,7 @@ func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
 		return errors.New("no disk found to wipe")
 	}
 	for i, d := range disks {
-		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning, Step: "wiping",
+		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning, Step: "wiping",
 			Done: uint64(i), Total: uint64(len(disks))}, 3)
 		rec, err := EraseDisk(ctx, filepath.Join(w.DevDir, d.Name), t.Wipe, nil)
 		rec.Disk, rec.Serial = d.Name, d.Serial
@@ -312,7 +311,7 @@ func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
 		// through the server, an event that outlives the machine's
 		// record; a failed one too, unverified, so the log says what was
 		// and was not done.
-		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: inventory.AgentRunning,
+		w.report(ctx, agentapi.Status{TaskID: t.ID, Phase: agentapi.PhaseRunning,
 			Step: eraseStep(rec), Done: uint64(i + 1), Total: uint64(len(disks)), Erase: &rec}, 3)
 		if err != nil {
 			return fmt.Errorf("wipe %s (%s): %w", d.Name, rec.Method, err)
@@ -324,7 +323,7 @@ func (w *Worker) wipe(ctx context.Context, t inventory.AgentTask) error {
 
 // eraseStep is an erase record as a timeline step (at most 64 bytes):
 // "erased sda: zero, 64 GiB, verified".
-func eraseStep(r inventory.EraseRecord) string {
+func eraseStep(r agentapi.EraseRecord) string {
 	v := "verified"
 	if !r.Verified {
 		v = "not verified"

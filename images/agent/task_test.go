@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"log/slog"
 	"net"
 	"net/http"
@@ -77,7 +78,7 @@ func newRig(t *testing.T) *rig {
 		Client:  &agentapi.Client{BaseURL: hs.URL, MAC: mac, Token: rigSecret},
 		Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		SysRoot: root, DevDir: dev, ProgressEvery: 10 * time.Millisecond,
-		Seed: func(_ context.Context, _ string, task inventory.AgentTask, _ *slog.Logger) (string, error) {
+		Seed: func(_ context.Context, _ string, task agentapi.Task, _ *slog.Logger) (string, error) {
 			return r.seed, WriteToRoot(r.seed, task)
 		},
 	}
@@ -96,11 +97,15 @@ func must(t *testing.T, err error) {
 var rigSecret = strings.Repeat("ab", 32)
 
 // give writes task into web-01's intent, as the converge engine does.
-func (r *rig) give(t *testing.T, task inventory.AgentTask) {
+func (r *rig) give(t *testing.T, task agentapi.Task) {
 	t.Helper()
-	task.Secret = rigSecret
-	_, err := inventory.UpdateMachine(context.Background(), r.store, "web-01", func(m *inventory.Machine) error {
-		m.Intent = inventory.BootIntent{Action: inventory.BootInstall, Task: &task}
+	var rec inventory.AgentTask // the same JSON
+	b, err := json.Marshal(task)
+	must(t, err)
+	must(t, json.Unmarshal(b, &rec))
+	rec.Secret = rigSecret
+	_, err = inventory.UpdateMachine(context.Background(), r.store, "web-01", func(m *inventory.Machine) error {
+		m.Intent = inventory.BootIntent{Action: inventory.BootInstall, Task: &rec}
 		return nil
 	})
 	must(t, err)
@@ -141,7 +146,7 @@ func TestInstall(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
-	task := inventory.AgentTask{ID: "t1", Kind: inventory.TaskInstall, ImageURL: "/images/os.raw.gz", Format: "gz",
+	task := agentapi.Task{ID: "t1", Kind: agentapi.TaskInstall, ImageURL: "/images/os.raw.gz", Format: "gz",
 		Checksum: sha(body), Hostname: "web-01", SSHAuthorizedKeys: []string{"ssh-ed25519 AAAA test"}, UserData: "#cloud-config\npackages: [htop]\n"}
 	r.give(t, task)
 	if err := r.worker.Run(context.Background(), task); err != nil {
@@ -184,28 +189,28 @@ func TestInstallFailures(t *testing.T) {
 	corrupt := append([]byte(nil), body...)
 	corrupt[len(corrupt)/2] ^= 0xFF
 	cases := map[string]struct {
-		task    inventory.AgentTask
+		task    agentapi.Task
 		serve   []byte
 		wantErr []string
 		cleared bool
 	}{
 		"checksum mismatch": {
-			task:    inventory.AgentTask{ImageURL: "/images/x.gz", Format: "gz", Checksum: sha(body)},
+			task:    agentapi.Task{ImageURL: "/images/x.gz", Format: "gz", Checksum: sha(body)},
 			serve:   corrupt,
 			wantErr: []string{"checksum mismatch", sha(body), sha(corrupt)},
 			cleared: true,
 		},
 		"no such disk": {
-			task:    inventory.AgentTask{ImageURL: "/images/x.gz", Format: "gz", Checksum: sha(body), Disk: "/dev/sdz"},
+			task:    agentapi.Task{ImageURL: "/images/x.gz", Format: "gz", Checksum: sha(body), Disk: "/dev/sdz"},
 			serve:   body,
 			wantErr: []string{"disk /dev/sdz not found", "vda"},
 		},
 		"image missing": {
-			task:    inventory.AgentTask{ImageURL: "/images/gone.gz", Format: "gz", Checksum: sha(body)},
+			task:    agentapi.Task{ImageURL: "/images/gone.gz", Format: "gz", Checksum: sha(body)},
 			wantErr: []string{"404"},
 		},
 		"no checksum": {
-			task:    inventory.AgentTask{ImageURL: "/images/x.gz", Format: "gz"},
+			task:    agentapi.Task{ImageURL: "/images/x.gz", Format: "gz"},
 			serve:   body,
 			wantErr: []string{"without a checksum"},
 		},
@@ -216,7 +221,7 @@ func TestInstallFailures(t *testing.T) {
 			if tc.serve != nil {
 				r.images.HandleFunc("/images/x.gz", func(w http.ResponseWriter, _ *http.Request) { w.Write(tc.serve) })
 			}
-			tc.task.ID, tc.task.Kind = "t2", inventory.TaskInstall
+			tc.task.ID, tc.task.Kind = "t2", agentapi.TaskInstall
 			r.give(t, tc.task)
 			if err := r.worker.Run(context.Background(), tc.task); err == nil {
 				t.Fatal("Run succeeded")
@@ -240,7 +245,7 @@ func TestInstallFailures(t *testing.T) {
 
 func TestWipe(t *testing.T) {
 	r := newRig(t)
-	task := inventory.AgentTask{ID: "w1", Kind: inventory.TaskWipe}
+	task := agentapi.Task{ID: "w1", Kind: agentapi.TaskWipe}
 	r.give(t, task)
 	must(t, r.worker.Run(context.Background(), task))
 	disk, _ := os.ReadFile(r.disk)

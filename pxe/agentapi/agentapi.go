@@ -7,7 +7,7 @@
 // names the MAC the machine booted from; {mac} is "aa:bb:cc:dd:ee:ff" or
 // "aa-bb-cc-dd-ee-ff":
 //
-//	POST /agent/v1/{mac}/facts   body: inventory.Hardware      → 204
+//	POST /agent/v1/{mac}/facts   body: Hardware                → 204
 //	GET  /agent/v1/{mac}/task                                   → 200 TaskResponse
 //	POST /agent/v1/{mac}/status  body: Status                  → 204
 //
@@ -15,8 +15,8 @@
 // becomes a machine named "m-" and the MAC's hex digits
 // ("m-525400aabbcc") in state discovered, which an operator adopts.
 //
-// task returns the agent's job: the AgentTask the converge engine wrote in
-// the machine's boot intent, or no task (null), which means "report, then
+// task returns the agent's job: the task the converge engine wrote in the
+// machine's boot intent, or no task (null), which means "report, then
 // ask again after PollSeconds". A task of kind discover means the same.
 //
 // status records the agent's progress and result for one task in
@@ -47,8 +47,6 @@ import (
 	"net"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/metal-dev/metal/inventory"
 )
 
 // Prefix is where the agent protocol is mounted on metal's HTTP server.
@@ -67,7 +65,7 @@ const (
 // TaskResponse is the answer to GET task.
 type TaskResponse struct {
 	// Task is the job to do; nil means none yet: ask again later.
-	Task *inventory.AgentTask `json:"task"`
+	Task *Task `json:"task"`
 	// PollSeconds is how long the agent waits before asking again when
 	// it has nothing to do.
 	PollSeconds int `json:"poll_seconds"`
@@ -75,15 +73,15 @@ type TaskResponse struct {
 
 // Status is one agent report about a task.
 type Status struct {
-	TaskID string               `json:"task_id"`
-	Phase  inventory.AgentPhase `json:"phase"`
-	Step   string               `json:"step,omitempty"`
-	Done   uint64               `json:"done,omitempty"`
-	Total  uint64               `json:"total,omitempty"`
-	Error  string               `json:"error,omitempty"`
+	TaskID string `json:"task_id"`
+	Phase  Phase  `json:"phase"`
+	Step   string `json:"step,omitempty"`
+	Done   uint64 `json:"done,omitempty"`
+	Total  uint64 `json:"total,omitempty"`
+	Error  string `json:"error,omitempty"`
 	// Erase is the record of one disk a wipe task erased; the server
 	// keeps it as an event, which outlives the machine's record.
-	Erase *inventory.EraseRecord `json:"erase,omitempty"`
+	Erase *EraseRecord `json:"erase,omitempty"`
 }
 
 // Validate checks a report before it is stored.
@@ -91,13 +89,13 @@ func (s Status) Validate() error {
 	switch {
 	case s.TaskID == "" || len(s.TaskID) > 128:
 		return fmt.Errorf("task_id: want 1-128 bytes, got %d", len(s.TaskID))
-	case s.Phase != inventory.AgentRunning && s.Phase != inventory.AgentDone && s.Phase != inventory.AgentFailed:
+	case s.Phase != PhaseRunning && s.Phase != PhaseDone && s.Phase != PhaseFailed:
 		return fmt.Errorf("phase %q: want running, done or failed", s.Phase)
 	case len(s.Step) > 64:
 		return fmt.Errorf("step: at most 64 bytes, got %d", len(s.Step))
 	case len(s.Error) > 4096:
 		return fmt.Errorf("error: at most 4096 bytes, got %d", len(s.Error))
-	case s.Phase == inventory.AgentFailed && s.Error == "":
+	case s.Phase == PhaseFailed && s.Error == "":
 		return fmt.Errorf("a failed report must say why (error is empty)")
 	case s.Total > 0 && s.Done > s.Total:
 		return fmt.Errorf("done %d exceeds total %d", s.Done, s.Total)
@@ -115,7 +113,7 @@ func (s Status) Validate() error {
 
 // validateHardware bounds a facts report: counts, and the length and
 // encoding of every string, since all of it is shown to operators.
-func validateHardware(hw inventory.Hardware) error {
+func validateHardware(hw Hardware) error {
 	if len(hw.Disks) > 1024 || len(hw.NICs) > 1024 || len(hw.Extra) > 256 {
 		return fmt.Errorf("too many disks (%d), NICs (%d) or extra facts (%d): at most 1024, 1024 and 256",
 			len(hw.Disks), len(hw.NICs), len(hw.Extra))

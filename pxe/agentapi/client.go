@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-
-	"github.com/metal-dev/metal/inventory"
 )
 
 // ErrStaleTask is returned by Client.Status when metal no longer considers
@@ -36,7 +34,7 @@ func (c *Client) url(verb string) string {
 }
 
 // Facts reports the machine's hardware.
-func (c *Client) Facts(ctx context.Context, hw inventory.Hardware) error {
+func (c *Client) Facts(ctx context.Context, hw Hardware) error {
 	return c.do(ctx, http.MethodPost, "facts", hw, nil)
 }
 

@@ -57,8 +57,8 @@ var errRepeat = errors.New("repeated final report")
 // repeatsFinal says whether st is the final report (done or failed) that
 // rec already holds for the same task.
 func repeatsFinal(rec *inventory.AgentStatus, st Status) bool {
-	return rec != nil && rec.TaskID == st.TaskID && rec.Phase == st.Phase &&
-		(st.Phase == inventory.AgentDone || st.Phase == inventory.AgentFailed)
+	return rec != nil && rec.TaskID == st.TaskID && rec.Phase == inventory.AgentPhase(st.Phase) &&
+		(st.Phase == PhaseDone || st.Phase == PhaseFailed)
 }
 
 // New returns the protocol's handler; mount it at Prefix.
@@ -251,7 +251,7 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
 }
 
 func (s *Server) facts(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
-	var hw inventory.Hardware
+	var hw Hardware
 	if !decode(w, r, maxFactsBytes, &hw) {
 		return
 	}
@@ -259,9 +259,10 @@ func (s *Server) facts(w http.ResponseWriter, r *http.Request, mac net.HardwareA
 		http.Error(w, "metal: facts: "+err.Error(), http.StatusBadRequest)
 		return
 	}
-	hw.ReportedAt = s.cfg.Now().UTC()
+	rec := hardwareRecord(hw)
+	rec.ReportedAt = s.cfg.Now().UTC()
 	ctx := r.Context()
-	name, created, err := s.recordFacts(ctx, mac, hw)
+	name, created, err := s.recordFacts(ctx, mac, rec)
 	if err != nil {
 		s.log.Error("record facts", "mac", mac.String(), "err", err)
 		http.Error(w, "metal: cannot record facts: "+err.Error(), http.StatusInternalServerError)
@@ -322,10 +323,7 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAd
 		// the agent waits, and the engine boots the machine from its disk.
 	default:
 		if t := m.Intent.Task; t != nil {
-			// The agent has the secret already; the answer need not carry it.
-			cp := *t
-			cp.Secret = ""
-			resp.Task = &cp
+			resp.Task = taskOf(t)
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -361,21 +359,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 			return errStale
 		}
 		prev := m.Agent
-		changed = prev == nil || prev.TaskID != st.TaskID || prev.Phase != st.Phase || prev.Step != st.Step || prev.Error != st.Error
+		changed = prev == nil || prev.TaskID != st.TaskID || prev.Phase != inventory.AgentPhase(st.Phase) || prev.Step != st.Step || prev.Error != st.Error
 		m.Agent = &inventory.AgentStatus{
-			TaskID: st.TaskID, Phase: st.Phase, Step: st.Step,
+			TaskID: st.TaskID, Phase: inventory.AgentPhase(st.Phase), Step: st.Step,
 			Done: st.Done, Total: st.Total, Error: st.Error, UpdatedAt: s.cfg.Now().UTC(),
 		}
 		return nil
 	})
-	if errors.Is(err, errRepeat) {
-		// The agent sent its final report again because the answer to the
-		// first was lost (metal restarted in between), and metal has moved
-		// the machine on since. Saying 409 would tell the agent the report
-		// never counted; it did.
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
 	if errors.Is(err, errRepeat) {
 		// The agent sent its final report again because the answer to the
 		// first was lost (metal restarted in between), and metal has moved
@@ -394,9 +384,10 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 		return
 	}
 	if st.Erase != nil && changed {
+		erase := eraseRecord(*st.Erase)
 		if _, err := s.cfg.Store.AppendEvent(ctx, inventory.Event{
 			Time: s.cfg.Now().UTC(), Machine: m.Name, MAC: mac.String(), Kind: inventory.EventErase,
-			Message: "erased " + st.Erase.String(), Erase: st.Erase,
+			Message: "erased " + erase.String(), Erase: erase,
 		}); err != nil {
 			// The agent sends it again: its report is not acknowledged.
 			s.log.Error("record erase", "machine", m.Name, "err", err)
@@ -462,14 +453,6 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
-	if errors.Is(err, errRepeat) {
-		// The agent sent its final report again because the answer to the
-		// first was lost (metal restarted in between), and metal has moved
-		// the machine on since. Saying 409 would tell the agent the report
-		// never counted; it did.
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
 	if errors.Is(err, errStale) {
 		refuse()
 		return

@@ -476,7 +476,7 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 		return
 	}
 	c := &agentapi.Client{BaseURL: f.agentURL, MAC: mac, Token: secret}
-	var task *inventory.AgentTask
+	var task *agentapi.Task
 	err = retry(ctx, func() error {
 		resp, err := c.Task(ctx)
 		task = resp.Task
@@ -491,18 +491,18 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	f.order = append(f.order, b.Machine)
 	cause := f.failAgent[b.Machine]
 	f.mu.Unlock()
-	if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "writing"}) != nil {
+	if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: agentapi.PhaseRunning, Step: "writing"}) != nil {
 		return
 	}
-	if task.Kind == inventory.TaskWipe && cause == "" {
+	if task.Kind == agentapi.TaskWipe && cause == "" {
 		// The erase record of the simulated disk, by the method asked.
 		method := task.Wipe
 		if method == "" {
-			method = inventory.WipeQuick
+			method = agentapi.WipeQuick
 		}
-		rec := inventory.EraseRecord{Disk: "vda", Serial: "sim-" + b.Machine, Method: method, Mechanism: "simulated",
+		rec := agentapi.EraseRecord{Disk: "vda", Serial: "sim-" + b.Machine, Method: method, Mechanism: "simulated",
 			Bytes: 64 << 20, Verified: true, VerifiedBytes: 2 << 20}
-		if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: inventory.AgentRunning, Step: "erased vda", Erase: &rec}) != nil {
+		if f.report(ctx, c, agentapi.Status{TaskID: task.ID, Phase: agentapi.PhaseRunning, Step: "erased vda", Erase: &rec}) != nil {
 			return
 		}
 	}
@@ -513,20 +513,20 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 			return // powered off mid-install
 		}
 	}
-	final := agentapi.Status{TaskID: task.ID, Phase: inventory.AgentDone, Step: "rebooting"}
+	final := agentapi.Status{TaskID: task.ID, Phase: agentapi.PhaseDone, Step: "rebooting"}
 	if cause != "" {
-		final = agentapi.Status{TaskID: task.ID, Phase: inventory.AgentFailed, Step: "writing", Error: cause}
+		final = agentapi.Status{TaskID: task.ID, Phase: agentapi.PhaseFailed, Step: "writing", Error: cause}
 	}
 	// Counted before the report, so the count is there by the time the
 	// engine sees the report; taken back if metal never got it.
 	counter := f.installs
-	if task.Kind == inventory.TaskWipe {
+	if task.Kind == agentapi.TaskWipe {
 		counter = f.wipes
 	}
 	if cause == "" {
 		f.mu.Lock()
 		counter[b.Machine]++
-		if task.Kind == inventory.TaskInstall {
+		if task.Kind == agentapi.TaskInstall {
 			f.written[b.Machine]++
 		}
 		f.mu.Unlock()
@@ -541,7 +541,7 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 		}
 		return
 	}
-	if cause == "" && task.Kind == inventory.TaskInstall {
+	if cause == "" && task.Kind == agentapi.TaskInstall {
 		// The installed OS comes up (after the reboot), asks for its
 		// address and cloud-init phones home.
 		defer f.osUp(ctx, b.Machine, task.PhoneHome)
