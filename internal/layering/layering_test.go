@@ -41,9 +41,7 @@ var allowed = map[string][]string{
 // known are the arrows issue 23 names that still run the wrong way, each
 // to be removed here when it is mended; a new one fails the test.
 var known = map[string]bool{
-	"pxe/agentapi -> inventory":                 true, // inventory types as the agent's wire format
-	"images/agent -> inventory":                 true, // the same
-	"daemon/console/consoletest -> pxe/pxetest": true,
+	"pxe/agentapi -> inventory": true, // inventory types as the agent's wire format
 }
 
 // testHelper says whether a package exists for tests (pxetest, storetest,

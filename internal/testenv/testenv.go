@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -36,4 +37,17 @@ func Long(t testing.TB, what string) {
 	if testing.Short() {
 		t.Skipf("runs %s: not in a -short run (make unit)", what)
 	}
+}
+
+// Tool returns the path of program, which the Debian package debianPackage
+// provides; it skips t in a -short run and fails it, naming the package to
+// install, when the program is missing.
+func Tool(t testing.TB, program, debianPackage string) string {
+	t.Helper()
+	Integration(t, program+" (Debian "+debianPackage+")")
+	p, err := exec.LookPath(program)
+	if err != nil {
+		t.Fatalf("this test needs %s: install the Debian package %s (apt-get install %s)", program, debianPackage, debianPackage)
+	}
+	return p
 }

@@ -400,16 +400,11 @@ func (n *Netns) Serve(t testing.TB, ctx context.Context, servers map[string]func
 	return func() { cancel(); wg.Wait() }
 }
 
-// RequireTool returns the path of the named program, or fails the test
+// RequireTool is testenv.Tool: the path of program, or the test fails
 // saying which Debian package provides it.
 func RequireTool(t testing.TB, program, debianPackage string) string {
 	t.Helper()
-	testenv.Integration(t, program+" (Debian "+debianPackage+")")
-	p, err := exec.LookPath(program)
-	if err != nil {
-		t.Fatalf("this test needs %s: install the Debian package %s (apt-get install %s)", program, debianPackage, debianPackage)
-	}
-	return p
+	return testenv.Tool(t, program, debianPackage)
 }
 
 // RandomMAC returns a random unicast, locally administered MAC address.

@@ -14,7 +14,7 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/metal-dev/metal/pxe/pxetest"
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // Browser starts Debian's headless Chromium with the flags that keep it
@@ -23,7 +23,7 @@ import (
 // is skipped.
 func Browser(t *testing.T) context.Context {
 	t.Helper()
-	bin := pxetest.RequireTool(t, "chromium", "chromium")
+	bin := testenv.Tool(t, "chromium", "chromium")
 	// Not t.TempDir: Chromium's helpers may still be writing the profile
 	// when the test ends; it is removed once the browser is gone.
 	profile, err := os.MkdirTemp("", "metal-console-chromium-")
