@@ -173,12 +173,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 	defer close(v.finished)
 	_, err = runner.Run(runCtx, runner.Operation{
 		Site: s, Store: d.Store, Resume: req.Resume, Targets: req.Targets,
-		Engine: d.Engine(apply.Options{
-			BMC:         d.operator.bmcs,
-			StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
-			BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
-			AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drainCh, Logger: d.log.With("component", "apply"),
-		}),
+		Engine: d.EngineFor(req, d.operator.bmcs, drainCh, d.log.With("component", "apply")),
 	}, v)
 	if err == nil {
 		return
@@ -203,6 +198,19 @@ func (d *Daemon) Engine(o apply.Options) apply.Options {
 	o.Media = d.BootMedia
 	o.FirmwareURL = d.FirmwareURL
 	return o
+}
+
+// EngineFor is the engine's options of the run req asks for, with this
+// daemon's netboot filled in (Engine): bmcs reach the machines' BMCs, and
+// once drain closes no more machines start. A submitted run and an apply
+// that runs its own servers both take it.
+func (d *Daemon) EngineFor(req ApplyRequest, bmcs apply.BMCFunc, drain <-chan struct{}, log *slog.Logger) apply.Options {
+	return d.Engine(apply.Options{
+		BMC:         bmcs,
+		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
+		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
+		AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drain, Logger: log,
+	})
 }
 
 // ServeWhile serves netboot until the returned stop is called; failed is

@@ -153,3 +153,34 @@ func QueryFor(ctx context.Context, r Reader, ref string) (EventQuery, error) {
 	}
 	return EventQuery{}, fmt.Errorf("--machine %q: no machine of that name in the store, and not a MAC: `metal machines` lists them", ref)
 }
+
+// Tail gives fn the last n events of ref (QueryFor; every event with n 0),
+// then, with follow, each new one until ctx ends (which is no error).
+func Tail(ctx context.Context, r Reader, ref string, n int, follow bool, fn func(Event) error) error {
+	q, err := QueryFor(ctx, r, ref)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		if q.AfterSeq, err = TailStart(ctx, r, q, n); err != nil {
+			return err
+		}
+	}
+	if follow {
+		err := r.Follow(ctx, q, fn)
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	evs, err := r.Events(ctx, q)
+	if err != nil {
+		return err
+	}
+	for _, e := range evs {
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
-	"github.com/metal-dev/metal/site"
 
 	"github.com/spf13/cobra"
 
@@ -23,24 +22,19 @@ import (
 	"github.com/metal-dev/metal/inventory"
 )
 
+// applyFlags parse into the run's request (req), as metal serve takes it
+// too, and say how this process shows it and serves without metal serve.
 type applyFlags struct {
-	vars         varFlags
-	site         siteFlag
-	autoApprove  bool
-	allowDestroy bool
-	wipe         string
-	resume       bool
-	asJSON       bool
-	noColor      bool
-	targets      []string
-	stateDir     string
-	listen       string
-	tftpAddr     string
-	agent        agentBootFlags
-	stepTimeout  time.Duration
-	agentTimeout time.Duration
-	bootTimeout  time.Duration
-	consoleLog   string
+	vars        varFlags
+	site        siteFlag
+	req         daemon.ApplyRequest
+	autoApprove bool
+	asJSON      bool
+	noColor     bool
+	stateDir    string
+	listen      string
+	tftpAddr    string
+	agent       agentBootFlags
 }
 
 func newApplyCmd(a *app) *cobra.Command {
@@ -59,20 +53,20 @@ func newApplyCmd(a *app) *cobra.Command {
 	f.site.register(cmd.Flags())
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
-	fl.BoolVar(&f.allowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk), deprovisions (the disks are wiped as --wipe says), and firmware downgrades")
-	fl.StringVar(&f.wipe, "wipe", "", `how a deprovision erases each disk, for this run (default: the machine's wipe in the site file while it was declared, else quick): "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable); "discard" tells the device every block is unused (BLKDISCARD: fast on SSDs, but the device decides what reads return) and overwrites when old data still reads back; "zero" overwrites every byte; "secure" asks the drive to erase itself (NVMe Sanitize, else Format NVM with secure erase; ATA SECURITY ERASE UNIT unless the drive is frozen or locked; else BLKSECDISCARD) and overwrites when it cannot, saying why; all but quick then read back samples across the whole disk: no sampled sector may still hold its old content`)
-	fl.BoolVar(&f.resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
+	fl.BoolVar(&f.req.AllowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk), deprovisions (the disks are wiped as --wipe says), and firmware downgrades")
+	fl.StringVar((*string)(&f.req.Wipe), "wipe", "", `how a deprovision erases each disk, for this run (default: the machine's wipe in the site file while it was declared, else quick): "quick" zeroes the first and last MiB (partition tables, filesystem and RAID labels; the data stays readable); "discard" tells the device every block is unused (BLKDISCARD: fast on SSDs, but the device decides what reads return) and overwrites when old data still reads back; "zero" overwrites every byte; "secure" asks the drive to erase itself (NVMe Sanitize, else Format NVM with secure erase; ATA SECURITY ERASE UNIT unless the drive is frozen or locked; else BLKSECDISCARD) and overwrites when it cannot, saying why; all but quick then read back samples across the whole disk: no sampled sector may still hold its old content`)
+	fl.BoolVar(&f.req.Resume, "resume", false, "continue the last interrupted apply run instead of starting a new one")
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
 	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
-	fl.StringArrayVar(&f.targets, "target", nil, "apply only to this machine (repeatable)")
+	fl.StringArrayVar(&f.req.Targets, "target", nil, "apply only to this machine (repeatable)")
 	fl.StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
 	fl.StringVar(&f.listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
 	fl.StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
 	f.agent.register(cmd)
-	fl.DurationVar(&f.stepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
-	fl.DurationVar(&f.agentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
-	fl.DurationVar(&f.bootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on and after the install agent's reboot, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
-	fl.StringVar(&f.consoleLog, "console-log", "", "where machines' console logs are, with {machine} for the name, for the report of a machine that does not boot (metal lab apply sets it)")
+	fl.DurationVar(&f.req.StepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
+	fl.DurationVar(&f.req.AgentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
+	fl.DurationVar(&f.req.BootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on and after the install agent's reboot, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
+	fl.StringVar(&f.req.ConsoleLog, "console-log", "", "where machines' console logs are, with {machine} for the name, for the report of a machine that does not boot (metal lab apply sets it)")
 	return cmd
 }
 
@@ -80,8 +74,8 @@ func newApplyCmd(a *app) *cobra.Command {
 // The argument is a plan saved by metal plan --out, or (deprecated) the
 // site file.
 func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
-	if !inventory.WipeMethod(f.wipe).Valid() {
-		return usageError("--wipe %q: use quick, discard, zero or secure", f.wipe)
+	if !f.req.Wipe.Valid() {
+		return usageError("--wipe %q: use quick, discard, zero or secure", f.req.Wipe)
 	}
 	var saved *plan.Plan
 	if len(args) > 0 {
@@ -92,7 +86,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	}
 	var path, sitePath string
 	if saved != nil {
-		if f.resume || len(f.targets) > 0 {
+		if f.req.Resume || len(f.req.Targets) > 0 {
 			return usageError("a saved plan is applied as saved: --resume and --target go with a site file")
 		}
 		if f.site.path != "" {
@@ -106,10 +100,9 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		}
 		path = sitePath
 	}
-	res, diags := f.vars.load(sitePath)
-	view.Diags(a.stderr, res.Files, diags)
-	if diags.HasErrors() {
-		return silentExit(exitFailed)
+	res, err := f.vars.loadSite(a, sitePath)
+	if err != nil {
+		return err
 	}
 	if saved != nil && res.Digest() != saved.SiteDigest {
 		return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath)}
@@ -124,11 +117,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	}
 	// With a metal serve running for this site, it holds the ports (and an
 	// embedded store): the run is handed to it.
-	stateDir := f.stateDir
-	if stateDir == "" {
-		stateDir = site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(sitePath))
-	}
-	if sock, ok := apiclient.Running(stateDir); ok {
+	if sock, ok := apiclient.Running(stateDir(res.Site, filepath.Dir(sitePath), f.stateDir)); ok {
 		return runSubmitted(ctx, a, f, sock, res, sitePath, saved)
 	}
 
@@ -152,30 +141,32 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	}
 	defer d.Close()
 	v := f.view(a, saved, path)
-	targets := f.targets
-	if saved != nil {
-		targets = saved.Targets
-	}
+	req := f.request(saved)
 	result, err := runner.Run(ctx, runner.Operation{
-		Site: res.Site, Store: d.Store, Resume: f.resume, Targets: targets,
+		Site: res.Site, Store: d.Store, Resume: req.Resume, Targets: req.Targets,
 		Hardware: hardwareBMCs(a),
-		Engine: d.Engine(apply.Options{
-			BMC:         apply.DriverBMCs(log, nil),
-			StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
-			BootTimeout: f.bootTimeout, ConsoleLog: apply.ConsoleLogPattern(f.consoleLog),
-			AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), Drain: drain, Logger: log,
-		}),
-		Serve: d.ServeWhile,
+		Engine:   d.EngineFor(req, apply.DriverBMCs(log, nil), drain, log),
+		Serve:    d.ServeWhile,
 	}, v)
 	v.Close()
 	return applyResult(result, err)
+}
+
+// request is the run the flags ask for, in-process or submitted to metal
+// serve alike; a saved plan names its targets.
+func (f *applyFlags) request(saved *plan.Plan) daemon.ApplyRequest {
+	req := f.req
+	if saved != nil {
+		req.Targets = saved.Targets
+	}
+	return req
 }
 
 // view is how the run shows on this terminal.
 func (f *applyFlags) view(a *app, saved *plan.Plan, path string) *view.ApplyRun {
 	return &view.ApplyRun{In: a.stdin, Out: a.stdout, Err: a.stderr, JSON: f.asJSON,
 		Color:        !f.noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == "",
-		AllowDestroy: f.allowDestroy, AutoApprove: f.autoApprove, Resume: f.resume, Saved: saved, Path: path}
+		AllowDestroy: f.req.AllowDestroy, AutoApprove: f.autoApprove, Resume: f.req.Resume, Saved: saved, Path: path}
 }
 
 // onInterrupt calls drain on the first Ctrl-C (or SIGTERM) and abandon on

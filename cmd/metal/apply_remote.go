@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 
-	"github.com/metal-dev/metal/inventory"
-
-	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/converge/plan"
-	"github.com/metal-dev/metal/daemon"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/site"
 )
@@ -32,51 +28,45 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 		}
 	}
 	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
-	client := apiclient.New(sock)
-	v := f.view(a, saved, sitePath)
-
 	abs, err := filepath.Abs(sitePath)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	req := daemon.ApplyRequest{
-		SiteFile: abs, SiteDigest: res.Digest(), Targets: f.targets, Resume: f.resume,
-		AllowDestroy: f.allowDestroy, Wipe: inventory.WipeMethod(f.wipe), StepTimeout: f.stepTimeout, AgentTimeout: f.agentTimeout,
-		BootTimeout: f.bootTimeout, ConsoleLog: f.consoleLog,
-	}
-	if saved != nil {
-		req.Targets = saved.Targets
-	}
-	if !f.resume {
-		machines, err := client.Machines(ctx)
-		if err != nil {
-			return &exitError{code: exitFailed, err: err}
-		}
-		p, err := plan.Compute(res.Site, apply.ObservedFrom(machines, res.Site)).Only(req.Targets)
-		if err != nil {
-			return &exitError{code: exitFailed, err: err}
-		}
-		if ok, err := v.Plan(p); !ok || err != nil {
-			return refused(err)
-		}
-		req.PlanDigest = p.Digest
-	}
-	if err := v.Approve(); err != nil {
-		return refused(err)
-	}
-
-	stop := onInterrupt(a, func() { stopSubmitted(a, client, false) }, func() { stopSubmitted(a, client, true) })
-	defer stop()
-
-	result, runErr := client.Apply(req, v.Progress())
+	req := f.request(saved)
+	req.SiteFile, req.SiteDigest = abs, res.Digest()
+	client := apiclient.New(sock)
+	// Ctrl-C reaches the daemon's run once it is approved; before, it
+	// ends this process as anywhere else.
+	v := &submitView{ApplyRun: f.view(a, saved, sitePath), approved: func() func() {
+		return onInterrupt(a, func() { stopSubmitted(a, client, false) }, func() { stopSubmitted(a, client, true) })
+	}}
+	defer v.stop()
+	result, err := client.Submit(ctx, res.Site, req, v)
 	v.Close()
-	if result == nil && runErr == nil {
-		runErr = errors.New("metal serve stopped before the run ended (`metal events` shows how far it got; `metal apply --resume` continues it once metal serve runs again)")
+	return applyResult(result, err)
+}
+
+// submitView is the terminal's view of a submitted run.
+type submitView struct {
+	*view.ApplyRun
+	approved    func() (stop func())
+	stopSignals func()
+}
+
+func (v *submitView) Approve() error {
+	if err := v.ApplyRun.Approve(); err != nil {
+		return err
 	}
-	if result == nil {
-		result = &apply.Result{}
+	v.stopSignals = v.approved()
+	return nil
+}
+
+func (v *submitView) Progress() apiclient.Progress { return v.ApplyRun.Progress() }
+
+func (v *submitView) stop() {
+	if v.stopSignals != nil {
+		v.stopSignals()
 	}
-	return applyResult(*result, runErr)
 }
 
 // stopSubmitted drains (or abandons) the run submitted to metal serve.

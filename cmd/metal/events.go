@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,38 +55,12 @@ func newEventsCmd(a *app) *cobra.Command {
 }
 
 func runEvents(ctx context.Context, w io.Writer, r inventory.Reader, f *eventsFlags) error {
-	q, err := inventory.QueryFor(ctx, r, f.machine)
-	if err != nil {
-		return err
-	}
-	if f.last > 0 {
-		if q.AfterSeq, err = inventory.TailStart(ctx, r, q, f.last); err != nil {
-			return err
-		}
-	}
 	enc := json.NewEncoder(w)
-	print := func(e inventory.Event) error {
+	return inventory.Tail(ctx, r, f.machine, f.last, f.follow, func(e inventory.Event) error {
 		if f.asJSON {
 			return enc.Encode(e)
 		}
 		_, err := fmt.Fprintln(w, view.Event(e))
 		return err
-	}
-	if f.follow {
-		err := r.Follow(ctx, q, print)
-		if errors.Is(err, context.Canceled) {
-			return nil
-		}
-		return err
-	}
-	evs, err := r.Events(ctx, q)
-	if err != nil {
-		return err
-	}
-	for _, e := range evs {
-		if err := print(e); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"sort"
 	"time"
@@ -39,12 +38,11 @@ func newMachinesCmd(a *app) *cobra.Command {
 	f.state.register(cmd, true)
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	cmd.AddCommand(&cobra.Command{
-		Use:   "show NAME|MAC",
-		Short: "Show one machine: identity, hardware, boot intent, agent, history, recent events",
-		Long:  helpText("machines-show"),
-		Example: `  metal machines show --site site.hcl web-01
-  metal machines show --site site.hcl 52:54:00:00:01:01 --json`,
-		Args: cobra.ExactArgs(1),
+		Use:     "show NAME|MAC",
+		Short:   "Show one machine: identity, hardware, boot intent, agent, history, recent events",
+		Long:    helpText("machines-show"),
+		Example: helpText("machines-show.examples"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := openReader(cmd.Context(), a, &f.state)
 			if err != nil {
@@ -57,12 +55,6 @@ func newMachinesCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// machineList is the --json form of `metal machines`, the same shape as
-// the daemon API's GET /api/v1/machines.
-type machineList struct {
-	Machines []inventory.Machine `json:"machines"`
-}
-
 func listMachines(ctx context.Context, w io.Writer, r inventory.Reader, asJSON bool, width int) error {
 	ms, err := r.Machines(ctx)
 	if err != nil {
@@ -73,7 +65,7 @@ func listMachines(ctx context.Context, w io.Writer, r inventory.Reader, asJSON b
 		if ms == nil {
 			ms = []inventory.Machine{}
 		}
-		return view.JSON(w, machineList{Machines: ms})
+		return view.JSON(w, view.MachineList{Machines: ms})
 	}
 	now := time.Now()
 	leased, err := inventory.LeasedIPs(ctx, r, now)
@@ -81,9 +73,6 @@ func listMachines(ctx context.Context, w io.Writer, r inventory.Reader, asJSON b
 		return err
 	}
 	view.Machines(w, ms, leased, now, width)
-	if len(ms) == 0 {
-		fmt.Fprintln(w, "No machines in the store yet: `metal serve` records the site's machines, and the discovery agent reports unknown ones.")
-	}
 	return nil
 }
 
@@ -95,14 +84,9 @@ func showMachine(ctx context.Context, w io.Writer, r inventory.Reader, ref strin
 	if err != nil {
 		return err
 	}
-	d := view.MachineDetail{Machine: det.Machine, Removed: det.Removed, Lease: det.Lease, Erasures: det.Erasures, Events: det.Events}
-	m := det.Machine
-	if m.State == inventory.StateDiscovered {
-		d.Adopt = view.AdoptHCL(m, d.Lease)
-	}
 	if asJSON {
-		return view.JSON(w, d)
+		return view.JSON(w, view.NewMachineDetail(det))
 	}
-	view.Machine(w, d, time.Now())
+	view.Machine(w, view.NewMachineDetail(det), time.Now())
 	return nil
 }

@@ -147,7 +147,7 @@ web-01             52:54:00:00:01:01  192.0.2.11   provisioned  on     3h
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var list machineList
+	var list view.MachineList
 	if err := json.Unmarshal([]byte(stdout), &list); err != nil {
 		t.Fatalf("json: %v\n%s", err, stdout)
 	}

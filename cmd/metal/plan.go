@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -33,7 +31,7 @@ func newPlanCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "plan [--site FILE]",
 		Short:   "Show what apply would change, machine by machine",
-		Long:    helpText("plan") + deprecatedFileArg,
+		Long:    helpText("plan") + helpText("site-file-arg"),
 		Example: helpText("plan.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -41,24 +39,18 @@ func newPlanCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, diags := vf.load(path)
-			view.Diags(a.stderr, res.Files, diags)
-			if diags.HasErrors() {
-				return silentExit(exitFailed)
+			res, err := vf.loadSite(a, path)
+			if err != nil {
+				return err
 			}
-			var obs map[string]plan.Attributes
-			var findings []plan.Finding
+			full := plan.Compute(res.Site, nil)
 			if refresh {
 				machines, err := observedMachines(cmd.Context(), a, res.Site, filepath.Dir(path))
 				if err != nil {
 					return &exitError{code: exitFailed, err: err}
 				}
-				obs = apply.ObservedFrom(machines, res.Site)
-				findings = apply.RefreshHardware(cmd.Context(), res.Site, obs, hardwareBMCs(a))
-				findings = append(findings, apply.InventoryDrift(cmd.Context(), res.Site, machines, hardwareBMCs(a))...)
+				full = apply.PlanHardwareFrom(cmd.Context(), machines, res.Site, hardwareBMCs(a))
 			}
-			full := plan.Compute(res.Site, obs)
-			full.Findings, full.HardwareRefreshed = findings, refresh
 			p, err := full.Only(targets)
 			if err != nil {
 				return usageError("--target: %v", err)
@@ -103,31 +95,12 @@ func hardwareBMCs(a *app) apply.BMCFunc {
 }
 
 // observedMachines reads the machines (what metal last applied to each,
-// the deep inventory their BMCs last reported) from
-// the site's state store. A file store that does not exist yet has
-// observed nothing (and is not created: plan changes nothing).
+// the deep inventory their BMCs last reported) from the site's state
+// store, or the metal serve that holds it; plan changes nothing.
 func observedMachines(ctx context.Context, a *app, s *site.Site, siteDir string) ([]inventory.Machine, error) {
-	state := site.ResolveState(s.Settings.State, siteDir)
-	if p, ok := strings.CutPrefix(state, "file://"); ok {
-		if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
-	}
-	store, err := openState(ctx, a, state)
+	machines, err := apiclient.Machines(ctx, site.ResolveState(s.Settings.State, siteDir), a.logger())
 	if errors.Is(err, bolt.ErrLocked) {
-		// metal serve holds the store: ask it what the store holds.
-		if r, ok := apiclient.Beside(state); ok {
-			return r.Machines(ctx)
-		}
 		return nil, fmt.Errorf("%w; or plan without reading it: --refresh=false", err)
 	}
-	if err != nil {
-		return nil, err
-	}
-	defer store.Close()
-	machines, _, err := store.Machines(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read machines from the state store: %w", err)
-	}
-	return machines, nil
+	return machines, err
 }

@@ -15,8 +15,6 @@ import (
 	"github.com/metal-dev/metal/daemon"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/inventory/backend"
-	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -34,29 +32,22 @@ func (v *varFlags) register(cmd *cobra.Command) {
 // load reads and validates one site file with the variables from flags and
 // the environment.
 func (v *varFlags) load(path string) (*site.Result, hcl.Diagnostics) {
-	return site.LoadFile(path, site.Options{Vars: v.vars, VarFiles: v.varFiles, Env: os.Environ()})
+	return site.LoadFile(path, v.options())
 }
 
-// loadedSite is where a served site came from, so the daemon can reload it
-// when an apply is submitted for an edited file.
-type loadedSite struct {
-	path, digest string
-	reload       func(context.Context) (*site.Site, string, error)
-}
-
-// siteSource describes the site file at path, loaded as res with vars.
-func siteSource(path string, res *site.Result, vars varFlags) (loadedSite, error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return loadedSite{}, err
+// loadSite loads the site file at path and prints its diagnostics; an
+// error ends the verb, having been said.
+func (v *varFlags) loadSite(a *app, path string) (*site.Result, error) {
+	res, diags := v.load(path)
+	view.Diags(a.stderr, res.Files, diags)
+	if diags.HasErrors() {
+		return nil, silentExit(exitFailed)
 	}
-	return loadedSite{path: abs, digest: res.Digest(), reload: func(context.Context) (*site.Site, string, error) {
-		again, diags := vars.load(abs)
-		if diags.HasErrors() {
-			return nil, "", fmt.Errorf("the site file has errors now (metal validate %s shows them): %s", path, diags.Error())
-		}
-		return again.Site, again.Digest(), nil
-	}}, nil
+	return res, nil
+}
+
+func (v *varFlags) options() site.Options {
+	return site.Options{Vars: v.vars, VarFiles: v.varFiles, Env: os.Environ()}
 }
 
 // agentBootFlags name an install agent to boot instead of the one metal
@@ -82,21 +73,17 @@ func (f *agentBootFlags) boot() *daemon.AgentBoot {
 	return &daemon.AgentBoot{Kernel: f.kernel, Initrds: f.initrds, Cmdline: f.cmdline}
 }
 
-// etcSite is the site file of an installed metal (the Debian package's
-// conffile).
-const etcSite = "/etc/metal/site.hcl"
-
 // siteFlag is --site FILE: the site file of every verb that works on a
 // site, named and defaulted the same way everywhere.
 type siteFlag struct{ path string }
 
 func (f *siteFlag) register(fs *pflag.FlagSet) {
-	fs.StringVar(&f.path, "site", "", `the site file (default: $METAL_SITE, else ./site.hcl, else `+etcSite+`)`)
+	fs.StringVar(&f.path, "site", "", `the site file (default: $METAL_SITE, else ./site.hcl, else `+site.EtcFile+`)`)
 }
 
 // file returns the site file: --site, else the positional FILE that plan,
 // apply, serve and doctor still take (deprecated for --site), else
-// defaultSiteFile.
+// site.DefaultFile.
 func (f *siteFlag) file(args []string) (string, error) {
 	switch {
 	case len(args) > 0 && f.path != "" && args[0] != f.path:
@@ -106,7 +93,7 @@ func (f *siteFlag) file(args []string) (string, error) {
 	case len(args) > 0:
 		return args[0], nil
 	}
-	return defaultSiteFile(), nil
+	return site.DefaultFile(), nil
 }
 
 // name is the site file of a verb without a positional one.
@@ -114,31 +101,8 @@ func (f *siteFlag) name() string {
 	if f.path != "" {
 		return f.path
 	}
-	return defaultSiteFile()
+	return site.DefaultFile()
 }
-
-// defaultSiteFile is $METAL_SITE, else ./site.hcl if it exists, else
-// /etc/metal/site.hcl if it exists; else ./site.hcl, so that what is
-// reported missing is the file in the working directory.
-func defaultSiteFile() string {
-	if p := os.Getenv("METAL_SITE"); p != "" {
-		return p
-	}
-	for _, p := range []string{"site.hcl", etcSite} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return "site.hcl"
-}
-
-// deprecatedFileArg is the line of a verb's help about its positional
-// site file.
-const deprecatedFileArg = `
-
-The site file is --site FILE (default: $METAL_SITE, else ./site.hcl, else
-` + etcSite + `). Naming it as the argument instead still works but is
-deprecated.`
 
 // stateFlags say which state store a verb works on: the one the site file
 // names, or --state.
@@ -192,34 +156,17 @@ func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
 	return out, nil
 }
 
-// openState opens the store at url, explaining the usual failure: a
-// running `metal serve` holds an embedded store's file.
+// openState opens the store at url (apiclient.OpenStore).
 func openState(ctx context.Context, a *app, url string) (inventory.Store, error) {
-	s, err := backend.Open(ctx, url, backend.Options{Logger: a.logger()})
-	if errors.Is(err, bolt.ErrLocked) {
-		return nil, fmt.Errorf("%w\n"+
-			"A running `metal serve` holds the embedded store while it runs. Stop it, then run this\n"+
-			"again; or keep the site's state in etcd (state = \"etcd://HOST:2379/PREFIX\"), which\n"+
-			"metal serve and these verbs can use at once", err)
-	}
-	return s, err
+	return apiclient.OpenStore(ctx, url, a.logger())
 }
 
-// openReader opens the reader the read verbs use.
+// openReader opens the reader the read verbs use: the store, or the
+// running metal serve that holds it.
 func openReader(ctx context.Context, a *app, f *stateFlags) (inventory.Reader, error) {
 	st, err := f.resolve(a, false)
 	if err != nil {
 		return nil, err
 	}
-	s, err := openState(ctx, a, st.State)
-	if errors.Is(err, bolt.ErrLocked) {
-		// metal serve holds the store: ask it instead.
-		if r, ok := apiclient.Beside(st.State); ok {
-			return r, nil
-		}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return redactedReader{inventory.ReaderOf(s)}, nil
+	return apiclient.Reader(ctx, st.State, a.logger())
 }

@@ -2,21 +2,17 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/daemon/api"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/inventory/bolt"
 )
 
 // tokenFlags say which store's tokens a verb manages: the site's, --state,
@@ -45,22 +41,7 @@ func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), 
 	if err != nil {
 		return nil, nil, err
 	}
-	s, err := openState(ctx, a, st.State)
-	if errors.Is(err, bolt.ErrLocked) {
-		if c, ok := apiclient.Beside(st.State); ok {
-			return c.Tokens(daemon.LocalTokensPath), func() {}, nil
-		}
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if p, ok := strings.CutPrefix(st.State, "file://"); ok {
-		if _, err := api.MigrateTokenFile(ctx, s, filepath.Join(filepath.Dir(p), api.TokenFile), a.logger()); err != nil {
-			s.Close()
-			return nil, nil, err
-		}
-	}
-	return api.NewTokens(s, nil, a.logger()), func() { s.Close() }, nil
+	return apiclient.TokenAdmin(ctx, st.State, a.logger())
 }
 
 func newTokenCmd(a *app) *cobra.Command {
@@ -79,11 +60,10 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 	var role, name string
 	var expires time.Duration
 	cmd := &cobra.Command{
-		Use:   "create [NAME]",
-		Short: "Create a token and print its secret (shown only once)",
-		Example: `  metal token create --site site.hcl --role read --name grafana
-  metal token create --state-dir /var/lib/metal --role operate --expires 24h ci`,
-		Args: cobra.MaximumNArgs(1),
+		Use:     "create [NAME]",
+		Short:   "Create a token and print its secret (shown only once)",
+		Example: helpText("token-create.examples"),
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 1 {
 				if name != "" && name != args[0] {
@@ -107,13 +87,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, created.Secret)
-			until := "it does not expire"
-			if !created.Token.Expires.IsZero() {
-				until = "it expires at " + created.Token.Expires.Local().Format(time.RFC3339)
-			}
-			fmt.Fprintf(a.stderr, "Created token %q with role %s; %s. Keep the secret above: it is not stored and cannot be shown again.\n",
-				created.Token.Name, created.Token.Role, until)
+			view.TokenCreated(a.stdout, a.stderr, created)
 			return nil
 		},
 	}
@@ -147,44 +121,14 @@ func newTokenListCmd(a *app) *cobra.Command {
 				if list == nil {
 					list = []api.TokenInfo{}
 				}
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(api.TokenList{Tokens: list})
+				return view.JSON(a.stdout, api.TokenList{Tokens: list})
 			}
-			if len(list) == 0 {
-				fmt.Fprintln(a.stderr, "No tokens; create one with metal token create --role ROLE.")
-				return nil
-			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tROLE\tCREATED\tEXPIRES\tLAST USED")
-			for _, t := range list {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, t.Created.Local().Format(time.DateTime),
-					tokenExpiry(t.Expires, now), tokenLastUse(t.LastUsed, now))
-			}
-			return tw.Flush()
+			return view.Tokens(a.stdout, a.stderr, list, time.Now())
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func tokenExpiry(at, now time.Time) string {
-	switch {
-	case at.IsZero():
-		return "never"
-	case !now.Before(at):
-		return "expired " + at.Local().Format(time.DateTime)
-	}
-	return at.Local().Format(time.DateTime)
-}
-
-func tokenLastUse(at, now time.Time) string {
-	if at.IsZero() {
-		return "never"
-	}
-	return at.Local().Format(time.DateTime) + " (" + now.Sub(at).Round(time.Minute).String() + " ago)"
 }
 
 func newTokenRevokeCmd(a *app) *cobra.Command {

@@ -70,19 +70,22 @@ func recordAttributes(m inventory.Machine) plan.Attributes {
 // PlanHardware is Plan with each machine's hardware settings as its BMC
 // reports them (RefreshHardware), and what that found.
 func PlanHardware(ctx context.Context, store inventory.Store, s *site.Site, bmcs BMCFunc) (*plan.Plan, error) {
-	obs, err := Observed(ctx, store, s)
-	if err != nil {
-		return nil, err
-	}
-	findings := RefreshHardware(ctx, s, obs, bmcs)
 	machines, _, err := store.Machines(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read machines from the state store: %w", err)
 	}
+	return PlanHardwareFrom(ctx, machines, s, bmcs), nil
+}
+
+// PlanHardwareFrom is PlanHardware over machines already read from the
+// store (by a client of a running daemon, which holds the store).
+func PlanHardwareFrom(ctx context.Context, machines []inventory.Machine, s *site.Site, bmcs BMCFunc) *plan.Plan {
+	obs := ObservedFrom(machines, s)
+	findings := RefreshHardware(ctx, s, obs, bmcs)
 	findings = append(findings, InventoryDrift(ctx, s, machines, bmcs)...)
 	p := plan.Compute(s, obs)
 	p.Findings, p.HardwareRefreshed = findings, true
-	return p, nil
+	return p
 }
 
 // Plan computes the plan of site s against the machines in store.

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +16,10 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/converge/apply"
+	"github.com/metal-dev/metal/converge/plan"
 	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
 )
 
 // Running returns the local socket (daemon.LocalSocket) of a metal serve
@@ -47,6 +51,49 @@ func Beside(stateURL string) (*Client, bool) {
 		return nil, false
 	}
 	return New(sock), true
+}
+
+// SubmitView is what a caller shows of a run it submits: runner.View's
+// Plan and Approve, and the progress the daemon's stream is replayed into.
+type SubmitView interface {
+	Plan(p *plan.Plan) (proceed bool, err error)
+	Approve() error
+	Progress() Progress
+}
+
+// Submit carries out req in the daemon as runner.Run does in-process: it
+// plans s against what the daemon's store holds (unless resuming) for v to
+// show, asks v to approve, submits the run with the plan's digest (the
+// daemon refuses it if its own plan differs), and replays its progress
+// into v until it ends. A run v found nothing to do in returns a done
+// Result, and nil.
+func (r *Client) Submit(ctx context.Context, s *site.Site, req daemon.ApplyRequest, v SubmitView) (apply.Result, error) {
+	if !req.Resume {
+		machines, err := r.Machines(ctx)
+		if err != nil {
+			return apply.Result{}, err
+		}
+		p, err := plan.Compute(s, apply.ObservedFrom(machines, s)).Only(req.Targets)
+		if err != nil {
+			return apply.Result{}, err
+		}
+		proceed, err := v.Plan(p)
+		if !proceed || err != nil {
+			return apply.Result{State: inventory.RunDone}, err
+		}
+		req.PlanDigest = p.Digest
+	}
+	if err := v.Approve(); err != nil {
+		return apply.Result{}, err
+	}
+	result, err := r.Apply(req, v.Progress())
+	switch {
+	case result != nil:
+		return *result, err
+	case err == nil:
+		err = errors.New("metal serve stopped before the run ended (`metal events` shows how far it got; `metal apply --resume` continues it once metal serve runs again)")
+	}
+	return apply.Result{}, err
 }
 
 // Progress is what a submitted run's events are replayed into: the

@@ -28,6 +28,9 @@ func Machines(w io.Writer, ms []inventory.Machine, leased map[string]netip.Addr,
 		rows = append(rows, []string{m.Name, m.MAC, addrOrDash(ip), string(orUnknown(m.State)), powerText(m.Power), age(m.Since(), now)})
 	}
 	Table(w, rows, width)
+	if len(ms) == 0 {
+		fmt.Fprintln(w, "No machines in the store yet: `metal serve` records the site's machines, and the discovery agent reports unknown ones.")
+	}
 }
 
 func addrOrDash(a netip.Addr) string {
@@ -104,6 +107,22 @@ func Table(w io.Writer, rows [][]string, width int) {
 		}
 		fmt.Fprintln(w, b.String())
 	}
+}
+
+// MachineList is the --json form of `metal machines`, the same shape as
+// the daemon API's GET /api/v1/machines.
+type MachineList struct {
+	Machines []inventory.Machine `json:"machines"`
+}
+
+// NewMachineDetail is what `metal machines show` tells of det: a
+// discovered machine with the block that would declare it.
+func NewMachineDetail(det inventory.Detail) MachineDetail {
+	d := MachineDetail{Machine: det.Machine, Removed: det.Removed, Lease: det.Lease, Erasures: det.Erasures, Events: det.Events}
+	if det.Machine.State == inventory.StateDiscovered {
+		d.Adopt = AdoptHCL(det.Machine, det.Lease)
+	}
+	return d
 }
 
 // MachineDetail is the --json form of `metal machines show`.
