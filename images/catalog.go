@@ -146,3 +146,15 @@ func (c *Catalog) Image(name string) []File {
 	}
 	return out
 }
+
+// Matching returns the files whose checksum is one of the digests of im:
+// the files an imported file serves.
+func (c *Catalog) Matching(im Imported) []File {
+	var out []File
+	for _, f := range c.Files {
+		if f.Source.Checksum == im.SHA256.String() || f.Source.Checksum == im.SHA512.String() {
+			out = append(out, f)
+		}
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package site
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +54,20 @@ func LoadFile(path string, opts Options) (*Result, hcl.Diagnostics) {
 		return &Result{Files: map[string]*hcl.File{}}, hcl.Diagnostics{diag}
 	}
 	return Load(path, src, opts)
+}
+
+// Reloader loads the site file at path again with opts whenever it is
+// called: the site and its Digest, or an error while the file has errors.
+// A daemon reloads its site so that an apply submitted for an edited file
+// runs what the file says now; name is the file as the operator named it.
+func Reloader(path, name string, opts Options) func(context.Context) (*Site, string, error) {
+	return func(context.Context) (*Site, string, error) {
+		res, diags := LoadFile(path, opts)
+		if diags.HasErrors() {
+			return nil, "", fmt.Errorf("the site file has errors now (metal validate %s shows them): %s", name, diags.Error())
+		}
+		return res.Site, res.Digest(), nil
+	}
 }
 
 // Load loads and validates a site from src, named filename in diagnostics.

@@ -42,6 +42,38 @@ func (s *Site) Network(name string) *Network { return s.networkByName[name] }
 // Image returns the image with the given name, or nil.
 func (s *Site) Image(name string) *Image { return s.imageByName[name] }
 
+// WithBMC returns the named machines, or with no names every machine that
+// has a bmc block: the machines a BMC verb works on. A name the site does
+// not declare, or of a machine without a bmc block, is an error.
+func (s *Site) WithBMC(names []string) ([]*Machine, error) {
+	byName := map[string]*Machine{}
+	var all []*Machine
+	for _, m := range s.Machines {
+		byName[m.Name] = m
+		if m.BMC != nil {
+			all = append(all, m)
+		}
+	}
+	if len(names) == 0 {
+		if len(all) == 0 {
+			return nil, fmt.Errorf("no machine of site %q has a bmc block", s.Name)
+		}
+		return all, nil
+	}
+	var out []*Machine
+	for _, n := range names {
+		m, ok := byName[n]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("site %q has no machine %q", s.Name, n)
+		case m.BMC == nil:
+			return nil, fmt.Errorf("machine %q has no bmc block", n)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // NeedsSecureBoot says whether a machine boots the signed chain (boot =
 // "secureboot"), which metal must then find.
 func (s *Site) NeedsSecureBoot() bool {

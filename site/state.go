@@ -1,6 +1,7 @@
 package site
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 )
@@ -21,4 +22,23 @@ func ResolveState(state, siteDir string) string {
 		return "file://" + filepath.Join(siteDir, p)
 	}
 	return state
+}
+
+// EtcFile is the site file of an installed metal (the Debian package's
+// conffile).
+const EtcFile = "/etc/metal/site.hcl"
+
+// DefaultFile is the site file of a verb not told which: $METAL_SITE, else
+// ./site.hcl if it exists, else EtcFile if it exists; else ./site.hcl, so
+// that what is reported missing is the file in the working directory.
+func DefaultFile() string {
+	if p := os.Getenv("METAL_SITE"); p != "" {
+		return p
+	}
+	for _, p := range []string{"site.hcl", EtcFile} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "site.hcl"
 }

@@ -14,15 +14,13 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
-	"github.com/metal-dev/metal/site"
 )
 
 type bmcFlags struct {
-	vars        varFlags
-	site        siteFlag
-	asJSON      bool
-	concurrency int
-	timeout     time.Duration
+	vars   varFlags
+	site   siteFlag
+	asJSON bool
+	fleet  bmc.FleetOptions
 }
 
 func newBMCCmd(a *app) *cobra.Command {
@@ -35,8 +33,8 @@ func newBMCCmd(a *app) *cobra.Command {
 	}
 	f.site.register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
-	cmd.PersistentFlags().IntVar(&f.concurrency, "concurrency", 16, "machines worked on at once")
-	cmd.PersistentFlags().DurationVar(&f.timeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
+	cmd.PersistentFlags().IntVar(&f.fleet.Concurrency, "concurrency", 16, "machines worked on at once")
+	cmd.PersistentFlags().DurationVar(&f.fleet.MachineTimeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
 	cmd.PersistentFlags().StringArrayVar(&f.vars.vars, "var", nil, "set a variable: -var NAME=VALUE (repeatable)")
 	cmd.PersistentFlags().StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables from an HCL file (repeatable)")
 
@@ -103,32 +101,26 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 // all of them and reports each result. An op that changes machines is
 // refused on an instance marked fenced.
 func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op, changes bool) error {
-	res, diags := f.vars.load(f.site.name())
-	view.Diags(a.stderr, res.Files, diags)
-	if diags.HasErrors() {
-		return silentExit(exitFailed)
+	res, err := f.vars.loadSite(a, f.site.name())
+	if err != nil {
+		return err
 	}
 	if changes {
 		if err := refuseFenced(res.Site, filepath.Dir(f.site.name()), ""); err != nil {
 			return err
 		}
 	}
-	machines, err := selectMachines(res.Site, names)
+	machines, err := res.Site.WithBMC(names)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	log := a.logger()
-	var targets []bmc.Target
-	for _, m := range machines {
-		d, err := bmc.New(apply.BMCConfig(m), log)
-		if err != nil {
-			return &exitError{code: exitFailed, err: fmt.Errorf("machine %q: %w", m.Name, err)}
-		}
-		targets = append(targets, bmc.Target{Name: m.Name, Driver: d})
+	targets, err := apply.FleetTargets(machines, a.logger())
+	if err != nil {
+		return &exitError{code: exitFailed, err: err}
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()
-	results := bmc.RunFleet(ctx, targets, bmc.FleetOptions{Concurrency: f.concurrency, MachineTimeout: f.timeout}, op)
+	results := bmc.RunFleet(ctx, targets, f.fleet, op)
 	if f.asJSON {
 		if err := view.JSON(a.stdout, results); err != nil {
 			return err
@@ -140,34 +132,4 @@ func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op,
 		return silentExit(exitFailed)
 	}
 	return nil
-}
-
-// selectMachines returns the named machines, or all with a BMC.
-func selectMachines(s *site.Site, names []string) ([]*site.Machine, error) {
-	byName := map[string]*site.Machine{}
-	var all []*site.Machine
-	for _, m := range s.Machines {
-		byName[m.Name] = m
-		if m.BMC != nil {
-			all = append(all, m)
-		}
-	}
-	if len(names) == 0 {
-		if len(all) == 0 {
-			return nil, fmt.Errorf("no machine of site %q has a bmc block", s.Name)
-		}
-		return all, nil
-	}
-	var out []*site.Machine
-	for _, n := range names {
-		m, ok := byName[n]
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("site %q has no machine %q", s.Name, n)
-		case m.BMC == nil:
-			return nil, fmt.Errorf("machine %q has no bmc block", n)
-		}
-		out = append(out, m)
-	}
-	return out, nil
 }

@@ -12,17 +12,11 @@ import (
 )
 
 type buildAgentFlags struct {
-	sitePath      string
-	vars          varFlags
-	out           string
-	binary        string
-	kernelDir     string
-	kernelRelease string
-	pkg           string
-	cacheDir      string
-	modules       []string
-	extraModules  []string
-	json          bool
+	sitePath     string
+	vars         varFlags
+	opts         initramfs.Options
+	extraModules []string
+	json         bool
 }
 
 func newBuildAgentCmd(a *app) *cobra.Command {
@@ -34,33 +28,27 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 		Example: helpText("images-build-agent.examples"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if f.out == "" {
+			if f.opts.Out == "" {
 				return usageError("build-agent needs -o FILE: where to write the initramfs")
 			}
 			if f.sitePath != "" {
-				res, diags := f.vars.load(f.sitePath)
-				view.Diags(a.stderr, res.Files, diags)
-				if diags.HasErrors() {
-					return silentExit(exitFailed)
+				if _, err := f.vars.loadSite(a, f.sitePath); err != nil {
+					return err
 				}
 			}
-			bin := f.binary
-			if bin == "" {
+			opts := f.opts
+			if opts.Binary == "" {
 				exe, err := os.Executable()
 				if err != nil {
 					return &exitError{code: exitFailed, err: fmt.Errorf("which binary is metal: %w (give --binary)", err)}
 				}
-				bin = exe
+				opts.Binary = exe
 			}
-			mods := f.modules
-			if len(mods) == 0 {
-				mods = append([]string(nil), initramfs.DefaultModules...)
+			if len(opts.Modules) == 0 {
+				opts.Modules = append([]string(nil), initramfs.DefaultModules...)
 			}
-			mods = append(mods, f.extraModules...)
-			res, err := initramfs.BuildAgent(cmd.Context(), initramfs.Options{
-				Binary: bin, KernelDir: f.kernelDir, KernelRelease: f.kernelRelease,
-				Package: f.pkg, CacheDir: f.cacheDir, Modules: mods, Out: f.out, Logger: a.logger(),
-			})
+			opts.Modules, opts.Logger = append(opts.Modules, f.extraModules...), a.logger()
+			res, err := initramfs.BuildAgent(cmd.Context(), opts)
 			if err != nil {
 				return &exitError{code: exitFailed, err: err}
 			}
@@ -74,13 +62,13 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.sitePath, "site", "", "the site file (checked; optional)")
 	f.vars.register(cmd)
-	fl.StringVarP(&f.out, "out", "o", "", "write the initramfs (gzip'd cpio) to FILE")
-	fl.StringVar(&f.binary, "binary", "", "the static metal binary to pack as /init (default: this one)")
-	fl.StringVar(&f.kernelDir, "kernel-dir", "", "a root holding boot/vmlinuz-REL and lib/modules/REL (default: this host's, else fetched)")
-	fl.StringVar(&f.kernelRelease, "kernel-release", "", "the kernel release to use when several are present")
-	fl.StringVar(&f.pkg, "package", initramfs.DefaultPackage, "the Debian kernel package to fetch when no kernel is at hand")
-	fl.StringVar(&f.cacheDir, "cache-dir", initramfs.DefaultCacheDir, "where fetched kernel packages are kept")
-	fl.StringArrayVar(&f.modules, "module", nil, "a kernel module to include, replacing the default list (repeatable)")
+	fl.StringVarP(&f.opts.Out, "out", "o", "", "write the initramfs (gzip'd cpio) to FILE")
+	fl.StringVar(&f.opts.Binary, "binary", "", "the static metal binary to pack as /init (default: this one)")
+	fl.StringVar(&f.opts.KernelDir, "kernel-dir", "", "a root holding boot/vmlinuz-REL and lib/modules/REL (default: this host's, else fetched)")
+	fl.StringVar(&f.opts.KernelRelease, "kernel-release", "", "the kernel release to use when several are present")
+	fl.StringVar(&f.opts.Package, "package", initramfs.DefaultPackage, "the Debian kernel package to fetch when no kernel is at hand")
+	fl.StringVar(&f.opts.CacheDir, "cache-dir", initramfs.DefaultCacheDir, "where fetched kernel packages are kept")
+	fl.StringArrayVar(&f.opts.Modules, "module", nil, "a kernel module to include, replacing the default list (repeatable)")
 	fl.StringArrayVar(&f.extraModules, "extra-module", nil, "a kernel module to include besides the default list (repeatable)")
 	fl.BoolVar(&f.json, "json", false, "print the result as JSON")
 	return cmd

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -11,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -29,12 +26,11 @@ type consoleFlags struct {
 func newConsoleCmd(a *app) *cobra.Command {
 	f := &consoleFlags{}
 	cmd := &cobra.Command{
-		Use:   "console MACHINE",
-		Short: "Attach to a machine's serial console through its BMC (IPMI Serial-over-LAN; Ctrl-] leaves)",
-		Long:  helpText("console"),
-		Example: `  metal console --site site.hcl web-01
-  metal console --site site.hcl --steal web-01   # take it from another session`,
-		Args: cobra.ExactArgs(1),
+		Use:     "console MACHINE",
+		Short:   "Attach to a machine's serial console through its BMC (IPMI Serial-over-LAN; Ctrl-] leaves)",
+		Long:    helpText("console"),
+		Example: helpText("console.examples"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runConsole(cmd.Context(), a, f, args[0])
 		},
@@ -48,12 +44,11 @@ func newConsoleCmd(a *app) *cobra.Command {
 }
 
 func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error {
-	res, diags := f.vars.load(f.site.name())
-	view.Diags(a.stderr, res.Files, diags)
-	if diags.HasErrors() {
-		return silentExit(exitFailed)
+	res, err := f.vars.loadSite(a, f.site.name())
+	if err != nil {
+		return err
 	}
-	machines, err := selectMachines(res.Site, []string{name})
+	machines, err := res.Site.WithBMC([]string{name})
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
@@ -75,26 +70,8 @@ func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error
 		})
 }
 
-// terminalSession puts the user's terminal (if it is one) in raw mode, so
-// that every key reaches the machine, runs attach, and says how the
-// session ended: closed is the sentence for a far end that closed it.
+// terminalSession is a console session on the command's terminal
+// (serialterm.Session).
 func terminalSession(ctx context.Context, a *app, name, closed string, attach func(ctx context.Context, in io.Reader, out io.Writer) error) error {
-	if f, ok := a.stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		old, err := term.MakeRaw(int(f.Fd()))
-		if err != nil {
-			return fmt.Errorf("console: %w", err)
-		}
-		defer term.Restore(int(f.Fd()), old)
-	}
-	fmt.Fprintf(a.stderr, "Connected to %s's serial console. Ctrl-] leaves.\r\n", name)
-	err := attach(ctx, a.stdin, a.stdout)
-	switch {
-	case errors.Is(err, serialterm.ErrEscaped), errors.Is(err, context.Canceled):
-		fmt.Fprint(a.stderr, "\r\nDetached.\r\n")
-		return nil
-	case err == nil:
-		fmt.Fprintf(a.stderr, "\r\n%s.\r\n", closed)
-		return nil
-	}
-	return err
+	return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, closed, attach)
 }

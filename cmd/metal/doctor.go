@@ -13,14 +13,10 @@ import (
 )
 
 type doctorFlags struct {
-	vars        varFlags
-	site        siteFlag
-	asJSON      bool
-	stateDir    string
-	listen      string
-	tftpAddr    string
-	bmcTimeout  time.Duration
-	concurrency int
+	vars   varFlags
+	site   siteFlag
+	asJSON bool
+	opts   doctor.Options
 }
 
 func newDoctorCmd(a *app) *cobra.Command {
@@ -28,7 +24,7 @@ func newDoctorCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "doctor [--site FILE]",
 		Short:   "Check that this host can serve the site: interfaces, ports, files, BMCs, state",
-		Long:    helpText("doctor") + deprecatedFileArg,
+		Long:    helpText("doctor") + helpText("site-file-arg"),
 		Example: helpText("doctor.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -36,20 +32,17 @@ func newDoctorCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, diags := f.vars.load(path)
-			view.Diags(a.stderr, res.Files, diags)
-			if diags.HasErrors() {
-				return silentExit(exitFailed)
+			res, err := f.vars.loadSite(a, path)
+			if err != nil {
+				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
 			defer stop()
-			checks := doctor.Run(ctx, doctor.Options{
-				Site: res.Site, SitePath: path, StateDir: f.stateDir, Listen: f.listen,
-				TFTPAddr: f.tftpAddr, BMCTimeout: f.bmcTimeout, Concurrency: f.concurrency,
-				Logger: a.logger(),
-			})
+			opts := f.opts
+			opts.Site, opts.SitePath, opts.Logger = res.Site, path, a.logger()
+			checks := doctor.Run(ctx, opts)
 			if f.asJSON {
-				if err := view.JSON(a.stdout, doctorReport{OK: !doctor.Failed(checks), Checks: checks}); err != nil {
+				if err := view.JSON(a.stdout, view.DoctorReport{OK: !doctor.Failed(checks), Checks: checks}); err != nil {
 					return err
 				}
 			} else {
@@ -64,16 +57,10 @@ func newDoctorCmd(a *app) *cobra.Command {
 	f.vars.register(cmd)
 	f.site.register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the checks as JSON for scripts")
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")
-	cmd.Flags().StringVar(&f.listen, "listen", "", "the HTTP listen address metal serve will use (default: the site's listen)")
-	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "the TFTP address metal serve will use (as its --tftp-addr)")
-	cmd.Flags().DurationVar(&f.bmcTimeout, "bmc-timeout", 10*time.Second, "how long each BMC has to answer")
-	cmd.Flags().IntVar(&f.concurrency, "concurrency", 16, "BMCs checked at once")
+	cmd.Flags().StringVar(&f.opts.StateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")
+	cmd.Flags().StringVar(&f.opts.Listen, "listen", "", "the HTTP listen address metal serve will use (default: the site's listen)")
+	cmd.Flags().StringVar(&f.opts.TFTPAddr, "tftp-addr", ":69", "the TFTP address metal serve will use (as its --tftp-addr)")
+	cmd.Flags().DurationVar(&f.opts.BMCTimeout, "bmc-timeout", 10*time.Second, "how long each BMC has to answer")
+	cmd.Flags().IntVar(&f.opts.Concurrency, "concurrency", 16, "BMCs checked at once")
 	return cmd
-}
-
-// doctorReport is the --json form.
-type doctorReport struct {
-	OK     bool           `json:"ok"`
-	Checks []doctor.Check `json:"checks"`
 }

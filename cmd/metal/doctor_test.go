@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/doctor"
 	"github.com/metal-dev/metal/pxe/pxetest"
 )
@@ -64,7 +65,7 @@ func runDoctor(t *testing.T, ns *pxetest.Netns, bin string, env []string, args .
 	} else if err != nil {
 		t.Fatalf("metal doctor: %v\n%s", err, stderr.String())
 	}
-	var rep doctorReport
+	var rep view.DoctorReport
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("doctor --json: %v\nstdout: %s\nstderr: %s", err, stdout.String(), stderr.String())
 	}
@@ -401,7 +402,7 @@ network "lab" {
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 {
 				t.Fatalf("doctor: %v (want exit 1)\n%s\n%s", err, stdout.String(), stderr.String())
 			}
-			var rep doctorReport
+			var rep view.DoctorReport
 			if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 				t.Fatalf("%v: %s\n%s", err, stdout.String(), stderr.String())
 			}

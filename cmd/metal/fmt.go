@@ -8,24 +8,20 @@ import (
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/internal/atomicfile"
+	"github.com/metal-dev/metal/site"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hclsyntax"
-	"github.com/hashicorp/hcl/v2/hclwrite"
-	"github.com/pmezard/go-difflib/difflib"
 	"github.com/spf13/cobra"
 )
 
 func newFmtCmd(a *app) *cobra.Command {
 	var check, showDiff bool
 	cmd := &cobra.Command{
-		Use:   "fmt [-check] [-diff] FILE...",
-		Short: "Rewrite site files in the canonical HCL style",
-		Long:  helpText("fmt"),
-		Example: `  metal fmt site.hcl
-  metal fmt -check -diff hcl-examples/*.hcl
-  cat site.hcl | metal fmt -`,
-		Args: cobra.MinimumNArgs(1),
+		Use:     "fmt [-check] [-diff] FILE...",
+		Short:   "Rewrite site files in the canonical HCL style",
+		Long:    helpText("fmt"),
+		Example: helpText("fmt.examples"),
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, files []string) error {
 			unformatted, failed := false, false
 			for _, path := range files {
@@ -35,13 +31,12 @@ func newFmtCmd(a *app) *cobra.Command {
 					failed = true
 					continue
 				}
-				if _, diags := hclsyntax.ParseConfig(src, path, hcl.InitialPos); diags.HasErrors() {
-					files := map[string]*hcl.File{path: {Bytes: src}}
-					view.Diags(a.stderr, files, diags)
+				out, diags := site.Format(path, src)
+				if diags.HasErrors() {
+					view.Diags(a.stderr, map[string]*hcl.File{path: {Bytes: src}}, diags)
 					failed = true
 					continue
 				}
-				out := hclwrite.Format(src)
 				if path == "-" && !check {
 					a.stdout.Write(out)
 					continue
@@ -52,11 +47,7 @@ func newFmtCmd(a *app) *cobra.Command {
 				unformatted = true
 				fmt.Fprintln(a.stdout, path)
 				if showDiff {
-					d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-						A: difflib.SplitLines(string(src)), B: difflib.SplitLines(string(out)),
-						FromFile: path, ToFile: path + " (formatted)", Context: 3,
-					})
-					fmt.Fprint(a.stdout, d)
+					view.Diff(a.stdout, path, src, out)
 				}
 				if !check {
 					if err := writeFileKeepMode(path, out); err != nil {

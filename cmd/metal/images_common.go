@@ -43,16 +43,11 @@ func (e *imagesEnv) Close() { e.fetch.Close() }
 // progress, when set, renders downloads on w.
 func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) {
 	sitePath := f.site.name()
-	res, diags := f.vars.load(sitePath)
-	view.Diags(a.stderr, res.Files, diags)
-	if diags.HasErrors() {
-		return nil, silentExit(exitFailed)
+	res, err := f.vars.loadSite(a, sitePath)
+	if err != nil {
+		return nil, err
 	}
 	siteDir := filepath.Dir(sitePath)
-	stateDir := f.stateDir
-	if stateDir == "" {
-		stateDir = site.DefaultStateDir(res.Site.Settings.State, siteDir)
-	}
 	log := a.logger()
 	fetch := &source.Fetcher{SiteDir: siteDir, Logger: log}
 	opts := images.Options{Fetcher: fetch, SiteDir: siteDir, Logger: log, Retries: f.retries}
@@ -62,7 +57,7 @@ func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) 
 	if progress != nil {
 		opts.Progress = view.NewProgress(progress, view.IsTerminal(progress), log).Update
 	}
-	c, err := images.Open(stateDir, opts)
+	c, err := images.Open(stateDir(res.Site, siteDir, f.stateDir), opts)
 	if err != nil {
 		return nil, err
 	}

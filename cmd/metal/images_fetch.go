@@ -14,12 +14,10 @@ import (
 func newImagesFetchCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{
-		Use:   "fetch [IMAGE...]",
-		Short: "Download the site's images into the cache and verify them",
-		Long:  helpText("images-fetch"),
-		Example: `  metal images fetch --site site.hcl
-  metal images fetch --site site.hcl debian-12
-  metal images fetch --site site.hcl --state-dir /var/lib/metal --json`,
+		Use:     "fetch [IMAGE...]",
+		Short:   "Download the site's images into the cache and verify them",
+		Long:    helpText("images-fetch"),
+		Example: helpText("images-fetch.examples"),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -45,11 +43,7 @@ func newImagesFetchCmd(a *app) *cobra.Command {
 				}
 				rows = append(rows, view.NewFileRow(st, err))
 				if !f.asJSON {
-					if err != nil {
-						fmt.Fprintf(a.stdout, "%-12s %-7s %s: FAILED: %v\n", file.Image, file.Kind, file.Name, err)
-					} else {
-						fmt.Fprintf(a.stdout, "%-12s %-7s %s: %s, %s\n", file.Image, file.Kind, file.Name, view.Size(st.Size), st.Digest)
-					}
+					view.Fetched(a.stdout, file, st, err)
 				}
 				if ctx.Err() != nil {
 					break

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -14,12 +12,11 @@ func newImagesGCCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	var dryRun bool
 	cmd := &cobra.Command{
-		Use:   "gc",
-		Short: "Remove cached image files no image of the site references",
-		Long:  helpText("images-gc"),
-		Example: `  metal images gc --site site.hcl --dry-run
-  metal images gc --site site.hcl`,
-		Args: cobra.NoArgs,
+		Use:     "gc",
+		Short:   "Remove cached image files no image of the site references",
+		Long:    helpText("images-gc"),
+		Example: helpText("images-gc.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env, err := openImages(a, &f, nil)
 			if err != nil {
@@ -35,16 +32,7 @@ func newImagesGCCmd(a *app) *cobra.Command {
 					return jerr
 				}
 			} else {
-				verb := "removed"
-				if dryRun {
-					verb = "would remove"
-				}
-				var total int64
-				for _, r := range removed {
-					fmt.Fprintf(a.stdout, "%s %s\n", verb, r.Path)
-					total += r.Size
-				}
-				fmt.Fprintf(a.stdout, "%s %d files, %s\n", verb, len(removed), view.Size(total))
+				view.Removed(a.stdout, removed, dryRun)
 			}
 			return err
 		},

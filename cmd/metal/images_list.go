@@ -9,11 +9,10 @@ import (
 func newImagesListCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{
-		Use:   "list [IMAGE...]",
-		Short: "Show the site's image files and whether the cache holds them",
-		Long:  helpText("images-list"),
-		Example: `  metal images list --site site.hcl
-  metal images list --site site.hcl debian-12 --json`,
+		Use:     "list [IMAGE...]",
+		Short:   "Show the site's image files and whether the cache holds them",
+		Long:    helpText("images-list"),
+		Example: helpText("images-list.examples"),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			env, files, err := openFiles(a, &f, nil, names)
 			if err != nil {

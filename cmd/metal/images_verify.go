@@ -15,11 +15,10 @@ import (
 func newImagesVerifyCmd(a *app) *cobra.Command {
 	var f imagesFlags
 	cmd := &cobra.Command{
-		Use:   "verify [IMAGE...]",
-		Short: "Hash the cached image files again and check them against their checksums",
-		Long:  helpText("images-verify"),
-		Example: `  metal images verify --site site.hcl
-  metal images verify --site site.hcl debian-12 --json`,
+		Use:     "verify [IMAGE...]",
+		Short:   "Hash the cached image files again and check them against their checksums",
+		Long:    helpText("images-verify"),
+		Example: helpText("images-verify.examples"),
 		RunE: func(cmd *cobra.Command, names []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()

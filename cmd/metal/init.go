@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"time"
 
@@ -18,12 +17,11 @@ import (
 )
 
 type initFlags struct {
-	opts                      scaffold.Options
-	subnet, gateway, serverIP string
-	dns                       []string
-	pool, bmcSubnet, output   string
-	scan, force               bool
-	scanTimeout               time.Duration
+	opts        scaffold.Options
+	in          scaffold.Inputs
+	output      string
+	force       bool
+	scanTimeout time.Duration
 }
 
 func newInitCmd(a *app) *cobra.Command {
@@ -39,7 +37,7 @@ func newInitCmd(a *app) *cobra.Command {
 			if err := f.complete(a); err != nil {
 				return err
 			}
-			if f.scan {
+			if f.in.Scan {
 				bmcs, err := f.scanBMCs(ctx, a)
 				if err != nil {
 					return err
@@ -76,16 +74,16 @@ func newInitCmd(a *app) *cobra.Command {
 	fl.StringVar(&f.opts.Name, "name", "", `the site's name (default "site")`)
 	fl.StringVar(&f.opts.Network, "network", "", `the network block's name (default "boot")`)
 	fl.StringVar(&f.opts.Interface, "interface", "", "metal's interface on the boot network")
-	fl.StringVar(&f.subnet, "subnet", "", "the boot network, CIDR (default: the interface's)")
-	fl.StringVar(&f.gateway, "gateway", "", "the machines' router (default: metal's address, else the subnet's first host)")
-	fl.StringVar(&f.serverIP, "server-ip", "", "metal's address on the boot network (default: the interface's, else the gateway)")
-	fl.StringSliceVar(&f.dns, "dns", nil, "DNS servers for the machines (default: the gateway)")
-	fl.StringVar(&f.pool, "pool", "", "START-END addresses for machines not in the file (default: the subnet's last quarter)")
+	fl.StringVar(&f.in.Subnet, "subnet", "", "the boot network, CIDR (default: the interface's)")
+	fl.StringVar(&f.in.Gateway, "gateway", "", "the machines' router (default: metal's address, else the subnet's first host)")
+	fl.StringVar(&f.in.ServerIP, "server-ip", "", "metal's address on the boot network (default: the interface's, else the gateway)")
+	fl.StringSliceVar(&f.in.DNS, "dns", nil, "DNS servers for the machines (default: the gateway)")
+	fl.StringVar(&f.in.Pool, "pool", "", "START-END addresses for machines not in the file (default: the subnet's last quarter)")
 	fl.StringVar(&f.opts.Mode, "mode", "dhcp", `"dhcp", or "proxy" beside another DHCP server`)
 	fl.IntVar(&f.opts.Port, "port", 8080, "HTTP port machines boot from")
 	fl.StringVar(&f.opts.State, "state", "", "state store URL (default: file:///var/lib/metal/state.db if /var/lib/metal exists, else file://.metal/state.db)")
-	fl.BoolVar(&f.scan, "scan", false, "probe --bmc-subnet for Redfish and IPMI BMCs")
-	fl.StringVar(&f.bmcSubnet, "bmc-subnet", "", "where the BMCs live, CIDR (default: the boot subnet); at most a /20")
+	fl.BoolVar(&f.in.Scan, "scan", false, "probe --bmc-subnet for Redfish and IPMI BMCs")
+	fl.StringVar(&f.in.BMCSubnet, "bmc-subnet", "", "where the BMCs live, CIDR (default: the boot subnet); at most a /20")
 	fl.DurationVar(&f.scanTimeout, "scan-timeout", 2*time.Second, "how long each address gets to answer")
 	return cmd
 }
@@ -93,65 +91,16 @@ func newInitCmd(a *app) *cobra.Command {
 // complete turns the flags into scaffold options, finding what the host's
 // interfaces say and asking on a terminal for what is still missing.
 func (f *initFlags) complete(a *app) error {
-	if f.opts.Interface == "" && f.subnet == "" && view.IsTerminal(a.stdin) {
+	if f.opts.Interface == "" && f.in.Subnet == "" && view.IsTerminal(a.stdin) {
 		fmt.Fprintln(a.stderr, "metal serves DHCP, TFTP and HTTP on one interface of the boot network.")
 		f.opts.Interface = view.Ask(a.stdin, a.stderr, "Interface (ip -br addr lists them)", "")
-	}
-	if f.subnet != "" {
-		p, err := netip.ParsePrefix(f.subnet)
-		if err != nil {
-			return usageError("--subnet %q: %v (write CIDR, like 10.0.0.0/24)", f.subnet, err)
-		}
-		f.opts.Subnet = p.Masked()
 	}
 	host, err := scaffold.HostAddrs()
 	if err != nil {
 		return err
 	}
-	if err := f.opts.Locate(host); err != nil {
+	if err := f.opts.Complete(f.in, host); err != nil {
 		return usageError("%v", err)
-	}
-	for _, v := range []struct {
-		flag, val string
-		dst       *netip.Addr
-	}{{"--server-ip", f.serverIP, &f.opts.ServerIP}, {"--gateway", f.gateway, &f.opts.Gateway}} {
-		if v.val == "" {
-			continue
-		}
-		ip, err := netip.ParseAddr(v.val)
-		if err != nil {
-			return usageError("%s %q: %v", v.flag, v.val, err)
-		}
-		*v.dst = ip
-	}
-	if !f.opts.Gateway.IsValid() && f.opts.ServerIP.IsValid() {
-		f.opts.Gateway = f.opts.ServerIP
-	}
-	for _, d := range f.dns {
-		ip, err := netip.ParseAddr(d)
-		if err != nil {
-			return usageError("--dns %q: %v", d, err)
-		}
-		f.opts.DNS = append(f.opts.DNS, ip)
-	}
-	if f.pool != "" {
-		if f.opts.PoolStart, f.opts.PoolEnd, err = scaffold.ParsePool(f.pool); err != nil {
-			return usageError("%v", err)
-		}
-	}
-	if f.opts.State == "" {
-		f.opts.State = scaffold.DefaultState()
-	}
-	f.opts.BMCSubnet = f.opts.Subnet
-	if f.bmcSubnet != "" {
-		p, err := netip.ParsePrefix(f.bmcSubnet)
-		if err != nil {
-			return usageError("--bmc-subnet %q: %v", f.bmcSubnet, err)
-		}
-		f.opts.BMCSubnet = p.Masked()
-	}
-	if !f.scan {
-		f.opts.BMCSubnet = netip.Prefix{}
 	}
 	f.opts.Command = "metal init"
 	return nil

@@ -73,12 +73,11 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 
 func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Show the lab: processes, VMs, their BMCs and last serial line",
-		Long:  helpText("lab-status"),
-		Example: `  sudo metal lab status
-  sudo metal lab status --json | jq '.vms[] | {name, running, state}'`,
-		Args: cobra.NoArgs,
+		Use:     "status",
+		Short:   "Show the lab: processes, VMs, their BMCs and last serial line",
+		Long:    helpText("lab-status"),
+		Example: helpText("lab-status.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := lab.Load(f.dir)
 			if err != nil {
@@ -97,12 +96,11 @@ func newLabStatusCmd(a *app, f *labFlags) *cobra.Command {
 func newLabDownCmd(a *app, f *labFlags) *cobra.Command {
 	var purge bool
 	cmd := &cobra.Command{
-		Use:   "down",
-		Short: "Remove the lab: its processes, VMs, taps, bridge and namespace",
-		Long:  helpText("lab-down"),
-		Example: `  sudo metal lab down
-  sudo metal lab down --purge`,
-		Args: cobra.NoArgs,
+		Use:     "down",
+		Short:   "Remove the lab: its processes, VMs, taps, bridge and namespace",
+		Long:    helpText("lab-down"),
+		Example: helpText("lab-down.examples"),
+		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := lab.Down(context.WithoutCancel(cmd.Context()), f.dir, a.logger()); err != nil {
 				return err

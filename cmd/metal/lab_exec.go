@@ -20,12 +20,11 @@ import (
 
 func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "console NAME",
-		Short: "Attach to a VM's serial console (Ctrl-] leaves)",
-		Long:  helpText("lab-console"),
-		Example: `  sudo metal lab console vm-1
-  sudo tail -f .metal-lab/vms/vm-1/serial.log   # read-only`,
-		Args: cobra.ExactArgs(1),
+		Use:     "console NAME",
+		Short:   "Attach to a VM's serial console (Ctrl-] leaves)",
+		Long:    helpText("lab-console"),
+		Example: helpText("lab-console.examples"),
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(f.dir)
 			if err != nil {
@@ -62,11 +61,10 @@ func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 
 func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "apply [-- APPLY FLAGS...]",
-		Short: "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
-		Long:  helpText("lab-apply"),
-		Example: `  sudo metal lab apply
-  sudo metal lab apply -- --json`,
+		Use:     "apply [-- APPLY FLAGS...]",
+		Short:   "Provision every VM: metal apply --auto-approve of the lab's site, inside the lab",
+		Long:    helpText("lab-apply"),
+		Example: helpText("lab-apply.examples"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(f.dir)
 			if err != nil {
@@ -84,14 +82,11 @@ func newLabApplyCmd(a *app, f *labFlags) *cobra.Command {
 
 func newLabExecCmd(a *app, f *labFlags) *cobra.Command {
 	return &cobra.Command{
-		Use:   "exec -- COMMAND [ARGS...]",
-		Short: "Run a command inside the lab's network namespace",
-		Long: `Exec runs a command inside the lab's network namespace, where 192.0.2.0/24
-is: to ask a BMC, curl metal's HTTP server, or ping a VM.`,
-		Example: `  sudo metal lab exec -- metal bmc status --site .metal-lab/site.hcl
-  sudo metal lab exec -- curl -s http://192.0.2.1:8080/ipxe/52:54:00:6d:6c:02
-  sudo metal lab exec -- ipmitool -I lanplus -C 3 -H 192.0.2.3 -U admin -f .metal-lab/bmc-password power status`,
-		Args: cobra.MinimumNArgs(1),
+		Use:     "exec -- COMMAND [ARGS...]",
+		Short:   "Run a command inside the lab's network namespace",
+		Long:    helpText("lab-exec"),
+		Example: helpText("lab-exec.examples"),
+		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := lab.Load(f.dir)
 			if err != nil {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/metal-dev/metal/cmd/metal/internal/view"
 )
 
 // metal runs the command line in-process and returns its exit code and
@@ -66,7 +68,7 @@ func TestValidateJSON(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("exit %d", code)
 	}
-	var got []validateFileResult
+	var got []view.Validated
 	if err := json.Unmarshal([]byte(stdout), &got); err != nil {
 		t.Fatalf("%v in %s", err, stdout)
 	}

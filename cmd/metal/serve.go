@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -17,19 +16,16 @@ import (
 	"github.com/metal-dev/metal/site"
 )
 
+// serveFlags parse into the daemon's options (opts), but for what comes
+// from the site file.
 type serveFlags struct {
-	vars      varFlags
-	site      siteFlag
-	stateDir  string
-	listen    string
-	tftpAddr  string
-	dhcpRate  string
-	dhcpPool  string
-	openReads bool
-	consoles  string
-	api       daemon.APIListen
-	agent     agentBootFlags
-	primary   primaryFlags
+	vars     varFlags
+	site     siteFlag
+	opts     daemon.Options
+	dhcpRate string
+	dhcpPool string
+	agent    agentBootFlags
+	primary  primaryFlags
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -37,7 +33,7 @@ func newServeCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "serve [--site FILE]",
 		Short:   "Run metal's daemon: DHCP, TFTP and HTTP boot for the site",
-		Long:    helpText("serve") + deprecatedFileArg,
+		Long:    helpText("serve") + helpText("site-file-arg"),
 		Example: helpText("serve.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -45,16 +41,15 @@ func newServeCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			res, diags := f.vars.load(path)
-			view.Diags(a.stderr, res.Files, diags)
-			if diags.HasErrors() {
-				return silentExit(exitFailed)
+			res, err := f.vars.loadSite(a, path)
+			if err != nil {
+				return err
 			}
-			if f.api.Shared {
+			if f.opts.API.Shared {
 				if cmd.Flags().Changed("api-listen") {
 					return usageError("--api-on-boot-network and --api-listen: the console and API either share the netboot listener or have their own, not both")
 				}
-				f.api.Addr = ""
+				f.opts.API.Addr = ""
 			}
 			limit, err := dhcp.ParseRateLimit(f.dhcpRate, f.dhcpPool)
 			if err != nil {
@@ -62,48 +57,43 @@ func newServeCmd(a *app) *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			src, err := siteSource(path, res, f.vars)
+			abs, err := filepath.Abs(path)
 			if err != nil {
 				return err
 			}
-			return serve(ctx, a.logger(), res.Site, filepath.Dir(path), src, f, limit)
+			s, siteDir, log := res.Site, filepath.Dir(path), a.logger()
+			// A fenced primary stops here, before it answers anything.
+			primary, err := f.primary.startPrimary(ctx, log, s.Name, stateDir(s, siteDir, f.opts.StateDir))
+			if err != nil {
+				return err
+			}
+			opts := f.opts
+			opts.Site, opts.SiteDir, opts.Logger = s, siteDir, log
+			opts.SiteFile, opts.SiteDigest, opts.Reload = abs, res.Digest(), site.Reloader(abs, path, f.vars.options())
+			opts.Agent.Boot, opts.DHCPRateLimit = f.agent.boot(), limit
+			return daemon.Run(ctx, opts, primary)
 		},
 	}
 	f.vars.register(cmd)
 	f.site.register(cmd.Flags())
 	f.primary.register(cmd)
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
-	cmd.Flags().StringVar(&f.listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
-	cmd.Flags().StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
-	cmd.Flags().StringVar(&f.api.Addr, "api-listen", daemon.DefaultAPIListen,
+	cmd.Flags().StringVar(&f.opts.StateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
+	cmd.Flags().StringVar(&f.opts.Listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
+	cmd.Flags().StringVar(&f.opts.TFTPAddr, "tftp-addr", ":69", "TFTP listen address")
+	cmd.Flags().StringVar(&f.opts.API.Addr, "api-listen", daemon.DefaultAPIListen,
 		"listen address of the console, API and metrics, apart from netboot (empty: none)")
-	cmd.Flags().BoolVar(&f.api.Shared, "api-on-boot-network", false,
+	cmd.Flags().BoolVar(&f.opts.API.Shared, "api-on-boot-network", false,
 		"serve the console, API and metrics on the netboot listener too (tokens and cookies then cross the boot network in clear)")
-	cmd.Flags().StringVar(&f.api.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
-	cmd.Flags().StringVar(&f.api.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	cmd.Flags().StringVar(&f.opts.API.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
+	cmd.Flags().StringVar(&f.opts.API.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	f.agent.register(cmd)
-	cmd.Flags().BoolVar(&f.openReads, "open-reads", false,
+	cmd.Flags().BoolVar(&f.opts.OpenReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
-	cmd.Flags().StringVar(&f.consoles, "console-socket", "",
+	cmd.Flags().StringVar(&f.opts.ConsoleSocket, "console-socket", "",
 		"unix socket of each machine's serial console, {machine} for its name (QEMU -chardev socket; the lab sets it): the console's terminal and the API read it")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
 		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off (the pool budget too)")
 	cmd.Flags().StringVar(&f.dhcpPool, "dhcp-pool-budget", "64/1s",
 		"new pool addresses for unknown MACs, all of them together: BURST/INTERVAL; declared machines are never counted")
 	return cmd
-}
-
-// serve runs the site's daemon until ctx ends or a service fails.
-func serve(ctx context.Context, log *slog.Logger, s *site.Site, siteDir string, src loadedSite, f serveFlags, limit dhcp.RateLimit) error {
-	// A fenced primary stops here, before it answers anything.
-	primary, err := f.primary.startPrimary(ctx, log, s.Name, stateDir(s, siteDir, f.stateDir))
-	if err != nil {
-		return err
-	}
-	return daemon.Run(ctx, daemon.Options{
-		Site: s, SiteDir: siteDir, StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr,
-		SiteFile: src.path, SiteDigest: src.digest, Reload: src.reload,
-		Agent:         daemon.AgentOptions{Boot: f.agent.boot()},
-		DHCPRateLimit: limit, OpenReads: f.openReads, ConsoleSocket: f.consoles, API: f.api, Logger: log,
-	}, primary)
 }

@@ -14,14 +14,11 @@ import (
 	"github.com/metal-dev/metal/bmc/virtual"
 )
 
+// vbmcArgs parse into the BMCs' options, but for the password, which is
+// read from a file or the environment.
 type vbmcArgs struct {
-	listen       string
-	machines     []string
-	tls          bool
-	certOut      string
-	user         string
+	opts         virtual.QEMUOptions
 	passwordFile string
-	stateDir     string
 }
 
 func newVBMCCmd(a *app) *cobra.Command {
@@ -39,18 +36,18 @@ func newVBMCCmd(a *app) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&v.listen, "listen", "127.0.0.1:8000", "address for machines without their own listen=")
-	f.StringArrayVar(&v.machines, "machine", nil, "a machine: name=...,qmp=...[,mac=...][,listen=...],qemu-cmd=... (repeatable)")
-	f.BoolVar(&v.tls, "tls", false, "serve HTTPS with a generated self-signed certificate")
-	f.StringVar(&v.certOut, "cert-out", "", "write the generated certificate (PEM) here, for clients' ca_file")
-	f.StringVar(&v.user, "user", "admin", "Redfish username")
+	f.StringVar(&v.opts.Listen, "listen", "127.0.0.1:8000", "address for machines without their own listen=")
+	f.StringArrayVar(&v.opts.Machines, "machine", nil, "a machine: name=...,qmp=...[,mac=...][,listen=...],qemu-cmd=... (repeatable)")
+	f.BoolVar(&v.opts.TLS, "tls", false, "serve HTTPS with a generated self-signed certificate")
+	f.StringVar(&v.opts.CertOut, "cert-out", "", "write the generated certificate (PEM) here, for clients' ca_file")
+	f.StringVar(&v.opts.Username, "user", "admin", "Redfish username")
 	f.StringVar(&v.passwordFile, "password-file", "", "file holding the Redfish password (or set METAL_VBMC_PASSWORD)")
-	f.StringVar(&v.stateDir, "state-dir", "", "keep the machines' firmware versions and RAID volumes here across restarts, as a real machine keeps them")
+	f.StringVar(&v.opts.StateDir, "state-dir", "", "keep the machines' firmware versions and RAID volumes here across restarts, as a real machine keeps them")
 	return cmd
 }
 
 func runVBMC(ctx context.Context, a *app, v vbmcArgs) error {
-	if len(v.machines) == 0 {
+	if len(v.opts.Machines) == 0 {
 		return usageError("at least one --machine is needed")
 	}
 	pass := os.Getenv("METAL_VBMC_PASSWORD")
@@ -66,13 +63,12 @@ func runVBMC(ctx context.Context, a *app, v vbmcArgs) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	err := virtual.ServeQEMU(ctx, virtual.QEMUOptions{
-		Machines: v.machines, Listen: v.listen, TLS: v.tls, CertOut: v.certOut,
-		Username: v.user, Password: pass, StateDir: v.stateDir, Log: a.logger(),
-		Serving: func(url string, machines []string) {
-			fmt.Fprintf(a.stdout, "vbmc: Redfish at %s for %s\n", url, strings.Join(machines, ", "))
-		},
-	})
+	opts := v.opts
+	opts.Password, opts.Log = pass, a.logger()
+	opts.Serving = func(url string, machines []string) {
+		fmt.Fprintf(a.stdout, "vbmc: Redfish at %s for %s\n", url, strings.Join(machines, ", "))
+	}
+	err := virtual.ServeQEMU(ctx, opts)
 	var spec virtual.ErrSpec
 	if errors.As(err, &spec) {
 		return usageError("--machine: %v", spec.Err)

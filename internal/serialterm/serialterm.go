@@ -8,9 +8,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+
+	"golang.org/x/term"
 )
 
 // EscapeByte ends a console session: Ctrl-], as in telnet and virsh. It
@@ -69,4 +72,30 @@ func Attach(ctx context.Context, conn io.ReadWriteCloser, in io.Reader, out io.W
 		}
 		return err
 	}
+}
+
+// Session is a person's console session on in and out: it puts in in raw
+// mode when it is a terminal, so that every key reaches the machine, runs
+// attach, and says on msgs how the session ended; closed is the sentence
+// for a far end that closed it. A detach or an interrupt is no error.
+func Session(ctx context.Context, in io.Reader, out, msgs io.Writer, name, closed string,
+	attach func(ctx context.Context, in io.Reader, out io.Writer) error) error {
+	if f, ok := in.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		old, err := term.MakeRaw(int(f.Fd()))
+		if err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		defer term.Restore(int(f.Fd()), old)
+	}
+	fmt.Fprintf(msgs, "Connected to %s's serial console. Ctrl-] leaves.\r\n", name)
+	err := attach(ctx, in, out)
+	switch {
+	case errors.Is(err, ErrEscaped), errors.Is(err, context.Canceled):
+		fmt.Fprint(msgs, "\r\nDetached.\r\n")
+		return nil
+	case err == nil:
+		fmt.Fprintf(msgs, "\r\n%s.\r\n", closed)
+		return nil
+	}
+	return err
 }

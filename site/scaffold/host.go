@@ -89,3 +89,74 @@ func DefaultState() string {
 	}
 	return ""
 }
+
+// Inputs are the answers that arrive as text (metal init's flags), which
+// Complete parses into Options.
+type Inputs struct {
+	Subnet, Gateway, ServerIP string
+	DNS                       []string
+	// Pool is START-END; BMCSubnet, where the BMCs live (default the
+	// boot subnet), counts only with Scan.
+	Pool, BMCSubnet string
+	Scan            bool
+}
+
+// Complete parses in into o and fills in what the host's addresses (see
+// Locate) and the defaults say: the gateway defaults to metal's own
+// address, the state to DefaultState. Every error names what to fix.
+func (o *Options) Complete(in Inputs, host map[string][]netip.Prefix) error {
+	if in.Subnet != "" {
+		p, err := netip.ParsePrefix(in.Subnet)
+		if err != nil {
+			return fmt.Errorf("--subnet %q: %v (write CIDR, like 10.0.0.0/24)", in.Subnet, err)
+		}
+		o.Subnet = p.Masked()
+	}
+	if err := o.Locate(host); err != nil {
+		return err
+	}
+	for _, v := range []struct {
+		flag, val string
+		dst       *netip.Addr
+	}{{"--server-ip", in.ServerIP, &o.ServerIP}, {"--gateway", in.Gateway, &o.Gateway}} {
+		if v.val == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(v.val)
+		if err != nil {
+			return fmt.Errorf("%s %q: %v", v.flag, v.val, err)
+		}
+		*v.dst = ip
+	}
+	if !o.Gateway.IsValid() && o.ServerIP.IsValid() {
+		o.Gateway = o.ServerIP
+	}
+	for _, d := range in.DNS {
+		ip, err := netip.ParseAddr(d)
+		if err != nil {
+			return fmt.Errorf("--dns %q: %v", d, err)
+		}
+		o.DNS = append(o.DNS, ip)
+	}
+	if in.Pool != "" {
+		var err error
+		if o.PoolStart, o.PoolEnd, err = ParsePool(in.Pool); err != nil {
+			return err
+		}
+	}
+	if o.State == "" {
+		o.State = DefaultState()
+	}
+	o.BMCSubnet = o.Subnet
+	if in.BMCSubnet != "" {
+		p, err := netip.ParsePrefix(in.BMCSubnet)
+		if err != nil {
+			return fmt.Errorf("--bmc-subnet %q: %v", in.BMCSubnet, err)
+		}
+		o.BMCSubnet = p.Masked()
+	}
+	if !in.Scan {
+		o.BMCSubnet = netip.Prefix{}
+	}
+	return nil
+}

@@ -2,11 +2,15 @@ package view
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/pmezard/go-difflib/difflib"
 	"golang.org/x/term"
+
+	"github.com/metal-dev/metal/site"
 )
 
 // Diags prints diagnostics for people: each with its file, line and
@@ -71,4 +75,49 @@ func JSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// Validated is what `metal validate` says of one file (its --json form).
+type Validated struct {
+	File         string     `json:"file"`
+	Valid        bool       `json:"valid"`
+	Machines     int        `json:"machines"`
+	ErrorCount   int        `json:"error_count"`
+	WarningCount int        `json:"warning_count"`
+	Diagnostics  []JSONDiag `json:"diagnostics"`
+}
+
+// NewValidated sums up the load of the site file path into res.
+func NewValidated(path string, res *site.Result, diags hcl.Diagnostics) Validated {
+	v := Validated{File: path, Valid: !diags.HasErrors(), Diagnostics: JSONDiags(diags)}
+	if res.Site != nil {
+		v.Machines = len(res.Site.Machines)
+	}
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			v.ErrorCount++
+		} else {
+			v.WarningCount++
+		}
+	}
+	return v
+}
+
+// Line is the file's verdict for people.
+func (v Validated) Line(w io.Writer) {
+	if v.Valid {
+		fmt.Fprintf(w, "%s: valid (%d machines)\n", v.File, v.Machines)
+	} else {
+		fmt.Fprintf(w, "%s: %d error(s), %d warning(s)\n", v.File, v.ErrorCount, v.WarningCount)
+	}
+}
+
+// Diff prints the change from src to out of the file path as a unified
+// diff.
+func Diff(w io.Writer, path string, src, out []byte) {
+	d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(string(src)), B: difflib.SplitLines(string(out)),
+		FromFile: path, ToFile: path + " (formatted)", Context: 3,
+	})
+	fmt.Fprint(w, d)
 }

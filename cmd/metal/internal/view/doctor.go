@@ -34,3 +34,9 @@ func Checks(stdout, stderr io.Writer, checks []doctor.Check) {
 		fmt.Fprintln(stdout, "All checks passed.")
 	}
 }
+
+// DoctorReport is the --json form of `metal doctor`.
+type DoctorReport struct {
+	OK     bool           `json:"ok"`
+	Checks []doctor.Check `json:"checks"`
+}

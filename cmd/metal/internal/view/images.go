@@ -130,3 +130,53 @@ func FileTable(w io.Writer, rows []FileRow, width int) {
 	}
 	tw.Flush()
 }
+
+// Removed lists what `metal images gc` removed (or, dry, would remove),
+// and the total.
+func Removed(w io.Writer, removed []images.Removed, dry bool) {
+	verb := "removed"
+	if dry {
+		verb = "would remove"
+	}
+	var total int64
+	for _, r := range removed {
+		fmt.Fprintf(w, "%s %s\n", verb, r.Path)
+		total += r.Size
+	}
+	fmt.Fprintf(w, "%s %d files, %s\n", verb, len(removed), Size(total))
+}
+
+// Fetched is the line of one file `metal images fetch` fetched (or failed
+// to, err).
+func Fetched(w io.Writer, f images.File, st images.Status, err error) {
+	if err != nil {
+		fmt.Fprintf(w, "%-12s %-7s %s: FAILED: %v\n", f.Image, f.Kind, f.Name, err)
+		return
+	}
+	fmt.Fprintf(w, "%-12s %-7s %s: %s, %s\n", f.Image, f.Kind, f.Name, Size(st.Size), st.Digest)
+}
+
+// Imported is the --json form of one file `metal images import` added:
+// Matches are the image files it serves ("IMAGE KIND").
+type Imported struct {
+	File    string   `json:"file"`
+	SHA256  string   `json:"sha256"`
+	SHA512  string   `json:"sha512"`
+	Size    int64    `json:"size"`
+	New     bool     `json:"new"`
+	Matches []string `json:"matches"`
+}
+
+// NewImported is the row of the file at path, imported as im.
+func NewImported(path string, im images.Imported) Imported {
+	return Imported{File: path, SHA256: im.SHA256.String(), SHA512: im.SHA512.String(), Size: im.Size, New: im.New, Matches: []string{}}
+}
+
+// Line says what the imported file is and what it serves.
+func (r Imported) Line(w io.Writer) {
+	what := "no image of the site references it (metal images gc will remove it)"
+	if len(r.Matches) > 0 {
+		what = "serves " + strings.Join(r.Matches, ", ")
+	}
+	fmt.Fprintf(w, "%s: %s, %s: %s\n", r.File, Size(r.Size), r.SHA256, what)
+}
