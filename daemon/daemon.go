@@ -33,11 +33,11 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/pxe"
-	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/pxe/grub"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
+	"github.com/metal-dev/metal/pxe/storeagent"
 	"github.com/metal-dev/metal/pxe/storeleases"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
@@ -324,7 +324,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, err
 	}
 	d.timeline = newTimeline(d.Store, d.policy, d.leases, d.log)
-	agent, err := agentapi.New(agentapi.Config{Store: d.Store, Logger: d.log})
+	agent, err := storeagent.New(storeagent.Config{Store: d.Store, Logger: d.log})
 	if err != nil {
 		return nil, err
 	}

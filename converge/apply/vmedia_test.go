@@ -30,12 +30,12 @@ import (
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+	"github.com/metal-dev/metal/pxe/storeagent"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/site"
 )
@@ -121,7 +121,7 @@ func TestVirtualMediaInQEMU(t *testing.T) {
 		HTTPBaseURL: "http://192.0.2.1:8080",
 	}, policy, dhcp.NewFileStore(filepath.Join(dir, "leases.json")), log.With("test", "dhcp"))
 	must(t, err)
-	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
+	api, err := storeagent.New(storeagent.Config{Store: store, PollSeconds: 2, Logger: log})
 	must(t, err)
 	httpBase := "http://" + pxetest.ServerIP.String() + ":8080"
 	base, _ := url.Parse(httpBase)

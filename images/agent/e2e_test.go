@@ -24,7 +24,6 @@ import (
 	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
-	"github.com/metal-dev/metal/pxe/agentapi"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/pxe/dhcp6"
@@ -33,6 +32,7 @@ import (
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 	"github.com/metal-dev/metal/pxe/ra"
+	"github.com/metal-dev/metal/pxe/storeagent"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 	"github.com/metal-dev/metal/pxe/tftp"
 )
@@ -384,7 +384,7 @@ func (al *agentLab) start() {
 		must(t, err)
 		servers["dhcp"], leases = dhcpSrv.Serve, dhcpSrv.Leases()
 	}
-	api, err := agentapi.New(agentapi.Config{Store: store, PollSeconds: 2, Logger: log})
+	api, err := storeagent.New(storeagent.Config{Store: store, PollSeconds: 2, Logger: log})
 	must(t, err)
 	base, _ := url.Parse(httpBase)
 	httpSrv, err := pxehttp.New(pxehttp.Config{

@@ -19,6 +19,7 @@ import (
 
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe/agentapi"
+	"github.com/metal-dev/metal/pxe/storeagent"
 )
 
 func mustMAC(s string) net.HardwareAddr {
@@ -53,7 +54,7 @@ func newRig(t *testing.T) *rig {
 	if _, err := store.PutMachine(ctx, inventory.Machine{Name: "web-01", MAC: mac.String()}); err != nil {
 		t.Fatal(err)
 	}
-	api, err := agentapi.New(agentapi.Config{Store: store, Logger: slog.New(slog.DiscardHandler)})
+	api, err := storeagent.New(storeagent.Config{Store: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,9 +27,10 @@ var allowed = map[string][]string{
 	"site/scaffold": {"bmc", "internal"},
 	// Protocol packages ask an interface what to answer: never the store.
 	"pxe": {"internal"},
-	// The store-backed policy and lease store answer those interfaces.
+	// The store-backed policy, lease store and agent server answer them.
 	"pxe/storepolicy": {"pxe", "inventory", "internal"},
 	"pxe/storeleases": {"pxe", "inventory", "internal"},
+	"pxe/storeagent":  {"pxe", "inventory", "internal"},
 	"images":          {"pxe", "internal"},
 	"converge":        {"site", "images", "pxe", "bmc", "inventory", "internal"},
 	"doctor":          {"converge", "site", "images", "pxe", "bmc", "inventory", "internal"},
@@ -38,11 +39,9 @@ var allowed = map[string][]string{
 	"cmd":             {"lab", "daemon", "doctor", "converge", "site", "images", "pxe", "bmc", "inventory", "internal"},
 }
 
-// known are the arrows issue 23 names that still run the wrong way, each
-// to be removed here when it is mended; a new one fails the test.
-var known = map[string]bool{
-	"pxe/agentapi -> inventory": true, // inventory types as the agent's wire format
-}
+// known are arrows that still run the wrong way, each to be removed here
+// when it is mended; a new one fails the test.
+var known = map[string]bool{}
 
 // testHelper says whether a package exists for tests (pxetest, storetest,
 // apitest, ...): shipped code never imports one.

@@ -1,45 +1,28 @@
-// Package agentapi is the protocol between metal and its install agent: the
-// server side, which records what agents report in the inventory store, and
-// the Go client the agent itself uses.
+// Package agentapi is the protocol between metal and its install agent:
+// its paths, its messages, their checks, and the Go client the agent
+// uses. It knows nothing of the inventory: pxe/storeagent is the server
+// that answers it from the store.
 //
 // The agent runs on the machine (metal as /init of an initramfs) and speaks
 // plain JSON over HTTP to metal's boot server, under Prefix. Every path
 // names the MAC the machine booted from; {mac} is "aa:bb:cc:dd:ee:ff" or
 // "aa-bb-cc-dd-ee-ff":
 //
-//	POST /agent/v1/{mac}/facts   body: Hardware                → 204
-//	GET  /agent/v1/{mac}/task                                   → 200 TaskResponse
-//	POST /agent/v1/{mac}/status  body: Status                  → 204
+//	POST /agent/v1/{mac}/facts          body: Hardware  → 204
+//	GET  /agent/v1/{mac}/task                           → 200 TaskResponse
+//	POST /agent/v1/{mac}/status         body: Status    → 204
+//	POST /agent/v1/{mac}/ready/{secret} (the installed OS's phone-home) → 204
 //
-// facts records the machine's hardware. A MAC the store does not know
-// becomes a machine named "m-" and the MAC's hex digits
-// ("m-525400aabbcc") in state discovered, which an operator adopts.
+// task answers the agent's job, or no task (null), which means "report,
+// then ask again after PollSeconds"; a task of kind discover means the
+// same. A status about a task that is no longer the machine's current
+// one is refused with 409 Conflict (ErrStaleTask): the agent then asks
+// for its task again.
 //
-// task returns the agent's job: the task the converge engine wrote in the
-// machine's boot intent, or no task (null), which means "report, then
-// ask again after PollSeconds". A task of kind discover means the same.
-//
-// status records the agent's progress and result for one task in
-// Machine.Agent, which the engine waits on, and appends an agent event to
-// the machine's timeline whenever the phase or step changes (byte counts
-// alone update Machine.Agent without an event, so a long write does not
-// flood the log). A report about a task that is no longer the machine's
-// current one is refused with 409 Conflict: the agent then asks for its
-// task again.
-//
-// Only the agent booted for a machine's current task may speak for it: every
-// call about a machine with a task carries the task's one-time secret
-// (inventory.AgentTask.Secret, which the boot script passes on the kernel
-// command line as metal.token=) in the X-Metal-Token header, compared in
-// constant time. The source address proves nothing: on the boot network an
-// address, and a MAC, are easily taken. The first call with the secret
-// marks the task started, and the netboot server then refuses the script
-// that carries it; a call without the secret gets 403 and a security event
-// in the machine's timeline. Without a task there is nothing secret to
-// reveal: task answers "none", facts are taken only about a MAC the store
-// does not know or a discovered machine, and status is a conflict. Bodies
-// are capped (facts 1 MiB, status 64 KiB) and validated; malformed JSON
-// gets 400 with the reason.
+// Every call about a machine with a task carries the task's one-time
+// secret (the boot script passes it on the kernel command line as
+// metal.token=) in TokenHeader. Bodies are capped (MaxFactsBytes,
+// MaxStatusBytes) and validated; malformed JSON gets 400 with the reason.
 package agentapi
 
 import (
@@ -58,8 +41,8 @@ const TokenHeader = "X-Metal-Token"
 // Body size limits: generous for a machine with hundreds of disks and
 // NICs, small enough that a hostile client cannot make metal buffer much.
 const (
-	maxFactsBytes  = 1 << 20
-	maxStatusBytes = 64 << 10
+	MaxFactsBytes  = 1 << 20
+	MaxStatusBytes = 64 << 10
 )
 
 // TaskResponse is the answer to GET task.
@@ -111,9 +94,9 @@ func (s Status) Validate() error {
 	return checkText(map[string]string{"task_id": s.TaskID, "step": s.Step, "error": s.Error})
 }
 
-// validateHardware bounds a facts report: counts, and the length and
-// encoding of every string, since all of it is shown to operators.
-func validateHardware(hw Hardware) error {
+// Validate bounds a facts report: counts, and the length and encoding of
+// every string, since all of it is shown to operators.
+func (hw Hardware) Validate() error {
 	if len(hw.Disks) > 1024 || len(hw.NICs) > 1024 || len(hw.Extra) > 256 {
 		return fmt.Errorf("too many disks (%d), NICs (%d) or extra facts (%d): at most 1024, 1024 and 256",
 			len(hw.Disks), len(hw.NICs), len(hw.Extra))
@@ -164,8 +147,8 @@ func checkText(fields map[string]string) error {
 	return nil
 }
 
-// DiscoveredName is the name a machine first seen by the agent gets:
-// "m-" and its MAC's hex digits.
-func DiscoveredName(mac net.HardwareAddr) string {
-	return "m-" + strings.ReplaceAll(mac.String(), ":", "")
+// ReadyPath is the path of a machine's phone-home with secret, under the
+// server's base URL.
+func ReadyPath(mac, secret string) string {
+	return Prefix + "v1/" + mac + "/ready/" + secret
 }

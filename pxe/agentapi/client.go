@@ -89,7 +89,7 @@ func (c *Client) do(ctx context.Context, method, verb string, in, out any) error
 	if out == nil {
 		return nil
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxFactsBytes)).Decode(out); err != nil {
+	if err := json.NewDecoder(io.LimitReader(resp.Body, MaxFactsBytes)).Decode(out); err != nil {
 		return fmt.Errorf("agent %s: answer: %w", verb, err)
 	}
 	return nil

@@ -29,6 +29,7 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/agentapi"
+	"github.com/metal-dev/metal/pxe/storeagent"
 )
 
 // Credentials of every simulated BMC.
@@ -347,7 +348,7 @@ func (f *Fleet) SiteHCL(state, rollout string) []byte {
 // port, as metal's daemon does, for tests that run no daemon.
 func (f *Fleet) serveAgentAPI(ctx context.Context) error {
 	f.key = []byte("applytest-token-key")
-	srv, err := agentapi.New(agentapi.Config{Store: f.opts.Store, Logger: f.opts.Logger})
+	srv, err := storeagent.New(storeagent.Config{Store: f.opts.Store, Logger: f.opts.Logger})
 	if err != nil {
 		return err
 	}

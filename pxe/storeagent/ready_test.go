@@ -1,4 +1,4 @@
-package agentapi_test
+package storeagent_test
 
 import (
 	"context"

@@ -1,4 +1,30 @@
-package agentapi
+// Package storeagent answers the agent protocol (pxe/agentapi) from the
+// inventory store: it records what agents report and hands them the
+// tasks the converge engine wrote.
+//
+// facts records the machine's hardware. A MAC the store does not know
+// becomes a machine named "m-" and the MAC's hex digits
+// ("m-525400aabbcc") in state discovered, which an operator adopts.
+//
+// task returns the task in the machine's boot intent, without its secret.
+//
+// status records the agent's progress and result for one task in
+// Machine.Agent, which the engine waits on, and appends an agent event to
+// the machine's timeline whenever the phase or step changes (byte counts
+// alone update Machine.Agent without an event, so a long write does not
+// flood the log).
+//
+// Only the agent booted for a machine's current task may speak for it:
+// every call about a machine with a task carries the task's one-time
+// secret (inventory.AgentTask.Secret), compared in constant time. The
+// source address proves nothing: on the boot network an address, and a
+// MAC, are easily taken. The first call with the secret marks the task
+// started, and the netboot server then refuses the script that carries
+// it; a call without the secret gets 403 and a security event in the
+// machine's timeline. Without a task there is nothing secret to reveal:
+// task answers "none", facts are taken only about a MAC the store does not
+// know or a discovered machine, and status is a conflict.
+package storeagent
 
 import (
 	"bytes"
@@ -13,10 +39,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // Config is the server side's configuration.
@@ -56,9 +84,9 @@ var errRepeat = errors.New("repeated final report")
 
 // repeatsFinal says whether st is the final report (done or failed) that
 // rec already holds for the same task.
-func repeatsFinal(rec *inventory.AgentStatus, st Status) bool {
+func repeatsFinal(rec *inventory.AgentStatus, st agentapi.Status) bool {
 	return rec != nil && rec.TaskID == st.TaskID && rec.Phase == inventory.AgentPhase(st.Phase) &&
-		(st.Phase == PhaseDone || st.Phase == PhaseFailed)
+		(st.Phase == agentapi.PhaseDone || st.Phase == agentapi.PhaseFailed)
 }
 
 // New returns the protocol's handler; mount it at Prefix.
@@ -76,13 +104,13 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "agentapi"), mux: http.NewServeMux()}
-	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/facts", s.machine(verbFacts, s.facts))
-	s.mux.HandleFunc("GET "+Prefix+"v1/{mac}/task", s.machine(verbTask, s.task))
-	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/status", s.machine(verbStatus, s.status))
+	s.mux.HandleFunc("POST "+agentapi.Prefix+"v1/{mac}/facts", s.machine(verbFacts, s.facts))
+	s.mux.HandleFunc("GET "+agentapi.Prefix+"v1/{mac}/task", s.machine(verbTask, s.task))
+	s.mux.HandleFunc("POST "+agentapi.Prefix+"v1/{mac}/status", s.machine(verbStatus, s.status))
 	// The installed OS's phone-home: cloud-init cannot send a header, and
 	// the machine may have left its lease for a static address, so the
 	// per-task secret in the path is what authorises it.
-	s.mux.HandleFunc("POST "+Prefix+"v1/{mac}/ready/{secret}", s.ready)
+	s.mux.HandleFunc("POST "+agentapi.Prefix+"v1/{mac}/ready/{secret}", s.ready)
 	return s, nil
 }
 
@@ -137,7 +165,7 @@ func (s *Server) machine(v verb, h machineHandler) http.HandlerFunc {
 			http.Error(w, "metal: cannot read the machine: "+err.Error(), http.StatusInternalServerError)
 			return
 		}
-		token := r.Header.Get(TokenHeader)
+		token := r.Header.Get(agentapi.TokenHeader)
 		if known && m.Intent.Task != nil {
 			t := m.Intent.Task
 			if t.Secret == "" || subtle.ConstantTimeCompare([]byte(token), []byte(t.Secret)) != 1 {
@@ -177,7 +205,7 @@ func (s *Server) refuse(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		s.securityEvent(ctx, name, mac, fmt.Sprintf("agent call %s %s refused: %s, from %s", r.Method, r.URL.Path, why, r.RemoteAddr))
 	}
 	http.Error(w, "metal: only the agent booted for machine "+mac.String()+"'s current task may speak for it: "+
-		"send the task's secret (metal.token= on the agent's kernel command line) in "+TokenHeader,
+		"send the task's secret (metal.token= on the agent's kernel command line) in "+agentapi.TokenHeader,
 		http.StatusForbidden)
 }
 
@@ -251,11 +279,11 @@ func decode(w http.ResponseWriter, r *http.Request, limit int64, v any) bool {
 }
 
 func (s *Server) facts(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
-	var hw Hardware
-	if !decode(w, r, maxFactsBytes, &hw) {
+	var hw agentapi.Hardware
+	if !decode(w, r, agentapi.MaxFactsBytes, &hw) {
 		return
 	}
-	if err := validateHardware(hw); err != nil {
+	if err := hw.Validate(); err != nil {
 		http.Error(w, "metal: facts: "+err.Error(), http.StatusBadRequest)
 		return
 	}
@@ -307,7 +335,7 @@ func (s *Server) recordFacts(ctx context.Context, mac net.HardwareAddr, hw inven
 }
 
 func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
-	resp := TaskResponse{PollSeconds: s.cfg.PollSeconds}
+	resp := agentapi.TaskResponse{PollSeconds: s.cfg.PollSeconds}
 	m, err := s.cfg.Store.MachineByMAC(r.Context(), mac.String())
 	switch {
 	case errors.Is(err, inventory.ErrNotFound):
@@ -332,8 +360,8 @@ func (s *Server) task(w http.ResponseWriter, r *http.Request, mac net.HardwareAd
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr) {
-	var st Status
-	if !decode(w, r, maxStatusBytes, &st) {
+	var st agentapi.Status
+	if !decode(w, r, agentapi.MaxStatusBytes, &st) {
 		return
 	}
 	if err := st.Validate(); err != nil {
@@ -408,12 +436,6 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, mac net.Hardware
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// ReadyPath is the path of a machine's phone-home with secret, under the
-// server's base URL.
-func ReadyPath(mac, secret string) string {
-	return Prefix + "v1/" + mac + "/ready/" + secret
-}
-
 // ready records that the installed OS of the machine with the path's MAC
 // reported in, if the secret is its current install's.
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -424,7 +446,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 	}
 	// cloud-init posts a form (instance_id, hostname, fqdn): read and
 	// drop it, bounded.
-	io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, maxStatusBytes))
+	io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, agentapi.MaxStatusBytes))
 	sum := sha256.Sum256([]byte(r.PathValue("secret")))
 	want := hex.EncodeToString(sum[:])
 	ctx := r.Context()
@@ -483,4 +505,10 @@ func clientIP(r *http.Request) net.IP {
 		return nil
 	}
 	return net.ParseIP(host)
+}
+
+// DiscoveredName is the name a machine first seen by the agent gets:
+// "m-" and its MAC's hex digits.
+func DiscoveredName(mac net.HardwareAddr) string {
+	return "m-" + strings.ReplaceAll(mac.String(), ":", "")
 }

@@ -1,4 +1,4 @@
-package agentapi
+package storeagent
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
 )
 
 // TestWireMatchesRecords: the protocol's messages carry every field of the
@@ -24,13 +25,13 @@ func TestWireMatchesRecords(t *testing.T) {
 	wantTask.Secret = ""
 	sameJSON(t, "task", wantTask, taskOf(&task))
 
-	hw := Hardware{CPU: CPU{Model: "m", Sockets: 1, Cores: 2, Threads: 4}, MemoryBytes: 1 << 30,
-		Disks: []Disk{{Name: "vda", Model: "QEMU", Serial: "S1", SizeBytes: 1 << 30, Rotational: true}},
-		NICs:  []NIC{{Name: "eth0", MAC: "52:54:00:00:00:01", SpeedMbps: 1000, Driver: "virtio_net"}},
-		DMI:   DMI{Vendor: "QEMU", Product: "pc", Serial: "SN", UUID: "u", BIOSVersion: "1.16"}, Extra: map[string]string{"k": "v"}}
+	hw := agentapi.Hardware{CPU: agentapi.CPU{Model: "m", Sockets: 1, Cores: 2, Threads: 4}, MemoryBytes: 1 << 30,
+		Disks: []agentapi.Disk{{Name: "vda", Model: "QEMU", Serial: "S1", SizeBytes: 1 << 30, Rotational: true}},
+		NICs:  []agentapi.NIC{{Name: "eth0", MAC: "52:54:00:00:00:01", SpeedMbps: 1000, Driver: "virtio_net"}},
+		DMI:   agentapi.DMI{Vendor: "QEMU", Product: "pc", Serial: "SN", UUID: "u", BIOSVersion: "1.16"}, Extra: map[string]string{"k": "v"}}
 	sameJSON(t, "hardware", hw, hardwareRecord(hw))
 
-	erase := EraseRecord{Disk: "vda", Serial: "S1", Method: WipeZero, Mechanism: "overwrite", Bytes: 1 << 30,
+	erase := agentapi.EraseRecord{Disk: "vda", Serial: "S1", Method: agentapi.WipeZero, Mechanism: "overwrite", Bytes: 1 << 30,
 		Duration: time.Second, Verified: true, VerifiedBytes: 1 << 20, Note: "n"}
 	sameJSON(t, "erase", erase, eraseRecord(erase))
 
@@ -38,10 +39,10 @@ func TestWireMatchesRecords(t *testing.T) {
 		wire, record any
 		recordOnly   int // fields the record keeps that the protocol does not carry
 	}{
-		{Task{}, inventory.AgentTask{}, 1},    // Secret
-		{Hardware{}, inventory.Hardware{}, 1}, // ReportedAt, set by the server
-		{EraseRecord{}, inventory.EraseRecord{}, 0},
-		{CPU{}, inventory.CPU{}, 0}, {Disk{}, inventory.Disk{}, 0}, {NIC{}, inventory.NIC{}, 0}, {DMI{}, inventory.DMI{}, 0},
+		{agentapi.Task{}, inventory.AgentTask{}, 1},    // Secret
+		{agentapi.Hardware{}, inventory.Hardware{}, 1}, // ReportedAt, set by the server
+		{agentapi.EraseRecord{}, inventory.EraseRecord{}, 0},
+		{agentapi.CPU{}, inventory.CPU{}, 0}, {agentapi.Disk{}, inventory.Disk{}, 0}, {agentapi.NIC{}, inventory.NIC{}, 0}, {agentapi.DMI{}, inventory.DMI{}, 0},
 	} {
 		w, r := reflect.TypeOf(pair.wire), reflect.TypeOf(pair.record)
 		if w.NumField()+pair.recordOnly != r.NumField() {

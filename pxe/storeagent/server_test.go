@@ -1,7 +1,8 @@
-package agentapi_test
+package storeagent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/agentapi"
+	"github.com/metal-dev/metal/pxe/storeagent"
 )
 
 var (
@@ -60,7 +62,7 @@ func setup(t *testing.T) (inventory.Store, *httptest.Server) {
 	if _, err := store.PutMachine(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := agentapi.New(agentapi.Config{
+	srv, err := storeagent.New(storeagent.Config{
 		Store: store, PollSeconds: 1,
 		Logger: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
 	})
@@ -83,11 +85,11 @@ func TestUnknownMachineIsDiscovered(t *testing.T) {
 	if diff := cmp.Diff(agentapi.TaskResponse{PollSeconds: 1}, resp); diff != "" {
 		t.Errorf("task before facts (-want +got):\n%s", diff)
 	}
-	hw := inventory.Hardware{
-		CPU: inventory.CPU{Model: "QEMU Virtual CPU", Sockets: 1, Cores: 2, Threads: 2}, MemoryBytes: 1 << 30,
-		Disks: []inventory.Disk{{Name: "vda", SizeBytes: 64 << 20, Serial: "disk0"}},
-		NICs:  []inventory.NIC{{Name: "eth0", MAC: unknown.String(), Driver: "virtio_net"}},
-		DMI:   inventory.DMI{Vendor: "QEMU", Product: "Standard PC"},
+	hw := agentapi.Hardware{
+		CPU: agentapi.CPU{Model: "QEMU Virtual CPU", Sockets: 1, Cores: 2, Threads: 2}, MemoryBytes: 1 << 30,
+		Disks: []agentapi.Disk{{Name: "vda", SizeBytes: 64 << 20, Serial: "disk0"}},
+		NICs:  []agentapi.NIC{{Name: "eth0", MAC: unknown.String(), Driver: "virtio_net"}},
+		DMI:   agentapi.DMI{Vendor: "QEMU", Product: "Standard PC"},
 	}
 	if err := c.Facts(ctx, hw); err != nil {
 		t.Fatal(err)
@@ -96,8 +98,15 @@ func TestUnknownMachineIsDiscovered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hw.ReportedAt = now
-	if diff := cmp.Diff(&hw, m.Hardware); diff != "" {
+	// The store holds what was sent (the message's JSON is the record's),
+	// stamped with when.
+	var want inventory.Hardware
+	b, _ := json.Marshal(hw)
+	if err := json.Unmarshal(b, &want); err != nil {
+		t.Fatal(err)
+	}
+	want.ReportedAt = now
+	if diff := cmp.Diff(&want, m.Hardware); diff != "" {
 		t.Errorf("stored hardware (-want +got):\n%s", diff)
 	}
 	if m.Name != "m-525400aabbcc" || m.State != inventory.StateDiscovered {
@@ -126,17 +135,26 @@ func TestInstallReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.Task != nil && resp.Task.Secret != "" {
-		t.Errorf("the task answer carries the secret")
+	// The protocol's task has no secret to carry; nor does the answer.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+agentapi.Prefix+"v1/"+known.String()+"/task", nil)
+	req.Header.Set(agentapi.TokenHeader, secret)
+	raw, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if resp.Task == nil || resp.Task.ID != "t1" || resp.Task.Kind != inventory.TaskInstall || resp.Task.Format != "gz" {
+	body, _ := io.ReadAll(raw.Body)
+	raw.Body.Close()
+	if strings.Contains(string(body), secret) {
+		t.Errorf("the task answer carries the secret: %s", body)
+	}
+	if resp.Task == nil || resp.Task.ID != "t1" || resp.Task.Kind != agentapi.TaskInstall || resp.Task.Format != "gz" {
 		t.Fatalf("task: %+v, want install t1", resp.Task)
 	}
 	reports := []agentapi.Status{
-		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Total: 100},
-		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Done: 50, Total: 100},
-		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing", Done: 100, Total: 100},
-		{TaskID: "t1", Phase: inventory.AgentFailed, Step: "verifying", Error: "checksum mismatch: want sha256:00, got sha256:11"},
+		{TaskID: "t1", Phase: agentapi.PhaseRunning, Step: "writing", Total: 100},
+		{TaskID: "t1", Phase: agentapi.PhaseRunning, Step: "writing", Done: 50, Total: 100},
+		{TaskID: "t1", Phase: agentapi.PhaseRunning, Step: "writing", Done: 100, Total: 100},
+		{TaskID: "t1", Phase: agentapi.PhaseFailed, Step: "verifying", Error: "checksum mismatch: want sha256:00, got sha256:11"},
 	}
 	for _, st := range reports {
 		if err := c.Status(ctx, st); err != nil {
@@ -163,7 +181,7 @@ func TestInstallReports(t *testing.T) {
 		t.Errorf("events: progress alone adds none (-want +got):\n%s", diff)
 	}
 
-	err = c.Status(ctx, agentapi.Status{TaskID: "t0", Phase: inventory.AgentDone})
+	err = c.Status(ctx, agentapi.Status{TaskID: "t0", Phase: agentapi.PhaseDone})
 	if !errors.Is(err, agentapi.ErrStaleTask) {
 		t.Errorf("report of an old task: %v, want ErrStaleTask", err)
 	}
@@ -206,11 +224,11 @@ func TestAuthorisation(t *testing.T) {
 					t.Errorf("task handed out: %+v", resp.Task)
 				}
 			}
-			err = c.Facts(ctx, inventory.Hardware{CPU: inventory.CPU{Model: "rogue " + name}})
+			err = c.Facts(ctx, agentapi.Hardware{CPU: agentapi.CPU{Model: "rogue " + name}})
 			if tc.facts != (err == nil) {
 				t.Errorf("facts: %v, want allowed=%v", err, tc.facts)
 			}
-			err = c.Status(ctx, agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone})
+			err = c.Status(ctx, agentapi.Status{TaskID: "t1", Phase: agentapi.PhaseDone})
 			if want := tc.mac.String() == known.String() && tc.token == secret; want != (err == nil) {
 				t.Errorf("status: %v, want allowed=%v", err, want)
 			}
@@ -297,8 +315,8 @@ func TestDoneTaskNotOfferedAgain(t *testing.T) {
 		t.Fatalf("first ask: %+v %v, want the install task", resp, err)
 	}
 	for _, st := range []agentapi.Status{
-		{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing"},
-		{TaskID: "t1", Phase: inventory.AgentDone, Step: "verified"},
+		{TaskID: "t1", Phase: agentapi.PhaseRunning, Step: "writing"},
+		{TaskID: "t1", Phase: agentapi.PhaseDone, Step: "verified"},
 	} {
 		if err := c.Status(ctx, st); err != nil {
 			t.Fatal(err)
@@ -322,7 +340,7 @@ func TestFinalReportRepeatedAfterMoveOn(t *testing.T) {
 	store, hs := setup(t)
 	ctx := context.Background()
 	c := &agentapi.Client{BaseURL: hs.URL, MAC: known, Token: secret}
-	final := agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone, Step: "rebooting"}
+	final := agentapi.Status{TaskID: "t1", Phase: agentapi.PhaseDone, Step: "rebooting"}
 	if err := c.Status(ctx, final); err != nil {
 		t.Fatal(err)
 	}
@@ -340,10 +358,10 @@ func TestFinalReportRepeatedAfterMoveOn(t *testing.T) {
 		wantStale bool
 	}{
 		"the same final report":       {st: final},
-		"the same, without its step":  {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentDone}},
-		"another phase":               {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentFailed, Error: "late"}, wantStale: true},
-		"progress after the end":      {st: agentapi.Status{TaskID: "t1", Phase: inventory.AgentRunning, Step: "writing"}, wantStale: true},
-		"a final report of some task": {st: agentapi.Status{TaskID: "t0", Phase: inventory.AgentDone}, wantStale: true},
+		"the same, without its step":  {st: agentapi.Status{TaskID: "t1", Phase: agentapi.PhaseDone}},
+		"another phase":               {st: agentapi.Status{TaskID: "t1", Phase: agentapi.PhaseFailed, Error: "late"}, wantStale: true},
+		"progress after the end":      {st: agentapi.Status{TaskID: "t1", Phase: agentapi.PhaseRunning, Step: "writing"}, wantStale: true},
+		"a final report of some task": {st: agentapi.Status{TaskID: "t0", Phase: agentapi.PhaseDone}, wantStale: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

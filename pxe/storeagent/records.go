@@ -1,6 +1,9 @@
-package agentapi
+package storeagent
 
-import "github.com/metal-dev/metal/inventory"
+import (
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/pxe/agentapi"
+)
 
 // The server's edge: the protocol's messages as the inventory's records,
 // and back.
@@ -8,16 +11,16 @@ import "github.com/metal-dev/metal/inventory"
 // taskOf is the task the agent is given for t, without its secret: the
 // agent has that already (its kernel command line), and the answer need
 // not carry it.
-func taskOf(t *inventory.AgentTask) *Task {
-	return &Task{
-		ID: t.ID, Kind: TaskKind(t.Kind), Image: t.Image, ImageURL: t.ImageURL, Checksum: t.Checksum,
-		Format: t.Format, Disk: t.Disk, Wipe: WipeMethod(t.Wipe), Hostname: t.Hostname,
+func taskOf(t *inventory.AgentTask) *agentapi.Task {
+	return &agentapi.Task{
+		ID: t.ID, Kind: agentapi.TaskKind(t.Kind), Image: t.Image, ImageURL: t.ImageURL, Checksum: t.Checksum,
+		Format: t.Format, Disk: t.Disk, Wipe: agentapi.WipeMethod(t.Wipe), Hostname: t.Hostname,
 		SSHAuthorizedKeys: t.SSHAuthorizedKeys, UserData: t.UserData, PhoneHome: t.PhoneHome, NetworkConfig: t.NetworkConfig,
 	}
 }
 
 // hardwareRecord is the inventory's record of a facts report.
-func hardwareRecord(hw Hardware) inventory.Hardware {
+func hardwareRecord(hw agentapi.Hardware) inventory.Hardware {
 	rec := inventory.Hardware{CPU: inventory.CPU(hw.CPU), MemoryBytes: hw.MemoryBytes, DMI: inventory.DMI(hw.DMI), Extra: hw.Extra}
 	for _, d := range hw.Disks {
 		rec.Disks = append(rec.Disks, inventory.Disk(d))
@@ -29,7 +32,7 @@ func hardwareRecord(hw Hardware) inventory.Hardware {
 }
 
 // eraseRecord is the inventory's record of one disk's erase.
-func eraseRecord(e EraseRecord) *inventory.EraseRecord {
+func eraseRecord(e agentapi.EraseRecord) *inventory.EraseRecord {
 	return &inventory.EraseRecord{
 		Disk: e.Disk, Serial: e.Serial, Method: inventory.WipeMethod(e.Method), Mechanism: e.Mechanism,
 		Bytes: e.Bytes, Duration: e.Duration, Verified: e.Verified, VerifiedBytes: e.VerifiedBytes, Note: e.Note,
