@@ -19,7 +19,6 @@ import (
 	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/daemon"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
-	"github.com/metal-dev/metal/inventory"
 )
 
 // applyFlags parse into the run's request (req), as metal serve takes it
@@ -31,10 +30,9 @@ type applyFlags struct {
 	autoApprove bool
 	asJSON      bool
 	noColor     bool
-	stateDir    string
-	listen      string
-	tftpAddr    string
-	agent       agentBootFlags
+	// serve are the servers' options when no metal serve runs.
+	serve daemon.Options
+	agent agentBootFlags
 }
 
 func newApplyCmd(a *app) *cobra.Command {
@@ -59,9 +57,9 @@ func newApplyCmd(a *app) *cobra.Command {
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
 	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
 	fl.StringArrayVar(&f.req.Targets, "target", nil, "apply only to this machine (repeatable)")
-	fl.StringVar(&f.stateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
-	fl.StringVar(&f.listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
-	fl.StringVar(&f.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	fl.StringVar(&f.serve.StateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
+	fl.StringVar(&f.serve.Listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
+	fl.StringVar(&f.serve.TFTPAddr, "tftp-addr", ":69", "TFTP listen address")
 	f.agent.register(cmd)
 	fl.DurationVar(&f.req.StepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
 	fl.DurationVar(&f.req.AgentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
@@ -112,12 +110,12 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
 	}
 
-	if err := refuseFenced(res.Site, filepath.Dir(sitePath), f.stateDir); err != nil {
+	if err := refuseFenced(res.Site, filepath.Dir(sitePath), f.serve.StateDir); err != nil {
 		return err
 	}
 	// With a metal serve running for this site, it holds the ports (and an
 	// embedded store): the run is handed to it.
-	if sock, ok := apiclient.Running(stateDir(res.Site, filepath.Dir(sitePath), f.stateDir)); ok {
+	if sock, ok := apiclient.Running(stateDir(res.Site, filepath.Dir(sitePath), f.serve.StateDir)); ok {
 		return runSubmitted(ctx, a, f, sock, res, sitePath, saved)
 	}
 
@@ -129,13 +127,13 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	defer stopSignals()
 
 	// No metal serve: this process serves the netboot for the run.
-	d, err := daemon.New(ctx, daemon.Options{
-		Site: res.Site, SiteDir: filepath.Dir(sitePath), StateDir: f.stateDir, Listen: f.listen, TFTPAddr: f.tftpAddr, Logger: log,
-		// An agent given on the command line is used instead of building one.
-		Agent: daemon.AgentOptions{Boot: f.agent.boot()},
-		// The engine itself asks the BMCs of the machines it changes.
-		PowerPoll: -1,
-	})
+	opts := f.serve
+	opts.Site, opts.SiteDir, opts.Logger = res.Site, filepath.Dir(sitePath), log
+	// An agent given on the command line is used instead of building one.
+	opts.Agent.Boot = f.agent.boot()
+	// The engine itself asks the BMCs of the machines it changes.
+	opts.PowerPoll = -1
+	d, err := daemon.New(ctx, opts)
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}

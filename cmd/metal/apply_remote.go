@@ -22,7 +22,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	for _, fl := range []struct {
 		name string
 		set  bool
-	}{{"listen", f.listen != ""}, {"tftp-addr", f.tftpAddr != ":69"}, {"agent-kernel", f.agent.kernel != ""}} {
+	}{{"listen", f.serve.Listen != ""}, {"tftp-addr", f.serve.TFTPAddr != ":69"}, {"agent-kernel", f.agent.kernel != ""}} {
 		if fl.set {
 			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl.name, sock)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 )
@@ -69,7 +70,7 @@ func openSiteState(ctx context.Context, a *app, f *stateFlags) (siteState, inven
 	if err != nil {
 		return st, nil, err
 	}
-	s, err := openState(ctx, a, st.State)
+	s, err := apiclient.OpenStore(ctx, st.State, a.logger())
 	return st, s, err
 }
 

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/bmc"
-	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/internal/serialterm"
 )

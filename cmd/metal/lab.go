@@ -15,13 +15,8 @@ import (
 )
 
 type labFlags struct {
-	dir      string
-	asJSON   bool
-	machines int
-	uefi     int
-	noServe  bool
-	memory   int
-	accel    string
+	dir    string
+	asJSON bool
 }
 
 func newLabCmd(a *app) *cobra.Command {
@@ -40,6 +35,7 @@ func newLabCmd(a *app) *cobra.Command {
 }
 
 func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
+	var cfg lab.Config
 	cmd := &cobra.Command{
 		Use:     "up",
 		Short:   "Make the lab: namespace, bridge, VMs, BMCs, site file, metal serve",
@@ -49,10 +45,8 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			st, err := lab.Up(ctx, lab.Config{
-				Dir: f.dir, Machines: f.machines, UEFI: f.uefi, NoServe: f.noServe,
-				MemoryMiB: f.memory, Accel: f.accel, Log: a.logger(),
-			})
+			cfg.Dir, cfg.Log = f.dir, a.logger()
+			st, err := lab.Up(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -63,11 +57,11 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&f.machines, "machines", 2, "number of VMs")
-	cmd.Flags().IntVar(&f.uefi, "uefi", 1, "how many of them boot UEFI (OVMF); the rest boot BIOS")
-	cmd.Flags().BoolVar(&f.noServe, "no-serve", false, "do not start metal serve for the lab")
-	cmd.Flags().IntVar(&f.memory, "memory", 1024, "memory of each VM, in MiB")
-	cmd.Flags().StringVar(&f.accel, "accel", "auto", "QEMU accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg")
+	cmd.Flags().IntVar(&cfg.Machines, "machines", 2, "number of VMs")
+	cmd.Flags().IntVar(&cfg.UEFI, "uefi", 1, "how many of them boot UEFI (OVMF); the rest boot BIOS")
+	cmd.Flags().BoolVar(&cfg.NoServe, "no-serve", false, "do not start metal serve for the lab")
+	cmd.Flags().IntVar(&cfg.MemoryMiB, "memory", 1024, "memory of each VM, in MiB")
+	cmd.Flags().StringVar(&cfg.Accel, "accel", "auto", "QEMU accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg")
 	return cmd
 }
 

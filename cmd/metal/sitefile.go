@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -154,11 +153,6 @@ func (f *stateFlags) resolve(a *app, needSite bool) (siteState, error) {
 		out.State = f.state
 	}
 	return out, nil
-}
-
-// openState opens the store at url (apiclient.OpenStore).
-func openState(ctx context.Context, a *app, url string) (inventory.Store, error) {
-	return apiclient.OpenStore(ctx, url, a.logger())
 }
 
 // openReader opens the reader the read verbs use: the store, or the
