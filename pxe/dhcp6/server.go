@@ -234,6 +234,9 @@ func (s *Server) answer(ctx context.Context, serverID dhcpv6.DUID, msg *dhcpv6.M
 		return nil
 	}
 	log = log.With("mac", mac.String())
+	if t := msg.Type(); t == dhcpv6.MessageTypeRelease || t == dhcpv6.MessageTypeDecline {
+		return s.released(msg, serverID, mac, log)
+	}
 	host, err := s.policy.Host(ctx, mac)
 	if err != nil {
 		log.Info("dhcp6: unknown host; ignored", "err", err)
@@ -291,6 +294,34 @@ func (s *Server) answer(ctx context.Context, serverID dhcpv6.DUID, msg *dhcpv6.M
 		s.leases.bind(mac, ip6)
 	}
 	log.Info("dhcp6 reply", "reply", reply.Type().String(), "machine", host.Name, "ip6", ip6.String(), "boot", boot)
+	return reply
+}
+
+// released answers a Release or Decline addressed to this server: the
+// address is no longer bound, and the client gets its Reply. UEFI
+// firmware waits for that Reply: EDK2's DHCPv6 driver releases its
+// address when it is stopped, as iPXE stops it after a PXE boot over
+// IPv6 (taking the NIC over), and polls for the answer in a loop that
+// nothing else ends; without it the machine hangs at "iPXE initialising
+// devices".
+func (s *Server) released(msg *dhcpv6.Message, serverID dhcpv6.DUID, mac net.HardwareAddr, log *slog.Logger) *dhcpv6.Message {
+	if msg.Options.ServerID() == nil {
+		return nil // RFC 8415 §16.9: a Release names its server
+	}
+	if msg.Type() == dhcpv6.MessageTypeRelease {
+		s.leases.release(mac)
+	}
+	// NewReplyFromMessage builds no Reply to a Decline; the two differ
+	// only in their type.
+	req := *msg
+	req.MessageType = dhcpv6.MessageTypeRelease
+	reply, err := dhcpv6.NewReplyFromMessage(&req, dhcpv6.WithServerID(serverID),
+		dhcpv6.WithOption(&dhcpv6.OptStatusCode{StatusCode: iana.StatusSuccess}))
+	if err != nil {
+		log.Warn("dhcp6: reply", "err", err)
+		return nil
+	}
+	log.Info("dhcp6 reply", "reply", reply.Type().String())
 	return reply
 }
 
@@ -407,6 +438,12 @@ func (l *leases) bind(mac net.HardwareAddr, ip netip.Addr) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.byMAC[mac.String()] = ip
+}
+
+func (l *leases) release(mac net.HardwareAddr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.byMAC, mac.String())
 }
 
 func (l *leases) LeasedIP(mac net.HardwareAddr) (net.IP, bool) {

@@ -153,7 +153,7 @@ func TestAnswer(t *testing.T) {
 }
 
 // A Request answered with an address binds it: pxe/http serves the
-// machine's script to that address.
+// machine's script to that address; a Release unbinds it.
 func TestLeases(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0x00, 0x00, 0x06, 0x01}
 	s, err := New(Config{Interface: "br0", ServerIP: netip.MustParseAddr("2001:db8::1"), HTTPBaseURL: "http://[2001:db8::1]:8080"},
@@ -169,13 +169,31 @@ func TestLeases(t *testing.T) {
 	if _, ok := s.Leases().LeasedIP(mac); ok {
 		t.Fatal("leased before any reply")
 	}
-	s.Answer(context.Background(), &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}, &net.UDPAddr{IP: net.ParseIP("fe80::1")}, req)
+	serverID := &dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1}}
+	s.Answer(context.Background(), serverID, &net.UDPAddr{IP: net.ParseIP("fe80::1")}, req)
 	ip, ok := s.Leases().LeasedIP(mac)
 	if !ok || ip.String() != "2001:db8::50" {
 		t.Errorf("LeasedIP: %v %v", ip, ok)
 	}
 	if m, ok := s.Leases().MACOf(net.ParseIP("2001:db8::50")); !ok || m.String() != mac.String() {
 		t.Errorf("MACOf: %v %v", m, ok)
+	}
+
+	// A Release gets its Reply (UEFI firmware hangs waiting for it) and
+	// unbinds the address.
+	rel, err := dhcpv6.NewMessage(dhcpv6.WithClientID(&dhcpv6.DUIDLL{HWType: iana.HWTypeEthernet, LinkLayerAddr: mac}),
+		dhcpv6.WithServerID(serverID), dhcpv6.WithIAID([4]byte{1}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel.MessageType = dhcpv6.MessageTypeRelease
+	reply, ok := s.Answer(context.Background(), serverID, &net.UDPAddr{IP: net.ParseIP("2001:db8::50")}, rel).(*dhcpv6.Message)
+	if !ok || reply.Type() != dhcpv6.MessageTypeReply || reply.TransactionID != rel.TransactionID ||
+		reply.Options.Status() == nil || reply.Options.Status().StatusCode != iana.StatusSuccess {
+		t.Errorf("reply to a Release: %v", reply)
+	}
+	if _, ok := s.Leases().LeasedIP(mac); ok {
+		t.Error("still leased after a Release")
 	}
 }
 
