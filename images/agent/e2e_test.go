@@ -249,6 +249,7 @@ type agentLab struct {
 	store  inventory.Store
 	policy *storepolicy.Policy
 	lab    *pxetest.Lab
+	netdev string // vm-1's NIC: a tap on the lab's bridge
 	mac    net.HardwareAddr
 	intent inventory.BootIntent
 	// signed is the directory of Debian's signed boot chain
@@ -260,12 +261,8 @@ type agentLab struct {
 	ipv6 bool
 }
 
-// Addresses of the IPv6-only agent lab.
-var (
-	lab6Prefix  = netip.MustParsePrefix("2001:db8:0:1::/64")
-	lab6Server  = netip.MustParseAddr("2001:db8:0:1::1")
-	lab6Machine = netip.MustParseAddr("2001:db8:0:1::50")
-)
+// lab6Machine is vm-1's address in the IPv6-only agent lab.
+var lab6Machine = netip.MustParseAddr("2001:db8:0:1::50")
 
 // newAgentLab skips the test unless it runs as root with QEMU and the
 // Debian kernel at hand. modules are the agent's disk drivers, beside
@@ -346,10 +343,9 @@ func (al *agentLab) start() {
 	listen := pxetest.ServerIP.String() + ":8080"
 	identity := inventory.Identity{IP: netip.MustParseAddr("192.0.2.50")}
 	if al.ipv6 {
-		listen = netip.AddrPortFrom(lab6Server, 8080).String()
+		listen = netip.AddrPortFrom(pxetest.ServerIP6, 8080).String()
 		identity = inventory.Identity{IP6: lab6Machine}
-		al.lab.NS().MustIP("-4", "addr", "flush", "dev", pxetest.BridgeName)
-		al.lab.NS().MustIP("addr", "add", netip.PrefixFrom(lab6Server, 64).String(), "dev", pxetest.BridgeName, "nodad")
+		al.lab.IPv6Only()
 	}
 	httpBase := "http://" + listen
 	al.intent = inventory.BootIntent{
@@ -368,10 +364,10 @@ func (al *agentLab) start() {
 	servers := map[string]func(context.Context) error{}
 	var leases pxe.Leases
 	if al.ipv6 {
-		d6, err := dhcp6.New(dhcp6.Config{Interface: pxetest.BridgeName, ServerIP: lab6Server, HTTPBaseURL: httpBase,
+		d6, err := dhcp6.New(dhcp6.Config{Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP6, HTTPBaseURL: httpBase,
 			Logger: log.With("test", "dhcp6")}, policy)
 		must(t, err)
-		adv, err := ra.New(ra.Config{Interface: pxetest.BridgeName, Prefix: lab6Prefix, Interval: 3 * time.Second,
+		adv, err := ra.New(ra.Config{Interface: pxetest.BridgeName, Prefix: pxetest.LabSubnet6, Interval: 3 * time.Second,
 			Logger: log.With("test", "ra")})
 		must(t, err)
 		servers["dhcp6"], servers["ra"], leases = d6.Serve, adv.Serve, d6.Leases()
@@ -420,8 +416,7 @@ func (al *agentLab) start() {
 	case <-ctx.Done():
 		t.Fatal("boot policy never watched the store")
 	}
-	al.lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
-	al.lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
+	al.netdev = al.lab.AddTap("tap0")
 }
 
 // give makes task vm-1's next agent task.
@@ -442,7 +437,7 @@ func (al *agentLab) give(task inventory.AgentTask) {
 func (al *agentLab) boot(serial string, diskArgs ...string) *pxetest.Process {
 	al.t.Helper()
 	vm := bootkit.VM{Firmware: bootkit.BIOS, MAC: al.mac, Serial: serial, Dir: al.dir, MemoryMiB: 768, Accel: qemutest.Accel(al.t),
-		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+		Netdev: al.netdev}
 	if al.signed != "" {
 		vm.Firmware, vm.NoROM, vm.SecureBoot = bootkit.UEFI, true, true
 	}
@@ -628,7 +623,5 @@ machine "vm-1" {
 	if err != nil || !strings.Contains(string(netcfg), lab6Machine.String()+"/64") {
 		t.Errorf("cloud-init network-config on the disk: %v\n%s", err, netcfg)
 	}
-	if out, err := al.lab.NS().IP("-4", "addr", "show", "scope", "global"); err != nil || strings.Contains(string(out), "inet ") {
-		t.Errorf("an IPv4 address in the lab: %v\n%s", err, out)
-	}
+	al.lab.CheckIPv6Only()
 }

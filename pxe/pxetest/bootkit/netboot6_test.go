@@ -47,15 +47,10 @@ func TestHTTPBootIPv6(t *testing.T) {
 	marker := "metal-netboot-ipv6-" + lab.ID()
 	root := servedRoot(t, dir, kernel, marker)
 
-	// IPv6 only: the bridge's IPv4 address goes, metal's IPv6 one comes
-	// (nodad: usable at once).
-	prefix := netip.MustParsePrefix("2001:db8:0:1::/64")
-	server := netip.MustParseAddr("2001:db8:0:1::1")
+	lab.IPv6Only()
+	netdev := lab.AddTap("tap0")
+	prefix, server := pxetest.LabSubnet6, pxetest.ServerIP6
 	machineIP := netip.MustParseAddr("2001:db8:0:1::50")
-	lab.NS().MustIP("-4", "addr", "flush", "dev", pxetest.BridgeName)
-	lab.NS().MustIP("addr", "add", server.String()+"/64", "dev", pxetest.BridgeName, "nodad")
-	lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
-	lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
 
 	logs := &jsonLog{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -87,7 +82,7 @@ func TestHTTPBootIPv6(t *testing.T) {
 
 	serial := filepath.Join(dir, "serial.log")
 	vm := bootkit.VM{Firmware: bootkit.UEFI, MAC: mac, Serial: serial, Dir: dir,
-		Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no", HTTPBoot: true, Accel: qemutest.Accel(t)}
+		Netdev: netdev, HTTPBoot: true, Accel: qemutest.Accel(t)}
 	args, err := vm.Args()
 	must(t, err)
 	start := time.Now()
@@ -124,7 +119,5 @@ func TestHTTPBootIPv6(t *testing.T) {
 			t.Errorf("no log of %s", step)
 		}
 	}
-	if out, err := lab.NS().IP("-4", "addr", "show", "scope", "global"); err != nil || strings.Contains(string(out), "inet ") {
-		t.Errorf("an IPv4 address in the lab: %v\n%s", err, out)
-	}
+	lab.CheckIPv6Only()
 }

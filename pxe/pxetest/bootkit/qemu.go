@@ -37,6 +37,10 @@ type VM struct {
 	// options through fw_cfg, so its HTTP boot client is the one that
 	// boots: over IPv4 first, then IPv6. No TFTP is involved.
 	HTTPBoot bool
+	// PXE6 (UEFI only, implies NoROM) turns off OVMF's PXE over IPv4
+	// through fw_cfg, so its PXE client boots over IPv6: the boot file
+	// URL from DHCPv6 (option 59), then TFTP over IPv6.
+	PXE6 bool
 	// SecureBoot (UEFI only) boots OVMF's Secure Boot build with
 	// Microsoft's keys enrolled: only signed boot programs run.
 	SecureBoot bool
@@ -65,12 +69,18 @@ func (vm VM) Args() ([]string, error) {
 		"-serial", "file:"+vm.Serial,
 		"-netdev", vm.Netdev)
 	nic := "virtio-net-pci,netdev=n0,mac=" + vm.MAC.String() + ",bootindex=1"
-	if vm.NoROM || vm.HTTPBoot {
+	if vm.NoROM || vm.HTTPBoot || vm.PXE6 {
 		nic += ",romfile="
 	}
 	args = append(args, "-device", nic)
-	if vm.Firmware != UEFI && (vm.NoROM || vm.HTTPBoot || vm.SecureBoot) {
-		return nil, errors.New("bootkit: only a UEFI VM boots without the NIC's iPXE ROM, over HTTP or with Secure Boot")
+	if vm.Firmware != UEFI && (vm.NoROM || vm.HTTPBoot || vm.PXE6 || vm.SecureBoot) {
+		return nil, errors.New("bootkit: only a UEFI VM boots without the NIC's iPXE ROM, over HTTP, over IPv6 or with Secure Boot")
+	}
+	if vm.HTTPBoot && vm.PXE6 {
+		return nil, errors.New("bootkit: HTTPBoot turns PXE off; PXE6 needs it")
+	}
+	if vm.PXE6 {
+		args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
 	}
 	if vm.HTTPBoot {
 		args = append(args,
