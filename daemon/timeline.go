@@ -237,9 +237,15 @@ func (t *timeline) write(ctx context.Context, batch []fetched) {
 }
 
 func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) {
-	m, err := t.store.MachineByMAC(ctx, mac.String())
-	if err != nil {
-		return // an unknown machine: the agent reports it once it runs
+	m, ok := t.policy.Machine(mac)
+	if !ok {
+		// Not (yet) seen by the policy, which follows the store: ask the
+		// store itself.
+		sm, err := t.store.MachineByMAC(ctx, mac.String())
+		if err != nil {
+			return // an unknown machine: the agent reports it once it runs
+		}
+		m = &sm
 	}
 	kind, msg := inventory.EventDHCPDiscover, "DHCP from "+m.MAC
 	if r.Path != dhcpPath {
@@ -249,7 +255,7 @@ func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.Hardwa
 		}
 		msg = "fetched " + r.Path
 	}
-	_, err = t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg})
+	_, err := t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg})
 	if err != nil {
 		t.log.Warn("record boot event", "machine", m.Name, "err", err)
 	}

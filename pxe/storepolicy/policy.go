@@ -286,6 +286,16 @@ func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, er
 	return out, nil
 }
 
+// Machine returns the record of the machine with MAC mac as the policy
+// last saw it in the store, so that what follows a netboot (the daemon's
+// boot timeline) needs no store read and decode per request. The record
+// is shared and never changed (a change in the store replaces it): the
+// caller must not modify it.
+func (p *Policy) Machine(mac net.HardwareAddr) (*inventory.Machine, bool) {
+	e, ok := p.machine(mac)
+	return e.m, ok
+}
+
 // MACOf returns the MAC of the machine declared with ip, for callers that
 // see an address before they see a lease.
 func (p *Policy) MACOf(ip netip.Addr) (net.HardwareAddr, bool) {
