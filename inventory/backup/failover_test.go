@@ -15,6 +15,7 @@ import (
 
 	"github.com/metal-dev/metal/internal/netns"
 	"github.com/metal-dev/metal/internal/testenv"
+	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
 )
@@ -325,5 +326,45 @@ func TestRunBeatsAtOnce(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run after cancel: %v", err)
+	}
+}
+
+// TestServeStopsAtLeaseEnd: a primary whose store keeps changing uploads a
+// snapshot every interval; its path is black-holed, so an upload hangs
+// until its deadline (30 s). Serve must still return when the lease ends,
+// not when that upload gives up: metal serve stops serving then.
+func TestServeStopsAtLeaseEnd(t *testing.T) {
+	g := newRig(t)
+	ctx := ctxT(t)
+	const lease, interval = 3 * time.Second, 500 * time.Millisecond
+	p := &backup.Primary{Remote: g.remote(t, primaryAddr, backup.DefaultOpTimeout), Site: "ams1", Owner: "ams1-a", Interval: interval, Lease: lease}
+	if err := p.Beat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	store := newStore(t)
+	// A change every 50 ms: every snapshot has something to upload.
+	changing, stopChanges := context.WithCancel(ctx)
+	defer stopChanges()
+	go func() {
+		for i := 0; changing.Err() == nil; i++ {
+			store.PutMachine(changing, inventory.Machine{Name: fmt.Sprintf("web-%04d", i), MAC: fmt.Sprintf("52:54:00:00:%02x:%02x", i/256%256, i%256), State: inventory.StateReady})
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	served := make(chan error, 1)
+	go func() { served <- p.Serve(ctx, store) }()
+	time.Sleep(4 * interval)
+	cut := time.Now()
+	g.blackhole(t, primaryAddr)
+	err := <-served
+	took := time.Since(cut)
+	t.Logf("Serve returned %v after the cut (L %v, op deadline %v): %v", took.Round(time.Millisecond), lease, backup.DefaultOpTimeout, err)
+	if !errors.Is(err, backup.ErrLeaseExpired) {
+		t.Errorf("Serve: %v, want ErrLeaseExpired", err)
+	}
+	// Its last confirmed beat began before the cut: the lease ends within
+	// L of it. An upload's deadline would come 30 s after the cut.
+	if took > lease+lease/2 {
+		t.Errorf("Serve returned %v after the cut, want within about L (%v)", took, lease)
 	}
 }

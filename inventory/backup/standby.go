@@ -294,7 +294,27 @@ func (p *Primary) Serve(ctx context.Context, store inventory.Store) error {
 	defer t.Stop()
 	var written int64 // the store revision of the last snapshot written
 	for {
-		res, err := Backup(ctx, store, p.Remote, Options{Site: p.Site, Keep: p.Keep, Unless: written, Encrypt: p.Encrypt})
+		// The snapshot runs aside: on a cut link an upload hangs until its
+		// deadline (OpTimeout, 30 s), and the end of the lease must stop
+		// the serving at once, not after it. The deferred Close and
+		// cancel end an upload left behind.
+		var (
+			res  Result
+			err  error
+			done = make(chan struct{})
+		)
+		go func() {
+			defer close(done)
+			res, err = Backup(ctx, store, p.Remote, Options{Site: p.Site, Keep: p.Keep, Unless: written, Encrypt: p.Encrypt})
+		}()
+		select {
+		case err := <-beats:
+			if err != nil {
+				p.mark(err)
+			}
+			return err
+		case <-done:
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("snapshot to the backup directory failed; trying again next interval", "to", p.Remote.Target(), "err", err)
