@@ -128,6 +128,9 @@ type config struct {
 	work   string // scratch directory
 	logger *slog.Logger
 	quiet  *slog.Logger // for servers run in-process: their logs are noise here
+	// failoverEvery and failoverMargin are the failover row's heartbeat
+	// interval and clock-skew margin M (see benchFailover).
+	failoverEvery, failoverMargin time.Duration
 }
 
 func main() {
@@ -142,6 +145,8 @@ func main() {
 	flag.StringVar(&out, "out", "bench-results", "directory for the results (JSON and markdown)")
 	flag.StringVar(&only, "only", "", "run only measures whose name contains this")
 	flag.StringVar(&readme, "readme", "", "after a run of every measure, put its markdown table between this file's benchmark markers")
+	flag.DurationVar(&cfg.failoverEvery, "failover-every", time.Second, "the failover row's heartbeat interval (metal serve --backup-every; its default 5m makes a run last up to 16 minutes, and the row then runs once)")
+	flag.DurationVar(&cfg.failoverMargin, "failover-margin", time.Second, "the failover row's clock-skew margin (metal promote --margin; its default is 60s)")
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
 	if _, err := os.Stat(cfg.metal); err != nil {

@@ -78,6 +78,10 @@ type Options struct {
 	// Dial connects from where the clients are, to wait until sshd
 	// listens; with Netns, a dialer that enters it. Default net.Dialer.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Second is another loopback address (127.0.0.2) sshd listens on as
+	// well, on the same port, trusted in KnownHosts too: a test can cut
+	// the path through 127.0.0.1 and keep this one whole (URLVia).
+	Second string
 }
 
 // Start runs sshd for the test; it is killed at cleanup.
@@ -144,9 +148,12 @@ func setup(dir string, opts Options) (*Server, error) {
 	if err := s.trust(s.HostKey); err != nil {
 		return nil, err
 	}
+	listen := "ListenAddress 127.0.0.1\n"
+	if opts.Second != "" {
+		listen += "ListenAddress " + opts.Second + "\n"
+	}
 	cfg := fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s
+%sHostKey %s
 PidFile %s
 AuthorizedKeysFile %s
 StrictModes no
@@ -156,7 +163,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 Subsystem sftp internal-sftp
 LogLevel ERROR
-`, s.Port, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
+`, s.Port, listen, filepath.Join(dir, "host_ed25519"), filepath.Join(dir, "sshd.pid"), filepath.Join(dir, "authorized_keys"))
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -174,7 +181,11 @@ func (s *Server) Trust(key ssh.PublicKey) {
 func (s *Server) trust(key ssh.PublicKey) error {
 	var line string
 	if key != nil {
-		line = knownhosts.Line([]string{knownhosts.Normalize(fmt.Sprintf("127.0.0.1:%d", s.Port))}, key) + "\n"
+		hosts := []string{knownhosts.Normalize(fmt.Sprintf("127.0.0.1:%d", s.Port))}
+		if s.opts.Second != "" {
+			hosts = append(hosts, knownhosts.Normalize(net.JoinHostPort(s.opts.Second, fmt.Sprint(s.Port))))
+		}
+		line = knownhosts.Line(hosts, key) + "\n"
 	}
 	return os.WriteFile(s.KnownHosts, []byte(line), 0o600)
 }
@@ -303,6 +314,9 @@ func (s *Server) User() string {
 }
 
 // URL is sftp://USER@127.0.0.1:PORT/<Dir>/<sub>, a backup target.
-func (s *Server) URL(sub string) string {
-	return fmt.Sprintf("sftp://%s@127.0.0.1:%d/%s", s.User(), s.Port, filepath.Join(s.Dir, sub))
+func (s *Server) URL(sub string) string { return s.URLVia("127.0.0.1", sub) }
+
+// URLVia is URL through addr: 127.0.0.1 or Options.Second.
+func (s *Server) URLVia(addr, sub string) string {
+	return fmt.Sprintf("sftp://%s@%s/%s", s.User(), net.JoinHostPort(addr, fmt.Sprint(s.Port)), filepath.Join(s.Dir, sub))
 }
