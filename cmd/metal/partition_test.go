@@ -9,9 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/bmc/virtual"
 	"github.com/metal-dev/metal/internal/netns"
 	"github.com/metal-dev/metal/inventory/backup"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
@@ -22,26 +25,59 @@ import (
 // primary answers DHCP on a lab bridge and ships heartbeats (every 1 s, L
 // = 3 s) to an sshd in the same namespace; its path to the sshd is then
 // black-holed with nftables (packets dropped, the server alive), and a
-// standby, whose own path is whole, promotes as soon as it may (M = 1 s).
-// A client asks for a lease all along. Recorded: the last DHCP answer of
-// the primary, the moment its serve exited (it stops serving DHCP no later
-// than that), and the moment promote succeeded; the overlap, exit minus
-// promote, must be <= 0 s, and no DHCP answer comes after the promote.
+// standby, whose own path is whole, promotes. A client asks for a lease
+// all along. Recorded: the last DHCP answer of the primary, the moment
+// its serve exited (it stops serving DHCP no later than that), and the
+// moment promote succeeded; the overlap, exit minus promote, must be
+// <= 0 s, and no DHCP answer comes after the promote.
+//
+//   - lease: the standby promotes as soon as promote lets it (M = 1 s);
+//     the primary stops by itself when its lease ends.
+//   - fence: the primary's host sits behind a Redfish BMC (metal's
+//     virtual BMC: power on starts the serve, power off kills it as
+//     pulling the power would), and the standby promotes at once after
+//     the cut, forced, with that BMC as its fence: the BMC saw the
+//     power-off, and promote returned only after it.
 func TestPartitionDHCP(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	pxetest.RequireTool(t, "nft", "nftables")
 	metalBin := buildMetal(t)
+	for _, fenced := range []bool{false, true} {
+		name := "lease"
+		if fenced {
+			name = "fence"
+		}
+		t.Run(name, func(t *testing.T) { partitionDHCP(t, metalBin, fenced) })
+	}
+}
+
+func partitionDHCP(t *testing.T, metalBin string, fenced bool) {
 	lab := pxetest.NewLab(t)
 	client := lab.AddHost("c1", pxetest.MAC(1))
 	ns := lab.NS().Name
 	d := sshdtest.StartWith(t, sshdtest.Options{Netns: ns, Dial: netns.Dialer(ns)})
+	ctx := testCtx(t)
 
 	dir := t.TempDir()
 	sitePath := labSite(t, dir, "ams1", "")
 	// The primary reaches the sshd from 127.0.0.1 (the kernel's choice),
 	// the standby from 127.0.0.2: the cut drops the first alone.
-	srv := lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", "--api-listen", "127.0.0.1:0", "--owner", "ams1-a",
-		"--backup-to", d.URL("ams1"), "--backup-every", "1s", "--known-hosts", d.KnownHosts, "-i", d.ClientKey, sitePath)
+	serve := func() *pxetest.Process {
+		return lab.NS().Start(metalBin, "serve", "--tftp-addr", "192.0.2.1:69", "--api-listen", "127.0.0.1:0", "--owner", "ams1-a",
+			"--backup-to", d.URL("ams1"), "--backup-every", "1s", "--known-hosts", d.KnownHosts, "-i", d.ClientKey, sitePath)
+	}
+	var (
+		srv      *pxetest.Process
+		host     *processHost
+		powerOff func(context.Context) error
+	)
+	if fenced {
+		host = &processHost{start: serve}
+		powerOff = redfishFence(t, ctx, host)
+		srv = host.running()
+	} else {
+		srv = serve()
+	}
 	var exited time.Time
 	exit := make(chan struct{})
 	go func() { <-srv.Done(); exited = time.Now(); close(exit) }()
@@ -84,7 +120,6 @@ func TestPartitionDHCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := testCtx(t)
 	standby, err := backup.Dial(ctx, target, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -118,14 +153,21 @@ func TestPartitionDHCP(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 
-	var promoted time.Time
+	if fenced {
+		// The fence makes waiting out the lease needless: forced, at once.
+		promote.Force, promote.PowerOff, promote.FenceRequired = true, powerOff, true
+	}
+	var (
+		promoted time.Time
+		res      backup.Promotion
+	)
 	for {
-		_, err := backup.Promote(ctx, standby, promote)
+		res, err = backup.Promote(ctx, standby, promote)
 		if err == nil {
 			promoted = time.Now()
 			break
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || fenced {
 			t.Fatalf("promote never succeeded: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -153,12 +195,130 @@ func TestPartitionDHCP(t *testing.T) {
 	if last.After(promoted) {
 		t.Errorf("a DHCP answer at %v came after the promote at %v", last.Sub(cut), promoted.Sub(cut))
 	}
+	if fenced {
+		if offs := host.powerOffs(); offs == 0 || !res.PoweredOff {
+			t.Errorf("the fence BMC saw %d power-offs, promote says powered off: %v (%v)", offs, res.PoweredOff, res.PowerOffErr)
+		}
+		return
+	}
 	if !strings.Contains(srv.Log(), "lease") {
 		t.Errorf("the primary's log does not say why it stopped:\n%s", srv.Log())
 	}
 	if err := backup.CheckMark(filepath.Join(dir, "state"), "ams1"); !errors.Is(err, backup.ErrFenced) {
 		t.Errorf("the stopped primary left no fence mark: %v", err)
 	}
+}
+
+// processHost is a host whose power is a process: a virtual BMC's
+// machine that runs start's process while powered on, and kills it
+// (SIGKILL, waited for) on power off, as pulling the power would.
+type processHost struct {
+	start func() *pxetest.Process
+
+	mu   sync.Mutex
+	proc *pxetest.Process
+	offs int
+	// up is closed once a process first runs.
+	up      chan struct{}
+	started bool
+}
+
+// running waits until a process runs and returns it.
+func (h *processHost) running() *pxetest.Process {
+	<-h.up
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.proc
+}
+
+func (h *processHost) powerOffs() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.offs
+}
+
+func (h *processHost) on() bool {
+	if h.proc == nil {
+		return false
+	}
+	select {
+	case <-h.proc.Done():
+		return false
+	default:
+		return true
+	}
+}
+
+func (h *processHost) PowerState(context.Context) (virtual.Power, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.on() {
+		return virtual.PowerOn, nil
+	}
+	return virtual.PowerOff, nil
+}
+
+func (h *processHost) PowerOn(context.Context) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.on() {
+		h.proc = h.start()
+		if !h.started {
+			h.started = true
+			close(h.up)
+		}
+	}
+	return nil
+}
+
+func (h *processHost) PowerOff(context.Context, bool) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.offs++
+	if h.on() {
+		_ = h.proc.Signal(syscall.SIGKILL) // the test's own process
+		<-h.proc.Done()
+	}
+	return nil
+}
+
+func (h *processHost) Reset(ctx context.Context) error {
+	if err := h.PowerOff(ctx, true); err != nil {
+		return err
+	}
+	return h.PowerOn(ctx)
+}
+
+func (h *processHost) SetBootDevice(context.Context, virtual.Boot) error { return nil }
+func (h *processHost) InsertMedia(context.Context, string) error         { return nil }
+func (h *processHost) EjectMedia(context.Context) error                  { return nil }
+
+// redfishFence serves host behind a Redfish BMC on loopback, powers it on
+// through that BMC, and returns the fence: a power-off through the same
+// BMC, confirmed (bmc.Fence).
+func redfishFence(t *testing.T, ctx context.Context, host *processHost) func(context.Context) error {
+	t.Helper()
+	host.up = make(chan struct{})
+	const password = "partition-fence-pw"
+	srv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: password}, virtual.MachineSpec{Name: "primary-host", Machine: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go srv.Serve(sctx, ln, nil)
+	c, err := bmc.New(bmc.Config{Machine: "primary-host", Protocol: "redfish", Address: "http://" + ln.Addr().String(), Username: "admin", Password: password}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Power(ctx, bmc.ActionOn); err != nil {
+		t.Fatal(err)
+	}
+	return func(ctx context.Context) error { return bmc.Fence(ctx, c) }
 }
 
 // labSiteOn is the site of the failover tests that serve DHCP: site ams1,
