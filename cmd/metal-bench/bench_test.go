@@ -5,7 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/metal-dev/metal/internal/testenv"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/site"
 )
 
@@ -461,5 +462,26 @@ func TestLimits(t *testing.T) {
 	sf, err := sendfileRate(context.Background(), f, 3<<20)
 	if err != nil || sf <= 0 {
 		t.Errorf("sendfileRate: %v, %v", sf, err)
+	}
+}
+
+// TestWipeRow: the wipe row erases a small device with metal and with dd,
+// and says what it erased (a loop device as root, else a file).
+func TestWipeRow(t *testing.T) {
+	cfg := &config{ctx: context.Background(), work: t.TempDir(), runs: 3, logger: slog.New(slog.DiscardHandler)}
+	rows, err := wipeRow(cfg, 16<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 {
+		t.Fatalf("%d rows, want 1", len(rows))
+	}
+	r := rows[0]
+	t.Logf("%s: metal %s, %s %s, %s of limit", r.Measure, fmtStats(r.Metal, r.Unit), r.Peer, fmtStats(*r.PeerVal, r.Unit), r.pctOfLimit())
+	if r.Metal.Runs != 3 || r.PeerVal == nil || r.PeerVal.Runs != 3 || r.Limit == nil || r.pctOfLimit() == "-" {
+		t.Errorf("row: %+v", r)
+	}
+	if !strings.Contains(r.Measure, "16 MiB") || !strings.Contains(r.Measure, "dd if=/dev/zero oflag=direct") {
+		t.Errorf("measure %q", r.Measure)
 	}
 }

@@ -22,6 +22,7 @@ var benches = []bench{
 	{name: "boot storm", run: benchStorm},
 	{name: "store", run: benchStore},
 	{name: "image write", run: benchImageWrite}, {name: "image fetch", run: benchImageFetch},
+	{name: "wipe", run: benchWipe},
 	{name: "failover", run: benchFailover},
 }
 
