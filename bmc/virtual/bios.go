@@ -177,7 +177,12 @@ func (s *Server) patchBIOSSettings(w http.ResponseWriter, r *http.Request, sys *
 		sys.biosPending[k] = v
 	}
 	sys.biosPatches++
+	err := s.saveState(sys)
 	sys.mu.Unlock()
+	if err != nil {
+		s.machineError(w, sys, "keep the BIOS settings", err)
+		return
+	}
 	s.log.Info("bios settings staged", "machine", sys.spec.Name, "attributes", strings.Join(names, ","))
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -191,6 +196,9 @@ func (s *Server) applyPendingBIOS(sys *system) {
 	maps.Copy(sys.bios, sys.biosPending)
 	s.log.Info("bios settings applied at reset", "machine", sys.spec.Name, "attributes", len(sys.biosPending))
 	sys.biosPending = nil
+	if err := s.saveState(sys); err != nil {
+		s.log.Error("keep the BIOS settings", "machine", sys.spec.Name, "err", err)
+	}
 }
 
 func (s *Server) registries(w http.ResponseWriter, _ *http.Request) {

@@ -30,6 +30,10 @@ type QEMUConfig struct {
 	// -drive if=ide,index=2,media=cdrom,id=cd0. Empty: media is attached
 	// with -cdrom at the next start.
 	CDROMDrive string
+	// VolumeDir holds the disks of the machine's RAID volumes (one sparse
+	// file each), which its QEMU gets on a virtio-scsi controller. Empty:
+	// volumes are the BMC's records only.
+	VolumeDir string
 	// Output receives QEMU's stdout and stderr (default: discarded).
 	Output io.Writer
 	Log    *slog.Logger
@@ -45,6 +49,10 @@ type QEMU struct {
 	done  chan struct{}
 	boot  Boot   // pending boot override
 	media string // inserted virtual media
+	// volumes are the RAID volumes whose disks the machine has;
+	// raidPlugged says the running QEMU has their controller.
+	volumes     []Volume
+	raidPlugged bool
 }
 
 var _ Machine = (*QEMU)(nil)
@@ -168,6 +176,8 @@ func (m *QEMU) start(ctx context.Context) error {
 	if m.media != "" && m.cfg.CDROMDrive == "" {
 		args = append(args, "-cdrom", mediaPath(m.media))
 	}
+	args = append(args, m.volumeArgs()...)
+	m.raidPlugged = len(m.volumes) > 0
 	_ = os.Remove(m.cfg.QMPSocket) // a stale socket from a QEMU that died
 	// Not CommandContext: the VM outlives the request that powered it on.
 	cmd := exec.Command(m.cfg.Command[0], args...)

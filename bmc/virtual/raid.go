@@ -1,6 +1,7 @@
 package virtual
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Volume is a RAID volume the virtual storage controller holds.
@@ -166,6 +168,14 @@ func (s *Server) createVolume(w http.ResponseWriter, r *http.Request, sys *syste
 	if v.Name == "" {
 		v.Name = "Volume " + v.ID
 	}
+	// The disk first: a volume the machine cannot have is not created.
+	if vd, ok := sys.spec.Machine.(VolumeDisks); ok {
+		if err := vd.AttachVolume(r.Context(), v); err != nil {
+			sys.volumeSeq--
+			s.machineError(w, sys, "give the machine the volume's disk", err)
+			return
+		}
+	}
 	sys.volumes = append(sys.volumes, v)
 	if err := s.saveState(sys); err != nil {
 		s.machineError(w, sys, "keep the volumes", err)
@@ -185,6 +195,12 @@ func (s *Server) deleteVolume(w http.ResponseWriter, r *http.Request, sys *syste
 		return
 	}
 	v := sys.volumes[i]
+	if vd, ok := sys.spec.Machine.(VolumeDisks); ok {
+		if err := vd.DetachVolume(r.Context(), v); err != nil {
+			s.machineError(w, sys, "take the volume's disk away", err)
+			return
+		}
+	}
 	sys.volumes = slices.Delete(sys.volumes, i, i+1)
 	if err := s.saveState(sys); err != nil {
 		s.machineError(w, sys, "keep the volumes", err)
@@ -203,4 +219,21 @@ func (s *Server) Volumes(name string) []Volume {
 	sys.mu.Lock()
 	defer sys.mu.Unlock()
 	return slices.Clone(sys.volumes)
+}
+
+// restoreVolumes gives the machine the disks of the volumes its BMC kept
+// from a previous run.
+func restoreVolumes(sys *system) error {
+	vd, ok := sys.spec.Machine.(VolumeDisks)
+	if !ok || len(sys.volumes) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, v := range sys.volumes {
+		if err := vd.AttachVolume(ctx, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -25,7 +25,8 @@ type QEMUOptions struct {
 	Username string
 	Password string
 	// StateDir keeps what the BMCs must remember across restarts (the
-	// machines' firmware versions); "" forgets it.
+	// machines' firmware versions, RAID volumes and the volumes' disks);
+	// "" forgets it, and volumes are then records without disks.
 	StateDir string
 	Log      *slog.Logger
 	// Serving is told each service's URL and machines once every address
@@ -62,7 +63,10 @@ func ServeQEMU(ctx context.Context, opts QEMUOptions) error {
 		if err != nil {
 			return ErrSpec{err}
 		}
-		q, err := NewQEMU(QEMUConfig{Name: spec.Name, QMPSocket: spec.QMP, Command: spec.Command, CDROMDrive: spec.CDROM, Log: log})
+		// The volumes' disks are kept with the rest of what the BMC
+		// remembers.
+		q, err := NewQEMU(QEMUConfig{Name: spec.Name, QMPSocket: spec.QMP, Command: spec.Command, CDROMDrive: spec.CDROM,
+			VolumeDir: opts.StateDir, Log: log})
 		if err != nil {
 			return ErrSpec{err}
 		}

@@ -66,8 +66,8 @@ type Options struct {
 	// AuthSessionsRefused.
 	Auth string
 	Log  *slog.Logger
-	// StateDir, when set, keeps each machine's firmware versions and RAID
-	// volumes across restarts of the server (NAME.json).
+	// StateDir, when set, keeps each machine's firmware versions, BIOS
+	// settings and RAID volumes across restarts of the server (NAME.json).
 	StateDir string
 	// FlashTime is how long a firmware update takes once its image is
 	// checked (default 2 s).
@@ -166,6 +166,9 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 		hw.Firmware = slices.Clone(hw.Firmware)
 		sys := &system{spec: m, hw: hw, boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"}, bios: defaultBIOS(m.BIOS)}
 		if err := s.loadState(sys); err != nil {
+			return nil, fmt.Errorf("virtual bmc: machine %q: %w", m.Name, err)
+		}
+		if err := restoreVolumes(sys); err != nil {
 			return nil, fmt.Errorf("virtual bmc: machine %q: %w", m.Name, err)
 		}
 		s.systems[m.Name] = sys

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 
@@ -11,12 +12,17 @@ import (
 )
 
 // state is what a machine's BMC keeps across its restarts, as a real
-// machine keeps its flashed firmware and its controller's RAID layout
+// machine keeps its flashed firmware, BIOS settings and its controller's
+// RAID layout
 // (Options.StateDir, one NAME.json per machine).
 type state struct {
 	Firmware  map[string]string `json:"firmware"` // component ID -> version
 	VolumeSeq int               `json:"volume_seq"`
 	Volumes   []Volume          `json:"volumes"`
+	// BIOS and BIOSPending are the BIOS settings in effect and those
+	// staged for the next reset: a machine's NVRAM keeps them.
+	BIOS        map[string]any `json:"bios,omitempty"`
+	BIOSPending map[string]any `json:"bios_pending,omitempty"`
 }
 
 func (s *Server) stateFile(sys *system) string {
@@ -32,7 +38,7 @@ func (s *Server) saveState(sys *system) error {
 	if path == "" {
 		return nil
 	}
-	st := state{Firmware: map[string]string{}, VolumeSeq: sys.volumeSeq, Volumes: sys.volumes}
+	st := state{Firmware: map[string]string{}, VolumeSeq: sys.volumeSeq, Volumes: sys.volumes, BIOS: sys.bios, BIOSPending: sys.biosPending}
 	for _, fw := range sys.hw.Firmware {
 		st.Firmware[fw.ID] = fw.Version
 	}
@@ -66,5 +72,8 @@ func (s *Server) loadState(sys *system) error {
 		}
 	}
 	sys.volumeSeq, sys.volumes = st.VolumeSeq, st.Volumes
+	// Over the defaults: an attribute the BIOS gained since keeps its.
+	maps.Copy(sys.bios, st.BIOS)
+	sys.biosPending = st.BIOSPending
 	return nil
 }

@@ -42,7 +42,7 @@ func newVBMCCmd(a *app) *cobra.Command {
 	f.StringVar(&v.opts.CertOut, "cert-out", "", "write the generated certificate (PEM) here, for clients' ca_file")
 	f.StringVar(&v.opts.Username, "user", "admin", "Redfish username")
 	f.StringVar(&v.passwordFile, "password-file", "", "file holding the Redfish password (or set METAL_VBMC_PASSWORD)")
-	f.StringVar(&v.opts.StateDir, "state-dir", "", "keep the machines' firmware versions and RAID volumes here across restarts, as a real machine keeps them")
+	f.StringVar(&v.opts.StateDir, "state-dir", "", "keep the machines' firmware versions, BIOS settings, RAID volumes and the volumes' disks (which their QEMU gets) here across restarts, as a real machine keeps them")
 	return cmd
 }
 
