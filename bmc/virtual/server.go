@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -147,6 +148,13 @@ func NewServer(opts Options, machines ...MachineSpec) (*Server, error) {
 	}
 	if s.flashTime <= 0 {
 		s.flashTime = 2 * time.Second
+	}
+	// Made here, not at the first write: a missing directory would fail a
+	// firmware update after the image was flashed.
+	if s.stateDir != "" {
+		if err := os.MkdirAll(s.stateDir, 0o755); err != nil {
+			return nil, fmt.Errorf("virtual bmc: state directory: %w", err)
+		}
 	}
 	for _, m := range machines {
 		if m.Name == "" || strings.ContainsAny(m.Name, "/?#% ") {

@@ -184,10 +184,11 @@ func grepLines(s string, words ...string) string {
 }
 
 // TestBIOSKeptAcrossRestart: the BIOS settings in effect and those staged
-// for the next reset outlive a restart of the BMC (StateDir), as a
-// machine's NVRAM keeps them.
+// for the next reset outlive a restart of the BMC (StateDir, made by the
+// BMC when missing), as a machine's NVRAM keeps them.
 func TestBIOSKeptAcrossRestart(t *testing.T) {
-	dir := t.TempDir()
+	// Not there yet: the BMC makes it.
+	dir := filepath.Join(t.TempDir(), "vbmc")
 	spec := virtual.MachineSpec{Name: "vm-b", Machine: virtual.NewSim(virtual.SimOptions{Name: "vm-b"})}
 	serve := func() (*virtual.Server, *rf) {
 		srv, err := virtual.NewServer(virtual.Options{Auth: virtual.AuthNone, StateDir: dir}, spec)
