@@ -63,14 +63,8 @@ func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	return terminalSession(ctx, a, name, "The BMC of "+name+" ended the serial-over-LAN session",
+	return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, "The BMC of "+name+" ended the serial-over-LAN session",
 		func(ctx context.Context, in io.Reader, out io.Writer) error {
 			return serialterm.Attach(ctx, conn, in, out)
 		})
-}
-
-// terminalSession is a console session on the command's terminal
-// (serialterm.Session).
-func terminalSession(ctx context.Context, a *app, name, closed string, attach func(ctx context.Context, in io.Reader, out io.Writer) error) error {
-	return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, closed, attach)
 }

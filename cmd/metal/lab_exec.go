@@ -51,7 +51,7 @@ func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(a.stderr, "Console of %s %s.\r\n", vm.Name, via)
-			return terminalSession(ctx, a, vm.Name, vm.Name+"'s console ended (powered off or restarting, or metal serve stopped)",
+			return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, vm.Name, vm.Name+"'s console ended (powered off or restarting, or metal serve stopped)",
 				func(ctx context.Context, in io.Reader, out io.Writer) error {
 					return serialterm.Attach(ctx, conn, in, out)
 				})
