@@ -12,6 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/metal-dev/metal/converge/apply/applytest"
+	"github.com/metal-dev/metal/internal/netns"
+	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
 	"github.com/metal-dev/metal/pxe/pxetest"
@@ -52,6 +58,14 @@ func (c *haClient) leases() []haLease {
 // no address is ever held by two MACs; and the store, read through the
 // etcd members that are left, holds each client's lease, the one it
 // holds, with no address twice.
+//
+// An apply of four simulated machines (applytest: Redfish BMCs on the
+// bridge, agents that install for 4 s) is submitted to the serve that is
+// killed, and killed with installs in flight; `metal apply --resume`
+// submitted to a survivor then carries the run to its end once that
+// serve leads the site (the dead one's etcd session expired). Every
+// machine ends provisioned, and none was booted into the install agent,
+// nor had its disk written, twice.
 func TestHAServeEtcd(t *testing.T) {
 	pxetest.RequireTool(t, "busybox", "busybox-static")
 	if _, err := etcdtest.Binary(); err != nil {
@@ -62,23 +76,34 @@ func TestHAServeEtcd(t *testing.T) {
 	c := etcdtest.NewWith(t, 3, etcdtest.Options{Netns: lab.NS().Name, Host: pxetest.ServerIP.String()})
 	state := c.StateURL("ams1")
 	dir := t.TempDir()
+	// The whole test's: it runs for minutes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	store, err := backend.Open(ctx, state, backend.Options{EtcdDial: func(ctx context.Context, addr string) (net.Conn, error) {
+		return c.Dial(ctx, "tcp", addr)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	fleet := haFleet(t, lab, store)
 	sitePath := filepath.Join(dir, "site.hcl")
-	writeFile(t, sitePath, labSiteOn(state, "eth0", "  lease_time = \"1m\"\n"))
+	writeFile(t, sitePath, haSite(fleet, state))
 
 	type server struct {
-		name, ip string
-		proc     *pxetest.Process
+		name, ip, stateDir string
+		proc               *pxetest.Process
 	}
 	var servers []*server
 	for i := range 3 {
 		s := &server{name: fmt.Sprintf("s%d", i+1), ip: fmt.Sprintf("192.0.2.%d", 11+i)}
 		ns := lab.AddHost(s.name, pxetest.MAC(0x100+i))
 		ns.MustIP("addr", "add", s.ip+"/24", "dev", "eth0")
-		stateDir := filepath.Join(dir, s.name)
-		// No install agent to build: DHCP is what is tested.
-		s.proc = ns.Start(metalBin, "serve", "--site", sitePath, "--state-dir", stateDir,
+		s.stateDir = filepath.Join(dir, s.name)
+		// No install agent to build: the machines are simulated.
+		s.proc = ns.Start(metalBin, "serve", "--site", sitePath, "--state-dir", s.stateDir,
 			"--listen", s.ip+":8080", "--tftp-addr", s.ip+":69", "--api-listen", "127.0.0.1:0",
-			"--agent-kernel", "http://"+s.ip+":8080/agent/vmlinuz")
+			"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img")
 		servers = append(servers, s)
 	}
 
@@ -87,7 +112,9 @@ func TestHAServeEtcd(t *testing.T) {
 		dead    *server // the server the test killed
 	)
 	startClient := func(i int) {
-		mac := pxetest.MAC(i + 1)
+		// Above the simulated machines' MACs (02:00:00:00:00:xx) and the
+		// servers' (01:xx): a client is no declared machine.
+		mac := pxetest.MAC(0x300 + i + 1)
 		cl := &haClient{ns: lab.AddHost(fmt.Sprintf("c%d", i+1), mac), mac: mac.String(), events: filepath.Join(dir, fmt.Sprintf("c%d.leases", i+1))}
 		hook := filepath.Join(dir, fmt.Sprintf("c%d.hook", i+1))
 		writeFile(t, hook, "#!/bin/sh\ncase \"$1\" in\n"+
@@ -160,6 +187,17 @@ func TestHAServeEtcd(t *testing.T) {
 	dead = servers[0]
 	t.Logf("leases given by server: %v; killing %s", gave, dead.name)
 
+	// The apply goes to the server about to die, which dies with
+	// installs in flight.
+	submitted := haApply(ctx, lab, metalBin, dead.stateDir, sitePath)
+	for len(fleet.Started()) == 0 {
+		select {
+		case <-submitted.done:
+			t.Fatalf("the apply ended before an install started: %v\n%s\n%s", submitted.err, submitted.out.String(), logs())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
 	// One server dies, ten more clients ask, and etcd's raft leader dies
 	// while they do.
 	if err := syscall.Kill(dead.proc.Pid(), syscall.SIGKILL); err != nil { // the test's own metal serve
@@ -167,6 +205,12 @@ func TestHAServeEtcd(t *testing.T) {
 	}
 	killed := time.Now()
 	<-dead.proc.Done()
+	inFlight := fleet.Started()
+	<-submitted.done
+	if submitted.err == nil {
+		t.Fatalf("metal apply succeeded though the serve running it was killed:\n%s", submitted.out.String())
+	}
+	t.Logf("killed the serve leading the apply with installs in flight on %v; metal apply: %v", inFlight, submitted.err)
 	for i := 10; i < 20; i++ {
 		startClient(i)
 	}
@@ -226,15 +270,7 @@ func TestHAServeEtcd(t *testing.T) {
 
 	// The store, through the members left: each client's lease is the one
 	// it holds, and no address is in it twice.
-	ctx := testCtx(t)
-	s, err := backend.Open(ctx, state, backend.Options{EtcdDial: func(ctx context.Context, addr string) (net.Conn, error) {
-		return c.Dial(ctx, "tcp", addr)
-	}})
-	if err != nil {
-		t.Fatalf("the store after the kills: %v", err)
-	}
-	defer s.Close()
-	leases, _, err := s.Leases(ctx)
+	leases, _, err := store.Leases(ctx)
 	if err != nil {
 		t.Fatalf("the store's leases: %v", err)
 	}
@@ -258,6 +294,118 @@ func TestHAServeEtcd(t *testing.T) {
 	}
 	slices.Sort(ips)
 	t.Logf("the store holds %d leases: %v", len(leases), ips)
+
+	// The apply resumed under a surviving serve: it waits for the dead
+	// one's leadership to lapse, waits for the installs it left in
+	// flight, and starts the rest.
+	survivor := servers[1]
+	start := time.Now()
+	resumed := haApply(ctx, lab, metalBin, survivor.stateDir, sitePath, "--resume")
+	<-resumed.done
+	if resumed.err != nil {
+		t.Fatalf("metal apply --resume on %s: %v\n%s\n%s", survivor.name, resumed.err, resumed.out.String(), logs())
+	}
+	t.Logf("metal apply --resume on %s finished the run in %v", survivor.name, time.Since(start).Round(time.Millisecond))
+	checkFleetOnce(t, fleet, store)
+}
+
+// haFleet is TestHAServeEtcd's simulated rack: its BMCs listen on the
+// lab's bridge, where the serves in their namespaces reach them; its
+// agents report to the store directly (as a serve's agent API would).
+func haFleet(t *testing.T, lab *pxetest.Lab, store inventory.Store) *applytest.Fleet {
+	t.Helper()
+	f, err := applytest.Start(applytest.Options{Machines: 4, Store: store, AgentTime: 4 * time.Second,
+		Listen: func() (ln net.Listener, err error) {
+			err = netns.Do(lab.NS().Name, func() error {
+				ln, err = net.Listen("tcp", net.JoinHostPort(pxetest.ServerIP.String(), "0"))
+				return err
+			})
+			return ln, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return f
+}
+
+// haSite is the fleet's site with its machines on a network of their own
+// (no DHCP: the simulated machines need none) and the lab's bridge served
+// by DHCP with one-minute leases.
+//
+// The image is not checked for readiness (ready = "none"): its
+// phone-home URL names the serve that wrote the intent, on the bridge,
+// which the simulated OS in the test's own namespace cannot reach.
+func haSite(f *applytest.Fleet, state string) string {
+	site := strings.Replace(string(f.SiteHCL(state, "  batch_size = 2\n  stagger = \"0s\"")),
+		`subnet = "192.0.2.0/24"`, `subnet = "198.51.100.0/24"`, 1)
+	site = strings.Replace(site, `image "os" {`, `image "os" {`+"\n  ready = \"none\"", 1)
+	return site + `
+network "lab" {
+  interface  = "eth0"
+  subnet     = "192.0.2.0/24"
+  gateway    = "192.0.2.1"
+  pool       = "192.0.2.100-192.0.2.150"
+  lease_time = "1m"
+}
+`
+}
+
+// haRun is one `metal apply` process and how it ended.
+type haRun struct {
+	out  syncbuf.Buffer
+	err  error
+	done chan struct{}
+}
+
+// haApply submits an apply (args: --resume or none) to the metal serve
+// whose state directory is stateDir; it runs in the lab's namespace,
+// where the etcd members are.
+func haApply(ctx context.Context, lab *pxetest.Lab, bin, stateDir, sitePath string, args ...string) *haRun {
+	r := &haRun{done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	cmd := lab.NS().Command(ctx, bin, append(append([]string{"apply"}, args...), "--auto-approve", "--json", "--state-dir", stateDir,
+		"--step-timeout", "10s", "--agent-timeout", "60s", sitePath)...)
+	cmd.Stdout, cmd.Stderr = &r.out, &r.out
+	go func() {
+		defer close(r.done)
+		defer cancel()
+		r.err = cmd.Run()
+	}()
+	return r
+}
+
+// checkFleetOnce asserts that every machine of f was booted into the
+// install agent and installed exactly once, and ends provisioned in store
+// with the last apply run done.
+func checkFleetOnce(t *testing.T, f *applytest.Fleet, store inventory.Store) {
+	t.Helper()
+	want, counts := fleetCounts(f)
+	for what, got := range counts {
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("%s per machine (-want +got):\n%s", what, diff)
+		}
+	}
+	ctx := testCtx(t)
+	ms, _, err := store.Machines(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != len(want) {
+		t.Errorf("%d machines in the store, want %d", len(ms), len(want))
+	}
+	for _, m := range ms {
+		if m.State != inventory.StateProvisioned || m.Agent == nil || m.Agent.Phase != inventory.AgentDone {
+			t.Errorf("%s: %s, agent %+v; want provisioned", m.Name, m.State, m.Agent)
+		}
+	}
+	runs, err := store.ApplyRuns(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) == 0 || runs[len(runs)-1].State != inventory.RunDone {
+		t.Errorf("the last apply run is not done: %+v", runs)
+	}
 }
 
 func tailString(s string, n int) string {

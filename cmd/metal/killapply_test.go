@@ -402,32 +402,14 @@ func (r *killRound) run(rng *rand.Rand, kills int) int {
 // bbolt file and what it records.
 func (r *killRound) check() {
 	t := r.t
-	want := map[string]int{}
-	for _, n := range r.fleet.Names() {
-		want[n] = 1
-	}
-	report := func(what string, got any) {
-		t.Errorf("round %d: %s (-want +got):\n%s\n%s", r.round, what, cmp.Diff(want, got), r.log.String())
-	}
+	want, counts := fleetCounts(r.fleet)
 	// Images written to the end, whether or not metal heard of it before
 	// a kill (a report whose answer a kill cut off is retried, and found
 	// stale once the machine moved on: Installs would not count it).
-	if got := r.fleet.Written(); !cmp.Equal(want, got) {
-		report("images written per machine", got)
-	}
-	if got := r.fleet.Started(); !cmp.Equal(want, got) {
-		report("install agents started per machine", got)
-	}
-	starts := map[string]int{}
-	for _, n := range r.fleet.Names() {
-		for _, b := range r.fleet.Sim(n).Boots() {
-			if b.Target == "Pxe" && b.Enabled != "Disabled" {
-				starts[n]++
-			}
+	for what, got := range counts {
+		if !cmp.Equal(want, got) {
+			t.Errorf("round %d: %s per machine (-want +got):\n%s\n%s", r.round, what, cmp.Diff(want, got), r.log.String())
 		}
-	}
-	if !cmp.Equal(want, starts) {
-		report("network boots per machine", starts)
 	}
 
 	plan := exec.Command(r.bin, "plan", "--detailed-exitcode", r.site)
@@ -495,4 +477,20 @@ func (r *killRound) check() {
 			t.Errorf("round %d: run %s left %s", r.round, run.ID, run.State)
 		}
 	}
+}
+
+// fleetCounts is what each machine of f did, by what (install agents
+// started, images written, network boots), and want: once each.
+func fleetCounts(f *applytest.Fleet) (want map[string]int, counts map[string]map[string]int) {
+	want = map[string]int{}
+	boots := map[string]int{}
+	for _, n := range f.Names() {
+		want[n] = 1
+		for _, b := range f.Sim(n).Boots() {
+			if b.Target == "Pxe" && b.Enabled != "Disabled" {
+				boots[n]++
+			}
+		}
+	}
+	return want, map[string]map[string]int{"install agents started": f.Started(), "images written": f.Written(), "network boots": boots}
 }

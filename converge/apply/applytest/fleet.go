@@ -64,6 +64,10 @@ type Options struct {
 	// Drives is how many 64 GiB drives each machine's RAID controller
 	// has (0: the virtual BMC's one).
 	Drives int
+	// Listen makes each BMC's listener (default a loopback port): a
+	// metal running in another network namespace reaches BMCs listening
+	// on an address of its link.
+	Listen func() (net.Listener, error)
 	Logger *slog.Logger
 }
 
@@ -113,6 +117,10 @@ func Start(opts Options) (*Fleet, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	listen := opts.Listen
+	if listen == nil {
+		listen = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, bmcs: map[string]*virtual.Server{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
@@ -150,7 +158,7 @@ func Start(opts Options) (*Fleet, error) {
 			f.Close()
 			return nil, err
 		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		ln, err := listen()
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("bmc listener %d of %d (ulimit -n?): %w", i+1, opts.Machines, err)
