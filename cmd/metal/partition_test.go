@@ -72,8 +72,9 @@ func partitionDHCP(t *testing.T, metalBin string, fenced bool) {
 		powerOff func(context.Context) error
 	)
 	if fenced {
-		host = &processHost{start: serve}
-		powerOff = redfishFence(t, ctx, host)
+		host = &processHost{start: serve, up: make(chan struct{})}
+		_, c := behindRedfish(t, ctx, host, "partition-fence-pw")
+		powerOff = func(ctx context.Context) error { return bmc.Fence(ctx, c) }
 		srv = host.running()
 	} else {
 		srv = serve()
@@ -293,14 +294,12 @@ func (h *processHost) SetBootDevice(context.Context, virtual.Boot) error { retur
 func (h *processHost) InsertMedia(context.Context, string) error         { return nil }
 func (h *processHost) EjectMedia(context.Context) error                  { return nil }
 
-// redfishFence serves host behind a Redfish BMC on loopback, powers it on
-// through that BMC, and returns the fence: a power-off through the same
-// BMC, confirmed (bmc.Fence).
-func redfishFence(t *testing.T, ctx context.Context, host *processHost) func(context.Context) error {
+// behindRedfish serves machine behind a Redfish BMC (metal's virtual
+// BMC) on loopback and powers it on through that BMC; it returns the
+// BMC's address and a client of it.
+func behindRedfish(t *testing.T, ctx context.Context, machine virtual.Machine, password string) (string, *bmc.Client) {
 	t.Helper()
-	host.up = make(chan struct{})
-	const password = "partition-fence-pw"
-	srv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: password}, virtual.MachineSpec{Name: "primary-host", Machine: host})
+	srv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: password}, virtual.MachineSpec{Name: "primary-host", Machine: machine})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,14 +310,14 @@ func redfishFence(t *testing.T, ctx context.Context, host *processHost) func(con
 	sctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	go srv.Serve(sctx, ln, nil)
-	c, err := bmc.New(bmc.Config{Machine: "primary-host", Protocol: "redfish", Address: "http://" + ln.Addr().String(), Username: "admin", Password: password}, nil)
+	c, err := bmc.New(bmc.Config{Machine: "primary-host", Protocol: "redfish", Address: "http://" + ln.Addr().String(), Username: "admin", Password: bmc.Secret(password)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Power(ctx, bmc.ActionOn); err != nil {
 		t.Fatal(err)
 	}
-	return func(ctx context.Context) error { return bmc.Fence(ctx, c) }
+	return ln.Addr().String(), c
 }
 
 // labSiteOn is the site of the failover tests that serve DHCP: site ams1,

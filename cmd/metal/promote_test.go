@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/bmc/virtual"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
 )
@@ -46,24 +44,7 @@ func TestPromoteFenceBMC(t *testing.T) {
 		p.Serve(b.Ctx, openSiteStore(t, stateSite(t)))
 	}})
 	const password = "fence-pw-4411"
-	srv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: password}, virtual.MachineSpec{Name: "primary-host", Machine: host})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	go srv.Serve(sctx, ln, nil)
-	c, err := bmc.New(bmc.Config{Machine: "primary-host", Protocol: "redfish", Address: "http://" + ln.Addr().String(), Username: "admin", Password: password}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Power(ctx, bmc.ActionOn); err != nil {
-		t.Fatal(err)
-	}
+	addr, _ := behindRedfish(t, ctx, host, password)
 	select {
 	case <-running:
 	case <-ctx.Done():
@@ -99,7 +80,7 @@ fence {
     password = var.fence_pw
   }
 }
-`, ln.Addr())
+`, addr)
 	if err := os.WriteFile(fenced, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
