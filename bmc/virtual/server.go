@@ -236,6 +236,7 @@ func (s *Server) routes() {
 	auth("GET /redfish/v1/Systems/{id}/ResetActionInfo", s.withSystem(s.resetActionInfo))
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces", s.withSystem(s.listNICs))
 	auth("GET /redfish/v1/Systems/{id}/EthernetInterfaces/{nic}", s.withSystem(s.getNIC))
+	auth("GET /redfish/v1/Systems/{id}/SecureBoot", s.withSystem(s.getSecureBoot))
 	s.biosRoutes(auth)
 	s.hardwareRoutes(auth)
 	s.updateRoutes(auth)
@@ -545,6 +546,12 @@ func (s *Server) getSystem(w http.ResponseWriter, r *http.Request, sys *system) 
 	}
 	if !sys.spec.NoBIOS {
 		out["Bios"] = link(base + "/Bios")
+	}
+	if _, ok, err := sys.secureBoot(r); err != nil {
+		s.machineError(w, sys, "read secure boot state", err)
+		return
+	} else if ok {
+		out["SecureBoot"] = link(base + "/SecureBoot")
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -13,6 +13,7 @@ import (
 type Sim struct {
 	name   string
 	onBoot func(SimBoot)
+	secure *bool
 
 	mu    sync.Mutex
 	power Power
@@ -29,6 +30,9 @@ type SimOptions struct {
 	Name string
 	// Power is the initial state (default off).
 	Power Power
+	// SecureBoot, when set, makes the machine UEFI with Secure Boot on
+	// (true) or off; nil: a machine whose BMC has no SecureBoot resource.
+	SecureBoot *bool
 	// OnBoot, when set, is called in its own goroutine at every start of
 	// the machine (power on, or a reset), with what the start booted.
 	OnBoot func(SimBoot)
@@ -51,7 +55,7 @@ func NewSim(opts SimOptions) *Sim {
 		p = PowerOff
 	}
 	return &Sim{
-		name: opts.Name, onBoot: opts.OnBoot, power: p,
+		name: opts.Name, onBoot: opts.OnBoot, power: p, secure: opts.SecureBoot,
 		boot: Boot{Target: "None", Enabled: "Disabled", Mode: "UEFI"},
 	}
 }
@@ -136,6 +140,14 @@ func (s *Sim) BootOverride() Boot {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.boot
+}
+
+// SecureBoot reports SimOptions.SecureBoot.
+func (s *Sim) SecureBoot(context.Context) (SecureBoot, bool, error) {
+	if err := s.failure(); err != nil || s.secure == nil {
+		return SecureBoot{}, false, err
+	}
+	return SecureBoot{Enable: *s.secure}, true, nil
 }
 
 func (s *Sim) InsertMedia(context.Context, string) error { return s.failure() }
