@@ -197,6 +197,7 @@ func (d *Daemon) Engine(o apply.Options) apply.Options {
 	o.ImageURL, o.ImageStream, o.ImagePath, o.ReadyURL = d.ImageURL, d.ImageStream, d.ImagePath, d.ReadyURL
 	o.Media = d.BootMedia
 	o.FirmwareURL = d.FirmwareURL
+	o.SecureBootChain = d.secureBootChain
 	return o
 }
 

@@ -116,6 +116,9 @@ type Daemon struct {
 	baseURL6 string
 	// Agent is the install agent's boot, zero when no agent could be built.
 	Agent AgentBoot
+	// secureBootChain: the signed chain (shim, GRUB) was found and is
+	// served, so machines found to have Secure Boot on can netboot.
+	secureBootChain bool
 	// StateDir is the directory of leases, staged files and keys.
 	StateDir string
 
@@ -199,6 +202,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	switch {
 	case err == nil:
 		ipxeFiles = bootfiles.Join(ipxeFiles, signed)
+		d.secureBootChain = true
 	case s.NeedsSecureBoot():
 		return nil, fmt.Errorf("a machine boots by %q: %w", site.BootSecure, err)
 	default:

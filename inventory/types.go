@@ -232,6 +232,9 @@ type Identity struct {
 	// Boot is the machine's boot path ("ipxe", "http", "secureboot"; empty
 	// is "ipxe").
 	Boot string `json:"boot,omitempty"`
+	// SecureBoot is the site's secure_boot: "" (unset: learned from the
+	// machine's BMC, FirmwareSecureBoot), "on" or "off".
+	SecureBoot string `json:"secure_boot,omitempty"`
 	// Wipe is how the site says the machine's disks are erased when it is
 	// deprovisioned; kept here because by then the site no longer
 	// declares it.
@@ -373,6 +376,10 @@ type Machine struct {
 	// PowerAt is when Power was observed.
 	PowerAt  time.Time `json:"power_at,omitzero"`
 	Hardware *Hardware `json:"hardware,omitempty"`
+	// FirmwareSecureBoot is whether the machine's BMC last said its
+	// firmware boots with Secure Boot on (Redfish's SecureBoot
+	// resource); nil: never asked, or the BMC cannot tell.
+	FirmwareSecureBoot *bool `json:"firmware_secure_boot,omitempty"`
 	// BMCHardware is the deep inventory the machine's BMC last reported
 	// (read by the apply that provisioned it); a plan compares the BMC's
 	// current one with it (a swapped disk or NIC is a finding).
@@ -395,6 +402,26 @@ type Machine struct {
 	// PutMachine it is the expected revision: 0 creates, anything else must
 	// match what is stored or the write fails with ErrConflict.
 	Revision int64 `json:"-"`
+}
+
+// Declared secure_boot values (Identity.SecureBoot).
+const (
+	SecureBootUnset = ""
+	SecureBootOn    = "on"
+	SecureBootOff   = "off"
+)
+
+// BootPath is the chain the machine's firmware is sent through: the
+// declared one, except that a machine whose BMC said Secure Boot is on,
+// and whose site left secure_boot unset, gets the signed chain
+// ("secureboot") instead of iPXE, which its firmware would refuse.
+func (m Machine) BootPath() string {
+	b := m.Identity.Boot
+	learned := m.Identity.SecureBoot == SecureBootUnset && m.FirmwareSecureBoot != nil && *m.FirmwareSecureBoot
+	if learned && (b == "" || b == "ipxe" || b == "http") {
+		return "secureboot"
+	}
+	return b
 }
 
 // Since is when the machine entered its current state (zero if never moved).

@@ -258,14 +258,19 @@ func TestFileTooLarge(t *testing.T) {
 }
 
 // TestBootPath: a machine's boot path from boot, or from secure_boot
-// alone (Secure Boot on means the signed chain).
+// alone (Secure Boot on means the signed chain); secure_boot unset is
+// left to the BMC (nil).
 func TestBootPath(t *testing.T) {
-	for name, tc := range map[string]struct{ attrs, want string }{
+	on, off := true, false
+	for name, tc := range map[string]struct {
+		attrs, want string
+		secure      *bool
+	}{
 		"default":           {attrs: ``, want: site.BootIPXE},
 		"boot":              {attrs: `boot = "http"`, want: site.BootHTTP},
-		"secure_boot":       {attrs: `secure_boot = true`, want: site.BootSecure},
-		"secure_boot off":   {attrs: `secure_boot = false`, want: site.BootIPXE},
-		"both, agreeing":    {attrs: "secure_boot = true\n  boot = \"secureboot\"", want: site.BootSecure},
+		"secure_boot":       {attrs: `secure_boot = true`, want: site.BootSecure, secure: &on},
+		"secure_boot off":   {attrs: `secure_boot = false`, want: site.BootIPXE, secure: &off},
+		"both, agreeing":    {attrs: "secure_boot = true\n  boot = \"secureboot\"", want: site.BootSecure, secure: &on},
 		"boot = secureboot": {attrs: `boot = "secureboot"`, want: site.BootSecure},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -281,6 +286,9 @@ func TestBootPath(t *testing.T) {
 			}
 			if got := res.Site.Machines[0].Boot; got != tc.want {
 				t.Errorf("boot = %q, want %q", got, tc.want)
+			}
+			if diff := cmp.Diff(tc.secure, res.Site.Machines[0].SecureBoot); diff != "" {
+				t.Errorf("secure_boot (-want +got):\n%s", diff)
 			}
 		})
 	}

@@ -269,6 +269,7 @@ func decodeMachine(e *evaluator, b *hcl.Block, content *hcl.BodyContent, name st
 	// its boot path is the signed chain, whatever boot would default to.
 	if a := attrs["secure_boot"]; a != nil {
 		if on, ok := e.boolean(a); ok {
+			m.SecureBoot = &on
 			switch b := attrs["boot"]; {
 			case on && b != nil && m.Boot != BootSecure:
 				e.diags = append(e.diags, errorAt(a.Expr.Range(), "Contradictory boot path",

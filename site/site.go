@@ -351,7 +351,11 @@ type Machine struct {
 	Image    string // name of the image, "" for none
 	Power    string
 	Boot     string // one of BootPaths
-	Labels   map[string]string
+	// SecureBoot is the site's secure_boot: nil when unset, and metal then
+	// learns it from the machine's BMC (Redfish's SecureBoot resource)
+	// before it netboots the machine; false says not to ask.
+	SecureBoot *bool
+	Labels     map[string]string
 	// Disk is the device the agent installs onto ("" lets the agent pick the
 	// first non-removable disk).
 	Disk string

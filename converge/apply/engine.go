@@ -75,6 +75,10 @@ type Options struct {
 	// Media builds the boot CD of a machine with boot = "virtual-media".
 	// Nil: such machines fail their media step.
 	Media MediaFunc
+	// SecureBootChain says metal serves the signed boot chain (shim and
+	// GRUB); without it, a machine whose BMC says Secure Boot is on fails
+	// before it netboots.
+	SecureBootChain bool
 	// ReadyURL is the URL the installed OS of the machine with mac posts
 	// its phone-home to, with secret (the daemon's agent protocol,
 	// agentapi.ReadyPath). Nil: images checked by cloud-init's

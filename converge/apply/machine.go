@@ -93,6 +93,9 @@ func (m *machineRun) provision(ctx context.Context, rec inventory.Machine) error
 			return err
 		}
 		m.recordHardware(ctx)
+		if err := m.learnSecureBoot(ctx); err != nil {
+			return err
+		}
 		if err := m.powerOff(ctx, on); err != nil {
 			return err
 		}

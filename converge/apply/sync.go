@@ -77,6 +77,13 @@ func declare(rec *inventory.Machine, m *site.Machine) {
 		id.SwitchPortRelay, id.SwitchPortCircuit = p.Relay, p.CircuitID
 	}
 	id.Boot = m.Boot
+	id.SecureBoot = inventory.SecureBootUnset
+	if m.SecureBoot != nil {
+		id.SecureBoot = inventory.SecureBootOff
+		if *m.SecureBoot {
+			id.SecureBoot = inventory.SecureBootOn
+		}
+	}
 	id.Wipe = inventory.WipeMethod(m.Wipe)
 	id.Labels = maps.Clone(m.Labels)
 	for k := range id.Labels {

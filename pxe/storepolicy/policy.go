@@ -243,7 +243,7 @@ func (p *Policy) Host(_ context.Context, mac net.HardwareAddr) (pxe.Host, error)
 	}
 	m := e.m
 	h := pxe.Host{Name: m.Name, MAC: mac, Hostname: m.Identity.Hostname, Network: m.Identity.Network,
-		Boot: pxe.BootPath(m.Identity.Boot)}
+		Boot: pxe.BootPath(m.BootPath())}
 	if m.Identity.IP6.IsValid() {
 		h.IP6 = m.Identity.IP6.AsSlice()
 	}

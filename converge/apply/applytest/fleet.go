@@ -68,7 +68,11 @@ type Options struct {
 	// metal running in another network namespace reaches BMCs listening
 	// on an address of its link.
 	Listen func() (net.Listener, error)
-	Logger *slog.Logger
+	// SecureBoot gives the machines named in it UEFI firmware with
+	// Secure Boot on (true) or off, which their BMCs report; the others'
+	// BMCs have no SecureBoot resource.
+	SecureBoot map[string]bool
+	Logger     *slog.Logger
 }
 
 // Fleet is a running simulated rack. Its BMCs serve until Close.
@@ -143,7 +147,11 @@ func Start(opts Options) (*Fleet, error) {
 	}
 	for i := range opts.Machines {
 		name := Name(i)
-		sim := virtual.NewSim(virtual.SimOptions{Name: name, OnBoot: f.boot})
+		simOpts := virtual.SimOptions{Name: name, OnBoot: f.boot}
+		if on, ok := opts.SecureBoot[name]; ok {
+			simOpts.SecureBoot = &on
+		}
+		sim := virtual.NewSim(simOpts)
 		spec := virtual.MachineSpec{Name: name, Machine: sim, Manufacturer: "metal-sim"}
 		if opts.Drives > 0 {
 			hw := virtual.DefaultHardware(spec)
