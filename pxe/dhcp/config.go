@@ -100,9 +100,10 @@ type BootFiles struct {
 	// the iPXE binaries.
 	HTTPBoot string
 	// SecureBoot is the first signed program (shim) of machines whose boot
-	// path is pxe.BootSecure: a name on the TFTP server for PXE clients,
-	// and HTTPBaseURL + "/boot/" + it for HTTP boot clients; default
-	// "shimx64.efi" (bootfiles.Shim, from shim-signed). Shim then fetches GRUB beside it.
+	// path is pxe.BootSecure: a name on the TFTP server for UEFI PXE
+	// clients (UEFI HTTP boot clients get none: the signed GRUB has no
+	// HTTP); default "shimx64.efi" (bootfiles.Shim, from shim-signed).
+	// Shim then fetches GRUB beside it.
 	SecureBoot string
 }
 

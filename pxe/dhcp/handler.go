@@ -708,7 +708,10 @@ func (h *Handler) addBoot(ctx context.Context, resp, req *dhcpv4.DHCPv4, log req
 		switch {
 		case c.ipxe:
 		case c.vendor == "HTTPClient" || c.arch == pxe.ArchUEFIx64HTTP:
-			file = h.cfg.HTTPBaseURL + "/boot/" + h.cfg.BootFiles.SecureBoot
+			// Debian's signed network GRUB has no HTTP client: loaded by
+			// HTTP boot (shim fetches it), it finds no config and stops
+			// at its prompt. No boot URL sends the firmware on to its
+			// PXE boot option, where the chain runs over TFTP.
 		case c.arch == pxe.ArchUEFIx64:
 			file = h.cfg.BootFiles.SecureBoot
 		}

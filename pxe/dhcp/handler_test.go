@@ -233,11 +233,11 @@ func TestHandle(t *testing.T) {
 			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "shimx64.efi",
 				Options: netOpts("web-01", map[string]string{"60": "PXEClient", "67": "shimx64.efi", "43": "060108ff", "97": guidOpt})},
 		},
-		"secure boot, UEFI HTTP boot: shim's URL": {
+		"secure boot, UEFI HTTP boot: an address, no URL (the signed GRUB has no HTTP; PXE next)": {
 			policy: bootPathPolicy(pxe.BootSecure),
 			req:    discover(macKnown, httpClient),
-			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "192.0.2.1", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0", File: "http://192.0.2.1:8080/boot/shimx64.efi",
-				Options: netOpts("web-01", map[string]string{"60": "HTTPClient", "67": "http://192.0.2.1:8080/boot/shimx64.efi"})},
+			want: &summary{Type: "OFFER", YIAddr: "192.0.2.11", SIAddr: "0.0.0.0", CIAddr: "0.0.0.0", GIAddr: "0.0.0.0",
+				Options: netOpts("web-01", nil)},
 		},
 		"secure boot, BIOS PXE: an address, no boot file": {
 			policy: bootPathPolicy(pxe.BootSecure),
