@@ -173,7 +173,21 @@ func (m *QEMU) start(ctx context.Context) error {
 	args := append([]string{}, m.cfg.Command[1:]...)
 	args = append(args, "-qmp", "unix:"+m.cfg.QMPSocket+",server=on,wait=off")
 	args = append(args, m.bootArgs()...)
-	if m.media != "" && m.cfg.CDROMDrive == "" {
+	uefi := pflashVars(m.cfg.Command) != ""
+	cdOnce := uefi && m.media != "" && m.boot.Target == "Cd" && m.boot.Enabled == "Once"
+	switch {
+	case m.media == "" || m.cfg.CDROMDrive != "":
+	case uefi:
+		// OVMF ignores -boot: it boots in the order of the devices'
+		// bootindex, so the CD is a device of its own, first when it is
+		// the boot override.
+		dev := "ide-cd,drive=" + mediaDrive + ",id=" + mediaDevice
+		if m.boot.Target == "Cd" && m.boot.Enabled != "Disabled" {
+			dev += ",bootindex=0"
+		}
+		args = append(args, "-drive", "if=none,media=cdrom,readonly=on,format=raw,id="+mediaDrive+",file="+mediaPath(m.media),
+			"-device", dev)
+	default:
 		args = append(args, "-cdrom", mediaPath(m.media))
 	}
 	args = append(args, m.volumeArgs()...)
@@ -212,9 +226,16 @@ func (m *QEMU) start(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	if cdOnce {
+		// The firmware read its boot order at this start; from the next
+		// reset (the guest's own reboot) on, the CD is no longer first.
+		if err := m.run(ctx, "qom-set", map[string]any{"path": "/machine/peripheral/" + mediaDevice, "property": "bootindex", "value": -1}); err != nil {
+			return fmt.Errorf("machine %s: spend the one-time CD boot: %w", m.cfg.Name, err)
+		}
+	}
 	if m.boot.Enabled == "Once" {
-		// QEMU restores its normal order after the first reset by itself;
-		// the override is spent.
+		// QEMU restores its normal order after the first reset by itself
+		// (SeaBIOS; for OVMF, see cdOnce); the override is spent.
 		m.boot = Boot{Target: "None", Enabled: "Disabled", Mode: m.boot.Mode}
 	}
 	if m.media != "" && m.cfg.CDROMDrive != "" {
@@ -333,16 +354,28 @@ func (m *QEMU) changeMedium(ctx context.Context) error {
 func (m *QEMU) EjectMedia(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	media := m.media
 	m.media = ""
-	if m.cfg.CDROMDrive == "" {
-		return nil
+	drive := m.cfg.CDROMDrive
+	if drive == "" {
+		if media == "" || pflashVars(m.cfg.Command) == "" {
+			return nil
+		}
+		// A UEFI machine's CD is a drive of its own (see start).
+		drive = mediaDrive
 	}
 	_, alive, err := m.status(ctx)
 	if err != nil || !alive {
 		return err
 	}
-	return m.run(ctx, "eject", map[string]any{"device": m.cfg.CDROMDrive, "force": true})
+	return m.run(ctx, "eject", map[string]any{"device": drive, "force": true})
 }
+
+// The drive and device of a UEFI machine's virtual CD (see start).
+const (
+	mediaDrive  = "vmedia"
+	mediaDevice = "vmedia-cd"
+)
 
 // mediaPath turns a file:// URL into the path QEMU opens; QEMU opens
 // http(s) URLs itself (with Debian's qemu-block-extra).
