@@ -68,6 +68,23 @@ func (c consoleOpener) sol(machine string) *site.Machine {
 	return nil
 }
 
+// has says whether machine is in the site and may have a console: a
+// lab socket pattern is set, or its BMC may offer SOL.
+func (c consoleOpener) has(machine string) bool {
+	if c.sol(machine) != nil {
+		return true
+	}
+	if c.sockets == "" {
+		return false
+	}
+	for _, m := range c.site().Machines {
+		if m.Name == machine {
+			return true
+		}
+	}
+	return false
+}
+
 // any says whether some machine may have a console: there are lab
 // sockets, or a machine's BMC may offer SOL. Without, the pages offer no
 // terminal.

@@ -71,6 +71,10 @@ type Options struct {
 	// them. Machines without one whose BMC speaks IPMI are reached over
 	// Serial-over-LAN.
 	ConsoleSocket string
+	// NoConsoleLogs stops the daemon from holding machines' consoles
+	// open to log them (under the state directory's ConsoleLogDir); a
+	// console is then opened only while someone watches it.
+	NoConsoleLogs bool
 	// API, when its address is set, moves the console, API and metrics
 	// off the netboot listener to their own, optionally with TLS.
 	API APIListen
@@ -145,10 +149,12 @@ type Daemon struct {
 	tokens   *api.Tokens
 	// consoles is the serial console hub the browser terminal, the API
 	// and the local socket share; nil when no machine has a console.
-	consoles *serial.Hub
-	power    *apply.PowerPoller
-	operator *operator
-	apiSrv   *apiServer
+	consoles    *serial.Hub
+	consoleOpen consoleOpener
+	consoleLogs bool
+	power       *apply.PowerPoller
+	operator    *operator
+	apiSrv      *apiServer
 	// sharedAPI: the console, API and metrics are on the netboot listener.
 	sharedAPI bool
 	applies   submitted
@@ -344,10 +350,11 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	d.tokens = tokens
 	if opener := (consoleOpener{sockets: serial.UnixSockets(opts.ConsoleSocket), site: d.Site, log: d.log}); opener.any() {
 		d.consoles = serial.NewHub(opener)
+		d.consoleOpen, d.consoleLogs = opener, !opts.NoConsoleLogs
 	}
 	consoles := d.consoles
 	extra := map[string]http.Handler{
-		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
+		api.Prefix: api.New(api.Options{Store: d.Store, Actions: d.operator, Serial: consoles, ConsoleLog: d.consoleLogFunc(),
 			Planner: d.operator, Tokens: tokens, OpenReads: opts.OpenReads, Logger: d.log}),
 		console.Prefix: console.New(console.Options{Store: d.Store, Actions: d.operator, Serial: consoles,
 			Planner: d.operator, Site: d.Site, Tokens: tokens, OpenReads: opts.OpenReads, SecureCookie: opts.API.TLS(), Logger: d.log}),
@@ -394,6 +401,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	g.Go(func() error { return d.metrics.Run(ctx) })
 	if d.power != nil {
 		g.Go(func() error { return d.power.Run(ctx) })
+	}
+	if d.consoleLogs {
+		g.Go(func() error { return d.keepConsoles(ctx) })
 	}
 	g.Go(func() error {
 		// Local commands lose their view of a running daemon without it,

@@ -59,7 +59,7 @@ func (d *Daemon) serveLocal(ctx context.Context, tokens api.TokenVerifier) error
 		return fmt.Errorf("local API socket: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", api.New(api.Options{Store: d.Store, Planner: d.operator, Tokens: tokens, OpenReads: true, Logger: d.log}))
+	mux.Handle("/", api.New(api.Options{Store: d.Store, Planner: d.operator, ConsoleLog: d.consoleLogFunc(), Tokens: tokens, OpenReads: true, Logger: d.log}))
 	d.localApplyHandlers(ctx, mux)
 	mux.HandleFunc("GET "+LocalConsolePath, d.localConsole)
 	admin := api.TokensHandler(tokens, LocalTokensPath)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -12,7 +14,9 @@ import (
 
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/internal/serialterm"
+	"github.com/metal-dev/metal/site"
 )
 
 type consoleFlags struct {
@@ -51,17 +55,35 @@ func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// A running metal serve holds the machine's console (a BMC allows one
+	// SOL session): join its stream rather than fight it for the session.
+	if sock, ok := apiclient.Running(site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site.name()))); ok && !f.steal {
+		conn, err := apiclient.New(sock).Console(ctx, name)
+		if err != nil {
+			return &exitError{code: exitFailed, err: err}
+		}
+		fmt.Fprintf(a.stderr, "Console of %s through metal serve's console hub (it logs what the machine prints; browser terminals see the same).\r\n", name)
+		return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, name+"'s console ended (the BMC dropped it, or metal serve stopped)",
+			func(ctx context.Context, in io.Reader, out io.Writer) error {
+				return serialterm.Attach(ctx, conn, in, out)
+			})
+	}
 	cfg := apply.BMCConfig(machines[0])
 	cfg.Timeout = f.timeout
 	c, err := bmc.New(cfg, a.logger())
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	conn, err := c.SerialConsole(ctx, bmc.ConsoleOptions{Steal: f.steal})
 	if err != nil {
 		return &exitError{code: exitFailed, err: err}
+	}
+	if f.steal {
+		fmt.Fprintf(a.stderr, "Serial-over-LAN of %s opened directly, taken from any other session (a running metal serve opens it again once this one ends).\r\n", name)
+	} else {
+		fmt.Fprintf(a.stderr, "No metal serve runs for this site: serial-over-LAN of %s opened directly (nothing logs this session).\r\n", name)
 	}
 	return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, "The BMC of "+name+" ended the serial-over-LAN session",
 		func(ctx context.Context, in io.Reader, out io.Writer) error {

@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/daemon"
+	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
 )
 
 type machinesFlags struct {
@@ -49,7 +54,7 @@ func newMachinesCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			return showMachine(cmd.Context(), a.stdout, r, args[0], f.asJSON)
+			return showMachine(cmd.Context(), a.stdout, r, args[0], f.asJSON, consoleTailOf(a, &f.state, r))
 		},
 	})
 	return cmd
@@ -79,14 +84,42 @@ func listMachines(ctx context.Context, w io.Writer, r inventory.Reader, asJSON b
 // showEvents is how many of a machine's last events `show` prints.
 const showEvents = 20
 
-func showMachine(ctx context.Context, w io.Writer, r inventory.Reader, ref string, asJSON bool) error {
+// showConsoleLines is how many lines of its console log `show` prints.
+const showConsoleLines = 15
+
+// consoleTailOf reads the end of a machine's console log: from the
+// running metal serve when r is it, else from the state directory beside
+// an embedded store, where serve left it; none for a store elsewhere.
+func consoleTailOf(a *app, f *stateFlags, r inventory.Reader) func(ctx context.Context, machine string) []string {
+	return func(ctx context.Context, machine string) []string {
+		var lines []string
+		var err error
+		if c, ok := r.(interface {
+			ConsoleLog(context.Context, string, int) ([]string, error)
+		}); ok {
+			lines, err = c.ConsoleLog(ctx, machine, showConsoleLines)
+		} else if st, rerr := f.resolve(a, false); rerr == nil && strings.HasPrefix(st.State, "file://") {
+			lines, err = serial.Tail(daemon.ConsoleLogPath(site.DefaultStateDir(st.State, ""), machine), showConsoleLines)
+		}
+		if err != nil {
+			fmt.Fprintf(a.stderr, "warning: console log of %s: %v\n", machine, err)
+		}
+		return lines
+	}
+}
+
+func showMachine(ctx context.Context, w io.Writer, r inventory.Reader, ref string, asJSON bool, tail func(context.Context, string) []string) error {
 	det, err := inventory.ReadDetail(ctx, r, ref, showEvents)
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		return view.JSON(w, view.NewMachineDetail(det))
+	d := view.NewMachineDetail(det)
+	if tail != nil && !det.Removed {
+		d.ConsoleTail = tail(ctx, det.Machine.Name)
 	}
-	view.Machine(w, view.NewMachineDetail(det), time.Now())
+	if asJSON {
+		return view.JSON(w, d)
+	}
+	view.Machine(w, d, time.Now())
 	return nil
 }

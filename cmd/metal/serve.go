@@ -88,6 +88,8 @@ func newServeCmd(a *app) *cobra.Command {
 		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.opts.ConsoleSocket, "console-socket", "",
 		"unix socket of each machine's serial console, {machine} for its name (QEMU -chardev socket; the lab sets it): the console's terminal and the API read it")
+	cmd.Flags().BoolVar(&f.opts.NoConsoleLogs, "no-console-logs", false,
+		"do not hold machines' serial consoles (lab sockets, IPMI Serial-over-LAN) open to log what they print under the state directory (consoles/NAME.log, 1 MiB, rotated once); a console is then opened only while someone watches it")
 	cmd.Flags().StringVar(&f.dhcpRate, "dhcp-rate-limit", "10/500ms",
 		"DHCP packets answered per MAC: BURST/INTERVAL (a burst, then one per interval), or off (the pool budget too)")
 	cmd.Flags().StringVar(&f.dhcpPool, "dhcp-pool-budget", "64/1s",

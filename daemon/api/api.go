@@ -41,7 +41,10 @@ type Options struct {
 	OpenReads bool
 	// Serial shares machines' serial consoles; nil: none.
 	Serial *serial.Hub
-	Logger *slog.Logger
+	// ConsoleLog returns the last n lines of a machine's console log,
+	// none when it has no log; nil: the daemon keeps no console logs.
+	ConsoleLog func(machine string, n int) ([]string, error)
+	Logger     *slog.Logger
 	// Heartbeat is how often an idle event stream sends a comment, so
 	// proxies keep it open; default 15 s.
 	Heartbeat time.Duration
@@ -76,6 +79,7 @@ func Routes() []Route {
 		{"GET", "/api/v1/machines/{name}", RoleRead},
 		{"GET", "/api/v1/machines/{name}/events", RoleRead},
 		{"GET", "/api/v1/machines/{name}/console", RoleRead},
+		{"GET", "/api/v1/machines/{name}/console/log", RoleRead},
 		{"GET", "/api/v1/events", RoleRead},
 		{"GET", "/api/v1/plan", RoleRead},
 		{"GET", "/api/v1/runs", RoleRead},
@@ -105,19 +109,20 @@ func New(opts Options) http.Handler {
 	s := &server{opts: opts, log: opts.Logger.With("server", "api"), act: Performer{Store: opts.Store, Actions: opts.Actions}}
 	admin := TokensHandler(opts.Tokens, Prefix+"tokens")
 	handlers := map[string]http.HandlerFunc{
-		"/api/v1/whoami":                  s.whoami,
-		"/api/v1/machines":                s.machines,
-		"/api/v1/machines/{name}":         s.machine,
-		"/api/v1/machines/{name}/events":  s.machineEvents,
-		"/api/v1/machines/{name}/console": s.console,
-		"/api/v1/events":                  s.events,
-		"/api/v1/plan":                    s.plan,
-		"/api/v1/runs":                    s.runs,
-		"/api/v1/runs/{id}":               s.run,
-		"/api/v1/actions":                 s.action,
-		"/api/v1/openapi.yaml":            s.openapi,
-		"/api/v1/tokens":                  admin.ServeHTTP,
-		"/api/v1/tokens/{name}":           admin.ServeHTTP,
+		"/api/v1/whoami":                      s.whoami,
+		"/api/v1/machines":                    s.machines,
+		"/api/v1/machines/{name}":             s.machine,
+		"/api/v1/machines/{name}/events":      s.machineEvents,
+		"/api/v1/machines/{name}/console":     s.console,
+		"/api/v1/machines/{name}/console/log": s.consoleLog,
+		"/api/v1/events":                      s.events,
+		"/api/v1/plan":                        s.plan,
+		"/api/v1/runs":                        s.runs,
+		"/api/v1/runs/{id}":                   s.run,
+		"/api/v1/actions":                     s.action,
+		"/api/v1/openapi.yaml":                s.openapi,
+		"/api/v1/tokens":                      admin.ServeHTTP,
+		"/api/v1/tokens/{name}":               admin.ServeHTTP,
 	}
 	mux := http.NewServeMux()
 	allow := map[string][]string{}
@@ -315,6 +320,42 @@ func (s *server) machineEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.serveEvents(w, r, inventory.EventQuery{Machine: m.Name, MAC: m.MAC})
+}
+
+// ConsoleLog is the answer of GET machines/{name}/console/log.
+type ConsoleLog struct {
+	Machine string   `json:"machine"`
+	Lines   []string `json:"lines"`
+}
+
+// consoleLogLines is how many lines of a console log are returned unless
+// the request asks for another count.
+const consoleLogLines = 20
+
+func (s *server) consoleLog(w http.ResponseWriter, r *http.Request) {
+	m, err := s.opts.Store.Machine(r.Context(), r.PathValue("name"))
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	n := consoleLogLines
+	if v := r.URL.Query().Get("lines"); v != "" {
+		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 10000 {
+			writeError(w, http.StatusBadRequest, "lines: a count from 1 to 10000")
+			return
+		}
+	}
+	out := ConsoleLog{Machine: m.Name, Lines: []string{}}
+	if s.opts.ConsoleLog != nil {
+		lines, err := s.opts.ConsoleLog(m.Name, n)
+		if err != nil {
+			s.log.Warn("console log", "machine", m.Name, "err", err)
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		out.Lines = append(out.Lines, lines...)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *server) events(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -114,3 +115,14 @@ func (s *Console) Write(p []byte) (int, error) {
 
 // Close leaves the console.
 func (s *Console) Close() error { return s.c.Close(websocket.StatusNormalClosure, "") }
+
+// ConsoleLog returns the last n lines of machine's console log as the
+// running daemon keeps it (none when it keeps none).
+func (r *Client) ConsoleLog(ctx context.Context, machine string, n int) ([]string, error) {
+	var l api.ConsoleLog
+	q := url.Values{"lines": {strconv.Itoa(n)}}
+	if err := r.get(ctx, api.Prefix+"machines/"+url.PathEscape(machine)+"/console/log", q, &l); err != nil {
+		return nil, err
+	}
+	return l.Lines, nil
+}

@@ -138,6 +138,9 @@ type MachineDetail struct {
 	// Removed says the machine is no longer in the store (deprovisioned):
 	// only its events are left.
 	Removed bool `json:"removed,omitempty"`
+	// ConsoleTail is the last lines of the console log metal serve keeps
+	// of the machine, oldest first.
+	ConsoleTail []string `json:"console_tail,omitempty"`
 }
 
 // Machine prints everything known of one machine for people.
@@ -246,6 +249,7 @@ func Machine(w io.Writer, d MachineDetail, now time.Time) {
 	}
 	erasures(w, d.Erasures)
 	lastEvents(w, d.Events)
+	consoleTail(w, d.ConsoleTail)
 	if d.Adopt != "" {
 		fmt.Fprintf(w, "\nThis machine was discovered, not declared. To adopt it, add to the site file\n(pick its name, address and image), then run `metal apply`:\n\n%s", d.Adopt)
 	}
@@ -318,6 +322,17 @@ func erasures(w io.Writer, evs []inventory.Event) {
 		if e.Erase != nil {
 			fmt.Fprintf(w, "  %s  %s\n", e.Time.Local().Format(time.DateTime), e.Erase)
 		}
+	}
+}
+
+// consoleTail prints the end of the machine's console log, if there is one.
+func consoleTail(w io.Writer, lines []string) {
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nConsole (last %d lines of the log metal serve keeps)\n", len(lines))
+	for _, l := range lines {
+		fmt.Fprintf(w, "  | %s\n", l)
 	}
 }
 
