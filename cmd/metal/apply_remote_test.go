@@ -37,6 +37,12 @@ type serveLab struct {
 // site file, and returns once serve answers on its local socket.
 func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string, serveArgs ...string) *serveLab {
 	t.Helper()
+	return newServeLabEdit(t, n, agentTime, rollout, nil, serveArgs...)
+}
+
+// newServeLabEdit is newServeLab with the site file edited first.
+func newServeLabEdit(t *testing.T, n int, agentTime time.Duration, rollout string, edit func(string) string, serveArgs ...string) *serveLab {
+	t.Helper()
 	l := &serveLab{t: t, bin: buildMetal(t), dir: t.TempDir(), out: &syncbuf.Buffer{}}
 	listen := freeTCPAddr(t)
 	stateDir := filepath.Join(l.dir, "state")
@@ -51,7 +57,7 @@ func newServeLab(t *testing.T, n int, agentTime time.Duration, rollout string, s
 	t.Cleanup(f.Close)
 	l.fleet = f
 	l.site = filepath.Join(l.dir, "site.hcl")
-	l.writeSite(rollout, nil)
+	l.writeSite(rollout, edit)
 
 	// The API on a port of its own: the default 127.0.0.1:9090 is the host's,
 	// shared with every other test package running at the same time.

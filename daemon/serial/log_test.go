@@ -55,14 +55,8 @@ func TestKeep(t *testing.T) {
 	dir := t.TempDir()
 	tty := serialtest.Serve(t, dir, "m1", `echo booted; exec cat`)
 	hub := serial.NewHub(serial.UnixSockets(dir + "/{machine}.sock"))
-	ctx, cancel := context.WithCancel(context.Background())
-	var logged syncbuf.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hub.Keep(ctx, "m1", &logged, func() bool { return true }, 50*time.Millisecond, slog.New(slog.DiscardHandler))
-	}()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	logged := keep(t, hub, "m1")
 	waitFor(t, "the boot in the log", logged.String, "booted")
 
 	s, err := hub.Attach(ctx, "m1")
@@ -90,14 +84,8 @@ func TestKeepReopens(t *testing.T) {
 	dir := t.TempDir()
 	serialtest.Serve(t, dir, "m1", `echo booted; read x; echo bye`)
 	hub := serial.NewHub(serial.UnixSockets(dir + "/{machine}.sock"))
-	ctx, cancel := context.WithCancel(context.Background())
-	var logged syncbuf.Buffer
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		hub.Keep(ctx, "m1", &logged, func() bool { return true }, 50*time.Millisecond, slog.New(slog.DiscardHandler))
-	}()
-	defer func() { cancel(); <-done }()
+	ctx := context.Background()
+	logged := keep(t, hub, "m1")
 	waitFor(t, "the boot in the log", logged.String, "booted")
 	s, err := hub.Attach(ctx, "m1")
 	if err != nil {
@@ -108,6 +96,20 @@ func TestKeepReopens(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the second boot in the log", logged.String, "bye\r\nbooted")
+}
+
+// keep holds machine's console in hub until the test ends, and returns
+// its log.
+func keep(t *testing.T, hub *serial.Hub, machine string) *syncbuf.Buffer {
+	ctx, cancel := context.WithCancel(context.Background())
+	logged := &syncbuf.Buffer{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		hub.Keep(ctx, machine, logged, func() bool { return true }, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return logged
 }
 
 func waitFor(t *testing.T, what string, text func() string, want string) {
