@@ -347,8 +347,9 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 			return nil, fmt.Errorf("clean up the previous lab: %w", err)
 		}
 	}
-	// A fresh lab: blank disks, empty state, new logs. Built images stay.
-	for _, d := range []string{"vms", "state", "logs"} {
+	// A fresh lab: blank disks, empty state, BMCs as from the factory
+	// (their firmware versions and volumes), new logs. Built images stay.
+	for _, d := range []string{"vms", "state", "vbmc", "logs"} {
 		if err := os.RemoveAll(filepath.Join(c.Dir, d)); err != nil {
 			return nil, fmt.Errorf("clear %s: %w", d, err)
 		}
@@ -397,7 +398,11 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	if err != nil {
 		return nil, err
 	}
-	siteHCL, err := renderSite(st, password, sum)
+	fwSum, err := writeFirmware(c.Dir)
+	if err != nil {
+		return nil, err
+	}
+	siteHCL, err := renderSite(st, password, sum, fwSum)
 	if err != nil {
 		return nil, err
 	}
@@ -527,8 +532,9 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 	if len(vbmcArgs) == 0 {
 		return nil
 	}
-	// The BMCs keep their machines' firmware versions and RAID volumes in the lab's
-	// directory, so they outlive a restart of vbmc.
+	// The BMCs keep their machines' firmware versions, BIOS settings, RAID
+	// volumes and the volumes' disks in the lab's directory, so they
+	// outlive a restart of vbmc.
 	args := append([]string{"vbmc", "--user", username, "--password-file", pwFile, "--state-dir", filepath.Join(c.Dir, "vbmc")}, vbmcArgs...)
 	p, err := startDetached(st.Netns, "vbmc", filepath.Join(c.Dir, "logs", "vbmc.log"), os.Environ(), c.Metal, args...)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
@@ -79,7 +80,8 @@ func TestPlan(t *testing.T) {
 func TestSiteFileLoads(t *testing.T) {
 	dir := t.TempDir()
 	st := plan(Config{Dir: dir, Machines: 3, UEFI: 1})
-	b, err := renderSite(st, "pw-Abc123", "sha256:"+strings.Repeat("ab", 32))
+	fwSum := "sha256:" + strings.Repeat("cd", 32)
+	b, err := renderSite(st, "pw-Abc123", "sha256:"+strings.Repeat("ab", 32), fwSum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,6 +114,41 @@ func TestSiteFileLoads(t *testing.T) {
 	}
 	if r := res.Site.Rollout; r.Canary != 0 || r.BatchSize != 3 {
 		t.Errorf("rollout = canary %d batch %d, want every VM at once", r.Canary, r.BatchSize)
+	}
+	for _, m := range res.Site.Machines {
+		if len(m.BIOS) > 0 || len(m.Firmware) > 0 {
+			t.Errorf("%s declares hardware while its lines are commented: bios %v, firmware %v", m.Name, m.BIOS, m.Firmware)
+		}
+	}
+
+	// Its hardware lines, once the operator takes them in: the Redfish
+	// VMs (not the IPMI one, which cannot set them) declare a BIOS
+	// setting and a firmware image.
+	if err := os.WriteFile(st.Site, []byte(strings.ReplaceAll(string(b), HardwareMark, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, diags = site.LoadFile(st.Site, site.Options{})
+	if diags.HasErrors() {
+		t.Fatalf("the lab's site file with its hardware lines is invalid: %v", diags)
+	}
+	for i, m := range res.Site.Machines {
+		type hw struct {
+			BIOS                         map[string]string
+			Component, Version, Checksum string
+		}
+		var got, want hw
+		if len(m.Firmware) == 1 {
+			f := m.Firmware[0]
+			got = hw{m.BIOS, f.Component, f.Version, f.Image.Checksum}
+		} else {
+			got = hw{BIOS: m.BIOS}
+		}
+		if st.VMs[i].Protocol == Redfish {
+			want = hw{map[string]string{BIOSAttribute: BIOSValue}, FirmwareComponent, FirmwareVersion, fwSum}
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+			t.Errorf("%s's hardware (-want +got):\n%s", m.Name, diff)
+		}
 	}
 }
 

@@ -196,8 +196,9 @@ func serialLogs(st *lab.State) string {
 // image written, reboot), both reach provisioned in the store and boot
 // their disk (the image's marker on their serial consoles); powered on
 // again, both consoles show the marker through metal serve's console hub
-// (vm-1's over its BMC's Serial-over-LAN); a lab whose BMCs crashed is
-// cleaned by the next up; down
+// (vm-1's over its BMC's Serial-over-LAN); plan shows a BIOS change and a
+// firmware update for vm-2, apply makes them and the next plan is empty
+// (hardwareAsCode); a lab whose BMCs crashed is cleaned by the next up; down
 // leaves no namespace, tap or process.
 func TestLab(t *testing.T) {
 	requireLab(t)
@@ -261,6 +262,9 @@ func TestLab(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
+
+	// Hardware as code on the provisioned vm-2, through its virtual BMC.
+	hardwareAsCode(t, ctx, st, metal)
 
 	// A crash: the BMCs and serve die without stopping anything. The next
 	// up cleans what is left and makes a working lab in the same place.

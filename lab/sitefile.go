@@ -50,7 +50,16 @@ machine "{{.Name}}" {
   image  = image.lab-os
   power  = "on"
   disk   = "/dev/vda"
-  labels = { firmware = "{{.Firmware}}" }
+  labels = { firmware = "{{.Firmware}}" }{{if eq .Protocol "redfish"}}
+  # Hardware as code through the virtual BMC: take the "#hw" off the lines
+  # below, and metal plan shows a BIOS change and a firmware update; metal
+  # lab apply makes them (no reinstall), and the next plan is empty.
+  {{$.HardwareMark}}bios = { {{$.BIOSAttribute}} = "{{$.BIOSValue}}" }
+  {{$.HardwareMark}}firmware "{{$.FirmwareComponent}}" {
+  {{$.HardwareMark}}  version  = "{{$.FirmwareVersion}}"
+  {{$.HardwareMark}}  image    = "{{$.FirmwareImage}}"
+  {{$.HardwareMark}}  checksum = "{{$.FirmwareChecksum}}"
+  {{$.HardwareMark}}}{{end}}
   bmc {
     protocol = "{{.Protocol}}"
     address  = "{{.BMCAddress}}"
@@ -78,14 +87,22 @@ type siteData struct {
 	HTTPPort                   int
 	Password                   string
 	ImageChecksum              string
+	// The lab's hardware lines (hardware.go).
+	HardwareMark, BIOSAttribute, BIOSValue            string
+	FirmwareComponent, FirmwareVersion, FirmwareImage string
+	FirmwareChecksum                                  string
 }
 
-// renderSite returns the lab's site file.
-func renderSite(st *State, password, imageChecksum string) ([]byte, error) {
+// renderSite returns the lab's site file; firmwareChecksum is the lab's
+// BIOS image's (writeFirmware).
+func renderSite(st *State, password, imageChecksum, firmwareChecksum string) ([]byte, error) {
 	var b bytes.Buffer
 	err := siteTemplate.Execute(&b, siteData{
 		State: st, Subnet: subnet, PoolStart: poolStart, PoolEnd: poolEnd,
 		HTTPPort: httpPort, Password: password, ImageChecksum: imageChecksum,
+		HardwareMark: HardwareMark, BIOSAttribute: BIOSAttribute, BIOSValue: BIOSValue,
+		FirmwareComponent: FirmwareComponent, FirmwareVersion: FirmwareVersion,
+		FirmwareImage: firmwareFile, FirmwareChecksum: firmwareChecksum,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("render site file: %w", err)
