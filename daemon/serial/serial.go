@@ -67,8 +67,12 @@ func NewHub(open Opener) *Hub { return &Hub{open: open, lines: map[string]*line{
 // line is one machine's open console.
 type line struct {
 	name string
-	conn io.ReadWriteCloser
 	hub  *Hub
+	// ready is closed once the stream is open or failed to open; conn
+	// and openErr are set before, and never change after.
+	ready   chan struct{}
+	conn    io.ReadWriteCloser
+	openErr error
 
 	mu       sync.Mutex
 	recent   []byte // the last scrollback bytes of output
@@ -90,32 +94,63 @@ type Session struct {
 }
 
 // Attach joins machine's console, opening its stream if no one watches
-// it yet. The session starts with the console's recent output.
+// it yet. The session starts with the console's recent output. The stream
+// is opened outside the hub's lock: a BMC that takes its time to start
+// serial-over-LAN holds up only the sessions of its own machine.
 func (h *Hub) Attach(ctx context.Context, machine string) (*Session, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	l := h.lines[machine]
-	if l == nil {
-		conn, err := h.open.OpenSerial(ctx, machine)
-		if err != nil {
-			return nil, err
+	for {
+		h.mu.Lock()
+		l := h.lines[machine]
+		if l == nil {
+			l = &line{name: machine, hub: h, ready: make(chan struct{}), sessions: map[*Session]bool{}}
+			h.lines[machine] = l
+			h.mu.Unlock()
+			l.conn, l.openErr = h.open.OpenSerial(ctx, machine)
+			if l.openErr != nil {
+				h.mu.Lock()
+				if h.lines[machine] == l {
+					delete(h.lines, machine)
+				}
+				h.mu.Unlock()
+				close(l.ready)
+				return nil, l.openErr
+			}
+			close(l.ready)
+			go l.pump()
+		} else {
+			h.mu.Unlock()
 		}
-		l = &line{name: machine, conn: conn, hub: h, sessions: map[*Session]bool{}}
-		h.lines[machine] = l
-		go l.pump()
+		select {
+		case <-l.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if l.openErr != nil {
+			// Another session's open failed: the machine's reason is
+			// ours too, unless that session merely gave up waiting.
+			if errors.Is(l.openErr, context.Canceled) || errors.Is(l.openErr, context.DeadlineExceeded) {
+				continue
+			}
+			return nil, l.openErr
+		}
+		return l.join(), nil
 	}
+}
+
+// join adds a session to an open line.
+func (l *line) join() *Session {
 	s := &Session{line: l, out: make(chan []byte, 256)}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ended {
 		close(s.out)
-		return s, nil
+		return s
 	}
 	if len(l.recent) > 0 {
 		s.out <- append([]byte(nil), l.recent...)
 	}
 	l.sessions[s] = true
-	return s, nil
+	return s
 }
 
 // pump copies the stream's output to every session until it ends.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -79,5 +81,76 @@ func TestHub(t *testing.T) {
 	}
 	if _, err := hub.Attach(ctx, "../m1"); !errors.Is(err, serial.ErrNoConsole) {
 		t.Errorf("attach to a path outside the pattern: %v, want ErrNoConsole", err)
+	}
+}
+
+// stuckOpener opens "stuck" as a BMC whose serial-over-LAN never starts
+// does: it blocks until release is closed, then fails; other machines'
+// consoles are real sockets.
+type stuckOpener struct {
+	serial.UnixSockets
+	entered chan struct{} // closed when the stuck open began
+	release chan struct{}
+	opens   atomic.Int32
+}
+
+var errStuck = errors.New("SOL activation timed out")
+
+func (o *stuckOpener) OpenSerial(ctx context.Context, machine string) (io.ReadWriteCloser, error) {
+	if machine != "stuck" {
+		return o.UnixSockets.OpenSerial(ctx, machine)
+	}
+	if o.opens.Add(1) == 1 {
+		close(o.entered)
+	}
+	<-o.release
+	return nil, errStuck
+}
+
+// TestHubSlowOpen: a console that is slow to open holds up only its own
+// machine's sessions: another machine's console attaches meanwhile, and
+// both sessions on the slow one wait for it and get its error.
+func TestHubSlowOpen(t *testing.T) {
+	dir := t.TempDir()
+	serialtest.Serve(t, dir, "m1", `echo booted; exec cat`)
+	o := &stuckOpener{UnixSockets: serial.UnixSockets(dir + "/{machine}.sock"), entered: make(chan struct{}), release: make(chan struct{})}
+	hub := serial.NewHub(o)
+	ctx := context.Background()
+
+	errs := make(chan error, 2)
+	go func() { _, err := hub.Attach(ctx, "stuck"); errs <- err }()
+	<-o.entered
+	go func() { _, err := hub.Attach(ctx, "stuck"); errs <- err }()
+
+	type attached struct {
+		s   *serial.Session
+		err error
+	}
+	m1 := make(chan attached, 1)
+	go func() { s, err := hub.Attach(ctx, "m1"); m1 <- attached{s, err} }()
+	var s *serial.Session
+	select {
+	case a := <-m1:
+		if a.err != nil {
+			t.Fatal(a.err)
+		}
+		s = a.s
+	case <-time.After(30 * time.Second):
+		close(o.release)
+		t.Fatal("m1's console waited for the stuck console's open")
+	}
+	readUntil(t, s, "booted")
+	s.Close()
+	select {
+	case err := <-errs:
+		t.Fatalf("an Attach of the stuck console returned before its open did: %v", err)
+	default:
+	}
+
+	close(o.release)
+	for range 2 {
+		if err := <-errs; !errors.Is(err, errStuck) {
+			t.Errorf("Attach(stuck) = %v, want %v", err, errStuck)
+		}
 	}
 }

@@ -81,7 +81,9 @@ func (c *Console) run(t testing.TB, conn net.Conn, script string) {
 		done <- struct{}{}
 	}()
 	go func() {
-		_, _ = io.Copy(io.MultiWriter(tty, &c.in), conn)
+		// Recorded before the pty has it: once the echo is seen, Input
+		// holds the keys.
+		_, _ = io.Copy(io.MultiWriter(&c.in, tty), conn)
 		done <- struct{}{}
 	}()
 	<-done
