@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -24,15 +25,15 @@ import (
 // applyFlags parse into the run's request (req), as metal serve takes it
 // too, and say how this process shows it and serves without metal serve.
 type applyFlags struct {
-	vars        varFlags
-	site        siteFlag
+	vars        arguments.Vars
+	site        arguments.Site
 	req         daemon.ApplyRequest
 	autoApprove bool
 	asJSON      bool
 	noColor     bool
 	// serve are the servers' options when no metal serve runs.
 	serve daemon.Options
-	agent agentBootFlags
+	agent arguments.AgentBoot
 }
 
 func newApplyCmd(a *app) *cobra.Command {
@@ -47,8 +48,8 @@ func newApplyCmd(a *app) *cobra.Command {
 			return runApply(cmd.Context(), a, &f, args)
 		},
 	}
-	f.vars.register(cmd)
-	f.site.register(cmd.Flags())
+	f.vars.Register(cmd.Flags())
+	f.site.Register(cmd.Flags())
 	fl := cmd.Flags()
 	fl.BoolVar(&f.autoApprove, "auto-approve", false, "apply without asking for confirmation")
 	fl.BoolVar(&f.req.AllowDestroy, "allow-destroy", false, "carry out reprovisions (the new image overwrites the disk), deprovisions (the disks are wiped as --wipe says), and firmware downgrades")
@@ -57,10 +58,8 @@ func newApplyCmd(a *app) *cobra.Command {
 	fl.BoolVar(&f.asJSON, "json", false, "print progress as JSON lines (one object per event) instead of text")
 	fl.BoolVar(&f.noColor, "no-color", false, "never color the output")
 	fl.StringArrayVar(&f.req.Targets, "target", nil, "apply only to this machine (repeatable)")
-	fl.StringVar(&f.serve.StateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
-	fl.StringVar(&f.serve.Listen, "listen", "", "HTTP listen address of the netboot server (default: the site's listen setting)")
-	fl.StringVar(&f.serve.TFTPAddr, "tftp-addr", ":69", "TFTP listen address")
-	f.agent.register(cmd)
+	arguments.Servers(fl, &f.serve)
+	f.agent.Register(cmd.Flags())
 	fl.DurationVar(&f.req.StepTimeout, "step-timeout", 2*time.Minute, "bound on one try of one BMC step of one machine")
 	fl.DurationVar(&f.req.AgentTimeout, "agent-timeout", 30*time.Minute, "bound on the wait for a machine's install agent (image write) or diskless boot")
 	fl.DurationVar(&f.req.BootTimeout, "boot-timeout", 3*time.Minute, "bound on the wait, after power-on and after the install agent's reboot, for a machine's first DHCP request or fetch; a machine silent that long fails, naming what was last seen of it (negative: no bound)")
@@ -79,7 +78,7 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	if len(args) > 0 {
 		var err error
 		if saved, err = plan.ReadSaved(args[0]); err != nil {
-			return &exitError{code: exitFailed, err: err}
+			return failed(err)
 		}
 	}
 	var path, sitePath string
@@ -87,27 +86,27 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 		if f.req.Resume || len(f.req.Targets) > 0 {
 			return usageError("a saved plan is applied as saved: --resume and --target go with a site file")
 		}
-		if f.site.path != "" {
+		if f.site.Path != "" {
 			return usageError("a saved plan names its site file (%s): drop --site", saved.SiteFile)
 		}
 		path, sitePath = args[0], saved.SiteFile
 	} else {
 		var err error
-		if sitePath, err = f.site.file(args); err != nil {
+		if sitePath, err = f.site.File(args); err != nil {
 			return err
 		}
 		path = sitePath
 	}
-	res, err := f.vars.loadSite(a, sitePath)
+	res, err := f.vars.LoadSite(a.stderr, sitePath)
 	if err != nil {
 		return err
 	}
 	if saved != nil && res.Digest() != saved.SiteDigest {
-		return &exitError{code: exitFailed, err: fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath)}
+		return failed(fmt.Errorf("the saved plan %s is stale: %s changed since it was made; run `metal plan --out` again and review it", path, sitePath))
 	}
 	// Refuse before touching anything when nobody can confirm.
 	if saved == nil && !f.autoApprove && !view.IsTerminal(a.stdin) {
-		return &exitError{code: exitFailed, err: errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)")}
+		return failed(errors.New("apply needs confirmation and there is no terminal to ask on; review `metal plan` and rerun with --auto-approve, or apply a saved plan (metal plan --out FILE, then metal apply FILE)"))
 	}
 
 	if err := refuseFenced(res.Site, filepath.Dir(sitePath), f.serve.StateDir); err != nil {
@@ -130,12 +129,12 @@ func runApply(ctx context.Context, a *app, f *applyFlags, args []string) error {
 	opts := f.serve
 	opts.Site, opts.SiteDir, opts.Logger = res.Site, filepath.Dir(sitePath), log
 	// An agent given on the command line is used instead of building one.
-	opts.Agent.Boot = f.agent.boot()
+	opts.Agent.Boot = f.agent.Boot()
 	// The engine itself asks the BMCs of the machines it changes.
 	opts.PowerPoll = -1
 	d, err := daemon.New(ctx, opts)
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	defer d.Close()
 	v := f.view(a, saved, path)
@@ -194,7 +193,7 @@ func applyResult(result apply.Result, err error) error {
 		return refused(err)
 	}
 	if err := result.Err(); err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	return nil
 }
@@ -208,5 +207,5 @@ func refused(err error) error {
 	case errors.Is(err, view.ErrCancelled):
 		return silentExit(exitFailed)
 	}
-	return &exitError{code: exitFailed, err: err}
+	return failed(err)
 }

@@ -22,7 +22,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	for _, fl := range []struct {
 		name string
 		set  bool
-	}{{"listen", f.serve.Listen != ""}, {"tftp-addr", f.serve.TFTPAddr != ":69"}, {"agent-kernel", f.agent.kernel != ""}} {
+	}{{"listen", f.serve.Listen != ""}, {"tftp-addr", f.serve.TFTPAddr != ":69"}, {"agent-kernel", f.agent.Kernel != ""}} {
 		if fl.set {
 			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl.name, sock)
 		}
@@ -30,7 +30,7 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	fmt.Fprintf(a.stderr, "metal serve is running for this site (%s): the apply runs there.\n", sock)
 	abs, err := filepath.Abs(sitePath)
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	req := f.request(saved)
 	req.SiteFile, req.SiteDigest = abs, res.Digest()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
@@ -65,8 +66,8 @@ func (f *sshFlags) dial(ctx context.Context, a *app, raw string) (*backup.Remote
 
 // openSiteState resolves the site (its name names the snapshots) and opens
 // its store.
-func openSiteState(ctx context.Context, a *app, f *stateFlags) (siteState, inventory.Store, error) {
-	st, err := f.resolve(a, true)
+func openSiteState(ctx context.Context, a *app, f *arguments.State) (arguments.SiteState, inventory.Store, error) {
+	st, err := f.Resolve(a.stderr, true)
 	if err != nil {
 		return st, nil, err
 	}
@@ -75,7 +76,7 @@ func openSiteState(ctx context.Context, a *app, f *stateFlags) (siteState, inven
 }
 
 type backupFlags struct {
-	state   stateFlags
+	state   arguments.State
 	ssh     sshFlags
 	to      string
 	keep    int
@@ -123,7 +124,7 @@ func newBackupCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.to, "to", "", "the SFTP directory: sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().IntVar(&f.keep, "keep", 0, "keep the newest N snapshots of the site, delete older ones (0: keep all)")

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -16,8 +17,8 @@ import (
 )
 
 type bmcFlags struct {
-	vars   varFlags
-	site   siteFlag
+	vars   arguments.Vars
+	site   arguments.Site
 	asJSON bool
 	fleet  bmc.FleetOptions
 }
@@ -30,12 +31,11 @@ func newBMCCmd(a *app) *cobra.Command {
 		Long:    helpText("bmc"),
 		Example: helpText("bmc.examples"),
 	}
-	f.site.register(cmd.PersistentFlags())
+	f.site.Register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
 	cmd.PersistentFlags().IntVar(&f.fleet.Concurrency, "concurrency", 16, "machines worked on at once")
 	cmd.PersistentFlags().DurationVar(&f.fleet.MachineTimeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
-	cmd.PersistentFlags().StringArrayVar(&f.vars.vars, "var", nil, "set a variable: -var NAME=VALUE (repeatable)")
-	cmd.PersistentFlags().StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables from an HCL file (repeatable)")
+	f.vars.Register(cmd.PersistentFlags())
 
 	power := func(use, short string, action bmc.PowerAction) *cobra.Command {
 		var soft bool
@@ -100,22 +100,22 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 // all of them and reports each result. An op that changes machines is
 // refused on an instance marked fenced.
 func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op, changes bool) error {
-	res, err := f.vars.loadSite(a, f.site.name())
+	res, err := f.vars.LoadSite(a.stderr, f.site.Name())
 	if err != nil {
 		return err
 	}
 	if changes {
-		if err := refuseFenced(res.Site, filepath.Dir(f.site.name()), ""); err != nil {
+		if err := refuseFenced(res.Site, filepath.Dir(f.site.Name()), ""); err != nil {
 			return err
 		}
 	}
 	machines, err := res.Site.WithBMC(names)
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	targets, err := apply.FleetTargets(machines, a.logger())
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt)
 	defer stop()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -13,7 +14,7 @@ import (
 
 type buildAgentFlags struct {
 	sitePath     string
-	vars         varFlags
+	vars         arguments.Vars
 	opts         initramfs.Options
 	extraModules []string
 	json         bool
@@ -32,7 +33,7 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 				return usageError("build-agent needs -o FILE: where to write the initramfs")
 			}
 			if f.sitePath != "" {
-				if _, err := f.vars.loadSite(a, f.sitePath); err != nil {
+				if _, err := f.vars.LoadSite(a.stderr, f.sitePath); err != nil {
 					return err
 				}
 			}
@@ -40,7 +41,7 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 			if opts.Binary == "" {
 				exe, err := os.Executable()
 				if err != nil {
-					return &exitError{code: exitFailed, err: fmt.Errorf("which binary is metal: %w (give --binary)", err)}
+					return failed(fmt.Errorf("which binary is metal: %w (give --binary)", err))
 				}
 				opts.Binary = exe
 			}
@@ -50,7 +51,7 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 			opts.Modules, opts.Logger = append(opts.Modules, f.extraModules...), a.logger()
 			res, err := initramfs.BuildAgent(cmd.Context(), opts)
 			if err != nil {
-				return &exitError{code: exitFailed, err: err}
+				return failed(err)
 			}
 			if f.json {
 				return view.JSON(a.stdout, res)
@@ -61,7 +62,7 @@ func newBuildAgentCmd(a *app) *cobra.Command {
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.sitePath, "site", "", "the site file (checked; optional)")
-	f.vars.register(cmd)
+	f.vars.Register(cmd.Flags())
 	fl.StringVarP(&f.opts.Out, "out", "o", "", "write the initramfs (gzip'd cpio) to FILE")
 	fl.StringVar(&f.opts.Binary, "binary", "", "the static metal binary to pack as /init (default: this one)")
 	fl.StringVar(&f.opts.KernelDir, "kernel-dir", "", "a root holding boot/vmlinuz-REL and lib/modules/REL (default: this host's, else fetched)")

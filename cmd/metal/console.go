@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/metal-dev/metal/bmc"
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/converge/apply"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/internal/serialterm"
@@ -20,8 +21,8 @@ import (
 )
 
 type consoleFlags struct {
-	vars    varFlags
-	site    siteFlag
+	vars    arguments.Vars
+	site    arguments.Site
 	steal   bool
 	timeout time.Duration
 }
@@ -38,31 +39,30 @@ func newConsoleCmd(a *app) *cobra.Command {
 			return runConsole(cmd.Context(), a, f, args[0])
 		},
 	}
-	f.site.register(cmd.Flags())
+	f.site.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.steal, "steal", false, "end another session holding the console first")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on reaching the BMC and starting the session")
-	cmd.Flags().StringArrayVar(&f.vars.vars, "var", nil, "set a variable: -var NAME=VALUE (repeatable)")
-	cmd.Flags().StringArrayVar(&f.vars.varFiles, "var-file", nil, "read variables from an HCL file (repeatable)")
+	f.vars.Register(cmd.Flags())
 	return cmd
 }
 
 func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error {
-	res, err := f.vars.loadSite(a, f.site.name())
+	res, err := f.vars.LoadSite(a.stderr, f.site.Name())
 	if err != nil {
 		return err
 	}
 	machines, err := res.Site.WithBMC([]string{name})
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	// A running metal serve holds the machine's console (a BMC allows one
 	// SOL session): join its stream rather than fight it for the session.
-	if sock, ok := apiclient.Running(site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site.name()))); ok && !f.steal {
+	if sock, ok := apiclient.Running(site.DefaultStateDir(res.Site.Settings.State, filepath.Dir(f.site.Name()))); ok && !f.steal {
 		conn, err := apiclient.New(sock).Console(ctx, name)
 		if err != nil {
-			return &exitError{code: exitFailed, err: err}
+			return failed(err)
 		}
 		fmt.Fprintf(a.stderr, "Console of %s through metal serve's console hub (it logs what the machine prints; browser terminals see the same).\r\n", name)
 		return serialterm.Session(ctx, a.stdin, a.stdout, a.stderr, name, name+"'s console ended (the BMC dropped it, or metal serve stopped)",
@@ -74,11 +74,11 @@ func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error
 	cfg.Timeout = f.timeout
 	c, err := bmc.New(cfg, a.logger())
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	conn, err := c.SerialConsole(ctx, bmc.ConsoleOptions{Steal: f.steal})
 	if err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	if f.steal {
 		fmt.Fprintf(a.stderr, "Serial-over-LAN of %s opened directly, taken from any other session (a running metal serve opens it again once this one ends).\r\n", name)

@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -13,8 +14,8 @@ import (
 )
 
 type doctorFlags struct {
-	vars   varFlags
-	site   siteFlag
+	vars   arguments.Vars
+	site   arguments.Site
 	asJSON bool
 	opts   doctor.Options
 }
@@ -28,11 +29,11 @@ func newDoctorCmd(a *app) *cobra.Command {
 		Example: helpText("doctor.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := f.site.file(args)
+			path, err := f.site.File(args)
 			if err != nil {
 				return err
 			}
-			res, err := f.vars.loadSite(a, path)
+			res, err := f.vars.LoadSite(a.stderr, path)
 			if err != nil {
 				return err
 			}
@@ -54,8 +55,8 @@ func newDoctorCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.vars.register(cmd)
-	f.site.register(cmd.Flags())
+	f.vars.Register(cmd.Flags())
+	f.site.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the checks as JSON for scripts")
 	cmd.Flags().StringVar(&f.opts.StateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")
 	cmd.Flags().StringVar(&f.opts.Listen, "listen", "", "the HTTP listen address metal serve will use (default: the site's listen)")

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -17,7 +18,7 @@ import (
 )
 
 type eventsFlags struct {
-	state   stateFlags
+	state   arguments.State
 	machine string
 	follow  bool
 	last    int
@@ -46,7 +47,7 @@ func newEventsCmd(a *app) *cobra.Command {
 			return runEvents(ctx, a.stdout, r, f)
 		},
 	}
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.machine, "machine", "", "only this machine's events (name or MAC)")
 	cmd.Flags().BoolVarP(&f.follow, "follow", "f", false, "keep printing new events until interrupted")
 	cmd.Flags().IntVarP(&f.last, "last", "n", 50, "print the last N events first (0: all)")

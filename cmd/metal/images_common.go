@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/images"
@@ -15,18 +16,18 @@ import (
 
 // imagesFlags are the flags every `metal images` cache verb shares.
 type imagesFlags struct {
-	site     siteFlag
-	vars     varFlags
+	site     arguments.Site
+	vars     arguments.Vars
 	stateDir string
 	asJSON   bool
 	retries  int
 }
 
 func (f *imagesFlags) register(cmd *cobra.Command) {
-	f.site.register(cmd.Flags())
+	f.site.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory holding the cache in images/ (default: beside the site's file:// state, as metal serve)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
-	f.vars.register(cmd)
+	f.vars.Register(cmd.Flags())
 }
 
 // imagesEnv is a loaded site with its image catalog and cache.
@@ -42,8 +43,8 @@ func (e *imagesEnv) Close() { e.fetch.Close() }
 // openImages loads the site and opens the cache in its state directory.
 // progress, when set, renders downloads on w.
 func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) {
-	sitePath := f.site.name()
-	res, err := f.vars.loadSite(a, sitePath)
+	sitePath := f.site.Name()
+	res, err := f.vars.LoadSite(a.stderr, sitePath)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ import (
 )
 
 type machinesFlags struct {
-	state  stateFlags
+	state  arguments.State
 	asJSON bool
 }
 
@@ -40,7 +41,7 @@ func newMachinesCmd(a *app) *cobra.Command {
 			return listMachines(cmd.Context(), a.stdout, r, f.asJSON, view.Width(a.stdout))
 		},
 	}
-	f.state.register(cmd, true)
+	f.state.Register(cmd.PersistentFlags())
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print JSON for scripts")
 	cmd.AddCommand(&cobra.Command{
 		Use:     "show NAME|MAC",
@@ -90,7 +91,7 @@ const showConsoleLines = 15
 // consoleTailOf reads the end of a machine's console log: from the
 // running metal serve when r is it, else from the state directory beside
 // an embedded store, where serve left it; none for a store elsewhere.
-func consoleTailOf(a *app, f *stateFlags, r inventory.Reader) func(ctx context.Context, machine string) []string {
+func consoleTailOf(a *app, f *arguments.State, r inventory.Reader) func(ctx context.Context, machine string) []string {
 	return func(ctx context.Context, machine string) []string {
 		var lines []string
 		var err error
@@ -98,7 +99,7 @@ func consoleTailOf(a *app, f *stateFlags, r inventory.Reader) func(ctx context.C
 			ConsoleLog(context.Context, string, int) ([]string, error)
 		}); ok {
 			lines, err = c.ConsoleLog(ctx, machine, showConsoleLines)
-		} else if st, rerr := f.resolve(a, false); rerr == nil && strings.HasPrefix(st.State, "file://") {
+		} else if st, rerr := f.Resolve(a.stderr, false); rerr == nil && strings.HasPrefix(st.State, "file://") {
 			lines, err = serial.Tail(daemon.ConsoleLogPath(site.DefaultStateDir(st.State, ""), machine), showConsoleLines)
 		}
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
 
@@ -22,12 +23,12 @@ import (
 )
 
 func newPlanCmd(a *app) *cobra.Command {
-	var vf varFlags
+	var vf arguments.Vars
 	var asJSON, detailed, noColor bool
 	var out string
 	var targets []string
 	refresh := true
-	var sf siteFlag
+	var sf arguments.Site
 	cmd := &cobra.Command{
 		Use:     "plan [--site FILE]",
 		Short:   "Show what apply would change, machine by machine",
@@ -35,11 +36,11 @@ func newPlanCmd(a *app) *cobra.Command {
 		Example: helpText("plan.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := sf.file(args)
+			path, err := sf.File(args)
 			if err != nil {
 				return err
 			}
-			res, err := vf.loadSite(a, path)
+			res, err := vf.LoadSite(a.stderr, path)
 			if err != nil {
 				return err
 			}
@@ -47,7 +48,7 @@ func newPlanCmd(a *app) *cobra.Command {
 			if refresh {
 				machines, err := observedMachines(cmd.Context(), a, res.Site, filepath.Dir(path))
 				if err != nil {
-					return &exitError{code: exitFailed, err: err}
+					return failed(err)
 				}
 				full = apply.PlanHardwareFrom(cmd.Context(), machines, res.Site, hardwareBMCs(a))
 			}
@@ -77,8 +78,8 @@ func newPlanCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	vf.register(cmd)
-	sf.register(cmd.Flags())
+	vf.Register(cmd.Flags())
+	sf.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON for scripts")
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when nothing would change, 2 when something would, 1 on error")
 	cmd.Flags().StringVar(&out, "out", "", "also save the plan as JSON to this file")

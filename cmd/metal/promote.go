@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/inventory"
@@ -16,7 +17,7 @@ import (
 )
 
 type promoteFlags struct {
-	state  stateFlags
+	state  arguments.State
 	ssh    sshFlags
 	from   string
 	owner  string
@@ -72,15 +73,15 @@ func newPromoteCmd(a *app) *cobra.Command {
 				v.Fenced, v.FenceDevice = true, st.Site.Fence.BMC.Address
 			}
 			v.Claiming(a.stdout)
-			dir := site.DefaultStateDir(st.State, filepath.Dir(f.state.site.name()))
+			dir := site.DefaultStateDir(st.State, filepath.Dir(f.state.Site.Name()))
 			p, err := backup.PromoteHere(ctx, r, dir, backup.PromoteOptions{Site: st.Name, Owner: f.owner, Force: f.force, Margin: f.margin,
 				PowerOff: powerOff, FenceRequired: !f.acceptUnfenced})
 			if _, ok := err.(*backup.UnfencedError); ok {
-				return &exitError{code: exitFailed, err: fmt.Errorf("promote %s: %w\n"+
+				return failed(fmt.Errorf("promote %s: %w\n"+
 					"This instance will not serve (metal serve, apply and the power verbs refuse here) while the old primary's host may still run. "+
 					"The old primary stops by itself once it reads the claim or its lease ends; until then, or until a promote here confirms the fence, "+
 					"no instance may be serving the site. Check the fence BMC (%s) and that the host is off, then run metal promote here again "+
-					"(it powers the host off again), or with --accept-unfenced to serve without the confirmation", st.Name, err, v.FenceDevice)}
+					"(it powers the host off again), or with --accept-unfenced to serve without the confirmation", st.Name, err, v.FenceDevice))
 			}
 			if err != nil {
 				return err
@@ -89,7 +90,7 @@ func newPromoteCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.from, "from", "", "the site's SFTP directory (where the primary backs up and beats): sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().StringVar(&f.owner, "owner", "", "name of the promoted instance (default this host's name and machine-id)")

@@ -7,12 +7,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 )
 
 type restoreFlags struct {
-	state   stateFlags
+	state   arguments.State
 	ssh     sshFlags
 	from    string
 	replace bool
@@ -54,7 +55,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.from, "from", "", "the snapshot: sftp://USER@HOST[:PORT]/PATH/NAME, or .../latest")
 	cmd.Flags().BoolVar(&f.replace, "replace", false, "drop what the store holds before loading the snapshot")

@@ -9,15 +9,23 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 )
 
 // Exit codes, documented in `metal --help`.
 const (
-	exitOK      = 0 // success
-	exitFailed  = 1 // invalid input or a failed operation
-	exitUsage   = 2 // the command line itself is wrong
-	exitChanges = 2 // plan --detailed-exitcode: changes present
+	exitOK      = arguments.ExitOK
+	exitFailed  = arguments.ExitFailed
+	exitUsage   = arguments.ExitUsage
+	exitChanges = arguments.ExitChanges
+)
+
+// The errors that end a verb with an exit code of its own.
+var (
+	failed     = arguments.Failed
+	silentExit = arguments.Silent
+	usageError = arguments.Usage
 )
 
 // app is what every verb shares: where output goes and how to log.
@@ -62,29 +70,6 @@ var verbs = []func(*app) *cobra.Command{
 	newVersionCmd,
 }
 
-// exitError carries a specific exit code out of a verb.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-func (e *exitError) Unwrap() error { return e.err }
-
-// silentExit ends the command with code without printing anything more: the
-// verb already told the user what went wrong.
-func silentExit(code int) error { return &exitError{code: code} }
-
-// usageError marks an error in how the command was called (exit 2).
-func usageError(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
-
 func newRootCmd(a *app) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "metal",
@@ -98,7 +83,7 @@ func newRootCmd(a *app) *cobra.Command {
 	root.SetErr(a.stderr)
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: exitUsage, err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+		return &arguments.ExitError{Code: exitUsage, Err: fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})
 	for _, v := range verbs {
 		root.AddCommand(v(a))
@@ -113,17 +98,17 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 		a.logLevel = lvl
 	}
 	root := newRootCmd(a)
-	root.SetArgs(terraformStyleFlags(root, args))
+	root.SetArgs(arguments.TerraformStyle(root, args))
 	err := root.Execute()
 	if err == nil {
 		return exitOK
 	}
-	var ee *exitError
+	var ee *arguments.ExitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(stderr, "Error:", ee.err)
+		if ee.Err != nil {
+			fmt.Fprintln(stderr, "Error:", ee.Err)
 		}
-		return ee.code
+		return ee.Code
 	}
 	// cobra reports unknown commands and bad argument counts as plain errors.
 	msg := err.Error()
@@ -133,36 +118,4 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	}
 	fmt.Fprintln(stderr, "Error:", err)
 	return exitFailed
-}
-
-// terraformStyleFlags lets long flags be written with one dash, as
-// Terraform users type them (-var, -var-file, -check): "-name" and
-// "-name=value" become "--name..." when name is a long flag of some verb.
-// Arguments after "--" are left alone.
-func terraformStyleFlags(root *cobra.Command, args []string) []string {
-	long := map[string]bool{}
-	var walk func(c *cobra.Command)
-	walk = func(c *cobra.Command) {
-		c.LocalFlags().VisitAll(func(f *pflag.Flag) { long[f.Name] = true })
-		c.PersistentFlags().VisitAll(func(f *pflag.Flag) { long[f.Name] = true })
-		for _, sub := range c.Commands() {
-			walk(sub)
-		}
-	}
-	walk(root)
-	out := make([]string, len(args))
-	for i, arg := range args {
-		out[i] = arg
-		if arg == "--" {
-			copy(out[i:], args[i:])
-			break
-		}
-		if len(arg) > 2 && arg[0] == '-' && arg[1] != '-' {
-			name, _, _ := strings.Cut(arg[1:], "=")
-			if len(name) > 1 && long[name] {
-				out[i] = "-" + arg
-			}
-		}
-	}
-	return out
 }

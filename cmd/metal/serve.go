@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/pxe/dhcp"
 	"github.com/metal-dev/metal/site"
@@ -16,12 +17,12 @@ import (
 // serveFlags parse into the daemon's options (opts), but for what comes
 // from the site file.
 type serveFlags struct {
-	vars     varFlags
-	site     siteFlag
+	vars     arguments.Vars
+	site     arguments.Site
 	opts     daemon.Options
 	dhcpRate string
 	dhcpPool string
-	agent    agentBootFlags
+	agent    arguments.AgentBoot
 	primary  primaryFlags
 }
 
@@ -34,11 +35,11 @@ func newServeCmd(a *app) *cobra.Command {
 		Example: helpText("serve.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := f.site.file(args)
+			path, err := f.site.File(args)
 			if err != nil {
 				return err
 			}
-			res, err := f.vars.loadSite(a, path)
+			res, err := f.vars.LoadSite(a.stderr, path)
 			if err != nil {
 				return err
 			}
@@ -66,24 +67,22 @@ func newServeCmd(a *app) *cobra.Command {
 			}
 			opts := f.opts
 			opts.Site, opts.SiteDir, opts.Logger = s, siteDir, log
-			opts.SiteFile, opts.SiteDigest, opts.Reload = abs, res.Digest(), site.Reloader(abs, path, f.vars.options())
-			opts.Agent.Boot, opts.DHCPRateLimit = f.agent.boot(), limit
+			opts.SiteFile, opts.SiteDigest, opts.Reload = abs, res.Digest(), site.Reloader(abs, path, f.vars.Options())
+			opts.Agent.Boot, opts.DHCPRateLimit = f.agent.Boot(), limit
 			return daemon.Run(ctx, opts, primary)
 		},
 	}
-	f.vars.register(cmd)
-	f.site.register(cmd.Flags())
+	f.vars.Register(cmd.Flags())
+	f.site.Register(cmd.Flags())
 	f.primary.register(cmd)
-	cmd.Flags().StringVar(&f.opts.StateDir, "state-dir", "", "directory for leases and staged files (default: beside the site's file:// state)")
-	cmd.Flags().StringVar(&f.opts.Listen, "listen", "", "HTTP listen address (default: the site's listen setting)")
-	cmd.Flags().StringVar(&f.opts.TFTPAddr, "tftp-addr", ":69", "TFTP listen address")
+	arguments.Servers(cmd.Flags(), &f.opts)
 	cmd.Flags().StringVar(&f.opts.API.Addr, "api-listen", daemon.DefaultAPIListen,
 		"listen address of the console, API and metrics, apart from netboot (empty: none)")
 	cmd.Flags().BoolVar(&f.opts.API.Shared, "api-on-boot-network", false,
 		"serve the console, API and metrics on the netboot listener too (tokens and cookies then cross the boot network in clear)")
 	cmd.Flags().StringVar(&f.opts.API.TLSCert, "tls-cert", "", "PEM certificate (chain) for HTTPS on --api-listen")
 	cmd.Flags().StringVar(&f.opts.API.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
-	f.agent.register(cmd)
+	f.agent.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.opts.OpenReads, "open-reads", false,
 		"let anyone on the network read the API and console without a token (actions always need one)")
 	cmd.Flags().StringVar(&f.opts.ConsoleSocket, "console-socket", "",

@@ -78,7 +78,7 @@ func stateDir(s *site.Site, siteDir, flag string) string {
 // marked fenced (backup.CheckMark says why and how to clear it).
 func refuseFenced(s *site.Site, siteDir, stateDirFlag string) error {
 	if err := backup.CheckMark(stateDir(s, siteDir, stateDirFlag), s.Name); err != nil {
-		return &exitError{code: exitFailed, err: err}
+		return failed(err)
 	}
 	return nil
 }

@@ -11,11 +11,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/inventory/backup"
 )
 
 type standbyFlags struct {
-	state stateFlags
+	state arguments.State
 	ssh   sshFlags
 	from  string
 	every time.Duration
@@ -53,7 +54,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 			return runStandby(ctx, a.stdout, rep, f.once)
 		},
 	}
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	f.ssh.register(cmd)
 	cmd.Flags().StringVar(&f.from, "from", "", "the primary's SFTP directory: sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().DurationVar(&f.every, "every", 5*time.Minute, "how often to look for a newer snapshot")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/daemon/api"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
@@ -18,12 +19,12 @@ import (
 // tokenFlags say which store's tokens a verb manages: the site's, --state,
 // or the embedded store in --state-dir.
 type tokenFlags struct {
-	state    stateFlags
+	state    arguments.State
 	stateDir string
 }
 
 func (f *tokenFlags) register(cmd *cobra.Command) {
-	f.state.register(cmd, false)
+	f.state.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory of an embedded store (file://DIR/state.db), instead of --site")
 }
 
@@ -32,12 +33,12 @@ func (f *tokenFlags) register(cmd *cobra.Command) {
 // token file of an older metal is moved into the store first.
 func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), error) {
 	if f.stateDir != "" {
-		if f.state.state != "" || f.state.site.path != "" {
+		if f.state.URL != "" || f.state.Site.Path != "" {
 			return nil, nil, usageError("give --state-dir, or --site/--state, not both")
 		}
-		f.state.state = "file://" + filepath.Join(f.stateDir, "state.db")
+		f.state.URL = "file://" + filepath.Join(f.stateDir, "state.db")
 	}
-	st, err := f.state.resolve(a, false)
+	st, err := f.state.Resolve(a.stderr, false)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,13 +1,14 @@
 package main
 
 import (
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
 )
 
 func newValidateCmd(a *app) *cobra.Command {
-	var vf varFlags
+	var vf arguments.Vars
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "validate FILE...",
@@ -19,7 +20,7 @@ func newValidateCmd(a *app) *cobra.Command {
 			var results []view.Validated
 			failed := false
 			for _, path := range files {
-				res, diags := vf.load(path)
+				res, diags := vf.Load(path)
 				r := view.NewValidated(path, res, diags)
 				failed = failed || !r.Valid
 				results = append(results, r)
@@ -39,7 +40,7 @@ func newValidateCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	vf.register(cmd)
+	vf.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print results as JSON (one object per file) for scripts")
 	return cmd
 }
