@@ -485,3 +485,33 @@ func TestWipeRow(t *testing.T) {
 		t.Errorf("measure %q", r.Measure)
 	}
 }
+
+func TestOfLimit(t *testing.T) {
+	lim := &Limit{What: "disk", Value: statsOf([]float64{1000})}
+	tests := map[string]struct {
+		metal   float64
+		limit   *Limit
+		wantMet bool
+	}{
+		"at 95%":   {950, lim, true},
+		"at 94%":   {940, lim, false},
+		"no limit": {950, nil, false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := compare("m", "u", statsOf([]float64{tc.metal}), "dd", statsOf([]float64{2000}), 1.0)
+			r.Limit = tc.limit
+			r = ofLimit(r, 0.95, "dd does less")
+			if r.Met != tc.wantMet || r.Target != "≥ 95% of limit" {
+				t.Errorf("met %v target %q, want met %v", r.Met, r.Target, tc.wantMet)
+			}
+			wantNote := "dd does less"
+			if !tc.wantMet {
+				wantNote = "short of target; dd does less"
+			}
+			if r.Note != wantNote {
+				t.Errorf("note %q, want %q", r.Note, wantNote)
+			}
+		})
+	}
+}

@@ -98,6 +98,21 @@ func compare(measure, unit string, metal Stats, peer string, peerVal Stats, targ
 	return r
 }
 
+// ofLimit judges r by its limit instead of its peer: met when metal's
+// median is at least frac of the limit's. It is for a peer that does less
+// than metal (dd does not verify what it writes), why says so in the note:
+// the ratio still tells how far apart they are, the limit how close metal
+// comes to what the hardware allows.
+func ofLimit(r Result, frac float64, why string) Result {
+	r.Target = fmt.Sprintf("≥ %.0f%% of limit", 100*frac)
+	r.Met = r.Limit != nil && r.Limit.Value.Median > 0 && r.Metal.Median >= frac*r.Limit.Value.Median
+	r.Note = why
+	if !r.Met {
+		r.Note = "short of target; " + why
+	}
+	return r
+}
+
 // compareLower is compare where less is better (a time): the ratio is
 // still metal ÷ peer, of medians, and the target the most it may be.
 func compareLower(measure, unit string, metal Stats, peer string, peerVal Stats, target float64) Result {
