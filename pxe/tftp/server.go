@@ -47,8 +47,10 @@ type Config struct {
 	// request for the client asking (a machine's GRUB config).
 	Generated Generator
 	// MaxBlockSize caps the blksize option a client may negotiate (RFC
-	// 2348). The library also caps it at the interface MTU less 28 bytes,
-	// so the default (0, no cap of our own) never fragments.
+	// 2348). metal's sender also caps it at what fits the interface's
+	// MTU (less 28 bytes of headers on IPv4, 48 on IPv6), so the default
+	// (0, no cap of our own) never fragments; pin/tftp, which keeps
+	// lockstep requests only when Anticipate is on, at the MTU less 28.
 	MaxBlockSize int
 	// Timeout is how long to wait for an ACK before resending a block;
 	// default 2 s. Retries is how often to resend; default 5.
@@ -145,8 +147,8 @@ func New(cfg Config) (*Server, error) {
 // after a cancel, once transfers in flight have finished or timed out.
 //
 // An address without a host (":69") is both IPv4's and IPv6's: UEFI's
-// PXE over IPv6 fetches its boot program by TFTP too. IPv6 transfers are
-// lockstep (pin/tftp's sender): metal's windowed sender speaks IPv4.
+// PXE over IPv6 fetches its boot program by TFTP too, and windowsize
+// works alike on both.
 func (s *Server) Serve(ctx context.Context) error {
 	conns, err := s.listen()
 	if err != nil {
@@ -313,9 +315,6 @@ func (s *Server) windowSocket(conn net.PacketConn) (*net.UDPConn, int) {
 	if !ok {
 		s.log.Warn("tftp windowsize disabled", "err", fmt.Sprintf("cannot share a %T's port", conn))
 		return nil, 0
-	}
-	if la, ok := uc.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
-		return nil, 0 // the windowed sender's sockets are IPv4
 	}
 	wconn, scan, err := listenWindowSocket(uc, s.cfg.Anticipate <= 1)
 	if err != nil {

@@ -82,6 +82,12 @@ type testServer struct {
 // root holding a per-machine file and links that try to leave it.
 func startServer(t testing.TB, mod func(*Config), before ...func(*testServer)) *testServer {
 	t.Helper()
+	return startServerOn(t, "127.0.0.1:0", mod, before...)
+}
+
+// startServerOn is startServer on addr, an IPv4 or IPv6 one.
+func startServerOn(t testing.TB, addr string, mod func(*Config), before ...func(*testServer)) *testServer {
+	t.Helper()
 	ipxe, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +123,11 @@ func startServer(t testing.TB, mod func(*Config), before ...func(*testServer)) *
 	for _, f := range before {
 		f(ts)
 	}
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	network := "udp4"
+	if strings.HasPrefix(addr, "[") {
+		network = "udp6"
+	}
+	conn, err := net.ListenPacket(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}

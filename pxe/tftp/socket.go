@@ -23,23 +23,36 @@ import (
 // left to close its socket.
 type transferSocket struct {
 	fd int
+	// zone is the interface index an IPv6 link-local peer is reached
+	// through (its scope), 0 for any other address.
+	zone uint32
 	// wait is the receive timeout now set on the socket.
 	wait time.Duration
 }
 
-// openTransferSocket opens a blocking UDP socket bound to local on a port
-// of the kernel's choosing (the server's transfer ID), in the network
-// namespace of the calling thread.
-func openTransferSocket(local netip.Addr) (*transferSocket, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+// openTransferSocket opens a blocking UDP socket bound to local (IPv4 or
+// IPv6) on a port of the kernel's choosing (the server's transfer ID), in
+// the network namespace of the calling thread. ifindex is the interface
+// the request came in on: the scope of an IPv6 link-local local address
+// and of the peer's.
+func openTransferSocket(local netip.Addr, ifindex int) (*transferSocket, error) {
+	s := &transferSocket{}
+	family := unix.AF_INET
+	if local.Is6() {
+		family = unix.AF_INET6
+		if local.IsLinkLocalUnicast() {
+			s.zone = uint32(ifindex)
+		}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: local.As4()}); err != nil {
+	s.fd = fd
+	if err := unix.Bind(fd, s.sockaddr(netip.AddrPortFrom(local, 0))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", local, err)
 	}
-	s := &transferSocket{fd: fd}
 	if err := s.setWait(time.Second); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -49,14 +62,24 @@ func openTransferSocket(local netip.Addr) (*transferSocket, error) {
 
 func (s *transferSocket) close() error { return unix.Close(s.fd) }
 
-func sockaddr(ap netip.AddrPort) *unix.SockaddrInet4 {
-	return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+// sockaddr is ap in the socket's family; an IPv6 link-local address is
+// scoped to the socket's interface.
+func (s *transferSocket) sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	a := ap.Addr()
+	if a.Is4() {
+		return &unix.SockaddrInet4{Addr: a.As4(), Port: int(ap.Port())}
+	}
+	sa := &unix.SockaddrInet6{Addr: a.As16(), Port: int(ap.Port())}
+	if a.IsLinkLocalUnicast() {
+		sa.ZoneId = s.zone
+	}
+	return sa
 }
 
 // sendTo sends one datagram to peer.
 func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
 	for {
-		err := unix.Sendto(s.fd, p, 0, sockaddr(peer))
+		err := unix.Sendto(s.fd, p, 0, s.sockaddr(peer))
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -66,7 +89,7 @@ func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
 // sendMsg sends p with control message oob to peer.
 func (s *transferSocket) sendMsg(p, oob []byte, peer netip.AddrPort) error {
 	for {
-		_, err := unix.SendmsgN(s.fd, p, oob, sockaddr(peer), 0)
+		_, err := unix.SendmsgN(s.fd, p, oob, s.sockaddr(peer), 0)
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -99,11 +122,14 @@ func (s *transferSocket) recvFrom(buf []byte, deadline time.Time) (int, netip.Ad
 		case err != nil:
 			return 0, netip.AddrPort{}, err
 		}
-		sa, ok := from.(*unix.SockaddrInet4)
-		if !ok {
-			continue
+		// Without a zone: peers are compared by address and port, and
+		// the socket's zone scopes a link-local one.
+		switch sa := from.(type) {
+		case *unix.SockaddrInet4:
+			return n, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), nil
+		case *unix.SockaddrInet6:
+			return n, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)), nil
 		}
-		return n, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), nil
 	}
 }
 

@@ -118,8 +118,9 @@ func setReusePort(c syscall.RawConn) error {
 
 // listenWindowSocket binds the window socket beside lockstep (same
 // address and port) and attaches the steering program to their group.
-// It also asks for each datagram's destination and interface (IP_PKTINFO),
-// which the windowed sender needs for the reply's source and the MTU.
+// It also asks for each datagram's destination and interface
+// (IP_PKTINFO, IPV6_RECVPKTINFO on an IPv6 socket), which the windowed
+// sender needs for the reply's source and the MTU.
 //
 // Between the bind and the attach (microseconds, at start) the kernel
 // spreads requests over both sockets by hash: a request without
@@ -139,16 +140,20 @@ func listenWindowSocket(lockstep *net.UDPConn, allReads bool) (*net.UDPConn, int
 	if err := setReusePort(rc); err != nil {
 		return nil, 0, fmt.Errorf("reuseport on the listening socket: %w", err)
 	}
-	// IP_PKTINFO before the bind: from then on, every datagram the window
-	// socket receives says where it was sent.
+	network, level, opt := "udp4", unix.IPPROTO_IP, unix.IP_PKTINFO
+	if la, ok := lockstep.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		network, level, opt = "udp6", unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO
+	}
+	// The packet info before the bind: from then on, every datagram the
+	// window socket receives says where it was sent.
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+			serr = unix.SetsockoptInt(int(fd), level, opt, 1)
 		})
 		return errors.Join(err, serr, setReusePort(c))
 	}}
-	pc, err := lc.ListenPacket(context.Background(), "udp4", lockstep.LocalAddr().String())
+	pc, err := lc.ListenPacket(context.Background(), network, lockstep.LocalAddr().String())
 	if err != nil {
 		return nil, 0, fmt.Errorf("bind the window socket: %w", err)
 	}

@@ -180,7 +180,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 		}
 	}()
 	local, dst, ifindex, ok := parsePktinfo(oob)
-	if !ok || local != dst {
+	if !ok || local != dst || dst.IsMulticast() {
 		// A broadcast or multicast request: every socket of the port has
 		// a copy, and pin/tftp answers it.
 		return
@@ -190,11 +190,11 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 		s.log.Debug("tftp bad request", "client", from.String(), "err", err)
 		return
 	}
-	maxBlock := s.mtuBlockSize(listener, ifindex)
+	maxBlock := s.mtuBlockSize(listener, ifindex, local.Is6())
 	if s.cfg.MaxBlockSize > 0 {
 		maxBlock = min(maxBlock, s.cfg.MaxBlockSize)
 	}
-	conn, err := openTransferSocket(local)
+	conn, err := openTransferSocket(local, ifindex)
 	if err != nil {
 		s.log.Warn("tftp transfer socket", "client", from.String(), "err", err)
 		return
@@ -202,7 +202,7 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	t := &windowTransfer{
 		s:        s,
 		conn:     conn,
-		peer:     netip.AddrPortFrom(from.Addr().Unmap(), from.Port()),
+		peer:     netip.AddrPortFrom(from.Addr().Unmap().WithZone(""), from.Port()),
 		req:      req,
 		maxBlock: maxBlock,
 	}
@@ -214,32 +214,39 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 	}()
 }
 
-// parsePktinfo reads IP_PKTINFO: the local address a reply should come
-// from, the datagram's destination (differs for broadcasts) and the
-// interface it came in on.
+// parsePktinfo reads IP_PKTINFO or IPV6_PKTINFO: the local address a
+// reply should come from, the datagram's destination (differs for IPv4
+// broadcasts; IPv6 has only the destination) and the interface it came
+// in on.
 func parsePktinfo(oob []byte) (local, dst netip.Addr, ifindex int, ok bool) {
 	msgs, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return
 	}
 	for _, m := range msgs {
+		switch {
 		// struct in_pktinfo { int ipi_ifindex; in_addr ipi_spec_dst, ipi_addr; }
-		if m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= 12 {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= 12:
 			ifindex = int(int32(binary.NativeEndian.Uint32(m.Data[0:4])))
 			local = netip.AddrFrom4([4]byte(m.Data[4:8]))
 			dst = netip.AddrFrom4([4]byte(m.Data[8:12]))
 			return local, dst, ifindex, true
+		// struct in6_pktinfo { in6_addr ipi6_addr; int ipi6_ifindex; }
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= 20:
+			dst = netip.AddrFrom16([16]byte(m.Data[0:16]))
+			ifindex = int(int32(binary.NativeEndian.Uint32(m.Data[16:20])))
+			return dst, dst, ifindex, true
 		}
 	}
 	return
 }
 
 // mtuBlockSize is the largest block that fits the interface's MTU
-// unfragmented (IPv4 and UDP headers take 28 bytes), or 512 if the
-// interface cannot be asked. It asks the kernel by index with ioctls:
-// listing all interfaces (net.InterfaceByIndex) fails while other
+// unfragmented (IPv4 and UDP headers take 28 bytes, IPv6 and UDP 48), or
+// 512 if the interface cannot be asked. It asks the kernel by index with
+// ioctls: listing all interfaces (net.InterfaceByIndex) fails while other
 // programs add or remove some.
-func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int) int {
+func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int, ipv6 bool) int {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return 512
@@ -260,10 +267,14 @@ func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int) int {
 		}
 		mtu = int(byName.Uint32())
 	})
-	if mtu-28 < 512 {
+	headers := 28
+	if ipv6 {
+		headers = 48
+	}
+	if mtu-headers < 512 {
 		return 512
 	}
-	return min(mtu-28, maxBlockSize)
+	return min(mtu-headers, maxBlockSize)
 }
 
 // windowTransfer is one windowed read transfer, on its own socket.

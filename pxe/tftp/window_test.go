@@ -46,13 +46,23 @@ func patterned(n int) []byte {
 // TestWindowedSizes fetches files whose sizes sit on block and window
 // boundaries with atftp asking for windowsize, and one of more than
 // 65535 blocks, whose block numbers wrap; windows sent with segmentation
-// offload (a system call per window) and without (one per block).
+// offload (a system call per window) and without (one per block), over
+// IPv4 and over IPv6 alike.
 func TestWindowedSizes(t *testing.T) {
 	needTool(t, "atftp", "atftp")
-	for name, noGSO := range map[string]bool{"gso": false, "no gso": true} {
+	tests := map[string]struct {
+		addr  string
+		noGSO bool
+	}{
+		"ipv4 gso":    {addr: "127.0.0.1:0"},
+		"ipv4 no gso": {addr: "127.0.0.1:0", noGSO: true},
+		"ipv6 gso":    {addr: "[::1]:0"},
+		"ipv6 no gso": {addr: "[::1]:0", noGSO: true},
+	}
+	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			ts := startServer(t, nil, func(ts *testServer) { ts.srv.noGSO = noGSO })
+			ts := startServerOn(t, tc.addr, nil, func(ts *testServer) { ts.srv.noGSO = tc.noGSO })
 			t.Run("sizes", func(t *testing.T) { testWindowedSizes(t, ts) })
 			// Loopback takes segmented sends: none fell back.
 			if off := ts.logs.records("tftp segmentation offload off"); len(off) > 0 {
