@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 	"github.com/metal-dev/metal/converge/plan"
 	apiclient "github.com/metal-dev/metal/daemon/api/client"
@@ -18,11 +19,11 @@ import (
 // in-process apply shows. Ctrl-C drains and abandons the run in the
 // daemon as it would in-process; if this process goes away, the daemon
 // drains the run (it does not abandon machines mid-install).
-func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *site.Result, sitePath string, saved *plan.Plan) error {
+func runSubmitted(ctx context.Context, a *app, f *arguments.Apply, sock string, res *site.Result, sitePath string, saved *plan.Plan) error {
 	for _, fl := range []struct {
 		name string
 		set  bool
-	}{{"listen", f.serve.Listen != ""}, {"tftp-addr", f.serve.TFTPAddr != ":69"}, {"agent-kernel", f.agent.Kernel != ""}} {
+	}{{"listen", f.Serve.Listen != ""}, {"tftp-addr", f.Serve.TFTPAddr != ":69"}, {"agent-kernel", f.Agent.Kernel != ""}} {
 		if fl.set {
 			return usageError("--%s is for an apply that runs its own servers, but a metal serve runs for this site (%s) and the apply runs there; drop the flag, or stop metal serve", fl.name, sock)
 		}
@@ -32,12 +33,12 @@ func runSubmitted(ctx context.Context, a *app, f *applyFlags, sock string, res *
 	if err != nil {
 		return failed(err)
 	}
-	req := f.request(saved)
+	req := f.Run(saved)
 	req.SiteFile, req.SiteDigest = abs, res.Digest()
 	client := apiclient.New(sock)
 	// Ctrl-C reaches the daemon's run once it is approved; before, it
 	// ends this process as anywhere else.
-	v := &submitView{ApplyRun: f.view(a, saved, sitePath), approved: func() func() {
+	v := &submitView{ApplyRun: applyView(a, f, saved, sitePath), approved: func() func() {
 		return onInterrupt(a, func() { stopSubmitted(a, client, false) }, func() { stopSubmitted(a, client, true) })
 	}}
 	defer v.stop()

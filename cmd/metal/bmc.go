@@ -17,7 +17,6 @@ import (
 )
 
 type bmcFlags struct {
-	vars   arguments.Vars
 	site   arguments.Site
 	asJSON bool
 	fleet  bmc.FleetOptions
@@ -35,7 +34,6 @@ func newBMCCmd(a *app) *cobra.Command {
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
 	cmd.PersistentFlags().IntVar(&f.fleet.Concurrency, "concurrency", 16, "machines worked on at once")
 	cmd.PersistentFlags().DurationVar(&f.fleet.MachineTimeout, "timeout", 2*time.Minute, "bound on the whole operation for one machine")
-	f.vars.Register(cmd.PersistentFlags())
 
 	power := func(use, short string, action bmc.PowerAction) *cobra.Command {
 		var soft bool
@@ -100,7 +98,7 @@ func newBootdevCmd(a *app, f *bmcFlags) *cobra.Command {
 // all of them and reports each result. An op that changes machines is
 // refused on an instance marked fenced.
 func runBMC(ctx context.Context, a *app, f *bmcFlags, names []string, op bmc.Op, changes bool) error {
-	res, err := f.vars.LoadSite(a.stderr, f.site.Name())
+	res, err := f.site.Vars.LoadSite(a.stderr, f.site.Name())
 	if err != nil {
 		return err
 	}

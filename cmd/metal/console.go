@@ -21,7 +21,6 @@ import (
 )
 
 type consoleFlags struct {
-	vars    arguments.Vars
 	site    arguments.Site
 	steal   bool
 	timeout time.Duration
@@ -42,12 +41,11 @@ func newConsoleCmd(a *app) *cobra.Command {
 	f.site.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.steal, "steal", false, "end another session holding the console first")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 30*time.Second, "bound on reaching the BMC and starting the session")
-	f.vars.Register(cmd.Flags())
 	return cmd
 }
 
 func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error {
-	res, err := f.vars.LoadSite(a.stderr, f.site.Name())
+	res, err := f.site.Vars.LoadSite(a.stderr, f.site.Name())
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 )
 
 type doctorFlags struct {
-	vars   arguments.Vars
 	site   arguments.Site
 	asJSON bool
 	opts   doctor.Options
@@ -29,11 +28,7 @@ func newDoctorCmd(a *app) *cobra.Command {
 		Example: helpText("doctor.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := f.site.File(args)
-			if err != nil {
-				return err
-			}
-			res, err := f.vars.LoadSite(a.stderr, path)
+			res, path, err := f.site.Load(a.stderr, args)
 			if err != nil {
 				return err
 			}
@@ -55,7 +50,6 @@ func newDoctorCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.vars.Register(cmd.Flags())
 	f.site.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the checks as JSON for scripts")
 	cmd.Flags().StringVar(&f.opts.StateDir, "state-dir", "", "the state directory metal serve will use (as its --state-dir)")

@@ -17,7 +17,6 @@ import (
 // imagesFlags are the flags every `metal images` cache verb shares.
 type imagesFlags struct {
 	site     arguments.Site
-	vars     arguments.Vars
 	stateDir string
 	asJSON   bool
 	retries  int
@@ -27,7 +26,6 @@ func (f *imagesFlags) register(cmd *cobra.Command) {
 	f.site.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "state directory holding the cache in images/ (default: beside the site's file:// state, as metal serve)")
 	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
-	f.vars.Register(cmd.Flags())
 }
 
 // imagesEnv is a loaded site with its image catalog and cache.
@@ -44,7 +42,7 @@ func (e *imagesEnv) Close() { e.fetch.Close() }
 // progress, when set, renders downloads on w.
 func openImages(a *app, f *imagesFlags, progress io.Writer) (*imagesEnv, error) {
 	sitePath := f.site.Name()
-	res, err := f.vars.LoadSite(a.stderr, sitePath)
+	res, err := f.site.Vars.LoadSite(a.stderr, sitePath)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -23,7 +22,6 @@ import (
 )
 
 func newPlanCmd(a *app) *cobra.Command {
-	var vf arguments.Vars
 	var asJSON, detailed, noColor bool
 	var out string
 	var targets []string
@@ -36,11 +34,7 @@ func newPlanCmd(a *app) *cobra.Command {
 		Example: helpText("plan.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := sf.File(args)
-			if err != nil {
-				return err
-			}
-			res, err := vf.LoadSite(a.stderr, path)
+			res, path, err := sf.Load(a.stderr, args)
 			if err != nil {
 				return err
 			}
@@ -66,8 +60,7 @@ func newPlanCmd(a *app) *cobra.Command {
 					return err
 				}
 			} else {
-				useColor := !noColor && view.IsTerminal(a.stdout) && os.Getenv("NO_COLOR") == ""
-				view.Plan(a.stdout, p, useColor)
+				view.Plan(a.stdout, p, view.Color(a.stdout, noColor))
 				if out != "" {
 					fmt.Fprintf(a.stdout, "\nSaved the plan to %s.\n", out)
 				}
@@ -78,7 +71,6 @@ func newPlanCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	vf.Register(cmd.Flags())
 	sf.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON for scripts")
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 0 when nothing would change, 2 when something would, 1 on error")

@@ -17,7 +17,6 @@ import (
 // serveFlags parse into the daemon's options (opts), but for what comes
 // from the site file.
 type serveFlags struct {
-	vars     arguments.Vars
 	site     arguments.Site
 	opts     daemon.Options
 	dhcpRate string
@@ -35,11 +34,7 @@ func newServeCmd(a *app) *cobra.Command {
 		Example: helpText("serve.examples"),
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			path, err := f.site.File(args)
-			if err != nil {
-				return err
-			}
-			res, err := f.vars.LoadSite(a.stderr, path)
+			res, path, err := f.site.Load(a.stderr, args)
 			if err != nil {
 				return err
 			}
@@ -67,12 +62,11 @@ func newServeCmd(a *app) *cobra.Command {
 			}
 			opts := f.opts
 			opts.Site, opts.SiteDir, opts.Logger = s, siteDir, log
-			opts.SiteFile, opts.SiteDigest, opts.Reload = abs, res.Digest(), site.Reloader(abs, path, f.vars.Options())
+			opts.SiteFile, opts.SiteDigest, opts.Reload = abs, res.Digest(), site.Reloader(abs, path, f.site.Vars.Options())
 			opts.Agent.Boot, opts.DHCPRateLimit = f.agent.Boot(), limit
 			return daemon.Run(ctx, opts, primary)
 		},
 	}
-	f.vars.Register(cmd.Flags())
 	f.site.Register(cmd.Flags())
 	f.primary.register(cmd)
 	arguments.Servers(cmd.Flags(), &f.opts)

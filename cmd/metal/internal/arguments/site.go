@@ -45,12 +45,27 @@ func (v *Vars) LoadSite(stderr io.Writer, path string) (*site.Result, error) {
 	return res, nil
 }
 
-// Site is --site FILE: the site file of every verb that works on a site,
-// named and defaulted the same way everywhere.
-type Site struct{ Path string }
+// Site is --site FILE and its variables: the site file of every verb that
+// works on a site, named and defaulted the same way everywhere.
+type Site struct {
+	Path string
+	Vars Vars
+}
 
 func (f *Site) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Path, "site", "", `the site file (default: $METAL_SITE, else ./site.hcl, else `+site.EtcFile+`)`)
+	f.Vars.Register(fs)
+}
+
+// Load loads the site file that File names and prints its diagnostics on
+// stderr; an error ends the verb, having been said.
+func (f *Site) Load(stderr io.Writer, args []string) (*site.Result, string, error) {
+	path, err := f.File(args)
+	if err != nil {
+		return nil, "", err
+	}
+	res, err := f.Vars.LoadSite(stderr, path)
+	return res, path, err
 }
 
 // File returns the site file: --site, else the positional FILE that plan,
@@ -79,7 +94,6 @@ func (f *Site) Name() string {
 // State says which state store a verb works on: the one the site file
 // names, or --state.
 type State struct {
-	Vars Vars
 	Site Site
 	URL  string
 }
@@ -87,7 +101,6 @@ type State struct {
 func (f *State) Register(fs *pflag.FlagSet) {
 	f.Site.Register(fs)
 	fs.StringVar(&f.URL, "state", "", "the state store URL, instead of the site's (file://PATH, etcd://HOST:PORT/PREFIX)")
-	f.Vars.Register(fs)
 }
 
 // SiteState is what a verb learns from the site file: the site's name and
@@ -108,7 +121,7 @@ func (f *State) Resolve(stderr io.Writer, needSite bool) (SiteState, error) {
 		return out, nil
 	}
 	sitePath := f.Site.Name()
-	res, diags := f.Vars.Load(sitePath)
+	res, diags := f.Site.Vars.Load(sitePath)
 	view.Diags(stderr, res.Files, diags)
 	if diags.HasErrors() {
 		if _, err := os.Stat(sitePath); errors.Is(err, os.ErrNotExist) {

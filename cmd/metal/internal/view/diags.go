@@ -19,12 +19,11 @@ func Diags(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics) {
 	if len(diags) == 0 {
 		return
 	}
-	width, color := uint(100), false
+	width, color := uint(100), Color(w, false)
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 20 {
 			width = uint(cols)
 		}
-		color = os.Getenv("NO_COLOR") == ""
 	}
 	dw := hcl.NewDiagnosticTextWriter(w, files, width, color)
 	_ = dw.WriteDiagnostics(diags)

@@ -18,6 +18,12 @@ func IsTerminal(f any) bool {
 	return ok && term.IsTerminal(int(file.Fd()))
 }
 
+// Color says whether to color what goes to w: on a terminal, unless
+// --no-color (off) or $NO_COLOR says not to.
+func Color(w io.Writer, off bool) bool {
+	return !off && IsTerminal(w) && os.Getenv("NO_COLOR") == ""
+}
+
 // Width is the width of w if it is a terminal, else 0 (no limit).
 func Width(w io.Writer) int {
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
