@@ -16,8 +16,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -252,7 +254,27 @@ func EchoInitramfs(marker string) ([]byte, error) {
 	)
 }
 
+// File is a file an initramfs carries beside busybox and /init (a
+// kernel module its script loads, say). Name is its path in the archive,
+// relative; its directories are made.
+type File struct {
+	Name string
+	Body []byte
+}
+
+// ScriptInitramfs builds an initramfs whose /init prints marker on the
+// console and then runs script, lines of busybox sh (busybox is
+// /bin/busybox; nothing else is on a PATH), with files in the archive: a
+// test's installed OS, which does what it must once booted.
+func ScriptInitramfs(marker string, files []File, script ...string) ([]byte, error) {
+	return build(marker, files, script)
+}
+
 func initramfs(marker string, then ...string) ([]byte, error) {
+	return build(marker, nil, then)
+}
+
+func build(marker string, files []File, then []string) ([]byte, error) {
 	if !markerRE.MatchString(marker) {
 		return nil, fmt.Errorf("bootkit: marker %q: want 8-128 bytes of [A-Za-z0-9_.:=-]", marker)
 	}
@@ -278,11 +300,12 @@ func initramfs(marker string, then ...string) ([]byte, error) {
 	var buf bytes.Buffer
 	w := cpio.NewWriter(&buf)
 	mtime := time.Unix(0, 0)
-	entries := []struct {
+	type entry struct {
 		name string
 		mode cpio.FileMode
 		body []byte
-	}{
+	}
+	entries := []entry{
 		{"bin", cpio.TypeDir | 0o755, nil},
 		{"dev", cpio.TypeDir | 0o755, nil},
 		{"proc", cpio.TypeDir | 0o755, nil},
@@ -290,6 +313,19 @@ func initramfs(marker string, then ...string) ([]byte, error) {
 		{"bin/busybox", cpio.TypeReg | 0o755, bb},
 		{"bin/sh", cpio.TypeSymlink | 0o777, []byte("busybox")},
 		{"init", cpio.TypeReg | 0o755, []byte(init)},
+	}
+	made := map[string]bool{"bin": true, "dev": true, "proc": true, "sys": true}
+	for _, f := range files {
+		var dirs []string
+		for d := path.Dir(f.Name); d != "." && d != "/" && !made[d]; d = path.Dir(d) {
+			made[d] = true
+			dirs = append(dirs, d)
+		}
+		slices.Reverse(dirs)
+		for _, d := range dirs {
+			entries = append(entries, entry{d, cpio.TypeDir | 0o755, nil})
+		}
+		entries = append(entries, entry{f.Name, cpio.TypeReg | 0o644, f.Body})
 	}
 	for i, e := range entries {
 		hdr := &cpio.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), ModTime: mtime, Links: 1, Inode: int64(i + 1)}
