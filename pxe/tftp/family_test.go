@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,6 +33,19 @@ func TestWindowedOverLink(t *testing.T) {
 	client.MustIP("addr", "add", "192.0.2.10/24", "dev", "eth0")
 	client.MustIP("addr", "add", "2001:db8:0:1::10/64", "dev", "eth0", "nodad")
 
+	// The bridge's link-local address, as the client reaches it: once
+	// both ends are past duplicate address detection.
+	lab.NS().WaitIPv6(pxetest.BridgeName)
+	client.WaitIPv6("eth0")
+	out, err := lab.NS().IP("-6", "-o", "addr", "show", "dev", pxetest.BridgeName, "scope", "link")
+	mustT(t, err)
+	f := strings.Fields(string(out))
+	i := slices.Index(f, "inet6")
+	if i < 0 || i+1 == len(f) {
+		t.Fatalf("no link-local address on the bridge:\n%s", out)
+	}
+	linkLocal := netip.MustParsePrefix(f[i+1]).Addr().WithZone("eth0")
+
 	want := patterned(3<<20 + 5)
 	root := rootWith(t, "image", want)
 	tests := map[string]struct {
@@ -49,6 +64,8 @@ func TestWindowedOverLink(t *testing.T) {
 		"ipv6 past the MTU, no gso": {server: pxetest.ServerIP6, blksize: 8192, window: 16, noGSO: true, wantBlksize: 1452},
 		"ipv6 512 by 64":            {server: pxetest.ServerIP6, blksize: 512, window: 64, wantBlksize: 512},
 		"ipv6 window of 1":          {server: pxetest.ServerIP6, blksize: 1024, window: 1, wantBlksize: 1024},
+		// Replies go out scoped to the interface the request came in on.
+		"ipv6 link-local": {server: linkLocal, blksize: 1468, window: 8, wantBlksize: 1452},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
