@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,55 +12,6 @@ import (
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 )
-
-// sshFlags say how the backup verbs reach the SFTP server, and with which
-// backup key they sign and check what is there.
-type sshFlags struct {
-	knownHosts string
-	identities []string
-	timeout    time.Duration
-	keyFile    string
-}
-
-func (f *sshFlags) register(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file checked for the server's host key (default ~/.ssh/known_hosts); an unknown or changed key is refused")
-	cmd.Flags().StringArrayVarP(&f.identities, "identity", "i", nil, "private key file to offer (repeatable; default the ssh-agent and ~/.ssh/id_*)")
-	cmd.Flags().DurationVar(&f.timeout, "ssh-timeout", 15*time.Second, "bound on connecting to the SFTP server")
-	cmd.Flags().StringVar(&f.keyFile, "key", "", "backup key file (metal backup keygen): sign snapshots, heartbeats and fences, and refuse those "+
-		"not signed with it; the same file on the primary and the standby, never on the SFTP server")
-}
-
-// key loads --key; without one it warns that nothing is authenticated.
-func (f *sshFlags) key(log *slog.Logger) (*backup.Key, error) {
-	if f.keyFile == "" {
-		log.Warn("no backup key (--key): snapshots, heartbeats and fences are not authenticated; " +
-			"whoever can write the SFTP directory can forge them. Make one with metal backup keygen")
-		return nil, nil
-	}
-	k, err := backup.LoadKey(f.keyFile)
-	if err != nil {
-		return nil, usageError("--key: %v", err)
-	}
-	return k, nil
-}
-
-// dial connects to the directory of raw (sftp://user@host[:port]/path).
-func (f *sshFlags) dial(ctx context.Context, a *app, raw string) (*backup.Remote, error) {
-	t, err := backup.ParseTarget(raw)
-	if err != nil {
-		return nil, usageError("%v", err)
-	}
-	key, err := f.key(a.logger())
-	if err != nil {
-		return nil, err
-	}
-	r, err := backup.Dial(ctx, t, backup.SSHOptions{KnownHosts: f.knownHosts, KeyFiles: f.identities, Timeout: f.timeout, Logger: a.logger()})
-	if err != nil {
-		return nil, err
-	}
-	r.Key = key
-	return r, nil
-}
 
 // openSiteState resolves the site (its name names the snapshots) and opens
 // its store.
@@ -77,7 +26,7 @@ func openSiteState(ctx context.Context, a *app, f *arguments.State) (arguments.S
 
 type backupFlags struct {
 	state   arguments.State
-	ssh     sshFlags
+	ssh     arguments.SSH
 	to      string
 	keep    int
 	encrypt bool
@@ -105,7 +54,7 @@ func newBackupCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			r, err := f.ssh.dial(ctx, a, f.to)
+			r, err := f.ssh.Dial(ctx, a.logger(), f.to)
 			if err != nil {
 				return err
 			}
@@ -125,7 +74,7 @@ func newBackupCmd(a *app) *cobra.Command {
 		},
 	}
 	f.state.Register(cmd.Flags())
-	f.ssh.register(cmd)
+	f.ssh.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.to, "to", "", "the SFTP directory: sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().IntVar(&f.keep, "keep", 0, "keep the newest N snapshots of the site, delete older ones (0: keep all)")
 	cmd.Flags().BoolVar(&f.encrypt, "encrypt", false, "seal the snapshot with age to the backup key (--key): nothing of it, user_data included, is readable on the server")

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backup"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
@@ -219,11 +220,11 @@ func TestServePrimary(t *testing.T) {
 	s := openSiteStore(t, sitePath)
 	defer s.Close()
 	fillStore(t, s, time.Now())
-	f := primaryFlags{to: target, every: time.Second, keep: 2, owner: "ams1-a",
-		ssh: sshFlags{knownHosts: d.KnownHosts, identities: []string{d.ClientKey}, timeout: 5 * time.Second}}
+	f := arguments.Primary{To: target, Every: time.Second, Keep: 2, Owner: "ams1-a",
+		SSH: arguments.SSH{KnownHosts: d.KnownHosts, Identities: []string{d.ClientKey}, Timeout: 5 * time.Second}}
 	t.Setenv("SSH_AUTH_SOCK", "")
 	stateDir := filepath.Dir(sitePath)
-	p, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
+	p, err := f.Start(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
 	if err != nil {
 		t.Fatalf("start the primary: %v", err)
 	}
@@ -240,7 +241,7 @@ func TestServePrimary(t *testing.T) {
 	}
 	waitSnapshots(1)
 	// Three intervals of an unchanged store: no new snapshot.
-	time.Sleep(3 * f.every)
+	time.Sleep(3 * f.Every)
 	if got := snapshotsIn(t, dir); len(got) != 1 {
 		t.Errorf("snapshots of an unchanged store: %v, want the first alone", got)
 	}
@@ -290,11 +291,11 @@ func TestServePrimary(t *testing.T) {
 
 	// Back again: the old owner is refused before it serves; the promoted
 	// one starts, and clears the mark.
-	if _, err := f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir); !errors.Is(err, backup.ErrFenced) {
+	if _, err := f.Start(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir); !errors.Is(err, backup.ErrFenced) {
 		t.Errorf("the old primary starting again: %v, want ErrFenced", err)
 	}
-	f.owner = "ams1-b"
-	p, err = f.startPrimary(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
+	f.Owner = "ams1-b"
+	p, err = f.Start(ctx, slog.New(slog.DiscardHandler), "ams1", stateDir)
 	if err != nil {
 		t.Fatalf("the promoted owner starting: %v", err)
 	}

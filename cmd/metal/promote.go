@@ -18,7 +18,7 @@ import (
 
 type promoteFlags struct {
 	state  arguments.State
-	ssh    sshFlags
+	ssh    arguments.SSH
 	from   string
 	owner  string
 	force  bool
@@ -56,7 +56,7 @@ func newPromoteCmd(a *app) *cobra.Command {
 				return fmt.Errorf("the state store %s is empty: this standby holds no replica to serve from. "+
 					"Run `metal standby --once` or `metal restore` first (or --force to start empty)", st.State)
 			}
-			r, err := f.ssh.dial(ctx, a, f.from)
+			r, err := f.ssh.Dial(ctx, a.logger(), f.from)
 			if err != nil {
 				return err
 			}
@@ -91,7 +91,7 @@ func newPromoteCmd(a *app) *cobra.Command {
 		},
 	}
 	f.state.Register(cmd.Flags())
-	f.ssh.register(cmd)
+	f.ssh.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.from, "from", "", "the site's SFTP directory (where the primary backs up and beats): sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().StringVar(&f.owner, "owner", "", "name of the promoted instance (default this host's name and machine-id)")
 	cmd.Flags().BoolVar(&f.force, "force", false, "promote even while the primary's heartbeat is fresh, or with an empty store; no wait for its lease")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/bmc/virtual"
+	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/inventory/backup/sshdtest"
 )
 
@@ -32,9 +33,9 @@ func TestPromoteFenceBMC(t *testing.T) {
 	var power context.Context // ends when the host loses power
 	running := make(chan struct{})
 	host := virtual.NewSim(virtual.SimOptions{Name: "primary-host", OnBoot: func(b virtual.SimBoot) {
-		f := primaryFlags{to: target, every: time.Minute, owner: "ams1-a",
-			ssh: sshFlags{knownHosts: d.KnownHosts, identities: []string{d.ClientKey}, timeout: 5 * time.Second}}
-		p, err := f.startPrimary(b.Ctx, slog.New(slog.DiscardHandler), "ams1", t.TempDir())
+		f := arguments.Primary{To: target, Every: time.Minute, Owner: "ams1-a",
+			SSH: arguments.SSH{KnownHosts: d.KnownHosts, Identities: []string{d.ClientKey}, Timeout: 5 * time.Second}}
+		p, err := f.Start(b.Ctx, slog.New(slog.DiscardHandler), "ams1", t.TempDir())
 		if err != nil {
 			t.Errorf("the old primary: %v", err)
 			return

@@ -14,7 +14,7 @@ import (
 
 type restoreFlags struct {
 	state   arguments.State
-	ssh     sshFlags
+	ssh     arguments.SSH
 	from    string
 	replace bool
 }
@@ -38,7 +38,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 			}
 			defer store.Close()
 			dir, name := backup.SplitURL(f.from)
-			r, err := f.ssh.dial(ctx, a, dir)
+			r, err := f.ssh.Dial(ctx, a.logger(), dir)
 			if err != nil {
 				return err
 			}
@@ -56,7 +56,7 @@ func newRestoreCmd(a *app) *cobra.Command {
 		},
 	}
 	f.state.Register(cmd.Flags())
-	f.ssh.register(cmd)
+	f.ssh.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.from, "from", "", "the snapshot: sftp://USER@HOST[:PORT]/PATH/NAME, or .../latest")
 	cmd.Flags().BoolVar(&f.replace, "replace", false, "drop what the store holds before loading the snapshot")
 	return cmd

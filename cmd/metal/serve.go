@@ -22,7 +22,7 @@ type serveFlags struct {
 	dhcpRate string
 	dhcpPool string
 	agent    arguments.AgentBoot
-	primary  primaryFlags
+	primary  arguments.Primary
 }
 
 func newServeCmd(a *app) *cobra.Command {
@@ -56,7 +56,7 @@ func newServeCmd(a *app) *cobra.Command {
 			}
 			s, siteDir, log := res.Site, filepath.Dir(path), a.logger()
 			// A fenced primary stops here, before it answers anything.
-			primary, err := f.primary.startPrimary(ctx, log, s.Name, stateDir(s, siteDir, f.opts.StateDir))
+			primary, err := f.primary.Start(ctx, log, s.Name, stateDir(s, siteDir, f.opts.StateDir))
 			if err != nil {
 				return err
 			}
@@ -68,7 +68,7 @@ func newServeCmd(a *app) *cobra.Command {
 		},
 	}
 	f.site.Register(cmd.Flags())
-	f.primary.register(cmd)
+	f.primary.Register(cmd.Flags())
 	arguments.Servers(cmd.Flags(), &f.opts)
 	cmd.Flags().StringVar(&f.opts.API.Addr, "api-listen", daemon.DefaultAPIListen,
 		"listen address of the console, API and metrics, apart from netboot (empty: none)")

@@ -17,7 +17,7 @@ import (
 
 type standbyFlags struct {
 	state arguments.State
-	ssh   sshFlags
+	ssh   arguments.SSH
 	from  string
 	every time.Duration
 	once  bool
@@ -45,7 +45,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			r, err := f.ssh.dial(ctx, a, f.from)
+			r, err := f.ssh.Dial(ctx, a.logger(), f.from)
 			if err != nil {
 				return err
 			}
@@ -55,7 +55,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 		},
 	}
 	f.state.Register(cmd.Flags())
-	f.ssh.register(cmd)
+	f.ssh.Register(cmd.Flags())
 	cmd.Flags().StringVar(&f.from, "from", "", "the primary's SFTP directory: sftp://USER@HOST[:PORT]/PATH")
 	cmd.Flags().DurationVar(&f.every, "every", 5*time.Minute, "how often to look for a newer snapshot")
 	cmd.Flags().BoolVar(&f.once, "once", false, "pull the newest snapshot once, then exit")
