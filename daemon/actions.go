@@ -11,6 +11,7 @@ import (
 	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/daemon/api"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
@@ -21,7 +22,10 @@ import (
 type operator struct {
 	d    *Daemon
 	bmcs apply.BMCFunc
-	log  *slog.Logger
+	// planBMCs are those the plans read (apply.PlanBMCs): the API's and
+	// the console's, and a submitted apply's.
+	planBMCs apply.BMCFunc
+	log      *slog.Logger
 
 	mu   sync.Mutex
 	runs map[string]context.CancelFunc // reprovisions this daemon runs, by machine
@@ -34,7 +38,7 @@ type operator struct {
 
 func newOperator(d *Daemon, observe func(op, protocol string, took time.Duration, err error)) *operator {
 	tune := func(c *bmc.Config) { c.Observe = observe }
-	return &operator{d: d, bmcs: apply.DriverBMCs(d.log, tune), log: d.log.With("component", "actions"),
+	return &operator{d: d, bmcs: apply.DriverBMCs(d.log, tune), planBMCs: apply.PlanBMCs(d.log, tune), log: d.log.With("component", "actions"),
 		runs: map[string]context.CancelFunc{}, ended: map[string]chan struct{}{}, halted: map[string]string{}}
 }
 
@@ -48,22 +52,16 @@ func (o *operator) declared(name string) (*site.Machine, error) {
 }
 
 // Plan implements api.Planner: the site against the store, as `metal plan`
-// computes it: the hardware settings (BIOS, firmware, RAID) of machines
-// that declare them as their BMCs report them, so the API and the console
-// show drift from what metal last applied as findings.
+// and a submitted apply compute it (runner.Plan): the hardware settings
+// (BIOS, firmware, RAID) of machines that declare them as their BMCs
+// report them, so the API and the console show drift from what metal last
+// applied as findings, and the change that sets it back.
 func (o *operator) Plan(ctx context.Context) (*plan.Plan, error) {
-	s := o.d.Site()
-	obs, err := apply.Observed(ctx, o.d.Store, s)
+	machines, _, err := o.d.Store.Machines(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read machines from the state store: %w", err)
 	}
-	var findings []plan.Finding
-	if o.bmcs != nil {
-		findings = apply.RefreshHardware(ctx, s, obs, o.bmcs)
-	}
-	p := plan.Compute(s, obs)
-	p.Findings, p.HardwareRefreshed = findings, o.bmcs != nil
-	return p, nil
+	return runner.Plan(ctx, o.d.Site(), machines, o.planBMCs, nil)
 }
 
 // PowerCycle implements api.Actions through the machine's BMC.

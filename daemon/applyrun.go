@@ -173,7 +173,8 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 	defer close(v.finished)
 	_, err = runner.Run(runCtx, runner.Operation{
 		Site: s, Store: d.Store, Resume: req.Resume, Targets: req.Targets,
-		Engine: d.EngineFor(req, d.operator.bmcs, drainCh, d.log.With("component", "apply")),
+		Hardware: d.operator.planBMCs,
+		Engine:   d.EngineFor(req, d.operator.bmcs, drainCh, d.log.With("component", "apply")),
 	}, v)
 	if err == nil {
 		return
@@ -238,7 +239,7 @@ func (d *Daemon) ServeWhile(ctx context.Context, failed func(error)) (stop func(
 	}
 }
 
-var errPlanChanged = errors.New("the inventory changed since metal apply computed the plan it showed (machines were applied, failed or removed meanwhile); run metal apply again and review the new plan")
+var errPlanChanged = errors.New("the machines changed since metal apply computed the plan it showed (a run applied, failed or removed some meanwhile, or a BMC reports other hardware settings now); nothing was changed: run metal apply again and review the new plan")
 
 // submittedView is runner.View for a run submitted over the local socket:
 // the caller showed and confirmed the plan, so the daemon's own plan must

@@ -42,7 +42,7 @@ func runSubmitted(ctx context.Context, a *app, f *arguments.Apply, sock string, 
 		return onInterrupt(a, func() { stopSubmitted(a, client, false) }, func() { stopSubmitted(a, client, true) })
 	}}
 	defer v.stop()
-	result, err := client.Submit(ctx, res.Site, req, v)
+	result, err := client.Submit(ctx, res.Site, hardwareBMCs(a), req, v)
 	v.Close()
 	return applyResult(result, err)
 }

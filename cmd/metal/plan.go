@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -13,9 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/bmc"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/bolt"
 	"github.com/metal-dev/metal/site"
@@ -38,15 +37,16 @@ func newPlanCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			full := plan.Compute(res.Site, nil)
+			var p *plan.Plan
 			if refresh {
 				machines, err := observedMachines(cmd.Context(), a, res.Site, filepath.Dir(path))
 				if err != nil {
 					return failed(err)
 				}
-				full = apply.PlanHardwareFrom(cmd.Context(), machines, res.Site, hardwareBMCs(a))
+				p, err = runner.Plan(cmd.Context(), res.Site, machines, hardwareBMCs(a), targets)
+			} else {
+				p, err = plan.Compute(res.Site, nil).Only(targets)
 			}
-			p, err := full.Only(targets)
 			if err != nil {
 				return usageError("--target: %v", err)
 			}
@@ -81,11 +81,8 @@ func newPlanCmd(a *app) *cobra.Command {
 	return cmd
 }
 
-// hardwareBMCs are the BMCs plan and apply read hardware settings from:
-// one try of 10 s each, so a dead BMC slows a plan by seconds, not minutes.
-func hardwareBMCs(a *app) apply.BMCFunc {
-	return apply.DriverBMCs(a.logger(), func(c *bmc.Config) { c.Timeout, c.Retries = 10*time.Second, 1 })
-}
+// hardwareBMCs are the BMCs plan and apply read hardware settings from.
+func hardwareBMCs(a *app) apply.BMCFunc { return apply.PlanBMCs(a.logger(), nil) }
 
 // observedMachines reads the machines (what metal last applied to each,
 // the deep inventory their BMCs last reported) from the site's state

@@ -60,6 +60,22 @@ func DriverBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
 	}
 }
 
+// PlanBMCs are the BMCs a plan reads hardware settings and the deep
+// inventory from: one try of 10 s each, so a dead BMC slows a plan by
+// seconds, not minutes (the machine's run then says what is wrong with
+// it). Every plan of an apply takes them, in-process or in metal serve.
+// tune, when set, adjusts each config further (as for DriverBMCs).
+func PlanBMCs(log *slog.Logger, tune func(*bmc.Config)) BMCFunc {
+	return DriverBMCs(log, func(c *bmc.Config) {
+		c.Timeout, c.Retries = planBMCTimeout, 1
+		if tune != nil {
+			tune(c)
+		}
+	})
+}
+
+const planBMCTimeout = 10 * time.Second
+
 // BMCConfig is the bmc package's configuration for a machine's bmc block
 // (which must be set), with the package's default timeouts and retries:
 // the one place a site's BMC becomes a driver's config, for the engine,

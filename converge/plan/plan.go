@@ -224,18 +224,8 @@ func (p *Plan) Destructive() []Change {
 // diff lists the attributes that differ, in name order. With before nil
 // every attribute is new; with after nil every one goes away.
 func diff(before, after Attributes) []AttrChange {
-	names := make([]string, 0, len(after)+len(before))
-	for n := range after {
-		names = append(names, n)
-	}
-	for n := range before {
-		if _, ok := after[n]; !ok {
-			names = append(names, n)
-		}
-	}
-	sort.Strings(names)
 	var out []AttrChange
-	for _, n := range names {
+	for _, n := range keys(before, after) {
 		b, bok := before[n]
 		a, aok := after[n]
 		if bok && aok && a == b {

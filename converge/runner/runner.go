@@ -27,9 +27,8 @@ type Operation struct {
 	Resume bool
 	// Targets limits the plan to these machines (none: every machine).
 	Targets []string
-	// Hardware, when set, reaches the BMCs whose hardware settings (boot
-	// mode, BIOS) the plan compares (apply.PlanHardware); without it the
-	// plan is of what the store holds alone (apply.Plan).
+	// Hardware, when set, reaches the BMCs the plan reads (Plan); without
+	// it the plan is of what the store holds alone.
 	Hardware apply.BMCFunc
 	// Engine configures the converge engine; its Hook is the one View.Start
 	// returns, and its Logger also says what stopped a run.
@@ -67,16 +66,11 @@ func Run(ctx context.Context, op Operation, v View) (apply.Result, error) {
 	}
 	var p *plan.Plan
 	if !op.Resume {
-		var err error
-		if op.Hardware != nil {
-			p, err = apply.PlanHardware(ctx, op.Store, op.Site, op.Hardware)
-		} else {
-			p, err = apply.Plan(ctx, op.Store, op.Site)
-		}
-		if err == nil {
-			p, err = p.Only(op.Targets)
-		}
+		machines, _, err := op.Store.Machines(ctx)
 		if err != nil {
+			return apply.Result{}, fmt.Errorf("read machines from the state store: %w", err)
+		}
+		if p, err = Plan(ctx, op.Site, machines, op.Hardware, op.Targets); err != nil {
 			return apply.Result{}, err
 		}
 		proceed, err := v.Plan(p)
@@ -125,6 +119,26 @@ func Run(ctx context.Context, op Operation, v View) (apply.Result, error) {
 		err = fmt.Errorf("%w: rerun with --allow-destroy", err)
 	}
 	return result, err
+}
+
+// Plan is the plan of s against machines (the state store's records, read
+// by whoever holds the store or through the metal serve that does),
+// limited to targets (none: every machine): the one plan `metal plan`
+// shows, `metal apply` confirms and the run that carries it out computes
+// again, in-process or in metal serve, so their digests agree unless the
+// machines changed in between. With hardware, each machine's hardware
+// settings (boot mode, BIOS, firmware, RAID) are what its BMC reports,
+// so a setting changed outside metal is planned back, and the deep
+// inventory's drift is a finding (apply.PlanHardwareFrom); without, the
+// plan is of the records alone.
+func Plan(ctx context.Context, s *site.Site, machines []inventory.Machine, hardware apply.BMCFunc, targets []string) (*plan.Plan, error) {
+	var p *plan.Plan
+	if hardware != nil {
+		p = apply.PlanHardwareFrom(ctx, machines, s, hardware)
+	} else {
+		p = plan.Compute(s, apply.ObservedFrom(machines, s))
+	}
+	return p.Only(targets)
 }
 
 // explained is an error said in the words an operator acts on, that still

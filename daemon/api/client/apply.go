@@ -17,6 +17,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/plan"
+	"github.com/metal-dev/metal/converge/runner"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/site"
@@ -62,18 +63,19 @@ type SubmitView interface {
 }
 
 // Submit carries out req in the daemon as runner.Run does in-process: it
-// plans s against what the daemon's store holds (unless resuming) for v to
-// show, asks v to approve, submits the run with the plan's digest (the
-// daemon refuses it if its own plan differs), and replays its progress
-// into v until it ends. A run v found nothing to do in returns a done
-// Result, and nil.
-func (r *Client) Submit(ctx context.Context, s *site.Site, req daemon.ApplyRequest, v SubmitView) (apply.Result, error) {
+// plans s against what the daemon's store holds (unless resuming), the
+// hardware settings as hardware's BMCs report them, as the daemon plans
+// the run again (runner.Plan), for v to show; asks v to approve; submits
+// the run with the plan's digest (the daemon refuses it if its own plan
+// differs); and replays its progress into v until it ends. A run v found
+// nothing to do in returns a done Result, and nil.
+func (r *Client) Submit(ctx context.Context, s *site.Site, hardware apply.BMCFunc, req daemon.ApplyRequest, v SubmitView) (apply.Result, error) {
 	if !req.Resume {
 		machines, err := r.Machines(ctx)
 		if err != nil {
 			return apply.Result{}, err
 		}
-		p, err := plan.Compute(s, apply.ObservedFrom(machines, s)).Only(req.Targets)
+		p, err := runner.Plan(ctx, s, machines, hardware, req.Targets)
 		if err != nil {
 			return apply.Result{}, err
 		}

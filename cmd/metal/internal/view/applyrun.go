@@ -38,7 +38,11 @@ type ApplyRun struct {
 // nil error: nothing to do.
 func (v *ApplyRun) Plan(p *plan.Plan) (bool, error) {
 	if v.Saved != nil && p.Digest != v.Saved.Digest {
-		return false, fmt.Errorf("the saved plan %s is stale: the inventory changed since it was made (machines were applied, failed or removed); run `metal plan --out` again and review it", v.Path)
+		why := "machines were applied, failed or removed"
+		if d := plan.Stale(v.Saved, p); len(d) > 0 {
+			why = strings.Join(d, "; ")
+		}
+		return false, fmt.Errorf("the saved plan %s is stale: the machines changed since it was made (%s); nothing was changed: run `metal plan --out` again and review it", v.Path, why)
 	}
 	if !v.JSON {
 		Plan(v.Out, p, v.Color)
