@@ -99,6 +99,65 @@ func hardwareAsCode(t *testing.T, ctx context.Context, st *lab.State, metal stri
 			t.Errorf("vm-2's record does not say %q:\n%s", w, show)
 		}
 	}
+	if t.Failed() {
+		return
+	}
+
+	// Someone sets the BIOS value back by hand on vm-2's BMC (Redfish:
+	// stage it, reset the VM). metal plan shows the drift and the change
+	// that undoes it; metal lab apply, handed to the lab's metal serve,
+	// carries it out; the next plan is empty again.
+	driftBIOS(t, ctx, st, "vm-2", lab.BIOSAttribute, "Disabled")
+	p = planJSON()
+	got = nil
+	for _, c := range p.Changes {
+		if c.Machine == "vm-2" {
+			for _, a := range c.Attrs {
+				got = append(got, attr{a.Name, text(a.Before), text(a.After)})
+			}
+		}
+	}
+	if diff := cmp.Diff([]attr{{plan.BIOSPrefix + lab.BIOSAttribute, "Disabled", lab.BIOSValue}}, got); diff != "" || !hardwareFindings(p) {
+		human, _ := inLab(ctx, st, metal, "plan", "--no-color", "--site", st.Site)
+		t.Fatalf("the plan after the drift (-want +got):\n%s\n%s", diff, human)
+	}
+	out, err = groupCommand(ctx, metal, "lab", "apply", "--dir", st.Dir).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the apply runs there") {
+		t.Fatalf("metal lab apply of the drift: %v\n%s\nvbmc log:\n%s", err, out, tailFile(filepath.Join(st.Dir, "logs", "vbmc.log")))
+	}
+	t.Logf("metal lab apply after the drift:\n%s", out)
+	if p := planJSON(); p.HasChanges() || hardwareFindings(p) {
+		human, _ := inLab(ctx, st, metal, "plan", "--no-color", "--site", st.Site)
+		t.Errorf("the plan after setting the drift back is not empty:\n%s", human)
+	}
+}
+
+// driftBIOS changes a BIOS attribute of vm on its virtual BMC as an
+// operator would by hand, with curl inside the lab: stage it (PATCH
+// Bios/Settings), then restart the VM so it takes effect.
+func driftBIOS(t *testing.T, ctx context.Context, st *lab.State, vm, name, value string) {
+	t.Helper()
+	var bmcURL string
+	for _, v := range st.VMs {
+		if v.Name == vm {
+			bmcURL = v.BMCAddress
+		}
+	}
+	pw, err := os.ReadFile(filepath.Join(st.Dir, "bmc-password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	patch, _ := json.Marshal(map[string]any{"Attributes": map[string]string{name: value}})
+	for _, req := range [][]string{
+		{"PATCH", "/Bios/Settings", string(patch)},
+		{"POST", "/Actions/ComputerSystem.Reset", `{"ResetType": "ForceRestart"}`},
+	} {
+		out, err := inLab(ctx, st, "curl", "-sS", "--fail-with-body", "-u", st.Username+":"+string(pw), "-X", req[0],
+			"-H", "Content-Type: application/json", "-d", req[2], bmcURL+"/redfish/v1/Systems/"+vm+req[1])
+		if err != nil {
+			t.Fatalf("%s %s on %s's BMC: %v\n%s", req[0], req[1], vm, err, out)
+		}
+	}
 }
 
 func text(v *plan.Value) string {

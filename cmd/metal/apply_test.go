@@ -207,8 +207,9 @@ func TestApplyRefusals(t *testing.T) {
 	if d := cmp.Diff(map[string]int{"m0000": 1}, l.fleet.Installs()); d != "" {
 		t.Errorf("installs (-want +got):\n%s", d)
 	}
-	// The first plan predates that apply: the inventory changed.
-	if code, _, stderr := metal(t, nil, append([]string{"apply", planFile}, flags...)...); code != exitFailed || !strings.Contains(stderr, "inventory changed") {
+	// The first plan predates that apply: the machines changed, and the
+	// refusal says which.
+	if code, _, stderr := metal(t, nil, append([]string{"apply", planFile}, flags...)...); code != exitFailed || !strings.Contains(stderr, "is stale") || !strings.Contains(stderr, "m0000: planned create, now no-op") {
 		t.Errorf("apply of a plan whose inventory changed: exit %d, %s", code, stderr)
 	}
 
