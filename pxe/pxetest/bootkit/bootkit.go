@@ -27,6 +27,7 @@ import (
 	"github.com/cavaliergopher/cpio"
 
 	"github.com/metal-dev/metal/internal/bootdisk"
+	"github.com/metal-dev/metal/internal/debpkg"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
 
@@ -84,7 +85,7 @@ func Kernel(ctx context.Context, cacheDir string) (string, error) {
 		return "", fmt.Errorf("bootkit: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	root, err := aptExtract(ctx, tmp, pkg)
+	root, err := debpkg.Extract(ctx, tmp, pkg)
 	if err != nil {
 		return "", err
 	}
@@ -103,97 +104,21 @@ func Kernel(ctx context.Context, cacheDir string) (string, error) {
 	return vmlinuz, nil
 }
 
-// aptExtract downloads a Debian package into dir with `apt-get download`
-// and unpacks it with `dpkg-deb -x` (nothing is installed, no maintainer
-// script runs), returning the root it was unpacked into.
-func aptExtract(ctx context.Context, dir, pkg string) (string, error) {
-	get := exec.CommandContext(ctx, "apt-get", "download", pkg)
-	get.Dir = dir
-	if out, err := get.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bootkit: apt-get download %s: %w: %s (try apt-get update)", pkg, err, bytes.TrimSpace(out))
-	}
-	debs, _ := filepath.Glob(filepath.Join(dir, pkg+"_*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("bootkit: apt-get download %s left %d .deb files", pkg, len(debs))
-	}
-	root := filepath.Join(dir, "root")
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], root).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bootkit: dpkg-deb -x %s: %w: %s", debs[0], err, bytes.TrimSpace(out))
-	}
-	return root, nil
-}
-
 // DiskGRUB is the name, in SecureBootDir, of Debian's signed GRUB for
-// booting from disk (grub-efi-amd64-signed's grubx64.efi.signed), which
-// an installed test image boots through (bootdisk.WriteSigned).
-const DiskGRUB = "disk-grubx64.efi"
-
-// debianDiskGRUB is where grub-efi-amd64-signed puts DiskGRUB.
-const debianDiskGRUB = "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+// booting from disk, which an installed test image boots through
+// (bootdisk.WriteSigned).
+const DiskGRUB = bootfiles.DiskGRUB
 
 // SecureBootDir returns a directory holding Debian's signed shim and
 // network GRUB under the names metal serves them by (bootfiles.Shim,
 // bootfiles.GRUB), for bootfiles.FindSecureBoot, and the disk GRUB as
 // DiskGRUB. $METAL_SECUREBOOT_DIR, when set, is returned as it is. Else
-// the packages shim-signed and grub-efi-amd64-signed are downloaded into
-// cacheDir and unpacked, not installed: installing them runs grub-install
-// on this host.
+// the packages are unpacked into cacheDir (bootfiles.FetchSecureBoot).
 func SecureBootDir(ctx context.Context, cacheDir string) (string, error) {
 	if d := os.Getenv(bootfiles.EnvSecureBootDir); d != "" {
 		return d, nil
 	}
-	dir := filepath.Join(cacheDir, "secureboot")
-	// DiskGRUB is unpacked last: with it, the directory is whole.
-	if _, err := os.Stat(filepath.Join(dir, DiskGRUB)); err == nil {
-		return dir, nil
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("bootkit: secure boot cache: %w", err)
-	}
-	unlock, err := lock(filepath.Join(cacheDir, "secureboot.lock"))
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if _, err := os.Stat(filepath.Join(dir, DiskGRUB)); err == nil {
-		return dir, nil
-	}
-	tmp, err := os.MkdirTemp(cacheDir, "fetch-")
-	if err != nil {
-		return "", fmt.Errorf("bootkit: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "secureboot")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		return "", fmt.Errorf("bootkit: %w", err)
-	}
-	wanted := map[string]map[string]string{
-		"shim-signed":           {bootfiles.Shim: bootfiles.DebianSigned[bootfiles.Shim]},
-		"grub-efi-amd64-signed": {bootfiles.GRUB: bootfiles.DebianSigned[bootfiles.GRUB], DiskGRUB: debianDiskGRUB},
-	}
-	for pkg, names := range wanted {
-		pdir := filepath.Join(tmp, pkg)
-		if err := os.Mkdir(pdir, 0o755); err != nil {
-			return "", fmt.Errorf("bootkit: %w", err)
-		}
-		root, err := aptExtract(ctx, pdir, pkg)
-		if err != nil {
-			return "", err
-		}
-		for name, p := range names {
-			if err := os.Rename(filepath.Join(root, p), filepath.Join(out, name)); err != nil {
-				return "", fmt.Errorf("bootkit: %s: %w", pkg, err)
-			}
-		}
-	}
-	// An older cache (without DiskGRUB) is replaced whole.
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("bootkit: %w", err)
-	}
-	if err := os.Rename(out, dir); err != nil {
-		return "", fmt.Errorf("bootkit: %w", err)
-	}
-	return dir, nil
+	return bootfiles.FetchSecureBoot(ctx, cacheDir)
 }
 
 // kernelPackage asks apt which versioned package the metapackage stands for
