@@ -30,8 +30,9 @@ var imageModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "vfat", "n
 // it prints Marker, reads the phone-home URL from the NoCloud seed metal's
 // agent wrote on its disk (var/lib/cloud/seed/nocloud/vendor-data on the
 // FAT partition, whose /etc/cloud marks it as a cloud-init root), takes
-// an address by DHCP and posts to the URL as cloud-init's phone_home
-// does; then it powers off. It phones home only when it really booted
+// the seed's fixed addresses (network-config) and an address by DHCP,
+// and posts to the URL as cloud-init's phone_home does; then it powers
+// off. It phones home only when it really booted
 // from its disk: the seed is only there.
 const osInit = `#!/bin/busybox sh
 B=/bin/busybox
@@ -45,12 +46,22 @@ $B echo ` + Marker + `
 $B mkdir -p /mnt
 for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vda1 ] && break; $B sleep 1; done
 url=""
+net=""
 if $B mount -t vfat -o ro /dev/vda1 /mnt; then
   url=$($B sed -n 's/.*"url": *"\([^"]*\)".*/\1/p' /mnt/var/lib/cloud/seed/nocloud/vendor-data 2>/dev/null)
+  net=$($B cat /mnt/var/lib/cloud/seed/nocloud/network-config 2>/dev/null)
   $B umount /mnt
 fi
 if [ -n "$url" ]; then
   $B ifconfig eth0 up
+  # The fixed addresses and gateway of the seed's network-config, as
+  # cloud-init applies them: a VM on a segment without DHCP or on an
+  # IPv6-only link has no other.
+  for a in $($B echo "$net" | $B grep -o '"addresses":\[[^]]*\]' | $B grep -o '"[^"]*/[0-9]*"' | $B tr -d '"'); do
+    $B ip addr add "$a" dev eth0
+  done
+  gw=$($B echo "$net" | $B grep -o '"via":"[0-9.]*"' | $B head -n 1 | $B cut -d '"' -f 4)
+  [ -n "$gw" ] && $B ip route add default via "$gw"
   $B udhcpc -i eth0 -q -n -t 10 -T 2 -s /udhcpc.sh
   for i in 1 2 3 4 5 6 7 8 9 10; do
     if $B wget -q -O /dev/null --post-data "instance_id=metal-lab&hostname=lab" "$url"; then
@@ -87,17 +98,20 @@ esac
 // phones home to metal with the seed's URL and powers off, bootable by
 // SeaBIOS and by OVMF (bootdisk.Write).
 func BuildTestImage(ctx context.Context, path string) error {
-	return buildImage(ctx, path, osInit)
+	return buildImage(ctx, path, osInit, nil)
 }
 
 // BuildPanickingImage writes a disk image like BuildTestImage's whose
 // kernel panics at boot (its init exits): written and verified like any
 // image, it never comes up.
 func BuildPanickingImage(ctx context.Context, path string) error {
-	return buildImage(ctx, path, panicInit)
+	return buildImage(ctx, path, panicInit, nil)
 }
 
-func buildImage(ctx context.Context, path, init string) error {
+// buildImage writes the image with init as its /init; with signed, it
+// boots through that Secure Boot chain on UEFI (and kernel must be signed:
+// Debian's are).
+func buildImage(ctx context.Context, path, init string, signed *bootdisk.Signed) error {
 	k, err := initramfs.FindKernel(ctx, initramfs.Options{})
 	if err != nil {
 		return fmt.Errorf("test disk image: %w", err)
@@ -161,7 +175,13 @@ func buildImage(ctx context.Context, path, init string) error {
 		return fmt.Errorf("test disk image: cpio: %w", err)
 	}
 	tmp := path + ".tmp"
-	if err := bootdisk.Write(ctx, k.Vmlinuz, buf.Bytes(), tmp); err != nil {
+	write := bootdisk.Write
+	if signed != nil {
+		write = func(ctx context.Context, kernel string, initrd []byte, path string) error {
+			return bootdisk.WriteSigned(ctx, kernel, initrd, path, *signed)
+		}
+	}
+	if err := write(ctx, k.Vmlinuz, buf.Bytes(), tmp); err != nil {
 		os.Remove(tmp)
 		return err
 	}

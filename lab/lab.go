@@ -25,12 +25,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/bmc/ipmisim"
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/images/iso"
 	"github.com/metal-dev/metal/internal/netns"
 	"github.com/metal-dev/metal/internal/qemu"
 )
@@ -77,6 +79,10 @@ type Config struct {
 	// SeaBIOS.
 	Machines int
 	UEFI     int
+	// BootPaths adds one VM per boot path (BootPaths, ParseBootPaths)
+	// after the Machines VMs, named after its path, with the segments,
+	// BMC and firmware the path needs. Machines may then be 0.
+	BootPaths []string
 	// Metal is the metal binary run as the virtual BMC and as `metal
 	// serve`; default: this program.
 	Metal string
@@ -126,6 +132,11 @@ type State struct {
 	OSReadyTimeout string `json:"os_ready_timeout,omitempty"`
 	// ServeArgs are the lab's `metal serve` flags (Config.ServeArgs).
 	ServeArgs []string `json:"serve_args,omitempty"`
+	// SecureBootDir holds Debian's signed shim and GRUBs when a VM boots
+	// with Secure Boot on; SignedImage is then the image it installs,
+	// which boots through them (relative to Dir).
+	SecureBootDir string `json:"secureboot_dir,omitempty"`
+	SignedImage   string `json:"signed_image,omitempty"`
 	// Accel is the accelerator the VMs run under, and why.
 	Accel   qemu.Choice `json:"accel"`
 	VMs     []VM        `json:"vms"`
@@ -135,10 +146,20 @@ type State struct {
 
 // VM is one lab machine.
 type VM struct {
-	Name       string `json:"name"`
-	MAC        string `json:"mac"`
-	IP         string `json:"ip"`
+	Name string `json:"name"`
+	MAC  string `json:"mac"`
+	// IP is empty, and IP6 set, on the IPv6-only link.
+	IP  string `json:"ip,omitempty"`
+	IP6 string `json:"ip6,omitempty"`
+	// BootPath is how the VM reaches the install agent (BootPaths; the
+	// default lab's UEFI VMs boot the NIC's iPXE ROM: "uefi-ipxe").
+	BootPath string `json:"boot_path"`
+	// Network is the site's network the VM is on, and Bridge the lab's
+	// bridge its tap is plugged into.
+	Network    string `json:"network"`
+	Bridge     string `json:"bridge"`
 	Firmware   string `json:"firmware"`
+	SecureBoot bool   `json:"secure_boot,omitempty"`
 	Protocol   string `json:"protocol"`
 	BMCAddress string `json:"bmc_address"`
 	Tap        string `json:"tap"`
@@ -233,8 +254,17 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
 	}
-	if c.Machines < 1 || c.Machines > MaxMachines {
-		return fmt.Errorf("machines: %d is not between 1 and %d", c.Machines, MaxMachines)
+	min := 1
+	if len(c.BootPaths) > 0 {
+		min = 0
+	}
+	if c.Machines < min || c.Machines+len(c.BootPaths) > MaxMachines {
+		return fmt.Errorf("machines: %d is not between %d and %d", c.Machines, min, MaxMachines-len(c.BootPaths))
+	}
+	for _, p := range c.BootPaths {
+		if !slices.Contains(BootPaths, p) {
+			return fmt.Errorf("boot path %q: want one of %s", p, strings.Join(BootPaths, ", "))
+		}
 	}
 	if c.UEFI < 0 || c.UEFI > c.Machines {
 		return fmt.Errorf("uefi: %d is not between 0 and the number of machines (%d)", c.UEFI, c.Machines)
@@ -286,23 +316,27 @@ func plan(c Config) *State {
 		ServeArgs: c.ServeArgs,
 		Canary:    c.Canary, OSReadyTimeout: c.OSReadyTimeout,
 	}
-	for i := 1; i <= c.Machines; i++ {
-		name := fmt.Sprintf("vm-%d", i)
-		vmDir := filepath.Join(c.Dir, "vms", name)
+	for i := 1; i <= c.Machines+len(c.BootPaths); i++ {
 		vm := VM{
-			Name: name, MAC: fmt.Sprintf("52:54:00:6d:6c:%02x", i),
+			Name: fmt.Sprintf("vm-%d", i), MAC: fmt.Sprintf("52:54:00:6d:6c:%02x", i),
 			IP:       fmt.Sprintf("192.0.2.%d", firstHost+i),
-			Firmware: BIOS, Protocol: Redfish,
+			Firmware: BIOS, BootPath: PathBIOSPXE, Network: labNet, Bridge: bridge, Protocol: Redfish,
 			BMCAddress: fmt.Sprintf("http://%s:%d", redfishIP, 8000+i),
 			Tap:        fmt.Sprintf("tap%d", i),
-			Disk:       filepath.Join(vmDir, "disk.raw"),
-			Serial:     filepath.Join(vmDir, "serial.log"),
-			Console:    filepath.Join(vmDir, "console.sock"),
-			PIDFile:    filepath.Join(vmDir, "qemu.pid"),
-			QMP:        filepath.Join(vmDir, "qmp.sock"),
 		}
-		if i > c.Machines-c.UEFI {
-			vm.Firmware = UEFI
+		switch {
+		case i > c.Machines:
+			vm = pathVM(vm, c.BootPaths[i-c.Machines-1], i)
+		case i > c.Machines-c.UEFI:
+			vm.Firmware, vm.BootPath = UEFI, pathUEFIIPXE
+		}
+		vmDir := filepath.Join(c.Dir, "vms", vm.Name)
+		vm.Disk = filepath.Join(vmDir, "disk.raw")
+		vm.Serial = filepath.Join(vmDir, "serial.log")
+		vm.Console = filepath.Join(vmDir, "console.sock")
+		vm.PIDFile = filepath.Join(vmDir, "qemu.pid")
+		vm.QMP = filepath.Join(vmDir, "qmp.sock")
+		if vm.Firmware == UEFI {
 			vm.OVMFVars = filepath.Join(vmDir, "OVMF_VARS.fd")
 		}
 		if i == 1 && c.Machines >= 2 {
@@ -325,12 +359,22 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	}
 	log := c.Log
 	st := plan(c)
-	reqs := append(qemu.Tools(c.UEFI > 0), qemu.Tool{Path: "ip", Package: "iproute2"})
+	reqs := append(qemu.Tools(slices.ContainsFunc(st.VMs, func(vm VM) bool { return vm.Firmware == UEFI })),
+		qemu.Tool{Path: "ip", Package: "iproute2"})
+	if st.Uses(PathSecureBoot) {
+		reqs = append(reqs, qemu.Tool{Path: qemu.OVMFCodeSecure, Package: "ovmf", File: true})
+	}
 	if c.Machines >= 2 {
 		reqs = append(reqs, qemu.Tool{Path: "ipmi_sim", Package: "openipmi"}, qemu.Tool{Path: "ipmitool", Package: "ipmitool"})
 	}
 	if err := qemu.CheckTools(reqs...); err != nil {
 		return nil, err
+	}
+	if st.Uses(PathVirtualMedia) {
+		// metal serve builds the virtual-media VM's boot CD.
+		if _, err := iso.FindTools(); err != nil {
+			return nil, err
+		}
 	}
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab creates a network namespace, which needs root: run it with sudo")
@@ -398,11 +442,22 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if st.Uses(PathSecureBoot) {
+		if err := signedImage(ctx, c, st); err != nil {
+			return nil, err
+		}
+	}
 	fwSum, err := writeFirmware(c.Dir)
 	if err != nil {
 		return nil, err
 	}
-	siteHCL, err := renderSite(st, password, sum, fwSum)
+	signedSum := ""
+	if st.SignedImage != "" {
+		if signedSum, err = fileSHA256(filepath.Join(c.Dir, st.SignedImage)); err != nil {
+			return nil, err
+		}
+	}
+	siteHCL, err := renderSite(st, password, sum, signedSum, fwSum)
 	if err != nil {
 		return nil, err
 	}
@@ -449,10 +504,11 @@ func makeNetwork(ctx context.Context, st *State) error {
 		{"addr", "add", ipmiIP + "/24", "dev", bridge},
 		{"link", "set", bridge, "up"},
 	}
+	steps = append(steps, segmentSteps(st)...)
 	for _, vm := range st.VMs {
 		steps = append(steps,
 			[]string{"tuntap", "add", vm.Tap, "mode", "tap"},
-			[]string{"link", "set", vm.Tap, "master", bridge, "up"})
+			[]string{"link", "set", vm.Tap, "master", vm.Bridge, "up"})
 	}
 	for _, s := range steps {
 		if err := netns.IP(ctx, append([]string{"-n", ns}, s...)...); err != nil {
@@ -480,8 +536,13 @@ func makeDisks(st *State, size int64) error {
 		if err != nil {
 			return fmt.Errorf("vm %s: disk: %w", vm.Name, err)
 		}
+		newVars := qemu.NewOVMFVars
+		if vm.SecureBoot {
+			// Microsoft's keys enrolled: Secure Boot is on.
+			newVars = qemu.NewOVMFVarsMS
+		}
 		if vm.OVMFVars != "" {
-			if err := qemu.NewOVMFVars(vm.OVMFVars); err != nil {
+			if err := newVars(vm.OVMFVars); err != nil {
 				return fmt.Errorf("vm %s: %w", vm.Name, err)
 			}
 		}

@@ -75,13 +75,29 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// TestSiteFileLoads renders the site of a three-VM lab and loads it with
-// metal's own loader: it is valid and declares what the lab made.
+// TestSiteFileLoads renders the site of a three-VM lab, and of one with a
+// VM per boot path, and loads it with metal's own loader: it is valid and
+// declares what the lab made.
 func TestSiteFileLoads(t *testing.T) {
+	for name, c := range map[string]Config{
+		"three VMs":          {Machines: 3, UEFI: 1},
+		"a VM per boot path": {Machines: 2, UEFI: 1, BootPaths: BootPaths},
+	} {
+		t.Run(name, func(t *testing.T) { siteFileLoads(t, c) })
+	}
+}
+
+func siteFileLoads(t *testing.T, c Config) {
 	dir := t.TempDir()
-	st := plan(Config{Dir: dir, Machines: 3, UEFI: 1})
+	c.Dir = dir
+	st := plan(c)
+	signedSum := ""
+	if st.Uses(PathSecureBoot) {
+		st.SecureBootDir, st.SignedImage = "/var/cache/metal/secureboot", signedImageFile
+		signedSum = "sha256:" + strings.Repeat("ef", 32)
+	}
 	fwSum := "sha256:" + strings.Repeat("cd", 32)
-	b, err := renderSite(st, "pw-Abc123", "sha256:"+strings.Repeat("ab", 32), fwSum)
+	b, err := renderSite(st, "pw-Abc123", "sha256:"+strings.Repeat("ab", 32), signedSum, fwSum)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,14 +109,30 @@ func TestSiteFileLoads(t *testing.T) {
 		t.Fatalf("the lab's site file is invalid: %v\n%s", diags, b)
 	}
 	type machine struct {
-		Name, MAC, IP, Protocol, Address, Password, Firmware string
+		Name, MAC, IP, IP6, Network, Boot, Image, Protocol, Address, Password, Firmware string
 	}
 	var got, want []machine
 	for _, m := range res.Site.Machines {
-		got = append(got, machine{m.Name, m.MAC.String(), m.IP.String(), m.BMC.Protocol, m.BMC.Address, m.BMC.Password, m.Labels["firmware"]})
+		ip, ip6 := "", ""
+		if m.IP.IsValid() {
+			ip = m.IP.String()
+		}
+		if m.IP6.IsValid() {
+			ip6 = m.IP6.String()
+		}
+		got = append(got, machine{m.Name, m.MAC.String(), ip, ip6, m.Network, m.Boot, m.Image,
+			m.BMC.Protocol, m.BMC.Address, m.BMC.Password, m.Labels["firmware"]})
 	}
 	for _, vm := range st.VMs {
-		want = append(want, machine{vm.Name, vm.MAC, vm.IP, vm.Protocol, vm.BMCAddress, "pw-Abc123", vm.Firmware})
+		boot, image := vm.SiteBoot(), "lab-os"
+		if boot == "" {
+			boot = site.BootIPXE
+		}
+		if vm.SecureBoot {
+			image = "lab-os-signed"
+		}
+		want = append(want, machine{vm.Name, vm.MAC, vm.IP, vm.IP6, vm.Network, boot, image,
+			vm.Protocol, vm.BMCAddress, "pw-Abc123", vm.Firmware})
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("machines (-want +got):\n%s", diff)
@@ -109,15 +141,31 @@ func TestSiteFileLoads(t *testing.T) {
 	if n == nil || n.Interface != bridge || n.Subnet != netip.MustParsePrefix(subnet) {
 		t.Errorf("network lab = %+v, want interface %s on %s", n, bridge, subnet)
 	}
+	if st.Uses(PathVirtualMedia) {
+		if n := res.Site.Network(routedNet); n == nil || n.Mode != site.ModeOff || n.Gateway != netip.MustParseAddr(routedGateway) {
+			t.Errorf("network %s = %+v, want no DHCP and gateway %s", routedNet, n, routedGateway)
+		}
+	}
+	if st.Uses(PathIPv6) {
+		if n := res.Site.Network(v6Net); n == nil || n.Subnet.IsValid() || n.Subnet6 != netip.MustParsePrefix(v6Subnet) || n.Interface != v6Bridge {
+			t.Errorf("network %s = %+v, want IPv6 only (%s) on %s", v6Net, n, v6Subnet, v6Bridge)
+		}
+	}
+	if got := res.Site.Settings.SecureBootDir; got != st.SecureBootDir {
+		t.Errorf("secureboot_dir = %q, want %q", got, st.SecureBootDir)
+	}
 	if !res.Site.Variables["bmc_password"].Sensitive {
 		t.Error("bmc_password is not sensitive")
 	}
-	if r := res.Site.Rollout; r.Canary != 0 || r.BatchSize != 3 {
+	if r := res.Site.Rollout; r.Canary != 0 || r.BatchSize != len(st.VMs) {
 		t.Errorf("rollout = canary %d batch %d, want every VM at once", r.Canary, r.BatchSize)
 	}
 	for _, m := range res.Site.Machines {
 		if len(m.BIOS) > 0 || len(m.Firmware) > 0 {
 			t.Errorf("%s declares hardware while its lines are commented: bios %v, firmware %v", m.Name, m.BIOS, m.Firmware)
+		}
+		if m.SecureBoot != nil {
+			t.Errorf("%s declares secure_boot: the lab's Secure Boot VM is learned from its BMC", m.Name)
 		}
 	}
 

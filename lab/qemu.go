@@ -30,23 +30,48 @@ const (
 // the one client). No argument holds a space: metal vbmc splits its
 // qemu-cmd on spaces.
 func qemuCommand(vm VM, memMiB int, acc string) []string {
-	nicBoot, diskBoot := "1", "2"
+	nicBoot, diskBoot := ",bootindex=1", "2"
 	if vm.Firmware == UEFI {
-		nicBoot, diskBoot = "2", "1"
+		nicBoot, diskBoot = ",bootindex=2", "1"
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + vm.MAC
+	var fwCfg []string
+	switch vm.BootPath {
+	case PathUEFIPXE, PathSecureBoot:
+		// No option ROM: OVMF's own PXE client boots, as a server's
+		// firmware does (and, with Secure Boot on, would refuse iPXE).
+		nic += ",romfile="
+	case PathUEFIHTTP:
+		// OVMF's PXE turned off: its HTTP boot client is the one left.
+		nic += ",romfile="
+		fwCfg = []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n"}
+	case PathIPv6:
+		// PXE over IPv4 off: the firmware goes to PXE over IPv6 at once
+		// instead of waiting out DHCPv4 on a link that has none.
+		nic += ",romfile="
+		fwCfg = []string{"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n"}
+	case PathVirtualMedia:
+		// No netboot at all: the BMC's boot override says CD or disk.
+		nic, nicBoot = nic+",romfile=", ""
 	}
 	args := append([]string{qemu.Program, "-name", vm.Name}, qemu.BaseArgs(acc, memMiB)...)
 	args = append(args,
 		"-chardev", serialChardev(vm),
 		"-serial", "chardev:ser0",
 		"-netdev", "tap,id=n0,ifname="+vm.Tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+vm.MAC+",bootindex="+nicBoot,
+		"-device", nic+nicBoot,
 		"-drive", "file="+vm.Disk+",format=raw,if=none,id=d0,cache=unsafe",
 		"-device", "virtio-blk-pci,drive=d0,bootindex="+diskBoot,
 		// A hardware RNG, as servers have: under TCG the kernel's own
 		// entropy takes minutes, and the agent's DHCP waits for it.
 		"-device", "virtio-rng-pci",
 	)
-	if vm.Firmware == UEFI {
+	args = append(args, fwCfg...)
+	switch {
+	case vm.SecureBoot:
+		args = append(args, qemu.SecureBootArgs(vm.OVMFVars)...)
+	case vm.Firmware == UEFI:
 		args = append(args, qemu.UEFIArgs(vm.OVMFVars)...)
 	}
 	return args

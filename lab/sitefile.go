@@ -16,7 +16,9 @@ var siteTemplate = template.Must(template.New("site").Parse(`# Written by ` + "`
 
 site "lab" {
   state  = "file://state/metal.db"
-  listen = "{{.ServerIP}}:{{.HTTPPort}}"
+  listen = "{{.ServerIP}}:{{.HTTPPort}}"{{if .SecureBootDir}}
+  # Debian's signed shim and network GRUB, for the Secure Boot VM.
+  secureboot_dir = "{{.SecureBootDir}}"{{end}}
 }
 
 # Generated for this lab; the BMCs were started with it.
@@ -34,7 +36,21 @@ network "lab" {
   pool       = "{{.PoolStart}}-{{.PoolEnd}}"
   lease_time = "1h"
 }
-
+{{if .Uses "virtual-media"}}
+# A routed segment without DHCP: the lab's namespace is its router, metal
+# one hop away on the network above.
+network "{{.RoutedNet}}" {
+  subnet  = "{{.RoutedSubnet}}"
+  gateway = "{{.RoutedGateway}}"
+  mode    = "off"
+}
+{{end}}{{if .Uses "ipv6"}}
+# An IPv6-only link: metal advertises the prefix and answers DHCPv6.
+network "{{.V6Net}}" {
+  interface = "{{.V6Bridge}}"
+  subnet6   = "{{.V6Subnet}}"
+}
+{{end}}
 # The bootable test disk image: it prints its marker on the serial console
 # and phones home to metal as cloud-init would (the URL and its secret are
 # in the NoCloud seed metal writes beside it): only then is a VM provisioned.
@@ -43,14 +59,25 @@ image "lab-os" {
   checksum = "{{.ImageChecksum}}"{{if .OSReadyTimeout}}
   ready_timeout = "{{.OSReadyTimeout}}"{{end}}
 }
-{{range .VMs}}
-machine "{{.Name}}" {
-  mac    = "{{.MAC}}"
-  ip     = "{{.IP}}"
-  image  = image.lab-os
+{{if .SignedImage}}
+# The same image, booting through Debian's signed shim and GRUB.
+image "lab-os-signed" {
+  disk     = "{{.SignedImage}}"
+  checksum = "{{.SignedChecksum}}"{{if .OSReadyTimeout}}
+  ready_timeout = "{{.OSReadyTimeout}}"{{end}}
+}
+{{end}}{{range .VMs}}
+machine "{{.Name}}" {{"{"}}{{if .Note}}
+  # {{.Note}}{{end}}
+  mac    = "{{.MAC}}"{{if .IP}}
+  ip     = "{{.IP}}"{{end}}{{if .IP6}}
+  ip6    = "{{.IP6}}"{{end}}{{if ne .Network "lab"}}
+  network = "{{.Network}}"{{end}}{{if .SiteBoot}}
+  boot   = "{{.SiteBoot}}"{{end}}
+  image  = image.{{if .SecureBoot}}lab-os-signed{{else}}lab-os{{end}}
   power  = "on"
   disk   = "/dev/vda"
-  labels = { firmware = "{{.Firmware}}" }{{if eq .Protocol "redfish"}}
+  labels = { firmware = "{{.Firmware}}"{{if .Note}}, boot_path = "{{.BootPath}}"{{end}} }{{if eq .Protocol "redfish"}}
   # Hardware as code through the virtual BMC: take the "#hw" off the lines
   # below, and metal plan shows a BIOS change and a firmware update; metal
   # lab apply makes them (no reinstall), and the next plan is empty.
@@ -87,19 +114,26 @@ type siteData struct {
 	HTTPPort                   int
 	Password                   string
 	ImageChecksum              string
+	SignedChecksum             string
+	// The extra segments' (paths.go).
+	RoutedNet, RoutedSubnet, RoutedGateway string
+	V6Net, V6Bridge, V6Subnet              string
 	// The lab's hardware lines (hardware.go).
 	HardwareMark, BIOSAttribute, BIOSValue            string
 	FirmwareComponent, FirmwareVersion, FirmwareImage string
 	FirmwareChecksum                                  string
 }
 
-// renderSite returns the lab's site file; firmwareChecksum is the lab's
+// renderSite returns the lab's site file; signedChecksum is the signed
+// image's (when a VM boots with Secure Boot), firmwareChecksum the lab's
 // BIOS image's (writeFirmware).
-func renderSite(st *State, password, imageChecksum, firmwareChecksum string) ([]byte, error) {
+func renderSite(st *State, password, imageChecksum, signedChecksum, firmwareChecksum string) ([]byte, error) {
 	var b bytes.Buffer
 	err := siteTemplate.Execute(&b, siteData{
 		State: st, Subnet: subnet, PoolStart: poolStart, PoolEnd: poolEnd,
-		HTTPPort: httpPort, Password: password, ImageChecksum: imageChecksum,
+		HTTPPort: httpPort, Password: password, ImageChecksum: imageChecksum, SignedChecksum: signedChecksum,
+		RoutedNet: routedNet, RoutedSubnet: routedSubnet, RoutedGateway: routedGateway,
+		V6Net: v6Net, V6Bridge: v6Bridge, V6Subnet: v6Subnet,
 		HardwareMark: HardwareMark, BIOSAttribute: BIOSAttribute, BIOSValue: BIOSValue,
 		FirmwareComponent: FirmwareComponent, FirmwareVersion: FirmwareVersion,
 		FirmwareImage: firmwareFile, FirmwareChecksum: firmwareChecksum,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -36,6 +37,7 @@ func newLabCmd(a *app) *cobra.Command {
 
 func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 	var cfg lab.Config
+	var paths string
 	cmd := &cobra.Command{
 		Use:     "up",
 		Short:   "Make the lab: namespace, bridge, VMs, BMCs, site file, metal serve",
@@ -46,6 +48,10 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			cfg.Dir, cfg.Log = f.dir, a.logger()
+			var err error
+			if cfg.BootPaths, err = lab.ParseBootPaths(paths); err != nil {
+				return usageError("--boot-paths: %v", err)
+			}
 			st, err := lab.Up(ctx, cfg)
 			if err != nil {
 				return err
@@ -57,8 +63,9 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&cfg.Machines, "machines", 2, "number of VMs")
+	cmd.Flags().IntVar(&cfg.Machines, "machines", 2, "number of VMs (0 with --boot-paths: only theirs)")
 	cmd.Flags().IntVar(&cfg.UEFI, "uefi", 1, "how many of them boot UEFI (OVMF); the rest boot BIOS")
+	cmd.Flags().StringVar(&paths, "boot-paths", "", "add a VM per boot path, named after it: all, or some of "+strings.Join(lab.BootPaths, ","))
 	cmd.Flags().BoolVar(&cfg.NoServe, "no-serve", false, "do not start metal serve for the lab")
 	cmd.Flags().IntVar(&cfg.MemoryMiB, "memory", 1024, "memory of each VM, in MiB")
 	cmd.Flags().StringVar(&cfg.Accel, "accel", "auto", "QEMU accelerator: auto (KVM if a probe guest runs under it, else TCG), kvm or tcg")

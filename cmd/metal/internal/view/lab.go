@@ -16,9 +16,13 @@ import (
 func LabUp(w io.Writer, st *lab.State) {
 	fmt.Fprintf(w, "Lab up in %s (network namespace %s)\nVMs run under %s: %s\n\n", st.Dir, st.Netns, strings.ToUpper(st.Accel.Accel), st.Accel.Reason)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFIRMWARE\tMAC\tIP\tBMC\tSERIAL LOG")
+	fmt.Fprintln(tw, "NAME\tFIRMWARE\tBOOT PATH\tMAC\tIP\tBMC\tSERIAL LOG")
 	for _, vm := range st.VMs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", vm.Name, vm.Firmware, vm.MAC, vm.IP, vm.Protocol, vm.BMCAddress, vm.Serial)
+		ip := vm.IP
+		if ip == "" {
+			ip = vm.IP6
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", vm.Name, labFirmware(vm), orDash(vm.BootPath), vm.MAC, ip, vm.Protocol, vm.BMCAddress, vm.Serial)
 	}
 	tw.Flush()
 	dirFlag := ""
@@ -65,7 +69,7 @@ func LabStatus(w io.Writer, s lab.Status, width int) {
 	fmt.Fprintln(w)
 	var table bytes.Buffer
 	tw = tabwriter.NewWriter(&table, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tFIRMWARE\tBMC\tQEMU\tSTATE\tLAST SERIAL LINE")
+	fmt.Fprintln(tw, "NAME\tFIRMWARE\tBOOT PATH\tBMC\tQEMU\tSTATE\tLAST SERIAL LINE")
 	for _, vm := range s.VMs {
 		qemu := "off"
 		if vm.Running {
@@ -78,7 +82,7 @@ func LabStatus(w io.Writer, s lab.Status, width int) {
 		if vm.AgentStep != "" {
 			state += " (" + vm.AgentStep + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s %s\t%s\t%s\t%s\n", vm.Name, vm.Firmware, vm.Protocol, vm.BMCAddress, qemu, state, vm.LastLine)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s %s\t%s\t%s\t%s\n", vm.Name, labFirmware(vm.VM), orDash(vm.BootPath), vm.Protocol, vm.BMCAddress, qemu, state, vm.LastLine)
 	}
 	tw.Flush()
 	// The serial line is last and may be long: cut lines to the terminal.
@@ -91,6 +95,14 @@ func LabStatus(w io.Writer, s lab.Status, width int) {
 	if s.StoreError != "" {
 		fmt.Fprintf(w, "\nMachine state: %s\n", s.StoreError)
 	}
+}
+
+// labFirmware is a lab VM's firmware, with Secure Boot when it is on.
+func labFirmware(vm lab.VM) string {
+	if vm.SecureBoot {
+		return vm.Firmware + "+sb"
+	}
+	return vm.Firmware
 }
 
 func yesNo(b bool) string {
