@@ -27,8 +27,10 @@ const (
 // blank disk falls through to the NIC, an installed one boots. The serial
 // console goes to a socket (lab console) and is logged to a file either
 // way (on the IPMI VM, the socket is TCP, and its BMC's Serial-over-LAN
-// the one client). No argument holds a space: metal vbmc splits its
-// qemu-cmd on spaces.
+// the one client). The VM's boot path (paths.go) says which of the NIC's
+// boot programs runs: its iPXE ROM, or without it OVMF's own PXE or HTTP
+// client, or none (virtual media: the BMC's CD). No argument holds a
+// space: metal vbmc splits its qemu-cmd on spaces.
 func qemuCommand(vm VM, memMiB int, acc string) []string {
 	nicBoot, diskBoot := ",bootindex=1", "2"
 	if vm.Firmware == UEFI {

@@ -1,0 +1,198 @@
+package lab_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/lab"
+	"github.com/metal-dev/metal/pxe/bootfiles"
+	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
+)
+
+// pathCheck says what else, beyond a provisioned VM whose OS booted and
+// phoned home, proves that a VM took its boot path: its boot timeline in
+// metal's store, and its serial console.
+type pathCheck func(m inventory.Machine, evs []inventory.Event, serial string) error
+
+var pathChecks = map[string]pathCheck{
+	lab.PathBIOSPXE: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
+		return want(evs, inventory.EventScript, "")
+	},
+	// The firmware's own PXE client fetched iPXE over TFTP.
+	lab.PathUEFIPXE: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
+		return want(evs, inventory.EventTFTP, bootfiles.UEFI)
+	},
+	// No TFTP at all.
+	lab.PathUEFIHTTP: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
+		if err := none(evs, inventory.EventTFTP); err != nil {
+			return err
+		}
+		return want(evs, inventory.EventScript, "")
+	},
+	// Learned from the BMC; the signed chain over TFTP; the agent's kernel
+	// and the installed OS's both ran with Secure Boot on.
+	lab.PathSecureBoot: func(m inventory.Machine, evs []inventory.Event, serial string) error {
+		if m.FirmwareSecureBoot == nil || !*m.FirmwareSecureBoot {
+			return fmt.Errorf("the store has not learned Secure Boot from the BMC (%v)", m.FirmwareSecureBoot)
+		}
+		if err := want(evs, inventory.EventTFTP, bootfiles.Shim); err != nil {
+			return err
+		}
+		if n := strings.Count(serial, "Secure boot enabled"); n < 2 {
+			return fmt.Errorf("the kernel said \"Secure boot enabled\" %d times; want the agent's and the installed OS's", n)
+		}
+		return nil
+	},
+	// Never a DHCP packet from it; the agent had its fixed address.
+	lab.PathVirtualMedia: func(_ inventory.Machine, evs []inventory.Event, serial string) error {
+		for _, k := range []inventory.EventKind{inventory.EventDHCPDiscover, inventory.EventDHCPOffer, inventory.EventDHCPAck} {
+			if err := none(evs, k); err != nil {
+				return err
+			}
+		}
+		if !strings.Contains(serial, "metal.ip=198.51.100.") {
+			return fmt.Errorf("the agent's kernel line has no fixed address on the routed segment")
+		}
+		return nil
+	},
+	// The agent and the installed OS on the machine's IPv6 address.
+	lab.PathIPv6: func(m inventory.Machine, evs []inventory.Event, serial string) error {
+		if err := want(evs, inventory.EventScript, ""); err != nil {
+			return err
+		}
+		if !strings.Contains(serial, "2001:db8:0:6c::") {
+			return fmt.Errorf("the serial console never shows an address on the IPv6-only link")
+		}
+		return nil
+	},
+}
+
+// want says whether the timeline has an event of kind whose message holds
+// part.
+func want(evs []inventory.Event, kind inventory.EventKind, part string) error {
+	for _, e := range evs {
+		if e.Kind == kind && strings.Contains(e.Message, part) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no %s event holding %q in its boot timeline", kind, part)
+}
+
+func none(evs []inventory.Event, kind inventory.EventKind) error {
+	for _, e := range evs {
+		if e.Kind == kind {
+			return fmt.Errorf("a %s event in its boot timeline: %s", kind, e.Message)
+		}
+	}
+	return nil
+}
+
+// TestLabBootPaths is `metal lab up --boot-paths` end to end: a lab per
+// group of boot paths, in parallel, each with only the VMs of its paths
+// (as --machines 0 makes it); `metal lab apply` provisions them through
+// metal apply, each VM boots its installed OS (the lab image's marker on
+// its serial console) and phones home, metal lab status names its path,
+// and its boot timeline and console show it took that path and no other.
+func TestLabBootPaths(t *testing.T) {
+	requireLab(t)
+	t.Parallel()
+	metal := buildMetal(t)
+	for _, group := range [][]string{
+		{lab.PathBIOSPXE, lab.PathUEFIPXE},
+		{lab.PathUEFIHTTP},
+		{lab.PathSecureBoot},
+		{lab.PathVirtualMedia},
+		{lab.PathIPv6},
+	} {
+		t.Run(strings.Join(group, "+"), func(t *testing.T) {
+			t.Parallel()
+			labBootPaths(t, metal, group)
+		})
+	}
+}
+
+func labBootPaths(t *testing.T, metal string, paths []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	dir := labDir(t)
+	st := upLabWith(t, ctx, lab.Config{Dir: dir, Machines: 0, BootPaths: paths, Metal: metal, MemoryMiB: 768})
+	if len(st.VMs) != len(paths) {
+		t.Fatalf("lab up made %d VMs for %d boot paths", len(st.VMs), len(paths))
+	}
+
+	// Under TCG the firmware's timeouts alone take minutes on some
+	// paths: OVMF's PXE over IPv6 after its DHCPv4, iPXE's DHCPv4 before
+	// its DHCPv6.
+	out, err := groupCommand(ctx, metal, "lab", "apply", "--dir", dir, "--", "--boot-timeout", "15m").CombinedOutput()
+	if err != nil {
+		t.Fatalf("metal lab apply: %v\n%s\n%s", err, out, serialLogs(st))
+	}
+	for _, vm := range st.VMs {
+		wait, stop := context.WithTimeout(ctx, 3*time.Minute)
+		err := bootkit.WaitForMarker(wait, vm.Serial, lab.PhonedHome, nil)
+		stop()
+		if err != nil {
+			t.Errorf("%s did not boot its disk and phone home: %v", vm.Name, err)
+		}
+	}
+	status, err := groupCommand(ctx, metal, "lab", "status", "--dir", dir).CombinedOutput()
+	if err != nil {
+		t.Errorf("metal lab status: %v\n%s", err, status)
+	}
+	for _, vm := range st.VMs {
+		if !hasRow(string(status), vm.Name, vm.BootPath) {
+			t.Errorf("metal lab status shows no boot path %s for %s:\n%s", vm.BootPath, vm.Name, status)
+		}
+	}
+
+	// The machines' records, from the store once serve lets go of it.
+	st, err = lab.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StopServe(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := backend.Open(ctx, st.StoreURL(), backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, vm := range st.VMs {
+		m, err := store.Machine(ctx, vm.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.State != inventory.StateProvisioned {
+			t.Errorf("%s is %q in the store, want provisioned", vm.Name, m.State)
+		}
+		evs, err := store.Events(ctx, inventory.EventQuery{Machine: vm.Name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial, _ := os.ReadFile(vm.Serial)
+		if err := pathChecks[vm.BootPath](m, evs, string(serial)); err != nil {
+			t.Errorf("%s: %v", vm.Name, err)
+		}
+	}
+	if t.Failed() {
+		t.Logf("apply:\n%s\n%s", out, serialLogs(st))
+	}
+}
+
+// hasRow says whether a line of a table starts with name and holds cell.
+func hasRow(table, name, cell string) bool {
+	for line := range strings.Lines(table) {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == name && strings.Contains(line, " "+cell+" ") {
+			return true
+		}
+	}
+	return false
+}
