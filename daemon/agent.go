@@ -161,7 +161,7 @@ func (d *Daemon) agentBoot(opts AgentOptions) AgentBoot {
 	}
 	ab := AgentBoot{Kernel: agentKernelPath, Initrds: []string{agentInitrdPath}, Cmdline: cmdline(d.BaseURL)}
 	if d.baseURL6 != "" {
-		ab.Cmdline6 = cmdline(d.baseURL6)
+		ab.Cmdline6, ab.BaseURL6 = cmdline(d.baseURL6), d.baseURL6
 	}
 	return ab
 }

@@ -104,6 +104,8 @@ type AgentBoot struct {
 	// Cmdline6 is Cmdline with metal's URL on IPv6, for machines of
 	// IPv6-only networks when BaseURL is on IPv4; empty otherwise.
 	Cmdline6 string
+	// BaseURL6 is metal's URL on IPv6 when Cmdline6 is set.
+	BaseURL6 string
 }
 
 // Daemon is one site's running services. Exported fields are set by New

@@ -36,6 +36,9 @@ type AgentBoot struct {
 	// IPv6-only network (subnet6 and no subnet): metal's URL there is on
 	// IPv6, the only one its agent can reach.
 	Cmdline6 string
+	// BaseURL6 is metal's URL on IPv6 when Cmdline6 is set: the image's
+	// and the phone-home URLs of such a machine are on it.
+	BaseURL6 string
 }
 
 // Clock is the engine's time source; tests may pin it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -714,7 +715,10 @@ func TestHungRebootNamedWithinBootTimeout(t *testing.T) {
 
 // TestAgentCmdlineOnIPv6OnlyNetwork: a machine of an IPv6-only network
 // (subnet6, no subnet) boots the agent with AgentBoot.Cmdline6, where
-// metal's URL is on IPv6; a machine of an IPv4 network with Cmdline.
+// metal's URL is on IPv6, and its task's image URL is on AgentBoot.BaseURL6
+// (here the simulated fleet's own address, so that its phone-home, also
+// rebased, reaches it); a machine of an IPv4 network keeps Cmdline and
+// metal's IPv4 URLs.
 func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
 	l := newLab(t, 2, 1, 500*time.Millisecond)
 	ctx := ctxT(t, 60*time.Second)
@@ -723,7 +727,14 @@ func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
 		return src + "\nnetwork \"v6\" {\n  subnet6 = \"2001:db8:0:1::/64\"\n  mode    = \"off\"\n}\n"
 	})
 	const v4, v6 = "metal.url=http://192.0.2.1:8080", "metal.url=http://[2001:db8:0:1::1]:8080"
-	e := l.engine(s, func(o *apply.Options) { o.AgentBoot.Cmdline, o.AgentBoot.Cmdline6 = v4, v6 })
+	ready, err := url.Parse(l.fleet.ReadyURL("52:54:00:00:00:01", "x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base6 := "http://" + ready.Host
+	e := l.engine(s, func(o *apply.Options) {
+		o.AgentBoot.Cmdline, o.AgentBoot.Cmdline6, o.AgentBoot.BaseURL6 = v4, v6, base6
+	})
 	p, err := apply.Plan(ctx, l.store, s)
 	if err != nil {
 		t.Fatal(err)
@@ -737,7 +748,7 @@ func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
 		done <- res
 	}()
 	// The install intent lasts while the agent works: read it then.
-	got := map[string]string{}
+	got, images, phoneHomes := map[string]string{}, map[string]string{}, map[string]string{}
 	for len(got) < 2 {
 		select {
 		case res := <-done:
@@ -747,6 +758,7 @@ func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
 		for _, m := range s.Machines {
 			if rec, err := l.store.Machine(ctx, m.Name); err == nil && rec.Intent.Task != nil {
 				got[m.Network] = rec.Intent.Cmdline
+				images[m.Network], phoneHomes[m.Network] = rec.Intent.Task.ImageURL, rec.Intent.Task.PhoneHome
 			}
 		}
 	}
@@ -755,5 +767,13 @@ func TestAgentCmdlineOnIPv6OnlyNetwork(t *testing.T) {
 	}
 	if d := cmp.Diff(map[string]string{"lan": v4, "v6": v6}, got); d != "" {
 		t.Errorf("agent command lines by network (-want +got):\n%s", d)
+	}
+	for network, prefix := range map[string]string{"lan": "http://192.0.2.1:8080/images/", "v6": base6 + "/images/"} {
+		if !strings.HasPrefix(images[network], prefix) {
+			t.Errorf("the image URL of the machine on %s is %q, want it under %s", network, images[network], prefix)
+		}
+	}
+	if !strings.HasPrefix(phoneHomes["v6"], base6+"/") {
+		t.Errorf("the phone-home URL on the IPv6-only network is %q, want it under %s", phoneHomes["v6"], base6)
 	}
 }

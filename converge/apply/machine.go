@@ -239,7 +239,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		in = inventory.BootIntent{
 			Action: inventory.BootInstall, Kernel: ab.Kernel, Initrds: slices.Clone(ab.Initrds), Cmdline: m.agentCmdline(ab),
 			Task: &inventory.AgentTask{
-				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.r.opts.ImageURL(im.Name),
+				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.reachable(m.r.opts.ImageURL(im.Name)),
 				Checksum: checksum, Format: format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
 				PhoneHome: phoneHome, NetworkConfig: netConfig,
@@ -427,13 +427,39 @@ func (m *machineRun) deprovision(ctx context.Context, rec inventory.Machine) err
 // ab.Cmdline6 on an IPv6-only network, where metal's IPv4 URL cannot be
 // reached.
 func (m *machineRun) agentCmdline(ab AgentBoot) string {
-	if ab.Cmdline6 == "" || m.decl == nil {
-		return ab.Cmdline
-	}
-	if n := m.r.e.site.Network(m.decl.Network); n != nil && !n.Subnet.IsValid() && n.Subnet6.IsValid() {
+	if ab.Cmdline6 != "" && m.ipv6Only() {
 		return ab.Cmdline6
 	}
 	return ab.Cmdline
+}
+
+// ipv6Only says whether the machine is on an IPv6-only network.
+func (m *machineRun) ipv6Only() bool {
+	if m.decl == nil {
+		return false
+	}
+	n := m.r.e.site.Network(m.decl.Network)
+	return n != nil && !n.Subnet.IsValid() && n.Subnet6.IsValid()
+}
+
+// reachable is u, a URL on metal's HTTP server, on metal's IPv6 URL for a
+// machine on an IPv6-only network of a site whose URL is on IPv4: the
+// agent and the installed OS have no other way to it.
+func (m *machineRun) reachable(u string) string {
+	base6 := m.r.opts.AgentBoot.BaseURL6
+	if base6 == "" || u == "" || !m.ipv6Only() {
+		return u
+	}
+	p, err := url.Parse(u)
+	if err != nil || !p.IsAbs() {
+		return u
+	}
+	b, err := url.Parse(base6)
+	if err != nil {
+		return u
+	}
+	p.Scheme, p.Host = b.Scheme, b.Host
+	return p.String()
 }
 
 // wipe boots the agent with a task to erase the disks by method and

@@ -30,7 +30,7 @@ func (m *machineRun) readiness(im *site.Image, taskID string) (*inventory.Readin
 	url := ""
 	secret := randomHex(16)
 	if m.r.opts.ReadyURL != nil {
-		url = m.r.opts.ReadyURL(m.decl.MAC.String(), secret)
+		url = m.reachable(m.r.opts.ReadyURL(m.decl.MAC.String(), secret))
 	}
 	if url == "" {
 		return nil, "", fmt.Errorf("image %q is checked by cloud-init's phone-home, but metal has no URL for it to post to; declare ready = \"tcp:PORT\" or \"none\" on the image", im.Name)
