@@ -10,7 +10,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"syscall"
+
+	"github.com/metal-dev/metal/internal/debpkg"
 )
 
 // Kernel is a Debian kernel: its image and its modules.
@@ -87,7 +88,7 @@ func FetchPackage(ctx context.Context, pkg, cacheDir string) (string, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("initramfs: kernel cache: %w", err)
 	}
-	unlock, err := lockFile(filepath.Join(cacheDir, ".lock"))
+	unlock, err := debpkg.Lock(filepath.Join(cacheDir, ".lock"))
 	if err != nil {
 		return "", err
 	}
@@ -145,16 +146,4 @@ func dependency(ctx context.Context, pkg string) (string, error) {
 		return "", fmt.Errorf("initramfs: apt-cache depends %s names no linux-image package (run apt-get update)", pkg)
 	}
 	return string(m[1]), nil
-}
-
-func lockFile(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("initramfs: lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("initramfs: lock: %w", err)
-	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }

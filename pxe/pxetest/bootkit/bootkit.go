@@ -21,7 +21,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cavaliergopher/cpio"
@@ -62,7 +61,7 @@ func Kernel(ctx context.Context, cacheDir string) (string, error) {
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("bootkit: kernel cache: %w", err)
 	}
-	unlock, err := lock(filepath.Join(cacheDir, "kernel.lock"))
+	unlock, err := debpkg.Lock(filepath.Join(cacheDir, "kernel.lock"))
 	if err != nil {
 		return "", err
 	}
@@ -133,19 +132,6 @@ func kernelPackage(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("bootkit: apt-cache depends %s names no linux-image package: %s (run apt-get update)", KernelMeta, bytes.TrimSpace(out))
 	}
 	return string(m[1]), nil
-}
-
-// lock takes an exclusive flock on path, waiting for other holders.
-func lock(path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("bootkit: lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("bootkit: lock: %w", err)
-	}
-	return func() { syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
 }
 
 // Busybox is where Debian's busybox-static installs its binary.
