@@ -5,8 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +36,7 @@ func newAgentCmd(a *app) *cobra.Command {
 			if !noInit {
 				return usageError("metal agent runs as /init of the agent initramfs (metal images build-agent); use --no-init to run it on this system, which it may erase")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			agent.Serve(ctx, agent.Options{Logger: a.logger(), Reboot: func() error {
 				return errors.New("not rebooting: started with --no-init")

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -102,27 +99,6 @@ func applyView(a *app, f *arguments.Apply, saved *plan.Plan, path string) *view.
 	return &view.ApplyRun{In: a.stdin, Out: a.stdout, Err: a.stderr, JSON: f.JSON,
 		Color:        view.Color(a.stdout, f.NoColor),
 		AllowDestroy: f.Request.AllowDestroy, AutoApprove: f.AutoApprove, Resume: f.Request.Resume, Saved: saved, Path: path}
-}
-
-// onInterrupt calls drain on the first Ctrl-C (or SIGTERM) and abandon on
-// the second; the returned func stops listening.
-func onInterrupt(a *app, drain, abandon func()) (stop func()) {
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		n := 0
-		for range sigs {
-			n++
-			if n == 1 {
-				drain()
-				fmt.Fprintln(a.stderr, "\nStopping: no more machines start; those in flight finish. Ctrl-C again abandons them (metal apply --resume continues).")
-				continue
-			}
-			abandon()
-			return
-		}
-	}()
-	return func() { signal.Stop(sigs) }
 }
 
 // applyResult turns how a run ended into the verb's error.

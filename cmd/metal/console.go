@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -53,7 +50,7 @@ func runConsole(ctx context.Context, a *app, f *consoleFlags, name string) error
 	if err != nil {
 		return failed(err)
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(ctx)
 	defer stop()
 	// A running metal serve holds the machine's console (a BMC allows one
 	// SOL session): join its stream rather than fight it for the session.

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
@@ -37,9 +34,9 @@ func newEventsCmd(a *app) *cobra.Command {
 			if f.last < 0 {
 				return usageError("--last %d: want 0 (all) or more", f.last)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
-			r, err := openReader(ctx, a, &f.state)
+			r, _, err := openReader(ctx, a, &f.state)
 			if err != nil {
 				return err
 			}

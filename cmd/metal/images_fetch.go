@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
@@ -19,7 +16,7 @@ func newImagesFetchCmd(a *app) *cobra.Command {
 		Long:    helpText("images-fetch"),
 		Example: helpText("images-fetch.examples"),
 		RunE: func(cmd *cobra.Command, names []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			var progress = a.stderr
 			if f.asJSON {

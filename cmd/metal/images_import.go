@@ -2,9 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
@@ -20,7 +17,7 @@ func newImagesImportCmd(a *app) *cobra.Command {
 		Example: helpText("images-import.examples"),
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, paths []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			env, err := openImages(a, &f, nil)
 			if err != nil {

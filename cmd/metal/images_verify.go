@@ -1,10 +1,6 @@
 package main
 
 import (
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
 	"github.com/spf13/cobra"
@@ -20,7 +16,7 @@ func newImagesVerifyCmd(a *app) *cobra.Command {
 		Long:    helpText("images-verify"),
 		Example: helpText("images-verify.examples"),
 		RunE: func(cmd *cobra.Command, names []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			env, files, err := openFiles(a, &f, nil, names)
 			if err != nil {

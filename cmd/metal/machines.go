@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/arguments"
@@ -13,10 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/metal-dev/metal/daemon"
-	"github.com/metal-dev/metal/daemon/serial"
+	apiclient "github.com/metal-dev/metal/daemon/api/client"
 	"github.com/metal-dev/metal/inventory"
-	"github.com/metal-dev/metal/site"
 )
 
 type machinesFlags struct {
@@ -33,7 +30,7 @@ func newMachinesCmd(a *app) *cobra.Command {
 		Example: helpText("machines.examples"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := openReader(cmd.Context(), a, &f.state)
+			r, _, err := openReader(cmd.Context(), a, &f.state)
 			if err != nil {
 				return err
 			}
@@ -50,12 +47,12 @@ func newMachinesCmd(a *app) *cobra.Command {
 		Example: helpText("machines-show.examples"),
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, err := openReader(cmd.Context(), a, &f.state)
+			r, url, err := openReader(cmd.Context(), a, &f.state)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			return showMachine(cmd.Context(), a.stdout, r, args[0], f.asJSON, consoleTailOf(a, &f.state, r))
+			return showMachine(cmd.Context(), a, r, url, args[0], f.asJSON)
 		},
 	})
 	return cmd
@@ -88,39 +85,21 @@ const showEvents = 20
 // showConsoleLines is how many lines of its console log `show` prints.
 const showConsoleLines = 15
 
-// consoleTailOf reads the end of a machine's console log: from the
-// running metal serve when r is it, else from the state directory beside
-// an embedded store, where serve left it; none for a store elsewhere.
-func consoleTailOf(a *app, f *arguments.State, r inventory.Reader) func(ctx context.Context, machine string) []string {
-	return func(ctx context.Context, machine string) []string {
-		var lines []string
-		var err error
-		if c, ok := r.(interface {
-			ConsoleLog(context.Context, string, int) ([]string, error)
-		}); ok {
-			lines, err = c.ConsoleLog(ctx, machine, showConsoleLines)
-		} else if st, rerr := f.Resolve(a.stderr, false); rerr == nil && strings.HasPrefix(st.State, "file://") {
-			lines, err = serial.Tail(daemon.ConsoleLogPath(site.DefaultStateDir(st.State, ""), machine), showConsoleLines)
-		}
-		if err != nil {
-			fmt.Fprintf(a.stderr, "warning: console log of %s: %v\n", machine, err)
-		}
-		return lines
-	}
-}
-
-func showMachine(ctx context.Context, w io.Writer, r inventory.Reader, ref string, asJSON bool, tail func(context.Context, string) []string) error {
+func showMachine(ctx context.Context, a *app, r inventory.Reader, url, ref string, asJSON bool) error {
 	det, err := inventory.ReadDetail(ctx, r, ref, showEvents)
 	if err != nil {
 		return err
 	}
 	d := view.NewMachineDetail(det)
-	if tail != nil && !det.Removed {
-		d.ConsoleTail = tail(ctx, det.Machine.Name)
+	if !det.Removed {
+		d.ConsoleTail, err = apiclient.ConsoleLog(ctx, r, url, det.Machine.Name, showConsoleLines)
+		if err != nil {
+			fmt.Fprintf(a.stderr, "warning: console log of %s: %v\n", det.Machine.Name, err)
+		}
 	}
 	if asJSON {
-		return view.JSON(w, d)
+		return view.JSON(a.stdout, d)
 	}
-	view.Machine(w, d, time.Now())
+	view.Machine(a.stdout, d, time.Now())
 	return nil
 }

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -48,7 +45,7 @@ func newServeCmd(a *app) *cobra.Command {
 			if err != nil {
 				return usageError("--dhcp-rate-limit, --dhcp-pool-budget: %v", err)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			abs, err := filepath.Abs(path)
 			if err != nil {

@@ -11,13 +11,14 @@ import (
 )
 
 // openReader opens the reader the read verbs use: the store, or the
-// running metal serve that holds it.
-func openReader(ctx context.Context, a *app, f *arguments.State) (inventory.Reader, error) {
+// running metal serve that holds it; url is the store's.
+func openReader(ctx context.Context, a *app, f *arguments.State) (r inventory.Reader, url string, err error) {
 	st, err := f.Resolve(a.stderr, false)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return apiclient.Reader(ctx, st.State, a.logger())
+	r, err = apiclient.Reader(ctx, st.State, a.logger())
+	return r, st.State, err
 }
 
 // stateDir is the state directory of s as metal serve uses it: flag, or

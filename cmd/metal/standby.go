@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -38,7 +35,7 @@ func newStandbyCmd(a *app) *cobra.Command {
 			if f.every < time.Second {
 				return usageError("--every %v: want at least 1s", f.every)
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			st, store, err := openSiteState(ctx, a, &f.state)
 			if err != nil {

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -61,7 +59,7 @@ func runVBMC(ctx context.Context, a *app, v vbmcArgs) error {
 	if pass == "" {
 		return usageError("no password: use --password-file or METAL_VBMC_PASSWORD")
 	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(ctx)
 	defer stop()
 	opts := v.opts
 	opts.Password, opts.Log = pass, a.logger()

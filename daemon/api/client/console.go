@@ -14,6 +14,9 @@ import (
 
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/daemon/api"
+	"github.com/metal-dev/metal/daemon/serial"
+	"github.com/metal-dev/metal/inventory"
+	"github.com/metal-dev/metal/site"
 )
 
 // Console is a session on a machine's serial console through the daemon's
@@ -125,4 +128,18 @@ func (r *Client) ConsoleLog(ctx context.Context, machine string, n int) ([]strin
 		return nil, err
 	}
 	return l.Lines, nil
+}
+
+// ConsoleLog returns the last n lines of machine's console log: from the
+// daemon when r is its client (Reader), else from the state directory
+// beside the embedded store at url, where metal serve left it; none for a
+// store elsewhere.
+func ConsoleLog(ctx context.Context, r inventory.Reader, url, machine string, n int) ([]string, error) {
+	if c, ok := r.(*Client); ok {
+		return c.ConsoleLog(ctx, machine, n)
+	}
+	if !strings.HasPrefix(url, "file://") {
+		return nil, nil
+	}
+	return serial.Tail(daemon.ConsoleLogPath(site.DefaultStateDir(url, ""), machine), n)
 }
