@@ -117,6 +117,14 @@ func stormRows(n, runs int, got map[string][]stormRun) []Result {
 	rows[0].Note = join(rows[0].Note, fmt.Sprintf("server CPU-seconds per storm (median): metal %s, %s %s",
 		num(pick("metal", func(r stormRun) float64 { return r.cpu }).Median), stormPeer,
 		num(pick(stormPeer, func(r stormRun) float64 { return r.cpu }).Median)))
+	// Where a machine's time goes: the step a server is slow at shows
+	// here, where the totals only add the steps up.
+	var steps []string
+	for i, name := range stormStepNames {
+		step := func(r stormRun) float64 { return r.steps[i] }
+		steps = append(steps, fmt.Sprintf("%s %s/%s", name, num(pick("metal", step).Median), num(pick(stormPeer, step).Median)))
+	}
+	rows[2].Note = join(rows[2].Note, "p50 per step, s (median, metal/peer): "+strings.Join(steps, ", "))
 	return rows
 }
 
@@ -193,7 +201,10 @@ func runStorms(cfg *config, n, runs int) (map[string][]stormRun, error) {
 			}
 			cfg.logger.Info("storm run", attrs...)
 			got[s.name] = append(got[s.name], r)
-			os.RemoveAll(dir)
+			// METAL_BENCH_KEEP keeps each run's logs, as for every measure.
+			if os.Getenv("METAL_BENCH_KEEP") == "" {
+				os.RemoveAll(dir)
+			}
 		}
 	}
 	return got, nil

@@ -91,3 +91,18 @@ func TestPercentile(t *testing.T) {
 		})
 	}
 }
+
+// TestStormRowsSteps: the p50 row says where a machine's time goes, step
+// by step, for metal and its peer.
+func TestStormRowsSteps(t *testing.T) {
+	run := func(scale float64) stormRun {
+		return stormRun{last: 1, p50: 0.5, p99: 0.9, cpu: 1,
+			steps: [stormSteps]float64{0.1 * scale, 0.2 * scale, 0.05 * scale, 0.01 * scale, 0.3 * scale}}
+	}
+	got := map[string][]stormRun{"metal": {run(1), run(1), run(1)}, stormPeer: {run(2), run(2), run(2)}}
+	rows := stormRows(200, 3, got)
+	want := "p50 per step, s (median, metal/peer): dhcp 0.1/0.2, tftp 0.2/0.4, dhcp_ipxe 0.05/0.1, script 0.01/0.02, kernel_initrd 0.3/0.6"
+	if diff := cmp.Diff(want, rows[2].Note); diff != "" {
+		t.Errorf("p50 row note (-want +got):\n%s", diff)
+	}
+}
