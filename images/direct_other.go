@@ -12,4 +12,10 @@ func newDiskWriter(w io.Writer) *diskWriter { return &diskWriter{w} }
 
 func (d *diskWriter) restore() error { return nil }
 
-func alignedBuf(size int) []byte { return make([]byte, size) }
+func alignedBufs(n, size int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, size)
+	}
+	return bufs
+}

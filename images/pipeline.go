@@ -28,7 +28,8 @@ const (
 	// srcBufs and outBufs are how many buffers of the source and of the
 	// decompressed stream circulate: enough for each stage to hold one while
 	// another is queued, so no stage waits for a slower one's next buffer.
-	// At most 32 MiB, which the agent's RAM-only system affords.
+	// At most 36 MiB (each pool is aligned to a huge page: alignedBufs),
+	// which the agent's RAM-only system affords.
 	srcBufs = 4
 	outBufs = 4
 	// progressEvery is how many bytes of src pass between progress calls.
@@ -58,8 +59,8 @@ func (b *buffer) release() {
 // return to.
 func newPool(n int) chan *buffer {
 	free := make(chan *buffer, n)
-	for range n {
-		free <- &buffer{data: alignedBuf(bufSize), free: free}
+	for _, b := range alignedBufs(n, bufSize) {
+		free <- &buffer{data: b, free: free}
 	}
 	return free
 }
