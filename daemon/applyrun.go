@@ -212,6 +212,8 @@ func (d *Daemon) EngineFor(req ApplyRequest, bmcs apply.BMCFunc, drain <-chan st
 		StepTimeout: req.StepTimeout, AgentTimeout: req.AgentTimeout,
 		BootTimeout: req.BootTimeout, ConsoleLog: apply.ConsoleLogPattern(req.ConsoleLog),
 		AllowDestroy: req.AllowDestroy, Wipe: req.Wipe, Drain: drain, Logger: log,
+		// Both callers lead the site for the run (runner.Run).
+		Owner: d.owner,
 	})
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/inventory/backup"
 	"github.com/metal-dev/metal/pxe"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/dhcp"
@@ -160,6 +161,9 @@ type Daemon struct {
 	// sharedAPI: the console, API and metrics are on the netboot listener.
 	sharedAPI bool
 	applies   submitted
+	// owner names this metal on the apply runs it carries out
+	// (inventory.ApplyRun.Owner): host, machine-id and process.
+	owner string
 	// ready is closed once every listener is up (Ready).
 	ready latch.Latch
 }
@@ -185,6 +189,7 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 
+	d.owner = fmt.Sprintf("%s pid %d", backup.DefaultOwner(), os.Getpid())
 	d.Store = opts.Store
 	if d.Store == nil {
 		d.Store, err = backend.Open(ctx, site.ResolveState(s.Settings.State, opts.SiteDir), backend.Options{Logger: opts.Logger})

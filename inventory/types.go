@@ -568,10 +568,30 @@ type ApplyRun struct {
 	// failures, an operator's halt); empty while it runs or when it ended
 	// on its own.
 	HaltReason string `json:"halt_reason,omitempty"`
+	// Owner names the metal (serve or apply: host, machine-id and pid)
+	// carrying the run out while it holds the site's apply leadership;
+	// empty for runs carried out without it (a console's reprovision). A
+	// run still running whose owner's leadership lapsed is an orphan that
+	// another metal serve sharing the store takes over, changing Owner
+	// with a compare-and-swap on the run's revision (apply.Orphan).
+	Owner string `json:"owner,omitempty"`
+	// Options are the run's settings as its first owner was given them,
+	// so a metal that takes it over carries it on alike.
+	Options RunOptions `json:"options,omitzero"`
 	// Steps is filled by ApplyRun/ApplyRuns from the per-machine records and
 	// ignored by PutApplyRun; write steps with PutApplyStep.
 	Steps    map[string]ApplyStep `json:"-"`
 	Revision int64                `json:"-"`
+}
+
+// RunOptions are the settings of an apply run that outlive the metal that
+// started it.
+type RunOptions struct {
+	AllowDestroy bool          `json:"allow_destroy,omitempty"`
+	Wipe         WipeMethod    `json:"wipe,omitempty"`
+	StepTimeout  time.Duration `json:"step_timeout,omitempty"`
+	AgentTimeout time.Duration `json:"agent_timeout,omitempty"`
+	BootTimeout  time.Duration `json:"boot_timeout,omitempty"`
 }
 
 // Unfinished returns the machines of the run whose step is not done, sorted.

@@ -204,6 +204,7 @@ func TestHAServeEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
+	runTakeover := watchTakeover(ctx, store, killed)
 	<-dead.proc.Done()
 	// What the clients held when the server died: the apply above took
 	// seconds, in which a client may have renewed with it (at 30 s).
@@ -302,18 +303,75 @@ func TestHAServeEtcd(t *testing.T) {
 	slices.Sort(ips)
 	t.Logf("the store holds %d leases: %v", len(leases), ips)
 
-	// The apply resumed under a surviving serve: it waits for the dead
-	// one's leadership to lapse, waits for the installs it left in
-	// flight, and starts the rest.
-	survivor := servers[1]
-	start := time.Now()
-	resumed := haApply(ctx, lab, metalBin, survivor.stateDir, sitePath, "--resume")
-	<-resumed.done
-	if resumed.err != nil {
-		t.Fatalf("metal apply --resume on %s: %v\n%s\n%s", survivor.name, resumed.err, resumed.out.String(), logs())
+	// Nobody resumes the apply: a surviving serve sees it orphaned once
+	// the dead one's etcd session expired, and carries it to its end.
+	h := <-runTakeover
+	if h.err != nil {
+		t.Fatalf("%v\n%s", h.err, logs())
 	}
-	t.Logf("metal apply --resume on %s finished the run in %v", survivor.name, time.Since(start).Round(time.Millisecond))
+	t.Logf("apply run taken over from %s (%s) by %s %v after the kill (etcd session TTL 10 s); it finished %v after the kill",
+		dead.name, h.from, h.owner, h.taken.Round(100*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+	said := false
+	for _, s := range servers[1:] {
+		if strings.Contains(s.proc.Log(), "taken over by serve "+h.owner) {
+			said = true
+		}
+	}
+	if !said {
+		t.Errorf("no surviving serve logged taking the run over as %q\n%s", h.owner, logs())
+	}
 	checkFleetOnce(t, fleet, store)
+}
+
+// haTakeover is how an orphaned apply run ended: the owner it ended
+// with, how long after the kill it first had that owner, or an error.
+type haTakeover struct {
+	from, owner string
+	taken       time.Duration
+	err         error
+}
+
+// watchTakeover follows the newest apply run in store from the kill until
+// it is done (a bounded time), in the background: it must be taken over
+// from the owner it had at the kill, and finish.
+func watchTakeover(ctx context.Context, store inventory.Store, killed time.Time) <-chan haTakeover {
+	out := make(chan haTakeover, 1)
+	go func() {
+		var h haTakeover
+		defer func() { out <- h }()
+		for {
+			runs, err := store.ApplyRuns(ctx)
+			if err != nil {
+				h.err = fmt.Errorf("the store's apply runs: %w", err)
+				return
+			}
+			if len(runs) > 0 {
+				r := runs[len(runs)-1]
+				if h.from == "" {
+					h.from, h.owner = r.Owner, r.Owner
+				}
+				if r.Owner != h.owner {
+					h.owner, h.taken = r.Owner, time.Since(killed)
+				}
+				switch {
+				case r.State == inventory.RunDone && h.owner == h.from:
+					h.err = fmt.Errorf("apply run %s done but never taken over from %s", r.ID, h.from)
+					return
+				case r.State == inventory.RunDone:
+					return
+				case r.State != inventory.RunRunning:
+					h.err = fmt.Errorf("apply run %s is %s (owner %s), want it taken over and done", r.ID, r.State, r.Owner)
+					return
+				}
+			}
+			if time.Since(killed) > 4*time.Minute {
+				h.err = fmt.Errorf("the apply run was not done within 4m of the kill (owner %q)", h.owner)
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	return out
 }
 
 // haFleet is TestHAServeEtcd's simulated rack: its BMCs listen on the
@@ -365,14 +423,14 @@ type haRun struct {
 	done chan struct{}
 }
 
-// haApply submits an apply (args: --resume or none) to the metal serve
+// haApply submits an apply to the metal serve
 // whose state directory is stateDir; it runs in the lab's namespace,
 // where the etcd members are.
-func haApply(ctx context.Context, lab *pxetest.Lab, bin, stateDir, sitePath string, args ...string) *haRun {
+func haApply(ctx context.Context, lab *pxetest.Lab, bin, stateDir, sitePath string) *haRun {
 	r := &haRun{done: make(chan struct{})}
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
-	cmd := lab.NS().Command(ctx, bin, append(append([]string{"apply"}, args...), "--auto-approve", "--json", "--state-dir", stateDir,
-		"--step-timeout", "10s", "--agent-timeout", "60s", sitePath)...)
+	cmd := lab.NS().Command(ctx, bin, "apply", "--auto-approve", "--json", "--state-dir", stateDir,
+		"--step-timeout", "10s", "--agent-timeout", "60s", sitePath)
 	cmd.Stdout, cmd.Stderr = &r.out, &r.out
 	go func() {
 		defer close(r.done)

@@ -117,6 +117,19 @@ type Options struct {
 	// without one the agent's default, inventory.WipeQuick (partition
 	// tables and labels only).
 	Wipe inventory.WipeMethod
+	// Owner names who carries the run out, recorded on it
+	// (inventory.ApplyRun.Owner). Set it only while holding the site's
+	// apply leadership for the whole run (runner.Run does): another metal
+	// tells a dead owner by that leadership lapsing while the run is
+	// still marked running, and takes the run over (TakeOver).
+	Owner string
+	// TakeOver, when set, makes Resume continue only this orphan (see
+	// Orphan): the site's newest run, still running and owned by
+	// TakeOver.Owner. Its record changes owner by a compare-and-swap on
+	// its revision, so of two metals taking it over one wins; the other,
+	// like a takeover of a run that finished or moved on meanwhile, gets
+	// ErrNotOrphaned with nothing changed.
+	TakeOver *inventory.ApplyRun
 	// Drain, once closed, stops the run from starting any more machines;
 	// those in flight finish (cancel the context to abort them).
 	Drain <-chan struct{}
@@ -256,6 +269,7 @@ var (
 	ErrNothingToResume   = errors.New("no interrupted apply run to resume")
 	ErrStalePlan         = errors.New("the inventory changed since the plan was made")
 	ErrInFlight          = errors.New("machines are mid-install in an unfinished apply run")
+	ErrNotOrphaned       = errors.New("the apply run is no longer orphaned")
 )
 
 // inFlightSteps are the recorded steps at which a machine of a run that
@@ -366,6 +380,7 @@ func (e *Engine) Apply(ctx context.Context, p *plan.Plan) (Result, error) {
 	run := inventory.ApplyRun{
 		ID: newRunID(now), PlanDigest: p.Digest, State: inventory.RunPending, StartedAt: now,
 		BatchSize: size, MaxFailures: e.site.Rollout.MaxFailures,
+		Owner: e.opts.Owner, Options: e.runOptions(),
 	}
 	if e.site.Rollout.Canary > 0 && len(batches) > 0 {
 		run.Canary = len(batches[0])
@@ -405,6 +420,11 @@ func (e *Engine) Resume(ctx context.Context) (Result, error) {
 	runs, err := e.store.ApplyRuns(ctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("read apply runs: %w", err)
+	}
+	if to := e.opts.TakeOver; to != nil {
+		if len(runs) == 0 || !orphaned(runs[len(runs)-1], to.Owner) || runs[len(runs)-1].ID != to.ID {
+			return Result{}, ErrNotOrphaned
+		}
 	}
 	var run *inventory.ApplyRun
 	for i := len(runs) - 1; i >= 0 && run == nil; i-- {
@@ -455,8 +475,16 @@ func (e *Engine) Resume(ctx context.Context) (Result, error) {
 	run.State = inventory.RunRunning
 	run.FinishedAt = time.Time{}
 	run.HaltReason = ""
+	if e.opts.Owner != "" {
+		run.Owner = e.opts.Owner
+	}
 	stepsByName := run.Steps
+	// A compare-and-swap on the revision read above: a takeover claims
+	// the run only if nobody wrote it since it was found orphaned.
 	updated, err := e.store.PutApplyRun(ctx, *run)
+	if e.opts.TakeOver != nil && errors.Is(err, inventory.ErrConflict) {
+		return Result{}, ErrNotOrphaned
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("record apply run: %w", err)
 	}
@@ -498,6 +526,41 @@ func (e *Engine) Resume(ctx context.Context) (Result, error) {
 		}
 	}
 	return r.execute(ctx, batches), nil
+}
+
+// Orphan returns the run a metal named self would take over: the site's
+// newest run, still marked running by an owner other than self. Whether
+// that owner is dead is for the site's apply leadership to tell: the
+// owner holds it for as long as it carries the run out (Options.Owner),
+// so whoever is elected next while the run is still running and still
+// that owner's (Resume with Options.TakeOver checks both again) found it
+// orphaned. A run without an owner was carried out without the
+// leadership (a console's reprovision) and is never taken over.
+func Orphan(ctx context.Context, store inventory.Store, self string) (inventory.ApplyRun, bool, error) {
+	runs, err := store.ApplyRuns(ctx)
+	if err != nil {
+		return inventory.ApplyRun{}, false, fmt.Errorf("read apply runs: %w", err)
+	}
+	if len(runs) == 0 {
+		return inventory.ApplyRun{}, false, nil
+	}
+	last := runs[len(runs)-1]
+	if last.Owner == "" || last.Owner == self || !orphaned(last, last.Owner) {
+		return inventory.ApplyRun{}, false, nil
+	}
+	return last, true, nil
+}
+
+// orphaned: run is still running, and owned by owner.
+func orphaned(run inventory.ApplyRun, owner string) bool {
+	return run.State == inventory.RunRunning && run.Owner == owner
+}
+
+// runOptions are the settings recorded with a run, for whoever takes it
+// over.
+func (e *Engine) runOptions() inventory.RunOptions {
+	return inventory.RunOptions{AllowDestroy: e.opts.AllowDestroy, Wipe: e.opts.Wipe,
+		StepTimeout: e.opts.StepTimeout, AgentTimeout: e.opts.AgentTimeout, BootTimeout: e.opts.BootTimeout}
 }
 
 // abandon marks a run that never started a machine as failed, so nothing
@@ -745,6 +808,13 @@ func (r *runner) finish(ctx context.Context, notStarted []string) Result {
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	run, err := r.store.ApplyRun(wctx, r.run.ID)
+	if err == nil && run.Owner != r.run.Owner {
+		// Another metal took the run over once this one lost the
+		// leadership: the run is its to record.
+		r.opts.Logger.Warn("apply run taken over by another metal; leaving its record to it", "run", r.run.ID, "owner", run.Owner)
+		r.opts.Hook.RunFinished(res)
+		return res
+	}
 	if err == nil {
 		run.State = res.State
 		run.HaltReason = res.HaltReason
