@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 
 	"github.com/metal-dev/metal/cmd/metal/internal/view"
 
@@ -45,7 +43,7 @@ func newLabUpCmd(a *app, f *labFlags) *cobra.Command {
 		Example: helpText("lab-up.examples"),
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			cfg.Dir, cfg.Log = f.dir, a.logger()
 			var err error

@@ -7,8 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -34,7 +32,7 @@ func newLabConsoleCmd(a *app, f *labFlags) *cobra.Command {
 			if !ok {
 				return usageError("no VM %q in the lab (metal lab status lists them)", args[0])
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			conn, via, err := st.Console(ctx, vm)
 			if errors.Is(err, lab.ErrSOLOnly) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,33 +15,15 @@ import (
 	"github.com/metal-dev/metal/inventory"
 )
 
-// tokenFlags say which store's tokens a verb manages: the site's, --state,
-// or the embedded store in --state-dir.
-type tokenFlags struct {
-	state    arguments.State
-	stateDir string
-}
-
-func (f *tokenFlags) register(cmd *cobra.Command) {
-	f.state.Register(cmd.Flags())
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "the state directory of an embedded store (file://DIR/state.db), instead of --site")
-}
-
-// open returns the token admin of the store: the store itself, or the
-// running daemon that holds an embedded one, over its local socket. The
-// token file of an older metal is moved into the store first.
-func (f *tokenFlags) open(ctx context.Context, a *app) (api.TokenAdmin, func(), error) {
-	if f.stateDir != "" {
-		if f.state.URL != "" || f.state.Site.Path != "" {
-			return nil, nil, usageError("give --state-dir, or --site/--state, not both")
-		}
-		f.state.URL = "file://" + filepath.Join(f.stateDir, "state.db")
-	}
-	st, err := f.state.Resolve(a.stderr, false)
+// openTokens returns the token admin of the store: the store itself, or
+// the running daemon that holds an embedded one, over its local socket.
+// The token file of an older metal is moved into the store first.
+func openTokens(ctx context.Context, a *app, f *arguments.Tokens) (api.TokenAdmin, func(), error) {
+	url, err := f.Store(a.stderr)
 	if err != nil {
 		return nil, nil, err
 	}
-	return apiclient.TokenAdmin(ctx, st.State, a.logger())
+	return apiclient.TokenAdmin(ctx, url, a.logger())
 }
 
 func newTokenCmd(a *app) *cobra.Command {
@@ -57,7 +38,7 @@ func newTokenCmd(a *app) *cobra.Command {
 }
 
 func newTokenCreateCmd(a *app) *cobra.Command {
-	var f tokenFlags
+	var f arguments.Tokens
 	var role, name string
 	var expires time.Duration
 	cmd := &cobra.Command{
@@ -79,7 +60,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			if expires < 0 {
 				return usageError("--expires must be positive (e.g. 24h)")
 			}
-			admin, done, err := f.open(cmd.Context(), a)
+			admin, done, err := openTokens(cmd.Context(), a, &f)
 			if err != nil {
 				return err
 			}
@@ -92,7 +73,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd.Flags())
 	cmd.Flags().StringVar(&role, "role", "", "what the token may do: read, operate or admin (required)")
 	cmd.Flags().StringVar(&name, "name", "", "the token's name, shown in lists and events (default: a random one)")
 	cmd.Flags().DurationVar(&expires, "expires", 0, "how long the token works, e.g. 24h (default: until revoked)")
@@ -101,7 +82,7 @@ func newTokenCreateCmd(a *app) *cobra.Command {
 }
 
 func newTokenListCmd(a *app) *cobra.Command {
-	var f tokenFlags
+	var f arguments.Tokens
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "list",
@@ -109,7 +90,7 @@ func newTokenListCmd(a *app) *cobra.Command {
 		Example: `  metal token list --site site.hcl`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			admin, done, err := f.open(cmd.Context(), a)
+			admin, done, err := openTokens(cmd.Context(), a, &f)
 			if err != nil {
 				return err
 			}
@@ -127,20 +108,20 @@ func newTokenListCmd(a *app) *cobra.Command {
 			return view.Tokens(a.stdout, a.stderr, list, time.Now())
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd.Flags())
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }
 
 func newTokenRevokeCmd(a *app) *cobra.Command {
-	var f tokenFlags
+	var f arguments.Tokens
 	cmd := &cobra.Command{
 		Use:     "revoke NAME...",
 		Short:   "Revoke tokens: every request with them is refused from now on",
 		Example: `  metal token revoke --site site.hcl alice`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			admin, done, err := f.open(cmd.Context(), a)
+			admin, done, err := openTokens(cmd.Context(), a, &f)
 			if err != nil {
 				return err
 			}
@@ -158,6 +139,6 @@ func newTokenRevokeCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
-	f.register(cmd)
+	f.Register(cmd.Flags())
 	return cmd
 }

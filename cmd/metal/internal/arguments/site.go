@@ -136,3 +136,27 @@ func (f *State) Resolve(stderr io.Writer, needSite bool) (SiteState, error) {
 	}
 	return out, nil
 }
+
+// Tokens say which store's tokens the token verbs manage: the site's,
+// --state, or the embedded store in --state-dir.
+type Tokens struct {
+	State    State
+	StateDir string
+}
+
+func (f *Tokens) Register(fs *pflag.FlagSet) {
+	f.State.Register(fs)
+	fs.StringVar(&f.StateDir, "state-dir", "", "the state directory of an embedded store (file://DIR/state.db), instead of --site")
+}
+
+// Store is the URL of that store (State.Resolve prints on stderr).
+func (f *Tokens) Store(stderr io.Writer) (string, error) {
+	if f.StateDir != "" {
+		if f.State.URL != "" || f.State.Site.Path != "" {
+			return "", Usage("give --state-dir, or --site/--state, not both")
+		}
+		f.State.URL = "file://" + filepath.Join(f.StateDir, "state.db")
+	}
+	st, err := f.State.Resolve(stderr, false)
+	return st.State, err
+}
