@@ -316,7 +316,7 @@ func (e *Engine) current(ctx context.Context, p *plan.Plan) error {
 		return err
 	}
 	if now.Digest != p.Digest {
-		return fmt.Errorf("%w (another apply ran meanwhile?): plan again against what is there now", ErrStalePlan)
+		return fmt.Errorf("%w (another apply ran meanwhile, or a BMC reports other hardware settings now?): plan again against what is there now", ErrStalePlan)
 	}
 	return nil
 }
