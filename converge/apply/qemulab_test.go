@@ -21,6 +21,7 @@ import (
 	"github.com/metal-dev/metal/bmc/virtual"
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/images/initramfs"
+	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/syncbuf"
 	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
@@ -58,6 +59,11 @@ type qemuLab struct {
 	serial   string
 	disk     string // vm-1's empty 64 MiB disk
 	bmcAddr  string
+	// hardware, when set before machine, is what vm-1's BMC reports (its
+	// drives are those RAID volumes are built from), and volumes the
+	// directory of the volumes' disks, which QEMU then has.
+	hardware *virtual.Hardware
+	volumes  string
 }
 
 // newQEMULab builds the agent and metal's servers (not yet serving: see
@@ -78,7 +84,7 @@ func newQEMULab(t *testing.T, timeout time.Duration) *qemuLab {
 	must(t, err)
 	l.res, err = initramfs.BuildAgent(ctx, initramfs.Options{
 		Binary: bin, KernelDir: kroot, Out: filepath.Join(l.files, "agent", "initrd.img"),
-		Modules: []string{"virtio_net", "virtio_pci", "virtio_blk", "virtio_rng", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"},
+		Modules: []string{"virtio_net", "virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "virtio_rng", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8"},
 	})
 	must(t, err)
 	kernel, err := os.ReadFile(l.res.Kernel)
@@ -137,10 +143,10 @@ func (l *qemuLab) machine(ns string, qemuArgs []string) {
 	qemuLog := &syncbuf.Buffer{}
 	vm, err := virtual.NewQEMU(virtual.QEMUConfig{Name: "vm-1", QMPSocket: filepath.Join(l.dir, "qmp.sock"),
 		Command: append([]string{"ip", "netns", "exec", ns, "qemu-system-x86_64"}, qemuArgs...),
-		Output:  qemuLog, Log: l.log.With("test", "vbmc")})
+		Output:  qemuLog, Log: l.log.With("test", "vbmc"), VolumeDir: l.volumes})
 	must(t, err)
 	bmcSrv, err := virtual.NewServer(virtual.Options{Username: "admin", Password: "qemu-lab", Log: l.log},
-		virtual.MachineSpec{Name: "vm-1", Machine: vm, Manufacturer: "QEMU"})
+		virtual.MachineSpec{Name: "vm-1", Machine: vm, Manufacturer: "QEMU", Hardware: l.hardware})
 	must(t, err)
 	bmcLn, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -214,3 +220,58 @@ const bmcBlock = `  bmc {
     username = "admin"
     password = "qemu-lab"
   }`
+
+// requireQEMULab skips without root, fails without QEMU or the tools that
+// make the test's disk image, and lets the test run beside the others.
+func requireQEMULab(t *testing.T, fw bootkit.Firmware) {
+	t.Helper()
+	testenv.Root(t, "network namespaces and QEMU")
+	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	if err := bootkit.CheckQEMU(fw); err != nil {
+		t.Fatal(err)
+	}
+	if err := bootdisk.CheckTools(); err != nil {
+		t.Fatal(err)
+	}
+	t.Parallel()
+}
+
+// tap puts tap0 on the lab's bridge, for a machine on metal's own network,
+// and returns QEMU's -netdev value for it.
+func (l *qemuLab) tap() string {
+	l.lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
+	l.lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
+	return "tap,id=n0,ifname=tap0,script=no,downscript=no"
+}
+
+// labSite is a site for l.apply: vm-1 netboots on metal's network and
+// installs the image at diskGz (its sha256 sum), whose OS does not phone
+// home; extra goes in vm-1's block.
+func labSite(name, diskGz, sum, extra string) string {
+	return `site "` + name + `" {}
+
+network "lab" {
+  subnet = "192.0.2.0/24"
+  mode   = "off"
+}
+
+image "os" {
+  disk     = "file://` + diskGz + `"
+  checksum = "sha256:` + sum + `"
+  ready    = "none"
+}
+
+machine "vm-1" {
+  mac     = "%[1]s"
+  ip      = "192.0.2.50"
+  network = "lab"
+  image   = image.os
+` + extra + bmcBlock + `
+}
+
+rollout {
+  canary  = 0
+  stagger = "0s"
+}
+`
+}

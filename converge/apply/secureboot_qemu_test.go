@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"github.com/metal-dev/metal/converge/apply"
-	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
-	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/pxe/bootfiles"
 	"github.com/metal-dev/metal/pxe/grub"
 	"github.com/metal-dev/metal/pxe/pxetest"
@@ -31,15 +29,7 @@ import (
 // and never iPXE, though they have it; the agent installs, and the
 // installed OS boots with Secure Boot still on.
 func TestSecureBootLearnedInQEMU(t *testing.T) {
-	testenv.Root(t, "network namespaces and QEMU")
-	pxetest.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	if err := bootkit.CheckQEMU(bootkit.UEFISecure); err != nil {
-		t.Fatal(err)
-	}
-	if err := bootdisk.CheckTools(); err != nil {
-		t.Fatal(err)
-	}
-	t.Parallel()
+	requireQEMULab(t, bootkit.UEFISecure)
 	l := newQEMULab(t, 15*time.Minute)
 	signed, err := bootkit.SecureBootDir(l.ctx, bootkit.CacheDir())
 	must(t, err)
@@ -63,42 +53,15 @@ func TestSecureBootLearnedInQEMU(t *testing.T) {
 	l.servers["tftp"] = tftpSrv.Serve
 
 	// The machine: OVMF's own PXE client first, then its disk.
-	l.lab.NS().MustIP("tuntap", "add", "tap0", "mode", "tap")
-	l.lab.NS().MustIP("link", "set", "tap0", "master", pxetest.BridgeName, "up")
 	args, err := bootkit.VM{Firmware: bootkit.UEFI, NoROM: true, SecureBoot: true, MAC: l.mac, Serial: l.serial, Dir: l.dir,
-		MemoryMiB: 768, Accel: qemutest.Accel(t), Netdev: "tap,id=n0,ifname=tap0,script=no,downscript=no"}.Args()
+		MemoryMiB: 768, Accel: qemutest.Accel(t), Netdev: l.tap()}.Args()
 	must(t, err)
 	// The agent reboots the machine into its installed OS: QEMU goes on.
 	args = slices.DeleteFunc(args, func(a string) bool { return a == "-no-reboot" })
 	args = append(append(args, "-device", "virtio-rng-pci"), bootkit.DiskArgs(l.disk)...)
 	l.machine(l.lab.NS().Name, args)
 
-	l.apply(`site "sb" {}
-
-network "lab" {
-  subnet = "192.0.2.0/24"
-  mode   = "off"
-}
-
-image "os" {
-  disk     = "file://`+diskGz+`"
-  checksum = "sha256:`+sum+`"
-  ready    = "none"
-}
-
-machine "vm-1" {
-  mac     = "%[1]s"
-  ip      = "192.0.2.50"
-  network = "lab"
-  image   = image.os
-`+bmcBlock+`
-}
-
-rollout {
-  canary  = 0
-  stagger = "0s"
-}
-`, apply.Options{SecureBootChain: true})
+	l.apply(labSite("sb", diskGz, sum, ""), apply.Options{SecureBootChain: true})
 	m, err := l.store.Machine(l.ctx, "vm-1")
 	must(t, err)
 	if m.FirmwareSecureBoot == nil || !*m.FirmwareSecureBoot || m.BootPath() != site.BootSecure {
