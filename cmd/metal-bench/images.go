@@ -32,11 +32,12 @@ const (
 // conv=fsync`) and with oflag=direct. For the zstd image the peers are
 // `zstd -dc | dd`. metal also hashes the image as it writes (sha256), which
 // dd does not: the raw image is also compared with `sha256sum && dd
-// oflag=direct`, the same work done by hand. On this VM the two vCPUs do
-// not act as two cores (a busy one slows sha256 on the other by ~70%), so
-// hashing beside the write overlaps little and costs most of its ~0.35 s
-// per 512 MiB. The source is in the page cache for every run (written just
-// before), as a fast network would deliver it. Each program overwrites its
+// oflag=direct`, the same work done by hand. On this VM page faults and
+// page pins are dear: with 4 KiB-page buffers the verified raw write took
+// a third more CPU than sha256 alone and reached ~76% of its limit; its
+// buffers are huge pages now (images.alignedBufs). The source is in the
+// page cache for every run (written just before), as a fast network would
+// deliver it. Each program overwrites its
 // own target file in place (created by its first run): on this VM a
 // buffered overwrite of a file last written with O_DIRECT took 2-3× as
 // long as one of a file last written through the page cache, so a shared
