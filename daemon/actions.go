@@ -138,6 +138,7 @@ func (o *operator) Reprovision(ctx context.Context, name string) error {
 		ImagePath:    o.d.ImagePath,
 		FirmwareURL:  o.d.FirmwareURL,
 		ReadyURL:     o.d.ReadyURL,
+		ReadyAlso:    o.d.readyAlso(),
 		BMC:          o.bmcs,
 		Media:        o.d.BootMedia,
 		AllowDestroy: true,

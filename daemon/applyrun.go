@@ -196,6 +196,7 @@ func (d *Daemon) serveApply(serveCtx context.Context, w http.ResponseWriter, r *
 func (d *Daemon) Engine(o apply.Options) apply.Options {
 	o.AgentBoot = apply.AgentBoot(d.Agent)
 	o.ImageURL, o.ImageStream, o.ImagePath, o.ReadyURL = d.ImageURL, d.ImageStream, d.ImagePath, d.ReadyURL
+	o.ReadyAlso = d.readyAlso()
 	o.Media = d.BootMedia
 	o.FirmwareURL = d.FirmwareURL
 	o.SecureBootChain = d.secureBootChain

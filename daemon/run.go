@@ -42,7 +42,10 @@ func Run(ctx context.Context, opts Options, primary *backup.Primary) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.Serve(ctx) })
 	g.Go(func() error { d.Supervise(ctx); return nil })
-	g.Go(func() error { d.takeOverApplies(ctx); return nil })
+	if d.shared() {
+		g.Go(func() error { d.announce(ctx); return nil })
+		g.Go(func() error { d.takeOverApplies(ctx); return nil })
+	}
 	// A few MiB live and a few KiB allocated per request: without a
 	// floor the collector would run many times a second under a boot
 	// storm, for more CPU than the requests themselves.

@@ -31,7 +31,7 @@ const takeoverRecheck = 15 * time.Second
 // of two survivors one resumes it. With an embedded store only one metal
 // opens it, and an interrupted run waits for `metal apply --resume`.
 func (d *Daemon) takeOverApplies(ctx context.Context) {
-	if loc, err := backend.Parse(d.Site().Settings.State); err != nil || loc.Scheme != "etcd" {
+	if !d.shared() {
 		return
 	}
 	changed := make(chan struct{}, 1)
@@ -55,8 +55,14 @@ func (d *Daemon) takeOverApplies(ctx context.Context) {
 	}
 }
 
+// shared: several metal serves may share this daemon's store (etcd).
+func (d *Daemon) shared() bool {
+	loc, err := backend.Parse(d.Site().Settings.State)
+	return err == nil && loc.Scheme == "etcd"
+}
+
 // watchRuns signals changed (without blocking) on every change of an
-// apply run, until ctx ends.
+// apply run's record (not of its steps), until ctx ends.
 func (d *Daemon) watchRuns(ctx context.Context, changed chan<- struct{}) {
 	for ctx.Err() == nil {
 		ch, err := d.Store.Watch(ctx, inventory.WatchOptions{Kinds: []inventory.Kind{inventory.KindApply}})
@@ -64,6 +70,9 @@ func (d *Daemon) watchRuns(ctx context.Context, changed chan<- struct{}) {
 			for c := range ch {
 				if c.Err != nil {
 					break
+				}
+				if c.ApplyRun == nil {
+					continue // a step: the run's owner is unchanged
 				}
 				select {
 				case changed <- struct{}{}:

@@ -77,6 +77,11 @@ type Store interface {
 	// DeleteAPIToken removes a token (revoke).
 	DeleteAPIToken(ctx context.Context, name string) error
 
+	// Servers returns the site's metal serves (where machines reach each),
+	// the most recently seen first; PutServer records one under its URL.
+	Servers(ctx context.Context) ([]Server, error)
+	PutServer(ctx context.Context, srv Server) (Server, error)
+
 	// Watch streams changes of the given kinds (all if none) after
 	// opts.FromRevision (0: from now). The channel closes when ctx ends; a
 	// broken watch sends a last Change with Err set (ErrWatchLagged: list

@@ -148,6 +148,10 @@ type AgentTask struct {
 	// cloud-init's phone_home module to post to once the installed OS
 	// booted; empty when the image's readiness is checked otherwise.
 	PhoneHome string `json:"phone_home,omitempty"`
+	// PhoneHomeAlso are the same phone-home at the site's other metal
+	// serves, tried in order when PhoneHome does not answer (the serve
+	// that wrote the task died meanwhile).
+	PhoneHomeAlso []string `json:"phone_home_also,omitempty"`
 	// Secret is the task's one-time agent credential (NewTaskSecret): the
 	// netboot server puts it in the agent's kernel command line
 	// (metal.token=) and the agent API wants it on every call about this

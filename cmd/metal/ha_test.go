@@ -321,6 +321,25 @@ func TestHAServeEtcd(t *testing.T) {
 		t.Errorf("no surviving serve logged taking the run over as %q\n%s", h.owner, logs())
 	}
 	checkFleetOnce(t, fleet, store)
+
+	// The installs the dead serve wrote phoned home all the same: first
+	// to it (refused), then to a survivor it named beside itself.
+	answered, urls := fleet.PhoneHomes()
+	fellBack := 0
+	for name, u := range urls {
+		if !strings.HasPrefix(u[0], "http://"+dead.ip+":") {
+			continue
+		}
+		if len(u) < 2 || answered[name] == "" || strings.HasPrefix(answered[name], "http://"+dead.ip+":") {
+			t.Errorf("%s, installed by the dead serve: phone-home URLs %v, answered by %q", name, u, answered[name])
+			continue
+		}
+		fellBack++
+		t.Logf("%s, installed by the dead serve, phoned home to %s", name, answered[name])
+	}
+	if fellBack == 0 {
+		t.Errorf("no machine installed by the dead serve phoned home: %v", urls)
+	}
 }
 
 // haTakeover is how an orphaned apply run ended: the owner it ended
@@ -386,6 +405,15 @@ func haFleet(t *testing.T, lab *pxetest.Lab, store inventory.Store) *applytest.F
 				return err
 			})
 			return ln, err
+		},
+		// The installed OS phones home from the bridge, where the
+		// serves are.
+		Dial: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = netns.Do(lab.NS().Name, func() error {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -396,15 +424,11 @@ func haFleet(t *testing.T, lab *pxetest.Lab, store inventory.Store) *applytest.F
 
 // haSite is the fleet's site with its machines on a network of their own
 // (no DHCP: the simulated machines need none) and the lab's bridge served
-// by DHCP with one-minute leases.
-//
-// The image is not checked for readiness (ready = "none"): its
-// phone-home URL names the serve that wrote the intent, on the bridge,
-// which the simulated OS in the test's own namespace cannot reach.
+// by DHCP with one-minute leases. The image is checked by cloud-init's
+// phone-home (the default).
 func haSite(f *applytest.Fleet, state string) string {
 	site := strings.Replace(string(f.SiteHCL(state, "  batch_size = 2\n  stagger = \"0s\"")),
 		`subnet = "192.0.2.0/24"`, `subnet = "198.51.100.0/24"`, 1)
-	site = strings.Replace(site, `image "os" {`, `image "os" {`+"\n  ready = \"none\"", 1)
 	return site + `
 network "lab" {
   interface  = "eth0"

@@ -87,6 +87,10 @@ type Options struct {
 	// agentapi.ReadyPath). Nil: images checked by cloud-init's
 	// phone-home cannot be provisioned.
 	ReadyURL func(mac, secret string) string
+	// ReadyAlso, when set, gives the same phone-home at the site's other
+	// metal serves (sharing the store), for the installed OS to try in
+	// order when ReadyURL's serve does not answer.
+	ReadyAlso func(mac, secret string) []string
 
 	// StepTimeout bounds one attempt of a BMC step (default 2 min);
 	// Retries is how often a step is tried (default 3), RetryDelay the

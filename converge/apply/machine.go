@@ -212,6 +212,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 	var in inventory.BootIntent
 	var ready *inventory.Readiness
 	taskID, phoneHome := "", ""
+	var phoneHomeAlso []string
 	if im.Disk.URL == "" {
 		in = inventory.BootIntent{Action: inventory.BootInstall, Kernel: m.source(im.Name, im.Kernel), Cmdline: im.Cmdline,
 			Sensitive: im.CmdlineSensitive || im.Kernel.Sensitive}
@@ -223,7 +224,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 		taskID = randomHex(8)
 		ab := m.r.opts.AgentBoot
 		var err error
-		if ready, phoneHome, err = m.readiness(im, taskID); err != nil {
+		if ready, phoneHome, phoneHomeAlso, err = m.readiness(im, taskID); err != nil {
 			return "", 0, in, err
 		}
 		netConfig, err := m.networkConfig()
@@ -242,7 +243,7 @@ func (m *machineRun) writeInstallIntent(ctx context.Context, im *site.Image) (st
 				ID: taskID, Kind: inventory.TaskInstall, Image: im.Name, ImageURL: m.reachable(m.r.opts.ImageURL(im.Name)),
 				Checksum: checksum, Format: format, Disk: m.decl.Disk,
 				Hostname: m.hostname(), SSHAuthorizedKeys: slices.Clone(m.decl.SSHAuthorizedKeys), UserData: m.decl.UserData,
-				PhoneHome: phoneHome, NetworkConfig: netConfig,
+				PhoneHome: phoneHome, PhoneHomeAlso: phoneHomeAlso, NetworkConfig: netConfig,
 				Secret: inventory.NewTaskSecret(),
 			},
 		}

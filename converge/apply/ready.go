@@ -22,22 +22,25 @@ import (
 // readiness is what an install of image im waits for once the disk is
 // written: the check, and for cloud-init the phone-home URL with a fresh
 // secret (only its hash is stored).
-func (m *machineRun) readiness(im *site.Image, taskID string) (*inventory.Readiness, string, error) {
-	r := &inventory.Readiness{TaskID: taskID, Check: im.Ready.String()}
+// also are the same URL at the site's other metal serves (ReadyAlso).
+func (m *machineRun) readiness(im *site.Image, taskID string) (r *inventory.Readiness, url string, also []string, err error) {
+	r = &inventory.Readiness{TaskID: taskID, Check: im.Ready.String()}
 	if im.Ready.Kind != site.ReadyCloudInit && im.Ready.Kind != "" {
-		return r, "", nil
+		return r, "", nil, nil
 	}
-	url := ""
 	secret := randomHex(16)
 	if m.r.opts.ReadyURL != nil {
 		url = m.reachable(m.r.opts.ReadyURL(m.decl.MAC.String(), secret))
 	}
+	if m.r.opts.ReadyAlso != nil {
+		also = m.r.opts.ReadyAlso(m.decl.MAC.String(), secret)
+	}
 	if url == "" {
-		return nil, "", fmt.Errorf("image %q is checked by cloud-init's phone-home, but metal has no URL for it to post to; declare ready = \"tcp:PORT\" or \"none\" on the image", im.Name)
+		return nil, "", nil, fmt.Errorf("image %q is checked by cloud-init's phone-home, but metal has no URL for it to post to; declare ready = \"tcp:PORT\" or \"none\" on the image", im.Name)
 	}
 	sum := sha256.Sum256([]byte(secret))
 	r.SecretSHA256 = hex.EncodeToString(sum[:])
-	return r, url, nil
+	return r, url, also, nil
 }
 
 // waitReady waits, up to the image's ready_timeout, until the installed OS

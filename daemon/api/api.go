@@ -308,6 +308,9 @@ func Redact(m inventory.Machine) inventory.Machine {
 			// Its path holds the task's phone-home secret.
 			t.PhoneHome = "(redacted)"
 		}
+		if len(t.PhoneHomeAlso) > 0 {
+			t.PhoneHomeAlso = []string{"(redacted)"}
+		}
 		m.Intent.Task = &t
 	}
 	return m

@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime/multipart"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"sort"
@@ -78,7 +81,55 @@ func VendorData(t agentapi.Task) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(append([]byte("#cloud-config\n"), b...), '\n'), nil
+	cloudConfig := append(append([]byte("#cloud-config\n"), b...), '\n')
+	if len(t.PhoneHomeAlso) == 0 {
+		return cloudConfig, nil
+	}
+	// phone_home posts to one URL: the other metal serves are tried by a
+	// vendor script (cloud-init's scripts-vendor, which a user-data
+	// runcmd does not replace, as it would a vendor-data runcmd).
+	var out bytes.Buffer
+	mw := multipart.NewWriter(&out)
+	fmt.Fprintf(&out, "Content-Type: multipart/mixed; boundary=%q\nMIME-Version: 1.0\n\n", mw.Boundary())
+	for _, p := range []struct {
+		typ  string
+		body []byte
+	}{{"text/cloud-config", cloudConfig}, {"text/x-shellscript", phoneHomeScript(append([]string{t.PhoneHome}, t.PhoneHomeAlso...))}} {
+		w, err := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {p.typ}})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(p.body); err != nil {
+			return nil, err
+		}
+	}
+	if err := mw.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
+
+// phoneHomeScript posts the phone-home to the first of urls that takes
+// it, in order, round after round for a while (curl, else busybox or GNU
+// wget): the metal serve that wrote the install may have died since, and
+// any other of the site records the phone-home in the shared store.
+func phoneHomeScript(urls []string) []byte {
+	quoted := make([]string, len(urls))
+	for i, u := range urls {
+		quoted[i] = "'" + strings.ReplaceAll(u, "'", `'\''`) + "'"
+	}
+	return []byte(`#!/bin/sh
+post() {
+  curl -fsS -m 10 -d "hostname=$(hostname)" "$1" >/dev/null 2>&1 ||
+    wget -q -O /dev/null -T 10 --post-data "hostname=$(hostname)" "$1" >/dev/null 2>&1
+}
+for round in 1 2 3 4 5 6 7 8 9 10; do
+  for u in ` + strings.Join(quoted, " ") + `; do post "$u" && exit 0; done
+  sleep 3
+done
+echo "metal phone-home: no metal serve answered" >&2
+exit 1
+`)
 }
 
 // NetworkConfig returns the NoCloud network-config of t (version 2,

@@ -1,8 +1,17 @@
 package agent
 
 import (
+	"bytes"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/mail"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/metal-dev/metal/pxe/agentapi"
@@ -50,5 +59,60 @@ func TestSeedPhoneHome(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, seedDir, "vendor-data")); !os.IsNotExist(err) {
 		t.Errorf("vendor-data written without a phone-home: %v", err)
+	}
+}
+
+// With other metal serves to try, vendor-data is a MIME multipart: the
+// same phone_home, and a script that posts to the URLs in order until one
+// takes it; run here by sh (with curl or wget), the first refuses
+// connections (its serve died) and the second gets the post.
+func TestSeedPhoneHomeFallback(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		got <- r.Method + " " + r.URL.Path + " " + r.PostForm.Get("hostname")
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	task := agentapi.Task{ID: "t1", PhoneHome: deadURL + "/agent/v1/m/ready/s1",
+		PhoneHomeAlso: []string{srv.URL + "/agent/v1/m/ready/s1"}}
+	vd, err := VendorData(task)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := mail.ReadMessage(bytes.NewReader(vd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := map[string]string{}
+	mr := multipart.NewReader(msg.Body, params["boundary"])
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(p)
+		parts[p.Header.Get("Content-Type")] = string(b)
+	}
+	if !strings.Contains(parts["text/cloud-config"], `"url": "`+task.PhoneHome+`"`) {
+		t.Errorf("cloud-config part:\n%s", parts["text/cloud-config"])
+	}
+	script := filepath.Join(t.TempDir(), "phone-home")
+	if err := os.WriteFile(script, []byte(parts["text/x-shellscript"]), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("sh", script).CombinedOutput(); err != nil {
+		t.Fatalf("phone-home script: %v\n%s\n%s", err, out, parts["text/x-shellscript"])
+	}
+	host, _ := os.Hostname()
+	if p := <-got; p != "POST /agent/v1/m/ready/s1 "+host {
+		t.Errorf("the live serve got %q", p)
 	}
 }

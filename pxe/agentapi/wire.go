@@ -44,6 +44,10 @@ type Task struct {
 	// cloud-init's phone_home module to post to once the installed OS
 	// booted; empty when the image's readiness is checked otherwise.
 	PhoneHome string `json:"phone_home,omitempty"`
+	// PhoneHomeAlso are the same phone-home at the site's other metal
+	// serves, tried in order when PhoneHome does not answer (the serve
+	// that wrote the task died meanwhile).
+	PhoneHomeAlso []string `json:"phone_home_also,omitempty"`
 	// NetworkConfig is the NoCloud network-config (version 2, as JSON)
 	// the seed gives the installed OS; empty for DHCP.
 	NetworkConfig string `json:"network_config,omitempty"`

@@ -15,7 +15,7 @@ func taskOf(t *inventory.AgentTask) *agentapi.Task {
 	return &agentapi.Task{
 		ID: t.ID, Kind: agentapi.TaskKind(t.Kind), Image: t.Image, ImageURL: t.ImageURL, Checksum: t.Checksum,
 		Format: t.Format, Disk: t.Disk, Wipe: agentapi.WipeMethod(t.Wipe), Hostname: t.Hostname,
-		SSHAuthorizedKeys: t.SSHAuthorizedKeys, UserData: t.UserData, PhoneHome: t.PhoneHome, NetworkConfig: t.NetworkConfig,
+		SSHAuthorizedKeys: t.SSHAuthorizedKeys, UserData: t.UserData, PhoneHome: t.PhoneHome, PhoneHomeAlso: t.PhoneHomeAlso, NetworkConfig: t.NetworkConfig,
 	}
 }
 

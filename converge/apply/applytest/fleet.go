@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -68,6 +69,9 @@ type Options struct {
 	// metal running in another network namespace reaches BMCs listening
 	// on an address of its link.
 	Listen func() (net.Listener, error)
+	// Dial is how the installed OS reaches metal to phone home (default
+	// this host's network).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// SecureBoot gives the machines named in it UEFI firmware with
 	// Secure Boot on (true) or off, which their BMCs report; the others'
 	// BMCs have no SecureBoot resource.
@@ -104,8 +108,11 @@ type Fleet struct {
 	silent map[string]bool
 	hung   map[string]bool
 	osDHCP bool
-	// phoneHomes are the phone-home URLs of the last installs.
-	phoneHomes map[string]string
+	// phoneHomes are the phone-home URLs of the last installs, in the
+	// order they are tried; answered, the one that took each phone-home.
+	phoneHomes map[string][]string
+	answered   map[string]string
+	client     *http.Client
 	order      []string // machines in the order their agent started
 	agentCalls sync.WaitGroup
 }
@@ -128,7 +135,8 @@ func Start(opts Options) (*Fleet, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Fleet{
 		opts: opts, sims: map[string]*virtual.Sim{}, bmcs: map[string]*virtual.Server{}, addrs: map[string]string{}, macs: map[string]string{}, stop: cancel,
-		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, hung: map[string]bool{}, phoneHomes: map[string]string{},
+		installs: map[string]int{}, written: map[string]int{}, wipes: map[string]int{}, started: map[string]int{}, failAgent: map[string]string{}, dead: map[string]bool{}, silent: map[string]bool{}, hung: map[string]bool{}, phoneHomes: map[string][]string{}, answered: map[string]string{},
+		client: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: opts.Dial}},
 	}
 	if err := f.makeImages(); err != nil {
 		f.Close()
@@ -561,7 +569,7 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 	if cause == "" && task.Kind == agentapi.TaskInstall {
 		// The installed OS comes up (after the reboot), asks for its
 		// address and cloud-init phones home.
-		defer f.osUp(ctx, b.Machine, task.PhoneHome)
+		defer f.osUp(ctx, b.Machine, append([]string{task.PhoneHome}, task.PhoneHomeAlso...))
 	}
 	if cause == "" {
 		if f.opts.RebootAfter > 0 {
@@ -576,13 +584,17 @@ func (f *Fleet) boot(b virtual.SimBoot) {
 
 // osUp is the installed OS of machine name starting: unless its reboot
 // hangs, it asks for its address (recorded as metal's DHCP server would,
-// after OSAsksDHCP) and, unless it was made to fail, posts to url as
-// cloud-init's phone_home does, retrying for a while.
-func (f *Fleet) osUp(ctx context.Context, name, url string) {
+// after OSAsksDHCP) and, unless it was made to fail, posts to urls as
+// metal's seed has it phone home (cloud-init's phone_home, then the
+// site's other metal serves in order), retrying for a while.
+func (f *Fleet) osUp(ctx context.Context, name string, urls []string) {
+	if urls[0] == "" {
+		urls = nil
+	}
 	f.mu.Lock()
 	silent, hung, dhcp := f.silent[name], f.hung[name], f.osDHCP
-	if url != "" {
-		f.phoneHomes[name] = url
+	if len(urls) > 0 {
+		f.phoneHomes[name] = urls
 	}
 	f.mu.Unlock()
 	if hung {
@@ -592,27 +604,44 @@ func (f *Fleet) osUp(ctx context.Context, name, url string) {
 		_, _ = st.AppendEvent(context.WithoutCancel(ctx), inventory.Event{Time: time.Now(), Machine: name, MAC: f.macs[name],
 			Kind: inventory.EventDHCPDiscover, Message: "DHCP from " + f.macs[name]})
 	}
-	if silent || url == "" {
+	if silent || len(urls) == 0 {
 		return
 	}
-	f.post(name, url)
+	f.post(name, urls)
 }
 
 // PhoneHomeNow makes the installed OS of machine name phone home now (one
-// FailOS kept silent, say), with its last install's URL.
+// FailOS kept silent, say), with its last install's URLs.
 func (f *Fleet) PhoneHomeNow(name string) bool {
 	f.mu.Lock()
-	url := f.phoneHomes[name]
+	urls := f.phoneHomes[name]
 	f.mu.Unlock()
-	return url != "" && f.post(name, url)
+	return len(urls) > 0 && f.post(name, urls)
 }
 
-func (f *Fleet) post(name, url string) bool {
+// PhoneHomes returns, per machine, the URL its installed OS's phone-home
+// got through to, and the URLs it had in order (the first is the metal
+// that wrote its install's task).
+func (f *Fleet) PhoneHomes() (answered map[string]string, urls map[string][]string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.answered), maps.Clone(f.phoneHomes)
+}
+
+// post tries urls in order, round after round for a while, until one
+// takes the phone-home; a refusal (not the current install) ends it.
+func (f *Fleet) post(name string, urls []string) bool {
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		resp, err := http.Post(url, "application/x-www-form-urlencoded", strings.NewReader("hostname="+name))
-		if err == nil {
+		for _, url := range urls {
+			resp, err := f.client.Post(url, "application/x-www-form-urlencoded", strings.NewReader("hostname="+name))
+			if err != nil {
+				continue
+			}
 			resp.Body.Close()
 			if resp.StatusCode/100 == 2 {
+				f.mu.Lock()
+				f.answered[name] = url
+				f.mu.Unlock()
 				return true
 			}
 			if resp.StatusCode == http.StatusForbidden {
