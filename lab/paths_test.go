@@ -17,33 +17,37 @@ import (
 )
 
 // pathCheck says what else, beyond a provisioned VM whose OS booted and
-// phoned home, proves that a VM took its boot path: its boot timeline in
-// metal's store, and its serial console.
-type pathCheck func(m inventory.Machine, evs []inventory.Event, serial string) error
+// phoned home, proves that a VM took its boot path: its record and boot
+// timeline in metal's store, its serial console, and the TFTP transfers
+// in metal serve's log.
+type pathCheck func(vm lab.VM, m inventory.Machine, evs []inventory.Event, serial, serveLog string) error
 
 var pathChecks = map[string]pathCheck{
-	lab.PathBIOSPXE: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
+	lab.PathBIOSPXE: func(_ lab.VM, _ inventory.Machine, evs []inventory.Event, _, _ string) error {
 		return want(evs, inventory.EventScript, "")
 	},
 	// The firmware's own PXE client fetched iPXE over TFTP.
-	lab.PathUEFIPXE: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
-		return want(evs, inventory.EventTFTP, bootfiles.UEFI)
+	lab.PathUEFIPXE: func(vm lab.VM, _ inventory.Machine, _ []inventory.Event, _, serveLog string) error {
+		return tftpGot(serveLog, vm.IP, bootfiles.UEFI)
 	},
 	// No TFTP at all.
-	lab.PathUEFIHTTP: func(_ inventory.Machine, evs []inventory.Event, _ string) error {
-		if err := none(evs, inventory.EventTFTP); err != nil {
-			return err
+	lab.PathUEFIHTTP: func(vm lab.VM, _ inventory.Machine, evs []inventory.Event, _, serveLog string) error {
+		if line, ok := findLine(serveLog, `msg="tftp transfer"`, "client="+vm.IP+":"); ok {
+			return fmt.Errorf("a TFTP transfer to it: %s", line)
 		}
 		return want(evs, inventory.EventScript, "")
 	},
 	// Learned from the BMC; the signed chain over TFTP; the agent's kernel
 	// and the installed OS's both ran with Secure Boot on.
-	lab.PathSecureBoot: func(m inventory.Machine, evs []inventory.Event, serial string) error {
+	lab.PathSecureBoot: func(vm lab.VM, m inventory.Machine, _ []inventory.Event, serial, serveLog string) error {
 		if m.FirmwareSecureBoot == nil || !*m.FirmwareSecureBoot {
 			return fmt.Errorf("the store has not learned Secure Boot from the BMC (%v)", m.FirmwareSecureBoot)
 		}
-		if err := want(evs, inventory.EventTFTP, bootfiles.Shim); err != nil {
+		if err := tftpGot(serveLog, vm.IP, bootfiles.Shim); err != nil {
 			return err
+		}
+		if line, ok := findLine(serveLog, `msg="tftp transfer"`, "client="+vm.IP+":", "file="+bootfiles.UEFI); ok {
+			return fmt.Errorf("metal served it the unsigned iPXE: %s", line)
 		}
 		if n := strings.Count(serial, "Secure boot enabled"); n < 2 {
 			return fmt.Errorf("the kernel said \"Secure boot enabled\" %d times; want the agent's and the installed OS's", n)
@@ -51,7 +55,7 @@ var pathChecks = map[string]pathCheck{
 		return nil
 	},
 	// Never a DHCP packet from it; the agent had its fixed address.
-	lab.PathVirtualMedia: func(_ inventory.Machine, evs []inventory.Event, serial string) error {
+	lab.PathVirtualMedia: func(_ lab.VM, _ inventory.Machine, evs []inventory.Event, serial, _ string) error {
 		for _, k := range []inventory.EventKind{inventory.EventDHCPDiscover, inventory.EventDHCPOffer, inventory.EventDHCPAck} {
 			if err := none(evs, k); err != nil {
 				return err
@@ -62,8 +66,12 @@ var pathChecks = map[string]pathCheck{
 		}
 		return nil
 	},
-	// The agent and the installed OS on the machine's IPv6 address.
-	lab.PathIPv6: func(m inventory.Machine, evs []inventory.Event, serial string) error {
+	// iPXE over TFTP on IPv6; the agent and the installed OS on the
+	// machine's IPv6 address.
+	lab.PathIPv6: func(vm lab.VM, _ inventory.Machine, evs []inventory.Event, serial, serveLog string) error {
+		if err := tftpGot(serveLog, "["+vm.IP6+"]", bootfiles.UEFI); err != nil {
+			return err
+		}
 		if err := want(evs, inventory.EventScript, ""); err != nil {
 			return err
 		}
@@ -83,6 +91,29 @@ func want(evs []inventory.Event, kind inventory.EventKind, part string) error {
 		}
 	}
 	return fmt.Errorf("no %s event holding %q in its boot timeline", kind, part)
+}
+
+// tftpGot says whether metal serve's log has a whole TFTP transfer of file
+// to client (its address as the log writes it).
+func tftpGot(serveLog, client, file string) error {
+	if _, ok := findLine(serveLog, `msg="tftp transfer"`, "client="+client+":", "file="+file+" ", "result=ok"); !ok {
+		return fmt.Errorf("metal serve's log has no TFTP transfer of %s to %s", file, client)
+	}
+	return nil
+}
+
+// findLine returns the first line of log holding every one of parts.
+func findLine(log string, parts ...string) (string, bool) {
+	for line := range strings.Lines(log) {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return line, true
+		}
+	}
+	return "", false
 }
 
 func none(evs []inventory.Event, kind inventory.EventKind) error {
@@ -160,6 +191,11 @@ func labBootPaths(t *testing.T, metal string, paths []string) {
 		t.Fatal(err)
 	}
 	defer store.Close()
+	serveLog := ""
+	if p, ok := st.Proc("serve"); ok {
+		b, _ := os.ReadFile(p.Log)
+		serveLog = string(b)
+	}
 	for _, vm := range st.VMs {
 		m, err := store.Machine(ctx, vm.Name)
 		if err != nil {
@@ -173,7 +209,7 @@ func labBootPaths(t *testing.T, metal string, paths []string) {
 			t.Fatal(err)
 		}
 		serial, _ := os.ReadFile(vm.Serial)
-		if err := pathChecks[vm.BootPath](m, evs, string(serial)); err != nil {
+		if err := pathChecks[vm.BootPath](vm, m, evs, string(serial), serveLog); err != nil {
 			t.Errorf("%s: %v", vm.Name, err)
 		}
 	}
