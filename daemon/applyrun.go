@@ -432,7 +432,7 @@ func restartNeeded(old, cur *site.Site) string {
 func networksKey(s *site.Site) string {
 	var k string
 	for _, n := range s.Networks {
-		k += fmt.Sprintln(n.Name, n.Interface, n.Subnet, n.Gateway, n.DNS, n.Domain,
+		k += fmt.Sprintln(n.Name, n.Interface, n.Subnet, n.Gateway, n.DNS, n.Subnet6, n.DNS6, n.Domain,
 			n.PoolStart, n.PoolEnd, n.Mode, n.LeaseTime, n.RelayAgents)
 	}
 	return k

@@ -114,18 +114,12 @@ type v6Servers struct {
 func newV6Servers(l *v6Link, httpBase string, policy pxe.BootPolicy, log *slog.Logger) (v6Servers, error) {
 	n := l.net
 	log = log.With("network", n.Name)
-	var dns []netip.Addr
-	for _, a := range n.DNS {
-		if a.Is6() && !a.Is4In6() {
-			dns = append(dns, a)
-		}
-	}
 	var relayed []dhcp6.RelayedLink
 	for _, r := range l.relayed {
 		relayed = append(relayed, dhcp6.RelayedLink{Prefix: r.Subnet6, Agents: relayAgents(r, true)})
 	}
 	d6, err := dhcp6.New(dhcp6.Config{Interface: n.Interface, ServerIP: l.serverIP, HTTPBaseURL: httpBase,
-		DNS: dns, Lifetime: n.LeaseTime, Relayed: relayed, Logger: log}, policy)
+		DNS: n.DNS6, Lifetime: n.LeaseTime, Relayed: relayed, Logger: log}, policy)
 	if err != nil {
 		return v6Servers{}, fmt.Errorf("network %q: %w", n.Name, err)
 	}

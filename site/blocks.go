@@ -64,6 +64,7 @@ func (l *loader) decodeSite(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 
 var networkSchema = &hcl.BodySchema{Attributes: []hcl.AttributeSchema{
 	{Name: "interface"}, {Name: "subnet"}, {Name: "subnet6"}, {Name: "gateway"}, {Name: "dns"},
+	{Name: "gateway6"}, {Name: "dns6"},
 	{Name: "domain"}, {Name: "pool"}, {Name: "mode"}, {Name: "lease_time"}, {Name: "relay_agents"},
 	{Name: "ntp"}, {Name: "mtu"}, {Name: "routes"}, {Name: "options"},
 }}
@@ -124,6 +125,17 @@ func (l *loader) decodeNetworks(blocks []*hcl.Block, s *Site) hcl.Diagnostics {
 			n.Gateway = e.addr(a)
 		}
 		n.DNS = e.addrList(content.Attributes["dns"], "Invalid DNS server")
+		if a := content.Attributes["gateway6"]; a != nil {
+			n.Gateway6 = e.addr6(a, "Invalid IPv6 gateway")
+		}
+		for _, a := range e.strList(content.Attributes["dns6"]) {
+			if addr, ok := parseAddr6(a); ok {
+				n.DNS6 = append(n.DNS6, addr)
+			} else {
+				e.diags = append(e.diags, errorAt(content.Attributes["dns6"].Expr.Range(), "Invalid IPv6 DNS server",
+					"%q is not an IPv6 address such as 2001:db8::53; IPv4 name servers go in dns.", a))
+			}
+		}
 		// DHCPv6 relays (of subnet6) by their IPv6 addresses.
 		n.RelayAgents = e.addrListOf(content.Attributes["relay_agents"], "Invalid relay agent", true)
 		n.NTP = e.addrList(content.Attributes["ntp"], "Invalid NTP server")
@@ -191,6 +203,28 @@ func (e *evaluator) addr(a *hcl.Attribute) netip.Addr {
 		return netip.Addr{}
 	}
 	return addr
+}
+
+// addr6 evaluates a global or link-local IPv6 address (no zone: the
+// network's interface is the zone).
+func (e *evaluator) addr6(a *hcl.Attribute, summary string) netip.Addr {
+	v, _, ok := e.str(a)
+	if !ok {
+		return netip.Addr{}
+	}
+	addr, ok := parseAddr6(v)
+	if !ok {
+		e.diags = append(e.diags, errorAt(a.Expr.Range(), summary, "%q is not an IPv6 address such as 2001:db8::1 or fe80::1.", v))
+	}
+	return addr
+}
+
+func parseAddr6(v string) (netip.Addr, bool) {
+	addr, err := netip.ParseAddr(v)
+	if err != nil || !addr.Is6() || addr.Is4In6() || addr.Zone() != "" || addr.IsUnspecified() || addr.IsMulticast() {
+		return netip.Addr{}, false
+	}
+	return addr, true
 }
 
 // routes evaluates classless static routes: a map of destination

@@ -234,7 +234,8 @@ func (m *Machine) HasNetworkConfig() bool {
 
 // NetworkConfig renders m's NoCloud network-config (version 2, the
 // netplan schema cloud-init reads) on network n: the machine's address
-// (and IPv6 address) with n's prefix (and subnet6's), gateway, DNS and search domain on its first bond, or
+// (and IPv6 address) with n's prefix (and subnet6's), gateway (and
+// gateway6), DNS (and dns6) and search domain on its first bond, or
 // else on the NIC with its MAC; each VLAN with its addresses; each static
 // route on the interface whose addresses hold its gateway. It returns nil
 // when m has no network config (see HasNetworkConfig): the OS takes DHCP.
@@ -269,19 +270,43 @@ func (m *Machine) NetworkConfig(n *Network) map[string]any {
 	}
 	nets := map[string][]netip.Prefix{}
 	p := ifaces[primary]
+	var addrs, dns []string
+	var routes []map[string]any
 	if m.IP.IsValid() && n != nil {
 		pfx := netip.PrefixFrom(m.IP, n.Subnet.Bits())
-		p["addresses"] = []string{pfx.String()}
+		addrs = append(addrs, pfx.String())
 		nets[primary] = []netip.Prefix{pfx}
 		if n.Gateway.IsValid() {
-			p["routes"] = []map[string]any{{"to": "0.0.0.0/0", "via": n.Gateway.String()}}
+			routes = append(routes, map[string]any{"to": "0.0.0.0/0", "via": n.Gateway.String()})
+		}
+		for _, a := range n.DNS {
+			dns = append(dns, a.String())
+		}
+	} else {
+		// An IPv6-only network has no DHCPv4 server to ask.
+		p["dhcp4"] = n == nil || n.Subnet.IsValid()
+	}
+	if m.IP6.IsValid() && n != nil && n.Subnet6.IsValid() {
+		pfx := netip.PrefixFrom(m.IP6, n.Subnet6.Bits())
+		addrs = append(addrs, pfx.String())
+		nets[primary] = append(nets[primary], pfx)
+		if n.Gateway6.IsValid() {
+			// gateway6, not a route to ::/0: cloud-init (22.4, Debian
+			// 12's) renders that route for ifupdown as ::/64, a wrong
+			// on-link route instead of the default one.
+			p["gateway6"] = n.Gateway6.String()
+		}
+		for _, a := range n.DNS6 {
+			dns = append(dns, a.String())
+		}
+	}
+	if len(addrs) > 0 {
+		p["addresses"] = addrs
+		if len(routes) > 0 {
+			p["routes"] = routes
 		}
 		ns := map[string]any{}
-		if len(n.DNS) > 0 {
-			var dns []string
-			for _, a := range n.DNS {
-				dns = append(dns, a.String())
-			}
+		if len(dns) > 0 {
 			ns["addresses"] = dns
 		}
 		if n.Domain != "" {
@@ -290,15 +315,6 @@ func (m *Machine) NetworkConfig(n *Network) map[string]any {
 		if len(ns) > 0 {
 			p["nameservers"] = ns
 		}
-	} else {
-		// An IPv6-only network has no DHCPv4 server to ask.
-		p["dhcp4"] = n == nil || n.Subnet.IsValid()
-	}
-	if m.IP6.IsValid() && n != nil && n.Subnet6.IsValid() {
-		pfx := netip.PrefixFrom(m.IP6, n.Subnet6.Bits())
-		as, _ := p["addresses"].([]string)
-		p["addresses"] = append(as, pfx.String())
-		nets[primary] = append(nets[primary], pfx)
 	}
 	vlans := map[string]any{}
 	for _, v := range m.VLANs {

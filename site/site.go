@@ -133,7 +133,13 @@ type Network struct {
 	Subnet6 netip.Prefix
 	Gateway netip.Addr // invalid when none
 	DNS     []netip.Addr
-	Domain  string
+	// Gateway6 is the IPv6 default router of subnet6's machines (in
+	// subnet6, or a link-local address as routers usually are), invalid
+	// when none; DNS6 are IPv6 name servers, sent in DHCPv6 (option 23)
+	// and written into the NoCloud network config beside the ip6.
+	Gateway6 netip.Addr
+	DNS6     []netip.Addr
+	Domain   string
 	// PoolStart and PoolEnd bound the dynamic pool for undeclared machines;
 	// both invalid when the network has no pool.
 	PoolStart, PoolEnd netip.Addr

@@ -27,6 +27,32 @@ func validate(s *Site) hcl.Diagnostics {
 	return diags
 }
 
+// validateNetwork6 checks n's IPv6 settings: they need subnet6, and its
+// machines can only reach a router on their own link.
+func validateNetwork6(n *Network) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	if !n.Subnet6.IsValid() {
+		for _, attr := range []string{"gateway6", "dns6"} {
+			if r, set := n.ranges[attr]; set {
+				diags = append(diags, errorAt(r, "IPv6 setting on a network without subnet6",
+					"Network %q has no subnet6: %s is an IPv6 setting for the machines' ip6 addresses; declare subnet6 too, or drop it.", n.Name, attr))
+			}
+		}
+		return diags
+	}
+	g := n.Gateway6
+	switch {
+	case !g.IsValid():
+	case !g.IsLinkLocalUnicast() && !n.Subnet6.Contains(g):
+		diags = append(diags, errorAt(rangeOr(n.ranges, "gateway6", n.DeclRange), "IPv6 gateway off the link",
+			"Network %q: gateway6 %s is neither inside its subnet6 %s nor a link-local address (fe80::/10); a machine can only use a router on its own link.", n.Name, g, n.Subnet6))
+	case g == n.Subnet6.Addr():
+		diags = append(diags, errorAt(rangeOr(n.ranges, "gateway6", n.DeclRange), "IPv6 gateway is the subnet-router anycast address",
+			"Network %q: gateway6 %s is the subnet-router anycast address of %s; name the router's own address.", n.Name, g, n.Subnet6))
+	}
+	return diags
+}
+
 func validateNetworks(s *Site) hcl.Diagnostics {
 	var diags hcl.Diagnostics
 	for i, n := range s.Networks {
@@ -34,6 +60,7 @@ func validateNetworks(s *Site) hcl.Diagnostics {
 			diags = append(diags, errorAt(n.DeclRange, "Network has no interface",
 				"Network %q: set interface = \"NAME\" (the NIC metal serves DHCP on) or relay_agents = [...] when requests arrive through a relay; or mode = \"off\".", n.Name))
 		}
+		diags = append(diags, validateNetwork6(n)...)
 		if !n.Subnet.IsValid() {
 			// Reported, or an IPv6-only network, where IPv4's settings
 			// have nothing to apply to.
@@ -401,6 +428,9 @@ func checkAddrInNetwork(m *Machine, n *Network) hcl.Diagnostics {
 		case m.IP6 == n.Subnet6.Addr():
 			diags = append(diags, errorAt(m.Range("ip6"), "Reserved IPv6 address",
 				"Machine %q has ip6 %s, the subnet-router anycast address of %s; pick another.", m.Name, m.IP6, n.Subnet6))
+		case m.IP6 == n.Gateway6:
+			diags = append(diags, errorAt(m.Range("ip6"), "IPv6 address is the gateway",
+				"Machine %q has ip6 %s, the gateway6 of network %q; pick another.", m.Name, m.IP6, n.Name))
 		}
 	}
 	return append(diags, checkAddr4InNetwork(m, n)...)

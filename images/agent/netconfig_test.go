@@ -216,7 +216,8 @@ machine "db-1" {
 
 // TestNetworkConfigIPv6CloudInit: a machine of an IPv6-only network
 // gets its ip6 with the subnet6's prefix and no DHCPv4; one of a
-// dual-stack network gets both addresses. cloud-init renders them as
+// dual-stack network gets both addresses; gateway6 and dns6 become its
+// IPv6 default route and name servers. cloud-init renders them as
 // Debian's and Ubuntu's network configuration.
 func TestNetworkConfigIPv6CloudInit(t *testing.T) {
 	tests := map[string]struct {
@@ -254,6 +255,47 @@ machine "db-1" {
 `,
 			eni:     []string{"inet static\n    address 10.10.0.21/24", "inet6 static\n    address 2001:db8:0:1::21/64"},
 			netplan: []string{"addresses:\n            - 10.10.0.21/24\n            - 2001:db8:0:1::21/64"},
+		},
+		"IPv6 only with gateway6 and dns6": {
+			src: `
+network "v6" {
+  interface = "eth0"
+  subnet6   = "2001:db8:0:1::/64"
+  gateway6  = "2001:db8:0:1::1"
+  dns6      = ["2001:db8:0:1::53", "2001:db8::53"]
+  domain    = "ams1.example"
+}
+machine "db-1" {
+  mac = "52:54:00:00:00:01"
+  ip6 = "2001:db8:0:1::21"
+}
+`,
+			eni: []string{"inet6 static\n    address 2001:db8:0:1::21/64", "dns-nameservers 2001:db8:0:1::53 2001:db8::53",
+				"dns-search ams1.example", "gateway 2001:db8:0:1::1"},
+			notENI: []string{"::/64 gw"},
+			netplan: []string{"gateway6: 2001:db8:0:1::1",
+				"nameservers:\n                addresses:\n                - 2001:db8:0:1::53\n                - 2001:db8::53"},
+		},
+		"dual stack with both gateways, link-local gateway6": {
+			src: `
+network "rack1" {
+  interface = "eth0"
+  subnet    = "10.10.0.0/24"
+  gateway   = "10.10.0.1"
+  dns       = ["10.10.0.2"]
+  subnet6   = "2001:db8:0:1::/64"
+  gateway6  = "fe80::1"
+  dns6      = ["2001:db8::53"]
+}
+machine "db-1" {
+  mac = "52:54:00:00:00:01"
+  ip  = "10.10.0.21"
+  ip6 = "2001:db8:0:1::21"
+}
+`,
+			eni: []string{"route add default gw 10.10.0.1", "inet6 static\n    address 2001:db8:0:1::21/64\n    gateway fe80::1",
+				"dns-nameservers 10.10.0.2 2001:db8::53"},
+			netplan: []string{"to: 0.0.0.0/0\n                via: 10.10.0.1", "gateway6: fe80::1"},
 		},
 	}
 	for name, tc := range tests {

@@ -20,7 +20,8 @@ import (
 // TestRelayedClient: ISC dhcrelay in DHCPv6 mode (adding an interface-id)
 // relays a rack's link to metal's DHCPv6 server on an IPv6-only link of
 // its own, and ISC dhclient -6 in the rack gets its reservation on the
-// rack's prefix through it. The link-address dhcrelay puts in its
+// rack's prefix through it, with the network's IPv6 name servers (option
+// 23). The link-address dhcrelay puts in its
 // Relay-Forward (its own address in the rack) picks the rack's link.
 func TestRelayedClient(t *testing.T) {
 	dhcrelay := pxetest.RequireTool(t, "dhcrelay", "isc-dhcp-relay")
@@ -31,6 +32,7 @@ func TestRelayedClient(t *testing.T) {
 	upstream := netip.MustParseAddr("2001:db8:0:1::2")
 	gateway := netip.MustParseAddr("2001:db8:0:2::1") // the relay's address in the rack
 	machineIP := netip.MustParseAddr("2001:db8:0:2::50")
+	dns := []netip.Addr{netip.MustParseAddr("2001:db8::53"), netip.MustParseAddr("2001:db8:0:2::53")}
 	mac := pxetest.RandomMAC()
 
 	relay := lab.AddHost("relay6", nil)
@@ -45,7 +47,7 @@ func TestRelayedClient(t *testing.T) {
 	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := New(Config{Interface: pxetest.BridgeName, ServerIP: pxetest.ServerIP6,
-		HTTPBaseURL: "http://[" + pxetest.ServerIP6.String() + "]:8080", Logger: log,
+		HTTPBaseURL: "http://[" + pxetest.ServerIP6.String() + "]:8080", Logger: log, DNS: dns,
 		Relayed: []RelayedLink{{Prefix: pxetest.RelaySubnet6, Agents: []netip.Addr{upstream}}}},
 		onePolicy{host: pxe.Host{Name: "m6", MAC: mac, IP6: machineIP.AsSlice()}, intent: pxe.Intent{Action: pxe.ActionNone}})
 	must(t, err)
@@ -84,6 +86,9 @@ func TestRelayedClient(t *testing.T) {
 	env := readEnv(t, bound)
 	if got := env["new_ip6_address"]; got != machineIP.String() {
 		t.Errorf("dhclient's address: %q, want the reservation %s (environment %v)", got, machineIP, env)
+	}
+	if got, want := env["new_dhcp6_name_servers"], dns[0].String()+" "+dns[1].String(); got != want {
+		t.Errorf("dhclient's name servers (option 23): %q, want %q", got, want)
 	}
 	if !strings.Contains(logs.String(), `"link":"`+gateway.String()+`"`) {
 		t.Errorf("metal's log names no relayed link %s", gateway)
