@@ -216,25 +216,12 @@ func failoverOnce(cfg *config, lab *netLab, d *sshdtest.Server, dir string) (fai
 
 	// The cut: packets to the sshd's 127.0.0.1 and its answers from there
 	// are dropped; the standby's path through failoverSecond stays.
-	rules := fmt.Sprintf(`table inet metal_bench_cut {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip daddr 127.0.0.1 tcp dport %[1]d drop
-    ip saddr 127.0.0.1 tcp sport %[1]d drop
-  }
-}
-`, d.Port)
-	argv := lab.in(lab.server, "nft", "-f", "-")
-	nft := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	nft.Stdin = strings.NewReader(rules)
-	if out, err := nft.CombinedOutput(); err != nil {
-		return failoverRun{}, fmt.Errorf("nft (Debian nftables): %v: %s", err, out)
+	heal, err := netns.CutLoopbackTCP(ctx, lab.server, d.Port)
+	if err != nil {
+		return failoverRun{}, err
 	}
 	cut := time.Now()
-	defer func() {
-		argv := lab.in(lab.server, "nft", "delete", "table", "inet", "metal_bench_cut")
-		_ = exec.Command(argv[0], argv[1:]...).Run()
-	}()
+	defer func() { _ = heal() }()
 	stopped := make(chan time.Duration, 1)
 	go func() { <-primary.done; stopped <- time.Since(cut) }()
 

@@ -408,13 +408,7 @@ func haFleet(t *testing.T, lab *pxetest.Lab, store inventory.Store) *applytest.F
 		},
 		// The installed OS phones home from the bridge, where the
 		// serves are.
-		Dial: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = netns.Do(lab.NS().Name, func() error {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}})
+		Dial: netns.Dialer(lab.NS().Name)})
 	if err != nil {
 		t.Fatal(err)
 	}

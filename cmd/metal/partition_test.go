@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -140,18 +139,8 @@ func partitionDHCP(t *testing.T, metalBin string, fenced bool) {
 	}
 
 	cut := time.Now()
-	rules := fmt.Sprintf(`table inet metal_cut {
-  chain out {
-    type filter hook output priority 0; policy accept;
-    ip saddr 127.0.0.1 tcp dport %[1]d drop
-    ip daddr 127.0.0.1 tcp sport %[1]d drop
-  }
-}
-`, d.Port)
-	nft := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
-	nft.Stdin = strings.NewReader(rules)
-	if out, err := nft.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	if _, err := netns.CutLoopbackTCP(ctx, ns, d.Port); err != nil {
+		t.Fatal(err)
 	}
 
 	if fenced {
