@@ -29,6 +29,7 @@ import (
 	"github.com/metal-dev/metal/daemon/metrics"
 	"github.com/metal-dev/metal/daemon/serial"
 	"github.com/metal-dev/metal/images"
+	"github.com/metal-dev/metal/internal/ifaddr"
 	"github.com/metal-dev/metal/internal/latch"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
@@ -244,13 +245,21 @@ func New(ctx context.Context, opts Options) (_ *Daemon, err error) {
 	}
 	// The boot network's address is where machines reach HTTP: find it
 	// before building the agent, whose command line carries it.
-	groups, err := dhcpGroups(s)
+	groups, err := dhcpGroups(s, listenHost(listen))
 	if err != nil {
 		return nil, err
 	}
-	links, err := v6Links(s)
+	links, err := v6Links(s, listenHost(listen))
 	if err != nil {
 		return nil, err
+	}
+	for _, g := range groups {
+		if g.addrNote != "" {
+			d.log.Info("server address", "interface", g.iface, "ip", g.serverIP, "how", g.addrNote)
+		}
+	}
+	for _, l := range links {
+		d.log.Info("server address", "interface", l.net.Interface, "ip", l.serverIP, "how", l.addrNote)
 	}
 	first := netip.Addr{}
 	switch {
@@ -554,28 +563,48 @@ func dhcpSubnet(n *site.Network) dhcp.Subnet {
 
 // interfaceAddr returns the interface's address inside subnet (IPv4 or
 // IPv6, as subnet is): the address DHCP identifies itself with and
-// machines reach TFTP and HTTP on.
-func interfaceAddr(name string, subnet netip.Prefix) (netip.Addr, error) {
-	ifi, err := net.InterfaceByName(name)
+// machines reach TFTP and HTTP on. pin (listen's host) wins when the
+// interface has it; else ifaddr.Choose picks by the addresses' flags and
+// ages, so that an address added later in the subnet (a VIP, a privacy
+// address) never moves metal. note says what was chosen and why, for
+// the log.
+func interfaceAddr(name string, subnet netip.Prefix, pin netip.Addr) (ip netip.Addr, note string, err error) {
+	addrs, err := ifaddr.List(name)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %q: %w (is the network's interface setting right? `ip link` lists them)", name, err)
+		return netip.Addr{}, "", fmt.Errorf("%w (is the network's interface setting right? `ip link` lists them)", err)
 	}
-	addrs, err := ifi.Addrs()
+	a, err := ifaddr.Choose(addrs, subnet, pin)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("interface %q: %w", name, err)
+		return netip.Addr{}, "", fmt.Errorf("interface %q has no usable address in %s; give it one (ip addr add ... dev %s)", name, subnet, name)
 	}
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			ip, ok := netip.AddrFromSlice(ipn.IP.To4())
-			if subnet.Addr().Is6() {
-				ip, ok = netip.AddrFromSlice(ipn.IP)
-			}
-			if ok && subnet.Contains(ip) {
-				return ip, nil
-			}
+	n := 0
+	for _, b := range addrs {
+		if subnet.Contains(b.Addr()) {
+			n++
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("interface %q has no address in %s; give it one (ip addr add ... dev %s)", name, subnet, name)
+	switch {
+	case a.Addr() == pin:
+		note = "named by listen"
+	case n > 1:
+		note = fmt.Sprintf("chosen of %d in %s (to pin another, listen = \"[ADDRESS]:PORT\" or \"ADDRESS:PORT\")", n, subnet)
+	default:
+		note = "the only one in " + subnet.String()
+	}
+	return a.Addr(), fmt.Sprintf("%s [%s], %s", a.Prefix, a.FlagString(), note), nil
+}
+
+// listenHost is the address listen names, invalid when it names none.
+func listenHost(listen string) netip.Addr {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, _ := netip.ParseAddr(host)
+	if a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }
 
 // httpBaseURL is the URL machines fetch scripts and kernels from: the

@@ -19,6 +19,7 @@ type dhcpGroup struct {
 	// first network holding one), else its first IPv4 address: relays
 	// send to it, and it is the server identifier.
 	serverIP netip.Addr
+	addrNote string // how serverIP was chosen, for the log
 	nets     []*site.Network
 	proxy    bool
 }
@@ -29,7 +30,7 @@ type dhcpGroup struct {
 // need only a route back: metal doctor checks it); one with neither is an
 // error. Relayed networks that name no interface are answered on the
 // first group's interface.
-func dhcpGroups(s *site.Site) ([]*dhcpGroup, error) {
+func dhcpGroups(s *site.Site, pin netip.Addr) ([]*dhcpGroup, error) {
 	var groups []*dhcpGroup
 	byIface := map[string]*dhcpGroup{}
 	var floating []*site.Network
@@ -53,10 +54,10 @@ func dhcpGroups(s *site.Site) ([]*dhcpGroup, error) {
 			return nil, fmt.Errorf("network %q: interface %q serves network %q in mode %q; the networks of one interface need the same mode",
 				n.Name, n.Interface, g.nets[0].Name, g.nets[0].Mode)
 		}
-		ip, err := interfaceAddr(n.Interface, n.Subnet)
+		ip, note, err := interfaceAddr(n.Interface, n.Subnet, pin)
 		switch {
 		case err == nil && !g.serverIP.IsValid():
-			g.serverIP = ip
+			g.serverIP, g.addrNote = ip, note
 		case err != nil && len(relayAgents(n, false)) == 0:
 			return nil, fmt.Errorf("network %q: %w (or, if its machines are behind a DHCP relay, list the relay in relay_agents)", n.Name, err)
 		}

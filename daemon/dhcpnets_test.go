@@ -20,7 +20,7 @@ func TestDHCPGroups(t *testing.T) {
 	floating := &site.Network{Name: "r02", Subnet: netip.MustParsePrefix("203.0.113.0/24"), Mode: site.ModeDHCP,
 		RelayAgents: []netip.Addr{netip.MustParseAddr("203.0.113.1")}}
 	off := &site.Network{Name: "off", Interface: "lo", Subnet: netip.MustParsePrefix("192.0.2.0/24"), Mode: site.ModeOff}
-	groups, err := dhcpGroups(&site.Site{Networks: []*site.Network{rack, direct, floating, off}})
+	groups, err := dhcpGroups(&site.Site{Networks: []*site.Network{rack, direct, floating, off}}, netip.Addr{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,12 +40,12 @@ func TestDHCPGroups(t *testing.T) {
 	}
 
 	stray := &site.Network{Name: "stray", Interface: "lo", Subnet: netip.MustParsePrefix("192.0.2.0/24"), Mode: site.ModeDHCP}
-	if _, err := dhcpGroups(&site.Site{Networks: []*site.Network{direct, stray}}); err == nil || !strings.Contains(err.Error(), "relay_agents") {
+	if _, err := dhcpGroups(&site.Site{Networks: []*site.Network{direct, stray}}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "relay_agents") {
 		t.Errorf("a network with neither an address nor relays: %v, want an error naming relay_agents", err)
 	}
 	proxy := &site.Network{Name: "px", Interface: "lo", Subnet: netip.MustParsePrefix("198.51.100.0/24"), Mode: site.ModeProxy,
 		RelayAgents: []netip.Addr{netip.MustParseAddr("198.51.100.1")}}
-	if _, err := dhcpGroups(&site.Site{Networks: []*site.Network{direct, proxy}}); err == nil || !strings.Contains(err.Error(), "same mode") {
+	if _, err := dhcpGroups(&site.Site{Networks: []*site.Network{direct, proxy}}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "same mode") {
 		t.Errorf("proxy and dhcp on one interface: %v, want an error", err)
 	}
 }
@@ -58,14 +58,14 @@ func TestV6Links(t *testing.T) {
 	direct := &site.Network{Name: "v6", Interface: "lo", Subnet6: netip.MustParsePrefix("::1/128"), Mode: site.ModeDHCP}
 	rack := &site.Network{Name: "r6", Subnet6: netip.MustParsePrefix("2001:db8:0:2::/64"), Mode: site.ModeDHCP,
 		RelayAgents: []netip.Addr{netip.MustParseAddr("2001:db8:0:1::2")}}
-	links, err := v6Links(&site.Site{Networks: []*site.Network{rack, direct}})
+	links, err := v6Links(&site.Site{Networks: []*site.Network{rack, direct}}, netip.Addr{})
 	if err != nil {
 		t.Skipf("no IPv6 on lo: %v", err)
 	}
 	if len(links) != 1 || links[0].net != direct || len(links[0].relayed) != 1 || links[0].relayed[0] != rack {
 		t.Fatalf("links %+v, want v6 on lo with r6 relayed to it", links)
 	}
-	if _, err := v6Links(&site.Site{Networks: []*site.Network{rack}}); err == nil || !strings.Contains(err.Error(), "relayed over IPv6") {
+	if _, err := v6Links(&site.Site{Networks: []*site.Network{rack}}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "relayed over IPv6") {
 		t.Errorf("a relayed IPv6 network with no IPv6 link: %v, want an error", err)
 	}
 }

@@ -19,6 +19,7 @@ type v6Link struct {
 	// serverIP is the interface's address in the network's subnet6:
 	// where machines reach HTTP (and TFTP) on the link, and relays send.
 	serverIP netip.Addr
+	addrNote string // how serverIP was chosen, for the log
 	// relayed are the networks behind DHCPv6 relays whose requests arrive
 	// on this link's interface.
 	relayed []*site.Network
@@ -30,7 +31,7 @@ type v6Link struct {
 // routers: metal advertises nothing there and answers its relayed
 // DHCPv6 on the link of its interface (or the first link, when it names
 // none).
-func v6Links(s *site.Site) ([]*v6Link, error) {
+func v6Links(s *site.Site, pin netip.Addr) ([]*v6Link, error) {
 	var links []*v6Link
 	byIface := map[string]*v6Link{}
 	var relayed []*site.Network
@@ -53,11 +54,11 @@ func v6Links(s *site.Site) ([]*v6Link, error) {
 			return nil, fmt.Errorf("network %q: interface %q already serves subnet6 %s of network %q; metal advertises one IPv6 prefix per interface",
 				n.Name, n.Interface, o.net.Subnet6, o.net.Name)
 		}
-		ip, err := interfaceAddr(n.Interface, n.Subnet6)
+		ip, note, err := interfaceAddr(n.Interface, n.Subnet6, pin)
 		if err != nil {
 			return nil, fmt.Errorf("network %q: %w", n.Name, err)
 		}
-		l := &v6Link{net: n, serverIP: ip}
+		l := &v6Link{net: n, serverIP: ip, addrNote: note}
 		byIface[n.Interface] = l
 		links = append(links, l)
 	}

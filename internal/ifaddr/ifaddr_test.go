@@ -75,7 +75,7 @@ func TestChooseOnRealInterfaces(t *testing.T) {
 			for _, a := range tc.adds {
 				time.Sleep(30 * time.Millisecond)
 				args := strings.Fields(a)
-				ns.MustIP(append(append([]string{"addr", "add", args[0], "dev", dev}, args[1:]...))...)
+				ns.MustIP(append([]string{"addr", "add", args[0], "dev", dev}, args[1:]...)...)
 			}
 			var addrs []ifaddr.Addr
 			if err := ns.Do(func() (err error) {
