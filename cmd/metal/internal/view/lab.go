@@ -29,6 +29,10 @@ func LabUp(w io.Writer, st *lab.State) {
 	if rel, err := filepath.Rel(mustGetwd(), st.Dir); err != nil || rel != ".metal-lab" {
 		dirFlag = " --dir " + st.Dir
 	}
+	first := "vm-1"
+	if len(st.VMs) > 0 {
+		first = st.VMs[0].Name
+	}
 	fmt.Fprintf(w, "\nSite file: %s", st.Site)
 	if p, ok := st.Proc("serve"); ok {
 		fmt.Fprintf(w, "\nmetal serve: %s (pid %d, log %s)", st.HTTPURL(), p.PID, p.Log)
@@ -39,9 +43,9 @@ func LabUp(w io.Writer, st *lab.State) {
 Next:
   metal lab apply%[1]s            provision every VM
   metal lab status%[1]s           VMs, BMCs, last serial line
-  metal lab console%[1]s vm-1     serial console (Ctrl-] leaves)
+  metal lab console%[1]s %[2]s     serial console (Ctrl-] leaves)
   metal lab down%[1]s             remove the lab
-`, dirFlag)
+`, dirFlag, first)
 }
 
 func mustGetwd() string {
