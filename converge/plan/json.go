@@ -42,12 +42,14 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 	// The remaining fields, in Plan's order, as MarshalIndent writes them
 	// inside an object: "{\n" + fields + "\n}".
 	rest, err := json.MarshalIndent(struct {
-		Summary    Summary  `json:"summary"`
-		Digest     string   `json:"digest"`
-		SiteFile   string   `json:"site_file,omitempty"`
-		SiteDigest string   `json:"site_digest,omitempty"`
-		Targets    []string `json:"targets,omitempty"`
-	}{p.Summary, p.Digest, p.SiteFile, p.SiteDigest, p.Targets}, "", "  ")
+		Summary    Summary   `json:"summary"`
+		Digest     string    `json:"digest"`
+		SiteFile   string    `json:"site_file,omitempty"`
+		SiteDigest string    `json:"site_digest,omitempty"`
+		Targets    []string  `json:"targets,omitempty"`
+		Findings   []Finding `json:"findings,omitempty"`
+		Refreshed  bool      `json:"hardware_refreshed,omitempty"`
+	}{p.Summary, p.Digest, p.SiteFile, p.SiteDigest, p.Targets, p.Findings, p.HardwareRefreshed}, "", "  ")
 	if err != nil {
 		return err
 	}

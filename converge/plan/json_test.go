@@ -24,6 +24,8 @@ func TestWriteJSONMatchesEncoder(t *testing.T) {
 		{"one", Plan{Site: "s", Changes: []Change{change("a", Create)}, Digest: "d"}},
 		{"several, saved", Plan{Site: "s<1>", Changes: []Change{change("a", Create), change("b", Delete)},
 			Summary: Summary{Create: 1, Delete: 1}, Digest: "d", SiteFile: "/x/site.hcl", SiteDigest: "e", Targets: []string{"a", "b"}}},
+		{"findings, hardware read", Plan{Site: "s", Changes: []Change{change("a", Update)}, Digest: "d",
+			Findings: []Finding{{Machine: "a", Message: `drift: bios.X is "1" on the BMC`}}, HardwareRefreshed: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
