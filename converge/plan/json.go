@@ -40,16 +40,15 @@ func (p *Plan) WriteJSON(w io.Writer) error {
 		bw.WriteString("\n  ]")
 	}
 	// The remaining fields, in Plan's order, as MarshalIndent writes them
-	// inside an object: "{\n" + fields + "\n}".
+	// inside an object: "{\n" + fields + "\n}". Plan itself is marshalled,
+	// so a field added to it is never left out here; the two fields above
+	// are hidden by shallower, empty fields of the same JSON name, which
+	// win over the embedded ones and are omitted.
 	rest, err := json.MarshalIndent(struct {
-		Summary    Summary   `json:"summary"`
-		Digest     string    `json:"digest"`
-		SiteFile   string    `json:"site_file,omitempty"`
-		SiteDigest string    `json:"site_digest,omitempty"`
-		Targets    []string  `json:"targets,omitempty"`
-		Findings   []Finding `json:"findings,omitempty"`
-		Refreshed  bool      `json:"hardware_refreshed,omitempty"`
-	}{p.Summary, p.Digest, p.SiteFile, p.SiteDigest, p.Targets, p.Findings, p.HardwareRefreshed}, "", "  ")
+		*Plan
+		Site    string   `json:"site,omitempty"`
+		Changes []Change `json:"changes,omitempty"`
+	}{Plan: p}, "", "  ")
 	if err != nil {
 		return err
 	}
