@@ -146,19 +146,20 @@ func (h *Handler) Handle(ctx context.Context, req *dhcpv4.DHCPv4, from From) (*d
 	if err != nil || !a.durable {
 		return a.resp, err
 	}
-	if err := h.leases.persist(ctx); err != nil {
+	if err := h.leases.persistThrough(ctx, a.gen); err != nil {
 		return nil, err
 	}
 	a.sent()
 	return a.resp, nil
 }
 
-// reply is an answer to a request. durable: it may go out only once the
-// lease table's changes are saved (an ACK); sent is then called as it
-// goes.
+// reply is an answer to a request. durable: it may go out only once
+// generation gen of the lease table is saved (an ACK); sent is then
+// called as it goes.
 type reply struct {
 	resp    *dhcpv4.DHCPv4
 	durable bool
+	gen     uint64
 	sent    func()
 }
 
@@ -441,7 +442,8 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 		at.relay = gi
 		at.circuit, at.remote = relayIDs(req)
 	}
-	expiry, renewed, err := h.leases.commit(ctx, k, s, reserved, ip, name, at, now)
+	c, err := h.leases.commit(ctx, k, s, reserved, ip, name, at, now)
+	expiry, renewed := c.expiry, c.renewed
 	if errors.Is(err, ErrLeaseStore) {
 		return reply{}, err // no answer: the client asks again, maybe of a server that can reach the store
 	}
@@ -453,6 +455,13 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 	resp.ClientIPAddr = req.ClientIPAddr
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	h.addNetwork(resp, s, name, true)
+	if left := expiry.Sub(now); left < s.leaseTime {
+		// A lease acknowledged as it stands: the client is told the time
+		// it has left, never more than the table holds it for.
+		for _, o := range leaseOpts(left.Truncate(time.Second)) {
+			resp.UpdateOption(o)
+		}
+	}
 	h.addBoot(ctx, resp, req, log)
 	sent := func() {
 		// A new lease is news; a client renewing the one it holds (every
@@ -471,7 +480,7 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 			log.log(level, "lease", args)
 		}
 	}
-	return reply{resp: resp, durable: true, sent: sent}, nil
+	return reply{resp: resp, durable: true, gen: c.gen, sent: sent}, nil
 }
 
 // heldBy says whether a RELEASE or DECLINE about ip may come from where it
@@ -884,12 +893,17 @@ func newSubnet(s Subnet, cfg Config) *subnet {
 	for _, o := range s.Options {
 		sn.netOpts = append(sn.netOpts, dhcpv4.OptGeneric(dhcpv4.GenericOptionCode(o.Code), o.Value))
 	}
-	sn.leaseOpts = []dhcpv4.Option{
-		encoded(dhcpv4.OptIPAddressLeaseTime(sn.leaseTime)),
-		encoded(dhcpv4.OptRenewTimeValue(sn.leaseTime / 2)),
-		encoded(dhcpv4.OptRebindingTimeValue(sn.leaseTime * 7 / 8)),
-	}
+	sn.leaseOpts = leaseOpts(sn.leaseTime)
 	return sn
+}
+
+// leaseOpts are the options of a lease of d: its time, T1 and T2.
+func leaseOpts(d time.Duration) []dhcpv4.Option {
+	return []dhcpv4.Option{
+		encoded(dhcpv4.OptIPAddressLeaseTime(d)),
+		encoded(dhcpv4.OptRenewTimeValue(d / 2)),
+		encoded(dhcpv4.OptRebindingTimeValue(d * 7 / 8)),
+	}
 }
 
 func lastAddr(p netip.Prefix) netip.Addr {

@@ -438,6 +438,13 @@ func TestHandle(t *testing.T) {
 // dora runs DISCOVER then REQUEST for mac and returns the leased address.
 func dora(t *testing.T, h *Handler, mac net.HardwareAddr, mods ...dhcpv4.Modifier) netip.Addr {
 	t.Helper()
+	ip, _ := addr4(doraAck(t, h, mac, mods...).YourIPAddr)
+	return ip
+}
+
+// doraAck is dora returning the ACK.
+func doraAck(t *testing.T, h *Handler, mac net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
 	ctx := context.Background()
 	offer, err := h.Handle(ctx, discover(mac, mods...), From{})
 	if err != nil || offer == nil {
@@ -451,8 +458,7 @@ func dora(t *testing.T, h *Handler, mac net.HardwareAddr, mods ...dhcpv4.Modifie
 	if err != nil || ack == nil || ack.MessageType() != dhcpv4.MessageTypeAck {
 		t.Fatalf("request %v: %v, %v", mac, ack, err)
 	}
-	ip, _ := addr4(ack.YourIPAddr)
-	return ip
+	return ack
 }
 
 // TestLeaseLife walks leases through their life: same MAC same address,

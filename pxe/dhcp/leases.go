@@ -30,6 +30,14 @@ var (
 // saves no more often than this spends little on flushes at any load.
 const commitEvery = 5 * time.Millisecond
 
+// cacheThreshold is the part of a lease that may have run while a REQUEST
+// for it still gets it as it stands: the same expiry, the time left in the
+// ACK, nothing to save. A netboot asks for its lease two or three times
+// within seconds (the PXE ROM, iPXE, the installer): writing each again
+// bought nothing but a flush the ACK waited for. (Kea's lease cache,
+// cache-threshold, does the same; 0.25 is its usual setting.)
+const cacheThreshold = 0.25
+
 // macKey is a MAC as a map key; the handler only accepts 6-byte MACs.
 type macKey [6]byte
 
@@ -54,6 +62,9 @@ type binding struct {
 	port     port      // where the lease was asked from, if relayed
 	expiry   time.Time // end of the acknowledged lease; zero if only offered
 	hold     time.Time // end of an outstanding offer
+	// gen is the table's generation once expiry was set: the lease is
+	// durable when a Save of that generation (or a later one) returned.
+	gen uint64
 }
 
 // port is where a relayed request came from: its relay (giaddr) and
@@ -199,15 +210,23 @@ func (t *leaseTable) snapshot() ([]Lease, uint64) {
 
 // persist makes every change made before the call durable.
 func (t *leaseTable) persist(ctx context.Context) error {
+	t.mu.Lock()
+	want := t.gen
+	t.mu.Unlock()
+	return t.persistThrough(ctx, want)
+}
+
+// persistThrough returns once generation want of the table is durable.
+func (t *leaseTable) persistThrough(ctx context.Context, want uint64) error {
 	done := make(chan error, 1)
-	t.afterDurable(ctx, func(err error) { done <- err })
+	t.afterDurable(ctx, want, func(err error) { done <- err })
 	return <-done
 }
 
-// afterDurable calls done once every change made before the call is
-// durable, or with the error of the Save that failed to make it so. done
-// runs on the committer's goroutine, so it must be quick: the next Save
-// waits for it.
+// afterDurable calls done once generation want of the table (every change
+// that made it) is durable, or with the error of the Save that failed to
+// make it so: at once if a Save made it durable already. done runs on the
+// committer's goroutine, so it must be quick: the next Save waits for it.
 //
 // Concurrent callers share one Save (group commit), made by a committer
 // goroutine that runs while callers wait. Under load, a Save starts at
@@ -216,16 +235,13 @@ func (t *leaseTable) persist(ctx context.Context) error {
 // leases, and the flushes (and the threads Go wakes around each blocking
 // one) were much of the server's CPU. A lone change finds the last Save
 // long past and is saved at once.
-func (t *leaseTable) afterDurable(ctx context.Context, done func(error)) {
+func (t *leaseTable) afterDurable(ctx context.Context, want uint64, done func(error)) {
 	if t.store == nil || t.shared != nil {
 		// Nothing to save, or nothing left to: a shared store made every
 		// change durable before the table made it.
 		done(nil)
 		return
 	}
-	t.mu.Lock()
-	want := t.gen
-	t.mu.Unlock()
 	t.commitMu.Lock()
 	if t.savedGen >= want {
 		t.commitMu.Unlock()
@@ -415,32 +431,48 @@ func (t *leaseTable) choose(k macKey, s *subnet, reserved, requested netip.Addr,
 	return oldest.ip, nil
 }
 
+// committed is a lease commit acknowledged: until expiry; renewed, the
+// MAC held a running lease of the address already; gen, the generation of
+// the table that holds it (the ACK waits until that is durable).
+type committed struct {
+	expiry  time.Time
+	renewed bool
+	gen     uint64
+}
+
 // commit acknowledges ip to mac for the lease time (a REQUEST: selecting,
 // init-reboot, renewing or rebinding). The address must be the MAC's
 // reservation, or the one the MAC holds, or a free pool address (a client
-// that kept its lease while the table was lost gets it back). renewed
-// says the MAC held a running lease of ip already.
-func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, at port, now time.Time) (expiry time.Time, renewed bool, err error) {
+// that kept its lease while the table was lost gets it back). A running
+// lease of ip with less than cacheThreshold of it gone, and asked for from
+// the same place under the same name, is acknowledged as it stands.
+func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, ip netip.Addr, hostname string, at port, now time.Time) (committed, error) {
 	if t.shared != nil {
-		return t.commitShared(ctx, k, s, reserved, ip, hostname, at, now)
+		expiry, renewed, err := t.commitShared(ctx, k, s, reserved, ip, hostname, at, now)
+		return committed{expiry: expiry, renewed: renewed}, err
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case reserved.IsValid():
 		if ip != reserved {
-			return time.Time{}, false, errNotOurs
+			return committed{}, errNotOurs
 		}
 	case !s.inPool(ip):
-		return time.Time{}, false, errNotOurs
+		return committed{}, errNotOurs
 	case t.byMAC[k] != nil && t.byMAC[k].ip == ip:
 	case t.byIP[ip] != nil && t.byIP[ip].held(now):
-		return time.Time{}, false, errAddrInUse
+		return committed{}, errAddrInUse
 	}
 	if err := t.usable(k, ip, now); err != nil {
-		return time.Time{}, false, err
+		return committed{}, err
 	}
-	renewed = t.running(k, ip, now)
+	renewed := t.running(k, ip, now)
+	if b := t.byMAC[k]; renewed && b.hostname == hostname && (!at.relay.IsValid() || b.port == at) &&
+		b.expiry.Sub(now) >= s.leaseTime-time.Duration(cacheThreshold*float64(s.leaseTime)) {
+		b.hold = time.Time{}
+		return committed{expiry: b.expiry, renewed: true, gen: b.gen}, nil
+	}
 	b := t.place(k, ip)
 	b.hostname = hostname
 	if at.relay.IsValid() {
@@ -450,7 +482,8 @@ func (t *leaseTable) commit(ctx context.Context, k macKey, s *subnet, reserved, 
 	b.expiry = now.Add(s.leaseTime)
 	b.hold = time.Time{}
 	t.gen++
-	return b.expiry, renewed, nil
+	b.gen = t.gen
+	return committed{expiry: b.expiry, renewed: renewed, gen: b.gen}, nil
 }
 
 // running reports whether mac holds a lease of ip that has not ended.

@@ -486,9 +486,9 @@ func (s *Server) answer(ctx context.Context, p packet, req *dhcpv4.DHCPv4, later
 	case err != nil || !a.durable:
 		s.send(p, req, a, err)
 	case later:
-		s.h.leases.afterDurable(ctx, func(err error) { s.send(p, req, a, err) })
+		s.h.leases.afterDurable(ctx, a.gen, func(err error) { s.send(p, req, a, err) })
 	default:
-		s.send(p, req, a, s.h.leases.persist(ctx))
+		s.send(p, req, a, s.h.leases.persistThrough(ctx, a.gen))
 	}
 }
 
