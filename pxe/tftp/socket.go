@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,13 @@ type transferSocket struct {
 	zone uint32
 	// wait is the receive timeout now set on the socket.
 	wait time.Duration
+	// to is the address last sent to, and sa it as a socket address:
+	// every block of a transfer goes to one peer, which is converted
+	// once, not per send.
+	to netip.AddrPort
+	sa unix.Sockaddr
+	// from receives the sender's address of each datagram.
+	from unix.RawSockaddrAny
 }
 
 // openTransferSocket opens a blocking UDP socket bound to local (IPv4 or
@@ -76,10 +84,18 @@ func (s *transferSocket) sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	return sa
 }
 
+// peerSockaddr is peer as a socket address, converted once per peer.
+func (s *transferSocket) peerSockaddr(peer netip.AddrPort) unix.Sockaddr {
+	if s.sa == nil || peer != s.to {
+		s.to, s.sa = peer, s.sockaddr(peer)
+	}
+	return s.sa
+}
+
 // sendTo sends one datagram to peer.
 func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
 	for {
-		err := unix.Sendto(s.fd, p, 0, s.sockaddr(peer))
+		err := unix.Sendto(s.fd, p, 0, s.peerSockaddr(peer))
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -89,7 +105,7 @@ func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
 // sendMsg sends p with control message oob to peer.
 func (s *transferSocket) sendMsg(p, oob []byte, peer netip.AddrPort) error {
 	for {
-		_, err := unix.SendmsgN(s.fd, p, oob, s.sockaddr(peer), 0)
+		_, err := unix.SendmsgN(s.fd, p, oob, s.peerSockaddr(peer), 0)
 		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -113,7 +129,7 @@ func (s *transferSocket) recvFrom(buf []byte, deadline time.Time) (int, netip.Ad
 				return 0, netip.AddrPort{}, err
 			}
 		}
-		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		n, err := s.recv(buf)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
@@ -124,13 +140,38 @@ func (s *transferSocket) recvFrom(buf []byte, deadline time.Time) (int, netip.Ad
 		}
 		// Without a zone: peers are compared by address and port, and
 		// the socket's zone scopes a link-local one.
-		switch sa := from.(type) {
-		case *unix.SockaddrInet4:
-			return n, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), nil
-		case *unix.SockaddrInet6:
-			return n, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), uint16(sa.Port)), nil
+		switch s.from.Addr.Family {
+		case unix.AF_INET:
+			sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.from))
+			return n, netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), ntohs(sa.Port)), nil
+		case unix.AF_INET6:
+			sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&s.from))
+			return n, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), ntohs(sa.Port)), nil
 		}
 	}
+}
+
+// recv is recvfrom(2) into buf, the sender's address into s.from. It
+// is not unix.Recvfrom: that one allocates the address it returns and,
+// for every IPv4 datagram, asks the socket's protocol with a
+// getsockopt(2) of its own, a second system call per block.
+func (s *transferSocket) recv(buf []byte) (int, error) {
+	if len(buf) == 0 {
+		return 0, errors.New("recv: empty buffer")
+	}
+	alen := uint32(unix.SizeofSockaddrAny)
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0,
+		uintptr(unsafe.Pointer(&s.from)), uintptr(unsafe.Pointer(&alen)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// ntohs reads a port as the kernel stores it, in network byte order.
+func ntohs(p uint16) uint16 {
+	b := (*[2]byte)(unsafe.Pointer(&p))
+	return uint16(b[0])<<8 | uint16(b[1])
 }
 
 func (s *transferSocket) setWait(d time.Duration) error {

@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -325,12 +326,20 @@ func (t *windowTransfer) serve() {
 		return
 	}
 	defer f.Close()
-	var r io.Reader = f
 	size := fi.Size()
 	if t.req.mode == "netascii" {
-		r, size = netascii.ToReader(f), -1
+		size = -1
 	}
 	t.p = negotiate(t.req, t.maxBlock, s.cfg.MaxWindowSize, size, s.cfg.Timeout)
+	// The window is refilled after every ACK: a read system call per
+	// lockstep block unless the file is read in larger chunks.
+	var r io.Reader = f
+	if t.p.blksize*t.p.window < readChunk {
+		r = bufio.NewReaderSize(f, readChunk)
+	}
+	if t.req.mode == "netascii" {
+		r = netascii.ToReader(r)
+	}
 	t.pkt = make([]byte, 4+t.p.blksize)
 	t.gso = t.p.window > 1 && !s.noGSO
 	// Only ACKs and ERRORs matter here: a longer datagram is cut short.
@@ -343,6 +352,9 @@ func (t *windowTransfer) serve() {
 		result, reason = "failed", err.Error()
 	}
 }
+
+// readChunk is the least a transfer reads from its file at a time.
+const readChunk = 64 << 10
 
 // refusal maps an error from Server.open to the transfer's result, the
 // TFTP error code and the message the client is sent.
