@@ -100,6 +100,8 @@ type Server struct {
 	noGSO bool
 	// listening is closed once the socket is open (Listening).
 	listening latch.Latch
+	// boot holds the iPXE binaries' bytes (cache.go).
+	boot bootCache
 }
 
 // Errors sent to clients, in TFTP error packets. They say what happened
@@ -344,7 +346,11 @@ func (s *Server) openFile(client netip.Addr, name string) (*os.File, fs.FileInfo
 		}
 	}
 	if s.cfg.IPXE != nil && s.cfg.IPXE.Has(name) {
-		return s.cfg.IPXE.Open(name)
+		f, fi, err := s.cfg.IPXE.Open(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, bootProgram{fi}, nil
 	}
 	if first, rest, ok := strings.Cut(name, "/"); ok && s.cfg.Mounts[first] != nil {
 		return s.cfg.Mounts[first].Open(rest)

@@ -332,9 +332,22 @@ func (t *windowTransfer) serve() {
 	}
 	t.p = negotiate(t.req, t.maxBlock, s.cfg.MaxWindowSize, size, s.cfg.Timeout)
 	// The window is refilled after every ACK: a read system call per
-	// lockstep block unless the file is read in larger chunks.
+	// lockstep block unless the file is read in larger chunks, or is a
+	// boot program held in memory.
 	var r io.Reader = f
-	if t.p.blksize*t.p.window < readChunk {
+	var data []byte
+	cached := false
+	if _, ok := fi.(bootProgram); ok {
+		if data, cached, err = s.boot.bytes(t.req.name, f, fi); err != nil {
+			result, reason = "error", err.Error()
+			t.sendError(codeUndefined, errInternal.Error())
+			return
+		}
+	}
+	switch {
+	case cached:
+		r = bytes.NewReader(data)
+	case t.p.blksize*t.p.window < readChunk:
 		r = bufio.NewReaderSize(f, readChunk)
 	}
 	if t.req.mode == "netascii" {
