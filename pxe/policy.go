@@ -113,7 +113,20 @@ type BootPolicy interface {
 	Host(ctx context.Context, mac net.HardwareAddr) (Host, error)
 	// Intent returns what the machine with this MAC should boot. Unknown
 	// MACs get the policy's choice for unknown machines (discover or none).
+	// The answer's Initrd may be shared with later answers: callers must
+	// not modify it.
 	Intent(ctx context.Context, mac net.HardwareAddr) (Intent, error)
+}
+
+// NamedIntents is what a BootPolicy may also answer: a script request's two
+// questions, the machine's intent and its name, in one lookup. The HTTP
+// server asks it, when its policy has it, instead of Intent and Host: a
+// script is fetched at every netboot, and the second lookup was a tenth of
+// the script handler's own cost.
+type NamedIntents interface {
+	// NamedIntent returns what Intent returns for mac, and the Name Host
+	// returns for it ("" for a MAC no machine declares).
+	NamedIntent(ctx context.Context, mac net.HardwareAddr) (Intent, string, error)
 }
 
 // Leases tells the HTTP server which address DHCP leased to a MAC, so that a

@@ -107,8 +107,11 @@ const ScriptPrefix = "/ipxe/"
 
 // Server is metal's HTTP boot server.
 type Server struct {
-	cfg     Config
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
+	// named is cfg.Policy's one-lookup answer for scripts, when it has
+	// one.
+	named   pxe.NamedIntents
 	handler nethttp.Handler
 	scripts scriptCache
 	// chainScript is the same for every iPXE, rendered once.
@@ -135,6 +138,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("server", "http"), chainScript: newScript(ipxe.Chain(ScriptPrefix))}
+	s.named, _ = cfg.Policy.(pxe.NamedIntents)
 	mux := nethttp.NewServeMux()
 	mux.HandleFunc("GET "+ScriptPrefix+"boot.ipxe", s.chain)
 	mux.HandleFunc("GET "+ScriptPrefix+"{mac}", func(w nethttp.ResponseWriter, r *nethttp.Request) {
@@ -267,14 +271,20 @@ func (s *Server) chain(w nethttp.ResponseWriter, r *nethttp.Request) {
 
 // script serves a machine's iPXE script to the address leased to its MAC,
 // or to anyone presenting its token.
-func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, name string) {
-	mac, err := net.ParseMAC(name)
+func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText string) {
+	mac, err := net.ParseMAC(macText)
 	if err != nil {
 		nethttp.Error(w, "metal: not a MAC address", nethttp.StatusNotFound)
 		return
 	}
 	setLogMAC(w, mac)
-	intent, err := s.cfg.Policy.Intent(r.Context(), mac)
+	var intent pxe.Intent
+	var name string
+	if s.named != nil {
+		intent, name, err = s.named.NamedIntent(r.Context(), mac)
+	} else {
+		intent, err = s.cfg.Policy.Intent(r.Context(), mac)
+	}
 	if errors.Is(err, pxe.ErrUnknownHost) {
 		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
 		return
@@ -305,9 +315,11 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, name strin
 			nethttp.StatusForbidden)
 		return
 	}
-	params := ipxe.Params{MAC: mac, BaseURL: s.baseURL(r)}
-	if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
-		params.Name = h.Name
+	params := ipxe.Params{MAC: mac, Name: name, BaseURL: s.baseURL(r)}
+	if s.named == nil {
+		if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
+			params.Name = h.Name
+		}
 	}
 	sc, ok := s.scripts.get(mac, intent, params.Name, params.BaseURL)
 	if !ok {
@@ -328,8 +340,12 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, name strin
 // host.
 func (s *Server) baseURL(r *nethttp.Request) *url.URL {
 	base := s.cfg.BaseURL
-	if base == nil {
-		return nil
+	if base == nil || !strings.HasPrefix(r.RemoteAddr, "[") {
+		// A client that is no IPv6 host (net/http writes an IPv6 one's
+		// address in brackets, an IPv4-mapped one without) came to an
+		// IPv4 address: no need to look the address up, which walks the
+		// request's context on every script request.
+		return base
 	}
 	ap, ok := localAddr(r)
 	if !ok || !ap.Addr().Is6() || ap.Addr().Is4In6() {

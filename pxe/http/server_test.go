@@ -50,6 +50,16 @@ func (p *policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, er
 	return in, nil
 }
 
+// namedPolicy is policy answering scripts in one lookup, as the store's
+// policy does (pxe.NamedIntents).
+type namedPolicy struct{ *policy }
+
+func (p namedPolicy) NamedIntent(ctx context.Context, mac net.HardwareAddr) (pxe.Intent, string, error) {
+	in, err := p.Intent(ctx, mac)
+	h, _ := p.Host(ctx, mac)
+	return in, h.Name, err
+}
+
 // leases is a fixed lease table.
 type leases map[string]net.IP
 
@@ -97,11 +107,18 @@ type testServer struct {
 
 func startServer(t testing.TB) *testServer {
 	t.Helper()
-	return startServerAt(t, slog.LevelInfo)
+	return startServerWith(t, slog.LevelInfo, false)
 }
 
 // startServerAt starts the test server with its log at level.
 func startServerAt(t testing.TB, level slog.Level) *testServer {
+	t.Helper()
+	return startServerWith(t, level, false)
+}
+
+// startServerWith starts the test server with its log at level; named
+// gives it a policy that answers scripts in one lookup.
+func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 	t.Helper()
 	ipxeBins, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
 	if err != nil {
@@ -144,8 +161,12 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 		macAgent:   net.IPv4(127, 0, 0, 1),
 		macSpent:   net.IPv4(127, 0, 0, 1),
 	}
+	var bp pxe.BootPolicy = p
+	if named {
+		bp = namedPolicy{p}
+	}
 	srv, err := New(Config{
-		Policy: p, Leases: l, IPXE: ipxeBins, Files: files,
+		Policy: bp, Leases: l, IPXE: ipxeBins, Files: files,
 		Security: func(mac net.HardwareAddr, client net.IP, what string) {
 			ts.alarms <- mac.String() + " " + client.String() + ": " + what
 		},
@@ -216,8 +237,16 @@ func get(t *testing.T, c *nethttp.Client, u string, hdr map[string]string) (resp
 	return response{resp.StatusCode, string(b)}, resp.Header
 }
 
+// TestScripts runs with a policy that answers Intent and Host apart, and
+// with one that answers both at once (pxe.NamedIntents): the scripts are
+// the same.
 func TestScripts(t *testing.T) {
-	ts := startServer(t)
+	for name, named := range map[string]bool{"Intent and Host": false, "NamedIntent": true} {
+		t.Run(name, func(t *testing.T) { testScripts(t, startServerWith(t, slog.LevelInfo, named)) })
+	}
+}
+
+func testScripts(t *testing.T, ts *testServer) {
 	install := "#!ipxe\necho metal: %s install\nkernel /files/sub/kernel initrd=initrd console=ttyS0\ninitrd --name initrd /files/sub/initrd\nboot\n"
 	forbidden := "metal: the boot script of %s is served only to the address leased to that MAC, or with its token\n"
 	tests := map[string]struct {

@@ -56,10 +56,11 @@ type Policy struct {
 // entry is a machine as the policy answers for it.
 type entry struct {
 	m *inventory.Machine
-	// token is pxe.Token of the machine's MAC, computed when the machine
-	// is indexed: an HMAC on every script request was a tenth of the
-	// policy's share of a script's CPU.
-	token string
+	// intent is what Intent answers for the machine, computed when the
+	// machine is indexed (its token is an HMAC of its MAC; its initrds a
+	// copy): a record is never changed, only replaced, so neither is
+	// computed again per DHCP packet or script request.
+	intent pxe.Intent
 }
 
 // New loads every machine from store. Run must be running for the policy
@@ -194,11 +195,11 @@ func (p *Policy) DeclaredMACs() ([]net.HardwareAddr, <-chan struct{}) {
 
 // put indexes m; p.mu is held.
 func (p *Policy) put(m *inventory.Machine) {
-	e := entry{m: m}
+	var token string
 	if hw, err := net.ParseMAC(m.MAC); err == nil {
-		e.token = pxe.Token(p.opts.TokenKey, hw)
+		token = pxe.Token(p.opts.TokenKey, hw)
 	}
-	p.byMAC[m.MAC] = e
+	p.byMAC[m.MAC] = entry{m: m, intent: intentOf(m, token, p.opts.Unknown)}
 	p.byName[m.Name] = m.MAC
 	if m.Identity.IP.IsValid() {
 		p.byIP[m.Identity.IP] = m.MAC
@@ -262,28 +263,43 @@ func (p *Policy) Intent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, er
 	if !ok {
 		return p.opts.Unknown, nil
 	}
-	m := e.m
+	return e.intent, nil
+}
+
+// NamedIntent implements pxe.NamedIntents: Intent and Host's Name in one
+// lookup.
+func (p *Policy) NamedIntent(_ context.Context, mac net.HardwareAddr) (pxe.Intent, string, error) {
+	e, ok := p.machine(mac)
+	if !ok {
+		return p.opts.Unknown, "", nil
+	}
+	return e.intent, e.m.Name, nil
+}
+
+// intentOf is what machine m boots: token is its MAC's script token,
+// unknown what an unknown MAC boots.
+func intentOf(m *inventory.Machine, token string, unknown pxe.Intent) pxe.Intent {
 	in := m.Intent
 	if in.Action == "" {
 		// A machine the engine has not touched yet: no netboot, so its
 		// firmware goes on to its disk.
 		if m.State == inventory.StateDiscovered {
-			return p.opts.Unknown, nil
+			return unknown
 		}
-		return pxe.Intent{Action: pxe.ActionNone, Token: e.token}, nil
+		return pxe.Intent{Action: pxe.ActionNone, Token: token}
 	}
 	out := pxe.Intent{
 		Action:  pxe.Action(in.Action),
 		Kernel:  in.Kernel,
 		Initrd:  append([]string(nil), in.Initrds...),
 		Cmdline: in.Cmdline,
-		Token:   cmp.Or(in.Token, e.token),
+		Token:   cmp.Or(in.Token, token),
 	}
 	if t := in.Task; t != nil && t.Secret != "" {
 		out.AgentSecret = t.Secret
 		out.Spent = m.Agent != nil && m.Agent.TaskID == t.ID
 	}
-	return out, nil
+	return out
 }
 
 // Machine returns the record of the machine with MAC mac as the policy

@@ -1,6 +1,7 @@
 package storepolicy
 
 import (
+	stdcmp "cmp"
 	"context"
 	"errors"
 	"net"
@@ -197,4 +198,65 @@ func TestTaskSecret(t *testing.T) {
 		in, _ := p.Intent(ctx, macWeb)
 		return in.Spent
 	})
+}
+
+// TestNamedIntentIsIntentAndHost: NamedIntent, the script's one lookup,
+// answers what Intent and Host's Name answer, for each kind of machine;
+// and an intent's initrds are the policy's own copy, not the record's.
+func TestNamedIntentIsIntentAndHost(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := stores(t)["memory"]
+	install := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/k", Initrds: []string{"/i1", "/i2"}, Cmdline: "quiet"}
+	task := &inventory.AgentTask{ID: "t1", Kind: inventory.TaskInstall, Secret: inventory.NewTaskSecret()}
+	tests := map[string]struct {
+		m        inventory.Machine
+		wantName string
+	}{
+		"untouched": {m: inventory.Machine{Name: "ready", MAC: "52:54:00:00:01:01", State: inventory.StateReady}, wantName: "ready"},
+		"discovered": {m: inventory.Machine{Name: "disc", MAC: "52:54:00:00:01:02", State: inventory.StateDiscovered},
+			wantName: "disc"},
+		"install": {m: inventory.Machine{Name: "inst", MAC: "52:54:00:00:01:03", State: inventory.StateProvisioning, Intent: install},
+			wantName: "inst"},
+		"task": {m: inventory.Machine{Name: "task", MAC: "52:54:00:00:01:04", State: inventory.StateProvisioning,
+			Intent: inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/k", Task: task}}, wantName: "task"},
+		"task spent": {m: inventory.Machine{Name: "spent", MAC: "52:54:00:00:01:05", State: inventory.StateProvisioning,
+			Intent: inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/k", Task: task},
+			Agent:  &inventory.AgentStatus{TaskID: "t1", Phase: inventory.AgentRunning}}, wantName: "spent"},
+		"unknown": {},
+	}
+	for _, tc := range tests {
+		if tc.m.Name != "" {
+			if _, err := store.PutMachine(ctx, tc.m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	p, err := New(ctx, store, Options{Unknown: discover, TokenKey: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			mac := stdcmp.Or(tc.m.MAC, "52:54:00:00:01:99")
+			in, err := p.Intent(ctx, mustMAC(mac))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotIn, gotName, err := p.NamedIntent(ctx, mustMAC(mac))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(in, gotIn); d != "" {
+				t.Errorf("NamedIntent's intent (-Intent +NamedIntent):\n%s", d)
+			}
+			h, _ := p.Host(ctx, mustMAC(mac))
+			if gotName != h.Name || gotName != tc.wantName {
+				t.Errorf("NamedIntent's name %q, Host's %q, want %q", gotName, h.Name, tc.wantName)
+			}
+			if m, ok := p.Machine(mustMAC(mac)); ok && len(m.Intent.Initrds) > 0 && &m.Intent.Initrds[0] == &in.Initrd[0] {
+				t.Error("the intent's initrds are the record's slice")
+			}
+		})
+	}
 }
