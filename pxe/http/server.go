@@ -227,8 +227,12 @@ func (s *Server) ServeListener(ctx context.Context, lns ...net.Listener) error {
 	s.listening.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	sndbuf := hostSendBuffer()
 	errs := make(chan error, len(lns))
 	for _, ln := range lns {
+		if err := setSendBuffer(ln, sndbuf); err != nil {
+			s.log.Warn("http listener's send buffer not set; files go out with the kernel's autotuned one", "addr", ln.Addr().String(), "err", err)
+		}
 		go func() {
 			err := s.serveOne(ctx, ln)
 			cancel()

@@ -103,6 +103,8 @@ type testServer struct {
 	secret string
 	// alarms are what the server told Config.Security.
 	alarms chan string
+	// listener is the one the server serves on.
+	listener net.Listener
 }
 
 func startServer(t testing.TB) *testServer {
@@ -179,7 +181,7 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.srv = srv
+	ts.srv, ts.listener = srv, ln
 	ts.url = "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
