@@ -2,6 +2,7 @@ package dhcp
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -399,7 +400,7 @@ func (h *Handler) discover(ctx context.Context, req *dhcpv4.DHCPv4, from From, k
 	}
 	resp := h.newReply(req, dhcpv4.MessageTypeOffer)
 	resp.YourIPAddr = net.IP(ip.AsSlice())
-	h.addNetwork(resp, s, hostname(host), true)
+	h.addNetwork(resp, s, hostname(host), s.leaseTime)
 	h.addBoot(ctx, resp, req, log)
 	if log.enabled(slog.LevelDebug) {
 		log.Debug("offer", "ip", ip, "host", host.Name, "boot", resp.BootFileNameOption())
@@ -454,14 +455,9 @@ func (h *Handler) request(ctx context.Context, req *dhcpv4.DHCPv4, from From, k 
 	resp := h.newReply(req, dhcpv4.MessageTypeAck)
 	resp.ClientIPAddr = req.ClientIPAddr
 	resp.YourIPAddr = net.IP(ip.AsSlice())
-	h.addNetwork(resp, s, name, true)
-	if left := expiry.Sub(now); left < s.leaseTime {
-		// A lease acknowledged as it stands: the client is told the time
-		// it has left, never more than the table holds it for.
-		for _, o := range leaseOpts(left.Truncate(time.Second)) {
-			resp.UpdateOption(o)
-		}
-	}
+	// A lease acknowledged as it stands: the client is told the time it
+	// has left, never more than the table holds it for.
+	h.addNetwork(resp, s, name, max(min(expiry.Sub(now).Truncate(time.Second), s.leaseTime), time.Second))
 	h.addBoot(ctx, resp, req, log)
 	sent := func() {
 		// A new lease is news; a client renewing the one it holds (every
@@ -572,7 +568,7 @@ func (h *Handler) inform(ctx context.Context, req *dhcpv4.DHCPv4, from From, log
 	resp := h.newReply(req, dhcpv4.MessageTypeAck)
 	resp.ClientIPAddr = req.ClientIPAddr
 	// An INFORM client configured its own address: no lease times.
-	h.addNetwork(resp, s, hostname(host), false)
+	h.addNetwork(resp, s, hostname(host), 0)
 	log.Debug("inform", "ip", req.ClientIPAddr)
 	return resp, nil
 }
@@ -659,15 +655,19 @@ func (h *Handler) nak(req *dhcpv4.DHCPv4, msg string) *dhcpv4.DHCPv4 {
 }
 
 // addNetwork adds the subnet's options; lease times unless for INFORM.
-func (h *Handler) addNetwork(resp *dhcpv4.DHCPv4, s *subnet, hostname string, lease bool) {
+func (h *Handler) addNetwork(resp *dhcpv4.DHCPv4, s *subnet, hostname string, lease time.Duration) {
 	for _, o := range s.netOpts {
 		resp.UpdateOption(o)
 	}
 	if hostname != "" {
 		resp.UpdateOption(dhcpv4.OptHostName(hostname))
 	}
-	if lease {
-		for _, o := range s.leaseOpts {
+	opts := s.leaseOpts
+	if lease != s.leaseTime {
+		opts = leaseOpts(lease)
+	}
+	if lease > 0 {
+		for _, o := range opts {
 			resp.UpdateOption(o)
 		}
 	}
@@ -897,12 +897,17 @@ func newSubnet(s Subnet, cfg Config) *subnet {
 	return sn
 }
 
-// leaseOpts are the options of a lease of d: its time, T1 and T2.
+// leaseOpts are the options of a lease of d: its time, T1 and T2, in
+// whole seconds, encoded at once (see encoded).
 func leaseOpts(d time.Duration) []dhcpv4.Option {
+	b := make([]byte, 12)
+	binary.BigEndian.PutUint32(b[0:], uint32(d/time.Second))
+	binary.BigEndian.PutUint32(b[4:], uint32(d/2/time.Second))
+	binary.BigEndian.PutUint32(b[8:], uint32(d*7/8/time.Second))
 	return []dhcpv4.Option{
-		encoded(dhcpv4.OptIPAddressLeaseTime(d)),
-		encoded(dhcpv4.OptRenewTimeValue(d / 2)),
-		encoded(dhcpv4.OptRebindingTimeValue(d * 7 / 8)),
+		dhcpv4.OptGeneric(dhcpv4.OptionIPAddressLeaseTime, b[0:4:4]),
+		dhcpv4.OptGeneric(dhcpv4.OptionRenewTimeValue, b[4:8:8]),
+		dhcpv4.OptGeneric(dhcpv4.OptionRebindingTimeValue, b[8:12:12]),
 	}
 }
 
