@@ -50,8 +50,8 @@ const (
 	// apiAddr is where metal serve's console, API and metrics listen: its
 	// default, loopback inside the lab's namespace, off the boot network.
 	apiAddr = "127.0.0.1:9090"
-	// solAddr is where the IPMI VM's QEMU serves its serial line for
-	// ipmi_sim's Serial-over-LAN to connect to: loopback inside the lab's
+	// solAddr is where the IPMI VM's serial line (ServeSerialLine) takes
+	// ipmi_sim's Serial-over-LAN connection: loopback inside the lab's
 	// namespace.
 	solAddr = "127.0.0.1:9623"
 	// bridge is the lab's switch; its name is local to the namespace.
@@ -166,11 +166,14 @@ type VM struct {
 	Disk       string `json:"disk"`
 	Serial     string `json:"serial"`            // serial console log
 	Console    string `json:"console,omitempty"` // serial console socket
-	// SOL is the TCP address where QEMU serves the serial line of a VM
-	// whose console is its BMC's Serial-over-LAN (the IPMI VM): only
-	// ipmi_sim connects to it, as a real BMC is the only one on a
-	// server's serial port. Console is then empty.
+	// SOL is the TCP address where ipmi_sim connects to the serial line
+	// of a VM whose console is its BMC's Serial-over-LAN (the IPMI VM),
+	// and Line the Unix socket where its QEMU connects to that line at
+	// each power on (ServeSerialLine): only ipmi_sim is on it, as a real
+	// BMC is the only one on a server's serial port. Console is then
+	// empty.
 	SOL      string `json:"sol,omitempty"`
+	Line     string `json:"line,omitempty"`
 	PIDFile  string `json:"pid_file"`
 	OVMFVars string `json:"ovmf_vars,omitempty"`
 	QMP      string `json:"qmp,omitempty"`
@@ -341,7 +344,7 @@ func plan(c Config) *State {
 		}
 		if i == 1 && c.Machines >= 2 {
 			vm.Protocol, vm.BMCAddress, vm.QMP = IPMI, ipmiIP+":623", ""
-			vm.Console, vm.SOL = "", solAddr
+			vm.Console, vm.SOL, vm.Line = "", solAddr, filepath.Join(vmDir, "line.sock")
 			// ipmisim.Write names the pid file it gives QEMU.
 			vm.PIDFile = filepath.Join(vmDir, "ipmi", "qemu.pid")
 		}
@@ -565,6 +568,9 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 			vbmcArgs = append(vbmcArgs, "--machine", fmt.Sprintf("name=%s,qmp=%s,mac=%s,serial=lab-%s,listen=%s,qemu-cmd=%s",
 				vm.Name, vm.QMP, vm.MAC, vm.Name, listen, strings.Join(cmd, " ")))
 		case IPMI:
+			if err := startSerialLine(ctx, c, st, vm); err != nil {
+				return err
+			}
 			files, err := ipmisim.Write(filepath.Dir(vm.PIDFile), ipmisim.Config{
 				Name: vm.Name, Address: vm.BMCAddress, Username: username, Password: password,
 				QEMU: cmd, SOL: "tcp:" + vm.SOL, Log: log,
@@ -616,6 +622,27 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 		}
 	}
 	log.Info("virtual Redfish BMC started", "pid", p.PID, "addr", redfishIP)
+	return nil
+}
+
+// startSerialLine starts the IPMI VM's serial line inside the namespace
+// and waits until it listens: ipmi_sim, started next, connects to it once.
+func startSerialLine(ctx context.Context, c Config, st *State, vm VM) error {
+	name := "serial line " + vm.Name
+	p, err := startDetached(st.Netns, name, filepath.Join(c.Dir, "logs", "serial-line-"+vm.Name+".log"), os.Environ(),
+		c.Metal, "lab", "serial-line", "--bmc", vm.SOL, "--machine", vm.Line)
+	if err != nil {
+		return err
+	}
+	st.Procs = append(st.Procs, p)
+	if err := st.save(); err != nil {
+		return err
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := poll(wait, p, func() error { _, err := os.Stat(vm.Line); return err }); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	return nil
 }
 

@@ -220,22 +220,22 @@ func TestAgentStep(t *testing.T) {
 	}
 }
 
-// TestSerialLines: the IPMI VM's serial line is a TCP socket for its
-// BMC's Serial-over-LAN alone, as a real server's serial port is its
-// BMC's; the others' are unix sockets for metal serve's console hub.
-// Every line is logged.
+// TestSerialLines: the IPMI VM's QEMU connects to the lab's serial line,
+// whose other end is its BMC's Serial-over-LAN alone, as a real server's
+// serial port is its BMC's; the others' are unix sockets QEMU serves for
+// metal serve's console hub. Every line is logged.
 func TestSerialLines(t *testing.T) {
 	st := plan(Config{Dir: "/tmp/lab", Machines: 2, UEFI: 1})
 	want := map[string]string{
-		"vm-1": "socket,id=ser0,host=127.0.0.1,port=9623,server=on,wait=off,logfile=/tmp/lab/vms/vm-1/serial.log,logappend=on",
+		"vm-1": "socket,id=ser0,path=/tmp/lab/vms/vm-1/line.sock,server=off,logfile=/tmp/lab/vms/vm-1/serial.log,logappend=on",
 		"vm-2": "socket,id=ser0,path=/tmp/lab/vms/vm-2/console.sock,server=on,wait=off,logfile=/tmp/lab/vms/vm-2/serial.log,logappend=on",
 	}
 	for _, vm := range st.VMs {
 		if got := serialChardev(vm); got != want[vm.Name] {
 			t.Errorf("%s: serial line %q, want %q", vm.Name, got, want[vm.Name])
 		}
-		if (vm.Protocol == IPMI) != (vm.Console == "") || (vm.Protocol == IPMI) != (vm.SOL != "") {
-			t.Errorf("%s (%s): console socket %q, SOL line %q", vm.Name, vm.Protocol, vm.Console, vm.SOL)
+		if (vm.Protocol == IPMI) != (vm.Console == "") || (vm.Protocol == IPMI) != (vm.SOL != "" && vm.Line != "") {
+			t.Errorf("%s (%s): console socket %q, SOL %q, serial line %q", vm.Name, vm.Protocol, vm.Console, vm.SOL, vm.Line)
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package lab
 
 import (
-	"strings"
-
 	"github.com/metal-dev/metal/internal/qemu"
 )
 
@@ -26,8 +24,8 @@ const (
 // option for it behind the NIC's), so a UEFI VM boots its disk first: a
 // blank disk falls through to the NIC, an installed one boots. The serial
 // console goes to a socket (lab console) and is logged to a file either
-// way (on the IPMI VM, the socket is TCP, and its BMC's Serial-over-LAN
-// the one client). The VM's boot path (paths.go) says which of the NIC's
+// way (on the IPMI VM, the socket is the lab's serial line to its BMC's
+// Serial-over-LAN). The VM's boot path (paths.go) says which of the NIC's
 // boot programs runs: its iPXE ROM, or without it OVMF's own PXE or HTTP
 // client, or none (virtual media: the BMC's CD). No argument holds a
 // space: metal vbmc splits its qemu-cmd on spaces.
@@ -79,16 +77,16 @@ func qemuCommand(vm VM, memMiB int, acc string) []string {
 	return args
 }
 
-// serialChardev is the VM's serial line: a socket QEMU serves, which
-// drops what the VM prints while no one is connected, and a log of
-// everything. ipmi_sim connects to the IPMI VM's SOL address every 10 s
-// until it is there, so SOL shows that VM's console from at most 10 s
-// after power-on; its log has it all.
+// serialChardev is the VM's serial line and a log of everything on it.
+// A VM with a console socket serves it (lab console, metal serve's hub),
+// dropping what the VM prints while no one is connected. The IPMI VM's
+// QEMU connects to the lab's serial line instead, at start and before
+// the VM runs, so its BMC's Serial-over-LAN sees all it prints from
+// power-on (ServeSerialLine).
 func serialChardev(vm VM) string {
-	sock := "path=" + vm.Console
-	if vm.SOL != "" {
-		host, port, _ := strings.Cut(vm.SOL, ":")
-		sock = "host=" + host + ",port=" + port
+	sock := "path=" + vm.Console + ",server=on,wait=off"
+	if vm.Line != "" {
+		sock = "path=" + vm.Line + ",server=off"
 	}
-	return "socket,id=ser0," + sock + ",server=on,wait=off,logfile=" + vm.Serial + ",logappend=on"
+	return "socket,id=ser0," + sock + ",logfile=" + vm.Serial + ",logappend=on"
 }

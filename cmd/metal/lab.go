@@ -29,7 +29,7 @@ func newLabCmd(a *app) *cobra.Command {
 	cmd.PersistentFlags().StringVar(&f.dir, "dir", ".metal-lab", "the lab's directory")
 	cmd.PersistentFlags().BoolVar(&f.asJSON, "json", false, "print results as JSON for scripts")
 	cmd.AddCommand(newLabUpCmd(a, f), newLabStatusCmd(a, f), newLabConsoleCmd(a, f),
-		newLabApplyCmd(a, f), newLabExecCmd(a, f), newLabDownCmd(a, f))
+		newLabApplyCmd(a, f), newLabExecCmd(a, f), newLabDownCmd(a, f), newLabSerialLineCmd(a))
 	return cmd
 }
 
@@ -114,5 +114,28 @@ func newLabDownCmd(a *app, f *labFlags) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&purge, "purge", false, "also delete the lab's directory")
+	return cmd
+}
+
+// newLabSerialLineCmd is the IPMI VM's serial line, which metal lab up
+// starts: not for people.
+func newLabSerialLineCmd(a *app) *cobra.Command {
+	var bmc, machine string
+	cmd := &cobra.Command{
+		Use:    "serial-line --bmc HOST:PORT --machine SOCKET",
+		Short:  "Be the serial line between a lab VM's QEMU and its ipmi_sim (metal lab up starts it)",
+		Long:   helpText("lab-serial-line"),
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			return lab.ServeSerialLine(ctx, bmc, machine, a.logger())
+		},
+	}
+	cmd.Flags().StringVar(&bmc, "bmc", "", "TCP address ipmi_sim's Serial-over-LAN connects to")
+	cmd.Flags().StringVar(&machine, "machine", "", "Unix socket the VM's QEMU connects its serial port to")
+	_ = cmd.MarkFlagRequired("bmc")
+	_ = cmd.MarkFlagRequired("machine")
 	return cmd
 }
