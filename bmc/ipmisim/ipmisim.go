@@ -47,9 +47,11 @@ type Config struct {
 	IPMISim string
 	// SOL is the serial device the BMC offers as the machine's
 	// Serial-over-LAN console: a path (a pty, /dev/ttyS1), or
-	// "tcp:HOST:PORT" to connect to QEMU's "-serial tcp:HOST:PORT,server".
-	// ipmi_sim keeps trying to connect until the device is there. Empty:
-	// the BMC has no SOL, as some real ones have not.
+	// "tcp:HOST:PORT" to connect to. ipmi_sim keeps trying to connect
+	// until the device is there, every 10 s, but may stop trying once it
+	// closed: a machine that powers off and on (a QEMU serving its serial
+	// port) is wired through ServeLine, which never closes. Empty: the
+	// BMC has no SOL, as some real ones have not.
 	SOL string
 	// FRU, when set, is the BMC's FRU inventory (device 0).
 	FRU *FRU
