@@ -32,14 +32,26 @@ type cachedScript struct {
 }
 
 // script is a rendered script with its Content-Length header value, both
-// built once: formatting the length was an allocation per request.
+// built once: formatting the length was an allocation per request. A
+// script net/http holds whole until the handler returns (nearly all)
+// has no such value: net/http then writes the length itself, without a
+// header in the handler's map, which it copies on every response.
 type script struct {
 	body   []byte
-	length []string
+	length []string // nil: net/http writes the length
 }
 
+// heldWhole is how much of a response body net/http holds before it
+// sends the header (its bufferBeforeChunkingSize): a longer one needs a
+// Content-Length of the handler's, or it is sent chunked.
+const heldWhole = 2048
+
 func newScript(body []byte) script {
-	return script{body: body, length: []string{strconv.Itoa(len(body))}}
+	sc := script{body: body}
+	if len(body) > heldWhole {
+		sc.length = []string{strconv.Itoa(len(body))}
+	}
+	return sc
 }
 
 // sameIntent compares intents field by field (TestSameIntentSeesEveryField

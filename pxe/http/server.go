@@ -461,7 +461,9 @@ func writeScript(w nethttp.ResponseWriter, sc script) {
 	h := w.Header()
 	h["Content-Type"] = scriptType
 	h["Cache-Control"] = scriptNoStore
-	h["Content-Length"] = sc.length
+	if sc.length != nil {
+		h["Content-Length"] = sc.length
+	}
 	w.Write(sc.body)
 }
 

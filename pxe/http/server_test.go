@@ -92,6 +92,7 @@ const (
 	macPanic   = "52:54:00:00:00:05"
 	macAgent   = "52:54:00:00:00:06" // an agent task, not started
 	macSpent   = "52:54:00:00:00:07" // an agent task whose agent started
+	macLarge   = "52:54:00:00:00:08" // a script longer than net/http holds whole
 	taskSecret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 )
 
@@ -151,6 +152,7 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 			macPanic:   kernel,
 			macAgent:   {Action: pxe.ActionInstall, Kernel: "/k", Cmdline: "quiet metal.token=forged", AgentSecret: taskSecret},
 			macSpent:   {Action: pxe.ActionInstall, Kernel: "/k", AgentSecret: taskSecret, Spent: true},
+			macLarge:   {Action: pxe.ActionInstall, Kernel: "/k", Cmdline: strings.Repeat("x=1 ", 750)},
 		},
 		panics: macPanic,
 	}
@@ -162,6 +164,7 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 		macPanic:   net.IPv4(127, 0, 0, 1),
 		macAgent:   net.IPv4(127, 0, 0, 1),
 		macSpent:   net.IPv4(127, 0, 0, 1),
+		macLarge:   net.IPv4(127, 0, 0, 1),
 	}
 	var bp pxe.BootPolicy = p
 	if named {
@@ -288,6 +291,53 @@ func testScripts(t *testing.T, ts *testServer) {
 		if strings.Contains(fmt.Sprint(r), "s3cret") {
 			t.Errorf("access log holds a token: %v", r)
 		}
+	}
+}
+
+// TestScriptHeaders: every script, GET or HEAD, short or longer than
+// net/http holds whole, is sent with its length (never chunked), as text,
+// and not to be stored.
+func TestScriptHeaders(t *testing.T) {
+	ts := startServer(t)
+	tests := map[string]struct {
+		method, mac string
+		minLen      int64
+	}{
+		"short":      {method: "GET", mac: macLocal},
+		"long":       {method: "GET", mac: macLarge, minLen: heldWhole + 1},
+		"short HEAD": {method: "HEAD", mac: macLocal},
+		"long HEAD":  {method: "HEAD", mac: macLarge, minLen: heldWhole + 1},
+		"chain":      {method: "GET", mac: "boot.ipxe"},
+	}
+	type headers struct {
+		ContentType, CacheControl string
+		TransferEncoding          []string
+	}
+	want := headers{ContentType: "text/plain; charset=utf-8", CacheControl: "no-store"}
+	c := clientFrom("127.0.0.1")
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			// The length a HEAD answer gives is the GET's body's.
+			get, err := c.Get(ts.url + "/ipxe/" + tc.mac)
+			must(t, err)
+			body, _ := io.ReadAll(get.Body)
+			get.Body.Close()
+			req, err := nethttp.NewRequest(tc.method, ts.url+"/ipxe/"+tc.mac, nil)
+			must(t, err)
+			resp, err := c.Do(req)
+			must(t, err)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || int64(len(body)) < tc.minLen {
+				t.Fatalf("HTTP %d, %d bytes; want 200, at least %d", resp.StatusCode, len(body), tc.minLen)
+			}
+			if resp.ContentLength != int64(len(body)) {
+				t.Errorf("Content-Length %d, body %d bytes", resp.ContentLength, len(body))
+			}
+			got := headers{resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"), resp.TransferEncoding}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("headers (-want +got):\n%s", d)
+			}
+		})
 	}
 }
 
