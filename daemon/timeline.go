@@ -37,9 +37,15 @@ type timeline struct {
 	dropped  atomic.Int64
 	lastWarn atomic.Int64 // unix nanoseconds
 
-	mu      sync.Mutex
-	seen    map[fetchKey]time.Time // when each machine last fetched each path, for coalescing
-	pruneAt int                    // len(seen) at which old entries are dropped
+	mu   sync.Mutex
+	seen map[fetchKey]time.Time // when each machine last fetched each path, for coalescing
+	// scripts is seen for script fetches by MACs of up to 7 bytes
+	// (Ethernet's, all but InfiniBand's), keyed by the MAC alone in an
+	// integer: under a flood of script requests this lookup is on every
+	// one, and hashing fetchKey's array and path was most of its cost. A
+	// script is its MAC's, whichever way the path spells it.
+	scripts map[uint64]time.Time
+	pruneAt int // len(seen) + len(scripts) at which old entries are dropped
 }
 
 // minPruneAt is the size at which the coalescing map is first pruned.
@@ -47,7 +53,7 @@ const minPruneAt = 4096
 
 func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
 	return &timeline{store: store, policy: policy, leases: leases, log: log.With("component", "timeline"),
-		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}, pruneAt: minPruneAt}
+		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}, scripts: map[uint64]time.Time{}, pruneAt: minPruneAt}
 }
 
 // observe is the HTTP server's Observe hook. It leaves out repeats on the
@@ -105,26 +111,59 @@ func (p dhcpContacts) Host(ctx context.Context, mac net.HardwareAddr) (pxe.Host,
 // first reports whether this is mac's first fetch of path within
 // coalesceWindow, and notes it.
 func (t *timeline) first(mac net.HardwareAddr, path string, now time.Time) bool {
-	k := fetchKey{path: path}
-	k.n = uint8(copy(k.mac[:], mac))
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if k, ok := scriptKey(mac, path); ok {
+		if last, ok := t.scripts[k]; ok && now.Sub(last) < coalesceWindow {
+			return false
+		}
+		t.prune(now)
+		t.scripts[k] = now
+		return true
+	}
+	k := fetchKey{path: path}
+	k.n = uint8(copy(k.mac[:], mac))
 	if last, ok := t.seen[k]; ok && now.Sub(last) < coalesceWindow {
 		return false
 	}
-	if len(t.seen) >= t.pruneAt {
-		for k, at := range t.seen {
-			if now.Sub(at) >= coalesceWindow {
-				delete(t.seen, k)
-			}
-		}
-		// More machines than that fetching within the window (a large
-		// fleet booting at once) would otherwise have every request
-		// scan them all under the lock.
-		t.pruneAt = max(minPruneAt, 2*len(t.seen))
-	}
+	t.prune(now)
 	t.seen[k] = now
 	return true
+}
+
+// scriptKey is the key of mac's script fetches in t.scripts, if path is
+// a script's and mac short enough.
+func scriptKey(mac net.HardwareAddr, path string) (uint64, bool) {
+	if len(mac) > 7 || !strings.HasPrefix(path, pxehttp.ScriptPrefix) {
+		return 0, false
+	}
+	k := uint64(len(mac)) << 56
+	for i, b := range mac {
+		k |= uint64(b) << (8 * i)
+	}
+	return k, true
+}
+
+// prune drops what is older than coalesceWindow once the maps hold
+// pruneAt entries; t.mu is held.
+func (t *timeline) prune(now time.Time) {
+	if len(t.seen)+len(t.scripts) < t.pruneAt {
+		return
+	}
+	for k, at := range t.seen {
+		if now.Sub(at) >= coalesceWindow {
+			delete(t.seen, k)
+		}
+	}
+	for k, at := range t.scripts {
+		if now.Sub(at) >= coalesceWindow {
+			delete(t.scripts, k)
+		}
+	}
+	// More machines than that fetching within the window (a large fleet
+	// booting at once) would otherwise have every request scan them all
+	// under the lock.
+	t.pruneAt = max(minPruneAt, 2*(len(t.seen)+len(t.scripts)))
 }
 
 // drop counts an event lost to a full queue, warning at most once a second.

@@ -171,28 +171,73 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 // TestTimelineCoalescesAFleet: with more machines fetching within the
 // window than the coalescing map is first pruned at, every repeat is still
 // left out, every fetch after the window is recorded, and the map stays
-// bounded by what is fresh.
+// bounded by what is fresh: for scripts (kept apart by MAC), for other
+// files, and for scripts of MACs too long to be kept apart so.
 func TestTimelineCoalescesAFleet(t *testing.T) {
 	const machines = 3 * minPruneAt
-	tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
-	mac := func(i int) net.HardwareAddr {
+	ethernet := func(i int) net.HardwareAddr {
 		return net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
 	}
-	t0 := time.Now()
-	count := func(at time.Duration) (first int) {
-		for i := range machines {
-			if tl.first(mac(i), "/ipxe/x", t0.Add(at)) {
-				first++
+	infiniband := func(i int) net.HardwareAddr {
+		mac := make(net.HardwareAddr, 20)
+		copy(mac[17:], []byte{byte(i >> 16), byte(i >> 8), byte(i)})
+		return mac
+	}
+	tests := map[string]struct {
+		path string
+		mac  func(int) net.HardwareAddr
+	}{
+		"scripts":            {path: "/ipxe/x", mac: ethernet},
+		"kernels":            {path: "/files/k", mac: ethernet},
+		"InfiniBand scripts": {path: "/ipxe/x", mac: infiniband},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
+			t0 := time.Now()
+			count := func(at time.Duration) (first int) {
+				for i := range machines {
+					if tl.first(tc.mac(i), tc.path, t0.Add(at)) {
+						first++
+					}
+				}
+				return first
 			}
+			got := []int{count(0), count(time.Second), count(coalesceWindow + time.Second), count(coalesceWindow + 2*time.Second)}
+			if diff := cmp.Diff([]int{machines, 0, machines, 0}, got); diff != "" {
+				t.Errorf("fetches recorded at 0, 1s, window+1s, window+2s (-want +got):\n%s", diff)
+			}
+			if n := len(tl.seen) + len(tl.scripts); n > 2*machines {
+				t.Errorf("coalescing maps hold %d entries for %d machines", n, machines)
+			}
+		})
+	}
+}
+
+// TestTimelineScriptIsItsMAC: a machine's script fetches are one step
+// however the path spells the MAC; another machine's, or another path of
+// the same machine, are not its repeats.
+func TestTimelineScriptIsItsMAC(t *testing.T) {
+	tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
+	a := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
+	b := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2}
+	t0 := time.Now()
+	steps := []struct {
+		mac  net.HardwareAddr
+		path string
+		want bool
+	}{
+		{a, "/ipxe/52:54:00:00:00:01", true},
+		{a, "/ipxe/52-54-00-00-00-01", false},
+		{b, "/ipxe/52:54:00:00:00:02", true},
+		{a, "/files/k", true},
+		{a, "/files/k", false},
+		{a[:5], "/ipxe/52:54:00:00:00", true}, // a shorter MAC is another
+	}
+	for i, s := range steps {
+		if got := tl.first(s.mac, s.path, t0); got != s.want {
+			t.Errorf("step %d: first(%v, %s) = %v, want %v", i, s.mac, s.path, got, s.want)
 		}
-		return first
-	}
-	got := []int{count(0), count(time.Second), count(coalesceWindow + time.Second), count(coalesceWindow + 2*time.Second)}
-	if diff := cmp.Diff([]int{machines, 0, machines, 0}, got); diff != "" {
-		t.Errorf("fetches recorded at 0, 1s, window+1s, window+2s (-want +got):\n%s", diff)
-	}
-	if n := len(tl.seen); n > 2*machines {
-		t.Errorf("coalescing map holds %d entries for %d machines", n, machines)
 	}
 }
 
@@ -223,4 +268,25 @@ func (l fixedLeases) MACOf(ip net.IP) (net.HardwareAddr, bool) {
 		}
 	}
 	return nil, false
+}
+
+// BenchmarkTimelineObserve is the boot timeline's share of a script
+// request under a flood of them: 200 machines fetching their scripts in
+// turn, every fetch after the first a repeat left out.
+func BenchmarkTimelineObserve(b *testing.B) {
+	tl := newTimeline(nil, nil, nil, slog.New(slog.DiscardHandler))
+	reqs := make([]pxehttp.Request, 200)
+	for i := range reqs {
+		mac := net.HardwareAddr{0x52, 0x54, 0, 0xbb, 0, byte(i)}
+		reqs[i] = pxehttp.Request{Method: "GET", Path: pxehttp.ScriptPrefix + mac.String(), MAC: mac, Status: 200}
+	}
+	for _, r := range reqs {
+		tl.observe(r)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		tl.observe(reqs[i%len(reqs)])
+		i++
+	}
 }
