@@ -22,6 +22,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/metal-dev/metal/internal/httpserve"
@@ -116,6 +117,10 @@ type Server struct {
 	scripts scriptCache
 	// chainScript is the same for every iPXE, rendered once.
 	chainScript script
+	// dates is the Date header of scripts answered within one second,
+	// formatted once a second, not per request as net/http does (nginx
+	// does the same).
+	dates dateCache
 	// listening is closed once the listener is open (Listening).
 	listening latch.Latch
 }
@@ -270,7 +275,7 @@ func (s *Server) serveOne(ctx context.Context, ln net.Listener) error {
 // chain serves the script for an iPXE that does not know its own.
 func (s *Server) chain(w nethttp.ResponseWriter, r *nethttp.Request) {
 	quietLog(w)
-	writeScript(w, s.chainScript)
+	s.writeScript(w, s.chainScript)
 }
 
 // script serves a machine's iPXE script to the address leased to its MAC,
@@ -336,7 +341,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 		sc = s.scripts.put(mac, intent, params.Name, params.BaseURL, body)
 	}
 	quietLog(w)
-	writeScript(w, sc)
+	s.writeScript(w, sc)
 }
 
 // baseURL is what r's script resolves paths against: cfg.BaseURL, or the
@@ -457,10 +462,32 @@ var (
 	scriptNoStore = []string{"no-store"}
 )
 
-func writeScript(w nethttp.ResponseWriter, sc script) {
+// dateCache holds the Date header value of the latest second asked for.
+type dateCache struct{ p atomic.Pointer[dateValue] }
+
+type dateValue struct {
+	sec int64
+	v   []string
+}
+
+// at is the Date header value of now.
+func (c *dateCache) at(now time.Time) []string {
+	sec := now.Unix()
+	if d := c.p.Load(); d != nil && d.sec == sec {
+		return d.v
+	}
+	d := &dateValue{sec: sec, v: []string{now.UTC().Format(nethttp.TimeFormat)}}
+	c.p.Store(d)
+	return d.v
+}
+
+func (s *Server) writeScript(w nethttp.ResponseWriter, sc script) {
 	h := w.Header()
 	h["Content-Type"] = scriptType
 	h["Cache-Control"] = scriptNoStore
+	if sw, ok := w.(*statusWriter); ok {
+		h["Date"] = s.dates.at(sw.start)
+	}
 	if sc.length != nil {
 		h["Content-Length"] = sc.length
 	}
@@ -554,6 +581,7 @@ func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.
 		start := time.Now()
 		sw := statusWriters.Get().(*statusWriter)
 		sw.ResponseWriter = w
+		sw.start = start
 		defer func() {
 			if p := recover(); p != nil {
 				if p == nethttp.ErrAbortHandler {
@@ -612,6 +640,7 @@ type statusWriter struct {
 	attrs  []slog.Attr
 	mac    net.HardwareAddr // setLogMAC
 	quiet  bool             // quietLog
+	start  time.Time        // when the request came
 }
 
 func (w *statusWriter) WriteHeader(code int) {

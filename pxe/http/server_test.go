@@ -324,9 +324,14 @@ func TestScriptHeaders(t *testing.T) {
 			get.Body.Close()
 			req, err := nethttp.NewRequest(tc.method, ts.url+"/ipxe/"+tc.mac, nil)
 			must(t, err)
+			before := time.Now().Truncate(time.Second)
 			resp, err := c.Do(req)
 			must(t, err)
 			resp.Body.Close()
+			after := time.Now()
+			if date, err := nethttp.ParseTime(resp.Header.Get("Date")); err != nil || date.Before(before) || date.After(after) {
+				t.Errorf("Date %q (%v), want between %v and %v", resp.Header.Get("Date"), err, before, after)
+			}
 			if resp.StatusCode != 200 || int64(len(body)) < tc.minLen {
 				t.Fatalf("HTTP %d, %d bytes; want 200, at least %d", resp.StatusCode, len(body), tc.minLen)
 			}
@@ -338,6 +343,34 @@ func TestScriptHeaders(t *testing.T) {
 				t.Errorf("headers (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestDateCache: the Date of a second is formatted once, and as net/http
+// formats it.
+func TestDateCache(t *testing.T) {
+	var c dateCache
+	t0 := time.Date(2026, 12, 7, 0, 30, 15, 0, time.FixedZone("CET", 3600))
+	steps := []struct {
+		at   time.Time
+		want string
+		same bool // the value the step before returned
+	}{
+		{at: t0, want: "Sun, 06 Dec 2026 23:30:15 GMT"},
+		{at: t0.Add(999 * time.Millisecond), want: "Sun, 06 Dec 2026 23:30:15 GMT", same: true},
+		{at: t0.Add(time.Second), want: "Sun, 06 Dec 2026 23:30:16 GMT"},
+		{at: t0, want: "Sun, 06 Dec 2026 23:30:15 GMT"},
+	}
+	var last []string
+	for i, s := range steps {
+		got := c.at(s.at)
+		if len(got) != 1 || got[0] != s.want || got[0] != s.at.UTC().Format(nethttp.TimeFormat) {
+			t.Errorf("step %d: %q, want [%q]", i, got, s.want)
+		}
+		if same := last != nil && &got[0] == &last[0]; same != s.same {
+			t.Errorf("step %d: the same value as before: %v, want %v", i, same, s.same)
+		}
+		last = got
 	}
 }
 
