@@ -242,10 +242,16 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	// (steer.go). Without it every request is pin/tftp's, lockstep.
 	var windows sync.WaitGroup
 	wconn, scan := s.windowSocket(conn)
+	var wake *wakeup
 	if wconn != nil {
 		// The window socket's transfers open sockets on another goroutine,
 		// which joins this one's network namespace.
 		ns, err := threadNetns()
+		if err == nil {
+			if wake, err = newWakeup(); err != nil {
+				ns.Close()
+			}
+		}
 		if err != nil {
 			wconn.Close()
 			s.log.Warn("tftp windowsize disabled", "err", err)
@@ -255,8 +261,14 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 			go func() {
 				defer windows.Done()
 				defer ns.Close()
-				s.serveWindows(wconn, ns, &windows)
+				s.serveWindows(wconn, wake, ns, &windows)
 			}()
+		}
+	}
+	closeWindows := func() {
+		if wconn != nil {
+			wake.poke()
+			wconn.Close()
 		}
 	}
 
@@ -281,9 +293,7 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 		defer close(shutdown)
 		select {
 		case <-ctx.Done():
-			if wconn != nil {
-				wconn.Close()
-			}
+			closeWindows()
 			// Shutdown closes conn and waits for transfers in flight.
 			srv.Shutdown()
 		case <-stopped:
@@ -293,10 +303,11 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	close(stopped)
 	<-shutdown
 	conn.Close()
-	if wconn != nil {
-		wconn.Close()
-	}
+	closeWindows()
 	windows.Wait()
+	if wake != nil {
+		wake.close()
+	}
 	if ctx.Err() != nil {
 		return nil
 	}

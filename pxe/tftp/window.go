@@ -141,12 +141,12 @@ func negotiate(req request, maxBlock, maxWindow int, size int64, timeout time.Du
 	return p
 }
 
-// serveWindows reads the window socket until it is closed, starting a
-// transfer for each request. It runs on its own goroutine, which first
-// enters the network namespace ns of the goroutine that serves (each
-// transfer opens a socket of its own here). transfers counts the
-// transfers in flight.
-func (s *Server) serveWindows(conn *net.UDPConn, ns *os.File, transfers *sync.WaitGroup) {
+// serveWindows reads the window socket until it is closed (wake says
+// so), starting a transfer for each request. It runs on its own
+// goroutine, which first enters the network namespace ns of the
+// goroutine that serves (each transfer opens a socket of its own here).
+// transfers counts the transfers in flight.
+func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, transfers *sync.WaitGroup) {
 	if err := enterNetns(ns); err != nil {
 		// With the window socket closed, the steering program's answer
 		// names no socket and the kernel hands every request to pin/tftp:
@@ -155,10 +155,16 @@ func (s *Server) serveWindows(conn *net.UDPConn, ns *os.File, transfers *sync.Wa
 		conn.Close()
 		return
 	}
+	r, err := newRequestReader(conn, wake)
+	if err != nil {
+		s.log.Error("tftp windowsize disabled", "err", err)
+		conn.Close()
+		return
+	}
 	buf := make([]byte, 65536)
 	oob := make([]byte, 128)
 	for {
-		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		n, oobn, from, err := r.read(buf, oob)
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
