@@ -578,18 +578,9 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 			if err != nil {
 				return err
 			}
-			p, err := startDetached(st.Netns, "ipmi_sim "+vm.Name, filepath.Join(c.Dir, "logs", "ipmi_sim-"+vm.Name+".log"), os.Environ(),
+			p, err := st.startRecorded(ctx, "ipmi_sim "+vm.Name, "ipmi_sim-"+vm.Name, time.Minute,
+				func(wait context.Context, p Proc) error { return waitIPMI(wait, st.Netns, p, vm.BMCAddress, pwFile) },
 				files.IPMISim, "-c", files.LanConf, "-f", files.Commands, "-n", "-s", files.StateDir)
-			if err != nil {
-				return err
-			}
-			st.Procs = append(st.Procs, p)
-			if err := st.save(); err != nil {
-				return err
-			}
-			wait, cancel := context.WithTimeout(ctx, time.Minute)
-			err = waitIPMI(wait, st.Netns, p, vm.BMCAddress, pwFile)
-			cancel()
 			if err != nil {
 				return fmt.Errorf("ipmi_sim for %s: %w", vm.Name, err)
 			}
@@ -603,23 +594,19 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 	// volumes and the volumes' disks in the lab's directory, so they
 	// outlive a restart of vbmc.
 	args := append([]string{"vbmc", "--user", username, "--password-file", pwFile, "--state-dir", filepath.Join(c.Dir, "vbmc")}, vbmcArgs...)
-	p, err := startDetached(st.Netns, "vbmc", filepath.Join(c.Dir, "logs", "vbmc.log"), os.Environ(), c.Metal, args...)
+	p, err := st.startRecorded(ctx, "vbmc", "vbmc", time.Minute, func(wait context.Context, p Proc) error {
+		for _, vm := range st.VMs {
+			if vm.Protocol != Redfish {
+				continue
+			}
+			if err := waitHTTP(wait, st.Netns, p, vm.BMCAddress+"/redfish/v1/"); err != nil {
+				return fmt.Errorf("virtual BMC of %s: %w", vm.Name, err)
+			}
+		}
+		return nil
+	}, c.Metal, args...)
 	if err != nil {
 		return err
-	}
-	st.Procs = append(st.Procs, p)
-	if err := st.save(); err != nil {
-		return err
-	}
-	wait, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for _, vm := range st.VMs {
-		if vm.Protocol != Redfish {
-			continue
-		}
-		if err := waitHTTP(wait, st.Netns, p, vm.BMCAddress+"/redfish/v1/"); err != nil {
-			return fmt.Errorf("virtual BMC of %s: %w", vm.Name, err)
-		}
 	}
 	log.Info("virtual Redfish BMC started", "pid", p.PID, "addr", redfishIP)
 	return nil
@@ -629,21 +616,32 @@ func startBMCs(ctx context.Context, c Config, st *State, password, pwFile string
 // and waits until it listens: ipmi_sim, started next, connects to it once.
 func startSerialLine(ctx context.Context, c Config, st *State, vm VM) error {
 	name := "serial line " + vm.Name
-	p, err := startDetached(st.Netns, name, filepath.Join(c.Dir, "logs", "serial-line-"+vm.Name+".log"), os.Environ(),
-		c.Metal, "lab", "serial-line", "--bmc", vm.SOL, "--machine", vm.Line)
+	_, err := st.startRecorded(ctx, name, "serial-line-"+vm.Name, time.Minute, func(wait context.Context, p Proc) error {
+		return poll(wait, p, func() error { _, err := os.Stat(vm.Line); return err })
+	}, c.Metal, "lab", "serial-line", "--bmc", vm.SOL, "--machine", vm.Line)
 	if err != nil {
-		return err
-	}
-	st.Procs = append(st.Procs, p)
-	if err := st.save(); err != nil {
-		return err
-	}
-	wait, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	if err := poll(wait, p, func() error { _, err := os.Stat(vm.Line); return err }); err != nil {
 		return fmt.Errorf("%s: %w", name, err)
 	}
 	return nil
+}
+
+// startRecorded starts prog detached in the lab's namespace, its output in
+// logs/LOGNAME.log, records it as name in the saved state (so that lab
+// down stops it even if waiting fails), then waits up to timeout for ready
+// to succeed while it runs.
+func (st *State) startRecorded(ctx context.Context, name, logName string, timeout time.Duration,
+	ready func(context.Context, Proc) error, prog string, args ...string) (Proc, error) {
+	p, err := startDetached(st.Netns, name, filepath.Join(st.Dir, "logs", logName+".log"), os.Environ(), prog, args...)
+	if err != nil {
+		return Proc{}, err
+	}
+	st.Procs = append(st.Procs, p)
+	if err := st.save(); err != nil {
+		return p, err
+	}
+	wait, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return p, ready(wait, p)
 }
 
 // waitHTTP polls url from inside namespace ns until it answers at all,

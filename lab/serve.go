@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
@@ -29,18 +28,12 @@ func (st *State) StartServeAs(ctx context.Context, name, metal string, args []st
 	if p, ok := st.Proc(name); ok && p.Running() {
 		return p, nil
 	}
-	logPath := filepath.Join(st.Dir, "logs", name+".log")
-	p, err := startDetached(st.Netns, name, logPath, os.Environ(), metal, append([]string{"serve"}, args...)...)
+	// The record of the stopped one it replaces goes.
+	st.Procs = slices.DeleteFunc(st.Procs, func(q Proc) bool { return q.Name == name })
+	p, err := st.startRecorded(ctx, name, name, timeout, func(wait context.Context, p Proc) error {
+		return waitHTTP(wait, st.Netns, p, st.HTTPURL()+"/")
+	}, metal, append([]string{"serve"}, args...)...)
 	if err != nil {
-		return Proc{}, err
-	}
-	st.Procs = append(slices.DeleteFunc(st.Procs, func(q Proc) bool { return q.Name == name }), p)
-	if err := st.save(); err != nil {
-		return p, err
-	}
-	wait, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := waitHTTP(wait, st.Netns, p, st.HTTPURL()+"/"); err != nil {
 		return p, fmt.Errorf("metal serve: %w", err)
 	}
 	return p, nil
