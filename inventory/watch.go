@@ -29,11 +29,14 @@ func (s *store) Watch(ctx context.Context, opts WatchOptions) (<-chan Change, er
 			if ev.Err != nil {
 				c = Change{Err: ev.Err}
 			} else {
-				var ok bool
-				c, ok = toChange(ev)
-				if !ok || (!all && !want[c.Kind]) {
+				// The kind is in the key: a change this watch does not
+				// want is dropped before its value is decoded (during a
+				// boot storm nearly every change is an event, which the
+				// boot policy's machine watch would decode to drop).
+				if k, ok := kindOf(ev); !ok || (!all && !want[k]) {
 					continue
 				}
+				c, _ = toChange(ev)
 			}
 			select {
 			case out <- c:
@@ -48,36 +51,49 @@ func (s *store) Watch(ctx context.Context, opts WatchOptions) (<-chan Change, er
 	return out, nil
 }
 
+// kindOf is the kind of record ev changes, if it is a change of a primary
+// record a watch reports (not of an index key, nor a trimmed event).
+func kindOf(ev KVEvent) (Kind, bool) {
+	switch {
+	case strings.HasPrefix(ev.Key, pfxMachine):
+		return KindMachine, true
+	case strings.HasPrefix(ev.Key, pfxLease):
+		return KindLease, true
+	case strings.HasPrefix(ev.Key, pfxEvent):
+		return KindEvent, !ev.Delete
+	case strings.HasPrefix(ev.Key, pfxRun), strings.HasPrefix(ev.Key, pfxStep):
+		return KindApply, true
+	}
+	return "", false
+}
+
 // toChange turns a KV change of a primary record into a Change.
 func toChange(ev KVEvent) (Change, bool) {
-	c := Change{Deleted: ev.Delete, Revision: ev.ModRev}
+	k, ok := kindOf(ev)
+	if !ok {
+		return Change{}, false
+	}
+	c := Change{Kind: k, Deleted: ev.Delete, Revision: ev.ModRev}
 	kv := KeyValue{Key: ev.Key, Value: ev.Value, ModRev: ev.ModRev}
 	var err error
 	switch {
 	case strings.HasPrefix(ev.Key, pfxMachine):
-		c.Kind = KindMachine
 		m := Machine{Name: ev.Key[len(pfxMachine):]}
 		if !ev.Delete {
 			m, err = decodeMachine(kv)
 		}
 		c.Machine = &m
 	case strings.HasPrefix(ev.Key, pfxLease):
-		c.Kind = KindLease
 		l := Lease{MAC: ev.Key[len(pfxLease):]}
 		if !ev.Delete {
 			l, err = decodeLease(kv)
 		}
 		c.Lease = &l
 	case strings.HasPrefix(ev.Key, pfxEvent):
-		if ev.Delete {
-			return c, false // retention trimming is not news
-		}
-		c.Kind = KindEvent
 		var e Event
 		e, err = decode[Event](kv)
 		c.Event = &e
 	case strings.HasPrefix(ev.Key, pfxRun):
-		c.Kind = KindApply
 		r := ApplyRun{ID: ev.Key[len(pfxRun):]}
 		if !ev.Delete {
 			r, err = decode[ApplyRun](kv)
@@ -85,7 +101,6 @@ func toChange(ev KVEvent) (Change, bool) {
 		}
 		c.ApplyRun = &r
 	case strings.HasPrefix(ev.Key, pfxStep):
-		c.Kind = KindApply
 		id, machine, _ := strings.Cut(ev.Key[len(pfxStep):], "/")
 		c.RunID = id
 		st := ApplyStep{Machine: machine}
@@ -94,8 +109,6 @@ func toChange(ev KVEvent) (Change, bool) {
 			st.Revision = ev.ModRev
 		}
 		c.ApplyStep = &st
-	default:
-		return c, false
 	}
 	if err != nil {
 		c.Err = err
