@@ -195,11 +195,9 @@ type fetched struct {
 	mac net.HardwareAddr
 }
 
-// Events are written in batches, each machine's in order on a goroutine of
-// its own, so that their appends share the store's commits (inventory
-// batches concurrent appends): handed to a few writers one by one as they
-// came, nearly each paid a commit of its own. After a quiet spell an event
-// is written at once; then, for flushDelay, events gather into the next
+// Events are written in batches, each batch in one append (see write), so
+// that they share the store's commits. After a quiet spell an event is
+// written at once; then, for flushDelay, events gather into the next
 // batch.
 const (
 	// flushDelay is the least time between batches: far below anything
@@ -255,34 +253,46 @@ func (t *timeline) run(ctx context.Context) error {
 	}
 }
 
-// write records a batch of events: each machine's in order, all machines
-// at once.
+// write records a batch of events in one append: the store writes them
+// in their order, so each machine's stay in the order they happened, and
+// in as few commits as it can (one for a batch of up to a few hundred on
+// bbolt). Appended one by one, on a goroutine per machine, a boot storm's
+// batch took a commit per step of a machine and a few more.
 func (t *timeline) write(ctx context.Context, batch []fetched) {
-	byMAC := map[string][]fetched{}
+	evs := make([]inventory.Event, 0, len(batch))
 	for _, f := range batch {
-		byMAC[string(f.mac)] = append(byMAC[string(f.mac)], f)
+		if e, ok := t.event(ctx, f.r, f.mac); ok {
+			evs = append(evs, e)
+		}
 	}
-	var wg sync.WaitGroup
-	for _, fs := range byMAC {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, f := range fs {
-				t.record(ctx, f.r, f.mac)
+	if len(evs) == 0 {
+		return
+	}
+	saved, err := t.store.AppendEvents(ctx, evs)
+	if err != nil {
+		lost := 0
+		for _, e := range saved {
+			if e.Seq == 0 {
+				lost++
 			}
-		}()
+		}
+		if saved == nil {
+			lost = len(evs)
+		}
+		t.log.Warn("record boot events", "events", len(evs), "lost", lost, "err", err)
 	}
-	wg.Wait()
 }
 
-func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) {
+// event is the timeline's event for a request, if it is one of a known
+// machine's boot steps.
+func (t *timeline) event(ctx context.Context, r pxehttp.Request, mac net.HardwareAddr) (inventory.Event, bool) {
 	m, ok := t.policy.Machine(mac)
 	if !ok {
 		// Not (yet) seen by the policy, which follows the store: ask the
 		// store itself.
 		sm, err := t.store.MachineByMAC(ctx, mac.String())
 		if err != nil {
-			return // an unknown machine: the agent reports it once it runs
+			return inventory.Event{}, false // an unknown machine: the agent reports it once it runs
 		}
 		m = &sm
 	}
@@ -290,14 +300,11 @@ func (t *timeline) record(ctx context.Context, r pxehttp.Request, mac net.Hardwa
 	if r.Path != dhcpPath {
 		var ok bool
 		if kind, ok = classify(r.Path, m.Intent); !ok {
-			return
+			return inventory.Event{}, false
 		}
 		msg = "fetched " + r.Path
 	}
-	_, err := t.store.AppendEvent(ctx, inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg})
-	if err != nil {
-		t.log.Warn("record boot event", "machine", m.Name, "err", err)
-	}
+	return inventory.Event{Machine: m.Name, MAC: m.MAC, Kind: kind, Message: msg}, true
 }
 
 // macOf names the machine behind a request: scripts carry their MAC in the

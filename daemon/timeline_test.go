@@ -2,19 +2,23 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
+	"github.com/metal-dev/metal/inventory/bolt"
 	pxehttp "github.com/metal-dev/metal/pxe/http"
 	"github.com/metal-dev/metal/pxe/storepolicy"
 )
@@ -288,5 +292,109 @@ func BenchmarkTimelineObserve(b *testing.B) {
 	for b.Loop() {
 		tl.observe(reqs[i%len(reqs)])
 		i++
+	}
+}
+
+// countingKV counts the Txns a store makes of a real bbolt KV.
+type countingKV struct {
+	*bolt.KV
+	txns atomic.Int64
+}
+
+func (k *countingKV) Txn(ctx context.Context, t inventory.Txn) (int64, bool, error) {
+	k.txns.Add(1)
+	return k.KV.Txn(ctx, t)
+}
+
+// TestTimelineWritesABatchInFewTxns: a batch of a rack's boot steps, each
+// machine's several times over, is stored whole, each machine's steps in
+// the order they came, in as few Txns as the store's batches take (256
+// events each on bbolt), not a Txn per step of each machine.
+func TestTimelineWritesABatchInFewTxns(t *testing.T) {
+	const machines = 200
+	intent := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/initrd"}}
+	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)} }
+	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+	steps := map[string]struct {
+		path string
+		kind inventory.EventKind
+	}{
+		"script": {"/ipxe/", inventory.EventScript},
+		"kernel": {"/files/vmlinuz", inventory.EventKernel},
+		"initrd": {"/files/initrd", inventory.EventInitrd},
+		"other":  {"/files/unrelated", ""},
+	}
+	tests := map[string]struct {
+		machines int
+		steps    []string
+		maxTxns  int64
+	}{
+		"a rack's boot":      {machines: machines, steps: []string{"script", "kernel", "initrd"}, maxTxns: (machines*3 + 255) / 256},
+		"one machine":        {machines: 1, steps: []string{"script", "kernel", "initrd"}, maxTxns: 1},
+		"one step":           {machines: 1, steps: []string{"kernel"}, maxTxns: 1},
+		"nothing to record":  {machines: machines, steps: []string{"other"}, maxTxns: 0},
+		"a rack's last step": {machines: machines, steps: []string{"initrd", "other"}, maxTxns: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			kv, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"), bolt.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counted := &countingKV{KV: kv}
+			store, err := inventory.Open(ctx, counted, inventory.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			for i := range tc.machines {
+				m := inventory.Machine{Name: fmt.Sprintf("m%03d", i), MAC: mac(i).String(), State: inventory.StateProvisioning,
+					Intent: intent, Identity: inventory.Identity{IP: ip(i)}}
+				if _, err := store.PutMachine(ctx, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			policy, err := storepolicy.New(ctx, store, storepolicy.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tl := newTimeline(store, policy, nil, slog.New(slog.DiscardHandler))
+			// Step after step, the machines interleaved, as a rack's
+			// requests come.
+			var batch []fetched
+			want := map[string][]inventory.EventKind{}
+			for _, s := range tc.steps {
+				for i := range tc.machines {
+					r := pxehttp.Request{Method: "GET", Path: steps[s].path, Client: ip(i), Status: 200}
+					if steps[s].kind == inventory.EventScript {
+						r.Path += mac(i).String()
+						r.MAC = mac(i)
+					}
+					batch = append(batch, fetched{r, mac(i)})
+					if k := steps[s].kind; k != "" {
+						name := fmt.Sprintf("m%03d", i)
+						want[name] = append(want[name], k)
+					}
+				}
+			}
+			before := counted.txns.Load()
+			tl.write(ctx, batch)
+			if txns := counted.txns.Load() - before; txns > tc.maxTxns {
+				t.Errorf("%d Txns for the batch, want at most %d", txns, tc.maxTxns)
+			}
+			evs, err := store.Events(ctx, inventory.EventQuery{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string][]inventory.EventKind{}
+			for _, e := range evs {
+				got[e.Machine] = append(got[e.Machine], e.Kind)
+			}
+			if diff := cmp.Diff(want, got, cmpopts.EquateEmpty()); diff != "" {
+				t.Errorf("each machine's events (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -53,17 +53,29 @@ type eventQueue struct {
 	draining bool
 }
 
+// eventReq is one caller's events, appended in their order within one
+// Txn (append splits a longer list into requests of at most batch events,
+// queued one after the other).
 type eventReq struct {
 	ctx  context.Context
-	e    Event
+	evs  []Event
 	err  error
 	done chan struct{}
 }
 
-func (q *eventQueue) append(ctx context.Context, s *store, e Event) (Event, error) {
-	r := &eventReq{ctx: ctx, e: e, done: make(chan struct{})}
+// append writes evs in order and sets each one's Seq. On error, the events
+// left without a Seq were not written.
+func (q *eventQueue) append(ctx context.Context, s *store, evs []Event) error {
+	var reqs []*eventReq
+	for len(evs) > 0 {
+		n := min(len(evs), q.batch)
+		reqs = append(reqs, &eventReq{ctx: ctx, evs: evs[:n:n], done: make(chan struct{})})
+		evs = evs[n:]
+	}
 	q.mu.Lock()
-	q.pending = append(q.pending, r)
+	// One after the other in the queue: drained in order, so a later
+	// request's events get later Seqs.
+	q.pending = append(q.pending, reqs...)
 	start := !q.draining
 	q.draining = true
 	q.mu.Unlock()
@@ -73,14 +85,25 @@ func (q *eventQueue) append(ctx context.Context, s *store, e Event) (Event, erro
 	// Waiting past ctx: a queued event may still be written, and the
 	// caller must not be told it was not. The batch's own context ends
 	// once every caller in it has given up, so this wait is bounded.
-	<-r.done
-	return r.e, r.err
+	var err error
+	for _, r := range reqs {
+		<-r.done
+		if err == nil {
+			err = r.err
+		}
+	}
+	return err
 }
 
 func (q *eventQueue) drain(s *store) {
 	for {
 		q.mu.Lock()
-		n := min(len(q.pending), q.batch)
+		// Whole requests, up to batch events (a request is never longer).
+		n, events := 0, 0
+		for n < len(q.pending) && events+len(q.pending[n].evs) <= q.batch {
+			events += len(q.pending[n].evs)
+			n++
+		}
 		if n == 0 {
 			q.draining = false
 			q.mu.Unlock()
@@ -130,16 +153,17 @@ func (q *eventQueue) write(s *store, batch []*eventReq) {
 		})
 		defer stop()
 	}
-	evs := make([]Event, len(live))
-	for i, r := range live {
-		evs[i] = r.e
+	var evs []Event
+	for _, r := range live {
+		evs = append(evs, r.evs...)
 	}
 	err := s.appendEvents(ctx, evs)
-	for i, r := range live {
-		r.e, r.err = evs[i], err
-		if err != nil {
-			r.e = Event{}
+	for _, r := range live {
+		if err == nil {
+			n := copy(r.evs, evs)
+			evs = evs[n:]
 		}
+		r.err = err
 		close(r.done)
 	}
 }

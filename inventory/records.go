@@ -199,6 +199,34 @@ func (s *store) DeleteMachine(ctx context.Context, name string, rev int64) error
 // ---- events
 
 func (s *store) AppendEvent(ctx context.Context, e Event) (Event, error) {
+	e, err := s.checkEvent(e)
+	if err != nil {
+		return Event{}, err
+	}
+	evs := []Event{e}
+	if err := s.events.append(ctx, s, evs); err != nil {
+		return Event{}, err
+	}
+	return evs[0], nil
+}
+
+func (s *store) AppendEvents(ctx context.Context, evs []Event) ([]Event, error) {
+	out := make([]Event, len(evs))
+	for i, e := range evs {
+		var err error
+		if out[i], err = s.checkEvent(e); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.events.append(ctx, s, out); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// checkEvent validates e and fills in what the store sets: the time if
+// unset, in UTC, and the MAC in its normal form.
+func (s *store) checkEvent(e Event) (Event, error) {
 	if e.Kind == "" {
 		return Event{}, fmt.Errorf("event without kind: %w", ErrInvalid)
 	}
@@ -216,7 +244,7 @@ func (s *store) AppendEvent(ctx context.Context, e Event) (Event, error) {
 		e.Time = s.opts.Now()
 	}
 	e.Time = e.Time.UTC()
-	return s.events.append(ctx, s, e)
+	return e, nil
 }
 
 // appendEvents writes evs with the next sequence numbers, in order, in one

@@ -55,6 +55,11 @@ type Store interface {
 	// AppendEvent adds e to the log and returns it with its Seq. The log
 	// keeps the newest Options.EventRetention events.
 	AppendEvent(ctx context.Context, e Event) (Event, error)
+	// AppendEvents adds evs to the log in their order, as one write where
+	// the backend allows (else in order over several), and returns them
+	// with their Seqs. On error, those returned without a Seq were not
+	// written; with an invalid event, none was.
+	AppendEvents(ctx context.Context, evs []Event) ([]Event, error)
 	// Events returns events in Seq order.
 	Events(ctx context.Context, q EventQuery) ([]Event, error)
 

@@ -61,6 +61,7 @@ func Run(t *testing.T, b Backend) {
 		"Events":           testEvents,
 		"EventsConcurrent": testEventsConcurrent,
 		"EventsBurst":      testEventsBurst,
+		"EventsBatch":      testEventsBatch,
 		"ApplyResume":      testApplyResume,
 		"Schema":           testSchema,
 		"DumpRestore":      testDumpRestore,
@@ -697,6 +698,89 @@ func testEventsBurst(t *testing.T, b Backend) {
 	}
 	if d := diff(want, got); d != "" {
 		t.Errorf("stored events (-acknowledged +stored):\n%s", d)
+	}
+}
+
+// testEventsBatch appends lists of events with AppendEvents, alone or
+// while others append one by one: each list is stored whole, in its order
+// (with Seqs that only grow), also when it is longer than one Txn holds;
+// a list with an invalid event writes none of it.
+func testEventsBatch(t *testing.T, b Backend) {
+	batch := func(n int, machine string) []inventory.Event {
+		evs := make([]inventory.Event, n)
+		for i := range evs {
+			evs[i] = inventory.Event{Machine: machine, MAC: "52:54:00:00:05:01", Kind: inventory.EventScript, Message: fmt.Sprintf("step %d", i)}
+		}
+		return evs
+	}
+	tests := map[string]struct {
+		evs     []inventory.Event
+		singles int // events appended one by one meanwhile, by 4 goroutines
+		invalid bool
+	}{
+		"one":                  {evs: batch(1, "m1")},
+		"a few":                {evs: batch(10, "m1")},
+		"longer than a Txn":    {evs: batch(600, "m1")},
+		"among single appends": {evs: batch(300, "m1"), singles: 200},
+		"an invalid event":     {evs: append(batch(5, "m1"), inventory.Event{Machine: "m1"}), invalid: true},
+		"an invalid machine":   {evs: append(batch(5, "m1"), batch(1, "bad/name")...), invalid: true},
+		"empty":                {},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			ctx := ctxT(t)
+			s, _ := open(t, b, inventory.Options{EventRetention: 10000})
+			var wg sync.WaitGroup
+			singles := make([][]inventory.Event, 4)
+			for g := range singles {
+				wg.Go(func() {
+					for i := range tc.singles / len(singles) {
+						e, err := s.AppendEvent(ctx, inventory.Event{Machine: fmt.Sprintf("s%d", g), Kind: inventory.EventAgent, Message: fmt.Sprintf("single %d", i)})
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						singles[g] = append(singles[g], e)
+					}
+				})
+			}
+			got, err := s.AppendEvents(ctx, tc.evs)
+			wg.Wait()
+			if tc.invalid {
+				if !errors.Is(err, inventory.ErrInvalid) {
+					t.Fatalf("got %v, want ErrInvalid", err)
+				}
+				if stored, err := s.Events(ctx, inventory.EventQuery{Machine: "m1"}); err != nil || len(stored) != 0 {
+					t.Fatalf("an invalid list stored %d events (%v), want none", len(stored), err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tc.evs) {
+				t.Fatalf("%d events returned, want %d", len(got), len(tc.evs))
+			}
+			for i, e := range got {
+				if e.Message != tc.evs[i].Message || (i > 0 && e.Seq <= got[i-1].Seq) {
+					t.Fatalf("event %d is %q with seq %d after seq %d, want %q in order", i, e.Message, e.Seq, got[max(i-1, 0)].Seq, tc.evs[i].Message)
+				}
+			}
+			stored, err := s.Events(ctx, inventory.EventQuery{Machine: "m1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := diff(got, stored, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("stored events (-returned +stored):\n%s", d)
+			}
+			all, err := s.Events(ctx, inventory.EventQuery{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := len(tc.evs) + tc.singles; len(all) != want || (want > 0 && all[want-1].Seq != int64(want)) {
+				t.Errorf("%d events stored, want %d with seqs 1..%d", len(all), want, want)
+			}
+		})
 	}
 }
 
