@@ -2,6 +2,7 @@ package http
 
 import (
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
@@ -55,7 +56,8 @@ func TestSameIP(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := sameIP(tc.ip, tc.remote); got != tc.want {
+			remote, _ := netip.ParseAddrPort(tc.remote)
+			if got := sameIP(tc.ip, remote.Addr()); got != tc.want {
 				t.Errorf("sameIP(%v, %q) = %v, want %v", tc.ip, tc.remote, got, tc.want)
 			}
 		})

@@ -287,13 +287,7 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 		return
 	}
 	setLogMAC(w, mac)
-	var intent pxe.Intent
-	var name string
-	if s.named != nil {
-		intent, name, err = s.named.NamedIntent(r.Context(), mac)
-	} else {
-		intent, err = s.cfg.Policy.Intent(r.Context(), mac)
-	}
+	intent, name, err := s.intent(r.Context(), mac)
 	if errors.Is(err, pxe.ErrUnknownHost) {
 		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
 		return
@@ -303,7 +297,8 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 		nethttp.Error(w, "metal: boot policy failed", nethttp.StatusInternalServerError)
 		return
 	}
-	if !s.authorised(r, mac, intent) {
+	remote := clientAddr(r)
+	if !s.authorised(remote, r.URL.RawQuery, mac, intent) {
 		nethttp.Error(w, "metal: the boot script of "+mac.String()+
 			" is served only to the address leased to that MAC, or with its token",
 			nethttp.StatusForbidden)
@@ -324,39 +319,58 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 			nethttp.StatusForbidden)
 		return
 	}
-	params := ipxe.Params{MAC: mac, Name: name, BaseURL: s.baseURL(r)}
-	if s.named == nil {
-		if h, err := s.cfg.Policy.Host(r.Context(), mac); err == nil {
-			params.Name = h.Name
-		}
-	}
-	sc, ok := s.scripts.get(mac, intent, params.Name, params.BaseURL)
-	if !ok {
-		body, err := ipxe.Render(intent, params)
-		if err != nil {
-			s.log.Error("render ipxe script", "mac", mac.String(), "err", err)
-			nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
-			return
-		}
-		sc = s.scripts.put(mac, intent, params.Name, params.BaseURL, body)
+	sc, err := s.rendered(r.Context(), mac, intent, name, s.baseURL(remote, func() (netip.AddrPort, bool) { return localAddr(r) }))
+	if err != nil {
+		s.log.Error("render ipxe script", "mac", mac.String(), "err", err)
+		nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
+		return
 	}
 	quietLog(w)
 	s.writeScript(w, sc)
 }
 
-// baseURL is what r's script resolves paths against: cfg.BaseURL, or the
-// address r came to when it came over IPv6 and cfg.BaseURL is no IPv6
-// host.
-func (s *Server) baseURL(r *nethttp.Request) *url.URL {
+// intent is what the policy says mac should boot, and the machine's name
+// when the policy answers both at once (else rendered asks for it).
+func (s *Server) intent(ctx context.Context, mac net.HardwareAddr) (pxe.Intent, string, error) {
+	if s.named != nil {
+		return s.named.NamedIntent(ctx, mac)
+	}
+	intent, err := s.cfg.Policy.Intent(ctx, mac)
+	return intent, "", err
+}
+
+// rendered is mac's script for intent, from the cache when it holds the
+// same one. name is the machine's, from intent; a policy without
+// NamedIntent is asked for it here, once the request was authorised.
+func (s *Server) rendered(ctx context.Context, mac net.HardwareAddr, intent pxe.Intent, name string, base *url.URL) (script, error) {
+	if s.named == nil {
+		if h, err := s.cfg.Policy.Host(ctx, mac); err == nil {
+			name = h.Name
+		}
+	}
+	if sc, ok := s.scripts.get(mac, intent, name, base); ok {
+		return sc, nil
+	}
+	body, err := ipxe.Render(intent, ipxe.Params{MAC: mac, Name: name, BaseURL: base})
+	if err != nil {
+		return script{}, err
+	}
+	return s.scripts.put(mac, intent, name, base, body), nil
+}
+
+// baseURL is what a script fetched by remote resolves paths against:
+// cfg.BaseURL, or the address the request came to (local, asked only
+// then) when it came over IPv6 and cfg.BaseURL is no IPv6 host.
+func (s *Server) baseURL(remote netip.Addr, local func() (netip.AddrPort, bool)) *url.URL {
 	base := s.cfg.BaseURL
-	if base == nil || !strings.HasPrefix(r.RemoteAddr, "[") {
-		// A client that is no IPv6 host (net/http writes an IPv6 one's
-		// address in brackets, an IPv4-mapped one without) came to an
-		// IPv4 address: no need to look the address up, which walks the
-		// request's context on every script request.
+	if base == nil || !remote.Is6() {
+		// A client that is no IPv6 host (clientAddr unmaps an
+		// IPv4-mapped one) came to an IPv4 address: no need to look the
+		// address up, which walks the request's context on every script
+		// request.
 		return base
 	}
-	ap, ok := localAddr(r)
+	ap, ok := local()
 	if !ok || !ap.Addr().Is6() || ap.Addr().Is4In6() {
 		return base
 	}
@@ -372,7 +386,14 @@ func (s *Server) baseURL(r *nethttp.Request) *url.URL {
 // as it is, without formatting it to a string and parsing it back: that
 // round trip was a fifth of a script request's own cost, on every one.
 func localAddr(r *nethttp.Request) (netip.AddrPort, bool) {
-	switch a := r.Context().Value(nethttp.LocalAddrContextKey).(type) {
+	a, _ := r.Context().Value(nethttp.LocalAddrContextKey).(net.Addr)
+	return addrPort(a)
+}
+
+// addrPort is a's address and port, read as they are from a TCP
+// address.
+func addrPort(a net.Addr) (netip.AddrPort, bool) {
+	switch a := a.(type) {
 	case *net.TCPAddr:
 		return a.AddrPort(), true
 	case net.Addr:
@@ -382,15 +403,17 @@ func localAddr(r *nethttp.Request) (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-func (s *Server) authorised(r *nethttp.Request, mac net.HardwareAddr, intent pxe.Intent) bool {
+// authorised says whether the client at remote, asking with rawQuery, is
+// served mac's script: the address leased to mac, or mac's token.
+func (s *Server) authorised(remote netip.Addr, rawQuery string, mac net.HardwareAddr, intent pxe.Intent) bool {
 	if s.cfg.Leases != nil {
-		if leased, ok := s.cfg.Leases.LeasedIP(mac); ok && sameIP(leased, r.RemoteAddr) {
+		if leased, ok := s.cfg.Leases.LeasedIP(mac); ok && sameIP(leased, remote) {
 			return true
 		}
 	}
 	// An empty token never matches: a machine without one is served to its
 	// lease only.
-	token := queryValue(r.URL.RawQuery, "token")
+	token := queryValue(rawQuery, "token")
 	return intent.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(intent.Token)) == 1
 }
 
@@ -425,16 +448,12 @@ func parsedQuery(raw string) url.Values {
 	return q
 }
 
-// sameIP says whether ip is the address of remote ("host:port"), without
-// the allocation of parsing it into a net.IP: this runs on every script
-// request.
-func sameIP(ip net.IP, remote string) bool {
-	ap, err := netip.ParseAddrPort(remote)
-	if err != nil {
-		return false
-	}
+// sameIP says whether ip is remote, without the allocation of parsing
+// remote into a net.IP: this runs on every script request. An invalid
+// remote (an address that did not parse) matches nothing.
+func sameIP(ip net.IP, remote netip.Addr) bool {
 	a, ok := netip.AddrFromSlice(ip)
-	return ok && a.Unmap() == ap.Addr().Unmap()
+	return ok && remote.IsValid() && a.Unmap() == remote.Unmap()
 }
 
 // clientAddr is the client's address without its port, or the zero Addr.
