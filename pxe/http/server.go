@@ -253,7 +253,11 @@ func (s *Server) ServeListener(ctx context.Context, lns ...net.Listener) error {
 	return first
 }
 
+// serveOne serves ln: script requests on connections of its own
+// (scriptConns), every other request by net/http, on the connections
+// they hand over.
 func (s *Server) serveOne(ctx context.Context, ln net.Listener) error {
+	handoff := newHandoffListener(ln.Addr())
 	srv := &nethttp.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
@@ -265,12 +269,36 @@ func (s *Server) serveOne(ctx context.Context, ln net.Listener) error {
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return ctx },
 	}
+	conns := newScriptConns(ctx, s, handoff)
+	var stopping atomic.Bool
+	stop := func() {
+		stopping.Store(true)
+		ln.Close()
+	}
+	defer context.AfterFunc(ctx, stop)()
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		// The listener's failure is net/http's Serve's, as when it
+		// accepted itself; closing it at the end is none.
+		if err := conns.accept(ln); !stopping.Load() {
+			handoff.end(err)
+		}
+	}()
 	s.log.Info("http serving", "addr", ln.Addr().String())
-	if err := httpserve.Serve(ctx, srv, 5*time.Second, func() error { return srv.Serve(ln) }); err != nil {
+	err := httpserve.Serve(ctx, srv, shutdownGrace, func() error { return srv.Serve(handoff) })
+	stop()
+	<-accepted
+	conns.shutdown(shutdownGrace)
+	if err != nil {
 		return fmt.Errorf("http serve: %w", err)
 	}
 	return nil
 }
+
+// shutdownGrace is how long requests in flight may finish once the
+// server is told to stop.
+const shutdownGrace = 5 * time.Second
 
 // chain serves the script for an iPXE that does not know its own.
 func (s *Server) chain(w nethttp.ResponseWriter, r *nethttp.Request) {
@@ -612,31 +640,39 @@ func Logged(h nethttp.Handler, log *slog.Logger, observe func(Request)) nethttp.
 					nethttp.Error(sw, "metal: internal error", nethttp.StatusInternalServerError)
 				}
 			}
-			// The query is left out: it may hold a machine's token.
-			took := time.Since(start)
 			level := slog.LevelInfo
 			if sw.quiet && sw.code() < 400 {
 				level = slog.LevelDebug
 			}
-			if log.Enabled(r.Context(), level) {
-				attrs := append(make([]slog.Attr, 0, 7+len(sw.attrs)),
-					slog.String("method", r.Method), slog.String("path", r.URL.Path),
-					slog.String("client", r.RemoteAddr), slog.Int("status", sw.code()),
-					slog.Int64("bytes", sw.bytes), slog.Duration("duration", took))
-				if sw.mac != nil {
-					attrs = append(attrs, slog.String("mac", sw.mac.String()))
-				}
-				log.LogAttrs(r.Context(), level, "http request", append(attrs, sw.attrs...)...)
-			}
-			if observe != nil {
-				observe(Request{Method: r.Method, Path: r.URL.Path, Client: clientAddr(r), MAC: sw.mac,
-					Status: sw.code(), Bytes: sw.bytes, Duration: took})
-			}
+			answered(r.Context(), log, level, observe, Request{Method: r.Method, Path: r.URL.Path, Client: clientAddr(r),
+				MAC: sw.mac, Status: sw.code(), Bytes: sw.bytes, Duration: time.Since(start)},
+				func() string { return r.RemoteAddr }, sw.attrs)
 			sw.reset()
 			statusWriters.Put(sw)
 		}()
 		h.ServeHTTP(sw, r)
 	})
+}
+
+// answered writes the access log line of a request (at level, with more
+// attributes than req's) and tells observe of it. client is the client's
+// address as net/http writes it, asked only if the line is written.
+func answered(ctx context.Context, log *slog.Logger, level slog.Level, observe func(Request), req Request,
+	client func() string, more []slog.Attr) {
+	if log.Enabled(ctx, level) {
+		// The query is left out: it may hold a machine's token.
+		attrs := append(make([]slog.Attr, 0, 7+len(more)),
+			slog.String("method", req.Method), slog.String("path", req.Path),
+			slog.String("client", client()), slog.Int("status", req.Status),
+			slog.Int64("bytes", req.Bytes), slog.Duration("duration", req.Duration))
+		if req.MAC != nil {
+			attrs = append(attrs, slog.String("mac", req.MAC.String()))
+		}
+		log.LogAttrs(ctx, level, "http request", append(attrs, more...)...)
+	}
+	if observe != nil {
+		observe(req)
+	}
 }
 
 // statusWriters are reused from request to request: one fewer allocation

@@ -1,0 +1,187 @@
+package http
+
+import (
+	"bytes"
+)
+
+// scriptRequest is a request the script connections answer themselves:
+// GET or HEAD of ScriptPrefix + one segment of MAC characters, HTTP/1.1,
+// kept alive, without a body.
+type scriptRequest struct {
+	head bool
+	// target is the request's target, path and query, as it came; the
+	// path is target[:pathLen], the raw query what follows its '?'.
+	target  []byte
+	pathLen int
+}
+
+// parsed is what parseScriptRequest made of the bytes it was given.
+type parsed int
+
+const (
+	// needMore: no whole request yet, and nothing refused so far.
+	needMore parsed = iota
+	// isScript: a script request, of the length returned.
+	isScript
+	// notScript: anything else, well-formed or not; net/http answers it.
+	notScript
+)
+
+// The longest MAC segment the fast path takes: a 20-byte InfiniBand
+// address, 59 characters with its separators.
+const maxMACText = 59
+
+// parseScriptRequest reads the request at the start of b. It says
+// isScript only for a request that net/http would read as the same GET
+// or HEAD of the same path and query, with a single valid Host, kept
+// alive, without a body, and whose path net/http's mux routes to the
+// script handler unchanged; anything it is not sure of is notScript, so
+// that net/http answers it exactly as it always did (a 400 included).
+// It looks at whole lines only: a request cut short is needMore until
+// its end comes, however the rest will look.
+func parseScriptRequest(b []byte) (req scriptRequest, n int, res parsed) {
+	line, rest, res := cutLine(b)
+	if res != isScript {
+		return req, 0, res
+	}
+	switch {
+	case bytes.HasPrefix(line, []byte("GET ")):
+		line = line[4:]
+	case bytes.HasPrefix(line, []byte("HEAD ")):
+		req.head = true
+		line = line[5:]
+	default:
+		return req, 0, notScript
+	}
+	target, proto, ok := bytes.Cut(line, []byte{' '})
+	if !ok || string(proto) != "HTTP/1.1" || !bytes.HasPrefix(target, []byte(ScriptPrefix)) {
+		return req, 0, notScript
+	}
+	path, query, _ := bytes.Cut(target, []byte{'?'})
+	mac := path[len(ScriptPrefix):]
+	// MAC characters only: no escapes, slashes or dot segments that the
+	// mux would clean first, and never "boot.ipxe", the chain script.
+	if len(mac) == 0 || len(mac) > maxMACText || !allIn(mac, &macChars) ||
+		string(mac) == "." || string(mac) == ".." || !allIn(query, &queryChars) {
+		return req, 0, notScript
+	}
+	req.target, req.pathLen = target, len(path)
+
+	hosts := 0
+	for {
+		line, rest, res = cutLine(rest)
+		if res != isScript {
+			return req, 0, res
+		}
+		if len(line) == 0 {
+			break
+		}
+		name, value, ok := bytes.Cut(line, []byte{':'})
+		if !ok || len(name) == 0 || !allIn(name, &tokenChars) {
+			return req, 0, notScript
+		}
+		value = bytes.Trim(value, " \t")
+		if !allIn(value, &valueChars) {
+			return req, 0, notScript
+		}
+		switch {
+		case asciiEqualFold(name, "Host"):
+			hosts++
+			if !allIn(value, &hostChars) {
+				return req, 0, notScript
+			}
+		case asciiEqualFold(name, "Connection"):
+			// Only the default of HTTP/1.1 said aloud: a close (or
+			// anything with a meaning) goes to net/http.
+			if !asciiEqualFold(value, "keep-alive") {
+				return req, 0, notScript
+			}
+		case asciiEqualFold(name, "Content-Length"), asciiEqualFold(name, "Transfer-Encoding"),
+			asciiEqualFold(name, "Expect"), asciiEqualFold(name, "Upgrade"), asciiEqualFold(name, "Trailer"):
+			return req, 0, notScript
+		}
+	}
+	// net/http refuses an HTTP/1.1 request with no Host or with several.
+	if hosts != 1 {
+		return req, 0, notScript
+	}
+	return req, len(b) - len(rest), isScript
+}
+
+// cutLine cuts the line at the start of b, ended by CRLF: isScript with
+// the line (without its CRLF) and what follows it, needMore when b holds
+// no line end yet, notScript for a line ended by a bare LF.
+func cutLine(b []byte) (line, rest []byte, res parsed) {
+	i := bytes.IndexByte(b, '\n')
+	switch {
+	case i < 0:
+		return nil, nil, needMore
+	case i == 0 || b[i-1] != '\r':
+		return nil, nil, notScript
+	}
+	return b[:i-1], b[i+1:], isScript
+}
+
+// asciiEqualFold is strings.EqualFold for ASCII, without converting b.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		c, d := b[i], s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if 'A' <= d && d <= 'Z' {
+			d += 'a' - 'A'
+		}
+		if c != d {
+			return false
+		}
+	}
+	return true
+}
+
+// byteSet is a set of bytes, indexed by byte.
+type byteSet [256]bool
+
+func allIn(b []byte, set *byteSet) bool {
+	for _, c := range b {
+		if !set[c] {
+			return false
+		}
+	}
+	return true
+}
+
+func newByteSet(ranges ...string) (s byteSet) {
+	for _, r := range ranges {
+		if len(r) == 3 && r[1] == '-' {
+			for c := int(r[0]); c <= int(r[2]); c++ {
+				s[c] = true
+			}
+			continue
+		}
+		for i := range len(r) {
+			s[r[i]] = true
+		}
+	}
+	return s
+}
+
+var (
+	// macChars are what net.ParseMAC reads: hex digits and the three
+	// separators. Neither '/' nor '%' is one.
+	macChars = newByteSet("0-9", "a-f", "A-F", ":.-")
+	// queryChars are the printable ASCII bytes: net/http takes a query
+	// as it is, and the script handler unescapes it itself.
+	queryChars = newByteSet("!-~")
+	// tokenChars name a header field (RFC 9110's tchar).
+	tokenChars = newByteSet("0-9", "a-z", "A-Z", "!#$%&'*+-.^_`|~")
+	// valueChars are a field value's bytes: printable ASCII, space and
+	// tab. net/http takes more (bytes from 0x80 up); those go to it.
+	valueChars = newByteSet(" -~", "\t")
+	// hostChars are those of a host name, an IPv4 or a bracketed IPv6
+	// address and a port: every one valid in net/http's eyes.
+	hostChars = newByteSet("0-9", "a-z", "A-Z", ".-:[]_")
+)
