@@ -197,7 +197,12 @@ func (c *scriptConn) serve() {
 			c.w = copy(c.buf, c.buf[c.r:c.w])
 			c.r = 0
 		}
-		if !c.read() {
+		if err := c.read(); err != nil {
+			if errors.Is(err, io.EOF) && c.r < c.w {
+				// A request cut short: net/http reads it and the same
+				// end of stream, and says what it says (a 400).
+				handed = c.handOff()
+			}
 			return
 		}
 	}
@@ -205,10 +210,10 @@ func (c *scriptConn) serve() {
 
 // read reads more of the connection into buf, first bounding the wait as
 // net/http does: IdleTimeout for the next request, ReadHeaderTimeout from
-// the first bytes of one (or from the start, for the first). It returns
-// false when the connection is to be closed: a read error (end of
-// stream, a deadline, a reset) or a shutdown.
-func (c *scriptConn) read() bool {
+// the first bytes of one (or from the start, for the first). An error
+// ends the connection: the read's (end of stream, a deadline, a reset),
+// or errShutdown.
+func (c *scriptConn) read() error {
 	now := time.Now()
 	switch cfg := &c.cs.s.cfg; {
 	case c.r < c.w:
@@ -226,12 +231,14 @@ func (c *scriptConn) read() bool {
 	c.idle.Store(true)
 	defer c.idle.Store(false)
 	if c.cs.closing.Load() {
-		return false
+		return errShutdown
 	}
 	n, err := c.c.Read(c.buf[c.w:])
 	c.w += n
-	return err == nil
+	return err
 }
+
+var errShutdown = errors.New("http server shutting down")
 
 func (c *scriptConn) setDeadline(t time.Time) {
 	c.deadline = t

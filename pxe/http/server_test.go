@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,6 +108,27 @@ type testServer struct {
 	alarms chan string
 	// listener is the one the server serves on.
 	listener net.Listener
+	// observed is what the server told Config.Observe.
+	observed observations
+}
+
+// observations collects what a server tells Config.Observe.
+type observations struct {
+	mu   sync.Mutex
+	reqs []Request
+}
+
+func (o *observations) observe(r Request) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.reqs = append(o.reqs, r)
+}
+
+// since is what was observed after the first n, and how many in all.
+func (o *observations) since(n int) ([]Request, int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Clone(o.reqs[n:]), len(o.reqs)
 }
 
 func startServer(t testing.TB) *testServer {
@@ -175,7 +198,8 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 		Security: func(mac net.HardwareAddr, client net.IP, what string) {
 			ts.alarms <- mac.String() + " " + client.String() + ": " + what
 		},
-		Logger: slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: level})),
+		Logger:  slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: level})),
+		Observe: ts.observed.observe,
 	})
 	if err != nil {
 		t.Fatal(err)
