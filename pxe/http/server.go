@@ -268,6 +268,7 @@ func (s *Server) serveOne(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:    func(net.Listener) context.Context { return ctx },
+		ConnContext:    connContext,
 	}
 	conns := newScriptConns(ctx, s, handoff)
 	var stopping atomic.Bool
@@ -585,9 +586,11 @@ func (s *Server) files(root *bootfiles.Root) nethttp.Handler {
 // serveFile leaves Range, If-Modified-Since and If-None-Match to
 // http.ServeContent; the ETag (size and modification time) lets a client
 // resume an image download only if the file did not change meanwhile.
+// The body goes out corked (cork.go).
 func serveFile(w nethttp.ResponseWriter, r *nethttp.Request, f *os.File, fi fs.FileInfo) {
 	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
 	w.Header().Set("Content-Type", "application/octet-stream")
+	defer cork(r)()
 	nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
 }
 

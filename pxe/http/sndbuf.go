@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -85,13 +86,18 @@ func setSendBuffer(ln net.Listener, size int) error {
 	if !ok || size <= 0 {
 		return nil
 	}
-	rc, err := tl.SyscallConn()
+	return setsockoptInt(tl, unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+}
+
+// setsockoptInt sets an integer socket option on c's socket.
+func setsockoptInt(c syscall.Conn, level, opt, value int) error {
+	rc, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, size)
+		serr = unix.SetsockoptInt(int(fd), level, opt, value)
 	}); err != nil {
 		return err
 	}
