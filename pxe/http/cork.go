@@ -23,9 +23,12 @@ import (
 type connKey struct{}
 
 // connContext is the http.Server's ConnContext: it gives each request of
-// a TCP connection a way to its socket. Once per connection, not per
-// request.
+// a TCP connection a way to its socket, under the replayConn the script
+// connections hand net/http. Once per connection, not per request.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if rc, ok := c.(*replayConn); ok {
+		c = rc.Conn
+	}
 	if tc, ok := c.(*net.TCPConn); ok {
 		return context.WithValue(ctx, connKey{}, tc)
 	}

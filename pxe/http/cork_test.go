@@ -2,10 +2,16 @@ package http
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	nethttp "net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestCorkedFilesToCurl: a corked file body changes nothing a client
@@ -74,4 +80,53 @@ func TestCorkedFilesToCurl(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCorkReachesTheSocket: a request net/http serves (here through an
+// Extra handler, on a connection the script connections handed over)
+// finds its TCP socket, corks it and uncorks it. Without the socket the
+// bodies would go out uncorked, which no client can tell.
+func TestCorkReachesTheSocket(t *testing.T) {
+	got := make(chan []int, 1)
+	h := nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		tc, _ := r.Context().Value(connKey{}).(*net.TCPConn)
+		if tc == nil {
+			got <- nil
+			return
+		}
+		uncork := cork(r)
+		corked := sockoptInt(t, tc, unix.IPPROTO_TCP, unix.TCP_CORK)
+		uncork()
+		got <- []int{corked, sockoptInt(t, tc, unix.IPPROTO_TCP, unix.TCP_CORK)}
+	})
+	srv, err := New(Config{Policy: &policy{}, Extra: map[string]nethttp.Handler{"GET /corktest": h}, Logger: slog.New(slog.DiscardHandler)})
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeListener(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+	})
+	get(t, clientFrom("127.0.0.1"), "http://"+ln.Addr().String()+"/corktest", nil)
+	if v := <-got; v == nil {
+		t.Fatal("the request's context holds no TCP connection: file bodies go out uncorked")
+	} else if v[0] == 0 || v[1] != 0 {
+		t.Fatalf("TCP_CORK %d while corked, %d after, want on then 0", v[0], v[1])
+	}
+}
+
+func sockoptInt(t *testing.T, tc *net.TCPConn, level, opt int) int {
+	t.Helper()
+	rc, err := tc.SyscallConn()
+	must(t, err)
+	var v int
+	var gerr error
+	must(t, rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), level, opt) }))
+	must(t, gerr)
+	return v
 }
