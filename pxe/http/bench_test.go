@@ -77,8 +77,8 @@ func (w *discardWriter) Write(p []byte) (int, error) {
 }
 
 // BenchmarkScriptConn is one script request on a kept-alive connection
-// through the whole server (net/http's request parsing, deadlines and
-// response, the access log, the script handler) over net.Pipe: what a
+// through the whole server (the script connection's request parsing,
+// deadlines and answer, the access log, the policy) over net.Pipe: what a
 // script costs in the server's own code, without the kernel's share,
 // which is the same for any server. A raw client writes each request and
 // reads its answer, as a machine's iPXE does.

@@ -3,6 +3,11 @@
 // configured directories. It answers from a pxe.BootPolicy and never reads
 // the site file.
 //
+// A machine's script, fetched at every netboot, is answered on the
+// listener's connections by the package itself (scriptconn.go); a
+// connection's first request of any other kind, and all after it, are
+// net/http's, which answers them as it always did.
+//
 // Import it as pxehttp; inside, the standard library is nethttp.
 package http
 
