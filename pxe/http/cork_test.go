@@ -2,7 +2,6 @@ package http
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"net"
 	nethttp "net/http"
@@ -99,20 +98,8 @@ func TestCorkReachesTheSocket(t *testing.T) {
 		uncork()
 		got <- []int{corked, sockoptInt(t, tc, unix.IPPROTO_TCP, unix.TCP_CORK)}
 	})
-	srv, err := New(Config{Policy: &policy{}, Extra: map[string]nethttp.Handler{"GET /corktest": h}, Logger: slog.New(slog.DiscardHandler)})
-	must(t, err)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeListener(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("ServeListener: %v", err)
-		}
-	})
-	get(t, clientFrom("127.0.0.1"), "http://"+ln.Addr().String()+"/corktest", nil)
+	addr := serveConfig(t, Config{Policy: &policy{}, Extra: map[string]nethttp.Handler{"GET /corktest": h}, Logger: slog.New(slog.DiscardHandler)})
+	get(t, clientFrom("127.0.0.1"), "http://"+addr+"/corktest", nil)
 	if v := <-got; v == nil {
 		t.Fatal("the request's context holds no TCP connection: file bodies go out uncorked")
 	} else if v[0] == 0 || v[1] != 0 {

@@ -66,22 +66,10 @@ func TestDisconnectMidFile(t *testing.T) {
 	must(t, err)
 	t.Cleanup(func() { root.Close() })
 	done := make(chan Request, 1)
-	srv, err := New(Config{Policy: &policy{}, Files: root, Logger: slog.New(slog.DiscardHandler),
+	addr := serveConfig(t, Config{Policy: &policy{}, Files: root, Logger: slog.New(slog.DiscardHandler),
 		Observe: func(r Request) { done <- r }})
-	must(t, err)
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	must(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeListener(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Errorf("ServeListener: %v", err)
-		}
-	})
 
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	conn, err := net.Dial("tcp", addr)
 	must(t, err)
 	_, err = io.WriteString(conn, "GET /files/image.raw HTTP/1.1\r\nHost: metal\r\n\r\n")
 	must(t, err)
@@ -112,4 +100,24 @@ func (ts *testServer) sndbuf(t *testing.T) int {
 	must(t, rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }))
 	must(t, gerr)
 	return v
+}
+
+// serveConfig serves a server of cfg on a loopback port until the test
+// ends, and returns its address.
+func serveConfig(t *testing.T, cfg Config) string {
+	t.Helper()
+	srv, err := New(cfg)
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.ServeListener(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+	})
+	return ln.Addr().String()
 }
