@@ -113,6 +113,8 @@ var scriptRequestCases = map[string]string{
 	"long script":        "GET /ipxe/" + macLarge + " HTTP/1.1\r\nHost: x\r\n\r\n",
 	"long script, HEAD":  "HEAD /ipxe/" + macLarge + " HTTP/1.1\r\nHost: x\r\n\r\n",
 	"hyphens":            "GET /ipxe/52-54-00-00-00-01 HTTP/1.1\r\nhost: x\r\n\r\n",
+	"fragment":           "GET /ipxe/" + macOther + "?token=s3cret-token#f HTTP/1.1\r\nHost: [2001:db8::1]:80\r\n\r\n",
+	"escaped token":      "GET /ipxe/" + macOther + "?a=%zz;&token=s3cret%2Dtoken&token=x HTTP/1.1\r\nHost: x\r\n\r\n",
 	"agent task":         "GET /ipxe/" + macAgent + " HTTP/1.1\r\nHost: x\r\n\r\n",
 	"pipelined":          strings.Repeat("GET /ipxe/"+macLocal+" HTTP/1.1\r\nHost: x\r\n\r\nHEAD /ipxe/"+macLarge+" HTTP/1.1\r\nHost: x\r\n\r\n", 3),
 	"then a file":        "GET /ipxe/" + macLocal + " HTTP/1.1\r\nHost: x\r\n\r\nGET /files/sub/kernel HTTP/1.1\r\nHost: x\r\n\r\nGET /ipxe/" + macLocal + " HTTP/1.1\r\nHost: x\r\n\r\n",
