@@ -366,3 +366,38 @@ func FuzzParseScriptRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestScriptConnsShutdown: a kept-alive connection waiting for its next
+// request is closed when the server stops, which does not wait for it.
+func TestScriptConnsShutdown(t *testing.T) {
+	mac := "52:54:00:00:00:61"
+	p := &policy{intents: map[string]pxe.Intent{mac: {Action: pxe.ActionInstall, Kernel: "/k", Token: "tok"}}}
+	srv, err := New(Config{Policy: p, Logger: slog.New(slog.DiscardHandler)})
+	must(t, err)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeListener(ctx, ln) }()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	must(t, err)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(c)
+	if _, err := io.WriteString(c, "GET /ipxe/"+mac+"?token=tok HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	must(t, readResponse(r))
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("ServeListener: %v", err)
+		}
+	case <-time.After(shutdownGrace):
+		t.Fatal("ServeListener waited for an idle connection")
+	}
+	if n, err := io.Copy(io.Discard, r); err != nil || n != 0 {
+		t.Errorf("idle connection after shutdown: %d bytes, %v; want it closed", n, err)
+	}
+}
