@@ -53,7 +53,9 @@ type WriteOptions struct {
 // little wall time beside the write (see pipeline.go). When dst is an
 // *os.File on a file system or block device that allows it, Write writes
 // with O_DIRECT: the image goes from its buffers to the disk without a copy
-// into the page cache, and the caller's fsync finds nothing left to write.
+// into the page cache, and it flushes the disk's write cache in the
+// background as the image streams, so the caller's fsync has little left to
+// wait for.
 // The file's flags are as before when Write returns, and its offset is
 // after the bytes written.
 func Write(ctx context.Context, dst io.Writer, src io.Reader, opts WriteOptions) (int64, error) {
