@@ -291,12 +291,8 @@ func (c *scriptConn) answer(req scriptRequest) (ok bool) {
 		return false
 	}
 	ctx := c.cs.ctx
-	intent, name, err := s.intent(ctx, mac)
-	if err != nil || intent.Spent || !s.authorised(c.client, query, mac, intent) {
-		return false
-	}
-	sc, err := s.rendered(ctx, mac, intent, name, s.baseURL(c.client, c.localAddr))
-	if err != nil {
+	sc, outcome, _ := s.machineScript(ctx, mac, c.client, query, c.localAddr)
+	if outcome != scriptServed {
 		return false
 	}
 	c.out = s.appendScript(c.out, sc, start, req.head)

@@ -321,24 +321,22 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 		return
 	}
 	setLogMAC(w, mac)
-	intent, name, err := s.intent(r.Context(), mac)
-	if errors.Is(err, pxe.ErrUnknownHost) {
+	sc, outcome, err := s.machineScript(r.Context(), mac, clientAddr(r), r.URL.RawQuery,
+		func() (netip.AddrPort, bool) { return localAddr(r) })
+	switch outcome {
+	case scriptUnknownHost:
 		nethttp.Error(w, "metal: no machine with MAC "+mac.String(), nethttp.StatusNotFound)
 		return
-	}
-	if err != nil {
+	case scriptPolicyFailed:
 		s.log.Error("boot policy", "mac", mac.String(), "err", err)
 		nethttp.Error(w, "metal: boot policy failed", nethttp.StatusInternalServerError)
 		return
-	}
-	remote := clientAddr(r)
-	if !s.authorised(remote, r.URL.RawQuery, mac, intent) {
+	case scriptUnauthorised:
 		nethttp.Error(w, "metal: the boot script of "+mac.String()+
 			" is served only to the address leased to that MAC, or with its token",
 			nethttp.StatusForbidden)
 		return
-	}
-	if intent.Spent {
+	case scriptSpent:
 		// The script carries the task's one-time agent secret, and the
 		// agent already used it: whoever asks again (a replayed URL, a
 		// host that took the machine's address) gets nothing. A machine
@@ -352,15 +350,52 @@ func (s *Server) script(w nethttp.ResponseWriter, r *nethttp.Request, macText st
 			" carries a one-time agent credential that was already used; a new task gives a new one",
 			nethttp.StatusForbidden)
 		return
-	}
-	sc, err := s.rendered(r.Context(), mac, intent, name, s.baseURL(remote, func() (netip.AddrPort, bool) { return localAddr(r) }))
-	if err != nil {
+	case scriptRenderFailed:
 		s.log.Error("render ipxe script", "mac", mac.String(), "err", err)
 		nethttp.Error(w, "metal: this machine's boot intent cannot be rendered", nethttp.StatusInternalServerError)
 		return
 	}
 	quietLog(w)
 	s.writeScript(w, sc)
+}
+
+// scriptOutcome is how a request for a machine's script ends
+// (machineScript): served, or why not.
+type scriptOutcome int
+
+const (
+	scriptServed scriptOutcome = iota
+	scriptUnknownHost
+	scriptPolicyFailed
+	scriptUnauthorised
+	scriptSpent
+	scriptRenderFailed
+)
+
+// machineScript decides a request for mac's script from remote with
+// rawQuery: the policy's intent, the lease or token check, the one-time
+// check, then the script. Both the script connections and net/http's
+// handler decide through it, so neither serves what the other refuses.
+// local is the address the request came to, asked only for an IPv6
+// client (baseURL); err is the policy's or the renderer's.
+func (s *Server) machineScript(ctx context.Context, mac net.HardwareAddr, remote netip.Addr, rawQuery string,
+	local func() (netip.AddrPort, bool)) (script, scriptOutcome, error) {
+	intent, name, err := s.intent(ctx, mac)
+	switch {
+	case errors.Is(err, pxe.ErrUnknownHost):
+		return script{}, scriptUnknownHost, err
+	case err != nil:
+		return script{}, scriptPolicyFailed, err
+	case !s.authorised(remote, rawQuery, mac, intent):
+		return script{}, scriptUnauthorised, nil
+	case intent.Spent:
+		return script{}, scriptSpent, nil
+	}
+	sc, err := s.rendered(ctx, mac, intent, name, s.baseURL(remote, local))
+	if err != nil {
+		return script{}, scriptRenderFailed, err
+	}
+	return sc, scriptServed, nil
 }
 
 // intent is what the policy says mac should boot, and the machine's name
