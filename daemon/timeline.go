@@ -227,10 +227,11 @@ func (t *timeline) run(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			case b := <-batches:
-				next := time.Now().Add(flushDelay)
+				delay := flushDelay
 				if len(b) >= floodBatch {
-					next = time.Now().Add(floodDelay)
+					delay = floodDelay
 				}
+				next := time.Now().Add(delay)
 				t.write(ctx, b)
 				select {
 				case <-ctx.Done():

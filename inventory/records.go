@@ -199,12 +199,8 @@ func (s *store) DeleteMachine(ctx context.Context, name string, rev int64) error
 // ---- events
 
 func (s *store) AppendEvent(ctx context.Context, e Event) (Event, error) {
-	e, err := s.checkEvent(e)
+	evs, err := s.AppendEvents(ctx, []Event{e})
 	if err != nil {
-		return Event{}, err
-	}
-	evs := []Event{e}
-	if err := s.events.append(ctx, s, evs); err != nil {
 		return Event{}, err
 	}
 	return evs[0], nil
