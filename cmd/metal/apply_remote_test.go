@@ -6,7 +6,6 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +17,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/daemon"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 )
 
 // serveLab is a simulated fleet served by a running `metal serve` that
@@ -66,26 +66,11 @@ func newServeLabEdit(t *testing.T, n int, agentTime time.Duration, rollout strin
 		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img"}, serveArgs...)
 	l.serve = exec.Command(l.bin, append(args, l.site)...)
 	l.serve.Stdout, l.serve.Stderr = l.out, l.out
-	l.serve.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	// Pdeathsig fires when the thread that started serve ends, not the
-	// test process, and a thread of this process can end under a running
-	// serve: a TFTP server started in a test lab's namespace ends the
-	// thread it locked there (pxe/tftp enterNetns). So serve is started
-	// and waited for on a thread locked for that whole time.
-	started, exited := make(chan error, 1), make(chan struct{})
-	go func() {
-		runtime.LockOSThread()
-		if err := l.serve.Start(); err != nil {
-			started <- err
-			return
-		}
-		started <- nil
-		_ = l.serve.Wait()
-		close(exited)
-	}()
-	if err := <-started; err != nil {
+	serve, err := testenv.StartChild(l.serve)
+	if err != nil {
 		t.Fatal(err)
 	}
+	exited := serve.Done()
 	t.Cleanup(func() {
 		_ = l.serve.Process.Signal(syscall.SIGTERM)
 		select {

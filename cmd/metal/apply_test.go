@@ -15,6 +15,7 @@ import (
 
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
@@ -111,12 +112,11 @@ func TestApplyKillResume(t *testing.T) {
 	var out bytes.Buffer
 	cmd := exec.Command(bin, append([]string{"apply", "--auto-approve", l.site}, l.runtimeFlags()...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	exited := child.Done()
 	// Kill it once the third batch's agents are at work: the canary and
 	// batch 2 are done, batch 3 is mid-install.
 	deadline := time.Now().Add(30 * time.Second)
@@ -249,17 +249,15 @@ func TestApplyWaitsForLeadership(t *testing.T) {
 	var out syncbuf.Buffer
 	cmd := exec.Command(bin, append([]string{"apply", "--auto-approve", l.site}, l.runtimeFlags()...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "Another metal apply") {
 		select {
-		case err := <-exited:
-			t.Fatalf("metal apply did not wait for the leader (exit %v):\n%s", err, out.String())
+		case <-child.Done():
+			t.Fatalf("metal apply did not wait for the leader (exit %v):\n%s", child.Wait(), out.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -273,8 +271,8 @@ func TestApplyWaitsForLeadership(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-exited:
-		if err != nil {
+	case <-child.Done():
+		if err := child.Wait(); err != nil {
 			t.Fatalf("metal apply after the leader resigned: %v\n%s", err, out.String())
 		}
 	case <-time.After(90 * time.Second):

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory/etcdtest"
 )
 
@@ -141,27 +142,26 @@ func (l *applyLab) assertOnce() {
 
 // metalProc is a metal process of a test, its output kept.
 type metalProc struct {
-	cmd    *exec.Cmd
-	out    *syncbuf.Buffer
-	exited chan struct{}
-	err    error
+	cmd   *exec.Cmd
+	out   *syncbuf.Buffer
+	child *testenv.Child
 }
 
 func startMetal(t *testing.T, bin string, args ...string) *metalProc {
 	t.Helper()
-	p := &metalProc{cmd: exec.Command(bin, args...), out: &syncbuf.Buffer{}, exited: make(chan struct{})}
+	p := &metalProc{cmd: exec.Command(bin, args...), out: &syncbuf.Buffer{}}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	child, err := testenv.StartChild(p.cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	p.child = child
 	t.Cleanup(func() {
 		select {
-		case <-p.exited:
+		case <-child.Done():
 		default:
 			_ = p.cmd.Process.Kill() // by PID: this test's process
-			<-p.exited
+			_ = child.Wait()
 		}
 	})
 	return p
@@ -170,11 +170,11 @@ func startMetal(t *testing.T, bin string, args ...string) *metalProc {
 // wait waits for the process to end and returns how it ended.
 func (p *metalProc) wait(d time.Duration) error {
 	select {
-	case <-p.exited:
-		return p.err
+	case <-p.child.Done():
+		return p.child.Wait()
 	case <-time.After(d):
 		_ = p.cmd.Process.Kill()
-		<-p.exited
+		_ = p.child.Wait()
 		return context.DeadlineExceeded
 	}
 }
@@ -185,8 +185,8 @@ func waitFor(t *testing.T, p *metalProc, what string, cond func() bool) {
 	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		select {
-		case <-p.exited:
-			t.Fatalf("waiting for %s: metal %s ended (%v):\n%s", what, strings.Join(p.cmd.Args[1:3], " "), p.err, p.out.String())
+		case <-p.child.Done():
+			t.Fatalf("waiting for %s: metal %s ended (%v):\n%s", what, strings.Join(p.cmd.Args[1:3], " "), p.child.Wait(), p.out.String())
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

@@ -25,6 +25,7 @@ import (
 	"github.com/metal-dev/metal/converge/apply"
 	"github.com/metal-dev/metal/converge/apply/applytest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 )
@@ -185,12 +186,17 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 	cmd := exec.Command(r.bin, args...)
 	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
+	// A pipe of its own, not StdoutPipe: the child's Wait would close that
+	// as the process ends, perhaps before it is read to the end.
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	cmd.Stdout = w
+	child, err := testenv.StartChild(cmd)
+	w.Close()
+	if err != nil {
+		stdout.Close()
 		r.t.Fatal(err)
 	}
 	var a attempt
@@ -199,6 +205,7 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
+		defer stdout.Close()
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -219,8 +226,8 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 	}
 	exited := make(chan error, 1)
 	go func() {
-		<-read // Wait closes the pipe: read it to the end first
-		exited <- cmd.Wait()
+		<-read // out and a's counts are whole once the reader is done
+		exited <- child.Wait()
 	}()
 	kill := func() {
 		// By PID: only processes this test started.
@@ -268,7 +275,7 @@ func (r *killRound) start(args []string, after int, jitter time.Duration) attemp
 type serveProc struct {
 	r      *killRound
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan struct{}
 	out    syncbuf.Buffer
 }
 
@@ -290,13 +297,12 @@ func (s *serveProc) start() {
 	s.cmd = exec.Command(s.r.bin, "serve", "--api-listen", "127.0.0.1:0", "--listen", s.r.listen, "--tftp-addr", "127.0.0.1:0", "--state-dir", s.r.state,
 		"--agent-kernel", "/agent/vmlinuz", "--agent-initrd", "/agent/initrd.img", s.r.site)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
+	child, err := testenv.StartChild(s.cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
+	exited := child.Done()
 	s.exited = exited
-	go func() { _ = s.cmd.Wait(); close(exited) }()
 	sock := filepath.Join(s.r.state, "api.sock")
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/inventory"
 	"github.com/metal-dev/metal/inventory/backend"
 	"github.com/metal-dev/metal/inventory/etcdtest"
@@ -148,11 +149,11 @@ func crashRound(t *testing.T, url string, round int, during func()) acked {
 	cmd.ExtraFiles = []*os.File{w}
 	var stderr strings.Builder
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	w.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
 	lines := make(chan []string, 1)
 	first := make(chan struct{}) // closed at the first ack line, or at EOF
 	go func() {
@@ -176,7 +177,7 @@ func crashRound(t *testing.T, url string, round int, during func()) acked {
 	case <-first:
 	case <-time.After(2 * time.Minute):
 		cmd.Process.Kill()
-		cmd.Wait()
+		child.Wait()
 		t.Fatalf("the writer acknowledged nothing in 2 minutes:\n%s", stderr.String())
 	}
 	time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
@@ -184,7 +185,7 @@ func crashRound(t *testing.T, url string, round int, during func()) acked {
 		during()
 	}
 	cmd.Process.Kill() // SIGKILL, by PID: only the child this test started
-	werr := cmd.Wait()
+	werr := child.Wait()
 	r.Close()
 	got := <-lines
 	var ee *exec.ExitError

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +68,7 @@ type member struct {
 	clientURL, peerURL string
 	log                string
 	cmd                *exec.Cmd
-	exited             chan struct{}
+	exited             <-chan struct{}
 }
 
 // Start runs an n-member cluster with its data and logs under dir and waits
@@ -183,13 +182,11 @@ func (c *Cluster) Restart(i int) error {
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test binary dies (a panic skips cleanup), etcd dies with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		return fmt.Errorf("start etcd: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	m.cmd, m.exited = cmd, exited
+	m.cmd, m.exited = cmd, child.Done()
 	return nil
 }
 

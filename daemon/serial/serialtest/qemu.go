@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,12 +69,11 @@ func QEMU(t testing.TB, dir, machine string) *VM {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	out := &syncbuf.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	exited := child.Done()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill() // our own child, by its PID
 		<-exited

@@ -41,7 +41,7 @@ type Server struct {
 	config     string
 	opts       Options
 	cmd        *exec.Cmd
-	exited     chan struct{}
+	exited     <-chan struct{}
 }
 
 // WriteKey writes a new ed25519 private key (OpenSSH PEM) to path and
@@ -218,12 +218,11 @@ func (s *Server) restart() error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// If the test binary dies (a panic skips Cleanup), sshd dies with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		return fmt.Errorf("start sshd: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := child.Done()
 	s.cmd, s.exited = cmd, exited
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
@@ -250,7 +249,7 @@ func (s *Server) restart() error {
 // would lose them all.
 func (s *Server) Kill() { kill(s.cmd, s.exited) }
 
-func kill(cmd *exec.Cmd, exited chan struct{}) {
+func kill(cmd *exec.Cmd, exited <-chan struct{}) {
 	select {
 	case <-exited:
 		// Already killed; its PID may be reused by now.
