@@ -11,8 +11,8 @@ import (
 )
 
 // requestReader reads read requests from the window socket on a thread
-// that sleeps in poll(2) until one comes, as each transfer's goroutine
-// sleeps in its socket's receive (socket.go). Through the runtime's
+// that sleeps in poll(2) until one comes, as the transfers' event loop
+// sleeps in epoll_wait(2) (loop.go). Through the runtime's
 // poller a request would wait until some thread next polls the network,
 // which a process busy on both CPUs (a rack booting: HTTP sending kernels
 // beside TFTP) does only every 10 ms or so; a rack's requests queued up

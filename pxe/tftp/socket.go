@@ -4,41 +4,38 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// transferSocket is one transfer's UDP socket, in blocking mode: its
-// goroutine sends a block and then sleeps in the kernel until the ACK
-// comes or the receive timeout runs out. A lockstep block then costs one
-// send and one receive; through the runtime's poller it would cost a
-// failed read, a park of the goroutine, an epoll wake-up, a second read
-// and a timer reset. The price is an OS thread per transfer in flight,
-// which the runtime creates as needed.
+// transferSocket is one transfer's UDP socket, non-blocking: the
+// server's event loop (loop.go) waits for it with every other, and reads
+// it when an ACK is there. A send that finds the socket's buffer full is
+// a datagram lost, as the network could lose it: the transfer's timer
+// sends it again.
 //
-// The receive timeout (SO_RCVTIMEO) is always set: a receive never
-// blocks for longer, so a transfer ends on its own even when nothing is
-// left to close its socket.
+// Its sends and receives are raw system calls, which the runtime does not
+// see: none of them blocks, and the loop holding its P while ACKs come
+// must not have the P taken away (sysmon hands off the P of a goroutine
+// in a system call for more than 20 µs, which a segmented send of a
+// large window may take) and wait for one back before the next block.
 type transferSocket struct {
 	fd int
 	// zone is the interface index an IPv6 link-local peer is reached
 	// through (its scope), 0 for any other address.
 	zone uint32
-	// wait is the receive timeout now set on the socket.
-	wait time.Duration
-	// to is the address last sent to, and sa it as a socket address:
-	// every block of a transfer goes to one peer, which is converted
-	// once, not per send.
-	to netip.AddrPort
-	sa unix.Sockaddr
+	// to is the address last sent to, and sa and salen it as a socket
+	// address: every block of a transfer goes to one peer, which is
+	// converted once, not per send.
+	to    netip.AddrPort
+	sa    unix.RawSockaddrAny
+	salen uint32
 	// from receives the sender's address of each datagram.
 	from unix.RawSockaddrAny
 }
 
-// openTransferSocket opens a blocking UDP socket bound to local (IPv4 or
+// openTransferSocket opens a non-blocking UDP socket bound to local (IPv4 or
 // IPv6) on a port of the kernel's choosing (the server's transfer ID), in
 // the network namespace of the calling thread. ifindex is the interface
 // the request came in on: the scope of an IPv6 link-local local address
@@ -52,7 +49,7 @@ func openTransferSocket(local netip.Addr, ifindex int) (*transferSocket, error) 
 			s.zone = uint32(ifindex)
 		}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
@@ -60,10 +57,6 @@ func openTransferSocket(local netip.Addr, ifindex int) (*transferSocket, error) 
 	if err := unix.Bind(fd, s.sockaddr(netip.AddrPortFrom(local, 0))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", local, err)
-	}
-	if err := s.setWait(time.Second); err != nil {
-		unix.Close(fd)
-		return nil, err
 	}
 	return s, nil
 }
@@ -84,58 +77,87 @@ func (s *transferSocket) sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	return sa
 }
 
-// peerSockaddr is peer as a socket address, converted once per peer.
-func (s *transferSocket) peerSockaddr(peer netip.AddrPort) unix.Sockaddr {
-	if s.sa == nil || peer != s.to {
-		s.to, s.sa = peer, s.sockaddr(peer)
+// setPeer makes peer the address s.sa holds, as the kernel takes it.
+func (s *transferSocket) setPeer(peer netip.AddrPort) {
+	if s.salen != 0 && peer == s.to {
+		return
 	}
-	return s.sa
+	s.to = peer
+	a := peer.Addr()
+	if a.Is4() {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&s.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: ntohs(peer.Port()), Addr: a.As4()}
+		s.salen = unix.SizeofSockaddrInet4
+		return
+	}
+	sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&s.sa))
+	*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: ntohs(peer.Port()), Addr: a.As16()}
+	if a.IsLinkLocalUnicast() {
+		sa.Scope_id = s.zone
+	}
+	s.salen = unix.SizeofSockaddrInet6
 }
 
 // sendTo sends one datagram to peer.
 func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
+	if len(p) == 0 {
+		return errors.New("sendto: empty datagram")
+	}
+	s.setPeer(peer)
 	for {
-		err := unix.Sendto(s.fd, p, 0, s.peerSockaddr(peer))
-		if !errors.Is(err, unix.EINTR) {
-			return err
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0,
+			uintptr(unsafe.Pointer(&s.sa)), uintptr(s.salen))
+		if e != unix.EINTR {
+			return dropped(errnoErr(e))
 		}
 	}
 }
 
 // sendMsg sends p with control message oob to peer.
 func (s *transferSocket) sendMsg(p, oob []byte, peer netip.AddrPort) error {
+	if len(p) == 0 || len(oob) == 0 {
+		return errors.New("sendmsg: empty datagram or control message")
+	}
+	s.setPeer(peer)
+	iov := unix.Iovec{Base: &p[0]}
+	iov.SetLen(len(p))
+	msg := unix.Msghdr{Name: (*byte)(unsafe.Pointer(&s.sa)), Namelen: s.salen, Iov: &iov, Control: &oob[0]}
+	msg.SetIovlen(1)
+	msg.SetControllen(len(oob))
 	for {
-		_, err := unix.SendmsgN(s.fd, p, oob, s.peerSockaddr(peer), 0)
-		if !errors.Is(err, unix.EINTR) {
-			return err
+		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		if e != unix.EINTR {
+			return dropped(errnoErr(e))
 		}
 	}
 }
 
-// recvFrom receives one datagram into buf, waiting until deadline at
-// most; past it, the error is os.ErrDeadlineExceeded.
-func (s *transferSocket) recvFrom(buf []byte, deadline time.Time) (int, netip.AddrPort, error) {
+// errnoErr is e as an error, nil for none.
+func errnoErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// dropped makes a send that found the socket's buffer full a datagram
+// lost: the transfer's timer sends it again.
+func dropped(err error) error {
+	if errors.Is(err, unix.EAGAIN) {
+		return nil
+	}
+	return err
+}
+
+// recv receives one datagram into buf: unix.EAGAIN when none is
+// waiting.
+func (s *transferSocket) recv(buf []byte) (int, netip.AddrPort, error) {
 	for {
-		left := time.Until(deadline)
-		if left <= 0 {
-			return 0, netip.AddrPort{}, os.ErrDeadlineExceeded
-		}
-		// The timeout is set again only when it would overshoot the
-		// deadline by more than a little, or undershoot it by much: in a
-		// transfer's common case every wait is the same and costs no
-		// system call of its own.
-		if s.wait > left+time.Millisecond || s.wait < left/2 {
-			if err := s.setWait(left); err != nil {
-				return 0, netip.AddrPort{}, err
-			}
-		}
-		n, err := s.recv(buf)
-		switch {
-		case errors.Is(err, unix.EINTR):
+		n, err := s.recvfrom(buf)
+		if errors.Is(err, unix.EINTR) {
 			continue
-		case errors.Is(err, unix.EAGAIN):
-			continue // the timeout ran out: the loop checks the deadline
-		case err != nil:
+		}
+		if err != nil {
 			return 0, netip.AddrPort{}, err
 		}
 		// Without a zone: peers are compared by address and port, and
@@ -151,16 +173,16 @@ func (s *transferSocket) recvFrom(buf []byte, deadline time.Time) (int, netip.Ad
 	}
 }
 
-// recv is recvfrom(2) into buf, the sender's address into s.from. It
-// is not unix.Recvfrom: that one allocates the address it returns and,
+// recvfrom is recvfrom(2) into buf, the sender's address into s.from. It
+// is not unix.Recvfrom (nor a system call the runtime sees): that one allocates the address it returns and,
 // for every IPv4 datagram, asks the socket's protocol with a
 // getsockopt(2) of its own, a second system call per block.
-func (s *transferSocket) recv(buf []byte) (int, error) {
+func (s *transferSocket) recvfrom(buf []byte) (int, error) {
 	if len(buf) == 0 {
-		return 0, errors.New("recv: empty buffer")
+		return 0, errors.New("recvfrom: empty buffer")
 	}
 	alen := uint32(unix.SizeofSockaddrAny)
-	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0,
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0,
 		uintptr(unsafe.Pointer(&s.from)), uintptr(unsafe.Pointer(&alen)))
 	if e != 0 {
 		return 0, e
@@ -168,18 +190,9 @@ func (s *transferSocket) recv(buf []byte) (int, error) {
 	return int(n), nil
 }
 
-// ntohs reads a port as the kernel stores it, in network byte order.
+// ntohs reads a port as the kernel stores it, in network byte order, or
+// writes one so (the swap is its own inverse).
 func ntohs(p uint16) uint16 {
 	b := (*[2]byte)(unsafe.Pointer(&p))
 	return uint16(b[0])<<8 | uint16(b[1])
-}
-
-func (s *transferSocket) setWait(d time.Duration) error {
-	// A zero timeval would mean no timeout at all.
-	tv := unix.NsecToTimeval(max(d, time.Millisecond).Nanoseconds())
-	if err := unix.SetsockoptTimeval(s.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-		return fmt.Errorf("receive timeout: %w", err)
-	}
-	s.wait = d
-	return nil
 }

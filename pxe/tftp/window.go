@@ -145,7 +145,8 @@ func negotiate(req request, maxBlock, maxWindow int, size int64, timeout time.Du
 // so), starting a transfer for each request. It runs on its own
 // goroutine, which first enters the network namespace ns of the
 // goroutine that serves (each transfer opens a socket of its own here).
-// transfers counts the transfers in flight.
+// transfers counts the event loop, which runs until the last transfer
+// has ended.
 func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, transfers *sync.WaitGroup) {
 	if err := enterNetns(ns); err != nil {
 		// With the window socket closed, the steering program's answer
@@ -161,6 +162,19 @@ func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, tran
 		conn.Close()
 		return
 	}
+	loop, err := newEventLoop()
+	if err != nil {
+		s.log.Error("tftp windowsize disabled", "err", err)
+		conn.Close()
+		return
+	}
+	reserveP()
+	transfers.Add(1)
+	go func() {
+		defer transfers.Done()
+		loop.run()
+	}()
+	defer loop.close()
 	buf := make([]byte, 65536)
 	oob := make([]byte, 128)
 	for {
@@ -172,14 +186,14 @@ func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, tran
 			s.log.Debug("tftp read", "err", err)
 			continue
 		}
-		s.startWindowed(buf[:n], oob[:oobn], from, conn, transfers)
+		s.startWindowed(buf[:n], oob[:oobn], from, conn, loop)
 	}
 }
 
 // startWindowed opens the transfer's socket (a new port: the server's
-// transfer ID) and starts its transfer. A panic in here is logged and the
-// request dropped: the listener keeps serving.
-func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *net.UDPConn, transfers *sync.WaitGroup) {
+// transfer ID) and starts its transfer, which loop then drives. A panic
+// in here is logged and the request dropped: the listener keeps serving.
+func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *net.UDPConn, loop *eventLoop) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("tftp handler panic", "client", from.String(),
@@ -213,11 +227,12 @@ func (s *Server) startWindowed(pkt, oob []byte, from netip.AddrPort, listener *n
 		req:      req,
 		maxBlock: maxBlock,
 	}
-	transfers.Add(1)
+	// The loop owns the socket from here, and closes it when the transfer
+	// ends (also when begin has ended it already).
+	loop.pending()
 	go func() {
-		defer transfers.Done()
-		defer conn.close()
-		t.serve()
+		t.begin()
+		loop.add(t)
 	}()
 }
 
@@ -284,7 +299,11 @@ func (s *Server) mtuBlockSize(c *net.UDPConn, ifindex int, ipv6 bool) int {
 	return min(mtu-headers, maxBlockSize)
 }
 
-// windowTransfer is one windowed read transfer, on its own socket.
+// windowTransfer is one read transfer, on its own socket: a state
+// machine that sends what the client's last ACK asks for, or what its
+// timer says to send again. begin starts it on a goroutine of its own
+// (opening the file may wait on a generator); from then on the server's
+// event loop (loop.go) drives it, with every other transfer in flight.
 type windowTransfer struct {
 	s        *Server
 	conn     *transferSocket
@@ -297,6 +316,20 @@ type windowTransfer struct {
 	sent     int    // datagrams, for the options log line
 	gso      bool   // send windows with UDP segmentation offload
 	batch    []byte // the DATA packets of one segmented send
+
+	start time.Time
+	file  io.Closer
+	// oack is the options packet until the client has acknowledged it,
+	// nil after; tries counts its sends.
+	oack  []byte
+	tries int
+	w     *window
+	// retries counts timeouts in a row; resent is set once an ACK that
+	// moves nothing had the window sent again, until progress.
+	retries  int
+	resent   bool
+	deadline time.Time // of the wait for the client's next datagram
+	done     bool
 }
 
 // Errors that end a transfer, for the log.
@@ -305,33 +338,40 @@ var (
 	errClientStop = errors.New("client sent an error")
 )
 
-// serve runs the transfer, logs it and tells Observe, as the lockstep
-// read handler does.
-func (t *windowTransfer) serve() {
-	s := t.s
-	start := time.Now()
-	client := t.peer.String()
-	var n int64
-	result, reason := "ok", ""
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error("tftp handler panic", "client", client, "file", t.req.name,
-				"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			result, reason = "error", "panic"
-			t.sendError(codeUndefined, errInternal.Error())
-		}
-		s.logTransfer(client, t.req.name, n, time.Since(start), result, reason)
-	}()
+// transferError ends a transfer with a result of its own in the log,
+// not "failed".
+type transferError struct {
+	result string // the log's result: "refused", "not found", "error"
+	err    error
+}
 
+func (e *transferError) Error() string { return e.err.Error() }
+
+// recoverPanic ends the transfer on a panic in its handling, deferred:
+// the server serves on.
+func (t *windowTransfer) recoverPanic() {
+	if p := recover(); p != nil {
+		t.s.log.Error("tftp handler panic", "client", t.peer.String(), "file", t.req.name,
+			"panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		t.sendError(codeUndefined, errInternal.Error())
+		t.finish(&transferError{"error", errors.New("panic")})
+	}
+}
+
+// begin opens the file, negotiates, and sends the options or the first
+// window.
+func (t *windowTransfer) begin() {
+	defer t.recoverPanic()
+	s := t.s
+	t.start = time.Now()
 	f, fi, err := s.open(t.peer.Addr().Unmap(), t.req.name)
 	if err != nil {
-		reason = err.Error()
-		var code uint16
-		result, code, err = refusal(err)
-		t.sendError(code, err.Error())
+		result, code, clientErr := refusal(err)
+		t.sendError(code, clientErr.Error())
+		t.finish(&transferError{result, err})
 		return
 	}
-	defer f.Close()
+	t.file = f
 	size := fi.Size()
 	if t.req.mode == "netascii" {
 		size = -1
@@ -341,19 +381,18 @@ func (t *windowTransfer) serve() {
 	// lockstep block unless the file is read in larger chunks, or is a
 	// boot program held in memory.
 	var r io.Reader = f
-	var data []byte
-	cached := false
 	if _, ok := fi.(bootProgram); ok {
-		if data, cached, err = s.boot.bytes(t.req.name, f, fi); err != nil {
-			result, reason = "error", err.Error()
+		data, cached, err := s.boot.bytes(t.req.name, f, fi)
+		if err != nil {
 			t.sendError(codeUndefined, errInternal.Error())
+			t.finish(&transferError{"error", err})
 			return
 		}
+		if cached {
+			r = bytes.NewReader(data)
+		}
 	}
-	switch {
-	case cached:
-		r = bytes.NewReader(data)
-	case t.p.blksize*t.p.window < readChunk:
+	if _, ok := r.(*os.File); ok && t.p.blksize*t.p.window < readChunk {
 		r = bufio.NewReaderSize(f, readChunk)
 	}
 	if t.req.mode == "netascii" {
@@ -363,13 +402,48 @@ func (t *windowTransfer) serve() {
 	t.gso = t.p.window > 1 && !s.noGSO
 	// Only ACKs and ERRORs matter here: a longer datagram is cut short.
 	t.rcv = make([]byte, 1024)
-	n, err = t.run(r)
-	s.log.Debug("tftp transfer options", "sender", "metal", "client", client, "file", t.req.name,
-		"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", t.p.oack.get("windowsize"),
-		"tsize", t.p.oack.get("tsize"), "timeout", t.p.timeout.String(), "datagrams", t.sent)
+	t.w = &window{r: r, bs: t.p.blksize, buf: make([]byte, t.p.blksize*t.p.window)}
+	if len(t.p.oack) > 0 {
+		p := binary.BigEndian.AppendUint16(t.pkt[:0], opOACK)
+		for _, o := range t.p.oack {
+			p = append(append(append(append(p, o.name...), 0), o.value...), 0)
+		}
+		t.oack = bytes.Clone(p)
+		t.sendOACK()
+		return
+	}
+	t.firstWindow()
+}
+
+// finish ends the transfer, logs it and tells Observe, as the lockstep
+// read handler does: err nil is the whole file acknowledged. The caller
+// closes the socket.
+func (t *windowTransfer) finish(err error) {
+	if t.done {
+		return
+	}
+	t.done = true
+	if t.file != nil {
+		t.file.Close()
+	}
+	var n int64
+	if t.w != nil {
+		n = t.w.acked
+	}
+	result, reason := "ok", ""
 	if err != nil {
 		result, reason = "failed", err.Error()
+		var te *transferError
+		if errors.As(err, &te) {
+			result = te.result
+		}
 	}
+	if t.w != nil {
+		t.s.log.Debug("tftp transfer options", "sender", "metal", "client", t.peer.String(), "file", t.req.name,
+			"mode", t.req.mode, "blksize", strconv.Itoa(t.p.blksize), "windowsize", t.p.oack.get("windowsize"),
+			"tsize", t.p.oack.get("tsize"), "timeout", t.p.timeout.String(), "datagrams", t.sent)
+	}
+	t.s.logTransfer(t.peer.String(), t.req.name, n, time.Since(t.start), result, reason)
 }
 
 // readChunk is the least a transfer reads from its file at a time.
@@ -391,64 +465,95 @@ func refusal(err error) (result string, code uint16, clientErr error) {
 	}
 }
 
-// run negotiates, then sends r a window at a time. It returns the bytes
-// the client acknowledged.
-func (t *windowTransfer) run(r io.Reader) (int64, error) {
-	if len(t.p.oack) > 0 {
-		if err := t.sendOACK(); err != nil {
-			return 0, err
-		}
+// sendOACK sends the accepted options, which the client acknowledges
+// with ACK 0.
+func (t *windowTransfer) sendOACK() {
+	if err := t.send(t.oack); err != nil {
+		t.finish(err)
+		return
 	}
-	w := &window{r: r, bs: t.p.blksize, buf: make([]byte, t.p.blksize*t.p.window)}
-	if err := w.fill(); err != nil {
+	t.deadline = time.Now().Add(backoff(t.p.timeout, t.tries))
+}
+
+// firstWindow reads the first window and sends it.
+func (t *windowTransfer) firstWindow() {
+	if err := t.w.fill(); err != nil {
 		t.sendError(codeUndefined, errInternal.Error())
-		return 0, fmt.Errorf("read: %w", err)
+		t.finish(fmt.Errorf("read: %w", err))
+		return
 	}
-	retries := 0
+	t.sendWindow()
+}
+
+// sendWindow sends the window and waits for its ACK.
+func (t *windowTransfer) sendWindow() {
+	if err := t.sendBlocks(t.w); err != nil {
+		t.finish(err)
+		return
+	}
+	t.deadline = time.Now().Add(backoff(t.p.timeout, t.retries))
+}
+
+// expire handles the deadline passing without the datagram it waited
+// for: the options or the window again, until the retries run out.
+func (t *windowTransfer) expire() {
+	if t.oack != nil {
+		if t.tries++; t.tries > t.s.cfg.Retries {
+			t.finish(fmt.Errorf("%w of the options after %d tries", errTimeout, t.tries))
+			return
+		}
+		t.sendOACK()
+		return
+	}
+	if t.retries++; t.retries > t.s.cfg.Retries {
+		t.sendError(codeUndefined, errTimeout.Error())
+		t.finish(fmt.Errorf("%w of blocks %d..%d after %d tries", errTimeout, t.w.base+1, t.w.base+int64(t.w.blocks()), t.retries))
+		return
+	}
+	t.sendWindow()
+}
+
+// handle takes the client's ACK or ERROR (block is then its code).
+func (t *windowTransfer) handle(op, block uint16, msg string) {
+	if op == opERROR {
+		what := ""
+		if t.oack != nil {
+			what = " to the options"
+		}
+		t.finish(fmt.Errorf("%w%s: code %d: %s", errClientStop, what, block, msg))
+		return
+	}
+	if t.oack != nil {
+		if block == 0 {
+			t.oack = nil
+			t.firstWindow()
+		}
+		return
+	}
 	// An ACK that moves nothing (the client saw a gap, or timed out) asks
 	// for the window again from the block after it; a second such ACK
 	// before progress is one of the same burst and waits for the timer,
-	// so a lost block does not multiply into many resent windows.
-	resent := false
-	for {
-		if err := t.sendWindow(w); err != nil {
-			return w.acked, err
+	// so a lost block does not multiply into many resent windows (nor a
+	// duplicated ACK into duplicated blocks: Sorcerer's Apprentice).
+	w := t.w
+	a, ok := w.absolute(block)
+	switch {
+	case !ok: // an old ACK, from before the window
+	case a == w.base && t.resent:
+	case a == w.base:
+		t.resent = true
+		t.sendWindow()
+	case w.eof && a == w.base+int64(w.blocks()):
+		w.acked += int64(w.filled)
+		t.finish(nil)
+	default:
+		if err := w.advance(a); err != nil {
+			t.sendError(codeUndefined, errInternal.Error())
+			t.finish(fmt.Errorf("read: %w", err))
+			return
 		}
-		deadline := time.Now().Add(backoff(t.p.timeout, retries))
-	wait:
-		for {
-			op, block, msg, err := t.await(deadline)
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				if retries++; retries > t.s.cfg.Retries {
-					t.sendError(codeUndefined, errTimeout.Error())
-					return w.acked, fmt.Errorf("%w of blocks %d..%d after %d tries", errTimeout, w.base+1, w.base+int64(w.blocks()), retries)
-				}
-				break wait
-			case err != nil:
-				return w.acked, err
-			case op == opERROR:
-				return w.acked, fmt.Errorf("%w: code %d: %s", errClientStop, block, msg)
-			}
-			a, ok := w.absolute(block)
-			switch {
-			case !ok: // an old ACK, from before the window
-			case a == w.base && resent:
-			case a == w.base:
-				resent = true
-				break wait
-			case w.eof && a == w.base+int64(w.blocks()):
-				return w.acked + int64(w.filled), nil
-			default:
-				if err := w.advance(a); err != nil {
-					t.sendError(codeUndefined, errInternal.Error())
-					return w.acked, fmt.Errorf("read: %w", err)
-				}
-				retries, resent = 0, false
-				break wait
-			}
-		}
+		t.retries, t.resent = 0, false
+		t.sendWindow()
 	}
 }
 
@@ -461,46 +566,11 @@ func backoff(timeout time.Duration, retries int) time.Duration {
 	return timeout << min(retries, 2)
 }
 
-// sendOACK sends the accepted options until the client acknowledges them
-// with ACK 0.
-func (t *windowTransfer) sendOACK() error {
-	p := binary.BigEndian.AppendUint16(t.pkt[:0], opOACK)
-	for _, o := range t.p.oack {
-		p = append(append(append(append(p, o.name...), 0), o.value...), 0)
-	}
-	oack := bytes.Clone(p)
-	for try := 0; ; try++ {
-		if try > t.s.cfg.Retries {
-			return fmt.Errorf("%w of the options after %d tries", errTimeout, try)
-		}
-		if err := t.send(oack); err != nil {
-			return err
-		}
-		deadline := time.Now().Add(backoff(t.p.timeout, try))
-		for {
-			op, block, msg, err := t.await(deadline)
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if op == opERROR {
-				return fmt.Errorf("%w to the options: code %d: %s", errClientStop, block, msg)
-			}
-			if block == 0 {
-				return nil
-			}
-		}
-	}
-}
-
-// sendWindow sends every block the window holds, from the one after the
+// sendBlocks sends every block the window holds, from the one after the
 // last acknowledged: with UDP segmentation offload (GSO) several blocks
 // in one system call, which the kernel cuts into datagrams of one block
 // each; one call per block if the kernel refuses it.
-func (t *windowTransfer) sendWindow(w *window) error {
+func (t *windowTransfer) sendBlocks(w *window) error {
 	for k := 0; k < w.blocks(); {
 		n := 1
 		if t.gso {
@@ -570,30 +640,23 @@ func errorPacket(code uint16, msg string) []byte {
 	return append(append(p, msg...), 0)
 }
 
-// await reads the client's next ACK or ERROR until deadline; for an
-// ERROR, block is its code. A datagram from any other address or port is
-// answered with ERROR 5 and otherwise ignored (RFC 1350): it must not end
-// or slow the transfer.
-func (t *windowTransfer) await(deadline time.Time) (op, block uint16, msg string, err error) {
-	for {
-		n, from, err := t.conn.recvFrom(t.rcv, deadline)
-		if err != nil {
-			return 0, 0, "", err
-		}
-		if from != t.peer {
-			_ = t.conn.sendTo(errorPacket(codeUnknownTID, "unknown transfer ID"), from)
-			continue
-		}
-		if n < 4 {
-			continue
-		}
-		switch op := binary.BigEndian.Uint16(t.rcv); op {
-		case opACK:
-			return op, binary.BigEndian.Uint16(t.rcv[2:]), "", nil
-		case opERROR:
-			msg, _, _ := bytes.Cut(t.rcv[4:n], []byte{0})
-			return op, binary.BigEndian.Uint16(t.rcv[2:]), string(msg), nil
-		}
+// datagram takes one datagram the transfer's socket received, in t.rcv.
+// One from any other address or port is answered with ERROR 5 and
+// otherwise ignored (RFC 1350): it must not end or slow the transfer.
+func (t *windowTransfer) datagram(n int, from netip.AddrPort) {
+	if from != t.peer {
+		_ = t.conn.sendTo(errorPacket(codeUnknownTID, "unknown transfer ID"), from)
+		return
+	}
+	if n < 4 {
+		return
+	}
+	switch op := binary.BigEndian.Uint16(t.rcv); op {
+	case opACK:
+		t.handle(op, binary.BigEndian.Uint16(t.rcv[2:]), "")
+	case opERROR:
+		msg, _, _ := bytes.Cut(t.rcv[4:n], []byte{0})
+		t.handle(op, binary.BigEndian.Uint16(t.rcv[2:]), string(msg))
 	}
 }
 
