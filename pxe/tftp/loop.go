@@ -126,33 +126,55 @@ func (l *eventLoop) run() {
 		// before the next block goes out, for every round trip of every
 		// transfer. The runtime has a P more for it (reserveP).
 		held := len(live) > 0 && idle < idleWaits
-		n, err := l.wait(events, held, next, time.Now())
-		if n > 0 {
-			idle = 0
+		if held && len(live) == 1 && waiting == 0 {
+			// A lone transfer (one client, or a storm's last) waits for
+			// its ACK in its socket's receive: a system call less per
+			// round trip than epoll_wait and then recvfrom. The socket's
+			// receive timeout (heldWait) bounds the wait: a transfer
+			// added meanwhile, or a stop, is seen after it. Not while
+			// another is being begun: its first ACK may come sooner.
+			for _, t := range live {
+				if l.step(t, true) {
+					idle = 0
+				} else {
+					idle++
+				}
+				if t.done {
+					l.remove(live, t)
+					next = time.Time{}
+				} else {
+					next = t.deadline
+				}
+			}
 		} else {
-			idle++
-		}
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			// Not expected of a valid epoll descriptor; the transfers
-			// still end by their deadlines.
-			time.Sleep(time.Millisecond)
-		}
-		for _, ev := range events[:max(n, 0)] {
-			if int(ev.Fd) == l.wake {
-				_, _ = unix.Read(l.wake, drain[:])
-				continue
+			n, err := l.wait(events, held, next, time.Now())
+			if n > 0 {
+				idle = 0
+			} else {
+				idle++
 			}
-			t := live[ev.Fd]
-			if t == nil {
-				continue
+			if err != nil && !errors.Is(err, unix.EINTR) {
+				// Not expected of a valid epoll descriptor; the transfers
+				// still end by their deadlines.
+				time.Sleep(time.Millisecond)
 			}
-			l.step(t)
-			if t.done {
-				l.remove(live, t)
-				continue
-			}
-			if t.deadline.Before(next) || next.IsZero() {
-				next = t.deadline
+			for _, ev := range events[:max(n, 0)] {
+				if int(ev.Fd) == l.wake {
+					_, _ = unix.Read(l.wake, drain[:])
+					continue
+				}
+				t := live[ev.Fd]
+				if t == nil {
+					continue
+				}
+				l.step(t, false)
+				if t.done {
+					l.remove(live, t)
+					continue
+				}
+				if t.deadline.Before(next) || next.IsZero() {
+					next = t.deadline
+				}
 			}
 		}
 		// Expired only after the datagrams that came are read: under load
@@ -164,20 +186,23 @@ func (l *eventLoop) run() {
 	}
 }
 
-// step reads one datagram of t's socket and answers it. One only: with
-// lockstep clients that is all there is, and a second read would cost a
-// system call to learn so; anything more is still readable at the next
-// wait. A panic ends t alone.
-func (l *eventLoop) step(t *windowTransfer) {
+// step reads one datagram of t's socket and answers it; wait says to
+// wait for one (heldWait at most), and step returns whether one came.
+// One only: with lockstep clients that is all there is, and a second
+// read would cost a system call to learn so; anything more is still
+// readable at the next wait. A panic ends t alone.
+func (l *eventLoop) step(t *windowTransfer, wait bool) (got bool) {
 	defer t.recoverPanic()
-	n, from, err := t.conn.recv(t.rcv)
+	n, from, err := t.conn.recv(t.rcv, wait)
 	switch {
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
+		return false
 	case err != nil:
 		t.finish(fmt.Errorf("receive: %w", err))
 	default:
 		t.datagram(n, from)
 	}
+	return true
 }
 
 // sweep expires the transfers whose deadline has passed, drops those

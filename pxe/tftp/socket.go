@@ -9,11 +9,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// transferSocket is one transfer's UDP socket, non-blocking: the
-// server's event loop (loop.go) waits for it with every other, and reads
-// it when an ACK is there. A send that finds the socket's buffer full is
-// a datagram lost, as the network could lose it: the transfer's timer
-// sends it again.
+// transferSocket is one transfer's UDP socket. The server's event loop
+// (loop.go) waits for it with every other and reads it without waiting
+// (MSG_DONTWAIT) when an ACK is there, or, for a lone transfer, waits in
+// its receive, which the socket's receive timeout bounds. Sends never
+// wait: one that finds the socket's buffer full is a datagram lost, as
+// the network could lose it, and the transfer's timer sends it again.
 //
 // Its sends and receives are raw system calls, which the runtime does not
 // see: none of them blocks, and the loop holding its P while ACKs come
@@ -35,8 +36,7 @@ type transferSocket struct {
 	from unix.RawSockaddrAny
 }
 
-// openTransferSocket opens a non-blocking UDP socket bound to local (IPv4 or
-// IPv6) on a port of the kernel's choosing (the server's transfer ID), in
+// openTransferSocket opens a UDP socket bound to local (IPv4 or IPv6) on a port of the kernel's choosing (the server's transfer ID), in
 // the network namespace of the calling thread. ifindex is the interface
 // the request came in on: the scope of an IPv6 link-local local address
 // and of the peer's.
@@ -49,11 +49,16 @@ func openTransferSocket(local netip.Addr, ifindex int) (*transferSocket, error) 
 			s.zone = uint32(ifindex)
 		}
 	}
-	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.IPPROTO_UDP)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
 	s.fd = fd
+	tv := unix.NsecToTimeval(heldWait.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("receive timeout: %w", err)
+	}
 	if err := unix.Bind(fd, s.sockaddr(netip.AddrPortFrom(local, 0))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind %s: %w", local, err)
@@ -105,7 +110,7 @@ func (s *transferSocket) sendTo(p []byte, peer netip.AddrPort) error {
 	}
 	s.setPeer(peer)
 	for {
-		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), 0,
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), unix.MSG_DONTWAIT,
 			uintptr(unsafe.Pointer(&s.sa)), uintptr(s.salen))
 		if e != unix.EINTR {
 			return dropped(errnoErr(e))
@@ -125,7 +130,7 @@ func (s *transferSocket) sendMsg(p, oob []byte, peer netip.AddrPort) error {
 	msg.SetIovlen(1)
 	msg.SetControllen(len(oob))
 	for {
-		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msg)), 0)
+		_, _, e := unix.RawSyscall(unix.SYS_SENDMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT)
 		if e != unix.EINTR {
 			return dropped(errnoErr(e))
 		}
@@ -149,14 +154,17 @@ func dropped(err error) error {
 	return err
 }
 
-// recv receives one datagram into buf: unix.EAGAIN when none is
-// waiting.
-func (s *transferSocket) recv(buf []byte) (int, netip.AddrPort, error) {
+// recv receives one datagram into buf; wait says to wait for one, up
+// to the socket's receive timeout. unix.EAGAIN when none came, unix.EINTR
+// when a signal cut the wait short: not retried, as the signal may be
+// the runtime's, asking the goroutine to stop (for a collection).
+func (s *transferSocket) recv(buf []byte, wait bool) (int, netip.AddrPort, error) {
+	flags := unix.MSG_DONTWAIT
+	if wait {
+		flags = 0
+	}
 	for {
-		n, err := s.recvfrom(buf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		n, err := s.recvfrom(buf, flags)
 		if err != nil {
 			return 0, netip.AddrPort{}, err
 		}
@@ -174,15 +182,16 @@ func (s *transferSocket) recv(buf []byte) (int, netip.AddrPort, error) {
 }
 
 // recvfrom is recvfrom(2) into buf, the sender's address into s.from. It
-// is not unix.Recvfrom (nor a system call the runtime sees): that one allocates the address it returns and,
-// for every IPv4 datagram, asks the socket's protocol with a
-// getsockopt(2) of its own, a second system call per block.
-func (s *transferSocket) recvfrom(buf []byte) (int, error) {
+// is not unix.Recvfrom (nor a system call the runtime sees): that one
+// allocates the address it returns and, for every IPv4 datagram, asks
+// the socket's protocol with a getsockopt(2) of its own, a second system
+// call per block.
+func (s *transferSocket) recvfrom(buf []byte, flags int) (int, error) {
 	if len(buf) == 0 {
 		return 0, errors.New("recvfrom: empty buffer")
 	}
 	alen := uint32(unix.SizeofSockaddrAny)
-	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0,
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, uintptr(s.fd), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), uintptr(flags),
 		uintptr(unsafe.Pointer(&s.from)), uintptr(unsafe.Pointer(&alen)))
 	if e != 0 {
 		return 0, e
