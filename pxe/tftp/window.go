@@ -320,12 +320,12 @@ type windowTransfer struct {
 	start time.Time
 	file  io.Closer
 	// oack is the options packet until the client has acknowledged it,
-	// nil after; tries counts its sends.
-	oack  []byte
-	tries int
-	w     *window
-	// retries counts timeouts in a row; resent is set once an ACK that
-	// moves nothing had the window sent again, until progress.
+	// nil after.
+	oack []byte
+	w    *window
+	// retries counts timeouts in a row of the wait for the options' ACK,
+	// then for each window's; resent is set once an ACK that moves
+	// nothing had the window sent again, until progress.
 	retries  int
 	resent   bool
 	deadline time.Time // of the wait for the client's next datagram
@@ -472,7 +472,7 @@ func (t *windowTransfer) sendOACK() {
 		t.finish(err)
 		return
 	}
-	t.deadline = time.Now().Add(backoff(t.p.timeout, t.tries))
+	t.deadline = time.Now().Add(backoff(t.p.timeout, t.retries))
 }
 
 // firstWindow reads the first window and sends it.
@@ -497,20 +497,18 @@ func (t *windowTransfer) sendWindow() {
 // expire handles the deadline passing without the datagram it waited
 // for: the options or the window again, until the retries run out.
 func (t *windowTransfer) expire() {
-	if t.oack != nil {
-		if t.tries++; t.tries > t.s.cfg.Retries {
-			t.finish(fmt.Errorf("%w of the options after %d tries", errTimeout, t.tries))
-			return
-		}
-		t.sendOACK()
-		return
-	}
-	if t.retries++; t.retries > t.s.cfg.Retries {
+	t.retries++
+	switch {
+	case t.retries > t.s.cfg.Retries && t.oack != nil:
+		t.finish(fmt.Errorf("%w of the options after %d tries", errTimeout, t.retries))
+	case t.retries > t.s.cfg.Retries:
 		t.sendError(codeUndefined, errTimeout.Error())
 		t.finish(fmt.Errorf("%w of blocks %d..%d after %d tries", errTimeout, t.w.base+1, t.w.base+int64(t.w.blocks()), t.retries))
-		return
+	case t.oack != nil:
+		t.sendOACK()
+	default:
+		t.sendWindow()
 	}
-	t.sendWindow()
 }
 
 // handle takes the client's ACK or ERROR (block is then its code).
@@ -525,7 +523,7 @@ func (t *windowTransfer) handle(op, block uint16, msg string) {
 	}
 	if t.oack != nil {
 		if block == 0 {
-			t.oack = nil
+			t.oack, t.retries = nil, 0
 			t.firstWindow()
 		}
 		return
