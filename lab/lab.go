@@ -382,9 +382,17 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("the lab creates a network namespace, which needs root: run it with sudo")
 	}
-	// Before anything is made: a KVM that opens but runs no guest would
-	// leave every VM silent.
-	if st.Accel, err = qemu.Choose(ctx, qemu.Options{Mode: c.Accel, Device: c.KVMDevice, Log: log}); err != nil {
+	// metal serve and apply build the install agent inside the namespace,
+	// where there is no network: fetch its kernel here first, into the
+	// cache they look in.
+	log.Info("finding the install agent's kernel (apt-get download when this host has no Debian kernel)")
+	kernel, err := initramfs.FindKernel(ctx, initramfs.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("the install agent's kernel: %w", err)
+	}
+	// Before anything is made: a KVM that opens but runs no guest, or
+	// runs a boot sector but not that kernel, would leave every VM silent.
+	if st.Accel, err = qemu.Choose(ctx, qemu.Options{Mode: c.Accel, Device: c.KVMDevice, Kernel: kernel.Vmlinuz, Log: log}); err != nil {
 		return nil, err
 	}
 
@@ -471,13 +479,6 @@ func Up(ctx context.Context, c Config) (_ *State, err error) {
 
 	if err := startBMCs(ctx, c, st, password, pwFile); err != nil {
 		return nil, err
-	}
-	// metal serve and apply build the install agent inside the namespace,
-	// where there is no network: fetch its kernel here first, into the
-	// cache they look in.
-	log.Info("finding the install agent's kernel (apt-get download when this host has no Debian kernel)")
-	if _, err := initramfs.FindKernel(ctx, initramfs.Options{Logger: log}); err != nil {
-		return nil, fmt.Errorf("the install agent's kernel: %w", err)
 	}
 	if !c.NoServe {
 		p, err := st.StartServe(ctx, c.Metal, c.ReadyTimeout)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/metal-dev/metal/internal/syncbuf"
 )
 
 // Accelerator modes: Auto probes KVM and falls back to TCG.
@@ -42,7 +44,13 @@ type Options struct {
 	// Timeout is how long the probe guest has to print its marker
 	// (default 15 s; under KVM it takes well under one).
 	Timeout time.Duration
-	Log     *slog.Logger
+	// Kernel, when set, is a Linux kernel image (the one the VMs will
+	// boot) that KVM must also run, to its root mount, before it is
+	// chosen: some nested hosts run the 16-bit probe sector but stop a
+	// Linux guest at its first instruction their emulator lacks ("KVM
+	// internal error ... emulation failure", the VM paused for good).
+	Kernel string
+	Log    *slog.Logger
 }
 
 // Choice is the accelerator to run VMs under, and why.
@@ -98,11 +106,23 @@ func Choose(ctx context.Context, o Options) (Choice, error) {
 			return fmt.Errorf("%s opens but KVM cannot run a guest: %w", o.Device, err)
 		}
 		log.Debug("KVM probe guest ran", "took", time.Since(start).Round(time.Millisecond))
+		if o.Kernel == "" {
+			return nil
+		}
+		start = time.Now()
+		if err := ProbeKernel(ctx, o.QEMU, o.Kernel, 0); err != nil {
+			return fmt.Errorf("KVM runs the probe sector but not a Linux kernel (%s): %w", filepath.Base(o.Kernel), err)
+		}
+		log.Debug("Linux ran under KVM to its root mount", "kernel", o.Kernel, "took", time.Since(start).Round(time.Millisecond))
 		return nil
 	}()
 	switch {
 	case probeErr == nil:
-		c := Choice{Accel: KVM, Reason: "a probe guest ran under KVM"}
+		reason := "a probe guest ran under KVM"
+		if o.Kernel != "" {
+			reason = "a probe guest and a Linux kernel ran under KVM"
+		}
+		c := Choice{Accel: KVM, Reason: reason}
 		log.Info("QEMU accelerator", "accel", c.Accel, "reason", c.Reason)
 		return c, nil
 	case mode == KVM:
@@ -159,10 +179,59 @@ func Probe(ctx context.Context, qemu, accel string, timeout time.Duration) error
 		"-chardev", "file,id=s0,path="+serial, "-serial", "chardev:s0",
 		"-drive", "file="+img+",format=raw,if=virtio,readonly=on",
 		"-device", "isa-debug-exit,iobase=0xf4,iosize=0x01")
+	return runProbe(ctx, qemu, args, serial, []string{ProbeMarker}, timeout, timeout, "the probe guest")
+}
+
+// kernelReached are what a Linux kernel booted without an initramfs or a
+// root device prints once it has come up: it panics where it would mount
+// its root (or runs the init of an initramfs built in). By then it has set
+// up paging, its allocators and its CPU: what a nested KVM fails at.
+var kernelReached = []string{"Unable to mount root fs", "Run /init as init process"}
+
+// kernelQuiet is how long a probe kernel may stay silent on its console
+// (a variable for tests).
+var kernelQuiet = 10 * time.Second
+
+// ProbeKernel boots the Linux kernel image under KVM, without an initramfs,
+// and returns nil once it has reached its root mount (kernelReached), or
+// an error saying what was seen instead: QEMU's KVM internal error, its
+// exit, no console output within kernelQuiet (a kernel prints its version
+// at once; the nested host of this check printed nothing, ever), or not
+// reaching the root mount within timeout (default 60 s; under KVM it
+// takes a second or two, under TCG three).
+func ProbeKernel(ctx context.Context, qemu, kernel string, timeout time.Duration) error {
+	if qemu == "" {
+		qemu = Program
+	}
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	if _, err := os.Stat(kernel); err != nil {
+		return fmt.Errorf("probe kernel: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "metal-accel-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	serial := filepath.Join(dir, "serial.log")
+	// panic=-1 and -no-reboot: the root mount's panic ends QEMU at once.
+	args := append(BaseArgs(KVM, 256), "-no-user-config", "-no-reboot",
+		"-chardev", "file,id=s0,path="+serial, "-serial", "chardev:s0",
+		"-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=4")
+	return runProbe(ctx, qemu, args, serial, kernelReached, min(kernelQuiet, timeout), timeout, "the kernel")
+}
+
+// runProbe runs QEMU with args until the guest prints one of markers on
+// the serial port (the file serial): nil then. It fails at once when QEMU
+// reports a KVM internal error (QEMU then pauses the guest and waits
+// forever), when QEMU exits first, when the guest has printed nothing
+// after quiet, or after timeout.
+func runProbe(ctx context.Context, qemu string, args []string, serial string, markers []string, quiet, timeout time.Duration, guest string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, qemu, args...)
-	var stderr bytes.Buffer
+	var stderr syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -170,9 +239,21 @@ func Probe(ctx context.Context, qemu, accel string, timeout time.Duration) error
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	silentUntil := time.Now().Add(quiet)
+	printed := false
 	seen := func() bool {
 		b, _ := os.ReadFile(serial)
-		return bytes.Contains(b, []byte(ProbeMarker))
+		printed = printed || len(b) > 0
+		for _, m := range markers {
+			if bytes.Contains(b, []byte(m)) {
+				return true
+			}
+		}
+		return false
+	}
+	stop := func() {
+		_ = cmd.Process.Kill()
+		<-exited
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -183,21 +264,32 @@ func Probe(ctx context.Context, qemu, accel string, timeout time.Duration) error
 				return nil
 			}
 			if ctx.Err() != nil {
-				return fmt.Errorf("no output from the probe guest within %v (QEMU sat silent%s)", timeout, stderrTail(&stderr))
+				return fmt.Errorf("no output from %s within %v (QEMU sat silent%s)", guest, timeout, stderrTail(stderr.String()))
 			}
-			return fmt.Errorf("QEMU exited (%v) before the probe guest printed anything%s", werr, stderrTail(&stderr))
+			return fmt.Errorf("QEMU exited (%v) before %s printed what it should%s", werr, guest, stderrTail(stderr.String()))
 		case <-tick.C:
 			if seen() {
-				_ = cmd.Process.Kill()
-				<-exited
+				stop()
 				return nil
+			}
+			if strings.Contains(stderr.String(), kvmInternalError) {
+				stop()
+				return fmt.Errorf("QEMU stopped %s%s", guest, stderrTail(stderr.String()))
+			}
+			if !printed && time.Now().After(silentUntil) {
+				stop()
+				return fmt.Errorf("no output from %s within %v (QEMU sat silent%s)", guest, quiet, stderrTail(stderr.String()))
 			}
 		}
 	}
 }
 
-func stderrTail(b *bytes.Buffer) string {
-	s := strings.TrimSpace(b.String())
+// kvmInternalError starts what QEMU prints when KVM cannot go on with a
+// guest; it then pauses the guest rather than exiting.
+const kvmInternalError = "KVM internal error"
+
+func stderrTail(out string) string {
+	s := strings.TrimSpace(out)
 	if s == "" {
 		return ""
 	}

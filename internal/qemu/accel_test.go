@@ -47,7 +47,25 @@ func fakeKVM(t *testing.T, script string) Options {
 	return Options{Device: dev, QEMU: qemu, Timeout: 2 * time.Second}
 }
 
+// fakeKVMLinux is fakeKVM whose probe sector prints its marker, and whose
+// Linux kernel (Options.Kernel, a file standing in for one) does what
+// kernel says, with $s the serial console's file.
+func fakeKVMLinux(t *testing.T, kernel string) Options {
+	o := fakeKVM(t, `for x in "$@"; do case "$x" in *path=*) s="${x##*path=}";; esac; done
+case "$*" in
+*-kernel*) `+kernel+` ;;
+*) printf '`+ProbeMarker+`\n' > "$s"; exec sleep 60 ;;
+esac`)
+	o.Kernel = filepath.Join(t.TempDir(), "vmlinuz")
+	if err := os.WriteFile(o.Kernel, []byte("not a kernel"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 func TestChoose(t *testing.T) {
+	defer func(q time.Duration) { kernelQuiet = q }(kernelQuiet)
+	kernelQuiet = time.Second
 	tests := map[string]struct {
 		opts       func(t *testing.T) Options
 		mode       string
@@ -67,6 +85,28 @@ func TestChoose(t *testing.T) {
 				return fakeKVM(t, "echo 'KVM internal error. Suberror: 1' >&2; exit 1")
 			},
 			want: TCG, wantReason: "KVM internal error. Suberror: 1",
+		},
+		"Linux stopped under KVM, auto": {
+			// What a nested host did: the sector ran, the kernel stopped
+			// at an instruction KVM's emulator lacks.
+			opts: func(t *testing.T) Options {
+				return fakeKVMLinux(t, "echo 'KVM internal error. Suberror: 1' >&2; echo 'emulation failure' >&2; exec sleep 60")
+			},
+			want: TCG, wantReason: "KVM runs the probe sector but not a Linux kernel (vmlinuz): QEMU stopped the kernel",
+		},
+		"Linux silent under KVM, auto": {
+			opts: func(t *testing.T) Options { return fakeKVMLinux(t, "exec sleep 60") },
+			want: TCG, wantReason: "no output from the kernel within 1s",
+		},
+		"Linux silent under KVM, kvm asked for": {
+			opts: func(t *testing.T) Options { return fakeKVMLinux(t, "exec sleep 60") },
+			mode: KVM, wantReason: "not a Linux kernel",
+		},
+		"Linux runs under KVM, auto": {
+			opts: func(t *testing.T) Options {
+				return fakeKVMLinux(t, `printf 'Linux version 6.1\nKernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n' > "$s"; exit 0`)
+			},
+			want: KVM, wantReason: "a probe guest and a Linux kernel ran under KVM",
 		},
 		"silent KVM, kvm asked for": {
 			opts: func(t *testing.T) Options { return fakeKVM(t, "exec sleep 60") },
