@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	nethttp "net/http"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,4 +52,19 @@ func cork(r *nethttp.Request) (uncork func()) {
 
 func setCork(tc *net.TCPConn, on int) error {
 	return setsockoptInt(tc, unix.IPPROTO_TCP, unix.TCP_CORK, on)
+}
+
+// setsockoptInt sets an integer socket option on c's socket.
+func setsockoptInt(c syscall.Conn, level, opt, value int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), level, opt, value)
+	}); err != nil {
+		return err
+	}
+	return serr
 }

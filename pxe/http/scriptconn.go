@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	nethttp "net/http"
 	"net/netip"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -167,7 +169,16 @@ func (c *scriptConn) serve() {
 			if res == needMore {
 				break
 			}
-			if res == isScript && c.answer(req) {
+			if res == isScript && req.file {
+				switch c.answerFile(req) {
+				case fileSent:
+					c.r += n
+					c.served, c.partial = true, time.Time{}
+					continue
+				case fileCut:
+					return
+				}
+			} else if res == isScript && c.answer(req) {
 				c.r += n
 				c.served, c.partial = true, time.Time{}
 				if len(c.out) >= maxPendingAnswers && !c.flush() {
@@ -303,6 +314,91 @@ func (c *scriptConn) answer(req scriptRequest) (ok bool) {
 	answered(ctx, s.log, slog.LevelDebug, s.cfg.Observe, Request{Method: method, Path: path, Client: c.client, MAC: mac,
 		Status: nethttp.StatusOK, Bytes: int64(len(sc.body)), Duration: time.Since(start)}, c.remoteText, nil)
 	return true
+}
+
+// What answerFile did.
+type fileAnswer int
+
+const (
+	// fileHandedOn: nothing sent; net/http answers the request.
+	fileHandedOn fileAnswer = iota
+	// fileSent: the whole file went out; the connection goes on.
+	fileSent
+	// fileCut: the answer began and could not end (the client went, the
+	// file shrank): the connection must close, as net/http closes it.
+	fileCut
+)
+
+// answerFile sends the file a plain GET asks for (parseFileRequest), as
+// the file handler (serveFile) under net/http sends it: the same status,
+// headers and body, access log line and Observe call. Kernels, initrds
+// and images are the largest part of a netboot's requests, and through
+// net/http each cost a hand-over of the connection, a goroutine reading
+// in the background and a wake-up of another thread to run it: in a boot
+// storm on two cores, the time to a file's first byte was twice nginx's.
+// Anything but a file sent whole (a name refused or not found, a root not
+// configured) is left to net/http, which says what it says.
+func (c *scriptConn) answerFile(req scriptRequest) fileAnswer {
+	s := c.cs.s
+	tc, ok := c.c.(*net.TCPConn)
+	if !ok || !s.fastFiles {
+		return fileHandedOn
+	}
+	start := time.Now()
+	path := string(req.target)
+	root, name := s.cfg.Files, strings.TrimPrefix(path, filesPrefix)
+	if len(name) == len(path) {
+		root, name = s.cfg.Images, strings.TrimPrefix(path, imagesPrefix)
+	}
+	if root == nil {
+		return fileHandedOn
+	}
+	f, fi, err := root.Open(name)
+	if err != nil {
+		return fileHandedOn
+	}
+	defer f.Close()
+	if !c.flush() {
+		return fileCut
+	}
+	size := fi.Size()
+	c.out = appendFileHeader(c.out, fi, s.dates.at(start)[0])
+	// Corked from the header to the last byte, as serveFile does.
+	_ = setCork(tc, 1)
+	_, err = tc.Write(c.out)
+	c.out = c.out[:0]
+	var sent int64
+	if err == nil && size > 0 {
+		// sendfile(2), bounded to the size the header announced.
+		sent, err = tc.ReadFrom(io.LimitReader(f, size))
+	}
+	_ = setCork(tc, 0)
+	answered(c.cs.ctx, s.log, slog.LevelInfo, s.cfg.Observe, Request{Method: nethttp.MethodGet, Path: path, Client: c.client,
+		Status: nethttp.StatusOK, Bytes: sent, Duration: time.Since(start)}, c.remoteText, nil)
+	if err != nil || sent != size {
+		return fileCut
+	}
+	s.filesSent.Add(1)
+	return fileSent
+}
+
+// appendFileHeader appends the header net/http writes for serveFile's
+// answer to a whole-file GET: http.ServeContent's Accept-Ranges,
+// Content-Length and Last-Modified (unless the time is unknown), the
+// handler's Content-Type and ETag, in net/http's order (sorted, then
+// Date).
+func appendFileHeader(out []byte, fi fs.FileInfo, date string) []byte {
+	out = append(out, "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nContent-Length: "...)
+	out = strconv.AppendInt(out, fi.Size(), 10)
+	out = append(out, "\r\nContent-Type: application/octet-stream\r\nEtag: "...)
+	out = appendETag(out, fi)
+	if mt := fi.ModTime(); !mt.IsZero() && !mt.Equal(time.Unix(0, 0)) {
+		out = append(out, "\r\nLast-Modified: "...)
+		out = mt.UTC().AppendFormat(out, nethttp.TimeFormat)
+	}
+	out = append(out, "\r\nDate: "...)
+	out = append(out, date...)
+	return append(out, "\r\n\r\n"...)
 }
 
 func (c *scriptConn) localAddr() (netip.AddrPort, bool) { return addrPort(c.c.LocalAddr()) }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"net/textproto"
 	"os/exec"
+	pathpkg "path"
 	"regexp"
 	"slices"
 	"strings"
@@ -157,6 +158,29 @@ var scriptRequestCases = map[string]string{
 	"cut short":          "GET /ipxe/" + macLocal + " HTTP/1.1\r\nHost: x\r\n",
 	"garbage":            "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
 	"HTTP/2 preface":     "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+	// Files: a plain GET is sent by the script connections, anything
+	// else by net/http.
+	"file":                 "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nUser-Agent: iPXE/1.21.1\r\n\r\n",
+	"files pipelined":      "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\n\r\nGET /ipxe/" + macLocal + " HTTP/1.1\r\nHost: x\r\n\r\nGET /files/sub/empty HTTP/1.1\r\nHost: x\r\n\r\nGET /files/sub/link HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file, kept alive":     "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+	"file, then close":     "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\n\r\nGET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+	"empty file":           "GET /files/sub/empty HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file HEAD":            "HEAD /files/sub/kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file range":           "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nRange: bytes=10-19\r\n\r\n",
+	"file, if-none-match":  "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"x\"\r\n\r\n",
+	"file, if-modified":    "GET /files/sub/kernel HTTP/1.1\r\nHost: x\r\nif-modified-since: Mon, 07 Dec 2099 08:00:00 GMT\r\n\r\n",
+	"file missing":         "GET /files/sub/none HTTP/1.1\r\nHost: x\r\n\r\nGET /files/sub/kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file is a directory":  "GET /files/sub HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file escapes":         "GET /files/escape HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file dot segment":     "GET /files/sub/../sub/kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file, double slash":   "GET /files/sub//kernel HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file, trailing slash": "GET /files/sub/ HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file escaped":         "GET /files/sub/%6bernel HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file query":           "GET /files/sub/kernel?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+	"file, no Host":        "GET /files/sub/kernel HTTP/1.1\r\n\r\n",
+	"file, HTTP/1.0":       "GET /files/sub/kernel HTTP/1.0\r\n\r\n",
+	"image, no root":       "GET /images/disk.raw HTTP/1.1\r\nHost: x\r\n\r\n",
+	"files root":           "GET /files/ HTTP/1.1\r\nHost: x\r\n\r\n",
 }
 
 // TestScriptConnsAnswerAsNetHTTP sends each raw request, over TCP, to the
@@ -184,6 +208,32 @@ func TestScriptConnsAnswerAsNetHTTP(t *testing.T) {
 			}
 			if diff := cmp.Diff(effects[1], effects[0], cmpopts.EquateComparable(netip.Addr{})); diff != "" {
 				t.Errorf("side effects (-net/http +boot listener):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFilesOnScriptConns: a plain GET of a file is sent by the script
+// connections (the cases above only say the answers are the same), and
+// one the mux might route elsewhere is not.
+func TestFilesOnScriptConns(t *testing.T) {
+	for name, tc := range map[string]struct {
+		extra map[string]nethttp.Handler
+		raw   string
+		sent  int64
+	}{
+		"three files":        {raw: scriptRequestCases["files pipelined"], sent: 3},
+		"a range":            {raw: scriptRequestCases["file range"], sent: 0},
+		"a missing file":     {raw: scriptRequestCases["file missing"], sent: 0}, // the next is net/http's too
+		"an API elsewhere":   {extra: map[string]nethttp.Handler{"GET /metrics": nethttp.NotFoundHandler()}, raw: scriptRequestCases["file"], sent: 1},
+		"a route over files": {extra: map[string]nethttp.Handler{"GET /files/sub/kernel": nethttp.NotFoundHandler()}, raw: scriptRequestCases["file"], sent: 0},
+		"a host's routes":    {extra: map[string]nethttp.Handler{"x/": nethttp.NotFoundHandler()}, raw: scriptRequestCases["file"], sent: 0},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := startServerExtra(t, tc.extra)
+			exchange(t, ts.listener.Addr().String(), "127.0.0.1", tc.raw)
+			if got := ts.srv.filesSent.Load(); got != tc.sent {
+				t.Errorf("%d files sent by the script connections, want %d", got, tc.sent)
 			}
 		})
 	}
@@ -339,8 +389,22 @@ func FuzzParseScriptRequest(f *testing.F) {
 		if got != want || path != string(req.target[:req.pathLen]) {
 			t.Fatalf("net/http reads %s, parseScriptRequest %s (path %q)\n%q", got, want, req.target[:req.pathLen], b[:n])
 		}
-		mac, ok := strings.CutPrefix(r.URL.Path, ScriptPrefix)
-		if !ok || mac == "" || mac == "boot.ipxe" || mac == "." || mac == ".." || strings.Contains(mac, "/") {
+		if req.file {
+			// A file: a GET of a path the mux routes to a file handler
+			// unchanged (path.Clean keeps it), asking for all of it.
+			name, ok := strings.CutPrefix(r.URL.Path, filesPrefix)
+			if !ok {
+				name, ok = strings.CutPrefix(r.URL.Path, imagesPrefix)
+			}
+			if !ok || req.head || name == "" || pathpkg.Clean(r.URL.Path) != r.URL.Path || r.URL.RawQuery != "" {
+				t.Fatalf("path %q is not one the file handlers take as it is", r.URL.Path)
+			}
+			for k := range r.Header {
+				if k == "Range" || strings.HasPrefix(k, "If-") {
+					t.Fatalf("a whole-file request with %s", k)
+				}
+			}
+		} else if mac, ok := strings.CutPrefix(r.URL.Path, ScriptPrefix); !ok || mac == "" || mac == "boot.ipxe" || mac == "." || mac == ".." || strings.Contains(mac, "/") {
 			t.Fatalf("path %q is not one the script handler takes as it is", r.URL.Path)
 		}
 		// What net/http's server checks beyond ReadRequest, in the header

@@ -4,11 +4,13 @@ import (
 	"bytes"
 )
 
-// scriptRequest is a request the script connections answer themselves:
-// GET or HEAD of ScriptPrefix + one segment of MAC characters, HTTP/1.1,
-// kept alive, without a body.
+// scriptRequest is a request the script connections answer themselves,
+// HTTP/1.1, kept alive, without a body: GET or HEAD of ScriptPrefix + one
+// segment of MAC characters, or a plain GET of a file under filesPrefix
+// or imagesPrefix (file set), whole and unconditional.
 type scriptRequest struct {
 	head bool
+	file bool
 	// target is the request's target, path and query, as it came; the
 	// path is target[:pathLen], the raw query what follows its '?'.
 	target  []byte
@@ -54,8 +56,11 @@ func parseScriptRequest(b []byte) (req scriptRequest, n int, res parsed) {
 		return req, 0, notScript
 	}
 	target, proto, ok := bytes.Cut(line, []byte{' '})
-	if !ok || string(proto) != "HTTP/1.1" || !bytes.HasPrefix(target, []byte(ScriptPrefix)) {
+	if !ok || string(proto) != "HTTP/1.1" {
 		return req, 0, notScript
+	}
+	if !bytes.HasPrefix(target, []byte(ScriptPrefix)) {
+		return parseFileRequest(req, b, target, rest)
 	}
 	path, query, _ := bytes.Cut(target, []byte{'?'})
 	mac := path[len(ScriptPrefix):]
@@ -66,7 +71,46 @@ func parseScriptRequest(b []byte) (req scriptRequest, n int, res parsed) {
 		return req, 0, notScript
 	}
 	req.target, req.pathLen = target, len(path)
+	return parseHeaders(req, b, rest)
+}
 
+// parseFileRequest goes on with a GET whose target is not a script's:
+// isScript only for a file under filesPrefix or imagesPrefix whose path
+// the mux routes unchanged (no query, escape, empty or dot segment) and
+// whose headers ask for nothing but the whole file (no range, no
+// condition). Anything else is net/http's.
+func parseFileRequest(req scriptRequest, b, target, rest []byte) (scriptRequest, int, parsed) {
+	name, ok := bytes.CutPrefix(target, []byte(filesPrefix))
+	if !ok {
+		name, ok = bytes.CutPrefix(target, []byte(imagesPrefix))
+	}
+	if !ok || req.head || !cleanFilePath(name) {
+		return req, 0, notScript
+	}
+	req.file, req.target, req.pathLen = true, target, len(target)
+	return parseHeaders(req, b, rest)
+}
+
+// cleanFilePath says whether name is one or more segments of fileChars
+// between single slashes, none of them "." or "..": a path the mux takes
+// as it is, that bootfiles.Root then opens or refuses.
+func cleanFilePath(name []byte) bool {
+	if len(name) == 0 || !allIn(name, &fileChars) {
+		return false
+	}
+	for seg := range bytes.SplitSeq(name, []byte{'/'}) {
+		if len(seg) == 0 || string(seg) == "." || string(seg) == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// parseHeaders reads the header lines in rest, after the request line of
+// req; b is where the request starts, for its length.
+func parseHeaders(req scriptRequest, b, rest []byte) (scriptRequest, int, parsed) {
+	var line []byte
+	var res parsed
 	hosts := 0
 	for {
 		line, rest, res = cutLine(rest)
@@ -98,6 +142,10 @@ func parseScriptRequest(b []byte) (req scriptRequest, n int, res parsed) {
 			}
 		case asciiEqualFold(name, "Content-Length"), asciiEqualFold(name, "Transfer-Encoding"),
 			asciiEqualFold(name, "Expect"), asciiEqualFold(name, "Upgrade"), asciiEqualFold(name, "Trailer"):
+			return req, 0, notScript
+		case req.file && (asciiEqualFold(name, "Range") || len(name) > 3 && asciiEqualFold(name[:3], "If-")):
+			// A part of a file, or an answer that depends on its
+			// version: http.ServeContent's to work out.
 			return req, 0, notScript
 		}
 	}
@@ -184,4 +232,8 @@ var (
 	// hostChars are those of a host name, an IPv4 or a bracketed IPv6
 	// address and a port: every one valid in net/http's eyes.
 	hostChars = newByteSet("0-9", "a-z", "A-Z", ".-:[]_")
+	// fileChars are those of a file path taken as it is: unreserved
+	// characters (RFC 3986) and '/'; no '%', so nothing is unescaped,
+	// and no '?' or '#'.
+	fileChars = newByteSet("0-9", "a-z", "A-Z", "-._~/")
 )

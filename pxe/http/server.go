@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,12 @@ type Request struct {
 // ScriptPrefix + "boot.ipxe" for an iPXE that does not know its MAC.
 const ScriptPrefix = "/ipxe/"
 
+// Where the boot server serves Config.Files and Config.Images.
+const (
+	filesPrefix  = "/files/"
+	imagesPrefix = "/images/"
+)
+
 // Server is metal's HTTP boot server.
 type Server struct {
 	cfg Config
@@ -128,6 +135,30 @@ type Server struct {
 	dates dateCache
 	// listening is closed once the listener is open (Listening).
 	listening latch.Latch
+	// fastFiles says the script connections may send files themselves:
+	// no Extra pattern can take a file's path from the mux's own route.
+	fastFiles bool
+	// filesSent counts the files they sent whole.
+	filesSent atomic.Int64
+}
+
+// routesNoFiles says whether an Extra pattern ("[METHOD ]path") leaves
+// every path under filesPrefix and imagesPrefix to the file routes: it
+// names no host (a host's pattern wins over any other) and its path is
+// not under either prefix.
+func routesNoFiles(pattern string) bool {
+	if _, rest, ok := strings.Cut(pattern, " "); ok {
+		pattern = strings.TrimLeft(rest, " \t")
+	}
+	if !strings.HasPrefix(pattern, "/") {
+		return false
+	}
+	for _, p := range []string{filesPrefix, imagesPrefix} {
+		if strings.HasPrefix(pattern, p) || strings.HasPrefix(p, pattern) && strings.Contains(pattern, "{") {
+			return false
+		}
+	}
+	return true
 }
 
 // New checks cfg and returns a server; it does not listen yet.
@@ -155,13 +186,17 @@ func New(cfg Config) (*Server, error) {
 		s.script(w, r, r.PathValue("mac"))
 	})
 	mux.HandleFunc("GET /boot/{name}", s.bootFile)
-	mux.Handle("GET /files/{path...}", s.files(cfg.Files))
-	mux.Handle("GET /images/{path...}", s.files(cfg.Images))
+	mux.Handle("GET "+filesPrefix+"{path...}", s.files(cfg.Files))
+	mux.Handle("GET "+imagesPrefix+"{path...}", s.files(cfg.Images))
 	if cfg.Agent != nil {
 		mux.Handle("/agent/", cfg.Agent)
 	}
+	s.fastFiles = true
 	for pattern, h := range cfg.Extra {
 		mux.Handle(pattern, h)
+		if !routesNoFiles(pattern) {
+			s.fastFiles = false
+		}
 	}
 	s.handler = Logged(squashSlashes(s.scriptsFirst(mux)), s.log, cfg.Observe)
 	return s, nil
@@ -237,12 +272,8 @@ func (s *Server) ServeListener(ctx context.Context, lns ...net.Listener) error {
 	s.listening.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sndbuf := hostSendBuffer()
 	errs := make(chan error, len(lns))
 	for _, ln := range lns {
-		if err := setSendBuffer(ln, sndbuf); err != nil {
-			s.log.Warn("http listener's send buffer not set; files go out with the kernel's autotuned one", "addr", ln.Addr().String(), "err", err)
-		}
 		go func() {
 			err := s.serveOne(ctx, ln)
 			cancel()
@@ -628,10 +659,20 @@ func (s *Server) files(root *bootfiles.Root) nethttp.Handler {
 // resume an image download only if the file did not change meanwhile.
 // The body goes out corked (cork.go).
 func serveFile(w nethttp.ResponseWriter, r *nethttp.Request, f *os.File, fi fs.FileInfo) {
-	w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, fi.Size(), fi.ModTime().UnixNano()))
+	w.Header().Set("ETag", string(appendETag(nil, fi)))
 	w.Header().Set("Content-Type", "application/octet-stream")
 	defer cork(r)()
 	nethttp.ServeContent(w, r, fi.Name(), fi.ModTime(), f)
+}
+
+// appendETag appends a file's ETag: its size and modification time, in
+// hex and quoted.
+func appendETag(out []byte, fi fs.FileInfo) []byte {
+	out = append(out, '"')
+	out = strconv.AppendInt(out, fi.Size(), 16)
+	out = append(out, '-')
+	out = strconv.AppendInt(out, fi.ModTime().UnixNano(), 16)
+	return append(out, '"')
 }
 
 // setLogMAC adds the machine's MAC to the request's access log line,

@@ -146,6 +146,17 @@ func startServerAt(t testing.TB, level slog.Level) *testServer {
 // gives it a policy that answers scripts in one lookup.
 func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 	t.Helper()
+	return startServerFull(t, level, named, nil)
+}
+
+// startServerExtra starts a test server with extra routes (Config.Extra).
+func startServerExtra(t testing.TB, extra map[string]nethttp.Handler) *testServer {
+	t.Helper()
+	return startServerFull(t, slog.LevelInfo, false, extra)
+}
+
+func startServerFull(t testing.TB, level slog.Level, named bool, extra map[string]nethttp.Handler) *testServer {
+	t.Helper()
 	ipxeBins, err := bootfiles.FindIPXE(bootfiles.DefaultDir)
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +167,8 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 	must(t, os.WriteFile(ts.secret, []byte("secret"), 0o644))
 	must(t, os.WriteFile(filepath.Join(ts.files, "sub", "kernel"), bytes.Repeat([]byte("0123456789"), 1000), 0o644))
 	must(t, os.Symlink("../secret", filepath.Join(ts.files, "escape")))
+	must(t, os.WriteFile(filepath.Join(ts.files, "sub", "empty"), nil, 0o644))
+	must(t, os.Symlink("kernel", filepath.Join(ts.files, "sub", "link")))
 	files, err := bootfiles.OpenRoot(ts.files)
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +207,7 @@ func startServerWith(t testing.TB, level slog.Level, named bool) *testServer {
 		bp = namedPolicy{p}
 	}
 	srv, err := New(Config{
-		Policy: bp, Leases: l, IPXE: ipxeBins, Files: files,
+		Policy: bp, Leases: l, IPXE: ipxeBins, Files: files, Extra: extra,
 		Security: func(mac net.HardwareAddr, client net.IP, what string) {
 			ts.alarms <- mac.String() + " " + client.String() + ": " + what
 		},

@@ -12,48 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/metal-dev/metal/pxe/bootfiles"
 )
-
-func TestSendBufferFor(t *testing.T) {
-	for name, tc := range map[string]struct {
-		wmemMax, tcpWmemMax, want int
-	}{
-		// Debian's defaults: a fixed buffer would be capped at 416 KiB
-		// where autotuning reaches 4 MiB.
-		"stock kernel":           {wmemMax: 212992, tcpWmemMax: 4 << 20, want: 0},
-		"wmem_max raised":        {wmemMax: 4 << 20, tcpWmemMax: 4 << 20, want: 4 << 20},
-		"just autotuning's ceil": {wmemMax: 2 << 20, tcpWmemMax: 4 << 20, want: 2 << 20},
-		"autotuning goes higher": {wmemMax: 4 << 20, tcpWmemMax: 16 << 20, want: 0},
-		"huge wmem_max":          {wmemMax: 1 << 30, tcpWmemMax: 4 << 20, want: maxSendBuffer},
-		"unreadable":             {wmemMax: 0, tcpWmemMax: 4 << 20, want: 0},
-	} {
-		t.Run(name, func(t *testing.T) {
-			if got := sendBufferFor(tc.wmemMax, tc.tcpWmemMax); got != tc.want {
-				t.Errorf("sendBufferFor(%d, %d) = %d, want %d", tc.wmemMax, tc.tcpWmemMax, got, tc.want)
-			}
-		})
-	}
-}
-
-// TestListenerSendBuffer: the listener carries the send buffer its
-// connections inherit, where the host allows one, and the kernel's
-// default otherwise.
-func TestListenerSendBuffer(t *testing.T) {
-	ts := startServer(t)
-	c := clientFrom("127.0.0.1")
-	resp, err := c.Get(ts.url + "/files/sub/kernel") // ServeListener has set it up by now
-	must(t, err)
-	resp.Body.Close()
-	got := ts.sndbuf(t)
-	if want := hostSendBuffer(); want > 0 && got != 2*want {
-		t.Errorf("listener SO_SNDBUF %d, want %d (twice %d, as the kernel keeps it)", got, 2*want, want)
-	} else if want == 0 {
-		t.Logf("host allows no send buffer above autotuning's: SO_SNDBUF stays %d", got)
-	}
-}
 
 // TestDisconnectMidFile: a client that reads part of an image and hangs
 // up ends its request on the server (the sendfile fails and the handler
@@ -87,19 +47,6 @@ func TestDisconnectMidFile(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the server still sends the image 10 s after its client hung up")
 	}
-}
-
-// sndbuf is the test server's listener's SO_SNDBUF.
-func (ts *testServer) sndbuf(t *testing.T) int {
-	t.Helper()
-	ln := ts.listener.(*net.TCPListener)
-	rc, err := ln.SyscallConn()
-	must(t, err)
-	var v int
-	var gerr error
-	must(t, rc.Control(func(fd uintptr) { v, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF) }))
-	must(t, gerr)
-	return v
 }
 
 // serveConfig serves a server of cfg on a loopback port until the test
