@@ -320,12 +320,16 @@ func (n *Netns) Start(name string, args ...string) *Process {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// With Pdeathsig (StartChild): a test binary that go test kills at its
+	// timeout leaves no QEMU behind, running on into the next package's
+	// tests (a TestNetboot QEMU outlived its test by 23 minutes).
+	child, err := testenv.StartChild(cmd)
+	if err != nil {
 		l.t.Fatalf("pxetest: start %s in %s: %v", name, n.Name, err)
 	}
 	p := &Process{name: name, ns: n.Name, log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		p.err = cmd.Wait()
+		p.err = child.Wait()
 		close(p.done)
 	}()
 	l.mu.Lock()
