@@ -16,8 +16,9 @@ import (
 const wipeBenchSize = 512 << 20
 
 // benchWipe compares wipe = "zero", the agent's EraseDisk (a full
-// overwrite with zeros through O_DIRECT in 4 MiB writes, an fsync, then
-// the read-back of both ends and 256 samples across the device), with
+// overwrite with zeros through O_DIRECT in 4 MiB writes, four in flight,
+// an fsync, then the read-back of both ends and 256 samples across the
+// device, four reads in flight), with
 // `dd if=/dev/zero bs=4M oflag=direct conv=fsync` over the same device.
 // The device is a loop device over a file (direct I/O to its file where
 // the kernel allows) when the bench runs as root, else the file itself.

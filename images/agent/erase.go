@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -19,10 +22,18 @@ import (
 // eraseChunk is how much one write of an overwrite covers; verifySamples
 // how many regions, spread evenly over the disk, the read-back checks
 // (beside the first and last MiB), verifySample the size of each.
+//
+// eraseWriters writes and verifyReaders reads are kept in flight: one
+// at a time leaves the device idle between the end of one and the
+// submission of the next, which on a fast device (NVMe, a loop device
+// with direct I/O) cost a tenth of the overwrite's time and a third of
+// the read-back's, whose reads are small and scattered.
 const (
 	eraseChunk    = 4 << 20
+	eraseWriters  = 4
 	verifySamples = 256
 	verifySample  = 64 << 10
+	verifyReaders = 4
 )
 
 // ErrNotErased is a disk that still holds something other than zeros where
@@ -31,7 +42,8 @@ const (
 var ErrNotErased = errors.New("the disk still holds data after the wipe")
 
 // EraseDisk erases the block device (or file) at path by method and
-// verifies the result. progress, when set, is told of bytes erased.
+// verifies the result. progress, when set, is told of bytes erased, one
+// call at a time though not always from the same goroutine.
 //
 // The verification reads back the first and last MiB and verifySamples
 // regions spread over the disk. After an overwrite every byte read must
@@ -66,10 +78,11 @@ func EraseDisk(ctx context.Context, path string, method agentapi.WipeMethod, pro
 			rec.Note = why + "; overwritten with zeros instead"
 		}
 		rec.Bytes = size
-		if err := overwrite(ctx, f, direct, size, progress); err != nil {
-			return err
-		}
-		return f.Sync()
+		// Not synced here: every way out of the switch below that
+		// overwrote syncs before the read-back.
+		return overwrite(ctx, size, progress, func(b []byte, off uint64) error {
+			return writeChunk(f, direct, b, off)
+		})
 	}
 
 	switch method {
@@ -227,40 +240,100 @@ func alignedBuffer(n int) ([]byte, func(), error) {
 	return b, func() { _ = unix.Munmap(b) }, nil
 }
 
-// overwrite writes zeros over the whole of f.
-func overwrite(ctx context.Context, f *os.File, direct bool, size uint64, progress func(done, total uint64)) error {
+// overwrite writes zeros over size bytes by write, eraseWriters chunks at
+// a time. progress is told of the bytes written so far, after each chunk.
+func overwrite(ctx context.Context, size uint64, progress func(done, total uint64), write func(b []byte, off uint64) error) error {
+	// One buffer serves every writer: they only read it.
 	buf, free, err := alignedBuffer(eraseChunk)
 	if err != nil {
 		return err
 	}
 	defer free()
-	for off := uint64(0); off < size; {
-		if err := ctx.Err(); err != nil {
+	var (
+		mu   sync.Mutex
+		done uint64
+	)
+	chunks := int((size + eraseChunk - 1) / eraseChunk)
+	return inParallel(ctx, eraseWriters, chunks, func(_, i int) error {
+		off := uint64(i) * eraseChunk
+		n := min(eraseChunk, size-off)
+		if err := write(buf[:n], off); err != nil {
 			return err
 		}
-		n := min(uint64(len(buf)), size-off)
-		if _, err := f.WriteAt(buf[:n], int64(off)); err != nil {
-			// O_DIRECT needs sector-sized writes; a tail that is not one
-			// is written through the cache.
-			if !direct || n%512 == 0 {
-				return fmt.Errorf("write at %d: %w", off, err)
-			}
-			g, gerr := os.OpenFile(f.Name(), os.O_WRONLY, 0)
-			if gerr != nil {
-				return gerr
-			}
-			_, err = g.WriteAt(buf[:n], int64(off))
-			g.Close()
-			if err != nil {
-				return fmt.Errorf("write at %d: %w", off, err)
-			}
-		}
-		off += n
 		if progress != nil {
-			progress(off, size)
+			// Under the lock, so that the calls never overlap and
+			// done only grows.
+			mu.Lock()
+			done += n
+			progress(done, size)
+			mu.Unlock()
 		}
+		return nil
+	})
+}
+
+// writeChunk writes b at off in f; errors say the offset.
+func writeChunk(f *os.File, direct bool, b []byte, off uint64) error {
+	_, err := f.WriteAt(b, int64(off))
+	if err == nil {
+		return nil
+	}
+	// O_DIRECT needs sector-sized writes; a tail that is not one is
+	// written through the cache.
+	if !direct || len(b)%512 == 0 {
+		return fmt.Errorf("write at %d: %w", off, err)
+	}
+	g, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("write at %d: %w", off, err)
+	}
+	defer g.Close()
+	if _, err := g.WriteAt(b, int64(off)); err != nil {
+		return fmt.Errorf("write at %d: %w", off, err)
 	}
 	return nil
+}
+
+// inParallel runs do(worker, i) for every i in [0, n) on up to workers
+// goroutines (worker is the goroutine's number, for its own buffers). It
+// stops handing out work at the first error or when ctx is done, and
+// returns the error of the lowest i that failed, so that the one
+// reported is the one a loop in order would have met first among those
+// tried.
+func inParallel(ctx context.Context, workers, n int, do func(worker, i int) error) error {
+	var (
+		next   atomic.Int64
+		failed atomic.Bool
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		firstI = n
+		first  error
+	)
+	for w := range min(workers, n) {
+		wg.Go(func() {
+			for !failed.Load() {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				err := ctx.Err()
+				if err == nil {
+					err = do(w, i)
+				}
+				if err != nil {
+					mu.Lock()
+					if i < firstI {
+						firstI, first = i, err
+					}
+					mu.Unlock()
+					failed.Store(true)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // dropCache asks the kernel to forget the device's cached pages, so that
@@ -278,7 +351,10 @@ type region struct{ off, n uint64 }
 func sampleRegions(size uint64, endsOnly bool) []region {
 	regions := []region{{0, min(size, wipeBytes)}}
 	if size > wipeBytes {
-		regions = append(regions, region{size - min(size, wipeBytes), min(size, wipeBytes)})
+		// From a page, as O_DIRECT needs, should the size not be a
+		// multiple of one.
+		last := (size - wipeBytes) &^ 4095
+		regions = append(regions, region{last, size - last})
 	}
 	if !endsOnly && size > 2*wipeBytes {
 		step := size / verifySamples
@@ -290,26 +366,43 @@ func sampleRegions(size uint64, endsOnly bool) []region {
 	return regions
 }
 
-// readRegions reads each region through an aligned buffer and hands it
-// to fn; it returns how many bytes it read.
+// readRegions reads the regions, verifyReaders at a time, each through
+// an aligned buffer, and hands each to fn; fn is called for one region at
+// a time, in no set order. It returns how many bytes it read.
 func readRegions(f *os.File, regions []region, fn func(off uint64, b []byte) error) (uint64, error) {
-	buf, free, err := alignedBuffer(wipeBytes)
+	// O_DIRECT reads whole pages into buffers that start on one: a
+	// region that ends short of a page (at the end of a disk whose size
+	// is not a multiple of one) is read to the page's end, which comes
+	// back short.
+	page := func(n uint64) uint64 { return (n + 4095) &^ 4095 }
+	stride := uint64(4096)
+	for _, r := range regions {
+		stride = max(stride, page(r.n))
+	}
+	readers := min(verifyReaders, len(regions))
+	bufs, free, err := alignedBuffer(max(1, readers) * int(stride))
 	if err != nil {
 		return 0, err
 	}
 	defer free()
-	var read uint64
-	for _, r := range regions {
-		n, err := f.ReadAt(buf[:r.n], int64(r.off))
+	var (
+		mu   sync.Mutex
+		read uint64
+	)
+	err = inParallel(context.Background(), readers, len(regions), func(w, i int) error {
+		r := regions[i]
+		buf := bufs[uint64(w)*stride:][:page(r.n)]
+		n, err := f.ReadAt(buf, int64(r.off))
 		if err != nil && !errors.Is(err, io.EOF) {
-			return read, fmt.Errorf("read back at %d: %w", r.off, err)
+			return fmt.Errorf("read back at %d: %w", r.off, err)
 		}
+		n = min(n, int(r.n))
+		mu.Lock()
+		defer mu.Unlock()
 		read += uint64(n)
-		if err := fn(r.off, buf[:n]); err != nil {
-			return read, err
-		}
-	}
-	return read, nil
+		return fn(r.off, buf[:n])
+	})
+	return read, err
 }
 
 // verifyZero fails if any byte of the regions is not zero. It returns how
@@ -369,11 +462,23 @@ func verifyGone(f *os.File, regions []region, before sectorSums) (read uint64, c
 	return read, changed, err
 }
 
+// zeroBlock is what nonZero compares b with, a block at a time.
+var zeroBlock [4096]byte
+
 // nonZero is the index of the first byte of b that is not zero, or -1.
+// It compares whole blocks first (bytes.Equal is vectorised; a loop over
+// the bytes, at some 4 GB/s, added a fifth to the read-back's time) and
+// looks for the byte only in a block that differs.
 func nonZero(b []byte) int {
-	for i, c := range b {
-		if c != 0 {
-			return i
+	for at := 0; at < len(b); at += len(zeroBlock) {
+		blk := b[at:min(at+len(zeroBlock), len(b))]
+		if bytes.Equal(blk, zeroBlock[:len(blk)]) {
+			continue
+		}
+		for i, c := range blk {
+			if c != 0 {
+				return at + i
+			}
 		}
 	}
 	return -1

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/metal-dev/metal/internal/testenv"
@@ -18,7 +19,7 @@ import (
 // oldImage is what the disk held before the wipe: a pattern no zero
 // region matches.
 func oldImage(size int) []byte {
-	b := bytes.Repeat([]byte("OLD-IMAGE-metal-"), size/16)
+	b := bytes.Repeat([]byte("OLD-IMAGE-metal-"), size/16+1)
 	return b[:size]
 }
 
@@ -178,5 +179,125 @@ func TestVerifyGone(t *testing.T) {
 	_, changed, err := verifyGone(f, regions, before)
 	if err != nil || changed == 0 {
 		t.Errorf("noise and zeros: verify = %v with %d changed sectors, want nil and some", err, changed)
+	}
+}
+
+// TestOverwrite: the writers together cover every byte once, whatever
+// the size (a tail shorter than a chunk, or than a sector); progress only
+// grows and ends at the size; a failed write or a cancelled context fails
+// the overwrite, with the offset of the lowest chunk that failed.
+func TestOverwrite(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		size    uint64
+		failAt  int64 // the chunk whose write fails, or -1
+		wantErr string
+	}{
+		{name: "empty", size: 0, failAt: -1},
+		{name: "one chunk", size: eraseChunk, failAt: -1},
+		{name: "less than a chunk", size: eraseChunk / 3, failAt: -1},
+		{name: "more chunks than writers", size: (2*eraseWriters + 1) * eraseChunk, failAt: -1},
+		{name: "tail of sectors", size: 5*eraseChunk + 8*sector, failAt: -1},
+		{name: "tail not a sector", size: 5*eraseChunk + 1000, failAt: -1},
+		{name: "failing write", size: 3 * eraseWriters * eraseChunk, failAt: 5, wantErr: fmt.Sprintf("write at %d: EIO", 5*eraseChunk)},
+		{name: "failing tail", size: 3*eraseChunk + 1000, failAt: 3, wantErr: fmt.Sprintf("write at %d: EIO", 3*eraseChunk)},
+		{name: "cancelled", ctx: cancelled, size: 4 * eraseChunk, failAt: -1, wantErr: context.Canceled.Error()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := tc.ctx
+			if ctx == nil {
+				ctx = context.Background()
+			}
+			var (
+				mu      sync.Mutex
+				written = map[uint64]int{}
+				calls   int
+				last    uint64
+			)
+			write := func(b []byte, off uint64) error {
+				if nonZero(b) >= 0 {
+					t.Errorf("write at %d: not zeros", off)
+				}
+				if int64(off/eraseChunk) == tc.failAt {
+					return fmt.Errorf("write at %d: %w", off, errors.New("EIO"))
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				written[off] = len(b)
+				return nil
+			}
+			progress := func(done, total uint64) {
+				calls++
+				if done <= last || done > total || total != tc.size {
+					t.Errorf("progress(%d, %d) after %d", done, total, last)
+				}
+				last = done
+			}
+			err := overwrite(ctx, tc.size, progress, write)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("overwrite = %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var covered uint64
+			for off := uint64(0); off < tc.size; off += eraseChunk {
+				if n := written[off]; uint64(n) != min(eraseChunk, tc.size-off) {
+					t.Errorf("chunk at %d: wrote %d bytes", off, n)
+				}
+				covered += uint64(written[off])
+			}
+			if covered != tc.size || len(written) != calls || last != tc.size {
+				t.Errorf("wrote %d of %d bytes in %d writes, %d progress calls ending at %d", covered, tc.size, len(written), calls, last)
+			}
+		})
+	}
+}
+
+// TestEraseFile: a wipe = zero of a file whose size is no multiple of a
+// chunk, nor of a sector, leaves not one byte of it, and verifies.
+func TestEraseFile(t *testing.T) {
+	for _, size := range []int{3*eraseChunk + 1000, eraseChunk/2 + 4096, 2*wipeBytes + 7} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "disk.img")
+			if err := os.WriteFile(path, oldImage(size), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := EraseDisk(context.Background(), path, agentapi.WipeZero, nil)
+			if err != nil || !rec.Verified || rec.Bytes != uint64(size) {
+				t.Fatalf("erase = %+v, %v", rec, err)
+			}
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := nonZero(got); i >= 0 || len(got) != size {
+				t.Errorf("byte %d of %d is not zero", i, len(got))
+			}
+		})
+	}
+}
+
+// TestNonZero: the first byte that is not zero is found wherever it is,
+// in a whole block or in a short last one.
+func TestNonZero(t *testing.T) {
+	const n = 3*len(zeroBlock) + 100
+	if i := nonZero(make([]byte, n)); i != -1 {
+		t.Errorf("zeros: %d", i)
+	}
+	for _, at := range []int{0, 1, len(zeroBlock) - 1, len(zeroBlock), 2*len(zeroBlock) + 17, n - 1} {
+		b := make([]byte, n)
+		b[at] = 1
+		b[n-1] = 2
+		if i := nonZero(b); i != at {
+			t.Errorf("first non-zero at %d: got %d", at, i)
+		}
 	}
 }
