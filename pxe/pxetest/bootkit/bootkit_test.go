@@ -125,7 +125,12 @@ func TestDirectBoot(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
-	if err := cmd.Run(); err != nil {
+	// Pdeathsig: no QEMU outlives a test binary killed at its timeout.
+	child, err := testenv.StartChild(cmd)
+	if err == nil {
+		err = child.Wait()
+	}
+	if err != nil {
 		t.Fatalf("qemu: %v: %s", err, stderr.Bytes())
 	}
 	if err := WaitForMarker(ctx, serial, marker, closed()); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/metal-dev/metal/internal/bootdisk"
 	"github.com/metal-dev/metal/internal/qemu/qemutest"
 	"github.com/metal-dev/metal/internal/syncbuf"
+	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/pxe/pxetest"
 	"github.com/metal-dev/metal/pxe/pxetest/bootkit"
 )
@@ -62,11 +63,12 @@ func TestDiskImageBoots(t *testing.T) {
 			cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
 			out := &syncbuf.Buffer{}
 			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
+			// Pdeathsig: no QEMU outlives a test binary killed at its timeout.
+			child, err := testenv.StartChild(cmd)
+			if err != nil {
 				t.Fatal(err)
 			}
-			done := make(chan struct{})
-			go func() { cmd.Wait(); close(done) }()
+			done := child.Done()
 			defer func() { cmd.Process.Kill(); <-done }()
 			wait, stop := context.WithTimeout(ctx, 3*time.Minute)
 			defer stop()
