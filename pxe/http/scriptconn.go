@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -345,15 +344,14 @@ func (c *scriptConn) answerFile(req scriptRequest) fileAnswer {
 		return fileHandedOn
 	}
 	start := time.Now()
-	path := string(req.target)
-	root, name := s.cfg.Files, strings.TrimPrefix(path, filesPrefix)
-	if len(name) == len(path) {
-		root, name = s.cfg.Images, strings.TrimPrefix(path, imagesPrefix)
+	root := s.cfg.Files
+	if req.images {
+		root = s.cfg.Images
 	}
 	if root == nil {
 		return fileHandedOn
 	}
-	f, fi, err := root.Open(name)
+	f, fi, err := root.Open(string(req.name))
 	if err != nil {
 		return fileHandedOn
 	}
@@ -373,7 +371,7 @@ func (c *scriptConn) answerFile(req scriptRequest) fileAnswer {
 		sent, err = tc.ReadFrom(io.LimitReader(f, size))
 	}
 	_ = setCork(tc, 0)
-	answered(c.cs.ctx, s.log, slog.LevelInfo, s.cfg.Observe, Request{Method: nethttp.MethodGet, Path: path, Client: c.client,
+	answered(c.cs.ctx, s.log, slog.LevelInfo, s.cfg.Observe, Request{Method: nethttp.MethodGet, Path: string(req.target), Client: c.client,
 		Status: nethttp.StatusOK, Bytes: sent, Duration: time.Since(start)}, c.remoteText, nil)
 	if err != nil || sent != size {
 		return fileCut

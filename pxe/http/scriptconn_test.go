@@ -393,11 +393,16 @@ func FuzzParseScriptRequest(f *testing.F) {
 			// A file: a GET of a path the mux routes to a file handler
 			// unchanged (path.Clean keeps it), asking for all of it.
 			name, ok := strings.CutPrefix(r.URL.Path, filesPrefix)
+			images := false
 			if !ok {
 				name, ok = strings.CutPrefix(r.URL.Path, imagesPrefix)
+				images = ok
 			}
 			if !ok || req.head || name == "" || pathpkg.Clean(r.URL.Path) != r.URL.Path || r.URL.RawQuery != "" {
 				t.Fatalf("path %q is not one the file handlers take as it is", r.URL.Path)
+			}
+			if string(req.name) != name || req.images != images {
+				t.Fatalf("parseScriptRequest names file %q (images %v), net/http's path %q", req.name, req.images, r.URL.Path)
 			}
 			for k := range r.Header {
 				if k == "Range" || strings.HasPrefix(k, "If-") {

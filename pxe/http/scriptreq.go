@@ -10,7 +10,11 @@ import (
 // or imagesPrefix (file set), whole and unconditional.
 type scriptRequest struct {
 	head bool
-	file bool
+	// file is set for a file's GET; images when it is under imagesPrefix
+	// (Config.Images), not filesPrefix (Config.Files); name is the file's
+	// path below the prefix.
+	file, images bool
+	name         []byte
 	// target is the request's target, path and query, as it came; the
 	// path is target[:pathLen], the raw query what follows its '?'.
 	target  []byte
@@ -83,11 +87,12 @@ func parseFileRequest(req scriptRequest, b, target, rest []byte) (scriptRequest,
 	name, ok := bytes.CutPrefix(target, []byte(filesPrefix))
 	if !ok {
 		name, ok = bytes.CutPrefix(target, []byte(imagesPrefix))
+		req.images = ok
 	}
 	if !ok || req.head || !cleanFilePath(name) {
 		return req, 0, notScript
 	}
-	req.file, req.target, req.pathLen = true, target, len(target)
+	req.file, req.name, req.target, req.pathLen = true, name, target, len(target)
 	return parseHeaders(req, b, rest)
 }
 
