@@ -226,6 +226,10 @@ func ipv6OSImage(ctx context.Context, k initramfs.Kernel, marker, phoned, path s
 		`$B echo "metal-os: address $addr"`,
 		`$B ip link set eth0 up`,
 		`$B ip -6 addr add $addr dev eth0`,
+		// cloud-init phones home in its last stage, its address long up;
+		// posted while the address is still tentative, it would go from
+		// the link-local one.
+		`for i in 1 2 3 4 5 6 7 8 9 10; do $B ip -6 addr show dev eth0 | $B grep -q tentative || break; $B sleep 1; done`,
 		`for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do`,
 		`  if $B wget -q -O /dev/null --post-data "instance_id=vm6&hostname=vm6" "$url"; then $B echo `+phoned+`; break; fi`,
 		`  $B sleep 2`,

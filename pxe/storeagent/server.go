@@ -39,6 +39,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -463,7 +464,7 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		refuse()
 		return
 	}
-	from := clientIP(r).String()
+	from := clientIP(r)
 	first := false
 	_, err = inventory.UpdateMachine(ctx, s.cfg.Store, m.Name, func(m *inventory.Machine) error {
 		if m.Ready == nil || m.Ready.SecretSHA256 != want {
@@ -499,12 +500,16 @@ func (s *Server) event(ctx context.Context, name string, mac net.HardwareAddr, m
 	}
 }
 
-func clientIP(r *http.Request) net.IP {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP is the address r came from, its zone kept: an installed OS
+// that posts before its own address is up (still in duplicate address
+// detection) sends from its link-local one, which is only an address with
+// the interface it was seen on.
+func clientIP(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return nil
+		return r.RemoteAddr
 	}
-	return net.ParseIP(host)
+	return ap.Addr().Unmap().String()
 }
 
 // DiscoveredName is the name a machine first seen by the agent gets:
