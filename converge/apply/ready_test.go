@@ -112,7 +112,7 @@ func TestResumeWaitsForReady(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !<-phoned {
-		t.Fatal("the phone-home was refused")
+		t.Fatal("the simulated OS's phone-home did not get through")
 	}
 	if len(res.Done) != 1 {
 		t.Fatalf("resumed run %+v", res)

@@ -611,12 +611,23 @@ func (f *Fleet) osUp(ctx context.Context, name string, urls []string) {
 }
 
 // PhoneHomeNow makes the installed OS of machine name phone home now (one
-// FailOS kept silent, say), with its last install's URLs.
+// FailOS kept silent, say), with its last install's URLs. An OS that has
+// not come up yet (its agent reported done, but the reboot is still under
+// way) is waited for, for a while: a real one phones home once it is up,
+// however soon metal starts waiting for it.
 func (f *Fleet) PhoneHomeNow(name string) bool {
-	f.mu.Lock()
-	urls := f.phoneHomes[name]
-	f.mu.Unlock()
-	return len(urls) > 0 && f.post(name, urls)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		f.mu.Lock()
+		urls := f.phoneHomes[name]
+		f.mu.Unlock()
+		if len(urls) > 0 {
+			return f.post(name, urls)
+		}
+		if time.Now().After(deadline) {
+			f.opts.Logger.Debug("simulated OS: never came up to phone home", "machine", name)
+			return false
+		}
+	}
 }
 
 // PhoneHomes returns, per machine, the URL its installed OS's phone-home
