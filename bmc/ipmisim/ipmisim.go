@@ -263,14 +263,16 @@ func chassisScript(f Files, machine []string) string {
 	// SIGKILL after 5 s. A host's program runs under a shell in a session
 	// of its own (the shell's $0 is the pid file, so that its command line
 	// names it, as QEMU's does) and its whole session is killed at once.
-	launch := strings.Join(q, " ") + ` $bootopt </dev/null >>"$log" 2>&1`
+	launch := strings.Join(q, " ") + ` $bootopt </dev/null >>"$log" 2>&1
+	cat "$pidfile" >> "$started" 2>/dev/null`
 	kill := `kill "$pid" 2>/dev/null
 	i=0
 	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 	kill -9 "$pid" 2>/dev/null`
 	if f.Host {
 		launch = `setsid sh -c '"$@"; exit $?' "$pidfile" ` + strings.Join(q, " ") + ` </dev/null >>"$log" 2>&1 &
-	echo $! > "$pidfile"`
+	echo $! > "$pidfile"
+	echo $! >> "$started"`
 		kill = `kill -9 -- "-$pid" 2>/dev/null
 	i=0
 	while alive "$pid" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done`
@@ -278,6 +280,7 @@ func chassisScript(f Files, machine []string) string {
 	return `#!/bin/sh
 # Written by metal (bmc/ipmisim): chassis_control for ipmi_sim.
 pidfile=` + shellQuote(f.PIDFile) + `
+started=` + shellQuote(startedFile(f.PIDFile)) + `
 bootfile=` + shellQuote(f.BootFile) + `
 log=` + shellQuote(f.ChassisLog) + `
 echo "$*" >> "$log"
@@ -426,8 +429,18 @@ func (p *Process) Stop() error {
 	<-p.exited
 	// QEMU was daemonized, so it is no child of ours; kill it only if the
 	// pid still names a process started with our pid file, in case the pid
-	// was reused.
+	// was reused. Every QEMU or host the chassis program ever started is
+	// killed, not only the one the pid file names now: two power-ons that
+	// ipmi_sim ran at once each started one, and the pid file kept only
+	// the last.
+	pids := startedPIDs(p.files.PIDFile)
 	if pid := qemuPID(p.files.PIDFile); pid > 0 {
+		pids = append(pids, pid)
+	}
+	for _, pid := range pids {
+		if !startedWith(pid, p.files.PIDFile) {
+			continue
+		}
 		target := pid
 		if p.files.Host {
 			target = -pid // the host's session, its program included
@@ -435,9 +448,32 @@ func (p *Process) Stop() error {
 		if err := syscall.Kill(target, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("ipmisim: kill qemu %d: %w", pid, err)
 		}
-		os.Remove(p.files.PIDFile)
 	}
+	os.Remove(p.files.PIDFile)
+	os.Remove(startedFile(p.files.PIDFile))
 	return nil
+}
+
+// startedFile lists, a pid a line, every QEMU or host the chassis program
+// started with pidFile.
+func startedFile(pidFile string) string { return pidFile + ".started" }
+
+func startedPIDs(pidFile string) []int {
+	b, _ := os.ReadFile(startedFile(pidFile))
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// startedWith reports whether process pid runs and was started with
+// pidFile on its command line (QEMU's -pidfile, a host shell's $0).
+func startedWith(pid int, pidFile string) bool {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.Contains(string(cmdline), "\x00"+pidFile+"\x00")
 }
 
 // qemuPID reads the pid file and returns the pid if it is alive and is
@@ -452,8 +488,7 @@ func qemuPID(pidFile string) int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), "\x00"+pidFile+"\x00") {
+	if !startedWith(pid, pidFile) {
 		return 0
 	}
 	return pid
