@@ -1,13 +1,10 @@
 package initramfs
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 
@@ -78,72 +75,11 @@ func kernelIn(root, release string) (Kernel, error) {
 // FetchPackage unpacks the kernel package the metapackage pkg depends on
 // today into cacheDir/<package>/ and returns that root; an unpacked one
 // is reused. If apt cannot answer (offline, no lists), the newest already
-// unpacked package is used.
+// unpacked package is used (debpkg.FetchKernel).
 func FetchPackage(ctx context.Context, pkg, cacheDir string) (string, error) {
-	for _, tool := range []string{"apt-cache", "apt-get", "dpkg-deb"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return "", fmt.Errorf("initramfs: %s not found: fetching a kernel needs Debian's apt and dpkg (or give --kernel-dir)", tool)
-		}
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("initramfs: kernel cache: %w", err)
-	}
-	unlock, err := debpkg.Lock(filepath.Join(cacheDir, ".lock"))
+	root, err := debpkg.FetchKernel(ctx, pkg, cacheDir)
 	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	versioned, err := dependency(ctx, pkg)
-	if err != nil {
-		if cached, _ := filepath.Glob(filepath.Join(cacheDir, "linux-image-*", "boot")); len(cached) > 0 {
-			sort.Strings(cached)
-			return filepath.Dir(cached[len(cached)-1]), nil
-		}
-		return "", err
-	}
-	root := filepath.Join(cacheDir, versioned)
-	if _, err := os.Stat(filepath.Join(root, "boot")); err == nil {
-		return root, nil
-	}
-	tmp, err := os.MkdirTemp(cacheDir, ".fetch-")
-	if err != nil {
-		return "", fmt.Errorf("initramfs: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	get := exec.CommandContext(ctx, "apt-get", "download", versioned)
-	get.Dir = tmp
-	if out, err := get.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("initramfs: apt-get download %s: %w: %s (try apt-get update)", versioned, err, bytes.TrimSpace(out))
-	}
-	debs, _ := filepath.Glob(filepath.Join(tmp, "*.deb"))
-	if len(debs) != 1 {
-		return "", fmt.Errorf("initramfs: apt-get download %s left %d .deb files", versioned, len(debs))
-	}
-	unpacked := filepath.Join(tmp, "root")
-	if out, err := exec.CommandContext(ctx, "dpkg-deb", "-x", debs[0], unpacked).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("initramfs: dpkg-deb -x %s: %w: %s", debs[0], err, bytes.TrimSpace(out))
-	}
-	if err := os.Rename(unpacked, root); err != nil {
-		return "", fmt.Errorf("initramfs: %w", err)
+		return "", fmt.Errorf("initramfs: fetch kernel %s: %w; or give --kernel-dir", pkg, err)
 	}
 	return root, nil
-}
-
-var dependsRE = regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-\S+)`)
-
-// dependency asks apt which versioned kernel package pkg stands for; a
-// versioned package name stands for itself.
-func dependency(ctx context.Context, pkg string) (string, error) {
-	if regexp.MustCompile(`^linux-image-\d`).MatchString(pkg) {
-		return pkg, nil
-	}
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", pkg).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("initramfs: apt-cache depends %s: %w: %s (run apt-get update)", pkg, err, bytes.TrimSpace(out))
-	}
-	m := dependsRE.FindSubmatch(out)
-	if m == nil {
-		return "", fmt.Errorf("initramfs: apt-cache depends %s names no linux-image package (run apt-get update)", pkg)
-	}
-	return string(m[1]), nil
 }
