@@ -5,13 +5,10 @@
 package testkernel
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 
 	"github.com/metal-dev/metal/internal/debpkg"
 )
@@ -32,73 +29,25 @@ func CacheDir() string {
 	return "/var/cache/metal-test"
 }
 
-// Kernel returns the path of a Debian cloud kernel image (vmlinuz) in
-// cacheDir, downloading it with `apt-get download` and unpacking it with
-// `dpkg-deb -x` only when the cache lacks the version apt names now. A lock
-// file keeps concurrent test processes from fetching it twice. If apt
-// cannot answer (no package lists, no mirror) an already cached kernel of
-// any version is used.
+// PackagesDir is the folder of cacheDir the kernel package is unpacked
+// into, whole: tests that need its modules unpack the same package into the
+// same folder (initramfs.FetchPackage), so they all share one download.
+const PackagesDir = "kernel-packages"
+
+// Kernel returns the path of a Debian cloud kernel image
+// (boot/vmlinuz-REL of the unpacked package) under cacheDir, downloading
+// and unpacking the package only when the cache lacks the version apt names
+// now, under a lock, so that concurrent test processes fetch it once. If
+// apt cannot answer (no package lists, no mirror) an already cached kernel
+// is used (debpkg.FetchKernel).
 func Kernel(ctx context.Context, cacheDir string) (string, error) {
-	for _, tool := range []struct{ prog, pkg string }{{"apt-cache", "apt"}, {"apt-get", "apt"}, {"dpkg-deb", "dpkg"}} {
-		if _, err := exec.LookPath(tool.prog); err != nil {
-			return "", fmt.Errorf("testkernel: %s not found: install the Debian package %s", tool.prog, tool.pkg)
-		}
-	}
-	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
-		return "", fmt.Errorf("testkernel: kernel cache: %w", err)
-	}
-	unlock, err := debpkg.Lock(filepath.Join(cacheDir, "kernel.lock"))
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-
-	pkg, err := kernelPackage(ctx)
-	if err != nil {
-		if cached, _ := filepath.Glob(filepath.Join(cacheDir, "linux-image-*", "vmlinuz")); len(cached) > 0 {
-			return cached[len(cached)-1], nil
-		}
-		return "", err
-	}
-	vmlinuz := filepath.Join(cacheDir, pkg, "vmlinuz")
-	if _, err := os.Stat(vmlinuz); err == nil {
-		return vmlinuz, nil
-	}
-
-	tmp, err := os.MkdirTemp(cacheDir, "fetch-")
+	root, err := debpkg.FetchKernel(ctx, Meta, filepath.Join(cacheDir, PackagesDir))
 	if err != nil {
 		return "", fmt.Errorf("testkernel: %w", err)
-	}
-	defer os.RemoveAll(tmp)
-	root, err := debpkg.Extract(ctx, tmp, pkg)
-	if err != nil {
-		return "", err
 	}
 	images, _ := filepath.Glob(filepath.Join(root, "boot", "vmlinuz-*"))
 	if len(images) != 1 {
-		return "", fmt.Errorf("testkernel: %s holds %d boot/vmlinuz-* files", pkg, len(images))
+		return "", fmt.Errorf("testkernel: %s holds %d boot/vmlinuz-* files, want 1", root, len(images))
 	}
-	// Keep only the kernel: the package's modules are of no use to a test
-	// initramfs that needs none, and are most of its size.
-	if err := os.MkdirAll(filepath.Dir(vmlinuz), 0o755); err != nil {
-		return "", fmt.Errorf("testkernel: %w", err)
-	}
-	if err := os.Rename(images[0], vmlinuz); err != nil {
-		return "", fmt.Errorf("testkernel: %w", err)
-	}
-	return vmlinuz, nil
-}
-
-// kernelPackage asks apt which versioned package the metapackage stands for
-// today ("linux-image-6.1.0-27-cloud-amd64").
-func kernelPackage(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "apt-cache", "depends", Meta).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("testkernel: apt-cache depends %s: %w: %s (run apt-get update)", Meta, err, bytes.TrimSpace(out))
-	}
-	m := regexp.MustCompile(`(?m)^\s*Depends:\s*(linux-image-\S+)`).FindSubmatch(out)
-	if m == nil {
-		return "", fmt.Errorf("testkernel: apt-cache depends %s names no linux-image package: %s (run apt-get update)", Meta, bytes.TrimSpace(out))
-	}
-	return string(m[1]), nil
+	return images[0], nil
 }
