@@ -458,6 +458,8 @@ func (p *Process) Stop() error {
 // started with pidFile.
 func startedFile(pidFile string) string { return pidFile + ".started" }
 
+// startedPIDs reads startedFile; a line that is not a pid is skipped (the
+// pids are checked against /proc before anything is killed).
 func startedPIDs(pidFile string) []int {
 	b, _ := os.ReadFile(startedFile(pidFile))
 	var pids []int
