@@ -78,7 +78,7 @@ func newQEMULab(t *testing.T, timeout time.Duration) *qemuLab {
 
 	// The agent: this tree's metal with the cloud kernel (signed by
 	// Debian) and its drivers.
-	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
+	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, bootkit.KernelPackages())
 	must(t, err)
 	bin, err := testenv.BuildMetal(l.dir)
 	must(t, err)

@@ -299,7 +299,7 @@ func newAgentLabWith(t *testing.T, timeout time.Duration, secure, ipv6 bool, mod
 	must(t, os.MkdirAll(files, 0o755))
 
 	// The agent: this tree's metal, with the cloud kernel's drivers.
-	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
+	kroot, err := initramfs.FetchPackage(ctx, bootkit.KernelMeta, bootkit.KernelPackages())
 	if err != nil {
 		t.Skipf("no Debian kernel package: %v", err)
 	}

@@ -27,7 +27,7 @@ import (
 func cloudKernel(t *testing.T) string {
 	t.Helper()
 	testenv.Integration(t, "a Debian kernel package (apt-get download)")
-	root, err := initramfs.FetchPackage(context.Background(), bootkit.KernelMeta, filepath.Join(bootkit.CacheDir(), "kernel-packages"))
+	root, err := initramfs.FetchPackage(context.Background(), bootkit.KernelMeta, bootkit.KernelPackages())
 	if err != nil {
 		t.Skipf("no Debian kernel package: %v", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -34,6 +35,11 @@ const KernelMeta = testkernel.Meta
 
 // CacheDir is where downloads are kept between runs (testkernel.CacheDir).
 func CacheDir() string { return testkernel.CacheDir() }
+
+// KernelPackages is where, under CacheDir, the test kernel's package is
+// unpacked whole (testkernel.PackagesDir): tests that need its modules
+// fetch it there too (initramfs.FetchPackage) and share the one download.
+func KernelPackages() string { return filepath.Join(CacheDir(), testkernel.PackagesDir) }
 
 // Kernel is testkernel.Kernel: a Debian cloud kernel's vmlinuz in cacheDir.
 func Kernel(ctx context.Context, cacheDir string) (string, error) {
