@@ -70,6 +70,9 @@ type binding struct {
 	// gen is the table's generation once expiry was set: the lease is
 	// durable when a Save of that generation (or a later one) returned.
 	gen uint64
+	// hw is mac as the Leases a snapshot hands the store, made once: a
+	// busy server snapshots every binding on every Save. Read-only.
+	hw net.HardwareAddr
 }
 
 // port is where a relayed request came from: its relay (giaddr) and
@@ -119,6 +122,9 @@ type leaseTable struct {
 	// them.
 	lastSave    time.Time
 	commitEvery time.Duration
+	// snap is the committer's snapshot, reused from Save to Save: a
+	// LeaseStore's Save must not keep the slice.
+	snap []Lease
 }
 
 type declineMark struct {
@@ -196,14 +202,20 @@ func (t *leaseTable) load(ctx context.Context) error {
 }
 
 // snapshot returns what the store keeps: acknowledged bindings and
-// declines. Bare offers are not kept; a restart forgets them harmlessly.
-func (t *leaseTable) snapshot() ([]Lease, uint64) {
+// declines, in out's memory when it is large enough (the committer reuses
+// one slice for every Save: a busy server saves hundreds of times a
+// second, and a fresh table each time was most of its page faults). Bare
+// offers are not kept; a restart forgets them harmlessly.
+func (t *leaseTable) snapshot(out []Lease) ([]Lease, uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]Lease, 0, len(t.byIP)+len(t.declined))
+	out = slices.Grow(out[:0], len(t.byIP)+len(t.declined))
 	for _, b := range t.byIP {
 		if !b.expiry.IsZero() {
-			out = append(out, Lease{MAC: b.mac.hw(), IP: b.ip, Hostname: b.hostname, Expiry: b.expiry,
+			if b.hw == nil {
+				b.hw = b.mac.hw()
+			}
+			out = append(out, Lease{MAC: b.hw, IP: b.ip, Hostname: b.hostname, Expiry: b.expiry,
 				Relay: b.port.relay, CircuitID: b.port.circuit, RemoteID: b.port.remote})
 		}
 	}
@@ -282,7 +294,8 @@ func (t *leaseTable) saveLoop(ctx context.Context) {
 		// Every change the batch waits for was made before it joined:
 		// this snapshot holds them all.
 		t.lastSave = time.Now()
-		leases, gen := t.snapshot()
+		leases, gen := t.snapshot(t.snap)
+		t.snap = leases
 		err := t.store.Save(ctx, leases)
 		if err != nil {
 			err = fmt.Errorf("save leases: %w", err)

@@ -41,7 +41,8 @@ type Lease struct {
 // LeaseStore keeps the lease table across restarts. Save gets the whole
 // table each time (it is bounded by the pools and the declared machines),
 // and must make it durable before returning: the server acknowledges a
-// lease only after Save has returned.
+// lease only after Save has returned. Save must not keep the slice, which
+// the next Save reuses.
 type LeaseStore interface {
 	Load(ctx context.Context) ([]Lease, error)
 	Save(ctx context.Context, leases []Lease) error
@@ -68,7 +69,11 @@ type FileStore struct {
 
 	mu sync.Mutex
 	// saved is what the files hold, by address; nil until read.
-	saved map[netip.Addr]Lease
+	saved map[netip.Addr]*savedLease
+	// saves counts the Saves that compared leases with saved (marks);
+	// changed is scratch for one of them.
+	saves   uint64
+	changed []int
 	// journalBytes is the journal's length; snapshotBytes the snapshot's.
 	journalBytes, snapshotBytes int64
 	// seq numbers the journal the snapshot names; created: that journal's
@@ -88,6 +93,14 @@ type FileStore struct {
 // exist yet, its directory must.
 func NewFileStore(path string) *FileStore {
 	return &FileStore{path: path, minJournal: minJournalBytes}
+}
+
+// savedLease is a lease the files hold, and the last Save whose leases
+// held its address: a Save finds the addresses it no longer holds without
+// a set of its own, and updates a changed lease in place.
+type savedLease struct {
+	Lease
+	mark uint64
 }
 
 func (f *FileStore) journal(seq uint64) string { return fmt.Sprintf("%s.journal-%d", f.path, seq) }
@@ -138,7 +151,7 @@ func (f *FileStore) Load(ctx context.Context) ([]Lease, error) {
 	}
 	out := make([]Lease, 0, len(f.saved))
 	for _, l := range f.saved {
-		out = append(out, l)
+		out = append(out, l.Lease)
 	}
 	slices.SortFunc(out, func(a, b Lease) int { return a.IP.Compare(b.IP) })
 	return out, nil
@@ -146,7 +159,7 @@ func (f *FileStore) Load(ctx context.Context) ([]Lease, error) {
 
 // read fills f.saved from the snapshot and the journal.
 func (f *FileStore) read() error {
-	saved := map[netip.Addr]Lease{}
+	saved := map[netip.Addr]*savedLease{}
 	b, err := os.ReadFile(f.path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -170,7 +183,7 @@ func (f *FileStore) read() error {
 			if err != nil {
 				return fmt.Errorf("leases %s: entry %d: %w", f.path, i, err)
 			}
-			saved[l.IP] = l
+			saved[l.IP] = &savedLease{Lease: l}
 		}
 	}
 	f.snapshotBytes = int64(len(b))
@@ -189,7 +202,7 @@ func (f *FileStore) read() error {
 // replay applies the journal's records to saved. It returns the length of
 // the journal and whether its last line is torn (cut by a crash mid-write:
 // never acknowledged, so dropped).
-func (f *FileStore) replay(saved map[netip.Addr]Lease) (int64, bool, error) {
+func (f *FileStore) replay(saved map[netip.Addr]*savedLease) (int64, bool, error) {
 	j, err := os.Open(f.journal(f.seq))
 	if errors.Is(err, fs.ErrNotExist) {
 		f.created = false
@@ -230,7 +243,7 @@ func (f *FileStore) replay(saved map[netip.Addr]Lease) (int64, bool, error) {
 		if err != nil {
 			return 0, false, fmt.Errorf("lease journal %s: line %d: %w", j.Name(), line, err)
 		}
-		saved[ip] = l
+		saved[ip] = &savedLease{Lease: l}
 	}
 }
 
@@ -284,20 +297,35 @@ func (f *FileStore) Save(ctx context.Context, leases []Lease) error {
 	}
 	f.buf.Reset()
 	enc := json.NewEncoder(&f.buf)
-	changed := make(map[netip.Addr]bool, len(leases))
-	for _, l := range leases {
-		changed[l.IP] = true
-		if old, ok := f.saved[l.IP]; ok && sameLease(old, l) {
-			continue
+	// Each saved address leases holds is marked with this Save; those
+	// left unmarked are gone. Under load a Save changes a few leases of
+	// many: the rest cost a lookup each, no set and no map rebuilt.
+	f.saves++
+	mark, held := f.saves, 0
+	f.changed = f.changed[:0]
+	for i, l := range leases {
+		if old := f.saved[l.IP]; old != nil {
+			if old.mark != mark {
+				old.mark = mark
+				held++
+			}
+			if sameLease(old.Lease, l) {
+				continue
+			}
 		}
+		f.changed = append(f.changed, i)
 		if err := enc.Encode(journalRecord{fileLease: fileLeaseOf(l)}); err != nil {
 			return fmt.Errorf("encode leases: %w", err)
 		}
 	}
-	for ip := range f.saved {
-		if !changed[ip] {
-			if err := enc.Encode(journalRecord{fileLease: fileLease{IP: ip.String()}, Removed: true}); err != nil {
-				return fmt.Errorf("encode leases: %w", err)
+	var removed []netip.Addr
+	if held < len(f.saved) {
+		for ip, old := range f.saved {
+			if old.mark != mark {
+				removed = append(removed, ip)
+				if err := enc.Encode(journalRecord{fileLease: fileLease{IP: ip.String()}, Removed: true}); err != nil {
+					return fmt.Errorf("encode leases: %w", err)
+				}
 			}
 		}
 	}
@@ -311,7 +339,18 @@ func (f *FileStore) Save(ctx context.Context, leases []Lease) error {
 		return fmt.Errorf("save leases: %w", err)
 	}
 	f.journalBytes += int64(f.buf.Len())
-	f.remember(leases)
+	// What the files hold now: the journal's records, in their order.
+	for _, i := range f.changed {
+		l := leases[i]
+		if old := f.saved[l.IP]; old != nil {
+			old.Lease = l
+		} else {
+			f.saved[l.IP] = &savedLease{Lease: l, mark: mark}
+		}
+	}
+	for _, ip := range removed {
+		delete(f.saved, ip)
+	}
 	return nil
 }
 
@@ -319,7 +358,7 @@ func (f *FileStore) Save(ctx context.Context, leases []Lease) error {
 func (f *FileStore) remember(leases []Lease) {
 	clear(f.saved)
 	for _, l := range leases {
-		f.saved[l.IP] = l
+		f.saved[l.IP] = &savedLease{Lease: l}
 	}
 }
 

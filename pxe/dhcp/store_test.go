@@ -53,6 +53,13 @@ func TestFileStoreSaves(t *testing.T) {
 		"to empty":     {{storeLease(1, t0)}, {}},
 		"unchanged":    {{storeLease(1, t0)}, {storeLease(1, t0)}, {storeLease(1, t0)}},
 		"empty at all": {{}},
+		// Each Save is compared with what the files hold after the one
+		// before: leases that come back, and a renewal undone.
+		"come and go": {{storeLease(1, t0), storeLease(2, t0)}, {storeLease(2, t0)}, {storeLease(1, t0), storeLease(2, t0)},
+			{storeLease(1, t0)}, {storeLease(3, t0), storeLease(1, t0), storeLease(2, t0)}, {}, {storeLease(3, t0)}},
+		"renewal undone": {{storeLease(1, t0)}, {renewed}, {storeLease(1, t0)}},
+		"removal and a change in one": {{storeLease(1, t0), storeLease(2, t0), storeLease(3, t0)}, {renewed, storeLease(3, t0)},
+			{renewed, storeLease(2, t0)}},
 	}
 	for name, saves := range tables {
 		for _, compactEvery := range []int64{minJournalBytes, 1} {
