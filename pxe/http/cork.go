@@ -18,7 +18,9 @@ import (
 // costs both ends receive processing and ACKs. Corked, only full segments leave, the
 // header shares the first one with the body, and uncorking at the end
 // pushes the tail at once: nothing waits for the kernel's 200 ms cork
-// timeout. Scripts, small and written in one go, are not corked.
+// timeout. Scripts, small and written in one go, are not corked. The
+// script connections' own file answers get the same segments without the
+// cork's two system calls: their header goes with MSG_MORE (sendWhole).
 
 // connKey is the request context's key to its connection (connContext).
 type connKey struct{}

@@ -361,16 +361,9 @@ func (c *scriptConn) answerFile(req scriptRequest) fileAnswer {
 	}
 	size := fi.Size()
 	c.out = appendFileHeader(c.out, fi, s.dates.at(start)[0])
-	// Corked from the header to the last byte, as serveFile does.
-	_ = setCork(tc, 1)
-	_, err = tc.Write(c.out)
+	// The header in the body's first segment, then the size it announced.
+	sent, err := sendWhole(tc, c.out, f, size)
 	c.out = c.out[:0]
-	var sent int64
-	if err == nil && size > 0 {
-		// sendfile(2), bounded to the size the header announced.
-		sent, err = tc.ReadFrom(io.LimitReader(f, size))
-	}
-	_ = setCork(tc, 0)
 	answered(c.cs.ctx, s.log, slog.LevelInfo, s.cfg.Observe, Request{Method: nethttp.MethodGet, Path: string(req.target), Client: c.client,
 		Status: nethttp.StatusOK, Bytes: sent, Duration: time.Since(start)}, c.remoteText, nil)
 	if err != nil || sent != size {
