@@ -216,7 +216,18 @@ const (
 	maxPending = 4096
 )
 
+// stopGrace is how long the events seen before a stop may take to be
+// written after it: the batch being written, and those gathered for the
+// next (a server stopped while a rack boots).
+const stopGrace = 5 * time.Second
+
 func (t *timeline) run(ctx context.Context) error {
+	// Writes outlive ctx by stopGrace: the events are what machines did,
+	// and a stop in the middle of a boot storm dropped the batch in flight
+	// and those gathered (hundreds, "context canceled").
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })()
 	batches := make(chan []fetched)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -232,7 +243,7 @@ func (t *timeline) run(ctx context.Context) error {
 					delay = floodDelay
 				}
 				next := time.Now().Add(delay)
-				t.write(ctx, b)
+				t.write(wctx, b)
 				select {
 				case <-ctx.Done():
 					return
@@ -241,7 +252,6 @@ func (t *timeline) run(ctx context.Context) error {
 			}
 		}
 	}()
-	defer wg.Wait()
 	var pending []fetched
 	for {
 		// The batch goes when the writer is ready for it.
@@ -251,6 +261,8 @@ func (t *timeline) run(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
+			wg.Wait()
+			t.flush(wctx, pending)
 			return nil
 		case f := <-t.queue:
 			if len(pending) >= maxPending {
@@ -261,6 +273,22 @@ func (t *timeline) run(ctx context.Context) error {
 		case out <- pending:
 			pending = nil
 		}
+	}
+}
+
+// flush writes pending and what is still queued, once the server stops.
+func (t *timeline) flush(ctx context.Context, pending []fetched) {
+	for len(pending) < maxPending {
+		select {
+		case f := <-t.queue:
+			pending = append(pending, f)
+			continue
+		default:
+		}
+		break
+	}
+	if len(pending) > 0 {
+		t.write(ctx, pending)
 	}
 }
 

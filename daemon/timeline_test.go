@@ -103,13 +103,7 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			store, err := backend.Open(ctx, "file://"+filepath.Join(t.TempDir(), "state.db"), backend.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
+			ctx, store := openFileStore(t)
 			intent := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/initrd"}}
 			for _, m := range []inventory.Machine{
 				{Name: "a", MAC: macA, State: inventory.StateProvisioning, Intent: intent,
@@ -128,8 +122,9 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 			// A DHCPv6 lease: a's IPv6 address (IPv4 ones are in its identity).
 			v6 := fixedLeases{macA: net.ParseIP("2001:db8::11")}
 			tl := newTimeline(store, policy, multiLeases{v6}, slog.New(slog.DiscardHandler))
+			runCtx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
-			go func() { done <- tl.run(ctx) }()
+			go func() { done <- tl.run(runCtx) }()
 			contacts := dhcpContacts{Policy: policy, timeline: func() *timeline { return tl }}
 			for _, s := range tc.steps {
 				if s.path == dhcpPath {
@@ -164,7 +159,7 @@ func TestTimelineRecordsEachBootStepOnce(t *testing.T) {
 			if diff := cmp.Diff(tc.want, got); diff != "" {
 				t.Errorf("events (-want +got):\n%s", diff)
 			}
-			cancel()
+			stop()
 			if err := <-done; err != nil {
 				t.Errorf("run: %v", err)
 			}
@@ -312,9 +307,7 @@ func (k *countingKV) Txn(ctx context.Context, t inventory.Txn) (int64, bool, err
 // events each on bbolt), not a Txn per step of each machine.
 func TestTimelineWritesABatchInFewTxns(t *testing.T) {
 	const machines = 200
-	intent := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/initrd"}}
-	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)} }
-	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+	mac, ip := rackMAC, rackIP
 	steps := map[string]struct {
 		path string
 		kind inventory.EventKind
@@ -349,18 +342,7 @@ func TestTimelineWritesABatchInFewTxns(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer store.Close()
-			for i := range tc.machines {
-				m := inventory.Machine{Name: fmt.Sprintf("m%03d", i), MAC: mac(i).String(), State: inventory.StateProvisioning,
-					Intent: intent, Identity: inventory.Identity{IP: ip(i)}}
-				if _, err := store.PutMachine(ctx, m); err != nil {
-					t.Fatal(err)
-				}
-			}
-			policy, err := storepolicy.New(ctx, store, storepolicy.Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			tl := newTimeline(store, policy, nil, slog.New(slog.DiscardHandler))
+			tl := newTimeline(store, putRack(t, ctx, store, tc.machines), nil, slog.New(slog.DiscardHandler))
 			// Step after step, the machines interleaved, as a rack's
 			// requests come.
 			var batch []fetched
@@ -397,4 +379,93 @@ func TestTimelineWritesABatchInFewTxns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTimelineWritesWhatItSawBeforeAStop: a server stopped while a rack
+// boots still records every step it saw before the stop, whether the step
+// was being written, gathered for the next batch or still queued.
+func TestTimelineWritesWhatItSawBeforeAStop(t *testing.T) {
+	const machines = 200
+	// waitKernels: the kernels' batch is written (and the writer waits
+	// out floodDelay) before the initrds come; else all come at once.
+	for name, waitKernels := range map[string]bool{"all at once": false, "while the writer waits": true} {
+		t.Run(name, func(t *testing.T) {
+			ctx, store := openFileStore(t)
+			tl := newTimeline(store, putRack(t, ctx, store, machines), nil, slog.New(slog.DiscardHandler))
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- tl.run(runCtx) }()
+			count := func() map[inventory.EventKind]int {
+				evs, err := store.Events(ctx, inventory.EventQuery{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[inventory.EventKind]int{}
+				for _, e := range evs {
+					got[e.Kind]++
+				}
+				return got
+			}
+			for _, path := range []string{"/files/vmlinuz", "/files/initrd"} {
+				for i := range machines {
+					tl.observe(pxehttp.Request{Method: "GET", Path: path, Client: rackIP(i), Status: 200})
+				}
+				for deadline := time.Now().Add(10 * time.Second); waitKernels && path == "/files/vmlinuz" && count()[inventory.EventKernel] < machines; {
+					if time.Now().After(deadline) {
+						t.Fatalf("kernels recorded before the stop: %v", count())
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			stop()
+			if err := <-done; err != nil {
+				t.Fatalf("run: %v", err)
+			}
+			want := map[inventory.EventKind]int{inventory.EventKernel: machines, inventory.EventInitrd: machines}
+			if diff := cmp.Diff(want, count()); diff != "" {
+				t.Errorf("events recorded by kind (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// rackMAC and rackIP are the i-th machine of a rack being installed
+// (putRack).
+func rackMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
+}
+func rackIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{192, 0, 2, byte(10 + i)}) }
+
+// putRack declares n machines in store, m000 up, each being installed
+// (kernel /files/vmlinuz, initrd /files/initrd), and returns the boot
+// policy over the store.
+func putRack(t *testing.T, ctx context.Context, store inventory.Store, n int) *storepolicy.Policy {
+	t.Helper()
+	intent := inventory.BootIntent{Action: inventory.BootInstall, Kernel: "/files/vmlinuz", Initrds: []string{"/files/initrd"}}
+	for i := range n {
+		m := inventory.Machine{Name: fmt.Sprintf("m%03d", i), MAC: rackMAC(i).String(), State: inventory.StateProvisioning,
+			Intent: intent, Identity: inventory.Identity{IP: rackIP(i)}}
+		if _, err := store.PutMachine(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy, err := storepolicy.New(ctx, store, storepolicy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy
+}
+
+// openFileStore opens a bbolt state store of its own for t, and a context
+// that ends with t.
+func openFileStore(t *testing.T) (context.Context, inventory.Store) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	store, err := backend.Open(ctx, "file://"+filepath.Join(t.TempDir(), "state.db"), backend.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	return ctx, store
 }
