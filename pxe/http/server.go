@@ -249,8 +249,14 @@ func (s *Server) Handler() nethttp.Handler { return s.handler }
 // done.
 func (s *Server) Serve(ctx context.Context) error {
 	var lns []net.Listener
+	// No TCP keepalive on the boot listener's connections (nginx's
+	// so_keepalive default): an idle connection ends by IdleTimeout, and
+	// one sending to a machine that went away by its retransmissions, long
+	// before a keepalive probe. net sets it up with four setsockopt calls
+	// per connection, a rack's worth of them in a boot storm.
+	lc := net.ListenConfig{KeepAlive: -1}
 	for _, addr := range append([]string{s.cfg.Addr}, s.cfg.MoreAddrs...) {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
