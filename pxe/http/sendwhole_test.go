@@ -19,8 +19,10 @@ func TestSendWhole(t *testing.T) {
 	hdr := []byte("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n")
 	for name, tc := range map[string]struct {
 		fileSize, size int64
-		// readUpTo: the reader closes after this many bytes (0: reads all).
+		// readUpTo: the reader closes after this many bytes (0: reads all);
+		// stall: it reads nothing until sendWhole has returned.
 		readUpTo int
+		stall    bool
 		wantSent int64
 		wantErr  bool
 		wantEOF  bool
@@ -30,6 +32,7 @@ func TestSendWhole(t *testing.T) {
 		"empty":                                {fileSize: 0, size: 0, wantSent: 0},
 		"file shorter than announced":          {fileSize: 5000, size: 9000, wantSent: 5000, wantErr: true, wantEOF: true},
 		"reader goes away":                     {fileSize: 4 * sendChunk, size: 4 * sendChunk, readUpTo: 200_000, wantErr: true},
+		"reader stalls past the deadline":      {fileSize: 4 * sendChunk, size: 4 * sendChunk, stall: true, wantErr: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			data := make([]byte, tc.fileSize)
@@ -45,9 +48,17 @@ func TestSendWhole(t *testing.T) {
 			server, client := tcpPair(t)
 			must(t, server.SetWriteBuffer(16<<10))
 			must(t, client.SetReadBuffer(16<<10))
-			must(t, server.SetWriteDeadline(time.Now().Add(time.Minute)))
+			deadline := time.Minute
+			if tc.stall {
+				deadline = 200 * time.Millisecond
+			}
+			must(t, server.SetWriteDeadline(time.Now().Add(deadline)))
+			returned := make(chan struct{})
 			got := make(chan []byte, 1)
 			go func() {
+				if tc.stall {
+					<-returned
+				}
 				var b bytes.Buffer
 				buf := make([]byte, 4096)
 				for {
@@ -64,15 +75,19 @@ func TestSendWhole(t *testing.T) {
 				got <- b.Bytes()
 			}()
 			sent, err := sendWhole(server, hdr, f, tc.size)
+			close(returned)
 			server.Close()
 			b := <-got
-			if sent != tc.wantSent && !(tc.readUpTo > 0 && sent < tc.size) {
+			if tc.stall && !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("error %v, want the write deadline's", err)
+			}
+			if sent != tc.wantSent && !((tc.readUpTo > 0 || tc.stall) && sent < tc.size) {
 				t.Errorf("sent %d, want %d", sent, tc.wantSent)
 			}
 			if (err != nil) != tc.wantErr || tc.wantEOF != errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Errorf("error %v, want error %v (end of file %v)", err, tc.wantErr, tc.wantEOF)
 			}
-			if tc.readUpTo > 0 {
+			if tc.readUpTo > 0 || tc.stall {
 				return
 			}
 			want := append(append([]byte{}, hdr...), data[:tc.wantSent]...)
