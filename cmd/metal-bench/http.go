@@ -235,25 +235,53 @@ const clockTicks = 100
 // treeCPUSeconds is the user and system CPU time used so far by process
 // pid and its live children (nginx's workers), read from /proc.
 func treeCPUSeconds(pid int) (float64, error) {
+	u, err := treeUsage(pid, false)
+	return u.cpu, err
+}
+
+// usage is what a server used so far, with its live children (nginx's
+// workers): CPU time, and, read only when asked (switches), minor page
+// faults and context switches, which a paravirtualised host makes dear.
+type usage struct {
+	cpu         float64 // seconds
+	minflt      uint64
+	vcs, nvcs   uint64 // voluntary and involuntary context switches
+	hasSwitches bool
+}
+
+func (u usage) minus(v usage) usage {
+	return usage{cpu: u.cpu - v.cpu, minflt: u.minflt - v.minflt, vcs: u.vcs - v.vcs, nvcs: u.nvcs - v.nvcs, hasSwitches: u.hasSwitches}
+}
+
+// treeUsage reads the usage of process pid and its live children.
+func treeUsage(pid int, switches bool) (usage, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, err
+		return usage{}, err
 	}
-	var ticks int64
+	u := usage{hasSwitches: switches}
+	var ticks uint64
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		ppid, t, err := procCPU(p)
-		if err != nil {
-			continue // gone meanwhile
+		st, err := procstat.Read(p)
+		if err != nil || (p != pid && st.PPID != pid) {
+			continue // gone meanwhile, or another's
 		}
-		if p == pid || ppid == pid {
-			ticks += t
+		ticks += st.UTime + st.STime
+		u.minflt += st.MinFlt
+		if switches {
+			v, n, err := procstat.ContextSwitches(p)
+			if err != nil {
+				continue
+			}
+			u.vcs, u.nvcs = u.vcs+v, u.nvcs+n
 		}
 	}
-	return float64(ticks) / clockTicks, nil
+	u.cpu = float64(ticks) / clockTicks
+	return u, nil
 }
 
 // procCPU reads a process's parent and user+system CPU time in clock

@@ -59,7 +59,11 @@ type stormRun struct {
 	lost           int
 	firstErr       string
 	cpu            float64 // CPU-seconds the servers used
-	steps          [stormSteps]float64
+	// faults and switches are the servers' minor page faults and context
+	// switches (voluntary and not) over the storm: on a paravirtualised
+	// host each costs a trip through the hypervisor.
+	faults, switches uint64
+	steps            [stormSteps]float64
 }
 
 // benchStorm runs the storm against `metal serve` and against dnsmasq
@@ -114,9 +118,19 @@ func stormRows(n, runs int, got map[string][]stormRun) []Result {
 		}
 		rows = append(rows, r)
 	}
-	rows[0].Note = join(rows[0].Note, fmt.Sprintf("server CPU-seconds per storm (median): metal %s, %s %s",
-		num(pick("metal", func(r stormRun) float64 { return r.cpu }).Median), stormPeer,
-		num(pick(stormPeer, func(r stormRun) float64 { return r.cpu }).Median)))
+	// What the servers used, beside the times: the CPU, and the page
+	// faults and context switches that a paravirtualised host makes dear.
+	for _, u := range []struct {
+		what string
+		f    func(stormRun) float64
+	}{
+		{"server CPU-seconds", func(r stormRun) float64 { return r.cpu }},
+		{"page faults", func(r stormRun) float64 { return float64(r.faults) }},
+		{"context switches", func(r stormRun) float64 { return float64(r.switches) }},
+	} {
+		rows[0].Note = join(rows[0].Note, fmt.Sprintf("%s per storm (median): metal %s, %s %s",
+			u.what, num(pick("metal", u.f).Median), stormPeer, num(pick(stormPeer, u.f).Median)))
+	}
 	// Where a machine's time goes: the step a server is slow at shows
 	// here, where the totals only add the steps up.
 	var steps []string
@@ -192,7 +206,7 @@ func runStorms(cfg *config, n, runs int) (map[string][]stormRun, error) {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
 			attrs := []any{"server", s.name, "run", run + 1, "last_s", num(r.last), "p50_s", num(r.p50), "p99_s", num(r.p99),
-				"lost", r.lost, "server_cpu_s", num(r.cpu)}
+				"lost", r.lost, "server_cpu_s", num(r.cpu), "server_faults", r.faults, "server_switches", r.switches}
 			for i, name := range stormStepNames {
 				attrs = append(attrs, name+"_p50_s", num(r.steps[i]))
 			}
@@ -221,51 +235,52 @@ func stormOnce(ctx context.Context, lab *netLab, s stormServer, dir string, orde
 	if err != nil {
 		return stormRun{}, err
 	}
-	cpu := func() (float64, error) {
-		var sum float64
+	used := func() (usage, error) {
+		var sum usage
 		for _, p := range procs {
 			if err := p.exited(); err != nil {
-				return 0, err
+				return usage{}, err
 			}
-			c, err := treeCPUSeconds(p.cmd.Process.Pid)
+			u, err := treeUsage(p.cmd.Process.Pid, true)
 			if err != nil {
-				return 0, err
+				return usage{}, err
 			}
-			sum += c
+			sum = usage{cpu: sum.cpu + u.cpu, minflt: sum.minflt + u.minflt, vcs: sum.vcs + u.vcs, nvcs: sum.nvcs + u.nvcs}
 		}
 		return sum, nil
 	}
-	rep, cpu0, err := stormClients(ctx, lab, dir, order, cpu)
+	rep, used0, err := stormClients(ctx, lab, dir, order, used)
 	if err != nil {
 		return stormRun{}, err
 	}
-	cpu1, err := cpu()
+	used1, err := used()
 	if err != nil {
 		return stormRun{}, err
 	}
 	r := summariseStorm(rep, order.GiveUp)
-	r.cpu = cpu1 - cpu0
+	d := used1.minus(used0)
+	r.cpu, r.faults, r.switches = d.cpu, d.minflt, d.vcs+d.nvcs
 	return r, nil
 }
 
-// stormClients runs the client process in the client namespace. The
-// servers' CPU is read (cpu) once the client says the servers answer,
+// stormClients runs the client process in the client namespace. What the
+// servers used is read (used) once the client says the servers answer,
 // just before the storm: it counts the storm, not the servers' start.
-func stormClients(ctx context.Context, lab *netLab, dir string, order stormOrder, cpu func() (float64, error)) (stormReport, float64, error) {
+func stormClients(ctx context.Context, lab *netLab, dir string, order stormOrder, used func() (usage, error)) (stormReport, usage, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return stormReport{}, 0, err
+		return stormReport{}, usage{}, err
 	}
 	in, err := json.Marshal(order)
 	if err != nil {
-		return stormReport{}, 0, err
+		return stormReport{}, usage{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, order.GiveUp+2*time.Minute)
 	defer cancel()
 	logPath := filepath.Join(dir, "clients.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
-		return stormReport{}, 0, err
+		return stormReport{}, usage{}, err
 	}
 	defer logf.Close()
 	argv := lab.in(lab.client, exe)
@@ -275,18 +290,18 @@ func stormClients(ctx context.Context, lab *netLab, dir string, order stormOrder
 	cmd.Stderr = logf
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return stormReport{}, 0, err
+		return stormReport{}, usage{}, err
 	}
 	if err := cmd.Start(); err != nil {
-		return stormReport{}, 0, err
+		return stormReport{}, usage{}, err
 	}
 	// The client writes one line when the servers answer, then its report.
 	dec := json.NewDecoder(stdout)
 	var ready struct{ Ready bool }
-	var cpu0 float64
+	var used0 usage
 	rerr := dec.Decode(&ready)
 	if rerr == nil {
-		cpu0, rerr = cpu()
+		used0, rerr = used()
 	}
 	var rep stormReport
 	if rerr == nil {
@@ -294,12 +309,12 @@ func stormClients(ctx context.Context, lab *netLab, dir string, order stormOrder
 	}
 	io.Copy(io.Discard, stdout)
 	if err := cmd.Wait(); err != nil || rerr != nil {
-		return stormReport{}, 0, fmt.Errorf("storm clients: %v %v: %s", err, rerr, tail(logPath, 600))
+		return stormReport{}, usage{}, fmt.Errorf("storm clients: %v %v: %s", err, rerr, tail(logPath, 600))
 	}
 	if len(rep.Machines) != len(order.Machines) {
-		return stormReport{}, 0, fmt.Errorf("storm clients reported %d machines, want %d", len(rep.Machines), len(order.Machines))
+		return stormReport{}, usage{}, fmt.Errorf("storm clients reported %d machines, want %d", len(rep.Machines), len(order.Machines))
 	}
-	return rep, cpu0, nil
+	return rep, used0, nil
 }
 
 // summariseStorm reduces a report: a lost machine counts as giveUp.

@@ -58,6 +58,10 @@ func TestStormSmall(t *testing.T) {
 		if r := got[s][0]; r.lost > 0 {
 			t.Errorf("%s: %d of 5 machines lost; the first: %s", s, r.lost, r.firstErr)
 		}
+		// Servers that answered packets slept between them and woke.
+		if r := got[s][0]; r.switches == 0 {
+			t.Errorf("%s: %d context switches over the storm", s, r.switches)
+		}
 	}
 }
 
@@ -104,5 +108,24 @@ func TestStormRowsSteps(t *testing.T) {
 	want := "p50 per step, s (median, metal/peer): dhcp 0.1/0.2, tftp 0.2/0.4, dhcp_ipxe 0.05/0.1, script 0.01/0.02, kernel_initrd 0.3/0.6"
 	if diff := cmp.Diff(want, rows[2].Note); diff != "" {
 		t.Errorf("p50 row note (-want +got):\n%s", diff)
+	}
+}
+
+// TestStormRowsUsage: the first row says what the servers used per storm,
+// medians of the runs: CPU, page faults and context switches.
+func TestStormRowsUsage(t *testing.T) {
+	run := func(cpu float64, faults, switches uint64) stormRun {
+		return stormRun{last: 1, p50: 0.5, p99: 0.9, cpu: cpu, faults: faults, switches: switches}
+	}
+	got := map[string][]stormRun{
+		"metal":   {run(1, 5000, 11000), run(0.9, 4000, 12000), run(1.1, 6000, 10000)},
+		stormPeer: {run(0.7, 300, 3000), run(0.6, 200, 4000), run(0.8, 400, 3500)},
+	}
+	rows := stormRows(200, 3, got)
+	want := "server CPU-seconds per storm (median): metal 1, dnsmasq + nginx 0.7; " +
+		"page faults per storm (median): metal 5000, dnsmasq + nginx 300; " +
+		"context switches per storm (median): metal 11000, dnsmasq + nginx 3500"
+	if diff := cmp.Diff(want, rows[0].Note); diff != "" {
+		t.Errorf("first row's note (-want +got):\n%s", diff)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestReadSelfAndChild(t *testing.T) {
@@ -21,6 +22,9 @@ func TestReadSelfAndChild(t *testing.T) {
 	}
 	if self.StartTime == 0 {
 		t.Error("own start time 0")
+	}
+	if self.MinFlt == 0 {
+		t.Error("no page faults of its own: a Go process touches fresh memory as it starts")
 	}
 
 	// A child whose command name (the file it runs) holds spaces and
@@ -54,5 +58,38 @@ func TestReadSelfAndChild(t *testing.T) {
 
 	if _, err := Read(-1); err == nil {
 		t.Error("Read(-1) succeeded")
+	}
+}
+
+// TestContextSwitches: a process that sleeps and wakes over and over
+// gives up its CPU each time, on every thread counted.
+func TestContextSwitches(t *testing.T) {
+	v0, _, err := ContextSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			for range 50 {
+				time.Sleep(time.Millisecond)
+			}
+			done <- struct{}{}
+		}()
+	}
+	for range 4 {
+		<-done
+	}
+	v1, _, err := ContextSwitches(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 200 sleeps, however the runtime spreads them over its threads:
+	// each thread with nothing to run sleeps too.
+	if v1-v0 < 50 {
+		t.Errorf("%d voluntary context switches over 200 sleeps of 1 ms", v1-v0)
+	}
+	if _, _, err := ContextSwitches(-1); err == nil {
+		t.Error("ContextSwitches(-1) succeeded")
 	}
 }
