@@ -487,9 +487,12 @@ func (d *Daemon) signalReady(ctx context.Context) {
 			return
 		}
 	}
-	d.log.Info("metal ready: every listener is up")
+	d.log.Info(ReadyMessage)
 	d.ready.Close()
 }
+
+// ReadyMessage is what Serve logs once every listener is up.
+const ReadyMessage = "metal ready: every listener is up"
 
 // Site is the site the daemon serves now.
 func (d *Daemon) Site() *site.Site {

@@ -83,12 +83,18 @@ func newServeLabEdit(t *testing.T, n int, agentTime time.Duration, rollout strin
 			t.Logf("metal serve said:\n%s", l.out.String())
 		}
 	})
+	// Ready once serve says every listener is up (its API's too, which a
+	// test may dial next) and its local socket answers: the socket alone
+	// can answer before the API listener is bound, and a test that dialled
+	// the API then was refused (TestLabConsoleThroughServe in a CI run).
 	sock := filepath.Join(stateDir, daemon.LocalSocket)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			break
+		if strings.Contains(l.out.String(), daemon.ReadyMessage) {
+			if c, err := net.Dial("unix", sock); err == nil {
+				c.Close()
+				break
+			}
 		}
 		select {
 		case <-exited:
@@ -96,7 +102,7 @@ func newServeLabEdit(t *testing.T, n int, agentTime time.Duration, rollout strin
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metal serve's socket %s never answered:\n%s", sock, l.out.String())
+			t.Fatalf("metal serve not ready (every listener up, local socket %s answering) within 60 s:\n%s", sock, l.out.String())
 		}
 	}
 	return l
