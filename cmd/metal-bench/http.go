@@ -243,14 +243,17 @@ func treeCPUSeconds(pid int) (float64, error) {
 // workers): CPU time, and, read only when asked (switches), minor page
 // faults and context switches, which a paravirtualised host makes dear.
 type usage struct {
-	cpu         float64 // seconds
-	minflt      uint64
-	vcs, nvcs   uint64 // voluntary and involuntary context switches
-	hasSwitches bool
+	cpu       float64 // seconds
+	minflt    uint64
+	vcs, nvcs uint64 // voluntary and involuntary context switches
+}
+
+func (u usage) plus(v usage) usage {
+	return usage{cpu: u.cpu + v.cpu, minflt: u.minflt + v.minflt, vcs: u.vcs + v.vcs, nvcs: u.nvcs + v.nvcs}
 }
 
 func (u usage) minus(v usage) usage {
-	return usage{cpu: u.cpu - v.cpu, minflt: u.minflt - v.minflt, vcs: u.vcs - v.vcs, nvcs: u.nvcs - v.nvcs, hasSwitches: u.hasSwitches}
+	return usage{cpu: u.cpu - v.cpu, minflt: u.minflt - v.minflt, vcs: u.vcs - v.vcs, nvcs: u.nvcs - v.nvcs}
 }
 
 // treeUsage reads the usage of process pid and its live children.
@@ -259,7 +262,7 @@ func treeUsage(pid int, switches bool) (usage, error) {
 	if err != nil {
 		return usage{}, err
 	}
-	u := usage{hasSwitches: switches}
+	var u usage
 	var ticks uint64
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())

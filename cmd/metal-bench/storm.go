@@ -245,7 +245,7 @@ func stormOnce(ctx context.Context, lab *netLab, s stormServer, dir string, orde
 			if err != nil {
 				return usage{}, err
 			}
-			sum = usage{cpu: sum.cpu + u.cpu, minflt: sum.minflt + u.minflt, vcs: sum.vcs + u.vcs, nvcs: sum.nvcs + u.nvcs}
+			sum = sum.plus(u)
 		}
 		return sum, nil
 	}
