@@ -554,7 +554,7 @@ func (c *Cache) fetchInto(ctx context.Context, f File, d Digest, pf *os.File) (i
 		c.log.Info("resuming download", "url", f.Source.Display(), "at", off, "of", st.Size)
 	}
 	pw := &progressWriter{f: f, done: off, total: st.Size, fn: c.opts.Progress}
-	n, err := io.CopyBuffer(io.MultiWriter(newWriteBehind(pf, off), h, pw), st, make([]byte, 1<<20))
+	n, err := copyHashed(io.MultiWriter(newWriteBehind(pf, off), pw), h, st)
 	pw.report()
 	if err != nil {
 		if n > 0 {
