@@ -49,15 +49,14 @@ func (w *writeBehind) Write(b []byte) (int, error) {
 	if err != nil || w.refused || w.next-w.handed < writeBehindWindow {
 		return n, err
 	}
-	fd := w.fd
 	// Errors here are not the download's: a page that fails to write
 	// back fails the final Sync, which reports it.
-	if unix.SyncFileRange(fd, w.handed, w.next-w.handed, unix.SYNC_FILE_RANGE_WRITE) != nil {
+	if unix.SyncFileRange(w.fd, w.handed, w.next-w.handed, unix.SYNC_FILE_RANGE_WRITE) != nil {
 		w.refused = true
 		return n, nil
 	}
 	if w.handed > w.written {
-		if unix.SyncFileRange(fd, w.written, w.handed-w.written,
+		if unix.SyncFileRange(w.fd, w.written, w.handed-w.written,
 			unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER) != nil {
 			w.refused = true
 			return n, nil
