@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/metal-dev/metal/internal/procstat"
 	"github.com/metal-dev/metal/internal/testenv"
 	"github.com/metal-dev/metal/site"
 )
@@ -394,10 +395,11 @@ func TestTreeCPUSeconds(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, own, err := procCPU(cmd.Process.Pid)
+		st, err := procstat.Read(cmd.Process.Pid)
 		if err != nil {
 			t.Fatal(err)
 		}
+		own := st.UTime + st.STime
 		if tree >= 0.2 && float64(own)/clockTicks < tree/2 {
 			return
 		}

@@ -287,13 +287,6 @@ func treeUsage(pid int, switches bool) (usage, error) {
 	return u, nil
 }
 
-// procCPU reads a process's parent and user+system CPU time in clock
-// ticks.
-func procCPU(pid int) (ppid int, ticks int64, err error) {
-	st, err := procstat.Read(pid)
-	return st.PPID, int64(st.UTime + st.STime), err
-}
-
 // loopbackAddr is a free TCP address on 127.0.0.1.
 func loopbackAddr() (string, error) {
 	p, err := freePort("tcp")
