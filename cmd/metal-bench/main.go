@@ -162,6 +162,7 @@ func main() {
 	flag.StringVar(&readme, "readme", "", "after a run of every measure, put its markdown table between this file's benchmark markers")
 	flag.DurationVar(&cfg.failoverEvery, "failover-every", time.Second, "the failover row's heartbeat interval (metal serve --backup-every; its default 5m makes a run last up to 16 minutes, and the row then runs once)")
 	flag.DurationVar(&cfg.failoverMargin, "failover-margin", time.Second, "the failover row's clock-skew margin (metal promote --margin; its default is 60s)")
+	settle := flag.Duration("settle", 2*time.Minute, "before the first measure, wait up to this long for the host's CPUs to be idle (0: start at once)")
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
 	if _, err := os.Stat(cfg.metal); err != nil {
@@ -191,6 +192,9 @@ func main() {
 	}
 	cfg.work = work
 
+	if err := waitQuiet(ctx, cfg.logger, *settle); err != nil {
+		fatal(err)
+	}
 	var results []Result
 	for _, b := range benches {
 		if only != "" && !strings.Contains(b.name, only) {
