@@ -54,7 +54,10 @@ func TestBootCacheFollowsTheFile(t *testing.T) {
 			mustT(t, os.Rename(path+".new", path))
 			fetch(replaced)
 
-			if got := len(ts.srv.boot.files); got != 1 {
+			ts.srv.boot.mu.Lock()
+			got := len(ts.srv.boot.files)
+			ts.srv.boot.mu.Unlock()
+			if got != 1 {
 				t.Errorf("the cache holds %d versions, want the last one", got)
 			}
 		})

@@ -85,21 +85,46 @@ func (l *eventLoop) poke() {
 	_, _ = unix.Write(l.wake, one[:])
 }
 
+// release closes the loop's descriptors, once run has returned (or was
+// never called) and no one calls close any more.
+func (l *eventLoop) release() {
+	unix.Close(l.epfd)
+	unix.Close(l.wake)
+}
+
 // run serves transfers until close, and then until the last has ended.
-func (l *eventLoop) run() {
-	defer unix.Close(l.epfd)
-	defer unix.Close(l.wake)
+// req, if not nil, is the socket read requests come in on: the loop
+// starts their transfers (on goroutines of their own: opening a file may
+// wait on the disk or a generator) until close, and then closes it.
+func (l *eventLoop) run(req *requestSocket) {
 	live := map[int32]*windowTransfer{}
 	events := make([]unix.EpollEvent, 256)
 	var drain [8]byte
+	reqfd := int32(-1)
+	if req != nil {
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, req.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(req.fd)}); err != nil {
+			// With the window socket closed, the steering program's
+			// answer names no socket and pin/tftp serves every request.
+			req.log.Error("tftp windowsize disabled", "err", fmt.Errorf("epoll add: %w", err))
+			req.close()
+			req = nil
+		} else {
+			reqfd = int32(req.fd)
+		}
+	}
 	// next is no later than the earliest deadline of a live transfer.
 	var next time.Time
-	idle := 0
+	idle, lone := 0, 0
 	for {
 		l.mu.Lock()
 		added, stop, waiting := l.added, l.stop, l.waiting
 		l.added = nil
 		l.mu.Unlock()
+		if stop && req != nil {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, req.fd, nil)
+			req.close()
+			req, reqfd = nil, -1
+		}
 		for _, t := range added {
 			if t.done {
 				t.conn.close()
@@ -126,13 +151,16 @@ func (l *eventLoop) run() {
 		// before the next block goes out, for every round trip of every
 		// transfer. The runtime has a P more for it (reserveP).
 		held := len(live) > 0 && idle < idleWaits
-		if held && len(live) == 1 && waiting == 0 {
+		if held && len(live) == 1 && waiting == 0 && (req == nil || lone < loneSteps) {
 			// A lone transfer (one client, or a storm's last) waits for
 			// its ACK in its socket's receive: a system call less per
 			// round trip than epoll_wait and then recvfrom. The socket's
 			// receive timeout (heldWait) bounds the wait: a transfer
 			// added meanwhile, or a stop, is seen after it. Not while
 			// another is being begun: its first ACK may come sooner.
+			// A request is seen at the next epoll_wait, after loneSteps
+			// such waits at most.
+			lone++
 			for _, t := range live {
 				if l.step(t, true) {
 					idle = 0
@@ -147,6 +175,7 @@ func (l *eventLoop) run() {
 				}
 			}
 		} else {
+			lone = 0
 			n, err := l.wait(events, held, next, time.Now())
 			if n > 0 {
 				idle = 0
@@ -161,6 +190,10 @@ func (l *eventLoop) run() {
 			for _, ev := range events[:max(n, 0)] {
 				if int(ev.Fd) == l.wake {
 					_, _ = unix.Read(l.wake, drain[:])
+					continue
+				}
+				if ev.Fd == reqfd {
+					req.readAll()
 					continue
 				}
 				t := live[ev.Fd]
@@ -262,9 +295,15 @@ func (l *eventLoop) wait(events []unix.EpollEvent, held bool, next, now time.Tim
 // row it waits the runtime's way. A collection's stop-the-world does not
 // wait for the bound: its preemption signal interrupts epoll_wait (EINTR),
 // and the loop stops at its next function call.
+//
+// loneSteps bounds the round trips a lone transfer waits in its socket's
+// receive before the loop looks at its other sockets (the requests') in
+// an epoll_wait: a request waits no longer than that for its transfer
+// to begin.
 const (
 	heldWait  = time.Millisecond
 	idleWaits = 4
+	loneSteps = 16
 )
 
 // reserveP gives the runtime a P more (GOMAXPROCS), once per process, for

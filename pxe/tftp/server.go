@@ -242,13 +242,13 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	// (steer.go). Without it every request is pin/tftp's, lockstep.
 	var windows sync.WaitGroup
 	wconn, scan := s.windowSocket(conn)
-	var wake *wakeup
+	var loop *eventLoop
 	if wconn != nil {
 		// The window socket's transfers open sockets on another goroutine,
 		// which joins this one's network namespace.
 		ns, err := threadNetns()
 		if err == nil {
-			if wake, err = newWakeup(); err != nil {
+			if loop, err = newEventLoop(); err != nil {
 				ns.Close()
 			}
 		}
@@ -261,14 +261,14 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 			go func() {
 				defer windows.Done()
 				defer ns.Close()
-				s.serveWindows(wconn, wake, ns, &windows)
+				s.serveWindows(wconn, loop, ns)
 			}()
 		}
 	}
+	// The loop closes the window socket when it sees this.
 	closeWindows := func() {
-		if wconn != nil {
-			wake.poke()
-			wconn.Close()
+		if loop != nil {
+			loop.close()
 		}
 	}
 
@@ -305,8 +305,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.PacketConn) error {
 	conn.Close()
 	closeWindows()
 	windows.Wait()
-	if wake != nil {
-		wake.close()
+	if loop != nil {
+		loop.release()
 	}
 	if ctx.Err() != nil {
 		return nil

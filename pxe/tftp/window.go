@@ -13,7 +13,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unsafe"
 
@@ -141,13 +140,12 @@ func negotiate(req request, maxBlock, maxWindow int, size int64, timeout time.Du
 	return p
 }
 
-// serveWindows reads the window socket until it is closed (wake says
-// so), starting a transfer for each request. It runs on its own
-// goroutine, which first enters the network namespace ns of the
-// goroutine that serves (each transfer opens a socket of its own here).
-// transfers counts the event loop, which runs until the last transfer
-// has ended.
-func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, transfers *sync.WaitGroup) {
+// serveWindows serves the window socket's requests and their transfers
+// on loop until loop is closed, and then until the last transfer has
+// ended. It runs on its own goroutine, which first enters the network
+// namespace ns of the goroutine that serves (each transfer opens a
+// socket of its own here, on the loop's thread). It closes conn.
+func (s *Server) serveWindows(conn *net.UDPConn, loop *eventLoop, ns *os.File) {
 	if err := enterNetns(ns); err != nil {
 		// With the window socket closed, the steering program's answer
 		// names no socket and the kernel hands every request to pin/tftp:
@@ -156,38 +154,16 @@ func (s *Server) serveWindows(conn *net.UDPConn, wake *wakeup, ns *os.File, tran
 		conn.Close()
 		return
 	}
-	r, err := newRequestReader(conn, wake)
-	if err != nil {
-		s.log.Error("tftp windowsize disabled", "err", err)
-		conn.Close()
-		return
-	}
-	loop, err := newEventLoop()
+	req, err := newRequestSocket(conn, s.log, func(pkt, oob []byte, from netip.AddrPort) {
+		s.startWindowed(pkt, oob, from, conn, loop)
+	})
 	if err != nil {
 		s.log.Error("tftp windowsize disabled", "err", err)
 		conn.Close()
 		return
 	}
 	reserveP()
-	transfers.Add(1)
-	go func() {
-		defer transfers.Done()
-		loop.run()
-	}()
-	defer loop.close()
-	buf := make([]byte, 65536)
-	oob := make([]byte, 128)
-	for {
-		n, oobn, from, err := r.read(buf, oob)
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			s.log.Debug("tftp read", "err", err)
-			continue
-		}
-		s.startWindowed(buf[:n], oob[:oobn], from, conn, loop)
-	}
+	loop.run(req)
 }
 
 // startWindowed opens the transfer's socket (a new port: the server's
