@@ -75,6 +75,15 @@ type pending struct {
 // (and the memory of its dirty pages) stays small whatever the queue holds.
 const maxBatch = 256
 
+// initialMmapSize is the address space the store file is mapped with
+// from the start. bbolt otherwise maps the file at its size rounded up
+// to a power of two and maps it again each time a commit outgrows that:
+// every page read afterwards faults in anew (a rack booting into a fresh
+// store remaps it as its timelines grow), and a writer waits for every
+// read transaction to end first. Address space
+// only: a page takes memory once read, as before. (etcd maps 10 GiB.)
+const initialMmapSize = 1 << 30
+
 // ErrLocked: another process holds the store file (a running `metal
 // serve`, usually). The error wrapping it names the holder's PID.
 var ErrLocked = errors.New("store in use")
@@ -94,7 +103,7 @@ func Open(path string, opts Options) (*KV, error) {
 		}
 	}
 	pidPath := path + ".pid"
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.LockTimeout})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.LockTimeout, InitialMmapSize: initialMmapSize})
 	if errors.Is(err, bbolt.ErrTimeout) {
 		holder := "another process"
 		if b, rerr := os.ReadFile(pidPath); rerr == nil {
