@@ -25,12 +25,25 @@ import (
 // Requests are queued and written in batches apart from the requests (a
 // machine's events in order), so a slow store never slows a boot; when the
 // queue is full, events are dropped and logged.
+//
+// The queue is a slice under a lock, not a channel: the writer sleeps
+// between batches while events gather, and only the first event after a
+// quiet spell wakes it. Through a channel every event woke the goroutine
+// that gathered them, which in a rack's boot storm was a thread woken
+// (the runtime's startm) for about a fifth of the daemon's wake-ups.
 type timeline struct {
 	store  inventory.Store
 	policy *storepolicy.Policy
 	leases multiLeases
 	log    *slog.Logger
-	queue  chan fetched
+
+	qmu sync.Mutex
+	// queued are the events gathered for the next batch.
+	queued []fetched
+	// idle says the writer waits for an event (on wake) rather than for
+	// its next turn: the next event queued wakes it.
+	idle bool
+	wake chan struct{}
 	// dropped counts events lost to a full queue since the last warning;
 	// a flood of fetches warns once a second, not once per request: the
 	// warning must not add load to a daemon already behind.
@@ -53,7 +66,7 @@ const minPruneAt = 4096
 
 func newTimeline(store inventory.Store, policy *storepolicy.Policy, leases multiLeases, log *slog.Logger) *timeline {
 	return &timeline{store: store, policy: policy, leases: leases, log: log.With("component", "timeline"),
-		queue: make(chan fetched, 1024), seen: map[fetchKey]time.Time{}, scripts: map[uint64]time.Time{}, pruneAt: minPruneAt}
+		wake: make(chan struct{}, 1), seen: map[fetchKey]time.Time{}, scripts: map[uint64]time.Time{}, pruneAt: minPruneAt}
 }
 
 // observe is the HTTP server's Observe hook. It leaves out repeats on the
@@ -67,11 +80,38 @@ func (t *timeline) observe(r pxehttp.Request) {
 	if mac == nil || !t.first(mac, r.Path, time.Now()) {
 		return
 	}
-	select {
-	case t.queue <- fetched{r, mac}:
-	default:
-		t.drop(r)
+	t.enqueue(fetched{r, mac})
+}
+
+// enqueue queues f for the next batch, or drops it when maxPending wait.
+func (t *timeline) enqueue(f fetched) {
+	t.qmu.Lock()
+	if len(t.queued) >= maxPending {
+		t.qmu.Unlock()
+		t.drop(f.r)
+		return
 	}
+	t.queued = append(t.queued, f)
+	kick := t.idle
+	t.idle = false
+	t.qmu.Unlock()
+	if kick {
+		select {
+		case t.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take returns the events queued and empties the queue; when there are
+// none, the writer is idle from then on.
+func (t *timeline) take() []fetched {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	b := t.queued
+	t.queued = nil
+	t.idle = len(b) == 0
+	return b
 }
 
 // dhcpPath stands for a DHCP packet in the timeline's queue and
@@ -85,12 +125,7 @@ func (t *timeline) dhcp(mac net.HardwareAddr) {
 	if !t.first(mac, dhcpPath, time.Now()) {
 		return
 	}
-	r := pxehttp.Request{Path: dhcpPath, Status: 200}
-	select {
-	case t.queue <- fetched{r, slices.Clone(mac)}:
-	default:
-		t.drop(r)
-	}
+	t.enqueue(fetched{pxehttp.Request{Path: dhcpPath, Status: 200}, slices.Clone(mac)})
 }
 
 // dhcpContacts is the DHCP servers' boot policy (all of it, reservations
@@ -228,67 +263,37 @@ func (t *timeline) run(ctx context.Context) error {
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	defer context.AfterFunc(ctx, func() { time.AfterFunc(stopGrace, cancel) })()
-	batches := make(chan []fetched)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
+	for {
+		b := t.take()
+		if len(b) == 0 {
 			select {
 			case <-ctx.Done():
-				return
-			case b := <-batches:
-				delay := flushDelay
-				if len(b) >= floodBatch {
-					delay = floodDelay
-				}
-				next := time.Now().Add(delay)
-				t.write(wctx, b)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Until(next)):
-				}
+				t.flush(wctx)
+				return nil
+			case <-t.wake:
 			}
+			continue
 		}
-	}()
-	var pending []fetched
-	for {
-		// The batch goes when the writer is ready for it.
-		var out chan<- []fetched
-		if len(pending) > 0 {
-			out = batches
+		delay := flushDelay
+		if len(b) >= floodBatch {
+			delay = floodDelay
 		}
+		next := time.Now().Add(delay)
+		t.write(wctx, b)
+		// Events gather meanwhile, without waking the writer.
 		select {
 		case <-ctx.Done():
-			wg.Wait()
-			t.flush(wctx, pending)
+			t.flush(wctx)
 			return nil
-		case f := <-t.queue:
-			if len(pending) >= maxPending {
-				t.drop(f.r)
-				continue
-			}
-			pending = append(pending, f)
-		case out <- pending:
-			pending = nil
+		case <-time.After(time.Until(next)):
 		}
 	}
 }
 
-// flush writes pending and what is still queued, once the server stops.
-func (t *timeline) flush(ctx context.Context, pending []fetched) {
-	for len(pending) < maxPending {
-		select {
-		case f := <-t.queue:
-			pending = append(pending, f)
-			continue
-		default:
-		}
-		break
-	}
-	if len(pending) > 0 {
-		t.write(ctx, pending)
+// flush writes what is still queued, once the server stops.
+func (t *timeline) flush(ctx context.Context) {
+	if b := t.take(); len(b) > 0 {
+		t.write(ctx, b)
 	}
 }
 
