@@ -422,11 +422,7 @@ func (a *archive) dir(name string) {
 }
 
 func (a *archive) file(name string, perm cpio.FileMode, body []byte) {
-	a.dir(filepath.Dir(name))
-	a.header(name, cpio.TypeReg|perm, int64(len(body)))
-	if a.err == nil {
-		_, a.err = a.w.Write(body)
-	}
+	a.copy(name, perm, bytes.NewReader(body), int64(len(body)))
 }
 
 // copy writes an entry of size bytes read from r.

@@ -80,8 +80,8 @@ const maxBatch = 256
 // to a power of two and maps it again each time a commit outgrows that:
 // every page read afterwards faults in anew (a rack booting into a fresh
 // store remaps it as its timelines grow), and a writer waits for every
-// read transaction to end first. Address space
-// only: a page takes memory once read, as before. (etcd maps 10 GiB.)
+// read transaction to end first. Address space only: a page takes
+// memory once read, as before. (etcd maps 10 GiB.)
 const initialMmapSize = 1 << 30
 
 // ErrLocked: another process holds the store file (a running `metal

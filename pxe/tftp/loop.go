@@ -100,7 +100,6 @@ func (l *eventLoop) run(req *requestSocket) {
 	live := map[int32]*windowTransfer{}
 	events := make([]unix.EpollEvent, 256)
 	var drain [8]byte
-	reqfd := int32(-1)
 	if req != nil {
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, req.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(req.fd)}); err != nil {
 			// With the window socket closed, the steering program's
@@ -108,8 +107,6 @@ func (l *eventLoop) run(req *requestSocket) {
 			req.log.Error("tftp windowsize disabled", "err", fmt.Errorf("epoll add: %w", err))
 			req.close()
 			req = nil
-		} else {
-			reqfd = int32(req.fd)
 		}
 	}
 	// next is no later than the earliest deadline of a live transfer.
@@ -123,7 +120,7 @@ func (l *eventLoop) run(req *requestSocket) {
 		if stop && req != nil {
 			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, req.fd, nil)
 			req.close()
-			req, reqfd = nil, -1
+			req = nil
 		}
 		for _, t := range added {
 			if t.done {
@@ -192,7 +189,7 @@ func (l *eventLoop) run(req *requestSocket) {
 					_, _ = unix.Read(l.wake, drain[:])
 					continue
 				}
-				if ev.Fd == reqfd {
+				if req != nil && int(ev.Fd) == req.fd {
 					req.readAll()
 					continue
 				}
