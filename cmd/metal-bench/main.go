@@ -146,6 +146,8 @@ type config struct {
 	// failoverEvery and failoverMargin are the failover row's heartbeat
 	// interval and clock-skew margin M (see benchFailover).
 	failoverEvery, failoverMargin time.Duration
+	// stormMachines is the boot storm's rack size (see benchStorm).
+	stormMachines int
 }
 
 func main() {
@@ -162,9 +164,13 @@ func main() {
 	flag.StringVar(&readme, "readme", "", "after a run of every measure, put its markdown table between this file's benchmark markers")
 	flag.DurationVar(&cfg.failoverEvery, "failover-every", time.Second, "the failover row's heartbeat interval (metal serve --backup-every; its default 5m makes a run last up to 16 minutes, and the row then runs once)")
 	flag.DurationVar(&cfg.failoverMargin, "failover-margin", time.Second, "the failover row's clock-skew margin (metal promote --margin; its default is 60s)")
+	flag.IntVar(&cfg.stormMachines, "storm-machines", stormMachines, fmt.Sprintf("the boot storm's machines, 1 to %d (one documentation /24); a few, spread over its second, time one machine's boot on an idle server", maxStormMachines))
 	settle := flag.Duration("settle", 2*time.Minute, "before the first measure, wait up to this long for the host's CPUs to be idle (0: start at once)")
 	flag.Parse()
 	cfg.runs = max(cfg.runs, 3)
+	if cfg.stormMachines < 1 || cfg.stormMachines > maxStormMachines {
+		fatal(fmt.Errorf("--storm-machines %d: give 1 to %d", cfg.stormMachines, maxStormMachines))
+	}
 	if _, err := os.Stat(cfg.metal); err != nil {
 		fatal(fmt.Errorf("metal binary %s: %w (build it with `make build`, or name it with --metal)", cfg.metal, err))
 	}

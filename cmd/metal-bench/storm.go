@@ -27,15 +27,17 @@ import (
 // kernel), and speaks TFTP and HTTP from that address. A machine not done
 // within stormGiveUp is lost.
 //
-// N stays at 200: the lab may use only one documentation /24, and a
+// N is 200 unless --storm-machines says otherwise, and at most
+// maxStormMachines: the lab may use only one documentation /24, and a
 // storm of 1,000 machines needs more addresses than that.
 const (
-	stormMachines   = 200
-	stormSpread     = time.Second
-	stormGiveUp     = 2 * time.Minute
-	stormKernelSize = 4 << 20
-	stormInitrdSize = 4 << 20
-	stormHTTP       = labServerIP + ":8080"
+	stormMachines    = 200
+	maxStormMachines = 240 // 192.0.2.10 to .249; the probe is .250
+	stormSpread      = time.Second
+	stormGiveUp      = 2 * time.Minute
+	stormKernelSize  = 4 << 20
+	stormInitrdSize  = 4 << 20
+	stormHTTP        = labServerIP + ":8080"
 )
 
 // stormHosts are the storm's machines: MACs 52:54:00:cc:..., addresses
@@ -70,11 +72,11 @@ type stormRun struct {
 // (DHCP and TFTP) with nginx (HTTP), alternating, each started fresh for
 // each run.
 func benchStorm(cfg *config) ([]Result, error) {
-	runs, err := runStorms(cfg, stormMachines, cfg.runs)
+	runs, err := runStorms(cfg, cfg.stormMachines, cfg.runs)
 	if err != nil {
 		return nil, err
 	}
-	return stormRows(stormMachines, cfg.runs, runs), nil
+	return stormRows(cfg.stormMachines, cfg.runs, runs), nil
 }
 
 const stormPeer = "dnsmasq + nginx"
