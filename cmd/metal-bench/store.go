@@ -175,13 +175,12 @@ func storeRunOn(cfg *config, be string, run int, history []inventory.Record) (st
 	if len(ms) != storeMachines {
 		return r, fmt.Errorf("listed %d machines, wrote %d", len(ms), storeMachines)
 	}
-	// The heap the list holds: collected with it, then without it. Read
-	// as the heap before the listing and after it, what the writes before
-	// still held was counted too, and read -62 MiB in 2 of 3 runs when it
-	// was let go in between. Each reading follows two collections: what
-	// a sync.Pool holds (the writes' buffers) is freed only by the second
-	// collection after it was last used, and with one collection each the
-	// pools' buffers counted as the list's in 3 of 5 runs (79 MiB, not 8).
+	// The heap the list holds: the heap collected with it, minus the heap
+	// collected without it. (Before and after the listing would also
+	// count what the writes before still held, which they may let go of
+	// in between.) Two collections for each reading: what a sync.Pool
+	// holds (the writes' buffers) is freed only by the second collection
+	// after its last use, and would otherwise count as the list's.
 	var with, without runtime.MemStats
 	collect := func(m *runtime.MemStats) {
 		runtime.GC()
